@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install first when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kairos-installed
+
+.PHONY: install demo test lint typecheck bench clean
+
+install: $(STAMP)
+
+# Reinstall only when the project's dependencies change (idempotent otherwise).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: a CPU wheel of 2.13.0 lies on local disk.
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/kairos demo
+
+test: install
+	bash deploy/install-test-deps.sh
+	$(BIN)/python -m ruff check stream model tests benchmarks
+	$(BIN)/python -m pytest -q -rs
+
+lint: install
+	$(BIN)/python -m ruff check stream model tests benchmarks
+
+typecheck: install
+	$(BIN)/python -m mypy
+
+clean:
+	rm -rf .kairos .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# System packages the test suite needs (a real Prometheus server and promtool), from Debian.
+set -euo pipefail
+if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
+  echo "install-test-deps: need root (or sudo) to apt-get install prometheus; tests needing it will skip" >&2
+  exit 0
+fi
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null

@@ -1,0 +1,1 @@
+"""Kairos model: data, training, evaluation, export and the incremental scorer."""

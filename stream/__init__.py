@@ -1,0 +1,1 @@
+"""Kairos stream worker: topology, state, policy, push emission."""

@@ -1,0 +1,145 @@
+"""One typed settings object for the whole of Kairos.
+
+Every option has a default, an environment variable and a line of documentation. Nested groups
+are read with a double underscore: ``KAIROS_KAFKA__BOOTSTRAP_SERVERS``, ``KAIROS_POLICY__MIN_GAP_SECONDS``.
+``kairos settings`` prints the effective values (secrets masked) and ``docs/settings.md`` lists them all.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream.policy_config import PolicyConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class KafkaConfig(BaseModel):
+    """How to reach the broker. With no bootstrap address the embedded Tansu broker is started."""
+
+    bootstrap_servers: str | None = Field(
+        None, description="Kafka bootstrap servers (host:port,...). Unset: start the embedded Tansu broker."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers' certificates.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of the client private key (secret).")
+    session_timeout_seconds: float = Field(
+        10.0, description="Consumer group session timeout; short because the first join takes about half of it."
+    )
+    heartbeat_interval_seconds: float = Field(1.0, description="Consumer group heartbeat interval.")
+    fetch_max_wait_ms: int = Field(
+        10, description="Longest a fetch waits for data; under ~10 ms the embedded broker misbehaves."
+    )
+    embedded_port: int = Field(0, description="Port of the embedded broker; 0 picks a free one.")
+    embedded_host: str = Field("127.0.0.1", description="Loopback address the embedded broker listens on.")
+
+    def confluent_config(self) -> dict[str, str | int | float]:
+        """The librdkafka settings for this broker (security included)."""
+        if not self.bootstrap_servers:
+            raise ValueError("no bootstrap servers: start the embedded broker first")
+        conf: dict[str, str | int | float] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = str(self.ssl_cafile)
+        if self.ssl_certfile:
+            conf["ssl.certificate.location"] = str(self.ssl_certfile)
+        if self.ssl_keyfile:
+            conf["ssl.key.location"] = str(self.ssl_keyfile)
+        if self.ssl_key_password:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        return conf
+
+
+class TopicsConfig(BaseModel):
+    """Topic names and partition counts. Events, consent and pushes are keyed by user."""
+
+    events: str = Field("events", description="Behaviour events, keyed by user.")
+    catalog: str = Field("catalog", description="Catalog and promotion updates, keyed by item (compacted).")
+    consent: str = Field("consent", description="Consent / opt-out updates, keyed by user (compacted).")
+    pushes: str = Field("pushes", description="Outbound pushes for marketing, keyed by user.")
+    dead_letters: str = Field("dead-letters", description="Malformed input with its reason and original bytes.")
+    decisions: str = Field("push-decisions", description="Audit trail of push decisions (when enabled).")
+    partitions: int = Field(4, description="Partitions of the user-keyed topics (events, consent, pushes).")
+    replication_factor: int = Field(1, description="Replication factor for topics Kairos creates.")
+
+
+class ModelConfig(BaseModel):
+    """Which model the worker serves."""
+
+    dir: Path = Field(
+        PROJECT_ROOT / ".kairos" / "models" / "current",
+        description="Model artifact directory the worker loads and watches for hot reload.",
+    )
+    reload_check_seconds: float = Field(5.0, description="How often the model directory is checked for a new artifact.")
+
+
+class WorkerConfig(BaseModel):
+    """The stream worker process."""
+
+    app_id: str = Field("kairos", description="Consumer group / application id; also prefixes changelog topics.")
+    state_dir: Path = Field(
+        PROJECT_ROOT / ".kairos" / "state", description="Where the worker keeps its local RocksDB state."
+    )
+    web_port: int = Field(8000, description="Port for /metrics, /healthz and /readyz (0 picks a free one).")
+    web_host: str = Field("0.0.0.0", description="Address the metrics and health server binds to.")
+    max_event_bytes: int = Field(16_384, description="Larger inputs are refused to the dead-letter topic.")
+    batch_size: int = Field(512, description="Most events processed together in one scoring batch.")
+    batch_wait_seconds: float = Field(0.005, description="Longest wait to fill a batch before processing it.")
+    dedupe_event_ids: int = Field(64, description="Recent event ids remembered per user to drop redeliveries.")
+    recent_items: int = Field(20, description="Recent items (with their event types) kept per user.")
+    push_history: int = Field(50, description="Recent pushes kept per user.")
+
+
+class LogConfig(BaseModel):
+    """Logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    json_format: bool = Field(False, description="Write logs as JSON lines (one object per record).")
+
+
+class Settings(BaseSettings):
+    """All of Kairos's configuration. Read from ``KAIROS_*`` environment variables and ``.env``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KAIROS_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        PROJECT_ROOT.parent / "shared" / "data",
+        description="Folder with the public session datasets (never committed to the project).",
+    )
+    demo_seconds: float | None = Field(None, description="Stop `kairos demo` after this many seconds.")
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
