@@ -1,16 +1,235 @@
-"""Settings of the push decision policy (read through ``Settings.policy``, env ``KAIROS_POLICY__*``)."""
+"""Settings of the push decision policy (read through ``Settings.policy``, env ``KAIROS_POLICY__*``).
+
+Every field has a default and a one-line description; ``docs/policy.md`` explains each rule. Dict
+fields are read from the environment as JSON (``KAIROS_POLICY__TRIGGER_THRESHOLDS='{"price_drop": 0.4}'``).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import re
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from stream.contract import TRIGGERS
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
 class PolicyConfig(BaseModel):
     """Every push rule is configurable; defaults are conservative."""
 
-    threshold: float = Field(0.5, description="Interest (calibrated probability) a candidate must reach to be pushed.")
+    # --- threshold and interest -------------------------------------------------------------------
+    threshold: float = Field(
+        0.5, description="Interest (calibrated probability) a candidate must reach to be pushed."
+    )
+    trigger_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"cart_abandonment": 0.35, "promotion_ending": 0.4},
+        description="Per-trigger thresholds that replace `threshold` for those triggers (JSON object).",
+    )
+    min_threshold: float = Field(
+        0.05, ge=0.0, le=1.0, description="Lowest threshold after the responsiveness offset."
+    )
+    max_threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="Highest threshold after the responsiveness offset."
+    )
+    interest_half_life_seconds: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="Interest halves per this much time since the last engagement with item/session.",
+    )
+    promotion_weight: float = Field(
+        2.0, ge=0.0, description="Promotion boost: interest odds are multiplied by 1 + weight x discount."
+    )
+
+    # --- emission limits --------------------------------------------------------------------------
     min_gap_seconds: float = Field(3600.0, description="At most one push per user per this many seconds.")
     item_repeat_window_seconds: float = Field(
         7 * 86400.0, description="Never push the same item to the same user twice within this window."
     )
     push_ttl_seconds: float = Field(3600.0, description="A push expires this long after it is created.")
+    max_pushes_per_24h: int = Field(3, ge=0, description="Most pushes per user in any rolling 24 hours.")
+    max_pushes_per_7d: int = Field(10, ge=0, description="Most pushes per user in any rolling 7 days.")
+    max_pushes_per_local_day: int = Field(
+        2, ge=0, description="Most pushes per user per calendar day in their zone."
+    )
+    max_per_category_per_local_day: int = Field(
+        1, ge=0, description="Most pushes per category per user per local calendar day (0 disables the rule)."
+    )
+    max_pushes_per_decision: int = Field(
+        1, ge=1, description="Most pushes one decision (one input) may emit."
+    )
+
+    # --- consent, time zone, quiet hours, holdout -----------------------------------------------------
+    consent_default: bool = Field(
+        True, description="Consent assumed for users with no consent record (opt-in by default for the demo)."
+    )
+    default_time_zone: str = Field("UTC", description="IANA time zone for users whose events carry none.")
+    quiet_hours_start: str = Field(
+        "22:00", description="Local time (HH:MM) quiet hours begin; equal to end: none."
+    )
+    quiet_hours_end: str = Field("08:00", description="Local time (HH:MM) quiet hours end.")
+    quiet_hours_action: Literal["hold", "drop"] = Field(
+        "hold",
+        description="In quiet hours: hold the push until they end (if not expired by then) or drop it.",
+    )
+    max_held: int = Field(2, ge=0, description="Most pushes held for the end of quiet hours per user.")
+    holdout_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="Share of users in the global holdout group (they receive nothing)."
+    )
+    holdout_salt: str = Field(
+        "kairos-holdout-v1", description="Salt of the holdout hash; change it to reshuffle."
+    )
+
+    # --- diversity ---------------------------------------------------------------------------------
+    mmr_lambda: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="MMR trade-off: 1 = pure interest, 0 = pure novelty against recent pushes.",
+    )
+    mmr_history: int = Field(
+        5, ge=0, description="Recent pushes the MMR similarity term compares candidates with."
+    )
+
+    # --- candidates ------------------------------------------------------------------------------
+    max_candidates: int = Field(50, ge=1, description="Most candidates scored per user per event.")
+    quota_engaged: int = Field(
+        20, ge=0, description="Most candidates from the user's recently engaged items."
+    )
+    quota_covisited: int = Field(
+        20, ge=0, description="Most candidates from items co-visited with the session's."
+    )
+    quota_promoted: int = Field(5, ge=0, description="Most candidates from items on active promotion.")
+    quota_trending: int = Field(
+        10, ge=0, description="Most candidates from trending items (little-history users)."
+    )
+    trending_min_history: int = Field(
+        3, ge=0, description="Users with fewer engaged items than this also get trending candidates."
+    )
+    engagement_max_items: int = Field(20, ge=1, description="Engaged items remembered per user.")
+    covisit_top_n: int = Field(20, ge=1, description="Co-visited neighbours kept per item.")
+    covisit_max_items: int = Field(
+        100_000, ge=1, description="Items the co-visitation index keeps (least recent go)."
+    )
+    covisit_window: int = Field(
+        5, ge=1, description="An item co-occurs with this many previous items of the session."
+    )
+    covisit_half_life_seconds: float = Field(
+        7 * 86400.0, gt=0, description="Half-life of co-visitation counts."
+    )
+    trending_max_items: int = Field(10_000, ge=1, description="Items the trending counter keeps.")
+    trending_half_life_seconds: float = Field(6 * 3600.0, gt=0, description="Half-life of trending counts.")
+    trending_refresh_seconds: float = Field(
+        30.0, ge=0, description="The trending top list is recomputed this often."
+    )
+
+    # --- catalog triggers (interest index) ---------------------------------------------------------------
+    interest_index_per_item: int = Field(
+        200, ge=1, description="Users with the highest interest kept per item."
+    )
+    interest_index_max_entries: int = Field(
+        500_000, ge=1, description="Most (item, user) entries in the index."
+    )
+    interest_index_min_interest: float = Field(
+        0.2, ge=0.0, le=1.0, description="Interest a scored candidate needs to enter the item -> users index."
+    )
+    interest_index_half_life_seconds: float = Field(
+        2 * 86400.0, gt=0, description="Half-life of stored interest when a catalog change looks up users."
+    )
+
+    # --- timers ----------------------------------------------------------------------------------
+    cart_abandonment_delay_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="A carted item not bought nor removed after this long triggers cart_abandonment.",
+    )
+    promotion_ending_lead_seconds: float = Field(
+        3 * 3600.0, gt=0, description="promotion_ending fires this long before a promotion's ends_at."
+    )
+    max_timers: int = Field(
+        500_000, ge=1, description="Most pending timers per worker (new ones are refused beyond)."
+    )
+    max_timers_per_user: int = Field(
+        20, ge=1, description="Most pending timers per user (the latest due go first)."
+    )
+
+    # --- feedback and responsiveness ---------------------------------------------------------------------
+    attribution_window_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="A purchase of the pushed item this soon after the push is attributed to it.",
+    )
+    max_push_records: int = Field(
+        50, ge=1, description="Pushes remembered per user (caps, repeats, attribution)."
+    )
+    ignore_after_seconds: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="A push with no open, click or dismiss after this long counts as ignored.",
+    )
+    responsiveness_open: float = Field(
+        -0.02, le=0.0, description="Threshold offset change when a push is opened."
+    )
+    responsiveness_click: float = Field(
+        -0.04, le=0.0, description="Threshold offset change when a push is clicked."
+    )
+    responsiveness_purchase: float = Field(
+        -0.08, le=0.0, description="Offset change for an attributed purchase."
+    )
+    responsiveness_dismiss: float = Field(
+        0.05, ge=0.0, description="Threshold offset change when a push is dismissed."
+    )
+    responsiveness_ignore: float = Field(
+        0.03, ge=0.0, description="Threshold offset change when a push is ignored."
+    )
+    responsiveness_min: float = Field(-0.15, le=0.0, description="Lowest per-user threshold offset.")
+    responsiveness_max: float = Field(0.3, ge=0.0, description="Highest per-user threshold offset.")
+    responsiveness_half_life_seconds: float = Field(
+        14 * 86400.0,
+        gt=0,
+        description="The offset decays toward 0 with this half-life (old behaviour fades).",
+    )
+
+    @field_validator("quiet_hours_start", "quiet_hours_end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError(f"expected HH:MM (00:00-23:59), got {value!r}")
+        return value
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("trigger_thresholds")
+    @classmethod
+    def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        for trigger, threshold in value.items():
+            if trigger not in TRIGGERS:
+                raise ValueError(f"unknown trigger {trigger!r}; known: {', '.join(TRIGGERS)}")
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold of {trigger} must lie in [0, 1], got {threshold}")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PolicyConfig:
+        if self.min_threshold > self.max_threshold:
+            raise ValueError("min_threshold must not exceed max_threshold")
+        return self
+
+    def threshold_for(self, trigger: str) -> float:
+        """The base threshold of a trigger (before the user's responsiveness offset)."""
+        return self.trigger_thresholds.get(trigger, self.threshold)
+
+    def quiet_minutes(self) -> tuple[int, int]:
+        """Quiet hours as minutes after local midnight: (start, end)."""
+        sh, sm = self.quiet_hours_start.split(":")
+        eh, em = self.quiet_hours_end.split(":")
+        return int(sh) * 60 + int(sm), int(eh) * 60 + int(em)

@@ -1,0 +1,430 @@
+"""Candidate items for a user's next push, from four bounded sources, merged with a source label.
+
+* :class:`Engagement` (per user, stored in the user's state): items the user viewed or carted and has
+  not bought, with view counts and last-engagement times.
+* :class:`CoVisitationIndex` (per worker): item -> top-N items seen in the same sessions, with
+  time-decayed counts, updated from the stream.
+* :class:`PromotionBoard` (per worker): items on an active promotion, deepest discount first.
+* :class:`TrendingItems` (per worker): time-decayed popularity, for users with little history.
+
+Decayed counts use *forward decay*: an observation at ``ts`` adds ``w * 2 ** ((ts - landmark) / half_life)``,
+so stored values never need to be touched again to decay, their order is the order of the decayed
+values, and the decayed value at ``now`` is ``stored * 2 ** (-(now - landmark) / half_life)``. The
+landmark moves forward (rescaling every value once) before the exponent could overflow.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stream.contract import CatalogUpdate
+from stream.policy_config import PolicyConfig
+
+# Rescale forward-decayed values when the landmark is this many half-lives behind (2**60 ~ 1e18).
+_REBASE_HALF_LIVES = 60.0
+
+# Trending weight of each behaviour event type; others do not count.
+TRENDING_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+
+
+@dataclass
+class EngagedItem:
+    """One item the user engaged with."""
+
+    views: int = 0
+    carts: int = 0
+    in_cart: bool = False
+    bought: bool = False
+    last_ts: float = 0.0
+
+
+class Engagement:
+    """A user's recently engaged items (bounded, most recent last) and the session's last event time."""
+
+    def __init__(self, max_items: int = 20) -> None:
+        self.max_items = max_items
+        self.items: OrderedDict[str, EngagedItem] = OrderedDict()
+        self.last_ts: float | None = None
+
+    def observe(self, event_type: str, item_id: str | None, ts: float) -> None:
+        """Fold one behaviour event in (push feedback and searches only move the session time)."""
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        if item_id is None or event_type not in ("view", "add_to_cart", "remove_from_cart", "purchase"):
+            return
+        entry = self.items.get(item_id)
+        if entry is None:
+            entry = EngagedItem()
+            self.items[item_id] = entry
+        else:
+            self.items.move_to_end(item_id)
+        entry.last_ts = max(entry.last_ts, ts)
+        if event_type == "view":
+            entry.views += 1
+        elif event_type == "add_to_cart":
+            entry.carts += 1
+            entry.in_cart = True
+        elif event_type == "remove_from_cart":
+            entry.in_cart = False
+        else:
+            entry.bought = True
+            entry.in_cart = False
+        while len(self.items) > self.max_items:
+            self.items.popitem(last=False)
+
+    def get(self, item_id: str) -> EngagedItem | None:
+        """The record of one item, if remembered."""
+        return self.items.get(item_id)
+
+    def engaged(self) -> list[str]:
+        """Items viewed or carted and not bought, most recent first."""
+        return [item for item, e in reversed(self.items.items()) if not e.bought and (e.views or e.carts)]
+
+    def recent(self, n: int) -> list[str]:
+        """The ``n`` most recently engaged items (bought ones included), most recent first."""
+        out: list[str] = []
+        for item in reversed(self.items):
+            if len(out) >= n:
+                break
+            out.append(item)
+        return out
+
+    def bought(self) -> set[str]:
+        """Items the user bought (among those remembered)."""
+        return {item for item, e in self.items.items() if e.bought}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON-able form: ``{"t": last_ts, "i": [[item, views, carts, in_cart, bought, ts]]}``."""
+        return {
+            "t": self.last_ts,
+            "i": [
+                [k, e.views, e.carts, int(e.in_cart), int(e.bought), e.last_ts] for k, e in self.items.items()
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], max_items: int = 20) -> Engagement:
+        """Rebuild from :meth:`to_dict`."""
+        engagement = cls(max_items)
+        engagement.last_ts = None if data.get("t") is None else float(data["t"])
+        for item, views, carts, in_cart, bought, ts in data.get("i", []):
+            engagement.items[str(item)] = EngagedItem(
+                int(views), int(carts), bool(in_cart), bool(bought), float(ts)
+            )
+        while len(engagement.items) > max_items:
+            engagement.items.popitem(last=False)
+        return engagement
+
+
+class _ForwardDecay:
+    """The landmark arithmetic shared by the decayed counters."""
+
+    def __init__(self, half_life_seconds: float, landmark: float | None = None) -> None:
+        self.half_life_seconds = half_life_seconds
+        self.landmark = landmark
+
+    def weight(self, ts: float) -> tuple[float, float | None]:
+        """Forward-decayed weight of one unit at ``ts``, and a rescale factor when the landmark moved."""
+        if self.landmark is None:
+            self.landmark = ts
+        exponent = (ts - self.landmark) / self.half_life_seconds
+        rescale = None
+        if exponent > _REBASE_HALF_LIVES:
+            rescale = math.exp2(-exponent)
+            self.landmark = ts
+            exponent = 0.0
+        return math.exp2(exponent), rescale
+
+    def at(self, stored: float, now: float) -> float:
+        """The decayed value at ``now`` of a stored forward-decayed value."""
+        if self.landmark is None:
+            return 0.0
+        return stored * math.exp2(-(now - self.landmark) / self.half_life_seconds)
+
+
+class CoVisitationIndex:
+    """item -> its top-N co-visited items, by time-decayed co-occurrence counts in sessions.
+
+    Each item keeps up to ``2 * top_n`` neighbours (the slack lets new pairs accumulate before they
+    compete; the weakest is evicted beyond it) and answers with its best ``top_n``; at most
+    ``max_items`` items are kept, the least recently touched evicted first. Memory is therefore bounded
+    by ``max_items * 2 * top_n`` entries.
+    """
+
+    def __init__(
+        self, top_n: int = 20, max_items: int = 100_000, half_life_seconds: float = 7 * 86400.0
+    ) -> None:
+        self.top_n = top_n
+        self.max_items = max_items
+        self._slots = 2 * top_n
+        self._decay = _ForwardDecay(half_life_seconds)
+        self._items: OrderedDict[str, dict[str, float]] = OrderedDict()
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig) -> CoVisitationIndex:
+        """An empty index sized by the policy settings."""
+        return cls(config.covisit_top_n, config.covisit_max_items, config.covisit_half_life_seconds)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def entries(self) -> int:
+        """Stored (item, neighbour) pairs: the memory the index uses."""
+        return sum(len(b) for b in self._items.values())
+
+    def observe(self, item_id: str, previous: Sequence[str], ts: float) -> None:
+        """Count ``item_id`` as co-visited with each of the session's ``previous`` items (both ways)."""
+        weight, rescale = self._decay.weight(ts)
+        if rescale is not None:
+            for bucket in self._items.values():
+                for key in bucket:
+                    bucket[key] *= rescale
+        for other in previous:
+            if other != item_id:
+                self._add(item_id, other, weight)
+                self._add(other, item_id, weight)
+
+    def _add(self, item: str, other: str, weight: float) -> None:
+        bucket = self._items.get(item)
+        if bucket is None:
+            bucket = {}
+            self._items[item] = bucket
+            if len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        else:
+            self._items.move_to_end(item)
+        if other in bucket:
+            bucket[other] += weight
+            return
+        if len(bucket) >= self._slots:
+            weakest = min(bucket, key=bucket.__getitem__)
+            del bucket[weakest]
+        bucket[other] = weight
+
+    def neighbours(self, item_id: str, now: float, n: int | None = None) -> list[tuple[str, float]]:
+        """The best co-visited items of ``item_id`` with their decayed counts at ``now``, best first."""
+        bucket = self._items.get(item_id)
+        if not bucket:
+            return []
+        best = heapq.nlargest(min(n or self.top_n, self.top_n), bucket.items(), key=lambda kv: kv[1])
+        return [(k, self._decay.at(v, now)) for k, v in best]
+
+    def related(
+        self, anchors: Sequence[str], now: float, n: int, exclude: Iterable[str] = ()
+    ) -> list[tuple[str, float]]:
+        """Items co-visited with ``anchors`` (most recent first, weights 1, 1/2, 1/3 ...), best first."""
+        scores: dict[str, float] = {}
+        for rank, anchor in enumerate(anchors):
+            for other, value in self.neighbours(anchor, now):
+                scores[other] = scores.get(other, 0.0) + value / (rank + 1)
+        skip = set(exclude) | set(anchors)
+        ranked = heapq.nlargest(n + len(skip), scores.items(), key=lambda kv: (kv[1], kv[0]))
+        return [(k, v) for k, v in ranked if k not in skip][:n]
+
+    def similarity(self, a: str, b: str) -> float:
+        """Co-visitation similarity in [0, 1]: count(a, b) relative to a's strongest neighbour."""
+        bucket = self._items.get(a)
+        if not bucket or b not in bucket:
+            return 0.0
+        return bucket[b] / max(bucket.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able snapshot (least recently touched item first)."""
+        return {
+            "top_n": self.top_n,
+            "max_items": self.max_items,
+            "half_life_seconds": self._decay.half_life_seconds,
+            "landmark": self._decay.landmark,
+            "items": [[k, list(b.items())] for k, b in self._items.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CoVisitationIndex:
+        """Rebuild from :meth:`to_dict`."""
+        index = cls(int(data["top_n"]), int(data["max_items"]), float(data["half_life_seconds"]))
+        index._decay.landmark = None if data["landmark"] is None else float(data["landmark"])
+        for item, pairs in data["items"]:
+            index._items[str(item)] = {str(o): float(v) for o, v in pairs}
+        return index
+
+
+class TrendingItems:
+    """Time-decayed popularity of items (views 1, carts 3, purchases 5), bounded to ``max_items``.
+
+    Beyond ``max_items * 5 / 4`` items the weakest are pruned back to ``max_items`` (amortised cost per
+    event O(log n)). The top list is cached and recomputed at most every ``refresh_seconds`` of event time.
+    """
+
+    def __init__(
+        self,
+        max_items: int = 10_000,
+        half_life_seconds: float = 6 * 3600.0,
+        refresh_seconds: float = 30.0,
+        weights: dict[str, float] | None = None,
+    ) -> None:
+        self.max_items = max_items
+        self.refresh_seconds = refresh_seconds
+        self.weights = dict(TRENDING_WEIGHTS if weights is None else weights)
+        self._decay = _ForwardDecay(half_life_seconds)
+        self._counts: dict[str, float] = {}
+        self._top: list[str] = []
+        self._top_at: float | None = None
+        self._top_k = 0
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig) -> TrendingItems:
+        """An empty counter sized by the policy settings."""
+        return cls(
+            config.trending_max_items, config.trending_half_life_seconds, config.trending_refresh_seconds
+        )
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def observe(self, item_id: str | None, event_type: str, ts: float) -> None:
+        """Count one behaviour event."""
+        w = self.weights.get(event_type)
+        if item_id is None or not w:
+            return
+        unit, rescale = self._decay.weight(ts)
+        if rescale is not None:
+            self._counts = {k: v * rescale for k, v in self._counts.items()}
+        self._counts[item_id] = self._counts.get(item_id, 0.0) + w * unit
+        if len(self._counts) > self.max_items + max(1, self.max_items // 4):
+            keep = heapq.nlargest(self.max_items, self._counts.items(), key=lambda kv: kv[1])
+            self._counts = dict(keep)
+
+    def score(self, item_id: str, now: float) -> float:
+        """Decayed count of one item at ``now``."""
+        return self._decay.at(self._counts.get(item_id, 0.0), now)
+
+    def top(self, k: int, now: float) -> list[str]:
+        """The ``k`` most popular items, from a cache at most ``refresh_seconds`` of event time old."""
+        stale = self._top_at is None or abs(now - self._top_at) >= self.refresh_seconds or k > self._top_k
+        if stale:
+            self._top_k = max(k, 64)
+            ranked = heapq.nlargest(self._top_k, self._counts.items(), key=lambda kv: (kv[1], kv[0]))
+            self._top = [item for item, _ in ranked]
+            self._top_at = now
+        return self._top[:k]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able snapshot."""
+        return {
+            "max_items": self.max_items,
+            "half_life_seconds": self._decay.half_life_seconds,
+            "refresh_seconds": self.refresh_seconds,
+            "landmark": self._decay.landmark,
+            "counts": list(self._counts.items()),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrendingItems:
+        """Rebuild from :meth:`to_dict`."""
+        trending = cls(
+            int(data["max_items"]), float(data["half_life_seconds"]), float(data["refresh_seconds"])
+        )
+        trending._decay.landmark = None if data["landmark"] is None else float(data["landmark"])
+        trending._counts = {str(k): float(v) for k, v in data["counts"]}
+        return trending
+
+
+class PromotionBoard:
+    """Items on a promotion (from catalog updates), answered deepest discount first, bounded."""
+
+    def __init__(self, max_items: int = 10_000) -> None:
+        self.max_items = max_items
+        self._promos: dict[str, tuple[float, float, float]] = {}  # item -> (discount, starts_at, ends_at)
+        self._order: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._promos)
+
+    def update(self, entry: CatalogUpdate) -> None:
+        """Track the item's promotion (or its absence) from its latest catalog entry."""
+        promo = entry.promotion
+        if promo is None or entry.stock <= 0:
+            if self._promos.pop(entry.item_id, None) is not None:
+                self._order = None
+            return
+        self._promos[entry.item_id] = (promo.discount, promo.starts_at, promo.ends_at)
+        self._order = None
+        if len(self._promos) > self.max_items:
+            # Keep the promotions that end last: the others are the first to go anyway.
+            keep = heapq.nlargest(self.max_items, self._promos.items(), key=lambda kv: kv[1][2])
+            self._promos = dict(keep)
+
+    def active(self, now: float, n: int) -> list[str]:
+        """Up to ``n`` items whose promotion runs at ``now``, deepest discount first."""
+        if self._order is None:
+            self._order = sorted(self._promos, key=lambda k: (-self._promos[k][0], k))
+        out: list[str] = []
+        for item in self._order:
+            _, starts, ends = self._promos[item]
+            if starts <= now < ends:
+                out.append(item)
+                if len(out) >= n:
+                    break
+        return out
+
+
+@dataclass(frozen=True)
+class CandidateSource:
+    """One merged candidate: the item and the source that proposed it first."""
+
+    item_id: str
+    source: str  # "engaged" | "covisited" | "promoted" | "trending"
+    score: float  # the source's own score (recency rank, decayed count, discount, popularity)
+
+
+def gather_candidates(
+    engagement: Engagement,
+    covisitation: CoVisitationIndex,
+    promotions: PromotionBoard,
+    trending: TrendingItems,
+    now: float,
+    config: PolicyConfig,
+    exclude: Iterable[str] = (),
+) -> list[CandidateSource]:
+    """Merge the four sources into at most ``max_candidates`` distinct items, each with its source.
+
+    Order and quotas: engaged items (most recent first, ``quota_engaged``), then items co-visited with
+    the session's recent items (``quota_covisited``), items on promotion (``quota_promoted``) and, for
+    users with fewer than ``trending_min_history`` engaged items, trending items (``quota_trending``).
+    Bought items and ``exclude`` never appear; an item proposed by two sources keeps the first.
+    """
+    skip = engagement.bought() | set(exclude)
+    out: list[CandidateSource] = []
+    seen: set[str] = set()
+
+    def take(items: Iterable[tuple[str, float]], source: str, quota: int) -> None:
+        taken = 0
+        for item, score in items:
+            if taken >= quota or len(out) >= config.max_candidates:
+                return
+            if item in skip or item in seen:
+                continue
+            seen.add(item)
+            out.append(CandidateSource(item, source, score))
+            taken += 1
+
+    engaged = engagement.engaged()
+    take(((item, 1.0 / (rank + 1)) for rank, item in enumerate(engaged)), "engaged", config.quota_engaged)
+    anchors = engagement.recent(config.covisit_window)
+    if config.quota_covisited and anchors:
+        take(
+            covisitation.related(anchors, now, config.quota_covisited, skip),
+            "covisited",
+            config.quota_covisited,
+        )
+    if config.quota_promoted:
+        promoted = promotions.active(now, config.quota_promoted + len(skip) + len(seen))
+        take(((item, 1.0) for item in promoted), "promoted", config.quota_promoted)
+    if config.quota_trending and len(engaged) < config.trending_min_history:
+        top = trending.top(config.quota_trending + config.max_candidates, now)
+        take(((item, trending.score(item, now)) for item in top), "trending", config.quota_trending)
+    return out

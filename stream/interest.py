@@ -1,0 +1,237 @@
+"""Interest: from the model's calibrated probability to the number the policy compares to a threshold.
+
+Pure functions (no clock: ``now`` is always an argument) plus :class:`InterestIndex`, the bounded
+item -> interested users map that lets a catalog change (price drop, back in stock, promotion start)
+reach the users who care, and :func:`catalog_triggers`, which says which triggers a catalog change fires.
+
+The rule (documented in ``docs/policy.md``)::
+
+    decay     = 0.5 ** (age / interest_half_life)          age = now - last engagement (item or session)
+    m         = 1 + promotion_weight * discount            discount in [0, 1), 0 without an active promotion
+    interest  = (p * decay * m) / (1 - p * decay + p * decay * m)     odds of p*decay multiplied by m
+    threshold = clip(threshold_for(trigger) + offset, min_threshold, max_threshold)
+
+Multiplying the odds keeps the result in [0, 1], leaves 0 and 1 fixed and is monotone in both p and
+the discount.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from stream.contract import CatalogUpdate
+from stream.policy_config import PolicyConfig
+
+
+def decay_factor(age_seconds: float, half_life_seconds: float) -> float:
+    """``0.5 ** (age / half_life)``; a negative age (out-of-order events) counts as 0."""
+    if age_seconds <= 0.0:
+        return 1.0
+    return math.exp2(-age_seconds / half_life_seconds)
+
+
+def promotion_adjust(p: float, discount: float, weight: float) -> float:
+    """Raise a probability for a promotion: its odds are multiplied by ``1 + weight * discount``.
+
+    The result stays in [0, 1] (0 and 1 are fixed points); ``discount`` is clipped to [0, 1].
+    """
+    p = min(max(p, 0.0), 1.0)
+    multiplier = 1.0 + weight * min(max(discount, 0.0), 1.0)
+    if p >= 1.0:
+        return 1.0
+    boosted = p * multiplier
+    return boosted / (1.0 - p + boosted)
+
+
+def effective_threshold(trigger: str, offset: float, config: PolicyConfig) -> float:
+    """The threshold a candidate of ``trigger`` must reach for a user with responsiveness ``offset``."""
+    return min(max(config.threshold_for(trigger) + offset, config.min_threshold), config.max_threshold)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Interest of one candidate and the features behind it (kept for explanations and audits)."""
+
+    interest: float
+    threshold: float
+    features: dict[str, float]
+
+    @property
+    def passes(self) -> bool:
+        """Whether the interest reaches the threshold."""
+        return self.interest >= self.threshold
+
+
+def assess(
+    raw_score: float,
+    calibrated: float,
+    last_engaged_at: float | None,
+    now: float,
+    discount: float,
+    trigger: str,
+    offset: float,
+    config: PolicyConfig,
+) -> Assessment:
+    """Decay, promotion adjustment and threshold for one candidate.
+
+    ``last_engaged_at`` is the user's last engagement with the item, or else with the session; None
+    means "now" (no decay). ``offset`` is the user's current responsiveness offset.
+    """
+    age = 0.0 if last_engaged_at is None else max(0.0, now - last_engaged_at)
+    decay = decay_factor(age, config.interest_half_life_seconds)
+    decayed = min(max(calibrated, 0.0), 1.0) * decay
+    interest = promotion_adjust(decayed, discount, config.promotion_weight)
+    base = config.threshold_for(trigger)
+    threshold = effective_threshold(trigger, offset, config)
+    features = {
+        "raw_score": float(raw_score),
+        "calibrated_p": float(calibrated),
+        "age_seconds": age,
+        "decay_factor": decay,
+        "discount": float(discount),
+        "promotion_multiplier": 1.0 + config.promotion_weight * min(max(discount, 0.0), 1.0),
+        "interest": interest,
+        "threshold_base": base,
+        "threshold_offset": threshold - base,
+        "threshold": threshold,
+    }
+    return Assessment(interest=interest, threshold=threshold, features=features)
+
+
+def catalog_triggers(
+    previous: CatalogUpdate | None, current: CatalogUpdate, now: float
+) -> list[tuple[str, str]]:
+    """Triggers a catalog change fires, each with its ``cause`` (deterministic for push ids).
+
+    price_drop: the effective price fell; back_in_stock: stock went from 0 to more; promotion_start: a
+    promotion that was not active before is active at ``now``. A first sighting (no previous entry)
+    fires only promotion_start. The cause names the catalog version (``updated_at``) so a redelivered
+    update maps onto the same push ids.
+    """
+    fired: list[tuple[str, str]] = []
+    version = f"{current.item_id}@{current.updated_at:.3f}"
+    promo = current.promotion
+    started = False
+    if promo is not None and promo.active_at(now) and current.stock > 0:
+        before = previous.promotion if previous is not None else None
+        was_active = (
+            previous is not None
+            and before is not None
+            and before.promotion_id == promo.promotion_id
+            and before.active_at(previous.updated_at)
+        )
+        if not was_active:
+            started = True
+            fired.append(("promotion_start", f"{promo.promotion_id}@{current.item_id}"))
+    if previous is not None:
+        cheaper = current.effective_price(now) < previous.effective_price(previous.updated_at) - 1e-9
+        # A drop that is only the new promotion is reported once, as promotion_start.
+        if current.stock > 0 and cheaper and not (started and current.price >= previous.price):
+            fired.append(("price_drop", version))
+        if previous.stock == 0 and current.stock > 0:
+            fired.append(("back_in_stock", version))
+    return fired
+
+
+class InterestIndex:
+    """item -> the users most interested in it: bounded per item and in total.
+
+    Each item keeps at most ``per_item`` users (the lowest stored interest is evicted); the whole index
+    keeps at most ``max_entries`` (item, user) pairs, evicting the least recently updated items' entries
+    first. Stored interest decays with ``half_life_seconds`` when read.
+    """
+
+    def __init__(
+        self, per_item: int = 200, max_entries: int = 500_000, half_life_seconds: float = 2 * 86400.0
+    ):
+        self.per_item = per_item
+        self.max_entries = max_entries
+        self.half_life_seconds = half_life_seconds
+        # item -> {user: (interest, ts)}; the OrderedDict is kept in least-recently-updated order.
+        self._items: OrderedDict[str, dict[str, tuple[float, float]]] = OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig) -> InterestIndex:
+        """An empty index sized by the policy settings."""
+        return cls(
+            config.interest_index_per_item,
+            config.interest_index_max_entries,
+            config.interest_index_half_life_seconds,
+        )
+
+    def update(self, item_id: str, user_id: str, interest: float, ts: float) -> None:
+        """Record (or refresh) a user's interest in an item, scored at event time ``ts``."""
+        bucket = self._items.get(item_id)
+        if bucket is None:
+            bucket = {}
+            self._items[item_id] = bucket
+        else:
+            self._items.move_to_end(item_id)
+        if user_id not in bucket:
+            if len(bucket) >= self.per_item:
+                # Compare at ``ts`` so stale high scores do not block fresh ones forever.
+                weakest = min(bucket, key=lambda u: self._decayed(bucket[u], ts))
+                if self._decayed(bucket[weakest], ts) >= interest:
+                    return
+                del bucket[weakest]
+                self._size -= 1
+            self._size += 1
+        bucket[user_id] = (interest, ts)
+        while self._size > self.max_entries:
+            oldest_item, oldest = next(iter(self._items.items()))
+            if oldest_item == item_id and len(self._items) == 1:
+                break
+            self._size -= len(oldest)
+            del self._items[oldest_item]
+
+    def discard(self, item_id: str, user_id: str) -> None:
+        """Forget one user's interest in one item (e.g. after the user bought it)."""
+        bucket = self._items.get(item_id)
+        if bucket is not None and bucket.pop(user_id, None) is not None:
+            self._size -= 1
+            if not bucket:
+                del self._items[item_id]
+
+    def users_for(self, item_id: str, now: float, min_interest: float) -> list[tuple[str, float, float]]:
+        """Users with decayed interest >= ``min_interest`` in the item: (user, interest, ts), best first."""
+        bucket = self._items.get(item_id)
+        if not bucket:
+            return []
+        found = []
+        for user, entry in bucket.items():
+            value = self._decayed(entry, now)
+            if value >= min_interest:
+                found.append((user, value, entry[1]))
+        found.sort(key=lambda row: (-row[1], row[0]))
+        return found
+
+    def _decayed(self, entry: tuple[float, float], now: float) -> float:
+        return entry[0] * decay_factor(now - entry[1], self.half_life_seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able snapshot: ``{"items": [[item, [[user, interest, ts], ...]], ...]}`` oldest first."""
+        return {
+            "per_item": self.per_item,
+            "max_entries": self.max_entries,
+            "half_life_seconds": self.half_life_seconds,
+            "items": [
+                [item, [[u, v, t] for u, (v, t) in bucket.items()]] for item, bucket in self._items.items()
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InterestIndex:
+        """Rebuild an index from :meth:`to_dict`."""
+        index = cls(int(data["per_item"]), int(data["max_entries"]), float(data["half_life_seconds"]))
+        for item, rows in data["items"]:
+            bucket = {str(u): (float(v), float(t)) for u, v, t in rows}
+            index._items[str(item)] = bucket
+            index._size += len(bucket)
+        return index

@@ -1,0 +1,761 @@
+"""The push decision policy: which candidate (if any) becomes a push now, which is held, and why not.
+
+Pure: no I/O, no clock (``now`` is event time, an argument). The worker calls, per user input:
+
+1. :func:`make_candidate` for each scored item (interest, features, catalog facts at decision time);
+2. :func:`decide` -> one :class:`Verdict` per candidate (at most ``max_pushes_per_decision`` emits);
+3. for an emit, :func:`build_push` then :func:`record_push`; for a hold, :func:`build_push` then
+   :func:`record_hold`; and, on later inputs of that user, :func:`release_held` (then
+   :func:`record_push` for what it emits).
+
+Every suppression carries a reason from :data:`SUPPRESSION_REASONS` (bounded: safe as a metric label).
+``docs/policy.md`` documents every rule with its config field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from stream.candidates import EngagedItem
+from stream.contract import CatalogUpdate, ConsentUpdate, Push, push_id
+from stream.interest import assess, decay_factor, effective_threshold
+from stream.policy_config import PolicyConfig
+
+Outcome = Literal["emit", "hold", "suppress"]
+
+SuppressReason = Literal[
+    "no_consent",  # opted out (or unknown consent with consent_default=False)
+    "holdout",  # user in the global holdout group
+    "not_in_catalog",  # no catalog entry for the item
+    "out_of_stock",  # stock re-checked at decision / release time
+    "promotion_invalid",  # the promotion the push mentions no longer runs
+    "expired",  # the push's expires_at <= now
+    "below_threshold",  # interest < threshold (trigger threshold + responsiveness offset)
+    "item_repeat",  # same item pushed within item_repeat_window_seconds
+    "already_held",  # the same item already waits for the end of quiet hours
+    "category_today",  # category already pushed max_per_category_per_local_day times today (local)
+    "cap_7d",  # max_pushes_per_7d reached (rolling)
+    "cap_24h",  # max_pushes_per_24h reached (rolling)
+    "cap_local_day",  # max_pushes_per_local_day reached (calendar day, user's time zone)
+    "min_gap",  # last push less than min_gap_seconds ago
+    "quiet_hours",  # quiet hours and action "drop", or the push would expire before they end
+    "held_limit",  # quiet hours, but max_held pushes already wait
+    "not_selected",  # eligible, but another candidate won (MMR, max_pushes_per_decision)
+]
+SUPPRESSION_REASONS: tuple[str, ...] = SuppressReason.__args__  # type: ignore[attr-defined]
+
+_DAY = 86400.0
+_DEFAULT_CONFIG = PolicyConfig.model_validate({})
+
+
+@dataclass
+class PushRecord:
+    """A push sent to the user, with what happened to it (feedback fills the ``*_at`` fields)."""
+
+    push_id: str
+    item_id: str
+    category: str | None
+    trigger: str
+    created_at: float  # when it was emitted (for a held push: when it was released)
+    expires_at: float
+    opened_at: float | None = None
+    clicked_at: float | None = None
+    purchased_at: float | None = None
+    revenue: float = 0.0
+    dismissed_at: float | None = None
+    ignored_at: float | None = None
+
+    def to_list(self) -> list[Any]:
+        """Compact JSON-able form (field order as declared)."""
+        return [
+            self.push_id,
+            self.item_id,
+            self.category,
+            self.trigger,
+            self.created_at,
+            self.expires_at,
+            self.opened_at,
+            self.clicked_at,
+            self.purchased_at,
+            self.revenue,
+            self.dismissed_at,
+            self.ignored_at,
+        ]
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> PushRecord:
+        """Inverse of :meth:`to_list`."""
+        return cls(*row)
+
+
+@dataclass
+class HeldPush:
+    """A push waiting for the end of the user's quiet hours."""
+
+    push: Push
+    release_at: float
+
+
+@dataclass
+class UserPolicyState:
+    """Per-user policy state, stored with the user's state (bounded; see :meth:`to_dict`)."""
+
+    opted_in: bool | None = None
+    consent_ts: float | None = None
+    time_zone: str | None = None
+    pushes: list[PushRecord] = field(default_factory=list)  # oldest first, bounded by max_push_records
+    held: list[HeldPush] = field(default_factory=list)  # bounded by max_held
+    responsiveness: float = 0.0  # threshold offset, see stream.feedback
+    responsiveness_ts: float | None = None  # when the offset was last changed (it decays from there)
+
+    def apply_consent(self, update: ConsentUpdate) -> bool:
+        """Apply a consent update unless an equally recent or newer one was applied; True when applied.
+
+        Opting out also drops held pushes.
+        """
+        if self.consent_ts is not None and update.ts < self.consent_ts:
+            return False
+        self.opted_in = update.opted_in
+        self.consent_ts = update.ts
+        if not update.opted_in:
+            self.held.clear()
+        return True
+
+    def observe_time_zone(self, time_zone: str | None) -> None:
+        """Remember the user's IANA zone from an event's ``context.time_zone`` (None keeps the last one)."""
+        if time_zone:
+            self.time_zone = time_zone
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON-able form; keys: c/ct consent and its ts, tz, p pushes, h held, r/rt offset."""
+        out: dict[str, Any] = {}
+        if self.opted_in is not None:
+            out["c"] = self.opted_in
+            out["ct"] = self.consent_ts
+        if self.time_zone is not None:
+            out["tz"] = self.time_zone
+        if self.pushes:
+            out["p"] = [r.to_list() for r in self.pushes]
+        if self.held:
+            out["h"] = [[h.release_at, h.push.model_dump(mode="json", exclude_none=True)] for h in self.held]
+        if self.responsiveness:
+            out["r"] = self.responsiveness
+            out["rt"] = self.responsiveness_ts
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UserPolicyState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            opted_in=data.get("c"),
+            consent_ts=data.get("ct"),
+            time_zone=data.get("tz"),
+            pushes=[PushRecord.from_list(row) for row in data.get("p", [])],
+            held=[HeldPush(Push.model_validate(p, strict=False), float(at)) for at, p in data.get("h", [])],
+            responsiveness=float(data.get("r", 0.0)),
+            responsiveness_ts=data.get("rt"),
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An item that could be pushed now, with the facts the policy and the explanation need."""
+
+    item_id: str
+    trigger: str
+    interest: float  # already decayed and promotion-adjusted, in [0, 1]
+    raw_score: float
+    features: dict[str, float]
+    category: str | None
+    title: str | None
+    price: float | None  # effective price at decision time
+    promotion_id: str | None
+    discount: float  # active promotion depth, 0 without one
+    in_stock: bool
+    promotion_valid: bool  # True when there is no promotion to honour
+    event_ts: float  # event time of what triggered the decision
+    cause: str  # makes the push id deterministic (event id, catalog version, timer cause)
+    source: str = "engaged"
+    views: int = 0
+    in_cart: bool = False
+    previous_price: float | None = None  # for price_drop: the price before the drop
+    expires_at: float | None = None  # the candidate's own deadline (e.g. the promotion's end)
+    promotion_ends_at: float | None = None
+    in_catalog: bool = True
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision for one candidate. ``reason`` is "ok" for emits and a suppression code otherwise."""
+
+    outcome: Outcome
+    reason: str
+    release_at: float | None = None
+    threshold: float | None = None
+
+
+Similarity = Callable[[Candidate, Candidate], float]
+
+
+def in_holdout(user_id: str, share: float, salt: str) -> bool:
+    """Whether the user is in the holdout group: a stable hash (BLAKE2b) of salt and user id below ``share``.
+
+    Stable across processes, runs and Python versions (Python's ``hash()`` is salted per process).
+    """
+    if share <= 0.0:
+        return False
+    digest = hashlib.blake2b(f"{salt}\x1f{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < share
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def user_zone(state: UserPolicyState, config: PolicyConfig) -> ZoneInfo:
+    """The user's time zone, or the configured default when unknown or invalid."""
+    zone = _zone(state.time_zone) if state.time_zone else None
+    if zone is None:
+        zone = _zone(config.default_time_zone)
+    assert zone is not None  # the config validates its default zone
+    return zone
+
+
+def local_date(ts: float, zone: ZoneInfo) -> date:
+    """The calendar date of ``ts`` in ``zone``."""
+    return datetime.fromtimestamp(ts, zone).date()
+
+
+def quiet_hours_end(now: float, zone: ZoneInfo, config: PolicyConfig) -> float | None:
+    """When the quiet hours around ``now`` end (epoch seconds), or None when ``now`` is outside them.
+
+    Quiet hours are wall-clock times in the user's zone, so across a DST change the window is an hour
+    shorter or longer in real time. An end time that does not exist that night (inside a spring-forward
+    gap) resolves to the first instant after the gap.
+    """
+    start, end = config.quiet_minutes()
+    if start == end:
+        return None
+    local = datetime.fromtimestamp(now, zone)
+    minute = local.hour * 60 + local.minute + local.second / 60.0
+    if start < end:
+        if not start <= minute < end:
+            return None
+        day = local.date()
+    elif minute >= start:
+        day = local.date() + timedelta(days=1)
+    elif minute < end:
+        day = local.date()
+    else:
+        return None
+    release = datetime.combine(day, time(end // 60, end % 60), tzinfo=zone)
+    return release.timestamp()
+
+
+def current_offset(state: UserPolicyState, now: float, config: PolicyConfig) -> float:
+    """The user's responsiveness offset at ``now``: it decays toward 0 with its half-life."""
+    if not state.responsiveness or state.responsiveness_ts is None:
+        return state.responsiveness
+    return state.responsiveness * decay_factor(
+        now - state.responsiveness_ts, config.responsiveness_half_life_seconds
+    )
+
+
+def push_expiry(candidate: Candidate, now: float, config: PolicyConfig) -> float:
+    """When a push made now from this candidate expires: the TTL or the candidate's own deadline."""
+    expiry = now + config.push_ttl_seconds
+    if candidate.expires_at is not None:
+        expiry = min(expiry, candidate.expires_at)
+    return expiry
+
+
+def make_candidate(
+    item_id: str,
+    trigger: str,
+    raw_score: float,
+    calibrated: float,
+    now: float,
+    config: PolicyConfig,
+    *,
+    catalog: CatalogUpdate | None,
+    cause: str,
+    event_ts: float,
+    offset: float = 0.0,
+    engaged: EngagedItem | None = None,
+    session_last_ts: float | None = None,
+    source: str = "engaged",
+    previous_price: float | None = None,
+) -> Candidate:
+    """Build a candidate from the model's scores, the user's engagement and the item's catalog entry.
+
+    Interest decays from the last engagement with the item (else the session's last event); the active
+    promotion at ``now`` raises it (see :mod:`stream.interest`). ``offset`` only fills the threshold
+    features; :func:`decide` applies the user's offset itself. Promotion triggers expire with the promotion.
+    """
+    promo = catalog.promotion if catalog is not None else None
+    active = promo is not None and promo.active_at(now)
+    discount = promo.discount if active and promo is not None else 0.0
+    last = engaged.last_ts if engaged is not None else session_last_ts
+    assessment = assess(raw_score, calibrated, last, now, discount, trigger, offset, config)
+    features = dict(assessment.features)
+    views = engaged.views if engaged is not None else 0
+    features["views"] = float(views)
+    expires_at = None
+    ends_at = None
+    if active and promo is not None:
+        ends_at = promo.ends_at
+        features["promotion_ends_in_seconds"] = promo.ends_at - now
+        if trigger in ("promotion_start", "promotion_ending"):
+            expires_at = promo.ends_at
+    if previous_price is not None:
+        features["previous_price"] = float(previous_price)
+    return Candidate(
+        item_id=item_id,
+        trigger=trigger,
+        interest=assessment.interest,
+        raw_score=float(raw_score),
+        features=features,
+        category=catalog.category if catalog is not None else None,
+        title=catalog.title if catalog is not None else None,
+        price=catalog.effective_price(now) if catalog is not None else None,
+        promotion_id=promo.promotion_id if active and promo is not None else None,
+        discount=discount,
+        in_stock=catalog is not None and catalog.stock > 0,
+        promotion_valid=True,
+        event_ts=event_ts,
+        cause=cause,
+        source=source,
+        views=views,
+        in_cart=engaged.in_cart if engaged is not None else False,
+        previous_price=previous_price,
+        expires_at=expires_at,
+        promotion_ends_at=ends_at,
+        in_catalog=catalog is not None,
+    )
+
+
+def with_catalog(candidate: Candidate, catalog: CatalogUpdate | None, now: float) -> Candidate:
+    """Re-check a candidate against the item's current catalog entry (stock, promotion, price)."""
+    if catalog is None:
+        return replace(candidate, in_catalog=False, in_stock=False)
+    promo = catalog.promotion
+    valid = candidate.promotion_id is None or (
+        promo is not None and promo.promotion_id == candidate.promotion_id and promo.active_at(now)
+    )
+    return replace(
+        candidate,
+        in_catalog=True,
+        in_stock=catalog.stock > 0,
+        promotion_valid=valid,
+        price=catalog.effective_price(now),
+        title=catalog.title,
+        category=catalog.category,
+    )
+
+
+def default_similarity(a: Candidate, b: Candidate) -> float:
+    """1 for the same item or the same (known) category, else 0."""
+    if a.item_id == b.item_id:
+        return 1.0
+    return 1.0 if a.category is not None and a.category == b.category else 0.0
+
+
+def _as_candidate(record: PushRecord) -> Candidate:
+    # A past push seen as a candidate, so similarity functions can compare with it.
+    return Candidate(
+        record.item_id,
+        record.trigger,
+        0.0,
+        0.0,
+        {},
+        record.category,
+        None,
+        None,
+        None,
+        0.0,
+        True,
+        True,
+        record.created_at,
+        record.push_id,
+    )
+
+
+@dataclass
+class _Recent:
+    """What the user-level rules need from the push history, computed once per call."""
+
+    in_24h: int
+    in_7d: int
+    today: int
+    last_at: float | None
+    categories_today: dict[str, int]
+    items_recent: set[str]
+
+
+def _recent(records: Sequence[PushRecord], now: float, zone: ZoneInfo, config: PolicyConfig) -> _Recent:
+    today = local_date(now, zone)
+    in_24h = in_7d = today_count = 0
+    last_at: float | None = None
+    categories: dict[str, int] = {}
+    items: set[str] = set()
+    for r in records:
+        age = now - r.created_at
+        # Rolling windows are (now - W, now]: a push exactly W ago no longer counts.
+        if age < 7 * _DAY:
+            in_7d += 1
+        if age < _DAY:
+            in_24h += 1
+        if age < config.item_repeat_window_seconds:
+            items.add(r.item_id)
+        if age < 2 * _DAY and local_date(r.created_at, zone) == today:
+            today_count += 1
+            if r.category is not None:
+                categories[r.category] = categories.get(r.category, 0) + 1
+        if last_at is None or r.created_at > last_at:
+            last_at = r.created_at
+    return _Recent(in_24h, in_7d, today_count, last_at, categories, items)
+
+
+def _user_block(recent: _Recent, now: float, config: PolicyConfig) -> str | None:
+    if recent.in_7d >= config.max_pushes_per_7d:
+        return "cap_7d"
+    if recent.in_24h >= config.max_pushes_per_24h:
+        return "cap_24h"
+    if recent.today >= config.max_pushes_per_local_day:
+        return "cap_local_day"
+    if recent.last_at is not None and now - recent.last_at < config.min_gap_seconds:
+        return "min_gap"
+    return None
+
+
+def _candidate_block(
+    c: Candidate, threshold: float, recent: _Recent, held_items: set[str], now: float, config: PolicyConfig
+) -> str | None:
+    if not c.in_catalog:
+        return "not_in_catalog"
+    if not c.in_stock:
+        return "out_of_stock"
+    if not c.promotion_valid:
+        return "promotion_invalid"
+    if push_expiry(c, now, config) <= now:
+        return "expired"
+    if c.interest < threshold:
+        return "below_threshold"
+    if c.item_id in recent.items_recent:
+        return "item_repeat"
+    if c.item_id in held_items:
+        return "already_held"
+    limit = config.max_per_category_per_local_day
+    if limit and c.category is not None and recent.categories_today.get(c.category, 0) >= limit:
+        return "category_today"
+    return None
+
+
+def _mmr(
+    pool: list[Candidate],
+    history: list[Candidate],
+    k: int,
+    lam: float,
+    similarity: Similarity,
+    category_room: Callable[[Candidate, list[Candidate]], bool],
+) -> list[Candidate]:
+    """Greedy maximal marginal relevance: relevance = interest, redundancy = max similarity to the picked."""
+    chosen: list[Candidate] = []
+    rest = list(pool)
+    while rest and len(chosen) < k:
+        best_i = -1
+        best_value = -math.inf
+        for i, c in enumerate(rest):
+            if not category_room(c, chosen):
+                continue
+            context = history + chosen
+            redundancy = max((similarity(c, o) for o in context), default=0.0)
+            value = lam * c.interest - (1.0 - lam) * redundancy
+            if value > best_value + 1e-12:
+                best_i, best_value = i, value
+        if best_i < 0:
+            break
+        chosen.append(rest.pop(best_i))
+    return chosen
+
+
+def decide(
+    user_id: str,
+    candidates: Sequence[Candidate],
+    state: UserPolicyState,
+    now: float,
+    config: PolicyConfig,
+    similarity: Similarity | None = None,
+) -> list[tuple[Candidate, Verdict]]:
+    """Decide for every candidate: emit, hold (quiet hours) or suppress, with a reason code.
+
+    Order of the rules: consent, holdout; per candidate: catalog, stock, promotion validity, expiry,
+    threshold (trigger threshold + the user's responsiveness offset), item repeat, already held,
+    category per local day; per user: caps (7 d, 24 h, local day), minimum gap; then MMR picks at most
+    ``max_pushes_per_decision`` among the eligible; in quiet hours those are held or dropped.
+    Does not change ``state``: the caller records what it emits or holds. Verdicts come in input order.
+    """
+    if not candidates:
+        return []
+    consent = state.opted_in if state.opted_in is not None else config.consent_default
+    if not consent:
+        return [(c, Verdict("suppress", "no_consent")) for c in candidates]
+    if in_holdout(user_id, config.holdout_share, config.holdout_salt):
+        return [(c, Verdict("suppress", "holdout")) for c in candidates]
+
+    zone = user_zone(state, config)
+    offset = current_offset(state, now, config)
+    recent = _recent(state.pushes, now, zone, config)
+    user_block = _user_block(recent, now, config)
+    held_items = {h.push.item_id for h in state.held}
+
+    verdicts: list[Verdict | None] = []
+    thresholds: list[float] = []
+    eligible: list[Candidate] = []
+    for c in candidates:
+        threshold = effective_threshold(c.trigger, offset, config)
+        thresholds.append(threshold)
+        reason = _candidate_block(c, threshold, recent, held_items, now, config) or user_block
+        if reason is None:
+            eligible.append(c)
+            verdicts.append(None)
+        else:
+            verdicts.append(Verdict("suppress", reason, threshold=threshold))
+
+    # Room left under the caps; with a minimum gap, two pushes at the same instant are never allowed.
+    room = min(
+        config.max_pushes_per_decision,
+        config.max_pushes_per_7d - recent.in_7d,
+        config.max_pushes_per_24h - recent.in_24h,
+        config.max_pushes_per_local_day - recent.today,
+    )
+    if config.min_gap_seconds > 0:
+        room = min(room, 1)
+    limit = config.max_per_category_per_local_day
+
+    def category_room(c: Candidate, chosen: list[Candidate]) -> bool:
+        if not limit or c.category is None:
+            return True
+        used = recent.categories_today.get(c.category, 0) + sum(1 for o in chosen if o.category == c.category)
+        return used < limit
+
+    history = [_as_candidate(r) for r in state.pushes[-config.mmr_history :]] if config.mmr_history else []
+    chosen = _mmr(
+        eligible, history, max(room, 0), config.mmr_lambda, similarity or default_similarity, category_room
+    )
+    chosen_ids = {id(c) for c in chosen}
+
+    release_at = quiet_hours_end(now, zone, config)
+    held_room = config.max_held - len(state.held)
+    out: list[tuple[Candidate, Verdict]] = []
+    for c, verdict, threshold in zip(candidates, verdicts, thresholds, strict=True):
+        if verdict is None:
+            if id(c) not in chosen_ids:
+                verdict = Verdict("suppress", "not_selected", threshold=threshold)
+            elif release_at is None:
+                verdict = Verdict("emit", "ok", threshold=threshold)
+            elif config.quiet_hours_action == "drop" or push_expiry(c, now, config) <= release_at:
+                verdict = Verdict("suppress", "quiet_hours", threshold=threshold)
+            elif held_room <= 0:
+                verdict = Verdict("suppress", "held_limit", threshold=threshold)
+            else:
+                held_room -= 1
+                verdict = Verdict("hold", "quiet_hours", release_at=release_at, threshold=threshold)
+        out.append((c, verdict))
+    return out
+
+
+def build_push(
+    user_id: str, candidate: Candidate, verdict: Verdict, now: float, config: PolicyConfig, model_version: str
+) -> Push:
+    """The outbound push for an emitted (or held) candidate; its id is deterministic (see ``push_id``)."""
+    threshold = verdict.threshold
+    if threshold is None:
+        threshold = effective_threshold(candidate.trigger, 0.0, config)
+    return Push(
+        push_id=push_id(user_id, candidate.item_id, candidate.trigger, candidate.cause),
+        user_id=user_id,
+        item_id=candidate.item_id,
+        trigger=candidate.trigger,  # type: ignore[arg-type]
+        reason=explain(candidate, Verdict("emit", "ok")),
+        features={k: float(v) for k, v in candidate.features.items()},
+        score=float(candidate.interest),
+        threshold=float(threshold),
+        model_version=model_version,
+        event_ts=float(candidate.event_ts),
+        created_at=float(now),
+        expires_at=float(push_expiry(candidate, now, config)),
+        promotion_id=candidate.promotion_id,
+        title=candidate.title,
+        category=candidate.category,
+        price=None if candidate.price is None else float(candidate.price),
+    )
+
+
+def record_push(
+    state: UserPolicyState, push: Push, config: PolicyConfig | None = None, sent_at: float | None = None
+) -> PushRecord:
+    """Remember an emitted push (caps, repeats, feedback); prunes the history to its bounds.
+
+    ``sent_at`` defaults to ``push.created_at``; pass the release time for a held push. Records older
+    than every window that needs them (7 d, item repeat, attribution + ignore) are dropped, and at most
+    ``max_push_records`` are kept.
+    """
+    config = config or _DEFAULT_CONFIG
+    at = push.created_at if sent_at is None else sent_at
+    record = PushRecord(push.push_id, push.item_id, push.category, push.trigger, at, push.expires_at)
+    state.pushes.append(record)
+    keep = max(
+        7 * _DAY,
+        config.item_repeat_window_seconds,
+        config.attribution_window_seconds + config.ignore_after_seconds,
+    )
+    state.pushes = [r for r in state.pushes if at - r.created_at < keep][-config.max_push_records :]
+    return record
+
+
+def record_hold(
+    state: UserPolicyState, push: Push, release_at: float, config: PolicyConfig | None = None
+) -> None:
+    """Keep a push for the end of quiet hours (bounded by ``max_held``; the oldest goes first)."""
+    config = config or _DEFAULT_CONFIG
+    state.held.append(HeldPush(push, release_at))
+    if len(state.held) > config.max_held:
+        del state.held[: len(state.held) - config.max_held]
+
+
+def release_held(
+    user_id: str,
+    state: UserPolicyState,
+    now: float,
+    config: PolicyConfig,
+    catalog: Callable[[str], CatalogUpdate | None] | None = None,
+) -> list[tuple[Push, Verdict]]:
+    """Take the held pushes whose release time has come and decide them again at ``now``.
+
+    Expired ones (``expires_at <= now``) are suppressed "expired"; consent, holdout, stock and promotion
+    validity (through ``catalog``: item id -> current entry), caps and the minimum gap are re-checked.
+    At most ``max_pushes_per_decision`` are emitted (best score first). The caller calls
+    :func:`record_push` with ``sent_at=now`` for each emit.
+    """
+    due = [h for h in state.held if h.release_at <= now]
+    if not due:
+        return []
+    state.held = [h for h in state.held if h.release_at > now]
+    due.sort(key=lambda h: -h.push.score)
+    consent = state.opted_in if state.opted_in is not None else config.consent_default
+    zone = user_zone(state, config)
+    emitted: list[PushRecord] = []
+    out: list[tuple[Push, Verdict]] = []
+    for h in due:
+        push = h.push
+        reason: str | None = None
+        if not consent:
+            reason = "no_consent"
+        elif in_holdout(user_id, config.holdout_share, config.holdout_salt):
+            reason = "holdout"
+        elif push.expires_at <= now:
+            reason = "expired"
+        elif catalog is not None:
+            entry = catalog(push.item_id)
+            if entry is None:
+                reason = "not_in_catalog"
+            elif entry.stock <= 0:
+                reason = "out_of_stock"
+            elif push.promotion_id is not None and not (
+                entry.promotion is not None
+                and entry.promotion.promotion_id == push.promotion_id
+                and entry.promotion.active_at(now)
+            ):
+                reason = "promotion_invalid"
+        if reason is None:
+            records = state.pushes + emitted
+            recent = _recent(records, now, zone, config)
+            limit = config.max_per_category_per_local_day
+            if push.item_id in recent.items_recent:
+                reason = "item_repeat"
+            elif (
+                limit and push.category is not None and recent.categories_today.get(push.category, 0) >= limit
+            ):
+                reason = "category_today"
+            else:
+                reason = _user_block(recent, now, config)
+            if reason is None and len(emitted) >= config.max_pushes_per_decision:
+                reason = "not_selected"
+        if reason is None:
+            emitted.append(
+                PushRecord(push.push_id, push.item_id, push.category, push.trigger, now, push.expires_at)
+            )
+            out.append((push, Verdict("emit", "ok", threshold=push.threshold)))
+        else:
+            out.append((push, Verdict("suppress", reason, threshold=push.threshold)))
+    return out
+
+
+def _percent(discount: float) -> str:
+    return f"{round(discount * 100)} %"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        minutes = max(1, round(seconds / 60))
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = round(seconds / 3600)
+    return f"{hours} hour{'s' if hours != 1 else ''}"
+
+
+def explain(candidate: Candidate, verdict: Verdict) -> str:
+    """The human-readable reason for a push, e.g. "You viewed this 3 times; it is now 20 % off".
+
+    For holds and suppressions the reason code is appended so the audit trail reads on its own.
+    """
+    c = candidate
+    why: str | None = None
+    if c.trigger == "cart_abandonment" or c.in_cart:
+        why = "You left this in your cart"
+    elif c.views >= 2:
+        why = f"You viewed this {c.views} times"
+    elif c.views == 1:
+        why = "You viewed this"
+    elif c.source == "covisited":
+        why = "Shoppers who looked at the items you viewed also liked this"
+    elif c.source == "trending":
+        why = f"Trending now in {c.category}" if c.category else "Trending now"
+
+    offer: str | None = None
+    if c.trigger == "price_drop":
+        if c.previous_price is not None and c.price is not None and c.price < c.previous_price:
+            offer = f"the price dropped from {c.previous_price:.2f} to {c.price:.2f}"
+        else:
+            offer = "the price just dropped"
+    elif c.trigger == "back_in_stock":
+        offer = "it is back in stock"
+    elif c.trigger == "promotion_ending" and c.discount > 0:
+        left = (c.promotion_ends_at - c.event_ts) if c.promotion_ends_at is not None else None
+        offer = (
+            f"the {_percent(c.discount)} discount ends in {_duration(left)}"
+            if left and left > 0
+            else (f"the {_percent(c.discount)} discount ends soon")
+        )
+    elif c.discount > 0:
+        offer = f"it is now {_percent(c.discount)} off"
+
+    parts = [p for p in (why, offer) if p]
+    text = "; ".join(parts) if parts else "Picked for you"
+    text = text[0].upper() + text[1:]
+    if verdict.outcome == "hold":
+        return f"{text} [held for quiet hours]"
+    if verdict.outcome == "suppress":
+        return f"{text} [not sent: {verdict.reason}]"
+    return text

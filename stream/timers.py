@@ -1,0 +1,237 @@
+"""Timers: a bounded due-queue keyed by (user, kind, item) for the time-driven triggers.
+
+* ``cart_abandonment``: scheduled on add_to_cart for ``now + cart_abandonment_delay_seconds``
+  (a new add_to_cart of the same item pushes it back), cancelled on purchase or remove_from_cart.
+* ``promotion_ending``: scheduled for users with interest in (or the item in their cart) when a
+  promotion is known, due at ``ends_at - promotion_ending_lead_seconds`` (at once when that is past
+  but the promotion still runs), cancelled on purchase.
+
+Time is event time: the worker passes its watermark as ``now`` to :meth:`TimerQueue.pop_due`. A
+timer's ``cause`` (the add_to_cart event id, the promotion id) makes the resulting push id
+deterministic, so a replayed input yields the same push.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from stream.contract import Promotion
+from stream.policy_config import PolicyConfig
+
+TimerKind = Literal["cart_abandonment", "promotion_ending"]
+TIMER_KINDS: tuple[str, ...] = ("cart_abandonment", "promotion_ending")
+
+TimerKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Timer:
+    """One pending timer; ``kind`` is also the trigger of the push it may cause."""
+
+    due_at: float
+    user_id: str
+    kind: str
+    item_id: str
+    cause: str
+    created_at: float
+
+    @property
+    def key(self) -> TimerKey:
+        """(user, kind, item): at most one timer per key."""
+        return (self.user_id, self.kind, self.item_id)
+
+    def to_list(self) -> list[Any]:
+        """Compact JSON-able form."""
+        return [self.due_at, self.user_id, self.kind, self.item_id, self.cause, self.created_at]
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> Timer:
+        """Inverse of :meth:`to_list`."""
+        due_at, user_id, kind, item_id, cause, created_at = row
+        return cls(float(due_at), str(user_id), str(kind), str(item_id), str(cause), float(created_at))
+
+
+class TimerQueue:
+    """Pending timers in due order: O(log n) schedule / cancel / pop, bounded in total and per user.
+
+    Beyond ``max_timers`` a new timer is refused (``schedule`` returns False and ``refused`` counts it):
+    under overload we keep what we promised rather than evict at random. Beyond ``max_per_user`` the
+    user's latest-due timer goes (it is the least urgent).
+    """
+
+    def __init__(self, max_timers: int = 500_000, max_per_user: int = 20) -> None:
+        self.max_timers = max_timers
+        self.max_per_user = max_per_user
+        self.refused = 0
+        self._heap: list[tuple[float, int, TimerKey]] = []
+        self._live: dict[TimerKey, tuple[Timer, int]] = {}
+        self._by_user: dict[str, set[TimerKey]] = {}
+        self._seq = 0
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig) -> TimerQueue:
+        """An empty queue sized by the policy settings."""
+        return cls(config.max_timers, config.max_timers_per_user)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def schedule(self, timer: Timer) -> bool:
+        """Add a timer, replacing the one with the same key. False when refused (queue full)."""
+        key = timer.key
+        if key not in self._live and len(self._live) >= self.max_timers:
+            self.refused += 1
+            return False
+        self._seq += 1
+        self._live[key] = (timer, self._seq)
+        heapq.heappush(self._heap, (timer.due_at, self._seq, key))
+        keys = self._by_user.setdefault(timer.user_id, set())
+        keys.add(key)
+        if len(keys) > self.max_per_user:
+            latest = max(keys, key=lambda k: (self._live[k][0].due_at, k))
+            self._remove(latest)
+        self._maybe_compact()
+        return key in self._live
+
+    def cancel(self, user_id: str, kind: str, item_id: str) -> bool:
+        """Cancel one timer; True when there was one."""
+        key = (user_id, kind, item_id)
+        if key not in self._live:
+            return False
+        self._remove(key)
+        self._maybe_compact()
+        return True
+
+    def cancel_user(self, user_id: str) -> int:
+        """Cancel all of a user's timers (e.g. on opt-out); how many there were."""
+        keys = list(self._by_user.get(user_id, ()))
+        for key in keys:
+            self._remove(key)
+        self._maybe_compact()
+        return len(keys)
+
+    def get(self, user_id: str, kind: str, item_id: str) -> Timer | None:
+        """The pending timer of a key, if any."""
+        live = self._live.get((user_id, kind, item_id))
+        return None if live is None else live[0]
+
+    def timers_for(self, user_id: str) -> list[Timer]:
+        """A user's pending timers, soonest first (to store with the user's state)."""
+        timers = [self._live[k][0] for k in self._by_user.get(user_id, ())]
+        return sorted(timers, key=lambda t: (t.due_at, t.kind, t.item_id))
+
+    def next_due(self) -> float | None:
+        """Due time of the soonest pending timer."""
+        while self._heap:
+            due_at, seq, key = self._heap[0]
+            live = self._live.get(key)
+            if live is not None and live[1] == seq:
+                return due_at
+            heapq.heappop(self._heap)
+        return None
+
+    def pop_due(self, now: float, limit: int | None = None) -> list[Timer]:
+        """Remove and return the timers with ``due_at <= now`` (soonest first, at most ``limit``)."""
+        out: list[Timer] = []
+        while self._heap and (limit is None or len(out) < limit):
+            due_at, seq, key = self._heap[0]
+            live = self._live.get(key)
+            if live is None or live[1] != seq:
+                heapq.heappop(self._heap)  # stale entry of a cancelled or rescheduled timer
+                continue
+            if due_at > now:
+                break
+            heapq.heappop(self._heap)
+            self._remove(key)
+            out.append(live[0])
+        return out
+
+    def _remove(self, key: TimerKey) -> None:
+        self._live.pop(key, None)
+        keys = self._by_user.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_user[key[0]]
+
+    def _maybe_compact(self) -> None:
+        # Lazy deletion leaves stale heap entries; rebuild when they outnumber the live ones.
+        if len(self._heap) > 2 * len(self._live) + 64:
+            self._heap = [(t.due_at, seq, k) for k, (t, seq) in self._live.items()]
+            heapq.heapify(self._heap)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able snapshot: ``{"timers": [[due_at, user, kind, item, cause, created_at], ...]}``."""
+        timers = sorted((t for t, _ in self._live.values()), key=lambda t: (t.due_at, t.key))
+        return {
+            "max_timers": self.max_timers,
+            "max_per_user": self.max_per_user,
+            "timers": [t.to_list() for t in timers],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimerQueue:
+        """Rebuild from :meth:`to_dict`."""
+        queue = cls(int(data["max_timers"]), int(data["max_per_user"]))
+        queue.extend(Timer.from_list(row) for row in data["timers"])
+        return queue
+
+    def extend(self, timers: Iterable[Timer]) -> None:
+        """Schedule many timers (e.g. the per-user lists restored from the state store on recovery)."""
+        for timer in timers:
+            self.schedule(timer)
+
+
+def on_behaviour(
+    queue: TimerQueue,
+    user_id: str,
+    event_type: str,
+    item_id: str | None,
+    event_id: str,
+    ts: float,
+    config: PolicyConfig,
+) -> None:
+    """Arm or disarm the user's timers for one behaviour event.
+
+    add_to_cart arms cart_abandonment (cause: the event id); remove_from_cart disarms it; purchase
+    disarms both cart_abandonment and promotion_ending for the item.
+    """
+    if item_id is None:
+        return
+    if event_type == "add_to_cart":
+        queue.schedule(
+            Timer(
+                ts + config.cart_abandonment_delay_seconds, user_id, "cart_abandonment", item_id, event_id, ts
+            )
+        )
+    elif event_type == "remove_from_cart":
+        queue.cancel(user_id, "cart_abandonment", item_id)
+    elif event_type == "purchase":
+        queue.cancel(user_id, "cart_abandonment", item_id)
+        queue.cancel(user_id, "promotion_ending", item_id)
+
+
+def schedule_promotion_ending(
+    queue: TimerQueue,
+    user_ids: Iterable[str],
+    item_id: str,
+    promotion: Promotion,
+    now: float,
+    config: PolicyConfig,
+) -> int:
+    """Arm promotion_ending for these users (those with interest in or the item in their cart).
+
+    Due at ``ends_at - promotion_ending_lead_seconds``, or at ``now`` when that is past but the promotion
+    still runs; nothing when it has ended. The cause is the promotion id. Returns how many were armed.
+    """
+    if promotion.ends_at <= now:
+        return 0
+    due_at = max(promotion.ends_at - config.promotion_ending_lead_seconds, now)
+    armed = 0
+    for user_id in user_ids:
+        if queue.schedule(Timer(due_at, user_id, "promotion_ending", item_id, promotion.promotion_id, now)):
+            armed += 1
+    return armed
