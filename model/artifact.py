@@ -1,0 +1,164 @@
+"""The versioned model artifact directory and its integrity check.
+
+Layout (every file listed with its SHA-256 in ``MANIFEST.json``, verified at load)::
+
+    weights.pt      state_dict of tensors (torch.load(weights_only=True))
+    items.json      item ids, position = index
+    config.json     the TrainConfig
+    metrics.json    training history, validation, calibration reliability, timings
+    meta.json       format, version, n_items, sizes, event types, data fingerprint, calibration
+    MANIFEST.json   {"version": ..., "files": {name: sha256}}
+
+It is written to a temporary sibling directory and renamed into place, so a watcher never sees half
+an artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import TrainConfig
+from model.net import SessionGRU
+from stream.contract import EVENT_TYPES
+
+FORMAT = 1
+REQUIRED = ("weights.pt", "items.json", "config.json", "metrics.json", "meta.json")
+
+
+class ArtifactError(RuntimeError):
+    """A model artifact that is missing, corrupt or incompatible."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_version(fingerprint: str, now: float | None = None) -> str:
+    """``gru-<UTC timestamp>-<6 hex of the data fingerprint>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now if now is not None else time.time()))
+    return f"gru-{stamp}-{fingerprint[:6]}"
+
+
+@dataclass
+class Artifact:
+    """A loaded, verified artifact."""
+
+    path: Path
+    version: str
+    model: SessionGRU
+    config: TrainConfig
+    item_ids: list[str]
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def save_artifact(
+    out_dir: str | Path,
+    model: SessionGRU,
+    item_ids: list[str],
+    config: TrainConfig,
+    metrics: dict[str, Any],
+    fingerprint: str,
+    calibration: dict[str, Any],
+    extra_files: dict[str, Path] | None = None,
+) -> str:
+    """Write the artifact to ``out_dir`` (replacing it atomically) and return its version."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    version = make_version(fingerprint)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp / "weights.pt")
+        (tmp / "items.json").write_text(json.dumps(item_ids), encoding="utf-8")
+        (tmp / "config.json").write_text(config.model_dump_json(indent=2), encoding="utf-8")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+        meta = {
+            "format": FORMAT,
+            "version": version,
+            "created_at": time.time(),
+            "n_items": len(item_ids),
+            "embedding_size": config.embedding_size,
+            "hidden_size": config.hidden_size,
+            "event_types": list(EVENT_TYPES),
+            "fingerprint": fingerprint,
+            "calibration": calibration,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, tmp / name)
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = {"version": version, "files": files}
+        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version
+
+
+def verify_artifact(path: str | Path) -> dict[str, Any]:
+    """Check every file against ``MANIFEST.json``; return the manifest or raise :class:`ArtifactError`."""
+    root = Path(path)
+    manifest_path = root / "MANIFEST.json"
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{root}: not a model artifact (no MANIFEST.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    for name in REQUIRED:
+        if name not in files:
+            raise ArtifactError(f"{root}: manifest lacks {name}")
+    for name, expected in files.items():
+        file = root / name
+        if not file.is_file():
+            raise ArtifactError(f"{root}: missing file {name}")
+        if _sha256(file) != expected:
+            raise ArtifactError(f"{file}: checksum mismatch (corrupt or modified artifact)")
+    return dict(manifest)
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Verify and load an artifact; any problem raises :class:`ArtifactError`."""
+    root = Path(path)
+    manifest = verify_artifact(root)
+    try:
+        meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ArtifactError(f"{root}: artifact format {meta.get('format')} is not {FORMAT}")
+        if list(meta.get("event_types", [])) != list(EVENT_TYPES):
+            raise ArtifactError(f"{root}: artifact event types differ from the stream contract's")
+        config = TrainConfig.model_validate_json((root / "config.json").read_text(encoding="utf-8"))
+        item_ids = json.loads((root / "items.json").read_text(encoding="utf-8"))
+        metrics = json.loads((root / "metrics.json").read_text(encoding="utf-8"))
+        state = torch.load(root / "weights.pt", weights_only=True, map_location="cpu")
+        model = SessionGRU(len(item_ids), len(EVENT_TYPES), config)
+        model.load_state_dict(state)
+    except ArtifactError:
+        raise
+    except Exception as exc:  # any decoding problem is an artifact problem for the caller
+        raise ArtifactError(f"{root}: cannot load artifact ({type(exc).__name__}: {exc})") from None
+    model.eval()
+    return Artifact(root, str(manifest["version"]), model, config, list(item_ids), meta, metrics)

@@ -1,0 +1,227 @@
+"""Command lines: ``kairos train`` (:func:`train_main`) and ``kairos evaluate`` (:func:`evaluate_main`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.artifact import load_artifact, save_artifact
+from model.baselines import all_baselines
+from model.calibration import fit_calibration
+from model.config import TrainConfig, load_config
+from model.data import (
+    DataError,
+    ItemIndex,
+    PreprocessOptions,
+    SessionLog,
+    cases_from_sessions,
+    encode,
+    file_fingerprint,
+    load_log,
+    load_test_cases,
+    preprocess,
+    split_train_valid,
+)
+from model.evaluate import evaluate_baseline, evaluate_model
+
+
+def _options(cfg: TrainConfig, fmt: str) -> PreprocessOptions:
+    gap = cfg.gap_seconds if (cfg.split_gap and fmt == "sessions") else None
+    return PreprocessOptions(
+        gap_seconds=gap,
+        drop_repeats=cfg.drop_repeats,
+        min_item_support=cfg.min_item_support,
+        min_session_length=cfg.min_session_length,
+    )
+
+
+def plot_curve(history: list[dict[str, float]], path: Path) -> None:
+    """Training loss and validation Recall@20 / MRR@20 per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, left = plt.subplots(figsize=(6, 3.5))
+    left.plot(epochs, [r["loss"] for r in history], "o-", color="tab:blue", label="train loss")
+    left.set_xlabel("epoch")
+    left.set_ylabel("train loss")
+    if history and "valid_mrr@20" in history[0]:
+        right = left.twinx()
+        right.plot(
+            epochs, [r["valid_recall@20"] for r in history], "s-", color="tab:green", label="valid R@20"
+        )
+        right.plot(epochs, [r["valid_mrr@20"] for r in history], "^-", color="tab:red", label="valid MRR@20")
+        right.set_ylabel("validation")
+        right.legend(loc="center right")
+    left.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def run_training(
+    train_path: str, fmt: str, valid_path: str | None, out: str, cfg: TrainConfig, progress: bool = True
+) -> dict[str, Any]:
+    """Load, preprocess, train, calibrate and write the artifact; return the metrics dictionary."""
+    from model.train import train
+
+    started = time.perf_counter()
+    raw = load_log(train_path, fmt, cfg.gap_seconds)
+    log = preprocess(raw, _options(cfg, fmt))
+    valid_log: SessionLog | None
+    if valid_path:
+        valid_log = load_log(valid_path, fmt, cfg.gap_seconds)
+        train_log = log
+    else:
+        train_log, valid_log = split_train_valid(log, cfg.valid_fraction)
+    if len(train_log) == 0:
+        raise DataError(train_path, None, "no training sessions left after preprocessing")
+    index = ItemIndex.build(train_log)
+    sessions = encode(train_log, index)
+    valid_sessions = encode(valid_log, index)
+    valid_cases = cases_from_sessions(valid_sessions)
+    out_dir = Path(out)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kairos-train-", dir=out_dir.parent) as scratch:
+        result = train(sessions, index, cfg, valid_cases, Path(scratch) / "checkpoints", progress)
+        calibration = fit_calibration(
+            result.model, valid_sessions, cfg.calibration_horizon, index.counts, cfg.seed
+        )
+        fingerprint = file_fingerprint(
+            [train_path] + ([valid_path] if valid_path else []), cfg.model_dump_json()
+        )
+        best = result.history[result.best_epoch - 1] if result.history else {}
+        metrics: dict[str, Any] = {
+            "train_path": str(train_path),
+            "train_format": fmt,
+            "n_train_sessions": len(train_log),
+            "n_train_events": int(len(sessions.items)),
+            "n_items": len(index),
+            "n_valid_cases": len(valid_cases),
+            "best_epoch": result.best_epoch,
+            "valid": {k[len("valid_") :]: v for k, v in best.items() if k.startswith("valid_")},
+            "history": result.history,
+            "train_seconds": result.train_seconds,
+            "events_per_second": result.events_per_second,
+            "total_seconds": time.perf_counter() - started,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "calibration": calibration,
+        }
+        curve = Path(scratch) / "training_curve.png"
+        plot_curve(result.history, curve)
+        extra = {"training_curve.png": curve}
+        ckpt_dir = Path(scratch) / "checkpoints"
+        for ckpt in sorted(ckpt_dir.glob("epoch-*.pt")):
+            extra[f"checkpoint-{ckpt.name}"] = ckpt
+        version = save_artifact(
+            out_dir, result.model, index.ids, cfg, metrics, fingerprint, calibration, extra
+        )
+    metrics["version"] = version
+    return metrics
+
+
+def train_main(argv: list[str]) -> int:
+    """``kairos train``: train a model and write the artifact directory. Returns the exit code."""
+    parser = argparse.ArgumentParser(prog="kairos train", description="Train the GRU session model.")
+    parser.add_argument("--train", required=True, help="training data file")
+    parser.add_argument("--train-format", choices=["sessions", "sequences", "events"], default="sessions")
+    parser.add_argument(
+        "--valid", help="validation file (same format); default: time-ordered tail of --train"
+    )
+    parser.add_argument("--out", required=True, help="artifact directory to write")
+    parser.add_argument("--config", help="preset name (e.g. quick) or a .json/.toml file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        metrics = run_training(args.train, args.train_format, args.valid, args.out, cfg, not args.quiet)
+    except (DataError, ValueError, OSError) as exc:
+        print(f"kairos train: error: {exc}", file=sys.stderr)
+        return 2
+    valid = metrics["valid"]
+    print(
+        f"model {metrics['version']} -> {args.out}: {metrics['n_items']} items, "
+        f"best epoch {metrics['best_epoch']}, "
+        f"valid recall@20 {valid.get('recall@20', float('nan')):.4f} "
+        f"mrr@20 {valid.get('mrr@20', float('nan')):.4f}, "
+        f"{metrics['train_seconds']:.1f} s, {metrics['events_per_second']:,.0f} events/s"
+    )
+    return 0
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    keys = [k for k in metrics if "@" in k]
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys)
+
+
+def evaluate_main(argv: list[str]) -> int:
+    """``kairos evaluate``: full-catalog next-item metrics of a model (and baselines) on a test file."""
+    parser = argparse.ArgumentParser(prog="kairos evaluate", description="Evaluate a model artifact.")
+    parser.add_argument("--model", required=True, help="artifact directory")
+    parser.add_argument("--test", required=True, help="test file")
+    parser.add_argument(
+        "--test-format", choices=["sessions", "prefixes", "sequences", "events"], default="sessions"
+    )
+    parser.add_argument("--baselines", action="store_true", help="also fit and score the baselines")
+    parser.add_argument(
+        "--train", help="training file for the baselines (default: the one recorded in the model)"
+    )
+    parser.add_argument("--train-format", choices=["sessions", "sequences", "events"])
+    parser.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        art = load_artifact(args.model)
+        from model.data import ItemIndex as _Index
+
+        index = _Index(ids=art.item_ids, counts=np.zeros(len(art.item_ids), dtype=np.int64))
+        cases = load_test_cases(args.test, args.test_format, index, art.config.gap_seconds)
+        started = time.perf_counter()
+        result: dict[str, Any] = dict(evaluate_model(art.model, cases))
+        result["seconds"] = time.perf_counter() - started
+        result["version"] = art.version
+        if args.baselines:
+            train_path = args.train or art.metrics.get("train_path")
+            train_fmt = args.train_format or art.metrics.get("train_format", "sessions")
+            if not train_path:
+                raise ValueError("--baselines needs --train (the model does not record its training file)")
+            log = preprocess(
+                load_log(train_path, train_fmt, art.config.gap_seconds), _options(art.config, train_fmt)
+            )
+            sessions = encode(log, index, drop_unknown=True)
+            result["baselines"] = {}
+            for baseline in all_baselines():
+                baseline.fit(sessions, len(index))
+                result["baselines"][baseline.name] = evaluate_baseline(baseline, cases)
+    except (DataError, ValueError, OSError, RuntimeError) as exc:
+        print(f"kairos evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model {art.version}: {result['n_cases']} cases, {result['n_dropped']} dropped")
+    print(f"  gru          {_fmt(result)}")
+    for name, metrics in result.get("baselines", {}).items():
+        print(f"  {name:<12} {_fmt(metrics)}")
+    if args.json:
+        print(json.dumps(result, default=float))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model.cli train|evaluate ...``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in ("train", "evaluate"):
+        print("usage: python -m model.cli train|evaluate [options]", file=sys.stderr)
+        return 2
+    return (train_main if args[0] == "train" else evaluate_main)(args[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Typed training configuration, loadable from a JSON or TOML file or a named preset in ``model/configs``."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class TrainConfig(BaseModel):
+    """Every training knob, with its default. Unknown keys are refused so typos surface."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Architecture
+    embedding_size: int = Field(100, ge=1, description="Item embedding width D.")
+    hidden_size: int = Field(100, ge=1, description="GRU state width H.")
+    tied: bool = Field(True, description="Score with the input item embeddings (output = proj(h) . E).")
+    item_bias: bool = Field(True, description="Learn a per-item output bias.")
+    use_event_types: bool = Field(True, description="Add an event-type embedding to the GRU input.")
+    dropout_embedding: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the input embedding.")
+    dropout_hidden: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the output vector.")
+    # Loss and sampling
+    loss: Literal["ce", "bpr-max"] = Field("ce", description="Sampled softmax cross-entropy or BPR-max.")
+    n_negatives: int = Field(2048, ge=0, description="Extra popularity-sampled negatives per mini-batch.")
+    sample_alpha: float = Field(0.75, ge=0.0, le=1.0, description="Negatives drawn ~ count**alpha.")
+    logq: float = Field(0.0, ge=0.0, le=1.0, description="Weight of the log-sampling-probability correction.")
+    bpreg: float = Field(1.0, ge=0.0, description="BPR-max score regularisation.")
+    # Optimisation
+    batch_size: int = Field(128, ge=1, description="Session-parallel lanes.")
+    shuffle: bool = Field(False, description="Shuffle sessions each epoch (False: time order, recent last).")
+    bptt: int = Field(1, ge=1, description="Steps back-propagated through (truncated BPTT window).")
+    learning_rate: float = Field(0.005, gt=0.0, description="Adam learning rate.")
+    epochs: int = Field(10, ge=1, description="Most epochs.")
+    patience: int = Field(2, ge=0, description="Stop after this many epochs without a better valid MRR@20.")
+    seed: int = Field(42, description="Seed for torch and numpy.")
+    threads: int = Field(2, ge=1, description="Torch threads while training.")
+    # Data
+    gap_seconds: float = Field(
+        1800.0, gt=0.0, description="Inactivity gap that cuts sessions (events format)."
+    )
+    split_gap: bool = Field(False, description="Also cut TSV sessions at the inactivity gap.")
+    drop_repeats: bool = Field(False, description="Collapse consecutive repeated items.")
+    min_item_support: int = Field(1, ge=1, description="Drop items seen fewer times in training.")
+    min_session_length: int = Field(2, ge=1, description="Drop shorter sessions.")
+    valid_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Held-out tail when no --valid is given.")
+    max_valid_cases: int = Field(20_000, ge=1, description="Validation cases used per epoch (the latest).")
+    # Calibration
+    calibration_horizon: int = Field(5, ge=1, description="Interest = P(candidate within the next N events).")
+
+
+def load_config(spec: str | None) -> TrainConfig:
+    """Config from a named preset (``quick``), a ``.json``/``.toml`` path, or defaults when None."""
+    if spec is None:
+        return TrainConfig()
+    path = Path(spec)
+    if not path.exists():
+        named = CONFIG_DIR / f"{spec}.json"
+        if not named.exists():
+            known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+            raise ValueError(f"config {spec!r} is neither a file nor a preset ({', '.join(known)})")
+        path = named
+    if path.suffix == ".toml":
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    else:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    return TrainConfig.model_validate(data)

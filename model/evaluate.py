@@ -1,0 +1,98 @@
+"""Full-catalog next-item evaluation shared by the GRU and the baselines (protocol of the data README)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from model.data import Cases
+from model.metrics import KS, RankAccumulator, pessimistic_ranks
+from model.net import SessionGRU
+
+
+def pad_left(segments: Sequence[np.ndarray], fill: int = -1) -> np.ndarray:
+    """Stack 1-D int arrays right-aligned into (B, T), padding on the left with ``fill``."""
+    width = max((len(s) for s in segments), default=0)
+    out = np.full((len(segments), max(width, 1)), fill, dtype=np.int64)
+    for row, seg in enumerate(segments):
+        if len(seg):
+            out[row, width - len(seg) :] = seg
+    return out
+
+
+def prefix_batch(cases: Cases, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded items and types of the prefixes of ``rows``."""
+    items = [cases.items[cases.offsets[c] : cases.offsets[c + 1]] for c in rows]
+    types = [cases.types[cases.offsets[c] : cases.offsets[c + 1]] for c in rows]
+    return pad_left(items), np.maximum(pad_left(types), 0)
+
+
+@torch.no_grad()
+def model_states(model: SessionGRU, cases: Cases, rows: np.ndarray) -> torch.Tensor:
+    """GRU states after reading each prefix of ``rows`` (unknown items skipped)."""
+    items, types = prefix_batch(cases, rows)
+    return model.encode_prefixes(torch.from_numpy(items), torch.from_numpy(types))
+
+
+def evaluate_scores(
+    score_fn: Callable[[np.ndarray], np.ndarray], cases: Cases, batch_size: int = 512, ks: Sequence[int] = KS
+) -> dict[str, float]:
+    """Rank each target among all items with ``score_fn(rows) -> (len(rows), n_items)`` scores.
+
+    Cases are visited shortest prefix first (less padding); the metrics do not depend on the order.
+    Returns ``recall@K``, ``mrr@K``, ``n_cases`` and ``n_dropped``.
+    """
+    acc = RankAccumulator(ks)
+    order = np.argsort(np.diff(cases.offsets), kind="stable")
+    for a in range(0, len(order), batch_size):
+        rows = order[a : a + batch_size]
+        acc.add(pessimistic_ranks(score_fn(rows), cases.targets[rows]))
+    out = acc.result()
+    out["n_dropped"] = cases.n_dropped
+    return out
+
+
+def evaluate_model(model: SessionGRU, cases: Cases, batch_size: int = 512) -> dict[str, float]:
+    """Evaluate the GRU: read each prefix, score the whole catalog."""
+    was_training = model.training
+    model.eval()
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model.full_scores(model_states(model, cases, rows)).numpy()
+
+    try:
+        return evaluate_scores(score, cases, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def evaluate_baseline(baseline: object, cases: Cases, batch_size: int = 256) -> dict[str, float]:
+    """Evaluate a fitted :class:`model.baselines.Baseline` on the same path."""
+    from model.baselines import Baseline
+
+    assert isinstance(baseline, Baseline)
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        sub = subset_cases(cases, rows)
+        return baseline.scores(sub, 0, len(rows))
+
+    return evaluate_scores(score, cases, batch_size)
+
+
+def subset_cases(cases: Cases, rows: np.ndarray) -> Cases:
+    """The cases at ``rows`` as a new :class:`Cases` (``n_dropped`` reset to 0)."""
+    lengths = (cases.offsets[rows + 1] - cases.offsets[rows]).astype(np.int64)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    segs_i = [cases.items[cases.offsets[c] : cases.offsets[c + 1]] for c in rows]
+    segs_t = [cases.types[cases.offsets[c] : cases.offsets[c + 1]] for c in rows]
+    return Cases(
+        offsets=offsets,
+        items=np.concatenate(segs_i) if segs_i else np.zeros(0, np.int64),
+        types=np.concatenate(segs_t) if segs_t else np.zeros(0, np.int64),
+        targets=cases.targets[rows],
+        n_dropped=0,
+    )

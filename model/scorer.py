@@ -1,0 +1,161 @@
+"""The incremental scorer the stream worker calls on its hot path: batched, numpy in and out.
+
+A user's whole model state is one float32 vector of ``hidden_size``; each event costs one GRU step.
+The input side of the GRU (item and event-type embeddings times the input weights) is precomputed
+per item, so a step is one (B, H) x (H, 3H) product plus elementwise gates.
+
+Unknown items: :meth:`IncrementalScorer.item_indices` maps ids the model never saw to -1; a step with
+-1 returns that row's state unchanged; as a candidate, -1 scores ``-inf`` (raw) and 0 (interest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.artifact import ArtifactError, load_artifact
+from stream.contract import EVENT_TYPES
+
+
+class IncrementalScorer:
+    """Loaded model plus precomputed matrices; not thread-safe (the stream calls it from one thread)."""
+
+    version: str
+    hidden_size: int
+    n_items: int
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        art = load_artifact(path)
+        model = art.model
+        self.path = Path(path)
+        self.version = art.version
+        self.meta = art.meta
+        self.metrics = art.metrics
+        self.config = art.config
+        self.hidden_size = art.config.hidden_size
+        self.n_items = len(art.item_ids)
+        self._ids = art.item_ids
+        self._lookup = {item: i for i, item in enumerate(art.item_ids)}
+        cal = art.meta.get("calibration", {})
+        self.calibration_horizon = int(cal.get("horizon", art.config.calibration_horizon))
+        self._cal_a = float(cal.get("a", 1.0))
+        self._cal_b = float(cal.get("b", 0.0))
+        with torch.inference_mode():
+            cell = model.cell
+            w_ih, b_ih = cell.weight_ih.detach(), cell.bias_ih.detach()
+            self._gi_item = (model.item_emb.detach() @ w_ih.T + b_ih).contiguous()  # (n_items, 3H)
+            types = model.type_emb.detach() if model.use_types else torch.zeros_like(model.type_emb)
+            self._gi_type = (types @ w_ih.T).contiguous()  # (n_types, 3H)
+            self._w_hh_t = cell.weight_hh.detach().T.contiguous()  # (H, 3H)
+            self._b_hh = cell.bias_hh.detach().clone()
+            self._proj = model.proj
+            self._out = model.output_embeddings().detach().contiguous()  # (n_items, D)
+            self._bias = model.bias.detach()[:, 0].contiguous()
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int = 1) -> IncrementalScorer:
+        """Load and verify an artifact directory; raises :class:`ArtifactError` when it is unusable."""
+        scorer = cls(path, threads=threads)
+        scorer.smoke_check()
+        return scorer
+
+    def initial_state(self, n: int) -> np.ndarray:
+        """The state of users with no events yet: (n, H) zeros."""
+        return np.zeros((n, self.hidden_size), dtype=np.float32)
+
+    def item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
+        """int64 indices of ``item_ids``, -1 for items the model does not know."""
+        get = self._lookup.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def item_id(self, index: int) -> str:
+        """The item id at ``index`` (IndexError outside the catalog)."""
+        if not 0 <= index < self.n_items:
+            raise IndexError(f"item index {index} outside 0..{self.n_items - 1}")
+        return self._ids[index]
+
+    def step(self, states: np.ndarray, items: np.ndarray, event_types: np.ndarray) -> np.ndarray:
+        """One GRU step per row: new states (B, H) float32; rows with item -1 are returned unchanged."""
+        with torch.inference_mode():
+            h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
+            it = torch.from_numpy(np.asarray(items, dtype=np.int64))
+            ty = torch.from_numpy(np.asarray(event_types, dtype=np.int64))
+            if h.ndim != 2 or h.shape[1] != self.hidden_size or len(it) != len(h) or len(ty) != len(h):
+                raise ValueError("step needs states (B, H), items (B,) and event_types (B,)")
+            if len(ty) and (int(ty.min()) < 0 or int(ty.max()) >= len(EVENT_TYPES)):
+                raise ValueError("event_types must index stream.contract.EVENT_TYPES")
+            known = it >= 0
+            gi = self._gi_item[it.clamp(min=0)] + self._gi_type[ty]
+            gh = torch.addmm(self._b_hh, h, self._w_hh_t)
+            hs = self.hidden_size
+            r = torch.sigmoid(gi[:, :hs] + gh[:, :hs])
+            z = torch.sigmoid(gi[:, hs : 2 * hs] + gh[:, hs : 2 * hs])
+            n = torch.tanh(gi[:, 2 * hs :] + r * gh[:, 2 * hs :])
+            new = n + z * (h - n)
+            return torch.where(known[:, None], new, h).numpy()
+
+    def _outputs(self, h: torch.Tensor) -> torch.Tensor:
+        return self._proj(h)
+
+    def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Raw scores (B, C) float32 of candidate indices; -1 candidates score -inf."""
+        with torch.inference_mode():
+            h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
+            cand = torch.from_numpy(np.asarray(candidates, dtype=np.int64))
+            valid = cand >= 0
+            safe = cand.clamp(min=0)
+            out = self._outputs(h)  # (B, D)
+            scores = torch.bmm(self._out[safe], out[:, :, None])[:, :, 0] + self._bias[safe]
+            return scores.masked_fill(~valid, float("-inf")).numpy()
+
+    def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Calibrated P(candidate occurs within the next ``calibration_horizon`` events), (B, C) float32.
+
+        The feature is the candidate's log-softmax over the whole catalog (see ``model.calibration``);
+        -1 candidates get 0.
+        """
+        with torch.inference_mode():
+            h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
+            cand = torch.from_numpy(np.asarray(candidates, dtype=np.int64))
+            valid = cand >= 0
+            safe = cand.clamp(min=0)
+            out = self._outputs(h)
+            lse = torch.logsumexp(torch.addmm(self._bias, out, self._out.T), dim=1, keepdim=True)
+            scores = torch.bmm(self._out[safe], out[:, :, None])[:, :, 0] + self._bias[safe]
+            prob = torch.sigmoid(self._cal_a * (scores - lse) + self._cal_b)
+            return prob.masked_fill(~valid, 0.0).numpy()
+
+    def topk(self, states: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best items of the catalog per state: indices (B, k) int64 and raw scores (B, k) float32."""
+        with torch.inference_mode():
+            h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
+            full = torch.addmm(self._bias, self._outputs(h), self._out.T)
+            scores, idx = torch.topk(full, min(k, self.n_items), dim=1)
+            return idx.numpy(), scores.numpy()
+
+    def smoke_check(self) -> None:
+        """Step and score a tiny batch; raise :class:`ArtifactError` unless everything is finite."""
+        try:
+            states = self.initial_state(2)
+            items = np.array([0, -1], dtype=np.int64)
+            states = self.step(states, items, np.zeros(2, dtype=np.int64))
+            cands = np.array([[0, min(1, self.n_items - 1)], [0, -1]], dtype=np.int64)
+            raw = self.score(states, cands)
+            prob = self.interest(states, cands)
+            _, top = self.topk(states, 1)
+        except ArtifactError:
+            raise
+        except Exception as exc:
+            raise ArtifactError(f"{self.path}: smoke check failed ({type(exc).__name__}: {exc})") from None
+        if not (
+            np.isfinite(states).all()
+            and np.isfinite(raw[0]).all()
+            and np.isfinite(prob).all()
+            and np.isfinite(top).all()
+            and raw[1, 1] == -np.inf
+        ):
+            raise ArtifactError(f"{self.path}: smoke check produced non-finite outputs")

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny synthetic session data and a tiny trained artifact (built once per session)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import TrainConfig
+
+torch.set_num_threads(1)
+
+
+def markov_sessions(n_sessions: int, n_items: int = 40, seed: int = 0) -> list[list[int]]:
+    """Sessions following a sparse Markov chain (each item has 2 likely successors)."""
+    rng = np.random.default_rng(seed)
+    succ = rng.integers(0, n_items, size=(n_items, 2))
+    out = []
+    for _ in range(n_sessions):
+        item = int(rng.integers(0, n_items))
+        seq = [item]
+        for _ in range(int(rng.integers(2, 8))):
+            item = (
+                int(succ[item, int(rng.random() < 0.3)])
+                if rng.random() < 0.9
+                else int(rng.integers(0, n_items))
+            )
+            seq.append(item)
+        out.append(seq)
+    return out
+
+
+def write_session_tsv(path: Path, sessions: list[list[int]], start: float = 1_700_000_000.0) -> Path:
+    """Write sessions as a SessionId/ItemId/Time TSV, one minute between sessions."""
+    lines = ["SessionId\tItemId\tTime"]
+    for s, seq in enumerate(sessions):
+        for i, item in enumerate(seq):
+            lines.append(f"{s + 1}\t{1000 + item}\t{start + 60.0 * s + i}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+TINY = TrainConfig(
+    embedding_size=16,
+    hidden_size=16,
+    n_negatives=32,
+    batch_size=16,
+    epochs=4,
+    patience=4,
+    learning_rate=0.01,
+    threads=1,
+    calibration_horizon=3,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Train/valid/test TSVs drawn from one Markov chain."""
+    root = tmp_path_factory.mktemp("tinydata")
+    sessions = markov_sessions(900)
+    return {
+        "train": write_session_tsv(root / "train.tsv", sessions[:700]),
+        "valid": write_session_tsv(root / "valid.tsv", sessions[700:800], start=1_700_100_000.0),
+        "test": write_session_tsv(root / "test.tsv", sessions[800:], start=1_700_200_000.0),
+        "root": root,
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_data: dict[str, Path]) -> Path:
+    """A small trained artifact (a few seconds on one thread)."""
+    from model.cli import run_training
+
+    cfg_path = tiny_data["root"] / "tiny.json"
+    cfg_path.write_text(json.dumps(TINY.model_dump()), encoding="utf-8")
+    out = tiny_data["root"] / "artifact"
+    run_training(str(tiny_data["train"]), "sessions", str(tiny_data["valid"]), str(out), TINY, progress=False)
+    return out

@@ -1,0 +1,47 @@
+"""The two command lines end to end on tiny data, and the learning sanity check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model.cli import evaluate_main, train_main
+from model.config import load_config
+
+
+def test_evaluate_json_with_baselines(
+    tiny_artifact: Path, tiny_data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = evaluate_main(
+        ["--model", str(tiny_artifact), "--test", str(tiny_data["test"]), "--baselines", "--json"]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n_cases"] > 100 and result["n_dropped"] >= 0
+    assert set(result["baselines"]) == {"popularity", "transitions", "item_knn", "session_knn"}
+    # The data is a sparse Markov chain: the GRU must learn it far better than popularity.
+    assert result["recall@5"] > result["baselines"]["popularity"]["recall@5"] + 0.2
+    assert result["mrr@20"] > 0.3
+
+
+def test_train_main_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("SessionId\tItem\n", encoding="utf-8")
+    assert train_main(["--train", str(bad), "--out", str(tmp_path / "m")]) == 2
+    assert "missing column" in capsys.readouterr().err
+
+
+def test_named_quick_config_exists() -> None:
+    cfg = load_config("quick")
+    assert cfg.epochs >= 1
+    with pytest.raises(ValueError, match="neither a file nor a preset"):
+        load_config("no-such-preset")
+
+
+def test_toml_config(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("hidden_size = 8\nloss = 'bpr-max'\n", encoding="utf-8")
+    cfg = load_config(str(f))
+    assert cfg.hidden_size == 8 and cfg.loss == "bpr-max"
