@@ -1,0 +1,161 @@
+"""Candidate sources: engagement, co-visitation, promotions, trending (bounded), and their merge."""
+
+from __future__ import annotations
+
+import json
+
+from stream.candidates import (
+    CoVisitationIndex,
+    Engagement,
+    PromotionBoard,
+    TrendingItems,
+    gather_candidates,
+)
+from stream.contract import Promotion
+from tests.policy.conftest import T0, catalog, config
+
+HOUR = 3600.0
+
+
+def test_engagement_tracks_views_carts_and_purchases():
+    e = Engagement(max_items=3)
+    for kind, item in [
+        ("view", "a"),
+        ("view", "a"),
+        ("view", "b"),
+        ("add_to_cart", "b"),
+        ("view", "c"),
+        ("purchase", "c"),
+        ("search", None),
+    ]:
+        e.observe(kind, item, T0)
+    assert e.engaged() == ["b", "a"] and e.bought() == {"c"}
+    assert e.get("a").views == 2 and e.get("b").in_cart
+    e.observe("remove_from_cart", "b", T0 + 1)
+    assert not e.get("b").in_cart
+    e.observe("view", "d", T0 + 2)  # the least recent item goes beyond max_items
+    assert list(e.items) == ["c", "b", "d"] and e.recent(2) == ["d", "b"]
+    restored = Engagement.from_dict(json.loads(json.dumps(e.to_dict())), max_items=3)
+    assert restored.to_dict() == e.to_dict() and restored.last_ts == T0 + 2
+
+
+def test_covisitation_ranks_by_decayed_counts():
+    index = CoVisitationIndex(top_n=3, max_items=100, half_life_seconds=HOUR)
+    # "old" co-occurs with "a" twice long ago, "new" once recently: decay makes the recent one win.
+    index.observe("a", ["old"], T0)
+    index.observe("a", ["old"], T0)
+    index.observe("a", ["new"], T0 + 5 * HOUR)
+    ranked = index.neighbours("a", T0 + 5 * HOUR)
+    assert [k for k, _ in ranked] == ["new", "old"]
+    assert abs(ranked[0][1] - 1.0) < 1e-9 and abs(ranked[1][1] - 2.0 / 32) < 1e-9
+    assert index.neighbours("new", T0 + 5 * HOUR)[0][0] == "a"  # both directions
+    assert index.similarity("a", "new") == 1.0 and index.similarity("a", "zzz") == 0.0
+    related = index.related(["a"], T0 + 5 * HOUR, 5, exclude=["old"])
+    assert [k for k, _ in related] == ["new"]
+
+
+def test_covisitation_memory_is_bounded():
+    index = CoVisitationIndex(top_n=4, max_items=50, half_life_seconds=HOUR)
+    for n in range(5000):
+        index.observe(f"i{n % 700}", [f"i{(n * 7) % 700}", f"i{(n * 13) % 700}", f"i{n % 11}"], T0 + n)
+    assert len(index) <= 50
+    assert index.entries() <= 50 * 2 * 4
+    assert all(len(index.neighbours(f"i{n}", T0 + 5000)) <= 4 for n in range(700))
+
+
+def test_covisitation_survives_long_runs_and_round_trips():
+    index = CoVisitationIndex(top_n=2, max_items=10, half_life_seconds=60.0)
+    for n in range(200):  # 200 half-lives: the landmark must move without overflow
+        index.observe("a", ["b" if n % 2 else "c"], T0 + 60.0 * n)
+    ranked = index.neighbours("a", T0 + 60.0 * 199)
+    assert ranked[0] == ("b", ranked[0][1]) and 1.0 <= ranked[0][1] < 2.0
+    copy = CoVisitationIndex.from_dict(json.loads(json.dumps(index.to_dict())))
+    assert copy.neighbours("a", T0 + 60.0 * 199) == ranked
+
+
+def test_trending_decays_prunes_and_caches():
+    trending = TrendingItems(max_items=100, half_life_seconds=HOUR, refresh_seconds=30.0)
+    for n in range(1000):
+        trending.observe(f"i{n}", "view", T0 + n)
+    assert len(trending) <= 125
+    trending.observe("hot", "purchase", T0 + 1000)
+    trending.observe("hot", "add_to_cart", T0 + 1000)
+    assert trending.top(1, T0 + 1000) == ["hot"]
+    trending.observe("hotter", "purchase", T0 + 1001)
+    trending.observe("hotter", "purchase", T0 + 1001)
+    assert trending.top(1, T0 + 1010) == ["hot"]  # cached for refresh_seconds
+    assert trending.top(1, T0 + 1031) == ["hotter"]
+    assert abs(trending.score("hot", T0 + 1000 + HOUR) - 4.0) < 1e-9
+    trending.observe("x", "search", T0)  # not counted
+    assert trending.score("x", T0) == 0.0
+    copy = TrendingItems.from_dict(json.loads(json.dumps(trending.to_dict())))
+    assert copy.top(3, T0 + 2000) == trending.top(3, T0 + 2000)
+
+
+def test_promotion_board_answers_active_promotions_deepest_first():
+    board = PromotionBoard()
+    board.update(
+        catalog("a", promotion=Promotion(promotion_id="p", discount=0.1, starts_at=T0, ends_at=T0 + 10))
+    )
+    board.update(
+        catalog("b", promotion=Promotion(promotion_id="q", discount=0.5, starts_at=T0, ends_at=T0 + 10))
+    )
+    board.update(
+        catalog("c", promotion=Promotion(promotion_id="r", discount=0.3, starts_at=T0 + 5, ends_at=T0 + 9))
+    )
+    assert board.active(T0, 5) == ["b", "a"]
+    assert board.active(T0 + 6, 2) == ["b", "c"]
+    board.update(catalog("b"))  # promotion removed
+    board.update(
+        catalog(
+            "a", stock=0, promotion=Promotion(promotion_id="p", discount=0.1, starts_at=T0, ends_at=T0 + 10)
+        )
+    )
+    assert board.active(T0 + 6, 5) == ["c"] and len(board) == 1
+
+
+def test_gather_merges_sources_with_quotas():
+    cfg = config(
+        max_candidates=6,
+        quota_engaged=2,
+        quota_covisited=2,
+        quota_promoted=1,
+        quota_trending=3,
+        trending_min_history=3,
+    )
+    e = Engagement()
+    for item in ("v1", "v2", "v3"):
+        e.observe("view", item, T0)
+    e.observe("purchase", "bought", T0)
+    covis = CoVisitationIndex()
+    covis.observe("v3", ["n1", "n2", "v1", "bought", "n3"], T0)
+    board = PromotionBoard()
+    board.update(
+        catalog(
+            "promo", promotion=Promotion(promotion_id="p", discount=0.2, starts_at=T0 - 1, ends_at=T0 + 99)
+        )
+    )
+    trending = TrendingItems()
+    for item in ("t1", "t2", "promo", "bought"):
+        trending.observe(item, "purchase", T0)
+    got = gather_candidates(e, covis, board, trending, T0, cfg)
+    sources = [(c.item_id, c.source) for c in got]
+    assert sources[:2] == [("v3", "engaged"), ("v2", "engaged")]
+    assert [s for _, s in sources[2:4]] == ["covisited", "covisited"]
+    assert all(i not in ("v1", "v2", "v3", "bought") for i, s in sources if s == "covisited")
+    assert ("promo", "promoted") in sources
+    assert not any(s == "trending" for _, s in sources)  # three engaged items: enough history
+    assert len(got) <= 6 and len({c.item_id for c in got}) == len(got)
+
+    newcomer = Engagement()
+    newcomer.observe("view", "v1", T0)
+    got = gather_candidates(newcomer, CoVisitationIndex(), PromotionBoard(), trending, T0, cfg)
+    assert [(c.item_id, c.source) for c in got][0] == ("v1", "engaged")
+    assert len([c for c in got if c.source == "trending"]) == 3  # the quota
+    wide = config(quota_trending=4)
+    got = gather_candidates(newcomer, CoVisitationIndex(), PromotionBoard(), trending, T0, wide)
+    # Bought by someone else, not by this user: still a candidate.
+    assert {c.item_id for c in got if c.source == "trending"} == {"t1", "t2", "promo", "bought"}
+    assert gather_candidates(
+        newcomer, CoVisitationIndex(), PromotionBoard(), trending, T0, wide, exclude=["t1"]
+    )[1:] == [c for c in got[1:] if c.item_id != "t1"]

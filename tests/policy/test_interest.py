@@ -1,0 +1,119 @@
+"""Interest: decay, promotion adjustment, thresholds, catalog triggers and the item -> users index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stream.contract import Promotion
+from stream.interest import (
+    InterestIndex,
+    assess,
+    catalog_triggers,
+    decay_factor,
+    effective_threshold,
+    promotion_adjust,
+)
+from tests.policy.conftest import T0, catalog, config
+
+
+def test_decay_halves_per_half_life():
+    assert decay_factor(0, 60) == 1.0 and decay_factor(-5, 60) == 1.0
+    assert decay_factor(60, 60) == 0.5 and decay_factor(180, 60) == 0.125
+
+
+@pytest.mark.parametrize("p", [0.0, 0.01, 0.3, 0.5, 0.9, 0.999, 1.0])
+def test_promotion_adjust_is_bounded_and_monotone(p):
+    values = [promotion_adjust(p, d, 2.0) for d in (0.0, 0.1, 0.3, 0.6, 0.99, 5.0)]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert values == sorted(values)
+    assert values[0] == pytest.approx(p)
+    if p in (0.0, 1.0):
+        assert values == [p] * len(values)
+
+
+def test_promotion_adjust_formula():
+    # Odds 1 (p = 0.5) times 1 + 2 * 0.25 = 1.5 -> p = 0.6.
+    assert promotion_adjust(0.5, 0.25, 2.0) == pytest.approx(0.6)
+
+
+def test_assess_records_its_features():
+    cfg = config(interest_half_life_seconds=100.0)
+    a = assess(3.2, 0.8, T0 - 100, T0, 0.25, "in_session", 0.1, cfg)
+    assert a.features["decay_factor"] == 0.5 and a.features["calibrated_p"] == 0.8
+    # 0.8 halved is 0.4 (odds 2/3); times 1 + 2 * 0.25 = 1.5 gives odds 1, interest 0.5.
+    assert a.interest == pytest.approx(0.5) and a.threshold == pytest.approx(0.6) and not a.passes
+    assert a.features["threshold_offset"] == pytest.approx(0.1) and a.features["raw_score"] == 3.2
+    assert assess(0, 0.8, None, T0, 0.0, "in_session", 0.0, cfg).interest == 0.8
+
+
+def test_effective_threshold_is_clipped():
+    cfg = config(min_threshold=0.2, max_threshold=0.8)
+    assert effective_threshold("in_session", -1.0, cfg) == 0.2
+    assert effective_threshold("in_session", 1.0, cfg) == 0.8
+    assert effective_threshold("cart_abandonment", 0.0, cfg) == 0.35
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError):
+        config(trigger_thresholds={"nope": 0.1})
+    with pytest.raises(ValueError):
+        config(quiet_hours_start="25:00")
+    with pytest.raises(ValueError):
+        config(default_time_zone="Nowhere/City")
+
+
+def test_catalog_triggers():
+    promo = Promotion(promotion_id="p1", discount=0.2, starts_at=T0, ends_at=T0 + 100)
+    assert catalog_triggers(None, catalog(), T0) == []
+    assert [
+        t for t, _ in catalog_triggers(catalog(price=100), catalog(price=80, updated_at=T0 + 1), T0 + 1)
+    ] == ["price_drop"]
+    assert [
+        t for t, _ in catalog_triggers(catalog(stock=0), catalog(stock=3, updated_at=T0 + 1), T0 + 1)
+    ] == ["back_in_stock"]
+    started = catalog_triggers(catalog(), catalog(promotion=promo, updated_at=T0 + 1), T0 + 1)
+    assert started == [("promotion_start", "p1@i1")]  # not also a price drop
+    # Redelivered or re-published with the promotion already running: nothing new.
+    assert (
+        catalog_triggers(
+            catalog(promotion=promo, updated_at=T0 + 1), catalog(promotion=promo, updated_at=T0 + 2), T0 + 2
+        )
+        == []
+    )
+    # Out of stock: nothing to push.
+    assert catalog_triggers(catalog(price=100), catalog(price=50, stock=0), T0) == []
+    # Causes are deterministic for the same catalog version.
+    assert catalog_triggers(
+        catalog(price=9), catalog(price=8, updated_at=T0 + 3), T0 + 3
+    ) == catalog_triggers(catalog(price=9), catalog(price=8, updated_at=T0 + 3), T0 + 5)
+
+
+def test_interest_index_keeps_top_users_per_item():
+    index = InterestIndex(per_item=3, max_entries=100, half_life_seconds=3600.0)
+    for n, interest in enumerate([0.5, 0.9, 0.2, 0.7, 0.1]):
+        index.update("i1", f"u{n}", interest, T0)
+    assert [u for u, _, _ in index.users_for("i1", T0, 0.0)] == ["u1", "u3", "u0"]
+    assert [u for u, _, _ in index.users_for("i1", T0, 0.6)] == ["u1", "u3"]
+    # Interest read an hour later has halved.
+    assert index.users_for("i1", T0 + 3600, 0.0)[0][1] == pytest.approx(0.45)
+    # A fresh score beats a stale higher one.
+    index.update("i1", "fresh", 0.4, T0 + 3 * 3600)
+    assert "fresh" in [u for u, _, _ in index.users_for("i1", T0 + 3 * 3600, 0.0)]
+    index.update("i1", "u1", 0.05, T0 + 3 * 3600)  # a refresh replaces the user's entry
+    assert dict((u, v) for u, v, _ in index.users_for("i1", T0 + 3 * 3600, 0.0))["u1"] == pytest.approx(0.05)
+    index.discard("i1", "u1")
+    assert "u1" not in [u for u, _, _ in index.users_for("i1", T0 + 3 * 3600, 0.0)]
+    assert index.users_for("unknown", T0, 0.0) == []
+
+
+def test_interest_index_total_size_is_bounded_and_round_trips():
+    index = InterestIndex(per_item=5, max_entries=40, half_life_seconds=3600.0)
+    for n in range(1000):
+        index.update(f"i{n % 37}", f"u{n}", 0.5 + (n % 10) / 100, T0 + n)
+    assert len(index) <= 40
+    assert sum(len(index.users_for(f"i{n}", T0 + 1000, 0.0)) for n in range(37)) == len(index)
+    copy = InterestIndex.from_dict(json.loads(json.dumps(index.to_dict())))
+    assert len(copy) == len(index)
+    assert copy.users_for("i36", T0 + 1000, 0.0) == index.users_for("i36", T0 + 1000, 0.0)

@@ -1,0 +1,195 @@
+"""Rules in the user's local time: calendar-day caps and quiet hours, across time zones and DST changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from stream.policy import (
+    PushRecord,
+    UserPolicyState,
+    Verdict,
+    build_push,
+    decide,
+    quiet_hours_end,
+    record_hold,
+    record_push,
+    release_held,
+    user_zone,
+)
+from tests.policy.conftest import candidate, catalog, config, local_ts
+
+# One push per local day; rolling caps and gaps out of the way; no quiet hours.
+DAY_CAP = {
+    "max_pushes_per_local_day": 1,
+    "max_pushes_per_24h": 10,
+    "min_gap_seconds": 0,
+    "max_per_category_per_local_day": 0,
+    "quiet_hours_start": "00:00",
+    "quiet_hours_end": "00:00",
+}
+
+
+def utc(*args: int) -> float:
+    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+
+
+def verdict_at(state: UserPolicyState, now: float, **overrides) -> Verdict:
+    cfg = config(**{**DAY_CAP, **overrides})
+    [(_, verdict)] = decide("u1", [candidate(event_ts=now)], state, now, cfg)
+    return verdict
+
+
+def sent(at: float) -> PushRecord:
+    return PushRecord("p", "other", "misc", "in_session", at, at + 3600)
+
+
+def test_calendar_day_is_the_users_day():
+    first = local_ts("Asia/Tokyo", 2024, 6, 1, 23, 30)
+    now = local_ts("Asia/Tokyo", 2024, 6, 2, 0, 30)  # the next day in Tokyo, the same day in UTC
+    assert verdict_at(UserPolicyState(time_zone="Asia/Tokyo", pushes=[sent(first)]), now).outcome == "emit"
+    assert verdict_at(UserPolicyState(pushes=[sent(first)]), now).reason == "cap_local_day"  # default UTC
+    assert (
+        verdict_at(UserPolicyState(pushes=[sent(first)]), now, default_time_zone="Asia/Tokyo").outcome
+        == "emit"
+    )
+
+
+def test_unknown_zone_falls_back_to_default():
+    assert user_zone(UserPolicyState(time_zone="Mars/Olympus"), config()).key == "UTC"
+
+
+def test_day_cap_on_a_25_hour_day_berlin():
+    # 2024-10-27 in Berlin has 25 hours: 00:30 and 23:45 are 24 h 15 min apart, yet the same calendar day.
+    first = local_ts("Europe/Berlin", 2024, 10, 27, 0, 30)
+    now = local_ts("Europe/Berlin", 2024, 10, 27, 23, 45)
+    assert now - first > 86400
+    state = UserPolicyState(time_zone="Europe/Berlin", pushes=[sent(first)])
+    assert verdict_at(state, now).reason == "cap_local_day"
+    assert verdict_at(state, local_ts("Europe/Berlin", 2024, 10, 28, 0, 0)).outcome == "emit"
+
+
+def test_day_cap_on_a_23_hour_day_new_york():
+    # 2024-03-10 in New York has 23 hours: 23 h after 00:30 is already the next day.
+    first = local_ts("America/New_York", 2024, 3, 10, 0, 30)
+    state = UserPolicyState(time_zone="America/New_York", pushes=[sent(first)])
+    assert verdict_at(state, local_ts("America/New_York", 2024, 3, 10, 23, 59)).reason == "cap_local_day"
+    next_day = local_ts("America/New_York", 2024, 3, 11, 0, 30)
+    assert next_day - first == 23 * 3600
+    assert verdict_at(state, next_day).outcome == "emit"
+
+
+def test_quiet_hours_window_edges_utc():
+    cfg = config()
+    zone = user_zone(UserPolicyState(), cfg)
+    assert quiet_hours_end(utc(2024, 6, 1, 21, 59, 59), zone, cfg) is None
+    assert quiet_hours_end(utc(2024, 6, 1, 22, 0), zone, cfg) == utc(2024, 6, 2, 8, 0)
+    assert quiet_hours_end(utc(2024, 6, 2, 7, 59, 59), zone, cfg) == utc(2024, 6, 2, 8, 0)
+    assert quiet_hours_end(utc(2024, 6, 2, 8, 0), zone, cfg) is None
+    day = config(quiet_hours_start="13:00", quiet_hours_end="15:00")  # a window that does not wrap midnight
+    assert quiet_hours_end(utc(2024, 6, 1, 14, 0), zone, day) == utc(2024, 6, 1, 15, 0)
+    assert quiet_hours_end(utc(2024, 6, 1, 15, 0), zone, day) is None
+    off = config(quiet_hours_start="00:00", quiet_hours_end="00:00")
+    assert quiet_hours_end(utc(2024, 6, 1, 23, 0), zone, off) is None
+
+
+def test_quiet_hours_across_dst_changes():
+    cfg = config()
+    berlin = user_zone(UserPolicyState(time_zone="Europe/Berlin"), cfg)
+    new_york = user_zone(UserPolicyState(time_zone="America/New_York"), cfg)
+    # Spring forward (night of 30-31 March 2024): 22:00 CET -> 08:00 CEST is 9 hours.
+    start = local_ts("Europe/Berlin", 2024, 3, 30, 22, 0)
+    assert quiet_hours_end(start, berlin, cfg) == utc(2024, 3, 31, 6, 0) == start + 9 * 3600
+    # 06:30 UTC is 08:30 CEST, outside quiet hours (a fixed CET offset would say 07:30, inside).
+    assert quiet_hours_end(utc(2024, 3, 31, 6, 30), berlin, cfg) is None
+    # Fall back (night of 26-27 October 2024): 22:00 CEST -> 08:00 CET is 11 hours.
+    start = local_ts("Europe/Berlin", 2024, 10, 26, 22, 0)
+    assert quiet_hours_end(start, berlin, cfg) == utc(2024, 10, 27, 7, 0) == start + 11 * 3600
+    # New York, 3 November 2024: 22:30 EDT -> 08:00 EST.
+    assert quiet_hours_end(local_ts("America/New_York", 2024, 11, 2, 22, 30), new_york, cfg) == utc(
+        2024, 11, 3, 13
+    )
+    # An end inside the spring-forward gap (02:30 does not exist on 31 March) releases right after the gap.
+    gap = config(quiet_hours_start="22:00", quiet_hours_end="02:30")
+    assert quiet_hours_end(local_ts("Europe/Berlin", 2024, 3, 30, 23, 0), berlin, gap) == utc(
+        2024, 3, 31, 1, 30
+    )
+
+
+def test_quiet_hours_hold_drop_and_expiry():
+    night = local_ts("Europe/Berlin", 2024, 3, 30, 23, 0)
+    state = UserPolicyState(time_zone="Europe/Berlin")
+    long_ttl = config(push_ttl_seconds=12 * 3600)
+    [(_, held)] = decide("u1", [candidate(event_ts=night)], state, night, long_ttl)
+    assert (held.outcome, held.reason, held.release_at) == ("hold", "quiet_hours", utc(2024, 3, 31, 6, 0))
+    # With the default one-hour TTL the push would expire before the morning: never held, dropped.
+    [(_, short)] = decide("u1", [candidate(event_ts=night)], state, night, config())
+    assert (short.outcome, short.reason) == ("suppress", "quiet_hours")
+    [(_, dropped)] = decide(
+        "u1",
+        [candidate(event_ts=night)],
+        state,
+        night,
+        config(push_ttl_seconds=12 * 3600, quiet_hours_action="drop"),
+    )
+    assert (dropped.outcome, dropped.reason) == ("suppress", "quiet_hours")
+
+
+def test_held_push_is_released_when_quiet_hours_end():
+    cfg = config(push_ttl_seconds=12 * 3600)
+    night = local_ts("America/New_York", 2024, 11, 2, 23, 0)
+    state = UserPolicyState(time_zone="America/New_York")
+    c = candidate(event_ts=night)
+    [(_, verdict)] = decide("u1", [c], state, night, cfg)
+    assert verdict.release_at == utc(2024, 11, 3, 13, 0)
+    push = build_push("u1", c, verdict, night, cfg, "v")
+    record_hold(state, push, verdict.release_at, cfg)
+    # The same item waiting is not held twice; a second item is held while room is left.
+    [(_, again)] = decide("u1", [c], state, night + 60, cfg)
+    assert again.reason == "already_held"
+    assert release_held("u1", state, verdict.release_at - 1, cfg) == []
+    [(released, emit)] = release_held(
+        "u1", state, verdict.release_at, cfg, catalog=lambda item: catalog(item)
+    )
+    assert released.push_id == push.push_id and emit.outcome == "emit" and state.held == []
+    record_push(state, released, cfg, sent_at=verdict.release_at)
+    assert state.pushes[-1].created_at == verdict.release_at
+
+
+def test_held_pushes_expire_and_are_rechecked():
+    cfg = config(push_ttl_seconds=10 * 3600)
+    night = local_ts("UTC", 2024, 6, 1, 23, 0)  # expires 09:00, released 08:00
+    state = UserPolicyState()
+    for item in ("a", "b"):
+        c = candidate(item, category=item, event_ts=night)
+        [(_, verdict)] = decide("u1", [c], state, night, cfg)
+        record_hold(state, build_push("u1", c, verdict, night, cfg, "v"), verdict.release_at, cfg)
+    assert len(state.held) == 2
+    [(_, full)] = decide("u1", [candidate("c", category="c")], state, night, cfg)
+    assert full.reason == "held_limit"
+    expiry = night + 10 * 3600
+    # Exactly at expires_at a held push is expired; both are.
+    reasons = [v.reason for _, v in release_held("u1", state, expiry, cfg)]
+    assert reasons == ["expired", "expired"] and state.held == []
+
+
+def test_release_rechecks_stock_and_emits_one():
+    cfg = config(push_ttl_seconds=12 * 3600)
+    night = local_ts("UTC", 2024, 6, 1, 23, 0)
+    state = UserPolicyState()
+    for item, score in (("a", 0.9), ("b", 0.8)):
+        c = candidate(item, score, category=item, event_ts=night)
+        [(_, verdict)] = decide("u1", [c], state, night, cfg)
+        record_hold(state, build_push("u1", c, verdict, night, cfg, "v"), verdict.release_at, cfg)
+    morning = local_ts("UTC", 2024, 6, 2, 8, 0)
+    out = release_held(
+        "u1", state, morning, cfg, catalog=lambda item: catalog(item, stock=0 if item == "a" else 3)
+    )
+    assert [(p.item_id, v.reason) for p, v in out] == [("a", "out_of_stock"), ("b", "ok")]
+    state2 = UserPolicyState()
+    for item, score in (("a", 0.9), ("b", 0.8)):
+        c = candidate(item, score, category=item, event_ts=night)
+        record_hold(
+            state2, build_push("u1", c, Verdict("hold", "quiet_hours"), night, cfg, "v"), morning, cfg
+        )
+    out = release_held("u1", state2, morning, cfg)
+    assert [(p.item_id, v.reason) for p, v in out] == [("a", "ok"), ("b", "min_gap")]
