@@ -1,0 +1,98 @@
+"""Timers: due order, cancel, reschedule, bounds, serialisation, cart abandonment and promotion ending."""
+
+from __future__ import annotations
+
+import json
+
+from stream.contract import Promotion
+from stream.timers import Timer, TimerQueue, on_behaviour, schedule_promotion_ending
+from tests.policy.conftest import T0, config
+
+
+def timer(user: str, item: str, due: float, kind: str = "cart_abandonment") -> Timer:
+    return Timer(due, user, kind, item, f"cause-{item}", T0)
+
+
+def test_pop_due_in_order_and_inclusive():
+    q = TimerQueue()
+    q.schedule(timer("u1", "b", T0 + 20))
+    q.schedule(timer("u2", "a", T0 + 10))
+    q.schedule(timer("u1", "c", T0 + 30))
+    assert q.next_due() == T0 + 10
+    assert q.pop_due(T0 + 9) == []
+    assert [t.item_id for t in q.pop_due(T0 + 20)] == ["a", "b"]  # due_at == now is due
+    assert len(q) == 1 and [t.item_id for t in q.pop_due(T0 + 1000, limit=5)] == ["c"]
+    assert q.next_due() is None
+
+
+def test_cancel_and_reschedule():
+    q = TimerQueue()
+    q.schedule(timer("u1", "a", T0 + 10))
+    q.schedule(timer("u1", "a", T0 + 50))  # same key: moved, not duplicated
+    assert len(q) == 1 and q.get("u1", "cart_abandonment", "a").due_at == T0 + 50
+    assert q.pop_due(T0 + 10) == []
+    assert q.cancel("u1", "cart_abandonment", "a") and not q.cancel("u1", "cart_abandonment", "a")
+    assert q.pop_due(T0 + 100) == []
+    q.schedule(timer("u1", "a", T0 + 1))
+    q.schedule(timer("u1", "b", T0 + 2, kind="promotion_ending"))
+    q.schedule(timer("u2", "a", T0 + 3))
+    assert q.cancel_user("u1") == 2 and [t.user_id for t in q.pop_due(T0 + 5)] == ["u2"]
+
+
+def test_bounds_total_and_per_user():
+    q = TimerQueue(max_timers=10, max_per_user=3)
+    for n in range(5):
+        q.schedule(timer("u1", f"i{n}", T0 + 100 - n))  # later items are due sooner
+    assert sorted(t.item_id for t in q.timers_for("u1")) == ["i2", "i3", "i4"]  # the latest due went
+    for n in range(20):
+        q.schedule(timer(f"v{n}", "x", T0 + n))
+    assert len(q) == 10 and q.refused == 13
+    # Churn does not grow the heap without bound (stale entries are compacted).
+    for n in range(2000):
+        q.schedule(timer("u1", "i4", T0 + n))
+    assert len(q._heap) <= 2 * len(q) + 65
+
+
+def test_round_trip():
+    q = TimerQueue()
+    q.schedule(timer("u1", "a", T0 + 10))
+    q.schedule(timer("u2", "b", T0 + 5, kind="promotion_ending"))
+    copy = TimerQueue.from_dict(json.loads(json.dumps(q.to_dict())))
+    assert copy.pop_due(T0 + 10) == q.pop_due(T0 + 10)
+    rebuilt = TimerQueue()
+    rebuilt.extend(timer("u1", "a", T0 + 10) for _ in range(3))
+    assert len(rebuilt) == 1
+
+
+def test_cart_abandonment_lifecycle():
+    cfg = config(cart_abandonment_delay_seconds=1800)
+    q = TimerQueue.from_config(cfg)
+    on_behaviour(q, "u1", "add_to_cart", "a", "e1", T0, cfg)
+    on_behaviour(q, "u1", "add_to_cart", "b", "e2", T0, cfg)
+    on_behaviour(q, "u1", "add_to_cart", "c", "e3", T0, cfg)
+    on_behaviour(q, "u1", "purchase", "a", "e4", T0 + 60, cfg)
+    on_behaviour(q, "u1", "remove_from_cart", "b", "e5", T0 + 60, cfg)
+    on_behaviour(q, "u1", "view", "c", "e6", T0 + 60, cfg)
+    on_behaviour(q, "u1", "search", None, "e7", T0 + 60, cfg)
+    assert q.pop_due(T0 + 1799) == []
+    [due] = q.pop_due(T0 + 1800)
+    assert (due.kind, due.item_id, due.cause) == ("cart_abandonment", "c", "e3")
+    # Carting again pushes the deadline back.
+    on_behaviour(q, "u1", "add_to_cart", "d", "e8", T0, cfg)
+    on_behaviour(q, "u1", "add_to_cart", "d", "e9", T0 + 600, cfg)
+    assert q.pop_due(T0 + 1800) == [] and q.pop_due(T0 + 2400)[0].cause == "e9"
+
+
+def test_promotion_ending():
+    cfg = config(promotion_ending_lead_seconds=3600)
+    q = TimerQueue.from_config(cfg)
+    promo = Promotion(promotion_id="p1", discount=0.3, starts_at=T0, ends_at=T0 + 5 * 3600)
+    assert schedule_promotion_ending(q, ["u1", "u2"], "i1", promo, T0, cfg) == 2
+    assert q.pop_due(T0 + 4 * 3600 - 1) == []
+    on_behaviour(q, "u2", "purchase", "i1", "e1", T0 + 10, cfg)  # bought: no reminder
+    [due] = q.pop_due(T0 + 4 * 3600)
+    assert (due.user_id, due.kind, due.cause) == ("u1", "promotion_ending", "p1")
+    # Learnt late: due at once; after the end: nothing.
+    assert schedule_promotion_ending(q, ["u3"], "i1", promo, T0 + 4.5 * 3600, cfg) == 1
+    assert q.pop_due(T0 + 4.5 * 3600)[0].user_id == "u3"
+    assert schedule_promotion_ending(q, ["u4"], "i1", promo, T0 + 5 * 3600, cfg) == 0
