@@ -18,7 +18,7 @@ import json
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -421,11 +421,16 @@ class World:
         """The IANA time zone of a user."""
         return TIME_ZONES[int(self.user_zone[self._user_index[user_id]])][0]
 
-    def true_interest(self, user_id: str, item_id: str, at: float | None = None) -> float:
-        """Ground-truth utility of an item for a user (for tests and oracle baselines, never for Kairos)."""
-        del at  # utility depends on the current state; kept for symmetry with deliver_push
-        u, i = self._user_index[user_id], self._item_index[item_id]
-        return float(self._utilities(u, np.array([i]))[0])
+    def true_interest(self, user_id: str, item_id: str) -> float:
+        """Ground-truth utility of an item for a user now (tests and oracle baselines only, never Kairos)."""
+        return float(self.true_interests(user_id, [item_id])[0])
+
+    def true_interests(self, user_id: str, item_ids: Sequence[str] | None = None) -> np.ndarray:
+        """Ground-truth utilities of many items (default: the whole catalog, in ``item_ids`` order)."""
+        u = self._user_index[user_id]
+        if item_ids is None:
+            return self._utilities(u, np.arange(self.config.n_items))
+        return self._utilities(u, np.array([self._item_index[i] for i in item_ids], dtype=np.int64))
 
     def advance(self, until: float, max_events: int | None = None) -> list[Message]:
         """Everything that happens up to simulated time ``until``, in time order.

@@ -1,0 +1,184 @@
+"""The response model to pushes: true interest, night, fatigue and expiry drive opens."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from stream.contract import ConsentUpdate, Event, Push, push_id
+from stream.simulator import DAY, HOUR, Message, SimConfig, World, local_hour
+
+# Few organic sessions, so advancing is cheap and the push responses dominate.
+CFG = SimConfig(seed=21, n_users=1500, n_items=300, n_categories=10, sessions_per_day=0.05)
+
+
+def _push(world: World, user: str, item: str, at: float, ttl: float = 6 * HOUR, tag: str = "") -> Push:
+    return Push(
+        push_id=push_id(user, item, "in_session", f"{at}{tag}"),
+        user_id=user,
+        item_id=item,
+        trigger="in_session",
+        reason="test",
+        score=0.9,
+        threshold=0.5,
+        model_version="test",
+        event_ts=at,
+        created_at=at,
+        expires_at=at + ttl,
+    )
+
+
+def _at_local_hour(world: World, user: str, hour: int) -> float:
+    """The first whole hour after the start at which it is ``hour`` o'clock for ``user``."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(world.user_time_zone(user))
+    t = world.config.start_time + HOUR
+    while int(local_hour(t, zone)) != hour:
+        t += HOUR
+    return t
+
+
+def _best_and_worst(world: World, user: str) -> tuple[str, str]:
+    scores = world.true_interests(user)
+    return world.item_ids[int(np.argmax(scores))], world.item_ids[int(np.argmin(scores))]
+
+
+def _answers(
+    world: World, pushes: list[tuple[Push, float]], horizon: float = 2 * DAY, only: set[str] | None = None
+) -> Counter[str]:
+    """Deliver pushes in time order, play the world forward, count feedback events by type.
+
+    With ``only``, feedback to those push ids alone is counted.
+    """
+    out: list[Message] = []
+    for push, at in sorted(pushes, key=lambda p: p[1]):
+        out += world.advance(at)
+        world.deliver_push(push, at)
+    out += world.advance(max(at for _, at in pushes) + horizon)
+    ids = only if only is not None else {p.push_id for p, _ in pushes}
+    counts: Counter[str] = Counter()
+    for m in out:
+        if isinstance(m, Event) and m.push_id in ids:
+            counts[m.type] += 1
+    counts["opt_out"] = sum(1 for m in out if isinstance(m, ConsentUpdate) and not m.opted_in)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def users() -> list[str]:
+    world = World(CFG)
+    return [u for u in world.user_ids if world.opted_in[world._user_index[u]]][:1200]
+
+
+def test_higher_true_interest_more_opens_clicks_purchases(users: list[str]) -> None:
+    world_hi, world_lo = World(CFG), World(CFG)
+    hi, lo = [], []
+    for u in users:
+        best, worst = _best_and_worst(world_hi, u)
+        at = _at_local_hour(world_hi, u, 14)
+        hi.append((_push(world_hi, u, best, at), at))
+        lo.append((_push(world_lo, u, worst, at), at))
+    a, b = _answers(world_hi, hi), _answers(world_lo, lo)
+    assert a["push_open"] > 3 * max(b["push_open"], 1)
+    assert a["push_click"] > b["push_click"]
+    assert world_hi.summary()["push_purchases"] > world_lo.summary()["push_purchases"]
+    assert a["push_open"] / len(users) > 0.1
+
+
+def test_night_pushes_are_mostly_ignored_and_annoy(users: list[str]) -> None:
+    world_day, world_night = World(CFG), World(CFG)
+    day, night = [], []
+    for u in users:
+        best, _ = _best_and_worst(world_day, u)
+        t_day, t_night = _at_local_hour(world_day, u, 14), _at_local_hour(world_day, u, 3)
+        day.append((_push(world_day, u, best, t_day), t_day))
+        night.append((_push(world_night, u, best, t_night), t_night))
+    a, b = _answers(world_day, day), _answers(world_night, night)
+    assert b["push_open"] < 0.5 * a["push_open"]
+    assert b["push_dismiss"] > a["push_dismiss"]
+    s = world_night.summary()
+    assert s["quiet_pushes"] == len(users) and world_day.summary()["quiet_pushes"] == 0
+
+
+def test_fatigue_lowers_opens_and_raises_opt_outs(users: list[str]) -> None:
+    calm, tired = World(CFG), World(CFG)
+    one, many, last = [], [], set()
+    for u in users[:600]:
+        best, _ = _best_and_worst(calm, u)
+        at = _at_local_hour(calm, u, 9)
+        one.append((_push(calm, u, best, at + 8 * HOUR), at + 8 * HOUR))
+        for k in range(9):  # one push an hour from 09:00 to 17:00 local; the last one is compared
+            push = _push(tired, u, best, at + k * HOUR, tag=str(k))
+            many.append((push, at + k * HOUR))
+        last.add(push.push_id)
+    a = _answers(calm, one)
+    b_last = _answers(tired, many, only=last)
+    b_all = _answers(World(CFG), many)  # the same pushes, every answer counted
+    assert b_last["push_open"] < 0.2 * a["push_open"]
+    assert b_all["opt_out"] > 3 * max(a["opt_out"], 1)
+    probs = tired.response_probabilities(many[8][0], many[8][1] + 1)
+    assert probs.pushes_24h >= 9 and probs.pushes_7d >= 9
+
+
+def test_expired_pushes_are_never_opened(users: list[str]) -> None:
+    world = World(CFG)
+    pushes = []
+    for u in users:
+        best, _ = _best_and_worst(world, u)
+        at = _at_local_hour(world, u, 14)
+        pushes.append((_push(world, u, best, at - 2 * HOUR, ttl=HOUR), at))  # created 2 h ago, TTL 1 h
+    counts = _answers(world, pushes)
+    assert counts["push_open"] == 0 and counts["push_click"] == 0
+    s = world.summary()
+    assert s["expired_pushes"] == len(users) and s["opens"] == 0
+
+
+def test_opted_out_users_never_open_and_unknown_or_duplicate_pushes_are_ignored() -> None:
+    world = World(CFG)
+    out_user = next(u for u in world.user_ids if not world.opted_in[world._user_index[u]])
+    best, _ = _best_and_worst(world, out_user)
+    at = _at_local_hour(world, out_user, 14)
+    push = _push(world, out_user, best, at)
+    assert world.response_probabilities(push, at).open == 0.0
+    world.deliver_push(push, at)
+    world.deliver_push(push, at)
+    world.deliver_push(_push(world, "nobody", best, at), at)
+    s = world.summary()
+    assert s["pushes_after_opt_out"] == 1 and s["duplicate_pushes"] == 1 and s["unknown_pushes"] == 1
+
+
+def test_summary_compares_treatment_with_holdout(users: list[str]) -> None:
+    world = World(CFG)
+    holdout = set(users[::10])
+    pushes = []
+    for u in users:
+        if u in holdout:
+            continue
+        best, _ = _best_and_worst(world, u)
+        at = _at_local_hour(world, u, 19)
+        pushes.append((_push(world, u, best, at), at))
+    _answers(world, pushes)
+    s = world.summary(holdout=lambda uid: uid in holdout)
+    assert s["holdout.pushes"] == 0 and s["holdout.purchases_with_push"] == 0
+    assert s["treatment.pushes"] == len(pushes)
+    assert s["treatment.purchases_with_push"] > 0
+    assert s["treatment.users"] + s["holdout.users"] == CFG.n_users
+    assert 0 < s["treatment.open_rate"] < 1
+    assert "incremental_purchases" in s and "purchase_lift" in s
+    assert s["purchases"] == s["purchases_with_push"] + s["purchases_without_push"]
+
+
+def test_responses_are_deterministic(users: list[str]) -> None:
+    runs = []
+    for _ in range(2):
+        world = World(CFG)
+        pushes = []
+        for u in users[:200]:
+            best, _ = _best_and_worst(world, u)
+            at = _at_local_hour(world, u, 12)
+            pushes.append((_push(world, u, best, at), at))
+        runs.append(_answers(world, pushes, horizon=DAY))
+    assert runs[0] == runs[1]
