@@ -84,6 +84,8 @@ def run_training(
         train_log = log
     else:
         train_log, valid_log = split_train_valid(log, cfg.valid_fraction)
+        if cfg.train_on_all:
+            train_log = log
     if len(train_log) == 0:
         raise DataError(train_path, None, "no training sessions left after preprocessing")
     index = ItemIndex.build(train_log)

@@ -38,6 +38,9 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(0.005, gt=0.0, description="Adam learning rate.")
     epochs: int = Field(10, ge=1, description="Most epochs.")
     patience: int = Field(2, ge=0, description="Stop after this many epochs without a better valid MRR@20.")
+    select_best: bool = Field(
+        True, description="Keep the epoch with the best valid MRR@20 (False: the last epoch, no early stop)."
+    )
     seed: int = Field(42, description="Seed for torch and numpy.")
     threads: int = Field(2, ge=1, description="Torch threads while training.")
     # Data
@@ -49,6 +52,11 @@ class TrainConfig(BaseModel):
     min_item_support: int = Field(1, ge=1, description="Drop items seen fewer times in training.")
     min_session_length: int = Field(2, ge=1, description="Drop shorter sessions.")
     valid_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Held-out tail when no --valid is given.")
+    train_on_all: bool = Field(
+        False,
+        description="Without --valid: train on the whole file too (the tail is then in-sample validation, "
+        "used only for reporting and calibration; set select_best false).",
+    )
     max_valid_cases: int = Field(20_000, ge=1, description="Validation cases used per epoch (the latest).")
     # Calibration
     calibration_horizon: int = Field(5, ge=1, description="Interest = P(candidate within the next N events).")

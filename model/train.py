@@ -229,7 +229,9 @@ def train(
         if checkpoint_dir is not None:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), checkpoint_dir / f"epoch-{epoch:03d}.pt")
-        if score > best_score:
+        if not cfg.select_best:
+            best_state, result.best_epoch = copy.deepcopy(model.state_dict()), epoch
+        elif score > best_score:
             best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
             result.best_epoch = epoch
         else:

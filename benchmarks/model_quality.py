@@ -1,0 +1,215 @@
+"""Model quality benchmark: baselines and the GRU on yoochoose-100k and Diginetica, next to the references.
+
+    .venv/bin/python benchmarks/model_quality.py [--quick] [--json]
+
+Trains each model in a child process (``python -m model.cli train``, so its peak RSS is its own),
+evaluates it and the baselines on the same full-catalog path, and writes
+``benchmarks/reports/model_quality.md``. ``--quick`` runs yoochoose only. Hyper-parameters come from
+``model/configs/<dataset>.json``; they were chosen on validation splits (``train_tr``/``train_valid``
+for yoochoose, the time-ordered tail of the training sessions for Diginetica), never on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from model.artifact import load_artifact  # noqa: E402
+from model.baselines import all_baselines  # noqa: E402
+from model.config import CONFIG_DIR  # noqa: E402
+from model.data import ItemIndex, encode, load_log, load_test_cases  # noqa: E402
+from model.evaluate import evaluate_baseline, evaluate_model  # noqa: E402
+from stream.settings import Settings  # noqa: E402
+
+# (name, how obtained, R@10, MRR@10, R@20, MRR@20, training rows/s) from shared/data/REFERENCES.md
+REFERENCES: dict[str, list[tuple[str, float | None, float | None, float, float, float | None]]] = {
+    "yoochoose-100k": [
+        ("popularity (measured)", 0.0739, 0.0254, 0.0894, 0.0264, None),
+        ("transitions (measured)", 0.5479, 0.3400, 0.5907, 0.3430, None),
+        ("official GRU4Rec 480 units, 10 ep (measured)", 0.5393, 0.2922, 0.6249, 0.2983, 2873.0),
+        (
+            "official GRU4Rec 100 units, 5 ep (measured, picked on test)",
+            0.6230,
+            0.3712,
+            0.6993,
+            0.3765,
+            6960.0,
+        ),
+    ],
+    "diginetica": [
+        ("SR-GNN (published)", None, None, 0.5073, 0.1759, None),
+        ("GCE-GNN (published)", None, None, 0.5422, 0.1904, None),
+        ("NARM (published)", None, None, 0.4970, 0.1617, None),
+        ("transitions (measured)", None, None, 0.3472, 0.1292, None),
+        ("official GRU4Rec BPR-max 512 units (measured)", 0.4060, 0.1739, 0.5422, 0.1833, 4491.0),
+    ],
+}
+
+DATASETS = {
+    "yoochoose-100k": ("yoochoose-100k/train_full.tsv", "sessions", "yoochoose-100k/test.tsv", "sessions"),
+    "diginetica": ("diginetica/train_sessions.txt", "sequences", "diginetica/test_prefixes.tsv", "prefixes"),
+}
+
+
+def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
+    """Train and evaluate the GRU and the baselines on one dataset."""
+    train_rel, train_fmt, test_rel, test_fmt = DATASETS[name]
+    train_path, test_path = data_dir / train_rel, data_dir / test_rel
+    out = work / name
+    config = CONFIG_DIR / f"{name}.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "model.cli",
+        "train",
+        "--train",
+        str(train_path),
+        "--train-format",
+        train_fmt,
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--quiet",
+    ]
+    print(f"[{name}] training: {' '.join(cmd)}", file=sys.stderr)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    art = load_artifact(out)
+    index = ItemIndex(ids=art.item_ids, counts=[0] * len(art.item_ids))  # type: ignore[arg-type]
+    cases = load_test_cases(test_path, test_fmt, index)
+    t0 = time.perf_counter()
+    gru = evaluate_model(art.model, cases)
+    gru["eval_seconds"] = time.perf_counter() - t0
+    result: dict[str, Any] = {
+        "gru": gru,
+        "train": {
+            k: art.metrics[k]
+            for k in (
+                "train_seconds",
+                "events_per_second",
+                "peak_rss_bytes",
+                "best_epoch",
+                "n_train_events",
+                "n_items",
+            )
+        },
+    }
+    result["config"] = json.loads(config.read_text())
+    log = load_log(train_path, train_fmt)
+    sessions = encode(log, index, drop_unknown=True)
+    result["baselines"] = {}
+    for baseline in all_baselines():
+        t0 = time.perf_counter()
+        baseline.fit(sessions, len(index))
+        fit_s = time.perf_counter() - t0
+        metrics = evaluate_baseline(baseline, cases)
+        metrics["fit_seconds"] = fit_s
+        metrics["eval_seconds"] = time.perf_counter() - t0 - fit_s
+        result["baselines"][baseline.name] = metrics
+        print(
+            f"[{name}] {baseline.name}: R@20 {metrics['recall@20']:.4f} MRR@20 {metrics['mrr@20']:.4f}",
+            file=sys.stderr,
+        )
+    print(f"[{name}] gru: R@20 {gru['recall@20']:.4f} MRR@20 {gru['mrr@20']:.4f}", file=sys.stderr)
+    return result
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f} %"
+
+
+def render(results: dict[str, dict[str, Any]], command: str) -> str:
+    """The markdown report."""
+    lines = [
+        "# Model quality",
+        "",
+        "Full-catalog next-item ranking, pessimistic ties (protocol of `shared/data/README.md`).",
+        f"Produced by `{command}` on this 2-core machine, CPU only, shared with other work (timings are",
+        "therefore conservative). Hyper-parameters: `model/configs/<dataset>.json`, chosen on validation",
+        "splits, never on test.",
+        "",
+    ]
+    for name, res in results.items():
+        gru, train = res["gru"], res["train"]
+        lines += [
+            f"## {name} ({gru['n_cases']} test cases, {gru['n_dropped']} dropped: target unknown)",
+            "",
+            "| system | Recall@10 | MRR@10 | Recall@20 | MRR@20 | training rows/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines.append(
+            f"| **Kairos GRU (ours)** | {_pct(gru['recall@10'])} | {_pct(gru['mrr@10'])} | "
+            f"**{_pct(gru['recall@20'])}** | **{_pct(gru['mrr@20'])}** | {train['events_per_second']:,.0f} |"
+        )
+        for bname, m in res["baselines"].items():
+            lines.append(
+                f"| {bname} (ours, same eval path) | {_pct(m['recall@10'])} | {_pct(m['mrr@10'])} | "
+                f"{_pct(m['recall@20'])} | {_pct(m['mrr@20'])} | — |"
+            )
+        for ref in REFERENCES[name]:
+            rate = "—" if ref[5] is None else f"{ref[5]:,.0f}"
+            lines.append(
+                f"| {ref[0]} | {_pct(ref[1])} | {_pct(ref[2])} | {_pct(ref[3])} | {_pct(ref[4])} | {rate} |"
+            )
+        best_r = max(r[3] for r in REFERENCES[name])
+        best_m = max(r[4] for r in REFERENCES[name])
+        fastest = [r[5] for r in REFERENCES[name] if r[5]]
+        lines += [
+            "",
+            f"- Best reference Recall@20 {_pct(best_r)}: ours {_pct(gru['recall@20'])} "
+            f"({100 * (gru['recall@20'] - best_r):+.2f} points).",
+            f"- Best reference MRR@20 {_pct(best_m)}: ours {_pct(gru['mrr@20'])} "
+            f"({100 * (gru['mrr@20'] - best_m):+.2f} points).",
+            f"- Training: {train['train_seconds']:.1f} s for {train['n_train_events']:,} events x epochs run "
+            f"(best epoch {train['best_epoch']}), {train['events_per_second']:,.0f} events/s"
+            + (
+                f" = {train['events_per_second'] / max(fastest):.1f}x the official GRU4Rec's "
+                f"{max(fastest):,.0f} rows/s"
+                if fastest
+                else ""
+            )
+            + f"; peak RSS {train['peak_rss_bytes'] / 2**20:,.0f} MiB"
+            + f"; evaluation {gru['eval_seconds']:.1f} s.",
+            f"- Config: `{json.dumps(res['config'])}`",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; write the markdown report; with --json print the results as the last line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="yoochoose-100k only")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON line")
+    parser.add_argument("--report", default=str(ROOT / "benchmarks" / "reports" / "model_quality.md"))
+    args = parser.parse_args(argv)
+    data_dir = Settings().data_dir
+    if not (data_dir / "yoochoose-100k").is_dir():
+        print(f"datasets not found under {data_dir}", file=sys.stderr)
+        return 2
+    names = ["yoochoose-100k"] if args.quick else list(DATASETS)
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="kairos-bench-") as work:
+        for name in names:
+            results[name] = run_dataset(name, data_dir, Path(work))
+    command = "benchmarks/model_quality.py" + (" --quick" if args.quick else "")
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render(results, command), encoding="utf-8")
+    print(f"wrote {report}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(results, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
