@@ -116,8 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, body, content_type)
         elif path == "/healthz":
             snap = self.health.snapshot()
-            body = {k: snap[k] for k in ("alive", "last_beat_seconds_ago")}
-            self._json(200 if snap["alive"] else 503, body)
+            alive = {k: snap[k] for k in ("alive", "last_beat_seconds_ago")}
+            self._json(200 if snap["alive"] else 503, alive)
         elif path == "/readyz":
             snap = self.health.snapshot()
             self._json(200 if snap["ready"] else 503, snap)
