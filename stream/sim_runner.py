@@ -342,41 +342,51 @@ def simulate_main(argv: list[str]) -> int:
             )
             return 2
         stop = threading.Event()
+        previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
-        if args.replay:
-            counts = replay_to_kafka(
-                settings,
-                args.replay,
-                args.compress,
-                args.seconds,
-                stop,
-                create_topics=not args.no_create_topics,
-            )
-            print(summary_json({k: float(v) for k, v in counts.items()}))
-            return 0
-        sim = ShopSimulator(
-            settings,
-            _sim_config(args),
-            rate=args.rate,
-            speed=args.speed,
-            consume_pushes=not args.no_pushes,
-            group_id=args.group_id,
-            create_topics=not args.no_create_topics,
-        )
-        sim.start()
-        deadline = math.inf if args.seconds is None else time.monotonic() + args.seconds
-        last_log = time.monotonic()
-        while not stop.is_set() and sim.running() and time.monotonic() < deadline:
-            stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
-            if time.monotonic() - last_log >= 10.0:
-                last_log = time.monotonic()
-                s = sim.summary()
-                log.info("events %d, pushes received %d, opens %d", s["events"], s["pushes"], s["opens"])
-        sim.stop()
-        print(summary_json(sim.summary()))
-        return 1 if sim.error is not None else 0
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        try:
+            return _run_live(args, settings, stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     except DatasetMissingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_live(args: argparse.Namespace, settings: Settings, stop: threading.Event) -> int:
+    """Replay a dataset or run the simulated shop against the broker until stopped."""
+    if args.replay:
+        counts = replay_to_kafka(
+            settings,
+            args.replay,
+            args.compress,
+            args.seconds,
+            stop,
+            create_topics=not args.no_create_topics,
+        )
+        print(summary_json({k: float(v) for k, v in counts.items()}))
+        return 0
+    sim = ShopSimulator(
+        settings,
+        _sim_config(args),
+        rate=args.rate,
+        speed=args.speed,
+        consume_pushes=not args.no_pushes,
+        group_id=args.group_id,
+        create_topics=not args.no_create_topics,
+    )
+    sim.start()
+    deadline = math.inf if args.seconds is None else time.monotonic() + args.seconds
+    last_log = time.monotonic()
+    while not stop.is_set() and sim.running() and time.monotonic() < deadline:
+        stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+        if time.monotonic() - last_log >= 10.0:
+            last_log = time.monotonic()
+            s = sim.summary()
+            log.info("events %d, pushes received %d, opens %d", s["events"], s["pushes"], s["opens"])
+    sim.stop()
+    print(summary_json(sim.summary()))
+    return 1 if sim.error is not None else 0
