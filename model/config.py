@@ -21,6 +21,9 @@ class TrainConfig(BaseModel):
     embedding_size: int = Field(100, ge=1, description="Item embedding width D.")
     hidden_size: int = Field(100, ge=1, description="GRU state width H.")
     tied: bool = Field(True, description="Score with the input item embeddings (output = proj(h) . E).")
+    last_item_skip: bool = Field(
+        False, description="Keep the last item's embedding in the state and add it (linearly) to the output."
+    )
     item_bias: bool = Field(True, description="Learn a per-item output bias.")
     use_event_types: bool = Field(True, description="Add an event-type embedding to the GRU input.")
     dropout_embedding: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the input embedding.")

@@ -12,7 +12,10 @@ from model.config import TrainConfig
 class SessionGRU(nn.Module):
     """One GRU cell stepped once per event; the output vector is dotted with item embeddings.
 
-    ``step`` is the only recurrence, so online serving costs one constant-time step per event.
+    The state of a session is ``[h | e_last]``: the GRU hidden vector and, with ``last_item_skip``,
+    the embedding of the last known item (a skip connection into the output, which makes repeats and
+    direct successors easy to score). ``step`` is the only recurrence, so online serving costs one
+    constant-time step per event and ``state_width`` floats per user.
     """
 
     def __init__(self, n_items: int, n_types: int, cfg: TrainConfig) -> None:
@@ -25,6 +28,8 @@ class SessionGRU(nn.Module):
         self.cell = nn.GRUCell(d, h)
         self.tied = cfg.tied
         out_width = d if cfg.tied else h
+        self.skip = nn.Linear(d, out_width, bias=False) if cfg.last_item_skip else None
+        self.state_width = h + (d if cfg.last_item_skip else 0)
         self.proj = nn.Linear(h, d) if cfg.tied else nn.Identity()
         self.out_emb = None if cfg.tied else nn.Parameter(torch.empty(n_items, out_width))
         # (n_items, 1) so it can be looked up like an embedding (sparse gradients while training).
@@ -40,23 +45,23 @@ class SessionGRU(nn.Module):
         """The (n_items, D') matrix scores are dotted with."""
         return self.item_emb if self.out_emb is None else self.out_emb
 
-    def inputs(self, items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        """GRU input for items/types (items must be valid indices)."""
-        x = F.embedding(items, self.item_emb, sparse=self.sparse)
-        if self.use_types:
-            x = x + self.type_emb[types]
-        return x
-
-    def step(self, h: torch.Tensor, items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        """One GRU step; rows whose item is -1 keep their state."""
+    def step(self, state: torch.Tensor, items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """One GRU step on states (B, state_width); rows whose item is -1 keep their state."""
         known = items >= 0
-        x = self.drop_in(self.inputs(items.clamp(min=0), types))
-        new = self.cell(x, h)
-        return torch.where(known[:, None], new, h)
+        safe = items.clamp(min=0)
+        e = F.embedding(safe, self.item_emb, sparse=self.sparse)
+        x = e + self.type_emb[types] if self.use_types else e
+        new = self.cell(self.drop_in(x), state[:, : self.cell.hidden_size])
+        if self.skip is not None:
+            new = torch.cat([new, e], dim=1)
+        return torch.where(known[:, None], new, state)
 
-    def output(self, h: torch.Tensor) -> torch.Tensor:
+    def output(self, state: torch.Tensor) -> torch.Tensor:
         """The vector each state scores items with."""
-        return self.drop_out(self.proj(h))
+        out = self.proj(state[:, : self.cell.hidden_size])
+        if self.skip is not None:
+            out = out + self.skip(state[:, self.cell.hidden_size :])
+        return self.drop_out(out)
 
     def full_scores(self, h: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each state: (B, n_items)."""
@@ -70,7 +75,7 @@ class SessionGRU(nn.Module):
 
     def encode_prefixes(self, items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         """Final states of right-aligned padded prefixes (B, T); padding is -1 and leaves the state alone."""
-        h = items.new_zeros((items.shape[0], self.cell.hidden_size), dtype=torch.float32)
+        h = torch.zeros((items.shape[0], self.state_width), dtype=torch.float32)
         for t in range(items.shape[1]):
             h = self.step(h, items[:, t], types[:, t])
         return h

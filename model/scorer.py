@@ -1,6 +1,7 @@
 """The incremental scorer the stream worker calls on its hot path: batched, numpy in and out.
 
-A user's whole model state is one float32 vector of ``hidden_size``; each event costs one GRU step.
+A user's whole model state is one float32 vector of ``hidden_size`` floats (the GRU units, plus the
+last item's embedding when the model has the last-item skip); each event costs one GRU step.
 The input side of the GRU (item and event-type embeddings times the input weights) is precomputed
 per item, so a step is one (B, H) x (H, 3H) product plus elementwise gates.
 
@@ -36,7 +37,8 @@ class IncrementalScorer:
         self.meta = art.meta
         self.metrics = art.metrics
         self.config = art.config
-        self.hidden_size = art.config.hidden_size
+        self.hidden_size = model.state_width
+        self._units = art.config.hidden_size
         self.n_items = len(art.item_ids)
         self._ids = art.item_ids
         self._lookup = {item: i for i, item in enumerate(art.item_ids)}
@@ -53,6 +55,8 @@ class IncrementalScorer:
             self._w_hh_t = cell.weight_hh.detach().T.contiguous()  # (H, 3H)
             self._b_hh = cell.bias_hh.detach().clone()
             self._proj = model.proj
+            self._skip = model.skip
+            self._emb = model.item_emb.detach()
             self._out = model.output_embeddings().detach().contiguous()  # (n_items, D)
             self._bias = model.bias.detach()[:, 0].contiguous()
 
@@ -90,16 +94,22 @@ class IncrementalScorer:
                 raise ValueError("event_types must index stream.contract.EVENT_TYPES")
             known = it >= 0
             gi = self._gi_item[it.clamp(min=0)] + self._gi_type[ty]
-            gh = torch.addmm(self._b_hh, h, self._w_hh_t)
-            hs = self.hidden_size
+            hs = self._units
+            g = h[:, :hs]
+            gh = torch.addmm(self._b_hh, g, self._w_hh_t)
             r = torch.sigmoid(gi[:, :hs] + gh[:, :hs])
             z = torch.sigmoid(gi[:, hs : 2 * hs] + gh[:, hs : 2 * hs])
             n = torch.tanh(gi[:, 2 * hs :] + r * gh[:, 2 * hs :])
-            new = n + z * (h - n)
+            new = n + z * (g - n)
+            if self._skip is not None:
+                new = torch.cat([new, self._emb[it.clamp(min=0)]], dim=1)
             return torch.where(known[:, None], new, h).numpy()
 
     def _outputs(self, h: torch.Tensor) -> torch.Tensor:
-        return self._proj(h)
+        out = self._proj(h[:, : self._units])
+        if self._skip is not None:
+            out = out + self._skip(h[:, self._units :])
+        return out
 
     def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Raw scores (B, C) float32 of candidate indices; -1 candidates score -inf."""

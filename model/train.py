@@ -172,7 +172,7 @@ def train(
         keep = torch.from_numpy(~plan.resets).float()
         steps = plan.inputs.shape[0]
         bar = Progress(int((plan.targets >= 0).sum()), f"epoch {epoch}/{cfg.epochs}") if progress else None
-        h = torch.zeros(cfg.batch_size, cfg.hidden_size)
+        h = torch.zeros(cfg.batch_size, model.state_width)
         loss_sum, loss_n, done = 0.0, 0, 0
         for c0 in range(0, steps, cfg.bptt):
             c1 = min(c0 + cfg.bptt, steps)

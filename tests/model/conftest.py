@@ -53,7 +53,10 @@ TINY = TrainConfig(
     learning_rate=0.01,
     threads=1,
     calibration_horizon=3,
+    last_item_skip=True,
 )
+# The other architecture: untied output embeddings, no skip, state = GRU units only.
+PLAIN = TINY.model_copy(update={"last_item_skip": False, "tied": False, "hidden_size": 12, "epochs": 2})
 
 
 @pytest.fixture(scope="session")
@@ -78,4 +81,16 @@ def tiny_artifact(tiny_data: dict[str, Path]) -> Path:
     cfg_path.write_text(json.dumps(TINY.model_dump()), encoding="utf-8")
     out = tiny_data["root"] / "artifact"
     run_training(str(tiny_data["train"]), "sessions", str(tiny_data["valid"]), str(out), TINY, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def plain_artifact(tiny_data: dict[str, Path]) -> Path:
+    """A small artifact of the untied, skip-less architecture."""
+    from model.cli import run_training
+
+    out = tiny_data["root"] / "plain"
+    run_training(
+        str(tiny_data["train"]), "sessions", str(tiny_data["valid"]), str(out), PLAIN, progress=False
+    )
     return out

@@ -44,9 +44,12 @@ def test_corrupt_artifact_is_refused(tiny_artifact: Path, tmp_path: Path) -> Non
         IncrementalScorer.load(tmp_path / "nowhere")
 
 
-def test_step_by_step_equals_forward_pass(tiny_artifact: Path) -> None:
-    scorer = IncrementalScorer.load(tiny_artifact)
-    model = load_artifact(tiny_artifact).model
+@pytest.mark.parametrize("which", ["tiny_artifact", "plain_artifact"])
+def test_step_by_step_equals_forward_pass(which: str, request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue(which)
+    scorer = IncrementalScorer.load(path)
+    model = load_artifact(path).model
+    assert scorer.hidden_size == model.state_width
     rng = np.random.default_rng(1)
     items = rng.integers(-1, scorer.n_items, size=(6, 5))  # includes unknown (-1) items
     types = rng.integers(0, len(EVENT_TYPES), size=(6, 5))
