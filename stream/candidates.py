@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from stream.policy_config import PolicyConfig
 
 # Rescale forward-decayed values when the landmark is this many half-lives behind (2**60 ~ 1e18).
 _REBASE_HALF_LIVES = 60.0
+
+_value = operator.itemgetter(1)
 
 # Trending weight of each behaviour event type; others do not count.
 TRENDING_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
@@ -205,12 +208,16 @@ class CoVisitationIndex:
             del bucket[weakest]
         bucket[other] = weight
 
-    def neighbours(self, item_id: str, now: float, n: int | None = None) -> list[tuple[str, float]]:
-        """The best co-visited items of ``item_id`` with their decayed counts at ``now``, best first."""
+    def _best(self, item_id: str) -> list[tuple[str, float]]:
         bucket = self._items.get(item_id)
         if not bucket:
             return []
-        best = heapq.nlargest(min(n or self.top_n, self.top_n), bucket.items(), key=lambda kv: kv[1])
+        # Sorting ~2N floats beats heapq.nlargest at these sizes.
+        return sorted(bucket.items(), key=_value, reverse=True)[: self.top_n]
+
+    def neighbours(self, item_id: str, now: float, n: int | None = None) -> list[tuple[str, float]]:
+        """The best co-visited items of ``item_id`` with their decayed counts at ``now``, best first."""
+        best = self._best(item_id)[: n or self.top_n]
         return [(k, self._decay.at(v, now)) for k, v in best]
 
     def related(
@@ -219,11 +226,20 @@ class CoVisitationIndex:
         """Items co-visited with ``anchors`` (most recent first, weights 1, 1/2, 1/3 ...), best first."""
         scores: dict[str, float] = {}
         for rank, anchor in enumerate(anchors):
-            for other, value in self.neighbours(anchor, now):
-                scores[other] = scores.get(other, 0.0) + value / (rank + 1)
-        skip = set(exclude) | set(anchors)
-        ranked = heapq.nlargest(n + len(skip), scores.items(), key=lambda kv: (kv[1], kv[0]))
-        return [(k, v) for k, v in ranked if k not in skip][:n]
+            weight = 1.0 / (rank + 1)
+            for other, value in self._best(anchor):
+                scores[other] = scores.get(other, 0.0) + value * weight
+        skip = set(exclude)
+        skip.update(anchors)
+        # Forward-decayed values rank like decayed ones: decay only the answers.
+        ranked = sorted(scores.items(), key=_value, reverse=True)
+        out: list[tuple[str, float]] = []
+        for k, v in ranked:
+            if k not in skip:
+                out.append((k, self._decay.at(v, now)))
+                if len(out) >= n:
+                    break
+        return out
 
     def similarity(self, a: str, b: str) -> float:
         """Co-visitation similarity in [0, 1]: count(a, b) relative to a's strongest neighbour."""

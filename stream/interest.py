@@ -17,10 +17,13 @@ the discount.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from stream.contract import CatalogUpdate
 from stream.policy_config import PolicyConfig
@@ -44,6 +47,20 @@ def promotion_adjust(p: float, discount: float, weight: float) -> float:
         return 1.0
     boosted = p * multiplier
     return boosted / (1.0 - p + boosted)
+
+
+def interest_upper_bound(calibrated: np.ndarray, discount: np.ndarray | float, weight: float) -> np.ndarray:
+    """Vectorised :func:`promotion_adjust` without decay: an upper bound of each candidate's interest.
+
+    The worker can skip building candidates whose bound is below the lowest threshold they could face
+    (``effective_threshold(trigger, offset, config)``): they would only be suppressed "below_threshold".
+    """
+    p = np.clip(np.asarray(calibrated, dtype=np.float64), 0.0, 1.0)
+    multiplier = 1.0 + weight * np.clip(np.asarray(discount, dtype=np.float64), 0.0, 1.0)
+    boosted = p * multiplier
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = np.where(p >= 1.0, 1.0, boosted / (1.0 - p + boosted))
+    return np.nan_to_num(bound, nan=0.0)
 
 
 def effective_threshold(trigger: str, offset: float, config: PolicyConfig) -> float:
@@ -136,22 +153,56 @@ def catalog_triggers(
     return fired
 
 
+class _Bucket:
+    """The users of one item: entries plus a min-heap (lazy deletion) to find the weakest in O(log n)."""
+
+    __slots__ = ("entries", "heap")
+
+    def __init__(self) -> None:
+        # user -> (forward-decayed interest, interest, ts)
+        self.entries: dict[str, tuple[float, float, float]] = {}
+        self.heap: list[tuple[float, str]] = []
+
+    def weakest(self) -> tuple[float, str]:
+        """The live entry with the lowest forward-decayed interest (the bucket must not be empty)."""
+        heap = self.heap
+        while True:
+            value, user = heap[0]
+            live = self.entries.get(user)
+            if live is not None and live[0] == value:
+                return value, user
+            heapq.heappop(heap)  # stale: the user was refreshed or removed
+
+    def rebuild(self) -> None:
+        """Drop stale heap entries."""
+        self.heap = [(v[0], u) for u, v in self.entries.items()]
+        heapq.heapify(self.heap)
+
+
 class InterestIndex:
     """item -> the users most interested in it: bounded per item and in total.
 
-    Each item keeps at most ``per_item`` users (the lowest stored interest is evicted); the whole index
-    keeps at most ``max_entries`` (item, user) pairs, evicting the least recently updated items' entries
-    first. Stored interest decays with ``half_life_seconds`` when read.
+    Each item keeps at most ``per_item`` users (the weakest is evicted, compared at the newer score's
+    time so stale high scores do not block fresh ones); the whole index keeps at most ``max_entries``
+    (item, user) pairs, evicting the least recently updated items first. Stored interest decays with
+    ``half_life_seconds`` when read; scores below ``min_interest`` do not enter. Internally interest is
+    forward-decayed (see :mod:`stream.candidates`), so comparing two entries never needs an exponential.
     """
 
     def __init__(
-        self, per_item: int = 200, max_entries: int = 500_000, half_life_seconds: float = 2 * 86400.0
-    ):
+        self,
+        per_item: int = 200,
+        max_entries: int = 500_000,
+        half_life_seconds: float = 2 * 86400.0,
+        min_interest: float = 0.0,
+    ) -> None:
         self.per_item = per_item
         self.max_entries = max_entries
         self.half_life_seconds = half_life_seconds
-        # item -> {user: (interest, ts)}; the OrderedDict is kept in least-recently-updated order.
-        self._items: OrderedDict[str, dict[str, tuple[float, float]]] = OrderedDict()
+        self.min_interest = min_interest
+        self._landmark: float | None = None
+        # Least recently updated item first.
+        self._items: OrderedDict[str, _Bucket] = OrderedDict()
         self._size = 0
 
     def __len__(self) -> int:
@@ -164,56 +215,72 @@ class InterestIndex:
             config.interest_index_per_item,
             config.interest_index_max_entries,
             config.interest_index_half_life_seconds,
+            config.interest_index_min_interest,
         )
+
+    def _forward(self, interest: float, ts: float) -> float:
+        if self._landmark is None:
+            self._landmark = ts
+        exponent = (ts - self._landmark) / self.half_life_seconds
+        if exponent > 60.0:
+            # Move the landmark before 2**exponent could overflow; rescales every entry once.
+            scale = math.exp2(-exponent)
+            for bucket in self._items.values():
+                bucket.entries = {u: (v * scale, i, t) for u, (v, i, t) in bucket.entries.items()}
+                bucket.rebuild()
+            self._landmark = ts
+            exponent = 0.0
+        return interest * math.exp2(exponent)
 
     def update(self, item_id: str, user_id: str, interest: float, ts: float) -> None:
         """Record (or refresh) a user's interest in an item, scored at event time ``ts``."""
         bucket = self._items.get(item_id)
+        if interest < self.min_interest and (bucket is None or user_id not in bucket.entries):
+            return
+        value = self._forward(interest, ts)
         if bucket is None:
-            bucket = {}
+            bucket = _Bucket()
             self._items[item_id] = bucket
         else:
             self._items.move_to_end(item_id)
-        if user_id not in bucket:
-            if len(bucket) >= self.per_item:
-                # Compare at ``ts`` so stale high scores do not block fresh ones forever.
-                weakest = min(bucket, key=lambda u: self._decayed(bucket[u], ts))
-                if self._decayed(bucket[weakest], ts) >= interest:
+        if user_id not in bucket.entries:
+            if len(bucket.entries) >= self.per_item:
+                weakest_value, weakest = bucket.weakest()
+                if weakest_value >= value:
                     return
-                del bucket[weakest]
+                heapq.heappop(bucket.heap)
+                del bucket.entries[weakest]
                 self._size -= 1
             self._size += 1
-        bucket[user_id] = (interest, ts)
-        while self._size > self.max_entries:
-            oldest_item, oldest = next(iter(self._items.items()))
-            if oldest_item == item_id and len(self._items) == 1:
+        bucket.entries[user_id] = (value, interest, ts)
+        heapq.heappush(bucket.heap, (value, user_id))
+        if len(bucket.heap) > 2 * len(bucket.entries) + 16:
+            bucket.rebuild()
+        while self._size > self.max_entries and len(self._items) > 1:
+            oldest_item, oldest = self._items.popitem(last=False)
+            if oldest_item == item_id:  # never evict what was just written
+                self._items[oldest_item] = oldest
+                self._items.move_to_end(oldest_item, last=False)
                 break
-            self._size -= len(oldest)
-            del self._items[oldest_item]
+            self._size -= len(oldest.entries)
 
     def discard(self, item_id: str, user_id: str) -> None:
         """Forget one user's interest in one item (e.g. after the user bought it)."""
         bucket = self._items.get(item_id)
-        if bucket is not None and bucket.pop(user_id, None) is not None:
+        if bucket is not None and bucket.entries.pop(user_id, None) is not None:
             self._size -= 1
-            if not bucket:
+            if not bucket.entries:
                 del self._items[item_id]
 
     def users_for(self, item_id: str, now: float, min_interest: float) -> list[tuple[str, float, float]]:
         """Users with decayed interest >= ``min_interest`` in the item: (user, interest, ts), best first."""
         bucket = self._items.get(item_id)
-        if not bucket:
+        if not bucket or self._landmark is None:
             return []
-        found = []
-        for user, entry in bucket.items():
-            value = self._decayed(entry, now)
-            if value >= min_interest:
-                found.append((user, value, entry[1]))
+        scale = math.exp2(-(now - self._landmark) / self.half_life_seconds)
+        found = [(u, v * scale, t) for u, (v, _, t) in bucket.entries.items() if v * scale >= min_interest]
         found.sort(key=lambda row: (-row[1], row[0]))
         return found
-
-    def _decayed(self, entry: tuple[float, float], now: float) -> float:
-        return entry[0] * decay_factor(now - entry[1], self.half_life_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able snapshot: ``{"items": [[item, [[user, interest, ts], ...]], ...]}`` oldest first."""
@@ -221,17 +288,26 @@ class InterestIndex:
             "per_item": self.per_item,
             "max_entries": self.max_entries,
             "half_life_seconds": self.half_life_seconds,
+            "min_interest": self.min_interest,
             "items": [
-                [item, [[u, v, t] for u, (v, t) in bucket.items()]] for item, bucket in self._items.items()
+                [item, [[u, i, t] for u, (_, i, t) in b.entries.items()]] for item, b in self._items.items()
             ],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InterestIndex:
         """Rebuild an index from :meth:`to_dict`."""
-        index = cls(int(data["per_item"]), int(data["max_entries"]), float(data["half_life_seconds"]))
+        index = cls(
+            int(data["per_item"]),
+            int(data["max_entries"]),
+            float(data["half_life_seconds"]),
+            float(data.get("min_interest", 0.0)),
+        )
         for item, rows in data["items"]:
-            bucket = {str(u): (float(v), float(t)) for u, v, t in rows}
+            bucket = _Bucket()
+            for u, i, t in rows:
+                bucket.entries[str(u)] = (index._forward(float(i), float(t)), float(i), float(t))
+            bucket.rebuild()
             index._items[str(item)] = bucket
-            index._size += len(bucket)
+            index._size += len(bucket.entries)
         return index

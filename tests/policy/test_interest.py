@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from stream.contract import Promotion
@@ -13,6 +14,7 @@ from stream.interest import (
     catalog_triggers,
     decay_factor,
     effective_threshold,
+    interest_upper_bound,
     promotion_adjust,
 )
 from tests.policy.conftest import T0, catalog, config
@@ -31,6 +33,17 @@ def test_promotion_adjust_is_bounded_and_monotone(p):
     assert values[0] == pytest.approx(p)
     if p in (0.0, 1.0):
         assert values == [p] * len(values)
+
+
+def test_upper_bound_matches_the_scalar_rule():
+    p = np.array([[0.0, 0.2, 0.5], [0.9, 1.0, 0.3]], dtype=np.float32)
+    d = np.array([[0.0, 0.5, 0.2], [0.1, 0.3, 0.0]])
+    bound = interest_upper_bound(p, d, 2.0)
+    expected = [[promotion_adjust(float(p[i, j]), float(d[i, j]), 2.0) for j in range(3)] for i in range(2)]
+    assert bound.shape == (2, 3) and np.allclose(bound, expected)
+    # No decay is the best case: any decayed candidate scores at most its bound.
+    cfg = config(interest_half_life_seconds=60.0)
+    assert assess(0, 0.5, T0 - 30, T0, 0.2, "in_session", 0.0, cfg).interest <= bound[0, 2]
 
 
 def test_promotion_adjust_formula():
