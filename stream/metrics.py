@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
@@ -221,7 +222,8 @@ def observe_events(type_outcome_counts: Mapping[tuple[str, str], int], seconds_p
 
     ``type_outcome_counts``: ``{(event_type, outcome): n}`` for the batch; ``seconds_per_event``: the
     batch's processing wall time divided by its number of events. One counter update per distinct
-    (type, outcome) and one histogram update per batch, whatever the batch size.
+    (type, outcome) and one histogram update per batch, whatever the batch size. Also records the batch
+    size and the time of this batch (``kairos_last_event_timestamp_seconds``).
     """
     n = 0
     for (event_type, outcome), count in type_outcome_counts.items():
@@ -235,6 +237,7 @@ def observe_events(type_outcome_counts: Mapping[tuple[str, str], int], seconds_p
     if n:
         observe_many(EVENT_PROCESSING_SECONDS, seconds_per_event, n)
         BATCH_SIZE.observe(n)
+        LAST_EVENT_TIMESTAMP.set(time.time())
 
 
 def observe_dead_letter(reason: str, topic: str) -> None:

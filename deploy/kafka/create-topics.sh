@@ -28,10 +28,7 @@ create_topic "${KAIROS_TOPICS__DECISIONS:-push-decisions}" "$PARTITIONS"
 create_topic "${KAIROS_TOPICS__CATALOG:-catalog}" 1 cleanup.policy=compact
 create_topic "${KAIROS_TOPICS__DEAD_LETTERS:-dead-letters}" 1
 
-# faust changelog topics (<app id>-<table>-changelog): partitioned like the events topic, compacted.
-# Created here so their settings are explicit; the worker would otherwise create them itself.
-for table in ${KAIROS_CHANGELOG_TABLES:-users}; do
-  create_topic "${APP_ID}-${table}-changelog" "$PARTITIONS" cleanup.policy=compact
-done
+# The user-state changelog (stream.topics.changelog_topic): one partition per events partition, compacted.
+create_topic "${APP_ID}-user-state-changelog" "$PARTITIONS" cleanup.policy=compact
 
 "$KAFKA_TOPICS" --bootstrap-server "$BOOTSTRAP" --list

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ def test_observe_events_counts_by_type_and_outcome() -> None:
     assert REGISTRY.get_sample_value("kairos_events_total", {"type": "user-123", "outcome": "weird"}) is None
     assert sample("kairos_event_processing_seconds_count") - before_count == 43
     assert sample("kairos_event_processing_seconds_bucket", le="0.0005") - before_le == 43
+    assert abs(sample("kairos_last_event_timestamp_seconds") - time.time()) < 60
 
 
 def test_bounded_label_refuses_ids_and_caps_distinct_values() -> None:
