@@ -84,7 +84,7 @@ def failure_reason(exc: BaseException) -> str:
         text = str(exc).lower()
         if "checksum" in text:
             return "checksum"
-        if "schema" in text:
+        if any(word in text for word in ("schema", "format", "manifest lacks", "event types")):
             return "schema"
         return "invalid_artifact"
     return "error"

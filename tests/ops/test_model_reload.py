@@ -220,7 +220,8 @@ def test_failure_reasons_are_bounded() -> None:
 
     assert failure_reason(ArtifactError("Checksum mismatch")) == "checksum"
     assert failure_reason(ArtifactError("schema version 9 unsupported")) == "schema"
-    assert failure_reason(ArtifactError("weights shape")) == "invalid_artifact"
+    assert failure_reason(ArtifactError("artifact format 1 is not 2")) == "schema"
+    assert failure_reason(ArtifactError("not a model artifact (no MANIFEST.json)")) == "invalid_artifact"
     assert failure_reason(WithReason()) == "schema"
     assert failure_reason(FileNotFoundError()) == "missing"
     assert failure_reason(PermissionError()) == "io"
