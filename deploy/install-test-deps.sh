@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages the test suite needs (a real Prometheus server and promtool), from Debian.
+# System packages the test suite needs (a real Prometheus server and promtool), from Debian, and
+# best-effort the docker-compose client (validates docker-compose.yml without a Docker engine).
 set -euo pipefail
 if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
   exit 0
@@ -12,3 +13,5 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1 \
+  || echo "install-test-deps: docker-compose not installable; tests fall back to YAML checks" >&2
