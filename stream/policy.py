@@ -24,7 +24,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stream.candidates import EngagedItem
-from stream.contract import CatalogUpdate, ConsentUpdate, Push, push_id
+from stream.contract import CatalogUpdate, ConsentUpdate, Decision, Push, push_id
 from stream.interest import assess, decay_factor, effective_threshold
 from stream.policy_config import PolicyConfig
 
@@ -612,6 +612,28 @@ def build_push(
         title=candidate.title,
         category=candidate.category,
         price=None if candidate.price is None else float(candidate.price),
+    )
+
+
+_DECISION_OUTCOMES = {"emit": "emitted", "hold": "held", "suppress": "suppressed"}
+
+
+def build_decision(
+    user_id: str, candidate: Candidate, verdict: Verdict, now: float, config: PolicyConfig
+) -> Decision:
+    """The audit record of one verdict (``reason``: "ok", "quiet_hours" or the suppression code)."""
+    threshold = verdict.threshold
+    if threshold is None:
+        threshold = effective_threshold(candidate.trigger, 0.0, config)
+    return Decision(
+        user_id=user_id,
+        item_id=candidate.item_id,
+        trigger=candidate.trigger,  # type: ignore[arg-type]
+        outcome=_DECISION_OUTCOMES[verdict.outcome],  # type: ignore[arg-type]
+        reason=verdict.reason,
+        score=float(candidate.interest),
+        threshold=float(threshold),
+        ts=float(now),
     )
 
 

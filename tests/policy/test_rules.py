@@ -14,6 +14,7 @@ from stream.policy import (
     PushRecord,
     UserPolicyState,
     Verdict,
+    build_decision,
     build_push,
     decide,
     explain,
@@ -387,3 +388,17 @@ def test_push_history_is_bounded():
         state, build_push("u1", candidate("late"), Verdict("emit", "ok"), T0 + 30 * DAY, cfg, "v"), cfg
     )
     assert [r.item_id for r in state.pushes] == ["late"]  # older than every window that needs them
+
+
+def test_decisions_for_the_audit_topic(cfg):
+    state = UserPolicyState(pushes=[past("x", T0 - 10)])
+    [(c, verdict)] = decide("u1", [candidate("i9")], state, T0, cfg)
+    decision = build_decision("u1", c, verdict, T0, cfg)
+    assert (decision.outcome, decision.reason, decision.score, decision.threshold) == (
+        "suppressed",
+        "min_gap",
+        0.8,
+        0.5,
+    )
+    [(c, verdict)] = decide("u1", [candidate("i9")], UserPolicyState(), T0, cfg)
+    assert build_decision("u1", c, verdict, T0, cfg).outcome == "emitted"
