@@ -21,7 +21,7 @@ def build_artifact(out: Path, seed: int) -> str:
     from model.net import SessionGRU
 
     torch.manual_seed(seed)
-    cfg = TrainConfig(embedding_size=8, hidden_size=8, threads=1)
+    cfg = TrainConfig.model_validate({"embedding_size": 8, "hidden_size": 8, "threads": 1})
     net = SessionGRU(20, len(EVENT_TYPES), cfg)
     return save_artifact(out, net, [str(1000 + i) for i in range(20)], cfg, {}, fingerprint=f"ops-{seed}",
                          calibration={})
