@@ -130,3 +130,21 @@ def test_interest_index_total_size_is_bounded_and_round_trips():
     copy = InterestIndex.from_dict(json.loads(json.dumps(index.to_dict())))
     assert len(copy) == len(index)
     assert copy.users_for("i36", T0 + 1000, 0.0) == index.users_for("i36", T0 + 1000, 0.0)
+
+
+def test_interest_index_min_interest_from_config():
+    index = InterestIndex.from_config(config(interest_index_min_interest=0.2))
+    index.update("i1", "weak", 0.1, T0)
+    index.update("i1", "strong", 0.6, T0)
+    assert [u for u, _, _ in index.users_for("i1", T0, 0.0)] == ["strong"]
+    index.update("i1", "strong", 0.1, T0 + 1)  # an existing entry is refreshed even when it falls below
+    assert index.users_for("i1", T0 + 1, 0.0)[0][1] == pytest.approx(0.1, rel=1e-3)
+
+
+def test_deeper_promotion_is_a_price_drop():
+    mild = Promotion(promotion_id="p1", discount=0.1, starts_at=T0, ends_at=T0 + 100)
+    deep = Promotion(promotion_id="p1", discount=0.3, starts_at=T0, ends_at=T0 + 100)
+    fired = catalog_triggers(
+        catalog(promotion=mild, updated_at=T0 + 1), catalog(promotion=deep, updated_at=T0 + 2), T0 + 2
+    )
+    assert [t for t, _ in fired] == ["price_drop"]
