@@ -18,19 +18,47 @@ from model.evaluate import pad_left
 from model.net import SessionGRU
 
 
-def platt_fit(x: np.ndarray, y: np.ndarray, iters: int = 100) -> tuple[float, float]:
-    """Logistic regression of ``y`` on ``x`` (Newton steps with a tiny ridge); returns (a, b)."""
-    a, b = 1.0, 0.0
+def _logistic_loss(a: float, b: float, x: np.ndarray, y: np.ndarray, ridge: float) -> float:
+    z = a * x + b
+    # log(1 + e^z) - y z, computed stably
+    return float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * ridge * a * a)
+
+
+def platt_fit(x: np.ndarray, y: np.ndarray, iters: int = 100, ridge: float = 1e-4) -> tuple[float, float]:
+    """Logistic regression of ``y`` on ``x``: returns (a, b) with P(y=1) = sigmoid(a x + b).
+
+    The feature is standardised first and Newton steps are halved until the loss decreases, so
+    (nearly) separable data or extreme feature values cannot make it diverge.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    finite = np.isfinite(x)
+    x, y = x[finite], y[finite]
+    mu, sd = float(x.mean()), float(x.std()) or 1.0
+    u = (x - mu) / sd
+    a, b = 0.0, float(np.log((y.mean() + 1e-6) / (1.0 - y.mean() + 1e-6)))
+    loss = _logistic_loss(a, b, u, y, ridge)
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(a * x + b, -50.0, 50.0)))
-        w = p * (1.0 - p) + 1e-9
-        g = np.array([np.sum((p - y) * x) + 1e-6 * a, np.sum(p - y)])
-        hess = np.array([[np.sum(w * x * x) + 1e-6, np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
+        p = 1.0 / (1.0 + np.exp(-np.clip(a * u + b, -50.0, 50.0)))
+        w = p * (1.0 - p)
+        g = np.array([np.mean((p - y) * u) + ridge * a, np.mean(p - y)])
+        hess = np.array([[np.mean(w * u * u) + ridge, np.mean(w * u)], [np.mean(w * u), np.mean(w) + 1e-12]])
         step = np.linalg.solve(hess, g)
-        a, b = a - float(step[0]), b - float(step[1])
-        if np.abs(step).max() < 1e-9:
+        scale = 1.0
+        while scale > 1e-6:
+            na, nb = a - scale * float(step[0]), b - scale * float(step[1])
+            new_loss = _logistic_loss(na, nb, u, y, ridge)
+            if new_loss <= loss:
+                break
+            scale *= 0.5
+        else:
             break
-    return a, b
+        improved = loss - new_loss
+        a, b, loss = na, nb, new_loss
+        if improved < 1e-12:
+            break
+    # back to the raw feature: a u + b = (a / sd) x + (b - a mu / sd)
+    return a / sd, b - a * mu / sd
 
 
 def platt_apply(x: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -128,6 +156,6 @@ def fit_calibration(
         "n_fit": int(fit.sum()),
         "n_check": int(check.sum()),
         "positive_rate": float(y[check].mean()),
-        "ece_raw": expected_calibration_error(np.exp(x[check]), y[check]),
-        "ece": expected_calibration_error(platt_apply(x[check], a, b), y[check]),
+        "ece_raw": float(expected_calibration_error(np.exp(x[check]), y[check])),
+        "ece": float(expected_calibration_error(platt_apply(x[check], a, b), y[check])),
     }

@@ -52,3 +52,24 @@ def test_unknown_targets_are_dropped_and_counted() -> None:
 
 def test_empty_accumulator_reports_zero() -> None:
     assert RankAccumulator().result()["recall@20"] == 0.0
+
+
+def test_platt_recovers_a_known_logistic_and_lowers_ece() -> None:
+    from model.calibration import expected_calibration_error, platt_apply, platt_fit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(-8.0, 3.0, size=20_000)  # log-probabilities are large negative numbers
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-(0.8 * x + 4.0)))).astype(float)
+    a, b = platt_fit(x, y)
+    assert a == pytest.approx(0.8, abs=0.08) and b == pytest.approx(4.0, abs=0.5)
+    assert expected_calibration_error(platt_apply(x, a, b), y) < 0.02
+
+
+def test_platt_survives_separable_data() -> None:
+    from model.calibration import platt_apply, platt_fit
+
+    x = np.array([-30.0, -20.0, -10.0, -1.0, -0.5, -0.1])
+    y = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    a, b = platt_fit(x, y)
+    p = platt_apply(x, a, b)
+    assert np.isfinite([a, b]).all() and p[:3].max() < 0.5 < p[3:].min()
