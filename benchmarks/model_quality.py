@@ -28,7 +28,7 @@ from model.baselines import all_baselines  # noqa: E402
 from model.config import CONFIG_DIR  # noqa: E402
 from model.data import ItemIndex, encode, load_log, load_test_cases  # noqa: E402
 from model.evaluate import evaluate_baseline, evaluate_model  # noqa: E402
-from stream.settings import Settings  # noqa: E402
+from stream.settings import get_settings  # noqa: E402
 
 # (name, how obtained, R@10, MRR@10, R@20, MRR@20, training rows/s) from shared/data/REFERENCES.md
 REFERENCES: dict[str, list[tuple[str, float | None, float | None, float, float, float | None]]] = {
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "reports" / "model_quality.md"))
     args = parser.parse_args(argv)
-    data_dir = Settings().data_dir
+    data_dir = get_settings().data_dir
     if not (data_dir / "yoochoose-100k").is_dir():
         print(f"datasets not found under {data_dir}", file=sys.stderr)
         return 2

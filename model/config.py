@@ -18,51 +18,73 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Architecture
-    embedding_size: int = Field(100, ge=1, description="Item embedding width D.")
-    hidden_size: int = Field(100, ge=1, description="GRU state width H.")
-    tied: bool = Field(True, description="Score with the input item embeddings (output = proj(h) . E).")
+    embedding_size: int = Field(default=100, ge=1, description="Item embedding width D.")
+    hidden_size: int = Field(default=100, ge=1, description="GRU state width H.")
+    tied: bool = Field(
+        default=True, description="Score with the input item embeddings (output = proj(h) . E)."
+    )
     last_item_skip: bool = Field(
-        False, description="Keep the last item's embedding in the state and add it (linearly) to the output."
+        default=False,
+        description="Keep the last item's embedding in the state and add it (linearly) to the output.",
     )
-    item_bias: bool = Field(True, description="Learn a per-item output bias.")
-    use_event_types: bool = Field(True, description="Add an event-type embedding to the GRU input.")
-    dropout_embedding: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the input embedding.")
-    dropout_hidden: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the output vector.")
+    item_bias: bool = Field(default=True, description="Learn a per-item output bias.")
+    use_event_types: bool = Field(default=True, description="Add an event-type embedding to the GRU input.")
+    dropout_embedding: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Dropout on the input embedding."
+    )
+    dropout_hidden: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the output vector.")
     # Loss and sampling
-    loss: Literal["ce", "bpr-max"] = Field("ce", description="Sampled softmax cross-entropy or BPR-max.")
-    n_negatives: int = Field(2048, ge=0, description="Extra popularity-sampled negatives per mini-batch.")
-    sample_alpha: float = Field(0.75, ge=0.0, le=1.0, description="Negatives drawn ~ count**alpha.")
-    logq: float = Field(0.0, ge=0.0, le=1.0, description="Weight of the log-sampling-probability correction.")
-    bpreg: float = Field(1.0, ge=0.0, description="BPR-max score regularisation.")
-    # Optimisation
-    batch_size: int = Field(128, ge=1, description="Session-parallel lanes.")
-    shuffle: bool = Field(False, description="Shuffle sessions each epoch (False: time order, recent last).")
-    bptt: int = Field(1, ge=1, description="Steps back-propagated through (truncated BPTT window).")
-    learning_rate: float = Field(0.005, gt=0.0, description="Adam learning rate.")
-    epochs: int = Field(10, ge=1, description="Most epochs.")
-    patience: int = Field(2, ge=0, description="Stop after this many epochs without a better valid MRR@20.")
-    select_best: bool = Field(
-        True, description="Keep the epoch with the best valid MRR@20 (False: the last epoch, no early stop)."
+    loss: Literal["ce", "bpr-max"] = Field(
+        default="ce", description="Sampled softmax cross-entropy or BPR-max."
     )
-    seed: int = Field(42, description="Seed for torch and numpy.")
-    threads: int = Field(2, ge=1, description="Torch threads while training.")
+    n_negatives: int = Field(
+        default=2048, ge=0, description="Extra popularity-sampled negatives per mini-batch."
+    )
+    sample_alpha: float = Field(default=0.75, ge=0.0, le=1.0, description="Negatives drawn ~ count**alpha.")
+    logq: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Weight of the log-sampling-probability correction."
+    )
+    bpreg: float = Field(default=1.0, ge=0.0, description="BPR-max score regularisation.")
+    # Optimisation
+    batch_size: int = Field(default=128, ge=1, description="Session-parallel lanes.")
+    shuffle: bool = Field(
+        default=False, description="Shuffle sessions each epoch (False: time order, recent last)."
+    )
+    bptt: int = Field(default=1, ge=1, description="Steps back-propagated through (truncated BPTT window).")
+    learning_rate: float = Field(default=0.005, gt=0.0, description="Adam learning rate.")
+    epochs: int = Field(default=10, ge=1, description="Most epochs.")
+    patience: int = Field(
+        default=2, ge=0, description="Stop after this many epochs without a better valid MRR@20."
+    )
+    select_best: bool = Field(
+        default=True,
+        description="Keep the epoch with the best valid MRR@20 (False: the last epoch, no early stop).",
+    )
+    seed: int = Field(default=42, description="Seed for torch and numpy.")
+    threads: int = Field(default=2, ge=1, description="Torch threads while training.")
     # Data
     gap_seconds: float = Field(
-        1800.0, gt=0.0, description="Inactivity gap that cuts sessions (events format)."
+        default=1800.0, gt=0.0, description="Inactivity gap that cuts sessions (events format)."
     )
-    split_gap: bool = Field(False, description="Also cut TSV sessions at the inactivity gap.")
-    drop_repeats: bool = Field(False, description="Collapse consecutive repeated items.")
-    min_item_support: int = Field(1, ge=1, description="Drop items seen fewer times in training.")
-    min_session_length: int = Field(2, ge=1, description="Drop shorter sessions.")
-    valid_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Held-out tail when no --valid is given.")
+    split_gap: bool = Field(default=False, description="Also cut TSV sessions at the inactivity gap.")
+    drop_repeats: bool = Field(default=False, description="Collapse consecutive repeated items.")
+    min_item_support: int = Field(default=1, ge=1, description="Drop items seen fewer times in training.")
+    min_session_length: int = Field(default=2, ge=1, description="Drop shorter sessions.")
+    valid_fraction: float = Field(
+        default=0.1, gt=0.0, lt=1.0, description="Held-out tail when no --valid is given."
+    )
     train_on_all: bool = Field(
-        False,
+        default=False,
         description="Without --valid: train on the whole file too (the tail is then in-sample validation, "
         "used only for reporting and calibration; set select_best false).",
     )
-    max_valid_cases: int = Field(20_000, ge=1, description="Validation cases used per epoch (the latest).")
+    max_valid_cases: int = Field(
+        default=20_000, ge=1, description="Validation cases used per epoch (the latest)."
+    )
     # Calibration
-    calibration_horizon: int = Field(5, ge=1, description="Interest = P(candidate within the next N events).")
+    calibration_horizon: int = Field(
+        default=5, ge=1, description="Interest = P(candidate within the next N events)."
+    )
 
 
 def load_config(spec: str | None) -> TrainConfig:

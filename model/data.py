@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -494,7 +495,7 @@ def load_test_cases(path: str | Path, fmt: str, index: ItemIndex, gap_seconds: f
     return cases_from_sessions(encode(load_log(path, fmt, gap_seconds), index))
 
 
-def file_fingerprint(paths: list[str | Path], extra: str = "") -> str:
+def file_fingerprint(paths: Sequence[str | Path], extra: str = "") -> str:
     """SHA-256 over the bytes of ``paths`` (in order) and ``extra`` (e.g. the preprocessing options)."""
     digest = hashlib.sha256()
     for path in paths:

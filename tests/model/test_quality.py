@@ -9,12 +9,12 @@ from model.config import TrainConfig
 from model.data import ItemIndex, SessionLog, cases_from_sessions, encode, load_session_tsv
 from model.evaluate import evaluate_baseline, evaluate_model
 from model.train import train
-from stream.settings import Settings
+from stream.settings import get_settings
 
 
 @pytest.mark.data
 def test_quick_training_beats_popularity_on_yoochoose() -> None:
-    root = Settings().data_dir / "yoochoose-100k"
+    root = get_settings().data_dir / "yoochoose-100k"
     if not (root / "train_tr.tsv").is_file():
         pytest.skip(f"yoochoose-100k not found under {root} (real datasets are not part of the repo)")
     train_log = load_session_tsv(root / "train_tr.tsv")
