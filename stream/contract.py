@@ -17,7 +17,15 @@ import time
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 
@@ -32,7 +40,15 @@ Trigger = Literal[
 TRIGGERS: tuple[str, ...] = Trigger.__args__  # type: ignore[attr-defined]
 
 # Reasons a message is refused; bounded, so they can label metrics.
-DeadLetterReason = Literal["oversized", "not_utf8", "bad_json", "not_an_object", "invalid_field", "unsupported_version"]
+DeadLetterReason = Literal[
+    "oversized",
+    "not_utf8",
+    "bad_json",
+    "not_an_object",
+    "invalid_field",
+    "unsupported_version",
+    "key_mismatch",
+]
 DEAD_LETTER_REASONS: tuple[str, ...] = DeadLetterReason.__args__  # type: ignore[attr-defined]
 
 M = TypeVar("M", bound="_Strict")
@@ -88,7 +104,9 @@ class Event(_Strict):
     price: Annotated[float, Field(ge=0.0, le=1e9)] | None = None
     quantity: Annotated[int, Field(ge=1, le=10_000)] | None = None
     query: Annotated[str, StringConstraints(max_length=512)] | None = None
-    push_id: Id | None = Field(None, description="On push_open / push_click / push_dismiss: the push it answers.")
+    push_id: Id | None = Field(
+        None, description="On push_open / push_click / push_dismiss: the push it answers."
+    )
     context: EventContext | None = None
 
     @model_validator(mode="after")
@@ -244,7 +262,9 @@ def _parse(model: type[M], raw: bytes | None, max_bytes: int) -> M:
         raise ContractError("not_an_object", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise ContractError("unsupported_version", f"schema version {version!r}; this worker reads {SCHEMA_VERSION}")
+        raise ContractError(
+            "unsupported_version", f"schema version {version!r}; this worker reads {SCHEMA_VERSION}"
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:

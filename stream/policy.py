@@ -443,6 +443,22 @@ def _user_block(recent: _Recent, now: float, config: PolicyConfig) -> str | None
     return None
 
 
+def user_blocked(user_id: str, state: UserPolicyState, now: float, config: PolicyConfig) -> str | None:
+    """The reason no push at all may go to this user now (consent, holdout, caps, gap), else None.
+
+    A cheap pre-check: the worker skips scoring candidates for a blocked user. :func:`decide` applies
+    the same rules, so skipping changes no outcome.
+    """
+    consent = state.opted_in if state.opted_in is not None else config.consent_default
+    if not consent:
+        return "no_consent"
+    if in_holdout(user_id, config.holdout_share, config.holdout_salt):
+        return "holdout"
+    if not state.pushes:
+        return None
+    return _user_block(_recent(state.pushes, now, user_zone(state, config), config), now, config)
+
+
 def _candidate_block(
     c: Candidate, threshold: float, recent: _Recent, held_items: set[str], now: float, config: PolicyConfig
 ) -> str | None:

@@ -36,9 +36,12 @@ class KafkaConfig(BaseModel):
     ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers' certificates.")
     ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
-    ssl_key_password: SecretStr | None = Field(None, description="Password of the client private key (secret).")
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the client private key (secret)."
+    )
     session_timeout_seconds: float = Field(
-        10.0, description="Consumer group session timeout; short because the first join takes about half of it."
+        10.0,
+        description="Consumer group session timeout; short because the first join takes about half of it.",
     )
     heartbeat_interval_seconds: float = Field(1.0, description="Consumer group heartbeat interval.")
     fetch_max_wait_ms: int = Field(
@@ -79,7 +82,9 @@ class TopicsConfig(BaseModel):
     catalog: str = Field("catalog", description="Catalog and promotion updates, keyed by item (compacted).")
     consent: str = Field("consent", description="Consent / opt-out updates, keyed by user (compacted).")
     pushes: str = Field("pushes", description="Outbound pushes for marketing, keyed by user.")
-    dead_letters: str = Field("dead-letters", description="Malformed input with its reason and original bytes.")
+    dead_letters: str = Field(
+        "dead-letters", description="Malformed input with its reason and original bytes."
+    )
     decisions: str = Field("push-decisions", description="Audit trail of push decisions (when enabled).")
     partitions: int = Field(4, description="Partitions of the user-keyed topics (events, consent, pushes).")
     replication_factor: int = Field(1, description="Replication factor for topics Kairos creates.")
@@ -92,13 +97,17 @@ class ModelConfig(BaseModel):
         PROJECT_ROOT / ".kairos" / "models" / "current",
         description="Model artifact directory the worker loads and watches for hot reload.",
     )
-    reload_check_seconds: float = Field(5.0, description="How often the model directory is checked for a new artifact.")
+    reload_check_seconds: float = Field(
+        5.0, description="How often the model directory is checked for a new artifact."
+    )
 
 
 class WorkerConfig(BaseModel):
     """The stream worker process."""
 
-    app_id: str = Field("kairos", description="Consumer group / application id; also prefixes changelog topics.")
+    app_id: str = Field(
+        "kairos", description="Consumer group / application id; also prefixes changelog topics."
+    )
     state_dir: Path = Field(
         PROJECT_ROOT / ".kairos" / "state", description="Where the worker keeps its local RocksDB state."
     )
@@ -107,9 +116,26 @@ class WorkerConfig(BaseModel):
     max_event_bytes: int = Field(16_384, description="Larger inputs are refused to the dead-letter topic.")
     batch_size: int = Field(512, description="Most events processed together in one scoring batch.")
     batch_wait_seconds: float = Field(0.005, description="Longest wait to fill a batch before processing it.")
-    dedupe_event_ids: int = Field(64, description="Recent event ids remembered per user to drop redeliveries.")
+    dedupe_event_ids: int = Field(
+        64, description="Recent event ids remembered per user to drop redeliveries."
+    )
     recent_items: int = Field(20, description="Recent items (with their event types) kept per user.")
-    push_history: int = Field(50, description="Recent pushes kept per user.")
+    session_gap_seconds: float = Field(
+        1800.0,
+        description="Inactivity after which a user's next event starts a new session (fresh GRU state).",
+    )
+    clock: Literal["wall", "event"] = Field(
+        "wall",
+        description="Decision clock: 'wall' = max(event time, wall time); 'event' = event time (replays).",
+    )
+    max_event_lag_seconds: float = Field(
+        600.0, description="An event older than this when decided on gets no in-session push (too late)."
+    )
+    decision_interval_seconds: float = Field(
+        60.0, description="In-session decisions per user at most this often (event time); add_to_cart always."
+    )
+    audit_decisions: bool = Field(False, description="Write every push decision to the decisions topic.")
+    tick_seconds: float = Field(1.0, description="How often due timers (cart abandonment, ...) are checked.")
 
 
 class LogConfig(BaseModel):

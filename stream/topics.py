@@ -28,10 +28,16 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+def changelog_topic(settings: Settings) -> str:
+    """The compacted topic that backs the user state store (one partition per events partition)."""
+    return f"{settings.worker.app_id}-user-state-changelog"
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic the worker reads or writes (faust creates its own changelog topics)."""
+    """Every topic the worker reads or writes."""
     t = settings.topics
     return [
+        TopicSpec(changelog_topic(settings), t.partitions, COMPACT),
         TopicSpec(t.events, t.partitions),
         TopicSpec(t.consent, t.partitions, COMPACT),
         TopicSpec(t.pushes, t.partitions),
@@ -50,8 +56,12 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
         return []
     futures = admin.create_topics(
         [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.topics.replication_factor,
-                     config=s.config)
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=settings.topics.replication_factor,
+                config=s.config,
+            )
             for s in wanted
         ],
         operation_timeout=timeout,

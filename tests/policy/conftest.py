@@ -21,8 +21,15 @@ def local_ts(zone: str, *args: int, fold: int = 0) -> float:
 
 
 def config(**overrides: Any) -> PolicyConfig:
-    """A config with the holdout off (unless given) so rule tests see every user."""
-    values: dict[str, Any] = {"holdout_share": 0.0}
+    """A config with the holdout off (unless given) so rule tests see every user.
+
+    Thresholds are pinned here so the rule tests do not move when the tuned defaults do.
+    """
+    values: dict[str, Any] = {
+        "holdout_share": 0.0,
+        "threshold": 0.5,
+        "trigger_thresholds": {"cart_abandonment": 0.35, "promotion_ending": 0.4},
+    }
     values.update(overrides)
     return PolicyConfig.model_validate(values)
 

@@ -1,0 +1,135 @@
+"""The ``kairos`` command: worker, demo, simulate, train, evaluate, settings, schema.
+
+Subcommands import what they need only when run, so ``kairos --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+log = logging.getLogger("kairos")
+
+USAGE = """kairos <command> [options]
+
+commands:
+  worker     run the stream worker (starts the embedded broker when none is configured)
+  demo       embedded broker + worker + simulated shop; prints pushes (KAIROS_DEMO_SECONDS=N stops it)
+  simulate   run the simulated shop against a broker, replay a dataset, or write events to a file
+  train      train a GRU session model from event logs        (kairos train --help)
+  evaluate   evaluate a model and the baselines on test data   (kairos evaluate --help)
+  settings   print the effective settings (secrets masked)
+  schema     print the JSON Schemas of the wire contract
+"""
+
+
+def _worker(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="kairos worker", description="Run the Kairos stream worker.")
+    parser.add_argument(
+        "--web-port", type=int, help="Port for /metrics, /healthz, /readyz (default: settings)."
+    )
+    args = parser.parse_args(argv)
+
+    from stream.broker import EmbeddedBroker
+    from stream.logs import configure_logging
+    from stream.settings import Settings
+    from stream.topics import ensure_topics
+
+    settings = Settings()
+    if args.web_port is not None:
+        settings.worker.web_port = args.web_port
+    configure_logging(settings.log.level, settings.log.json_format)
+    broker = None
+    if not settings.kafka.bootstrap_servers:
+        broker = EmbeddedBroker(settings.kafka.embedded_host, settings.kafka.embedded_port).start()
+        settings.kafka.bootstrap_servers = broker.bootstrap
+        log.info("no broker configured: started the embedded one on %s", broker.bootstrap)
+    try:
+        ensure_topics(settings)
+        from stream.app import Worker
+
+        Worker(settings).run()
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    from stream.demo import demo_main
+
+    return demo_main(argv)
+
+
+def _simulate(argv: list[str]) -> int:
+    from stream.sim_runner import simulate_main
+
+    return simulate_main(argv)
+
+
+def _train(argv: list[str]) -> int:
+    from model.cli import train_main
+
+    return train_main(argv)
+
+
+def _evaluate(argv: list[str]) -> int:
+    from model.cli import evaluate_main
+
+    return evaluate_main(argv)
+
+
+def _settings(argv: list[str]) -> int:
+    from stream.settings import Settings
+
+    print(Settings().model_dump_json(indent=2))
+    return 0
+
+
+def _schema(argv: list[str]) -> int:
+    from stream import contract
+
+    schemas = {
+        name: model.model_json_schema()
+        for name, model in [
+            ("event", contract.Event),
+            ("catalog", contract.CatalogUpdate),
+            ("consent", contract.ConsentUpdate),
+            ("push", contract.Push),
+            ("decision", contract.Decision),
+            ("dead_letter", contract.DeadLetter),
+        ]
+    }
+    print(json.dumps(schemas, indent=2))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "worker": _worker,
+    "demo": _demo,
+    "simulate": _simulate,
+    "train": _train,
+    "evaluate": _evaluate,
+    "settings": _settings,
+    "schema": _schema,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kairos`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"kairos: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return command(args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""``kairos demo``: the whole system on one machine, with nothing to set up.
+
+1. starts the embedded broker (unless ``KAIROS_KAFKA__BOOTSTRAP_SERVERS`` names one) and the topics;
+2. makes sure a model is there: on first run it simulates a few days of the shop offline, trains a
+   quick GRU model on them (about a minute) and installs it in ``model.dir``;
+3. starts the worker as a separate process, and the simulated shop (live events, catalog and
+   promotion changes, consent, and responses to the pushes it receives);
+4. prints each push as it is emitted, plus a few malformed events' trip to the dead-letter topic;
+5. after ``KAIROS_DEMO_SECONDS`` (or Ctrl-C) stops everything and prints a one-line JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from stream.broker import EmbeddedBroker, free_port, wait_for_port
+from stream.contract import DeadLetter, Push
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+# Malformed inputs the demo sends now and then, to show the dead-letter path.
+MALFORMED: list[bytes] = [
+    b"{not json",
+    b'{"event_id": "x", "user_id": "u1", "type": "teleport", "item_id": "i1", "ts": 1.8e9}',
+    b"\xff\xfe\x00binary",
+    b'{"event_id": "y", "user_id": "u1", "type": "view", "ts": 1.8e9}',
+]
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+# Small and fast: a demo model trains in well under a minute on 2 cores.
+DEMO_TRAINING: dict[str, float | int] = {
+    "embedding_size": 48,
+    "hidden_size": 48,
+    "n_negatives": 256,
+    "batch_size": 256,
+    "bptt": 3,
+    "learning_rate": 0.005,
+    "epochs": 3,
+    "patience": 1,
+    "max_valid_cases": 2000,
+}
+
+
+def ensure_model(settings: Settings, sim_events: int = 80_000) -> str:
+    """Train and install a demo model when ``model.dir`` holds none; returns the model directory."""
+    from model.artifact import ArtifactError
+    from model.scorer import IncrementalScorer
+    from stream.model_reload import install_model
+    from stream.simulator import SimConfig, write_jsonl
+
+    model_dir = settings.model.dir
+    try:
+        IncrementalScorer.load(model_dir)
+        return str(model_dir)
+    except (ArtifactError, FileNotFoundError, OSError) as exc:
+        _say(
+            f"[demo] no usable model in {model_dir} ({type(exc).__name__}); training one on the simulated shop"
+        )
+    from model.cli import train_main
+
+    work = settings.worker.state_dir.parent / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    events = work / "sim-events.jsonl"
+    if not events.exists():
+        n = write_jsonl(events, sim_events, SimConfig())
+        _say(f"[demo] simulated {n} shop events -> {events}")
+    out = Path(tempfile.mkdtemp(prefix="model-", dir=work))
+    config = work / "demo-training.json"
+    config.write_text(json.dumps(DEMO_TRAINING))
+    started = time.monotonic()
+    code = train_main(
+        ["--train", str(events), "--train-format", "events", "--out", str(out), "--config", str(config)]
+    )
+    if code != 0:
+        raise RuntimeError(f"training the demo model failed (exit {code})")
+    install_model(out, model_dir)
+    _say(f"[demo] trained and installed a model in {time.monotonic() - started:.0f}s -> {model_dir}")
+    return str(model_dir)
+
+
+class _TopicTail(threading.Thread):
+    """Follows the pushes and dead-letter topics and prints what arrives."""
+
+    def __init__(self, settings: Settings, quiet: bool) -> None:
+        super().__init__(name="kairos-demo-tail", daemon=True)
+        self.settings = settings
+        self.quiet = quiet
+        self.pushes = 0
+        self.dead_letters = 0
+        self.push_ids: set[str] = set()
+        self.triggers: dict[str, int] = {}
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        t = self.settings.topics
+        consumer = Consumer(
+            {
+                **self.settings.kafka.confluent_config(),
+                "group.id": f"kairos-demo-tail-{os.getpid()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        consumer.subscribe([t.pushes, t.dead_letters])
+        try:
+            while not self.stop_event.is_set():
+                for msg in consumer.consume(500, timeout=0.2):
+                    if msg.error() is not None:
+                        if msg.error().code() != KafkaError._PARTITION_EOF:
+                            _say(f"[demo] consumer: {msg.error()}")
+                        continue
+                    if msg.topic() == t.pushes:
+                        self._on_push(msg.value())
+                    else:
+                        self._on_dead_letter(msg.value())
+        finally:
+            consumer.close()
+
+    def _on_push(self, raw: bytes) -> None:
+        push = Push.model_validate_json(raw, strict=False)
+        self.pushes += 1
+        self.push_ids.add(push.push_id)
+        self.triggers[push.trigger] = self.triggers.get(push.trigger, 0) + 1
+        if not self.quiet:
+            local = time.strftime("%H:%M:%S", time.gmtime(push.created_at))
+            _say(
+                f"PUSH {local}Z {push.user_id} <- {push.title or push.item_id} [{push.trigger}] "
+                f"score {push.score:.2f} >= {push.threshold:.2f}: {push.reason}"
+            )
+
+    def _on_dead_letter(self, raw: bytes) -> None:
+        letter = DeadLetter.model_validate_json(raw, strict=False)
+        self.dead_letters += 1
+        if not self.quiet:
+            _say(f"DEAD-LETTER {letter.reason}: {letter.error[:100]}")
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """Sum the worker's counters by metric name (labels folded) from its /metrics."""
+    totals: dict[str, float] = {}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return totals
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        try:
+            totals[name] = totals.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return totals
+
+
+def demo_main(argv: list[str]) -> int:
+    """Run the demo; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="kairos demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, help="Stop after this long (default: KAIROS_DEMO_SECONDS).")
+    parser.add_argument("--rate", type=float, default=200.0, help="Simulated events per second.")
+    parser.add_argument("--quiet", action="store_true", help="Print only the summary.")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    seconds = args.seconds if args.seconds is not None else settings.demo_seconds
+
+    broker = None
+    worker: subprocess.Popen[bytes] | None = None
+    sim = None
+    tail = None
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    started = time.monotonic()
+    summary: dict[str, Any] = {}
+    try:
+        ensure_model(settings)
+        if not settings.kafka.bootstrap_servers:
+            broker = EmbeddedBroker(settings.kafka.embedded_host, settings.kafka.embedded_port).start()
+            settings.kafka.bootstrap_servers = broker.bootstrap
+            _say(f"[demo] embedded broker (Tansu) on {broker.bootstrap}")
+        ensure_topics(settings)
+        web_port = settings.worker.web_port or free_port()
+        env = {
+            **os.environ,
+            "KAIROS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "KAIROS_WORKER__WEB_PORT": str(web_port),
+            "KAIROS_WORKER__STATE_DIR": str(settings.worker.state_dir / f"demo-{os.getpid()}"),
+        }
+        worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env)
+        _say(
+            f"[demo] worker pid {worker.pid}; metrics at http://127.0.0.1:{web_port}/metrics, "
+            f"health at /healthz and /readyz"
+        )
+        wait_for_port("127.0.0.1", web_port, 60)
+
+        from stream.sim_runner import ShopSimulator
+        from stream.simulator import SimConfig
+
+        sim = ShopSimulator(settings, SimConfig(), rate=args.rate)
+        sim.start()
+        tail = _TopicTail(settings, args.quiet)
+        tail.start()
+        _say(f"[demo] simulated shop running at ~{args.rate:.0f} events/s; pushes below (Ctrl-C stops)")
+        producer = Producer({**settings.kafka.confluent_config(), "partitioner": "murmur2_random"})
+        next_bad = time.monotonic() + 5.0
+        bad_index = 0
+        while not stop.is_set():
+            if seconds is not None and time.monotonic() - started >= seconds:
+                break
+            if worker.poll() is not None:
+                _say(f"[demo] the worker exited with {worker.returncode}")
+                break
+            if time.monotonic() >= next_bad:
+                producer.produce(settings.topics.events, MALFORMED[bad_index % len(MALFORMED)], key=b"u-demo")
+                producer.flush(5)
+                bad_index += 1
+                next_bad = time.monotonic() + 10.0
+            stop.wait(0.2)
+        time.sleep(2.0)  # let the last events through before counting
+        tail.stop_event.set()
+        tail.join(5)
+        worker_metrics = _scrape(web_port)
+        sim_summary = sim.summary()
+        summary = {
+            "events": int(sum(v for k, v in sim_summary.items() if k.startswith("produced.event")))
+            + bad_index,
+            "events_processed": int(worker_metrics.get("kairos_events_total", 0)),
+            "pushes": tail.pushes,
+            "unique_push_ids": len(tail.push_ids),
+            "dead_letters": tail.dead_letters,
+            "pushes_by_trigger": tail.triggers,
+            "push_opens": int(sim_summary.get("opens", 0)),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    finally:
+        if sim is not None:
+            sim.stop()
+        if tail is not None:
+            tail.stop_event.set()
+            tail.join(5)
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if broker is not None:
+            broker.stop()
+    print(json.dumps(summary), flush=True)
+    return 0

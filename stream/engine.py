@@ -1,0 +1,679 @@
+"""The decision core of the worker: events in, user state advanced, pushes out. No Kafka here.
+
+:class:`Engine` takes one batch of raw inbound records (what the faust agent read), the state
+transaction to read and write user state through, and returns an :class:`Outcome`: the pushes,
+dead letters and audit decisions to produce, and the counts the metrics need. The agent does the
+I/O around it, which keeps this file testable with a dict-backed store and a real model.
+
+Per event, in order: validate (else dead letter), drop redeliveries (same ``event_id``), apply
+feedback and consent, update engagement, timers and the worker-wide indexes, advance the user's
+GRU state by exactly one step, then (for browsing events) score the user's candidates and let the
+policy decide. GRU steps and scoring are batched across users: the batch is cut into rounds, round
+``r`` holding each user's ``r``-th event, so each user still sees its events in order and every
+decision depends only on the events before it, never on batch boundaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream import policy as pol
+from stream.candidates import CoVisitationIndex, Engagement, PromotionBoard, TrendingItems, gather_candidates
+from stream.contract import (
+    EVENT_TYPES,
+    CatalogUpdate,
+    ContractError,
+    DeadLetter,
+    Decision,
+    Event,
+    Push,
+    dead_letter,
+    parse_catalog,
+    parse_consent,
+    parse_event,
+)
+from stream.feedback import FeedbackOutcome, apply_feedback, settle_ignored
+from stream.interest import InterestIndex, catalog_triggers
+from stream.partitioning import partition_for
+from stream.settings import Settings
+from stream.state import UserState
+from stream.timers import Timer, TimerQueue, on_behaviour, schedule_promotion_ending
+
+log = logging.getLogger(__name__)
+
+TYPE_INDEX = {t: i for i, t in enumerate(EVENT_TYPES)}
+# Browsing events that may lead to an in-session push; feedback and purchases do not.
+NUDGE_TYPES = frozenset({"view", "add_to_cart", "search"})
+# Events that move the GRU state (they name an item the shopper acted on).
+STEP_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase"})
+RELEASE_KIND = "release_held"
+
+
+class Scorer:
+    """What the engine needs from a model (``model.scorer.IncrementalScorer`` provides it)."""
+
+    version: str
+    hidden_size: int
+
+    def initial_state(self, n: int) -> np.ndarray: ...
+    def item_indices(self, item_ids: Sequence[str]) -> np.ndarray: ...
+    def step(self, states: np.ndarray, items: np.ndarray, event_types: np.ndarray) -> np.ndarray: ...
+    def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+    def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+
+class StateAccess:
+    """Read and stage user state records (``stream.store.Transaction`` provides it)."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One record as read from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Outcome:
+    """What one batch (or tick) produced."""
+
+    pushes: list[tuple[int, Push]] = field(default_factory=list)  # (partition, push)
+    decisions: list[tuple[int, Decision]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, outcome)
+    suppressions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (trigger, reason)
+    feedback: list[FeedbackOutcome] = field(default_factory=list)
+    interest: list[float] = field(default_factory=list)
+    consent_updates: int = 0
+    catalog_updates: int = 0
+
+    def extend(self, other: Outcome) -> None:
+        """Fold another outcome into this one."""
+        self.pushes += other.pushes
+        self.decisions += other.decisions
+        self.dead_letters += other.dead_letters
+        self.events.update(other.events)
+        self.suppressions.update(other.suppressions)
+        self.feedback += other.feedback
+        self.interest += other.interest
+        self.consent_updates += other.consent_updates
+        self.catalog_updates += other.catalog_updates
+
+
+@dataclass
+class _User:
+    """A user touched by the current batch: where their state lives and the decoded state."""
+
+    user_id: str
+    partition: int
+    state: UserState
+    engagement: Engagement
+    dirty: bool = False
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """A request to score one user's candidates and decide: what triggered it and when."""
+
+    user: _User
+    trigger: str
+    cause: str
+    event_ts: float
+    now: float
+    items: tuple[str, ...] | None = None  # None: gather the user's candidates
+    sources: tuple[str, ...] = ()
+    previous_price: float | None = None
+
+
+class Engine:
+    """Holds the model, the catalog view and the worker-wide indexes; processes batches."""
+
+    def __init__(self, settings: Settings, scorer: Scorer, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.cfg = settings.policy
+        self.scorer = scorer
+        self.clock = clock
+        self.catalog: dict[str, CatalogUpdate] = {}
+        self.covisitation = CoVisitationIndex.from_config(self.cfg)
+        self.trending = TrendingItems.from_config(self.cfg)
+        self.promotions = PromotionBoard()
+        self.interest_index = InterestIndex.from_config(self.cfg)
+        self.timers = TimerQueue.from_config(self.cfg)
+        self.watermark = 0.0  # highest event time seen; the event-time clock
+        self.owned: set[int] = set()  # partitions whose users this engine may touch
+        self.max_decide = 5  # candidates per decision that go through the full policy
+
+    # -- clocks ---------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The decision clock: event time, or wall time when that is later (``worker.clock``)."""
+        if self.settings.worker.clock == "event":
+            return self.watermark
+        return max(self.watermark, self.clock())
+
+    def _decision_time(self, event_ts: float) -> float:
+        if self.settings.worker.clock == "event":
+            return event_ts
+        return max(event_ts, self.clock())
+
+    # -- model swap -----------------------------------------------------------------------------
+
+    def swap_model(self, scorer: Scorer) -> None:
+        """Serve a new model from the next batch on; states re-derive lazily (see ``_sync_model``)."""
+        self.scorer = scorer
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def _load(self, txn: StateAccess, partition: int, user_id: str, cache: dict[str, _User]) -> _User:
+        user = cache.get(user_id)
+        if user is None:
+            raw = txn.get(partition, user_id.encode("utf-8"))
+            state = UserState() if raw is None else UserState.from_bytes(raw)
+            engagement = Engagement.from_dict(state.engagement, self.cfg.engagement_max_items)
+            user = _User(user_id, partition, state, engagement)
+            cache[user_id] = user
+        return user
+
+    def _save(self, txn: StateAccess, users: Iterable[_User]) -> None:
+        for user in users:
+            if user.dirty:
+                user.state.engagement = user.engagement.to_dict()
+                user.state.timers = [t.to_list() for t in self.timers.timers_for(user.user_id)]
+                txn.put(user.partition, user.user_id.encode("utf-8"), user.state.to_bytes())
+                user.dirty = False
+
+    def _sync_model(self, user: _User) -> None:
+        """Re-derive a state made by another model version from the session's recent items.
+
+        Runs at most ``worker.recent_items`` steps once per user after a model swap; the normal
+        path never re-runs history.
+        """
+        state = user.state
+        if state.hidden is None or state.model_version == self.scorer.version:
+            return
+        hidden = self.scorer.initial_state(1)
+        session = [r for r in state.recent if r.session_id == state.session_id]
+        if session:
+            items = self.scorer.item_indices([r.item_id for r in session])
+            types = np.array([TYPE_INDEX[r.type] for r in session], dtype=np.int64)
+            for i in range(len(session)):
+                hidden = self.scorer.step(hidden, items[i : i + 1], types[i : i + 1])
+        state.hidden = hidden[0]
+        state.model_version = self.scorer.version
+
+    # -- batches --------------------------------------------------------------------------------
+
+    def process(self, records: Sequence[Inbound], txn: StateAccess) -> Outcome:
+        """Apply one batch of events and consent updates; stage the new states in ``txn``."""
+        out = Outcome()
+        topics = self.settings.topics
+        max_bytes = self.settings.worker.max_event_bytes
+        users: dict[str, _User] = {}
+        queues: dict[str, list[Event]] = {}
+        for rec in records:
+            try:
+                if rec.topic == topics.consent:
+                    consent = parse_consent(rec.value, max_bytes)
+                    self._check_key(rec, consent.user_id)
+                    user = self._load(txn, rec.partition, consent.user_id, users)
+                    if user.state.policy.apply_consent(consent):
+                        user.dirty = True
+                        if not consent.opted_in:
+                            self.timers.cancel_user(consent.user_id)
+                    out.consent_updates += 1
+                    continue
+                event = parse_event(rec.value, max_bytes)
+                self._check_key(rec, event.user_id)
+            except ContractError as exc:
+                out.dead_letters.append(
+                    dead_letter(rec.value, rec.key, exc, rec.topic, rec.partition, rec.offset)
+                )
+                out.events[("invalid", "dead_letter")] += 1
+                continue
+            self._load(txn, rec.partition, event.user_id, users)
+            queues.setdefault(event.user_id, []).append(event)
+            self.watermark = max(self.watermark, event.ts)
+
+        depth = max((len(q) for q in queues.values()), default=0)
+        for r in range(depth):
+            round_events = [(users[u], q[r]) for u, q in queues.items() if r < len(q)]
+            self._round(round_events, out)
+        self._save(txn, users.values())
+        return out
+
+    def _check_key(self, rec: Inbound, user_id: str) -> None:
+        # A record keyed by someone else sits on the wrong partition: its state would be split.
+        if rec.key is not None and rec.key != user_id.encode("utf-8"):
+            raise ContractError("key_mismatch", "message key does not match user_id")
+
+    def _round(self, batch: list[tuple[_User, Event]], out: Outcome) -> None:
+        """Each user's next event: bookkeeping, one batched GRU step, then batched decisions."""
+        step_users: list[_User] = []
+        step_items: list[str] = []
+        step_types: list[int] = []
+        asks: list[_Ask] = []
+        gap = self.settings.worker.session_gap_seconds
+        for user, event in batch:
+            state = user.state
+            if state.seen(event.event_id):
+                out.events[(event.type, "duplicate")] += 1
+                continue
+            user.dirty = True
+            new_session = (
+                state.n_events == 0
+                or (event.session_id is not None and event.session_id != state.session_id)
+                or event.ts - state.last_event_ts > gap
+            )
+            if new_session:
+                state.hidden = None
+                state.session_id = event.session_id or f"{event.user_id}@{event.ts:.0f}"
+            state.remember_event(event.event_id, event.ts, self.settings.worker.dedupe_event_ids)
+            policy_state = state.policy
+            if event.context is not None:
+                policy_state.observe_time_zone(event.context.time_zone)
+            fb = apply_feedback(policy_state, event, self.cfg)
+            if fb is not None:
+                out.feedback.append(fb)
+            out.feedback += settle_ignored(policy_state, event.ts, self.cfg)
+            item = event.item_id
+            if item is not None and event.type in STEP_TYPES:
+                previous = user.engagement.recent(self.cfg.covisit_window)
+                if event.type in ("view", "add_to_cart"):
+                    self.covisitation.observe(item, previous, event.ts)
+                self.trending.observe(item, event.type, event.ts)
+                if event.type == "purchase":
+                    self.interest_index.discard(item, user.user_id)
+            user.engagement.observe(event.type, item, event.ts)
+            on_behaviour(self.timers, user.user_id, event.type, item, event.event_id, event.ts, self.cfg)
+            outcome = "processed"
+            if item is not None and event.type in STEP_TYPES:
+                self._sync_model(user)
+                state.remember_item(
+                    item, event.type, event.ts, state.session_id, self.settings.worker.recent_items
+                )
+                step_users.append(user)
+                step_items.append(item)
+                step_types.append(TYPE_INDEX[event.type])
+            out.events[(event.type, outcome)] += 1
+            self._release_held(user, event.ts, out)
+            if event.type in NUDGE_TYPES:
+                self._maybe_ask(user, event, asks, out)
+
+        if step_users:
+            indices = self.scorer.item_indices(step_items)
+            unknown = indices < 0
+            if unknown.any():
+                for i in np.flatnonzero(unknown):
+                    kind = EVENT_TYPES[step_types[i]]
+                    out.events[(kind, "processed")] -= 1
+                    out.events[(kind, "unknown_item")] += 1
+            hidden = np.stack(
+                [
+                    u.state.hidden if u.state.hidden is not None else self.scorer.initial_state(1)[0]
+                    for u in step_users
+                ]
+            )
+            new_hidden = self.scorer.step(hidden, indices, np.asarray(step_types, dtype=np.int64))
+            for i, user in enumerate(step_users):
+                user.state.hidden = new_hidden[i]
+                user.state.model_version = self.scorer.version
+        if asks:
+            self._decide(asks, out)
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def _maybe_ask(self, user: _User, event: Event, asks: list[_Ask], out: Outcome) -> None:
+        """Queue an in-session decision unless it is too late, too soon, or the user is blocked.
+
+        Scoring a user's candidates is the costly part of an event, so it runs at most once per
+        ``decision_interval_seconds`` of event time per user (always on add_to_cart), and not at all
+        for users no push may reach now; both depend on event times only, not on batch boundaries.
+        """
+        state = user.state
+        now = self._decision_time(event.ts)
+        if now - event.ts > self.settings.worker.max_event_lag_seconds:
+            out.suppressions[("in_session", "stale_event")] += 1
+            return
+        if (
+            event.type != "add_to_cart"
+            and event.ts - state.last_decision_ts < self.settings.worker.decision_interval_seconds
+        ):
+            return
+        blocked = pol.user_blocked(user.user_id, state.policy, now, self.cfg)
+        if blocked is not None:
+            out.suppressions[("in_session", blocked)] += 1
+            return
+        state.last_decision_ts = event.ts
+        asks.append(_Ask(user, "in_session", event.event_id, event.ts, now))
+
+    def _decide(self, asks: list[_Ask], out: Outcome) -> None:
+        """Score every ask's candidates in one batch, then run the policy per user."""
+        cfg = self.cfg
+        lists: list[list[str]] = []
+        sources: list[list[str]] = []
+        for ask in asks:
+            if ask.items is not None:
+                lists.append(list(ask.items))
+                sources.append(list(ask.sources) or ["trigger"] * len(ask.items))
+                continue
+            merged = gather_candidates(
+                ask.user.engagement, self.covisitation, self.promotions, self.trending, ask.now, cfg
+            )
+            lists.append([c.item_id for c in merged])
+            sources.append([c.source for c in merged])
+        width = max((len(items) for items in lists), default=0)
+        if width == 0:
+            return
+        flat = [item for items in lists for item in items]
+        flat_idx = self.scorer.item_indices(flat) if flat else np.zeros(0, dtype=np.int64)
+        cands = np.full((len(asks), width), -1, dtype=np.int64)
+        pos = 0
+        for row, items in enumerate(lists):
+            cands[row, : len(items)] = flat_idx[pos : pos + len(items)]
+            pos += len(items)
+        states = np.stack(
+            [
+                a.user.state.hidden if a.user.state.hidden is not None else self.scorer.initial_state(1)[0]
+                for a in asks
+            ]
+        )
+        probs = self.scorer.interest(states, cands)
+        raws = self.scorer.score(states, cands)
+        floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
+        for row, ask in enumerate(asks):
+            items = lists[row]
+            p_row = probs[row, : len(items)]
+            valid = cands[row, : len(items)] >= 0
+            for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest)):
+                self.interest_index.update(items[i], ask.user.user_id, float(p_row[i]), ask.now)
+            # Only candidates that could reach a threshold go through the (Python) policy.
+            order = [i for i in np.argsort(-p_row, kind="stable") if valid[i] and p_row[i] >= floor]
+            order = order[: self.max_decide]
+            if not order:
+                out.suppressions[(ask.trigger, "below_threshold")] += 1
+                continue
+            out.interest += [float(p_row[i]) for i in order]
+            self._policy(
+                ask, [(items[i], sources[row][i], float(raws[row, i]), float(p_row[i])) for i in order], out
+            )
+
+    def _policy(self, ask: _Ask, scored: list[tuple[str, str, float, float]], out: Outcome) -> None:
+        cfg = self.cfg
+        user = ask.user
+        pstate = user.state.policy
+        offset = pol.current_offset(pstate, ask.now, cfg)
+        candidates = [
+            pol.make_candidate(
+                item,
+                ask.trigger,
+                raw,
+                p,
+                ask.now,
+                cfg,
+                catalog=self.catalog.get(item),
+                cause=ask.cause,
+                event_ts=ask.event_ts,
+                offset=offset,
+                engaged=user.engagement.get(item),
+                session_last_ts=user.engagement.last_ts,
+                source=source,
+                previous_price=ask.previous_price,
+            )
+            for item, source, raw, p in scored
+        ]
+        sim = self.covisitation.similarity
+        verdicts = pol.decide(
+            user.user_id,
+            candidates,
+            pstate,
+            ask.now,
+            cfg,
+            similarity=lambda a, b: max(pol.default_similarity(a, b), sim(a.item_id, b.item_id)),
+        )
+        known = {r.push_id for r in pstate.pushes} | {h.push.push_id for h in pstate.held}
+        for cand, verdict in verdicts:
+            if verdict.outcome == "suppress":
+                out.suppressions[(cand.trigger, verdict.reason)] += 1
+                self._audit(
+                    user,
+                    cand.item_id,
+                    cand.trigger,
+                    "suppressed",
+                    verdict.reason,
+                    cand.interest,
+                    verdict.threshold,
+                    ask.now,
+                    out,
+                )
+                continue
+            push = pol.build_push(user.user_id, cand, verdict, ask.now, cfg, self.scorer.version)
+            if push.push_id in known:  # a replayed input: the push already exists
+                out.suppressions[(cand.trigger, "duplicate")] += 1
+                continue
+            user.dirty = True
+            if verdict.outcome == "emit":
+                pol.record_push(pstate, push, cfg)
+                out.pushes.append((user.partition, push))
+                self._audit(
+                    user,
+                    cand.item_id,
+                    cand.trigger,
+                    "emitted",
+                    "ok",
+                    cand.interest,
+                    verdict.threshold,
+                    ask.now,
+                    out,
+                )
+            else:
+                assert verdict.release_at is not None
+                pol.record_hold(pstate, push, verdict.release_at, cfg)
+                self.timers.schedule(
+                    Timer(verdict.release_at, user.user_id, RELEASE_KIND, push.item_id, push.push_id, ask.now)
+                )
+                self._audit(
+                    user,
+                    cand.item_id,
+                    cand.trigger,
+                    "held",
+                    verdict.reason,
+                    cand.interest,
+                    verdict.threshold,
+                    ask.now,
+                    out,
+                )
+
+    def _release_held(self, user: _User, now: float, out: Outcome) -> None:
+        pstate = user.state.policy
+        if not pstate.held:
+            return
+        for push, verdict in pol.release_held(user.user_id, pstate, now, self.cfg, self.catalog.get):
+            user.dirty = True
+            if verdict.outcome == "emit":
+                released = push.model_copy(update={"created_at": now})
+                pol.record_push(pstate, released, self.cfg, sent_at=now)
+                out.pushes.append((user.partition, released))
+            else:
+                out.suppressions[(push.trigger, verdict.reason)] += 1
+
+    def _audit(
+        self,
+        user: _User,
+        item: str,
+        trigger: str,
+        outcome: str,
+        reason: str,
+        score: float,
+        threshold: float | None,
+        now: float,
+        out: Outcome,
+    ) -> None:
+        if not self.settings.worker.audit_decisions:
+            return
+        out.decisions.append(
+            (
+                user.partition,
+                Decision(
+                    user_id=user.user_id,
+                    item_id=item,
+                    trigger=trigger,
+                    outcome=outcome,  # type: ignore[arg-type]
+                    reason=reason,
+                    score=float(score),
+                    threshold=float(threshold or 0.0),
+                    ts=now,
+                ),
+            )
+        )
+
+    # -- catalog and timers ---------------------------------------------------------------------
+
+    def apply_catalog(self, records: Sequence[Inbound], txn: StateAccess) -> Outcome:
+        """Fold catalog updates into the view and reach interested users of owned partitions."""
+        out = Outcome()
+        users: dict[str, _User] = {}
+        asks: list[_Ask] = []
+        now = self.now()
+        for rec in records:
+            try:
+                update = parse_catalog(rec.value, self.settings.worker.max_event_bytes)
+                if rec.key is not None and rec.key != update.item_id.encode("utf-8"):
+                    raise ContractError("key_mismatch", "message key does not match item_id")
+            except ContractError as exc:
+                out.dead_letters.append(
+                    dead_letter(rec.value, rec.key, exc, rec.topic, rec.partition, rec.offset)
+                )
+                continue
+            out.catalog_updates += 1
+            previous = self.catalog.get(update.item_id)
+            self.catalog[update.item_id] = update
+            self.promotions.update(update)
+            fired = catalog_triggers(previous, update, now)
+            if not fired and update.promotion is None:
+                continue
+            interested = self.interest_index.users_for(
+                update.item_id, now, self.cfg.interest_index_min_interest
+            )
+            owned = [
+                (u, p)
+                for u, _, _ in interested
+                if (p := partition_for(u, self.settings.topics.partitions)) in self.owned
+            ]
+            if update.promotion is not None and update.promotion.active_at(now):
+                schedule_promotion_ending(
+                    self.timers, [u for u, _ in owned], update.item_id, update.promotion, now, self.cfg
+                )
+            for trigger, cause in fired:
+                prev_price = previous.effective_price(previous.updated_at) if previous is not None else None
+                for user_id, partition in owned:
+                    user = self._load(txn, partition, user_id, users)
+                    user.dirty = True  # timers changed
+                    asks.append(
+                        _Ask(
+                            user,
+                            trigger,
+                            cause,
+                            update.updated_at,
+                            now,
+                            (update.item_id,),
+                            ("catalog",),
+                            prev_price if trigger == "price_drop" else None,
+                        )
+                    )
+        if asks:
+            self._decide(asks, out)
+        for user in users.values():
+            user.dirty = True
+        self._save(txn, users.values())
+        return out
+
+    def tick(self, txn: StateAccess) -> Outcome:
+        """Fire due timers (cart abandonment, promotion ending, held-push release) at the current clock."""
+        out = Outcome()
+        now = self.now()
+        due = self.timers.pop_due(now, limit=10_000)
+        if not due:
+            return out
+        users: dict[str, _User] = {}
+        asks: list[_Ask] = []
+        for timer in due:
+            partition = partition_for(timer.user_id, self.settings.topics.partitions)
+            if partition not in self.owned:
+                continue
+            user = self._load(txn, partition, timer.user_id, users)
+            user.dirty = True
+            if timer.kind == RELEASE_KIND:
+                self._release_held(user, now, out)
+                continue
+            engaged = user.engagement.get(timer.item_id)
+            if timer.kind == "cart_abandonment" and (engaged is None or not engaged.in_cart):
+                continue
+            asks.append(
+                _Ask(
+                    user,
+                    timer.kind,
+                    f"{timer.kind}:{timer.cause}",
+                    timer.created_at,
+                    now,
+                    (timer.item_id,),
+                    ("timer",),
+                )
+            )
+        if asks:
+            self._decide(asks, out)
+        self._save(txn, users.values())
+        return out
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def adopt(self, partition: int, records: Iterable[tuple[bytes, bytes]]) -> int:
+        """Take ownership of a recovered partition: rebuild its users' timers; return the user count."""
+        self.owned.add(partition)
+        n = 0
+        for _key, value in records:
+            state = UserState.from_bytes(value)
+            self.timers.extend(Timer.from_list(row) for row in state.timers)
+            self.watermark = max(self.watermark, state.last_event_ts)
+            n += 1
+        return n
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """Forget partitions this worker no longer owns (their timers go with them)."""
+        gone = set(partitions)
+        self.owned -= gone
+        if not gone:
+            return
+        for timer in self.timers.pop_due(float("inf")):
+            if partition_for(timer.user_id, self.settings.topics.partitions) not in gone:
+                self.timers.schedule(timer)
+
+    def apply_recovered_pushes(self, partition: int, pushes: Iterable[Push], txn: StateAccess) -> int:
+        """Record pushes found on the pushes topic that the recovered state does not know yet.
+
+        They were emitted just before a crash, after the state's last changelog write: without this,
+        redelivered events could emit them a second time.
+        """
+        users: dict[str, _User] = {}
+        n = 0
+        for push in pushes:
+            user = self._load(txn, partition, push.user_id, users)
+            if any(r.push_id == push.push_id for r in user.state.policy.pushes):
+                continue
+            pol.record_push(user.state.policy, push, self.cfg)
+            user.dirty = True
+            n += 1
+        self._save(txn, users.values())
+        return n
