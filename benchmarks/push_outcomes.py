@@ -1,0 +1,689 @@
+"""Push-outcomes benchmark: Kairos against two baseline pushers on the same simulated shop.
+
+    .venv/bin/python benchmarks/push_outcomes.py [--json] [--days 3] [--users 3000] [--items 1000]
+        [--seed 11] [--warmup-days 4] [--holdout-share 0.5] [--kairos-env KEY=VALUE ...] [--arms ...]
+
+Each arm runs the same world (same seed) through the real broker (embedded Tansu) for ``--days``
+simulated days, after ``--warmup-days`` simulated offline (those days' events train the model, so the
+model knows the world but never the evaluated days):
+
+* ``kairos``: the real worker process (``python -m stream.cli worker``, ``KAIROS_WORKER__CLOCK=event``);
+* ``popular_promotion``: a daily 18:00 UTC broadcast of the most popular promoted item;
+* ``cart_abandonment_1h``: a push for every cart not bought within an hour.
+
+**Lock step.** The world advances in steps of ``--step-minutes`` simulated minutes (15). Each step's
+events go to the broker, the pusher catches up (Kairos: its events counter on /metrics reaches what was
+produced; a heartbeat event at the step's end moves its event-time clock there so timers fire on
+time), then the step's catalog changes, then every push emitted so far is delivered to the world at
+the step's end. So a push reaches the shopper at most one step after it was decided; steps end just
+before every quarter hour, so a push decided outside the quiet hours is never delivered inside them
+(every time zone's 22:00 and 08:00 fall on a quarter hour). Pushes that show up a step late are
+counted (``late_deliveries``).
+
+Figures come from the simulator's ground truth over the evaluated days only. Lift is measured against
+the holdout group (``stream.policy.in_holdout`` with the configured share and salt; the baselines
+leave the same users alone) and, with less noise, against the same users in a counterfactual run of
+the same world with no pushes at all (``incremental_purchases_vs_no_push``). Writes
+``benchmarks/reports/push_outcomes.md``; with ``--json`` the last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+
+from benchmarks.baselines import (  # noqa: E402
+    BrokerPusher,
+    CartAbandonmentPusher,
+    PopularPromotionPusher,
+)
+from stream.broker import EmbeddedBroker  # noqa: E402
+from stream.contract import CatalogUpdate, ConsentUpdate, Event, Push, to_json_bytes  # noqa: E402
+from stream.policy import in_holdout  # noqa: E402
+from stream.policy_config import PolicyConfig  # noqa: E402
+from stream.settings import Settings  # noqa: E402
+from stream.simulator import DAY, SimConfig, World  # noqa: E402
+from stream.topics import ensure_topics  # noqa: E402
+from tests.support.worker import WorkerProcess  # noqa: E402
+
+BENCH_DIR = ROOT / ".kairos" / "bench"
+REPORT = ROOT / "benchmarks" / "reports" / "push_outcomes.md"
+CLOCK_USER = "bench-clock"
+# Steps end this much before the quarter hour, so no step straddles a quiet-hours boundary.
+STEP_EPSILON = 1e-3
+# Model training: small and quick on 2 cores (same shape as the demo model).
+TRAINING: dict[str, float | int] = {
+    "embedding_size": 48,
+    "hidden_size": 48,
+    "n_negatives": 256,
+    "batch_size": 256,
+    "bptt": 3,
+    "learning_rate": 0.005,
+    "epochs": 3,
+    "patience": 1,
+    "max_valid_cases": 2000,
+    "threads": 2,
+}
+COUNTERS = (
+    "pushes",
+    "opens",
+    "clicks",
+    "dismisses",
+    "push_purchases",
+    "push_revenue",
+    "purchases",
+    "revenue",
+    "opt_outs",
+    "quiet_pushes",
+    "expired_pushes",
+    "pushes_after_opt_out",
+)
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark run's setup."""
+
+    seed: int = 11
+    users: int = 3000
+    items: int = 1000
+    days: float = 3.0
+    warmup_days: float = 4.0
+    step_minutes: float = 15.0
+    holdout_share: float = 0.5
+    holdout_salt: str = PolicyConfig().holdout_salt
+    kairos_env: dict[str, str] = field(default_factory=dict)
+
+    def sim_config(self) -> SimConfig:
+        """The simulated shop (defaults otherwise)."""
+        return SimConfig(seed=self.seed, n_users=self.users, n_items=self.items)
+
+    def start(self) -> float:
+        """Simulated time where the evaluated period starts (end of the warm-up)."""
+        return self.sim_config().start_time + self.warmup_days * DAY - STEP_EPSILON
+
+    def step_ends(self) -> list[float]:
+        """End of every lock step (just before each quarter hour)."""
+        step = self.step_minutes * 60.0
+        n = int(round(self.days * DAY / step))
+        return [self.start() + (k + 1) * step for k in range(n)]
+
+    def holdout(self) -> Callable[[str], bool]:
+        """Kairos's holdout rule with this run's share and salt."""
+        share, salt = self.holdout_share, self.holdout_salt
+        return lambda user_id: in_holdout(user_id, share, salt)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the model ------------------------------------------------------------------------------------
+
+
+def ensure_model(cfg: BenchConfig) -> Path:
+    """A model trained on the warm-up days of this world, cached under ``.kairos/bench/``."""
+    from model.artifact import ArtifactError
+    from model.cli import train_main
+    from model.scorer import IncrementalScorer
+
+    work = BENCH_DIR / f"model-s{cfg.seed}-u{cfg.users}-i{cfg.items}-w{cfg.warmup_days:g}"
+    artifact = work / "artifact"
+    try:
+        IncrementalScorer.load(artifact)
+        return artifact
+    except (ArtifactError, FileNotFoundError, OSError):
+        pass
+    work.mkdir(parents=True, exist_ok=True)
+    world = World(cfg.sim_config())
+    events = work / "warmup-events.jsonl"
+    n = 0
+    with open(events, "wb") as f:
+        for msg in world.advance(cfg.start()):
+            if isinstance(msg, Event):
+                f.write(to_json_bytes(msg) + b"\n")
+                n += 1
+    (work / "train.json").write_text(json.dumps(TRAINING))
+    if artifact.exists():
+        shutil.rmtree(artifact)
+    started = time.monotonic()
+    _say(f"[bench] training a model on {n} warm-up events ...")
+    code = train_main(
+        [
+            "--train",
+            str(events),
+            "--train-format",
+            "events",
+            "--out",
+            str(artifact),
+            "--config",
+            str(work / "train.json"),
+            "--quiet",
+        ]
+    )
+    if code != 0:
+        raise RuntimeError(f"training failed with exit code {code}")
+    _say(f"[bench] model trained in {time.monotonic() - started:.0f}s -> {artifact}")
+    return artifact
+
+
+# -- broker I/O -----------------------------------------------------------------------------------
+
+
+class PushReader:
+    """Reads the pushes topic from the start, a step at a time (to its current end)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.topics.pushes
+        self.consumer = Consumer(
+            {
+                **settings.kafka.confluent_config(),
+                "group.id": f"bench-push-reader-{time.monotonic_ns()}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": settings.kafka.fetch_max_wait_ms,
+            }
+        )
+        meta = self.consumer.list_topics(self.topic, timeout=10)
+        self.partitions = sorted(meta.topics[self.topic].partitions)
+        self.consumer.assign([TopicPartition(self.topic, p, 0) for p in self.partitions])
+        self.next = dict.fromkeys(self.partitions, 0)
+
+    def drain(self, timeout: float = 30.0) -> list[Push]:
+        """Every push produced since the last call (up to the partitions' current ends)."""
+        high = {
+            p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+            for p in self.partitions
+        }
+        out: list[Push] = []
+        deadline = time.monotonic() + timeout
+        while any(self.next[p] < high[p] for p in self.partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError("pushes topic not read to its end")
+            for msg in self.consumer.consume(2000, timeout=0.05):
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"push reader: {msg.error()}")
+                    continue
+                self.next[msg.partition()] = msg.offset() + 1
+                out.append(Push.model_validate_json(msg.value() or b"", strict=False))
+        return out
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self.consumer.close()
+
+
+class Publisher:
+    """Produces the world's messages, keyed like the simulator does, and counts them per topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topics = settings.topics
+        self.producer = Producer(
+            {
+                **settings.kafka.confluent_config(),
+                "partitioner": "murmur2_random",
+                "linger.ms": 2,
+                "queue.buffering.max.messages": 500_000,
+            }
+        )
+        self.counts = {self.topics.events: 0, self.topics.catalog: 0, self.topics.consent: 0}
+
+    def send(self, messages: list[Any]) -> None:
+        """Produce and wait for the acks."""
+        for m in messages:
+            if isinstance(m, Event):
+                topic, key = self.topics.events, m.user_id
+            elif isinstance(m, ConsentUpdate):
+                topic, key = self.topics.consent, m.user_id
+            else:
+                topic, key = self.topics.catalog, m.item_id
+            while True:
+                try:
+                    self.producer.produce(topic, to_json_bytes(m), key.encode())
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+            self.counts[topic] += 1
+        if messages and self.producer.flush(30):
+            raise RuntimeError("messages not delivered to the broker")
+
+
+# -- the pushers under test -----------------------------------------------------------------------
+
+
+class Arm:
+    """A pusher under test, driven in lock step."""
+
+    name = ""
+    needs_clock = False
+
+    def start(self, settings: Settings, run_dir: Path) -> None:
+        """Start after the initial catalog and consent are on the broker."""
+
+    def after_events(self, pub: Publisher, now: float) -> None:
+        """The step's events are on the broker: catch up with them."""
+
+    def after_catalog(self, pub: Publisher, now: float, catalog_changed: bool) -> None:
+        """The step's catalog changes are on the broker: emit what is due at ``now``."""
+
+    def stop(self) -> None:
+        """Stop and release everything."""
+
+
+class KairosArm(Arm):
+    """The real worker process on the broker."""
+
+    name = "kairos"
+    needs_clock = True
+
+    def __init__(self, cfg: BenchConfig, model_dir: Path, tick_seconds: float = 0.05) -> None:
+        self.cfg = cfg
+        self.model_dir = model_dir
+        self.tick = tick_seconds
+        self.worker: WorkerProcess | None = None
+        self.env: dict[str, str] = {}
+
+    def start(self, settings: Settings, run_dir: Path) -> None:
+        self.env = {
+            "KAIROS_WORKER__CLOCK": "event",
+            "KAIROS_WORKER__TICK_SECONDS": str(self.tick),
+            "KAIROS_LOG__LEVEL": "WARNING",
+            "KAIROS_POLICY__HOLDOUT_SHARE": str(self.cfg.holdout_share),
+            "KAIROS_POLICY__HOLDOUT_SALT": self.cfg.holdout_salt,
+            **self.cfg.kairos_env,
+        }
+        assert settings.kafka.bootstrap_servers
+        self.worker = WorkerProcess(
+            settings.kafka.bootstrap_servers,
+            run_dir / "state",
+            self.model_dir,
+            env=self.env,
+            app_id="kairos-bench",
+            log_path=run_dir / "worker.log",
+        ).start()
+        self.worker.wait_ready(120)
+        time.sleep(2.0)  # the initial consent and catalog are read before the first events
+
+    def after_events(self, pub: Publisher, now: float) -> None:
+        assert self.worker is not None
+        target = pub.counts[pub.topics.events]
+        deadline = time.monotonic() + 120
+        while self.worker.metric("kairos_events_total") < target:
+            if self.worker.proc is not None and self.worker.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.worker.tail_log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker did not process {target} events: {self.worker.tail_log()}")
+            time.sleep(0.01)
+
+    def after_catalog(self, pub: Publisher, now: float, catalog_changed: bool) -> None:
+        # The catalog reader fetches with up to 100 ms wait; timers and catalog changes are applied
+        # on the worker's tick, at the event-time clock the heartbeat moved to ``now``.
+        time.sleep(0.4 if catalog_changed else 3 * self.tick)
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
+class BaselineArm(Arm):
+    """A baseline pusher (``benchmarks/baselines.py``) reading and writing the broker."""
+
+    def __init__(self, name: str, make: Callable[[], PopularPromotionPusher | CartAbandonmentPusher]) -> None:
+        self.name = name
+        self.make = make
+        self.pusher: BrokerPusher | None = None
+
+    def start(self, settings: Settings, run_dir: Path) -> None:
+        self.pusher = BrokerPusher(settings, self.make())
+
+    def after_catalog(self, pub: Publisher, now: float, catalog_changed: bool) -> None:
+        assert self.pusher is not None
+        self.pusher.sync(dict(pub.counts))
+        self.pusher.emit(now)
+
+    def stop(self) -> None:
+        if self.pusher is not None:
+            self.pusher.close()
+            self.pusher = None
+
+
+# -- running an arm -------------------------------------------------------------------------------
+
+
+@dataclass
+class ArmRun:
+    """Per-user counters over the evaluated period and run facts."""
+
+    name: str
+    deltas: dict[str, np.ndarray]
+    opted_out_during: np.ndarray
+    late_deliveries: int
+    pushes_by_trigger: dict[str, int]
+    wall_seconds: float
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _snapshot(world: World) -> dict[str, np.ndarray]:
+    return {k: np.asarray(world.user_counters[k], dtype=float).copy() for k in COUNTERS}
+
+
+def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
+    """Run one pusher through the evaluated days in lock step with a fresh world and broker."""
+    started = time.monotonic()
+    world = World(cfg.sim_config())
+    world.advance(cfg.start())
+    before = _snapshot(world)
+    opted_before = np.array(world.opted_in, dtype=bool)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"run-{arm.name}-", dir=BENCH_DIR))
+    late = 0
+    by_trigger: dict[str, int] = {}
+    with EmbeddedBroker() as broker:
+        settings = Settings()
+        settings.kafka.bootstrap_servers = broker.bootstrap
+        ensure_topics(settings)
+        pub = Publisher(settings)
+        pub.send([*world.initial_catalog(), *world.initial_consent()])
+        reader = PushReader(settings)
+        try:
+            arm.start(settings, run_dir)
+            previous_end = cfg.start()
+            per_day = int(round(DAY / (cfg.step_minutes * 60.0)))
+            for k, end in enumerate(cfg.step_ends()):
+                msgs = world.advance(end)
+                catalog = [m for m in msgs if isinstance(m, CatalogUpdate)]
+                inputs: list[Any] = [m for m in msgs if not isinstance(m, CatalogUpdate)]
+                if arm.needs_clock:
+                    inputs.append(
+                        Event(
+                            event_id=f"bench-clock-{k}",
+                            user_id=CLOCK_USER,
+                            type="push_dismiss",
+                            item_id=CLOCK_USER,
+                            ts=end,
+                        )
+                    )
+                pub.send(inputs)
+                arm.after_events(pub, end)
+                pub.send(catalog)
+                arm.after_catalog(pub, end, bool(catalog))
+                for push in reader.drain():
+                    if push.created_at <= previous_end:
+                        late += 1
+                    by_trigger[push.trigger] = by_trigger.get(push.trigger, 0) + 1
+                    world.deliver_push(push, world.now)
+                previous_end = end
+                if (k + 1) % per_day == 0:
+                    n_pushes = sum(by_trigger.values())
+                    _say(
+                        f"[bench] {arm.name}: day {(k + 1) // per_day} done, {n_pushes} pushes, "
+                        f"{time.monotonic() - started:.0f}s"
+                    )
+        finally:
+            arm.stop()
+            reader.close()
+            pub.producer.flush(10)
+            del pub  # librdkafka clients go before the broker does (no reconnect noise)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    after = _snapshot(world)
+    return ArmRun(
+        arm.name,
+        {k: after[k] - before[k] for k in COUNTERS},
+        opted_before & ~np.array(world.opted_in, dtype=bool),
+        late,
+        by_trigger,
+        time.monotonic() - started,
+        getattr(arm, "env", {}),
+    )
+
+
+def no_push_purchases(cfg: BenchConfig) -> np.ndarray:
+    """Per-user purchases over the evaluated days when nobody pushes anything (the counterfactual)."""
+    world = World(cfg.sim_config())
+    world.advance(cfg.start())
+    before = np.asarray(world.user_counters["purchases"], dtype=float).copy()
+    world.advance(cfg.step_ends()[-1])
+    return np.asarray(world.user_counters["purchases"], dtype=float) - before
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+def figures(cfg: BenchConfig, run: ArmRun, holdout_mask: np.ndarray, baseline: np.ndarray) -> dict[str, Any]:
+    """The outcome figures of one arm (treatment group unless said otherwise)."""
+    d = run.deltas
+    treat = ~holdout_mask
+    n_t, n_h = int(treat.sum()), int(holdout_mask.sum())
+
+    def total(name: str, mask: np.ndarray = treat) -> float:
+        return float(d[name][mask].sum())
+
+    pushes = total("pushes")
+    ppu_t = total("purchases") / n_t
+    ppu_h = total("purchases", holdout_mask) / n_h if n_h else float("nan")
+    diff_se = math.sqrt(
+        d["purchases"][treat].var(ddof=1) / n_t + d["purchases"][holdout_mask].var(ddof=1) / n_h
+    )
+    paired = d["purchases"][treat] - baseline[treat]
+
+    def rate(name: str) -> float:
+        return total(name) / pushes if pushes else 0.0
+
+    return {
+        "pushes": int(pushes),
+        "pushes_per_user_per_day": pushes / n_t / cfg.days,
+        "open_rate": rate("opens"),
+        "click_rate": rate("clicks"),
+        "conversion_rate": rate("push_purchases"),
+        "push_revenue": total("push_revenue"),
+        "lift_vs_holdout": ppu_t / ppu_h - 1.0 if ppu_h else float("nan"),
+        "purchases_per_user_treatment": ppu_t,
+        "purchases_per_user_holdout": ppu_h,
+        "incremental_purchases": (ppu_t - ppu_h) * n_t,
+        "incremental_purchases_ci95": 1.96 * diff_se * n_t,
+        "incremental_revenue": (total("revenue") / n_t - total("revenue", holdout_mask) / n_h) * n_t,
+        "incremental_purchases_vs_no_push": float(paired.sum()),
+        "incremental_purchases_vs_no_push_ci95": 1.96 * float(paired.std(ddof=1)) * math.sqrt(n_t),
+        "lift_vs_no_push": float(d["purchases"][treat].sum() / baseline[treat].sum() - 1.0),
+        "opt_out_rate": float(run.opted_out_during[treat].sum()) / n_t,
+        "quiet_hours_share": rate("quiet_pushes"),
+        "expired_share": rate("expired_pushes"),
+        "pushes_after_opt_out": int(total("pushes_after_opt_out")),
+        "holdout_pushes": int(total("pushes", holdout_mask)),
+        "late_deliveries": run.late_deliveries,
+        "pushes_by_trigger": dict(sorted(run.pushes_by_trigger.items())),
+        "wall_seconds": round(run.wall_seconds, 1),
+    }
+
+
+def make_arms(cfg: BenchConfig, names: list[str]) -> list[Arm]:
+    """The arms to run, in order."""
+    holdout = cfg.holdout()
+    ttl = PolicyConfig().push_ttl_seconds
+    arms: list[Arm] = []
+    for name in names:
+        if name == "kairos":
+            arms.append(KairosArm(cfg, ensure_model(cfg)))
+        elif name == "popular_promotion":
+            arms.append(
+                BaselineArm(name, lambda: PopularPromotionPusher(holdout, hour_utc=18.0, ttl_seconds=ttl))
+            )
+        elif name == "cart_abandonment_1h":
+            arms.append(BaselineArm(name, lambda: CartAbandonmentPusher(holdout, 3600.0, ttl)))
+        else:
+            raise ValueError(f"unknown arm {name!r}")
+    return arms
+
+
+ARMS = ["kairos", "popular_promotion", "cart_abandonment_1h"]
+KEYS = [
+    "pushes_per_user_per_day",
+    "open_rate",
+    "conversion_rate",
+    "lift_vs_holdout",
+    "incremental_purchases",
+    "incremental_purchases_vs_no_push",
+    "opt_out_rate",
+    "quiet_hours_share",
+    "expired_share",
+]
+
+
+def _fmt(value: Any, key: str) -> str:
+    if isinstance(value, float):
+        if key.endswith(("rate", "share")) or key.startswith("lift"):
+            return f"{100 * value:.2f} %"
+        return f"{value:.2f}"
+    return str(value)
+
+
+def write_report(cfg: BenchConfig, result: dict[str, Any], command: str) -> None:
+    """Write the figures table of ``benchmarks/reports/push_outcomes.md`` (between markers)."""
+    rows = {"kairos": result, **result.get("baselines", {})}
+    names = [n for n in ARMS if n in rows]
+    lines = ["| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    extra = [
+        "click_rate",
+        "incremental_purchases_ci95",
+        "incremental_purchases_vs_no_push_ci95",
+        "lift_vs_no_push",
+        "pushes",
+        "holdout_pushes",
+        "pushes_after_opt_out",
+        "late_deliveries",
+        "wall_seconds",
+    ]
+    for key in KEYS + extra:
+        lines.append(f"| `{key}` | " + " | ".join(_fmt(rows[n].get(key), key) for n in names) + " |")
+    lines.append(
+        "| `pushes_by_trigger` | "
+        + " | ".join(
+            ", ".join(f"{t} {c}" for t, c in rows[n]["pushes_by_trigger"].items()) or "-" for n in names
+        )
+        + " |"
+    )
+    table = "\n".join(lines)
+    setup = (
+        f"`{command}`\n\n"
+        f"World: seed {cfg.seed}, {cfg.users} users, {cfg.items} items, {cfg.warmup_days:g} warm-up days "
+        f"(model training), {cfg.days:g} evaluated days in {cfg.step_minutes:g}-minute lock steps; holdout "
+        f"share {cfg.holdout_share:g} (salt `{cfg.holdout_salt}`): {result['treatment_users']} treatment, "
+        f"{result['holdout_users']} holdout users. Kairos env overrides: "
+        f"`{json.dumps(result.get('kairos_env', {}), sort_keys=True)}`. "
+        "Counterfactual (no pushes at all) purchases of the treatment users: "
+        f"{result['no_push_purchases']:.0f}. "
+        f"Total wall time {result['total_wall_seconds']:.0f} s."
+    )
+    begin, end = "<!-- figures:begin -->", "<!-- figures:end -->"
+    block = f"{begin}\n{setup}\n\n{table}\n{end}"
+    text = REPORT.read_text() if REPORT.exists() else f"# Push outcomes\n\n{begin}\n{end}\n"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text += "\n" + block + "\n"
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit code."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    d = BenchConfig()
+    p.add_argument("--json", action="store_true", help="Last stdout line: one JSON object.")
+    p.add_argument("--days", type=float, default=d.days, help="Evaluated simulated days.")
+    p.add_argument("--users", type=int, default=d.users, help="Simulated shoppers.")
+    p.add_argument("--items", type=int, default=d.items, help="Catalog items.")
+    p.add_argument("--seed", type=int, default=d.seed, help="World seed (the same for every arm).")
+    p.add_argument(
+        "--warmup-days", type=float, default=d.warmup_days, help="Simulated days before (training)."
+    )
+    p.add_argument(
+        "--step-minutes",
+        type=float,
+        default=d.step_minutes,
+        choices=[5.0, 15.0],
+        help="Lock-step length (divides the quarter hour).",
+    )
+    p.add_argument("--holdout-share", type=float, default=d.holdout_share, help="Holdout share (all arms).")
+    p.add_argument(
+        "--kairos-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra environment for the Kairos worker (policy tuning), repeatable.",
+    )
+    p.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS, help="Which pushers to run.")
+    p.add_argument("--no-report", action="store_true", help="Do not rewrite the markdown report.")
+    args = p.parse_args(argv)
+    env = dict(kv.split("=", 1) for kv in args.kairos_env)
+    cfg = BenchConfig(
+        args.seed,
+        args.users,
+        args.items,
+        args.days,
+        args.warmup_days,
+        args.step_minutes,
+        args.holdout_share,
+        kairos_env=env,
+    )
+    started = time.monotonic()
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    world = World(cfg.sim_config())
+    holdout_mask = np.array([cfg.holdout()(u) for u in world.user_ids], dtype=bool)
+    baseline = no_push_purchases(cfg)
+    per_arm: dict[str, dict[str, Any]] = {}
+    kairos_env: dict[str, str] = {}
+    for arm in make_arms(cfg, args.arms):
+        _say(f"[bench] running {arm.name} ...")
+        run = run_arm(cfg, arm)
+        per_arm[arm.name] = figures(cfg, run, holdout_mask, baseline)
+        if arm.name == "kairos":
+            kairos_env = {k: v for k, v in run.env.items() if k.startswith("KAIROS_POLICY__")} | env
+        _say(f"[bench] {arm.name}: " + json.dumps({k: per_arm[arm.name][k] for k in KEYS}))
+    first = args.arms[0]
+    result: dict[str, Any] = {"arm": first, **per_arm[first]}
+    result["baselines"] = {n: v for n, v in per_arm.items() if n != first}
+    result.update(
+        {
+            "days": cfg.days,
+            "users": cfg.users,
+            "items": cfg.items,
+            "seed": cfg.seed,
+            "holdout_share": cfg.holdout_share,
+            "treatment_users": int((~holdout_mask).sum()),
+            "holdout_users": int(holdout_mask.sum()),
+            "no_push_purchases": float(baseline[~holdout_mask].sum()),
+            "kairos_env": kairos_env,
+            "total_wall_seconds": round(time.monotonic() - started, 1),
+        }
+    )
+    if not args.no_report:
+        command = ".venv/bin/python benchmarks/push_outcomes.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        write_report(cfg, result, command.strip())
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
