@@ -35,7 +35,7 @@ from faust.types import TP
 from stream import metrics
 from stream.contract import Push, to_json_bytes
 from stream.engine import Engine, Inbound, Outcome
-from stream.kafka_io import DeliveryError, Outbox, consume_forever, replay_partition
+from stream.kafka_io import DeliveryError, Outbox, consume_forever, replay_partitions
 from stream.model_reload import ModelWatcher
 from stream.settings import Settings
 from stream.store import META_KEY, PartitionMeta, StateStore, Transaction
@@ -117,6 +117,8 @@ class Worker:
         self._recovering: set[int] = set()
         self._ready_partitions: dict[int, asyncio.Event] = {}
         self._catalog_inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._catalog_read = threading.Event()  # the reader reached the catalog's end once
+        self._catalog_ready: asyncio.Event | None = None  # ... and the engine applied all of it
         self._stop = threading.Event()
         self.app = self._build_app()
 
@@ -162,6 +164,7 @@ class Worker:
 
     async def _on_startup(self) -> None:
         wk = self.settings.worker
+        self._catalog_ready = asyncio.Event()
         metrics.init_labels([self.topics.events, self.topics.consent, self.topics.catalog])
         self.web = start_web_server(wk.web_host, wk.web_port, self.health)
         log.info("metrics and health on http://%s:%d/metrics", wk.web_host, self.web.port)
@@ -220,11 +223,14 @@ class Worker:
                 self._adopt_model(self.watcher.current)
         started = time.monotonic()
         for p in partitions:
-            pstore = self.store.open(p)
-            applied = await asyncio.to_thread(self._replay_changelog, p)
-            pushes = await asyncio.to_thread(self._read_pushes, p, pstore.meta.pushes_offset + 1)
+            self.store.open(p)
+        applied = await asyncio.to_thread(self._replay_changelog, partitions)
+        starts = {p: self.store.partitions[p].meta.pushes_offset + 1 for p in partitions}
+        pushes = await asyncio.to_thread(self._read_pushes, starts)
+        for p in partitions:
+            pstore = self.store.partitions[p]
             txn = Transaction(self.store)
-            n_pushes = self.engine.apply_recovered_pushes(p, pushes, txn)
+            n_pushes = self.engine.apply_recovered_pushes(p, pushes.get(p, []), txn)
             if txn.writes:
                 self._commit(Outcome(), txn)
             users = self.engine.adopt(p, pstore.items())
@@ -236,20 +242,24 @@ class Worker:
             log.info(
                 "partition %d ready: %d changelog records applied, %d users, %d pushes reconciled",
                 p,
-                applied,
+                applied.get(p, 0),
                 users,
                 n_pushes,
             )
         metrics.set_recovery(bool(self._recovering), 0)
-        self.health.set_recovering(bool(self._recovering))
+        self.health.set_recovering(self._still_recovering())
         log.info("recovery of %s took %.2fs", partitions, time.monotonic() - started)
 
-    def _replay_changelog(self, partition: int) -> int:
-        pstore = self.store.partitions[partition]
-        applied = 0
-        for batch in replay_partition(
-            self.settings, self.changelog, partition, pstore.meta.changelog_offset + 1
-        ):
+    def _still_recovering(self) -> bool:
+        """Not ready while a partition's state or the catalog is still being loaded."""
+        catalog_ready = self._catalog_ready is not None and self._catalog_ready.is_set()
+        return bool(self._recovering) or not catalog_ready
+
+    def _replay_changelog(self, partitions: list[int]) -> dict[int, int]:
+        starts = {p: self.store.partitions[p].meta.changelog_offset + 1 for p in partitions}
+        applied: dict[int, int] = {}
+        for p, batch in replay_partitions(self.settings, self.changelog, starts):
+            pstore = self.store.partitions[p]
             writes: dict[bytes, bytes | None] = {}
             meta = PartitionMeta(pstore.meta.changelog_offset, pstore.meta.pushes_offset)
             for msg in batch:
@@ -262,18 +272,18 @@ class Worker:
                     writes[key] = msg.value()
                 meta.changelog_offset = max(meta.changelog_offset, msg.offset())
             pstore.write(writes, meta)
-            applied += len(batch)
+            applied[p] = applied.get(p, 0) + len(batch)
             metrics.set_recovery(True, 0)
         return applied
 
-    def _read_pushes(self, partition: int, start: int) -> list[Push]:
-        found: list[Push] = []
-        for batch in replay_partition(self.settings, self.topics.pushes, partition, start):
+    def _read_pushes(self, starts: dict[int, int]) -> dict[int, list[Push]]:
+        found: dict[int, list[Push]] = {}
+        for p, batch in replay_partitions(self.settings, self.topics.pushes, starts):
             for msg in batch:
                 try:
-                    found.append(Push.model_validate_json(msg.value(), strict=False))
+                    found.setdefault(p, []).append(Push.model_validate_json(msg.value(), strict=False))
                 except ValueError:
-                    log.warning("unreadable record on %s[%d]@%d", self.topics.pushes, partition, msg.offset())
+                    log.warning("unreadable record on %s[%d]@%d", self.topics.pushes, p, msg.offset())
         return found
 
     # -- the hot path ---------------------------------------------------------------------------
@@ -293,6 +303,8 @@ class Worker:
                     await ready.wait()
             while self.engine is None:
                 await asyncio.sleep(0.1)
+            if self._catalog_ready is not None and not self._catalog_ready.is_set():
+                await self._catalog_ready.wait()  # decisions need stock, prices and promotions
             started = time.perf_counter()
             txn = Transaction(self.store)
             outcome = self.engine.process(records, txn)
@@ -358,6 +370,7 @@ class Worker:
             self._adopt_model(scorer)
         if self.engine is None or self._recovering:
             return
+        caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then
         catalog: list[Inbound] = []
         while True:
             try:
@@ -368,6 +381,10 @@ class Worker:
         outcome = Outcome()
         if catalog:
             outcome.extend(self.engine.apply_catalog(catalog, txn))
+        if caught_up and self._catalog_ready is not None and not self._catalog_ready.is_set():
+            self._catalog_ready.set()
+            self.health.set_recovering(self._still_recovering())
+            log.info("catalog loaded: %d items", len(self.engine.catalog))
         outcome.extend(self.engine.tick(txn))
         if txn.writes or outcome.pushes or outcome.dead_letters:
             self._commit(outcome, txn)
@@ -393,7 +410,9 @@ class Worker:
 
         while not self._stop.is_set():
             try:
-                consume_forever(self.settings, self.topics.catalog, on_message, self._stop.is_set)
+                consume_forever(
+                    self.settings, self.topics.catalog, on_message, self._stop.is_set, self._catalog_read.set
+                )
             except Exception:  # noqa: BLE001 - keep following the catalog whatever happens
                 log.exception("catalog reader failed; retrying in 1 s")
                 time.sleep(1.0)

@@ -70,9 +70,8 @@ def ensure_model(settings: Settings, sim_events: int = 80_000) -> str:
         IncrementalScorer.load(model_dir)
         return str(model_dir)
     except (ArtifactError, FileNotFoundError, OSError) as exc:
-        _say(
-            f"[demo] no usable model in {model_dir} ({type(exc).__name__}); training one on the simulated shop"
-        )
+        reason = type(exc).__name__
+        _say(f"[demo] no usable model in {model_dir} ({reason}); training one on the simulated shop")
     from model.cli import train_main
 
     work = settings.worker.state_dir.parent / "demo"

@@ -9,6 +9,7 @@ number as faust/aiokafka and Kafka's Java clients put it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,14 +97,16 @@ class Outbox:
             log.exception("flushing the outbox on close failed")
 
 
-def replay_partition(
-    settings: Settings, topic: str, partition: int, start: int, batch: int = 5_000, timeout: float = 60.0
-) -> Iterator[list[Message]]:
-    """Read ``topic[partition]`` from offset ``start`` up to its current end, in batches.
+def replay_partitions(
+    settings: Settings, topic: str, starts: dict[int, int], batch: int = 5_000, timeout: float = 60.0
+) -> Iterator[tuple[int, list[Message]]]:
+    """Read ``topic``'s partitions from the given offsets up to their current ends, in batches.
 
-    The end is found from the fetch responses (partition EOF), never from ListOffsets, which the
-    embedded broker answers wrongly.
+    Yields (partition, messages). The end is found from the fetch responses (partition EOF), never
+    from ListOffsets, which the embedded broker answers wrongly. One consumer serves every partition.
     """
+    if not starts:
+        return
     consumer = Consumer(
         {
             **settings.kafka.confluent_config(),
@@ -115,32 +118,24 @@ def replay_partition(
         }
     )
     try:
-        consumer.assign([TopicPartition(topic, partition, max(start, 0))])
-        idle_polls = 0
-        while True:
-            messages = consumer.consume(batch, timeout=1.0)
-            if not messages:
-                idle_polls += 1
-                if idle_polls * 1.0 > timeout:
-                    raise TimeoutError(f"no end of {topic}[{partition}] within {timeout}s")
-                continue
-            idle_polls = 0
-            records = []
-            at_end = False
-            for msg in messages:
+        consumer.assign([TopicPartition(topic, p, max(start, 0)) for p, start in starts.items()])
+        pending = set(starts)
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no end of {topic}{sorted(pending)} within {timeout}s")
+            records: dict[int, list[Message]] = {}
+            for msg in consumer.consume(batch, timeout=0.2):
                 err = msg.error()
                 if err is None:
-                    records.append(msg)
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    at_end = True
-                elif err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    at_end = True  # nothing was ever written
+                    records.setdefault(msg.partition(), []).append(msg)
+                elif err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    pending.discard(msg.partition())
                 else:
                     raise KafkaException(err)
             if records:
-                yield records
-            if at_end:
-                return
+                deadline = time.monotonic() + timeout
+            yield from records.items()
     finally:
         consumer.close()
 
@@ -150,16 +145,19 @@ def consume_forever(
     topic: str,
     on_message: Callable[[Message], None],
     stop: Callable[[], bool],
+    on_caught_up: Callable[[], None] | None = None,
 ) -> None:
     """Read every partition of ``topic`` from the beginning and keep following it (no group).
 
     Used for the catalog, which every worker needs whole whatever partitions it owns.
+    ``on_caught_up`` is called once, when every partition has been read to its end the first time.
     """
     consumer = Consumer(
         {
             **settings.kafka.confluent_config(),
             "group.id": f"{settings.worker.app_id}-catalog-reader",
             "enable.auto.commit": False,
+            "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100,
         }
@@ -168,11 +166,18 @@ def consume_forever(
         metadata = consumer.list_topics(topic, timeout=15)
         partitions = sorted(metadata.topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        behind = set(partitions)
         while not stop():
             for msg in consumer.consume(1_000, timeout=0.5):
-                if msg.error() is None:
+                err = msg.error()
+                if err is None:
                     on_message(msg)
-                elif msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("catalog reader: %s", msg.error())
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    if behind:
+                        behind.discard(msg.partition())
+                        if not behind and on_caught_up is not None:
+                            on_caught_up()
+                else:
+                    log.warning("%s reader: %s", topic, err)
     finally:
         consumer.close()

@@ -1,0 +1,28 @@
+"""Fixtures for the integration tests: a real Tansu broker per module and one trained model per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream.broker import EmbeddedBroker
+from stream.topics import ensure_topics
+from tests.support.worker import settings_for, train_small_model
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small GRU model trained for real on simulated shop events (seed 7, 600 items)."""
+    return train_small_model(tmp_path_factory.mktemp("model") / "artifact")
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    """A fresh embedded broker (memory storage) with Kairos's topics; yields its bootstrap address."""
+    with EmbeddedBroker() as b:
+        ensure_topics(settings_for(b.bootstrap))
+        yield b.bootstrap
