@@ -258,7 +258,7 @@ class BrokerPusher:
                     if err.code() != KafkaError._PARTITION_EOF:
                         raise RuntimeError(f"baseline consumer: {err}")
                     continue
-                topic, value = msg.topic(), msg.value() or b""
+                topic, value = msg.topic() or "", msg.value() or b""
                 self.seen[topic] += 1
                 if topic == t.events:
                     self.logic.observe_event(Event.model_validate_json(value, strict=False))

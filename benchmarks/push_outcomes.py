@@ -107,7 +107,7 @@ class BenchConfig:
     warmup_days: float = 4.0
     step_minutes: float = 15.0
     holdout_share: float = 0.5
-    holdout_salt: str = PolicyConfig().holdout_salt
+    holdout_salt: str = PolicyConfig.model_validate({}).holdout_salt
     kairos_env: dict[str, str] = field(default_factory=dict)
 
     def sim_config(self) -> SimConfig:
@@ -217,11 +217,12 @@ class PushReader:
             if time.monotonic() > deadline:
                 raise TimeoutError("pushes topic not read to its end")
             for msg in self.consumer.consume(2000, timeout=0.05):
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        raise RuntimeError(f"push reader: {msg.error()}")
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"push reader: {err}")
                     continue
-                self.next[msg.partition()] = msg.offset() + 1
+                self.next[msg.partition() or 0] = (msg.offset() or 0) + 1
                 out.append(Push.model_validate_json(msg.value() or b"", strict=False))
         return out
 
@@ -283,6 +284,10 @@ class Arm:
     def after_catalog(self, pub: Publisher, now: float, catalog_changed: bool) -> None:
         """The step's catalog changes are on the broker: emit what is due at ``now``."""
 
+    def diagnostics(self) -> dict[str, float]:
+        """Pusher-specific counters for the report (none by default)."""
+        return {}
+
     def stop(self) -> None:
         """Stop and release everything."""
 
@@ -337,6 +342,22 @@ class KairosArm(Arm):
         # on the worker's tick, at the event-time clock the heartbeat moved to ``now``.
         time.sleep(0.4 if catalog_changed else 3 * self.tick)
 
+    def diagnostics(self) -> dict[str, float]:
+        """The worker's suppression counters by ``trigger/reason`` (why candidates were not pushed)."""
+        out: dict[str, float] = {}
+        if self.worker is None:
+            return out
+        _, body = self.worker.get("/metrics")
+        for line in body.splitlines():
+            if not line.startswith("kairos_push_suppressions_total{"):
+                continue
+            head, _, value = line.rpartition(" ")
+            labels = dict(part.split("=", 1) for part in head[head.index("{") + 1 : -1].split(","))
+            key = f"{labels['trigger'].strip(chr(34))}/{labels['reason'].strip(chr(34))}"
+            if float(value) > 0:
+                out[key] = out.get(key, 0.0) + float(value)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
     def stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
@@ -378,6 +399,8 @@ class ArmRun:
     pushes_by_trigger: dict[str, int]
     wall_seconds: float
     env: dict[str, str] = field(default_factory=dict)
+    expired: list[dict[str, Any]] = field(default_factory=list)
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 def _snapshot(world: World) -> dict[str, np.ndarray]:
@@ -394,6 +417,8 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
     run_dir = Path(tempfile.mkdtemp(prefix=f"run-{arm.name}-", dir=BENCH_DIR))
     late = 0
     by_trigger: dict[str, int] = {}
+    expired: list[dict[str, Any]] = []
+    diagnostics: dict[str, float] = {}
     with EmbeddedBroker() as broker:
         settings = Settings()
         settings.kafka.bootstrap_servers = broker.bootstrap
@@ -427,6 +452,15 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
                     if push.created_at <= previous_end:
                         late += 1
                     by_trigger[push.trigger] = by_trigger.get(push.trigger, 0) + 1
+                    if push.expires_at < world.now:
+                        expired.append(
+                            {
+                                "trigger": push.trigger,
+                                "lifetime_s": round(push.expires_at - push.created_at, 1),
+                                "delivered_after_s": round(world.now - push.created_at, 1),
+                                "promotion": push.promotion_id is not None,
+                            }
+                        )
                     world.deliver_push(push, world.now)
                 previous_end = end
                 if (k + 1) % per_day == 0:
@@ -435,6 +469,7 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
                         f"[bench] {arm.name}: day {(k + 1) // per_day} done, {n_pushes} pushes, "
                         f"{time.monotonic() - started:.0f}s"
                     )
+            diagnostics = arm.diagnostics()
         finally:
             arm.stop()
             reader.close()
@@ -450,6 +485,8 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
         by_trigger,
         time.monotonic() - started,
         getattr(arm, "env", {}),
+        expired[:20],
+        diagnostics,
     )
 
 
@@ -508,6 +545,8 @@ def figures(cfg: BenchConfig, run: ArmRun, holdout_mask: np.ndarray, baseline: n
         "holdout_pushes": int(total("pushes", holdout_mask)),
         "late_deliveries": run.late_deliveries,
         "pushes_by_trigger": dict(sorted(run.pushes_by_trigger.items())),
+        "expired_pushes_detail": run.expired,
+        "suppressions": run.diagnostics,
         "wall_seconds": round(run.wall_seconds, 1),
     }
 
@@ -515,7 +554,7 @@ def figures(cfg: BenchConfig, run: ArmRun, holdout_mask: np.ndarray, baseline: n
 def make_arms(cfg: BenchConfig, names: list[str]) -> list[Arm]:
     """The arms to run, in order."""
     holdout = cfg.holdout()
-    ttl = PolicyConfig().push_ttl_seconds
+    ttl = PolicyConfig.model_validate({}).push_ttl_seconds
     arms: list[Arm] = []
     for name in names:
         if name == "kairos":
