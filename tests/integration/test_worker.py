@@ -1,4 +1,4 @@
-"""The worker end to end on the embedded broker, as a separate process: pushes, consent, dead letters, crash."""
+"""The worker end to end on the embedded broker, in its own process: pushes, consent, dead letters, crash."""
 
 from __future__ import annotations
 
