@@ -83,9 +83,14 @@ def _evaluate(argv: list[str]) -> int:
 
 
 def _settings(argv: list[str]) -> int:
-    from stream.settings import Settings
+    parser = argparse.ArgumentParser(prog="kairos settings", description="Print the effective settings.")
+    parser.add_argument(
+        "--markdown", action="store_true", help="Print the documentation table of every setting."
+    )
+    args = parser.parse_args(argv)
+    from stream.settings import Settings, settings_markdown
 
-    print(Settings().model_dump_json(indent=2))
+    print(settings_markdown() if args.markdown else Settings().model_dump_json(indent=2))
     return 0
 
 
