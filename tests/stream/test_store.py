@@ -1,0 +1,115 @@
+"""The RocksDB state store (real rocksdict on a temporary directory): transactions, meta, reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stream.store import META_KEY, PartitionMeta, PartitionStore, StateStore, Transaction
+
+
+def test_partition_meta_encoding() -> None:
+    meta = PartitionMeta(changelog_offset=12, pushes_offset=7)
+    assert PartitionMeta.from_bytes(meta.to_bytes()) == meta
+    assert PartitionMeta.from_bytes(None) == PartitionMeta(-1, -1)
+    assert PartitionMeta.from_bytes(b"") == PartitionMeta(-1, -1)
+
+
+def test_transaction_reads_through_pending_writes(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    pstore = store.open(0)
+    pstore.write({b"alice": b"v1", b"bob": b"b1"}, PartitionMeta(0, -1))
+    txn = Transaction(store)
+    assert txn.get(0, b"alice") == b"v1"
+    txn.put(0, b"alice", b"v2")
+    txn.put(0, b"carol", b"c1")
+    txn.put(0, b"bob", None)
+    assert txn.get(0, b"alice") == b"v2"
+    assert txn.get(0, b"carol") == b"c1"
+    assert txn.get(0, b"bob") is None  # a staged delete hides the stored value
+    # Nothing reaches RocksDB before the commit.
+    assert pstore.get(b"alice") == b"v1"
+    assert pstore.get(b"carol") is None
+    assert pstore.get(b"bob") == b"b1"
+    store.close_all()
+
+
+def test_commit_writes_values_and_meta(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    p0, p1 = store.open(0), store.open(1)
+    p0.write({b"bob": b"b1"}, PartitionMeta(3, 10))
+    txn = Transaction(store)
+    txn.put(0, b"alice", b"a1")
+    txn.put(0, b"bob", None)
+    txn.put(1, b"dave", b"d1")
+    txn.commit(changelog_offsets={0: 5, 1: 0}, pushes_offsets={0: 4})
+    assert txn.writes == {}
+    assert p0.get(b"alice") == b"a1" and p0.get(b"bob") is None
+    assert p1.get(b"dave") == b"d1"
+    # The changelog offset moves to what was acknowledged; the pushes offset never goes back.
+    assert p0.meta == PartitionMeta(5, 10)
+    assert p1.meta == PartitionMeta(0, -1)
+    assert PartitionMeta.from_bytes(p0.get(META_KEY)) == PartitionMeta(5, 10)
+
+
+def test_commit_of_pushes_only_updates_meta(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    p2 = store.open(2)
+    txn = Transaction(store)
+    txn.commit(changelog_offsets={}, pushes_offsets={2: 9})
+    assert p2.meta == PartitionMeta(-1, 9)
+    assert list(p2.items()) == []
+
+
+def test_meta_and_values_survive_reopen(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open(3)
+    txn = Transaction(store)
+    txn.put(3, b"alice", b"\x00\x01binary")
+    txn.commit({3: 17}, {3: 2})
+    store.close_all()
+    assert store.partitions == {}
+
+    again = StateStore(tmp_path)
+    p3 = again.open(3)
+    assert p3.meta == PartitionMeta(17, 2)
+    assert p3.get(b"alice") == b"\x00\x01binary"
+    assert p3.ready is False  # recovery must still run after a restart
+    assert again.open(3) is p3  # opened once
+    again.close_all()
+
+
+def test_items_exclude_bookkeeping_keys(tmp_path: Path) -> None:
+    pstore = PartitionStore(tmp_path / "p0", 0)
+    pstore.write({b"u2": b"2", b"u1": b"1", b"\x00other": b"x"}, PartitionMeta(1, 1))
+    assert sorted(pstore.items()) == [(b"u1", b"1"), (b"u2", b"2")]
+    assert pstore.get(META_KEY) is not None
+    assert pstore.estimated_keys() >= 0 and pstore.estimated_bytes() >= 0
+    pstore.close()
+
+
+def test_close_keeps_files_and_wipe_deletes_everything(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    for p in (0, 1):
+        store.open(p).write({b"u": b"v"}, PartitionMeta(0, -1))
+    store.close(1)
+    assert set(store.partitions) == {0}
+    assert (root / "p1").exists()  # files stay for a later assignment
+    store.close(1)  # closing twice is harmless
+    store.wipe()
+    assert store.partitions == {}
+    assert not root.exists()
+    fresh = StateStore(root).open(0)
+    assert fresh.get(b"u") is None and fresh.meta == PartitionMeta()
+    fresh.close()
+
+
+def test_all_ready(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    assert store.all_ready()  # nothing to recover
+    a, b = store.open(0), store.open(1)
+    a.ready = True
+    assert not store.all_ready()
+    b.ready = True
+    assert store.all_ready()
+    store.close_all()
