@@ -122,7 +122,7 @@ def test_recent_items_are_bounded() -> None:
         b"",
         b"K1",
         b"XX\x00\x00\x00\x02{}",  # unknown magic
-        b"K1\x00\x00\x00\x05{\"mv\"",  # truncated JSON header
+        b'K1\x00\x00\x00\x05{"mv"',  # truncated JSON header
         b"K1\x00\x00\x00\x02\xff}",  # header not UTF-8
     ],
 )

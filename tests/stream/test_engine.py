@@ -1,0 +1,617 @@
+"""The engine's bookkeeping, driven with a dict-backed store and a deterministic fake scorer."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from stream.contract import Push, push_id, to_json_bytes
+from stream.engine import TYPE_INDEX, Engine, Inbound, Outcome
+from stream.partitioning import partition_for
+from tests.stream.fakes import (
+    ITEMS,
+    PARTITIONS,
+    T0,
+    DictState,
+    FakeScorer,
+    catalog_entry,
+    catalog_record,
+    ev,
+    event_bytes,
+    make_engine,
+    make_settings,
+    record,
+)
+
+VIEW, CART, REMOVE, BUY = (TYPE_INDEX[t] for t in ("view", "add_to_cart", "remove_from_cart", "purchase"))
+
+
+def run(engine: Engine, records: list[Inbound], store: DictState, batch: int) -> Outcome:
+    """Process ``records`` in batches of ``batch``; the outcomes folded into one."""
+    out = Outcome()
+    for start in range(0, len(records), batch):
+        out.extend(engine.process(records[start : start + batch], store))
+    return out
+
+
+def only(counter: Counter[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The non-zero entries of a counter."""
+    return {k: v for k, v in counter.items() if v}
+
+
+# -- one step per event ---------------------------------------------------------------------------
+
+
+def test_one_gru_step_per_item_event() -> None:
+    scorer = FakeScorer()
+    engine = make_engine(scorer=scorer)
+    store = DictState()
+    records = [
+        ev("e1", "u1", "view", "i1", T0),
+        ev("e2", "u1", "add_to_cart", "i2", T0 + 10),
+        ev("e3", "u1", "search", None, T0 + 20, query="socks"),  # no item: no step
+        ev("e4", "u1", "remove_from_cart", "i2", T0 + 30),
+        ev("e5", "u1", "view", "i3", T0 + 40),
+        ev("e6", "u1", "purchase", "i3", T0 + 50, price=9.5, quantity=1),
+    ]
+    out = engine.process(records, store)
+    state = store.user("u1")
+    expected = scorer.fold([("i1", VIEW), ("i2", CART), ("i2", REMOVE), ("i3", VIEW), ("i3", BUY)])
+    assert state.hidden is not None
+    np.testing.assert_array_equal(state.hidden, expected)
+    assert state.hidden[-1] == 5  # exactly five steps
+    assert scorer.rows == 5
+    assert state.model_version == "fake-1"
+    assert state.n_events == 6
+    assert [r.item_id for r in state.recent] == ["i1", "i2", "i2", "i3", "i3"]
+    assert only(out.events) == {
+        ("view", "processed"): 2,
+        ("add_to_cart", "processed"): 1,
+        ("search", "processed"): 1,
+        ("remove_from_cart", "processed"): 1,
+        ("purchase", "processed"): 1,
+    }
+
+
+def test_steps_continue_across_batches_from_the_stored_state() -> None:
+    scorer = FakeScorer()
+    engine = make_engine(scorer=scorer)
+    store = DictState()
+    engine.process([ev("e1", "u1", "view", "i1", T0)], store)
+    engine.process([ev("e2", "u1", "view", "i2", T0 + 5)], store)
+    engine.process([ev("e3", "u1", "push_open", "i2", T0 + 6, push_id="nope")], store)  # no step
+    hidden = store.user("u1").hidden
+    assert hidden is not None
+    np.testing.assert_array_equal(hidden, scorer.fold([("i1", VIEW), ("i2", VIEW)]))
+
+
+def test_users_are_stepped_independently_in_one_batch() -> None:
+    scorer = FakeScorer()
+    engine = make_engine(scorer=scorer)
+    store = DictState()
+    engine.process(
+        [
+            ev("a1", "alice", "view", "i1", T0),
+            ev("b1", "bob", "view", "i2", T0 + 1),
+            ev("a2", "alice", "view", "i3", T0 + 2),
+            ev("b2", "bob", "add_to_cart", "i2", T0 + 3),
+            ev("a3", "alice", "view", "i1", T0 + 4),
+        ],
+        store,
+    )
+    alice, bob = store.user("alice").hidden, store.user("bob").hidden
+    assert alice is not None and bob is not None
+    np.testing.assert_array_equal(alice, scorer.fold([("i1", VIEW), ("i3", VIEW), ("i1", VIEW)]))
+    np.testing.assert_array_equal(bob, scorer.fold([("i2", VIEW), ("i2", CART)]))
+    # Rounds: each user's r-th event goes into the r-th batched step.
+    assert scorer.calls == 3 and scorer.rows == 5
+
+
+# -- redeliveries, unknown items, malformed input --------------------------------------------------
+
+
+def test_redelivery_in_the_same_batch_changes_nothing() -> None:
+    events = [
+        ev("e1", "u1", "view", "i1", T0),
+        ev("e2", "u1", "add_to_cart", "i1", T0 + 10),
+    ]
+    clean = DictState()
+    make_engine().process(events, clean)
+
+    store = DictState()
+    out = make_engine().process([events[0], events[1], events[0], events[1]], store)
+    assert store.data == clean.data  # byte for byte the state without the redeliveries
+    assert out.events[("view", "duplicate")] == 1
+    assert out.events[("add_to_cart", "duplicate")] == 1
+    assert out.events[("view", "processed")] == 1
+
+
+def test_redelivery_in_a_later_batch_changes_nothing() -> None:
+    scorer = FakeScorer()
+    engine = make_engine(scorer=scorer)
+    store = DictState()
+    first = [ev("e1", "u1", "view", "i1", T0), ev("e2", "u1", "view", "i1", T0 + 120)]
+    out1 = engine.process(first, store)
+    assert len(out1.pushes) == 1  # the second view crosses the threshold
+    before, puts, rows = dict(store.data), store.puts, scorer.rows
+    out2 = engine.process(first, store)
+    assert store.data == before and store.puts == puts  # nothing rewritten
+    assert scorer.rows == rows  # no step
+    assert out2.pushes == [] and out2.events == Counter({("view", "duplicate"): 2})
+
+
+def test_dedupe_window_is_the_configured_size() -> None:
+    engine = make_engine(make_settings(worker={"dedupe_event_ids": 2}))
+    store = DictState()
+    engine.process([ev(f"e{i}", "u1", "search", None, T0 + i, query="q") for i in range(3)], store)
+    assert list(store.user("u1").event_ids) == ["e1", "e2"]
+    out = engine.process([ev("e0", "u1", "search", None, T0 + 0, query="q")], store)
+    assert out.events[("search", "processed")] == 1  # e0 fell out of the window
+
+
+def test_unknown_item_is_counted_without_a_step() -> None:
+    scorer = FakeScorer()
+    engine = make_engine(scorer=scorer)
+    store = DictState()
+    out = engine.process(
+        [
+            ev("e1", "u1", "view", "i1", T0),
+            ev("e2", "u1", "view", "never-seen", T0 + 1),
+            ev("e3", "u1", "view", "i2", T0 + 2),
+        ],
+        store,
+    )
+    assert only(out.events) == {("view", "processed"): 2, ("view", "unknown_item"): 1}
+    hidden = store.user("u1").hidden
+    assert hidden is not None
+    np.testing.assert_array_equal(hidden, scorer.fold([("i1", VIEW), ("i2", VIEW)]))
+    assert hidden[-1] == 2
+
+
+def test_malformed_records_become_dead_letters_and_the_batch_goes_on() -> None:
+    engine = make_engine()
+    store = DictState()
+    bad_json = record(b'{"event_id": "e2", ', "u1")
+    no_item = record(event_bytes("e3", "u1", "view", None, T0 + 2), "u1")
+    binary = record(b"\xff\x00\x01", "u1")
+    records = [
+        ev("e1", "u1", "view", "i1", T0),
+        bad_json,
+        no_item,
+        binary,
+        ev("e4", "u1", "view", "i2", T0 + 3),
+    ]
+    out = engine.process(records, store)
+    assert [d.reason for d in out.dead_letters] == ["bad_json", "invalid_field", "not_utf8"]
+    for letter, rec in zip(out.dead_letters, (bad_json, no_item, binary), strict=True):
+        assert letter.original_bytes() == rec.value
+        assert (letter.source_topic, letter.partition, letter.offset) == ("events", rec.partition, rec.offset)
+        assert letter.original_key == "u1"
+    assert "needs an item_id" in out.dead_letters[1].error
+    assert out.events[("invalid", "dead_letter")] == 3
+    assert out.events[("view", "processed")] == 2
+    assert store.user("u1").n_events == 2
+
+
+def test_record_keyed_by_another_user_is_a_key_mismatch() -> None:
+    engine = make_engine()
+    store = DictState()
+    wrong = record(event_bytes("e1", "u1", "view", "i1", T0), "u1", key=b"u2")
+    out = engine.process([wrong], store)
+    assert [d.reason for d in out.dead_letters] == ["key_mismatch"]
+    assert out.dead_letters[0].original_key == "u2"
+    assert store.data == {}  # neither user's state was touched
+    consent = record(b'{"user_id": "u1", "opted_in": false, "ts": 1717236000.0}', "u1", "consent", b"u3")
+    out = engine.process([consent], store)
+    assert [(d.reason, d.source_topic) for d in out.dead_letters] == [("key_mismatch", "consent")]
+    assert out.consent_updates == 0 and store.data == {}
+
+
+# -- consent and the threshold ---------------------------------------------------------------------
+
+
+def consent(user: str, opted_in: bool, ts: float) -> Inbound:
+    value = b'{"user_id": "%s", "opted_in": %s, "ts": %f}' % (
+        user.encode(),
+        b"true" if opted_in else b"false",
+        ts,
+    )
+    return record(value, user, "consent")
+
+
+def test_push_when_interest_crosses_the_threshold() -> None:
+    engine = make_engine(make_settings(worker={"audit_decisions": True}))
+    store = DictState()
+    # One view: interest 0.5 < 0.55. A second view two minutes later: 0.5 * 1 + 1 = 1.5 -> 0.6.
+    out1 = engine.process([ev("e1", "u1", "view", "i1", T0)], store)
+    assert out1.pushes == []
+    assert out1.suppressions[("in_session", "below_threshold")] == 1
+    assert [(d.outcome, d.reason, d.item_id) for _, d in out1.decisions] == [
+        ("suppressed", "below_threshold", "i1")
+    ]
+    assert out1.decisions[0][1].score == pytest.approx(0.5)
+
+    out2 = engine.process([ev("e2", "u1", "view", "i1", T0 + 120)], store)
+    assert len(out2.pushes) == 1
+    partition, push = out2.pushes[0]
+    assert partition == partition_for("u1", PARTITIONS)
+    assert push.push_id == push_id("u1", "i1", "in_session", "e2")
+    assert (push.user_id, push.item_id, push.trigger) == ("u1", "i1", "in_session")
+    assert push.score == pytest.approx(0.6) and push.threshold == pytest.approx(0.55)
+    assert push.model_version == "fake-1"
+    assert push.event_ts == T0 + 120 and push.created_at == T0 + 120  # event-time clock
+    assert push.expires_at == T0 + 120 + 3600
+    assert (push.title, push.category, push.price) == ("Item i1", "cat-i1", 100.0)
+    assert push.reason == "You viewed this 2 times"
+    assert [(d.outcome, d.reason) for _, d in out2.decisions] == [("emitted", "ok")]
+    assert [r.push_id for r in store.user("u1").policy.pushes] == [push.push_id]
+
+
+def test_push_ids_are_deterministic_across_engines() -> None:
+    records = [ev("e1", "u1", "view", "i1", T0), ev("e2", "u1", "view", "i1", T0 + 120)]
+    a = make_engine().process(records, DictState())
+    b = make_engine().process(records, DictState())
+    assert [p for _, p in a.pushes] == [p for _, p in b.pushes] and len(a.pushes) == 1
+
+
+def test_minimum_gap_suppresses_the_next_push() -> None:
+    engine = make_engine()
+    store = DictState()
+    records = [
+        ev("e1", "u1", "view", "i1", T0),
+        ev("e2", "u1", "view", "i1", T0 + 120),  # push for i1
+        ev("e3", "u1", "view", "i2", T0 + 240),
+        ev("e4", "u1", "view", "i2", T0 + 360),  # i2 at 0.6, but within the gap
+        ev("e5", "u1", "view", "i2", T0 + 1500),
+        ev("e6", "u1", "view", "i2", T0 + 2700),
+        ev("e7", "u1", "view", "i2", T0 + 120 + 3600),  # exactly min_gap after the first push
+    ]
+    out = run(engine, records, store, batch=1)
+    assert [(p.item_id, p.push_id) for _, p in out.pushes] == [
+        ("i1", push_id("u1", "i1", "in_session", "e2")),
+        ("i2", push_id("u1", "i2", "in_session", "e7")),
+    ]
+    assert out.suppressions[("in_session", "min_gap")] == 4  # e3..e6
+
+
+def test_consent_opt_out_means_no_push() -> None:
+    engine = make_engine()
+    store = DictState()
+    out = engine.process(
+        [
+            consent("u1", False, T0 - 10),
+            ev("e1", "u1", "view", "i1", T0),
+            ev("e2", "u1", "view", "i1", T0 + 120),
+        ],
+        store,
+    )
+    assert out.consent_updates == 1
+    assert out.pushes == []
+    assert out.suppressions[("in_session", "no_consent")] == 2
+    assert store.user("u1").policy.opted_in is False
+    # Opting back in (a newer record) lets the next crossing through.
+    out = engine.process([consent("u1", True, T0 + 130), ev("e3", "u1", "view", "i1", T0 + 240)], store)
+    assert [p.push_id for _, p in out.pushes] == [push_id("u1", "i1", "in_session", "e3")]
+
+
+def test_stale_consent_is_ignored_and_opt_out_cancels_timers() -> None:
+    engine = make_engine()
+    store = DictState()
+    engine.process([consent("u1", True, T0), ev("e1", "u1", "add_to_cart", "i1", T0 + 1)], store)
+    assert [t[2] for t in store.user("u1").timers] == ["cart_abandonment"]
+    out = engine.process([consent("u1", False, T0 - 100)], store)  # older than the applied one
+    assert out.consent_updates == 1 and store.user("u1").policy.opted_in is True
+    engine.process([consent("u1", False, T0 + 2)], store)
+    assert store.user("u1").policy.opted_in is False
+    assert store.user("u1").timers == [] and engine.timers.timers_for("u1") == []
+
+
+# -- batch boundaries --------------------------------------------------------------------------------
+
+
+def shop_stream(n: int, seed: int) -> list[Inbound]:
+    """A deterministic interleaved stream of four users, with one redelivery and one bad record."""
+    rng = random.Random(seed)
+    users = ["alice", "bob", "carol", "dave"]
+    kinds = ["view"] * 6 + ["add_to_cart", "add_to_cart", "remove_from_cart", "purchase", "search"]
+    records: list[Inbound] = []
+    ts = T0
+    for i in range(n):
+        ts += rng.choice([5.0, 40.0, 90.0, 300.0])
+        user = rng.choice(users)
+        kind = rng.choice(kinds)
+        item = None if kind == "search" else rng.choice(ITEMS[:3])
+        records.append(
+            ev(f"e{i}", user, kind, item, ts, session_id=None, query="q" if item is None else None)
+        )
+    records.insert(20, records[10])  # a redelivery
+    records.insert(30, record(b"[1, 2]", "bob"))  # a malformed record
+    return records
+
+
+def test_decisions_do_not_depend_on_batch_boundaries() -> None:
+    records = shop_stream(60, seed=3)
+    results = []
+    for batch in (1, 7, 64):
+        store = DictState()
+        engine = make_engine()
+        out = run(engine, records, store, batch)
+        results.append((store.data, list(out.pushes), only(out.events)))
+    assert results[0][1], "the stream should produce some pushes"
+    assert results[0][2][("invalid", "dead_letter")] == 1
+    assert sum(v for (_, o), v in results[0][2].items() if o == "duplicate") == 1
+    for other in results[1:]:
+        assert other[0] == results[0][0]  # the same states, byte for byte
+        assert other[1] == results[0][1]  # the same pushes, in the same order
+        assert other[2] == results[0][2]
+    # Suppression counts are not compared: see the two xfail tests below.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="stream/engine.py Engine._round gathers candidates (_decide) after the whole round's "
+    "bookkeeping, so an ask sees trending/co-visitation updates of events later in the stream",
+)
+def test_candidates_do_not_see_later_events_of_other_users() -> None:
+    # i5 is popular with everyone (interest 0.6 with no history). Bob searches before anyone viewed
+    # i5, so nothing is trending yet and he has no candidate; Alice views i5 a second later.
+    records = [
+        ev("b1", "bob", "search", None, T0, query="q"),
+        ev("a1", "alice", "view", "i5", T0 + 1),
+    ]
+    pushes = []
+    for batch in (1, 2):
+        engine = make_engine(scorer=FakeScorer(prior={"i5": 1.5}))
+        out = run(engine, records, DictState(), batch)
+        pushes.append(sorted((p.user_id, p.item_id) for _, p in out.pushes))
+    assert pushes[0] == [("alice", "i5")]
+    assert pushes[1] == pushes[0]  # in one batch Bob is also pushed i5, "trending" after his search
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="stream/engine.py Engine._decide returns early when no ask of the call has a candidate "
+    "(width == 0) but counts below_threshold for an empty ask batched with others",
+)
+def test_suppression_counts_do_not_depend_on_batching() -> None:
+    settings = make_settings(quota_trending=0)  # no trending: Bob's search has no candidate at all
+    records = [ev("b1", "bob", "search", None, T0, query="q"), ev("a1", "alice", "view", "i1", T0)]
+    counts = []
+    for batch in (1, 2):
+        out = run(make_engine(settings), records, DictState(), batch)
+        counts.append(only(out.suppressions))
+    assert counts[0] == {("in_session", "below_threshold"): 1}  # Alice's 0.5
+    assert counts[1] == counts[0]  # batched, Bob's empty ask is counted too
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+def test_new_session_id_resets_the_hidden_state() -> None:
+    scorer = FakeScorer()
+    engine = make_engine(scorer=scorer)
+    store = DictState()
+    engine.process(
+        [
+            ev("e1", "u1", "view", "i1", T0, session_id="s1"),
+            ev("e2", "u1", "view", "i2", T0 + 10, session_id="s1"),
+            ev("e3", "u1", "view", "i3", T0 + 20, session_id="s2"),
+        ],
+        store,
+    )
+    state = store.user("u1")
+    assert state.hidden is not None and state.session_id == "s2"
+    np.testing.assert_array_equal(state.hidden, scorer.fold([("i3", VIEW)]))
+    assert state.n_events == 3  # the dedupe window and counters are kept
+
+
+def test_inactivity_gap_resets_the_hidden_state() -> None:
+    scorer = FakeScorer()
+    engine = make_engine(make_settings(worker={"session_gap_seconds": 600}), scorer=scorer)
+    store = DictState()
+    engine.process(
+        [
+            ev("e1", "u1", "view", "i1", T0, session_id=None),
+            ev("e2", "u1", "view", "i2", T0 + 600, session_id=None),
+        ],
+        store,
+    )
+    state = store.user("u1")
+    assert state.session_id == f"u1@{T0:.0f}"
+    assert state.hidden is not None and state.hidden[-1] == 2  # a gap of exactly 600 s is the same session
+    engine.process([ev("e3", "u1", "view", "i3", T0 + 1201, session_id=None)], store)
+    state = store.user("u1")
+    assert state.session_id == f"u1@{T0 + 1201:.0f}"
+    assert state.hidden is not None
+    np.testing.assert_array_equal(state.hidden, scorer.fold([("i3", VIEW)]))
+
+
+# -- catalog triggers --------------------------------------------------------------------------------
+
+
+def price_drop_engine(owned: set[int] | None = None) -> tuple[Engine, DictState]:
+    engine = make_engine(make_settings(trigger_thresholds={"price_drop": 0.3}))
+    if owned is not None:
+        engine.owned = owned
+    store = DictState()
+    out = engine.process([ev("e1", "u1", "view", "i1", T0)], store)  # interest 0.5: indexed, no push
+    assert out.pushes == [] and engine.interest_index.users_for("i1", T0, 0.2)[0][0] == "u1"
+    return engine, store
+
+
+def test_price_drop_reaches_the_interested_user() -> None:
+    engine, store = price_drop_engine()
+    update = catalog_entry("i1", price=80.0, updated_at=T0 + 300)
+    out = engine.apply_catalog([catalog_record(update)], store)
+    assert out.catalog_updates == 1
+    assert len(out.pushes) == 1
+    partition, push = out.pushes[0]
+    assert partition == partition_for("u1", PARTITIONS)
+    assert push.trigger == "price_drop" and push.item_id == "i1" and push.user_id == "u1"
+    assert push.push_id == push_id("u1", "i1", "price_drop", f"i1@{T0 + 300:.3f}")
+    assert push.price == 80.0 and push.features["previous_price"] == 100.0
+    assert push.event_ts == T0 + 300
+    assert push.reason == "You viewed this; the price dropped from 100.00 to 80.00"
+    assert engine.catalog["i1"] == update
+    assert [r.push_id for r in store.user("u1").policy.pushes] == [push.push_id]
+    # The same update redelivered is no price change: nothing more.
+    again = engine.apply_catalog([catalog_record(update)], store)
+    assert again.pushes == [] and again.catalog_updates == 1
+
+
+def test_price_drop_skips_users_of_partitions_not_owned() -> None:
+    mine = partition_for("u1", PARTITIONS)
+    engine, store = price_drop_engine(owned={p for p in range(PARTITIONS) if p != mine})
+    out = engine.apply_catalog([catalog_record(catalog_entry("i1", price=80.0, updated_at=T0 + 300))], store)
+    assert out.pushes == [] and out.catalog_updates == 1
+
+
+def test_price_rise_and_bad_catalog_records_push_nothing() -> None:
+    engine, store = price_drop_engine()
+    out = engine.apply_catalog([catalog_record(catalog_entry("i1", price=120.0, updated_at=T0 + 300))], store)
+    assert out.pushes == []
+    wrong_key = Inbound("catalog", 0, 5, b"i2", to_json_bytes(catalog_entry("i1", price=10.0)))
+    out = engine.apply_catalog([wrong_key, Inbound("catalog", 0, 6, b"i1", b"{}")], store)
+    assert [d.reason for d in out.dead_letters] == ["key_mismatch", "invalid_field"]
+    assert out.pushes == [] and engine.catalog["i1"].price == 120.0
+
+
+# -- timers -------------------------------------------------------------------------------------------
+
+
+def cart_engine() -> tuple[Engine, DictState]:
+    # In-session threshold out of reach, so the add_to_cart itself sends nothing.
+    engine = make_engine(make_settings(threshold=0.9, trigger_thresholds={"cart_abandonment": 0.3}))
+    return engine, DictState()
+
+
+def test_cart_abandonment_fires_after_the_delay_at_event_time() -> None:
+    engine, store = cart_engine()
+    out = engine.process([ev("c1", "u1", "add_to_cart", "i1", T0)], store)
+    assert out.pushes == []
+    assert engine.tick(store).pushes == []
+    engine.process([ev("x1", "u2", "search", None, T0 + 1799, query="q")], store)  # moves the clock
+    assert engine.tick(store).pushes == []  # not due yet
+    engine.process([ev("x2", "u2", "search", None, T0 + 1800, query="q")], store)
+    out = engine.tick(store)
+    assert len(out.pushes) == 1
+    push = out.pushes[0][1]
+    assert (push.user_id, push.item_id, push.trigger) == ("u1", "i1", "cart_abandonment")
+    assert push.push_id == push_id("u1", "i1", "cart_abandonment", "cart_abandonment:c1")
+    assert push.created_at == T0 + 1800 and push.event_ts == T0
+    assert push.reason == "You left this in your cart"
+    assert store.user("u1").timers == []  # fired timers are gone from the stored state
+    assert engine.tick(store).pushes == []  # and fire once
+
+
+def test_purchase_cancels_cart_abandonment() -> None:
+    engine, store = cart_engine()
+    engine.process(
+        [ev("c1", "u1", "add_to_cart", "i1", T0), ev("c2", "u1", "purchase", "i1", T0 + 60, price=5.0)], store
+    )
+    assert engine.timers.get("u1", "cart_abandonment", "i1") is None
+    assert store.user("u1").timers == []
+    engine.process([ev("x1", "u2", "search", None, T0 + 4000, query="q")], store)
+    assert engine.tick(store).pushes == []
+
+
+def test_wall_clock_fires_timers_without_events() -> None:
+    settings = make_settings(
+        worker={"clock": "wall"}, threshold=0.9, trigger_thresholds={"cart_abandonment": 0.3}
+    )
+    wall = [T0]
+    engine = Engine(settings, FakeScorer(), clock=lambda: wall[0])
+    engine.owned = set(range(PARTITIONS))
+    engine.apply_catalog([catalog_record(catalog_entry("i1"))], DictState())
+    store = DictState()
+    engine.process([ev("c1", "u1", "add_to_cart", "i1", T0)], store)
+    wall[0] = T0 + 1799
+    assert engine.tick(store).pushes == []
+    wall[0] = T0 + 1800
+    assert [p.trigger for _, p in engine.tick(store).pushes] == ["cart_abandonment"]
+
+
+# -- recovery and model swaps ---------------------------------------------------------------------------
+
+
+def test_recovered_pushes_are_not_emitted_again() -> None:
+    # Gap, item-repeat and category rules off, so only the push-id check can stop the re-emission.
+    settings = make_settings(
+        min_gap_seconds=0, item_repeat_window_seconds=0, max_per_category_per_local_day=0
+    )
+    records = [ev("e1", "u1", "view", "i1", T0), ev("e2", "u1", "view", "i1", T0 + 120)]
+    first = make_engine(settings).process(records, DictState())
+    assert len(first.pushes) == 1
+    emitted: Push = first.pushes[0][1]
+
+    # Control: a fresh engine and state emit the same push again.
+    again = make_engine(settings).process(records, DictState())
+    assert [p for _, p in again.pushes] == [emitted]
+
+    # After a crash: the state lost the push, the pushes topic has it.
+    engine = make_engine(settings)
+    store = DictState()
+    partition = partition_for("u1", PARTITIONS)
+    assert engine.apply_recovered_pushes(partition, [emitted], store) == 1
+    assert engine.apply_recovered_pushes(partition, [emitted], store) == 0  # recorded once
+    assert [r.push_id for r in store.user("u1").policy.pushes] == [emitted.push_id]
+    out = engine.process(records, store)
+    assert out.pushes == []
+    assert out.suppressions[("in_session", "duplicate")] == 1
+    # e1 (interest 0.5) comes before the recovered push's time: the gap rule blocks it, as it should.
+    assert out.suppressions[("in_session", "min_gap")] == 1
+
+
+def test_recovered_pushes_count_for_the_rules_too() -> None:
+    records = [ev("e1", "u1", "view", "i1", T0), ev("e2", "u1", "view", "i1", T0 + 120)]
+    emitted = make_engine().process(records, DictState()).pushes[0][1]
+    engine = make_engine()
+    store = DictState()
+    engine.apply_recovered_pushes(partition_for("u1", PARTITIONS), [emitted], store)
+    out = engine.process(records, store)
+    assert out.pushes == []
+    assert out.suppressions[("in_session", "min_gap")] >= 1
+
+
+def test_swap_model_rederives_the_state_once() -> None:
+    old = FakeScorer(version="m1")
+    engine = make_engine(scorer=old)
+    store = DictState()
+    engine.process([ev("e1", "u1", "view", "i1", T0), ev("e2", "u1", "add_to_cart", "i2", T0 + 10)], store)
+    assert store.user("u1").model_version == "m1"
+
+    new = FakeScorer(version="m2", gain=3.0, decay=0.25)
+    engine.swap_model(new)
+    assert store.user("u1").model_version == "m1"  # lazily: nothing happens before the user's next event
+    engine.process([ev("e3", "u1", "view", "i3", T0 + 20)], store)
+    state = store.user("u1")
+    assert state.model_version == "m2"
+    assert state.hidden is not None
+    # The state is what the new model makes of the whole session: the history, then e3.
+    np.testing.assert_array_equal(state.hidden, new.fold([("i1", VIEW), ("i2", CART), ("i3", VIEW)]))
+    assert new.rows == 3 and new.calls == 3  # two re-derivation steps, one step for e3
+    engine.process([ev("e4", "u1", "view", "i4", T0 + 30)], store)
+    assert new.rows == 4 and new.calls == 4  # re-derived once only
+    assert old.rows == 2
+
+
+def test_swap_model_does_not_replay_other_sessions() -> None:
+    old = FakeScorer(version="m1")
+    engine = make_engine(scorer=old)
+    store = DictState()
+    engine.process(
+        [
+            ev("e1", "u1", "view", "i1", T0, session_id="s1"),
+            ev("e2", "u1", "view", "i2", T0 + 10, session_id="s2"),
+        ],
+        store,
+    )
+    new = FakeScorer(version="m2", gain=2.0)
+    engine.swap_model(new)
+    engine.process([ev("e3", "u1", "view", "i3", T0 + 20, session_id="s2")], store)
+    hidden = store.user("u1").hidden
+    assert hidden is not None
+    np.testing.assert_array_equal(hidden, new.fold([("i2", VIEW), ("i3", VIEW)]))
