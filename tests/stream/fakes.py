@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from stream.contract import CatalogUpdate, to_json_bytes
-from stream.engine import Engine, Inbound
+from stream.engine import Engine, Inbound, Scorer, StateAccess
 from stream.partitioning import partition_for
 from stream.policy_config import PolicyConfig
-from stream.settings import KafkaConfig, Settings, TopicsConfig, WorkerConfig
+from stream.settings import Settings, TopicsConfig, WorkerConfig
 from stream.state import UserState
 
 T0 = 1_717_236_000.0  # 2024-06-01 10:00:00 UTC
@@ -25,8 +25,11 @@ PARTITIONS = 4
 ITEMS = ("i1", "i2", "i3", "i4", "i5")
 
 
-class DictState:
-    """The engine's ``StateAccess`` over a plain dict, counting the writes."""
+class DictState(StateAccess):
+    """The engine's ``StateAccess`` over a plain dict, counting the writes.
+
+    It subclasses the engine's interface classes only so that type checkers see the match.
+    """
 
     def __init__(self) -> None:
         self.data: dict[tuple[int, bytes], bytes] = {}
@@ -66,7 +69,7 @@ def fake_step(hidden: np.ndarray, item: int, event_type: int, gain: float, decay
     return out
 
 
-class FakeScorer:
+class FakeScorer(Scorer):
     """A deterministic numpy scorer implementing the engine's ``Scorer`` protocol.
 
     Interest in an item is ``h / (1 + h)`` of its coordinate ``h``: one view gives 0.5, a second view
@@ -154,8 +157,7 @@ def make_settings(worker: dict[str, Any] | None = None, **policy: Any) -> Settin
     worker_values.update(worker or {})
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
-        kafka=KafkaConfig(),
-        topics=TopicsConfig(partitions=PARTITIONS),
+        topics=TopicsConfig.model_validate({"partitions": PARTITIONS}),
         worker=WorkerConfig.model_validate(worker_values),
         policy=PolicyConfig.model_validate(values),
     )
