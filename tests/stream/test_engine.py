@@ -646,7 +646,8 @@ def test_stale_events_get_no_in_session_push() -> None:
     settings = make_settings(worker={"clock": "wall"})
     # The wall clock reads ``lag`` seconds after e2 (so e1 is always more than 600 s old).
     for lag, stale in ((600.0, False), (601.0, True)):
-        engine = Engine(settings, FakeScorer(), clock=lambda lag=lag: T0 + 120 + lag)
+        wall = T0 + 120 + lag
+        engine = Engine(settings, FakeScorer(), clock=lambda: wall)  # noqa: B023 - used in this iteration
         engine.owned = set(range(PARTITIONS))
         engine.apply_catalog([catalog_record(catalog_entry("i1"))], DictState())
         store = DictState()
