@@ -1,0 +1,1006 @@
+"""Stream worker benchmark: throughput, its parse ceiling, and event→push latency against the broker floor.
+
+    .venv/bin/python benchmarks/stream_throughput.py [--json] [--events N] [--rate R] [--seconds S]
+                                                     [--profile] [--py-spy PATH]
+
+Everything runs for real in one run: the embedded Tansu broker, ``python -m stream.cli worker`` in its
+own process, a GRU model trained (once, cached under ``.kairos/bench/``) on the replayed events.
+
+Events are the real ``retailrocket-sample`` stream (``stream.replay``, moved in time to the simulated
+shop's era) merged in time order with simulated shop events (``stream.simulator.generate_events``);
+users of the two sources are disjoint, so every user's events stay in order. Each item gets a catalog
+entry on the ``catalog`` topic first (synthetic entries for the dataset items, the simulated shop's
+own catalog for the rest).
+
+Phase A (broker 1) - throughput:
+  1. produce the catalog and N events to ``events``, before any worker exists; the events' times are
+     spaced ``1 / pace`` apart (default 50,000/s: the event times a shop at the goal rate would send;
+     see :func:`live_paced`);
+  2. start the worker (production defaults, except ``clock=event`` so the decisions follow the event
+     times, deterministically); poll its ``/metrics`` ``kairos_events_total`` every 0.1 s;
+  3. ``events_per_s = (N - c0) / (t_last - t0)``: ``(t0, c0)`` is the first poll that sees a processed
+     event, so group join, recovery, model load and the first fetch are all before ``t0`` and the c0
+     events processed before it are not counted; ``t_last`` is the worker's own
+     ``kairos_last_event_timestamp_seconds`` once the counter reaches N;
+  4. ``ceiling_events_per_s``: the same topic read from offset 0 by a bare confluent-kafka consumer
+     that parses every record with ``stream.contract.parse_event`` (first record to last).
+Phase A' (another fresh broker): steps 1-3 again with the dataset's own event times
+  (``replay_events_per_s``), i.e. a replay where event time runs far faster than wall time.
+Phase B (broker 2, fresh) - latency at a fixed offered rate, one measurement after the other:
+  5. floor: on its own topic ``bench-floor`` (as many partitions as ``events``), a bare producer
+     (the tests' producer: murmur2_random, linger 2 ms) sends events at R/s
+     whose ``ts`` is the wall clock at produce; a bare consumer (``fetch.wait.max.ms=10``) records
+     receive time minus ``ts``;
+  6. the worker (wall clock, permissive policy: see ``LATENCY_ENV``) reads the same kind of events
+     at R/s; a consumer on ``pushes`` (``fetch.wait.max.ms=10``) records receive time minus
+     ``push.event_ts`` (= the triggering event's produce time). The first second of pushes is
+     dropped as warm-up.
+
+``--profile`` adds (a) py-spy on the worker during phase A (when py-spy is found), aggregated into
+time shares per stage, and (b) cProfile of ``Engine.process`` in-process on the same events.
+Writes ``benchmarks/reports/stream_throughput.md``. A measurement, never a test assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import heapq
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from stream.broker import EmbeddedBroker  # noqa: E402
+from stream.contract import CatalogUpdate, Event, parse_event, to_json_bytes  # noqa: E402
+from stream.demo import DEMO_TRAINING  # noqa: E402
+from stream.replay import replay  # noqa: E402
+from stream.settings import Settings, get_settings  # noqa: E402
+from stream.simulator import SimConfig, World, generate_events  # noqa: E402
+from stream.topics import ensure_topics  # noqa: E402
+from tests.support.worker import WorkerProcess, produce, producer, settings_for  # noqa: E402
+
+CACHE = ROOT / ".kairos" / "bench"
+REPORT = ROOT / "benchmarks" / "reports" / "stream_throughput.md"
+SIM_CONFIG = SimConfig.model_validate({"seed": 11})
+SIM_TRAIN_EVENTS = 60_000
+TRAINING: dict[str, float | int] = {**DEMO_TRAINING, "threads": 2}
+
+# Phase A: production defaults, except the event-time clock (the dataset's timestamps are from 2015,
+# so under the wall clock every event would be "stale" and never scored) and TEST_ENV's changes undone.
+THROUGHPUT_ENV: dict[str, str] = {
+    "KAIROS_WORKER__CLOCK": "event",
+    "KAIROS_WORKER__TICK_SECONDS": "1.0",
+    "KAIROS_WORKER__BATCH_WAIT_SECONDS": "0.005",
+    "KAIROS_POLICY__HOLDOUT_SHARE": "0.05",
+    "KAIROS_LOG__LEVEL": "WARNING",
+}
+# Phase B: every decision may emit (no threshold, gap, caps, quiet hours or holdout), so each user's
+# first browsing event (and every add-to-cart) gives a push: hundreds of latency samples a second.
+# The decision interval stays at its default (60 s of event time per user): with 0, every event is a
+# decision and the worker (about 1,100 events/s then) is overloaded at 2,000/s; see the report.
+LATENCY_ENV: dict[str, str] = {
+    "KAIROS_WORKER__CLOCK": "wall",
+    "KAIROS_WORKER__TICK_SECONDS": "1.0",
+    "KAIROS_WORKER__BATCH_WAIT_SECONDS": "0.005",
+    "KAIROS_POLICY__THRESHOLD": "0.0",
+    "KAIROS_POLICY__MIN_THRESHOLD": "0.0",
+    "KAIROS_POLICY__TRIGGER_THRESHOLDS": "{}",
+    "KAIROS_POLICY__MIN_GAP_SECONDS": "0",
+    "KAIROS_POLICY__ITEM_REPEAT_WINDOW_SECONDS": "0",
+    "KAIROS_POLICY__MAX_PUSHES_PER_24H": "1000000",
+    "KAIROS_POLICY__MAX_PUSHES_PER_7D": "1000000",
+    "KAIROS_POLICY__MAX_PUSHES_PER_LOCAL_DAY": "1000000",
+    "KAIROS_POLICY__MAX_PER_CATEGORY_PER_LOCAL_DAY": "0",
+    "KAIROS_POLICY__QUIET_HOURS_START": "00:00",
+    "KAIROS_POLICY__QUIET_HOURS_END": "00:00",
+    "KAIROS_POLICY__HOLDOUT_SHARE": "0.0",
+    "KAIROS_LOG__LEVEL": "WARNING",
+}
+FETCH_WAIT_MS = 10
+FLOOR_TOPIC = "bench-floor"  # same partition count as events, on the latency phase's broker
+WARMUP_SECONDS = 1.0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- data and model ----------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """The events (key, JSON value) in produce order, and the catalog entries they need."""
+
+    events: list[tuple[bytes, bytes]]
+    catalog: list[tuple[bytes, bytes]]
+    n_dataset: int
+    n_simulated: int
+
+
+def _sim_events_file() -> Path:
+    path = CACHE / f"sim-{SIM_CONFIG.seed}-{SIM_TRAIN_EVENTS}.jsonl"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for event in generate_events(SIM_CONFIG, SIM_TRAIN_EVENTS):
+                f.write(to_json_bytes(event) + b"\n")
+        tmp.replace(path)
+    return path
+
+
+def _dataset(settings: Settings, shift: float = 0.0) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+    """The dataset's events and catalog entries, their times moved by ``shift`` seconds."""
+    events: list[bytes] = []
+    catalog: list[tuple[bytes, bytes]] = []
+    for msg in replay("retailrocket", settings.data_dir, with_catalog=True):
+        m = msg.message
+        if isinstance(m, Event):
+            events.append(to_json_bytes(m.model_copy(update={"ts": m.ts + shift})))
+        elif isinstance(m, CatalogUpdate):
+            moved = m.model_copy(update={"updated_at": m.updated_at + shift})
+            catalog.append((m.item_id.encode(), to_json_bytes(moved)))
+    return events, catalog
+
+
+def live_paced(work: Workload, pace: float) -> Workload:
+    """The same events with event times spaced ``1 / pace`` apart, as a shop at that rate sends them.
+
+    Replaying the dataset's own times runs event time thousands of times faster than wall time, which
+    makes every event-time-driven refresh (trending top list, decays) fire far more often than in a
+    live shop; this is the live-shop view of the same events. Order and every other field are kept.
+    """
+    base = _ts(work.events[0][1])
+    events = [(k, _stamped(v, base + i / pace)) for i, (k, v) in enumerate(work.events)]
+    return Workload(events, work.catalog, work.n_dataset, work.n_simulated)
+
+
+def _ts(raw: bytes) -> float:
+    return float(json.loads(raw)["ts"])
+
+
+def build_workload(settings: Settings, n_events: int) -> Workload:
+    """The real dataset and simulated events merged in time order, cut to ``n_events``.
+
+    The dataset (2015) is moved in time to start with the simulated shop (2026): mixing eras would
+    send the event-time clock back by 11 years, which the decayed counters do not survive (see the
+    report). Merging by time keeps every user's events in order (the two sources share no user).
+    """
+    sim_lines = _sim_events_file().read_bytes().splitlines()
+    rr_first = _dataset_first_ts(settings)
+    rr_events, rr_catalog = _dataset(settings, _ts(sim_lines[0]) - rr_first)
+    n_sim = min(len(sim_lines), max(n_events - len(rr_events), n_events // 4))
+    n_rr = min(len(rr_events), n_events - n_sim)
+    mixed = [
+        v
+        for _, v in heapq.merge(
+            ((_ts(v), v) for v in rr_events[:n_rr]),
+            ((_ts(v), v) for v in sim_lines[:n_sim]),
+            key=lambda x: x[0],
+        )
+    ]
+    events = [(json.loads(v)["user_id"].encode(), v) for v in mixed]
+    sim_catalog = [(c.item_id.encode(), to_json_bytes(c)) for c in World(SIM_CONFIG).initial_catalog()]
+    return Workload(events, rr_catalog + sim_catalog, n_rr, n_sim)
+
+
+def _dataset_first_ts(settings: Settings) -> float:
+    for msg in replay("retailrocket", settings.data_dir, with_catalog=False):
+        return float(msg.message.updated_at if isinstance(msg.message, CatalogUpdate) else msg.message.ts)
+    raise ValueError("empty dataset")
+
+
+def ensure_model(settings: Settings) -> Path:
+    """Train (once) a model on the dataset + simulated events; cached by training config."""
+    from model.cli import train_main
+
+    key = hashlib.sha256(
+        json.dumps([TRAINING, SIM_CONFIG.seed, SIM_TRAIN_EVENTS], sort_keys=True).encode()
+    ).hexdigest()[:10]
+    out = CACHE / f"model-{key}"
+    if (out / ".complete").exists():
+        return out
+    CACHE.mkdir(parents=True, exist_ok=True)
+    train_file = CACHE / "train-events.jsonl"
+    rr_events, _ = _dataset(settings)
+    with open(train_file, "wb") as f:
+        for line in rr_events:
+            f.write(line + b"\n")
+        f.write(_sim_events_file().read_bytes())
+    config = CACHE / f"training-{key}.json"
+    config.write_text(json.dumps(TRAINING))
+    if out.exists():
+        shutil.rmtree(out)
+    _say(f"[bench] training the benchmark model -> {out} (once; cached)")
+    started = time.monotonic()
+    code = train_main(
+        ["--train", str(train_file), "--train-format", "events", "--out", str(out), "--config", str(config)]
+    )
+    if code != 0:
+        raise RuntimeError(f"training failed with exit code {code}")
+    (out / ".complete").write_text(f"{time.monotonic() - started:.1f}\n")
+    return out
+
+
+# --- phase A: throughput and ceiling -------------------------------------------------------------
+
+
+class ProfiledWorker(WorkerProcess):
+    """The worker under ``py-spy record`` (raw collapsed stacks), when a py-spy binary is given."""
+
+    def __init__(
+        self, *args: Any, py_spy: str | None = None, profile_out: Path | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.py_spy = py_spy
+        self.profile_out = profile_out
+
+    def start(self) -> ProfiledWorker:
+        """Start the worker, wrapped in py-spy when profiling."""
+        if not self.py_spy or self.profile_out is None:
+            super().start()
+            return self
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        cmd = [
+            self.py_spy,
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--threads",
+            "--nonblocking",
+            "-o",
+            str(self.profile_out),
+            "--",
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "worker",
+        ]
+        self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> None:
+        """SIGINT to py-spy (it forwards nothing; so stop the worker itself first), then wait."""
+        if not self.py_spy or self.proc is None:
+            super().stop()
+            return
+        worker_pids = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for pid in worker_pids:
+            os.kill(int(pid), 15)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def measure_throughput(
+    bootstrap: str,
+    model_dir: Path,
+    work: Workload,
+    workdir: Path,
+    py_spy: str | None,
+    profile_out: Path | None,
+) -> dict[str, Any]:
+    """Pre-produce, start the worker, time the first to the last processed event (see module doc)."""
+    produce(bootstrap, "catalog", work.catalog)
+    started = time.monotonic()
+    produce(bootstrap, "events", work.events)
+    produce_s = time.monotonic() - started
+    n = len(work.events)
+    worker = ProfiledWorker(
+        bootstrap,
+        workdir / "state-throughput",
+        model_dir,
+        env=THROUGHPUT_ENV,
+        app_id="bench-throughput",
+        py_spy=py_spy,
+        profile_out=profile_out,
+    ).start()
+    spawned = time.time()
+    try:
+        t0 = c0 = None
+        deadline = time.monotonic() + 120 + n / 1000
+        count = 0.0
+        while time.monotonic() < deadline:
+            if worker.proc is not None and worker.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {worker.tail_log()}")
+            count = worker.metric("kairos_events_total")
+            now = time.time()
+            if t0 is None and count > 0:
+                t0, c0 = now, count
+            if count >= n:
+                break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError(f"worker processed {count:.0f} of {n} events; log: {worker.tail_log()}")
+        t_last = worker.metric("kairos_last_event_timestamp_seconds")
+        outcomes = _outcomes(worker)
+        pushes = worker.metric("kairos_pushes_total")
+        per_event_hist = worker.metric("kairos_event_processing_seconds_sum")
+        batches = worker.metric("kairos_batch_events_count")
+    finally:
+        worker.stop()
+    assert t0 is not None and c0 is not None
+    window = max(t_last - t0, 1e-6)
+    return {
+        "events": n,
+        "events_per_s": (n - c0) / window,
+        "window_s": window,
+        "excluded_startup_s": t0 - spawned,
+        "excluded_events": int(c0),
+        "produce_events_per_s": n / produce_s,
+        "engine_and_commit_us_per_event": 1e6 * per_event_hist / n,
+        "mean_batch": n / batches if batches else None,
+        "pushes": int(pushes),
+        "outcomes": outcomes,
+    }
+
+
+def _outcomes(worker: WorkerProcess) -> dict[str, int]:
+    _, body = worker.get("/metrics")
+    found: Counter[str] = Counter()
+    for line in body.splitlines():
+        if line.startswith("kairos_events_total{"):
+            head, _, value = line.rpartition(" ")
+            outcome = head.split('outcome="', 1)[1].split('"', 1)[0]
+            found[outcome] += int(float(value))
+    return {k: v for k, v in found.items() if v}
+
+
+def measure_ceiling(bootstrap: str, topic: str, n: int) -> dict[str, float]:
+    """A bare confluent-kafka loop: consume the whole topic and parse every record (first to last)."""
+
+    def read(parse: bool) -> float:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-ceiling-{time.monotonic_ns()}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
+            }
+        )
+        try:
+            parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            seen = 0
+            first = None
+            deadline = time.monotonic() + 120
+            while seen < n and time.monotonic() < deadline:
+                for msg in consumer.consume(1000, timeout=0.5):
+                    if msg.error() is not None:
+                        continue
+                    if first is None:
+                        first = time.perf_counter()
+                    if parse:
+                        parse_event(msg.value())
+                    seen += 1
+            if first is None or seen < n:
+                raise TimeoutError(f"ceiling reader saw {seen} of {n}")
+            return (seen - 1) / (time.perf_counter() - first)
+        finally:
+            consumer.close()
+
+    return {"ceiling_events_per_s": read(parse=True), "consume_only_events_per_s": read(parse=False)}
+
+
+# --- phase B: latency and floor ------------------------------------------------------------------
+
+
+def _stamped(template: bytes, ts: float) -> bytes:
+    data = json.loads(template)
+    data["ts"] = ts
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def paced_produce(
+    bootstrap: str, topic: str, events: Iterator[tuple[bytes, bytes]], rate: float, seconds: float
+) -> tuple[int, float]:
+    """Produce at ``rate``/s for ``seconds``; each event's ``ts`` becomes the wall clock at produce."""
+    p = producer(bootstrap)
+    started = time.monotonic()
+    sent = 0
+    total = int(rate * seconds)
+    while sent < total:
+        due = int((time.monotonic() - started) * rate) + 1
+        while sent < min(due, total):
+            key, template = next(events)
+            p.produce(topic, value=_stamped(template, time.time()), key=key)
+            sent += 1
+        p.poll(0)
+        time.sleep(0.0005)
+    p.flush(30)
+    return sent, sent / (time.monotonic() - started)
+
+
+@dataclass(eq=False)  # a Thread must stay hashable
+class LatencyReader(threading.Thread):
+    """Reads a topic from the start; records (receive wall time - stamp) for each message."""
+
+    bootstrap: str
+    topic: str
+    stamp: Callable[[bytes], float]
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (stamp, latency seconds)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        super().__init__(name=f"bench-reader-{self.topic}", daemon=True)
+
+    def run(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"bench-latency-{time.monotonic_ns()}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
+            }
+        )
+        try:
+            parts = list(consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions)
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
+            consumer.consume(1, timeout=0.5)  # connect and fetch once before anyone produces
+            self.ready.set()
+            while not self.stop_event.is_set():
+                # poll() returns as soon as a message is there; consume(n) would wait for n or the timeout.
+                msg = consumer.poll(0.1)
+                if msg is None or msg.error() is not None:
+                    continue
+                now = time.time()
+                stamp = self.stamp(cast(bytes, msg.value()))
+                self.samples.append((stamp, now - stamp))
+        finally:
+            consumer.close()
+
+
+def _latency_stats(samples: list[tuple[float, float]], after: float) -> dict[str, float]:
+    values = np.array([lat for stamp, lat in samples if stamp >= after]) * 1000.0
+    if values.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(values.size),
+        "p50_ms": float(np.percentile(values, 50)),
+        "p90_ms": float(np.percentile(values, 90)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "max_ms": float(values.max()),
+    }
+
+
+def _cycle(events: list[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """The events over and over; from the second pass on, event ids get a suffix (no duplicates)."""
+    rounds = 0
+    while True:
+        if rounds == 0:
+            yield from events
+        else:
+            for key, value in events:
+                data = json.loads(value)
+                data["event_id"] = f"{data['event_id']}~{rounds}"
+                yield key, json.dumps(data, separators=(",", ":")).encode()
+        rounds += 1
+
+
+def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(name, num_partitions=partitions)]).values():
+        future.result()
+
+
+def measure_floor(bootstrap: str, work: Workload, rate: float, seconds: float) -> dict[str, Any]:
+    """The broker's own produce→consume latency: bare producer and bare consumer, same rate."""
+    reader = LatencyReader(bootstrap, FLOOR_TOPIC, lambda raw: float(json.loads(raw)["ts"]))
+    reader.start()
+    reader.ready.wait(15)
+    started = time.time()
+    sent, achieved = paced_produce(bootstrap, FLOOR_TOPIC, _cycle(work.events), rate, seconds)
+    time.sleep(1.0)
+    reader.stop_event.set()
+    reader.join(10)
+    return {
+        "sent": sent,
+        "achieved_rate": achieved,
+        **_latency_stats(reader.samples, started + WARMUP_SECONDS),
+    }
+
+
+def measure_latency(
+    bootstrap: str, model_dir: Path, work: Workload, workdir: Path, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Event→push latency through the worker at ``rate`` (see ``LATENCY_ENV``)."""
+    produce(bootstrap, "catalog", work.catalog)
+    worker = WorkerProcess(
+        bootstrap, workdir / "state-latency", model_dir, env=LATENCY_ENV, app_id="bench-latency"
+    ).start()
+    reader = LatencyReader(bootstrap, "pushes", lambda raw: float(json.loads(raw)["event_ts"]))
+    try:
+        worker.wait_ready(120)
+        time.sleep(2.5)  # two catalog ticks: every item is known before the first event
+        reader.start()
+        reader.ready.wait(15)
+        started = time.time()
+        sent, achieved = paced_produce(
+            bootstrap, "events", _cycle(work.events), rate, seconds + WARMUP_SECONDS
+        )
+        time.sleep(1.5)
+        reader.stop_event.set()
+        reader.join(10)
+        processed = worker.metric("kairos_events_total")
+        outcomes = _outcomes(worker)
+    finally:
+        reader.stop_event.set()
+        worker.stop()
+    stats = _latency_stats(reader.samples, started + WARMUP_SECONDS)
+    return {
+        "sent": sent,
+        "achieved_rate": achieved,
+        "processed": int(processed),
+        "pushes": len(reader.samples),
+        "outcomes": outcomes,
+        **stats,
+    }
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+# (stage, substring of a frame "function (file)") in priority order: the first match names a sample.
+STAGES: list[tuple[str, str]] = [
+    ("start-up (imports)", "importlib._bootstrap"),
+    ("metrics scrape (benchmark's own polling)", "web.py"),
+    ("parse (stream.contract)", "contract.py"),
+    ("GRU step (scorer.step)", "step (model/scorer.py"),
+    ("scoring (scorer.interest/score)", "interest (model/scorer.py"),
+    ("scoring (scorer.interest/score)", "score (model/scorer.py"),
+    ("candidate gathering", "gather_candidates"),
+    ("policy (decide, push building)", "_policy (stream/engine.py"),
+    ("state encode/decode (_load/_save)", "_save (stream/engine.py"),
+    ("state encode/decode (_load/_save)", "_load (stream/engine.py"),
+    ("engine bookkeeping (rest of Engine.process)", "process (stream/engine.py"),
+    ("output + changelog produce/flush (_commit)", "_commit (stream/app.py"),
+    ("metrics/lag bookkeeping in the agent", "_consume (stream/app.py"),
+    ("timers/catalog tick", "_tick (stream/app.py"),
+    ("recovery and startup", "_recover (stream/app.py"),
+    ("event loop in select() (waiting for I/O)", "select (selectors.py"),
+    ("faust stream + aiokafka (take_events, fetch, decode)", "faust"),
+    ("faust stream + aiokafka (take_events, fetch, decode)", "aiokafka"),
+    ("faust stream + aiokafka (take_events, fetch, decode)", "mode/"),
+    ("asyncio event loop", "asyncio"),
+]
+
+
+def summarise_py_spy(path: Path) -> dict[str, Any]:
+    """Time shares per stage from py-spy's collapsed stacks (main thread vs all threads)."""
+    per_stage: Counter[str] = Counter()
+    per_thread: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        thread = frames[0]
+        per_thread[thread] += count
+        total += count
+        rest = frames[1:]
+        stage = "other"
+        for name, needle in STAGES:
+            if any(needle in f for f in rest):
+                stage = name
+                break
+        per_stage[stage] += count
+    return {
+        "samples": total,
+        "stages": dict(per_stage.most_common()),
+        "threads": dict(per_thread.most_common(8)),
+    }
+
+
+class DictState:
+    """An in-memory stand-in for the store transaction (``get``/``put``)."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[int, bytes], bytes | None] = {}
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The staged or stored value."""
+        return self.data.get((partition, key))
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Stage a value."""
+        self.data[(partition, key)] = value
+
+
+def profile_engine(model_dir: Path, work: Workload, batch: int = 512) -> dict[str, Any]:
+    """``Engine.process`` in-process on the events, in worker-sized batches: plain, then cProfile."""
+    from model.scorer import IncrementalScorer
+    from stream.engine import Engine, Inbound, Scorer, StateAccess
+    from stream.partitioning import partition_for
+
+    settings = get_settings().model_copy(deep=True)
+    settings.worker.clock = "event"
+    scorer = IncrementalScorer.load(model_dir, threads=1)
+    records = [Inbound("events", partition_for(k, 4), i, k, v) for i, (k, v) in enumerate(work.events)]
+    catalog = [Inbound("catalog", 0, i, k, v) for i, (k, v) in enumerate(work.catalog)]
+
+    def run() -> float:
+        engine = Engine(settings, cast(Scorer, scorer))
+        engine.owned = {0, 1, 2, 3}
+        state = cast(StateAccess, DictState())
+        engine.apply_catalog(catalog, state)
+        started = time.perf_counter()
+        for i in range(0, len(records), batch):
+            engine.process(records[i : i + batch], state)
+        return time.perf_counter() - started
+
+    plain = run()
+    prof = cProfile.Profile()
+    prof.enable()
+    profiled = run()
+    prof.disable()
+    stats = pstats.Stats(prof)
+    wanted = {
+        "parse_event": ("stream/contract.py", "parse_event"),
+        "GRU step (scorer.step)": ("model/scorer.py", "step"),
+        "scorer.interest": ("model/scorer.py", "interest"),
+        "scorer.score": ("model/scorer.py", "score"),
+        "gather_candidates": ("stream/candidates.py", "gather_candidates"),
+        "policy (Engine._policy)": ("stream/engine.py", "_policy"),
+        "state decode (Engine._load)": ("stream/engine.py", "_load"),
+        "state encode (Engine._save)": ("stream/engine.py", "_save"),
+        "catalog apply (not per event)": ("stream/engine.py", "apply_catalog"),
+        "Engine.process (all)": ("stream/engine.py", "process"),
+    }
+    n = len(records)
+    found: dict[str, float] = {}
+    raw_stats: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for label, (file_part, func) in wanted.items():
+        cum = sum(v[3] for (fname, _, fn), v in raw_stats.items() if fn == func and fname.endswith(file_part))
+        found[label] = 1e6 * cum / n
+    top = sorted(((v[2], f"{Path(k[0]).name}:{k[1]}:{k[2]}") for k, v in raw_stats.items()), reverse=True)[
+        :15
+    ]
+    return {
+        "events": n,
+        "engine_us_per_event": 1e6 * plain / n,
+        "engine_events_per_s": n / plain,
+        "profiled_us_per_event": 1e6 * profiled / n,
+        "cumulative_us_per_event_under_cprofile": found,
+        "top_self_time_us_per_event": [(name, 1e6 * t / n) for t, name in top],
+    }
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What ran the benchmark."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def reading(r: dict[str, Any]) -> list[str]:
+    """The per-event budget of the live-paced run, split with this run's own figures."""
+    t = r["throughput"]
+    per_event = 1e6 / r["events_per_s"]
+    in_batch = t["engine_and_commit_us_per_event"]
+    lines = [
+        f"- Per event the worker spends {per_event:.0f} µs (1 / events_per_s). Of that, "
+        f"{in_batch:.0f} µs are inside the agent's batch (`kairos_event_processing_seconds`: engine, "
+        f"produce + two synchronous flushes, RocksDB), and {per_event - in_batch:.0f} µs outside it: "
+        "faust delivering the records (fetch in aiokafka's thread, the stream, `take_events`), building "
+        "`Inbound` records, lag bookkeeping.",
+    ]
+    eng = (r.get("profile") or {}).get("engine")
+    if eng:
+        e = eng["engine_us_per_event"]
+        lines.append(
+            f"- `Engine.process` alone costs {e:.0f} µs/event in-process, so about "
+            f"{in_batch - e:.0f} µs/event of the batch is `_commit` (produce, flush the pushes, "
+            "produce and flush the changelog, write "
+            f"RocksDB) and the smaller batches the worker sees (mean {t['mean_batch'] or 0:.0f} events, "
+            "not the 512 of the in-process run)."
+        )
+        scale = e / max(eng["profiled_us_per_event"], 1e-9)
+        parts = eng["cumulative_us_per_event_under_cprofile"]
+        inside = ", ".join(
+            f"{k} ≈ {v * scale:.0f}"
+            for k, v in parts.items()
+            if k not in ("Engine.process (all)", "catalog apply (not per event)")
+        )
+        lines.append(
+            f"- Inside the engine (cProfile figures scaled by {scale:.2f} to the unprofiled time, "
+            f"µs/event): {inside}; the rest of the engine's per-event bookkeeping (rounds, feedback, "
+            "engagement, co-visitation, trending, timers) makes up the difference."
+        )
+    lat = r["latency"]
+    lines += [
+        f"- Latency: at {r['rate']:,.0f} events/s the worker ran near its capacity on this shared machine "
+        f"(the latency settings push on about {lat['pushes'] / max(lat['sent'], 1):.0%} of the events, and "
+        "the benchmark's producer and consumer and the broker share the same 2 cores), so queueing, not "
+        "the broker floor, sets p50 and p99. A lower `--rate` separates the two.",
+        "",
+        "Found while building this benchmark (2026-11-22; see the lead's report for the suggested changes):",
+        "",
+        "- `stream/candidates.py` `_ForwardDecay.at`: `math.exp2(-(now - landmark) / half_life)` overflows "
+        "when `now` is far before the landmark. One valid event with a far-future `ts` (the contract "
+        "allows up to 2100) moves the trending landmark there, and every later decision then raises "
+        "`OverflowError` in `gather_candidates` and the agent crashes. Mixing 2015 and 2026 events "
+        "under the event clock did the same in this benchmark, which is why the dataset is moved in time.",
+        "- `TrendingItems.top` recomputes `heapq.nlargest` over every counted item whenever event time "
+        "moves by `trending_refresh_seconds` (30 s) either way. In a replay, event time runs thousands "
+        "of times faster than wall time, so it recomputes every few events: that is the gap between "
+        "`replay_events_per_s` and `events_per_s` (`nlargest` and its key lambda are most of "
+        "`gather_candidates` in the replay profile).",
+    ]
+    return lines
+
+
+def write_report(result: dict[str, Any], command: str) -> None:
+    """Write ``benchmarks/reports/stream_throughput.md``."""
+    r = result
+    t, c, lat, flo = r["throughput"], r["ceiling"], r["latency"], r["floor"]
+    m = r["machine"]
+    lines = [
+        "# Stream worker throughput and event→push latency",
+        "",
+        f"Command: `{command}`  ",
+        f"Run: {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(r['started_at']))}, "
+        f"{r['wall_seconds']:.0f} s wall.  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores shared with other work (load average at start "
+        f"{m['load_avg_at_start']}), Python {m['python']}, embedded Tansu broker (memory storage).",
+        "",
+        "## Figures",
+        "",
+        "| figure | measured | goal | met |",
+        "|---|---|---|---|",
+        f"| events_per_s (one worker process, live-paced event times) | {r['events_per_s']:,.0f} "
+        "| ≥ 50,000 | "
+        f"{'yes' if r['events_per_s'] >= 50_000 else 'no'} |",
+        f"| replay_events_per_s (same events, the dataset's own"
+        f" times) | {r['replay_events_per_s']:,.0f} | | |",
+        f"| ceiling_events_per_s (bare consume + parse_event) | {r['ceiling_events_per_s']:,.0f} | | |",
+        f"| ratio events_per_s / ceiling | {r['ratio']:.3f} |"
+        f" ≥ 0.25 | {'yes' if r['ratio'] >= 0.25 else 'no'} |",
+        f"| p50 / p99 event→push, ms at {r['rate']:,.0f} events/s"
+        f" | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} | | |",
+        f"| floor p50 / p99 produce→consume, ms, same rate | {r['floor_p50_ms']:.1f}"
+        f" / {r['floor_p99_ms']:.1f} | | |",
+        f"| p99 − floor p99, ms | {r['p99_ms'] - r['floor_p99_ms']:.1f} | ≤ 10 | "
+        f"{'yes' if r['p99_ms'] - r['floor_p99_ms'] <= 10 else 'no'} |",
+        "",
+        "## Details",
+        "",
+        f"- Workload: {t['events']:,} events = {r['n_dataset']:,} real `retailrocket-sample` events "
+        f"(moved to 2026) merged in time order with {r['n_simulated']:,} simulated ones "
+        f"(seed {SIM_CONFIG.seed}); "
+        f"{r['n_catalog']:,} catalog entries produced first.",
+        f"- Live-paced run: event times {1e6 / r['pace']:.0f} µs apart "
+        f"({r['pace']:,.0f} events/s of event time)."
+        f" Replay run: {r['throughput_replay']['window_s']:.2f} s window, outcomes "
+        f"{r['throughput_replay']['outcomes']}, pushes {r['throughput_replay']['pushes']}, worker-side "
+        f"{r['throughput_replay']['engine_and_commit_us_per_event']:.0f} µs/event, mean batch "
+        f"{r['throughput_replay']['mean_batch'] or 0:.0f}.",
+        f"- Throughput window {t['window_s']:.2f} s; excluded before it: {t['excluded_startup_s']:.1f} s of "
+        f"start-up (process start, group join, recovery, model load, first fetch) and the "
+        f"{t['excluded_events']:,} events processed by the first poll that saw any.",
+        f"- Outcomes in the throughput run: {t['outcomes']}; pushes {t['pushes']}; mean batch "
+        f"{t['mean_batch'] or 0:.0f} events; the worker's own `kairos_event_processing_seconds` "
+        f"(engine + produce/flush + RocksDB per batch) averages"
+        f" {t['engine_and_commit_us_per_event']:.0f} µs/event.",
+        f"- Pre-produce rate (tests' producer, linger 2 ms): {t['produce_events_per_s']:,.0f} events/s; "
+        f"bare consume without parsing: {c['consume_only_events_per_s']:,.0f} events/s.",
+        f"- Latency run: {lat['sent']:,} events offered at {lat['achieved_rate']:,.0f}/s, "
+        f"{lat['pushes']:,} pushes, {lat['n']:,} samples after the {WARMUP_SECONDS:.0f} s warm-up; "
+        f"p90 {lat.get('p90_ms', 0):.1f} ms, max {lat.get('max_ms', 0):.1f} ms. Outcomes: {lat['outcomes']}.",
+        f"- Floor run: {flo['sent']:,} events at {flo['achieved_rate']:,.0f}/s, {flo['n']:,} samples; "
+        f"p90 {flo.get('p90_ms', 0):.1f} ms, max {flo.get('max_ms', 0):.1f} ms.",
+        "",
+        "## How it is measured",
+        "",
+        "See the module docstring of `benchmarks/stream_throughput.py`. In short: phase A pre-produces the",
+        "catalog and the events, starts `python -m stream.cli worker`, and polls `/metrics` every 0.1 s;",
+        "the window opens at the first poll that sees a processed event and closes at the worker's",
+        "`kairos_last_event_timestamp_seconds` once `kairos_events_total` reaches N. The throughput worker",
+        "runs production defaults except `KAIROS_WORKER__CLOCK=event` (decisions follow event times).",
+        "Phase B uses a fresh broker; the floor and the worker latency are measured one after the other at",
+        "the same offered rate, the worker with these settings:",
+        "",
+        "```",
+        *[f"{k}={v}" for k, v in LATENCY_ENV.items()],
+        "```",
+        "",
+        "The floor and the worker latency run on the same broker instance, one after the other.",
+        "The event→push path crosses the broker twice (events → worker, worker → pushes), each hop",
+        "bounded below by the fetch wait the broker holds (10 ms), so the pipeline's floor is about twice",
+        "the single-hop floor reported here; the goal compares with the single-hop floor as specified.",
+    ]
+    prof = r.get("profile")
+    if prof:
+        lines += ["", "## Where the time goes", ""]
+        for title, eng in (
+            ("live-paced event times", prof.get("engine")),
+            ("the dataset's own event times", prof.get("engine_replay")),
+        ):
+            if not eng:
+                continue
+            lines += [f"### Engine alone, {title}", ""]
+            lines += [
+                f"`Engine.process` alone, in-process, batches of 512, dict-backed state: "
+                f"{eng['engine_us_per_event']:.0f} µs/event ({eng['engine_events_per_s']:,.0f} events/s); "
+                f"under cProfile {eng['profiled_us_per_event']:.0f}"
+                f" µs/event. Cumulative µs/event under cProfile:",
+                "",
+                "| part | µs/event (cProfile) |",
+                "|---|---|",
+                *[f"| {k} | {v:.1f} |" for k, v in eng["cumulative_us_per_event_under_cprofile"].items()],
+                "",
+                "Top self time (µs/event under cProfile): "
+                + "; ".join(f"`{n}` {v:.1f}" for n, v in eng["top_self_time_us_per_event"][:10]),
+                "",
+            ]
+        spy = prof.get("py_spy")
+        if spy:
+            total = max(spy["samples"], 1)
+            lines += [
+                f"py-spy on the worker process during phase A ({spy['samples']:,} samples at 200 Hz, "
+                "all Python threads, idle excluded):",
+                "",
+                "| stage | share of samples |",
+                "|---|---|",
+                *[f"| {k} | {100 * v / total:.1f} % |" for k, v in spy["stages"].items()],
+                "",
+                "Threads: " + "; ".join(f"{k} {100 * v / total:.0f} %" for k, v in spy["threads"].items()),
+            ]
+    notes = reading(r)
+    if notes:
+        lines += ["", "## Reading", "", *notes]
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text("\n".join(lines) + "\n")
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; prints a summary (and with ``--json`` one JSON object as the last line)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="Print one JSON object as the last line.")
+    parser.add_argument("--events", type=int, default=20_000, help="Events for the throughput phase.")
+    parser.add_argument(
+        "--pace", type=float, default=50_000.0, help="Event-time spacing (events/s) of the live-paced run."
+    )
+    parser.add_argument("--rate", type=float, default=2_000.0, help="Offered rate of the latency phase.")
+    parser.add_argument("--seconds", type=float, default=15.0, help="Length of each latency measurement.")
+    parser.add_argument(
+        "--profile", action="store_true", help="Also profile (py-spy on the worker, cProfile)."
+    )
+    parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy binary for --profile.")
+    parser.add_argument("--no-report", action="store_true", help="Do not write the markdown report.")
+    args = parser.parse_args(argv)
+    command = "python benchmarks/stream_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    random.seed(0)
+    started = time.time()
+    settings = get_settings()
+    mach = machine()
+    model_dir = ensure_model(settings)
+    work = build_workload(settings, args.events)
+    live = live_paced(work, args.pace)
+    # Enough distinct events for the latency run (it repeats them, renamed, when it needs more).
+    offered = build_workload(settings, int(args.rate * (args.seconds + WARMUP_SECONDS)))
+    workdir = Path(tempfile.mkdtemp(prefix="kairos-bench-"))
+    profile: dict[str, Any] = {}
+    spy_out = workdir / "py-spy.txt" if args.profile and args.py_spy else None
+    try:
+        with EmbeddedBroker() as broker:
+            ensure_topics(settings_for(broker.bootstrap))
+            _say(f"[bench] phase A: {len(live.events):,} live-paced events through the worker")
+            thr = measure_throughput(broker.bootstrap, model_dir, live, workdir, args.py_spy, spy_out)
+            _say(f"[bench] worker {thr['events_per_s']:,.0f} events/s; ceiling read")
+            ceil = measure_ceiling(broker.bootstrap, "events", len(live.events))
+        with EmbeddedBroker() as broker:
+            ensure_topics(settings_for(broker.bootstrap))
+            _say(f"[bench] phase A': {len(work.events):,} events with the dataset's own times")
+            replayed = measure_throughput(broker.bootstrap, model_dir, work, workdir / "replay", None, None)
+            _say(f"[bench] worker {replayed['events_per_s']:,.0f} events/s with replay timestamps")
+        with EmbeddedBroker() as broker:
+            ensure_topics(settings_for(broker.bootstrap))
+            _create_topic(broker.bootstrap, FLOOR_TOPIC, settings.topics.partitions)
+            _say(f"[bench] phase B: floor at {args.rate:,.0f}/s for {args.seconds:.0f} s")
+            floor = measure_floor(broker.bootstrap, offered, args.rate, args.seconds)
+            _say(f"[bench] phase B: worker latency at {args.rate:,.0f}/s for {args.seconds:.0f} s")
+            lat = measure_latency(broker.bootstrap, model_dir, offered, workdir, args.rate, args.seconds)
+        if args.profile:
+            if spy_out is not None and spy_out.exists():
+                profile["py_spy"] = summarise_py_spy(spy_out)
+                shutil.copy(spy_out, CACHE / "last-py-spy.txt")  # raw stacks for a closer look
+            _say("[bench] profiling Engine.process in-process")
+            profile["engine"] = profile_engine(model_dir, live)
+            profile["engine_replay"] = profile_engine(model_dir, work)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    result: dict[str, Any] = {
+        "events_per_s": thr["events_per_s"],
+        "ceiling_events_per_s": ceil["ceiling_events_per_s"],
+        "ratio": thr["events_per_s"] / ceil["ceiling_events_per_s"],
+        "p50_ms": lat.get("p50_ms", float("nan")),
+        "p99_ms": lat.get("p99_ms", float("nan")),
+        "floor_p50_ms": floor.get("p50_ms", float("nan")),
+        "floor_p99_ms": floor.get("p99_ms", float("nan")),
+        "rate": args.rate,
+        "latency_samples": lat.get("n", 0),
+        "n_dataset": work.n_dataset,
+        "n_simulated": work.n_simulated,
+        "n_catalog": len(work.catalog),
+        "replay_events_per_s": replayed["events_per_s"],
+        "pace": args.pace,
+        "throughput": thr,
+        "throughput_replay": replayed,
+        "ceiling": ceil,
+        "latency": lat,
+        "floor": floor,
+        "machine": mach,
+        "model_dir": str(model_dir),
+        "started_at": started,
+        "wall_seconds": time.time() - started,
+    }
+    if profile:
+        result["profile"] = profile
+    print(
+        f"events_per_s {result['events_per_s']:,.0f}  ceiling {result['ceiling_events_per_s']:,.0f}  "
+        f"ratio {result['ratio']:.3f}\n"
+        f"event->push p50 {result['p50_ms']:.1f} ms p99 {result['p99_ms']:.1f} ms "
+        f"(floor p50 {result['floor_p50_ms']:.1f} p99 {result['floor_p99_ms']:.1f}) at {args.rate:,.0f}/s, "
+        f"{result['latency_samples']} samples",
+        flush=True,
+    )
+    if not args.no_report:
+        write_report(result, command)
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
