@@ -146,7 +146,9 @@ class _ForwardDecay:
         """The decayed value at ``now`` of a stored forward-decayed value."""
         if self.landmark is None:
             return 0.0
-        return stored * math.exp2(-(now - self.landmark) / self.half_life_seconds)
+        # A time before the landmark (out-of-order or far-future events moved it) reads as the landmark:
+        # decayed values never grow backwards, and the exponent cannot overflow.
+        return stored * math.exp2(-max(now - self.landmark, 0.0) / self.half_life_seconds)
 
 
 class CoVisitationIndex:
@@ -320,7 +322,9 @@ class TrendingItems:
 
     def top(self, k: int, now: float) -> list[str]:
         """The ``k`` most popular items, from a cache at most ``refresh_seconds`` of event time old."""
-        stale = self._top_at is None or abs(now - self._top_at) >= self.refresh_seconds or k > self._top_k
+        # Only forward moves of event time refresh: interleaved users' slightly out-of-order times would
+        # otherwise recompute the top list every few events.
+        stale = self._top_at is None or now - self._top_at >= self.refresh_seconds or k > self._top_k
         if stale:
             self._top_k = max(k, 64)
             ranked = heapq.nlargest(self._top_k, self._counts.items(), key=lambda kv: (kv[1], kv[0]))

@@ -19,12 +19,19 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from stream import policy as pol
-from stream.candidates import CoVisitationIndex, Engagement, PromotionBoard, TrendingItems, gather_candidates
+from stream.candidates import (
+    CoVisitationIndex,
+    EngagedItem,
+    Engagement,
+    PromotionBoard,
+    TrendingItems,
+    gather_candidates,
+)
 from stream.contract import (
     EVENT_TYPES,
     CatalogUpdate,
@@ -126,16 +133,32 @@ class _User:
 
 @dataclass(frozen=True)
 class _Ask:
-    """A request to score one user's candidates and decide: what triggered it and when."""
+    """A request to score some candidates of one user and decide, with what was true when it was made.
+
+    Candidates, the user's engagement with them and consent are captured when the ask is made (in
+    stream order), so the decision is the same however the stream was cut into batches.
+    """
 
     user: _User
     trigger: str
     cause: str
     event_ts: float
     now: float
-    items: tuple[str, ...] | None = None  # None: gather the user's candidates
-    sources: tuple[str, ...] = ()
+    items: tuple[str, ...]
+    sources: tuple[str, ...]
+    engaged: dict[str, EngagedItem]
+    session_last_ts: float | None
+    consent: bool | None
     previous_price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """Policy work queued for a user behind their n-th step of the batch, done in the user's order."""
+
+    step: int
+    event: Event  # the event the work belongs to
+    ask: _Ask | None = None  # a decision; None: feedback and the release of held pushes
 
 
 class Engine:
@@ -184,6 +207,7 @@ class Engine:
             state = UserState() if raw is None else UserState.from_bytes(raw)
             engagement = Engagement.from_dict(state.engagement, self.cfg.engagement_max_items)
             user = _User(user_id, partition, state, engagement)
+            self._sync_model(user)
             cache[user_id] = user
         return user
 
@@ -217,12 +241,19 @@ class Engine:
     # -- batches --------------------------------------------------------------------------------
 
     def process(self, records: Sequence[Inbound], txn: StateAccess) -> Outcome:
-        """Apply one batch of events and consent updates; stage the new states in ``txn``."""
+        """Apply one batch of events and consent updates; stage the new states in ``txn``.
+
+        Pass 1 walks the records in stream order: validation, deduplication, bookkeeping, the
+        worker-wide indexes, and the candidates of each decision. Pass 2 runs the GRU steps in
+        rounds (round ``r``: each user's ``r``-th step, batched across users) and, after each round,
+        scores and decides what was queued behind those steps, per user in order.
+        """
         out = Outcome()
         topics = self.settings.topics
         max_bytes = self.settings.worker.max_event_bytes
         users: dict[str, _User] = {}
-        queues: dict[str, list[Event]] = {}
+        steps: dict[str, list[tuple[str, int]]] = {}
+        ops: dict[str, list[_Op]] = {}
         for rec in records:
             try:
                 if rec.topic == topics.consent:
@@ -243,14 +274,12 @@ class Engine:
                 )
                 out.events[("invalid", "dead_letter")] += 1
                 continue
-            self._load(txn, rec.partition, event.user_id, users)
-            queues.setdefault(event.user_id, []).append(event)
             self.watermark = max(self.watermark, event.ts)
-
-        depth = max((len(q) for q in queues.values()), default=0)
-        for r in range(depth):
-            round_events = [(users[u], q[r]) for u, q in queues.items() if r < len(q)]
-            self._round(round_events, out)
+            user = self._load(txn, rec.partition, event.user_id, users)
+            self._bookkeep(
+                user, event, steps.setdefault(event.user_id, []), ops.setdefault(event.user_id, []), out
+            )
+        self._resolve(users, steps, ops, out)
         self._save(txn, users.values())
         return out
 
@@ -259,161 +288,215 @@ class Engine:
         if rec.key is not None and rec.key != user_id.encode("utf-8"):
             raise ContractError("key_mismatch", "message key does not match user_id")
 
-    def _round(self, batch: list[tuple[_User, Event]], out: Outcome) -> None:
-        """Each user's next event: bookkeeping, one batched GRU step, then batched decisions."""
-        step_users: list[_User] = []
-        step_items: list[str] = []
-        step_types: list[int] = []
-        asks: list[_Ask] = []
-        gap = self.settings.worker.session_gap_seconds
-        for user, event in batch:
-            state = user.state
-            if state.seen(event.event_id):
-                out.events[(event.type, "duplicate")] += 1
-                continue
-            user.dirty = True
-            new_session = (
-                state.n_events == 0
-                or (event.session_id is not None and event.session_id != state.session_id)
-                or event.ts - state.last_event_ts > gap
+    def _bookkeep(
+        self, user: _User, event: Event, steps: list[tuple[str, int]], ops: list[_Op], out: Outcome
+    ) -> None:
+        """Pass 1 for one event: everything but the GRU step and the decision, which are queued."""
+        state = user.state
+        if state.seen(event.event_id):
+            out.events[(event.type, "duplicate")] += 1
+            return
+        user.dirty = True
+        new_session = (
+            state.n_events == 0
+            or (event.session_id is not None and event.session_id != state.session_id)
+            or event.ts - state.last_event_ts > self.settings.worker.session_gap_seconds
+        )
+        if new_session:
+            steps.append(("", -1))  # a reset, ordered among the user's steps
+            state.session_id = event.session_id or f"{event.user_id}@{event.ts:.0f}"
+        state.remember_event(event.event_id, event.ts, self.settings.worker.dedupe_event_ids)
+        if event.context is not None:
+            state.policy.observe_time_zone(event.context.time_zone)
+        item = event.item_id
+        if item is not None and event.type in STEP_TYPES:
+            previous = user.engagement.recent(self.cfg.covisit_window)
+            if event.type in ("view", "add_to_cart"):
+                self.covisitation.observe(item, previous, event.ts)
+            self.trending.observe(item, event.type, event.ts)
+            if event.type == "purchase":
+                self.interest_index.discard(item, user.user_id)
+        user.engagement.observe(event.type, item, event.ts)
+        on_behaviour(self.timers, user.user_id, event.type, item, event.event_id, event.ts, self.cfg)
+        if item is not None and event.type in STEP_TYPES:
+            state.remember_item(
+                item, event.type, event.ts, state.session_id, self.settings.worker.recent_items
             )
-            if new_session:
-                state.hidden = None
-                state.session_id = event.session_id or f"{event.user_id}@{event.ts:.0f}"
-            state.remember_event(event.event_id, event.ts, self.settings.worker.dedupe_event_ids)
-            policy_state = state.policy
-            if event.context is not None:
-                policy_state.observe_time_zone(event.context.time_zone)
-            fb = apply_feedback(policy_state, event, self.cfg)
-            if fb is not None:
-                out.feedback.append(fb)
-            out.feedback += settle_ignored(policy_state, event.ts, self.cfg)
-            item = event.item_id
-            if item is not None and event.type in STEP_TYPES:
-                previous = user.engagement.recent(self.cfg.covisit_window)
-                if event.type in ("view", "add_to_cart"):
-                    self.covisitation.observe(item, previous, event.ts)
-                self.trending.observe(item, event.type, event.ts)
-                if event.type == "purchase":
-                    self.interest_index.discard(item, user.user_id)
-            user.engagement.observe(event.type, item, event.ts)
-            on_behaviour(self.timers, user.user_id, event.type, item, event.event_id, event.ts, self.cfg)
-            outcome = "processed"
-            if item is not None and event.type in STEP_TYPES:
-                self._sync_model(user)
-                state.remember_item(
-                    item, event.type, event.ts, state.session_id, self.settings.worker.recent_items
-                )
-                step_users.append(user)
-                step_items.append(item)
-                step_types.append(TYPE_INDEX[event.type])
-            out.events[(event.type, outcome)] += 1
-            self._release_held(user, event.ts, out)
-            if event.type in NUDGE_TYPES:
-                self._maybe_ask(user, event, asks, out)
+            steps.append((item, TYPE_INDEX[event.type]))
+        out.events[(event.type, "processed")] += 1
+        ops.append(_Op(len(steps), event))
+        if event.type in NUDGE_TYPES:
+            ask = self._maybe_ask(user, event, out)
+            if ask is not None:
+                ops.append(_Op(len(steps), event, ask))
 
-        if step_users:
-            indices = self.scorer.item_indices(step_items)
-            unknown = indices < 0
-            if unknown.any():
-                for i in np.flatnonzero(unknown):
-                    kind = EVENT_TYPES[step_types[i]]
-                    out.events[(kind, "processed")] -= 1
-                    out.events[(kind, "unknown_item")] += 1
-            hidden = np.stack(
-                [
-                    u.state.hidden if u.state.hidden is not None else self.scorer.initial_state(1)[0]
-                    for u in step_users
-                ]
-            )
-            new_hidden = self.scorer.step(hidden, indices, np.asarray(step_types, dtype=np.int64))
-            for i, user in enumerate(step_users):
-                user.state.hidden = new_hidden[i]
-                user.state.model_version = self.scorer.version
-        if asks:
-            self._decide(asks, out)
+    def _resolve(
+        self,
+        users: dict[str, _User],
+        steps: dict[str, list[tuple[str, int]]],
+        ops: dict[str, list[_Op]],
+        out: Outcome,
+    ) -> None:
+        """Pass 2: GRU steps in rounds, each followed by the decisions queued behind it."""
+        depth = max((len(s) for s in steps.values()), default=0)
+        for r in range(depth + 1):
+            if r > 0:
+                self._step_round([(users[u], s[r - 1]) for u, s in steps.items() if len(s) >= r], out)
+            due = [(users[u], op) for u, queue in ops.items() for op in queue if op.step == r]
+            if not due:
+                continue
+            asks = [op.ask for _, op in due if op.ask is not None]
+            scored = dict(zip(map(id, asks), self._score(asks, out), strict=True))
+            for user, op in due:
+                if op.ask is not None:
+                    self._policy(op.ask, scored[id(op.ask)], out)
+                    continue
+                # Feedback needs the pushes decided on this user's earlier events, hence pass 2.
+                pstate = user.state.policy
+                fb = apply_feedback(pstate, op.event, self.cfg)
+                if fb is not None:
+                    out.feedback.append(fb)
+                out.feedback += settle_ignored(pstate, op.event.ts, self.cfg)
+                self._release_held(user, op.event.ts, out)
+
+    def _step_round(self, batch: list[tuple[_User, tuple[str, int]]], out: Outcome) -> None:
+        """One GRU step for each user of the round (a reset clears the state instead)."""
+        rows = [(user, item, kind) for user, (item, kind) in batch if kind >= 0]
+        for user, (_, kind) in batch:
+            if kind < 0:
+                user.state.hidden = None
+        if not rows:
+            return
+        indices = self.scorer.item_indices([item for _, item, _ in rows])
+        for i in np.flatnonzero(indices < 0):
+            name = EVENT_TYPES[rows[i][2]]
+            out.events[(name, "processed")] -= 1
+            out.events[(name, "unknown_item")] += 1
+        init = self.scorer.initial_state(1)[0]
+        hidden = np.stack([u.state.hidden if u.state.hidden is not None else init for u, _, _ in rows])
+        new_hidden = self.scorer.step(hidden, indices, np.asarray([k for _, _, k in rows], dtype=np.int64))
+        for i, (user, _, _) in enumerate(rows):
+            user.state.hidden = new_hidden[i]
+            user.state.model_version = self.scorer.version
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def _maybe_ask(self, user: _User, event: Event, asks: list[_Ask], out: Outcome) -> None:
-        """Queue an in-session decision unless it is too late, too soon, or the user is blocked.
+    def _maybe_ask(self, user: _User, event: Event, out: Outcome) -> _Ask | None:
+        """An in-session decision for this event, unless it is too late, too soon, or the user is blocked.
 
-        Scoring a user's candidates is the costly part of an event, so it runs at most once per
-        ``decision_interval_seconds`` of event time per user (always on add_to_cart), and not at all
-        for users no push may reach now; both depend on event times only, not on batch boundaries.
+        Gathering and scoring a user's candidates is the costly part of an event, so it runs at most
+        once per ``decision_interval_seconds`` of event time per user (always on add_to_cart), and
+        not for users no push may reach now. Both depend on event times only.
         """
         state = user.state
         now = self._decision_time(event.ts)
         if now - event.ts > self.settings.worker.max_event_lag_seconds:
             out.suppressions[("in_session", "stale_event")] += 1
-            return
+            return None
         if (
             event.type != "add_to_cart"
             and event.ts - state.last_decision_ts < self.settings.worker.decision_interval_seconds
         ):
-            return
+            return None
+        state.last_decision_ts = event.ts
         blocked = pol.user_blocked(user.user_id, state.policy, now, self.cfg)
         if blocked is not None:
             out.suppressions[("in_session", blocked)] += 1
-            return
-        state.last_decision_ts = event.ts
-        asks.append(_Ask(user, "in_session", event.event_id, event.ts, now))
+            return None
+        merged = gather_candidates(
+            user.engagement, self.covisitation, self.promotions, self.trending, now, self.cfg
+        )
+        items = tuple(c.item_id for c in merged)
+        return self._ask(
+            user, "in_session", event.event_id, event.ts, now, items, tuple(c.source for c in merged)
+        )
+
+    def _ask(
+        self,
+        user: _User,
+        trigger: str,
+        cause: str,
+        event_ts: float,
+        now: float,
+        items: tuple[str, ...],
+        sources: tuple[str, ...],
+        previous_price: float | None = None,
+    ) -> _Ask:
+        engagement = user.engagement
+        engaged = {i: replace(e) for i in items if (e := engagement.get(i)) is not None}
+        return _Ask(
+            user,
+            trigger,
+            cause,
+            event_ts,
+            now,
+            items,
+            sources,
+            engaged,
+            engagement.last_ts,
+            user.state.policy.opted_in,
+            previous_price,
+        )
 
     def _decide(self, asks: list[_Ask], out: Outcome) -> None:
-        """Score every ask's candidates in one batch, then run the policy per user."""
+        """Score and decide asks that wait for no GRU step (catalog changes, timers)."""
+        for ask, scored in zip(asks, self._score(asks, out), strict=True):
+            self._policy(ask, scored, out)
+
+    def _score(self, asks: list[_Ask], out: Outcome) -> list[list[tuple[str, str, float, float]]]:
+        """Score every ask's candidates in one batch; per ask the few that could reach a threshold.
+
+        Returns, per ask, (item, source, raw score, calibrated interest), best first. Also feeds the
+        item -> interested users index that catalog changes use.
+        """
         cfg = self.cfg
-        lists: list[list[str]] = []
-        sources: list[list[str]] = []
-        for ask in asks:
-            if ask.items is not None:
-                lists.append(list(ask.items))
-                sources.append(list(ask.sources) or ["trigger"] * len(ask.items))
-                continue
-            merged = gather_candidates(
-                ask.user.engagement, self.covisitation, self.promotions, self.trending, ask.now, cfg
-            )
-            lists.append([c.item_id for c in merged])
-            sources.append([c.source for c in merged])
-        width = max((len(items) for items in lists), default=0)
+        results: list[list[tuple[str, str, float, float]]] = [[] for _ in asks]
+        width = max((len(a.items) for a in asks), default=0)
         if width == 0:
-            return
-        flat = [item for items in lists for item in items]
-        flat_idx = self.scorer.item_indices(flat) if flat else np.zeros(0, dtype=np.int64)
+            return results
+        flat = [item for a in asks for item in a.items]
+        flat_idx = self.scorer.item_indices(flat)
         cands = np.full((len(asks), width), -1, dtype=np.int64)
         pos = 0
-        for row, items in enumerate(lists):
-            cands[row, : len(items)] = flat_idx[pos : pos + len(items)]
-            pos += len(items)
-        states = np.stack(
-            [
-                a.user.state.hidden if a.user.state.hidden is not None else self.scorer.initial_state(1)[0]
-                for a in asks
-            ]
-        )
+        for row, ask in enumerate(asks):
+            cands[row, : len(ask.items)] = flat_idx[pos : pos + len(ask.items)]
+            pos += len(ask.items)
+        init = self.scorer.initial_state(1)[0]
+        states = np.stack([a.user.state.hidden if a.user.state.hidden is not None else init for a in asks])
         probs = self.scorer.interest(states, cands)
         raws = self.scorer.score(states, cands)
         floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
         for row, ask in enumerate(asks):
-            items = lists[row]
-            p_row = probs[row, : len(items)]
-            valid = cands[row, : len(items)] >= 0
+            n = len(ask.items)
+            p_row = probs[row, :n]
+            valid = cands[row, :n] >= 0
             for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest)):
-                self.interest_index.update(items[i], ask.user.user_id, float(p_row[i]), ask.now)
+                self.interest_index.update(ask.items[i], ask.user.user_id, float(p_row[i]), ask.now)
             # Only candidates that could reach a threshold go through the (Python) policy.
             order = [i for i in np.argsort(-p_row, kind="stable") if valid[i] and p_row[i] >= floor]
-            order = order[: self.max_decide]
-            if not order:
-                out.suppressions[(ask.trigger, "below_threshold")] += 1
-                continue
-            out.interest += [float(p_row[i]) for i in order]
-            self._policy(
-                ask, [(items[i], sources[row][i], float(raws[row, i]), float(p_row[i])) for i in order], out
-            )
+            results[row] = [
+                (ask.items[i], ask.sources[i], float(raws[row, i]), float(p_row[i]))
+                for i in order[: self.max_decide]
+            ]
+            out.interest += [p for _, _, _, p in results[row]]
+        return results
 
     def _policy(self, ask: _Ask, scored: list[tuple[str, str, float, float]], out: Outcome) -> None:
         cfg = self.cfg
         user = ask.user
         pstate = user.state.policy
+        # Decide on the consent in force when the ask was made (a later record in the batch may change it).
+        view = replace(pstate, opted_in=ask.consent)
+        if ask.trigger == "in_session":
+            # Pushes decided since the ask was made (earlier events of this batch) may block it now.
+            blocked = pol.user_blocked(user.user_id, view, ask.now, cfg)
+            if blocked is not None:
+                out.suppressions[(ask.trigger, blocked)] += 1
+                return
+        if not scored:
+            if ask.items:  # candidates, none close to a threshold (no candidate at all counts nothing)
+                out.suppressions[(ask.trigger, "below_threshold")] += 1
+            return
         offset = pol.current_offset(pstate, ask.now, cfg)
         candidates = [
             pol.make_candidate(
@@ -427,8 +510,8 @@ class Engine:
                 cause=ask.cause,
                 event_ts=ask.event_ts,
                 offset=offset,
-                engaged=user.engagement.get(item),
-                session_last_ts=user.engagement.last_ts,
+                engaged=ask.engaged.get(item),
+                session_last_ts=ask.session_last_ts,
                 source=source,
                 previous_price=ask.previous_price,
             )
@@ -438,7 +521,7 @@ class Engine:
         verdicts = pol.decide(
             user.user_id,
             candidates,
-            pstate,
+            view,
             ask.now,
             cfg,
             similarity=lambda a, b: max(pol.default_similarity(a, b), sim(a.item_id, b.item_id)),
@@ -561,36 +644,39 @@ class Engine:
             previous = self.catalog.get(update.item_id)
             self.catalog[update.item_id] = update
             self.promotions.update(update)
-            fired = catalog_triggers(previous, update, now)
+            # A change is judged at its own time when that is ahead of the clock (event-time replays).
+            at = max(now, update.updated_at)
+            fired = catalog_triggers(previous, update, at)
             if not fired and update.promotion is None:
                 continue
             interested = self.interest_index.users_for(
-                update.item_id, now, self.cfg.interest_index_min_interest
+                update.item_id, at, self.cfg.interest_index_min_interest
             )
             owned = [
                 (u, p)
                 for u, _, _ in interested
                 if (p := partition_for(u, self.settings.topics.partitions)) in self.owned
             ]
-            if update.promotion is not None and update.promotion.active_at(now):
+            if update.promotion is not None and update.promotion.active_at(at):
                 schedule_promotion_ending(
-                    self.timers, [u for u, _ in owned], update.item_id, update.promotion, now, self.cfg
+                    self.timers, [u for u, _ in owned], update.item_id, update.promotion, at, self.cfg
                 )
             for trigger, cause in fired:
                 prev_price = previous.effective_price(previous.updated_at) if previous is not None else None
                 for user_id, partition in owned:
                     user = self._load(txn, partition, user_id, users)
                     user.dirty = True  # timers changed
+                    previous_price = prev_price if trigger == "price_drop" else None
                     asks.append(
-                        _Ask(
+                        self._ask(
                             user,
                             trigger,
                             cause,
                             update.updated_at,
-                            now,
+                            at,
                             (update.item_id,),
                             ("catalog",),
-                            prev_price if trigger == "price_drop" else None,
+                            previous_price,
                         )
                     )
         if asks:
@@ -621,16 +707,9 @@ class Engine:
             engaged = user.engagement.get(timer.item_id)
             if timer.kind == "cart_abandonment" and (engaged is None or not engaged.in_cart):
                 continue
+            cause = f"{timer.kind}:{timer.cause}"
             asks.append(
-                _Ask(
-                    user,
-                    timer.kind,
-                    f"{timer.kind}:{timer.cause}",
-                    timer.created_at,
-                    now,
-                    (timer.item_id,),
-                    ("timer",),
-                )
+                self._ask(user, timer.kind, cause, timer.created_at, now, (timer.item_id,), ("timer",))
             )
         if asks:
             self._decide(asks, out)

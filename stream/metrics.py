@@ -40,7 +40,13 @@ EVENT_OUTCOMES: tuple[str, ...] = ("processed", "duplicate", "dead_letter", "unk
 FEEDBACK_KINDS: tuple[str, ...] = ("open", "click", "purchase", "dismiss")
 # Why a model artifact was refused; bounded so that it can label a counter.
 MODEL_FAILURE_REASONS: tuple[str, ...] = (
-    "missing", "io", "checksum", "schema", "invalid_artifact", "smoke_check", "error",
+    "missing",
+    "io",
+    "checksum",
+    "schema",
+    "invalid_artifact",
+    "smoke_check",
+    "error",
 )
 # The value used for anything outside a label's allowed set.
 OTHER = "other"
@@ -82,31 +88,49 @@ def bounded_label(kind: str, value: str, allowed: Iterable[str] | None = None) -
 
 # --- consumption -------------------------------------------------------------------------------
 
-EVENTS = Counter(
-    "kairos_events_total", "Events consumed, by event type and outcome.", ["type", "outcome"]
-)
+EVENTS = Counter("kairos_events_total", "Events consumed, by event type and outcome.", ["type", "outcome"])
 DEAD_LETTERS = Counter(
-    "kairos_dead_letters_total", "Inputs refused to the dead-letter topic, by reason and source topic.",
+    "kairos_dead_letters_total",
+    "Inputs refused to the dead-letter topic, by reason and source topic.",
     ["reason", "topic"],
 )
 EVENT_PROCESSING_SECONDS = Histogram(
     "kairos_event_processing_seconds",
     "Processing time per event (a batch's wall time divided by its size).",
-    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-             1.0),
+    buckets=(
+        1e-5,
+        2.5e-5,
+        5e-5,
+        1e-4,
+        2.5e-4,
+        5e-4,
+        1e-3,
+        2.5e-3,
+        5e-3,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+    ),
 )
 BATCH_SIZE = Histogram(
-    "kairos_batch_events", "Events per processing batch.",
+    "kairos_batch_events",
+    "Events per processing batch.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
 )
 INTEREST_SCORE = Histogram(
-    "kairos_interest_score", "Calibrated interest scores of the candidates the policy looked at (0..1).",
+    "kairos_interest_score",
+    "Calibrated interest scores of the candidates the policy looked at (0..1).",
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
 )
 CONSUMER_LAG = Gauge(
     "kairos_consumer_lag_messages",
     "Messages behind the high-watermark seen in fetch responses, per assigned partition.",
-    ["topic", "partition"], multiprocess_mode="livemostrecent",
+    ["topic", "partition"],
+    multiprocess_mode="livemostrecent",
 )
 REBALANCES = Counter("kairos_rebalances_total", "Consumer group rebalances (partition assignments) seen.")
 
@@ -114,19 +138,23 @@ REBALANCES = Counter("kairos_rebalances_total", "Consumer group rebalances (part
 
 PUSHES = Counter("kairos_pushes_total", "Pushes emitted to the outbound topic, by trigger.", ["trigger"])
 PUSH_SUPPRESSIONS = Counter(
-    "kairos_push_suppressions_total", "Push candidates suppressed by the policy, by trigger and reason.",
+    "kairos_push_suppressions_total",
+    "Push candidates suppressed by the policy, by trigger and reason.",
     ["trigger", "reason"],
 )
 PUSH_LATENCY_SECONDS = Histogram(
-    "kairos_push_latency_seconds", "Event time of the triggering event to the push being emitted.",
+    "kairos_push_latency_seconds",
+    "Event time of the triggering event to the push being emitted.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
 PUSH_FEEDBACK = Counter(
-    "kairos_push_feedback_total", "Answers to pushes, by trigger and kind (open, click, purchase, dismiss).",
+    "kairos_push_feedback_total",
+    "Answers to pushes, by trigger and kind (open, click, purchase, dismiss).",
     ["trigger", "kind"],
 )
 PUSH_REVENUE = Counter(
-    "kairos_push_revenue_total", "Revenue (shop currency) of purchases attributed to a push, by trigger.",
+    "kairos_push_revenue_total",
+    "Revenue (shop currency) of purchases attributed to a push, by trigger.",
     ["trigger"],
 )
 
@@ -136,26 +164,33 @@ STATE_KEYS = Gauge(
     "kairos_state_keys", "Keys in a local state store (estimate).", ["store"], multiprocess_mode="livesum"
 )
 STATE_BYTES = Gauge(
-    "kairos_state_bytes", "Bytes used by a local state store (estimate).", ["store"],
+    "kairos_state_bytes",
+    "Bytes used by a local state store (estimate).",
+    ["store"],
     multiprocess_mode="livesum",
 )
 RECOVERY_REMAINING = Gauge(
-    "kairos_recovery_remaining_messages", "Changelog messages left to replay before the state is recovered.",
+    "kairos_recovery_remaining_messages",
+    "Changelog messages left to replay before the state is recovered.",
     multiprocess_mode="livesum",
 )
 RECOVERY_IN_PROGRESS = Gauge(
-    "kairos_recovery_in_progress", "1 while the worker replays changelogs into its local state.",
+    "kairos_recovery_in_progress",
+    "1 while the worker replays changelogs into its local state.",
     multiprocess_mode="livemax",
 )
 
 # --- model -------------------------------------------------------------------------------------
 
 MODEL_INFO = Gauge(
-    "kairos_model_info", "1 for the model version being served (0 for versions served before).", ["version"],
+    "kairos_model_info",
+    "1 for the model version being served (0 for versions served before).",
+    ["version"],
     multiprocess_mode="livemax",
 )
 MODEL_LOAD_SECONDS = Histogram(
-    "kairos_model_load_seconds", "Time to load and smoke-check a model artifact.",
+    "kairos_model_load_seconds",
+    "Time to load and smoke-check a model artifact.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 MODEL_LOAD_FAILURES = Counter(
@@ -166,11 +201,13 @@ MODEL_RELOADS = Counter("kairos_model_reloads_total", "Model swaps to a new vers
 # --- process -----------------------------------------------------------------------------------
 
 WORKER_UP = Gauge(
-    "kairos_worker_up", "1 while a worker process runs its main loop (summed over processes).",
+    "kairos_worker_up",
+    "1 while a worker process runs its main loop (summed over processes).",
     multiprocess_mode="livesum",
 )
 LAST_EVENT_TIMESTAMP = Gauge(
-    "kairos_last_event_timestamp_seconds", "Unix time at which the last event batch was processed.",
+    "kairos_last_event_timestamp_seconds",
+    "Unix time at which the last event batch was processed.",
     multiprocess_mode="livemax",
 )
 

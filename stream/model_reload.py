@@ -199,7 +199,9 @@ class ModelWatcher(Generic[S]):
             metrics.MODEL_RELOADS.inc()
         self._current = scorer
         log.info(
-            "model %s loaded in %.3fs%s", scorer.version, elapsed,
+            "model %s loaded in %.3fs%s",
+            scorer.version,
+            elapsed,
             f" (replaces {previous.version})" if previous is not None else "",
             extra={"model_version": scorer.version, "load_seconds": round(elapsed, 4)},
         )
@@ -210,7 +212,9 @@ class ModelWatcher(Generic[S]):
         metrics.MODEL_LOAD_FAILURES.labels(reason).inc()
         serving = self.version
         log.error(
-            "%s; %s", message, f"still serving model {serving}" if serving else "no model is served",
+            "%s; %s",
+            message,
+            f"still serving model {serving}" if serving else "no model is served",
             extra={"reason": reason},
         )
 
@@ -248,9 +252,10 @@ def install_model(src_dir: Path, model_dir: Path, keep: int = 3) -> Path:
 def _prune_releases(target: Path, newest: Path, keep: int) -> None:
     prefix = target.name + "."
     releases = [
-        p for p in target.parent.iterdir()
+        p
+        for p in target.parent.iterdir()
         if p.name.startswith(prefix) and p.is_dir() and not p.is_symlink() and p != newest
     ]
     releases.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
-    for old in releases[max(0, keep):]:
+    for old in releases[max(0, keep) :]:
         shutil.rmtree(old, ignore_errors=True)

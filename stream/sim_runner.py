@@ -36,8 +36,14 @@ def producer_config(settings: Settings) -> dict[str, str | int | float]:
     """librdkafka producer settings: the connection from the settings plus a short linger for batching."""
     conf = settings.kafka.confluent_config()
     # murmur2_random: the Java default partitioner, which the worker assumes for user keys.
-    conf.update({"linger.ms": 5, "queue.buffering.max.messages": 500_000, "client.id": "kairos-simulator",
-                 "partitioner": "murmur2_random"})
+    conf.update(
+        {
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 500_000,
+            "client.id": "kairos-simulator",
+            "partitioner": "murmur2_random",
+        }
+    )
     return conf
 
 

@@ -98,19 +98,21 @@ class UserState:
         if magic != _MAGIC:
             raise ValueError(f"unknown user state encoding {magic!r}")
         start = _HEADER.size
-        header = json.loads(data[start : start + n])
         body = data[start + n :]
-        hidden = np.frombuffer(body, dtype=np.float32).copy() if body else None
-        return cls(
-            hidden=hidden,
-            model_version=header["mv"],
-            last_event_ts=header["ts"],
-            last_decision_ts=header["dt"],
-            session_id=header["sid"],
-            n_events=header["n"],
-            recent=[RecentItem(i, t, ts, sid) for i, t, ts, sid in header["r"]],
-            event_ids=deque(header["e"]),
-            engagement=header["g"],
-            timers=header["t"],
-            policy=UserPolicyState.from_dict(header["p"]),
-        )
+        try:
+            header = json.loads(data[start : start + n])
+            return cls(
+                hidden=np.frombuffer(body, dtype=np.float32).copy() if body else None,
+                model_version=header["mv"],
+                last_event_ts=header["ts"],
+                last_decision_ts=header["dt"],
+                session_id=header["sid"],
+                n_events=header["n"],
+                recent=[RecentItem(i, t, ts, sid) for i, t, ts, sid in header["r"]],
+                event_ids=deque(header["e"]),
+                engagement=header["g"],
+                timers=header["t"],
+                policy=UserPolicyState.from_dict(header["p"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"malformed user state record: {type(exc).__name__}: {exc}") from exc

@@ -187,8 +187,9 @@ def start_web_server(host: str, port: int, health: Health) -> WebServer:
     handler = type("KairosHandler", (_Handler,), {"health": health})
     httpd = ThreadingHTTPServer((host, port), handler)
     httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="kairos-web", daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="kairos-web", daemon=True
+    )
     thread.start()
     server = WebServer(httpd, thread)
     log.info("metrics and health on %s:%d", server.host, server.port)

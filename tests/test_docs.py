@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_settings_doc_is_current() -> None:
     doc = (ROOT / "docs" / "settings.md").read_text()
-    assert doc.strip() == settings_markdown().strip(), "regenerate: kairos settings --markdown > docs/settings.md"
+    hint = "regenerate it: kairos settings --markdown > docs/settings.md"
+    assert doc.strip() == settings_markdown().strip(), hint
 
 
 def test_every_setting_has_a_description() -> None:

@@ -22,7 +22,15 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[str]:
-    """A fresh embedded broker (memory storage) with Kairos's topics; yields its bootstrap address."""
+    """An embedded broker (memory storage) with Kairos's topics, shared by a module's tests."""
+    with EmbeddedBroker() as b:
+        ensure_topics(settings_for(b.bootstrap))
+        yield b.bootstrap
+
+
+@pytest.fixture
+def own_broker() -> Iterator[str]:
+    """A broker for one test alone, so everything on its topics is that test's."""
     with EmbeddedBroker() as b:
         ensure_topics(settings_for(b.bootstrap))
         yield b.bootstrap

@@ -5,16 +5,13 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from model.scorer import IncrementalScorer
-from stream.broker import EmbeddedBroker
 from stream.contract import Event, Push
 from stream.model_reload import install_model
-from stream.topics import ensure_topics
 from tests.integration.test_worker import SCRIPTED_ENV, T0, _catalog, _event, _world
 from tests.support.prometheus import PrometheusServer, prometheus_binary
 from tests.support.worker import WorkerProcess, produce, read_topic, settings_for, train_small_model, wait_for
@@ -61,14 +58,6 @@ def test_prometheus_scrapes_the_worker_and_readiness_follows_recovery(
             assert prom.query_value(f'kairos_model_info{{version="{version}"}}') == 1
     finally:
         worker.stop()
-
-
-@pytest.fixture
-def own_broker() -> Iterator[str]:
-    """A broker for this test alone, so counts on the events topic are this test's."""
-    with EmbeddedBroker() as b:
-        ensure_topics(settings_for(b.bootstrap))
-        yield b.bootstrap
 
 
 def test_hot_reload_during_a_steady_stream_loses_nothing_and_refuses_a_corrupt_model(

@@ -149,7 +149,10 @@ def _malformed(rng: random.Random, i: int) -> bytes:
     return bytes(rng.getrandbits(8) for _ in range(64)) + b"\xff"  # binary garbage
 
 
-def test_malformed_inputs_reach_the_dead_letter_topic_while_valid_events_flow(broker: str, worker_factory):
+def test_malformed_inputs_reach_the_dead_letter_topic_while_valid_events_flow(
+    own_broker: str, worker_factory
+):
+    broker = own_broker
     world = _world()
     items = _catalog(broker, world)
     topics = settings_for(broker).topics
@@ -245,6 +248,7 @@ def test_kill9_and_restart_gives_the_uninterrupted_state_and_no_duplicate_push(
         )
         got = _states(live.bootstrap, "crash")
         pushes = _pushes(live.bootstrap)
+        w2.stop()  # while its broker is still up, so it can leave the group cleanly
 
     ids = [p.push_id for p in pushes]
     assert len(ids) == len(set(ids)), "a push_id appears twice on the outbound topic"

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def _install_prometheus() -> None:
     # `make test` runs this script first; running it here too lets plain `pytest` work. It is a no-op when
     # the tools are present and exits quietly without root.
-    subprocess.run(["bash", str(ROOT / "deploy" / "install-test-deps.sh")], timeout=600, check=False,
-                   capture_output=True)
+    subprocess.run(
+        ["bash", str(ROOT / "deploy" / "install-test-deps.sh")], timeout=600, check=False, capture_output=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +30,9 @@ def promtool() -> str:
         _install_prometheus()
     path = shutil.which("promtool")
     if path is None:
-        pytest.skip("promtool is not installed and deploy/install-test-deps.sh could not install it "
-                    "(needs root)")
+        pytest.skip(
+            "promtool is not installed and deploy/install-test-deps.sh could not install it (needs root)"
+        )
     return path
 
 
@@ -40,8 +42,9 @@ def prometheus_available() -> None:
     if shutil.which("prometheus") is None:
         _install_prometheus()
     if shutil.which("prometheus") is None:
-        pytest.skip("prometheus is not installed and deploy/install-test-deps.sh could not install it "
-                    "(needs root)")
+        pytest.skip(
+            "prometheus is not installed and deploy/install-test-deps.sh could not install it (needs root)"
+        )
 
 
 @pytest.fixture()

@@ -143,8 +143,10 @@ def compose_command() -> tuple[list[str], bool] | None:
 def test_docker_compose_config(tmp_path: Path) -> None:
     found = compose_command()
     if found is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed; the YAML checks above stand "
-                    "in for `docker compose config`")
+        pytest.skip(
+            "neither `docker compose` nor `docker-compose` is installed; the YAML checks above stand "
+            "in for `docker compose config`"
+        )
     command, legacy = found
     path = COMPOSE
     if legacy:
@@ -153,8 +155,13 @@ def test_docker_compose_config(tmp_path: Path) -> None:
         data.pop("name", None)
         path = tmp_path / "docker-compose.yml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
-    result = subprocess.run([*command, "-f", str(path), "--project-directory", str(ROOT), "config", "-q"],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [*command, "-f", str(path), "--project-directory", str(ROOT), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -165,26 +172,35 @@ def run_topic_script(tmp_path: Path, env: dict[str, str]) -> list[dict[str, Any]
     fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> "{log}"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KAIROS_")}
-    subprocess.run(["bash", str(DEPLOY / "kafka" / "create-topics.sh")], check=True, timeout=30,
-                   env={**clean, **env, "KAFKA_TOPICS": str(fake)}, capture_output=True)
+    subprocess.run(
+        ["bash", str(DEPLOY / "kafka" / "create-topics.sh")],
+        check=True,
+        timeout=30,
+        env={**clean, **env, "KAFKA_TOPICS": str(fake)},
+        capture_output=True,
+    )
     created = []
     for line in log.read_text().splitlines():
         if "--create" not in line:
             continue
         words = line.split()
         configs = {words[i + 1] for i, w in enumerate(words) if w == "--config"}
-        created.append({
-            "name": words[words.index("--topic") + 1],
-            "partitions": int(words[words.index("--partitions") + 1]),
-            "rf": int(words[words.index("--replication-factor") + 1]),
-            "configs": configs,
-            "if_not_exists": "--if-not-exists" in words,
-        })
+        created.append(
+            {
+                "name": words[words.index("--topic") + 1],
+                "partitions": int(words[words.index("--partitions") + 1]),
+                "rf": int(words[words.index("--replication-factor") + 1]),
+                "configs": configs,
+                "if_not_exists": "--if-not-exists" in words,
+            }
+        )
     return created
 
 
 OVERRIDES = {
-    "KAIROS_TOPICS__PARTITIONS": "8", "KAIROS_TOPICS__EVENTS": "shop-events", "KAIROS_WORKER__APP_ID": "b",
+    "KAIROS_TOPICS__PARTITIONS": "8",
+    "KAIROS_TOPICS__EVENTS": "shop-events",
+    "KAIROS_WORKER__APP_ID": "b",
 }
 
 
@@ -214,8 +230,10 @@ def test_compose_topics_service_runs_the_script() -> None:
     topics = compose()["services"]["topics"]
     assert "./deploy/kafka/create-topics.sh:/create-topics.sh:ro" in topics["volumes"]
     assert topics["entrypoint"][-1] == "/create-topics.sh"
-    assert env_of(topics)["KAIROS_TOPICS__PARTITIONS"] == env_of(compose()["services"]["worker"])[
-        "KAIROS_TOPICS__PARTITIONS"]
+    assert (
+        env_of(topics)["KAIROS_TOPICS__PARTITIONS"]
+        == env_of(compose()["services"]["worker"])["KAIROS_TOPICS__PARTITIONS"]
+    )
 
 
 def test_dockerfile() -> None:
@@ -256,9 +274,18 @@ def test_grafana_provisioning_and_dashboard() -> None:
             assert target["expr"].strip(), panel["title"]
             assert target["datasource"]["uid"] == ds["uid"], panel["title"]
     titles = " ".join(p["title"].lower() for p in panels)
-    for topic in ("throughput in", "throughput out", "lag per partition", "processing time", "latency",
-                  "pushes by trigger", "suppressions by reason", "dead letters", "model version",
-                  "state size"):
+    for topic in (
+        "throughput in",
+        "throughput out",
+        "lag per partition",
+        "processing time",
+        "latency",
+        "pushes by trigger",
+        "suppressions by reason",
+        "dead letters",
+        "model version",
+        "state size",
+    ):
         assert topic in titles, f"no panel about {topic}"
     exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.99," in exprs

@@ -35,12 +35,20 @@ def test_observe_many_equals_repeated_observe() -> None:
         metrics.observe_many(at_once, value, count)
     metrics.observe_many(at_once, 0.5, 0)
     text = generate_latest(registry).decode()
-    a = {(s.name.replace("a_", ""), tuple(sorted(s.labels.items()))): s.value
-         for f in text_string_to_metric_families(text) if f.name == "a_seconds" for s in f.samples
-         if not s.name.endswith("_created")}
-    b = {(s.name.replace("b_", ""), tuple(sorted(s.labels.items()))): s.value
-         for f in text_string_to_metric_families(text) if f.name == "b_seconds" for s in f.samples
-         if not s.name.endswith("_created")}
+    a = {
+        (s.name.replace("a_", ""), tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "a_seconds"
+        for s in f.samples
+        if not s.name.endswith("_created")
+    }
+    b = {
+        (s.name.replace("b_", ""), tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "b_seconds"
+        for s in f.samples
+        if not s.name.endswith("_created")
+    }
     assert a == pytest.approx(b)
     assert a[("seconds_count", ())] == 511
 
@@ -153,11 +161,10 @@ def test_exposition_passes_promtool_lint() -> None:
         pytest.skip("promtool not installed (deploy/install-test-deps.sh installs Debian's prometheus)")
     metrics.init_labels(["events"])
     body, _ = metrics.render_latest()
-    kairos_only = "\n".join(
-        line for line in body.decode().splitlines() if "kairos_" in line
-    ) + "\n"
-    result = subprocess.run([promtool, "check", "metrics"], input=kairos_only.encode(), capture_output=True,
-                            timeout=30)
+    kairos_only = "\n".join(line for line in body.decode().splitlines() if "kairos_" in line) + "\n"
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=kairos_only.encode(), capture_output=True, timeout=30
+    )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
 
 
@@ -186,13 +193,25 @@ MULTIPROCESS_READER = textwrap.dedent(
 def test_multiprocess_mode_merges_processes(tmp_path: Path) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
     for count, mode in [(5, "stay"), (7, "exit")]:
-        subprocess.run([sys.executable, "-c", MULTIPROCESS_CHILD, str(count), mode], env=env, check=True,
-                       timeout=60, cwd=ROOT)
-    out = subprocess.run([sys.executable, "-c", MULTIPROCESS_READER], env=env, check=True,
-                         capture_output=True, timeout=60, cwd=ROOT).stdout.decode()
+        subprocess.run(
+            [sys.executable, "-c", MULTIPROCESS_CHILD, str(count), mode],
+            env=env,
+            check=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+    out = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_READER],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+    ).stdout.decode()
     values = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(out) for s in family.samples
+        for family in text_string_to_metric_families(out)
+        for s in family.samples
     }
     # Counters and histograms sum over every process, finished ones included.
     assert values[("kairos_events_total", (("outcome", "processed"), ("type", "view")))] == 12

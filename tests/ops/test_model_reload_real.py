@@ -23,8 +23,9 @@ def build_artifact(out: Path, seed: int) -> str:
     torch.manual_seed(seed)
     cfg = TrainConfig.model_validate({"embedding_size": 8, "hidden_size": 8, "threads": 1})
     net = SessionGRU(20, len(EVENT_TYPES), cfg)
-    return save_artifact(out, net, [str(1000 + i) for i in range(20)], cfg, {}, fingerprint=f"ops-{seed}",
-                         calibration={})
+    return save_artifact(
+        out, net, [str(1000 + i) for i in range(20)], cfg, {}, fingerprint=f"ops-{seed}", calibration={}
+    )
 
 
 def test_real_loader_refuses_corrupt_artifact_and_switches(tmp_path: Path) -> None:

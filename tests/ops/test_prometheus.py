@@ -25,8 +25,19 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "kairos.json"
 # Series Prometheus makes itself rather than scraping them from Kairos.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 PROMQL_KEYWORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
-    "inf", "nan",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
 }
 
 
@@ -76,7 +87,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         word = match.group(0)
-        following = text[match.end():].lstrip()
+        following = text[match.end() :].lstrip()
         if following.startswith("(") or word.lower() in PROMQL_KEYWORDS:
             continue  # a function call or an operator keyword
         if re.fullmatch(r"\d+[smhdwy]", word):
@@ -86,8 +97,10 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_metric_name_parser() -> None:
-    expr = ('histogram_quantile(0.99, sum by (le) (rate(kairos_x_bucket{a="b{c}"}[5m]))) > 0.05 '
-            'and on(job) (sum(rate(kairos_y_total[15m])) or vector(0)) / 1e-9 == 0 unless up{job="k"}')
+    expr = (
+        'histogram_quantile(0.99, sum by (le) (rate(kairos_x_bucket{a="b{c}"}[5m]))) > 0.05 '
+        'and on(job) (sum(rate(kairos_y_total[15m])) or vector(0)) / 1e-9 == 0 unless up{job="k"}'
+    )
     assert metric_names(expr) == {"kairos_x_bucket", "kairos_y_total", "up"}
 
 
@@ -129,17 +142,36 @@ def test_dashboard_and_alerts_use_only_exposed_metrics(live_server: tuple[WebSer
         assert not unknown, f"{where} uses {sorted(unknown)}, which /metrics does not expose"
         used |= names
     # The required metrics are all exposed, and the headline ones are used somewhere.
-    for name in ("kairos_events_total", "kairos_dead_letters_total",
-                 "kairos_event_processing_seconds_bucket", "kairos_push_latency_seconds_bucket",
-                 "kairos_pushes_total", "kairos_push_suppressions_total",
-                 "kairos_push_feedback_total", "kairos_push_revenue_total", "kairos_consumer_lag_messages",
-                 "kairos_state_keys", "kairos_state_bytes", "kairos_recovery_remaining_messages",
-                 "kairos_recovery_in_progress", "kairos_rebalances_total", "kairos_model_info",
-                 "kairos_model_load_seconds_bucket", "kairos_model_load_failures_total",
-                 "kairos_model_reloads_total", "kairos_interest_score_bucket", "kairos_worker_up"):
+    for name in (
+        "kairos_events_total",
+        "kairos_dead_letters_total",
+        "kairos_event_processing_seconds_bucket",
+        "kairos_push_latency_seconds_bucket",
+        "kairos_pushes_total",
+        "kairos_push_suppressions_total",
+        "kairos_push_feedback_total",
+        "kairos_push_revenue_total",
+        "kairos_consumer_lag_messages",
+        "kairos_state_keys",
+        "kairos_state_bytes",
+        "kairos_recovery_remaining_messages",
+        "kairos_recovery_in_progress",
+        "kairos_rebalances_total",
+        "kairos_model_info",
+        "kairos_model_load_seconds_bucket",
+        "kairos_model_load_failures_total",
+        "kairos_model_reloads_total",
+        "kairos_interest_score_bucket",
+        "kairos_worker_up",
+    ):
         assert name in exposed, name
-    assert {"kairos_events_total", "kairos_pushes_total", "kairos_consumer_lag_messages",
-            "kairos_model_info", "kairos_dead_letters_total"} <= used
+    assert {
+        "kairos_events_total",
+        "kairos_pushes_total",
+        "kairos_consumer_lag_messages",
+        "kairos_model_info",
+        "kairos_dead_letters_total",
+    } <= used
 
 
 def test_real_prometheus_scrapes_the_web_server(
@@ -157,7 +189,7 @@ def test_real_prometheus_scrapes_the_web_server(
         assert prom.query_value('kairos_dead_letters_total{topic="promtest", reason="bad_json"}') == 3
         assert prom.query_value('sum(kairos_dead_letters_total{topic="promtest"})') == 4
         assert prom.query_value('kairos_consumer_lag_messages{topic="promtest", partition="2"}') == 42
-        assert prom.query_value('max(kairos_worker_up)') == 1
+        assert prom.query_value("max(kairos_worker_up)") == 1
         by_reason = {
             r["metric"]["reason"]: float(r["value"][1])
             for r in prom.query('sum by (reason) (kairos_dead_letters_total{topic="promtest"})')

@@ -350,11 +350,6 @@ def test_decisions_do_not_depend_on_batch_boundaries() -> None:
     # Suppression counts are not compared: see the two xfail tests below.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stream/engine.py Engine._round gathers candidates (_decide) after the whole round's "
-    "bookkeeping, so an ask sees trending/co-visitation updates of events later in the stream",
-)
 def test_candidates_do_not_see_later_events_of_other_users() -> None:
     # i5 is popular with everyone (interest 0.6 with no history). Bob searches before anyone viewed
     # i5, so nothing is trending yet and he has no candidate; Alice views i5 a second later.
@@ -371,11 +366,6 @@ def test_candidates_do_not_see_later_events_of_other_users() -> None:
     assert pushes[1] == pushes[0]  # in one batch Bob is also pushed i5, "trending" after his search
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stream/engine.py Engine._decide returns early when no ask of the call has a candidate "
-    "(width == 0) but counts below_threshold for an empty ask batched with others",
-)
 def test_suppression_counts_do_not_depend_on_batching() -> None:
     settings = make_settings(quota_trending=0)  # no trending: Bob's search has no candidate at all
     records = [ev("b1", "bob", "search", None, T0, query="q"), ev("a1", "alice", "view", "i1", T0)]
@@ -620,11 +610,6 @@ def test_swap_model_does_not_replay_other_sessions() -> None:
 # -- consent order, stale events, quiet hours ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stream/engine.py Engine.process applies consent records while parsing the batch, before the "
-    "rounds run the batch's events, so an opt-in later in the batch already covers earlier events",
-)
 def test_consent_applies_from_its_place_in_the_batch() -> None:
     records = [
         ev("e1", "u1", "view", "i1", T0),

@@ -131,11 +131,6 @@ def test_corrupt_record_raises_value_error(data: bytes) -> None:
         UserState.from_bytes(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stream/state.py UserState.from_bytes indexes the JSON header directly: a header missing "
-    "fields raises KeyError and a non-object header TypeError, not the documented ValueError",
-)
 @pytest.mark.parametrize("header", [b"{}", b"[]"])
 def test_well_formed_json_header_of_the_wrong_shape_raises_value_error(header: bytes) -> None:
     data = b"K1" + len(header).to_bytes(4, "big") + header

@@ -83,11 +83,13 @@ class PrometheusServer:
         config = {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "rule_files": [str(p) for p in self.rule_files],
-            "scrape_configs": [{
-                "job_name": self.job,
-                "scrape_timeout": self.scrape_interval,
-                "static_configs": [{"targets": self.targets}],
-            }],
+            "scrape_configs": [
+                {
+                    "job_name": self.job,
+                    "scrape_timeout": self.scrape_interval,
+                    "static_configs": [{"targets": self.targets}],
+                }
+            ],
         }
         (root / "prometheus.yml").write_text(yaml.safe_dump(config))
         last_error = ""
@@ -102,7 +104,9 @@ class PrometheusServer:
                     f"--web.listen-address=127.0.0.1:{self.port}",
                     "--log.level=warn",
                 ],
-                stdout=log_file, stderr=subprocess.STDOUT, cwd=root,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=root,
             )
             log_file.close()
             if self._wait_ready():
