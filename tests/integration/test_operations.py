@@ -13,6 +13,7 @@ from model.scorer import IncrementalScorer
 from stream.contract import Event, Push
 from stream.model_reload import install_model
 from tests.integration.test_worker import SCRIPTED_ENV, T0, _catalog, _event, _world
+from tests.ops.test_prometheus import SYNTHETIC, exposed_names, metric_names, used_expressions
 from tests.support.prometheus import PrometheusServer, prometheus_binary
 from tests.support.worker import WorkerProcess, produce, read_topic, settings_for, train_small_model, wait_for
 
@@ -56,6 +57,11 @@ def test_prometheus_scrapes_the_worker_and_readiness_follows_recovery(
             assert prom.query_value("kairos_worker_up") == 1
             version = IncrementalScorer.load(model_dir).version
             assert prom.query_value(f'kairos_model_info{{version="{version}"}}') == 1
+        # Every metric the dashboard and the alert rules use is one this live worker exports.
+        exposed = exposed_names(worker.get("/metrics")[1])
+        for where, expr in used_expressions():
+            unknown = {n for n in metric_names(expr) if n not in exposed and n not in SYNTHETIC}
+            assert not unknown, f"{where} uses {sorted(unknown)}, which the worker does not export"
     finally:
         worker.stop()
 
