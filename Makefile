@@ -25,6 +25,12 @@ test: install
 	$(BIN)/python -m ruff check stream model tests benchmarks
 	$(BIN)/python -m pytest -q -rs
 
+# Measurements, not tests: each prints figures and writes a report under benchmarks/reports/.
+bench: install
+	$(BIN)/python benchmarks/stream_throughput.py
+	$(BIN)/python benchmarks/push_outcomes.py
+	$(BIN)/python benchmarks/model_quality.py --quick
+
 lint: install
 	$(BIN)/python -m ruff check stream model tests benchmarks
 

@@ -36,7 +36,7 @@ SuppressReason = Literal[
     "not_in_catalog",  # no catalog entry for the item
     "out_of_stock",  # stock re-checked at decision / release time
     "promotion_invalid",  # the promotion the push mentions no longer runs
-    "expired",  # the push's expires_at <= now
+    "expired",  # the push's expires_at <= now + min_push_lifetime_seconds (too late to be useful)
     "below_threshold",  # interest < threshold (trigger threshold + responsiveness offset)
     "item_repeat",  # same item pushed within item_repeat_window_seconds
     "already_held",  # the same item already waits for the end of quiet hours
@@ -468,7 +468,7 @@ def _candidate_block(
         return "out_of_stock"
     if not c.promotion_valid:
         return "promotion_invalid"
-    if push_expiry(c, now, config) <= now:
+    if push_expiry(c, now, config) <= now + config.min_push_lifetime_seconds:
         return "expired"
     if c.interest < threshold:
         return "below_threshold"
@@ -593,7 +593,10 @@ def decide(
                 verdict = Verdict("suppress", "not_selected", threshold=threshold)
             elif release_at is None:
                 verdict = Verdict("emit", "ok", threshold=threshold)
-            elif config.quiet_hours_action == "drop" or push_expiry(c, now, config) <= release_at:
+            elif (
+                config.quiet_hours_action == "drop"
+                or push_expiry(c, now, config) <= release_at + config.min_push_lifetime_seconds
+            ):
                 verdict = Verdict("suppress", "quiet_hours", threshold=threshold)
             elif held_room <= 0:
                 verdict = Verdict("suppress", "held_limit", threshold=threshold)
@@ -715,7 +718,7 @@ def release_held(
             reason = "no_consent"
         elif in_holdout(user_id, config.holdout_share, config.holdout_salt):
             reason = "holdout"
-        elif push.expires_at <= now:
+        elif push.expires_at <= now + config.min_push_lifetime_seconds:
             reason = "expired"
         elif catalog is not None:
             entry = catalog(push.item_id)

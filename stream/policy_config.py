@@ -51,6 +51,11 @@ class PolicyConfig(BaseModel):
         7 * 86400.0, description="Never push the same item to the same user twice within this window."
     )
     push_ttl_seconds: float = Field(3600.0, description="A push expires this long after it is created.")
+    min_push_lifetime_seconds: float = Field(
+        600.0,
+        ge=0.0,
+        description="Never emit (or release) a push with less than this long left before it expires.",
+    )
     max_pushes_per_24h: int = Field(3, ge=0, description="Most pushes per user in any rolling 24 hours.")
     max_pushes_per_7d: int = Field(10, ge=0, description="Most pushes per user in any rolling 7 days.")
     max_pushes_per_local_day: int = Field(

@@ -29,6 +29,7 @@ def config(**overrides: Any) -> PolicyConfig:
         "holdout_share": 0.0,
         "threshold": 0.5,
         "trigger_thresholds": {"cart_abandonment": 0.35, "promotion_ending": 0.4},
+        "min_push_lifetime_seconds": 0.0,
     }
     values.update(overrides)
     return PolicyConfig.model_validate(values)

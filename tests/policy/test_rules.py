@@ -402,3 +402,12 @@ def test_decisions_for_the_audit_topic(cfg):
     )
     [(c, verdict)] = decide("u1", [candidate("i9")], UserPolicyState(), T0, cfg)
     assert build_decision("u1", c, verdict, T0, cfg).outcome == "emitted"
+
+
+def test_a_push_with_too_little_time_left_is_not_emitted() -> None:
+    cfg = config(min_push_lifetime_seconds=600.0, push_ttl_seconds=3600.0)
+    fresh = candidate(expires_at=T0 + 601)
+    late = candidate(item_id="i2", expires_at=T0 + 600)
+    verdicts = decide("u1", [fresh], UserPolicyState(), T0, cfg)
+    assert verdicts[0][1].outcome == "emit"
+    assert decide("u1", [late], UserPolicyState(), T0, cfg)[0][1].reason == "expired"
