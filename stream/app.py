@@ -77,7 +77,7 @@ def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
         if kafka.security_protocol == "SASL_SSL":
             ssl_context = faust.ssl.create_default_context(cafile=kafka.ssl_cafile)  # type: ignore[attr-defined]
         return faust.SASLCredentials(
-            username=kafka.sasl_username,
+            username=kafka.sasl_username or "",
             password=password,
             mechanism=kafka.sasl_mechanism or "PLAIN",
             ssl_context=ssl_context,
@@ -87,9 +87,9 @@ def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
 
         context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
         if kafka.ssl_certfile:
-            password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
+            key_password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
             context.load_cert_chain(
-                str(kafka.ssl_certfile), kafka.ssl_keyfile and str(kafka.ssl_keyfile), password
+                str(kafka.ssl_certfile), kafka.ssl_keyfile and str(kafka.ssl_keyfile), key_password
             )
         return faust.SSLCredentials(context)
     return None
@@ -156,10 +156,10 @@ class Worker:
         )
         app.agent(source, name="kairos.events")(self._consume)
         app.timer(s.worker.tick_seconds, on_leader=False)(self._tick)
-        app.on_partitions_assigned.connect(self._on_assigned)
-        app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.task(self._on_startup)
-        app.on_before_shutdown.connect(self._on_shutdown)
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         return app
 
     async def _on_startup(self) -> None:
@@ -270,7 +270,7 @@ class Worker:
                     )
                 elif key is not None:
                     writes[key] = msg.value()
-                meta.changelog_offset = max(meta.changelog_offset, msg.offset())
+                meta.changelog_offset = max(meta.changelog_offset, msg.offset() or 0)
             pstore.write(writes, meta)
             applied[p] = applied.get(p, 0) + len(batch)
             metrics.set_recovery(True, 0)
@@ -280,8 +280,11 @@ class Worker:
         found: dict[int, list[Push]] = {}
         for p, batch in replay_partitions(self.settings, self.topics.pushes, starts):
             for msg in batch:
+                value = msg.value()
                 try:
-                    found.setdefault(p, []).append(Push.model_validate_json(msg.value(), strict=False))
+                    if value is None:
+                        raise ValueError("no value")
+                    found.setdefault(p, []).append(Push.model_validate_json(value, strict=False))
                 except ValueError:
                     log.warning("unreadable record on %s[%d]@%d", self.topics.pushes, p, msg.offset())
         return found
@@ -290,7 +293,8 @@ class Worker:
 
     async def _consume(self, stream: faust.StreamT) -> None:
         wk = self.settings.worker
-        async for events in stream.take_events(wk.batch_size, within=wk.batch_wait_seconds):
+        batches = stream.take_events(wk.batch_size, within=wk.batch_wait_seconds)  # type: ignore[attr-defined]
+        async for events in batches:
             records = [
                 Inbound(
                     e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value

@@ -97,17 +97,15 @@ def _settings(argv: list[str]) -> int:
 def _schema(argv: list[str]) -> int:
     from stream import contract
 
-    schemas = {
-        name: model.model_json_schema()
-        for name, model in [
-            ("event", contract.Event),
-            ("catalog", contract.CatalogUpdate),
-            ("consent", contract.ConsentUpdate),
-            ("push", contract.Push),
-            ("decision", contract.Decision),
-            ("dead_letter", contract.DeadLetter),
-        ]
-    }
+    models: list[tuple[str, type[contract.BaseModel]]] = [
+        ("event", contract.Event),
+        ("catalog", contract.CatalogUpdate),
+        ("consent", contract.ConsentUpdate),
+        ("push", contract.Push),
+        ("decision", contract.Decision),
+        ("dead_letter", contract.DeadLetter),
+    ]
+    schemas = {name: model.model_json_schema() for name, model in models}
     print(json.dumps(schemas, indent=2))
     return 0
 

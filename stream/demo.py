@@ -122,14 +122,17 @@ class _TopicTail(threading.Thread):
         try:
             while not self.stop_event.is_set():
                 for msg in consumer.consume(500, timeout=0.2):
-                    if msg.error() is not None:
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            _say(f"[demo] consumer: {msg.error()}")
+                    err, value = msg.error(), msg.value()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            _say(f"[demo] consumer: {err}")
+                        continue
+                    if value is None:
                         continue
                     if msg.topic() == t.pushes:
-                        self._on_push(msg.value())
+                        self._on_push(value)
                     else:
-                        self._on_dead_letter(msg.value())
+                        self._on_dead_letter(value)
         finally:
             consumer.close()
 

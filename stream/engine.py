@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -62,7 +63,7 @@ STEP_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase"})
 RELEASE_KIND = "release_held"
 
 
-class Scorer:
+class Scorer(Protocol):
     """What the engine needs from a model (``model.scorer.IncrementalScorer`` provides it)."""
 
     version: str
@@ -75,7 +76,7 @@ class Scorer:
     def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
 
 
-class StateAccess:
+class StateAccess(Protocol):
     """Read and stage user state records (``stream.store.Transaction`` provides it)."""
 
     def get(self, partition: int, key: bytes) -> bytes | None: ...
@@ -368,8 +369,8 @@ class Engine:
         if not rows:
             return
         indices = self.scorer.item_indices([item for _, item, _ in rows])
-        for i in np.flatnonzero(indices < 0):
-            name = EVENT_TYPES[rows[i][2]]
+        for unknown in np.flatnonzero(indices < 0):
+            name = EVENT_TYPES[rows[int(unknown)][2]]
             out.events[(name, "processed")] -= 1
             out.events[(name, "unknown_item")] += 1
         init = self.scorer.initial_state(1)[0]
@@ -612,7 +613,7 @@ class Engine:
                 Decision(
                     user_id=user.user_id,
                     item_id=item,
-                    trigger=trigger,
+                    trigger=trigger,  # type: ignore[arg-type]
                     outcome=outcome,  # type: ignore[arg-type]
                     reason=reason,
                     score=float(score),

@@ -55,10 +55,11 @@ class Outbox:
         if err is not None:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
             return
-        tp = (msg.topic(), msg.partition())
-        offset = msg.offset()
-        if offset is not None and offset > self.acked.get(tp, -1):
-            self.acked[tp] = offset
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            return
+        if offset > self.acked.get((topic, partition), -1):
+            self.acked[(topic, partition)] = offset
 
     def produce(
         self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None
@@ -128,7 +129,7 @@ def replay_partitions(
             for msg in consumer.consume(batch, timeout=0.2):
                 err = msg.error()
                 if err is None:
-                    records.setdefault(msg.partition(), []).append(msg)
+                    records.setdefault(msg.partition() or 0, []).append(msg)
                 elif err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                     pending.discard(msg.partition())
                 else:

@@ -81,9 +81,9 @@ class PartitionStore:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every user record (bookkeeping excluded)."""
-        for key, value in self._db.items():
-            if not bytes(key).startswith(b"\x00"):
-                yield bytes(key), bytes(value)
+        for key, value in self._db.items():  # raw mode: keys and values are bytes
+            if isinstance(key, bytes) and isinstance(value, bytes) and not key.startswith(b"\x00"):
+                yield key, value
 
     def estimated_keys(self) -> int:
         """RocksDB's estimate of the number of keys."""
