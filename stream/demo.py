@@ -223,7 +223,9 @@ def demo_main(argv: list[str]) -> int:
         tail = _TopicTail(settings, args.quiet)
         tail.start()
         _say(f"[demo] simulated shop running at ~{args.rate:.0f} events/s; pushes below (Ctrl-C stops)")
-        producer = Producer({**settings.kafka.confluent_config(), "partitioner": "murmur2_random"})
+        producer: Producer | None = Producer(
+            {**settings.kafka.confluent_config(), "partitioner": "murmur2_random"}
+        )
         next_bad = time.monotonic() + 5.0
         bad_index = 0
         while not stop.is_set():
@@ -232,7 +234,7 @@ def demo_main(argv: list[str]) -> int:
             if worker.poll() is not None:
                 _say(f"[demo] the worker exited with {worker.returncode}")
                 break
-            if time.monotonic() >= next_bad:
+            if time.monotonic() >= next_bad and producer is not None:
                 producer.produce(settings.topics.events, MALFORMED[bad_index % len(MALFORMED)], key=b"u-demo")
                 producer.flush(5)
                 bad_index += 1
@@ -255,8 +257,12 @@ def demo_main(argv: list[str]) -> int:
             "seconds": round(time.monotonic() - started, 1),
         }
     finally:
+        # Close every client before the broker goes, so none logs a lost connection after the summary.
+        producer = None
         if sim is not None:
             sim.stop()
+            sim._publisher = None  # drops its librdkafka producer now
+            sim = None
         if tail is not None:
             tail.stop_event.set()
             tail.join(5)
