@@ -52,7 +52,7 @@ class PolicyConfig(BaseModel):
     )
     push_ttl_seconds: float = Field(3600.0, description="A push expires this long after it is created.")
     min_push_lifetime_seconds: float = Field(
-        600.0,
+        900.0,
         ge=0.0,
         description="Never emit (or release) a push with less than this long left before it expires.",
     )
