@@ -55,6 +55,7 @@ from benchmarks.baselines import (  # noqa: E402
 )
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.contract import CatalogUpdate, ConsentUpdate, Event, Push, to_json_bytes  # noqa: E402
+from stream.demo import DEMO_TRAINING  # noqa: E402
 from stream.policy import in_holdout  # noqa: E402
 from stream.policy_config import PolicyConfig  # noqa: E402
 from stream.settings import Settings  # noqa: E402
@@ -67,19 +68,8 @@ REPORT = ROOT / "benchmarks" / "reports" / "push_outcomes.md"
 CLOCK_USER = "bench-clock"
 # Steps end this much before the quarter hour, so no step straddles a quiet-hours boundary.
 STEP_EPSILON = 1e-3
-# Model training: small and quick on 2 cores (same shape as the demo model).
-TRAINING: dict[str, float | int] = {
-    "embedding_size": 48,
-    "hidden_size": 48,
-    "n_negatives": 256,
-    "batch_size": 256,
-    "bptt": 3,
-    "learning_rate": 0.005,
-    "epochs": 3,
-    "patience": 1,
-    "max_valid_cases": 2000,
-    "threads": 2,
-}
+# Model training: the demo model's shape (small and quick on 2 cores).
+TRAINING: dict[str, float | int] = {**DEMO_TRAINING, "threads": 2}
 COUNTERS = (
     "pushes",
     "opens",
