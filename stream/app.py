@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -33,7 +34,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream import metrics
-from stream.contract import Push, to_json_bytes
+from stream.contract import ContractError, Push, dead_letter, to_json_bytes
 from stream.engine import Engine, Inbound, Outcome
 from stream.kafka_io import DeliveryError, Outbox, consume_forever, replay_partitions
 from stream.model_reload import ModelWatcher
@@ -232,7 +233,7 @@ class Worker:
             txn = Transaction(self.store)
             n_pushes = self.engine.apply_recovered_pushes(p, pushes.get(p, []), txn)
             if txn.writes:
-                self._commit(Outcome(), txn)
+                self._commit_or_die(Outcome(), txn)
             users = self.engine.adopt(p, pstore.items())
             pstore.ready = True
             self._recovering.discard(p)
@@ -311,13 +312,55 @@ class Worker:
                 await self._catalog_ready.wait()  # decisions need stock, prices and promotions
             started = time.perf_counter()
             txn = Transaction(self.store)
-            outcome = self.engine.process(records, txn)
-            self._commit(outcome, txn)
+            try:
+                outcome = self.engine.process(records, txn)
+            except Exception:
+                log.exception("a batch of %d records failed; retrying them one by one", len(records))
+                outcome, txn = self._process_isolated(records)
+            self._commit_or_die(outcome, txn)
             elapsed = time.perf_counter() - started
             metrics.observe_events(outcome.events, elapsed / max(len(records), 1))
             for r in records:
                 self.lag.on_processed(r.topic, r.partition, r.offset)
             self.health.beat()
+
+    def _process_isolated(self, records: list[Inbound]) -> tuple[Outcome, Transaction]:
+        """Process records one at a time; one that still fails goes to the dead-letter topic.
+
+        A record that breaks the engine (a bug, not bad input) must not stop the partition behind
+        it; it is kept, with its bytes and the error, for a replay once the bug is fixed. User state
+        comes from the store again (the failed attempt staged nothing); the worker-wide candidate
+        indexes may count the batch's events twice, which only nudges approximate popularity.
+        """
+        assert self.engine is not None
+        txn = Transaction(self.store)
+        outcome = Outcome()
+        for rec in records:
+            try:
+                outcome.extend(self.engine.process([rec], txn))
+            except Exception as exc:  # noqa: BLE001 - isolate whatever failed
+                log.exception("record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset)
+                error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+                outcome.dead_letters.append(
+                    dead_letter(rec.value, rec.key, error, rec.topic, rec.partition, rec.offset)
+                )
+        return outcome, txn
+
+    def _commit_or_die(self, outcome: Outcome, txn: Transaction) -> None:
+        """Commit the batch, or end the process at once if its output cannot be made durable.
+
+        faust acks a batch's records when the loop body ends, even by an exception, and would then
+        commit their offsets: exiting here (like a kill -9) keeps them uncommitted, so a restarted
+        worker gets them again. librdkafka has already retried for ``message.timeout.ms``.
+        """
+        try:
+            self._commit(outcome, txn)
+        except Exception:
+            log.critical(
+                "the batch's output could not be made durable; exiting for a clean redelivery", exc_info=True
+            )
+            logging.shutdown()
+            os._exit(70)
 
     def _commit(self, outcome: Outcome, txn: Transaction) -> None:
         """Produce the batch's output, then its state changes, then write RocksDB (see module doc)."""
@@ -391,7 +434,7 @@ class Worker:
             log.info("catalog loaded: %d items", len(self.engine.catalog))
         outcome.extend(self.engine.tick(txn))
         if txn.writes or outcome.pushes or outcome.dead_letters:
-            self._commit(outcome, txn)
+            self._commit_or_die(outcome, txn)
         self._publish_gauges()
 
     def _publish_gauges(self) -> None:

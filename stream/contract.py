@@ -48,6 +48,7 @@ DeadLetterReason = Literal[
     "invalid_field",
     "unsupported_version",
     "key_mismatch",
+    "processing_error",  # valid input the worker failed on (a bug): kept for a replay
 ]
 DEAD_LETTER_REASONS: tuple[str, ...] = DeadLetterReason.__args__  # type: ignore[attr-defined]
 

@@ -170,6 +170,7 @@ def test_reasons_are_the_bounded_set() -> None:
         "invalid_field",
         "unsupported_version",
         "key_mismatch",
+        "processing_error",
     }
     err = ContractError("bad_json", "x")
     assert isinstance(err, ValueError) and str(err) == "bad_json: x"

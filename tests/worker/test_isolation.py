@@ -1,0 +1,44 @@
+"""A record the engine fails on is dead-lettered on its own; the rest of its batch is processed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stream.app import Worker
+from stream.contract import DeadLetter
+from tests.stream.fakes import FakeScorer, ev, make_engine, make_settings
+
+
+class BrokenOnItem(FakeScorer):
+    """A scorer with a bug: stepping item i3 raises."""
+
+    def step(self, states: np.ndarray, items: np.ndarray, event_types: np.ndarray) -> np.ndarray:
+        if (items == self.item_indices(["i3"])[0]).any():
+            raise RuntimeError("bug on i3")
+        return super().step(states, items, event_types)
+
+
+def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(tmp_path: Path) -> None:
+    settings = make_settings(worker={"state_dir": tmp_path})
+    settings.kafka.bootstrap_servers = "127.0.0.1:9"  # nothing is sent in this test
+    worker = Worker(settings)
+    worker.engine = make_engine(settings, BrokenOnItem())
+    for p in range(settings.topics.partitions):
+        worker.store.open(p)
+    records = [
+        ev("e1", "alice", "view", "i1", 1.7e9),
+        ev("e2", "bob", "view", "i3", 1.7e9 + 1),
+        ev("e3", "carol", "view", "i2", 1.7e9 + 2),
+    ]
+
+    outcome, txn = worker._process_isolated(records)
+
+    assert [d.reason for d in outcome.dead_letters] == ["processing_error"]
+    letter: DeadLetter = outcome.dead_letters[0]
+    assert letter.original_bytes() == records[1].value and "bug on i3" in letter.error
+    assert outcome.events[("view", "processed")] == 2
+    staged = {key for writes in txn.writes.values() for key in writes}
+    assert {b"alice", b"carol"} <= staged
+    worker.store.close_all()
