@@ -26,6 +26,7 @@ T0 = 1_780_315_200.0  # 2026-06-01 12:00 UTC
 # Deterministic decisions: no quiet hours, every candidate above the threshold, no timers.
 SCRIPTED_ENV = {
     "KAIROS_POLICY__THRESHOLD": "0.0",
+    "KAIROS_POLICY__MIN_THRESHOLD": "0.0",  # else thresholds are clipped up to its default 0.05
     "KAIROS_POLICY__QUIET_HOURS_START": "00:00",
     "KAIROS_POLICY__QUIET_HOURS_END": "00:00",
     "KAIROS_POLICY__CART_ABANDONMENT_DELAY_SECONDS": "1e9",
