@@ -424,7 +424,12 @@ class Engine:
         previous_price: float | None = None,
     ) -> _Ask:
         engagement = user.engagement
-        engaged = {i: replace(e) for i in items if (e := engagement.get(i)) is not None}
+        # A copy: later events of the batch change the user's engagement before the decision runs.
+        engaged = {
+            i: EngagedItem(e.views, e.carts, e.in_cart, e.bought, e.last_ts)
+            for i in items
+            if (e := engagement.get(i)) is not None
+        }
         return _Ask(
             user,
             trigger,
