@@ -1,14 +1,25 @@
 """Calibration of the interest probability: P(candidate occurs within the next ``horizon`` events).
 
-Feature: the candidate's log-probability under the model's softmax over the whole catalog
-(``score - logsumexp(all scores)``), which unlike the raw score is comparable across users. A Platt
-scaling ``sigmoid(a * logp + b)`` is fitted on validation sessions; the candidates of each position are
-the model's top ``n_top`` items, the items that really occur in the next ``horizon`` events, and
-``n_random`` popularity-sampled items (a mix like what the stream asks about). Half of the positions fit,
-the other half measures the expected calibration error (ECE, 15 equal-width bins).
+A Platt scaling ``sigmoid(a * x + b)`` of a per-candidate feature ``x``, fitted on validation sessions.
+The candidates of each position are the model's top ``n_top`` items, the items that really occur in the
+next ``horizon`` events, and ``n_random`` popularity-sampled items (a mix like what the stream asks
+about). Half of the positions fit, the other half measures the expected calibration error (ECE, 15
+equal-width bins). Features (``FEATURES``):
+
+* ``log_softmax`` (artifacts before the cheap features; still loadable): ``score - logsumexp`` over the
+  whole catalog. Comparable across users but costs a (D x n_items) product per user on the hot path.
+* ``sampled_log_softmax``: ``score - m(h)`` where ``m`` is the logsumexp over a fixed sample of items
+  chosen at training time (the ``n_head`` most popular exactly, plus ``n_tail`` others drawn uniformly and
+  weighted by how many they stand for). Its cost is fixed, whatever the catalog size.
+* ``logit``: the raw score ``h . e_i + b_i`` alone (cheapest; not normalised across users).
+
+Training fits every feature and keeps the cheap one with the lower held-out ECE; ``metrics.json`` reports
+the ECE of all three (``ece_by_feature``) so the price of dropping the full softmax is visible.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,20 +88,50 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> 
     return total / max(len(p), 1)
 
 
+CHEAP_FEATURES = ("sampled_log_softmax", "logit")
+FEATURES = ("log_softmax",) + CHEAP_FEATURES
+
+
+def normaliser_sample(
+    counts: np.ndarray, n_head: int = 256, n_tail: int = 768, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Items and log-weights whose weighted logsumexp estimates the logsumexp over the whole catalog.
+
+    The ``n_head`` most frequent items are taken exactly (weight 1: they hold much of the mass); the rest
+    of the catalog is represented by ``n_tail`` items drawn uniformly without replacement, each weighted
+    by ``len(rest) / n_tail``. A catalog no larger than ``n_head + n_tail`` is taken whole (exact).
+    The size never exceeds ``n_head + n_tail``, so the hot path's cost does not grow with the catalog.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    order = np.argsort(-counts, kind="stable")
+    if len(order) <= n_head + n_tail:
+        return np.sort(order).astype(np.int64), np.zeros(len(order), dtype=np.float64)
+    head, rest = order[:n_head], order[n_head:]
+    rng = np.random.default_rng(seed)
+    tail = np.sort(rng.choice(rest, size=n_tail, replace=False))
+    logw = np.concatenate([np.zeros(n_head), np.full(n_tail, np.log(len(rest) / n_tail))])
+    return np.concatenate([head, tail]).astype(np.int64), logw
+
+
 @torch.no_grad()
 def calibration_pairs(
     model: SessionGRU,
     sessions: EncodedSessions,
     horizon: int,
     counts: np.ndarray,
+    norm_items: np.ndarray | None = None,
+    norm_logw: np.ndarray | None = None,
     n_top: int = 20,
     n_random: int = 20,
     max_positions: int = 10_000,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(log-probability feature, label, position id) for candidates at validation positions."""
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """({feature name: values}, label, position id) for candidates at validation positions.
+
+    ``sampled_log_softmax`` is present only when ``norm_items``/``norm_logw`` are given.
+    """
     rng = np.random.default_rng(seed)
-    prefixes, futures = [], []
+    futures = []
     for s in range(len(sessions)):
         a, b = sessions.offsets[s], sessions.offsets[s + 1]
         items = sessions.items[a:b]
@@ -98,44 +139,58 @@ def calibration_pairs(
             future = items[pos : pos + horizon]
             future = future[future >= 0]
             if len(future):
-                prefixes.append(s)
                 futures.append((a, a + pos, future))
     if len(futures) > max_positions:
         keep = rng.choice(len(futures), size=max_positions, replace=False)
         futures = [futures[i] for i in sorted(keep)]
     q = counts / counts.sum()
-    xs, ys, ids = [], [], []
+    names = ["log_softmax", "logit"] + (["sampled_log_softmax"] if norm_items is not None else [])
+    xs: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    ys, ids = [], []
     batch = 512
     for start in range(0, len(futures), batch):
         chunk = futures[start : start + batch]
         items = pad_left([sessions.items[a:e] for a, e, _ in chunk])
         types = np.maximum(pad_left([sessions.types[a:e] for a, e, _ in chunk]), 0)
         h = model.encode_prefixes(torch.from_numpy(items), torch.from_numpy(types))
-        logp = torch.log_softmax(model.full_scores(h), dim=1).numpy()
+        full = model.full_scores(h)
+        logit = full.numpy()
+        logp = torch.log_softmax(full, dim=1).numpy()
+        sampled = None
+        if norm_items is not None and norm_logw is not None:
+            weighted = full[:, torch.from_numpy(norm_items)] + torch.from_numpy(norm_logw).float()
+            sampled = logit - torch.logsumexp(weighted, dim=1, keepdim=True).numpy()
         top = np.argpartition(-logp, n_top, axis=1)[:, :n_top]
         rand = rng.choice(len(q), size=(len(chunk), n_random), p=q)
         for row, (_, _, future) in enumerate(chunk):
             cands = np.unique(np.concatenate([top[row], future, rand[row]]))
-            xs.append(logp[row, cands])
+            xs["log_softmax"].append(logp[row, cands])
+            xs["logit"].append(logit[row, cands])
+            if sampled is not None:
+                xs["sampled_log_softmax"].append(sampled[row, cands])
             ys.append(np.isin(cands, future).astype(np.float64))
             ids.append(np.full(len(cands), start + row))
-    if not xs:
-        return np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
-    return np.concatenate(xs).astype(np.float64), np.concatenate(ys), np.concatenate(ids)
+    if not ys:
+        return {name: np.zeros(0) for name in names}, np.zeros(0), np.zeros(0, np.int64)
+    feats = {name: np.concatenate(v).astype(np.float64) for name, v in xs.items()}
+    return feats, np.concatenate(ys), np.concatenate(ids)
 
 
 def fit_calibration(
     model: SessionGRU, sessions: EncodedSessions, horizon: int, counts: np.ndarray, seed: int = 0
-) -> dict[str, float | int | str]:
-    """Fit Platt scaling on half the validation positions, report ECE on the other half.
+) -> dict[str, Any]:
+    """Fit Platt scaling per feature on half the validation positions, measure ECE on the other half.
 
-    Falls back to an identity-like mapping (a=1, b=0) when there is no usable validation data.
+    Keeps the cheap feature (see ``CHEAP_FEATURES``) with the lower held-out ECE. Falls back to an
+    identity-like mapping of the logit (a=1, b=0) when there is no usable validation data.
     """
-    x, y, ids = calibration_pairs(model, sessions, horizon, counts, seed=seed)
-    if len(x) < 20 or y.min() == y.max():
+    norm_items, norm_logw = normaliser_sample(np.asarray(counts), seed=seed)
+    norm = {"norm_items": norm_items.tolist(), "norm_logw": [round(float(w), 6) for w in norm_logw]}
+    x, y, ids = calibration_pairs(model, sessions, horizon, counts, norm_items, norm_logw, seed=seed)
+    if len(y) < 20 or y.min() == y.max():
         return {
             "method": "platt",
-            "feature": "log_softmax",
+            "feature": "logit",
             "horizon": horizon,
             "a": 1.0,
             "b": 0.0,
@@ -143,19 +198,29 @@ def fit_calibration(
             "n_check": 0,
             "ece_raw": float("nan"),
             "ece": float("nan"),
+            "ece_by_feature": {},
         }
     fit = ids % 2 == 0
-    a, b = platt_fit(x[fit], y[fit])
     check = ~fit if (~fit).any() else fit
+    params: dict[str, tuple[float, float]] = {}
+    eces: dict[str, float] = {}
+    for name, values in x.items():
+        a, b = platt_fit(values[fit], y[fit])
+        params[name] = (a, b)
+        eces[name] = float(expected_calibration_error(platt_apply(values[check], a, b), y[check]))
+    chosen = min(CHEAP_FEATURES, key=lambda name: eces.get(name, float("inf")))
+    a, b = params[chosen]
     return {
         "method": "platt",
-        "feature": "log_softmax",
+        "feature": chosen,
         "horizon": horizon,
         "a": a,
         "b": b,
         "n_fit": int(fit.sum()),
         "n_check": int(check.sum()),
         "positive_rate": float(y[check].mean()),
-        "ece_raw": float(expected_calibration_error(np.exp(x[check]), y[check])),
-        "ece": float(expected_calibration_error(platt_apply(x[check], a, b), y[check])),
+        "ece_raw": float(expected_calibration_error(np.exp(x["log_softmax"][check]), y[check])),
+        "ece": eces[chosen],
+        "ece_by_feature": eces,
+        **(norm if chosen == "sampled_log_softmax" else {}),
     }

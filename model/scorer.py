@@ -5,6 +5,10 @@ last item's embedding when the model has the last-item skip); each event costs o
 The input side of the GRU (item and event-type embeddings times the input weights) is precomputed
 per item, so a step is one (B, H) x (H, 3H) product plus elementwise gates.
 
+``interest`` reads only the candidates' rows plus, for the ``sampled_log_softmax`` calibration feature,
+a fixed sample of at most ``n_head + n_tail`` items (see ``model.calibration``), so its cost does not grow
+with the catalog. Artifacts calibrated on the full ``log_softmax`` still load and score as before.
+
 Unknown items: :meth:`IncrementalScorer.item_indices` maps ids the model never saw to -1; a step with
 -1 returns that row's state unchanged; as a candidate, -1 scores ``-inf`` (raw) and 0 (interest).
 """
@@ -18,6 +22,7 @@ import numpy as np
 import torch
 
 from model.artifact import ArtifactError, load_artifact
+from model.calibration import FEATURES
 from stream.contract import EVENT_TYPES
 
 
@@ -46,6 +51,10 @@ class IncrementalScorer:
         self.calibration_horizon = int(cal.get("horizon", art.config.calibration_horizon))
         self._cal_a = float(cal.get("a", 1.0))
         self._cal_b = float(cal.get("b", 0.0))
+        # Artifacts from before the cheap features have no "feature" key: they used the full log-softmax.
+        self.calibration_feature = str(cal.get("feature", "log_softmax"))
+        if self.calibration_feature not in FEATURES:
+            raise ArtifactError(f"{path}: unknown calibration feature {self.calibration_feature!r}")
         with torch.inference_mode():
             cell = model.cell
             w_ih, b_ih = cell.weight_ih.detach(), cell.bias_ih.detach()
@@ -59,6 +68,17 @@ class IncrementalScorer:
             self._emb = model.item_emb.detach()
             self._out = model.output_embeddings().detach().contiguous()  # (n_items, D)
             self._bias = model.bias.detach()[:, 0].contiguous()
+            self._norm_out: torch.Tensor | None = None
+            self._norm_bias: torch.Tensor | None = None
+            if self.calibration_feature == "sampled_log_softmax":
+                try:
+                    norm_items = torch.tensor(cal["norm_items"], dtype=torch.int64)
+                    norm_logw = torch.tensor(cal["norm_logw"], dtype=torch.float32)
+                    # Copies: the hot path then never indexes the catalog-wide matrix for the normaliser.
+                    self._norm_out = self._out[norm_items].contiguous()
+                    self._norm_bias = (self._bias[norm_items] + norm_logw).contiguous()
+                except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
+                    raise ArtifactError(f"{path}: bad normaliser sample in calibration ({exc})") from None
 
     @classmethod
     def load(cls, path: str | Path, threads: int = 1) -> IncrementalScorer:
@@ -125,8 +145,9 @@ class IncrementalScorer:
     def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Calibrated P(candidate occurs within the next ``calibration_horizon`` events), (B, C) float32.
 
-        The feature is the candidate's log-softmax over the whole catalog (see ``model.calibration``);
-        -1 candidates get 0.
+        ``sigmoid(a * x + b)`` of the artifact's calibration feature ``x`` (see ``model.calibration``):
+        the raw score, the raw score minus the logsumexp over a fixed item sample (cost independent of
+        the catalog size), or, for older artifacts, the full-catalog log-softmax. -1 candidates get 0.
         """
         with torch.inference_mode():
             h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
@@ -134,10 +155,19 @@ class IncrementalScorer:
             valid = cand >= 0
             safe = cand.clamp(min=0)
             out = self._outputs(h)
-            lse = torch.logsumexp(torch.addmm(self._bias, out, self._out.T), dim=1, keepdim=True)
             scores = torch.bmm(self._out[safe], out[:, :, None])[:, :, 0] + self._bias[safe]
-            prob = torch.sigmoid(self._cal_a * (scores - lse) + self._cal_b)
+            if self._norm_out is not None and self._norm_bias is not None:
+                scores = scores - torch.logsumexp(
+                    torch.addmm(self._norm_bias, out, self._norm_out.T), dim=1, keepdim=True
+                )
+            elif self.calibration_feature == "log_softmax":
+                scores = scores - self._full_logsumexp(out)
+            prob = torch.sigmoid(self._cal_a * scores + self._cal_b)
             return prob.masked_fill(~valid, 0.0).numpy()
+
+    def _full_logsumexp(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, 1) logsumexp over the whole catalog: only for artifacts calibrated on ``log_softmax``."""
+        return torch.logsumexp(torch.addmm(self._bias, out, self._out.T), dim=1, keepdim=True)
 
     def topk(self, states: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best items of the catalog per state: indices (B, k) int64 and raw scores (B, k) float32."""

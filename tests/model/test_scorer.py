@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from model.artifact import ArtifactError, load_artifact
+from model.calibration import normaliser_sample
 from model.scorer import IncrementalScorer
 from stream.contract import EVENT_TYPES
 
@@ -91,3 +93,116 @@ def test_interest_is_monotone_in_score(tiny_artifact: Path) -> None:
     raw, prob = scorer.score(states, cands)[0], scorer.interest(states, cands)[0]
     order = np.argsort(raw)
     assert np.all(np.diff(prob[order]) >= -1e-6)
+
+
+def _with_calibration(src: Path, dst: Path, calibration: dict[str, object]) -> Path:
+    """A copy of an artifact whose meta.json carries ``calibration``, with its manifest re-signed."""
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "meta.json").read_text())
+    meta["calibration"] = calibration
+    (dst / "meta.json").write_text(json.dumps(meta))
+    manifest = json.loads((dst / "MANIFEST.json").read_text())
+    manifest["files"] = {
+        name: hashlib.sha256((dst / name).read_bytes()).hexdigest() for name in manifest["files"]
+    }
+    (dst / "MANIFEST.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def _stepped(scorer: IncrementalScorer, n: int) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    states = scorer.initial_state(n)
+    for _ in range(3):
+        states = scorer.step(states, rng.integers(0, scorer.n_items, n), np.zeros(n, dtype=np.int64))
+    return states
+
+
+def test_normaliser_sample_has_a_fixed_size_and_estimates_the_logsumexp() -> None:
+    rng = np.random.default_rng(0)
+    for n_items in (5_000, 50_000):
+        counts = rng.zipf(1.5, size=n_items).astype(np.float64)
+        items, logw = normaliser_sample(counts, n_head=256, n_tail=768)
+        assert len(items) == len(logw) == 1024 and len(np.unique(items)) == 1024
+        scores = torch.from_numpy(rng.normal(0.0, 1.0, size=(8, n_items)))
+        full = torch.logsumexp(scores, dim=1)
+        est = torch.logsumexp(scores[:, items] + torch.from_numpy(logw), dim=1)
+        assert torch.all((est - full).abs() < 0.25)
+    small_items, small_logw = normaliser_sample(np.ones(100))
+    assert small_items.tolist() == list(range(100)) and not small_logw.any()  # small catalog: exact
+
+
+def test_interest_reads_only_the_candidates_rows(tiny_artifact: Path, tmp_path: Path) -> None:
+    """interest never touches catalog rows beyond the candidates: its cost does not grow with n_items."""
+    base = IncrementalScorer.load(tiny_artifact)
+    counts = np.arange(base.n_items, 0, -1, dtype=np.float64)
+    items, logw = normaliser_sample(counts, n_head=5, n_tail=10)  # a true sample of the 40 items
+    sampled = {
+        "method": "platt",
+        "feature": "sampled_log_softmax",
+        "horizon": 3,
+        "a": 0.8,
+        "b": -0.5,
+        "norm_items": items.tolist(),
+        "norm_logw": logw.tolist(),
+    }
+    logit = {"method": "platt", "feature": "logit", "horizon": 3, "a": 0.8, "b": -0.5}
+    for name, cal in (("sampled", sampled), ("logit", logit), ("own", None)):
+        path = tiny_artifact if cal is None else _with_calibration(tiny_artifact, tmp_path / name, cal)
+        scorer = IncrementalScorer.load(path)
+        assert scorer.calibration_feature in ("sampled_log_softmax", "logit")
+        states = _stepped(scorer, 4)
+        cands = np.array([[0, 1, 2], [3, 4, -1], [5, 6, 7], [0, 8, 9]])
+        expected = scorer.interest(states, cands)
+        # Poison every catalog row that is not a candidate: a full-catalog pass would produce NaN.
+        poisoned = torch.full_like(scorer._out, float("nan"))
+        poisoned[:10] = scorer._out[:10]
+        scorer._out = poisoned
+        got = scorer.interest(states, cands)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+        assert np.isfinite(got).all() and got[1, 2] == 0.0
+
+
+def test_sampled_feature_is_the_raw_score_minus_the_sample_logsumexp(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    counts = np.arange(40, 0, -1, dtype=np.float64)
+    items, logw = normaliser_sample(counts, n_head=5, n_tail=10)
+    cal = {
+        "feature": "sampled_log_softmax",
+        "horizon": 3,
+        "a": 1.3,
+        "b": 0.2,
+        "norm_items": items.tolist(),
+        "norm_logw": logw.tolist(),
+    }
+    scorer = IncrementalScorer.load(_with_calibration(tiny_artifact, tmp_path / "s", cal))
+    states = _stepped(scorer, 3)
+    cands = np.array([[0, 1], [2, 3], [4, 5]])
+    full = scorer.score(states, np.tile(np.arange(scorer.n_items), (3, 1))).astype(np.float64)
+    norm = np.log(np.exp(full[:, items] + logw).sum(axis=1, keepdims=True))
+    x = np.take_along_axis(full, cands, 1) - norm
+    np.testing.assert_allclose(scorer.interest(states, cands), 1 / (1 + np.exp(-(1.3 * x + 0.2))), rtol=1e-4)
+
+
+def test_old_log_softmax_artifacts_score_as_before(tiny_artifact: Path, tmp_path: Path) -> None:
+    cal = {"method": "platt", "feature": "log_softmax", "horizon": 3, "a": 0.9, "b": 0.1}
+    path = _with_calibration(tiny_artifact, tmp_path / "old", cal)
+    scorer = IncrementalScorer.load(path)
+    model = load_artifact(path).model
+    states = _stepped(scorer, 5)
+    cands = np.random.default_rng(4).integers(0, scorer.n_items, size=(5, 6))
+    with torch.no_grad():
+        logp = torch.log_softmax(model.full_scores(torch.from_numpy(states)), dim=1).numpy()
+    x = np.take_along_axis(logp, cands, 1)
+    np.testing.assert_allclose(scorer.interest(states, cands), 1 / (1 + np.exp(-(0.9 * x + 0.1))), rtol=1e-4)
+    legacy = {k: v for k, v in cal.items() if k != "feature"}  # no feature key at all: log_softmax
+    assert (
+        IncrementalScorer.load(
+            _with_calibration(tiny_artifact, tmp_path / "older", legacy)
+        ).calibration_feature
+        == "log_softmax"
+    )
+    with pytest.raises(ArtifactError, match="calibration feature"):
+        IncrementalScorer.load(
+            _with_calibration(tiny_artifact, tmp_path / "bad", {**cal, "feature": "magic"})
+        )
