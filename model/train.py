@@ -93,16 +93,21 @@ def ce_loss(logits: torch.Tensor) -> torch.Tensor:
 
 
 def bpr_max_loss(logits: torch.Tensor, bpreg: float) -> torch.Tensor:
-    """BPR-max: -log sum_j s_j sigmoid(r_i - r_j) + bpreg sum_j s_j r_j^2, s = softmax over negatives."""
+    """BPR-max: -log sum_j s_j sigmoid(r_i - r_j) + bpreg sum_j s_j r_j^2, s = softmax over negatives.
+
+    Written with few passes over the (N, M) matrix (it is the training step's largest tensor).
+    Masked (-inf) negatives get weight 0; clamping them to a large finite value keeps 0 * r^2 at 0.
+    """
     n = len(logits)
     diag = torch.arange(n)
     pos = logits[diag, diag][:, None]
-    neg = logits.clone()
-    neg[diag, diag] = float("-inf")
+    own = torch.zeros_like(logits, dtype=torch.bool)
+    own[diag, diag] = True
+    neg = logits.masked_fill(own, float("-inf"))
     weights = torch.softmax(neg, dim=1)
-    finite_neg = torch.where(torch.isfinite(neg), neg, torch.zeros_like(neg))
+    finite_neg = neg.clamp(min=-1e4)
     hinge = (weights * torch.sigmoid(pos - finite_neg)).sum(dim=1)
-    reg = (weights * finite_neg.pow(2)).sum(dim=1)
+    reg = (weights * finite_neg.square()).sum(dim=1)
     return (-torch.log(hinge + 1e-24) + bpreg * reg).mean()
 
 
