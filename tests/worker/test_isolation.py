@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from stream.app import Worker
 from stream.contract import DeadLetter
@@ -20,9 +21,19 @@ class BrokenOnItem(FakeScorer):
         return super().step(states, items, event_types)
 
 
-def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(tmp_path: Path) -> None:
+class NoOutbox:
+    """Nothing is produced in this unit test; a real producer would only log a refused connection."""
+
+    def __init__(self, settings: object) -> None:
+        pass
+
+
+def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("stream.app.Outbox", NoOutbox)
     settings = make_settings(worker={"state_dir": tmp_path})
-    settings.kafka.bootstrap_servers = "127.0.0.1:9"  # nothing is sent in this test
+    settings.kafka.bootstrap_servers = "127.0.0.1:9"  # never contacted
     worker = Worker(settings)
     worker.engine = make_engine(settings, BrokenOnItem())
     for p in range(settings.topics.partitions):
