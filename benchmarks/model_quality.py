@@ -1,6 +1,7 @@
 """Model quality benchmark: baselines and the GRU on yoochoose-100k and Diginetica, next to the references.
 
     .venv/bin/python benchmarks/model_quality.py [--quick] [--json]
+    .venv/bin/python benchmarks/model_quality.py --scorer-timing   # interest() cost, no data needed
 
 Trains each model in a child process (``python -m model.cli train``, so its peak RSS is its own),
 evaluates it and the baselines on the same full-catalog path, and writes
@@ -104,6 +105,8 @@ def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
         },
     }
     result["config"] = json.loads(config.read_text())
+    cal = art.metrics.get("calibration", {})
+    result["calibration"] = {k: v for k, v in cal.items() if not k.startswith("norm_")}
     log = load_log(train_path, train_fmt)
     sessions = encode(log, index, drop_unknown=True)
     result["baselines"] = {}
@@ -121,6 +124,77 @@ def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
         )
     print(f"[{name}] gru: R@20 {gru['recall@20']:.4f} MRR@20 {gru['mrr@20']:.4f}", file=sys.stderr)
     return result
+
+
+def _best_us(fn: Any, args: tuple[Any, ...], repeats: int) -> float:
+    """Fastest of ``repeats`` calls, in µs (after one warm-up call)."""
+    fn(*args)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t0)
+    return 1e6 * best
+
+
+def scorer_timing(
+    n_items_list: tuple[int, ...] = (3_000, 43_097), batch: int = 512, n_cands: int = 50, repeats: int = 20
+) -> list[dict[str, float]]:
+    """µs per event of ``step``, ``score`` and ``interest`` (both calibration features), one thread.
+
+    Untrained weights of the Diginetica preset's shape; speed does not depend on the values. The same
+    weights are saved twice, once per calibration feature, so only ``interest`` differs.
+    """
+    import numpy as np
+    import torch
+
+    from model.artifact import save_artifact
+    from model.calibration import normaliser_sample
+    from model.config import load_config
+    from model.net import SessionGRU
+    from model.scorer import IncrementalScorer
+    from stream.contract import EVENT_TYPES
+
+    torch.set_num_threads(1)
+    cfg = load_config(str(CONFIG_DIR / "diginetica.json"))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kairos-scorer-") as work:
+        for n_items in n_items_list:
+            torch.manual_seed(0)
+            model = SessionGRU(n_items, len(EVENT_TYPES), cfg).eval()
+            counts = np.random.default_rng(0).zipf(1.3, size=n_items).astype(np.float64)
+            norm_items, norm_logw = normaliser_sample(counts)
+            cals = {
+                "log_softmax": {"feature": "log_softmax", "a": 1.0, "b": 0.0, "horizon": 5},
+                "sampled_log_softmax": {
+                    "feature": "sampled_log_softmax",
+                    "a": 1.0,
+                    "b": 0.0,
+                    "horizon": 5,
+                    "norm_items": norm_items.tolist(),
+                    "norm_logw": norm_logw.tolist(),
+                },
+            }
+            ids = [str(i) for i in range(n_items)]
+            rng = np.random.default_rng(1)
+            items = rng.integers(0, n_items, size=batch)
+            types = np.zeros(batch, dtype=np.int64)
+            cands = rng.integers(0, n_items, size=(batch, n_cands))
+            row: dict[str, float] = {"n_items": n_items, "batch": batch, "candidates": n_cands}
+            for feature, cal in cals.items():
+                path = Path(work) / f"{n_items}-{feature}"
+                save_artifact(path, model, ids, cfg, {}, "0" * 64, cal)
+                scorer = IncrementalScorer.load(path)
+                states = scorer.step(scorer.initial_state(batch), items, types)
+                calls: list[tuple[str, Any, tuple[Any, ...]]] = [
+                    ("step", scorer.step, (states, items, types)),
+                    ("score", scorer.score, (states, cands)),
+                    (f"interest_{feature}", scorer.interest, (states, cands)),
+                ]
+                for name, fn, args in calls:
+                    row[f"{name}_us_per_event"] = _best_us(fn, args, repeats) / batch
+            rows.append(row)
+    return rows
 
 
 def _pct(x: float | None) -> str:
@@ -186,8 +260,16 @@ def render(results: dict[str, dict[str, Any]], command: str) -> str:
             + f"; peak RSS {train['peak_rss_bytes'] / 2**20:,.0f} MiB"
             + f"; evaluation {gru['eval_seconds']:.1f} s.",
             f"- Config: `{json.dumps(res['config'])}`",
-            "",
         ]
+        cal = res.get("calibration") or {}
+        if cal.get("ece_by_feature"):
+            by = ", ".join(f"{k} {v:.4f}" for k, v in cal["ece_by_feature"].items())
+            lines.append(
+                f"- Interest calibration (Platt, horizon {cal['horizon']}, held-out validation positions): "
+                f"feature `{cal['feature']}`, ECE {cal['ece']:.4f} (uncalibrated next-item softmax "
+                f"{cal['ece_raw']:.4f}; ECE per feature: {by})."
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -198,7 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line")
     parser.add_argument("--from-json", help="re-render the report from a previous --json output file")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "reports" / "model_quality.md"))
+    parser.add_argument(
+        "--scorer-timing", action="store_true", help="only time the scorer's hot path (µs/event)"
+    )
     args = parser.parse_args(argv)
+    if args.scorer_timing:
+        for row in scorer_timing():
+            print(json.dumps(row))
+        return 0
     data_dir = get_settings().data_dir
     if not (data_dir / "yoochoose-100k").is_dir():
         print(f"datasets not found under {data_dir}", file=sys.stderr)
