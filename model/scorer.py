@@ -131,15 +131,32 @@ class IncrementalScorer:
             out = out + self._skip(h[:, self._units :])
         return out
 
+    def _raw(
+        self, states: np.ndarray, candidates: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The output vectors (B, D), raw candidate scores (B, C) and the validity mask."""
+        h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
+        cand = torch.from_numpy(np.asarray(candidates, dtype=np.int64))
+        valid = cand >= 0
+        safe = cand.clamp(min=0)
+        out = self._outputs(h)  # (B, D)
+        scores = torch.bmm(self._out[safe], out[:, :, None])[:, :, 0] + self._bias[safe]
+        return out, scores, valid
+
+    def _calibrated(self, out: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        feature = scores
+        if self._norm_out is not None and self._norm_bias is not None:
+            feature = scores - torch.logsumexp(
+                torch.addmm(self._norm_bias, out, self._norm_out.T), dim=1, keepdim=True
+            )
+        elif self.calibration_feature == "log_softmax":
+            feature = scores - self._full_logsumexp(out)
+        return torch.sigmoid(self._cal_a * feature + self._cal_b).masked_fill(~valid, 0.0)
+
     def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Raw scores (B, C) float32 of candidate indices; -1 candidates score -inf."""
         with torch.inference_mode():
-            h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
-            cand = torch.from_numpy(np.asarray(candidates, dtype=np.int64))
-            valid = cand >= 0
-            safe = cand.clamp(min=0)
-            out = self._outputs(h)  # (B, D)
-            scores = torch.bmm(self._out[safe], out[:, :, None])[:, :, 0] + self._bias[safe]
+            _, scores, valid = self._raw(states, candidates)
             return scores.masked_fill(~valid, float("-inf")).numpy()
 
     def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -150,20 +167,14 @@ class IncrementalScorer:
         the catalog size), or, for older artifacts, the full-catalog log-softmax. -1 candidates get 0.
         """
         with torch.inference_mode():
-            h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
-            cand = torch.from_numpy(np.asarray(candidates, dtype=np.int64))
-            valid = cand >= 0
-            safe = cand.clamp(min=0)
-            out = self._outputs(h)
-            scores = torch.bmm(self._out[safe], out[:, :, None])[:, :, 0] + self._bias[safe]
-            if self._norm_out is not None and self._norm_bias is not None:
-                scores = scores - torch.logsumexp(
-                    torch.addmm(self._norm_bias, out, self._norm_out.T), dim=1, keepdim=True
-                )
-            elif self.calibration_feature == "log_softmax":
-                scores = scores - self._full_logsumexp(out)
-            prob = torch.sigmoid(self._cal_a * scores + self._cal_b)
-            return prob.masked_fill(~valid, 0.0).numpy()
+            return self._calibrated(*self._raw(states, candidates)).numpy()
+
+    def score_and_interest(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`score` and :meth:`interest` together, computing the candidate scores once (hot path)."""
+        with torch.inference_mode():
+            out, scores, valid = self._raw(states, candidates)
+            prob = self._calibrated(out, scores, valid)
+            return scores.masked_fill(~valid, float("-inf")).numpy(), prob.numpy()
 
     def _full_logsumexp(self, out: torch.Tensor) -> torch.Tensor:
         """(B, 1) logsumexp over the whole catalog: only for artifacts calibrated on ``log_softmax``."""

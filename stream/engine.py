@@ -75,6 +75,10 @@ class Scorer(Protocol):
     def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
     def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
 
+    def score_and_interest(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both at once; a model can override this to compute the candidate scores once."""
+        return self.score(states, candidates), self.interest(states, candidates)
+
 
 class StateAccess(Protocol):
     """Read and stage user state records (``stream.store.Transaction`` provides it)."""
@@ -469,8 +473,7 @@ class Engine:
             pos += len(ask.items)
         init = self.scorer.initial_state(1)[0]
         states = np.stack([a.user.state.hidden if a.user.state.hidden is not None else init for a in asks])
-        probs = self.scorer.interest(states, cands)
-        raws = self.scorer.score(states, cands)
+        raws, probs = self.scorer.score_and_interest(states, cands)
         floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
         for row, ask in enumerate(asks):
             n = len(ask.items)

@@ -206,3 +206,12 @@ def test_old_log_softmax_artifacts_score_as_before(tiny_artifact: Path, tmp_path
         IncrementalScorer.load(
             _with_calibration(tiny_artifact, tmp_path / "bad", {**cal, "feature": "magic"})
         )
+
+
+def test_score_and_interest_together_equal_each_alone(tiny_artifact: Path) -> None:
+    scorer = IncrementalScorer.load(tiny_artifact)
+    states = _stepped(scorer, 3)
+    cands = np.array([[0, 1, -1], [2, -1, 3], [1, 2, 0]], dtype=np.int64)[: len(states)]
+    raw, prob = scorer.score_and_interest(states, cands)
+    np.testing.assert_array_equal(raw, scorer.score(states, cands))
+    np.testing.assert_array_equal(prob, scorer.interest(states, cands))
