@@ -399,8 +399,8 @@ class Worker:
         for _, push in outcome.pushes:
             metrics.observe_push(push.trigger, now - push.event_ts)
         for (trigger, reason), n in outcome.suppressions.items():
-            for _ in range(n):
-                metrics.observe_suppression(trigger, reason)
+            if n > 0:
+                metrics.observe_suppression(trigger, reason, n)
         for dl in outcome.dead_letters:
             metrics.observe_dead_letter(dl.reason, dl.source_topic)
         for fb in outcome.feedback:

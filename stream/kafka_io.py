@@ -86,10 +86,6 @@ class Outbox:
         acked, self.acked = self.acked, {}
         return acked
 
-    def poll(self) -> None:
-        """Serve delivery callbacks without waiting."""
-        self._producer.poll(0)
-
     def close(self) -> None:
         """Deliver what is queued and release the producer."""
         try:

@@ -291,11 +291,11 @@ def observe_push(trigger: str, latency_seconds: float | None) -> None:
         PUSH_LATENCY_SECONDS.observe(latency_seconds)
 
 
-def observe_suppression(trigger: str, reason: str) -> None:
-    """Count one suppressed push candidate (``reason``: the policy's short reason code)."""
+def observe_suppression(trigger: str, reason: str, count: int = 1) -> None:
+    """Count ``count`` suppressed push candidates (``reason``: the policy's short reason code)."""
     PUSH_SUPPRESSIONS.labels(
         bounded_label("trigger", trigger, TRIGGERS), bounded_label("suppression_reason", reason)
-    ).inc()
+    ).inc(count)
 
 
 def observe_feedback(trigger: str, kind: str, revenue: float = 0.0) -> None:
