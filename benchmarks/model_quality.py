@@ -90,8 +90,16 @@ def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     gru = evaluate_model(art.model, cases)
     gru["eval_seconds"] = time.perf_counter() - t0
+    gru_alone = None
+    if art.model.window:
+        # The same weights with the session-memory terms switched off: what the memory adds.
+        art.model.memory_cfg = art.model.memory_cfg.model_copy(
+            update={"repeat_bonus": 0.0, "neighbour_weight": 0.0}
+        )
+        gru_alone = evaluate_model(art.model, cases)
     result: dict[str, Any] = {
         "gru": gru,
+        "gru_alone": gru_alone,
         "train": {
             k: art.metrics[k]
             for k in (
@@ -142,8 +150,10 @@ def scorer_timing(
 ) -> list[dict[str, float]]:
     """µs per event of ``step``, ``score`` and ``interest`` (both calibration features), one thread.
 
-    Untrained weights of the Diginetica preset's shape; speed does not depend on the values. The same
-    weights are saved twice, once per calibration feature, so only ``interest`` differs.
+    Untrained weights of the Diginetica preset's shape (with its session memory, and a random neighbour
+    table of the same size; speed does not depend on the values). The same weights are saved twice, once
+    per calibration feature, so only ``interest`` differs. ``*_no_memory`` keys: the same model without
+    session memory (``session_window`` 0), for the cost of the memory terms.
     """
     import numpy as np
     import torch
@@ -157,11 +167,17 @@ def scorer_timing(
 
     torch.set_num_threads(1)
     cfg = load_config(str(CONFIG_DIR / "diginetica.json"))
+    plain_cfg = cfg.model_copy(update={"session_window": 0})
     rows = []
     with tempfile.TemporaryDirectory(prefix="kairos-scorer-") as work:
         for n_items in n_items_list:
             torch.manual_seed(0)
             model = SessionGRU(n_items, len(EVENT_TYPES), cfg).eval()
+            if model.neighbour_idx.shape[1]:
+                k = model.neighbour_idx.shape[1]
+                table = torch.sort(torch.randint(0, n_items, (n_items, k), dtype=torch.int32), dim=1).values
+                model.set_neighbours(table, torch.full((n_items, k), 1.0 / k))
+            plain = SessionGRU(n_items, len(EVENT_TYPES), plain_cfg).eval()
             counts = np.random.default_rng(0).zipf(1.3, size=n_items).astype(np.float64)
             norm_items, norm_logw = normaliser_sample(counts)
             cals = {
@@ -181,15 +197,21 @@ def scorer_timing(
             types = np.zeros(batch, dtype=np.int64)
             cands = rng.integers(0, n_items, size=(batch, n_cands))
             row: dict[str, float] = {"n_items": n_items, "batch": batch, "candidates": n_cands}
-            for feature, cal in cals.items():
-                path = Path(work) / f"{n_items}-{feature}"
-                save_artifact(path, model, ids, cfg, {}, "0" * 64, cal)
+            variants = [("", model, cfg, feature, cal) for feature, cal in cals.items()]
+            variants.append(
+                ("_no_memory", plain, plain_cfg, "sampled_log_softmax", cals["sampled_log_softmax"])
+            )
+            for suffix, net, net_cfg, feature, cal in variants:
+                path = Path(work) / f"{n_items}-{feature}{suffix}"
+                save_artifact(path, net, ids, net_cfg, {}, "0" * 64, cal)
                 scorer = IncrementalScorer.load(path)
-                states = scorer.step(scorer.initial_state(batch), items, types)
+                states = scorer.initial_state(batch)
+                for _ in range(net_cfg.session_window or 1):  # fill the window
+                    states = scorer.step(states, rng.integers(0, n_items, size=batch), types)
                 calls: list[tuple[str, Any, tuple[Any, ...]]] = [
-                    ("step", scorer.step, (states, items, types)),
-                    ("score", scorer.score, (states, cands)),
-                    (f"interest_{feature}", scorer.interest, (states, cands)),
+                    (f"step{suffix}", scorer.step, (states, items, types)),
+                    (f"score{suffix}", scorer.score, (states, cands)),
+                    (f"interest_{feature}{suffix}", scorer.interest, (states, cands)),
                 ]
                 for name, fn, args in calls:
                     row[f"{name}_us_per_event"] = _best_us(fn, args, repeats) / batch
@@ -220,10 +242,17 @@ def render(results: dict[str, dict[str, Any]], command: str) -> str:
             "| system | Recall@10 | MRR@10 | Recall@20 | MRR@20 | training rows/s |",
             "|---|---|---|---|---|---|",
         ]
+        alone = res.get("gru_alone")
+        label = "Kairos GRU + session memory (ours)" if alone else "Kairos GRU (ours)"
         lines.append(
-            f"| **Kairos GRU (ours)** | {_pct(gru['recall@10'])} | {_pct(gru['mrr@10'])} | "
+            f"| **{label}** | {_pct(gru['recall@10'])} | {_pct(gru['mrr@10'])} | "
             f"**{_pct(gru['recall@20'])}** | **{_pct(gru['mrr@20'])}** | {train['events_per_second']:,.0f} |"
         )
+        if alone:
+            lines.append(
+                f"| Kairos GRU alone (same weights, memory terms off) | {_pct(alone['recall@10'])} | "
+                f"{_pct(alone['mrr@10'])} | {_pct(alone['recall@20'])} | {_pct(alone['mrr@20'])} | — |"
+            )
         for bname, m in res["baselines"].items():
             lines.append(
                 f"| {bname} (ours, same eval path) | {_pct(m['recall@10'])} | {_pct(m['mrr@10'])} | "

@@ -155,6 +155,11 @@ def load_artifact(path: str | Path) -> Artifact:
         metrics = json.loads((root / "metrics.json").read_text(encoding="utf-8"))
         state = torch.load(root / "weights.pt", weights_only=True, map_location="cpu")
         model = SessionGRU(len(item_ids), len(EVENT_TYPES), config)
+        # Artifacts written before session memory have no neighbour buffers; without a window they are
+        # empty anyway, so the model's own (empty) ones stand in.
+        for name in ("neighbour_idx", "neighbour_w"):
+            if name not in state and getattr(model, name).numel() == 0:
+                state[name] = getattr(model, name)
         model.load_state_dict(state)
     except ArtifactError:
         raise

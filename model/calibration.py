@@ -158,7 +158,10 @@ def calibration_pairs(
         logp = torch.log_softmax(full, dim=1).numpy()
         sampled = None
         if norm_items is not None and norm_logw is not None:
-            weighted = full[:, torch.from_numpy(norm_items)] + torch.from_numpy(norm_logw).float()
+            # The normaliser estimates the GRU's partition function; the session-memory terms are left
+            # out of it so that the hot path can compute it from the sample alone (scorer.interest).
+            base = model.full_scores(h, with_memory=False) if model.window else full
+            weighted = base[:, torch.from_numpy(norm_items)] + torch.from_numpy(norm_logw).float()
             sampled = logit - torch.logsumexp(weighted, dim=1, keepdim=True).numpy()
         top = np.argpartition(-logp, n_top, axis=1)[:, :n_top]
         rand = rng.choice(len(q), size=(len(chunk), n_random), p=q)

@@ -28,6 +28,34 @@ class TrainConfig(BaseModel):
         description="Keep the last item's embedding in the state and add it (linearly) to the output.",
     )
     item_bias: bool = Field(default=True, description="Learn a per-item output bias.")
+    # Session memory (model/session_memory.py): fixed terms added to the GRU's scores
+    session_window: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Recent items kept in the state for the repeat and neighbour terms (0: GRU only).",
+    )
+    window_decay: float = Field(
+        default=0.9, gt=0.0, le=1.0, description="Weight of the j-th most recent window item: decay**j."
+    )
+    repeat_bonus: float = Field(
+        default=0.0, ge=0.0, description="Score added to an item already in the window (times its decay)."
+    )
+    neighbour_weight: float = Field(
+        default=0.0, ge=0.0, description="Weight of log(floor + neighbour mass of the window) in the score."
+    )
+    neighbour_floor: float = Field(
+        default=0.01, gt=0.0, description="Floor inside the neighbour log (items without any association)."
+    )
+    neighbour_k: int = Field(
+        default=100, ge=1, description="Successors kept per item in the neighbour table."
+    )
+    neighbour_backward: float = Field(
+        default=0.0, ge=0.0, description="Weight of predecessors in the neighbour table (successors: 1)."
+    )
+    neighbour_distance: int = Field(
+        default=3, ge=1, description="Steps within a session that count as 'followed by' (weight 1/steps)."
+    )
     use_event_types: bool = Field(default=True, description="Add an event-type embedding to the GRU input.")
     dropout_embedding: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Dropout on the input embedding."

@@ -7,16 +7,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import TrainConfig
+from model.session_memory import MAX_WINDOW_ITEMS, SessionMemory, push_window
 
 
 class SessionGRU(nn.Module):
     """One GRU cell stepped once per event; the output vector is dotted with item embeddings.
 
-    The state of a session is ``[h | e_last]``: the GRU hidden vector and, with ``last_item_skip``,
+    The state of a session is ``[h | e_last | window]``: the GRU hidden vector; with ``last_item_skip``
     the embedding of the last known item (a skip connection into the output, which makes repeats and
-    direct successors easy to score). ``step`` is the only recurrence, so online serving costs one
-    constant-time step per event and ``state_width`` floats per user.
+    direct successors easy to score); with ``session_window`` W > 0 the W most recent item indices
+    (see :mod:`model.session_memory`, whose repeat and neighbour terms :meth:`full_scores` adds). ``step``
+    is the only recurrence, so online serving costs one constant-time step per event and
+    ``state_width`` floats per user.
     """
+
+    neighbour_idx: torch.Tensor
+    neighbour_w: torch.Tensor
 
     def __init__(self, n_items: int, n_types: int, cfg: TrainConfig) -> None:
         super().__init__()
@@ -29,7 +35,17 @@ class SessionGRU(nn.Module):
         self.tied = cfg.tied
         out_width = d if cfg.tied else h
         self.skip = nn.Linear(d, out_width, bias=False) if cfg.last_item_skip else None
-        self.state_width = h + (d if cfg.last_item_skip else 0)
+        self.skip_width = d if cfg.last_item_skip else 0
+        self.window = cfg.session_window
+        if self.window and n_items > MAX_WINDOW_ITEMS:
+            raise ValueError(f"session_window supports at most {MAX_WINDOW_ITEMS} items, not {n_items}")
+        self.state_width = h + self.skip_width + self.window
+        self.memory_cfg = cfg
+        # The neighbour table is data, not a learned weight: buffers travel in the state_dict (and the
+        # artifact's checksummed weights.pt) and are filled by set_neighbours() before training.
+        k = cfg.neighbour_k if (self.window and cfg.neighbour_weight > 0) else 0
+        self.register_buffer("neighbour_idx", torch.full((n_items, k), n_items, dtype=torch.int32))
+        self.register_buffer("neighbour_w", torch.zeros((n_items, k), dtype=torch.float32))
         self.proj = nn.Linear(h, d) if cfg.tied else nn.Identity()
         self.out_emb = None if cfg.tied else nn.Parameter(torch.empty(n_items, out_width))
         # (n_items, 1) so it can be looked up like an embedding (sparse gradients while training).
@@ -41,6 +57,29 @@ class SessionGRU(nn.Module):
         if self.out_emb is not None:
             nn.init.normal_(self.out_emb, std=0.05)
 
+    def set_neighbours(self, idx: torch.Tensor, weight: torch.Tensor) -> None:
+        """Install the item-to-item table built by :func:`model.session_memory.build_neighbours`."""
+        if idx.shape != self.neighbour_idx.shape or weight.shape != self.neighbour_w.shape:
+            want = tuple(self.neighbour_idx.shape)
+            raise ValueError(f"neighbour table must be {want}, got {tuple(idx.shape)}")
+        self.neighbour_idx.copy_(idx)
+        self.neighbour_w.copy_(weight)
+
+    def memory(self) -> SessionMemory | None:
+        """The repeat/neighbour scorer of this model, or None without a session window."""
+        if not self.window:
+            return None
+        cfg = self.memory_cfg
+        return SessionMemory(
+            self.n_items,
+            cfg.window_decay,
+            cfg.repeat_bonus,
+            cfg.neighbour_weight,
+            cfg.neighbour_floor,
+            self.neighbour_idx,
+            self.neighbour_w,
+        )
+
     def output_embeddings(self) -> torch.Tensor:
         """The (n_items, D') matrix scores are dotted with."""
         return self.item_emb if self.out_emb is None else self.out_emb
@@ -51,21 +90,29 @@ class SessionGRU(nn.Module):
         safe = items.clamp(min=0)
         e = F.embedding(safe, self.item_emb, sparse=self.sparse)
         x = e + self.type_emb[types] if self.use_types else e
-        new = self.cell(self.drop_in(x), state[:, : self.cell.hidden_size])
+        hs = self.cell.hidden_size
+        new = self.cell(self.drop_in(x), state[:, :hs])
         if self.skip is not None:
             new = torch.cat([new, e], dim=1)
+        if self.window:
+            new = torch.cat([new, push_window(state[:, hs + self.skip_width :], safe)], dim=1)
         return torch.where(known[:, None], new, state)
 
     def output(self, state: torch.Tensor) -> torch.Tensor:
         """The vector each state scores items with."""
-        out = self.proj(state[:, : self.cell.hidden_size])
+        hs = self.cell.hidden_size
+        out = self.proj(state[:, :hs])
         if self.skip is not None:
-            out = out + self.skip(state[:, self.cell.hidden_size :])
+            out = out + self.skip(state[:, hs : hs + self.skip_width])
         return self.drop_out(out)
 
-    def full_scores(self, h: torch.Tensor) -> torch.Tensor:
-        """Scores of every item for each state: (B, n_items)."""
-        return self.output(h) @ self.output_embeddings().T + self.bias[:, 0]
+    def full_scores(self, h: torch.Tensor, with_memory: bool = True) -> torch.Tensor:
+        """Scores of every item for each state: (B, n_items); plus the session-memory terms if any."""
+        scores = self.output(h) @ self.output_embeddings().T + self.bias[:, 0]
+        memory = self.memory() if with_memory else None
+        if memory is not None:
+            scores = scores + memory.dense(h[:, self.state_width - self.window :])
+        return scores
 
     def candidate_rows(self, cands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Output embeddings (M, D') and biases (M,) of candidate items (sparse grads when training)."""

@@ -1,7 +1,8 @@
 """The incremental scorer the stream worker calls on its hot path: batched, numpy in and out.
 
 A user's whole model state is one float32 vector of ``hidden_size`` floats (the GRU units, plus the
-last item's embedding when the model has the last-item skip); each event costs one GRU step.
+last item's embedding when the model has the last-item skip, plus the session window of recent item
+indices when it has session memory, see ``model.session_memory``); each event costs one GRU step.
 The input side of the GRU (item and event-type embeddings times the input weights) is precomputed
 per item, so a step is one (B, H) x (H, 3H) product plus elementwise gates.
 
@@ -23,6 +24,7 @@ import torch
 
 from model.artifact import ArtifactError, load_artifact
 from model.calibration import FEATURES
+from model.session_memory import push_window
 from stream.contract import EVENT_TYPES
 
 
@@ -44,6 +46,9 @@ class IncrementalScorer:
         self.config = art.config
         self.hidden_size = model.state_width
         self._units = art.config.hidden_size
+        self._skip_width = model.skip_width
+        self._window = model.window
+        self._memory = model.memory()
         self.n_items = len(art.item_ids)
         self._ids = art.item_ids
         self._lookup = {item: i for i, item in enumerate(art.item_ids)}
@@ -123,40 +128,49 @@ class IncrementalScorer:
             new = n + z * (g - n)
             if self._skip is not None:
                 new = torch.cat([new, self._emb[it.clamp(min=0)]], dim=1)
+            if self._window:
+                new = torch.cat([new, push_window(self._window_of(h), it.clamp(min=0))], dim=1)
             return torch.where(known[:, None], new, h).numpy()
 
     def _outputs(self, h: torch.Tensor) -> torch.Tensor:
         out = self._proj(h[:, : self._units])
         if self._skip is not None:
-            out = out + self._skip(h[:, self._units :])
+            out = out + self._skip(h[:, self._units : self._units + self._skip_width])
         return out
+
+    def _window_of(self, h: torch.Tensor) -> torch.Tensor:
+        return h[:, self.hidden_size - self._window :]
 
     def _raw(
         self, states: np.ndarray, candidates: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The output vectors (B, D), raw candidate scores (B, C) and the validity mask."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The states (B, H), output vectors (B, D), raw candidate scores (B, C) and the validity mask."""
         h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
         cand = torch.from_numpy(np.asarray(candidates, dtype=np.int64))
         valid = cand >= 0
         safe = cand.clamp(min=0)
         out = self._outputs(h)  # (B, D)
         scores = torch.bmm(self._out[safe], out[:, :, None])[:, :, 0] + self._bias[safe]
-        return out, scores, valid
+        if self._memory is not None:
+            scores = scores + self._memory.candidates(self._window_of(h), safe)
+        return h, out, scores, valid
 
-    def _calibrated(self, out: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def _calibrated(
+        self, h: torch.Tensor, out: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         feature = scores
         if self._norm_out is not None and self._norm_bias is not None:
             feature = scores - torch.logsumexp(
                 torch.addmm(self._norm_bias, out, self._norm_out.T), dim=1, keepdim=True
             )
         elif self.calibration_feature == "log_softmax":
-            feature = scores - self._full_logsumexp(out)
+            feature = scores - torch.logsumexp(self._full(h, out), dim=1, keepdim=True)
         return torch.sigmoid(self._cal_a * feature + self._cal_b).masked_fill(~valid, 0.0)
 
     def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Raw scores (B, C) float32 of candidate indices; -1 candidates score -inf."""
         with torch.inference_mode():
-            _, scores, valid = self._raw(states, candidates)
+            _, _, scores, valid = self._raw(states, candidates)
             return scores.masked_fill(~valid, float("-inf")).numpy()
 
     def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -172,19 +186,22 @@ class IncrementalScorer:
     def score_and_interest(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`score` and :meth:`interest` together, computing the candidate scores once (hot path)."""
         with torch.inference_mode():
-            out, scores, valid = self._raw(states, candidates)
-            prob = self._calibrated(out, scores, valid)
+            h, out, scores, valid = self._raw(states, candidates)
+            prob = self._calibrated(h, out, scores, valid)
             return scores.masked_fill(~valid, float("-inf")).numpy(), prob.numpy()
 
-    def _full_logsumexp(self, out: torch.Tensor) -> torch.Tensor:
-        """(B, 1) logsumexp over the whole catalog: only for artifacts calibrated on ``log_softmax``."""
-        return torch.logsumexp(torch.addmm(self._bias, out, self._out.T), dim=1, keepdim=True)
+    def _full(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """(B, n_items) scores of the whole catalog (topk, and artifacts calibrated on ``log_softmax``)."""
+        full = torch.addmm(self._bias, out, self._out.T)
+        if self._memory is not None:
+            full = full + self._memory.dense(self._window_of(h))
+        return full
 
     def topk(self, states: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best items of the catalog per state: indices (B, k) int64 and raw scores (B, k) float32."""
         with torch.inference_mode():
             h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
-            full = torch.addmm(self._bias, self._outputs(h), self._out.T)
+            full = self._full(h, self._outputs(h))
             scores, idx = torch.topk(full, min(k, self.n_items), dim=1)
             return idx.numpy(), scores.numpy()
 

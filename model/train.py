@@ -23,6 +23,7 @@ from model.data import Cases, EncodedSessions, ItemIndex, assign_lanes
 from model.evaluate import evaluate_model, subset_cases
 from model.net import SessionGRU
 from model.progress import Progress
+from model.session_memory import build_neighbours
 from stream.contract import EVENT_TYPES
 
 
@@ -141,6 +142,12 @@ def train(
     torch.set_num_threads(cfg.threads)
     n_items = len(index)
     model = SessionGRU(n_items, len(EVENT_TYPES), cfg)
+    if model.neighbour_idx.shape[1]:
+        model.set_neighbours(
+            *build_neighbours(
+                sessions, n_items, cfg.neighbour_k, cfg.neighbour_distance, cfg.neighbour_backward
+            )
+        )
     model.sparse = True
     sparse_params = [model.item_emb] + ([model.bias] if cfg.item_bias else [])
     if model.out_emb is not None:

@@ -57,6 +57,17 @@ TINY = TrainConfig(
 )
 # The other architecture: untied output embeddings, no skip, state = GRU units only.
 PLAIN = TINY.model_copy(update={"last_item_skip": False, "tied": False, "hidden_size": 12, "epochs": 2})
+# With session memory: a window of recent items scored as repeats and neighbours.
+MEMORY = TINY.model_copy(
+    update={
+        "session_window": 4,
+        "window_decay": 0.8,
+        "repeat_bonus": 1.5,
+        "neighbour_weight": 0.3,
+        "neighbour_k": 5,
+        "epochs": 2,
+    }
+)
 
 
 @pytest.fixture(scope="session")
@@ -92,5 +103,17 @@ def plain_artifact(tiny_data: dict[str, Path]) -> Path:
     out = tiny_data["root"] / "plain"
     run_training(
         str(tiny_data["train"]), "sessions", str(tiny_data["valid"]), str(out), PLAIN, progress=False
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def memory_artifact(tiny_data: dict[str, Path]) -> Path:
+    """A small artifact with session memory (repeat and neighbour terms)."""
+    from model.cli import run_training
+
+    out = tiny_data["root"] / "memory"
+    run_training(
+        str(tiny_data["train"]), "sessions", str(tiny_data["valid"]), str(out), MEMORY, progress=False
     )
     return out

@@ -46,7 +46,7 @@ def test_corrupt_artifact_is_refused(tiny_artifact: Path, tmp_path: Path) -> Non
         IncrementalScorer.load(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("which", ["tiny_artifact", "plain_artifact"])
+@pytest.mark.parametrize("which", ["tiny_artifact", "plain_artifact", "memory_artifact"])
 def test_step_by_step_equals_forward_pass(which: str, request: pytest.FixtureRequest) -> None:
     path = request.getfixturevalue(which)
     scorer = IncrementalScorer.load(path)
@@ -162,9 +162,12 @@ def test_interest_reads_only_the_candidates_rows(tiny_artifact: Path, tmp_path: 
         assert np.isfinite(got).all() and got[1, 2] == 0.0
 
 
+@pytest.mark.parametrize("which", ["tiny_artifact", "memory_artifact"])
 def test_sampled_feature_is_the_raw_score_minus_the_sample_logsumexp(
-    tiny_artifact: Path, tmp_path: Path
+    which: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """x = (blended) score - logsumexp of the GRU-only scores over the sample (model.calibration)."""
+    artifact: Path = request.getfixturevalue(which)
     counts = np.arange(40, 0, -1, dtype=np.float64)
     items, logw = normaliser_sample(counts, n_head=5, n_tail=10)
     cal = {
@@ -175,11 +178,14 @@ def test_sampled_feature_is_the_raw_score_minus_the_sample_logsumexp(
         "norm_items": items.tolist(),
         "norm_logw": logw.tolist(),
     }
-    scorer = IncrementalScorer.load(_with_calibration(tiny_artifact, tmp_path / "s", cal))
+    path = _with_calibration(artifact, tmp_path / "s", cal)
+    scorer = IncrementalScorer.load(path)
     states = _stepped(scorer, 3)
     cands = np.array([[0, 1], [2, 3], [4, 5]])
     full = scorer.score(states, np.tile(np.arange(scorer.n_items), (3, 1))).astype(np.float64)
-    norm = np.log(np.exp(full[:, items] + logw).sum(axis=1, keepdims=True))
+    with torch.no_grad():
+        base = load_artifact(path).model.full_scores(torch.from_numpy(states), with_memory=False)
+    norm = np.log(np.exp(base.numpy().astype(np.float64)[:, items] + logw).sum(axis=1, keepdims=True))
     x = np.take_along_axis(full, cands, 1) - norm
     np.testing.assert_allclose(scorer.interest(states, cands), 1 / (1 + np.exp(-(1.3 * x + 0.2))), rtol=1e-4)
 

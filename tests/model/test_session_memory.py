@@ -1,0 +1,65 @@
+"""Session memory: the neighbour table, the window, and dense vs candidate scoring agreeing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.data import EncodedSessions
+from model.session_memory import SessionMemory, build_neighbours, push_window, window_weights
+
+
+def _sessions(seqs: list[list[int]]) -> EncodedSessions:
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in seqs], out=offsets[1:])
+    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
+    return EncodedSessions(offsets=offsets, items=items, types=np.zeros_like(items))
+
+
+def test_neighbours_weigh_successors_by_distance_within_sessions_only() -> None:
+    # 0->1 twice at distance 1, 0->2 once at distance 2; 2 | 3 are different sessions; 4 repeats itself.
+    idx, w = build_neighbours(_sessions([[0, 1, 2], [0, 1], [2], [3], [4, 4]]), n_items=5, k=3, max_distance=2)
+    assert idx[0].tolist() == [1, 2, 5] and w[0].tolist() == pytest.approx([0.8, 0.2, 0.0])
+    assert idx[1].tolist() == [2, 5, 5] and w[1].tolist() == pytest.approx([1.0, 0.0, 0.0])
+    assert idx[2].tolist() == [5, 5, 5] and not w[2].any()  # no cross-session pair 2 -> 3
+    assert not w[4].any()  # self-transitions are the repeat term's job
+
+
+def test_neighbours_keep_the_k_heaviest_sorted_by_item() -> None:
+    idx, w = build_neighbours(_sessions([[0, 3], [0, 3], [0, 1], [0, 2], [0, 2], [0, 2]]), 4, k=2, max_distance=1)
+    assert idx[0].tolist() == [2, 3]  # 2 (x3) and 3 (x2) beat 1 (x1), stored by item index
+    assert w[0].tolist() == pytest.approx([0.6, 0.4])
+
+
+def test_window_is_newest_first_bounded_and_zero_means_empty() -> None:
+    window = torch.zeros((1, 3))
+    for item in (7, 0, 9, 4):
+        window = push_window(window, torch.tensor([item]))
+    assert window.tolist() == [[5.0, 10.0, 1.0]]  # index + 1; 7 fell out
+    idx, powers = window_weights(torch.tensor([[5.0, 0.0, 0.0]]), 0.5)
+    assert idx.tolist() == [[4, -1, -1]] and powers.tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_dense_and_candidate_scores_agree() -> None:
+    rng = np.random.default_rng(0)
+    n = 30
+    seqs = [list(rng.integers(0, n, size=int(rng.integers(2, 8)))) for _ in range(200)]
+    idx, w = build_neighbours(_sessions(seqs), n, k=6, max_distance=3)
+    memory = SessionMemory(n, 0.8, 1.5, 0.4, 0.01, idx, w)
+    window = torch.tensor([[3, 5, 3, 0], [0, 0, 0, 0], [30, 1, 2, 29]], dtype=torch.float32)
+    dense = memory.dense(window)
+    cands = torch.arange(n).repeat(3, 1)
+    np.testing.assert_allclose(memory.candidates(window, cands).numpy(), dense.numpy(), rtol=1e-5, atol=1e-5)
+    # Item 2 (slot 0, index + 1 = 3) is also at slot 2: the repeat term counts its most recent position.
+    neighbour = 0.4 * np.log(0.01 + _mass(idx, w, [2, 4, 2], [1, 0.8, 0.64], 2))
+    assert float(dense[0, 2]) - neighbour == pytest.approx(1.5, abs=1e-5)
+    # An empty window adds the same constant to every item: the ranking is the GRU's.
+    assert torch.allclose(dense[1], torch.full((n,), 0.4 * float(np.log(0.01))))
+
+
+def _mass(idx: torch.Tensor, w: torch.Tensor, window: list[int], powers: list[float], item: int) -> float:
+    total = sum(powers)
+    return sum(
+        p / total * float(w[a][idx[a] == item].sum()) for a, p in zip(window, powers, strict=True)
+    )
