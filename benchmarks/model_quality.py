@@ -112,6 +112,7 @@ def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
             )
         },
     }
+    result["train"]["neighbour_seconds"] = art.metrics.get("neighbour_seconds")
     result["config"] = json.loads(config.read_text())
     cal = art.metrics.get("calibration", {})
     result["calibration"] = {k: v for k, v in cal.items() if not k.startswith("norm_")}
@@ -284,6 +285,11 @@ def render(results: dict[str, dict[str, Any]], command: str) -> str:
                 f" = {train['events_per_second'] / max(fastest):.1f}x the official GRU4Rec's "
                 f"{max(fastest):,.0f} rows/s"
                 if fastest
+                else ""
+            )
+            + (
+                f"; building the session-memory neighbour table: {train['neighbour_seconds']:.1f} s more"
+                if train.get("neighbour_seconds")
                 else ""
             )
             + f"; peak RSS {train['peak_rss_bytes'] / 2**20:,.0f} MiB"

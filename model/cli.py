@@ -115,6 +115,7 @@ def run_training(
             "history": result.history,
             "train_seconds": result.train_seconds,
             "events_per_second": result.events_per_second,
+            "neighbour_seconds": result.neighbour_seconds,
             "total_seconds": time.perf_counter() - started,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "calibration": calibration,

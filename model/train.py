@@ -121,6 +121,7 @@ class TrainResult:
     best_epoch: int = 0
     train_seconds: float = 0.0
     events_per_second: float = 0.0
+    neighbour_seconds: float = 0.0  # building the session-memory neighbour table (not in train_seconds)
 
 
 def train(
@@ -142,12 +143,15 @@ def train(
     torch.set_num_threads(cfg.threads)
     n_items = len(index)
     model = SessionGRU(n_items, len(EVENT_TYPES), cfg)
+    neighbour_seconds = 0.0
     if model.neighbour_idx.shape[1]:
+        t_nb = time.perf_counter()
         model.set_neighbours(
             *build_neighbours(
                 sessions, n_items, cfg.neighbour_k, cfg.neighbour_distance, cfg.neighbour_backward
             )
         )
+        neighbour_seconds = time.perf_counter() - t_nb
     model.sparse = True
     sparse_params = [model.item_emb] + ([model.bias] if cfg.item_bias else [])
     if model.out_emb is not None:
@@ -172,7 +176,7 @@ def train(
         )
 
     n_events = int(len(sessions.items))
-    result = TrainResult(model=model)
+    result = TrainResult(model=model, neighbour_seconds=neighbour_seconds)
     best_score, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +21,9 @@ def _sessions(seqs: list[list[int]]) -> EncodedSessions:
 
 def test_neighbours_weigh_successors_by_distance_within_sessions_only() -> None:
     # 0->1 twice at distance 1, 0->2 once at distance 2; 2 | 3 are different sessions; 4 repeats itself.
-    idx, w = build_neighbours(_sessions([[0, 1, 2], [0, 1], [2], [3], [4, 4]]), n_items=5, k=3, max_distance=2)
+    idx, w = build_neighbours(
+        _sessions([[0, 1, 2], [0, 1], [2], [3], [4, 4]]), n_items=5, k=3, max_distance=2
+    )
     assert idx[0].tolist() == [1, 2, 5] and w[0].tolist() == pytest.approx([0.8, 0.2, 0.0])
     assert idx[1].tolist() == [2, 5, 5] and w[1].tolist() == pytest.approx([1.0, 0.0, 0.0])
     assert idx[2].tolist() == [5, 5, 5] and not w[2].any()  # no cross-session pair 2 -> 3
@@ -27,7 +31,9 @@ def test_neighbours_weigh_successors_by_distance_within_sessions_only() -> None:
 
 
 def test_neighbours_keep_the_k_heaviest_sorted_by_item() -> None:
-    idx, w = build_neighbours(_sessions([[0, 3], [0, 3], [0, 1], [0, 2], [0, 2], [0, 2]]), 4, k=2, max_distance=1)
+    idx, w = build_neighbours(
+        _sessions([[0, 3], [0, 3], [0, 1], [0, 2], [0, 2], [0, 2]]), 4, k=2, max_distance=1
+    )
     assert idx[0].tolist() == [2, 3]  # 2 (x3) and 3 (x2) beat 1 (x1), stored by item index
     assert w[0].tolist() == pytest.approx([0.6, 0.4])
 
@@ -60,6 +66,50 @@ def test_dense_and_candidate_scores_agree() -> None:
 
 def _mass(idx: torch.Tensor, w: torch.Tensor, window: list[int], powers: list[float], item: int) -> float:
     total = sum(powers)
-    return sum(
-        p / total * float(w[a][idx[a] == item].sum()) for a, p in zip(window, powers, strict=True)
+    return sum(p / total * float(w[a][idx[a] == item].sum()) for a, p in zip(window, powers, strict=True))
+
+
+def test_memory_model_trains_round_trips_and_ranks_revisits_better(tmp_path: Path) -> None:
+    """Sessions that keep returning to their first item: the repeat term must help the trained GRU."""
+    from model.artifact import load_artifact, save_artifact
+    from model.config import TrainConfig
+    from model.data import ItemIndex, SessionLog, cases_from_sessions, encode
+    from model.evaluate import evaluate_model
+    from model.train import train
+
+    rng = np.random.default_rng(5)
+    seqs = []
+    for _ in range(600):
+        home = int(rng.integers(0, 60))
+        seq = [home]
+        for _ in range(int(rng.integers(3, 8))):
+            seq.append(int(rng.integers(0, 60)))
+            seq.append(home)
+        seqs.append([str(i) for i in seq])
+    log = SessionLog(items=seqs[:500], times=None, types=None)
+    index = ItemIndex.build(log)
+    cfg = TrainConfig(
+        embedding_size=8,
+        hidden_size=8,
+        n_negatives=16,
+        batch_size=16,
+        epochs=1,
+        threads=1,
+        session_window=4,
+        repeat_bonus=2.0,
+        neighbour_weight=0.3,
+        neighbour_k=8,
     )
+    model = train(encode(log, index), index, cfg, progress=False).model
+    assert model.neighbour_w.sum() > 0  # the table was built from the training sessions
+    cases = cases_from_sessions(encode(SessionLog(items=seqs[500:], times=None, types=None), index))
+    with_memory = evaluate_model(model, cases)
+    save_artifact(
+        tmp_path / "art", model, index.ids, cfg, {}, "0" * 64, {"feature": "logit", "a": 1.0, "b": 0.0}
+    )
+    loaded = load_artifact(tmp_path / "art").model
+    assert torch.equal(loaded.neighbour_idx, model.neighbour_idx)
+    assert evaluate_model(loaded, cases)["mrr@20"] == pytest.approx(with_memory["mrr@20"])
+    loaded.memory_cfg = cfg.model_copy(update={"repeat_bonus": 0.0, "neighbour_weight": 0.0})
+    alone = evaluate_model(loaded, cases)
+    assert with_memory["mrr@20"] > alone["mrr@20"] + 0.05
