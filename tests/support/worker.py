@@ -56,6 +56,12 @@ def train_small_model(out: Path, n_events: int = 30_000, seed: int = 7) -> Path:
                 "patience": 1,
                 "max_valid_cases": 1000,
                 "threads": 1,
+                # The worker runs the same kind of model as the demo: with session memory.
+                "session_window": 10,
+                "window_decay": 0.9,
+                "repeat_bonus": 2.0,
+                "neighbour_weight": 0.3,
+                "neighbour_backward": 0.5,
             }
         )
     )
