@@ -48,7 +48,7 @@ SPLITS = {
     "diginetica": ("diginetica/train_sessions.txt", None, "sequences"),
 }
 DECAYS = (0.6, 0.8, 0.9, 1.0)
-REPEAT_BONUS = (0.0, 1.0, 2.0, 3.0)
+REPEAT_BONUS = (0.0, 1.0, 1.5, 2.0, 3.0)
 NEIGHBOUR_WEIGHT = (0.0, 0.1, 0.3, 0.5)
 NEIGHBOUR_FLOOR = (0.003, 0.01, 0.1)
 NEIGHBOUR_BACKWARD = (0.0, 0.5)

@@ -30,6 +30,7 @@ the same world with no pushes at all (``incremental_purchases_vs_no_push``). Wri
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shutil
@@ -133,7 +134,9 @@ def ensure_model(cfg: BenchConfig) -> Path:
     from model.cli import train_main
     from model.scorer import IncrementalScorer
 
-    work = BENCH_DIR / f"model-s{cfg.seed}-u{cfg.users}-i{cfg.items}-w{cfg.warmup_days:g}"
+    # The training config is part of the key: a changed DEMO_TRAINING must not reuse a stale model.
+    key = hashlib.sha256(json.dumps(TRAINING, sort_keys=True).encode()).hexdigest()[:8]
+    work = BENCH_DIR / f"model-s{cfg.seed}-u{cfg.users}-i{cfg.items}-w{cfg.warmup_days:g}-{key}"
     artifact = work / "artifact"
     try:
         IncrementalScorer.load(artifact)

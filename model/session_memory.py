@@ -4,8 +4,9 @@ The GRU alone under-ranks items the user already looked at in this session: on D
 next items are re-visits, and on yoochoose a third. The window adds two terms to the GRU's score of an
 item ``i`` (both fixed functions, their weights are hyper-parameters chosen on validation):
 
-* **repeat**: ``repeat_bonus * max_j decay**j [window_j == i]`` (``j`` = 0 for the newest item), so a
-  re-visit is boosted by how recently it was seen;
+* **repeat**: ``repeat_bonus * sum_j decay**j [window_j == i]`` (``j`` = 0 for the newest item), so a
+  re-visit is boosted by how recently and how often it was seen (an item viewed three times counts
+  more than one viewed once; measured better than counting the most recent view only);
 * **neighbours**: ``neighbour_weight * log(neighbour_floor + sum_j w_j N[window_j, i])``, with ``w`` the
   window's decay weights normalised to sum 1 and ``N`` a sparse item-to-item table built from the
   training sessions: for each item its ``k`` strongest successors within ``max_distance`` steps
@@ -128,10 +129,9 @@ class SessionMemory:
         b = len(window)
         out = torch.zeros((b, self.n_items), dtype=torch.float32)
         if self.repeat_bonus:
-            # amax over slots: a re-visit counts once, at its most recent position
             rep = torch.zeros((b, self.n_items + 1), dtype=torch.float32)
-            target = torch.where(idx >= 0, idx, torch.full_like(idx, self.n_items))
-            rep.scatter_reduce_(1, target, powers, reduce="amax")
+            target = torch.where(idx >= 0, idx, torch.full_like(idx, self.n_items))  # empty -> spare column
+            rep.scatter_add_(1, target, powers)
             out += self.repeat_bonus * rep[:, : self.n_items]
         if self.use_neighbours:
             mass = torch.zeros((b, self.n_items + 1), dtype=torch.float32)
@@ -146,7 +146,7 @@ class SessionMemory:
         out = torch.zeros(cands.shape, dtype=torch.float32)
         if self.repeat_bonus:
             hit = idx[:, :, None] == cands[:, None, :]  # (B, W, C)
-            rep = (hit * powers[:, :, None]).amax(dim=1)
+            rep = (hit * powers[:, :, None]).sum(dim=1)
             out += self.repeat_bonus * rep
         if self.use_neighbours:
             b, w = idx.shape

@@ -57,9 +57,9 @@ def test_dense_and_candidate_scores_agree() -> None:
     dense = memory.dense(window)
     cands = torch.arange(n).repeat(3, 1)
     np.testing.assert_allclose(memory.candidates(window, cands).numpy(), dense.numpy(), rtol=1e-5, atol=1e-5)
-    # Item 2 (slot 0, index + 1 = 3) is also at slot 2: the repeat term counts its most recent position.
+    # Item 2 (slot 0, index + 1 = 3) is also at slot 2: the repeat term counts both, decayed.
     neighbour = 0.4 * np.log(0.01 + _mass(idx, w, [2, 4, 2], [1, 0.8, 0.64], 2))
-    assert float(dense[0, 2]) - neighbour == pytest.approx(1.5, abs=1e-5)
+    assert float(dense[0, 2]) - neighbour == pytest.approx(1.5 * (1 + 0.64), abs=1e-5)
     # An empty window adds the same constant to every item: the ranking is the GRU's.
     assert torch.allclose(dense[1], torch.full((n,), 0.4 * float(np.log(0.01))))
 
