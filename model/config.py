@@ -41,6 +41,9 @@ class TrainConfig(BaseModel):
     repeat_bonus: float = Field(
         default=0.0, ge=0.0, description="Score added to an item already in the window (times its decay)."
     )
+    repeat_mode: Literal["sum", "max"] = Field(
+        default="sum", description="Repeat term over the window's occurrences: decayed sum, or most recent."
+    )
     neighbour_weight: float = Field(
         default=0.0, ge=0.0, description="Weight of log(floor + neighbour mass of the window) in the score."
     )

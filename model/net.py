@@ -74,6 +74,7 @@ class SessionGRU(nn.Module):
             self.n_items,
             cfg.window_decay,
             cfg.repeat_bonus,
+            cfg.repeat_mode,
             cfg.neighbour_weight,
             cfg.neighbour_floor,
             self.neighbour_idx,

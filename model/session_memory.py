@@ -5,8 +5,10 @@ next items are re-visits, and on yoochoose a third. The window adds two terms to
 item ``i`` (both fixed functions, their weights are hyper-parameters chosen on validation):
 
 * **repeat**: ``repeat_bonus * sum_j decay**j [window_j == i]`` (``j`` = 0 for the newest item), so a
-  re-visit is boosted by how recently and how often it was seen (an item viewed three times counts
-  more than one viewed once; measured better than counting the most recent view only);
+  re-visit is boosted by how recently and how often it was seen (``repeat_mode`` "sum": an item viewed
+  three times counts more than one viewed once), or ``max_j`` instead of ``sum_j`` (``"max"``: only the
+  most recent view counts; better where bursts of identical clicks carry no extra signal, as on
+  yoochoose);
 * **neighbours**: ``neighbour_weight * log(neighbour_floor + sum_j w_j N[window_j, i])``, with ``w`` the
   window's decay weights normalised to sum 1 and ``N`` a sparse item-to-item table built from the
   training sessions: for each item its ``k`` strongest successors within ``max_distance`` steps
@@ -104,6 +106,7 @@ class SessionMemory:
         n_items: int,
         decay: float,
         repeat_bonus: float,
+        repeat_mode: str,
         neighbour_weight: float,
         neighbour_floor: float,
         neighbour_idx: torch.Tensor,
@@ -112,6 +115,9 @@ class SessionMemory:
         self.n_items = n_items
         self.decay = decay
         self.repeat_bonus = repeat_bonus
+        if repeat_mode not in ("sum", "max"):
+            raise ValueError(f"repeat_mode must be 'sum' or 'max', not {repeat_mode!r}")
+        self.repeat_max = repeat_mode == "max"
         self.neighbour_weight = neighbour_weight
         self.neighbour_floor = neighbour_floor
         self.idx = neighbour_idx
@@ -131,7 +137,10 @@ class SessionMemory:
         if self.repeat_bonus:
             rep = torch.zeros((b, self.n_items + 1), dtype=torch.float32)
             target = torch.where(idx >= 0, idx, torch.full_like(idx, self.n_items))  # empty -> spare column
-            rep.scatter_add_(1, target, powers)
+            if self.repeat_max:
+                rep.scatter_reduce_(1, target, powers, reduce="amax")
+            else:
+                rep.scatter_add_(1, target, powers)
             out += self.repeat_bonus * rep[:, : self.n_items]
         if self.use_neighbours:
             mass = torch.zeros((b, self.n_items + 1), dtype=torch.float32)
@@ -146,7 +155,8 @@ class SessionMemory:
         out = torch.zeros(cands.shape, dtype=torch.float32)
         if self.repeat_bonus:
             hit = idx[:, :, None] == cands[:, None, :]  # (B, W, C)
-            rep = (hit * powers[:, :, None]).sum(dim=1)
+            weighted = hit * powers[:, :, None]
+            rep = weighted.amax(dim=1) if self.repeat_max else weighted.sum(dim=1)
             out += self.repeat_bonus * rep
         if self.use_neighbours:
             b, w = idx.shape

@@ -52,11 +52,19 @@ def test_dense_and_candidate_scores_agree() -> None:
     n = 30
     seqs = [list(rng.integers(0, n, size=int(rng.integers(2, 8)))) for _ in range(200)]
     idx, w = build_neighbours(_sessions(seqs), n, k=6, max_distance=3)
-    memory = SessionMemory(n, 0.8, 1.5, 0.4, 0.01, idx, w)
+    memory = SessionMemory(n, 0.8, 1.5, "sum", 0.4, 0.01, idx, w)
     window = torch.tensor([[3, 5, 3, 0], [0, 0, 0, 0], [30, 1, 2, 29]], dtype=torch.float32)
     dense = memory.dense(window)
     cands = torch.arange(n).repeat(3, 1)
     np.testing.assert_allclose(memory.candidates(window, cands).numpy(), dense.numpy(), rtol=1e-5, atol=1e-5)
+    latest = SessionMemory(n, 0.8, 1.5, "max", 0.4, 0.01, idx, w)
+    np.testing.assert_allclose(
+        latest.candidates(window, cands).numpy(), latest.dense(window).numpy(), rtol=1e-5, atol=1e-5
+    )
+    # "max" counts only the most recent view of item 2; "sum" adds its older view (decay 0.8**2).
+    assert float(dense[0, 2] - latest.dense(window)[0, 2]) == pytest.approx(1.5 * 0.64, abs=1e-5)
+    with pytest.raises(ValueError, match="repeat_mode"):
+        SessionMemory(n, 0.8, 1.5, "mean", 0.4, 0.01, idx, w)
     # Item 2 (slot 0, index + 1 = 3) is also at slot 2: the repeat term counts both, decayed.
     neighbour = 0.4 * np.log(0.01 + _mass(idx, w, [2, 4, 2], [1, 0.8, 0.64], 2))
     assert float(dense[0, 2]) - neighbour == pytest.approx(1.5 * (1 + 0.64), abs=1e-5)
