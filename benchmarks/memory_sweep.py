@@ -60,7 +60,9 @@ def sweep(
     """Train the preset on the validation protocol and score every memory combination."""
     train_rel, valid_rel, fmt = SPLITS[name]
     cfg = load_config(str(CONFIG_DIR / f"{name}.json")).model_copy(
-        update={"session_window": 0, "train_on_all": False, "select_best": False}
+        # The window only feeds the scoring terms, never the training loss: the GRU is the preset's. The
+        # sweep builds its own neighbour tables (one per backward weight), so training builds none.
+        update={"session_window": width, "neighbour_weight": 0.0, "train_on_all": False, "select_best": False}
     )
     log = load_log(data_dir / train_rel, fmt)
     if valid_rel is None:
@@ -99,8 +101,8 @@ def sweep(
         rows = np.arange(a, min(a + 512, len(cases)))
         with torch.no_grad():
             states = model_states(model, cases, rows)
-            base = model.full_scores(states)
-        window = _windows(cases, rows, width)
+            base = model.full_scores(states, with_memory=False)
+        window = model.window_of(states)
         targets = cases.targets[rows]
         for decay, bonus, weight, floor, back in grid:
             memory = SessionMemory(n, decay, bonus, repeat_mode, weight, floor, *tables[back])
@@ -123,16 +125,6 @@ def sweep(
     # Best MRR@20 at four decimals (finer differences are noise on 10k cases), then Recall@20.
     out.sort(key=lambda row: (-round(row["mrr@20"], 4), -row["recall@20"]))
     return out
-
-
-def _windows(cases: Any, rows: np.ndarray, width: int) -> torch.Tensor:
-    """The session window (index + 1, newest first, 0 = empty) of each prefix, as the model keeps it."""
-    out = np.zeros((len(rows), width), dtype=np.float32)
-    for r, c in enumerate(rows):
-        seg = cases.items[cases.offsets[c] : cases.offsets[c + 1]]
-        seg = seg[seg >= 0][::-1][:width]
-        out[r, : len(seg)] = seg + 1
-    return torch.from_numpy(out)
 
 
 def main(argv: list[str] | None = None) -> int:

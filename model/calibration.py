@@ -153,14 +153,15 @@ def calibration_pairs(
         items = pad_left([sessions.items[a:e] for a, e, _ in chunk])
         types = np.maximum(pad_left([sessions.types[a:e] for a, e, _ in chunk]), 0)
         h = model.encode_prefixes(torch.from_numpy(items), torch.from_numpy(types))
-        full = model.full_scores(h)
+        base = model.full_scores(h, with_memory=False)
+        memory = model.memory()
+        full = base if memory is None else base + memory.dense(model.window_of(h))
         logit = full.numpy()
         logp = torch.log_softmax(full, dim=1).numpy()
         sampled = None
         if norm_items is not None and norm_logw is not None:
             # The normaliser estimates the GRU's partition function; the session-memory terms are left
             # out of it so that the hot path can compute it from the sample alone (scorer.interest).
-            base = model.full_scores(h, with_memory=False) if model.window else full
             weighted = base[:, torch.from_numpy(norm_items)] + torch.from_numpy(norm_logw).float()
             sampled = logit - torch.logsumexp(weighted, dim=1, keepdim=True).numpy()
         top = np.argpartition(-logp, n_top, axis=1)[:, :n_top]

@@ -96,7 +96,7 @@ class SessionGRU(nn.Module):
         if self.skip is not None:
             new = torch.cat([new, e], dim=1)
         if self.window:
-            new = torch.cat([new, push_window(state[:, hs + self.skip_width :], safe)], dim=1)
+            new = torch.cat([new, push_window(self.window_of(state), safe)], dim=1)
         return torch.where(known[:, None], new, state)
 
     def output(self, state: torch.Tensor) -> torch.Tensor:
@@ -107,12 +107,16 @@ class SessionGRU(nn.Module):
             out = out + self.skip(state[:, hs : hs + self.skip_width])
         return self.drop_out(out)
 
+    def window_of(self, state: torch.Tensor) -> torch.Tensor:
+        """The session-window slots of states (B, W); (B, 0) without session memory."""
+        return state[:, self.state_width - self.window :]
+
     def full_scores(self, h: torch.Tensor, with_memory: bool = True) -> torch.Tensor:
         """Scores of every item for each state: (B, n_items); plus the session-memory terms if any."""
         scores = self.output(h) @ self.output_embeddings().T + self.bias[:, 0]
         memory = self.memory() if with_memory else None
         if memory is not None:
-            scores = scores + memory.dense(h[:, self.state_width - self.window :])
+            scores = scores + memory.dense(self.window_of(h))
         return scores
 
     def candidate_rows(self, cands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

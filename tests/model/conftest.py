@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -83,37 +82,28 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="session")
-def tiny_artifact(tiny_data: dict[str, Path]) -> Path:
-    """A small trained artifact (a few seconds on one thread)."""
+def _trained(tiny_data: dict[str, Path], name: str, cfg: TrainConfig) -> Path:
+    """Train ``cfg`` on the tiny train/valid files into ``root/name`` (a few seconds on one thread)."""
     from model.cli import run_training
 
-    cfg_path = tiny_data["root"] / "tiny.json"
-    cfg_path.write_text(json.dumps(TINY.model_dump()), encoding="utf-8")
-    out = tiny_data["root"] / "artifact"
-    run_training(str(tiny_data["train"]), "sessions", str(tiny_data["valid"]), str(out), TINY, progress=False)
+    out = tiny_data["root"] / name
+    run_training(str(tiny_data["train"]), "sessions", str(tiny_data["valid"]), str(out), cfg, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_data: dict[str, Path]) -> Path:
+    """A small trained artifact (tied embeddings, last-item skip)."""
+    return _trained(tiny_data, "artifact", TINY)
 
 
 @pytest.fixture(scope="session")
 def plain_artifact(tiny_data: dict[str, Path]) -> Path:
     """A small artifact of the untied, skip-less architecture."""
-    from model.cli import run_training
-
-    out = tiny_data["root"] / "plain"
-    run_training(
-        str(tiny_data["train"]), "sessions", str(tiny_data["valid"]), str(out), PLAIN, progress=False
-    )
-    return out
+    return _trained(tiny_data, "plain", PLAIN)
 
 
 @pytest.fixture(scope="session")
 def memory_artifact(tiny_data: dict[str, Path]) -> Path:
     """A small artifact with session memory (repeat and neighbour terms)."""
-    from model.cli import run_training
-
-    out = tiny_data["root"] / "memory"
-    run_training(
-        str(tiny_data["train"]), "sessions", str(tiny_data["valid"]), str(out), MEMORY, progress=False
-    )
-    return out
+    return _trained(tiny_data, "memory", MEMORY)

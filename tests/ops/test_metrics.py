@@ -35,20 +35,17 @@ def test_observe_many_equals_repeated_observe() -> None:
         metrics.observe_many(at_once, value, count)
     metrics.observe_many(at_once, 0.5, 0)
     text = generate_latest(registry).decode()
-    a = {
-        (s.name.replace("a_", ""), tuple(sorted(s.labels.items()))): s.value
-        for f in text_string_to_metric_families(text)
-        if f.name == "a_seconds"
-        for s in f.samples
-        if not s.name.endswith("_created")
-    }
-    b = {
-        (s.name.replace("b_", ""), tuple(sorted(s.labels.items()))): s.value
-        for f in text_string_to_metric_families(text)
-        if f.name == "b_seconds"
-        for s in f.samples
-        if not s.name.endswith("_created")
-    }
+
+    def histogram(prefix: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name.removeprefix(prefix), tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == f"{prefix}seconds"
+            for s in f.samples
+            if not s.name.endswith("_created")
+        }
+
+    a, b = histogram("a_"), histogram("b_")
     assert a == pytest.approx(b)
     assert a[("seconds_count", ())] == 511
 
