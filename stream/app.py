@@ -234,7 +234,9 @@ class Worker:
             n_pushes = self.engine.apply_recovered_pushes(p, pushes.get(p, []), txn)
             if txn.writes:
                 self._commit_or_die(Outcome(), txn)
-            users = self.engine.adopt(p, pstore.items())
+            loaded = await asyncio.to_thread(self.engine.load_partition, p, pstore)
+            self.engine.adopt(p, loaded)
+            users = loaded.users_loaded
             pstore.ready = True
             self._recovering.discard(p)
             event = self._ready_partitions.get(p)

@@ -31,6 +31,20 @@ _REBASE_HALF_LIVES = 60.0
 
 _value = operator.itemgetter(1)
 
+
+def _best_key(entry: tuple[str, float]) -> tuple[float, str]:
+    """Sort key: highest value first, then by id, so ties never depend on insertion order."""
+    return (-entry[1], entry[0])
+
+
+def _weakest_key(entry: tuple[str, float]) -> tuple[float, str]:
+    """The entry evicted first: lowest value, then lowest id."""
+    return (entry[1], entry[0])
+
+
+# Items the trending top list caches (a request for more ranks on the spot).
+_TRENDING_CACHE = 64
+
 # Trending weight of each behaviour event type; others do not count.
 TRENDING_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 
@@ -168,6 +182,12 @@ class CoVisitationIndex:
         self._slots = 2 * top_n
         self._decay = _ForwardDecay(half_life_seconds)
         self._items: OrderedDict[str, dict[str, float]] = OrderedDict()
+        # Change tracking for the partition's state store: the touch order (LRU) of each item and
+        # the (item, neighbour) entries written since the last drain.
+        self._seq = 0
+        self._touched: dict[str, int] = {}
+        self._dirty_items: set[str] = set()
+        self._dirty_pairs: set[tuple[str, str]] = set()
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> CoVisitationIndex:
@@ -185,9 +205,10 @@ class CoVisitationIndex:
         """Count ``item_id`` as co-visited with each of the session's ``previous`` items (both ways)."""
         weight, rescale = self._decay.weight(ts)
         if rescale is not None:
-            for bucket in self._items.values():
+            for item, bucket in self._items.items():
                 for key in bucket:
                     bucket[key] *= rescale
+                    self._dirty_pairs.add((item, key))
         for other in previous:
             if other != item_id:
                 self._add(item_id, other, weight)
@@ -199,23 +220,32 @@ class CoVisitationIndex:
             bucket = {}
             self._items[item] = bucket
             if len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+                evicted, gone = self._items.popitem(last=False)
+                self._touched.pop(evicted, None)
+                self._dirty_items.add(evicted)
+                self._dirty_pairs.update((evicted, k) for k in gone)
         else:
             self._items.move_to_end(item)
+        self._seq += 1
+        self._touched[item] = self._seq
+        self._dirty_items.add(item)
+        self._dirty_pairs.add((item, other))
         if other in bucket:
             bucket[other] += weight
             return
         if len(bucket) >= self._slots:
-            weakest = min(bucket, key=bucket.__getitem__)
+            # Ties broken by id, so the choice never depends on insertion order (replays are exact).
+            weakest = min(bucket.items(), key=_weakest_key)[0]
             del bucket[weakest]
+            self._dirty_pairs.add((item, weakest))
         bucket[other] = weight
 
     def _best(self, item_id: str) -> list[tuple[str, float]]:
         bucket = self._items.get(item_id)
         if not bucket:
             return []
-        # Sorting ~2N floats beats heapq.nlargest at these sizes.
-        return sorted(bucket.items(), key=_value, reverse=True)[: self.top_n]
+        # Sorting ~2N floats beats heapq.nlargest at these sizes; ties by id (order-independent).
+        return sorted(bucket.items(), key=_best_key)[: self.top_n]
 
     def neighbours(self, item_id: str, now: float, n: int | None = None) -> list[tuple[str, float]]:
         """The best co-visited items of ``item_id`` with their decayed counts at ``now``, best first."""
@@ -234,7 +264,7 @@ class CoVisitationIndex:
         skip = set(exclude)
         skip.update(anchors)
         # Forward-decayed values rank like decayed ones: decay only the answers.
-        ranked = sorted(scores.items(), key=_value, reverse=True)
+        ranked = sorted(scores.items(), key=_best_key)
         out: list[tuple[str, float]] = []
         for k, v in ranked:
             if k not in skip:
@@ -243,12 +273,57 @@ class CoVisitationIndex:
                     break
         return out
 
+    def snapshot(self, items: Iterable[str]) -> dict[str, dict[str, float]]:
+        """Copies of these items' neighbour counts, for :func:`snapshot_similarity` later."""
+        buckets = self._items
+        return {item: dict(bucket) for item in items if (bucket := buckets.get(item))}
+
     def similarity(self, a: str, b: str) -> float:
         """Co-visitation similarity in [0, 1]: count(a, b) relative to a's strongest neighbour."""
         bucket = self._items.get(a)
         if not bucket or b not in bucket:
             return 0.0
         return bucket[b] / max(bucket.values())
+
+    # -- persistence: the partition's state store keeps one row per item and per (item, neighbour) --
+
+    def meta(self) -> dict[str, Any]:
+        """The index-wide values a restore needs (landmark and touch counter)."""
+        return {"landmark": self._decay.landmark, "seq": self._seq}
+
+    def drain_changes(self) -> dict[tuple[str, str], Any]:
+        """Rows changed since the last drain, and forget them.
+
+        Keys are ``(item, "")`` for an item's touch order and ``(item, neighbour)`` for a count;
+        values are the new value or None for a deleted row.
+        """
+        rows: dict[tuple[str, str], Any] = {}
+        for item in self._dirty_items:
+            rows[(item, "")] = self._touched.get(item)
+        for item, other in self._dirty_pairs:
+            bucket = self._items.get(item)
+            rows[(item, other)] = None if bucket is None else bucket.get(other)
+        self._dirty_items.clear()
+        self._dirty_pairs.clear()
+        return rows
+
+    def restore(self, meta: dict[str, Any], rows: Iterable[tuple[str, str, Any]]) -> None:
+        """Rebuild from :meth:`meta` and the stored rows ``(item, neighbour or "", value)``."""
+        self._decay.landmark = None if meta.get("landmark") is None else float(meta["landmark"])
+        self._seq = int(meta.get("seq", 0))
+        buckets: dict[str, dict[str, float]] = {}
+        touched: dict[str, int] = {}
+        for item, other, value in rows:
+            if other:
+                buckets.setdefault(item, {})[other] = float(value)
+            else:
+                touched[item] = int(value)
+        self._items = OrderedDict(
+            (item, buckets.get(item, {})) for item in sorted(touched, key=touched.__getitem__)
+        )
+        self._touched = touched
+        self._dirty_items.clear()
+        self._dirty_pairs.clear()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able snapshot (least recently touched item first)."""
@@ -267,7 +342,17 @@ class CoVisitationIndex:
         index._decay.landmark = None if data["landmark"] is None else float(data["landmark"])
         for item, pairs in data["items"]:
             index._items[str(item)] = {str(o): float(v) for o, v in pairs}
+            index._seq += 1
+            index._touched[str(item)] = index._seq
         return index
+
+
+def snapshot_similarity(snapshot: dict[str, dict[str, float]], a: str, b: str) -> float:
+    """:meth:`CoVisitationIndex.similarity` as it was when ``snapshot`` was taken (``a`` in it)."""
+    bucket = snapshot.get(a)
+    if not bucket or b not in bucket:
+        return 0.0
+    return bucket[b] / max(bucket.values())
 
 
 class TrendingItems:
@@ -292,6 +377,7 @@ class TrendingItems:
         self._top: list[str] = []
         self._top_at: float | None = None
         self._top_k = 0
+        self._dirty: set[str] = set()  # counts written since the last drain (for the state store)
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> TrendingItems:
@@ -311,26 +397,68 @@ class TrendingItems:
         unit, rescale = self._decay.weight(ts)
         if rescale is not None:
             self._counts = {k: v * rescale for k, v in self._counts.items()}
+            self._dirty.update(self._counts)
         self._counts[item_id] = self._counts.get(item_id, 0.0) + w * unit
+        self._dirty.add(item_id)
         if len(self._counts) > self.max_items + max(1, self.max_items // 4):
-            keep = heapq.nlargest(self.max_items, self._counts.items(), key=lambda kv: kv[1])
+            # Ties by id: which items survive never depends on the dict's insertion order.
+            keep = heapq.nlargest(self.max_items, self._counts.items(), key=lambda kv: (kv[1], kv[0]))
+            self._dirty.update(self._counts.keys() - {k for k, _ in keep})
             self._counts = dict(keep)
+        # The cached top list is refreshed here, on the write path, which sees every event in stream
+        # order: a refresh driven by reads would depend on who asked when (batching, blocked users).
+        # Only forward moves of event time refresh: interleaved users' slightly out-of-order times
+        # would otherwise recompute the list every few events.
+        # While fewer items than the cache holds are known, ranking is cheap and always current.
+        if (
+            self._top_at is None
+            or ts - self._top_at >= self.refresh_seconds
+            or len(self._top) < _TRENDING_CACHE
+        ):
+            self._top = self._ranked(self._top_k or _TRENDING_CACHE)
+            self._top_k = max(self._top_k, _TRENDING_CACHE)
+            self._top_at = ts
+
+    def _ranked(self, k: int) -> list[str]:
+        ranked = heapq.nlargest(k, self._counts.items(), key=lambda kv: (kv[1], kv[0]))
+        return [item for item, _ in ranked]
 
     def score(self, item_id: str, now: float) -> float:
         """Decayed count of one item at ``now``."""
         return self._decay.at(self._counts.get(item_id, 0.0), now)
 
     def top(self, k: int, now: float) -> list[str]:
-        """The ``k`` most popular items, from a cache at most ``refresh_seconds`` of event time old."""
-        # Only forward moves of event time refresh: interleaved users' slightly out-of-order times would
-        # otherwise recompute the top list every few events.
-        stale = self._top_at is None or now - self._top_at >= self.refresh_seconds or k > self._top_k
-        if stale:
-            self._top_k = max(k, 64)
-            ranked = heapq.nlargest(self._top_k, self._counts.items(), key=lambda kv: (kv[1], kv[0]))
-            self._top = [item for item, _ in ranked]
-            self._top_at = now
+        """The ``k`` most popular items, as of the last refresh (at most ``refresh_seconds`` of event
+        time before the latest observation). A pure read: it never changes the counter."""
+        if k > self._top_k:  # more than the cache holds: rank now, without caching
+            return self._ranked(k)
         return self._top[:k]
+
+    # -- persistence: one row per item in the partition's state store ------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        """The counter-wide values a restore needs (landmark and the cached top list)."""
+        return {
+            "landmark": self._decay.landmark,
+            "top": self._top,
+            "top_at": self._top_at,
+            "top_k": self._top_k,
+        }
+
+    def drain_changes(self) -> dict[str, float | None]:
+        """Counts changed since the last drain (None: pruned), and forget them."""
+        rows = {item: self._counts.get(item) for item in self._dirty}
+        self._dirty.clear()
+        return rows
+
+    def restore(self, meta: dict[str, Any], rows: Iterable[tuple[str, float]]) -> None:
+        """Rebuild from :meth:`meta` and the stored ``(item, count)`` rows."""
+        self._decay.landmark = None if meta.get("landmark") is None else float(meta["landmark"])
+        self._top = [str(i) for i in meta.get("top", [])]
+        self._top_at = None if meta.get("top_at") is None else float(meta["top_at"])
+        self._top_k = int(meta.get("top_k", 0))
+        self._counts = {item: float(v) for item, v in rows}
+        self._dirty.clear()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able snapshot."""
@@ -340,6 +468,7 @@ class TrendingItems:
             "refresh_seconds": self.refresh_seconds,
             "landmark": self._decay.landmark,
             "counts": list(self._counts.items()),
+            "cache": self.meta(),
         }
 
     @classmethod
@@ -349,7 +478,7 @@ class TrendingItems:
             int(data["max_items"]), float(data["half_life_seconds"]), float(data["refresh_seconds"])
         )
         trending._decay.landmark = None if data["landmark"] is None else float(data["landmark"])
-        trending._counts = {str(k): float(v) for k, v in data["counts"]}
+        trending.restore(data.get("cache", {"landmark": data["landmark"]}), data["counts"])
         return trending
 
 
@@ -377,6 +506,11 @@ class PromotionBoard:
             # Keep the promotions that end last: the others are the first to go anyway.
             keep = heapq.nlargest(self.max_items, self._promos.items(), key=lambda kv: kv[1][2])
             self._promos = dict(keep)
+
+    def remove(self, item_id: str) -> None:
+        """Forget an item that left the catalog."""
+        if self._promos.pop(item_id, None) is not None:
+            self._order = None
 
     def active(self, now: float, n: int) -> list[str]:
         """Up to ``n`` items whose promotion runs at ``now``, deepest discount first."""

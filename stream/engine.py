@@ -26,12 +26,11 @@ import numpy as np
 
 from stream import policy as pol
 from stream.candidates import (
-    CoVisitationIndex,
     EngagedItem,
     Engagement,
     PromotionBoard,
-    TrendingItems,
     gather_candidates,
+    snapshot_similarity,
 )
 from stream.contract import (
     EVENT_TYPES,
@@ -47,11 +46,11 @@ from stream.contract import (
     parse_event,
 )
 from stream.feedback import FeedbackOutcome, apply_feedback, settle_ignored
-from stream.interest import InterestIndex, catalog_triggers
-from stream.partitioning import partition_for
+from stream.interest import catalog_triggers
+from stream.partition_state import PartitionState
 from stream.settings import Settings
 from stream.state import UserState
-from stream.timers import Timer, TimerQueue, on_behaviour, schedule_promotion_ending
+from stream.timers import Timer, on_behaviour, schedule_promotion_ending
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +77,13 @@ class Scorer(Protocol):
     def score_and_interest(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Both at once; a model can override this to compute the candidate scores once."""
         return self.score(states, candidates), self.interest(states, candidates)
+
+
+class PartitionRows(Protocol):
+    """A partition's stored rows (``stream.store.PartitionStore`` provides it)."""
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+    def partition_rows(self) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 class StateAccess(Protocol):
@@ -111,6 +117,9 @@ class Outcome:
     interest: list[float] = field(default_factory=list)
     consent_updates: int = 0
     catalog_updates: int = 0
+    catalog_removals: int = 0
+    erasures: int = 0
+    expired_users: int = 0
 
     def extend(self, other: Outcome) -> None:
         """Fold another outcome into this one."""
@@ -123,6 +132,9 @@ class Outcome:
         self.interest += other.interest
         self.consent_updates += other.consent_updates
         self.catalog_updates += other.catalog_updates
+        self.catalog_removals += other.catalog_removals
+        self.erasures += other.erasures
+        self.expired_users += other.expired_users
 
 
 @dataclass
@@ -155,19 +167,61 @@ class _Ask:
     session_last_ts: float | None
     consent: bool | None
     previous_price: float | None = None
+    seq: int = 0  # order of the asks in the stream (see Engine._apply_interest_updates)
+    # The candidates' co-visitation rows as they were (diversity compares with them at decision time).
+    covisited: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """An ask's scored candidates: the best few for the policy, and those for the interest index."""
+
+    top: list[tuple[str, str, float, float]]  # (item, source, raw score, calibrated interest)
+    indexed: list[tuple[str, float]]  # (item, interest)
 
 
 @dataclass(frozen=True, slots=True)
 class _Op:
-    """Policy work queued for a user behind their n-th step of the batch, done in the user's order."""
+    """Policy work queued for a user behind their n-th step of the batch, done in the user's order.
+
+    With an ``ask``: a decision. Otherwise, with an ``event``: its feedback, then the release of held
+    pushes at the event's time; with neither: the release of held pushes at ``now`` (a due timer).
+    """
 
     step: int
-    event: Event  # the event the work belongs to
-    ask: _Ask | None = None  # a decision; None: feedback and the release of held pushes
+    event: Event | None = None
+    ask: _Ask | None = None
+    now: float = 0.0
+    seq: int = 0  # order in the stream (pushes are emitted in this order)
+
+
+@dataclass
+class _Work:
+    """Pass-1 results of a batch awaiting pass 2: users, their queued steps and policy work."""
+
+    users: dict[str, _User] = field(default_factory=dict)
+    steps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    ops: dict[str, list[_Op]] = field(default_factory=dict)
+
+    def steps_of(self, user_id: str) -> list[tuple[str, int]]:
+        """The user's queued GRU steps (created empty)."""
+        return self.steps.setdefault(user_id, [])
+
+    def ops_of(self, user_id: str) -> list[_Op]:
+        """The user's queued policy work (created empty)."""
+        return self.ops.setdefault(user_id, [])
+
+
+def _forgotten(state: UserState) -> UserState:
+    """What is kept of an expired user: only an explicit consent (never forget an opt-out)."""
+    kept = UserState()
+    kept.policy.opted_in = state.policy.opted_in
+    kept.policy.consent_ts = state.policy.consent_ts
+    return kept
 
 
 class Engine:
-    """Holds the model, the catalog view and the worker-wide indexes; processes batches."""
+    """Holds the model, the catalog view and the partitions' shared state; processes batches."""
 
     def __init__(self, settings: Settings, scorer: Scorer, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -175,27 +229,86 @@ class Engine:
         self.scorer = scorer
         self.clock = clock
         self.catalog: dict[str, CatalogUpdate] = {}
-        self.covisitation = CoVisitationIndex.from_config(self.cfg)
-        self.trending = TrendingItems.from_config(self.cfg)
         self.promotions = PromotionBoard()
-        self.interest_index = InterestIndex.from_config(self.cfg)
-        self.timers = TimerQueue.from_config(self.cfg)
-        self.watermark = 0.0  # highest event time seen; the event-time clock
+        # Clock, indexes and timers per partition (see stream.partition_state): decisions never
+        # depend on which partitions this worker owns, nor on restarts.
+        self.parts: dict[int, PartitionState] = {}
         self.owned: set[int] = set()  # partitions whose users this engine may touch
         self.max_decide = 5  # candidates per decision that go through the full policy
+        self._ask_seq = 0
+        self._push_order: dict[str, int] = {}  # push id -> seq of what caused it (current batch)
+        # Interest-index changes of the current batch: (stream seq, partition, user, rows or the
+        # bought item, time); see _apply_interest_updates.
+        self._index_ops: list[tuple[int, int, str, list[tuple[str, float]] | str, float]] = []
+
+    def part(self, partition: int) -> PartitionState:
+        """The shared state of a partition (empty until the partition is adopted or first used)."""
+        state = self.parts.get(partition)
+        if state is None:
+            state = PartitionState.empty(partition, self.cfg)
+            self.parts[partition] = state
+        return state
 
     # -- clocks ---------------------------------------------------------------------------------
 
-    def now(self) -> float:
-        """The decision clock: event time, or wall time when that is later (``worker.clock``)."""
+    def now(self, partition: int) -> float:
+        """A partition's decision clock: its event-time watermark, or the wall clock when later
+        (``worker.clock``)."""
+        state = self.parts.get(partition)
+        watermark = 0.0 if state is None else state.watermark
         if self.settings.worker.clock == "event":
-            return self.watermark
-        return max(self.watermark, self.clock())
+            return watermark
+        return max(watermark, self.clock())
+
+    def _event_clock(self) -> bool:
+        return self.settings.worker.clock == "event"
 
     def _decision_time(self, event_ts: float) -> float:
         if self.settings.worker.clock == "event":
             return event_ts
         return max(event_ts, self.clock())
+
+    # -- model calls: fixed-size chunks ----------------------------------------------------------
+    #
+    # A BLAS product can round a row differently depending on how many rows it multiplies (it
+    # picks other kernels), so a user's state would depend on who else was in the batch. Every
+    # model call therefore sees exactly ``worker.model_chunk_rows`` rows (the last chunk padded),
+    # which makes each row's result independent of batching, replays and partition assignment.
+
+    def _model_step(self, states: np.ndarray, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+        n, chunk = len(states), self.settings.worker.model_chunk_rows
+        pad = (-n) % chunk
+        if pad:
+            states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
+            items = np.concatenate([items, np.full(pad, -1, dtype=items.dtype)])
+            types = np.concatenate([types, np.zeros(pad, dtype=types.dtype)])
+        out = [
+            self.scorer.step(states[i : i + chunk], items[i : i + chunk], types[i : i + chunk])
+            for i in range(0, n + pad, chunk)
+        ]
+        return np.concatenate(out)[:n]
+
+    def _model_score(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, chunk = len(states), self.settings.worker.model_chunk_rows
+        width = candidates.shape[1]
+        # The candidate width is fixed too (products of another shape round differently).
+        full_width = max(self.cfg.max_candidates, width)
+        if width < full_width:
+            candidates = np.concatenate(
+                [candidates, np.full((n, full_width - width), -1, dtype=candidates.dtype)], axis=1
+            )
+        pad = (-n) % chunk
+        if pad:
+            states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
+            candidates = np.concatenate(
+                [candidates, np.full((pad, candidates.shape[1]), -1, dtype=candidates.dtype)]
+            )
+        parts = [
+            self.scorer.score_and_interest(states[i : i + chunk], candidates[i : i + chunk])
+            for i in range(0, n + pad, chunk)
+        ]
+        raws = np.concatenate([r for r, _ in parts])[:n, :width]
+        return raws, np.concatenate([p for _, p in parts])[:n, :width]
 
     # -- model swap -----------------------------------------------------------------------------
 
@@ -219,10 +332,17 @@ class Engine:
     def _save(self, txn: StateAccess, users: Iterable[_User]) -> None:
         for user in users:
             if user.dirty:
+                part = self.part(user.partition)
                 user.state.engagement = user.engagement.to_dict()
-                user.state.timers = [t.to_list() for t in self.timers.timers_for(user.user_id)]
+                user.state.timers = [t.to_list() for t in part.timers.timers_for(user.user_id)]
                 txn.put(user.partition, user.user_id.encode("utf-8"), user.state.to_bytes())
+                if user.state.n_events > 0:
+                    part.last_seen[user.user_id] = user.state.last_event_ts
                 user.dirty = False
+        # The partitions' changed index rows go into the same transaction as the user records.
+        for partition in sorted(self.parts):
+            for key, value in self.parts[partition].drain().items():
+                txn.put(partition, key, value)
 
     def _sync_model(self, user: _User) -> None:
         """Re-derive a state made by another model version from the session's recent items.
@@ -239,7 +359,7 @@ class Engine:
             items = self.scorer.item_indices([r.item_id for r in session])
             types = np.array([TYPE_INDEX[r.type] for r in session], dtype=np.int64)
             for i in range(len(session)):
-                hidden = self.scorer.step(hidden, items[i : i + 1], types[i : i + 1])
+                hidden = self._model_step(hidden, items[i : i + 1], types[i : i + 1])
         state.hidden = hidden[0]
         state.model_version = self.scorer.version
 
@@ -249,26 +369,31 @@ class Engine:
         """Apply one batch of events and consent updates; stage the new states in ``txn``.
 
         Pass 1 walks the records in stream order: validation, deduplication, bookkeeping, the
-        worker-wide indexes, and the candidates of each decision. Pass 2 runs the GRU steps in
-        rounds (round ``r``: each user's ``r``-th step, batched across users) and, after each round,
-        scores and decides what was queued behind those steps, per user in order.
+        partition's clock, indexes and due timers, and the candidates of each decision. Pass 2 runs
+        the GRU steps in rounds (round ``r``: each user's ``r``-th step, batched across users) and,
+        after each round, scores and decides what was queued behind those steps, per user in order.
+        An erasure (a consent tombstone) closes the work before it, so nothing of the erased user
+        survives it.
         """
         out = Outcome()
         topics = self.settings.topics
         max_bytes = self.settings.worker.max_event_bytes
-        users: dict[str, _User] = {}
-        steps: dict[str, list[tuple[str, int]]] = {}
-        ops: dict[str, list[_Op]] = {}
+        work = _Work()
         for rec in records:
             try:
                 if rec.topic == topics.consent:
+                    if rec.value is None and rec.key is not None:
+                        self._finish(work, txn, out)
+                        work = _Work()
+                        self._erase(txn, rec.partition, rec.key.decode("utf-8", "replace"), out)
+                        continue
                     consent = parse_consent(rec.value, max_bytes)
                     self._check_key(rec, consent.user_id)
-                    user = self._load(txn, rec.partition, consent.user_id, users)
+                    user = self._load(txn, rec.partition, consent.user_id, work.users)
                     if user.state.policy.apply_consent(consent):
                         user.dirty = True
                         if not consent.opted_in:
-                            self.timers.cancel_user(consent.user_id)
+                            self.part(rec.partition).timers.cancel_user(consent.user_id)
                     out.consent_updates += 1
                     continue
                 event = parse_event(rec.value, max_bytes)
@@ -279,14 +404,115 @@ class Engine:
                 )
                 out.events[("invalid", "dead_letter")] += 1
                 continue
-            self.watermark = max(self.watermark, event.ts)
-            user = self._load(txn, rec.partition, event.user_id, users)
-            self._bookkeep(
-                user, event, steps.setdefault(event.user_id, []), ops.setdefault(event.user_id, []), out
-            )
-        self._resolve(users, steps, ops, out)
-        self._save(txn, users.values())
+            part = self.part(rec.partition)
+            if part.advance(event.ts) and self._event_clock():
+                # Event time: what fell due up to this event's time happens before it, in stream order.
+                self._fire_due(txn, part, part.watermark, work, out)
+            user = self._load(txn, rec.partition, event.user_id, work.users)
+            self._expire_if_inactive(user, event.ts)
+            self._bookkeep(user, event, work.steps_of(event.user_id), work.ops_of(event.user_id), out)
+        self._finish(work, txn, out)
         return out
+
+    def _finish(self, work: _Work, txn: StateAccess, out: Outcome) -> None:
+        """Pass 2 of the work gathered so far, then stage its states."""
+        first = len(out.pushes)
+        self._resolve(work.users, work.steps, work.ops, out)
+        # Rounds decide users in an order that depends on batching; emit in stream order instead.
+        order = self._push_order
+        out.pushes[first:] = sorted(out.pushes[first:], key=lambda pushed: order.get(pushed[1].push_id, 0))
+        order.clear()
+        self._apply_interest_updates()
+        self._save(txn, work.users.values())
+
+    def _fire_due(
+        self, txn: StateAccess, part: PartitionState, now: float, work: _Work, out: Outcome
+    ) -> None:
+        """Queue the partition's timers due at ``now``, each behind its user's steps so far.
+
+        With the event-time clock a timer is decided at its own due time: the partition's clock may
+        have jumped far past it (a quiet partition), but the user's state is exactly as it was then,
+        so a replay sends the push at the configured delay. With the wall clock it is decided now.
+        """
+        event_clock = self._event_clock()
+        for timer in part.timers.pop_due(now, limit=self.cfg.max_timers):
+            at = timer.due_at if event_clock else now
+            user = self._load(txn, part.partition, timer.user_id, work.users)
+            user.dirty = True  # the fired timer leaves the stored state
+            ops = work.ops_of(timer.user_id)
+            position = len(work.steps_of(timer.user_id))
+            if self._expired(user.state, at):
+                continue
+            if timer.kind == RELEASE_KIND:
+                ops.append(_Op(position, now=at, seq=self._next_ask_seq()))
+                continue
+            ask = self._timer_ask(user, timer, at)
+            if ask is not None:
+                ops.append(_Op(position, ask=ask))
+
+    def _timer_ask(self, user: _User, timer: Timer, now: float) -> _Ask | None:
+        engaged = user.engagement.get(timer.item_id)
+        if timer.kind == "cart_abandonment" and (engaged is None or not engaged.in_cart):
+            return None
+        cause = f"{timer.kind}:{timer.cause}"
+        return self._ask(user, timer.kind, cause, timer.created_at, now, (timer.item_id,), ("timer",))
+
+    # -- expiry and erasure -----------------------------------------------------------------------
+
+    def _expired(self, state: UserState, now: float) -> bool:
+        """A user inactive for longer than ``worker.user_ttl_seconds`` is treated as gone."""
+        return state.n_events > 0 and now - state.last_event_ts > self.settings.worker.user_ttl_seconds
+
+    def _expire_if_inactive(self, user: _User, now: float) -> None:
+        """Start over a user who comes back after the TTL (the same as if the sweep had removed them)."""
+        if self._expired(user.state, now):
+            self.part(user.partition).timers.cancel_user(user.user_id)
+            user.state = _forgotten(user.state)
+            user.engagement = Engagement(self.cfg.engagement_max_items)
+            user.dirty = True
+
+    def _erase(self, txn: StateAccess, partition: int, user_id: str, out: Outcome) -> None:
+        """Erase a user: state (RocksDB and a changelog tombstone), timers, index entries, held pushes."""
+        part = self.part(partition)
+        part.timers.cancel_user(user_id)
+        part.interest.purge_users({user_id})
+        part.last_seen.pop(user_id, None)
+        txn.put(partition, user_id.encode("utf-8"), None)
+        for key, value in part.drain().items():
+            txn.put(partition, key, value)
+        out.erasures += 1
+
+    def sweep_expired(self, txn: StateAccess, limit: int = 10_000) -> int:
+        """Remove users inactive for longer than the TTL from owned partitions; returns how many.
+
+        Expiry itself is decided lazily (an inactive user's next event starts over, a timer or
+        catalog change skips them), so when the sweep runs changes nothing a user sees: it only
+        reclaims the storage. A user's explicit consent outlives expiry (an opt-out is never forgotten).
+        """
+        removed = 0
+        for partition in sorted(self.owned):
+            part = self.part(partition)
+            now = self.now(partition)
+            ttl = self.settings.worker.user_ttl_seconds
+            gone = sorted(u for u, ts in part.last_seen.items() if now - ts > ttl)[: limit - removed]
+            if not gone:
+                continue
+            for user_id in gone:
+                key = user_id.encode("utf-8")
+                raw = txn.get(partition, key)
+                part.timers.cancel_user(user_id)
+                del part.last_seen[user_id]
+                if raw is None:
+                    continue
+                kept = _forgotten(UserState.from_bytes(raw))
+                txn.put(partition, key, kept.to_bytes() if kept.policy.opted_in is not None else None)
+            part.interest.purge_users(set(gone))
+            for key, value in part.drain().items():
+                txn.put(partition, key, value)
+            removed += len(gone)
+            if removed >= limit:
+                break
+        return removed
 
     def _check_key(self, rec: Inbound, user_id: str) -> None:
         # A record keyed by someone else sits on the wrong partition: its state would be split.
@@ -314,22 +540,23 @@ class Engine:
         if event.context is not None:
             state.policy.observe_time_zone(event.context.time_zone)
         item = event.item_id
+        part = self.part(user.partition)
         if item is not None and event.type in STEP_TYPES:
             previous = user.engagement.recent(self.cfg.covisit_window)
             if event.type in ("view", "add_to_cart"):
-                self.covisitation.observe(item, previous, event.ts)
-            self.trending.observe(item, event.type, event.ts)
+                part.covisitation.observe(item, previous, event.ts)
+            part.trending.observe(item, event.type, event.ts)
             if event.type == "purchase":
-                self.interest_index.discard(item, user.user_id)
+                self._index_ops.append((self._next_ask_seq(), user.partition, user.user_id, item, event.ts))
         user.engagement.observe(event.type, item, event.ts)
-        on_behaviour(self.timers, user.user_id, event.type, item, event.event_id, event.ts, self.cfg)
+        on_behaviour(part.timers, user.user_id, event.type, item, event.event_id, event.ts, self.cfg)
         if item is not None and event.type in STEP_TYPES:
             state.remember_item(
                 item, event.type, event.ts, state.session_id, self.settings.worker.recent_items
             )
             steps.append((item, TYPE_INDEX[event.type]))
         out.events[(event.type, "processed")] += 1
-        ops.append(_Op(len(steps), event))
+        ops.append(_Op(len(steps), event, seq=self._next_ask_seq()))
         if event.type in NUDGE_TYPES:
             ask = self._maybe_ask(user, event, out)
             if ask is not None:
@@ -356,13 +583,16 @@ class Engine:
                 if op.ask is not None:
                     self._policy(op.ask, scored[id(op.ask)], out)
                     continue
+                if op.event is None:  # a due release timer
+                    self._release_held(user, op.now, out, op.seq)
+                    continue
                 # Feedback needs the pushes decided on this user's earlier events, hence pass 2.
                 pstate = user.state.policy
                 fb = apply_feedback(pstate, op.event, self.cfg)
                 if fb is not None:
                     out.feedback.append(fb)
                 out.feedback += settle_ignored(pstate, op.event.ts, self.cfg)
-                self._release_held(user, op.event.ts, out)
+                self._release_held(user, op.event.ts, out, op.seq)
 
     def _step_round(self, batch: list[tuple[_User, tuple[str, int]]], out: Outcome) -> None:
         """One GRU step for each user of the round (a reset clears the state instead)."""
@@ -379,7 +609,7 @@ class Engine:
             out.events[(name, "unknown_item")] += 1
         init = self.scorer.initial_state(1)[0]
         hidden = np.stack([u.state.hidden if u.state.hidden is not None else init for u, _, _ in rows])
-        new_hidden = self.scorer.step(hidden, indices, np.asarray([k for _, _, k in rows], dtype=np.int64))
+        new_hidden = self._model_step(hidden, indices, np.asarray([k for _, _, k in rows], dtype=np.int64))
         for i, (user, _, _) in enumerate(rows):
             user.state.hidden = new_hidden[i]
             user.state.model_version = self.scorer.version
@@ -408,8 +638,9 @@ class Engine:
         if blocked is not None:
             out.suppressions[("in_session", blocked)] += 1
             return None
+        part = self.part(user.partition)
         merged = gather_candidates(
-            user.engagement, self.covisitation, self.promotions, self.trending, now, self.cfg
+            user.engagement, part.covisitation, self.promotions, part.trending, now, self.cfg
         )
         items = tuple(c.item_id for c in merged)
         return self._ask(
@@ -446,21 +677,27 @@ class Engine:
             engagement.last_ts,
             user.state.policy.opted_in,
             previous_price,
+            self._next_ask_seq(),
+            self.part(user.partition).covisitation.snapshot(items),
         )
+
+    def _next_ask_seq(self) -> int:
+        self._ask_seq += 1
+        return self._ask_seq
 
     def _decide(self, asks: list[_Ask], out: Outcome) -> None:
         """Score and decide asks that wait for no GRU step (catalog changes, timers)."""
         for ask, scored in zip(asks, self._score(asks, out), strict=True):
             self._policy(ask, scored, out)
 
-    def _score(self, asks: list[_Ask], out: Outcome) -> list[list[tuple[str, str, float, float]]]:
+    def _score(self, asks: list[_Ask], out: Outcome) -> list[_Scored]:
         """Score every ask's candidates in one batch; per ask the few that could reach a threshold.
 
-        Returns, per ask, (item, source, raw score, calibrated interest), best first. Also feeds the
-        item -> interested users index that catalog changes use.
+        Returns, per ask, (item, source, raw score, calibrated interest) best first, and the
+        candidates interesting enough for the item -> interested users index that catalog changes use.
         """
         cfg = self.cfg
-        results: list[list[tuple[str, str, float, float]]] = [[] for _ in asks]
+        results: list[_Scored] = [_Scored([], []) for _ in asks]
         width = max((len(a.items) for a in asks), default=0)
         if width == 0:
             return results
@@ -473,24 +710,48 @@ class Engine:
             pos += len(ask.items)
         init = self.scorer.initial_state(1)[0]
         states = np.stack([a.user.state.hidden if a.user.state.hidden is not None else init for a in asks])
-        raws, probs = self.scorer.score_and_interest(states, cands)
+        raws, probs = self._model_score(states, cands)
         floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
         for row, ask in enumerate(asks):
             n = len(ask.items)
             p_row = probs[row, :n]
             valid = cands[row, :n] >= 0
-            for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest)):
-                self.interest_index.update(ask.items[i], ask.user.user_id, float(p_row[i]), ask.now)
+            indexed = [
+                (ask.items[i], float(p_row[i]))
+                for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest))
+            ]
             # Only candidates that could reach a threshold go through the (Python) policy.
             order = [i for i in np.argsort(-p_row, kind="stable") if valid[i] and p_row[i] >= floor]
-            results[row] = [
+            top = [
                 (ask.items[i], ask.sources[i], float(raws[row, i]), float(p_row[i]))
                 for i in order[: self.max_decide]
             ]
-            out.interest += [p for _, _, _, p in results[row]]
+            results[row] = _Scored(top, indexed)
         return results
 
-    def _policy(self, ask: _Ask, scored: list[tuple[str, str, float, float]], out: Outcome) -> None:
+    def _index_interest(self, ask: _Ask, scored: _Scored, out: Outcome) -> None:
+        """Queue the ask's interest for the item -> users index (applied in stream order, see below)."""
+        out.interest += [p for _, _, _, p in scored.top]
+        if scored.indexed:
+            self._index_ops.append((ask.seq, ask.user.partition, ask.user.user_id, scored.indexed, ask.now))
+
+    def _apply_interest_updates(self) -> None:
+        """Apply the queued index changes in the order their causes had in the stream.
+
+        Scoring runs in rounds across users, whose order depends on how the stream was cut into
+        batches; the index (its per-item caps and update order) must not. Within a batch nothing
+        reads the index (only catalog changes do, between batches), so deferring is exact.
+        """
+        for _, partition, user_id, rows, now in sorted(self._index_ops, key=lambda op: op[0]):
+            index = self.part(partition).interest
+            if isinstance(rows, str):  # a purchase: the user is no longer a prospect for the item
+                index.discard(rows, user_id)
+                continue
+            for item, interest in rows:
+                index.update(item, user_id, interest, now)
+        self._index_ops.clear()
+
+    def _policy(self, ask: _Ask, ranked: _Scored, out: Outcome) -> None:
         cfg = self.cfg
         user = ask.user
         pstate = user.state.policy
@@ -502,6 +763,8 @@ class Engine:
             if blocked is not None:
                 out.suppressions[(ask.trigger, blocked)] += 1
                 return
+        self._index_interest(ask, ranked, out)
+        scored = ranked.top
         if not scored:
             if ask.items:  # candidates, none close to a threshold (no candidate at all counts nothing)
                 out.suppressions[(ask.trigger, "below_threshold")] += 1
@@ -526,14 +789,16 @@ class Engine:
             )
             for item, source, raw, p in scored
         ]
-        sim = self.covisitation.similarity
+        snap = ask.covisited
         verdicts = pol.decide(
             user.user_id,
             candidates,
             view,
             ask.now,
             cfg,
-            similarity=lambda a, b: max(pol.default_similarity(a, b), sim(a.item_id, b.item_id)),
+            similarity=lambda a, b: max(
+                pol.default_similarity(a, b), snapshot_similarity(snap, a.item_id, b.item_id)
+            ),
         )
         known = {r.push_id for r in pstate.pushes} | {h.push.push_id for h in pstate.held}
         for cand, verdict in verdicts:
@@ -559,6 +824,7 @@ class Engine:
             if verdict.outcome == "emit":
                 pol.record_push(pstate, push, cfg)
                 out.pushes.append((user.partition, push))
+                self._push_order[push.push_id] = ask.seq
                 self._audit(
                     user,
                     cand.item_id,
@@ -573,7 +839,7 @@ class Engine:
             else:
                 assert verdict.release_at is not None
                 pol.record_hold(pstate, push, verdict.release_at, cfg)
-                self.timers.schedule(
+                self.part(user.partition).timers.schedule(
                     Timer(verdict.release_at, user.user_id, RELEASE_KIND, push.item_id, push.push_id, ask.now)
                 )
                 self._audit(
@@ -588,7 +854,7 @@ class Engine:
                     out,
                 )
 
-    def _release_held(self, user: _User, now: float, out: Outcome) -> None:
+    def _release_held(self, user: _User, now: float, out: Outcome, seq: int) -> None:
         pstate = user.state.policy
         if not pstate.held:
             return
@@ -598,6 +864,7 @@ class Engine:
                 released = push.model_copy(update={"created_at": now})
                 pol.record_push(pstate, released, self.cfg, sent_at=now)
                 out.pushes.append((user.partition, released))
+                self._push_order[released.push_id] = seq
             else:
                 out.suppressions[(push.trigger, verdict.reason)] += 1
 
@@ -634,12 +901,23 @@ class Engine:
     # -- catalog and timers ---------------------------------------------------------------------
 
     def apply_catalog(self, records: Sequence[Inbound], txn: StateAccess) -> Outcome:
-        """Fold catalog updates into the view and reach interested users of owned partitions."""
+        """Fold catalog updates into the view and reach interested users of owned partitions.
+
+        A tombstone (no value) removes the item: it is never pushed again, and pushes held for it
+        are suppressed when they come due. Each owned partition judges a change at its own clock
+        (the change's own time when that is ahead: event-time replays) and reaches the users its own
+        interest index knows.
+        """
         out = Outcome()
         users: dict[str, _User] = {}
         asks: list[_Ask] = []
-        now = self.now()
         for rec in records:
+            if rec.value is None and rec.key is not None:
+                item_id = rec.key.decode("utf-8", "replace")
+                if self.catalog.pop(item_id, None) is not None:
+                    self.promotions.remove(item_id)
+                out.catalog_removals += 1
+                continue
             try:
                 update = parse_catalog(rec.value, self.settings.worker.max_event_bytes)
                 if rec.key is not None and rec.key != update.item_id.encode("utf-8"):
@@ -653,100 +931,97 @@ class Engine:
             previous = self.catalog.get(update.item_id)
             self.catalog[update.item_id] = update
             self.promotions.update(update)
-            # A change is judged at its own time when that is ahead of the clock (event-time replays).
-            at = max(now, update.updated_at)
-            fired = catalog_triggers(previous, update, at)
-            if not fired and update.promotion is None:
-                continue
-            interested = self.interest_index.users_for(
-                update.item_id, at, self.cfg.interest_index_min_interest
-            )
-            owned = [
-                (u, p)
-                for u, _, _ in interested
-                if (p := partition_for(u, self.settings.topics.partitions)) in self.owned
-            ]
-            if update.promotion is not None and update.promotion.active_at(at):
-                schedule_promotion_ending(
-                    self.timers, [u for u, _ in owned], update.item_id, update.promotion, at, self.cfg
-                )
-            for trigger, cause in fired:
-                prev_price = previous.effective_price(previous.updated_at) if previous is not None else None
-                for user_id, partition in owned:
-                    user = self._load(txn, partition, user_id, users)
-                    user.dirty = True  # timers changed
-                    previous_price = prev_price if trigger == "price_drop" else None
-                    asks.append(
-                        self._ask(
-                            user,
-                            trigger,
-                            cause,
-                            update.updated_at,
-                            at,
-                            (update.item_id,),
-                            ("catalog",),
-                            previous_price,
-                        )
-                    )
+            for partition in sorted(self.owned):
+                asks += self._catalog_asks(txn, partition, previous, update, users)
         if asks:
             self._decide(asks, out)
+        self._apply_interest_updates()
         for user in users.values():
             user.dirty = True
         self._save(txn, users.values())
         return out
 
-    def tick(self, txn: StateAccess) -> Outcome:
-        """Fire due timers (cart abandonment, promotion ending, held-push release) at the current clock."""
-        out = Outcome()
-        now = self.now()
-        due = self.timers.pop_due(now, limit=10_000)
-        if not due:
-            return out
-        users: dict[str, _User] = {}
+    def _catalog_asks(
+        self,
+        txn: StateAccess,
+        partition: int,
+        previous: CatalogUpdate | None,
+        update: CatalogUpdate,
+        users: dict[str, _User],
+    ) -> list[_Ask]:
+        """One partition's share of a catalog change: promotion-ending timers and trigger asks."""
+        part = self.part(partition)
+        # A change is judged at its own time when that is ahead of the clock (event-time replays).
+        at = max(self.now(partition), update.updated_at)
+        fired = catalog_triggers(previous, update, at)
+        if not fired and update.promotion is None:
+            return []
+        interested = [
+            u for u, _, _ in part.interest.users_for(update.item_id, at, self.cfg.interest_index_min_interest)
+        ]
+        if update.promotion is not None and update.promotion.active_at(at):
+            schedule_promotion_ending(part.timers, interested, update.item_id, update.promotion, at, self.cfg)
         asks: list[_Ask] = []
-        for timer in due:
-            partition = partition_for(timer.user_id, self.settings.topics.partitions)
-            if partition not in self.owned:
-                continue
-            user = self._load(txn, partition, timer.user_id, users)
-            user.dirty = True
-            if timer.kind == RELEASE_KIND:
-                self._release_held(user, now, out)
-                continue
-            engaged = user.engagement.get(timer.item_id)
-            if timer.kind == "cart_abandonment" and (engaged is None or not engaged.in_cart):
-                continue
-            cause = f"{timer.kind}:{timer.cause}"
-            asks.append(
-                self._ask(user, timer.kind, cause, timer.created_at, now, (timer.item_id,), ("timer",))
-            )
-        if asks:
-            self._decide(asks, out)
-        self._save(txn, users.values())
+        prev_price = previous.effective_price(previous.updated_at) if previous is not None else None
+        for trigger, cause in fired:
+            for user_id in interested:
+                user = self._load(txn, partition, user_id, users)
+                user.dirty = True  # timers changed
+                if self._expired(user.state, at):
+                    continue
+                asks.append(
+                    self._ask(
+                        user,
+                        trigger,
+                        cause,
+                        update.updated_at,
+                        at,
+                        (update.item_id,),
+                        ("catalog",),
+                        prev_price if trigger == "price_drop" else None,
+                    )
+                )
+        if not fired:  # promotion timers only: their users' stored timers changed
+            for user_id in interested:
+                self._load(txn, partition, user_id, users).dirty = True
+        return asks
+
+    def tick(self, txn: StateAccess) -> Outcome:
+        """Periodic work: with the wall clock, fire due timers of owned partitions; sweep expired users.
+
+        With the event-time clock timers fire inside :meth:`process`, when the partition's
+        watermark passes them, so a replay fires them at the same place in the stream.
+        """
+        out = Outcome()
+        if not self._event_clock():
+            for partition in sorted(self.owned):
+                work = _Work()
+                self._fire_due(txn, self.part(partition), self.now(partition), work, out)
+                self._finish(work, txn, out)
+        out.expired_users += self.sweep_expired(txn)
         return out
 
     # -- recovery -------------------------------------------------------------------------------
 
-    def adopt(self, partition: int, records: Iterable[tuple[bytes, bytes]]) -> int:
-        """Take ownership of a recovered partition: rebuild its users' timers; return the user count."""
+    def load_partition(self, partition: int, store: PartitionRows) -> PartitionState:
+        """Read a recovered partition's shared state from its store.
+
+        Safe in a worker thread: it reads only ``store`` and touches nothing of the engine.
+        """
+        state, users = PartitionState.load(partition, self.cfg, store.partition_rows(), store.items())
+        state.users_loaded = users
+        return state
+
+    def adopt(self, partition: int, loaded: PartitionState) -> None:
+        """Take ownership of a loaded partition (quick, on the event loop)."""
+        self.parts[partition] = loaded
         self.owned.add(partition)
-        n = 0
-        for _key, value in records:
-            state = UserState.from_bytes(value)
-            self.timers.extend(Timer.from_list(row) for row in state.timers)
-            self.watermark = max(self.watermark, state.last_event_ts)
-            n += 1
-        return n
 
     def release(self, partitions: Iterable[int]) -> None:
-        """Forget partitions this worker no longer owns (their timers go with them)."""
-        gone = set(partitions)
-        self.owned -= gone
-        if not gone:
-            return
-        for timer in self.timers.pop_due(float("inf")):
-            if partition_for(timer.user_id, self.settings.topics.partitions) not in gone:
-                self.timers.schedule(timer)
+        """Forget partitions this worker no longer owns (their state is in the store and changelog)."""
+        for partition in partitions:
+            self.owned.discard(partition)
+            self.parts.pop(partition, None)
 
     def apply_recovered_pushes(self, partition: int, pushes: Iterable[Push], txn: StateAccess) -> int:
         """Record pushes found on the pushes topic that the recovered state does not know yet.

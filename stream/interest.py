@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +205,12 @@ class InterestIndex:
         # Least recently updated item first.
         self._items: OrderedDict[str, _Bucket] = OrderedDict()
         self._size = 0
+        # Change tracking for the partition's state store: each item's update order (LRU) and the
+        # (item, user) entries written since the last drain.
+        self._seq = 0
+        self._touched: dict[str, int] = {}
+        self._dirty_items: set[str] = set()
+        self._dirty_pairs: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         return self._size
@@ -225,9 +232,10 @@ class InterestIndex:
         if exponent > 60.0:
             # Move the landmark before 2**exponent could overflow; rescales every entry once.
             scale = math.exp2(-exponent)
-            for bucket in self._items.values():
+            for item, bucket in self._items.items():
                 bucket.entries = {u: (v * scale, i, t) for u, (v, i, t) in bucket.entries.items()}
                 bucket.rebuild()
+                self._dirty_pairs.update((item, u) for u in bucket.entries)
             self._landmark = ts
             exponent = 0.0
         return interest * math.exp2(exponent)
@@ -243,6 +251,9 @@ class InterestIndex:
             self._items[item_id] = bucket
         else:
             self._items.move_to_end(item_id)
+        self._seq += 1
+        self._touched[item_id] = self._seq
+        self._dirty_items.add(item_id)
         if user_id not in bucket.entries:
             if len(bucket.entries) >= self.per_item:
                 weakest_value, weakest = bucket.weakest()
@@ -250,9 +261,11 @@ class InterestIndex:
                     return
                 heapq.heappop(bucket.heap)
                 del bucket.entries[weakest]
+                self._dirty_pairs.add((item_id, weakest))
                 self._size -= 1
             self._size += 1
         bucket.entries[user_id] = (value, interest, ts)
+        self._dirty_pairs.add((item_id, user_id))
         heapq.heappush(bucket.heap, (value, user_id))
         if len(bucket.heap) > 2 * len(bucket.entries) + 16:
             bucket.rebuild()
@@ -263,14 +276,80 @@ class InterestIndex:
                 self._items.move_to_end(oldest_item, last=False)
                 break
             self._size -= len(oldest.entries)
+            self._forget(oldest_item, oldest)
+
+    def _forget(self, item_id: str, bucket: _Bucket) -> None:
+        """Mark an item that left the index (its rows are deleted at the next drain)."""
+        self._touched.pop(item_id, None)
+        self._dirty_items.add(item_id)
+        self._dirty_pairs.update((item_id, u) for u in bucket.entries)
 
     def discard(self, item_id: str, user_id: str) -> None:
         """Forget one user's interest in one item (e.g. after the user bought it)."""
         bucket = self._items.get(item_id)
         if bucket is not None and bucket.entries.pop(user_id, None) is not None:
             self._size -= 1
+            self._dirty_pairs.add((item_id, user_id))
             if not bucket.entries:
                 del self._items[item_id]
+                self._forget(item_id, bucket)
+
+    def purge_users(self, user_ids: set[str]) -> int:
+        """Forget every entry of these users (erasure, expiry); one scan of the index, returns the count."""
+        if not user_ids:
+            return 0
+        hits = [(item, u) for item, bucket in self._items.items() for u in user_ids & bucket.entries.keys()]
+        for item, user in hits:
+            self.discard(item, user)
+        return len(hits)
+
+    # -- persistence: rows per item (update order) and per (item, user) in the state store ----------
+
+    def meta(self) -> dict[str, Any]:
+        """The index-wide values a restore needs (landmark and update counter)."""
+        return {"landmark": self._landmark, "seq": self._seq}
+
+    def drain_changes(self) -> dict[tuple[str, str], Any]:
+        """Rows changed since the last drain, and forget them.
+
+        ``(item, "")`` holds the item's update order, ``(item, user)`` ``[forward value, interest, ts]``;
+        None deletes the row.
+        """
+        rows: dict[tuple[str, str], Any] = {}
+        for item in self._dirty_items:
+            rows[(item, "")] = self._touched.get(item)
+        for item, user in self._dirty_pairs:
+            bucket = self._items.get(item)
+            entry = None if bucket is None else bucket.entries.get(user)
+            rows[(item, user)] = None if entry is None else list(entry)
+        self._dirty_items.clear()
+        self._dirty_pairs.clear()
+        return rows
+
+    def restore(self, meta: dict[str, Any], rows: Iterable[tuple[str, str, Any]]) -> None:
+        """Rebuild from :meth:`meta` and the stored rows ``(item, user or "", value)``."""
+        self._landmark = None if meta.get("landmark") is None else float(meta["landmark"])
+        self._seq = int(meta.get("seq", 0))
+        buckets: dict[str, _Bucket] = {}
+        touched: dict[str, int] = {}
+        for item, user, value in rows:
+            if user:
+                v, i, t = value
+                buckets.setdefault(item, _Bucket()).entries[user] = (float(v), float(i), float(t))
+            else:
+                touched[item] = int(value)
+        self._items = OrderedDict()
+        self._size = 0
+        for item in sorted(touched, key=touched.__getitem__):
+            bucket = buckets.get(item)
+            if bucket is None or not bucket.entries:
+                continue
+            bucket.rebuild()
+            self._items[item] = bucket
+            self._size += len(bucket.entries)
+        self._touched = {item: touched[item] for item in self._items}
+        self._dirty_items.clear()
+        self._dirty_pairs.clear()
 
     def users_for(self, item_id: str, now: float, min_interest: float) -> list[tuple[str, float, float]]:
         """Users with decayed interest >= ``min_interest`` in the item: (user, interest, ts), best first."""
@@ -310,4 +389,6 @@ class InterestIndex:
             bucket.rebuild()
             index._items[str(item)] = bucket
             index._size += len(bucket.entries)
+            index._seq += 1
+            index._touched[str(item)] = index._seq
         return index

@@ -137,6 +137,16 @@ class WorkerConfig(BaseModel):
     )
     audit_decisions: bool = Field(False, description="Write every push decision to the decisions topic.")
     tick_seconds: float = Field(1.0, description="How often due timers (cart abandonment, ...) are checked.")
+    model_chunk_rows: int = Field(
+        32,
+        ge=1,
+        description="Rows per model call (padded): fixed so a user's results never depend on batching.",
+    )
+    user_ttl_seconds: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description="A user inactive this long is forgotten (state and changelog tombstoned; consent kept).",
+    )
 
 
 class LogConfig(BaseModel):

@@ -85,6 +85,20 @@ class PartitionStore:
             if isinstance(key, bytes) and isinstance(value, bytes) and not key.startswith(b"\x00"):
                 yield key, value
 
+    def partition_rows(self) -> Iterator[tuple[bytes, bytes]]:
+        """The partition's shared rows (``stream.partition_state``), without the store's own meta.
+
+        They sort before every user record (their keys start with ``\\x00``), so the scan stops at the
+        first user.
+        """
+        for key, value in self._db.items():
+            if not (isinstance(key, bytes) and isinstance(value, bytes)):
+                continue
+            if not key.startswith(b"\x00"):
+                return
+            if key != META_KEY:
+                yield key, value
+
     def estimated_keys(self) -> int:
         """RocksDB's estimate of the number of keys."""
         value = self._db.property_int_value("rocksdb.estimate-num-keys")

@@ -66,7 +66,9 @@ class TimerQueue:
         self.max_timers = max_timers
         self.max_per_user = max_per_user
         self.refused = 0
-        self._heap: list[tuple[float, int, TimerKey]] = []
+        # (due_at, key, seq): timers due at the same time pop in key order, never in insertion order,
+        # so a queue rebuilt from stored state after a restart fires exactly like the original.
+        self._heap: list[tuple[float, TimerKey, int]] = []
         self._live: dict[TimerKey, tuple[Timer, int]] = {}
         self._by_user: dict[str, set[TimerKey]] = {}
         self._seq = 0
@@ -87,7 +89,7 @@ class TimerQueue:
             return False
         self._seq += 1
         self._live[key] = (timer, self._seq)
-        heapq.heappush(self._heap, (timer.due_at, self._seq, key))
+        heapq.heappush(self._heap, (timer.due_at, key, self._seq))
         keys = self._by_user.setdefault(timer.user_id, set())
         keys.add(key)
         if len(keys) > self.max_per_user:
@@ -104,6 +106,10 @@ class TimerQueue:
         self._remove(key)
         self._maybe_compact()
         return True
+
+    def users(self) -> list[str]:
+        """Users with a pending timer."""
+        return list(self._by_user)
 
     def cancel_user(self, user_id: str) -> int:
         """Cancel all of a user's timers (e.g. on opt-out); how many there were."""
@@ -126,7 +132,7 @@ class TimerQueue:
     def next_due(self) -> float | None:
         """Due time of the soonest pending timer."""
         while self._heap:
-            due_at, seq, key = self._heap[0]
+            due_at, key, seq = self._heap[0]
             live = self._live.get(key)
             if live is not None and live[1] == seq:
                 return due_at
@@ -137,7 +143,7 @@ class TimerQueue:
         """Remove and return the timers with ``due_at <= now`` (soonest first, at most ``limit``)."""
         out: list[Timer] = []
         while self._heap and (limit is None or len(out) < limit):
-            due_at, seq, key = self._heap[0]
+            due_at, key, seq = self._heap[0]
             live = self._live.get(key)
             if live is None or live[1] != seq:
                 heapq.heappop(self._heap)  # stale entry of a cancelled or rescheduled timer
@@ -160,7 +166,7 @@ class TimerQueue:
     def _maybe_compact(self) -> None:
         # Lazy deletion leaves stale heap entries; rebuild when they outnumber the live ones.
         if len(self._heap) > 2 * len(self._live) + 64:
-            self._heap = [(t.due_at, seq, k) for k, (t, seq) in self._live.items()]
+            self._heap = [(t.due_at, k, seq) for k, (t, seq) in self._live.items()]
             heapq.heapify(self._heap)
 
     def to_dict(self) -> dict[str, Any]:

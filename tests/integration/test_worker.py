@@ -60,11 +60,11 @@ def _states(bootstrap: str, app_id: str) -> dict[str, UserState]:
     """The latest state of every user, read from the changelog topic (what recovery would rebuild)."""
     settings = settings_for(bootstrap)
     settings.worker.app_id = app_id
-    latest: dict[str, bytes] = {}
+    latest: dict[str, bytes | None] = {}
     for msg in read_topic(bootstrap, changelog_topic(settings)):
-        if msg.key() and not msg.key().startswith(b"\x00"):
+        if msg.key() and not msg.key().startswith(b"\x00"):  # user records, not partition rows
             latest[msg.key().decode()] = msg.value()
-    return {user: UserState.from_bytes(raw) for user, raw in latest.items()}
+    return {user: UserState.from_bytes(raw) for user, raw in latest.items() if raw is not None}
 
 
 @pytest.fixture
@@ -254,15 +254,16 @@ def test_kill9_and_restart_gives_the_uninterrupted_state_and_no_duplicate_push(
     ids = [p.push_id for p in pushes]
     assert len(ids) == len(set(ids)), "a push_id appears twice on the outbound topic"
     assert ids and expected_pushes
-    sample = random.Random(3).sample(sorted(expected), 30)
-    for user in sample:
+    # Every user's state and the push set equal the uninterrupted run's: the partition's clock,
+    # indexes and timers are recovered with it (stream.partition_state), so nothing depends on the crash.
+    assert set(got) == set(expected)
+    for user in sorted(expected):
         a, b = expected[user], got[user]
         assert b.n_events == a.n_events
         assert list(b.event_ids) == list(a.event_ids)
         assert b.recent == a.recent
         assert b.engagement == a.engagement
+        assert b.policy == a.policy, user
         assert a.hidden is not None and b.hidden is not None
         np.testing.assert_allclose(b.hidden, a.hidden, rtol=1e-5, atol=1e-6)
-        # Push histories may differ: the worker-wide co-visitation and trending indexes that propose
-        # candidates live in memory and restart empty (see docs/architecture.md); the per-user state
-        # above is exact.
+    assert set(ids) == expected_pushes

@@ -75,7 +75,7 @@ class FakeScorer(Scorer):
     Interest in an item is ``h / (1 + h)`` of its coordinate ``h``: one view gives 0.5, a second view
     right after 0.6, an add_to_cart 2/3. ``prior`` adds a fixed amount to an item's coordinate when
     scoring (a popular item every user has some interest in). ``calls``/``rows`` count what ``step``
-    was asked to do.
+    was asked to do (rows of known items: the engine pads every call to a fixed size).
     """
 
     def __init__(
@@ -110,7 +110,7 @@ class FakeScorer(Scorer):
         """One step per row."""
         assert states.shape == (len(items), self.hidden_size)
         self.calls += 1
-        self.rows += len(items)
+        self.rows += int((items >= 0).sum())  # the engine pads each call with unknown items (-1)
         return np.stack(
             [
                 fake_step(states[r], int(items[r]), int(event_types[r]), self.gain, self.decay)
@@ -235,3 +235,18 @@ def ev(
 def catalog_record(entry: CatalogUpdate) -> Inbound:
     """An inbound catalog record keyed by item."""
     return Inbound("catalog", 0, 0, entry.item_id.encode(), to_json_bytes(entry))
+
+
+class PartitionView:
+    """One partition of a :class:`DictState`, read like ``stream.store.PartitionStore`` (sorted keys)."""
+
+    def __init__(self, store: DictState, partition: int) -> None:
+        self._rows = sorted((k, v) for (p, k), v in store.data.items() if p == partition)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """User records."""
+        return [(k, v) for k, v in self._rows if not k.startswith(b"\x00")]
+
+    def partition_rows(self) -> list[tuple[bytes, bytes]]:
+        """The partition's shared rows."""
+        return [(k, v) for k, v in self._rows if k.startswith(b"\x00")]

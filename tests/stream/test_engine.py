@@ -10,6 +10,7 @@ import pytest
 
 from stream.contract import Push, push_id, to_json_bytes
 from stream.engine import TYPE_INDEX, Engine, Inbound, Outcome
+from stream.partition_state import PartitionState
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
     ITEMS,
@@ -35,6 +36,17 @@ def run(engine: Engine, records: list[Inbound], store: DictState, batch: int) ->
     for start in range(0, len(records), batch):
         out.extend(engine.process(records[start : start + batch], store))
     return out
+
+
+def part_of(engine: Engine, user_id: str) -> PartitionState:
+    """The shared state of the user's partition."""
+    return engine.part(partition_for(user_id, PARTITIONS))
+
+
+def neighbour_of(user_id: str) -> str:
+    """Another user on the same partition (their events move the same event-time clock)."""
+    mine = partition_for(user_id, PARTITIONS)
+    return next(u for i in range(1000) if (u := f"n{i}") != user_id and partition_for(u, PARTITIONS) == mine)
 
 
 def only(counter: Counter[tuple[str, str]]) -> dict[tuple[str, str], int]:
@@ -306,7 +318,7 @@ def test_stale_consent_is_ignored_and_opt_out_cancels_timers() -> None:
     assert out.consent_updates == 1 and store.user("u1").policy.opted_in is True
     engine.process([consent("u1", False, T0 + 2)], store)
     assert store.user("u1").policy.opted_in is False
-    assert store.user("u1").timers == [] and engine.timers.timers_for("u1") == []
+    assert store.user("u1").timers == [] and part_of(engine, "u1").timers.timers_for("u1") == []
 
 
 # -- batch boundaries --------------------------------------------------------------------------------
@@ -428,7 +440,7 @@ def price_drop_engine(owned: set[int] | None = None) -> tuple[Engine, DictState]
         engine.owned = owned
     store = DictState()
     out = engine.process([ev("e1", "u1", "view", "i1", T0)], store)  # interest 0.5: indexed, no push
-    assert out.pushes == [] and engine.interest_index.users_for("i1", T0, 0.2)[0][0] == "u1"
+    assert out.pushes == [] and part_of(engine, "u1").interest.users_for("i1", T0, 0.2)[0][0] == "u1"
     return engine, store
 
 
@@ -483,10 +495,17 @@ def test_cart_abandonment_fires_after_the_delay_at_event_time() -> None:
     out = engine.process([ev("c1", "u1", "add_to_cart", "i1", T0)], store)
     assert out.pushes == []
     assert engine.tick(store).pushes == []
-    engine.process([ev("x1", "u2", "search", None, T0 + 1799, query="q")], store)  # moves the clock
-    assert engine.tick(store).pushes == []  # not due yet
-    engine.process([ev("x2", "u2", "search", None, T0 + 1800, query="q")], store)
-    out = engine.tick(store)
+    other = neighbour_of("u1")
+    # Another partition's clock does not move this one's timers.
+    stranger = next(
+        u
+        for u in ("a", "b", "c", "d", "e", "f")
+        if partition_for(u, PARTITIONS) != partition_for("u1", PARTITIONS)
+    )
+    assert engine.process([ev("y1", stranger, "search", None, T0 + 9999, query="q")], store).pushes == []
+    out = engine.process([ev("x1", other, "search", None, T0 + 1799, query="q")], store)  # moves the clock
+    assert out.pushes == [] and engine.tick(store).pushes == []  # not due yet
+    out = engine.process([ev("x2", other, "search", None, T0 + 1800, query="q")], store)
     assert len(out.pushes) == 1
     push = out.pushes[0][1]
     assert (push.user_id, push.item_id, push.trigger) == ("u1", "i1", "cart_abandonment")
@@ -494,7 +513,8 @@ def test_cart_abandonment_fires_after_the_delay_at_event_time() -> None:
     assert push.created_at == T0 + 1800 and push.event_ts == T0
     assert push.reason == "You left this in your cart"
     assert store.user("u1").timers == []  # fired timers are gone from the stored state
-    assert engine.tick(store).pushes == []  # and fire once
+    again = engine.process([ev("x3", other, "search", None, T0 + 4000, query="q")], store)
+    assert again.pushes == [] and engine.tick(store).pushes == []  # and fire once
 
 
 def test_purchase_cancels_cart_abandonment() -> None:
@@ -502,10 +522,12 @@ def test_purchase_cancels_cart_abandonment() -> None:
     engine.process(
         [ev("c1", "u1", "add_to_cart", "i1", T0), ev("c2", "u1", "purchase", "i1", T0 + 60, price=5.0)], store
     )
-    assert engine.timers.get("u1", "cart_abandonment", "i1") is None
+    assert part_of(engine, "u1").timers.get("u1", "cart_abandonment", "i1") is None
     assert store.user("u1").timers == []
-    engine.process([ev("x1", "u2", "search", None, T0 + 4000, query="q")], store)
-    assert engine.tick(store).pushes == []
+    assert (
+        engine.process([ev("x1", neighbour_of("u1"), "search", None, T0 + 4000, query="q")], store).pushes
+        == []
+    )
 
 
 def test_wall_clock_fires_timers_without_events() -> None:
@@ -658,10 +680,10 @@ def test_quiet_hours_hold_and_release_at_their_end() -> None:
     assert [(h.push.push_id, h.release_at) for h in held] == [
         (push_id("u1", "i1", "in_session", "e2"), morning)
     ]
-    engine.process([ev("x1", "u2", "search", None, morning - 1, session_id=None, query="q")], store)
-    assert engine.tick(store).pushes == []
-    engine.process([ev("x2", "u2", "search", None, morning, session_id=None, query="q")], store)
-    out = engine.tick(store)
+    other = neighbour_of("u1")
+    out = engine.process([ev("x1", other, "search", None, morning - 1, session_id=None, query="q")], store)
+    assert out.pushes == []
+    out = engine.process([ev("x2", other, "search", None, morning, session_id=None, query="q")], store)
     assert [(p.push_id, p.created_at, p.event_ts) for _, p in out.pushes] == [
         (push_id("u1", "i1", "in_session", "e2"), morning, night + 120)
     ]

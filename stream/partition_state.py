@@ -1,0 +1,159 @@
+"""One partition's shared state: its event-time clock, candidate indexes, timers and user activity.
+
+Everything a decision reads besides the user's own record and the catalog lives here, *per
+partition*, never per worker. That makes every decision a function of the partition's own input:
+it does not depend on which worker owns which partition, on how many partitions a worker owns, or
+on restarts, because the state is persisted with the partition and restored with it.
+
+- ``watermark``: the highest accepted event time on the partition (the event-time clock; one event
+  can move it at most ``worker.max_future_skew_seconds`` past the wall clock, since admission refuses
+  events further ahead);
+- ``covisitation``, ``trending``, ``interest``: the candidate indexes, fed by the partition's events;
+- ``timers``: the pending timers of the partition's users (stored in each user's record, rebuilt here
+  when the partition is loaded);
+- ``last_seen``: each user's last event time, for the inactive-user expiry.
+
+Persistence: the indexes track the rows they changed; :meth:`PartitionState.drain` turns them into
+key/value writes that the engine stages in the batch's transaction, so they reach the changelog and
+RocksDB atomically with the user records of the same batch. Keys start with ``\\x00`` (no id may;
+the contract refuses control characters), one prefix per index; values are compact JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.candidates import CoVisitationIndex, TrendingItems
+from stream.interest import InterestIndex
+from stream.policy_config import PolicyConfig
+from stream.state import UserState
+from stream.timers import Timer, TimerQueue
+
+META_ROW = b"\x00p"  # watermark and the indexes' own values
+COVISIT_PREFIX = b"\x00c"
+TRENDING_PREFIX = b"\x00t"
+INTEREST_PREFIX = b"\x00n"
+_SEP = b"\x1f"  # between an item and a neighbour / user id (ids carry no control characters)
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def _pair_key(prefix: bytes, item: str, other: str) -> bytes:
+    return prefix + item.encode("utf-8") + _SEP + other.encode("utf-8")
+
+
+def _split_pair(key: bytes, prefix: bytes) -> tuple[str, str]:
+    item, _, other = key[len(prefix) :].partition(_SEP)
+    return item.decode("utf-8"), other.decode("utf-8")
+
+
+def is_partition_row(key: bytes) -> bool:
+    """Whether a store key belongs to :class:`PartitionState` (not a user record, not store bookkeeping)."""
+    return key == META_ROW or key[:2] in (COVISIT_PREFIX, TRENDING_PREFIX, INTEREST_PREFIX)
+
+
+@dataclass
+class PartitionState:
+    """The shared, persisted state of one partition (see the module docstring)."""
+
+    partition: int
+    covisitation: CoVisitationIndex
+    trending: TrendingItems
+    interest: InterestIndex
+    timers: TimerQueue
+    watermark: float = 0.0
+    last_seen: dict[str, float] = field(default_factory=dict)
+    users_loaded: int = 0  # user records found when the partition was loaded (for the logs)
+    _watermark_stored: float = 0.0
+
+    @classmethod
+    def empty(cls, partition: int, config: PolicyConfig) -> PartitionState:
+        """A partition with no history."""
+        return cls(
+            partition,
+            CoVisitationIndex.from_config(config),
+            TrendingItems.from_config(config),
+            InterestIndex.from_config(config),
+            TimerQueue.from_config(config),
+        )
+
+    def advance(self, ts: float) -> bool:
+        """Move the event-time clock forward to ``ts``; True when it moved."""
+        if ts > self.watermark:
+            self.watermark = ts
+            return True
+        return False
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def drain(self) -> dict[bytes, bytes | None]:
+        """The rows changed since the last drain, as store writes (None deletes); forgets them."""
+        writes: dict[bytes, bytes | None] = {}
+        changed = False
+        for (item, other), value in self.covisitation.drain_changes().items():
+            writes[_pair_key(COVISIT_PREFIX, item, other)] = None if value is None else _encode(value)
+            changed = True
+        for item, count in self.trending.drain_changes().items():
+            writes[TRENDING_PREFIX + item.encode("utf-8")] = None if count is None else _encode(count)
+            changed = True
+        for (item, user), value in self.interest.drain_changes().items():
+            writes[_pair_key(INTEREST_PREFIX, item, user)] = None if value is None else _encode(value)
+            changed = True
+        if changed or self.watermark != self._watermark_stored:
+            writes[META_ROW] = _encode(
+                {
+                    "w": self.watermark,
+                    "c": self.covisitation.meta(),
+                    "t": self.trending.meta(),
+                    "n": self.interest.meta(),
+                }
+            )
+            self._watermark_stored = self.watermark
+        return writes
+
+    @classmethod
+    def load(
+        cls,
+        partition: int,
+        config: PolicyConfig,
+        rows: Iterable[tuple[bytes, bytes]],
+        users: Iterable[tuple[bytes, bytes]],
+    ) -> tuple[PartitionState, int]:
+        """Rebuild from the partition's stored rows and user records; returns (state, user count).
+
+        Reads everything it needs from its arguments and touches nothing shared, so it can run in a
+        worker thread while the event loop serves other partitions.
+        """
+        state = cls.empty(partition, config)
+        meta: dict[str, Any] = {}
+        covisit: list[tuple[str, str, Any]] = []
+        trending: list[tuple[str, float]] = []
+        interest: list[tuple[str, str, Any]] = []
+        for key, raw in rows:
+            if key == META_ROW:
+                meta = json.loads(raw)
+            elif key.startswith(COVISIT_PREFIX):
+                covisit.append((*_split_pair(key, COVISIT_PREFIX), json.loads(raw)))
+            elif key.startswith(TRENDING_PREFIX):
+                trending.append((key[len(TRENDING_PREFIX) :].decode("utf-8"), float(json.loads(raw))))
+            elif key.startswith(INTEREST_PREFIX):
+                interest.append((*_split_pair(key, INTEREST_PREFIX), json.loads(raw)))
+        state.covisitation.restore(meta.get("c", {}), covisit)
+        state.trending.restore(meta.get("t", {}), trending)
+        state.interest.restore(meta.get("n", {}), interest)
+        state.watermark = state._watermark_stored = float(meta.get("w", 0.0))
+        if "w" not in meta and state.last_seen:  # a store written before partition rows existed
+            state.watermark = max(state.last_seen.values())
+        n = 0
+        for key, value in users:
+            user = UserState.from_bytes(value)
+            state.timers.extend(Timer.from_list(row) for row in user.timers)
+            if user.n_events > 0:  # a consent-only record never expires
+                state.last_seen[key.decode("utf-8")] = user.last_event_ts
+            n += 1
+        return state, n
