@@ -9,14 +9,19 @@ One place turns :class:`~stream.settings.KafkaConfig` into what each client libr
 - :func:`faust_credentials`: the ``broker_credentials`` of the faust app.
 
 Secrets (the SASL password, the key password) leave :class:`pydantic.SecretStr` only here, into
-the client configuration; nothing in this module logs them. See ``docs/security.md``.
+the client configuration; nothing in this module logs them. aiokafka, however, logs every request
+at DEBUG, and a SASL/PLAIN request carries the password: :func:`redact_secrets_in_logs` (called by
+:func:`faust_credentials`) masks the secrets in every log record of the process. See
+``docs/security.md``.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.types.auth import CredentialsT
@@ -95,8 +100,60 @@ def ssl_context(kafka: KafkaConfig) -> ssl.SSLContext | None:
     return context
 
 
+REDACTED = "**********"
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def _redact(text: str) -> str:
+    for secret in _secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_secrets_in_logs(kafka: KafkaConfig) -> None:
+    """Mask the SASL and key passwords in every log record this process creates from now on.
+
+    Why: aiokafka logs each request at DEBUG, and the SASL/PLAIN request is ``\\0user\\0password``.
+    A log record factory sees every record whatever the handler (faust installs its own), and only
+    records whose level is enabled, so INFO logging pays nothing for DEBUG lines.
+    """
+    found = [
+        s.get_secret_value()
+        for s in (kafka.sasl_password, kafka.ssl_key_password)
+        if s is not None and len(s.get_secret_value()) >= 4  # masking "a" would mangle every line
+    ]
+    if not found:
+        return
+    # As written, and as repr() of str or bytes escapes it (aiokafka logs the bytes' repr).
+    variants = {v for secret in found for v in (secret, repr(secret)[1:-1], repr(secret.encode())[2:-1])}
+    with _secrets_lock:
+        first = not _secrets
+        _secrets.update(variants)
+        if not first:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed record: logging reports it at emit, as usual
+                return record
+            masked = _redact(message)
+            if masked != message:
+                record.msg, record.args = masked, None
+            return record
+
+        logging.setLogRecordFactory(factory)
+
+
 def faust_credentials(kafka: KafkaConfig) -> CredentialsT | None:
-    """``broker_credentials`` for the faust app (aiokafka driver); None for PLAINTEXT."""
+    """``broker_credentials`` for the faust app (aiokafka driver); None for PLAINTEXT.
+
+    Also masks the secrets in this process's logs (:func:`redact_secrets_in_logs`).
+    """
+    redact_secrets_in_logs(kafka)
     context = ssl_context(kafka)
     if uses_sasl(kafka):
         assert kafka.sasl_mechanism and kafka.sasl_username and kafka.sasl_password  # validated in settings
