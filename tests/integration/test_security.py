@@ -39,7 +39,9 @@ from tests.support.worker import ROOT, WorkerProcess, wait_for
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not openssl_available(), reason="the openssl command line is needed for test certificates"),
+    pytest.mark.skipif(
+        not openssl_available(), reason="the openssl command line is needed for test certificates"
+    ),
 ]
 
 KEY_PASSWORD = "k3y-Pa55-never-logged"
@@ -100,16 +102,22 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
 
 
 def round_trip(settings: Settings, topic: str, n: int = 20) -> list[bytes]:
-    """Produce ``n`` records with librdkafka and read them back, both built from the settings."""
-    conf = settings.kafka.confluent_config()
-    producer = Producer({**conf, "partitioner": "murmur2_random", "linger.ms": 2})
+    """Produce ``n`` records with librdkafka and read the topic back, both built from the settings."""
+    producer = Producer(
+        {**settings.kafka.confluent_config(), "partitioner": "murmur2_random", "linger.ms": 2}
+    )
     for i in range(n):
         producer.produce(topic, key=f"u{i}".encode(), value=f"v{i}".encode())
     assert producer.flush(15) == 0, "not every record was delivered"
+    return read_all(settings, topic)
+
+
+def read_all(settings: Settings, topic: str) -> list[bytes]:
+    """Every value on ``topic`` (to each partition's end), read over the configured security."""
     consumer = Consumer(
         {
-            **conf,
-            "group.id": f"sec-{time.monotonic_ns()}",
+            **settings.kafka.confluent_config(),
+            "group.id": f"sec-read-{time.monotonic_ns()}",
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 10,
@@ -119,13 +127,14 @@ def round_trip(settings: Settings, topic: str, n: int = 20) -> list[bytes]:
         parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
         values: list[bytes] = []
-        eof: set[int] = set()
+        eof: set[int | None] = set()
         deadline = time.monotonic() + 15
         while len(eof) < len(parts) and time.monotonic() < deadline:
-            for msg in consumer.consume(100, timeout=0.5):
-                if msg.error() is None:
-                    values.append(msg.value())
-                elif msg.error().code() == KafkaError._PARTITION_EOF:
+            for msg in consumer.consume(500, timeout=0.5):
+                err = msg.error()
+                if err is None:
+                    values.append(msg.value() or b"")
+                elif err.code() == KafkaError._PARTITION_EOF:
                     eof.add(msg.partition())
         return values
     finally:
@@ -323,7 +332,7 @@ def test_worker_and_simulator_over_mutual_tls_and_sasl_leak_no_secret(
             _secure_produce(settings, settings.topics.events, [(b"u-tls", to_json_bytes(event))])
 
             def pushes() -> list[Push]:
-                values = round_trip_read(settings, settings.topics.pushes)
+                values = read_all(settings, settings.topics.pushes)
                 return [Push.model_validate_json(v, strict=False) for v in values]
 
             wait_for(lambda: any(p.user_id == "u-tls" for p in pushes()), 30, what="a push over TLS")
@@ -349,31 +358,3 @@ def test_worker_and_simulator_over_mutual_tls_and_sasl_leak_no_secret(
         for output in (log, sim.stdout + sim.stderr, shown.stdout + shown.stderr):
             assert SASL_PASSWORD not in output
             assert KEY_PASSWORD not in output
-
-
-def round_trip_read(settings: Settings, topic: str) -> list[bytes]:
-    """Every value on ``topic``, read over the configured security."""
-    consumer = Consumer(
-        {
-            **settings.kafka.confluent_config(),
-            "group.id": f"sec-read-{time.monotonic_ns()}",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    try:
-        parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        values: list[bytes] = []
-        eof: set[int] = set()
-        deadline = time.monotonic() + 10
-        while len(eof) < len(parts) and time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=0.5):
-                if msg.error() is None:
-                    values.append(msg.value())
-                elif msg.error().code() == KafkaError._PARTITION_EOF:
-                    eof.add(msg.partition())
-        return values
-    finally:
-        consumer.close()

@@ -116,7 +116,7 @@ def make_pki(directory: Path, key_password: str | None = None) -> Pki:
 
 
 def server_context(pki: Pki, require_client_cert: bool) -> ssl.SSLContext:
-    """The gateway's TLS context; with ``require_client_cert`` a client certificate from the CA is required."""
+    """The gateway's TLS context; ``require_client_cert``: only clients with a certificate from the CA."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
     context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
     context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_NONE
@@ -160,7 +160,9 @@ class _Scram:
         self.digest = "sha256" if mechanism == "SCRAM-SHA-256" else "sha512"
         self.users = users
         self.user: str | None = None
-        self._first: tuple[str, str, str, bytes, str] | None = None  # gs2 header, bare, server-first, salt, pw
+        self._first: tuple[str, str, str, bytes, str] | None = (
+            None  # gs2 header, bare, server-first, salt, pw
+        )
 
     def _hmac(self, key: bytes, msg: bytes) -> bytes:
         return hmac.new(key, msg, self.digest).digest()
@@ -374,10 +376,14 @@ class KafkaGateway:
             if api_key == SASL_HANDSHAKE and api_version == 1:
                 (n,) = struct.unpack(">h", body[:2])
                 mechanism = body[2 : 2 + n].decode()
-                listed = struct.pack(">i", len(self.mechanisms)) + b"".join(_string(m) for m in self.mechanisms)
+                listed = struct.pack(">i", len(self.mechanisms)) + b"".join(
+                    _string(m) for m in self.mechanisms
+                )
                 if mechanism not in self.mechanisms:
                     self.stats.refused.append(f"mechanism {mechanism}")
-                    writer.write(_response(correlation_id, struct.pack(">h", UNSUPPORTED_SASL_MECHANISM) + listed))
+                    writer.write(
+                        _response(correlation_id, struct.pack(">h", UNSUPPORTED_SASL_MECHANISM) + listed)
+                    )
                     await writer.drain()
                     return False
                 session = _Plain(self.users) if mechanism == "PLAIN" else _Scram(mechanism, self.users)
