@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from pydantic import SecretStr, ValidationError
 
 from stream.broker import EmbeddedBroker, free_port
 from stream.contract import CatalogUpdate, Event, Push, to_json_bytes
-from stream.security import SecurityConfigError, faust_credentials, ssl_context
+from stream.security import REDACTED, SecurityConfigError, faust_credentials, ssl_context
 from stream.settings import KafkaConfig, Settings
 from stream.simulator import SimConfig, World
 from stream.topics import ensure_topics
@@ -224,6 +225,31 @@ def test_incomplete_security_is_refused_without_echoing_secrets(
     with pytest.raises(ValidationError) as err:
         settings_from(env, monkeypatch)
     assert SASL_PASSWORD not in str(err.value)
+
+
+def test_log_records_mask_the_passwords_as_written_and_as_repr_escapes_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    password = 'pä$$"w\\0rd'  # non-ASCII, a quote and a backslash: repr() escapes each differently
+    kafka = KafkaConfig(
+        bootstrap_servers="127.0.0.1:1",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="kairos",
+        sasl_password=password,  # type: ignore[arg-type]
+    )
+    faust_credentials(kafka)  # the worker's path: installs the masking
+    log = logging.getLogger("aiokafka.conn")
+    with caplog.at_level(logging.DEBUG, logger="aiokafka.conn"):
+        # What aiokafka logs for a SASL/PLAIN request.
+        log.debug(
+            "Request: SaslAuthenticateRequest_v1(sasl_auth_bytes=%r)", b"\x00kairos\x00" + password.encode()
+        )
+        log.debug("as text %s and repr %r", password, password)
+    text = caplog.text
+    assert "kairos" in text and REDACTED in text
+    for form in (password, repr(password)[1:-1], repr(password.encode())[2:-1]):
+        assert form not in text
 
 
 # -- TLS and mutual TLS ----------------------------------------------------------------------------
