@@ -381,7 +381,7 @@ def measure_ceiling(bootstrap: str, topic: str, n: int) -> dict[str, float]:
     def read(parse: bool) -> float:
         consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **settings_for(bootstrap).kafka.confluent_config(),  # security from KAIROS_KAFKA__*
                 "group.id": f"bench-ceiling-{time.monotonic_ns()}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": FETCH_WAIT_MS,
@@ -457,7 +457,7 @@ class LatencyReader(threading.Thread):
     def run(self) -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": self.bootstrap,
+                **settings_for(self.bootstrap).kafka.confluent_config(),
                 "group.id": f"bench-latency-{time.monotonic_ns()}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": FETCH_WAIT_MS,
@@ -508,7 +508,7 @@ def _cycle(events: list[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
 
 
 def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(settings_for(bootstrap).kafka.confluent_config())
     for future in admin.create_topics([NewTopic(name, num_partitions=partitions)]).values():
         future.result()
 

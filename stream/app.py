@@ -38,6 +38,7 @@ from stream.contract import ContractError, Push, dead_letter, to_json_bytes
 from stream.engine import Engine, Inbound, Outcome
 from stream.kafka_io import DeliveryError, Outbox, consume_forever, replay_partitions
 from stream.model_reload import ModelWatcher
+from stream.security import faust_credentials
 from stream.settings import Settings
 from stream.store import META_KEY, PartitionMeta, StateStore, Transaction
 from stream.topics import changelog_topic
@@ -68,32 +69,6 @@ def _patch_fetch_wait(wait_ms: int) -> None:
 
     cls._create_worker_consumer = create  # type: ignore[method-assign]
     cls._kairos_patched = True  # type: ignore[attr-defined]
-
-
-def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
-    kafka = settings.kafka
-    if kafka.security_protocol.startswith("SASL"):
-        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
-        ssl_context = None
-        if kafka.security_protocol == "SASL_SSL":
-            ssl_context = faust.ssl.create_default_context(cafile=kafka.ssl_cafile)  # type: ignore[attr-defined]
-        return faust.SASLCredentials(
-            username=kafka.sasl_username or "",
-            password=password,
-            mechanism=kafka.sasl_mechanism or "PLAIN",
-            ssl_context=ssl_context,
-        )
-    if kafka.security_protocol == "SSL":
-        import ssl
-
-        context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
-        if kafka.ssl_certfile:
-            key_password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
-            context.load_cert_chain(
-                str(kafka.ssl_certfile), kafka.ssl_keyfile and str(kafka.ssl_keyfile), key_password
-            )
-        return faust.SSLCredentials(context)
-    return None
 
 
 class Worker:
@@ -132,7 +107,7 @@ class Worker:
         app = faust.App(
             s.worker.app_id,
             broker=f"kafka://{s.kafka.bootstrap_servers}",
-            broker_credentials=_credentials(s),
+            broker_credentials=faust_credentials(s.kafka),
             store="memory://",
             datadir=str(s.worker.state_dir / "faust"),
             web_enabled=False,

@@ -65,9 +65,19 @@ class EmbeddedBroker:
     ...     print(broker.bootstrap)   # "127.0.0.1:PORT"
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_path: Path | None = None,
+        advertised: str | None = None,
+    ) -> None:
+        """``advertised``: the ``host:port`` given to clients in metadata, when it is not the broker's
+        own (a TLS-terminating proxy in front of it: Tansu 0.6.0 serves neither TLS nor SASL, see
+        docs/security.md)."""
         self.host = host
         self.port = port or free_port(host)
+        self.advertised = advertised
         self._log_path = log_path
         self._log_file: object | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -87,7 +97,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised}" if self.advertised else url,
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.policy_config import PolicyConfig
@@ -23,6 +23,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class KafkaConfig(BaseModel):
     """How to reach the broker. With no bootstrap address the embedded Tansu broker is started."""
 
+    # A validation error must not echo the input: it holds the SASL and key passwords.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     bootstrap_servers: str | None = Field(
         None, description="Kafka bootstrap servers (host:port,...). Unset: start the embedded Tansu broker."
     )
@@ -30,15 +33,24 @@ class KafkaConfig(BaseModel):
         "PLAINTEXT", description="Kafka security protocol."
     )
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        None, description="SASL mechanism when the protocol is SASL_*."
+        None, description="SASL mechanism; required when the protocol is SASL_PLAINTEXT or SASL_SSL."
     )
-    sasl_username: str | None = Field(None, description="SASL user name.")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
-    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers' certificates.")
-    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
-    ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
+    sasl_username: str | None = Field(None, description="SASL user name; required with SASL.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret); required with SASL.")
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle (PEM) to verify the brokers' certificates; unset: the system CAs."
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS; set together with ssl_keyfile."
+    )
+    ssl_keyfile: Path | None = Field(
+        None, description="Client private key (PEM) for mutual TLS; set together with ssl_certfile."
+    )
     ssl_key_password: SecretStr | None = Field(
-        None, description="Password of the client private key (secret)."
+        None, description="Password of an encrypted client private key (secret)."
+    )
+    ssl_check_hostname: bool = Field(
+        True, description="Check that the broker's certificate names the host connected to."
     )
     session_timeout_seconds: float = Field(
         10.0,
@@ -51,29 +63,47 @@ class KafkaConfig(BaseModel):
     embedded_port: int = Field(0, description="Port of the embedded broker; 0 picks a free one.")
     embedded_host: str = Field("127.0.0.1", description="Loopback address the embedded broker listens on.")
 
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaConfig:
+        """Refuse at start a security setup that would silently connect differently than asked."""
+        sasl = self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        if sasl:
+            missing = [
+                f"KAIROS_KAFKA__{name.upper()}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"security_protocol={self.security_protocol} needs {', '.join(missing)}")
+        elif self.sasl_mechanism or self.sasl_username or self.sasl_password:
+            raise ValueError(
+                f"SASL settings are given but security_protocol={self.security_protocol}: "
+                "use SASL_PLAINTEXT or SASL_SSL, or remove them"
+            )
+        ssl_given = [
+            name
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
+            if getattr(self, name) is not None
+        ]
+        if ssl_given and not tls:
+            raise ValueError(
+                f"{', '.join(ssl_given)} given but security_protocol={self.security_protocol} "
+                "does not use TLS: use SSL or SASL_SSL, or remove them"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both KAIROS_KAFKA__SSL_CERTFILE and KAIROS_KAFKA__SSL_KEYFILE")
+        if self.ssl_key_password is not None and self.ssl_keyfile is None:
+            raise ValueError("KAIROS_KAFKA__SSL_KEY_PASSWORD given without KAIROS_KAFKA__SSL_KEYFILE")
+        return self
+
     def confluent_config(self) -> dict[str, str | int | float]:
-        """The librdkafka settings for this broker (security included)."""
+        """The librdkafka settings for this broker, security included (holds secrets: never log it)."""
+        from stream.security import librdkafka_security
+
         if not self.bootstrap_servers:
             raise ValueError("no bootstrap servers: start the embedded broker first")
-        conf: dict[str, str | int | float] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
-            conf["sasl.username"] = self.sasl_username
-        if self.sasl_password:
-            conf["sasl.password"] = self.sasl_password.get_secret_value()
-        if self.ssl_cafile:
-            conf["ssl.ca.location"] = str(self.ssl_cafile)
-        if self.ssl_certfile:
-            conf["ssl.certificate.location"] = str(self.ssl_certfile)
-        if self.ssl_keyfile:
-            conf["ssl.key.location"] = str(self.ssl_keyfile)
-        if self.ssl_key_password:
-            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
-        return conf
+        return {"bootstrap.servers": self.bootstrap_servers, **librdkafka_security(self)}
 
 
 class TopicsConfig(BaseModel):
@@ -160,7 +190,11 @@ class Settings(BaseSettings):
     """All of Kairos's configuration. Read from ``KAIROS_*`` environment variables and ``.env``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="KAIROS_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+        env_prefix="KAIROS_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,  # errors must not echo secrets (SASL and key passwords)
     )
 
     data_dir: Path = Field(
