@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from stream import policy as pol
+from stream.admission import admit_catalog, admit_consent, admit_event
 from stream.candidates import (
     CoVisitationIndex,
     EngagedItem,
@@ -42,9 +43,6 @@ from stream.contract import (
     Event,
     Push,
     dead_letter,
-    parse_catalog,
-    parse_consent,
-    parse_event,
 )
 from stream.feedback import FeedbackOutcome, apply_feedback, settle_ignored
 from stream.interest import InterestIndex, catalog_triggers
@@ -255,15 +253,15 @@ class Engine:
         """
         out = Outcome()
         topics = self.settings.topics
-        max_bytes = self.settings.worker.max_event_bytes
         users: dict[str, _User] = {}
         steps: dict[str, list[tuple[str, int]]] = {}
         ops: dict[str, list[_Op]] = {}
         for rec in records:
             try:
                 if rec.topic == topics.consent:
-                    consent = parse_consent(rec.value, max_bytes)
-                    self._check_key(rec, consent.user_id)
+                    consent = admit_consent(rec.key, rec.partition, rec.value, self.settings, time.time())
+                    if consent is None:
+                        continue  # TODO(lead): tombstone meaning (erase the user)
                     user = self._load(txn, rec.partition, consent.user_id, users)
                     if user.state.policy.apply_consent(consent):
                         user.dirty = True
@@ -271,11 +269,18 @@ class Engine:
                             self.timers.cancel_user(consent.user_id)
                     out.consent_updates += 1
                     continue
-                event = parse_event(rec.value, max_bytes)
-                self._check_key(rec, event.user_id)
+                event = admit_event(rec.key, rec.partition, rec.value, self.settings, time.time())
             except ContractError as exc:
                 out.dead_letters.append(
-                    dead_letter(rec.value, rec.key, exc, rec.topic, rec.partition, rec.offset)
+                    dead_letter(
+                        rec.value,
+                        rec.key,
+                        exc,
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        max_original_bytes=self.settings.worker.dead_letter_max_original_bytes,
+                    )
                 )
                 out.events[("invalid", "dead_letter")] += 1
                 continue
@@ -641,12 +646,20 @@ class Engine:
         now = self.now()
         for rec in records:
             try:
-                update = parse_catalog(rec.value, self.settings.worker.max_event_bytes)
-                if rec.key is not None and rec.key != update.item_id.encode("utf-8"):
-                    raise ContractError("key_mismatch", "message key does not match item_id")
+                update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, time.time())
+                if update is None:
+                    continue  # TODO(lead): tombstone meaning (the item is gone)
             except ContractError as exc:
                 out.dead_letters.append(
-                    dead_letter(rec.value, rec.key, exc, rec.topic, rec.partition, rec.offset)
+                    dead_letter(
+                        rec.value,
+                        rec.key,
+                        exc,
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        max_original_bytes=self.settings.worker.dead_letter_max_original_bytes,
+                    )
                 )
                 continue
             out.catalog_updates += 1

@@ -137,6 +137,17 @@ class WorkerConfig(BaseModel):
     )
     audit_decisions: bool = Field(False, description="Write every push decision to the decisions topic.")
     tick_seconds: float = Field(1.0, description="How often due timers (cart abandonment, ...) are checked.")
+    dead_letter_max_original_bytes: int = Field(
+        8_192,
+        ge=0,
+        le=262_144,
+        description="A dead letter keeps the refused value up to this size; past it a prefix, its size and SHA-256.",
+    )
+    max_future_skew_seconds: float = Field(
+        300.0,
+        ge=0.0,
+        description="Inputs whose time is further ahead of the wall clock than this are dead-lettered.",
+    )
 
 
 class LogConfig(BaseModel):
