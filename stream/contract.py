@@ -367,7 +367,7 @@ def _parse(model: type[M], raw: bytes | None, max_bytes: int) -> M:
     if not isinstance(data, dict):
         raise ContractError("not_an_object", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # true and 1.0 equal 1 in Python
         raise ContractError(
             "unsupported_version",
             f"schema version {_describe(version)}; this worker reads {SCHEMA_VERSION}",

@@ -141,7 +141,7 @@ class WorkerConfig(BaseModel):
         8_192,
         ge=0,
         le=262_144,
-        description="A dead letter keeps the refused value up to this size; past it a prefix, its size and SHA-256.",
+        description="Dead letters keep the refused value up to this size; past it: prefix, size, SHA-256.",
     )
     max_future_skew_seconds: float = Field(
         300.0,
