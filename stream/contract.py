@@ -230,8 +230,9 @@ class Decision(_Strict):
 
 
 # Dead-letter bounds. The original value is kept up to ``max_original_bytes`` (a setting,
-# ``worker.dead_letter_max_original_bytes``); past it, a prefix plus its size and SHA-256.
-DEFAULT_DEAD_LETTER_ORIGINAL_BYTES = 8_192
+# ``worker.dead_letter_max_original_bytes``); past it, a prefix plus its size and SHA-256. The default
+# is above ``worker.max_event_bytes``, so every record not refused for its size is kept whole.
+DEFAULT_DEAD_LETTER_ORIGINAL_BYTES = 65_536
 MAX_DEAD_LETTER_ORIGINAL_BYTES = 262_144  # the setting's upper limit: keeps dead letters far below 1 MB
 DEAD_LETTER_KEY_BYTES = 256  # keys longer than this keep their first bytes plus size and SHA-256
 DEAD_LETTER_ERROR_CHARS = 1_024  # the error text is cut here

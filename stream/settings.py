@@ -138,7 +138,7 @@ class WorkerConfig(BaseModel):
     audit_decisions: bool = Field(False, description="Write every push decision to the decisions topic.")
     tick_seconds: float = Field(1.0, description="How often due timers (cart abandonment, ...) are checked.")
     dead_letter_max_original_bytes: int = Field(
-        8_192,
+        65_536,
         ge=0,
         le=262_144,
         description="Dead letters keep the refused value up to this size; past it: prefix, size, SHA-256.",
