@@ -318,20 +318,19 @@ def test_fuzzed_records_never_stop_the_worker_and_all_are_accounted_for(
     s = settings_for(broker)
     assert time.time() > T0 + 30 * DAY  # valid times must lie in the past
 
-    started = time.monotonic()
-    recs = generate(N_RECORDS)
-    generated_s = time.monotonic() - started
-    assert len(recs) >= N_RECORDS
-    wall = time.time()
-    fate = [expected(r, s, wall) for r in recs]
-    kinds = Counter((r.topic, f) for r, f in zip(recs, fate, strict=True))
-
     world = World(SimConfig(seed=7, n_users=1500, n_items=600))
     setup = world.initial_catalog()
     produce(broker, s.topics.catalog, [(c.item_id.encode(), c) for c in setup])
     worker = WorkerProcess(broker, tmp_path / "state", model_dir, app_id="kairos-fuzz")
     worker.start()
     try:
+        started = time.monotonic()  # generate while the worker starts
+        recs = generate(N_RECORDS)
+        generated_s = time.monotonic() - started
+        assert len(recs) >= N_RECORDS
+        wall = time.time()
+        fate = [expected(r, s, wall) for r in recs]
+        kinds = Counter((r.topic, f) for r, f in zip(recs, fate, strict=True))
         worker.wait_ready()
         produce_all(broker, recs)
 
