@@ -297,6 +297,7 @@ class Worker:
             self._commit_or_die(outcome, txn)
             elapsed = time.perf_counter() - started
             metrics.observe_events(outcome.events, elapsed / max(len(records), 1))
+            metrics.observe_input_updates(consent=outcome.consent_updates)
             for r in records:
                 self.lag.on_processed(r.topic, r.partition, r.offset)
             self.health.beat()
@@ -404,7 +405,9 @@ class Worker:
         txn = Transaction(self.store)
         outcome = Outcome()
         if catalog:
-            outcome.extend(self.engine.apply_catalog(catalog, txn))
+            applied = self.engine.apply_catalog(catalog, txn)
+            metrics.observe_input_updates(catalog=applied.catalog_updates)
+            outcome.extend(applied)
         if caught_up and self._catalog_ready is not None and not self._catalog_ready.is_set():
             self._catalog_ready.set()
             self.health.set_recovering(self._still_recovering())

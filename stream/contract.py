@@ -5,7 +5,9 @@ schema version, default 1 on input). ``docs/contract.md`` documents each field w
 ``kairos schema`` prints the JSON Schemas generated from these classes.
 
 Parsing never raises anything but :class:`ContractError`, whose ``reason`` is one of a small,
-fixed set (safe as a metric label) and whose ``detail`` says what was wrong.
+fixed set (safe as a metric label) and whose ``detail`` says what was wrong. A dead letter
+(:func:`dead_letter`) always fits a broker's message size, whatever it wraps: see
+:func:`dead_letter_size_bound`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import time
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pydantic_core
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,13 +53,31 @@ DeadLetterReason = Literal[
     "invalid_field",
     "unsupported_version",
     "key_mismatch",
+    "no_key",  # a record of a keyed topic without a key
+    "wrong_partition",  # not on its key's murmur2 partition (a producer with another partitioner)
+    "future_timestamp",  # its time is further ahead of the wall clock than worker.max_future_skew_seconds
     "processing_error",  # valid input the worker failed on (a bug): kept for a replay
 ]
 DEAD_LETTER_REASONS: tuple[str, ...] = DeadLetterReason.__args__  # type: ignore[attr-defined]
 
 M = TypeVar("M", bound="_Strict")
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=False)]
+# Control characters (C0, DEL, C1): never part of an id. Refusing them also keeps user ids apart from
+# the state store's bookkeeping keys, which start with a NUL byte (``stream.store.META_KEY``).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL.search(value) is not None:
+        raise ValueError("an id must not contain control characters")
+    return value
+
+
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, strip_whitespace=False),
+    AfterValidator(_no_control_characters),
+]
 # Event times must be plausible: after 2000-01-01 and before 2100-01-01.
 EpochSeconds = Annotated[float, Field(ge=946_684_800.0, lt=4_102_444_800.0)]
 
@@ -87,7 +110,7 @@ class EventContext(_Strict):
             return None
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "Europe" is a folder
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
@@ -206,13 +229,57 @@ class Decision(_Strict):
     ts: float
 
 
+# Dead-letter bounds. The original value is kept up to ``max_original_bytes`` (a setting,
+# ``worker.dead_letter_max_original_bytes``); past it, a prefix plus its size and SHA-256. The default
+# is above ``worker.max_event_bytes``, so every record not refused for its size is kept whole.
+DEFAULT_DEAD_LETTER_ORIGINAL_BYTES = 65_536
+MAX_DEAD_LETTER_ORIGINAL_BYTES = 262_144  # the setting's upper limit: keeps dead letters far below 1 MB
+DEAD_LETTER_KEY_BYTES = 256  # keys longer than this keep their first bytes plus size and SHA-256
+DEAD_LETTER_ERROR_CHARS = 1_024  # the error text is cut here
+# Everything but the original, the key and the error (ids, topic, offsets, hashes, field names) fits
+# in this, with room: topic names are at most 249 characters in Kafka.
+_DEAD_LETTER_FIXED_BYTES = 2_048
+
+
+def dead_letter_size_bound(max_original_bytes: int = DEFAULT_DEAD_LETTER_ORIGINAL_BYTES) -> int:
+    """Most bytes a dead letter takes on the wire: its JSON value plus its Kafka key, all included.
+
+    The kept original escapes to at most twice its size (text is kept only while its JSON escaping
+    stays within that, else it is base64, 4/3); the key (at most :data:`DEAD_LETTER_KEY_BYTES`
+    bytes, kept as text with undecodable bytes as ``\\xNN``) at most 6 bytes a byte in JSON plus
+    4 as the Kafka key; the error at most 6 bytes a character.
+    """
+    return (
+        2 * max_original_bytes
+        + 10 * DEAD_LETTER_KEY_BYTES
+        + 6 * DEAD_LETTER_ERROR_CHARS
+        + _DEAD_LETTER_FIXED_BYTES
+    )
+
+
 class DeadLetter(_Strict):
-    """A refused input on the ``dead-letters`` topic, with everything needed to replay it."""
+    """A refused input on the ``dead-letters`` topic, with what is needed to inspect and replay it.
+
+    ``original`` holds the refused value whole when it is at most the configured size
+    (``worker.dead_letter_max_original_bytes``), else its first bytes with ``original_truncated``
+    set; ``original_size`` and ``original_sha256`` always describe the whole value. The key is kept
+    the same way (``original_key``, at most :data:`DEAD_LETTER_KEY_BYTES` of it). So a dead letter
+    never exceeds :func:`dead_letter_size_bound`, whatever it wraps.
+    """
 
     v: Literal[1] = 1
     original: str
     original_encoding: Literal["utf-8", "base64"]
-    original_key: str | None = None
+    original_size: int = Field(0, description="Bytes of the whole original value.")
+    original_sha256: str | None = Field(None, description="SHA-256 (hex) of the whole original value.")
+    original_truncated: bool = Field(False, description="Only the first bytes of the original are kept.")
+    original_key: str | None = Field(
+        None, description="The record's key as text (undecodable bytes as \\xNN); its first bytes if long."
+    )
+    original_key_size: int | None = Field(None, description="Bytes of the whole key (when it had one).")
+    original_key_sha256: str | None = Field(
+        None, description="SHA-256 (hex) of the whole key, when the key was cut."
+    )
     source_topic: str
     partition: int
     offset: int
@@ -221,10 +288,18 @@ class DeadLetter(_Strict):
     received_at: float
 
     def original_bytes(self) -> bytes:
-        """The refused message exactly as it arrived."""
+        """The refused value's bytes as kept: exactly as it arrived unless ``original_truncated``.
+
+        When truncated this is the value's first bytes; check ``original_size`` and
+        ``original_sha256`` before replaying (:meth:`is_complete`).
+        """
         if self.original_encoding == "base64":
             return base64.b64decode(self.original)
         return self.original.encode("utf-8")
+
+    def is_complete(self) -> bool:
+        """Whether :meth:`original_bytes` is the whole original value (safe to replay as is)."""
+        return not self.original_truncated
 
 
 def push_id(user_id: str, item_id: str, trigger: str, cause: str) -> str:
@@ -246,6 +321,29 @@ def _summarise(error: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+# A JSON escape of a UTF-16 surrogate (D800-DFFF). Paired ones decode to one character; a lone one
+# decodes to a string that cannot be encoded as UTF-8, which would break keys, state and outputs later.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _describe(value: Any) -> str:
+    """A short, safe description of a JSON value for an error detail (never a deep repr)."""
+    if isinstance(value, bool | int | float) or value is None:
+        text = repr(value)
+        return text if len(text) <= 32 else f"a {len(text)}-digit number"
+    if isinstance(value, str):
+        return repr(value[:32]) + ("..." if len(value) > 32 else "")
+    return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+
+
 def _parse(model: type[M], raw: bytes | None, max_bytes: int) -> M:
     if raw is None:
         raise ContractError("bad_json", "empty message (no value)")
@@ -257,19 +355,30 @@ def _parse(model: type[M], raw: bytes | None, max_bytes: int) -> M:
         raise ContractError("not_utf8", f"not UTF-8 at byte {exc.start}") from exc
     try:
         data: Any = json.loads(text)
+        lone = _SURROGATE_ESCAPE.search(text) is not None and _has_lone_surrogate(data)
     except json.JSONDecodeError as exc:
         raise ContractError("bad_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise ContractError("bad_json", "nested too deeply") from exc
+    except ValueError as exc:
+        # An integer past Python's digit limit (4,300 digits) is refused by the decoder itself.
+        raise ContractError("bad_json", f"undecodable value: {str(exc)[:120]}") from exc
+    if lone:
+        raise ContractError("bad_json", "a \\u escape of a lone UTF-16 surrogate (not a character)")
     if not isinstance(data, dict):
         raise ContractError("not_an_object", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # true and 1.0 equal 1 in Python
         raise ContractError(
-            "unsupported_version", f"schema version {version!r}; this worker reads {SCHEMA_VERSION}"
+            "unsupported_version",
+            f"schema version {_describe(version)}; this worker reads {SCHEMA_VERSION}",
         )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ContractError("invalid_field", _summarise(exc)) from exc
+    except RecursionError as exc:  # a deep value in a field that recurses (pydantic has its own limit)
+        raise ContractError("invalid_field", "a value nested too deeply") from exc
 
 
 def parse_event(raw: bytes | None, max_bytes: int = 16_384) -> Event:
@@ -287,6 +396,37 @@ def parse_consent(raw: bytes | None, max_bytes: int = 16_384) -> ConsentUpdate:
     return _parse(ConsentUpdate, raw, max_bytes)
 
 
+def _as_text(kept: bytes, cut: bool) -> tuple[str, bytes] | None:
+    """``kept`` decoded as UTF-8 (and the bytes that text is), or None when it is not UTF-8.
+
+    When ``kept`` was cut from a longer value the cut may split a character: the split character's
+    first bytes are then left out.
+    """
+    try:
+        return kept.decode("utf-8"), kept
+    except UnicodeDecodeError as exc:
+        if not (cut and exc.reason == "unexpected end of data" and exc.end == len(kept)):
+            return None
+        whole = kept[: exc.start]  # everything before the split character decoded fine
+        return whole.decode("utf-8"), whole
+
+
+def _keep(data: bytes, limit: int) -> tuple[str, Literal["utf-8", "base64"], bool]:
+    """``data`` cut to ``limit`` bytes, as it goes into a dead letter: (text, encoding, cut?).
+
+    UTF-8 text stays readable while its JSON escaping at most doubles it (quotes and backslashes
+    double, control characters take six bytes each); otherwise base64 (4/3, whatever the bytes).
+    """
+    cut = len(data) > limit
+    kept = data[:limit]
+    decoded = _as_text(kept, cut)
+    if decoded is not None:
+        text, text_bytes = decoded
+        if len(pydantic_core.to_json(text)) - 2 <= 2 * len(text_bytes):
+            return text, "utf-8", cut
+    return base64.b64encode(kept).decode("ascii"), "base64", cut
+
+
 def dead_letter(
     raw: bytes | None,
     key: bytes | None,
@@ -295,25 +435,44 @@ def dead_letter(
     partition: int,
     offset: int,
     received_at: float | None = None,
+    max_original_bytes: int = DEFAULT_DEAD_LETTER_ORIGINAL_BYTES,
 ) -> DeadLetter:
-    """Wrap refused input so it can be inspected and replayed; the original bytes are kept exactly."""
+    """Wrap refused input so it can be inspected and replayed, within :func:`dead_letter_size_bound`.
+
+    The value is kept exactly up to ``max_original_bytes`` (as UTF-8 text, or base64 when it is not
+    UTF-8 or its JSON escaping would more than double it); past that only its first bytes are kept,
+    and ``original_size`` / ``original_sha256`` describe the whole. A key longer than
+    :data:`DEAD_LETTER_KEY_BYTES` keeps its first bytes plus its size and SHA-256. The error text is
+    cut at :data:`DEAD_LETTER_ERROR_CHARS`.
+    """
     data = raw or b""
-    try:
-        original, encoding = data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        original, encoding = base64.b64encode(data).decode("ascii"), "base64"
-    key_text = None
+    limit = max(0, min(max_original_bytes, MAX_DEAD_LETTER_ORIGINAL_BYTES))
+    original, encoding, truncated = _keep(data, limit)
+    key_text = key_size = key_sha = None
     if key is not None:
-        key_text = key.decode("utf-8", errors="backslashreplace")
+        key_size = len(key)
+        key_text = key[:DEAD_LETTER_KEY_BYTES].decode("utf-8", errors="backslashreplace")
+        if len(key) > DEAD_LETTER_KEY_BYTES:
+            key_sha = hashlib.sha256(key).hexdigest()
+    detail = error.detail
+    if len(detail) > DEAD_LETTER_ERROR_CHARS:
+        detail = detail[: DEAD_LETTER_ERROR_CHARS - 3] + "..."
+    # A detail is prose, but may quote input: never let a lone surrogate into the output.
+    detail = detail.encode("utf-8", errors="backslashreplace").decode("utf-8")[:DEAD_LETTER_ERROR_CHARS]
     return DeadLetter(
         original=original,
-        original_encoding=encoding,  # type: ignore[arg-type]
+        original_encoding=encoding,
+        original_size=len(data),
+        original_sha256=hashlib.sha256(data).hexdigest(),
+        original_truncated=truncated,
         original_key=key_text,
+        original_key_size=key_size,
+        original_key_sha256=key_sha,
         source_topic=source_topic,
         partition=partition,
         offset=offset,
         reason=error.reason,
-        error=error.detail,
+        error=detail,
         received_at=time.time() if received_at is None else received_at,
     )
 

@@ -211,6 +211,8 @@ def demo_main(argv: list[str]) -> int:
         ensure_topics(settings)
         web_port = settings.worker.web_port or free_port()
         env = {
+            # The simulated shop paces by event rate, so its clock runs ahead of the wall clock.
+            "KAIROS_WORKER__MAX_FUTURE_SKEW_SECONDS": "1e9",
             **os.environ,
             "KAIROS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "KAIROS_WORKER__WEB_PORT": str(web_port),

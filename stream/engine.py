@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from stream import policy as pol
+from stream.admission import admit_catalog, admit_consent, admit_event
 from stream.candidates import (
     EngagedItem,
     Engagement,
@@ -41,9 +42,6 @@ from stream.contract import (
     Event,
     Push,
     dead_letter,
-    parse_catalog,
-    parse_consent,
-    parse_event,
 )
 from stream.feedback import FeedbackOutcome, apply_feedback, settle_ignored
 from stream.interest import catalog_triggers
@@ -228,6 +226,9 @@ class Engine:
         self.cfg = settings.policy
         self.scorer = scorer
         self.clock = clock
+        # Admission compares input times with the real wall clock (future skew), even when the
+        # decision clock is injected; tests replace it like ``clock``.
+        self.wall_clock: Callable[[], float] = time.time
         self.catalog: dict[str, CatalogUpdate] = {}
         self.promotions = PromotionBoard()
         # Clock, indexes and timers per partition (see stream.partition_state): decisions never
@@ -377,18 +378,19 @@ class Engine:
         """
         out = Outcome()
         topics = self.settings.topics
-        max_bytes = self.settings.worker.max_event_bytes
         work = _Work()
         for rec in records:
             try:
                 if rec.topic == topics.consent:
-                    if rec.value is None and rec.key is not None:
+                    consent = admit_consent(
+                        rec.key, rec.partition, rec.value, self.settings, self.wall_clock()
+                    )
+                    if consent is None:  # a tombstone: erase the user (what came before is decided first)
+                        assert rec.key is not None  # admission refuses a tombstone without a key
                         self._finish(work, txn, out)
                         work = _Work()
-                        self._erase(txn, rec.partition, rec.key.decode("utf-8", "replace"), out)
+                        self._erase(txn, rec.partition, rec.key.decode("utf-8"), out)
                         continue
-                    consent = parse_consent(rec.value, max_bytes)
-                    self._check_key(rec, consent.user_id)
                     user = self._load(txn, rec.partition, consent.user_id, work.users)
                     if user.state.policy.apply_consent(consent):
                         user.dirty = True
@@ -396,11 +398,18 @@ class Engine:
                             self.part(rec.partition).timers.cancel_user(consent.user_id)
                     out.consent_updates += 1
                     continue
-                event = parse_event(rec.value, max_bytes)
-                self._check_key(rec, event.user_id)
+                event = admit_event(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
             except ContractError as exc:
                 out.dead_letters.append(
-                    dead_letter(rec.value, rec.key, exc, rec.topic, rec.partition, rec.offset)
+                    dead_letter(
+                        rec.value,
+                        rec.key,
+                        exc,
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        max_original_bytes=self.settings.worker.dead_letter_max_original_bytes,
+                    )
                 )
                 out.events[("invalid", "dead_letter")] += 1
                 continue
@@ -513,11 +522,6 @@ class Engine:
             if removed >= limit:
                 break
         return removed
-
-    def _check_key(self, rec: Inbound, user_id: str) -> None:
-        # A record keyed by someone else sits on the wrong partition: its state would be split.
-        if rec.key is not None and rec.key != user_id.encode("utf-8"):
-            raise ContractError("key_mismatch", "message key does not match user_id")
 
     def _bookkeep(
         self, user: _User, event: Event, steps: list[tuple[str, int]], ops: list[_Op], out: Outcome
@@ -912,20 +916,27 @@ class Engine:
         users: dict[str, _User] = {}
         asks: list[_Ask] = []
         for rec in records:
-            if rec.value is None and rec.key is not None:
-                item_id = rec.key.decode("utf-8", "replace")
+            try:
+                update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
+            except ContractError as exc:
+                out.dead_letters.append(
+                    dead_letter(
+                        rec.value,
+                        rec.key,
+                        exc,
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        max_original_bytes=self.settings.worker.dead_letter_max_original_bytes,
+                    )
+                )
+                continue
+            if update is None:  # a tombstone: the item is gone, never pushed again
+                assert rec.key is not None  # admission refuses a tombstone without a key
+                item_id = rec.key.decode("utf-8")
                 if self.catalog.pop(item_id, None) is not None:
                     self.promotions.remove(item_id)
                 out.catalog_removals += 1
-                continue
-            try:
-                update = parse_catalog(rec.value, self.settings.worker.max_event_bytes)
-                if rec.key is not None and rec.key != update.item_id.encode("utf-8"):
-                    raise ContractError("key_mismatch", "message key does not match item_id")
-            except ContractError as exc:
-                out.dead_letters.append(
-                    dead_letter(rec.value, rec.key, exc, rec.topic, rec.partition, rec.offset)
-                )
                 continue
             out.catalog_updates += 1
             previous = self.catalog.get(update.item_id)

@@ -448,3 +448,20 @@ def worker_stopped() -> None:
     WORKER_UP.set(0)
     if multiprocess_enabled():
         multiprocess.mark_process_dead(os.getpid())
+
+
+# --- input accounting: every record read is applied, a duplicate, or dead-lettered ----------------
+
+CONSENT_UPDATES = Counter(
+    "kairos_consent_updates_total",
+    "Consent records applied (an older update than the one in force is applied as a no-op).",
+)
+CATALOG_UPDATES = Counter("kairos_catalog_updates_total", "Catalog records applied to the catalog view.")
+
+
+def observe_input_updates(consent: int = 0, catalog: int = 0) -> None:
+    """Count consent and catalog records applied (dead letters are counted by :func:`observe_dead_letter`)."""
+    if consent > 0:
+        CONSENT_UPDATES.inc(consent)
+    if catalog > 0:
+        CATALOG_UPDATES.inc(catalog)

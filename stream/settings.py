@@ -177,6 +177,17 @@ class WorkerConfig(BaseModel):
         gt=0,
         description="A user inactive this long is forgotten (state and changelog tombstoned; consent kept).",
     )
+    dead_letter_max_original_bytes: int = Field(
+        65_536,
+        ge=0,
+        le=262_144,
+        description="Dead letters keep the refused value up to this size; past it: prefix, size, SHA-256.",
+    )
+    max_future_skew_seconds: float = Field(
+        300.0,
+        ge=0.0,
+        description="Inputs whose time is further ahead of the wall clock than this are dead-lettered.",
+    )
 
 
 class LogConfig(BaseModel):
