@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -164,6 +164,14 @@ class _Op:
     step: int
     event: Event  # the event the work belongs to
     ask: _Ask | None = None  # a decision; None: feedback and the release of held pushes
+
+
+class PartitionReader(Protocol):  # SHIM(ops)
+    """What :meth:`Engine.load_partition` reads: a partition store's user records."""
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every user record (bookkeeping excluded)."""
+        ...
 
 
 class Engine:
@@ -727,6 +735,13 @@ class Engine:
 
     # -- recovery -------------------------------------------------------------------------------
 
+    # SHIM(ops): the lead's engine rewrite replaces load_partition/adopt; the worker calls
+    # ``loaded = await asyncio.to_thread(engine.load_partition, p, store)`` then ``engine.adopt(p, loaded)``.
+    def load_partition(self, partition: int, store: PartitionReader) -> list[tuple[bytes, bytes]]:
+        """Read a recovered partition's user records (thread-safe: reads RocksDB, mutates nothing)."""
+        return list(store.items())
+
+    # SHIM(ops): ``records`` is what :meth:`load_partition` returned.
     def adopt(self, partition: int, records: Iterable[tuple[bytes, bytes]]) -> int:
         """Take ownership of a recovered partition: rebuild its users' timers; return the user count."""
         self.owned.add(partition)
