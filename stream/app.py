@@ -32,6 +32,7 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.assignor import PartitionAssignor
 from faust.types import TP
 
 from stream import metrics
@@ -95,6 +96,18 @@ def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
             )
         return faust.SSLCredentials(context)
     return None
+
+
+class BalancedAssignor(PartitionAssignor):
+    """faust's co-partitioning assignor without standby replicas: balanced, sticky within balance.
+
+    A member keeps up to ``floor(partitions / members)`` of its partitions (fewer moves than a
+    fresh round robin); the rest go round robin to the members with the fewest, so a restarted or
+    added worker always gets work while there are at least as many partitions as members.
+    """
+
+    def __init__(self, app: Any, replicas: int = 0) -> None:
+        super().__init__(app, replicas=0)
 
 
 class Worker:
@@ -161,10 +174,14 @@ class Worker:
             broker_request_timeout=max(40.0, s.kafka.session_timeout_seconds * 2),
             broker_max_poll_records=max(s.worker.batch_size * 2, 1000),
             broker_commit_interval=1.0,
-            # No standby replicas (no faust tables here): faust's copartitioned assignor then
-            # balances partitions down to floor(partitions / members) per member, so a restarted or
-            # added worker gets work. With the default of 1 it kept 2+2+0 (sticky up to the ceiling).
-            table_standby_replicas=0,
+            # faust's copartitioned assignor keeps events[p] and consent[p] on one member; with
+            # standby replicas it is sticky up to ceil(partitions / members) and kept 2+2+0 after a
+            # restart. BalancedAssignor runs it without standbys (we have no faust tables), which
+            # trims every member to floor(partitions / members) first, so new members get work.
+            # table_standby_replicas stays >= 1 only because faust's aiokafka driver otherwise
+            # swaps in aiokafka's round-robin assignor, which splits co-partitioned topics.
+            PartitionAssignor=BalancedAssignor,
+            table_standby_replicas=1,
             stream_buffer_maxsize=max(s.worker.batch_size * 4, 4096),
         )
         source = app.topic(
@@ -340,9 +357,7 @@ class Worker:
                     raise
                 except Exception:  # noqa: BLE001 - whatever failed is retried
                     metrics.RECOVERY_ERRORS.inc()
-                    log.exception(
-                        "recovery of partitions %s failed; retrying in %.1fs", sorted(batch), delay
-                    )
+                    log.exception("recovery of partitions %s failed; retrying in %.1fs", sorted(batch), delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, wk.recovery_retry_max_seconds)
                 finally:
@@ -651,9 +666,12 @@ class Worker:
         consumer = self.app.consumer
         assignment = consumer.assignment()
         self.lag.set_assignment((tp.topic, tp.partition) for tp in assignment)
+        # faust's committed offsets (read from the group at assignment, then its own commits):
+        # a partition that arrived with nothing new to read has lag 0, not its high-watermark.
+        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
         for tp in assignment:
-            high = consumer.highwater(tp)
-            self.lag.on_high_watermark(tp.topic, tp.partition, high)
+            self.lag.on_position(tp.topic, tp.partition, committed.get(tp))
+            self.lag.on_high_watermark(tp.topic, tp.partition, consumer.highwater(tp))
         self.lag.publish()
         self.health.set_work_pending(self._work_pending())
         keys = sum(p.estimated_keys() for p in list(self.store.partitions.values()) if p.ready)

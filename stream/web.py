@@ -183,8 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             snap = self.health.snapshot()
             alive = {
-                k: snap[k]
-                for k in ("alive", "problems", "last_beat_seconds_ago", "last_loop_seconds_ago")
+                k: snap[k] for k in ("alive", "problems", "last_beat_seconds_ago", "last_loop_seconds_ago")
             }
             self._json(200 if snap["alive"] else 503, alive)
         elif path == "/readyz":

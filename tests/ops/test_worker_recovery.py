@@ -31,7 +31,9 @@ class NoOutbox:
     def __init__(self, settings: object) -> None:
         self.produced: list[tuple[str, bytes | None]] = []
 
-    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: Any = None) -> None:
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None = None, partition: Any = None
+    ) -> None:
         self.produced.append((topic, value))
 
     def flush(self, timeout: float = 30.0) -> dict[tuple[str, int], int]:
@@ -252,3 +254,35 @@ def test_recovery_adopts_the_stored_users_timers(worker: Worker, monkeypatch: py
     assert pstore.ready and worker._serving(2)
     assert metrics.OWNED_PARTITIONS._value.get() == 1  # type: ignore[attr-defined]
     assert metrics.RECOVERING_PARTITIONS._value.get() == 0  # type: ignore[attr-defined]
+
+
+def _assign(replicas: int, current: list[set[int]], partitions: int = 4) -> list[set[int]]:
+    from faust.assignor.client_assignment import CopartitionedAssignment
+    from faust.assignor.copartitioned_assignor import CopartitionedAssignor
+
+    cluster = {
+        f"member-{i}": CopartitionedAssignment(actives=set(parts), topics={"events", "consent"})
+        for i, parts in enumerate(current)
+    }
+    result = CopartitionedAssignor(
+        topics={"events", "consent"}, cluster_asgn=cluster, num_partitions=partitions, replicas=replicas
+    ).get_assignment()
+    return [result[f"member-{i}"].actives for i in range(len(current))]
+
+
+def test_a_restarted_or_added_worker_gets_partitions(worker: Worker) -> None:
+    # Observed: three workers, one killed and restarted: it rejoined with nothing and faust's
+    # sticky assignment (with its default standby replica) kept 2+2+0.
+    assert sorted(map(len, _assign(1, [{0, 1}, {2, 3}, set()]))) == [0, 2, 2]  # the old behaviour
+    replicas = worker.app.assignor.replicas
+    assert replicas == 0
+    # faust's aiokafka driver uses app.assignor only with standbys or tables; otherwise aiokafka's
+    # round robin, which would put events[p] and consent[p] on different members.
+    assert worker.app.conf.table_standby_replicas > 0
+    restarted = _assign(replicas, [{0, 1}, {2, 3}, set()])
+    assert sorted(map(len, restarted)) == [1, 1, 2] and set().union(*restarted) == {0, 1, 2, 3}
+    assert restarted[0] & {0, 1} and restarted[1] & {2, 3}  # each old member keeps some of its own
+    added = _assign(replicas, [*restarted, set()])  # a fourth joins
+    assert sorted(map(len, added)) == [1, 1, 1, 1]
+    left = _assign(replicas, [added[0], added[1], added[2] | added[3]][:2] + [set()])
+    assert set().union(*left) == {0, 1, 2, 3}
