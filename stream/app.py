@@ -31,8 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.assignor import PartitionAssignor
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream import metrics
