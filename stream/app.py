@@ -144,6 +144,7 @@ class Worker:
         self._in_recovery: set[int] = set()  # partitions a recovery round is reading now
         self._ready_partitions: dict[int, asyncio.Event] = {}
         self._rebalancing = False  # between a revoke and the next assignment: no tick writes
+        self._revoked_at: float | None = None
         self._recovery_wakeup: asyncio.Event | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._catalog_inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
@@ -284,6 +285,7 @@ class Worker:
         # Until the next assignment another member may take these partitions: no timer or catalog
         # writes from here (see _tick). State is dropped at the assignment, only for what moved.
         self._rebalancing = True
+        self._revoked_at = time.monotonic()
         self.lag.on_revoked((tp.topic, tp.partition) for tp in revoked)
 
     def on_assignment(self, assigned: set[tuple[str, int]]) -> None:
@@ -298,6 +300,11 @@ class Worker:
             self._recovering[p] = self._epochs[p]
             self._ready_partitions[p] = asyncio.Event()
         self._rebalancing = False
+        if self._revoked_at is not None:
+            pause = time.monotonic() - self._revoked_at
+            self._revoked_at = None
+            metrics.REBALANCE_PAUSE_SECONDS.observe(pause)
+            log.info("rebalance: consumption paused %.2fs (revocation to assignment)", pause)
         self.health.set_assigned(True)
         self._update_recovery_health()
         if new and self._recovery_wakeup is not None:

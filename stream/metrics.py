@@ -133,6 +133,11 @@ CONSUMER_LAG = Gauge(
     multiprocess_mode="livemostrecent",
 )
 REBALANCES = Counter("kairos_rebalances_total", "Consumer group rebalances (partition assignments) seen.")
+REBALANCE_PAUSE_SECONDS = Histogram(
+    "kairos_rebalance_pause_seconds",
+    "Time from a partition revocation (eager rebalance: all of them) to the next assignment.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0),
+)
 
 # --- pushes ------------------------------------------------------------------------------------
 
