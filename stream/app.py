@@ -145,7 +145,9 @@ class Worker:
         self._ready_partitions: dict[int, asyncio.Event] = {}
         self._rebalancing = False  # between a revoke and the next assignment: no tick writes
         self._revoked_at: float | None = None
-        self._recovery_wakeup: asyncio.Event | None = None
+        # Created here, not at startup: faust may deliver the first assignment before _on_startup
+        # runs (an asyncio.Event binds to the running loop only when first waited on).
+        self._recovery_wakeup = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._catalog_inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._catalog_read = threading.Event()  # the reader reached the catalog's end once
@@ -205,7 +207,6 @@ class Worker:
         wk = self.settings.worker
         self._catalog_ready = asyncio.Event()
         metrics.init_labels([self.topics.events, self.topics.consent, self.topics.catalog])
-        self._recovery_wakeup = asyncio.Event()
         self._spawn(self._recovery_loop())
         self._spawn(self._loop_probe())
         self.web = start_web_server(
@@ -307,7 +308,7 @@ class Worker:
             log.info("rebalance: consumption paused %.2fs (revocation to assignment)", pause)
         self.health.set_assigned(True)
         self._update_recovery_health()
-        if new and self._recovery_wakeup is not None:
+        if new:
             self._recovery_wakeup.set()
         log.info("assigned partitions %s (new: %s)", sorted(parts), new)
 
@@ -346,11 +347,11 @@ class Worker:
         ``recovery_retry_seconds``, doubling up to ``recovery_retry_max_seconds``. A partition
         revoked meanwhile is simply no longer in ``_recovering`` at the next round.
         """
-        assert self._recovery_wakeup is not None
         wk = self.settings.worker
         delay = wk.recovery_retry_seconds
         while not self._stop.is_set():
-            await self._recovery_wakeup.wait()
+            if not self._recovering:  # an assignment may have come before this task started
+                await self._recovery_wakeup.wait()
             self._recovery_wakeup.clear()
             while self._recovering and not self._stop.is_set():
                 batch = dict(self._recovering)

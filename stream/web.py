@@ -58,6 +58,7 @@ class Health:
         now = clock()
         self._last_beat = now
         self._last_loop = now
+        self._loop_seen = False
         self._last_batch = now
         self._pending_since: float | None = None
         self._recovering = True
@@ -73,6 +74,7 @@ class Health:
     def loop_beat(self) -> None:
         """The event loop ran its heartbeat task (called from a tiny task on the loop)."""
         self._last_loop = self._clock()
+        self._loop_seen = True
 
     def batch_done(self) -> None:
         """The consume loop completed a batch."""
@@ -119,8 +121,11 @@ class Health:
         """Why the process is not alive (empty: alive)."""
         now = self._clock()
         out: list[str] = []
-        if now - self._last_loop > self.loop_timeout:
-            out.append(f"event loop blocked for more than {self.loop_timeout:g}s")
+        # Until the loop's heartbeat task first runs (faust starts services and joins the group
+        # first), the longer start-up allowance applies.
+        loop_timeout = self.loop_timeout if self._loop_seen else max(self.loop_timeout, self.liveness_timeout)
+        if now - self._last_loop > loop_timeout:
+            out.append(f"event loop blocked for more than {loop_timeout:g}s")
         if now - self._last_beat > self.liveness_timeout:
             out.append(f"main loop silent for more than {self.liveness_timeout:g}s")
         with self._lock:

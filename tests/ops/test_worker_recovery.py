@@ -65,7 +65,6 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
 
 async def start(w: Worker) -> None:
     """What _on_startup does that these tests need: the recovery loop, a loaded catalog."""
-    w._recovery_wakeup = asyncio.Event()
     w._catalog_ready = asyncio.Event()
     w._catalog_ready.set()
     w._spawn(w._recovery_loop())
