@@ -138,6 +138,7 @@ class Worker:
         # Ownership of the user-keyed partitions. ``_owned`` follows the latest assignment; each
         # assignment of a partition gets a new epoch, so a recovery started for an older one knows
         # its result is stale. ``_recovering`` maps partition -> the epoch its recovery is for.
+        self._inputs = {settings.topics.events, settings.topics.consent}
         self._owned: set[int] = set()
         self._epochs: dict[int, int] = {}
         self._recovering: dict[int, int] = {}
@@ -292,7 +293,8 @@ class Worker:
     def on_assignment(self, assigned: set[tuple[str, int]]) -> None:
         """Apply a new assignment (all of it): drop what left, start recovering what arrived."""
         parts = {p for topic, p in assigned if topic == self.topics.events}
-        self.lag.on_assigned(assigned)
+        # Only our inputs: faust's assignor also assigns its internal "<app>-__assignor-__leader".
+        self.lag.on_assigned(tp for tp in assigned if tp[0] in self._inputs)
         self._drop(self._owned - parts)
         new = sorted(parts - self._owned)
         self._owned = parts
@@ -672,7 +674,7 @@ class Worker:
 
     def _publish_gauges(self) -> None:
         consumer = self.app.consumer
-        assignment = consumer.assignment()
+        assignment = [tp for tp in consumer.assignment() if tp.topic in self._inputs]
         self.lag.set_assignment((tp.topic, tp.partition) for tp in assignment)
         # faust's committed offsets (read from the group at assignment, then its own commits):
         # a partition that arrived with nothing new to read has lag 0, not its high-watermark.

@@ -115,7 +115,9 @@ def test_three_workers_share_the_partitions_and_report_only_their_lag(
     try:
         workers[0].start().wait_ready()
         produce(
-            broker, topics.events, [_event(i, f"u-s-{i % 40}", "view", items[i], T0 + i) for i in range(400)]
+            broker,
+            topics.events,
+            [_event(i, f"u-s-{i % 40}", "view", items[i % len(items)], T0 + i) for i in range(400)],
         )
         for w in workers[1:]:
             w.start()
@@ -129,7 +131,10 @@ def test_three_workers_share_the_partitions_and_report_only_their_lag(
         produce(
             broker,
             topics.events,
-            [_event(i, f"u-s-{i % 40}", "view", items[i], T0 + 1000 + i) for i in range(400, 800)],
+            [
+                _event(i, f"u-s-{i % 40}", "view", items[i % len(items)], T0 + 1000 + i)
+                for i in range(400, 800)
+            ],
         )
 
         def processed() -> float:
@@ -150,7 +155,20 @@ def test_three_workers_share_the_partitions_and_report_only_their_lag(
             assert w.metric("kairos_consumer_lag_messages") == 0, series
         pauses = [w.metric("kairos_rebalance_pause_seconds_sum") for w in workers]
         counts = [w.metric("kairos_rebalance_pause_seconds_count") for w in workers]
-        print(f"rebalance pauses: sum {pauses} s over {counts} rebalances")
+        print(f"rebalance pauses (joins): sum {pauses} s over {counts} rebalances")
+
+        # kill -9 one and restart it on its state dir: it must get work again (not 2+2+0).
+        workers[2].kill9()
+        wait_for(lambda: owned()[0] + owned()[1] == 4, 90, what="the survivors take every partition")
+        restarted = WorkerProcess(
+            broker, tmp_path / "w2", model_dir, FAST_ENV, app_id="kairos-scale", log_path=tmp_path / "w2r.log"
+        ).start()
+        workers[2] = restarted
+        restarted.wait_ready(120)
+        wait_for(lambda: sum(owned()) == 4 and min(owned()) >= 1, 120, what="the restarted worker gets work")
+        pauses = [w.metric("kairos_rebalance_pause_seconds_sum") for w in workers]
+        counts = [w.metric("kairos_rebalance_pause_seconds_count") for w in workers]
+        print(f"rebalance pauses (all): sum {pauses} s over {counts} rebalances")
     finally:
         for w in workers:
             w.stop()
