@@ -689,7 +689,13 @@ class Worker:
         metrics.set_state_size("users", keys, size)
 
     def _work_pending(self) -> bool:
-        """Whether a recovered, owned partition has records the consume loop has not processed."""
+        """Whether a recovered, owned partition has records the consume loop should be processing.
+
+        Not while there is no model or the catalog is still loading: batches wait for those on
+        purpose (the worker is alive and not ready), and a restart would not help.
+        """
+        if self.engine is None or self._catalog_ready is None or not self._catalog_ready.is_set():
+            return False
         return any(lag > 0 and self._serving(p) for (_, p), lag in self.lag.lags().items())
 
     def _read_catalog(self) -> None:

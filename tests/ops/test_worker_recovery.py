@@ -285,3 +285,25 @@ def test_a_restarted_or_added_worker_gets_partitions(worker: Worker) -> None:
     assert sorted(map(len, added)) == [1, 1, 1, 1]
     left = _assign(replicas, [added[0], added[1], added[2] | added[3]][:2] + [set()])
     assert set().union(*left) == {0, 1, 2, 3}
+
+
+def test_consume_stall_is_judged_only_when_batches_could_run(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("stream.app.replay_partitions", lambda *a, **k: iter(()))
+
+    async def scenario() -> None:
+        await start(worker)
+        worker.on_assignment(assignment(worker, {0}))
+        await eventually(lambda: not worker._recovering)
+
+    worker_engine = worker.engine
+    asyncio.run(scenario())
+    worker.lag.on_high_watermark(worker.topics.events, 0, 10)  # 10 records waiting on partition 0
+    assert worker._work_pending()
+    worker.engine = None  # no model yet: batches wait on purpose; alive, not ready
+    assert not worker._work_pending()
+    worker.engine = worker_engine
+    assert worker._catalog_ready is not None
+    worker._catalog_ready.clear()  # the catalog is still loading
+    assert not worker._work_pending()
