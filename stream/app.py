@@ -27,9 +27,11 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.assignor import PartitionAssignor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -40,7 +42,7 @@ from stream.kafka_io import DeliveryError, Outbox, consume_forever, replay_parti
 from stream.model_reload import ModelWatcher
 from stream.security import faust_credentials
 from stream.settings import Settings
-from stream.store import META_KEY, PartitionMeta, StateStore, Transaction
+from stream.store import META_KEY, PartitionMeta, PartitionStore, StateStore, Transaction
 from stream.topics import changelog_topic
 from stream.web import Health, WebServer, start_web_server
 
@@ -71,6 +73,18 @@ def _patch_fetch_wait(wait_ms: int) -> None:
     cls._kairos_patched = True  # type: ignore[attr-defined]
 
 
+class BalancedAssignor(PartitionAssignor):
+    """faust's co-partitioning assignor without standby replicas: balanced, sticky within balance.
+
+    A member keeps up to ``floor(partitions / members)`` of its partitions (fewer moves than a
+    fresh round robin); the rest go round robin to the members with the fewest, so a restarted or
+    added worker always gets work while there are at least as many partitions as members.
+    """
+
+    def __init__(self, app: Any, replicas: int = 0) -> None:
+        super().__init__(app, replicas=0)
+
+
 class Worker:
     """One worker process: the faust app, the engine, the store, the outbox and the web server."""
 
@@ -80,7 +94,13 @@ class Worker:
         self.settings = settings
         self.topics = settings.topics
         self.changelog = changelog_topic(settings)
-        self.health = Health()
+        wk = settings.worker
+        self.health = Health(
+            liveness_timeout=max(30.0, wk.tick_seconds * 10),
+            broker_timeout=wk.broker_timeout_seconds,
+            loop_timeout=wk.loop_stall_seconds,
+            consume_timeout=wk.consume_stall_seconds,
+        )
         self.health.set_recovering(True)
         self.store = StateStore(settings.worker.state_dir / settings.worker.app_id)
         self.outbox = Outbox(settings)
@@ -90,8 +110,21 @@ class Worker:
         self.engine: Engine | None = None
         self.lag = metrics.LagTracker()
         self.web: WebServer | None = None
-        self._recovering: set[int] = set()
+        # Ownership of the user-keyed partitions. ``_owned`` follows the latest assignment; each
+        # assignment of a partition gets a new epoch, so a recovery started for an older one knows
+        # its result is stale. ``_recovering`` maps partition -> the epoch its recovery is for.
+        self._inputs = {settings.topics.events, settings.topics.consent}
+        self._owned: set[int] = set()
+        self._epochs: dict[int, int] = {}
+        self._recovering: dict[int, int] = {}
+        self._in_recovery: set[int] = set()  # partitions a recovery round is reading now
         self._ready_partitions: dict[int, asyncio.Event] = {}
+        self._rebalancing = False  # between a revoke and the next assignment: no tick writes
+        self._revoked_at: float | None = None
+        # Created here, not at startup: faust may deliver the first assignment before _on_startup
+        # runs (an asyncio.Event binds to the running loop only when first waited on).
+        self._recovery_wakeup = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self._catalog_inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._catalog_read = threading.Event()  # the reader reached the catalog's end once
         self._catalog_ready: asyncio.Event | None = None  # ... and the engine applied all of it
@@ -120,6 +153,14 @@ class Worker:
             broker_request_timeout=max(40.0, s.kafka.session_timeout_seconds * 2),
             broker_max_poll_records=max(s.worker.batch_size * 2, 1000),
             broker_commit_interval=1.0,
+            # faust's copartitioned assignor keeps events[p] and consent[p] on one member; with
+            # standby replicas it is sticky up to ceil(partitions / members) and kept 2+2+0 after a
+            # restart. BalancedAssignor runs it without standbys (we have no faust tables), which
+            # trims every member to floor(partitions / members) first, so new members get work.
+            # table_standby_replicas stays >= 1 only because faust's aiokafka driver otherwise
+            # swaps in aiokafka's round-robin assignor, which splits co-partitioned topics.
+            PartitionAssignor=BalancedAssignor,
+            table_standby_replicas=1,
             stream_buffer_maxsize=max(s.worker.batch_size * 4, 4096),
         )
         source = app.topic(
@@ -142,7 +183,15 @@ class Worker:
         wk = self.settings.worker
         self._catalog_ready = asyncio.Event()
         metrics.init_labels([self.topics.events, self.topics.consent, self.topics.catalog])
-        self.web = start_web_server(wk.web_host, wk.web_port, self.health)
+        self._spawn(self._recovery_loop())
+        self._spawn(self._loop_probe())
+        self.web = start_web_server(
+            wk.web_host,
+            wk.web_port,
+            self.health,
+            max_connections=wk.web_max_connections,
+            socket_timeout=wk.web_socket_timeout_seconds,
+        )
         log.info("metrics and health on http://%s:%d/metrics", wk.web_host, self.web.port)
         metrics.worker_started()
         scorer = self.watcher.poll(force=True)
@@ -151,12 +200,42 @@ class Worker:
         else:
             log.error("no usable model in %s yet: %s", self.settings.model.dir, self.watcher.last_error)
         threading.Thread(target=self._read_catalog, name="kairos-catalog", daemon=True).start()
-        self.health.set_broker_ok(True)
+        threading.Thread(target=self._probe_broker, name="kairos-broker-probe", daemon=True).start()
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a background task, keeping a reference (the loop holds tasks only weakly)."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _loop_probe(self) -> None:
+        """Beat the event loop's heartbeat; /healthz (another thread) sees a blocked loop as its age."""
+        interval = 0.5
+        while not self._stop.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(interval)
+            late = time.monotonic() - before - interval
+            metrics.EVENT_LOOP_LAG_SECONDS.set(max(0.0, late))
+            self.health.loop_beat()
+
+    def _probe_broker(self) -> None:
+        """Ask the broker for metadata every few seconds (a thread): readiness must not depend on
+        traffic, or an idle member with a healthy broker would turn unready."""
+        interval = self.settings.worker.broker_probe_seconds
+        while not self._stop.is_set():
+            ok = self.outbox.ping(timeout=max(1.0, min(10.0, interval * 2)))
+            if ok:
+                self.health.set_broker_ok(True)
+            self._stop.wait(interval)
 
     async def _on_shutdown(self, app: faust.App, **_: Any) -> None:
         self._stop.set()
+        for task in list(self._background):
+            task.cancel()
         self.outbox.close()
-        self.store.close_all()
+        for p in list(self.store.partitions):
+            if p not in self._in_recovery:  # a recovery thread may still read it; the exit closes it
+                self.store.close(p)
         metrics.worker_stopped()
         if self.web is not None:
             self.web.stop()
@@ -170,50 +249,146 @@ class Worker:
         log.info("serving model %s", scorer.version)
 
     # -- rebalancing and recovery ---------------------------------------------------------------
+    #
+    # faust (aiokafka) rebalances eagerly: every member is told "revoked: everything" and then
+    # "assigned: the new assignment". A partition kept across a rebalance keeps its store, its
+    # timers and its ready state (no re-read); one that left is dropped at the assignment that no
+    # longer lists it; one that arrived is recovered by the single recovery loop below.
 
     async def _on_assigned(self, app: faust.App, assigned: set[TP], **_: Any) -> None:
-        parts = {tp.partition for tp in assigned if tp.topic == self.topics.events}
-        self.lag.on_assigned((tp.topic, tp.partition) for tp in assigned)
-        new = sorted(p for p in parts if p not in self._ready_partitions)
-        for p in new:
-            self._ready_partitions[p] = asyncio.Event()
-        if new:
-            self._recovering.update(new)
-            self.health.set_recovering(True)
-            asyncio.ensure_future(self._recover(new))
+        self.on_assignment({(tp.topic, tp.partition) for tp in assigned})
 
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
-        parts = {tp.partition for tp in revoked if tp.topic == self.topics.events}
+        # Until the next assignment another member may take these partitions: no timer or catalog
+        # writes from here (see _tick). State is dropped at the assignment, only for what moved.
+        self._rebalancing = True
+        self._revoked_at = time.monotonic()
         self.lag.on_revoked((tp.topic, tp.partition) for tp in revoked)
-        for p in parts:
-            self._ready_partitions.pop(p, None)
-            self.store.close(p)
-        if self.engine is not None:
-            self.engine.release(parts)
 
-    async def _recover(self, partitions: list[int]) -> None:
-        """Catch local RocksDB up with the changelog, reconcile pushes, then open the partitions."""
+    def on_assignment(self, assigned: set[tuple[str, int]]) -> None:
+        """Apply a new assignment (all of it): drop what left, start recovering what arrived."""
+        parts = {p for topic, p in assigned if topic == self.topics.events}
+        # Only our inputs: faust's assignor also assigns its internal "<app>-__assignor-__leader".
+        self.lag.on_assigned(tp for tp in assigned if tp[0] in self._inputs)
+        self._drop(self._owned - parts)
+        new = sorted(parts - self._owned)
+        self._owned = parts
+        for p in new:
+            self._epochs[p] = self._epochs.get(p, 0) + 1
+            self._recovering[p] = self._epochs[p]
+            self._ready_partitions[p] = asyncio.Event()
+        self._rebalancing = False
+        if self._revoked_at is not None:
+            pause = time.monotonic() - self._revoked_at
+            self._revoked_at = None
+            metrics.REBALANCE_PAUSE_SECONDS.observe(pause)
+            log.info("rebalance: consumption paused %.2fs (revocation to assignment)", pause)
+        self.health.set_assigned(True)
+        self._update_recovery_health()
+        if new:
+            self._recovery_wakeup.set()
+        log.info("assigned partitions %s (new: %s)", sorted(parts), new)
+
+    def _drop(self, partitions: set[int]) -> None:
+        """Forget partitions this worker no longer owns, even mid-recovery."""
+        if not partitions:
+            return
+        for p in partitions:
+            self._epochs[p] = self._epochs.get(p, 0) + 1  # a running recovery's result is now stale
+            self._recovering.pop(p, None)
+            event = self._ready_partitions.pop(p, None)
+            if event is not None:
+                event.set()  # release batches waiting on it; _consume then skips their records
+            if p not in self._in_recovery:  # else the recovery loop closes it when its round ends
+                self.store.close(p)
+        if self.engine is not None:
+            self.engine.release(partitions)
+        log.info("released partitions %s", sorted(partitions))
+
+    def _current(self, partition: int, epoch: int) -> bool:
+        """Whether a recovery for (partition, epoch) is still wanted."""
+        return partition in self._owned and self._epochs.get(partition) == epoch
+
+    def _update_recovery_health(self) -> None:
+        recovering = len(self._recovering)
+        metrics.OWNED_PARTITIONS.set(len(self._owned))
+        metrics.RECOVERING_PARTITIONS.set(recovering)
+        metrics.set_recovery(recovering > 0, 0)
+        self.health.set_recovering(self._still_recovering())
+
+    async def _recovery_loop(self) -> None:
+        """Recover assigned partitions, one round at a time, retrying failures with backoff.
+
+        Never ends while the worker runs: an error (broker down, replay timeout, a store that
+        cannot be opened) is logged, counted in ``kairos_recovery_errors_total`` and retried after
+        ``recovery_retry_seconds``, doubling up to ``recovery_retry_max_seconds``. A partition
+        revoked meanwhile is simply no longer in ``_recovering`` at the next round.
+        """
+        wk = self.settings.worker
+        delay = wk.recovery_retry_seconds
+        while not self._stop.is_set():
+            if not self._recovering:  # an assignment may have come before this task started
+                await self._recovery_wakeup.wait()
+            self._recovery_wakeup.clear()
+            while self._recovering and not self._stop.is_set():
+                batch = dict(self._recovering)
+                self._in_recovery = set(batch)
+                started = time.monotonic()
+                try:
+                    await self._recover(batch)
+                    delay = wk.recovery_retry_seconds
+                    metrics.RECOVERY_SECONDS.observe(time.monotonic() - started)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - whatever failed is retried
+                    metrics.RECOVERY_ERRORS.inc()
+                    log.exception("recovery of partitions %s failed; retrying in %.1fs", sorted(batch), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, wk.recovery_retry_max_seconds)
+                finally:
+                    self._in_recovery = set()
+                    for p in batch:  # revoked during the round: its store was left open for us
+                        if p not in self._owned:
+                            self.store.close(p)
+                    self._update_recovery_health()
+
+    async def _recover(self, batch: dict[int, int]) -> None:
+        """Catch local RocksDB up with the changelog, reconcile pushes, then open the partitions.
+
+        ``batch``: partition -> the epoch its recovery is for. Long work (changelog and pushes
+        replays, reading every stored user) runs in threads; the loop only applies the results.
+        """
         while self.engine is None:  # recovery needs the model's engine to adopt timers
             await asyncio.sleep(0.2)
             if self.watcher.poll() is not None:
                 self._adopt_model(self.watcher.current)
         started = time.monotonic()
-        for p in partitions:
-            self.store.open(p)
-        applied = await asyncio.to_thread(self._replay_changelog, partitions)
-        starts = {p: self.store.partitions[p].meta.pushes_offset + 1 for p in partitions}
+        stores = {p: self.store.open(p) for p in batch if self._current(p, batch[p])}
+        if not stores:
+            return
+
+        def still_wanted(p: int) -> bool:
+            # Read from a thread: a dict lookup and a set test, safe under the GIL.
+            return not self._stop.is_set() and self._current(p, batch[p])
+
+        applied = await asyncio.to_thread(self._replay_changelog, stores, still_wanted)
+        wanted = {p: s for p, s in stores.items() if still_wanted(p)}
+        starts = {p: s.meta.pushes_offset + 1 for p, s in wanted.items()}
         pushes = await asyncio.to_thread(self._read_pushes, starts)
-        for p in partitions:
-            pstore = self.store.partitions[p]
+        for p, pstore in wanted.items():
+            if not self._current(p, batch[p]):
+                continue
             txn = Transaction(self.store)
             n_pushes = self.engine.apply_recovered_pushes(p, pushes.get(p, []), txn)
             if txn.writes:
-                self._commit_or_die(Outcome(), txn)
+                self._commit(Outcome(), txn)  # raises on a broker error: the round is retried
             loaded = await asyncio.to_thread(self.engine.load_partition, p, pstore)
+            if not self._current(p, batch[p]):
+                continue  # revoked while loading: not adopted
             self.engine.adopt(p, loaded)
             users = loaded.users_loaded
             pstore.ready = True
-            self._recovering.discard(p)
+            self._recovering.pop(p, None)
             event = self._ready_partitions.get(p)
             if event is not None:
                 event.set()
@@ -224,20 +399,24 @@ class Worker:
                 users,
                 n_pushes,
             )
-        metrics.set_recovery(bool(self._recovering), 0)
-        self.health.set_recovering(self._still_recovering())
-        log.info("recovery of %s took %.2fs", partitions, time.monotonic() - started)
+            self._update_recovery_health()
+        log.info("recovery of %s took %.2fs", sorted(batch), time.monotonic() - started)
 
     def _still_recovering(self) -> bool:
-        """Not ready while a partition's state or the catalog is still being loaded."""
+        """Not ready while an owned partition's state or the catalog is still being loaded."""
         catalog_ready = self._catalog_ready is not None and self._catalog_ready.is_set()
         return bool(self._recovering) or not catalog_ready
 
-    def _replay_changelog(self, partitions: list[int]) -> dict[int, int]:
-        starts = {p: self.store.partitions[p].meta.changelog_offset + 1 for p in partitions}
+    def _replay_changelog(
+        self, stores: dict[int, PartitionStore], wanted: Callable[[int], bool] = lambda p: True
+    ) -> dict[int, int]:
+        """Apply the changelog past each store's offset (runs in a thread)."""
+        starts = {p: s.meta.changelog_offset + 1 for p, s in stores.items()}
         applied: dict[int, int] = {}
         for p, batch in replay_partitions(self.settings, self.changelog, starts):
-            pstore = self.store.partitions[p]
+            if not wanted(p):
+                continue  # revoked meanwhile: the new owner replays it
+            pstore = stores[p]
             writes: dict[bytes, bytes | None] = {}
             meta = PartitionMeta(pstore.meta.changelog_offset, pstore.meta.pushes_offset)
             for msg in batch:
@@ -251,7 +430,6 @@ class Worker:
                 meta.changelog_offset = max(meta.changelog_offset, msg.offset() or 0)
             pstore.write(writes, meta)
             applied[p] = applied.get(p, 0) + len(batch)
-            metrics.set_recovery(True, 0)
         return applied
 
     def _read_pushes(self, starts: dict[int, int]) -> dict[int, list[Push]]:
@@ -282,7 +460,12 @@ class Worker:
             for p in {r.partition for r in records}:
                 ready = self._ready_partitions.get(p)
                 if ready is not None and not ready.is_set():
-                    await ready.wait()
+                    await ready.wait()  # set when recovered, or when the partition is revoked
+            # Records of a partition this worker no longer owns (revoked while they waited) belong
+            # to its new owner, which reads them from the last committed offset.
+            records = [r for r in records if self._serving(r.partition)]
+            if not records:
+                continue
             while self.engine is None:
                 await asyncio.sleep(0.1)
             if self._catalog_ready is not None and not self._catalog_ready.is_set():
@@ -293,36 +476,66 @@ class Worker:
                 outcome = self.engine.process(records, txn)
             except Exception:
                 log.exception("a batch of %d records failed; retrying them one by one", len(records))
-                outcome, txn = self._process_isolated(records)
-            self._commit_or_die(outcome, txn)
+                outcome = self._process_isolated(records)
+            else:
+                self._commit_or_die(outcome, txn)
             elapsed = time.perf_counter() - started
             metrics.observe_events(outcome.events, elapsed / max(len(records), 1))
             metrics.observe_input_updates(consent=outcome.consent_updates)
             for r in records:
                 self.lag.on_processed(r.topic, r.partition, r.offset)
-            self.health.beat()
+            self.health.batch_done()
 
-    def _process_isolated(self, records: list[Inbound]) -> tuple[Outcome, Transaction]:
-        """Process records one at a time; one that still fails goes to the dead-letter topic.
+    def _serving(self, partition: int) -> bool:
+        """Whether this worker owns ``partition`` and has recovered it."""
+        event = self._ready_partitions.get(partition)
+        return partition in self._owned and event is not None and event.is_set()
+
+    def _process_isolated(self, records: list[Inbound]) -> Outcome:
+        """Process and commit records one at a time; one that still fails goes to the dead-letter topic.
 
         A record that breaks the engine (a bug, not bad input) must not stop the partition behind
-        it; it is kept, with its bytes and the error, for a replay once the bug is fixed. User state
-        comes from the store again (the failed attempt staged nothing); the worker-wide candidate
-        indexes may count the batch's events twice, which only nudges approximate popularity.
+        it; it is kept, with its bytes and the error, for a replay once the bug is fixed. A failed
+        attempt may have changed the engine's in-memory partition state (indexes, timers) without
+        committing it, so the partitions are reloaded from the store before each retry: what the
+        engine holds is then again exactly what was committed.
         """
         assert self.engine is not None
-        txn = Transaction(self.store)
-        outcome = Outcome()
+        self._reload_partitions({r.partition for r in records})
+        total = Outcome()
         for rec in records:
+            txn = Transaction(self.store)
             try:
-                outcome.extend(self.engine.process([rec], txn))
+                outcome = self.engine.process([rec], txn)
             except Exception as exc:  # noqa: BLE001 - isolate whatever failed
                 log.exception("record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset)
+                self._reload_partitions({rec.partition})
+                txn = Transaction(self.store)
                 error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+                outcome = Outcome()
                 outcome.dead_letters.append(
-                    dead_letter(rec.value, rec.key, error, rec.topic, rec.partition, rec.offset)
+                    dead_letter(
+                        rec.value,
+                        rec.key,
+                        error,
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        max_original_bytes=self.settings.worker.dead_letter_max_original_bytes,
+                    )
                 )
-        return outcome, txn
+                outcome.events[("invalid", "dead_letter")] += 1
+            self._commit_or_die(outcome, txn)
+            total.extend(outcome)
+        return total
+
+    def _reload_partitions(self, partitions: set[int]) -> None:
+        """Replace the engine's state of these partitions by what the store holds (rare: after a bug)."""
+        assert self.engine is not None
+        for p in sorted(partitions):
+            pstore = self.store.partitions.get(p)
+            if pstore is not None and p in self.engine.owned:
+                self.engine.adopt(p, self.engine.load_partition(p, pstore))
 
     def _commit_or_die(self, outcome: Outcome, txn: Transaction) -> None:
         """Commit the batch, or end the process at once if its output cannot be made durable.
@@ -389,11 +602,23 @@ class Worker:
     # -- periodic work --------------------------------------------------------------------------
 
     async def _tick(self) -> None:
+        """Periodic work; never raises: each stage's error is logged, counted and the tick goes on.
+
+        faust stops a timer whose callback raises, and a dead tick would leave catalog updates,
+        timers and gauges unapplied while the consume loop still looks healthy.
+        """
         self.health.beat()
-        scorer = self.watcher.poll()
-        if scorer is not None:
-            self._adopt_model(scorer)
-        if self.engine is None or self._recovering:
+        try:
+            scorer = self.watcher.poll()
+            if scorer is not None:
+                self._adopt_model(scorer)
+        except Exception:  # noqa: BLE001
+            self._tick_error("model")
+        try:
+            self._publish_gauges()
+        except Exception:  # noqa: BLE001
+            self._tick_error("gauges")
+        if self.engine is None or self._rebalancing:
             return
         caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then
         catalog: list[Inbound] = []
@@ -405,29 +630,77 @@ class Worker:
         txn = Transaction(self.store)
         outcome = Outcome()
         if catalog:
-            applied = self.engine.apply_catalog(catalog, txn)
+            applied = self._apply_catalog_safely(catalog, txn)
             metrics.observe_input_updates(catalog=applied.catalog_updates)
             outcome.extend(applied)
         if caught_up and self._catalog_ready is not None and not self._catalog_ready.is_set():
             self._catalog_ready.set()
             self.health.set_recovering(self._still_recovering())
             log.info("catalog loaded: %d items", len(self.engine.catalog))
-        outcome.extend(self.engine.tick(txn))
+        try:  # only adopted partitions have timers in the engine: recovering ones wait
+            outcome.extend(self.engine.tick(txn))
+        except Exception:  # noqa: BLE001 - the timers popped are lost for this run; state stays
+            self._tick_error("timers")
         if txn.writes or outcome.pushes or outcome.dead_letters:
+            # A broker that cannot take the output ends the process (redelivery after restart),
+            # exactly as for an event batch; anything else is the tick's own error.
             self._commit_or_die(outcome, txn)
-        self._publish_gauges()
+
+    def _tick_error(self, stage: str) -> None:
+        metrics.TICK_ERRORS.labels(stage).inc()
+        log.exception("tick stage %s failed; the tick goes on", stage)
+
+    def _apply_catalog_safely(self, records: list[Inbound], txn: Transaction) -> Outcome:
+        """Apply catalog records; one the engine fails on is dead-lettered (``processing_error``).
+
+        Like :meth:`_process_isolated` for events: the batch first, then one at a time, so a bad
+        record cannot stop the catalog (every worker re-reads it from offset 0 at start).
+        """
+        assert self.engine is not None
+        try:
+            return self.engine.apply_catalog(records, txn)
+        except Exception:  # noqa: BLE001
+            self._tick_error("catalog")
+        txn.writes.clear()  # the failed attempt may have staged part of the batch
+        outcome = Outcome()
+        for rec in records:
+            try:
+                outcome.extend(self.engine.apply_catalog([rec], txn))
+            except Exception as exc:  # noqa: BLE001 - isolate whatever failed
+                log.exception(
+                    "catalog record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset
+                )
+                error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+                outcome.dead_letters.append(
+                    dead_letter(rec.value, rec.key, error, rec.topic, rec.partition, rec.offset)
+                )
+        return outcome
 
     def _publish_gauges(self) -> None:
         consumer = self.app.consumer
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            self.lag.on_high_watermark(tp.topic, tp.partition, high)
-            if high is not None and high >= 0:
-                self.health.set_broker_ok(True)  # a fetch response came back
+        assignment = [tp for tp in consumer.assignment() if tp.topic in self._inputs]
+        self.lag.set_assignment((tp.topic, tp.partition) for tp in assignment)
+        # faust's committed offsets (read from the group at assignment, then its own commits):
+        # a partition that arrived with nothing new to read has lag 0, not its high-watermark.
+        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        for tp in assignment:
+            self.lag.on_position(tp.topic, tp.partition, committed.get(tp))
+            self.lag.on_high_watermark(tp.topic, tp.partition, consumer.highwater(tp))
         self.lag.publish()
-        keys = sum(p.estimated_keys() for p in self.store.partitions.values())
-        size = sum(p.estimated_bytes() for p in self.store.partitions.values())
+        self.health.set_work_pending(self._work_pending())
+        keys = sum(p.estimated_keys() for p in list(self.store.partitions.values()) if p.ready)
+        size = sum(p.estimated_bytes() for p in list(self.store.partitions.values()) if p.ready)
         metrics.set_state_size("users", keys, size)
+
+    def _work_pending(self) -> bool:
+        """Whether a recovered, owned partition has records the consume loop should be processing.
+
+        Not while there is no model or the catalog is still loading: batches wait for those on
+        purpose (the worker is alive and not ready), and a restart would not help.
+        """
+        if self.engine is None or self._catalog_ready is None or not self._catalog_ready.is_set():
+            return False
+        return any(lag > 0 and self._serving(p) for (_, p), lag in self.lag.lags().items())
 
     def _read_catalog(self) -> None:
         def on_message(msg: Any) -> None:

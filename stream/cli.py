@@ -13,6 +13,10 @@ from collections.abc import Callable
 
 log = logging.getLogger("kairos")
 
+# sysexits.h EX_CONFIG: the configuration (here the topic layout on the broker) is wrong; restarting
+# will not help, so an orchestrator should not crash-loop on it silently.
+EXIT_CONFIG = 78
+
 USAGE = """kairos <command> [options]
 
 commands:
@@ -36,7 +40,7 @@ def _worker(argv: list[str]) -> int:
     from stream.broker import EmbeddedBroker
     from stream.logs import configure_logging
     from stream.settings import Settings
-    from stream.topics import ensure_topics
+    from stream.topics import TopicLayoutError, check_partitions, ensure_topics
 
     settings = Settings()
     if args.web_port is not None:
@@ -49,6 +53,12 @@ def _worker(argv: list[str]) -> int:
         log.info("no broker configured: started the embedded one on %s", broker.bootstrap)
     try:
         ensure_topics(settings)
+        try:
+            check_partitions(settings)
+        except TopicLayoutError as exc:
+            log.critical("refusing to start: %s", exc)
+            print(f"kairos worker: refusing to start: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         from stream.app import Worker
 
         Worker(settings).run()

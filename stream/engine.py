@@ -376,6 +376,7 @@ class Engine:
         An erasure (a consent tombstone) closes the work before it, so nothing of the erased user
         survives it.
         """
+        self._start_batch()
         out = Outcome()
         topics = self.settings.topics
         work = _Work()
@@ -685,6 +686,11 @@ class Engine:
             self.part(user.partition).covisitation.snapshot(items),
         )
 
+    def _start_batch(self) -> None:
+        # A batch that raised half-way (a bug) must not leave its queued work to the next one.
+        self._index_ops.clear()
+        self._push_order.clear()
+
     def _next_ask_seq(self) -> int:
         self._ask_seq += 1
         return self._ask_seq
@@ -912,6 +918,7 @@ class Engine:
         (the change's own time when that is ahead: event-time replays) and reaches the users its own
         interest index knows.
         """
+        self._start_batch()
         out = Outcome()
         users: dict[str, _User] = {}
         asks: list[_Ask] = []
@@ -1003,6 +1010,7 @@ class Engine:
         With the event-time clock timers fire inside :meth:`process`, when the partition's
         watermark passes them, so a replay fires them at the same place in the stream.
         """
+        self._start_batch()
         out = Outcome()
         if not self._event_clock():
             for partition in sorted(self.owned):

@@ -86,6 +86,14 @@ class Outbox:
         acked, self.acked = self.acked, {}
         return acked
 
+    def ping(self, timeout: float = 5.0) -> bool:
+        """Whether the broker answers a metadata request within ``timeout`` (thread-safe)."""
+        try:
+            metadata = self._producer.list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return bool(metadata.brokers)
+
     def close(self) -> None:
         """Deliver what is queued and release the producer."""
         try:

@@ -133,6 +133,11 @@ CONSUMER_LAG = Gauge(
     multiprocess_mode="livemostrecent",
 )
 REBALANCES = Counter("kairos_rebalances_total", "Consumer group rebalances (partition assignments) seen.")
+REBALANCE_PAUSE_SECONDS = Histogram(
+    "kairos_rebalance_pause_seconds",
+    "Time from a partition revocation (eager rebalance: all of them) to the next assignment.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0),
+)
 
 # --- pushes ------------------------------------------------------------------------------------
 
@@ -179,6 +184,25 @@ RECOVERY_IN_PROGRESS = Gauge(
     "1 while the worker replays changelogs into its local state.",
     multiprocess_mode="livemax",
 )
+RECOVERY_ERRORS = Counter(
+    "kairos_recovery_errors_total",
+    "Partition recoveries that failed (broker error, replay timeout, ...) and are retried with backoff.",
+)
+RECOVERY_SECONDS = Histogram(
+    "kairos_recovery_seconds",
+    "Time from a partition assignment to its partitions serving (changelog replay, reconcile, load).",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0),
+)
+OWNED_PARTITIONS = Gauge(
+    "kairos_owned_partitions",
+    "User-keyed partitions this worker owns (recovering or serving).",
+    multiprocess_mode="livesum",
+)
+RECOVERING_PARTITIONS = Gauge(
+    "kairos_recovering_partitions",
+    "Owned partitions whose state is still being recovered.",
+    multiprocess_mode="livesum",
+)
 
 # --- model -------------------------------------------------------------------------------------
 
@@ -205,6 +229,21 @@ WORKER_UP = Gauge(
     "1 while a worker process runs its main loop (summed over processes).",
     multiprocess_mode="livesum",
 )
+EVENT_LOOP_LAG_SECONDS = Gauge(
+    "kairos_event_loop_lag_seconds",
+    "How late the event loop ran its last heartbeat (a busy or blocked loop shows here).",
+    multiprocess_mode="livemax",
+)
+TICK_ERRORS = Counter(
+    "kairos_tick_errors_total",
+    "Errors in the periodic tick (it logs them and goes on), by stage.",
+    ["stage"],
+)
+TICK_STAGES: tuple[str, ...] = ("model", "catalog", "timers", "commit", "gauges")
+WEB_REFUSED = Counter(
+    "kairos_web_connections_refused_total",
+    "Metrics/health connections refused because the server was at its connection limit.",
+)
 LAST_EVENT_TIMESTAMP = Gauge(
     "kairos_last_event_timestamp_seconds",
     "Unix time at which the last event batch was processed.",
@@ -230,6 +269,8 @@ def init_labels(topics: Iterable[str] = ()) -> None:
             DEAD_LETTERS.labels(reason, bounded_label("topic", topic))
     for reason in MODEL_FAILURE_REASONS:
         MODEL_LOAD_FAILURES.labels(reason)
+    for stage in TICK_STAGES:
+        TICK_ERRORS.labels(stage)
 
 
 def observe_many(histogram: Histogram, value: float, count: int) -> None:
@@ -369,60 +410,89 @@ def _label_tuples(metric: Gauge) -> set[tuple[str, ...]]:
 
 
 class LagTracker:
-    """Consumer lag per partition from the worker's own offsets and fetch-response high-watermarks.
+    """Consumer lag per owned partition from the worker's own offsets and fetch-response high-watermarks.
 
     Why not ListOffsets: the embedded broker answers it wrongly; the high-watermark carried in each
     fetch response is right (aiokafka/faust: ``consumer.highwater(tp)``). Lag is
-    ``high_watermark - (last processed offset + 1)``, floored at 0. Pure bookkeeping; call
-    :meth:`publish` (e.g. once per batch) to push the values into ``kairos_consumer_lag_messages``.
+    ``high_watermark - (last processed offset + 1)``, floored at 0. Only partitions in the current
+    assignment are tracked: :meth:`set_assignment` (called at every assignment and before every
+    publish) drops the others, and :meth:`publish` removes their series from
+    ``kairos_consumer_lag_messages``, so a partition that moved to another worker is reported by that
+    worker alone. Records of a partition no longer owned (in flight at a rebalance) are ignored.
     """
 
     def __init__(self) -> None:
+        self._owned: set[tuple[str, int]] = set()
         self._high: dict[tuple[str, int], int] = {}
         self._next: dict[tuple[str, int], int] = {}
+        self._published: set[tuple[str, int]] = set()
 
     def on_assigned(self, topic_partitions: Iterable[tuple[str, int]]) -> None:
-        """Partitions assigned to this process (counts a rebalance)."""
+        """A new assignment (the whole of it, as faust reports it): counts a rebalance."""
         REBALANCES.inc()
-        for tp in topic_partitions:
-            self._high.setdefault(tp, 0)
+        self.set_assignment(topic_partitions)
 
     def on_revoked(self, topic_partitions: Iterable[tuple[str, int]]) -> None:
         """Partitions taken away: forget them here and in the gauge."""
-        tps = list(topic_partitions)
-        for tp in tps:
-            self._high.pop(tp, None)
-            self._next.pop(tp, None)
-        forget_partitions(tps)
+        gone = set(topic_partitions)
+        self.set_assignment(self._owned - gone)
+        self.publish()
+
+    def set_assignment(self, topic_partitions: Iterable[tuple[str, int]]) -> None:
+        """The partitions owned now; everything else is forgotten (its offsets may move elsewhere)."""
+        self._owned = {(str(t), int(p)) for t, p in topic_partitions}
+        for table in (self._high, self._next):
+            for tp in [tp for tp in table if tp not in self._owned]:
+                del table[tp]
+        for tp in self._owned:
+            self._high.setdefault(tp, 0)
+
+    @property
+    def owned(self) -> set[tuple[str, int]]:
+        """The partitions whose lag is tracked."""
+        return set(self._owned)
 
     def on_high_watermark(self, topic: str, partition: int, high_watermark: int | None) -> None:
         """The high-watermark (offset of the next message to be written) seen in a fetch response."""
-        if high_watermark is not None and high_watermark >= 0:
-            tp = (topic, partition)
+        tp = (topic, partition)
+        if tp in self._owned and high_watermark is not None and high_watermark >= 0:
             self._high[tp] = max(self._high.get(tp, 0), int(high_watermark))
 
     def on_processed(self, topic: str, partition: int, offset: int) -> None:
-        """A message at ``offset`` was processed (or committed)."""
+        """A message at ``offset`` was processed (or committed); ignored for partitions not owned."""
         tp = (topic, partition)
+        if tp not in self._owned:
+            return
         self._next[tp] = max(self._next.get(tp, 0), int(offset) + 1)
         # A processed offset proves the partition holds at least this many messages.
         self._high[tp] = max(self._high.get(tp, 0), int(offset) + 1)
 
-    def lag(self, topic: str, partition: int) -> int | None:
-        """Current lag of one partition (None: nothing known yet)."""
+    def on_position(self, topic: str, partition: int, next_offset: int | None) -> None:
+        """The consumer's committed/next offset for a partition (known before any record is processed)."""
         tp = (topic, partition)
-        if tp not in self._high:
+        if tp in self._owned and next_offset is not None and next_offset >= 0:
+            self._next[tp] = max(self._next.get(tp, 0), int(next_offset))
+
+    def lag(self, topic: str, partition: int) -> int | None:
+        """Current lag of one partition (None: not owned)."""
+        tp = (topic, partition)
+        if tp not in self._owned:
             return None
-        return max(0, self._high[tp] - self._next.get(tp, 0))
+        return max(0, self._high.get(tp, 0) - self._next.get(tp, 0))
 
     def lags(self) -> dict[tuple[str, int], int]:
-        """Lag of every tracked partition."""
-        return {tp: max(0, high - self._next.get(tp, 0)) for tp, high in self._high.items()}
+        """Lag of every owned partition."""
+        return {tp: max(0, self._high.get(tp, 0) - self._next.get(tp, 0)) for tp in self._owned}
 
     def publish(self) -> None:
-        """Write every tracked partition's lag into the gauge."""
-        for (topic, partition), lag in self.lags().items():
+        """Write every owned partition's lag into the gauge and remove the series of the others."""
+        lags = self.lags()
+        for (topic, partition), lag in lags.items():
             set_consumer_lag(topic, partition, lag)
+        stale = self._published - set(lags)
+        if stale:
+            forget_partitions(stale)
+        self._published = set(lags)
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -143,7 +143,35 @@ class WorkerConfig(BaseModel):
         PROJECT_ROOT / ".kairos" / "state", description="Where the worker keeps its local RocksDB state."
     )
     web_port: int = Field(8000, description="Port for /metrics, /healthz and /readyz (0 picks a free one).")
-    web_host: str = Field("0.0.0.0", description="Address the metrics and health server binds to.")
+    web_host: str = Field(
+        "127.0.0.1",
+        description="Address of the metrics and health server; containers set 0.0.0.0 (Dockerfile, compose).",
+    )
+    web_max_connections: int = Field(
+        16, description="Most requests the metrics and health server serves at once; more are refused."
+    )
+    web_socket_timeout_seconds: float = Field(
+        5.0, description="A metrics/health client idle this long is disconnected (no thread held)."
+    )
+    loop_stall_seconds: float = Field(
+        15.0, description="/healthz fails when the event loop has not run its heartbeat task for this long."
+    )
+    consume_stall_seconds: float = Field(
+        60.0,
+        description="/healthz fails when recovered partitions have lag but no batch completed for this long.",
+    )
+    broker_probe_seconds: float = Field(
+        5.0, description="How often a metadata request checks the broker (readiness works when idle)."
+    )
+    broker_timeout_seconds: float = Field(
+        30.0, description="/readyz fails when the broker has not answered for this long."
+    )
+    recovery_retry_seconds: float = Field(
+        1.0, description="First wait before retrying a failed partition recovery (doubles per failure)."
+    )
+    recovery_retry_max_seconds: float = Field(
+        30.0, description="Longest wait between retries of a failed partition recovery."
+    )
     max_event_bytes: int = Field(16_384, description="Larger inputs are refused to the dead-letter topic.")
     batch_size: int = Field(512, description="Most events processed together in one scoring batch.")
     batch_wait_seconds: float = Field(0.005, description="Longest wait to fill a batch before processing it.")

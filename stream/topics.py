@@ -76,3 +76,42 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
                 raise
     log.info("created topics %s", created)
     return created
+
+
+class TopicLayoutError(RuntimeError):
+    """The broker's topics cannot serve Kairos (user-keyed topics with different partition counts)."""
+
+
+def user_keyed_topics(settings: Settings) -> list[str]:
+    """Topics keyed by user whose partition ``p`` must hold the same users as ``events``' partition ``p``."""
+    t = settings.topics
+    return [t.events, t.consent, changelog_topic(settings), t.pushes]
+
+
+def check_partitions(settings: Settings, timeout: float = 15.0) -> dict[str, int]:
+    """Refuse a layout where a user's events, consent, state and pushes would live on different
+    partition numbers; returns the partition count of every user-keyed topic.
+
+    The worker reads ``consent`` partition ``p`` with ``events`` partition ``p``, restores state from
+    changelog partition ``p`` and reconciles pushes from pushes partition ``p``: with different
+    counts, a user's consent would be applied by a worker that does not hold their state.
+    """
+    admin = AdminClient(settings.kafka.confluent_config())
+    topics = admin.list_topics(timeout=timeout).topics
+    counts: dict[str, int] = {}
+    missing = []
+    for name in user_keyed_topics(settings):
+        meta = topics.get(name)
+        if meta is None or meta.error is not None:
+            missing.append(name)
+        else:
+            counts[name] = len(meta.partitions)
+    if missing:
+        raise TopicLayoutError(f"topics missing on the broker: {', '.join(missing)}")
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{name}={n}" for name, n in counts.items())
+        raise TopicLayoutError(
+            f"user-keyed topics must have the same number of partitions, found {shown}; "
+            "repartitioning needs a migration (new topics, replay), see docs/operations.md"
+        )
+    return counts

@@ -128,6 +128,39 @@ def test_lag_tracker_uses_fetch_high_watermark_and_forgets_revoked() -> None:
     assert tracker.lags() == {("lagtest", 1): 0}
 
 
+def test_lag_is_reported_only_for_owned_partitions_after_rebalances() -> None:
+    # Observed: after rebalances the gauge kept partitions the worker no longer owned (summed lag
+    # ~84k while the group's real lag was 0): records in flight re-created them, and an assignment
+    # that moved partitions away without a matching revoke left their series behind.
+    def series() -> dict[str, float]:
+        out = {}
+        for p in range(4):
+            value = REGISTRY.get_sample_value(
+                "kairos_consumer_lag_messages", {"topic": "lagmove", "partition": str(p)}
+            )
+            if value is not None:
+                out[str(p)] = value
+        return out
+
+    tracker = metrics.LagTracker()
+    tracker.on_assigned([("lagmove", 0), ("lagmove", 1), ("lagmove", 2)])
+    tracker.on_high_watermark("lagmove", 2, 84_000)
+    tracker.publish()
+    assert series() == {"0": 0, "1": 0, "2": 84_000}
+    tracker.on_assigned([("lagmove", 0), ("lagmove", 3)])  # 1 and 2 moved to a new member
+    tracker.on_processed("lagmove", 2, 10)  # a record of partition 2 still in flight
+    tracker.on_high_watermark("lagmove", 1, 500)  # a stale fetch response for partition 1
+    tracker.publish()
+    assert series() == {"0": 0, "3": 0}
+    assert tracker.lag("lagmove", 2) is None
+    # Partition 2 comes back later: its lag starts from what this worker sees then, not from old data.
+    tracker.set_assignment([("lagmove", 0), ("lagmove", 2), ("lagmove", 3)])
+    tracker.on_position("lagmove", 2, 84_000)
+    tracker.on_high_watermark("lagmove", 2, 84_005)
+    tracker.publish()
+    assert series() == {"0": 0, "2": 5, "3": 0}
+
+
 def test_model_version_gauge_switches() -> None:
     metrics.set_model_version("test-v1")
     assert sample("kairos_model_info", version="test-v1") == 1

@@ -6,10 +6,13 @@ import io
 import json
 import logging
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client import REGISTRY
 
 from stream import metrics
 from stream.logs import JsonFormatter, configure_logging
@@ -37,7 +40,13 @@ def test_health_readiness_lists_what_is_missing() -> None:
     health = Health(liveness_timeout=10, broker_timeout=5, clock=clock)
     ready, missing = health.ready()
     assert not ready
-    assert missing == ["state recovery in progress", "no model loaded", "broker not reached yet"]
+    assert missing == [
+        "no partition assignment yet",
+        "state recovery in progress",
+        "no model loaded",
+        "broker not reached yet",
+    ]
+    health.set_assigned(True)
     health.set_broker_ok(True)
     health.set_model("gru-1")
     assert health.ready() == (False, ["state recovery in progress"])
@@ -55,7 +64,7 @@ def test_health_readiness_lists_what_is_missing() -> None:
 
 def test_health_liveness_follows_heartbeat() -> None:
     clock = FakeClock()
-    health = Health(liveness_timeout=10, clock=clock)
+    health = Health(liveness_timeout=10, loop_timeout=100, clock=clock)
     assert health.alive()  # a fresh process gets one timeout to start
     clock.now += 9
     health.beat()
@@ -63,6 +72,7 @@ def test_health_liveness_follows_heartbeat() -> None:
     assert health.alive()
     clock.now += 2
     assert not health.alive()
+    health.set_assigned(True)
     health.set_recovering(False)
     health.set_model("m")
     health.set_broker_ok(True)
@@ -71,9 +81,48 @@ def test_health_liveness_follows_heartbeat() -> None:
     assert health.alive() and health.ready()[0]
 
 
+def test_healthz_fails_when_the_event_loop_is_blocked_though_the_timer_beat_recently() -> None:
+    # Observed: only the 1 s timer fed liveness, so a loop stuck elsewhere... and a timer beating
+    # while the consume loop waited forever both kept /healthz at 200.
+    clock = FakeClock()
+    health = Health(liveness_timeout=30, loop_timeout=5, clock=clock)
+    clock.now += 6
+    assert health.alive()  # start-up: the longer allowance until the heartbeat task first runs
+    health.loop_beat()
+    clock.now += 6
+    health.beat()  # the tick ran, but the loop's own heartbeat task did not
+    assert health.problems() == ["event loop blocked for more than 5s"]
+    health.loop_beat()
+    assert health.alive()
+
+
+def test_healthz_fails_when_the_consume_loop_makes_no_progress_with_work_pending() -> None:
+    clock = FakeClock()
+    health = Health(liveness_timeout=30, loop_timeout=30, consume_timeout=20, clock=clock)
+    health.set_work_pending(False)
+    clock.now += 100  # idle for long: nothing to do is not a stall
+    health.beat()
+    health.loop_beat()
+    assert health.alive()
+    health.set_work_pending(True)  # lag appears on an owned, recovered partition
+    clock.now += 15
+    health.batch_done()  # a batch completed: progress
+    health.set_work_pending(True)
+    clock.now += 15
+    health.beat()
+    health.loop_beat()
+    assert health.alive()
+    clock.now += 6  # 21 s since the last batch, with lag all along
+    health.beat()
+    health.loop_beat()
+    assert health.problems() == ["consume loop made no progress for more than 20s"]
+    health.set_work_pending(False)  # caught up
+    assert health.alive()
+
+
 def test_web_server_endpoints() -> None:
     clock = FakeClock()
-    health = Health(liveness_timeout=10, broker_timeout=30, clock=clock)
+    health = Health(liveness_timeout=10, broker_timeout=30, loop_timeout=100, clock=clock)
     metrics.init_labels(["events"])
     server = start_web_server("127.0.0.1", 0, health)
     try:
@@ -82,6 +131,7 @@ def test_web_server_endpoints() -> None:
         assert status == 200 and json.loads(body)["alive"] is True
 
         # Recovering: not ready, and the body says why.
+        health.set_assigned(True)
         health.set_model("gru-1")
         health.set_broker_ok(True)
         status, body, ctype = get(server.url + "/readyz")
@@ -94,6 +144,7 @@ def test_web_server_endpoints() -> None:
         assert status == 200 and json.loads(body)["ready"] is True
         assert json.loads(body)["model_version"] == "gru-1"
 
+        health.loop_beat()
         clock.now += 11  # the main loop stopped beating
         status, _, _ = get(server.url + "/healthz")
         assert status == 503
@@ -114,6 +165,41 @@ def test_web_server_endpoints() -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2)
     server.stop()  # idempotent
+
+
+def test_slow_clients_cannot_pile_up_threads() -> None:
+    health = Health()
+    server = start_web_server("127.0.0.1", 0, health, max_connections=3, socket_timeout=1.0)
+    refused_before = REGISTRY.get_sample_value("kairos_web_connections_refused_total") or 0.0
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+    try:
+        time.sleep(0.3)  # the three idle clients hold every handler slot
+        threads = threading.active_count()
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        extra.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        answer = extra.recv(200)
+        extra.close()
+        assert answer.startswith(b"HTTP/1.0 503")  # refused at once, no thread spent on it
+        assert threading.active_count() <= threads
+        refused = REGISTRY.get_sample_value("kairos_web_connections_refused_total") or 0.0
+        assert refused - refused_before == 1
+        time.sleep(1.5)  # the socket timeout drops the idle clients and frees their slots
+        assert get(server.url + "/healthz")[0] == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
+def test_the_default_bind_is_loopback_and_containers_set_it() -> None:
+    from pathlib import Path
+
+    from stream.settings import WorkerConfig
+
+    assert WorkerConfig().web_host == "127.0.0.1"
+    root = Path(__file__).resolve().parents[2]
+    assert "KAIROS_WORKER__WEB_HOST=0.0.0.0" in (root / "deploy" / "Dockerfile").read_text()
+    assert "KAIROS_WORKER__WEB_HOST: 0.0.0.0" in (root / "docker-compose.yml").read_text()
 
 
 def test_json_logs_have_fields_extras_and_redaction() -> None:
