@@ -351,7 +351,12 @@ def probe_head(bootstrap: str, topic: str, partitions: int, n: int = HEAD_PROBE_
 
 
 def full_scan(bootstrap: str, topic: str, partitions: int, highs: dict[int, int]) -> dict[str, Any]:
-    """Read the whole changelog again: records present vs offsets written, distinct and live keys."""
+    """Read the whole changelog again: records present vs offsets written, distinct and live keys.
+
+    ``highs`` (the reader's high watermarks) says where each partition ends at least; the partition-EOF
+    offsets of this scan replace them.
+    """
+    highs = dict(highs)
     consumer = _consumer(bootstrap, "scan", **{"enable.partition.eof": True})
     present = 0
     keys: dict[tuple[int, bytes], bool] = {}
@@ -367,6 +372,7 @@ def full_scan(bootstrap: str, topic: str, partitions: int, highs: dict[int, int]
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF and offset >= highs.get(p, 0):
                         done.add(p)
+                        highs[p] = offset  # the end of the partition as this fetch saw it
                     continue
                 present += 1
                 keys[(p, msg.key() or b"")] = msg.value() is not None
@@ -511,20 +517,21 @@ def run_soak(args: argparse.Namespace, model_dir: Path, workdir: Path) -> Run:
                     raise RuntimeError(f"simulator failed: {shop.error}")
                 time.sleep(min(1.0, max(0.05, min(next_sample, end) - time.monotonic())))
             shop.stop()
-            shop._publisher = None  # drops its producer now, as `kairos demo` does (no reconnect noise)
-            run.end["drain_seconds"] = _drain(worker, shop)
+            run.end["drain_seconds"], run.end["drained"] = _drain(worker, shop)
             run.end["final"] = take_sample(
                 started, worker, broker_pid, state_dir, shop, tail, broker.bootstrap, partitions
             )
             run.end["sim"] = {k: v for k, v in shop.summary().items() if k.startswith(("produced.", "push"))}
             run.end["sim"]["unknown_pushes"] = float(shop.world.unknown_pushes)
             run.end["outcomes"] = _outcomes(worker)
-            time.sleep(2.0)  # the reader catches up with the last changelog writes
+            shop._publisher = None  # drops its producer now, as `kairos demo` does (no reconnect noise)
+            worker.stop()  # no more changelog writes: the reader and the scan see the same topic
+            time.sleep(3.0)  # the reader catches up with the last changelog writes
             tail.stop_event.set()
             tail.join(30)
             run.end["tail_error"] = tail.error
-            highs = dict(tail.high)
-            run.end["scan"] = full_scan(broker.bootstrap, topic, partitions, highs)
+            run.end["final"].update({k: float(v) for k, v in tail.snapshot().items()})  # caught up now
+            run.end["scan"] = full_scan(broker.bootstrap, topic, partitions, dict(tail.high))
             run.end["changelog_config_after"] = topic_config(broker.bootstrap, topic)
             run.end["broker_log_tail"] = _broker_log_tail(broker)
         finally:
@@ -536,8 +543,8 @@ def run_soak(args: argparse.Namespace, model_dir: Path, workdir: Path) -> Run:
     return run
 
 
-def _drain(worker: WorkerProcess, shop: SoakShop, timeout: float = 90.0) -> float:
-    """Wait for the worker to process what the shop produced (lag gauge at 0); returns the seconds."""
+def _drain(worker: WorkerProcess, shop: SoakShop, timeout: float = 90.0) -> tuple[float, bool]:
+    """Wait for the worker to process what the shop produced (lag gauge at 0): (seconds, drained)."""
     started = time.monotonic()
     produced = shop.summary().get("produced.events", 0.0)
     while time.monotonic() - started < timeout:
@@ -545,9 +552,9 @@ def _drain(worker: WorkerProcess, shop: SoakShop, timeout: float = 90.0) -> floa
             worker.metric("kairos_events_total") >= produced
             and worker.metric("kairos_consumer_lag_messages") <= 0
         ):
-            break
+            return round(time.monotonic() - started, 1), True
         time.sleep(0.5)
-    return round(time.monotonic() - started, 1)
+    return round(time.monotonic() - started, 1), False
 
 
 def _outcomes(worker: WorkerProcess) -> dict[str, int]:
@@ -658,7 +665,7 @@ def analyse(run: Run) -> dict[str, Any]:
     head_missing = max((s.get("head_missing_offsets", 0.0) for s in samples), default=0.0)
     compacted = removed > 0 or head_missing > 0 or final.get("changelog_gaps_seen", 0) > 0
     minutes = samples[-1]["minute"] - samples[0]["minute"] if len(samples) > 1 else 0.0
-    processed = final.get("events_processed", 0.0) - (samples[0]["events_processed"] if samples else 0.0)
+    processed = samples[-1]["events_processed"] - samples[0]["events_processed"] if samples else 0.0
     return {
         "trends": trends,
         "compaction_observed": compacted,
@@ -697,6 +704,7 @@ def summary_json(run: Run, analysis: dict[str, Any]) -> dict[str, Any]:
         "pushes": final.get("pushes"),
         "dead_letters": final.get("dead_letters"),
         "max_consumer_lag": max((s.get("consumer_lag", 0.0) for s in run.samples), default=None),
+        "drained": run.end.get("drained"),
         "worker_exit": run.end.get("worker_exit"),
         "verdicts": {k: v["verdict"] for k, v in analysis["trends"].items()},
     }
@@ -754,8 +762,8 @@ PLOTS: list[tuple[str, str, list[tuple[str, str, float]]]] = [
 ]
 
 
-def write_plots(samples: list[dict[str, float]], out: Path) -> list[str]:
-    """One PNG per group of series; thirds of the run shaded. Returns the file names."""
+def write_plots(samples: list[dict[str, float]], final: dict[str, float], out: Path) -> list[str]:
+    """One PNG per group of series; thirds of the run shaded, the after-drain sample a cross."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -766,14 +774,16 @@ def write_plots(samples: list[dict[str, float]], out: Path) -> list[str]:
     for name, unit, series in PLOTS:
         fig, ax = plt.subplots(figsize=(7.5, 3.6))
         for key, label, scale in series:
-            ax.plot(xs, [s.get(key, 0.0) / scale for s in samples], marker=".", label=label)
+            line = ax.plot(xs, [s.get(key, 0.0) / scale for s in samples], marker=".", label=label)[0]
+            if final:
+                ax.plot([final["minute"]], [final.get(key, 0.0) / scale], "x", color=line.get_color())
         if len(xs) > 1:
             third = (xs[-1] - xs[0]) / 3
             ax.axvspan(xs[0], xs[0] + third, color="0.92", zorder=0)
             ax.axvspan(xs[-1] - third, xs[-1], color="0.92", zorder=0)
         ax.set_xlabel("minutes")
         ax.set_ylabel(unit)
-        ax.set_title(f"soak: {name} (first and last thirds shaded)")
+        ax.set_title(f"soak: {name} (thirds compared shaded; x: after the drain)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -790,6 +800,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if np.isnan(value):
             return "-"
+        if abs(value) < 0.01:
+            return "0"
         if abs(value) >= 1000:
             return f"{value:,.0f}"
         return f"{value:.3g}"
@@ -838,6 +850,17 @@ def write_report(run: Run, analysis: dict[str, Any], plots: list[str], out: Path
         f'A level "levels off" when the last third adds at most {LEVEL_GROWTH_SHARE:.0%} of its final value '
         f"or its slope is at most {LEVEL_SLOPE_SHARE:.0%} of the first third's; "
         'a counter has a "steady rate" when its last-third rate is within 20 % of the first third\'s.',
+    ]
+    achieved = analysis.get("events_per_s") or 0.0
+    if achieved < 0.9 * s["rate"]:
+        lines += [
+            "",
+            f"**The worker did not keep up**: it processed {achieved:,.0f} events/s of the "
+            f"{s['rate']:g} offered (the consumer lag grew), so the state and changelog grew more slowly "
+            "than the shop would make them grow, and the verdicts describe an overloaded worker: run it "
+            "on an otherwise idle machine, or lower `--rate`.",
+        ]
+    lines += [
         "",
         "| series | start | end | slope, first third (/min) | slope, last third (/min) | verdict |",
         "|---|---|---|---|---|---|",
@@ -892,7 +915,9 @@ def write_report(run: Run, analysis: dict[str, Any], plots: list[str], out: Path
         )
     lines += ["", "## End of the run", ""]
     lines.append(
-        f"- Drain after the shop stopped: {run.end.get('drain_seconds', '-')} s; worker exit code "
+        f"- Drain after the shop stopped: {run.end.get('drain_seconds', '-')} s "
+        f"({'caught up' if run.end.get('drained') else 'NOT caught up: the worker fell behind the rate'}); "
+        "worker exit code "
         f"{run.end.get('worker_exit')}; event outcomes `{json.dumps(run.end.get('outcomes', {}))}`."
     )
     lines.append(f"- Shop: `{json.dumps(run.end.get('sim', {}))}`.")
@@ -976,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     analysis = analyse(run)
-    plots = write_plots([*run.samples, run.end["final"]], args.out) if run.samples else []
+    plots = write_plots(run.samples, run.end.get("final", {}), args.out) if run.samples else []
     report = write_report(run, analysis, plots, args.out, command)
     _say(f"[soak] report: {report}")
     print(json.dumps(summary_json(run, analysis)), flush=True)
