@@ -64,3 +64,11 @@ def test_soak_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:
         png = out / f"soak-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert f"![soak-{name}.png](soak-{name}.png)" in report
+
+    # The raw samples are kept, and the report can be written again from them without a run.
+    again = tmp_path / "again"
+    redo = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--from-json", str(out / "soak.json")]
+    proc = subprocess.run([*redo, "--out", str(again)], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == summary
+    assert (again / "soak.md").read_text().split("\n", 3)[3] == report.split("\n", 3)[3]  # after the date
