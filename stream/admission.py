@@ -79,6 +79,14 @@ def _check_tombstone_key(key: bytes) -> str:
     return entity_id
 
 
+def check_id(value: str) -> str:
+    """Validate an id as the contract does (length, no control characters); raise ContractError."""
+    try:
+        return _ID.validate_python(value, strict=True)
+    except ValueError as exc:
+        raise ContractError("invalid_field", f"not a valid id: {value[:64]!r}") from exc
+
+
 def _check_skew(ts: float, field: str, wall_now: float, settings: Settings) -> None:
     ahead = ts - wall_now
     if ahead > settings.worker.max_future_skew_seconds:

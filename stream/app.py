@@ -598,6 +598,7 @@ class Worker:
             metrics.observe_feedback(fb.trigger, fb.kind, fb.revenue)
         if outcome.interest:
             metrics.observe_interest(outcome.interest)
+        metrics.observe_removals(outcome.erasures, outcome.expired_users, outcome.catalog_removals)
 
     # -- periodic work --------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ commands:
   simulate   run the simulated shop against a broker, replay a dataset, or write events to a file
   train      train a GRU session model from event logs        (kairos train --help)
   evaluate   evaluate a model and the baselines on test data   (kairos evaluate --help)
+  erase      erase users on request (GDPR): a consent tombstone per user id (kairos erase --help)
   settings   print the effective settings (secrets masked)
   schema     print the JSON Schemas of the wire contract
 """
@@ -120,6 +121,60 @@ def _schema(argv: list[str]) -> int:
     return 0
 
 
+def _erase(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kairos erase",
+        description=(
+            "Erase users: writes a tombstone (null value) keyed by each user id to the consent topic. "
+            "The worker that owns the user deletes the user's state (RocksDB and a changelog tombstone), "
+            "pending timers, held pushes and index entries; the compacted consent topic then forgets "
+            "the user's consent record too. Pushes already emitted are not recalled."
+        ),
+    )
+    parser.add_argument("user_ids", nargs="*", help="User ids to erase.")
+    parser.add_argument("--file", help="A file with one user id per line ('-' for standard input).")
+    args = parser.parse_args(argv)
+
+    from confluent_kafka import Producer
+
+    from stream.contract import ContractError
+    from stream.settings import Settings
+
+    users = list(args.user_ids)
+    if args.file:
+        source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+        with source:
+            users += [line.strip() for line in source if line.strip()]
+    if not users:
+        parser.error("no user id given")
+    from stream.admission import check_id
+
+    try:
+        for user in users:
+            check_id(user)
+    except ContractError as exc:
+        print(f"kairos erase: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings()
+    if not settings.kafka.bootstrap_servers:
+        print(
+            "kairos erase: set KAIROS_KAFKA__BOOTSTRAP_SERVERS (the cluster the workers read)",
+            file=sys.stderr,
+        )
+        return 2
+    # The Java client's default partitioner, like every Kairos producer: the tombstone must land on
+    # the user's partition (the worker refuses one that does not).
+    producer = Producer({**settings.kafka.confluent_config(), "partitioner": "murmur2_random"})
+    for user in users:
+        producer.produce(settings.topics.consent, value=None, key=user.encode("utf-8"))
+    remaining = producer.flush(30)
+    if remaining:
+        print(f"kairos erase: {remaining} tombstones not acknowledged", file=sys.stderr)
+        return 1
+    print(json.dumps({"erase_requested": len(users), "topic": settings.topics.consent}))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "worker": _worker,
     "demo": _demo,
@@ -128,6 +183,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "evaluate": _evaluate,
     "settings": _settings,
     "schema": _schema,
+    "erase": _erase,
 }
 
 

@@ -211,10 +211,12 @@ class _Work:
 
 
 def _forgotten(state: UserState) -> UserState:
-    """What is kept of an expired user: only an explicit consent (never forget an opt-out)."""
+    """What is kept of an expired user: an opt-out, never forgotten (an opt-in may be: forgetting it
+    can only mean fewer pushes, and keeping every consent would make the state grow forever)."""
     kept = UserState()
-    kept.policy.opted_in = state.policy.opted_in
-    kept.policy.consent_ts = state.policy.consent_ts
+    if state.policy.opted_in is False:
+        kept.policy.opted_in = False
+        kept.policy.consent_ts = state.policy.consent_ts
     return kept
 
 
@@ -497,7 +499,7 @@ class Engine:
 
         Expiry itself is decided lazily (an inactive user's next event starts over, a timer or
         catalog change skips them), so when the sweep runs changes nothing a user sees: it only
-        reclaims the storage. A user's explicit consent outlives expiry (an opt-out is never forgotten).
+        reclaims the storage. An opt-out outlives expiry (it is never forgotten).
         """
         removed = 0
         for partition in sorted(self.owned):
@@ -515,7 +517,7 @@ class Engine:
                 if raw is None:
                     continue
                 kept = _forgotten(UserState.from_bytes(raw))
-                txn.put(partition, key, kept.to_bytes() if kept.policy.opted_in is not None else None)
+                txn.put(partition, key, kept.to_bytes() if kept.policy.opted_in is False else None)
             part.interest.purge_users(set(gone))
             for key, value in part.drain().items():
                 txn.put(partition, key, value)

@@ -535,3 +535,27 @@ def observe_input_updates(consent: int = 0, catalog: int = 0) -> None:
         CONSENT_UPDATES.inc(consent)
     if catalog > 0:
         CATALOG_UPDATES.inc(catalog)
+
+
+# --- erasure, expiry and removed items -------------------------------------------------------------
+
+USERS_ERASED = Counter(
+    "kairos_users_erased_total",
+    "Users erased on request (a consent tombstone): state, timers, index entries.",
+)
+USERS_EXPIRED = Counter(
+    "kairos_users_expired_total", "Inactive users removed after worker.user_ttl_seconds (consent kept)."
+)
+CATALOG_REMOVALS = Counter(
+    "kairos_catalog_removals_total", "Items removed from the catalog view (catalog tombstones)."
+)
+
+
+def observe_removals(erased: int = 0, expired: int = 0, catalog: int = 0) -> None:
+    """Count erasures, expiries and catalog removals of one batch or tick."""
+    if erased > 0:
+        USERS_ERASED.inc(erased)
+    if expired > 0:
+        USERS_EXPIRED.inc(expired)
+    if catalog > 0:
+        CATALOG_REMOVALS.inc(catalog)

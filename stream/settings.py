@@ -203,7 +203,7 @@ class WorkerConfig(BaseModel):
     user_ttl_seconds: float = Field(
         30 * 86400.0,
         gt=0,
-        description="A user inactive this long is forgotten (state and changelog tombstoned; consent kept).",
+        description="A user inactive this long is forgotten (state and changelog tombstoned; opt-outs kept).",
     )
     dead_letter_max_original_bytes: int = Field(
         65_536,

@@ -226,13 +226,14 @@ def test_a_catalog_tombstone_removes_the_item_for_good() -> None:
     assert out.suppressions[("in_session", "not_in_catalog")] >= 1
 
 
-def test_inactive_users_expire_but_keep_their_consent() -> None:
+def test_inactive_users_expire_but_an_opt_out_is_kept() -> None:
     ttl = 3600.0
     engine = make_engine(make_settings(worker={"user_ttl_seconds": ttl}, threshold=0.5))
     store = DictState()
     quiet, opted_out, active = _three_on(0)
     engine.process(
         [
+            record(b'{"user_id": "%s", "opted_in": true, "ts": %f}' % (quiet.encode(), T0), quiet, "consent"),
             ev("q1", quiet, "add_to_cart", "i1", T0),
             record(
                 b'{"user_id": "%s", "opted_in": false, "ts": %f}' % (opted_out.encode(), T0),
@@ -245,7 +246,7 @@ def test_inactive_users_expire_but_keep_their_consent() -> None:
     )
     engine.process([ev("a1", active, "view", "i3", T0 + ttl + 10)], store)
     assert engine.sweep_expired(store) == 2
-    assert store.get(0, quiet.encode()) is None
+    assert store.get(0, quiet.encode()) is None  # an opt-in is forgotten with the rest
     kept = store.get(0, opted_out.encode())
     assert kept is not None
     from stream.state import UserState
@@ -254,7 +255,7 @@ def test_inactive_users_expire_but_keep_their_consent() -> None:
     assert state.policy.opted_in is False and state.n_events == 0 and state.recent == []
     assert store.get(0, active.encode()) is not None
     assert engine.part(0).timers.timers_for(quiet) == []
-    assert engine.sweep_expired(store) == 0  # a consent-only record is not swept again
+    assert engine.sweep_expired(store) == 0  # an opt-out record is not swept again
 
 
 def _three_on(partition: int) -> tuple[str, str, str]:
