@@ -378,15 +378,21 @@ class Worker:
         for p, pstore in wanted.items():
             if not self._current(p, batch[p]):
                 continue
-            txn = Transaction(self.store)
-            n_pushes = self.engine.apply_recovered_pushes(p, pushes.get(p, []), txn)
-            if txn.writes:
-                self._commit(Outcome(), txn)  # raises on a broker error: the round is retried
             loaded = await asyncio.to_thread(self.engine.load_partition, p, pstore)
             if not self._current(p, batch[p]):
                 continue  # revoked while loading: not adopted
+            # Adopt first: reconciling pushes saves users, and a saved user's timers come from the
+            # partition's loaded timer queue (nothing runs on the loop between the two).
             self.engine.adopt(p, loaded)
             users = loaded.users_loaded
+            txn = Transaction(self.store)
+            n_pushes = self.engine.apply_recovered_pushes(p, pushes.get(p, []), txn)
+            if txn.writes:
+                try:
+                    self._commit(Outcome(), txn)
+                except Exception:
+                    self.engine.release([p])  # retried from the store in the next round
+                    raise
             pstore.ready = True
             self._recovering.pop(p, None)
             event = self._ready_partitions.get(p)

@@ -1050,6 +1050,8 @@ class Engine:
         They were emitted just before a crash, after the state's last changelog write: without this,
         redelivered events could emit them a second time.
         """
+        if partition not in self.parts and partition not in self.owned:
+            raise RuntimeError(f"partition {partition} must be adopted before its pushes are reconciled")
         users: dict[str, _User] = {}
         n = 0
         for push in pushes:

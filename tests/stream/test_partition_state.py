@@ -289,3 +289,23 @@ def test_catalog_asks_use_each_partitions_own_interest() -> None:
     out = engine.apply_catalog([catalog_record(catalog_entry("i1", price=50.0, updated_at=T0 + 60))], store)
     assert [(p.user_id, p.trigger) for _, p in out.pushes] == [("user1", "price_drop")]
     assert to_json_bytes(out.pushes[0][1])
+
+
+def test_reconciling_recovered_pushes_keeps_the_users_timers() -> None:
+    engine = make_engine(make_settings(threshold=0.5, trigger_thresholds={"cart_abandonment": 0.3}))
+    store = DictState()
+    out = engine.process(
+        [ev("v1", "user1", "view", "i1", T0), ev("c1", "user1", "add_to_cart", "i2", T0 + 70)], store
+    )
+    p = partition_for("user1", PARTITIONS)
+    assert out.pushes and store.user("user1").timers
+    # A crash after the push was produced, before the state that records it reached the changelog:
+    # the recovered engine finds the push on the pushes topic and records it.
+    before = store.user("user1")
+    before.policy.pushes.clear()
+    store.put(p, b"user1", before.to_bytes())
+    recovered = restarted(engine, store, {p})
+    assert recovered.apply_recovered_pushes(p, [out.pushes[0][1]], store) == 1
+    after = store.user("user1")
+    assert [r.push_id for r in after.policy.pushes] == [out.pushes[0][1].push_id]
+    assert after.timers == before.timers != []
