@@ -55,7 +55,10 @@ def test_soak_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:
     assert summary["changelog_records"] > 0
     # Each user id arrived has at most one live changelog record; the rest are the partitions' rows.
     assert 0 < summary["changelog_live_users"] <= summary["users_arrived"]
-    assert summary["changelog_live_keys"] == summary["changelog_live_users"] + summary["changelog_live_partition_rows"]
+    assert (
+        summary["changelog_live_keys"]
+        == summary["changelog_live_users"] + summary["changelog_live_partition_rows"]
+    )
     assert set(summary["verdicts"]) >= {"worker_rss_bytes", "rocksdb_disk_bytes", "changelog_bytes_read"}
 
     report = (out / "soak.md").read_text()
