@@ -124,7 +124,12 @@ def used_expressions() -> list[tuple[str, str]]:
     rules = yaml.safe_load((PROM_DIR / "alerts.yml").read_text())
     exprs = [(f"alert {r.get('alert')}", r["expr"]) for g in rules["groups"] for r in g["rules"]]
     dashboard = json.loads(DASHBOARD.read_text())
-    exprs += [(f"panel {p['title']!r}", t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [
+        (f"panel {p['title']!r}", t["expr"])
+        for p in dashboard["panels"]
+        if p["type"] != "row"  # rows only group panels
+        for t in p["targets"]
+    ]
     return exprs
 
 
