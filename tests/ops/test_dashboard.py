@@ -136,7 +136,10 @@ QUESTIONS: dict[str, tuple[str, set[str]]] = {
         "rebalances",
         {"kairos_rebalance_pause_seconds_bucket", "kairos_rebalances_total"},
     ),
-    "who was erased or expired": ("erasures and expiries", {"kairos_users_erased_total", "kairos_users_expired_total"}),
+    "who was erased or expired": (
+        "erasures and expiries",
+        {"kairos_users_erased_total", "kairos_users_expired_total"},
+    ),
     "does the tick fail": ("tick errors", {"kairos_tick_errors_total"}),
     "how big is the state": ("state size", {"kairos_state_keys", "kairos_state_bytes"}),
     "are workers up": ("workers up", {"kairos_worker_up"}),
@@ -256,8 +259,10 @@ def test_every_panel_returns_data_from_a_live_worker(
             )
             produce(broker, topics.events, _events("late", 24, 2, items, time.time()))
             wait_for(
-                lambda: first.metric("kairos_events_total") + second.metric("kairos_events_total")
-                >= 72 + 96 + 5 + 48,
+                lambda: (
+                    first.metric("kairos_events_total") + second.metric("kairos_events_total")
+                    >= 72 + 96 + 5 + 48
+                ),
                 60,
                 what="events after the rebalance",
             )
