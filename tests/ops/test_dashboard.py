@@ -54,15 +54,21 @@ def panel_exprs() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def grafana_schema() -> dict[str, Any]:
-    """The dashboard JSON schema generated from @grafana/schema; skips only when npm cannot install."""
+def grafana_schemas() -> Path:
+    """The folder of schemas generated from @grafana/schema; skips only when npm cannot install."""
     if shutil.which("npm") is None:
         pytest.skip("npm is not installed: cannot generate the dashboard schema from @grafana/schema")
-    result = subprocess.run(["bash", str(BUILD_SCHEMA)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(["bash", str(BUILD_SCHEMA)], capture_output=True, text=True, timeout=900)
     if result.returncode == NPM_FAILED:
         pytest.skip(f"npm could not install the pinned @grafana/schema tools: {result.stderr[-1500:]}")
     assert result.returncode == 0, result.stderr[-3000:]
-    schema = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def grafana_schema(grafana_schemas: Path) -> dict[str, Any]:
+    """The JSON schema of a dashboard (the `Dashboard` type of @grafana/schema)."""
+    schema = json.loads((grafana_schemas / "dashboard.schema.json").read_text())
     assert isinstance(schema, dict)
     return schema
 
@@ -71,6 +77,21 @@ def test_dashboard_validates_against_the_grafana_schema(grafana_schema: dict[str
     validator = Draft7Validator(grafana_schema)
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(dashboard())]
     assert not errors, "\n".join(errors)
+
+
+def test_panel_options_validate_against_their_plugin_schema(grafana_schemas: Path) -> None:
+    """Each panel's `options` against its plugin's `Options` type: a misspelt option would be silently
+    ignored by Grafana, a missing one silently defaulted; both fail here."""
+    for panel in panels():
+        path = grafana_schemas / f"panel-{panel['type']}.options.schema.json"
+        assert path.exists(), (
+            f"no schema for panel type {panel['type']!r}: add it to PANEL_TYPES in {BUILD_SCHEMA}"
+        )
+        validator = Draft7Validator(json.loads(path.read_text()))
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(panel["options"])]
+        assert not errors, f"panel {panel['title']!r}:\n" + "\n".join(errors)
+    stat = json.loads((grafana_schemas / "panel-stat.options.schema.json").read_text())
+    assert not Draft7Validator(stat).is_valid({**panels()[0]["options"], "colourMode": "value"})
 
 
 def test_the_grafana_schema_is_strict(grafana_schema: dict[str, Any]) -> None:
