@@ -266,8 +266,8 @@ def test_grafana_provisioning_and_dashboard() -> None:
 
     dashboard = json.loads((DEPLOY / "grafana/dashboards/kairos.json").read_text())
     assert dashboard["uid"] and dashboard["title"]
-    panels = dashboard["panels"]
-    assert len({p["id"] for p in panels}) == len(panels)
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]  # rows only group panels
     for panel in panels:
         assert panel["targets"], f"panel {panel['title']!r} has no target"
         for target in panel["targets"]:
@@ -285,7 +285,32 @@ def test_grafana_provisioning_and_dashboard() -> None:
         "dead letters",
         "model version",
         "state size",
+        "recovery",
+        "rebalances",
+        "erasures and expiries",
+        "tick errors",
     ):
         assert topic in titles, f"no panel about {topic}"
     exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.99," in exprs
+
+
+def test_readme_says_how_to_bring_up_compose_and_what_to_open() -> None:
+    """The README's compose section names the commands and the addresses compose really publishes."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Run it with Docker Compose")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    assert "docker compose up -d --build" in section
+    assert ".kairos/models/current" in section  # the workers need a model to become ready
+    services = compose()["services"]
+    published = {
+        name: {str(p).split(":")[0] for p in service.get("ports", [])} for name, service in services.items()
+    }
+    assert published["grafana"] == {"3000"} and "http://localhost:3000" in section
+    assert published["prometheus"] == {"9090"} and "http://localhost:9090" in section
+    assert published["kafka"] == {"29092"} and "localhost:29092" in section
+    assert "worker" not in {n for n, ports in published.items() if ports}
+    assert env_of(services["worker"])["KAIROS_WORKER__WEB_HOST"] == "0.0.0.0"
+    assert "KAIROS_WORKER__WEB_HOST=0.0.0.0" in section
+    home = env_of(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.endswith("/kairos.json") and "home page" in section
