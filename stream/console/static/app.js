@@ -25,7 +25,8 @@ function fmtShortTime(ts) {
 function fmtDuration(seconds) {
   if (!(seconds > 0)) return "expired";
   const h = Math.floor(seconds / 3600), m = Math.round((seconds % 3600) / 60);
-  return h ? `${h} h ${m} min` : `${m} min`;
+  if (!h) return `${m} min`;
+  return m ? `${h} h ${m} min` : `${h} h`;
 }
 const pct = (x) => (100 * x).toFixed(1) + " %";
 const num = (x) => Number(x).toLocaleString("en-US");
