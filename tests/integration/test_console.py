@@ -124,8 +124,16 @@ def browser(chromium: str, tmp_path: Path) -> Iterator[Browser]:
     b.close()
 
 
+PUSH_ROWS = "document.querySelectorAll('#pushes tbody tr')"
+
+
+def _texts(selector: str) -> str:
+    """A JavaScript expression: the text of every element ``selector`` matches."""
+    return f"[...document.querySelectorAll('{selector}')].map(e => e.textContent)"
+
+
 def _rows(browser: Browser) -> int:
-    return int(browser.evaluate("document.querySelectorAll('#pushes tbody tr').length"))
+    return int(browser.evaluate(f"{PUSH_ROWS}.length"))
 
 
 def test_the_page_shows_pushes_decisions_and_outcomes_live_without_a_reload(
@@ -146,7 +154,7 @@ def test_the_page_shows_pushes_decisions_and_outcomes_live_without_a_reload(
         wait_for(console.healthy, 30, what="the console to answer")
 
         browser.navigate(console.url)
-        browser.wait_for("window.kairosConsole && window.kairosConsole.messages >= 1", 20, what="first update")
+        browser.wait_for("window.kairosConsole && window.kairosConsole.messages >= 1", 20, "first update")
         browser.evaluate("window.__loadedOnce = 'still-here'; true")
         assert _rows(browser) == 0
         assert browser.evaluate("document.getElementById('live-text').textContent") == "live"
@@ -155,8 +163,8 @@ def test_the_page_shows_pushes_decisions_and_outcomes_live_without_a_reload(
         first = _users("u-w1", 3, holdout=False)
         held_out = _users("u-h", 1, holdout=True)
         produce(broker, topics.events, _views(first + held_out, items[3], T0))
-        browser.wait_for(f"document.querySelectorAll('#pushes tbody tr').length >= {len(first)}", 60, "wave 1")
-        shown = browser.evaluate("[...document.querySelectorAll('#pushes tbody tr')].map(r => r.textContent)")
+        browser.wait_for(f"{PUSH_ROWS}.length >= {len(first)}", 60, "wave 1")
+        shown = browser.evaluate(_texts("#pushes tbody tr"))
         assert all(any(u in row for row in shown) for u in first)
         assert not any(held_out[0] in row for row in shown)  # the holdout user got nothing
         assert any("in session" in row and "≥" in row for row in shown)  # trigger and score vs threshold
@@ -181,7 +189,7 @@ def test_the_page_shows_pushes_decisions_and_outcomes_live_without_a_reload(
         produce(broker, topics.events, [(target_user.encode(), e) for e in feedback])
 
         total = len(first) + len(second)
-        browser.wait_for(f"document.querySelectorAll('#pushes tbody tr').length >= {total}", 60, "wave 2")
+        browser.wait_for(f"{PUSH_ROWS}.length >= {total}", 60, "wave 2")
         browser.wait_for(
             f"(document.querySelector('#pushes tbody tr[data-push-id=\"{push_id}\"]')||{{dataset:{{}}}})"
             ".dataset.status === 'open click purchase'",
@@ -189,16 +197,14 @@ def test_the_page_shows_pushes_decisions_and_outcomes_live_without_a_reload(
             "the first push's outcome to update in place",
         )
         browser.wait_for(
-            "[...document.querySelectorAll('#decisions tbody tr.o-held')].some(r => r.textContent.includes('quiet'))",
+            f"{_texts('#decisions tbody tr.o-held')}.some(text => text.includes('quiet'))",
             30,
             "a decision held for quiet hours",
         )
-        reasons = browser.evaluate("[...document.querySelectorAll('#reasons tbody tr')].map(r => r.textContent)")
+        reasons = browser.evaluate(_texts("#reasons tbody tr"))
         print("held and suppressed on the page:", reasons)
         assert any(r.startswith("held") and "quiet hours" in r for r in reasons)
-        row = browser.evaluate(
-            "[...document.querySelectorAll('#triggers tbody tr[data-trigger=in_session] td')].map(c => c.textContent)"
-        )
+        row = browser.evaluate(_texts("#triggers tbody tr[data-trigger=in_session] td"))
         assert row[1:6] == [str(total), "1", "1", "0", "1"]  # pushes, opens, clicks, dismissed, purchases
         assert row[6] == "50.00"  # revenue: 2 x 25.00
         holdout = browser.evaluate("document.getElementById('holdout').textContent")
@@ -208,6 +214,7 @@ def test_the_page_shows_pushes_decisions_and_outcomes_live_without_a_reload(
         assert browser.evaluate("window.__loadedOnce") == "still-here"
         assert browser.evaluate("performance.getEntriesByType('navigation').length") == 1
         assert browser.evaluate("window.kairosConsole.messages") >= 3
+        assert browser.evaluate("document.getElementById('live-text').textContent") == "live"
         navigations = [
             e for e in browser.events
             if e["method"] == "Page.frameNavigated" and not e["params"]["frame"].get("parentId")

@@ -144,9 +144,8 @@ class Browser:
         """Save a PNG of the whole page to ``path``."""
         size = self.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
         width, height = int(size[0]), min(int(size[1]), 4000)
-        self.call(
-            "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
-        )
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        self.call("Emulation.setDeviceMetricsOverride", **metrics)
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))

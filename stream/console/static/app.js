@@ -161,6 +161,13 @@ function renderAggregates(msg) {
   $("lift").textContent = h.lift === null
     ? (h.share > 0 ? "Purchases per user: not enough holdout purchases yet." : "No holdout configured (share 0).")
     : `Purchases per user, treated vs holdout: ${h.lift >= 0 ? "+" : ""}${(100 * h.lift).toFixed(1)} %`;
+  if (h.lift !== null && h.holdout.purchases < 30) {
+    const caveat = document.createElement("span");
+    caveat.className = "caveat";
+    caveat.textContent = ` (from ${h.holdout.purchases} holdout purchase${h.holdout.purchases === 1 ? "" : "s"}:`
+      + " too few to trust)";
+    $("lift").appendChild(caveat);
+  }
 
   fill($("reasons").tBodies[0], msg.decision_counts.filter((d) => d.outcome !== "emitted")
     .sort((a, b) => b.count - a.count), (tr, d) => {
