@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from stream.console.feed import ConsoleFeed
 from stream.settings import Settings
 
 log = logging.getLogger("kairos.console")
+
+MISSING_TOPIC_RETRY_SECONDS = 10.0  # a topic not there yet is looked for again this often
 
 
 def _decode(raw: bytes | None) -> dict[str, Any] | None:
@@ -40,6 +43,7 @@ class TopicReader(threading.Thread):
         self.stop_event = threading.Event()
         self.assigned = threading.Event()  # set once the partitions are assigned
         self.error: str | None = None  # the last consumer error, shown on the page
+        self.missing_topics: list[str] = []  # topics not found (yet), shown on the page
         t = settings.topics
         self.handlers: dict[str, Callable[[dict[str, Any]], object]] = {
             t.pushes: feed.on_push,
@@ -62,25 +66,34 @@ class TopicReader(threading.Thread):
             }
         )
 
-    def _assign(self, consumer: Consumer) -> None:
+    def _assign(self, consumer: Consumer, topics: set[str]) -> set[str]:
+        """Add ``topics``' partitions to the assignment; returns the topics not found (tried again later)."""
         start = OFFSET_BEGINNING if self.settings.console.start == "earliest" else OFFSET_END
         partitions: list[TopicPartition] = []
-        for topic in self.handlers:
+        missing: set[str] = set()
+        for topic in sorted(topics):
             metadata = consumer.list_topics(topic, timeout=15)
             found = metadata.topics.get(topic)
             if found is None or found.error is not None or not found.partitions:
-                log.warning("console: topic %s not found; not shown", topic)
+                missing.add(topic)
                 continue
             partitions += [TopicPartition(topic, p, start) for p in sorted(found.partitions)]
-        consumer.assign(partitions)
-        self.assigned.set()
+        if partitions:
+            consumer.incremental_assign(partitions)
+        return missing
 
     def run(self) -> None:
         """Read until :attr:`stop_event` is set."""
         consumer = self._consumer()
         try:
-            self._assign(consumer)
+            missing = self._assign(consumer, set(self.handlers))
+            self.assigned.set()
+            retry_at = time.monotonic() + MISSING_TOPIC_RETRY_SECONDS
             while not self.stop_event.is_set():
+                if missing and time.monotonic() >= retry_at:  # created after the console started
+                    missing = self._assign(consumer, missing)
+                    retry_at = time.monotonic() + MISSING_TOPIC_RETRY_SECONDS
+                self.missing_topics = sorted(missing)
                 for msg in consumer.consume(1_000, timeout=0.2):
                     err = msg.error()
                     if err is not None:

@@ -86,6 +86,7 @@ class ConsoleServer:
             "audit_hint": "KAIROS_WORKER__AUDIT_DECISIONS=true",
             "reader_error": self.reader.error if self.reader is not None else None,
             "reader_alive": self.reader.is_alive() if self.reader is not None else False,
+            "missing_topics": self.reader.missing_topics if self.reader is not None else [],
             "server_time": time.time(),
         }
 

@@ -185,7 +185,9 @@ function renderAggregates(msg) {
   $("n-dead").textContent = num(msg.read.dead_letters);
   $("last-event").textContent = fmtTime(msg.last_event_ts);
   $("window").textContent = num(msg.window);
-  const err = msg.meta && msg.meta.reader_error;
+  const missing = msg.meta && msg.meta.missing_topics && msg.meta.missing_topics.length
+    ? `topics not found (yet): ${msg.meta.missing_topics.join(", ")}` : "";
+  const err = (msg.meta && msg.meta.reader_error) || missing;
   $("reader-error").hidden = !err;
   $("reader-error").textContent = err ? "Topic reader: " + err : "";
 }
