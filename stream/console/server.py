@@ -9,8 +9,9 @@ Serves, on ``console.host:console.port`` (loopback by default):
 - ``/api/state?after=SEQ``: the same as one JSON answer (for scripts, or a browser without SSE);
 - ``/healthz``: ``ok`` while the topic reader runs.
 
-Bounded: at most ``console.max_clients`` live streams at once (more get 503), each request's socket
-times out, and the feed itself holds only its bounded window and aggregates.
+Bounded: at most ``console.max_clients`` live streams at once (more get 503), at most 8 other
+connections besides, each request's socket times out, and the feed holds only its bounded window and
+aggregates.
 """
 
 from __future__ import annotations
@@ -39,7 +40,45 @@ STATIC: dict[str, str] = {
 }
 # Everything the page needs comes from this server; inline scripts and other origins are refused.
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'"
+EXTRA_CONNECTIONS = 8  # connections served at once besides the live streams (page, assets, /api/state)
 PING_SECONDS = 15.0  # an SSE comment this often keeps proxies and the browser from closing an idle stream
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading HTTP server with a cap on connections served at once (each holds a thread).
+
+    Past the cap a connection gets ``503`` from the accepting thread and is closed: a flood of slow
+    clients costs no thread each.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], cap: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(cap)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(0.5)
+                request.sendall(
+                    b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def _static(name: str) -> bytes:
@@ -62,8 +101,8 @@ class ConsoleServer:
         self.reader = TopicReader(settings, self.feed) if read_topics else None
         self.stop_event = threading.Event()
         self.clients = threading.BoundedSemaphore(c.max_clients)
-        self.httpd = ThreadingHTTPServer((c.host, c.port), _handler(self))
-        self.httpd.daemon_threads = True
+        # Live pages hold a connection each; a few more serve assets and API calls meanwhile.
+        self.httpd = _BoundedServer((c.host, c.port), _handler(self), c.max_clients + EXTRA_CONNECTIONS)
         self._thread: threading.Thread | None = None
 
     @property

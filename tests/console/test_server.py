@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -92,3 +93,21 @@ def test_the_event_stream_sends_the_window_then_changes_and_is_bounded(console: 
         assert not update["reset"]
         assert [(p["push_id"], p["status"]) for p in update["pushes"]] == [("p1", ["open"])]
         assert update["triggers"]["in_session"]["opens"] == 1
+
+
+def test_idle_connections_past_the_cap_are_refused_without_a_thread(console: ConsoleServer):
+    from stream.console.server import EXTRA_CONNECTIONS
+
+    host, port = console.httpd.server_address[:2]
+    idle = [socket.create_connection((str(host), port), timeout=5) for _ in range(1 + EXTRA_CONNECTIONS)]
+    try:
+        time.sleep(0.3)  # let the server accept them all (each now holds a thread, waiting for a request)
+        status, _, _ = _get(console.url)
+        assert status == 503
+    finally:
+        for s in idle:
+            s.close()
+    deadline = time.monotonic() + 5
+    while _get(console.url)[0] != 200:  # the slots come back once the idle clients are gone
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
