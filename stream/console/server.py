@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -262,7 +263,7 @@ def console_main(argv: list[str]) -> int:
         settings.console.start = "earliest"
     if not settings.kafka.bootstrap_servers:
         print(
-            "kairos console: set KAIROS_KAFKA__BOOTSTRAP_SERVERS (the cluster the workers write)", flush=True
+            "kairos console: set KAIROS_KAFKA__BOOTSTRAP_SERVERS (the cluster the workers write)", file=sys.stderr
         )
         return 2
     console = ConsoleServer(settings).start()
