@@ -263,7 +263,7 @@ def console_main(argv: list[str]) -> int:
         settings.console.start = "earliest"
     if not settings.kafka.bootstrap_servers:
         print(
-            "kairos console: set KAIROS_KAFKA__BOOTSTRAP_SERVERS (the cluster the workers write)", file=sys.stderr
+            "kairos console: set KAIROS_KAFKA__BOOTSTRAP_SERVERS (the workers' cluster)", file=sys.stderr
         )
         return 2
     console = ConsoleServer(settings).start()
