@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # System packages the test suite needs, from Debian: a real Prometheus server and promtool, and the
 # openssl command line (test certificates for the TLS/SASL tests); best-effort a compose client
-# (validates docker-compose.yml without a Docker engine). Idempotent: installs what is missing.
+# (validates docker-compose.yml without a Docker engine) and headless Chromium (the console's browser
+# test drives it over the DevTools protocol: no chromedriver needed). Idempotent: installs what is
+# missing, and exits at once when nothing is.
 set -euo pipefail
 missing=()
 { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-# Checked on its own (not only when prometheus is missing), so a machine that already has prometheus
-# still gets a compose validator; see the compose block at the end.
+# The best-effort ones are checked on their own too, so a machine that already has prometheus still
+# gets them.
 has_compose() { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; }
 need_compose=0
 has_compose || need_compose=1
-if [ "${#missing[@]}" = 0 ] && [ "$need_compose" = 0 ]; then
+need_chromium=0
+command -v chromium >/dev/null 2>&1 || need_chromium=1
+if [ "${#missing[@]}" = 0 ] && [ "$need_compose" = 0 ] && [ "$need_chromium" = 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
-  echo "install-test-deps: need root (or sudo) to apt-get install ${missing[*]} (and a compose client); tests needing them will skip" >&2
+  echo "install-test-deps: need root (or sudo) to apt-get install ${missing[*]:-} (and compose, chromium); tests needing them will skip" >&2
   exit 0
 fi
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -37,4 +41,10 @@ if [ "$need_compose" = 1 ]; then
     fi
   done
   has_compose || echo "install-test-deps: no compose client installable; test_docker_compose_config will skip" >&2
+fi
+
+# --- headless Chromium (tests/integration/test_console.py) -----------------------------------------
+if [ "$need_chromium" = 1 ]; then
+  $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+    || echo "install-test-deps: chromium not installable; the console's browser test skips" >&2
 fi

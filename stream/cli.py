@@ -1,4 +1,4 @@
-"""The ``kairos`` command: worker, demo, simulate, train, evaluate, settings, schema.
+"""The ``kairos`` command: worker, demo, console, simulate, train, evaluate, settings, schema.
 
 Subcommands import what they need only when run, so ``kairos --help`` is instant.
 """
@@ -25,6 +25,7 @@ commands:
   simulate   run the simulated shop against a broker, replay a dataset, or write events to a file
   train      train a GRU session model from event logs        (kairos train --help)
   evaluate   evaluate a model and the baselines on test data   (kairos evaluate --help)
+  console    serve the live page for marketing: pushes, decisions, outcomes (kairos console --help)
   erase      erase users on request (GDPR): a consent tombstone per user id (kairos erase --help)
   settings   print the effective settings (secrets masked)
   schema     print the JSON Schemas of the wire contract
@@ -73,6 +74,12 @@ def _demo(argv: list[str]) -> int:
     from stream.demo import demo_main
 
     return demo_main(argv)
+
+
+def _console(argv: list[str]) -> int:
+    from stream.console.server import console_main
+
+    return console_main(argv)
 
 
 def _simulate(argv: list[str]) -> int:
@@ -184,6 +191,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "settings": _settings,
     "schema": _schema,
     "erase": _erase,
+    "console": _console,
 }
 
 

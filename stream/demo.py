@@ -3,8 +3,9 @@
 1. starts the embedded broker (unless ``KAIROS_KAFKA__BOOTSTRAP_SERVERS`` names one) and the topics;
 2. makes sure a model is there: on first run it simulates a few days of the shop offline, trains a
    quick GRU model on them (about a minute) and installs it in ``model.dir``;
-3. starts the worker as a separate process, and the simulated shop (live events, catalog and
-   promotion changes, consent, and responses to the pushes it receives);
+3. starts the worker as a separate process (writing its decisions to the audit topic), the live page
+   for marketing (``kairos console``, in this process; its address is printed), and the simulated
+   shop (live events, catalog and promotion changes, consent, and responses to the pushes it receives);
 4. prints each push as it is emitted, plus a few malformed events' trip to the dead-letter topic;
 5. after ``KAIROS_DEMO_SECONDS`` (or Ctrl-C) stops everything and prints a one-line JSON summary.
 """
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
@@ -30,6 +31,9 @@ from stream.broker import EmbeddedBroker, free_port, wait_for_port
 from stream.contract import DeadLetter, Push
 from stream.settings import Settings
 from stream.topics import ensure_topics
+
+if TYPE_CHECKING:
+    from stream.console.server import ConsoleServer
 
 # Malformed inputs the demo sends now and then, to show the dead-letter path.
 MALFORMED: list[bytes] = [
@@ -183,6 +187,20 @@ def _scrape(port: int) -> dict[str, float]:
     return totals
 
 
+def _start_console(settings: Settings) -> ConsoleServer:
+    """The console page on ``console.port`` (a free port when that one is taken), reading from the start."""
+    from stream.console.server import ConsoleServer
+
+    settings = settings.model_copy(deep=True)
+    settings.console.start = "earliest"  # the demo's topics are new: show everything from the first push
+    try:
+        return ConsoleServer(settings).start()
+    except OSError as exc:
+        _say(f"[demo] console port {settings.console.port} unavailable ({exc.strerror}); using a free one")
+        settings.console.port = 0
+        return ConsoleServer(settings).start()
+
+
 def demo_main(argv: list[str]) -> int:
     """Run the demo; returns the exit code."""
     parser = argparse.ArgumentParser(prog="kairos demo", description=__doc__.split("\n\n")[0])
@@ -197,6 +215,7 @@ def demo_main(argv: list[str]) -> int:
     worker: subprocess.Popen[bytes] | None = None
     sim = None
     tail = None
+    console: ConsoleServer | None = None
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -213,6 +232,8 @@ def demo_main(argv: list[str]) -> int:
         env = {
             # The simulated shop paces by event rate, so its clock runs ahead of the wall clock.
             "KAIROS_WORKER__MAX_FUTURE_SKEW_SECONDS": "1e9",
+            # The console shows held and suppressed decisions from the audit topic.
+            "KAIROS_WORKER__AUDIT_DECISIONS": "true",
             **os.environ,
             "KAIROS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "KAIROS_WORKER__WEB_PORT": str(web_port),
@@ -224,6 +245,8 @@ def demo_main(argv: list[str]) -> int:
             f"health at /healthz and /readyz"
         )
         wait_for_port("127.0.0.1", web_port, 60)
+        console = _start_console(settings)
+        _say(f"[demo] live page for marketing (kairos console) at {console.url}")
 
         from stream.sim_runner import ShopSimulator
         from stream.simulator import SimConfig
@@ -276,6 +299,8 @@ def demo_main(argv: list[str]) -> int:
         if tail is not None:
             tail.stop_event.set()
             tail.join(5)
+        if console is not None:
+            console.stop()
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:

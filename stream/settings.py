@@ -225,6 +225,28 @@ class LogConfig(BaseModel):
     json_format: bool = Field(False, description="Write logs as JSON lines (one object per record).")
 
 
+class ConsoleConfig(BaseModel):
+    """The live page for marketing (``kairos console``; docs/console.md)."""
+
+    host: str = Field("127.0.0.1", description="Address the console page is served on (loopback by default).")
+    port: int = Field(8010, ge=0, le=65535, description="Port of the console page (0 picks a free one).")
+    start: Literal["latest", "earliest"] = Field(
+        "latest", description="Where the console starts reading the topics: 'latest' (now on) or 'earliest'."
+    )
+    window: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Recent pushes, decisions and dead letters kept and shown (the only user data held).",
+    )
+    attribution_pushes: int = Field(
+        20_000, ge=1, description="Recent pushes remembered (digests) to attribute opens, clicks, purchases."
+    )
+    update_seconds: float = Field(0.5, gt=0.0, description="How often an open page is sent what changed.")
+    max_clients: int = Field(8, ge=1, description="Most pages open at once; more are refused (503).")
+    dead_letters: bool = Field(True, description="Also read the dead-letter topic and show refused inputs.")
+
+
 class Settings(BaseSettings):
     """All of Kairos's configuration. Read from ``KAIROS_*`` environment variables and ``.env``."""
 
@@ -247,6 +269,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
 
 @lru_cache(maxsize=1)

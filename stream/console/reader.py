@@ -1,0 +1,121 @@
+"""Follows Kairos's topics with confluent-kafka and feeds :class:`stream.console.feed.ConsoleFeed`.
+
+One consumer, partitions assigned directly (no consumer group: nothing to join, nothing committed,
+any number of consoles can read side by side without taking partitions from the workers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+
+from stream.console.feed import ConsoleFeed
+from stream.settings import Settings
+
+log = logging.getLogger("kairos.console")
+
+MISSING_TOPIC_RETRY_SECONDS = 10.0  # a topic not there yet is looked for again this often
+
+
+def _decode(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):  # includes UnicodeDecodeError
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class TopicReader(threading.Thread):
+    """A daemon thread reading pushes, push-decisions, events and dead-letters into a feed."""
+
+    def __init__(self, settings: Settings, feed: ConsoleFeed) -> None:
+        super().__init__(name="kairos-console-reader", daemon=True)
+        self.settings = settings
+        self.feed = feed
+        self.stop_event = threading.Event()
+        self.assigned = threading.Event()  # set once the partitions are assigned
+        self.error: str | None = None  # the last consumer error, shown on the page
+        self.missing_topics: list[str] = []  # topics not found (yet), shown on the page
+        t = settings.topics
+        self.handlers: dict[str, Callable[[dict[str, Any]], object]] = {
+            t.pushes: feed.on_push,
+            t.decisions: feed.on_decision,
+            t.events: feed.on_event,
+        }
+        if settings.console.dead_letters:
+            self.handlers[t.dead_letters] = feed.on_dead_letter
+
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            {
+                **self.settings.kafka.confluent_config(),
+                "group.id": "kairos-console",  # librdkafka wants one; never joined (partitions are assigned)
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": max(self.settings.kafka.fetch_max_wait_ms, 50),
+                "client.id": "kairos-console",
+            }
+        )
+
+    def _assign(self, consumer: Consumer, topics: set[str]) -> set[str]:
+        """Add ``topics``' partitions to the assignment; returns the topics not found (tried again later)."""
+        start = OFFSET_BEGINNING if self.settings.console.start == "earliest" else OFFSET_END
+        partitions: list[TopicPartition] = []
+        missing: set[str] = set()
+        for topic in sorted(topics):
+            metadata = consumer.list_topics(topic, timeout=15)
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                missing.add(topic)
+                continue
+            partitions += [TopicPartition(topic, p, start) for p in sorted(found.partitions)]
+        if partitions:
+            consumer.incremental_assign(partitions)
+        return missing
+
+    def run(self) -> None:
+        """Read until :attr:`stop_event` is set."""
+        consumer = self._consumer()
+        try:
+            missing = self._assign(consumer, set(self.handlers))
+            self.assigned.set()
+            retry_at = time.monotonic() + MISSING_TOPIC_RETRY_SECONDS
+            while not self.stop_event.is_set():
+                if missing and time.monotonic() >= retry_at:  # created after the console started
+                    missing = self._assign(consumer, missing)
+                    retry_at = time.monotonic() + MISSING_TOPIC_RETRY_SECONDS
+                self.missing_topics = sorted(missing)
+                for msg in consumer.consume(1_000, timeout=0.2):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            self.error = str(err)
+                            log.warning("console reader: %s", err)
+                        continue
+                    handler = self.handlers.get(msg.topic() or "")
+                    value = _decode(msg.value())
+                    if handler is None:
+                        continue
+                    if value is None:
+                        self.feed.skip()
+                        continue
+                    handler(value)
+        except Exception as exc:  # shown on the page; the server keeps serving what it has
+            self.error = f"reader stopped: {exc}"
+            log.exception("console reader stopped")
+        finally:
+            consumer.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading and wait for the thread."""
+        self.stop_event.set()
+        self.join(timeout)
