@@ -22,7 +22,8 @@ def test_applied_offsets_survive_a_restart_and_cover_dead_lettered_records() -> 
     out = engine.process([good, bad], store)
     assert len(out.dead_letters) == 1
     p = good.partition
-    assert b'"o":{"events":%d}' % bad.offset in store.get(p, META_ROW)  # persisted with the batch
+    meta = store.get(p, META_ROW)
+    assert meta is not None and b'"o":{"events":%d}' % bad.offset in meta  # persisted with the batch
 
     # A restarted (or another) worker recovers the partition from the store / changelog.
     recovered = make_engine(engine.settings)
