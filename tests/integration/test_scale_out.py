@@ -276,8 +276,9 @@ def test_a_group_with_kill9_restart_join_and_leave_decides_like_one_uninterrupte
     triggers = Counter(p.trigger for p in ref_pushes)
     assert triggers["in_session"] > 0 and triggers["cart_abandonment"] > 0, triggers
     assert not [p for p in ref_pushes if p.user_id in OPT_OUT_AT_START]
-    late = {u: T0 + SYNC_ROUND * ROUND_SECONDS - 1 for u in OPT_OUT_MID_STREAM}
-    assert not [p for p in ref_pushes if p.user_id in late and p.created_at > late[p.user_id]]
+    opted_out_at = T0 + SYNC_ROUND * ROUND_SECONDS - 1  # before the first event after the sync
+    before = [p for p in ref_pushes if p.user_id in OPT_OUT_MID_STREAM]
+    assert before and all(p.created_at < opted_out_at for p in before)
 
     # The same pushes, field for field.
     expected = {p.push_id: p for p in ref_pushes}
@@ -291,7 +292,9 @@ def test_a_group_with_kill9_restart_join_and_leave_decides_like_one_uninterrupte
     assert not differing, _explain(differing[0], ref_users, users)
     assert rows.keys() == ref_rows.keys()
     assert [k for k in ref_rows if rows[k] != ref_rows[k]] == []
-    # ... and each exactly once.
+    # ... and each exactly once: faust redelivers up to a second of records after every rebalance
+    # (it drops offsets acked since its last commit at revocation); the partition state's input
+    # offsets make the worker skip them (before that, 1-2 records were dead-lettered twice per run).
     twice = [letter for letter, n in Counter(letters).items() if n > 1]
     assert not twice, f"dead-lettered more than once: {twice}"
 
