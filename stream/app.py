@@ -476,15 +476,24 @@ class Worker:
                 await asyncio.sleep(0.1)
             if self._catalog_ready is not None and not self._catalog_ready.is_set():
                 await self._catalog_ready.wait()  # decisions need stock, prices and promotions
+            # faust forgets offsets acked since its last commit at every revocation (and a crash
+            # loses them too): records the state already accounts for come again. Skipping them
+            # keeps dead letters (which have no other dedupe) to one per malformed record.
+            fresh = [r for r in records if not self.engine.applied(r)]
+            if len(fresh) < len(records):
+                log.info("skipped %d redelivered records already applied", len(records) - len(fresh))
             started = time.perf_counter()
             txn = Transaction(self.store)
-            try:
-                outcome = self.engine.process(records, txn)
-            except Exception:
-                log.exception("a batch of %d records failed; retrying them one by one", len(records))
-                outcome = self._process_isolated(records)
+            if not fresh:
+                outcome = Outcome()
             else:
-                self._commit_or_die(outcome, txn)
+                try:
+                    outcome = self.engine.process(fresh, txn)
+                except Exception:
+                    log.exception("a batch of %d records failed; retrying them one by one", len(fresh))
+                    outcome = self._process_isolated(fresh)
+                else:
+                    self._commit_or_die(outcome, txn)
             elapsed = time.perf_counter() - started
             metrics.observe_events(outcome.events, elapsed / max(len(records), 1))
             metrics.observe_input_updates(consent=outcome.consent_updates)

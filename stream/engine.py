@@ -383,6 +383,7 @@ class Engine:
         topics = self.settings.topics
         work = _Work()
         for rec in records:
+            self.part(rec.partition).observe_offset(rec.topic, rec.offset)
             try:
                 if rec.topic == topics.consent:
                     consent = admit_consent(
@@ -425,6 +426,15 @@ class Engine:
             self._bookkeep(user, event, work.steps_of(event.user_id), work.ops_of(event.user_id), out)
         self._finish(work, txn, out)
         return out
+
+    def applied(self, rec: Inbound) -> bool:
+        """Whether ``rec`` was already applied to its partition's state (a redelivery to skip).
+
+        The partition's input offsets are written with the states of the batch that applied them,
+        so this holds across rebalances, restarts and moves to another worker.
+        """
+        part = self.parts.get(rec.partition)
+        return part is not None and part.applied(rec.topic, rec.offset)
 
     def _finish(self, work: _Work, txn: StateAccess, out: Outcome) -> None:
         """Pass 2 of the work gathered so far, then stage its states."""

@@ -11,7 +11,11 @@ on restarts, because the state is persisted with the partition and restored with
 - ``covisitation``, ``trending``, ``interest``: the candidate indexes, fed by the partition's events;
 - ``timers``: the pending timers of the partition's users (stored in each user's record, rebuilt here
   when the partition is loaded);
-- ``last_seen``: each user's last event time, for the inactive-user expiry.
+- ``last_seen``: each user's last event time, for the inactive-user expiry;
+- ``offsets``: per input topic, the highest offset of the partition applied (valid or dead-lettered).
+  Persisted with the batch's states, it lets the worker skip records redelivered after a rebalance
+  or a crash (faust drops offsets acked since its last commit at every revocation), so a malformed
+  record is dead-lettered once, not once per redelivery.
 
 Persistence: the indexes track the rows they changed; :meth:`PartitionState.drain` turns them into
 key/value writes that the engine stages in the batch's transaction, so they reach the changelog and
@@ -68,8 +72,10 @@ class PartitionState:
     timers: TimerQueue
     watermark: float = 0.0
     last_seen: dict[str, float] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
     users_loaded: int = 0  # user records found when the partition was loaded (for the logs)
     _watermark_stored: float = 0.0
+    _offsets_stored: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, partition: int, config: PolicyConfig) -> PartitionState:
@@ -89,6 +95,15 @@ class PartitionState:
             return True
         return False
 
+    def observe_offset(self, topic: str, offset: int) -> None:
+        """Note that the record at ``offset`` of ``topic`` (this partition) is being applied."""
+        if offset > self.offsets.get(topic, -1):
+            self.offsets[topic] = offset
+
+    def applied(self, topic: str, offset: int) -> bool:
+        """Whether the record at ``offset`` of ``topic`` was already applied (a redelivery)."""
+        return offset <= self.offsets.get(topic, -1)
+
     # -- persistence ----------------------------------------------------------------------------
 
     def drain(self) -> dict[bytes, bytes | None]:
@@ -104,16 +119,18 @@ class PartitionState:
         for (item, user), value in self.interest.drain_changes().items():
             writes[_pair_key(INTEREST_PREFIX, item, user)] = None if value is None else _encode(value)
             changed = True
-        if changed or self.watermark != self._watermark_stored:
+        if changed or self.watermark != self._watermark_stored or self.offsets != self._offsets_stored:
             writes[META_ROW] = _encode(
                 {
                     "w": self.watermark,
                     "c": self.covisitation.meta(),
                     "t": self.trending.meta(),
                     "n": self.interest.meta(),
+                    "o": self.offsets,
                 }
             )
             self._watermark_stored = self.watermark
+            self._offsets_stored = dict(self.offsets)
         return writes
 
     @classmethod
@@ -147,6 +164,8 @@ class PartitionState:
         state.trending.restore(meta.get("t", {}), trending)
         state.interest.restore(meta.get("n", {}), interest)
         state.watermark = state._watermark_stored = float(meta.get("w", 0.0))
+        state.offsets = {str(topic): int(offset) for topic, offset in meta.get("o", {}).items()}
+        state._offsets_stored = dict(state.offsets)
         if "w" not in meta and state.last_seen:  # a store written before partition rows existed
             state.watermark = max(state.last_seen.values())
         n = 0

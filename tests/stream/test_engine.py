@@ -10,7 +10,7 @@ import pytest
 
 from stream.contract import Push, push_id, to_json_bytes
 from stream.engine import TYPE_INDEX, Engine, Inbound, Outcome
-from stream.partition_state import PartitionState
+from stream.partition_state import META_ROW, PartitionState
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
     ITEMS,
@@ -215,11 +215,12 @@ def test_record_keyed_by_another_user_is_a_key_mismatch() -> None:
     out = engine.process([wrong], store)
     assert [d.reason for d in out.dead_letters] == ["key_mismatch"]
     assert out.dead_letters[0].original_key == "u2"
-    assert store.data == {}  # neither user's state was touched
+    # Neither user's state was touched (only the partition's applied offsets, see stream.partition_state).
+    assert set(store.data) == {(wrong.partition, META_ROW)}
     consent = record(b'{"user_id": "u1", "opted_in": false, "ts": 1717236000.0}', "u1", "consent", b"u3")
     out = engine.process([consent], store)
     assert [(d.reason, d.source_topic) for d in out.dead_letters] == [("key_mismatch", "consent")]
-    assert out.consent_updates == 0 and store.data == {}
+    assert out.consent_updates == 0 and set(store.data) == {(wrong.partition, META_ROW)}
 
 
 # -- consent and the threshold ---------------------------------------------------------------------
