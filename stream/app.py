@@ -645,8 +645,12 @@ class Worker:
                 break
         txn = Transaction(self.store)
         outcome = Outcome()
+        # The first full read of the catalog (at every start) is a bootstrap, not a change: it fills
+        # the view and announces nothing, or a restarted worker would take every promoted item for a
+        # new promotion (it has no previous version to compare with).
+        announce = self._catalog_ready is not None and self._catalog_ready.is_set()
         if catalog:
-            applied = self._apply_catalog_safely(catalog, txn)
+            applied = self._apply_catalog_safely(catalog, txn, announce)
             metrics.observe_input_updates(catalog=applied.catalog_updates)
             outcome.extend(applied)
         if caught_up and self._catalog_ready is not None and not self._catalog_ready.is_set():
@@ -666,7 +670,7 @@ class Worker:
         metrics.TICK_ERRORS.labels(stage).inc()
         log.exception("tick stage %s failed; the tick goes on", stage)
 
-    def _apply_catalog_safely(self, records: list[Inbound], txn: Transaction) -> Outcome:
+    def _apply_catalog_safely(self, records: list[Inbound], txn: Transaction, announce: bool) -> Outcome:
         """Apply catalog records; one the engine fails on is dead-lettered (``processing_error``).
 
         Like :meth:`_process_isolated` for events: the batch first, then one at a time, so a bad
@@ -674,14 +678,14 @@ class Worker:
         """
         assert self.engine is not None
         try:
-            return self.engine.apply_catalog(records, txn)
+            return self.engine.apply_catalog(records, txn, announce)
         except Exception:  # noqa: BLE001
             self._tick_error("catalog")
         txn.writes.clear()  # the failed attempt may have staged part of the batch
         outcome = Outcome()
         for rec in records:
             try:
-                outcome.extend(self.engine.apply_catalog([rec], txn))
+                outcome.extend(self.engine.apply_catalog([rec], txn, announce))
             except Exception as exc:  # noqa: BLE001 - isolate whatever failed
                 log.exception(
                     "catalog record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset

@@ -922,8 +922,11 @@ class Engine:
 
     # -- catalog and timers ---------------------------------------------------------------------
 
-    def apply_catalog(self, records: Sequence[Inbound], txn: StateAccess) -> Outcome:
+    def apply_catalog(self, records: Sequence[Inbound], txn: StateAccess, announce: bool = True) -> Outcome:
         """Fold catalog updates into the view and reach interested users of owned partitions.
+
+        With ``announce`` False (the worker's first read of the whole catalog) the view is filled
+        and nothing is fired: a bootstrap is not a change.
 
         A tombstone (no value) removes the item: it is never pushed again, and pushes held for it
         are suppressed when they come due. Each owned partition judges a change at its own clock
@@ -961,6 +964,8 @@ class Engine:
             previous = self.catalog.get(update.item_id)
             self.catalog[update.item_id] = update
             self.promotions.update(update)
+            if not announce:
+                continue
             for partition in sorted(self.owned):
                 asks += self._catalog_asks(txn, partition, previous, update, users)
         if asks:

@@ -262,9 +262,7 @@ def console_main(argv: list[str]) -> int:
     if args.from_beginning:
         settings.console.start = "earliest"
     if not settings.kafka.bootstrap_servers:
-        print(
-            "kairos console: set KAIROS_KAFKA__BOOTSTRAP_SERVERS (the workers' cluster)", file=sys.stderr
-        )
+        print("kairos console: set KAIROS_KAFKA__BOOTSTRAP_SERVERS (the workers' cluster)", file=sys.stderr)
         return 2
     console = ConsoleServer(settings).start()
     print(f"kairos console: {console.url}", flush=True)

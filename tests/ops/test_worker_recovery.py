@@ -205,10 +205,10 @@ def test_the_tick_survives_a_failing_catalog_record_and_failing_timers(
     poison = Inbound("catalog", 0, 1, b"new-2", to_json_bytes(catalog_entry("new-2")))
     original = engine.apply_catalog
 
-    def apply_catalog(records: Any, txn: Any) -> Outcome:
+    def apply_catalog(records: Any, txn: Any, announce: bool = True) -> Outcome:
         if any(r.offset == 1 for r in records):
             raise RecursionError("maximum recursion depth exceeded")  # a bug, not bad input
-        return original(records, txn)
+        return original(records, txn, announce)
 
     def tick(txn: Any) -> Outcome:
         raise RuntimeError("timer bug")

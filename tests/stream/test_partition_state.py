@@ -309,3 +309,32 @@ def test_reconciling_recovered_pushes_keeps_the_users_timers() -> None:
     after = store.user("user1")
     assert [r.push_id for r in after.policy.pushes] == [out.pushes[0][1].push_id]
     assert after.timers == before.timers != []
+
+
+def test_the_catalog_bootstrap_announces_nothing() -> None:
+    # A restarted worker reads the whole catalog again: items on promotion are not new promotions.
+    from stream.contract import CatalogUpdate, Promotion
+
+    engine = make_engine(make_settings(trigger_thresholds={"promotion_start": 0.0}, min_threshold=0.0))
+    store = DictState()
+    engine.process([ev("v1", "user1", "view", "i1", T0)], store)
+    promo = Promotion(promotion_id="p1", discount=0.2, starts_at=T0 - 60, ends_at=T0 + 86_400)
+    entry = CatalogUpdate(
+        item_id="i1",
+        title="Item i1",
+        category="cat-i1",
+        price=100.0,
+        stock=5,
+        promotion=promo,
+        updated_at=T0 + 5,
+    )
+    fresh = restarted(engine, store, set(range(PARTITIONS)))
+    fresh.catalog.clear()
+    quiet = fresh.apply_catalog([catalog_record(entry)], store, announce=False)
+    p = partition_for("user1", PARTITIONS)
+    assert quiet.pushes == [] and quiet.catalog_updates == 1 and fresh.catalog["i1"] == entry
+    assert fresh.part(p).timers.timers_for("user1") == []
+    # The same change, announced (a live catalog update), reaches the interested user.
+    live = restarted(engine, store, set(range(PARTITIONS)))
+    out = live.apply_catalog([catalog_record(entry)], store)
+    assert [(pp.user_id, pp.trigger) for _, pp in out.pushes] == [("user1", "promotion_start")]
