@@ -526,6 +526,7 @@ class Worker:
                 log.exception("record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset)
                 self._reload_partitions({rec.partition})
                 txn = Transaction(self.store)
+                self.engine.mark_applied(rec, txn)  # dead-lettered once, not again on a redelivery
                 error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
                 outcome = Outcome()
                 outcome.dead_letters.append(

@@ -427,6 +427,13 @@ class Engine:
         self._finish(work, txn, out)
         return out
 
+    def mark_applied(self, rec: Inbound, txn: StateAccess) -> None:
+        """Record ``rec`` as applied without applying it (it was dead-lettered by the caller)."""
+        part = self.part(rec.partition)
+        part.observe_offset(rec.topic, rec.offset)
+        for key, value in part.drain().items():
+            txn.put(rec.partition, key, value)
+
     def applied(self, rec: Inbound) -> bool:
         """Whether ``rec`` was already applied to its partition's state (a redelivery to skip).
 

@@ -61,7 +61,9 @@ def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(
     assert letter.original_bytes() == records[1].value and "bug on i3" in letter.error
     assert outcome.events[("view", "processed")] == 2
     assert len(committed) == 3  # each record on its own
-    assert committed[1] == (["processing_error"], set())  # the failed record staged nothing
+    # The failed record staged nothing but its partition's applied offset.
+    assert committed[1] == (["processing_error"], {b"\x00p"})
+    assert worker.engine.applied(records[1])
     assert b"alice" in committed[0][1] and b"carol" in committed[2][1]
     # The failed attempt's in-memory changes are gone: the engine holds what the store holds.
     bob_partition = records[1].partition
