@@ -36,8 +36,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream import metrics
-from stream.contract import ContractError, Push, dead_letter, to_json_bytes
-from stream.engine import Engine, Inbound, Outcome
+from stream.contract import ContractError, Push, to_json_bytes
+from stream.engine import Engine, Inbound, Outcome, refused
 from stream.kafka_io import DeliveryError, Outbox, consume_forever, replay_partitions
 from stream.model_reload import ModelWatcher
 from stream.security import faust_credentials
@@ -529,17 +529,7 @@ class Worker:
                 self.engine.mark_applied(rec, txn)  # dead-lettered once, not again on a redelivery
                 error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
                 outcome = Outcome()
-                outcome.dead_letters.append(
-                    dead_letter(
-                        rec.value,
-                        rec.key,
-                        error,
-                        rec.topic,
-                        rec.partition,
-                        rec.offset,
-                        max_original_bytes=self.settings.worker.dead_letter_max_original_bytes,
-                    )
-                )
+                outcome.dead_letters.append(refused(rec, error, self.settings))
                 outcome.events[("invalid", "dead_letter")] += 1
             self._commit_or_die(outcome, txn)
             total.extend(outcome)
@@ -692,9 +682,7 @@ class Worker:
                     "catalog record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset
                 )
                 error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
-                outcome.dead_letters.append(
-                    dead_letter(rec.value, rec.key, error, rec.topic, rec.partition, rec.offset)
-                )
+                outcome.dead_letters.append(refused(rec, error, self.settings))
         return outcome
 
     def _publish_gauges(self) -> None:

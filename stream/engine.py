@@ -102,6 +102,19 @@ class Inbound:
     value: bytes | None
 
 
+def refused(rec: Inbound, error: ContractError, settings: Settings) -> DeadLetter:
+    """The dead letter of an inbound record (its original bounded by the settings)."""
+    return dead_letter(
+        rec.value,
+        rec.key,
+        error,
+        rec.topic,
+        rec.partition,
+        rec.offset,
+        max_original_bytes=settings.worker.dead_letter_max_original_bytes,
+    )
+
+
 @dataclass
 class Outcome:
     """What one batch (or tick) produced."""
@@ -404,17 +417,7 @@ class Engine:
                     continue
                 event = admit_event(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
             except ContractError as exc:
-                out.dead_letters.append(
-                    dead_letter(
-                        rec.value,
-                        rec.key,
-                        exc,
-                        rec.topic,
-                        rec.partition,
-                        rec.offset,
-                        max_original_bytes=self.settings.worker.dead_letter_max_original_bytes,
-                    )
-                )
+                out.dead_letters.append(refused(rec, exc, self.settings))
                 out.events[("invalid", "dead_letter")] += 1
                 continue
             part = self.part(rec.partition)
@@ -948,17 +951,7 @@ class Engine:
             try:
                 update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
             except ContractError as exc:
-                out.dead_letters.append(
-                    dead_letter(
-                        rec.value,
-                        rec.key,
-                        exc,
-                        rec.topic,
-                        rec.partition,
-                        rec.offset,
-                        max_original_bytes=self.settings.worker.dead_letter_max_original_bytes,
-                    )
-                )
+                out.dead_letters.append(refused(rec, exc, self.settings))
                 continue
             if update is None:  # a tombstone: the item is gone, never pushed again
                 assert rec.key is not None  # admission refuses a tombstone without a key

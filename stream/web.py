@@ -255,23 +255,31 @@ class WebServer:
         self.stop()
 
 
-class _BoundedServer(ThreadingHTTPServer):
-    """A threading HTTP server with a cap on concurrent handler threads.
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server with a cap on connections served at once (each holds a thread).
 
-    Past the cap a connection is answered ``503`` at once from the accepting thread and closed,
-    so a flood of slow clients costs no thread each.
+    Past the cap a connection is answered ``503`` at once from the accepting thread and closed, so
+    a flood of slow clients costs no thread each; ``on_refused`` is called for each (a metric).
+    Used by the worker's metrics/health server and by ``kairos console``.
     """
 
     daemon_threads = True
-    max_connections = 16
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        cap: int,
+        on_refused: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._slots = threading.BoundedSemaphore(max(1, cap))
+        self._on_refused = on_refused
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            metrics.WEB_REFUSED.inc()
+            if self._on_refused is not None:
+                self._on_refused()
             try:
                 request.settimeout(0.5)
                 request.sendall(
@@ -307,8 +315,7 @@ def start_web_server(
     seconds is disconnected.
     """
     handler = type("KairosHandler", (_Handler,), {"health": health, "timeout": socket_timeout})
-    server_cls = type("KairosServer", (_BoundedServer,), {"max_connections": max(1, max_connections)})
-    httpd = server_cls((host, port), handler)
+    httpd = BoundedHTTPServer((host, port), handler, max_connections, metrics.WEB_REFUSED.inc)
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="kairos-web", daemon=True
     )

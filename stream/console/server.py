@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from stream.console.feed import ConsoleFeed
 from stream.console.reader import TopicReader
 from stream.settings import Settings
+from stream.web import BoundedHTTPServer
 
 log = logging.getLogger("kairos.console")
 
@@ -43,43 +44,6 @@ STATIC: dict[str, str] = {
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'"
 EXTRA_CONNECTIONS = 8  # connections served at once besides the live streams (page, assets, /api/state)
 PING_SECONDS = 15.0  # an SSE comment this often keeps proxies and the browser from closing an idle stream
-
-
-class _BoundedServer(ThreadingHTTPServer):
-    """A threading HTTP server with a cap on connections served at once (each holds a thread).
-
-    Past the cap a connection gets ``503`` from the accepting thread and is closed: a flood of slow
-    clients costs no thread each.
-    """
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], cap: int) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(cap)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(0.5)
-                request.sendall(
-                    b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                )
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except Exception:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
 
 def _static(name: str) -> bytes:
@@ -103,7 +67,7 @@ class ConsoleServer:
         self.stop_event = threading.Event()
         self.clients = threading.BoundedSemaphore(c.max_clients)
         # Live pages hold a connection each; a few more serve assets and API calls meanwhile.
-        self.httpd = _BoundedServer((c.host, c.port), _handler(self), c.max_clients + EXTRA_CONNECTIONS)
+        self.httpd = BoundedHTTPServer((c.host, c.port), _handler(self), c.max_clients + EXTRA_CONNECTIONS)
         self._thread: threading.Thread | None = None
 
     @property
