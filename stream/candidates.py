@@ -44,6 +44,8 @@ def _weakest_key(entry: tuple[str, float]) -> tuple[float, str]:
 
 # Items the trending top list caches (a request for more ranks on the spot).
 _TRENDING_CACHE = 64
+# Fewest observations between two rankings of the top list (bounds its cost per event).
+_TRENDING_MIN_OBSERVATIONS = 32
 
 # Trending weight of each behaviour event type; others do not count.
 TRENDING_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
@@ -378,6 +380,7 @@ class TrendingItems:
         self._top_at: float | None = None
         self._top_k = 0
         self._dirty: set[str] = set()  # counts written since the last drain (for the state store)
+        self._since_refresh = 0  # observations since the top list was last ranked
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> TrendingItems:
@@ -409,12 +412,15 @@ class TrendingItems:
         # order: a refresh driven by reads would depend on who asked when (batching, blocked users).
         # Only forward moves of event time refresh: interleaved users' slightly out-of-order times
         # would otherwise recompute the list every few events.
-        # While fewer items than the cache holds are known, ranking is cheap and always current.
-        if (
-            self._top_at is None
-            or ts - self._top_at >= self.refresh_seconds
-            or len(self._top) < _TRENDING_CACHE
-        ):
+        # While fewer items than the cache holds are known, ranking is cheap and always current;
+        # otherwise at most once per _TRENDING_MIN_OBSERVATIONS, or a replay whose event time runs
+        # thousands of times faster than real time would re-rank every item on every event.
+        self._since_refresh += 1
+        stale = self._top_at is None or (
+            ts - self._top_at >= self.refresh_seconds and self._since_refresh >= _TRENDING_MIN_OBSERVATIONS
+        )
+        if stale or len(self._top) < _TRENDING_CACHE:
+            self._since_refresh = 0
             self._top = self._ranked(self._top_k or _TRENDING_CACHE)
             self._top_k = max(self._top_k, _TRENDING_CACHE)
             self._top_at = ts
@@ -443,6 +449,7 @@ class TrendingItems:
             "top": self._top,
             "top_at": self._top_at,
             "top_k": self._top_k,
+            "since": self._since_refresh,
         }
 
     def drain_changes(self) -> dict[str, float | None]:
@@ -457,6 +464,7 @@ class TrendingItems:
         self._top = [str(i) for i in meta.get("top", [])]
         self._top_at = None if meta.get("top_at") is None else float(meta["top_at"])
         self._top_k = int(meta.get("top_k", 0))
+        self._since_refresh = int(meta.get("since", 0))
         self._counts = {item: float(v) for item, v in rows}
         self._dirty.clear()
 

@@ -196,7 +196,7 @@ class WorkerConfig(BaseModel):
     audit_decisions: bool = Field(False, description="Write every push decision to the decisions topic.")
     tick_seconds: float = Field(1.0, description="How often due timers (cart abandonment, ...) are checked.")
     model_chunk_rows: int = Field(
-        32,
+        16,
         ge=1,
         description="Rows per model call (padded): fixed so a user's results never depend on batching.",
     )

@@ -76,22 +76,32 @@ def test_covisitation_survives_long_runs_and_round_trips():
 def test_trending_decays_prunes_and_caches():
     trending = TrendingItems(max_items=100, half_life_seconds=HOUR, refresh_seconds=30.0)
     for n in range(1000):
-        # The top list is re-ranked on every observation until it holds 64 items (T0 + 63), then
-        # every 30 s of observed event time: T0 + 93, ..., T0 + 993.
+        # The top list is re-ranked on every observation until it holds 64 items (T0 + 63), then once
+        # both 30 s of event time and 32 observations have passed: T0 + 95, ..., T0 + 991.
         trending.observe(f"i{n}", "view", T0 + n)
     assert len(trending) <= 125
-    trending.observe("hot", "add_to_cart", T0 + 1010)  # not yet a refresh
-    assert trending.top(1, T0 + 1010) == ["i993"]
-    trending.observe("hot", "purchase", T0 + 1023)  # 30 s after the last refresh: refreshes, this one counted
+    assert trending.top(1, T0 + 999) == ["i991"]
+    trending.observe("hot", "add_to_cart", T0 + 1000)  # 9 observations since the last ranking
+    for k in range(22):
+        trending.observe("hot", "view", T0 + 1001 + k)  # 31: not yet
+    assert trending.top(1, T0 + 1022) == ["i991"]
+    trending.observe("hot", "purchase", T0 + 1023)  # the 32nd, 32 s later: ranked, this one counted
     assert trending.top(1, T0 + 1023) == ["hot"]
-    trending.observe("hotter", "purchase", T0 + 1021)
-    trending.observe("hotter", "purchase", T0 + 1021)
-    assert trending.top(1, T0 + 1030) == ["hot"]  # cached for refresh_seconds of observed event time
+    for _ in range(10):
+        trending.observe("hotter", "purchase", T0 + 1024)
+    assert trending.top(1, T0 + 1030) == ["hot"]  # cached
     assert trending.top(1, T0 + 5000) == ["hot"]  # reads never refresh: only observations do
     assert trending.top(100, T0 + 1030)[0] == "hotter"  # more than the cache holds: ranked on the spot
-    trending.observe("x", "view", T0 + 1053)
-    assert trending.top(1, T0 + 1053) == ["hotter"]
-    assert abs(trending.score("hot", T0 + 1023 + HOUR) - (3 * 2 ** (-(HOUR + 13) / HOUR) + 2.5)) < 1e-9
+    for k in range(22):
+        trending.observe(f"x{k}", "view", T0 + 1060)
+    assert trending.top(1, T0 + 1060) == ["hotter"]
+    at = T0 + 1023 + HOUR
+    expected = (
+        3 * 2 ** (-(at - T0 - 1000) / HOUR)
+        + sum(2 ** (-(at - T0 - 1001 - k) / HOUR) for k in range(22))
+        + 5 * 2 ** (-(at - T0 - 1023) / HOUR)
+    )
+    assert abs(trending.score("hot", at) - expected) < 1e-9
     trending.observe("y", "search", T0)  # not counted
     assert trending.score("y", T0) == 0.0
     copy = TrendingItems.from_dict(json.loads(json.dumps(trending.to_dict())))
