@@ -249,11 +249,12 @@ def draw_figures(results: dict[str, dict[str, Any]], out: Path) -> dict[str, lis
             handles = ax.get_legend_handles_labels()
             if any("valid_recall@20" in h for h in history):
                 right = ax.twinx()
-                for key, label, style in (
-                    ("valid_recall@20", "validation Recall@20", "s--"),
-                    ("valid_mrr@20", "validation MRR@20", "^--"),
+                for key, label, style, colour in (
+                    ("valid_recall@20", "validation Recall@20", "s--", "tab:green"),
+                    ("valid_mrr@20", "validation MRR@20", "^--", "tab:red"),
                 ):
-                    right.plot(epochs, [100 * h.get(key, float("nan")) for h in history], style, label=label)
+                    values = [100 * h.get(key, float("nan")) for h in history]
+                    right.plot(epochs, values, style, color=colour, label=label)
                 right.set_ylabel("validation metric, %")
                 more = right.get_legend_handles_labels()
                 handles = (handles[0] + more[0], handles[1] + more[1])
