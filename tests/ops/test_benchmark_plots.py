@@ -263,3 +263,31 @@ def test_from_json_redraws_each_report_and_links_its_figures(tmp_path: Path) -> 
     assert "| `open_rate` | 15.95 % | 16.54 % |" in report
     assert "![Pushes by trigger over the day](push_outcomes-by-hour.png)" in report
     assert _is_png(tmp_path / "p" / "push_outcomes-arms.png")
+
+
+def test_recovery_report_links_its_figure(tmp_path: Path) -> None:
+    from benchmarks.recovery import write_report
+
+    def rec(seconds: float, load: float, adopt: float) -> dict[str, float]:
+        return {
+            "seconds": seconds,
+            "users": 50000,
+            "load_seconds": load,
+            "adopt_seconds": adopt,
+            "adopt_max_seconds": adopt / 3,
+            "worst_loop_lag_seconds": adopt / 3,
+        }
+
+    figures = {
+        "users": 50000,
+        "partitions": 4,
+        "hidden": 64,
+        "run_at": "2026-12-01 15:22 UTC",
+        "write": {"bytes_per_user": 1380.0, "write_seconds": 20.0},
+        "local": rec(6.39, 0.67, 5.06),
+        "changelog": rec(13.01, 0.22, 5.37),
+    }
+    write_report(tmp_path / "recovery.md", figures)
+    report = (tmp_path / "recovery.md").read_text()
+    assert "2026-12-01 15:22 UTC" in report and "![Recovery time and its parts](recovery.png)" in report
+    assert _is_png(tmp_path / "recovery.png")
