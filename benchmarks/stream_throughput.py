@@ -731,16 +731,16 @@ def draw_figures(r: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     in_batch = float(t["engine_and_commit_us_per_event"])
     budget = [
         ("all (1 / events_per_s)", per_event, plots.OURS),
-        ("inside the agent's batch (engine, produce + flush, RocksDB)", in_batch, plots.OTHER),
-        ("outside it (faust delivery, Inbound, lag bookkeeping)", per_event - in_batch, plots.OTHER),
+        ("in the agent's batch", in_batch, plots.OTHER),  # engine, produce + flush, RocksDB
+        ("outside the batch", per_event - in_batch, plots.OTHER),  # faust delivery, Inbound, lag
     ]
     engine = (r.get("profile") or {}).get("engine")
     if engine:
-        budget.append(("Engine.process alone, in-process", float(engine["engine_us_per_event"]), plots.OTHER))
+        budget.append(("Engine.process alone", float(engine["engine_us_per_event"]), plots.OTHER))
     fig, ax = plots.figure(8.0, 3.0)
     plots.hbars(ax, [b[0] for b in budget], [b[1] for b in budget], [b[2] for b in budget])
     ax.set_xlabel("µs per event")
-    ax.set_title("Where a live-paced event's time goes (worker)")
+    ax.set_title("Time per live-paced event in the worker process")
     drawn.append(("Per-event time budget", plots.save(fig, out / "stream_throughput-budget.png")))
 
     lat, flo = r["latency"], r["floor"]
@@ -752,15 +752,10 @@ def draw_figures(r: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     fig, ax = plots.figure(7.5, 3.8)
     plots.grouped_bars(ax, names, series)
     goal = r["floor_p99_ms"] + 10.0
-    ax.axhline(goal, color="tab:red", linestyle="--", linewidth=1)
-    ax.annotate(
-        f"goal for p99: floor p99 + 10 ms = {goal:.1f} ms",
-        (0, goal),
-        xytext=(0, 3),
-        textcoords="offset points",
-        fontsize=8,
-        color="tab:red",
+    ax.axhline(
+        goal, color="tab:red", linestyle="--", linewidth=1, label=f"p99 goal: floor p99 + 10 ms = {goal:.1f}"
     )
+    ax.legend(fontsize=8, loc="upper left")
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency, ms")
     ax.set_title(f"Latency at {r['rate']:,.0f} events/s offered ({lat.get('n', 0):,} worker samples)")
