@@ -255,10 +255,12 @@ def draw_figures(results: dict[str, dict[str, Any]], out: Path) -> dict[str, lis
                 ):
                     values = [100 * h.get(key, float("nan")) for h in history]
                     right.plot(epochs, values, style, color=colour, label=label)
-                right.set_ylabel("validation metric, %")
+                # With train_on_all the validation tail is also trained on: an optimistic curve.
+                seen = " (tail also trained on)" if res["config"].get("train_on_all") else ""
+                right.set_ylabel(f"validation metric, %{seen}")
                 more = right.get_legend_handles_labels()
                 handles = (handles[0] + more[0], handles[1] + more[1])
-            ax.legend(*handles, fontsize=8, loc="best")
+            ax.legend(*handles, fontsize=8, loc="center right")
             ax.set_title(f"{name}: training curve ({len(history)} epochs)")
             figs.append(("Training curve", plots.save(fig, out / f"model_quality-{name}-training.png")))
 
