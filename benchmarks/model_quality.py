@@ -1,13 +1,17 @@
 """Model quality benchmark: baselines and the GRU on yoochoose-100k and Diginetica, next to the references.
 
-    .venv/bin/python benchmarks/model_quality.py [--quick] [--json]
+    .venv/bin/python benchmarks/model_quality.py [--quick] [--json] [--report PATH]
+    .venv/bin/python benchmarks/model_quality.py --from-json benchmarks/reports/model_quality.json
     .venv/bin/python benchmarks/model_quality.py --scorer-timing   # interest() cost, no data needed
 
 Trains each model in a child process (``python -m model.cli train``, so its peak RSS is its own),
 evaluates it and the baselines on the same full-catalog path, and writes
-``benchmarks/reports/model_quality.md``. ``--quick`` runs yoochoose only. Hyper-parameters come from
-``model/configs/<dataset>.json``; they were chosen on validation splits (``train_tr``/``train_valid``
-for yoochoose, the time-ordered tail of the training sessions for Diginetica), never on test.
+``benchmarks/reports/model_quality.md``, its figures (``model_quality-<dataset>-*.png``: training curves,
+Recall/MRR against the references) and the raw results ``model_quality.json`` beside it; ``--from-json``
+writes the report and figures again from such a file without training. ``--quick`` runs yoochoose
+only. Hyper-parameters come from ``model/configs/<dataset>.json``; they were chosen on validation
+splits (``train_tr``/``train_valid`` for yoochoose, the time-ordered tail of the training sessions for
+Diginetica), never on test.
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
         },
     }
     result["train"]["neighbour_seconds"] = art.metrics.get("neighbour_seconds")
+    # Per epoch: training loss, seconds, and the validation metrics when the run had a validation split.
+    result["train"]["history"] = art.metrics.get("history", [])
     result["config"] = json.loads(config.read_text())
     cal = art.metrics.get("calibration", {})
     result["calibration"] = {k: v for k, v in cal.items() if not k.startswith("norm_")}
@@ -224,8 +230,93 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f} %"
 
 
-def render(results: dict[str, dict[str, Any]], command: str) -> str:
-    """The markdown report."""
+def draw_figures(results: dict[str, dict[str, Any]], out: Path) -> dict[str, list[tuple[str, Path]]]:
+    """Per dataset: training curves (when the run recorded them), Recall/MRR@20 beside the references."""
+    from benchmarks import plots
+
+    drawn: dict[str, list[tuple[str, Path]]] = {}
+    for name, res in results.items():
+        figs: list[tuple[str, Path]] = []
+        history = res["train"].get("history") or []
+        if history:
+            epochs = [int(h["epoch"]) for h in history]
+            fig, ax = plots.figure(7.5, 3.6)
+            ax.plot(epochs, [h["loss"] for h in history], "o-", color=plots.OURS, label="training loss")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"training loss ({res['config'].get('loss', 'loss')}, per event)")
+            ax.set_xticks(epochs)
+            ax.grid(alpha=0.3)
+            handles = ax.get_legend_handles_labels()
+            if any("valid_recall@20" in h for h in history):
+                right = ax.twinx()
+                for key, label, style, colour in (
+                    ("valid_recall@20", "validation Recall@20", "s--", "tab:green"),
+                    ("valid_mrr@20", "validation MRR@20", "^--", "tab:red"),
+                ):
+                    values = [100 * h.get(key, float("nan")) for h in history]
+                    right.plot(epochs, values, style, color=colour, label=label)
+                # With train_on_all the validation tail is also trained on: an optimistic curve.
+                seen = " (tail also trained on)" if res["config"].get("train_on_all") else ""
+                right.set_ylabel(f"validation metric, %{seen}")
+                more = right.get_legend_handles_labels()
+                handles = (handles[0] + more[0], handles[1] + more[1])
+            ax.legend(*handles, fontsize=8, loc="center right")
+            ax.set_title(f"{name}: training curve ({len(history)} epochs)")
+            figs.append(("Training curve", plots.save(fig, out / f"model_quality-{name}-training.png")))
+
+        gru = res["gru"]
+        rows: list[tuple[str, float, float, str]] = [
+            (
+                "Kairos GRU + session memory" if res.get("gru_alone") else "Kairos GRU",
+                gru["recall@20"],
+                gru["mrr@20"],
+                plots.OURS,
+            ),
+        ]
+        if res.get("gru_alone"):
+            rows.append(
+                ("Kairos GRU alone", res["gru_alone"]["recall@20"], res["gru_alone"]["mrr@20"], "tab:cyan")
+            )
+        rows += [
+            (f"{b} (ours)", m["recall@20"], m["mrr@20"], "tab:olive") for b, m in res["baselines"].items()
+        ]
+        rows += [(ref[0], ref[3], ref[4], plots.OTHER) for ref in REFERENCES.get(name, [])]
+        fig, axes = plots.figure(11.0, 0.9 + 0.32 * len(rows), ncols=2)
+        refs = REFERENCES.get(name, [])
+        for k, metric in enumerate(("Recall@20", "MRR@20")):
+            ax = axes[0][k]
+            plots.hbars(
+                ax,
+                [r[0] if k == 0 else "" for r in rows],
+                [100 * float(r[1 + k]) for r in rows],
+                [r[3] for r in rows],
+                fmt="{:.2f}",
+            )
+            if refs:
+                best_ref = max(100 * (ref[3] if k == 0 else ref[4]) for ref in refs)
+                ax.axvline(best_ref, color="tab:red", linestyle="--", linewidth=1)
+            ax.set_xlabel(f"{metric}, % (dashed: best reference)")
+            ax.set_title(metric)
+        fig.suptitle(f"{name}: next-item ranking on the test split, full catalog")
+        figs.append(
+            (
+                "Recall@20 and MRR@20 against the references",
+                plots.save(fig, out / f"model_quality-{name}-ranking.png"),
+            )
+        )
+        drawn[name] = figs
+    return drawn
+
+
+def render(
+    results: dict[str, dict[str, Any]],
+    command: str,
+    figures: dict[str, list[tuple[str, Path]]] | None = None,
+    report: Path | None = None,
+) -> str:
+    """The markdown report (with the figures' links when given)."""
+    from benchmarks.plots import markdown_images
+
     lines = [
         "# Model quality",
         "",
@@ -305,6 +396,8 @@ def render(results: dict[str, dict[str, Any]], command: str) -> str:
                 f"{cal['ece_raw']:.4f}; ECE per feature: {by})."
             )
         lines.append("")
+        if figures and figures.get(name) and report is not None:
+            lines += markdown_images(figures[name], report)
     return "\n".join(lines)
 
 
@@ -324,23 +417,26 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row))
         return 0
     data_dir = get_settings().data_dir
-    if not (data_dir / "yoochoose-100k").is_dir():
+    if not args.from_json and not (data_dir / "yoochoose-100k").is_dir():
         print(f"datasets not found under {data_dir}", file=sys.stderr)
         return 2
     names = ["yoochoose-100k"] if args.quick else list(DATASETS)
     results: dict[str, dict[str, Any]] = {}
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
     if args.from_json:
-        # Re-render a previous run's results (its last stdout line) without training again.
+        # Re-render a previous run's results (model_quality.json, or a --json run's last stdout line).
         lines = Path(args.from_json).read_text(encoding="utf-8").strip().splitlines()
         results = json.loads(lines[-1])
     else:
         with tempfile.TemporaryDirectory(prefix="kairos-bench-") as work:
             for name in names:
                 results[name] = run_dataset(name, data_dir, Path(work))
+        # The raw results, one line: the report and figures can be redrawn from them (--from-json).
+        report.with_suffix(".json").write_text(json.dumps(results, default=float) + "\n", encoding="utf-8")
     command = "benchmarks/model_quality.py" + (" --quick" if "diginetica" not in results else "")
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render(results, command), encoding="utf-8")
+    figures = draw_figures(results, report.parent)
+    report.write_text(render(results, command, figures, report), encoding="utf-8")
     print(f"wrote {report}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, default=float))

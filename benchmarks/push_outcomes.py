@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/push_outcomes.py [--json] [--days 3] [--users 3000] [--items 1000]
         [--seed 11] [--warmup-days 4] [--holdout-share 0.5] [--kairos-env KEY=VALUE ...] [--arms ...]
+        [--out DIR]
+    .venv/bin/python benchmarks/push_outcomes.py --from-json benchmarks/reports/push_outcomes.json
 
 Each arm runs the same world (same seed) through the real broker (embedded Tansu) for ``--days``
 simulated days, after ``--warmup-days`` simulated offline (those days' events train the model, so the
@@ -24,7 +26,11 @@ Figures come from the simulator's ground truth over the evaluated days only. Lif
 the holdout group (``stream.policy.in_holdout`` with the configured share and salt; the baselines
 leave the same users alone) and, with less noise, against the same users in a counterfactual run of
 the same world with no pushes at all (``incremental_purchases_vs_no_push``). Writes
-``benchmarks/reports/push_outcomes.md``; with ``--json`` the last stdout line is one JSON object.
+``<out>/push_outcomes.md`` (default ``benchmarks/reports``; the figures table between its markers),
+its figures ``<out>/push_outcomes-*.png`` (outcomes per arm with their 95 % intervals, pushes by trigger
+over the users' local day) and the raw results ``<out>/push_outcomes.json``; ``--from-json`` writes the
+table and figures again from that file without running. With ``--json`` the last stdout line is one
+JSON object.
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -60,7 +67,7 @@ from stream.demo import DEMO_TRAINING  # noqa: E402
 from stream.policy import in_holdout  # noqa: E402
 from stream.policy_config import PolicyConfig  # noqa: E402
 from stream.settings import Settings  # noqa: E402
-from stream.simulator import DAY, SimConfig, World  # noqa: E402
+from stream.simulator import DAY, SimConfig, World, local_hour  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 from tests.support.worker import WorkerProcess  # noqa: E402
 
@@ -391,6 +398,8 @@ class ArmRun:
     late_deliveries: int
     pushes_by_trigger: dict[str, int]
     wall_seconds: float
+    # Per trigger: pushes delivered in each hour (0-23) of the receiving user's local day.
+    pushes_by_trigger_hour: dict[str, list[int]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     expired: list[dict[str, Any]] = field(default_factory=list)
     diagnostics: dict[str, float] = field(default_factory=dict)
@@ -410,6 +419,8 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
     run_dir = Path(tempfile.mkdtemp(prefix=f"run-{arm.name}-", dir=BENCH_DIR))
     late = 0
     by_trigger: dict[str, int] = {}
+    by_hour: dict[str, list[int]] = {}
+    zones: dict[str, ZoneInfo] = {}
     expired: list[dict[str, Any]] = []
     diagnostics: dict[str, float] = {}
     with EmbeddedBroker() as broker:
@@ -445,6 +456,14 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
                     if push.created_at <= previous_end:
                         late += 1
                     by_trigger[push.trigger] = by_trigger.get(push.trigger, 0) + 1
+                    try:
+                        zone_name = world.user_time_zone(push.user_id)
+                    except KeyError:  # not one of the world's users: the world ignores the push too
+                        zone_name = ""
+                    if zone_name:
+                        zone = zones.setdefault(zone_name, ZoneInfo(zone_name))
+                        hours = by_hour.setdefault(push.trigger, [0] * 24)
+                        hours[int(local_hour(world.now, zone)) % 24] += 1
                     if push.expires_at < world.now:
                         expired.append(
                             {
@@ -477,6 +496,7 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
         late,
         by_trigger,
         time.monotonic() - started,
+        by_hour,
         getattr(arm, "env", {}),
         expired[:20],
         diagnostics,
@@ -538,6 +558,7 @@ def figures(cfg: BenchConfig, run: ArmRun, holdout_mask: np.ndarray, baseline: n
         "holdout_pushes": int(total("pushes", holdout_mask)),
         "late_deliveries": run.late_deliveries,
         "pushes_by_trigger": dict(sorted(run.pushes_by_trigger.items())),
+        "pushes_by_trigger_local_hour": dict(sorted(run.pushes_by_trigger_hour.items())),
         "expired_pushes_detail": run.expired,
         "suppressions": run.diagnostics,
         "wall_seconds": round(run.wall_seconds, 1),
@@ -585,10 +606,92 @@ def _fmt(value: Any, key: str) -> str:
     return str(value)
 
 
-def write_report(cfg: BenchConfig, result: dict[str, Any], command: str) -> None:
-    """Write the figures table of ``benchmarks/reports/push_outcomes.md`` (between markers)."""
-    rows = {"kairos": result, **result.get("baselines", {})}
-    names = [n for n in ARMS if n in rows]
+def _arms(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every arm's figures by name, in the usual order."""
+    rows = {result.get("arm", "kairos"): result, **result.get("baselines", {})}
+    return {n: rows[n] for n in ARMS if n in rows}
+
+
+def draw_figures(result: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+    """PNGs: outcomes per arm with their 95 % intervals; pushes by trigger over the users' local day."""
+    from benchmarks import plots
+
+    rows = _arms(result)
+    names = list(rows)
+    drawn: list[tuple[str, Path]] = []
+    fig, axes = plots.figure(12.0, 4.2, ncols=2)
+    left, right = axes[0]
+    rates = {"open": "open_rate", "click": "click_rate", "conversion": "conversion_rate"}
+    series = {label: [100 * rows[n][key] for n in names] for label, key in rates.items()}
+    errors: dict[str, Any] = {}
+    for label, key in rates.items():
+        lows, highs = [], []
+        for n in names:
+            lo, hi = plots.wilson_interval(rows[n][key], int(rows[n]["pushes"]))
+            lows.append(100 * (rows[n][key] - lo))
+            highs.append(100 * (hi - rows[n][key]))
+        errors[label] = [lows, highs]
+    plots.grouped_bars(left, names, series, errors)
+    left.set_ylabel("share of pushes, % (95 % Wilson interval)")
+    left.set_xlabel("pusher")
+    left.set_title("Responses per push")
+    incr = {
+        "vs holdout": [rows[n]["incremental_purchases"] for n in names],
+        "vs no pushes (paired)": [rows[n]["incremental_purchases_vs_no_push"] for n in names],
+    }
+    incr_err = {
+        "vs holdout": [rows[n]["incremental_purchases_ci95"] for n in names],
+        "vs no pushes (paired)": [rows[n]["incremental_purchases_vs_no_push_ci95"] for n in names],
+    }
+    plots.grouped_bars(right, names, incr, incr_err, fmt="{:+.0f}")
+    right.axhline(0, color="black", linewidth=0.8)
+    right.set_ylabel("incremental purchases, treatment users (± 95 %)")
+    right.set_xlabel("pusher")
+    right.set_title("Purchases the pushes added")
+    fig.suptitle(
+        f"Push outcomes per arm ({result.get('treatment_users', '?')} treatment users, "
+        f"{result.get('days', '?')} simulated days)"
+    )
+    drawn.append(("Outcomes per arm with 95 % intervals", plots.save(fig, out / "push_outcomes-arms.png")))
+
+    hourly = {n: rows[n].get("pushes_by_trigger_local_hour") for n in names}
+    if any(hourly.values()):
+        fig, axes = plots.figure(4.2 * len(names), 3.8, ncols=len(names))
+        triggers = sorted({t for h in hourly.values() if h for t in h})
+        colours = {t: plots.PALETTE[i % len(plots.PALETTE)] for i, t in enumerate(triggers)}
+        for ax, n in zip(axes[0], names, strict=True):
+            bottom = [0] * 24
+            for trig, counts in sorted((hourly[n] or {}).items()):
+                ax.bar(range(24), counts, bottom=bottom, color=colours[trig], label=trig, width=0.9)
+                bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+            # The quiet hours the simulator counts (22:00-08:00 local).
+            ax.axvspan(-0.5, 7.5, color="0.9", zorder=0)
+            ax.axvspan(21.5, 23.5, color="0.9", zorder=0)
+            ax.set_xlim(-0.5, 23.5)
+            ax.set_xticks(range(0, 24, 3))
+            ax.set_xlabel("hour of the user's local day (shaded: quiet hours)")
+            ax.set_ylabel("pushes delivered")
+            ax.set_title(n)
+            ax.grid(axis="y", alpha=0.3)
+            if hourly[n]:
+                ax.legend(fontsize=7, loc="upper left")
+        fig.suptitle("Pushes by trigger over the day")
+        drawn.append(("Pushes by trigger over the day", plots.save(fig, out / "push_outcomes-by-hour.png")))
+    return drawn
+
+
+def write_report(
+    cfg: BenchConfig,
+    result: dict[str, Any],
+    command: str,
+    report: Path = REPORT,
+    figures: list[tuple[str, Path]] | None = None,
+) -> None:
+    """Write the figures block of the report (default ``benchmarks/reports/push_outcomes.md``)."""
+    from benchmarks.plots import markdown_images
+
+    rows = _arms(result)
+    names = list(rows)
     lines = ["| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     extra = [
         "click_rate",
@@ -610,7 +713,9 @@ def write_report(cfg: BenchConfig, result: dict[str, Any], command: str) -> None
         )
         + " |"
     )
-    table = "\n".join(lines)
+    if figures:
+        lines += ["", *markdown_images(figures, report)]
+    table = "\n".join(lines).rstrip()
     setup = (
         f"`{command}`\n\n"
         f"World: seed {cfg.seed}, {cfg.users} users, {cfg.items} items, {cfg.warmup_days:g} warm-up days "
@@ -624,13 +729,13 @@ def write_report(cfg: BenchConfig, result: dict[str, Any], command: str) -> None
     )
     begin, end = "<!-- figures:begin -->", "<!-- figures:end -->"
     block = f"{begin}\n{setup}\n\n{table}\n{end}"
-    text = REPORT.read_text() if REPORT.exists() else f"# Push outcomes\n\n{begin}\n{end}\n"
+    text = report.read_text() if report.exists() else f"# Push outcomes\n\n{begin}\n{end}\n"
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text += "\n" + block + "\n"
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(text)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -662,7 +767,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS, help="Which pushers to run.")
     p.add_argument("--no-report", action="store_true", help="Do not rewrite the markdown report.")
+    p.add_argument(
+        "--out", type=Path, default=REPORT.parent, help="Report folder (default benchmarks/reports)."
+    )
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        help="Write the figures table and PNGs again from a run's push_outcomes.json (nothing is run).",
+    )
     args = p.parse_args(argv)
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        publish(BenchConfig(**saved["config"]), saved["result"], saved["command"], args.out)
+        return 0
     env = dict(kv.split("=", 1) for kv in args.kairos_env)
     cfg = BenchConfig(
         args.seed,
@@ -709,12 +826,25 @@ def main(argv: list[str] | None = None) -> int:
         command = ".venv/bin/python benchmarks/push_outcomes.py " + " ".join(
             argv if argv is not None else sys.argv[1:]
         )
-        write_report(cfg, result, command.strip())
+        args.out.mkdir(parents=True, exist_ok=True)
+        # The raw results first: the table and figures can be redrawn from them (--from-json).
+        saved = {"command": command.strip(), "config": asdict(cfg), "result": result}
+        (args.out / "push_outcomes.json").write_text(json.dumps(saved, sort_keys=True, indent=1) + "\n")
+        publish(cfg, result, command.strip(), args.out)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0
+
+
+def publish(cfg: BenchConfig, result: dict[str, Any], command: str, out: Path) -> Path:
+    """Draw the figures and write the report's figures block, which links them, under ``out``."""
+    report = out / REPORT.name
+    figures = draw_figures(result, out)
+    write_report(cfg, result, command, report, figures)
+    _say(f"[bench] report: {report} ({len(figures)} figures)")
+    return report
 
 
 if __name__ == "__main__":

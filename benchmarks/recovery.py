@@ -190,7 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=64, help="GRU hidden size stored per user")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--report", type=Path, default=REPORT)
+    parser.add_argument(
+        "--from-json", type=Path, help="Write the report and figure again from a run's recovery.json."
+    )
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        write_report(args.report, json.loads(args.from_json.read_text()))
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="kairos-bench-recovery-"))
     figures: dict[str, Any] = {"users": args.users, "partitions": args.partitions, "hidden": args.hidden}
@@ -214,13 +220,40 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(figures, indent=2))
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    figures["run_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    # The raw figures: the report and its figure can be written again from them (--from-json).
+    args.report.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n")
     write_report(args.report, figures)
     return 0
 
 
+def draw_figure(f: dict[str, Any], path: Path) -> Path:
+    """Seconds per recovery, split into its parts, for both starting points."""
+    from benchmarks import plots
+
+    fig, ax = plots.figure(8.0, 3.4)
+    scenarios = {"local RocksDB kept": f["local"], "changelog alone": f["changelog"]}
+    parts = {
+        "whole recovery": "seconds",
+        "load_partition (threads)": "load_seconds",
+        "adopt (event loop)": "adopt_seconds",
+        "longest single adopt": "adopt_max_seconds",
+        "worst event-loop lag": "worst_loop_lag_seconds",
+    }
+    plots.grouped_bars(
+        ax, list(parts), {name: [r[key] for key in parts.values()] for name, r in scenarios.items()}
+    )
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_ylabel("seconds")
+    ax.set_title(f"Recovery of {f['users']:,} users over {f['partitions']} partitions")
+    return plots.save(fig, path)
+
+
 def write_report(path: Path, f: dict[str, Any]) -> None:
-    """The markdown report."""
+    """The markdown report and its figure (``recovery.png`` beside it)."""
     n = f["users"]
+    figure = draw_figure(f, path.with_suffix(".png"))
 
     def row(name: str, r: dict[str, float]) -> str:
         rate = r["users"] / r["seconds"] if r["seconds"] else 0.0
@@ -234,7 +267,7 @@ def write_report(path: Path, f: dict[str, Any]) -> None:
         "# Recovery time",
         "",
         f"`benchmarks/recovery.py --users {n} --partitions {f['partitions']} --hidden {f['hidden']}`, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
+        f"{f.get('run_at') or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
         f"Python {platform.python_version()}, embedded Tansu broker (memory storage).",
         "",
         "Drives the worker's recovery path in one process (`Worker.on_assignment` → recovery loop →",
@@ -249,6 +282,8 @@ def write_report(path: Path, f: dict[str, Any]) -> None:
         "|---|---|---|---|---|---|---|---|",
         row("local RocksDB (restart, state dir kept)", f["local"]),
         row("changelog alone (state dir deleted)", f["changelog"]),
+        "",
+        f"![Recovery time and its parts]({figure.name})",
         "",
         "The worst event-loop lag is the longest a 10 ms probe task waited during the recovery. The",
         "replays and `Engine.load_partition` (reading every user from RocksDB) run in threads; what",

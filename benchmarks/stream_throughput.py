@@ -1,7 +1,8 @@
 """Stream worker benchmark: throughput, its parse ceiling, and event→push latency against the broker floor.
 
     .venv/bin/python benchmarks/stream_throughput.py [--json] [--events N] [--rate R] [--seconds S]
-                                                     [--profile] [--py-spy PATH]
+                                                     [--profile] [--py-spy PATH] [--out DIR]
+    .venv/bin/python benchmarks/stream_throughput.py --from-json benchmarks/reports/stream_throughput.json
 
 Everything runs for real in one run: the embedded Tansu broker, ``python -m stream.cli worker`` in its
 own process, a GRU model trained (once, cached under ``.kairos/bench/``) on the replayed events.
@@ -38,7 +39,10 @@ Phase B (broker 2, fresh) - latency at a fixed offered rate, one measurement aft
 
 ``--profile`` adds (a) py-spy on the worker during phase A (when py-spy is found), aggregated into
 time shares per stage, and (b) cProfile of ``Engine.process`` in-process on the same events.
-Writes ``benchmarks/reports/stream_throughput.md``. A measurement, never a test assertion.
+Writes ``<out>/stream_throughput.md`` (default ``benchmarks/reports``), its figures
+``<out>/stream_throughput-*.png`` and the raw results ``<out>/stream_throughput.json``; ``--from-json``
+writes the report and figures again from that file without running anything. A measurement, never a
+test assertion.
 """
 
 from __future__ import annotations
@@ -696,6 +700,69 @@ def profile_engine(model_dir: Path, work: Workload, batch: int = 512) -> dict[st
     }
 
 
+# --- figures -------------------------------------------------------------------------------------
+
+
+def draw_figures(r: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+    """PNGs of one run's results: throughput per stage, the per-event budget, latency percentiles."""
+    from benchmarks import plots
+
+    t, c = r["throughput"], r["ceiling"]
+    drawn: list[tuple[str, Path]] = []
+
+    fig, ax = plots.figure(8.0, 3.6)
+    stages = [
+        ("pre-produce (tests' producer)", t.get("produce_events_per_s"), plots.OTHER),
+        ("bare consume", c.get("consume_only_events_per_s"), plots.OTHER),
+        ("bare consume + parse_event (ceiling)", r["ceiling_events_per_s"], plots.OTHER),
+        ("worker, live-paced event times", r["events_per_s"], plots.OURS),
+        ("worker, dataset's own event times", r.get("replay_events_per_s"), plots.OURS),
+    ]
+    shown = [(label, float(v), col) for label, v, col in stages if v is not None]
+    plots.hbars(ax, [s[0] for s in shown], [s[1] for s in shown], [s[2] for s in shown])
+    ax.set_xscale("log")
+    ax.axvline(50_000, color="tab:red", linestyle="--", linewidth=1, label="goal: 50,000 events/s")
+    ax.set_xlabel("events per second (log scale)")
+    ax.set_title("Throughput per stage (one worker process, embedded broker)")
+    ax.legend(fontsize=8, loc="lower right")
+    drawn.append(("Throughput per stage", plots.save(fig, out / "stream_throughput-stages.png")))
+
+    per_event = 1e6 / r["events_per_s"]
+    in_batch = float(t["engine_and_commit_us_per_event"])
+    budget = [
+        ("all (1 / events_per_s)", per_event, plots.OURS),
+        ("in the agent's batch", in_batch, plots.OTHER),  # engine, produce + flush, RocksDB
+        ("outside the batch", per_event - in_batch, plots.OTHER),  # faust delivery, Inbound, lag
+    ]
+    engine = (r.get("profile") or {}).get("engine")
+    if engine:
+        budget.append(("Engine.process alone", float(engine["engine_us_per_event"]), plots.OTHER))
+    fig, ax = plots.figure(8.0, 3.0)
+    plots.hbars(ax, [b[0] for b in budget], [b[1] for b in budget], [b[2] for b in budget])
+    ax.set_xlabel("µs per event")
+    ax.set_title("Time per live-paced event in the worker process")
+    drawn.append(("Per-event time budget", plots.save(fig, out / "stream_throughput-budget.png")))
+
+    lat, flo = r["latency"], r["floor"]
+    names = ["p50", "p90", "p99", "max"]
+    series = {
+        "worker event→push": [float(lat.get(f"{n}_ms", float("nan"))) for n in names],
+        "broker floor produce→consume": [float(flo.get(f"{n}_ms", float("nan"))) for n in names],
+    }
+    fig, ax = plots.figure(7.5, 3.8)
+    plots.grouped_bars(ax, names, series)
+    goal = r["floor_p99_ms"] + 10.0
+    ax.axhline(
+        goal, color="tab:red", linestyle="--", linewidth=1, label=f"p99 goal: floor p99 + 10 ms = {goal:.1f}"
+    )
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency, ms")
+    ax.set_title(f"Latency at {r['rate']:,.0f} events/s offered ({lat.get('n', 0):,} worker samples)")
+    drawn.append(("Latency percentiles", plots.save(fig, out / "stream_throughput-latency.png")))
+    return drawn
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -775,8 +842,12 @@ def reading(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(result: dict[str, Any], command: str) -> None:
-    """Write ``benchmarks/reports/stream_throughput.md``."""
+def write_report(
+    result: dict[str, Any], command: str, report: Path = REPORT, figures: list[tuple[str, Path]] | None = None
+) -> None:
+    """Write the markdown report (default ``benchmarks/reports/stream_throughput.md``)."""
+    from benchmarks.plots import markdown_images
+
     r = result
     t, c, lat, flo = r["throughput"], r["ceiling"], r["latency"], r["floor"]
     m = r["machine"]
@@ -808,6 +879,7 @@ def write_report(result: dict[str, Any], command: str) -> None:
         f"| p99 − floor p99, ms | {r['p99_ms'] - r['floor_p99_ms']:.1f} | ≤ 10 | "
         f"{'yes' if r['p99_ms'] - r['floor_p99_ms'] <= 10 else 'no'} |",
         "",
+        *(["## Pictures", "", *markdown_images(figures, report)] if figures else []),
         "## Details",
         "",
         f"- Workload: {t['events']:,} events = {r['n_dataset']:,} real `retailrocket-sample` events "
@@ -894,8 +966,8 @@ def write_report(result: dict[str, Any], command: str) -> None:
     notes = reading(r)
     if notes:
         lines += ["", "## Reading", "", *notes]
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text("\n".join(lines) + "\n")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines) + "\n")
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -916,8 +988,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy binary for --profile.")
     parser.add_argument("--no-report", action="store_true", help="Do not write the markdown report.")
+    parser.add_argument(
+        "--out", type=Path, default=REPORT.parent, help="Report folder (default benchmarks/reports)."
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="Write the report and figures again from a run's stream_throughput.json (nothing is run).",
+    )
     args = parser.parse_args(argv)
     command = "python benchmarks/stream_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        publish(saved["result"], saved["command"], args.out)
+        return 0
 
     random.seed(0)
     started = time.time()
@@ -996,10 +1080,23 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if not args.no_report:
-        write_report(result, command)
+        args.out.mkdir(parents=True, exist_ok=True)
+        # The raw results first: the report and figures can be redrawn from them (--from-json).
+        saved = {"command": command.strip(), "result": result}
+        (args.out / "stream_throughput.json").write_text(json.dumps(saved, default=str, indent=1) + "\n")
+        publish(result, command.strip(), args.out)
     if args.json:
         print(json.dumps(result, default=str))
     return 0
+
+
+def publish(result: dict[str, Any], command: str, out: Path) -> Path:
+    """Draw the figures and write the markdown report that links them, both under ``out``."""
+    report = out / REPORT.name
+    figures = draw_figures(result, out)
+    write_report(result, command, report, figures)
+    _say(f"[bench] report: {report} ({len(figures)} figures)")
+    return report
 
 
 if __name__ == "__main__":

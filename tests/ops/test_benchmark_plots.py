@@ -1,0 +1,293 @@
+"""The benchmarks' figures: each drawing function writes real PNGs from a small results dict, and
+``--from-json`` redraws a report and its figures from saved results without running anything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import plots
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    # The signature, then the IHDR chunk with a non-empty image.
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return data[:8] == PNG_MAGIC and data[12:16] == b"IHDR" and width > 100 and height > 100
+
+
+def stream_result() -> dict[str, Any]:
+    """A stream_throughput result with the figures of the 2026-11-22 report."""
+    lat = {
+        "sent": 32000,
+        "achieved_rate": 2000.0,
+        "pushes": 9633,
+        "n": 9114,
+        "outcomes": {"processed": 31996},
+        "p50_ms": 65.6,
+        "p90_ms": 120.6,
+        "p99_ms": 179.2,
+        "max_ms": 231.0,
+    }
+    floor = {
+        "sent": 30000,
+        "achieved_rate": 2000.0,
+        "n": 28002,
+        "p50_ms": 8.3,
+        "p90_ms": 16.6,
+        "p99_ms": 33.5,
+        "max_ms": 76.0,
+    }
+    thr = {
+        "events": 20000,
+        "window_s": 4.63,
+        "excluded_startup_s": 9.6,
+        "excluded_events": 407,
+        "outcomes": {"processed": 19997},
+        "pushes": 182,
+        "mean_batch": 67,
+        "engine_and_commit_us_per_event": 153.0,
+        "produce_events_per_s": 673321.0,
+    }
+    return {
+        "events_per_s": 4234.0,
+        "replay_events_per_s": 2667.0,
+        "ceiling_events_per_s": 164802.0,
+        "ratio": 4234.0 / 164802.0,
+        "rate": 2000.0,
+        "p50_ms": 65.6,
+        "p99_ms": 179.2,
+        "floor_p50_ms": 8.3,
+        "floor_p99_ms": 33.5,
+        "latency_samples": 9114,
+        "n_dataset": 15000,
+        "n_simulated": 5000,
+        "n_catalog": 15468,
+        "pace": 50000.0,
+        "throughput": thr,
+        "throughput_replay": {
+            **thr,
+            "window_s": 7.43,
+            "pushes": 632,
+            "engine_and_commit_us_per_event": 285.0,
+        },
+        "ceiling": {"ceiling_events_per_s": 164802.0, "consume_only_events_per_s": 1227299.0},
+        "latency": lat,
+        "floor": floor,
+        "machine": {"cpu": "test", "cores": 2, "load_avg_at_start": [0.5], "python": "3.11"},
+        "started_at": 1_795_000_000.0,
+        "wall_seconds": 98.0,
+    }
+
+
+def model_results() -> dict[str, Any]:
+    """A model_quality result for one dataset, with a three-epoch history."""
+    metrics = {
+        "recall@10": 0.6367,
+        "mrr@10": 0.3753,
+        "recall@20": 0.7106,
+        "mrr@20": 0.3805,
+        "n_cases": 10152,
+        "n_dropped": 0,
+        "eval_seconds": 0.5,
+    }
+    base = {"recall@10": 0.5479, "mrr@10": 0.34, "recall@20": 0.5907, "mrr@20": 0.343}
+    history = [
+        {
+            "epoch": e,
+            "loss": 1.0 / e,
+            "seconds": 3.0,
+            "events_per_second": 2e4,
+            "valid_recall@20": 0.6 + e / 100,
+            "valid_mrr@20": 0.3 + e / 100,
+        }
+        for e in (1, 2, 3)
+    ]
+    return {
+        "yoochoose-100k": {
+            "gru": metrics,
+            "gru_alone": {**metrics, "recall@20": 0.6945, "mrr@20": 0.3742},
+            "train": {
+                "train_seconds": 21.0,
+                "events_per_second": 20050.0,
+                "peak_rss_bytes": 470 * 2**20,
+                "best_epoch": 3,
+                "n_train_events": 70278,
+                "n_items": 3000,
+                "neighbour_seconds": 0.1,
+                "history": history,
+            },
+            "config": {"loss": "bpr-max", "select_best": False},
+            "calibration": {},
+            "baselines": {"transitions": base, "popularity": {k: v / 7 for k, v in base.items()}},
+        }
+    }
+
+
+def push_result() -> dict[str, Any]:
+    """A push_outcomes result: Kairos and one baseline, pushes by trigger per local hour."""
+
+    def arm(pushes: int, opens: float, extra: float, hours: dict[str, list[int]]) -> dict[str, Any]:
+        return {
+            "pushes": pushes,
+            "pushes_per_user_per_day": 0.3,
+            "open_rate": opens,
+            "click_rate": opens / 2,
+            "conversion_rate": opens / 10,
+            "lift_vs_holdout": 0.04,
+            "incremental_purchases": extra,
+            "incremental_purchases_ci95": 129.0,
+            "incremental_purchases_vs_no_push": 2 * extra,
+            "incremental_purchases_vs_no_push_ci95": 80.0,
+            "lift_vs_no_push": 0.1,
+            "opt_out_rate": 0.0,
+            "quiet_hours_share": 0.0,
+            "expired_share": 0.0,
+            "holdout_pushes": 0,
+            "pushes_after_opt_out": 0,
+            "late_deliveries": 0,
+            "wall_seconds": 10.0,
+            "pushes_by_trigger": {t: sum(c) for t, c in hours.items()},
+            "pushes_by_trigger_local_hour": hours,
+        }
+
+    day = [0] * 8 + [5] * 14 + [0] * 2
+    kairos = arm(1329, 0.1595, 30.6, {"in_session": day, "cart_abandonment": [1] * 24})
+    return {
+        "arm": "kairos",
+        **kairos,
+        "baselines": {"cart_abandonment_1h": arm(780, 0.1654, 29.6, {"cart_abandonment": [2] * 24})},
+        "days": 3.0,
+        "users": 3000,
+        "items": 1000,
+        "seed": 11,
+        "holdout_share": 0.5,
+        "treatment_users": 1439,
+        "holdout_users": 1561,
+        "no_push_purchases": 683.0,
+        "kairos_env": {},
+        "total_wall_seconds": 251.0,
+    }
+
+
+def test_stream_throughput_figures(tmp_path: Path) -> None:
+    from benchmarks.stream_throughput import draw_figures
+
+    drawn = draw_figures(stream_result(), tmp_path)
+    assert [p.name for _, p in drawn] == [
+        "stream_throughput-stages.png",
+        "stream_throughput-budget.png",
+        "stream_throughput-latency.png",
+    ]
+    assert all(_is_png(p) for _, p in drawn)
+
+
+def test_model_quality_figures(tmp_path: Path) -> None:
+    from benchmarks.model_quality import draw_figures
+
+    drawn = draw_figures(model_results(), tmp_path)["yoochoose-100k"]
+    assert [p.name for _, p in drawn] == [
+        "model_quality-yoochoose-100k-training.png",
+        "model_quality-yoochoose-100k-ranking.png",
+    ]
+    assert all(_is_png(p) for _, p in drawn)
+    # Without a recorded history (older results) only the ranking is drawn.
+    old = model_results()
+    del old["yoochoose-100k"]["train"]["history"]
+    assert [p.name for _, p in draw_figures(old, tmp_path / "old")["yoochoose-100k"]] == [
+        "model_quality-yoochoose-100k-ranking.png"
+    ]
+
+
+def test_push_outcomes_figures(tmp_path: Path) -> None:
+    from benchmarks.push_outcomes import draw_figures
+
+    drawn = draw_figures(push_result(), tmp_path)
+    assert [p.name for _, p in drawn] == ["push_outcomes-arms.png", "push_outcomes-by-hour.png"]
+    assert all(_is_png(p) for _, p in drawn)
+
+
+def test_wilson_interval_brackets_the_rate() -> None:
+    lo, hi = plots.wilson_interval(0.16, 1329)
+    assert lo < 0.16 < hi and hi - lo == pytest.approx(0.039, abs=0.002)
+    assert plots.wilson_interval(0.0, 0) == (0.0, 0.0)
+
+
+def _from_json(script: str, saved: Path, *extra: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--from-json", str(saved), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_from_json_redraws_each_report_and_links_its_figures(tmp_path: Path) -> None:
+    saved = tmp_path / "stream_throughput.json"
+    saved.write_text(
+        json.dumps({"command": "python benchmarks/stream_throughput.py", "result": stream_result()})
+    )
+    _from_json("stream_throughput.py", saved, "--out", str(tmp_path / "s"))
+    report = (tmp_path / "s" / "stream_throughput.md").read_text()
+    assert "| 4,234 |" in report and "![Latency percentiles](stream_throughput-latency.png)" in report
+    assert _is_png(tmp_path / "s" / "stream_throughput-latency.png")
+
+    saved = tmp_path / "model_quality.json"
+    saved.write_text(json.dumps(model_results()))
+    _from_json("model_quality.py", saved, "--report", str(tmp_path / "m" / "model_quality.md"))
+    report = (tmp_path / "m" / "model_quality.md").read_text()
+    assert "**71.06 %**" in report and "(model_quality-yoochoose-100k-training.png)" in report
+    assert _is_png(tmp_path / "m" / "model_quality-yoochoose-100k-ranking.png")
+
+    from dataclasses import asdict
+
+    from benchmarks.push_outcomes import BenchConfig
+
+    saved = tmp_path / "push_outcomes.json"
+    saved.write_text(
+        json.dumps({"command": "push_outcomes.py", "config": asdict(BenchConfig()), "result": push_result()})
+    )
+    _from_json("push_outcomes.py", saved, "--out", str(tmp_path / "p"))
+    report = (tmp_path / "p" / "push_outcomes.md").read_text()
+    assert "| `open_rate` | 15.95 % | 16.54 % |" in report
+    assert "![Pushes by trigger over the day](push_outcomes-by-hour.png)" in report
+    assert _is_png(tmp_path / "p" / "push_outcomes-arms.png")
+
+
+def test_recovery_report_links_its_figure(tmp_path: Path) -> None:
+    from benchmarks.recovery import write_report
+
+    def rec(seconds: float, load: float, adopt: float) -> dict[str, float]:
+        return {
+            "seconds": seconds,
+            "users": 50000,
+            "load_seconds": load,
+            "adopt_seconds": adopt,
+            "adopt_max_seconds": adopt / 3,
+            "worst_loop_lag_seconds": adopt / 3,
+        }
+
+    figures = {
+        "users": 50000,
+        "partitions": 4,
+        "hidden": 64,
+        "run_at": "2026-12-01 15:22 UTC",
+        "write": {"bytes_per_user": 1380.0, "write_seconds": 20.0},
+        "local": rec(6.39, 0.67, 5.06),
+        "changelog": rec(13.01, 0.22, 5.37),
+    }
+    write_report(tmp_path / "recovery.md", figures)
+    report = (tmp_path / "recovery.md").read_text()
+    assert "2026-12-01 15:22 UTC" in report and "![Recovery time and its parts](recovery.png)" in report
+    assert _is_png(tmp_path / "recovery.png")
