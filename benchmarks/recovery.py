@@ -154,20 +154,19 @@ def recover(settings: Settings) -> dict[str, float]:
     timing = {"load_seconds": 0.0, "adopt_seconds": 0.0, "adopt_max_seconds": 0.0}
     adopt, load = engine.adopt, engine.load_partition
 
-    def timed_load(partition: int, store: Any) -> list[tuple[bytes, bytes]]:
+    def timed_load(partition: int, store: Any) -> Any:
         started = time.perf_counter()
         loaded = load(partition, store)
         timing["load_seconds"] += time.perf_counter() - started  # threads: summed, may overlap
         return loaded
 
-    def timed_adopt(partition: int, loaded: Any) -> int:
+    def timed_adopt(partition: int, loaded: Any) -> None:
         started = time.perf_counter()
-        n = adopt(partition, loaded)
+        adopt(partition, loaded)
         took = time.perf_counter() - started
         timing["adopt_seconds"] += took
         timing["adopt_max_seconds"] = max(timing["adopt_max_seconds"], took)
-        adopted.append(n)
-        return n
+        adopted.append(loaded.users_loaded)
 
     engine.adopt = timed_adopt  # type: ignore[method-assign,assignment]
     engine.load_partition = timed_load  # type: ignore[method-assign]
