@@ -357,8 +357,12 @@ class Engine:
                 user.dirty = False
         # The partitions' changed index rows go into the same transaction as the user records.
         for partition in sorted(self.parts):
-            for key, value in self.parts[partition].drain().items():
-                txn.put(partition, key, value)
+            self._stage_rows(txn, partition)
+
+    def _stage_rows(self, txn: StateAccess, partition: int) -> None:
+        """Stage a partition's changed shared rows (indexes, clock, offsets) in the transaction."""
+        for key, value in self.part(partition).drain().items():
+            txn.put(partition, key, value)
 
     def _sync_model(self, user: _User) -> None:
         """Re-derive a state made by another model version from the session's recent items.
@@ -434,8 +438,7 @@ class Engine:
         """Record ``rec`` as applied without applying it (it was dead-lettered by the caller)."""
         part = self.part(rec.partition)
         part.observe_offset(rec.topic, rec.offset)
-        for key, value in part.drain().items():
-            txn.put(rec.partition, key, value)
+        self._stage_rows(txn, rec.partition)
 
     def applied(self, rec: Inbound) -> bool:
         """Whether ``rec`` was already applied to its partition's state (a redelivery to skip).
@@ -509,9 +512,7 @@ class Engine:
         part.timers.cancel_user(user_id)
         part.interest.purge_users({user_id})
         part.last_seen.pop(user_id, None)
-        txn.put(partition, user_id.encode("utf-8"), None)
-        for key, value in part.drain().items():
-            txn.put(partition, key, value)
+        txn.put(partition, user_id.encode("utf-8"), None)  # the batch's closing _save stages the rows
         out.erasures += 1
 
     def sweep_expired(self, txn: StateAccess, limit: int = 10_000) -> int:
@@ -539,8 +540,7 @@ class Engine:
                 kept = _forgotten(UserState.from_bytes(raw))
                 txn.put(partition, key, kept.to_bytes() if kept.policy.opted_in is False else None)
             part.interest.purge_users(set(gone))
-            for key, value in part.drain().items():
-                txn.put(partition, key, value)
+            self._stage_rows(txn, partition)
             removed += len(gone)
             if removed >= limit:
                 break
