@@ -38,7 +38,7 @@ from faust.types import TP
 from stream import metrics
 from stream.contract import ContractError, Push, to_json_bytes
 from stream.engine import Engine, Inbound, Outcome, refused
-from stream.kafka_io import DeliveryError, Outbox, consume_forever, replay_partitions
+from stream.kafka_io import DeliveryError, EndOffsetProbe, Outbox, consume_forever, replay_partitions
 from stream.model_reload import ModelWatcher
 from stream.security import faust_credentials
 from stream.settings import Settings
@@ -129,6 +129,8 @@ class Worker:
         self._catalog_read = threading.Event()  # the reader reached the catalog's end once
         self._catalog_ready: asyncio.Event | None = None  # ... and the engine applied all of it
         self._stop = threading.Event()
+        # End offsets from the broker probe (a thread replaces the whole dict; the loop only reads it).
+        self._probed_ends: dict[tuple[str, int], int] = {}
         self.app = self._build_app()
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -222,10 +224,16 @@ class Worker:
         """Ask the broker for metadata every few seconds (a thread): readiness must not depend on
         traffic, or an idle member with a healthy broker would turn unready."""
         interval = self.settings.worker.broker_probe_seconds
+        timeout = max(1.0, min(10.0, interval * 2))
+        ends = EndOffsetProbe(self.settings)
         while not self._stop.is_set():
-            ok = self.outbox.ping(timeout=max(1.0, min(10.0, interval * 2)))
+            ok = self.outbox.ping(timeout=timeout)
             if ok:
                 self.health.set_broker_ok(True)
+                # End offsets learned apart from the fetcher: a consumer whose fetches stall still
+                # sees its lag grow, so /healthz reports the stall instead of an idle worker.
+                owned = [(t, p) for t in sorted(self._inputs) for p in sorted(self._owned)]
+                self._probed_ends = ends.ends(owned, timeout=timeout)
             self._stop.wait(interval)
 
     async def _on_shutdown(self, app: faust.App, **_: Any) -> None:
@@ -692,9 +700,11 @@ class Worker:
         # faust's committed offsets (read from the group at assignment, then its own commits):
         # a partition that arrived with nothing new to read has lag 0, not its high-watermark.
         committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        probed = self._probed_ends
         for tp in assignment:
             self.lag.on_position(tp.topic, tp.partition, committed.get(tp))
             self.lag.on_high_watermark(tp.topic, tp.partition, consumer.highwater(tp))
+            self.lag.on_high_watermark(tp.topic, tp.partition, probed.get((tp.topic, tp.partition)))
         self.lag.publish()
         self.health.set_work_pending(self._work_pending())
         keys = sum(p.estimated_keys() for p in list(self.store.partitions.values()) if p.ready)

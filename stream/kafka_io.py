@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from stream.settings import Settings
 
@@ -100,6 +101,36 @@ class Outbox:
             self._producer.flush(10)
         except KafkaException:
             log.exception("flushing the outbox on close failed")
+
+
+class EndOffsetProbe:
+    """Asks the broker (ListOffsets, one request) for the end offsets of some partitions; thread-safe.
+
+    The consumer learns high-watermarks only from fetch responses, so a fetcher that stops getting
+    answers also stops learning that work is waiting, and a stalled worker would look idle. This
+    probe is independent of the fetcher. On the embedded broker the answer is a lower bound (it reports
+    the last batch's base offset + 1), which can only under-report waiting work, never invent it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._admin = AdminClient(settings.kafka.confluent_config())
+
+    def ends(self, partitions: list[tuple[str, int]], timeout: float = 5.0) -> dict[tuple[str, int], int]:
+        """End offset per partition; partitions the broker did not answer for are left out."""
+        if not partitions:
+            return {}
+        request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions}
+        try:
+            futures = self._admin.list_offsets(request, request_timeout=timeout)
+        except KafkaException:
+            return {}
+        out: dict[tuple[str, int], int] = {}
+        for tp, future in futures.items():
+            try:
+                out[(tp.topic, tp.partition)] = int(future.result(timeout=timeout).offset)
+            except Exception:  # noqa: BLE001 - one partition's error must not hide the others
+                continue
+        return out
 
 
 def replay_partitions(

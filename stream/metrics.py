@@ -412,8 +412,9 @@ def _label_tuples(metric: Gauge) -> set[tuple[str, ...]]:
 class LagTracker:
     """Consumer lag per owned partition from the worker's own offsets and fetch-response high-watermarks.
 
-    Why not ListOffsets: the embedded broker answers it wrongly; the high-watermark carried in each
-    fetch response is right (aiokafka/faust: ``consumer.highwater(tp)``). Lag is
+    High-watermarks come from fetch responses (aiokafka/faust: ``consumer.highwater(tp)``), exact
+    on every broker, and from the broker probe's ListOffsets answers, which keep the lag growing when
+    fetches stall (a lower bound on the embedded broker; the maximum of both is kept). Lag is
     ``high_watermark - (last processed offset + 1)``, floored at 0. Only partitions in the current
     assignment are tracked: :meth:`set_assignment` (called at every assignment and before every
     publish) drops the others, and :meth:`publish` removes their series from
