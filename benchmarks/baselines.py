@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
@@ -30,7 +31,7 @@ DAY = 86_400.0
 
 
 @dataclass
-class _Audience:
+class Audience:
     """Who may receive a baseline push: consent (default opt-in, like Kairos's demo) and holdout."""
 
     holdout: Callable[[str], bool]
@@ -62,7 +63,7 @@ class PopularPromotionPusher:
         ttl_seconds: float = 3600.0,
         half_life: float = DAY,
     ) -> None:
-        self.audience = _Audience(holdout)
+        self.audience = Audience(holdout)
         self.hour_utc = hour_utc
         self.ttl = ttl_seconds
         self.half_life = half_life
@@ -116,7 +117,7 @@ class PopularPromotionPusher:
             return []
         cause = f"blast@{sent_at:.0f}"
         return [
-            _push(user, item, "promotion_start", cause, now, self.ttl, "Today's most popular deal")
+            baseline_push(user, item, "promotion_start", cause, now, self.ttl, "Today's most popular deal")
             for user in self.users
             if self.audience.reachable(user)
         ]
@@ -136,7 +137,7 @@ class CartAbandonmentPusher:
     def __init__(
         self, holdout: Callable[[str], bool], delay_seconds: float = 3600.0, ttl_seconds: float = 3600.0
     ) -> None:
-        self.audience = _Audience(holdout)
+        self.audience = Audience(holdout)
         self.delay = delay_seconds
         self.ttl = ttl_seconds
         self.catalog: dict[str, CatalogUpdate] = {}
@@ -177,7 +178,7 @@ class CartAbandonmentPusher:
             if item is None or not self.audience.reachable(timer.user_id):
                 continue
             out.append(
-                _push(
+                baseline_push(
                     timer.user_id, item, "cart_abandonment", timer.cause, now, self.ttl, "Still in your cart"
                 )
             )
@@ -188,7 +189,7 @@ class CartAbandonmentPusher:
         return len(self._armed)
 
 
-def _push(
+def baseline_push(
     user_id: str, item: CatalogUpdate, trigger: str, cause: str, now: float, ttl: float, reason: str
 ) -> Push:
     promo = item.promotion if item.promotion is not None and item.promotion.active_at(now) else None
@@ -211,7 +212,13 @@ def _push(
     )
 
 
-Baseline = PopularPromotionPusher | CartAbandonmentPusher
+class Baseline(Protocol):
+    """What :class:`BrokerPusher` drives: a pure pusher fed from the topics, asked what is due."""
+
+    def observe_event(self, event: Event) -> None: ...
+    def observe_catalog(self, update: CatalogUpdate) -> None: ...
+    def observe_consent(self, update: ConsentUpdate) -> None: ...
+    def due(self, now: float) -> list[Push]: ...
 
 
 class BrokerPusher:

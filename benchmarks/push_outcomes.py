@@ -11,7 +11,10 @@ model knows the world but never the evaluated days):
 
 * ``kairos``: the real worker process (``python -m stream.cli worker``, ``KAIROS_WORKER__CLOCK=event``);
 * ``popular_promotion``: a daily 18:00 UTC broadcast of the most popular promoted item;
-* ``cart_abandonment_1h``: a push for every cart not bought within an hour.
+* ``cart_abandonment_1h``: a push for every cart not bought within an hour;
+* ``marketer_rules``: the rule set a marketer would configure in a push platform
+  (``benchmarks/marketer_rules.py``): cart and browse abandonment after an hour, quiet hours in the
+  user's zone, at most one push per user per local day.
 
 **Lock step.** The world advances in steps of ``--step-minutes`` simulated minutes (15). Each step's
 events go to the broker, the pusher catches up (Kairos: its events counter on /metrics reaches what was
@@ -25,7 +28,9 @@ counted (``late_deliveries``).
 Figures come from the simulator's ground truth over the evaluated days only. Lift is measured against
 the holdout group (``stream.policy.in_holdout`` with the configured share and salt; the baselines
 leave the same users alone) and, with less noise, against the same users in a counterfactual run of
-the same world with no pushes at all (``incremental_purchases_vs_no_push``). Writes
+the same world with no pushes at all (``incremental_purchases_vs_no_push``, and revenue likewise).
+Every other arm is also compared with the first arm (Kairos) user by user on the same world
+(``vs_first_purchases``, ``vs_first_revenue``, each with its own 95 % interval). Writes
 ``<out>/push_outcomes.md`` (default ``benchmarks/reports``; the figures table between its markers),
 its figures ``<out>/push_outcomes-*.png`` (outcomes per arm with their 95 % intervals, pushes by trigger
 over the users' local day) and the raw results ``<out>/push_outcomes.json``; ``--from-json`` writes the
@@ -57,10 +62,12 @@ sys.path.insert(0, str(ROOT))
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 
 from benchmarks.baselines import (  # noqa: E402
+    Baseline,
     BrokerPusher,
     CartAbandonmentPusher,
     PopularPromotionPusher,
 )
+from benchmarks.marketer_rules import MarketerRulesPusher  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.contract import CatalogUpdate, ConsentUpdate, Event, Push, to_json_bytes  # noqa: E402
 from stream.demo import DEMO_TRAINING  # noqa: E402
@@ -366,7 +373,7 @@ class KairosArm(Arm):
 class BaselineArm(Arm):
     """A baseline pusher (``benchmarks/baselines.py``) reading and writing the broker."""
 
-    def __init__(self, name: str, make: Callable[[], PopularPromotionPusher | CartAbandonmentPusher]) -> None:
+    def __init__(self, name: str, make: Callable[[], Baseline]) -> None:
         self.name = name
         self.make = make
         self.pusher: BrokerPusher | None = None
@@ -503,20 +510,41 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
     )
 
 
-def no_push_purchases(cfg: BenchConfig) -> np.ndarray:
-    """Per-user purchases over the evaluated days when nobody pushes anything (the counterfactual)."""
+def no_push_outcomes(cfg: BenchConfig) -> dict[str, np.ndarray]:
+    """Per-user purchases and revenue over the evaluated days when nobody pushes (the counterfactual)."""
     world = World(cfg.sim_config())
     world.advance(cfg.start())
-    before = np.asarray(world.user_counters["purchases"], dtype=float).copy()
+    before = _snapshot(world)
     world.advance(cfg.step_ends()[-1])
-    return np.asarray(world.user_counters["purchases"], dtype=float) - before
+    after = _snapshot(world)
+    return {k: after[k] - before[k] for k in ("purchases", "revenue")}
+
+
+def _paired(diff: np.ndarray) -> tuple[float, float]:
+    """Sum of per-user differences and its 95 % interval half-width (users independent)."""
+    if diff.size < 2:
+        return float(diff.sum()), float("nan")
+    return float(diff.sum()), 1.96 * float(diff.std(ddof=1)) * math.sqrt(diff.size)
+
+
+def compare_with(first: ArmRun, other: ArmRun, treat: np.ndarray) -> dict[str, float]:
+    """``other`` minus ``first`` on the same world, user by user (treatment users): purchases, revenue."""
+    out: dict[str, float] = {}
+    for key in ("purchases", "revenue"):
+        total, ci = _paired(other.deltas[key][treat] - first.deltas[key][treat])
+        out[f"vs_first_{key}"] = total
+        out[f"vs_first_{key}_ci95"] = ci
+    return out
 
 
 # -- figures --------------------------------------------------------------------------------------
 
 
-def figures(cfg: BenchConfig, run: ArmRun, holdout_mask: np.ndarray, baseline: np.ndarray) -> dict[str, Any]:
+def figures(
+    cfg: BenchConfig, run: ArmRun, holdout_mask: np.ndarray, no_push: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """The outcome figures of one arm (treatment group unless said otherwise)."""
+    baseline = no_push["purchases"]
     d = run.deltas
     treat = ~holdout_mask
     n_t, n_h = int(treat.sum()), int(holdout_mask.sum())
@@ -531,6 +559,7 @@ def figures(cfg: BenchConfig, run: ArmRun, holdout_mask: np.ndarray, baseline: n
         d["purchases"][treat].var(ddof=1) / n_t + d["purchases"][holdout_mask].var(ddof=1) / n_h
     )
     paired = d["purchases"][treat] - baseline[treat]
+    revenue, revenue_ci = _paired(d["revenue"][treat] - no_push["revenue"][treat])
 
     def rate(name: str) -> float:
         return total(name) / pushes if pushes else 0.0
@@ -551,6 +580,8 @@ def figures(cfg: BenchConfig, run: ArmRun, holdout_mask: np.ndarray, baseline: n
         "incremental_purchases_vs_no_push": float(paired.sum()),
         "incremental_purchases_vs_no_push_ci95": 1.96 * float(paired.std(ddof=1)) * math.sqrt(n_t),
         "lift_vs_no_push": float(d["purchases"][treat].sum() / baseline[treat].sum() - 1.0),
+        "incremental_revenue_vs_no_push": revenue,
+        "incremental_revenue_vs_no_push_ci95": revenue_ci,
         "opt_out_rate": float(run.opted_out_during[treat].sum()) / n_t,
         "quiet_hours_share": rate("quiet_pushes"),
         "expired_share": rate("expired_pushes"),
@@ -579,12 +610,14 @@ def make_arms(cfg: BenchConfig, names: list[str]) -> list[Arm]:
             )
         elif name == "cart_abandonment_1h":
             arms.append(BaselineArm(name, lambda: CartAbandonmentPusher(holdout, 3600.0, ttl)))
+        elif name == "marketer_rules":
+            arms.append(BaselineArm(name, lambda: MarketerRulesPusher(holdout, 3600.0, ttl)))
         else:
             raise ValueError(f"unknown arm {name!r}")
     return arms
 
 
-ARMS = ["kairos", "popular_promotion", "cart_abandonment_1h"]
+ARMS = ["kairos", "popular_promotion", "cart_abandonment_1h", "marketer_rules"]
 KEYS = [
     "pushes_per_user_per_day",
     "open_rate",
@@ -592,6 +625,9 @@ KEYS = [
     "lift_vs_holdout",
     "incremental_purchases",
     "incremental_purchases_vs_no_push",
+    "incremental_revenue_vs_no_push",
+    "vs_first_purchases",
+    "vs_first_revenue",
     "opt_out_rate",
     "quiet_hours_share",
     "expired_share",
@@ -643,6 +679,11 @@ def draw_figures(result: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
         "vs holdout": [rows[n]["incremental_purchases_ci95"] for n in names],
         "vs no pushes (paired)": [rows[n]["incremental_purchases_vs_no_push_ci95"] for n in names],
     }
+    if all("vs_first_purchases" in rows[n] for n in names[1:]) and len(names) > 1:
+        # The first arm against itself is 0 by construction; its bar is left at 0 with no interval.
+        label = f"vs {names[0]} (paired)"
+        incr[label] = [0.0] + [rows[n]["vs_first_purchases"] for n in names[1:]]
+        incr_err[label] = [0.0] + [rows[n]["vs_first_purchases_ci95"] for n in names[1:]]
     plots.grouped_bars(right, names, incr, incr_err, fmt="{:+.0f}")
     right.axhline(0, color="black", linewidth=0.8)
     right.set_ylabel("incremental purchases, treatment users (± 95 %)")
@@ -697,6 +738,9 @@ def write_report(
         "click_rate",
         "incremental_purchases_ci95",
         "incremental_purchases_vs_no_push_ci95",
+        "incremental_revenue_vs_no_push_ci95",
+        "vs_first_purchases_ci95",
+        "vs_first_revenue_ci95",
         "lift_vs_no_push",
         "pushes",
         "holdout_pushes",
@@ -795,13 +839,18 @@ def main(argv: list[str] | None = None) -> int:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     world = World(cfg.sim_config())
     holdout_mask = np.array([cfg.holdout()(u) for u in world.user_ids], dtype=bool)
-    baseline = no_push_purchases(cfg)
+    no_push = no_push_outcomes(cfg)
+    baseline = no_push["purchases"]
     per_arm: dict[str, dict[str, Any]] = {}
     kairos_env: dict[str, str] = {}
+    first_run: ArmRun | None = None
     for arm in make_arms(cfg, args.arms):
         _say(f"[bench] running {arm.name} ...")
         run = run_arm(cfg, arm)
-        per_arm[arm.name] = figures(cfg, run, holdout_mask, baseline)
+        first_run = first_run or run
+        per_arm[arm.name] = figures(cfg, run, holdout_mask, no_push) | compare_with(
+            first_run, run, ~holdout_mask
+        )
         if arm.name == "kairos":
             kairos_env = {k: v for k, v in run.env.items() if k.startswith("KAIROS_POLICY__")} | env
         _say(f"[bench] {arm.name}: " + json.dumps({k: per_arm[arm.name][k] for k in KEYS}))
@@ -818,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
             "treatment_users": int((~holdout_mask).sum()),
             "holdout_users": int(holdout_mask.sum()),
             "no_push_purchases": float(baseline[~holdout_mask].sum()),
+            "no_push_revenue": float(no_push["revenue"][~holdout_mask].sum()),
             "kairos_env": kairos_env,
             "total_wall_seconds": round(time.monotonic() - started, 1),
         }

@@ -40,7 +40,13 @@ EventType = Literal[
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
 Trigger = Literal[
-    "in_session", "price_drop", "back_in_stock", "promotion_start", "cart_abandonment", "promotion_ending"
+    "in_session",
+    "price_drop",
+    "back_in_stock",
+    "promotion_start",
+    "cart_abandonment",
+    "promotion_ending",
+    "browse_abandonment",
 ]
 TRIGGERS: tuple[str, ...] = Trigger.__args__  # type: ignore[attr-defined]
 
