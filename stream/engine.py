@@ -486,11 +486,48 @@ class Engine:
                 ops.append(_Op(position, ask=ask))
 
     def _timer_ask(self, user: _User, timer: Timer, now: float) -> _Ask | None:
+        if timer.kind == "session_end":
+            return self._session_end_ask(user, timer, now)
         engaged = user.engagement.get(timer.item_id)
         if timer.kind == "cart_abandonment" and (engaged is None or not engaged.in_cart):
             return None
         cause = f"{timer.kind}:{timer.cause}"
         return self._ask(user, timer.kind, cause, timer.created_at, now, (timer.item_id,), ("timer",))
+
+    def _session_end_ask(self, user: _User, timer: Timer, now: float) -> _Ask | None:
+        """The user left: their carted and repeatedly viewed items, not bought, most recent first.
+
+        The ask's trigger is ``browse_abandonment``; a carted item's candidate becomes
+        ``cart_abandonment`` (see :meth:`_candidate_trigger`).
+        """
+        cfg = self.cfg
+        items: list[str] = []
+        for item in user.engagement.engaged():
+            e = user.engagement.get(item)
+            if e is not None and (e.in_cart or e.views >= cfg.browse_min_views):
+                items.append(item)
+                if len(items) >= cfg.session_end_max_items:
+                    break
+        if not items:
+            return None
+        cause = f"session_end:{timer.cause}"
+        return self._ask(
+            user, "browse_abandonment", cause, timer.created_at, now, tuple(items), ("engaged",) * len(items)
+        )
+
+    @staticmethod
+    def _candidate_trigger(ask: _Ask, item: str) -> str:
+        """The trigger a candidate's push carries: at a session's end a carted item is cart abandonment."""
+        if ask.trigger == "browse_abandonment":
+            engaged = ask.engaged.get(item)
+            if engaged is not None and engaged.in_cart:
+                return "cart_abandonment"
+        return ask.trigger
+
+    def _active(self, last_ts: float | None, now: float) -> bool:
+        """Whether the shopper is on the site: a behaviour event within ``active_window_seconds``."""
+        window = self.cfg.active_window_seconds
+        return window > 0 and last_ts is not None and now - last_ts < window
 
     # -- expiry and erasure -----------------------------------------------------------------------
 
@@ -662,6 +699,8 @@ class Engine:
             return None
         state.last_decision_ts = event.ts
         blocked = pol.user_blocked(user.user_id, state.policy, now, self.cfg)
+        if blocked is None and self._active(event.ts, now):
+            blocked = "user_active"  # the event itself shows the shopper on the site
         if blocked is not None:
             out.suppressions[("in_session", blocked)] += 1
             return None
@@ -805,7 +844,7 @@ class Engine:
         candidates = [
             pol.make_candidate(
                 item,
-                ask.trigger,
+                self._candidate_trigger(ask, item),
                 raw,
                 p,
                 ask.now,
@@ -831,6 +870,7 @@ class Engine:
             similarity=lambda a, b: max(
                 pol.default_similarity(a, b), snapshot_similarity(snap, a.item_id, b.item_id)
             ),
+            active=self._active(ask.session_last_ts, ask.now),
         )
         known = {r.push_id for r in pstate.pushes} | {h.push.push_id for h in pstate.held}
         for cand, verdict in verdicts:
@@ -889,6 +929,20 @@ class Engine:
     def _release_held(self, user: _User, now: float, out: Outcome, seq: int) -> None:
         pstate = user.state.policy
         if not pstate.held:
+            return
+        last = user.engagement.last_ts
+        if self._active(last, now) and any(h.release_at <= now for h in pstate.held):
+            # On the site right now: the held pushes wait until the shopper has been away a while.
+            assert last is not None
+            again = last + self.cfg.active_window_seconds
+            for h in pstate.held:
+                if h.release_at <= now:
+                    h.release_at = again
+                    self.part(user.partition).timers.schedule(
+                        Timer(again, user.user_id, RELEASE_KIND, h.push.item_id, h.push.push_id, now)
+                    )
+            user.dirty = True
+            out.suppressions[(pstate.held[0].push.trigger, "user_active")] += 1
             return
         for push, verdict in pol.release_held(user.user_id, pstate, now, self.cfg, self.catalog.get):
             user.dirty = True

@@ -33,6 +33,7 @@ Outcome = Literal["emit", "hold", "suppress"]
 SuppressReason = Literal[
     "no_consent",  # opted out (or unknown consent with consent_default=False)
     "holdout",  # user in the global holdout group
+    "user_active",  # the shopper is on the site now (an event within active_window_seconds)
     "not_in_catalog",  # no catalog entry for the item
     "out_of_stock",  # stock re-checked at decision / release time
     "promotion_invalid",  # the promotion the push mentions no longer runs
@@ -517,6 +518,7 @@ def decide(
     now: float,
     config: PolicyConfig,
     similarity: Similarity | None = None,
+    active: bool = False,
 ) -> list[tuple[Candidate, Verdict]]:
     """Decide for every candidate: emit, hold (quiet hours) or suppress, with a reason code.
 
@@ -533,6 +535,8 @@ def decide(
         return [(c, Verdict("suppress", "no_consent")) for c in candidates]
     if in_holdout(user_id, config.holdout_share, config.holdout_salt):
         return [(c, Verdict("suppress", "holdout")) for c in candidates]
+    if active:
+        return [(c, Verdict("suppress", "user_active")) for c in candidates]
 
     zone = user_zone(state, config)
     offset = current_offset(state, now, config)

@@ -152,6 +152,24 @@ class PolicyConfig(BaseModel):
         gt=0,
         description="A carted item not bought nor removed after this long triggers cart_abandonment.",
     )
+    session_end_seconds: float = Field(
+        1800.0,
+        ge=0,
+        description="A session counts as ended after this long without a behaviour event; its carted "
+        "and repeatedly viewed items are then considered for a push (0 disables session_end).",
+    )
+    browse_min_views: int = Field(
+        2, ge=1, description="Views of an item (not carted) that make it a browse-abandonment candidate."
+    )
+    session_end_max_items: int = Field(
+        8, ge=1, description="Most abandoned items (most recent first) considered at a session's end."
+    )
+    active_window_seconds: float = Field(
+        1800.0,
+        ge=0,
+        description="A shopper with a behaviour event this recently is on the site: nothing is pushed "
+        "to them now (0 disables the rule, which re-enables in-session nudges).",
+    )
     promotion_ending_lead_seconds: float = Field(
         3 * 3600.0, gt=0, description="promotion_ending fires this long before a promotion's ends_at."
     )

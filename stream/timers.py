@@ -2,6 +2,9 @@
 
 * ``cart_abandonment``: scheduled on add_to_cart for ``now + cart_abandonment_delay_seconds``
   (a new add_to_cart of the same item pushes it back), cancelled on purchase or remove_from_cart.
+* ``session_end``: one per user (item ``""``), re-armed by every behaviour event for
+  ``ts + session_end_seconds``; it fires once the user has been away that long, and the user's
+  carted and repeatedly viewed items are then considered (the browse/cart-abandonment moment).
 * ``promotion_ending``: scheduled for users with interest in (or the item in their cart) when a
   promotion is known, due at ``ends_at - promotion_ending_lead_seconds`` (at once when that is past
   but the promotion still runs), cancelled on purchase.
@@ -21,8 +24,10 @@ from typing import Any, Literal
 from stream.contract import Promotion
 from stream.policy_config import PolicyConfig
 
-TimerKind = Literal["cart_abandonment", "promotion_ending"]
-TIMER_KINDS: tuple[str, ...] = ("cart_abandonment", "promotion_ending")
+TimerKind = Literal["cart_abandonment", "promotion_ending", "session_end"]
+TIMER_KINDS: tuple[str, ...] = ("cart_abandonment", "promotion_ending", "session_end")
+# Events that show the shopper on the site: they end nothing, they (re)start the session clock.
+ACTIVITY_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase", "search"})
 
 TimerKey = tuple[str, str, str]
 
@@ -202,9 +207,12 @@ def on_behaviour(
 ) -> None:
     """Arm or disarm the user's timers for one behaviour event.
 
-    add_to_cart arms cart_abandonment (cause: the event id); remove_from_cart disarms it; purchase
-    disarms both cart_abandonment and promotion_ending for the item.
+    Every behaviour event re-arms session_end (cause: the event id) when it is enabled; add_to_cart
+    arms cart_abandonment (cause: the event id); remove_from_cart disarms it; purchase disarms both
+    cart_abandonment and promotion_ending for the item.
     """
+    if config.session_end_seconds > 0 and event_type in ACTIVITY_TYPES:
+        queue.schedule(Timer(ts + config.session_end_seconds, user_id, "session_end", "", event_id, ts))
     if item_id is None:
         return
     if event_type == "add_to_cart":

@@ -84,7 +84,7 @@ def test_cart_abandonment_lifecycle():
 
 
 def test_promotion_ending():
-    cfg = config(promotion_ending_lead_seconds=3600)
+    cfg = config(promotion_ending_lead_seconds=3600, session_end_seconds=0)
     q = TimerQueue.from_config(cfg)
     promo = Promotion(promotion_id="p1", discount=0.3, starts_at=T0, ends_at=T0 + 5 * 3600)
     assert schedule_promotion_ending(q, ["u1", "u2"], "i1", promo, T0, cfg) == 2
@@ -96,3 +96,24 @@ def test_promotion_ending():
     assert schedule_promotion_ending(q, ["u3"], "i1", promo, T0 + 4.5 * 3600, cfg) == 1
     assert q.pop_due(T0 + 4.5 * 3600)[0].user_id == "u3"
     assert schedule_promotion_ending(q, ["u4"], "i1", promo, T0 + 5 * 3600, cfg) == 0
+
+
+def test_every_behaviour_event_rearms_the_one_session_end_timer():
+    cfg = config(session_end_seconds=1800)
+    q = TimerQueue.from_config(cfg)
+    on_behaviour(q, "u1", "view", "a", "e1", T0, cfg)
+    on_behaviour(q, "u1", "search", None, "e2", T0 + 100, cfg)
+    on_behaviour(q, "u1", "push_open", "a", "e3", T0 + 200, cfg)  # feedback is not activity
+    on_behaviour(q, "u2", "view", "b", "e4", T0 + 50, cfg)
+    assert [(t.user_id, t.cause) for t in q.pop_due(T0 + 1899)] == [("u2", "e4")]
+    [due] = q.pop_due(T0 + 1900)
+    assert (due.user_id, due.kind, due.item_id, due.cause, due.created_at) == (
+        "u1",
+        "session_end",
+        "",
+        "e2",
+        T0 + 100,
+    )
+    off = config(session_end_seconds=0)
+    on_behaviour(q, "u3", "view", "a", "e5", T0, off)
+    assert len(q) == 0

@@ -141,7 +141,8 @@ class FakeScorer(Scorer):
 
 
 def make_settings(worker: dict[str, Any] | None = None, **policy: Any) -> Settings:
-    """Settings for engine tests: holdout off, quiet hours off, event-time clock, threshold 0.55.
+    """Settings for engine tests: holdout off, quiet hours off, active rule and session end off,
+    event-time clock, threshold 0.55.
 
     ``policy`` overrides policy fields, ``worker`` worker fields; the environment is not read.
     """
@@ -151,6 +152,10 @@ def make_settings(worker: dict[str, Any] | None = None, **policy: Any) -> Settin
         "quiet_hours_end": "00:00",  # equal: no quiet hours
         "threshold": 0.55,
         "trigger_thresholds": {},
+        # The in-session mechanics these tests exercise: the production defaults (no push to an
+        # active shopper; session-end decisions) are switched on by the tests about them.
+        "active_window_seconds": 0.0,
+        "session_end_seconds": 0.0,
     }
     values.update(policy)
     worker_values: dict[str, Any] = {"clock": "event"}

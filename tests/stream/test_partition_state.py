@@ -50,8 +50,13 @@ def busy_stream(n: int, seed: int) -> list[Inbound]:
 
 
 def settings():  # type: ignore[no-untyped-def]
-    # Low thresholds so that in-session, cart-abandonment and held pushes all happen.
-    return make_settings(threshold=0.5, trigger_thresholds={"cart_abandonment": 0.3}, min_gap_seconds=600)
+    # Low thresholds so that in-session, cart-abandonment, session-end and held pushes all happen.
+    return make_settings(
+        threshold=0.5,
+        trigger_thresholds={"cart_abandonment": 0.3, "browse_abandonment": 0.3},
+        min_gap_seconds=600,
+        session_end_seconds=900,
+    )
 
 
 def run(engine: Engine, records: list[Inbound], store: DictState, batch: int) -> Outcome:
