@@ -33,6 +33,7 @@ from typing import Any
 from stream.candidates import CoVisitationIndex, TrendingItems
 from stream.interest import InterestIndex
 from stream.policy_config import PolicyConfig
+from stream.response_estimates import RESPONSE_PREFIX
 from stream.state import UserState
 from stream.timers import Timer, TimerQueue
 
@@ -58,7 +59,7 @@ def _split_pair(key: bytes, prefix: bytes) -> tuple[str, str]:
 
 def is_partition_row(key: bytes) -> bool:
     """Whether a store key belongs to :class:`PartitionState` (not a user record, not store bookkeeping)."""
-    return key == META_ROW or key[:2] in (COVISIT_PREFIX, TRENDING_PREFIX, INTEREST_PREFIX)
+    return key == META_ROW or key[:2] in (COVISIT_PREFIX, TRENDING_PREFIX, INTEREST_PREFIX, RESPONSE_PREFIX)
 
 
 @dataclass

@@ -217,6 +217,34 @@ class PolicyConfig(BaseModel):
         description="The offset decays toward 0 with this half-life (old behaviour fades).",
     )
 
+    # --- learning from outcomes (stream/response_estimates.py) ----------------------------------------
+    learning_frozen: bool = Field(
+        False,
+        description="Freeze learning: no updates, no exploration, rank by the posterior mean uplift.",
+    )
+    exploration_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="Share of decisions that pick uniformly among eligible candidates."
+    )
+    response_half_life_seconds: float = Field(
+        14 * 86400.0, gt=0, description="Half-life of the push / no-push outcome counts per context."
+    )
+    response_prior_strength: float = Field(
+        50.0, gt=0, description="Weight of the prior conversion rates, in pseudo-decisions per arm."
+    )
+    # Engagement family -> prior conversion rate within the attribution window (both arms).
+    response_prior_rates: dict[str, float] = Field(
+        default_factory=lambda: {
+            "in_cart": 0.10,
+            "viewed_2plus": 0.05,
+            "viewed_once": 0.02,
+            "not_engaged": 0.01,
+        },
+        description="Prior conversion rate per engagement family (JSON object; see docs/policy.md).",
+    )
+    response_prior_lift: float = Field(
+        0.0, ge=-1.0, le=1.0, description="Prior conversion rate a push adds (absolute; 0: no prior uplift)."
+    )
+
     @field_validator("quiet_hours_start", "quiet_hours_end")
     @classmethod
     def _hhmm(cls, value: str) -> str:
@@ -241,6 +269,19 @@ class PolicyConfig(BaseModel):
                 raise ValueError(f"unknown trigger {trigger!r}; known: {', '.join(TRIGGERS)}")
             if not 0.0 <= threshold <= 1.0:
                 raise ValueError(f"threshold of {trigger} must lie in [0, 1], got {threshold}")
+        return value
+
+    @field_validator("response_prior_rates")
+    @classmethod
+    def _prior_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        families = ("in_cart", "viewed_2plus", "viewed_once", "not_engaged")
+        unknown = sorted(set(value) - set(families))
+        missing = [f for f in families if f not in value]
+        if unknown or missing:
+            raise ValueError(f"expected exactly {', '.join(families)}; unknown {unknown}, missing {missing}")
+        for family, rate in value.items():
+            if not 0.0 < rate < 1.0:
+                raise ValueError(f"prior rate of {family} must lie in (0, 1), got {rate}")
         return value
 
     @model_validator(mode="after")
