@@ -244,6 +244,30 @@ class PolicyConfig(BaseModel):
     response_prior_lift: float = Field(
         0.0, ge=-1.0, le=1.0, description="Prior conversion rate a push adds (absolute; 0: no prior uplift)."
     )
+    # --- send time per shopper (stream/send_time.py) ---------------------------------------------------
+    send_time_enabled: bool = Field(
+        True, description="Delay a decided push to the shopper's usual engagement hour (else send at once)."
+    )
+    send_time_min_observations: float = Field(
+        8.0, ge=0.0, description="Decayed, weighted observations a shopper needs before send time is learned."
+    )
+    send_time_min_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Send now when this hour's engagement is at least this share of the best reachable hour.",
+    )
+    send_time_horizon_seconds: float = Field(
+        12 * 3600.0, gt=0, le=7 * 86400.0, description="Longest a decided push may wait for a better hour."
+    )
+    send_time_half_life_seconds: float = Field(
+        21 * 86400.0, gt=0, description="Half-life of the per-hour engagement counts (old habits fade)."
+    )
+    send_time_open_weight: float = Field(
+        3.0,
+        ge=0.0,
+        description="Weight of a push open or click in the engagement hours (behaviour events: 1).",
+    )
 
     @field_validator("quiet_hours_start", "quiet_hours_end")
     @classmethod
