@@ -15,6 +15,7 @@ decision depends only on the events before it, never on batch boundaries.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -45,7 +46,9 @@ from stream.contract import (
 )
 from stream.feedback import FeedbackOutcome, apply_feedback, settle_ignored
 from stream.interest import catalog_triggers
+from stream.learning import Update
 from stream.partition_state import PartitionState
+from stream.response_estimates import context_key, pick_uniform
 from stream.settings import Settings
 from stream.state import UserState
 from stream.timers import Timer, on_behaviour, schedule_promotion_ending
@@ -251,6 +254,9 @@ class Engine:
         self.parts: dict[int, PartitionState] = {}
         self.owned: set[int] = set()  # partitions whose users this engine may touch
         self.max_decide = 5  # candidates per decision that go through the full policy
+        # Holdout users are decided as if they were not (then nothing is sent): their "ghost"
+        # pushes are the no-push baseline of the outcome estimates.
+        self._ghost_cfg = self.cfg.model_copy(update={"holdout_share": 0.0})
         self._ask_seq = 0
         self._push_order: dict[str, int] = {}  # push id -> seq of what caused it (current batch)
         # Interest-index changes of the current batch: (stream seq, partition, user, rows or the
@@ -425,7 +431,13 @@ class Engine:
                 out.events[("invalid", "dead_letter")] += 1
                 continue
             part = self.part(rec.partition)
-            if part.advance(event.ts) and self._event_clock():
+            if part.learning.enters_new_epoch(max(part.watermark, event.ts)):
+                # Decisions before this input read the old epoch's outcome estimates (stream.learning).
+                self._finish(work, txn, out)
+                work = _Work()
+            moved = part.advance(event.ts)
+            part.learning.advance(part.watermark)
+            if moved and self._event_clock():
                 # Event time: what fell due up to this event's time happens before it, in stream order.
                 self._fire_due(txn, part, part.watermark, work, out)
             user = self._load(txn, rec.partition, event.user_id, work.users)
@@ -654,9 +666,18 @@ class Engine:
                 pstate = user.state.policy
                 fb = apply_feedback(pstate, op.event, self.cfg)
                 if fb is not None:
-                    out.feedback.append(fb)
+                    self._learn(user, fb, op.seq)
+                    if not fb.ghost:
+                        out.feedback.append(fb)
                 out.feedback += settle_ignored(pstate, op.event.ts, self.cfg)
                 self._release_held(user, op.event.ts, out, op.seq)
+
+    def _learn(self, user: _User, fb: FeedbackOutcome, seq: int) -> None:
+        """An attributed purchase teaches the outcome estimates of the context it was decided in."""
+        if fb.kind != "purchase" or not fb.context:
+            return
+        kind = "ghost_conversion" if fb.ghost else "conversion"
+        self.part(user.partition).learning.add(seq, Update(kind, fb.context, fb.decided_at, fb.revenue))
 
     def _step_round(self, batch: list[tuple[_User, tuple[str, int]]], out: Outcome) -> None:
         """One GRU step for each user of the round (a reset clears the state instead)."""
@@ -860,20 +881,27 @@ class Engine:
             )
             for item, source, raw, p in scored
         ]
+        candidates = self._valued(ask, candidates)
+        ghost = pol.in_holdout(user.user_id, cfg.holdout_share, cfg.holdout_salt)
         snap = ask.covisited
         verdicts = pol.decide(
             user.user_id,
             candidates,
             view,
             ask.now,
-            cfg,
+            self._ghost_cfg if ghost else cfg,
             similarity=lambda a, b: max(
                 pol.default_similarity(a, b), snapshot_similarity(snap, a.item_id, b.item_id)
             ),
             active=self._active(ask.session_last_ts, ask.now),
         )
         known = {r.push_id for r in pstate.pushes} | {h.push.push_id for h in pstate.held}
+        learning = self.part(user.partition).learning
         for cand, verdict in verdicts:
+            if ghost:
+                if verdict.outcome != "suppress":
+                    self._record_ghost(ask, cand, verdict, known, out)
+                verdict = pol.Verdict("suppress", "holdout", threshold=verdict.threshold)
             if verdict.outcome == "suppress":
                 out.suppressions[(cand.trigger, verdict.reason)] += 1
                 self._audit(
@@ -893,8 +921,10 @@ class Engine:
                 out.suppressions[(cand.trigger, "duplicate")] += 1
                 continue
             user.dirty = True
+            ctx = self._context(cand)
             if verdict.outcome == "emit":
-                pol.record_push(pstate, push, cfg)
+                pol.record_push(pstate, push, cfg, context=ctx)
+                learning.add(ask.seq, Update("push", ctx, ask.now))
                 out.pushes.append((user.partition, push))
                 self._push_order[push.push_id] = ask.seq
                 self._audit(
@@ -910,7 +940,7 @@ class Engine:
                 )
             else:
                 assert verdict.release_at is not None
-                pol.record_hold(pstate, push, verdict.release_at, cfg)
+                pol.record_hold(pstate, push, verdict.release_at, cfg, context=ctx)
                 self.part(user.partition).timers.schedule(
                     Timer(verdict.release_at, user.user_id, RELEASE_KIND, push.item_id, push.push_id, ask.now)
                 )
@@ -925,6 +955,48 @@ class Engine:
                     ask.now,
                     out,
                 )
+
+    @staticmethod
+    def _context(cand: pol.Candidate) -> str:
+        return context_key(cand.trigger, cand.in_cart, cand.views, cand.discount)
+
+    def _valued(self, ask: _Ask, candidates: list[pol.Candidate]) -> list[pol.Candidate]:
+        """The candidates with their expected incremental value (stream.response_estimates).
+
+        Value = a Thompson sample of the push's uplift in the candidate's context (one draw per context,
+        seeded by the user and the cause, so a replay draws the same) times the model's calibrated
+        interest, which tells the items of one context apart. An exploring decision (a deterministic
+        ``exploration_share`` of seeds) ranks the candidates uniformly at random instead.
+        """
+        if not candidates:
+            return candidates
+        responses = self.part(ask.user.partition).learning.estimates
+        seed = hashlib.blake2b(f"{ask.user.user_id}\x1f{ask.cause}".encode(), digest_size=16).digest()
+        if responses.explore(seed):
+            order = sorted(range(len(candidates)), key=lambda i: candidates[i].item_id)
+            first = order[pick_uniform(seed, len(order))]
+            return [replace(c, value=1.0 if i == first else 0.0) for i, c in enumerate(candidates)]
+        samples: dict[str, float] = {}
+        out: list[pol.Candidate] = []
+        for c in candidates:
+            ctx = self._context(c)
+            if ctx not in samples:
+                samples[ctx] = responses.score(ctx, ask.now, seed)
+            out.append(replace(c, value=samples[ctx] * c.interest))
+        return out
+
+    def _record_ghost(
+        self, ask: _Ask, cand: pol.Candidate, verdict: pol.Verdict, known: set[str], out: Outcome
+    ) -> None:
+        """A holdout user's decision that would have sent ``cand``: remembered, never sent."""
+        user = ask.user
+        push = pol.build_push(user.user_id, cand, verdict, ask.now, self.cfg, self.scorer.version)
+        if push.push_id in known:
+            return
+        ctx = self._context(cand)
+        pol.record_push(user.state.policy, push, self.cfg, sent_at=ask.now, context=ctx, ghost=True)
+        self.part(user.partition).learning.add(ask.seq, Update("ghost", ctx, ask.now))
+        user.dirty = True
 
     def _release_held(self, user: _User, now: float, out: Outcome, seq: int) -> None:
         pstate = user.state.policy
@@ -944,11 +1016,15 @@ class Engine:
             user.dirty = True
             out.suppressions[(pstate.held[0].push.trigger, "user_active")] += 1
             return
+        contexts = {h.push.push_id: h.context for h in pstate.held}
         for push, verdict in pol.release_held(user.user_id, pstate, now, self.cfg, self.catalog.get):
             user.dirty = True
             if verdict.outcome == "emit":
                 released = push.model_copy(update={"created_at": now})
-                pol.record_push(pstate, released, self.cfg, sent_at=now)
+                ctx = contexts.get(push.push_id, "")
+                pol.record_push(pstate, released, self.cfg, sent_at=now, context=ctx)
+                if ctx:
+                    self.part(user.partition).learning.add(seq, Update("push", ctx, now))
                 out.pushes.append((user.partition, released))
                 self._push_order[released.push_id] = seq
             else:

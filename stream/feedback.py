@@ -38,6 +38,9 @@ class FeedbackOutcome:
     seconds_after_push: float
     offset_before: float
     offset_after: float
+    context: str = ""  # the push's decision context (outcome estimates)
+    decided_at: float = 0.0  # when the push was sent (its estimate counts at that time)
+    ghost: bool = False  # a holdout user's ghost: the no-push baseline, not a push outcome
 
 
 def adjust_responsiveness(
@@ -64,9 +67,22 @@ def _delta(kind: str, config: PolicyConfig) -> float:
 def _outcome(
     state: UserPolicyState, record: PushRecord, kind: str, at: float, revenue: float, config: PolicyConfig
 ) -> FeedbackOutcome:
-    before, after = adjust_responsiveness(state, _delta(kind, config), at, config)
+    if record.ghost:  # nothing was sent: the user's responsiveness is not in question
+        before = after = current_offset(state, at, config)
+    else:
+        before, after = adjust_responsiveness(state, _delta(kind, config), at, config)
     return FeedbackOutcome(
-        kind, record.push_id, record.trigger, record.item_id, revenue, at - record.created_at, before, after
+        kind,
+        record.push_id,
+        record.trigger,
+        record.item_id,
+        revenue,
+        at - record.created_at,
+        before,
+        after,
+        record.context,
+        record.created_at,
+        record.ghost,
     )
 
 
@@ -80,7 +96,7 @@ def apply_feedback(state: UserPolicyState, event: Event, config: PolicyConfig) -
     if event.type in ("push_open", "push_click", "push_dismiss"):
         if event.push_id is None:
             return None
-        record = next((r for r in reversed(state.pushes) if r.push_id == event.push_id), None)
+        record = next((r for r in reversed(state.pushes) if r.push_id == event.push_id and not r.ghost), None)
         if record is None:
             return None
         if event.type == "push_open":
@@ -120,7 +136,8 @@ def settle_ignored(state: UserPolicyState, now: float, config: PolicyConfig) -> 
     out: list[FeedbackOutcome] = []
     for record in state.pushes:
         if (
-            record.ignored_at is None
+            not record.ghost
+            and record.ignored_at is None
             and record.opened_at is None
             and record.clicked_at is None
             and record.dismissed_at is None

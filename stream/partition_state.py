@@ -32,6 +32,7 @@ from typing import Any
 
 from stream.candidates import CoVisitationIndex, TrendingItems
 from stream.interest import InterestIndex
+from stream.learning import EpochLearner
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import RESPONSE_PREFIX
 from stream.state import UserState
@@ -71,6 +72,7 @@ class PartitionState:
     trending: TrendingItems
     interest: InterestIndex
     timers: TimerQueue
+    learning: EpochLearner
     watermark: float = 0.0
     last_seen: dict[str, float] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
@@ -87,6 +89,7 @@ class PartitionState:
             TrendingItems.from_config(config),
             InterestIndex.from_config(config),
             TimerQueue.from_config(config),
+            EpochLearner.empty(config),
         )
 
     def advance(self, ts: float) -> bool:
@@ -120,6 +123,7 @@ class PartitionState:
         for (item, user), value in self.interest.drain_changes().items():
             writes[_pair_key(INTEREST_PREFIX, item, user)] = None if value is None else _encode(value)
             changed = True
+        writes.update(self.learning.drain())  # its own rows, complete without the meta row
         if changed or self.watermark != self._watermark_stored or self.offsets != self._offsets_stored:
             writes[META_ROW] = _encode(
                 {
@@ -152,6 +156,7 @@ class PartitionState:
         covisit: list[tuple[str, str, Any]] = []
         trending: list[tuple[str, float]] = []
         interest: list[tuple[str, str, Any]] = []
+        responses: list[tuple[bytes, bytes]] = []
         for key, raw in rows:
             if key == META_ROW:
                 meta = json.loads(raw)
@@ -161,6 +166,9 @@ class PartitionState:
                 trending.append((key[len(TRENDING_PREFIX) :].decode("utf-8"), float(json.loads(raw))))
             elif key.startswith(INTEREST_PREFIX):
                 interest.append((*_split_pair(key, INTEREST_PREFIX), json.loads(raw)))
+            elif key.startswith(RESPONSE_PREFIX):
+                responses.append((key, raw))
+        state.learning.load(responses)
         state.covisitation.restore(meta.get("c", {}), covisit)
         state.trending.restore(meta.get("t", {}), trending)
         state.interest.restore(meta.get("n", {}), interest)

@@ -72,10 +72,15 @@ class PushRecord:
     revenue: float = 0.0
     dismissed_at: float | None = None
     ignored_at: float | None = None
+    # The decision context (stream.response_estimates.context_key) its outcome teaches, if any.
+    context: str = ""
+    # A holdout user's "ghost": what would have been pushed, never sent. It counts for the caps (so
+    # holdout decisions mirror treatment ones) and its item's purchase is the no-push baseline.
+    ghost: bool = False
 
     def to_list(self) -> list[Any]:
-        """Compact JSON-able form (field order as declared)."""
-        return [
+        """Compact JSON-able form (field order as declared; the last two only when set)."""
+        row = [
             self.push_id,
             self.item_id,
             self.category,
@@ -89,6 +94,9 @@ class PushRecord:
             self.dismissed_at,
             self.ignored_at,
         ]
+        if self.context or self.ghost:
+            row += [self.context, self.ghost]
+        return row
 
     @classmethod
     def from_list(cls, row: list[Any]) -> PushRecord:
@@ -102,6 +110,7 @@ class HeldPush:
 
     push: Push
     release_at: float
+    context: str = ""  # the decision context, for the outcome estimates once it is released
 
 
 @dataclass
@@ -145,7 +154,14 @@ class UserPolicyState:
         if self.pushes:
             out["p"] = [r.to_list() for r in self.pushes]
         if self.held:
-            out["h"] = [[h.release_at, h.push.model_dump(mode="json", exclude_none=True)] for h in self.held]
+            out["h"] = [
+                [
+                    h.release_at,
+                    h.push.model_dump(mode="json", exclude_none=True),
+                    *([h.context] if h.context else []),
+                ]
+                for h in self.held
+            ]
         if self.responsiveness:
             out["r"] = self.responsiveness
             out["rt"] = self.responsiveness_ts
@@ -159,7 +175,10 @@ class UserPolicyState:
             consent_ts=data.get("ct"),
             time_zone=data.get("tz"),
             pushes=[PushRecord.from_list(row) for row in data.get("p", [])],
-            held=[HeldPush(Push.model_validate(p, strict=False), float(at)) for at, p in data.get("h", [])],
+            held=[
+                HeldPush(Push.model_validate(row[1], strict=False), float(row[0]), *row[2:3])
+                for row in data.get("h", [])
+            ],
             responsiveness=float(data.get("r", 0.0)),
             responsiveness_ts=data.get("rt"),
         )
@@ -194,6 +213,8 @@ class Candidate:
     expires_at: float | None = None  # the candidate's own deadline (e.g. the promotion's end)
     promotion_ends_at: float | None = None
     in_catalog: bool = True
+    # Expected incremental value of pushing it (stream.response_estimates); None: rank by interest.
+    value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -491,9 +512,21 @@ def _mmr(
     similarity: Similarity,
     category_room: Callable[[Candidate, list[Candidate]], bool],
 ) -> list[Candidate]:
-    """Greedy maximal marginal relevance: relevance = interest, redundancy = max similarity to the picked."""
+    """Greedy maximal marginal relevance: relevance = interest, redundancy = max similarity to the picked.
+
+    When the candidates carry a ``value`` (expected incremental value), relevance is that value divided
+    by the pool's largest magnitude, so it lives on the same [-1, 1] scale as similarity.
+    """
     chosen: list[Candidate] = []
     rest = list(pool)
+    valued = [c.value for c in pool if c.value is not None]
+    scale = max((abs(v) for v in valued), default=0.0)
+
+    def relevance(c: Candidate) -> float:
+        if c.value is None or not valued:
+            return c.interest
+        return c.value / scale if scale > 0 else 0.0
+
     while rest and len(chosen) < k:
         best_i = -1
         best_value = -math.inf
@@ -502,7 +535,7 @@ def _mmr(
                 continue
             context = history + chosen
             redundancy = max((similarity(c, o) for o in context), default=0.0)
-            value = lam * c.interest - (1.0 - lam) * redundancy
+            value = lam * relevance(c) - (1.0 - lam) * redundancy
             if value > best_value + 1e-12:
                 best_i, best_value = i, value
         if best_i < 0:
@@ -661,7 +694,12 @@ def build_decision(
 
 
 def record_push(
-    state: UserPolicyState, push: Push, config: PolicyConfig | None = None, sent_at: float | None = None
+    state: UserPolicyState,
+    push: Push,
+    config: PolicyConfig | None = None,
+    sent_at: float | None = None,
+    context: str = "",
+    ghost: bool = False,
 ) -> PushRecord:
     """Remember an emitted push (caps, repeats, feedback); prunes the history to its bounds.
 
@@ -671,7 +709,16 @@ def record_push(
     """
     config = config or _DEFAULT_CONFIG
     at = push.created_at if sent_at is None else sent_at
-    record = PushRecord(push.push_id, push.item_id, push.category, push.trigger, at, push.expires_at)
+    record = PushRecord(
+        push.push_id,
+        push.item_id,
+        push.category,
+        push.trigger,
+        at,
+        push.expires_at,
+        context=context,
+        ghost=ghost,
+    )
     state.pushes.append(record)
     keep = max(
         7 * _DAY,
@@ -683,11 +730,15 @@ def record_push(
 
 
 def record_hold(
-    state: UserPolicyState, push: Push, release_at: float, config: PolicyConfig | None = None
+    state: UserPolicyState,
+    push: Push,
+    release_at: float,
+    config: PolicyConfig | None = None,
+    context: str = "",
 ) -> None:
     """Keep a push for the end of quiet hours (bounded by ``max_held``; the oldest goes first)."""
     config = config or _DEFAULT_CONFIG
-    state.held.append(HeldPush(push, release_at))
+    state.held.append(HeldPush(push, release_at, context))
     if len(state.held) > config.max_held:
         del state.held[: len(state.held) - config.max_held]
 

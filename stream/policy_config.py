@@ -225,6 +225,12 @@ class PolicyConfig(BaseModel):
     exploration_share: float = Field(
         0.05, ge=0.0, le=1.0, description="Share of decisions that pick uniformly among eligible candidates."
     )
+    learning_epoch_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Outcome estimates change only when a partition's clock enters a new epoch of this "
+        "length (exact replays; see stream/learning.py).",
+    )
     response_half_life_seconds: float = Field(
         14 * 86400.0, gt=0, description="Half-life of the push / no-push outcome counts per context."
     )

@@ -32,8 +32,20 @@ def stream(n: int) -> list[Inbound]:
     return records
 
 
-def engine_for(scorer: IncrementalScorer, owned: set[int]) -> Engine:
-    settings = make_settings(threshold=0.05, trigger_thresholds={"cart_abandonment": 0.05}, min_threshold=0.0)
+# The production decision path: no push to active shoppers, session-end decisions, a holdout whose
+# ghosts and the pushes' purchases teach the outcome estimates (short learning epochs: many folds).
+PRODUCTION = {
+    "active_window_seconds": 1800.0,
+    "session_end_seconds": 900.0,
+    "holdout_share": 0.3,
+    "learning_epoch_seconds": 600.0,
+    "trigger_thresholds": {"cart_abandonment": 0.05, "browse_abandonment": 0.05},
+}
+
+
+def engine_for(scorer: IncrementalScorer, owned: set[int], **policy: object) -> Engine:
+    values: dict[str, object] = {"trigger_thresholds": {"cart_abandonment": 0.05}, **policy}
+    settings = make_settings(threshold=0.05, min_threshold=0.0, **values)
     engine = Engine(settings, scorer, clock=lambda: 0.0)
     engine.owned = owned
     items = [f"i{n:05d}" for n in range(600)]  # the simulator's item ids
@@ -64,6 +76,27 @@ def test_states_and_pushes_are_bit_exact_across_batchings(scorer: IncrementalSco
     # Two engines, each owning half of the partitions, over the same stream.
     store = DictState()
     left, right = engine_for(scorer, {0, 1}), engine_for(scorer, {2, 3})
+    pushes = run(left, records, store, 100) + run(right, records, store, 100)
+    assert store.data == reference_store.data
+    assert sorted(pushes) == sorted(reference)
+
+
+def test_the_production_decision_path_is_bit_exact_across_batchings(scorer: IncrementalScorer) -> None:
+    records = stream(3000)
+    everything = set(range(PARTITIONS))
+    reference_store = DictState()
+    reference = run(engine_for(scorer, everything, **PRODUCTION), records, reference_store, 256)
+    assert reference, "the stream should produce pushes"
+    triggers = {key for key in reference_store.data if key[1].startswith(b"\x00r")}
+    assert any(b"/" in key[1] for key in triggers), "outcome estimates should have been folded in"
+    for batch in (1, 37):
+        store = DictState()
+        pushes = run(engine_for(scorer, everything, **PRODUCTION), records, store, batch)
+        assert store.data == reference_store.data
+        assert pushes == reference
+    store = DictState()
+    left = engine_for(scorer, {0, 1}, **PRODUCTION)
+    right = engine_for(scorer, {2, 3}, **PRODUCTION)
     pushes = run(left, records, store, 100) + run(right, records, store, 100)
     assert store.data == reference_store.data
     assert sorted(pushes) == sorted(reference)
