@@ -49,6 +49,7 @@ from stream.interest import catalog_triggers
 from stream.learning import Update
 from stream.partition_state import PartitionState
 from stream.response_estimates import context_key, pick_uniform
+from stream.send_time import EngagementHours, observation_weight, send_at
 from stream.settings import Settings
 from stream.state import UserState
 from stream.timers import Timer, on_behaviour, schedule_promotion_ending
@@ -615,6 +616,7 @@ class Engine:
         state.remember_event(event.event_id, event.ts, self.settings.worker.dedupe_event_ids)
         if event.context is not None:
             state.policy.observe_time_zone(event.context.time_zone)
+        self._observe_hour(state, event)
         item = event.item_id
         part = self.part(user.partition)
         if item is not None and event.type in STEP_TYPES:
@@ -637,6 +639,30 @@ class Engine:
             ask = self._maybe_ask(user, event, out)
             if ask is not None:
                 ops.append(_Op(len(steps), event, ask))
+
+    def _observe_hour(self, state: UserState, event: Event) -> None:
+        """Count the event in the shopper's local engagement hours (send time, stream.send_time)."""
+        cfg = self.cfg
+        weight = observation_weight(event.type, cfg)
+        if not cfg.send_time_enabled or weight <= 0:
+            return
+        hours = EngagementHours.from_list(state.policy.send_hours, cfg.send_time_half_life_seconds)
+        hours.observe(event.ts, pol.user_zone(state.policy, cfg), weight)
+        state.policy.send_hours = hours.to_list()
+
+    def _send_time(self, user: _User, verdict: pol.Verdict, push: Push, now: float) -> pol.Verdict:
+        """An emit waits for the shopper's usual hour when one is near (a hold with reason send_time)."""
+        cfg = self.cfg
+        pstate = user.state.policy
+        if verdict.outcome != "emit" or not cfg.send_time_enabled or pstate.send_hours is None:
+            return verdict
+        if len(pstate.held) >= cfg.max_held:
+            return verdict
+        hours = EngagementHours.from_list(pstate.send_hours, cfg.send_time_half_life_seconds)
+        at = send_at(hours, now, pol.user_zone(pstate, cfg), push.expires_at, cfg)
+        if at <= now:
+            return verdict
+        return pol.Verdict("hold", "send_time", release_at=at, threshold=verdict.threshold)
 
     def _resolve(
         self,
@@ -920,6 +946,7 @@ class Engine:
             if push.push_id in known:  # a replayed input: the push already exists
                 out.suppressions[(cand.trigger, "duplicate")] += 1
                 continue
+            verdict = self._send_time(user, verdict, push, ask.now)
             user.dirty = True
             ctx = self._context(cand)
             if verdict.outcome == "emit":

@@ -124,6 +124,7 @@ class UserPolicyState:
     held: list[HeldPush] = field(default_factory=list)  # bounded by max_held
     responsiveness: float = 0.0  # threshold offset, see stream.feedback
     responsiveness_ts: float | None = None  # when the offset was last changed (it decays from there)
+    send_hours: list[float | int] | None = None  # stream.send_time.EngagementHours.to_list()
 
     def apply_consent(self, update: ConsentUpdate) -> bool:
         """Apply a consent update unless an equally recent or newer one was applied; True when applied.
@@ -165,6 +166,8 @@ class UserPolicyState:
         if self.responsiveness:
             out["r"] = self.responsiveness
             out["rt"] = self.responsiveness_ts
+        if self.send_hours:
+            out["sh"] = self.send_hours
         return out
 
     @classmethod
@@ -181,6 +184,7 @@ class UserPolicyState:
             ],
             responsiveness=float(data.get("r", 0.0)),
             responsiveness_ts=data.get("rt"),
+            send_hours=data.get("sh"),
         )
 
 

@@ -130,3 +130,23 @@ def test_push_records_keep_their_context_and_old_rows_still_load() -> None:
     assert PushRecord.from_list(old).context == "" and not PushRecord.from_list(old).ghost
     new = PushRecord("p2", "i2", None, "cart_abandonment", T0, T0 + 60, context="x/y/z", ghost=True)
     assert PushRecord.from_list(new.to_list()) == new
+
+
+def test_a_push_waits_for_the_shoppers_usual_hour_and_goes_out_then() -> None:
+    e, store = engine(max_per_category_per_local_day=0, item_repeat_window_seconds=0), DictState()
+    day = 86400.0
+    evening = T0 + 9 * 3600  # 19:00 UTC (T0 is 10:00 UTC; the user's zone is the default, UTC)
+    habit = []
+    for d in range(1, 6):  # five earlier evenings of browsing at 19:10
+        for k in range(6):
+            habit.append(ev(f"h{d}-{k}", "u9", "view", "i5", evening - d * day + 600 + k * 30))
+    e.process(habit, store)
+    # Today the shopper carts at 17:50 and leaves; the session ends at 18:20, the push may live until
+    # 19:05 (1 h TTL, 15 min minimum lifetime): it waits for 19:00 instead of going out at 18:20.
+    e.process([ev("t1", "u9", "add_to_cart", "i1", evening - 4200)], store)
+    out = e.process([clock("u9", evening - 4200 + GAP)], store)
+    assert out.pushes == []
+    [held] = store.user("u9").policy.held
+    assert held.release_at == evening
+    [(_, push)] = e.process([clock("u9", evening, 1)], store).pushes
+    assert (push.item_id, push.created_at) == ("i1", evening)
