@@ -219,6 +219,11 @@ class Push(_Strict):
     title: str | None = None
     category: str | None = None
     price: float | None = None
+    collapse_key: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        None,
+        description="Pushes with the same key replace each other in the delivery system while undelivered "
+        "(FCM collapse_key / APNs apns-collapse-id); set by policy.collapse_key_template.",
+    )
 
 
 class Decision(_Strict):

@@ -672,7 +672,22 @@ def build_push(
         title=candidate.title,
         category=candidate.category,
         price=None if candidate.price is None else float(candidate.price),
+        collapse_key=collapse_key(user_id, candidate, config),
     )
+
+
+def collapse_key(user_id: str, candidate: Candidate, config: PolicyConfig) -> str | None:
+    """The push's collapse key from ``collapse_key_template`` (None when the template is empty)."""
+    template = config.collapse_key_template
+    if not template:
+        return None
+    key = template.format(
+        user_id=user_id,
+        trigger=candidate.trigger,
+        item_id=candidate.item_id,
+        category=candidate.category or "",
+    )
+    return key[:256]
 
 
 _DECISION_OUTCOMES = {"emit": "emitted", "hold": "held", "suppress": "suppressed"}

@@ -68,6 +68,12 @@ class PolicyConfig(BaseModel):
         1, ge=1, description="Most pushes one decision (one input) may emit."
     )
 
+    collapse_key_template: str = Field(
+        "kairos-{user_id}",
+        description="Each push's collapse_key: a newer push replaces an undelivered older one with the same "
+        "key; placeholders {user_id}, {trigger}, {item_id}, {category}; empty: no key.",
+    )
+
     # --- consent, time zone, quiet hours, holdout -----------------------------------------------------
     consent_default: bool = Field(
         True, description="Consent assumed for users with no consent record (opt-in by default for the demo)."
@@ -280,6 +286,17 @@ class PolicyConfig(BaseModel):
     def _hhmm(cls, value: str) -> str:
         if not _HHMM.match(value):
             raise ValueError(f"expected HH:MM (00:00-23:59), got {value!r}")
+        return value
+
+    @field_validator("collapse_key_template")
+    @classmethod
+    def _collapse_template(cls, value: str) -> str:
+        try:
+            value.format(user_id="u", trigger="t", item_id="i", category="c")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"collapse_key_template may use {{user_id}}, {{trigger}}, {{item_id}}, {{category}}: {exc}"
+            ) from exc
         return value
 
     @field_validator("default_time_zone")
