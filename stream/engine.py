@@ -359,8 +359,9 @@ class Engine:
                 user.state.engagement = user.engagement.to_dict()
                 user.state.timers = [t.to_list() for t in part.timers.timers_for(user.user_id)]
                 txn.put(user.partition, user.user_id.encode("utf-8"), user.state.to_bytes())
-                if user.state.n_events > 0:
-                    part.last_seen[user.user_id] = user.state.last_event_ts
+                clock = user.state.expiry_clock()
+                if clock is not None:
+                    part.last_seen[user.user_id] = clock
                 user.dirty = False
         # The partitions' changed index rows go into the same transaction as the user records.
         for partition in sorted(self.parts):

@@ -11,7 +11,7 @@ on restarts, because the state is persisted with the partition and restored with
 - ``covisitation``, ``trending``, ``interest``: the candidate indexes, fed by the partition's events;
 - ``timers``: the pending timers of the partition's users (stored in each user's record, rebuilt here
   when the partition is loaded);
-- ``last_seen``: each user's last event time, for the inactive-user expiry;
+- ``last_seen``: when each user's expiry counts from (``UserState.expiry_clock``);
 - ``offsets``: per input topic, the highest offset of the partition applied (valid or dead-lettered).
   Persisted with the batch's states, it lets the worker skip records redelivered after a rebalance
   or a crash (faust drops offsets acked since its last commit at every revocation), so a malformed
@@ -181,7 +181,8 @@ class PartitionState:
         for key, value in users:
             user = UserState.from_bytes(value)
             state.timers.extend(Timer.from_list(row) for row in user.timers)
-            if user.n_events > 0:  # a consent-only record never expires
-                state.last_seen[key.decode("utf-8")] = user.last_event_ts
+            clock = user.expiry_clock()  # None: an opt-out without events, kept for good
+            if clock is not None:
+                state.last_seen[key.decode("utf-8")] = clock
             n += 1
         return state, n

@@ -47,6 +47,20 @@ class UserState:
     timers: list[list[Any]] = field(default_factory=list)  # stream.timers.Timer.to_list() rows
     policy: UserPolicyState = field(default_factory=UserPolicyState)
 
+    def expiry_clock(self) -> float | None:
+        """When the inactive-user expiry counts from, or None for a record that must be kept.
+
+        A user with events: their last event. A record with consent only (the user never acted): the
+        consent's time when it is an opt-in, which may be forgotten like any inactive user (consent
+        then falls back to ``policy.consent_default``, which never pushes more than the opt-in
+        allowed); an opt-out is never forgotten.
+        """
+        if self.n_events > 0:
+            return self.last_event_ts
+        if self.policy.opted_in is True and self.policy.consent_ts is not None:
+            return self.policy.consent_ts
+        return None
+
     # -- transitions --------------------------------------------------------------------------
 
     def seen(self, event_id: str) -> bool:

@@ -263,6 +263,33 @@ def test_inactive_users_expire_but_an_opt_out_is_kept() -> None:
     assert engine.sweep_expired(store) == 0  # an opt-out record is not swept again
 
 
+def test_a_consent_only_opt_in_expires_too_even_after_a_restart() -> None:
+    """The 30-minute soak found state growing with every user who only ever sent an opt-in."""
+    ttl = 3600.0
+    settings = make_settings(worker={"user_ttl_seconds": ttl})
+    engine = make_engine(settings)
+    store = DictState()
+    joined, opted_out, active = _three_on(0)
+    engine.process(
+        [
+            record(
+                b'{"user_id": "%s", "opted_in": true, "ts": %f}' % (joined.encode(), T0), joined, "consent"
+            ),
+            record(
+                b'{"user_id": "%s", "opted_in": false, "ts": %f}' % (opted_out.encode(), T0),
+                opted_out,
+                "consent",
+            ),
+        ],
+        store,
+    )
+    engine.process([ev("a1", active, "view", "i3", T0 + ttl + 10)], store)
+    recovered = restarted(engine, store, {0})  # the expiry clock is rebuilt from the stored records
+    assert recovered.sweep_expired(store) == 1
+    assert store.get(0, joined.encode()) is None
+    assert store.get(0, opted_out.encode()) is not None  # an opt-out is never forgotten
+
+
 def _three_on(partition: int) -> tuple[str, str, str]:
     found = [u for u in (f"x{i}" for i in range(500)) if partition_for(u, PARTITIONS) == partition][:3]
     return found[0], found[1], found[2]
