@@ -185,6 +185,8 @@ class _Ask:
     seq: int = 0  # order of the asks in the stream (see Engine._apply_interest_updates)
     # The candidates' co-visitation rows as they were (diversity compares with them at decision time).
     covisited: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The shopper's engagement hours as they were (send time): later events of the batch come after.
+    send_hours: list[float | int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,15 +653,15 @@ class Engine:
         hours.observe(event.ts, pol.user_zone(state.policy, cfg), weight)
         state.policy.send_hours = hours.to_list()
 
-    def _send_time(self, user: _User, verdict: pol.Verdict, push: Push, now: float) -> pol.Verdict:
+    def _send_time(self, ask: _Ask, verdict: pol.Verdict, push: Push, now: float) -> pol.Verdict:
         """An emit waits for the shopper's usual hour when one is near (a hold with reason send_time)."""
         cfg = self.cfg
-        pstate = user.state.policy
-        if verdict.outcome != "emit" or not cfg.send_time_enabled or pstate.send_hours is None:
+        pstate = ask.user.state.policy
+        if verdict.outcome != "emit" or not cfg.send_time_enabled or ask.send_hours is None:
             return verdict
         if len(pstate.held) >= cfg.max_held:
             return verdict
-        hours = EngagementHours.from_list(pstate.send_hours, cfg.send_time_half_life_seconds)
+        hours = EngagementHours.from_list(ask.send_hours, cfg.send_time_half_life_seconds)
         at = send_at(hours, now, pol.user_zone(pstate, cfg), push.expires_at, cfg)
         if at <= now:
             return verdict
@@ -793,6 +795,7 @@ class Engine:
             previous_price,
             self._next_ask_seq(),
             self.part(user.partition).covisitation.snapshot(items),
+            list(user.state.policy.send_hours) if user.state.policy.send_hours else None,
         )
 
     def _start_batch(self) -> None:
@@ -947,7 +950,7 @@ class Engine:
             if push.push_id in known:  # a replayed input: the push already exists
                 out.suppressions[(cand.trigger, "duplicate")] += 1
                 continue
-            verdict = self._send_time(user, verdict, push, ask.now)
+            verdict = self._send_time(ask, verdict, push, ask.now)
             user.dirty = True
             ctx = self._context(cand)
             if verdict.outcome == "emit":
