@@ -1033,11 +1033,20 @@ class Engine:
         pstate = user.state.policy
         if not pstate.held:
             return
+        if not any(h.release_at <= now for h in pstate.held):
+            return
+        # Not while the shopper is on the site (they wait until the shopper has been away a while),
+        # and never into quiet hours (a deferral can end inside them): then they wait again.
         last = user.engagement.last_ts
-        if self._active(last, now) and any(h.release_at <= now for h in pstate.held):
-            # On the site right now: the held pushes wait until the shopper has been away a while.
+        again = now
+        reason = None
+        if self._active(last, now):
             assert last is not None
-            again = last + self.cfg.active_window_seconds
+            again, reason = last + self.cfg.active_window_seconds, "user_active"
+        quiet_end = pol.quiet_hours_end(again, pol.user_zone(pstate, self.cfg), self.cfg)
+        if quiet_end is not None:
+            again, reason = quiet_end, reason or "quiet_hours"
+        if reason is not None:
             for h in pstate.held:
                 if h.release_at <= now:
                     h.release_at = again
@@ -1045,7 +1054,7 @@ class Engine:
                         Timer(again, user.user_id, RELEASE_KIND, h.push.item_id, h.push.push_id, now)
                     )
             user.dirty = True
-            out.suppressions[(pstate.held[0].push.trigger, "user_active")] += 1
+            out.suppressions[(pstate.held[0].push.trigger, reason)] += 1
             return
         contexts = {h.push.push_id: h.context for h in pstate.held}
         for push, verdict in pol.release_held(user.user_id, pstate, now, self.cfg, self.catalog.get):

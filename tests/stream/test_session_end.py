@@ -150,3 +150,47 @@ def test_a_push_waits_for_the_shoppers_usual_hour_and_goes_out_then() -> None:
     assert held.release_at == evening
     [(_, push)] = e.process([clock("u9", evening, 1)], store).pushes
     assert (push.item_id, push.created_at) == ("i1", evening)
+
+
+def test_a_held_push_deferred_by_activity_never_lands_in_quiet_hours() -> None:
+    """push_outcomes found 2 of 823 pushes delivered in quiet hours: a release deferred while the
+    shopper was active landed after 22:00. Deferrals now skip quiet hours too."""
+    from stream.candidates import Engagement
+    from stream.engine import Outcome, _User
+    from stream.policy import HeldPush
+    from stream.state import UserState
+    from tests.stream.fakes import catalog_entry
+
+    e = engine(quiet_hours_start="22:00", quiet_hours_end="08:00")
+    night = T0 + 11.5 * 3600  # 21:30 UTC: the shopper is browsing, a held push comes due
+    state = UserState()
+    engagement = Engagement()
+    engagement.observe("view", "i2", night)
+    entry = catalog_entry("i1")
+    from stream.policy import Candidate, Verdict, build_push
+
+    cand = Candidate(
+        item_id="i1",
+        trigger="cart_abandonment",
+        interest=0.9,
+        raw_score=0.0,
+        features={},
+        category=entry.category,
+        title=entry.title,
+        price=entry.price,
+        promotion_id=None,
+        discount=0.0,
+        in_stock=True,
+        promotion_valid=True,
+        event_ts=night - 600,
+        cause="c1",
+    )
+    push = build_push("u7", cand, Verdict("emit", "ok"), night - 600, e.cfg, "m")
+    state.policy.held.append(HeldPush(push, night))
+    user = _User("u7", partition_for("u7", PARTITIONS), state, engagement)
+    out = Outcome()
+    e._release_held(user, night, out, 1)
+    assert out.pushes == []
+    # Active until 22:00: the deferral would end in quiet hours, so it waits for 08:00.
+    assert state.policy.held[0].release_at == T0 + 22 * 3600
+    assert out.suppressions[("cart_abandonment", "user_active")] == 1
