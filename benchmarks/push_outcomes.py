@@ -71,6 +71,7 @@ from benchmarks.marketer_rules import MarketerRulesPusher  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.contract import CatalogUpdate, ConsentUpdate, Event, Push, to_json_bytes  # noqa: E402
 from stream.demo import DEMO_TRAINING  # noqa: E402
+from stream.partitioning import partition_for  # noqa: E402
 from stream.policy import in_holdout  # noqa: E402
 from stream.policy_config import PolicyConfig  # noqa: E402
 from stream.settings import Settings  # noqa: E402
@@ -412,6 +413,17 @@ class ArmRun:
     diagnostics: dict[str, float] = field(default_factory=dict)
 
 
+def clock_users(partitions: int) -> list[str]:
+    """One heartbeat user id per partition of the events topic (murmur2, like every producer here)."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < partitions:
+        user = f"{CLOCK_USER}-{n}"
+        found.setdefault(partition_for(user, partitions), user)
+        n += 1
+    return [found[p] for p in range(partitions)]
+
+
 def _snapshot(world: World) -> dict[str, np.ndarray]:
     return {k: np.asarray(world.user_counters[k], dtype=float).copy() for k in COUNTERS}
 
@@ -446,15 +458,18 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
                 catalog = [m for m in msgs if isinstance(m, CatalogUpdate)]
                 inputs: list[Any] = [m for m in msgs if not isinstance(m, CatalogUpdate)]
                 if arm.needs_clock:
-                    inputs.append(
+                    # One heartbeat per partition: a partition's event-time clock moves only with its
+                    # own inputs, so a quiet partition's timers would otherwise fire a step late.
+                    inputs += [
                         Event(
-                            event_id=f"bench-clock-{k}",
-                            user_id=CLOCK_USER,
+                            event_id=f"bench-clock-{k}-{p}",
+                            user_id=clock_user,
                             type="push_dismiss",
                             item_id=CLOCK_USER,
                             ts=end,
                         )
-                    )
+                        for p, clock_user in enumerate(clock_users(settings.topics.partitions))
+                    ]
                 pub.send(inputs)
                 arm.after_events(pub, end)
                 pub.send(catalog)

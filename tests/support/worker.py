@@ -26,12 +26,18 @@ from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Settings for tests: event-time clock (deterministic), no holdout, quick timers.
+# Settings for tests: event-time clock (deterministic), no holdout, quick timers. Most integration
+# tests watch the worker through its in-session pushes, so the production rule that holds every push
+# until the shopper has left (and session-end decisions, and send time) is off here; the tests about
+# those rules (tests/integration/test_session_end.py) switch them back on.
 TEST_ENV: dict[str, str] = {
     "KAIROS_WORKER__CLOCK": "event",
     "KAIROS_WORKER__TICK_SECONDS": "0.2",
     "KAIROS_WORKER__BATCH_WAIT_SECONDS": "0.01",
     "KAIROS_POLICY__HOLDOUT_SHARE": "0.0",
+    "KAIROS_POLICY__ACTIVE_WINDOW_SECONDS": "0",
+    "KAIROS_POLICY__SESSION_END_SECONDS": "0",
+    "KAIROS_POLICY__SEND_TIME_ENABLED": "false",
     "KAIROS_LOG__LEVEL": "INFO",
 }
 
