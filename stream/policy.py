@@ -842,6 +842,11 @@ def _duration(seconds: float) -> str:
     return f"{hours} hour{'s' if hours != 1 else ''}"
 
 
+_AFTER_LEAVING = frozenset(
+    {"cart_abandonment", "browse_abandonment", "price_drop", "back_in_stock", "promotion_ending"}
+)
+
+
 def explain(candidate: Candidate, verdict: Verdict) -> str:
     """The human-readable reason for a push, e.g. "You viewed this 3 times; it is now 20 % off".
 
@@ -849,10 +854,13 @@ def explain(candidate: Candidate, verdict: Verdict) -> str:
     """
     c = candidate
     why: str | None = None
+    age = c.features.get("age_seconds", 0.0)
+    # How long ago, for the moments after the shopper left ("left in your cart 2 hours ago").
+    ago = f" {_duration(age)} ago" if c.trigger in _AFTER_LEAVING and age >= 60 else ""
     if c.trigger == "cart_abandonment" or c.in_cart:
-        why = "You left this in your cart"
+        why = f"You left this in your cart{ago}"
     elif c.views >= 2:
-        why = f"You viewed this {c.views} times"
+        why = f"You viewed this {c.views} times{ago}"
     elif c.views == 1:
         why = "You viewed this"
     elif c.source == "covisited":
@@ -882,7 +890,7 @@ def explain(candidate: Candidate, verdict: Verdict) -> str:
     text = "; ".join(parts) if parts else "Picked for you"
     text = text[0].upper() + text[1:]
     if verdict.outcome == "hold":
-        return f"{text} [held for quiet hours]"
+        return f"{text} [held: {verdict.reason.replace('_', ' ')}]"
     if verdict.outcome == "suppress":
         return f"{text} [not sent: {verdict.reason}]"
     return text
