@@ -232,6 +232,9 @@ def demo_main(argv: list[str]) -> int:
         env = {
             # The simulated shop paces by event rate, so its clock runs ahead of the wall clock.
             "KAIROS_WORKER__MAX_FUTURE_SKEW_SECONDS": "1e9",
+            # ... so the worker keeps the shop's time (event time): a session ends, and its
+            # abandonment push goes out, 30 simulated minutes after the shopper's last event.
+            "KAIROS_WORKER__CLOCK": "event",
             # The console shows held and suppressed decisions from the audit topic.
             "KAIROS_WORKER__AUDIT_DECISIONS": "true",
             **os.environ,
