@@ -229,6 +229,11 @@ class _Work:
         return self.ops.setdefault(user_id, [])
 
 
+def _minute(ts: float) -> int:
+    """The minute of the event-time clock ``ts`` falls in (the throttle releases once per minute)."""
+    return int(ts // 60.0)
+
+
 def _forgotten(state: UserState) -> UserState:
     """What is kept of an expired user: an opt-out, never forgotten (an opt-in may be: forgetting it
     can only mean fewer pushes, and keeping every consent would make the state grow forever)."""
@@ -270,7 +275,7 @@ class Engine:
         """The shared state of a partition (empty until the partition is adopted or first used)."""
         state = self.parts.get(partition)
         if state is None:
-            state = PartitionState.empty(partition, self.cfg)
+            state = PartitionState.empty(partition, self.cfg, self.settings.topics.partitions)
             self.parts[partition] = state
         return state
 
@@ -435,12 +440,16 @@ class Engine:
                 out.events[("invalid", "dead_letter")] += 1
                 continue
             part = self.part(rec.partition)
-            if part.learning.enters_new_epoch(max(part.watermark, event.ts)):
-                # Decisions before this input read the old epoch's outcome estimates (stream.learning).
+            new_minute = part.throttle.enabled and _minute(event.ts) > _minute(part.watermark)
+            if part.learning.enters_new_epoch(max(part.watermark, event.ts)) or new_minute:
+                # Decisions before this input read the old epoch's outcome estimates (stream.learning)
+                # and took their throttle budget (stream.throttle) before anything is released.
                 self._finish(work, txn, out)
                 work = _Work()
             moved = part.advance(event.ts)
             part.learning.advance(part.watermark)
+            if new_minute:
+                self._release_throttled(part, out)
             if moved and self._event_clock():
                 # Event time: what fell due up to this event's time happens before it, in stream order.
                 self._fire_due(txn, part, part.watermark, work, out)
@@ -473,8 +482,29 @@ class Engine:
         order = self._push_order
         out.pushes[first:] = sorted(out.pushes[first:], key=lambda pushed: order.get(pushed[1].push_id, 0))
         order.clear()
+        self._throttle(out, first)
         self._apply_interest_updates()
         self._save(txn, work.users.values())
+
+    def _throttle(self, out: Outcome, first: int) -> None:
+        """Admit the pushes from ``first`` on in stream order; those over budget wait (stream.throttle)."""
+        kept: list[tuple[int, Push]] = []
+        for partition, push in out.pushes[first:]:
+            throttle = self.part(partition).throttle
+            if throttle.admit(push.created_at):
+                kept.append((partition, push))
+            elif throttle.enqueue(push):
+                out.suppressions[(push.trigger, "throttled")] += 1
+            else:
+                out.suppressions[(push.trigger, "throttle_full")] += 1
+        out.pushes[first:] = kept
+
+    def _release_throttled(self, part: PartitionState, out: Outcome) -> None:
+        """The partition's clock entered a new minute: waiting pushes go out while budget allows."""
+        released, expired = part.throttle.release(part.watermark, self.cfg.min_push_lifetime_seconds)
+        out.pushes += [(part.partition, push) for push in released]
+        for push in expired:
+            out.suppressions[(push.trigger, "expired")] += 1
 
     def _fire_due(
         self, txn: StateAccess, part: PartitionState, now: float, work: _Work, out: Outcome
@@ -1216,7 +1246,9 @@ class Engine:
 
         Safe in a worker thread: it reads only ``store`` and touches nothing of the engine.
         """
-        state, users = PartitionState.load(partition, self.cfg, store.partition_rows(), store.items())
+        state, users = PartitionState.load(
+            partition, self.cfg, store.partition_rows(), store.items(), self.settings.topics.partitions
+        )
         state.users_loaded = users
         return state
 

@@ -36,6 +36,7 @@ from stream.learning import EpochLearner
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import RESPONSE_PREFIX
 from stream.state import UserState
+from stream.throttle import THROTTLE_ROW, PushThrottle
 from stream.timers import Timer, TimerQueue
 
 META_ROW = b"\x00p"  # watermark and the indexes' own values
@@ -60,7 +61,12 @@ def _split_pair(key: bytes, prefix: bytes) -> tuple[str, str]:
 
 def is_partition_row(key: bytes) -> bool:
     """Whether a store key belongs to :class:`PartitionState` (not a user record, not store bookkeeping)."""
-    return key == META_ROW or key[:2] in (COVISIT_PREFIX, TRENDING_PREFIX, INTEREST_PREFIX, RESPONSE_PREFIX)
+    return key in (META_ROW, THROTTLE_ROW) or key[:2] in (
+        COVISIT_PREFIX,
+        TRENDING_PREFIX,
+        INTEREST_PREFIX,
+        RESPONSE_PREFIX,
+    )
 
 
 @dataclass
@@ -73,6 +79,7 @@ class PartitionState:
     interest: InterestIndex
     timers: TimerQueue
     learning: EpochLearner
+    throttle: PushThrottle
     watermark: float = 0.0
     last_seen: dict[str, float] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
@@ -81,8 +88,8 @@ class PartitionState:
     _offsets_stored: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, partition: int, config: PolicyConfig) -> PartitionState:
-        """A partition with no history."""
+    def empty(cls, partition: int, config: PolicyConfig, partitions: int = 1) -> PartitionState:
+        """A partition with no history (``partitions``: how many share the push throttle's budget)."""
         return cls(
             partition,
             CoVisitationIndex.from_config(config),
@@ -90,6 +97,7 @@ class PartitionState:
             InterestIndex.from_config(config),
             TimerQueue.from_config(config),
             EpochLearner.empty(config),
+            PushThrottle(config.max_pushes_per_minute / max(partitions, 1), config.throttle_max_queued),
         )
 
     def advance(self, ts: float) -> bool:
@@ -124,6 +132,7 @@ class PartitionState:
             writes[_pair_key(INTEREST_PREFIX, item, user)] = None if value is None else _encode(value)
             changed = True
         writes.update(self.learning.drain())  # its own rows, complete without the meta row
+        writes.update(self.throttle.drain())
         if changed or self.watermark != self._watermark_stored or self.offsets != self._offsets_stored:
             writes[META_ROW] = _encode(
                 {
@@ -145,13 +154,14 @@ class PartitionState:
         config: PolicyConfig,
         rows: Iterable[tuple[bytes, bytes]],
         users: Iterable[tuple[bytes, bytes]],
+        partitions: int = 1,
     ) -> tuple[PartitionState, int]:
         """Rebuild from the partition's stored rows and user records; returns (state, user count).
 
         Reads everything it needs from its arguments and touches nothing shared, so it can run in a
         worker thread while the event loop serves other partitions.
         """
-        state = cls.empty(partition, config)
+        state = cls.empty(partition, config, partitions)
         meta: dict[str, Any] = {}
         covisit: list[tuple[str, str, Any]] = []
         trending: list[tuple[str, float]] = []
@@ -160,6 +170,8 @@ class PartitionState:
         for key, raw in rows:
             if key == META_ROW:
                 meta = json.loads(raw)
+            elif key == THROTTLE_ROW:
+                state.throttle.load([(key, raw)])
             elif key.startswith(COVISIT_PREFIX):
                 covisit.append((*_split_pair(key, COVISIT_PREFIX), json.loads(raw)))
             elif key.startswith(TRENDING_PREFIX):

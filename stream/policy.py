@@ -49,6 +49,8 @@ SuppressReason = Literal[
     "quiet_hours",  # quiet hours and action "drop", or the push would expire before they end
     "held_limit",  # quiet hours, but max_held pushes already wait
     "not_selected",  # eligible, but another candidate won (MMR, max_pushes_per_decision)
+    "throttled",  # over the global throttle's budget: waits for a later minute (stream.throttle)
+    "throttle_full",  # over budget and the throttle's queue is full: dropped
 ]
 SUPPRESSION_REASONS: tuple[str, ...] = SuppressReason.__args__  # type: ignore[attr-defined]
 

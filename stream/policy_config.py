@@ -68,6 +68,15 @@ class PolicyConfig(BaseModel):
         1, ge=1, description="Most pushes one decision (one input) may emit."
     )
 
+    max_pushes_per_minute: float = Field(
+        0.0,
+        ge=0,
+        description="Global throttle: pushes per minute the fleet sends at most (one worker owning every "
+        "partition: that worker); split evenly over the partitions; excess pushes wait; 0 disables it.",
+    )
+    throttle_max_queued: int = Field(
+        1000, ge=0, description="Pushes waiting for throttle budget per partition (beyond: dropped, counted)."
+    )
     collapse_key_template: str = Field(
         "kairos-{user_id}",
         description="Each push's collapse_key: a newer push replaces an undelivered older one with the same "

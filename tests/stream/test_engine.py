@@ -512,7 +512,7 @@ def test_cart_abandonment_fires_after_the_delay_at_event_time() -> None:
     assert (push.user_id, push.item_id, push.trigger) == ("u1", "i1", "cart_abandonment")
     assert push.push_id == push_id("u1", "i1", "cart_abandonment", "cart_abandonment:c1")
     assert push.created_at == T0 + 1800 and push.event_ts == T0
-    assert push.reason == "You left this in your cart"
+    assert push.reason == "You left this in your cart 30 minutes ago"
     assert store.user("u1").timers == []  # fired timers are gone from the stored state
     again = engine.process([ev("x3", other, "search", None, T0 + 4000, query="q")], store)
     assert again.pushes == [] and engine.tick(store).pushes == []  # and fire once
