@@ -187,6 +187,8 @@ class _Ask:
     covisited: dict[str, dict[str, float]] = field(default_factory=dict)
     # The shopper's engagement hours as they were (send time): later events of the batch come after.
     send_hours: list[float | int] | None = None
+    # The items that may be pushed (None: all); the others are scored for the interest index only.
+    pushable: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,22 +548,27 @@ class Engine:
         """The user left: their carted and repeatedly viewed items, not bought, most recent first.
 
         The ask's trigger is ``browse_abandonment``; a carted item's candidate becomes
-        ``cart_abandonment`` (see :meth:`_candidate_trigger`).
+        ``cart_abandonment`` (see :meth:`_candidate_trigger`). Every item the user engaged with is
+        scored (up to ``quota_engaged``), so the item -> interested users index learns the session's
+        interests for catalog triggers (a price drop of an item viewed once); only the abandoned ones
+        (``pushable``) may be pushed now.
         """
         cfg = self.cfg
-        items: list[str] = []
-        for item in user.engagement.engaged():
+        items = user.engagement.engaged()[: cfg.quota_engaged]
+        pushable: list[str] = []
+        for item in items:
             e = user.engagement.get(item)
             if e is not None and (e.in_cart or e.views >= cfg.browse_min_views):
-                items.append(item)
-                if len(items) >= cfg.session_end_max_items:
+                pushable.append(item)
+                if len(pushable) >= cfg.session_end_max_items:
                     break
         if not items:
             return None
         cause = f"session_end:{timer.cause}"
-        return self._ask(
+        ask = self._ask(
             user, "browse_abandonment", cause, timer.created_at, now, tuple(items), ("engaged",) * len(items)
         )
+        return replace(ask, pushable=frozenset(pushable))
 
     @staticmethod
     def _candidate_trigger(ask: _Ask, item: str) -> str:
@@ -875,7 +882,12 @@ class Engine:
                 for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest))
             ]
             # Only candidates that could reach a threshold go through the (Python) policy.
-            order = [i for i in np.argsort(-p_row, kind="stable") if valid[i] and p_row[i] >= floor]
+            allowed = ask.pushable
+            order = [
+                i
+                for i in np.argsort(-p_row, kind="stable")
+                if valid[i] and p_row[i] >= floor and (allowed is None or ask.items[i] in allowed)
+            ]
             top = [
                 (ask.items[i], ask.sources[i], float(raws[row, i]), float(p_row[i]))
                 for i in order[: self.max_decide]
@@ -920,7 +932,7 @@ class Engine:
         self._index_interest(ask, ranked, out)
         scored = ranked.top
         if not scored:
-            if ask.items:  # candidates, none close to a threshold (no candidate at all counts nothing)
+            if ask.items and ask.pushable != frozenset():  # candidates, none near a threshold
                 out.suppressions[(ask.trigger, "below_threshold")] += 1
             return
         offset = pol.current_offset(pstate, ask.now, cfg)

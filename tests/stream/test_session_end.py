@@ -194,3 +194,18 @@ def test_a_held_push_deferred_by_activity_never_lands_in_quiet_hours() -> None:
     # Active until 22:00: the deferral would end in quiet hours, so it waits for 08:00.
     assert state.policy.held[0].release_at == T0 + 22 * 3600
     assert out.suppressions[("cart_abandonment", "user_active")] == 1
+
+
+def test_a_session_end_teaches_the_interest_index_so_a_later_price_drop_reaches_the_shopper() -> None:
+    from tests.stream.fakes import catalog_entry, catalog_record
+
+    e, store = engine(), DictState()
+    e.process([ev("p1", "u8", "view", "i3", T0)], store)  # viewed once: not pushable at the session end
+    out = e.process([clock("u8", T0 + GAP + 1)], store)
+    assert out.pushes == []
+    part = e.part(partition_for("u8", PARTITIONS))
+    assert [u for u, _, _ in part.interest.users_for("i3", T0 + GAP + 1, 0.0)] == ["u8"]
+    later = T0 + GAP + 600
+    e.process([clock("u8", later, 1)], store)
+    out = e.apply_catalog([catalog_record(catalog_entry("i3", price=60.0, updated_at=later))], store)
+    assert [(p.user_id, p.trigger) for _, p in out.pushes] == [("u8", "price_drop")]
