@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -525,6 +525,35 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
     )
 
 
+def merge_runs(runs: list[ArmRun]) -> ArmRun:
+    """One arm's runs on several worlds as one: per-user arrays joined, counts added."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def added(tables: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for table in tables:
+            for key, value in table.items():
+                if isinstance(value, list):
+                    out[key] = [a + b for a, b in zip(out.get(key, [0] * len(value)), value, strict=True)]
+                else:
+                    out[key] = out.get(key, 0) + value
+        return dict(sorted(out.items()))
+
+    return ArmRun(
+        runs[0].name,
+        {k: np.concatenate([r.deltas[k] for r in runs]) for k in COUNTERS},
+        np.concatenate([r.opted_out_during for r in runs]),
+        sum(r.late_deliveries for r in runs),
+        added([r.pushes_by_trigger for r in runs]),
+        sum(r.wall_seconds for r in runs),
+        added([r.pushes_by_trigger_hour for r in runs]),
+        runs[0].env,
+        [e for r in runs for e in r.expired][:20],
+        added([r.diagnostics for r in runs]),
+    )
+
+
 def no_push_outcomes(cfg: BenchConfig) -> dict[str, np.ndarray]:
     """Per-user purchases and revenue over the evaluated days when nobody pushes (the counterfactual)."""
     world = World(cfg.sim_config())
@@ -775,9 +804,12 @@ def write_report(
     if figures:
         lines += ["", *markdown_images(figures, report)]
     table = "\n".join(lines).rstrip()
+    seeds = result.get("seeds", [cfg.seed])
+    pooled = "pooled: every arm runs every world, users counted together; " if len(seeds) > 1 else ""
     setup = (
         f"`{command}`\n\n"
-        f"World: seed {cfg.seed}, {cfg.users} users, {cfg.items} items, {cfg.warmup_days:g} warm-up days "
+        f"World: seed {', '.join(str(x) for x in seeds)} ({pooled}{cfg.users} users each), "
+        f"{cfg.items} items, {cfg.warmup_days:g} warm-up days "
         f"(model training), {cfg.days:g} evaluated days in {cfg.step_minutes:g}-minute lock steps; holdout "
         f"share {cfg.holdout_share:g} (salt `{cfg.holdout_salt}`): {result['treatment_users']} treatment, "
         f"{result['holdout_users']} holdout users. Kairos env overrides: "
@@ -806,6 +838,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=d.users, help="Simulated shoppers.")
     p.add_argument("--items", type=int, default=d.items, help="Catalog items.")
     p.add_argument("--seed", type=int, default=d.seed, help="World seed (the same for every arm).")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="Pool several worlds (each seed is run through every arm; users of all worlds together).",
+    )
     p.add_argument(
         "--warmup-days", type=float, default=d.warmup_days, help="Simulated days before (training)."
     )
@@ -852,23 +890,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.monotonic()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    world = World(cfg.sim_config())
-    holdout_mask = np.array([cfg.holdout()(u) for u in world.user_ids], dtype=bool)
-    no_push = no_push_outcomes(cfg)
+    seeds = args.seeds or [cfg.seed]
+    runs: dict[str, list[ArmRun]] = {}
+    masks: list[np.ndarray] = []
+    no_pushes: list[dict[str, np.ndarray]] = []
+    kairos_env: dict[str, str] = {}
+    for seed in seeds:
+        world_cfg = replace(cfg, seed=seed)
+        world = World(world_cfg.sim_config())
+        masks.append(np.array([world_cfg.holdout()(u) for u in world.user_ids], dtype=bool))
+        no_pushes.append(no_push_outcomes(world_cfg))
+        for arm in make_arms(world_cfg, args.arms):
+            _say(f"[bench] seed {seed}: running {arm.name} ...")
+            run = run_arm(world_cfg, arm)
+            runs.setdefault(arm.name, []).append(run)
+            if arm.name == "kairos":
+                kairos_env = {k: v for k, v in run.env.items() if k.startswith("KAIROS_POLICY__")} | env
+    holdout_mask = np.concatenate(masks)
+    no_push = {k: np.concatenate([n[k] for n in no_pushes]) for k in ("purchases", "revenue")}
     baseline = no_push["purchases"]
     per_arm: dict[str, dict[str, Any]] = {}
-    kairos_env: dict[str, str] = {}
-    first_run: ArmRun | None = None
-    for arm in make_arms(cfg, args.arms):
-        _say(f"[bench] running {arm.name} ...")
-        run = run_arm(cfg, arm)
-        first_run = first_run or run
-        per_arm[arm.name] = figures(cfg, run, holdout_mask, no_push) | compare_with(
-            first_run, run, ~holdout_mask
-        )
-        if arm.name == "kairos":
-            kairos_env = {k: v for k, v in run.env.items() if k.startswith("KAIROS_POLICY__")} | env
-        _say(f"[bench] {arm.name}: " + json.dumps({k: per_arm[arm.name][k] for k in KEYS}))
+    merged = {name: merge_runs(arm_runs) for name, arm_runs in runs.items()}
+    first_run = merged[args.arms[0]]
+    for name in args.arms:
+        run = merged[name]
+        per_arm[name] = figures(cfg, run, holdout_mask, no_push) | compare_with(first_run, run, ~holdout_mask)
+        _say(f"[bench] {name}: " + json.dumps({k: per_arm[name][k] for k in KEYS}))
     first = args.arms[0]
     result: dict[str, Any] = {"arm": first, **per_arm[first]}
     result["baselines"] = {n: v for n, v in per_arm.items() if n != first}
@@ -878,6 +925,7 @@ def main(argv: list[str] | None = None) -> int:
             "users": cfg.users,
             "items": cfg.items,
             "seed": cfg.seed,
+            "seeds": seeds,
             "holdout_share": cfg.holdout_share,
             "treatment_users": int((~holdout_mask).sum()),
             "holdout_users": int(holdout_mask.sum()),
