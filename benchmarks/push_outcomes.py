@@ -77,7 +77,7 @@ from stream.policy_config import PolicyConfig  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.simulator import DAY, SimConfig, World, local_hour  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
-from tests.support.worker import WorkerProcess  # noqa: E402
+from tests.support.worker import PRODUCTION_DECISIONS, WorkerProcess  # noqa: E402
 
 BENCH_DIR = ROOT / ".kairos" / "bench"
 REPORT = ROOT / "benchmarks" / "reports" / "push_outcomes.md"
@@ -315,6 +315,7 @@ class KairosArm(Arm):
 
     def start(self, settings: Settings, run_dir: Path) -> None:
         self.env = {
+            **PRODUCTION_DECISIONS,  # not the tests' defaults (they switch the active rule off)
             "KAIROS_WORKER__CLOCK": "event",
             "KAIROS_WORKER__TICK_SECONDS": str(self.tick),
             "KAIROS_LOG__LEVEL": "WARNING",

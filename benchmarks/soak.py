@@ -79,7 +79,7 @@ from stream.settings import Settings  # noqa: E402
 from stream.sim_runner import ShopSimulator  # noqa: E402
 from stream.simulator import DAY, SimConfig, World  # noqa: E402
 from stream.topics import changelog_topic, ensure_topics  # noqa: E402
-from tests.support.worker import WorkerProcess, settings_for  # noqa: E402
+from tests.support.worker import PRODUCTION_DECISIONS, WorkerProcess, settings_for  # noqa: E402
 
 CACHE = ROOT / ".kairos" / "bench"
 MODEL_DIR = CACHE / "soak-model"
@@ -87,6 +87,7 @@ REPORTS = ROOT / "benchmarks" / "reports"
 APP_ID = "kairos-soak"
 # Production defaults, except the event-time clock (see the module docstring) and quieter logs.
 SOAK_ENV: dict[str, str] = {
+    **PRODUCTION_DECISIONS,  # TEST_ENV switches the active rule and session ends off: undo it
     "KAIROS_WORKER__CLOCK": "event",
     "KAIROS_WORKER__TICK_SECONDS": "1.0",
     "KAIROS_WORKER__BATCH_WAIT_SECONDS": "0.005",

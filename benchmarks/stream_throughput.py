@@ -82,7 +82,7 @@ from stream.replay import replay  # noqa: E402
 from stream.settings import Settings, get_settings  # noqa: E402
 from stream.simulator import SimConfig, World, generate_events  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
-from tests.support.worker import WorkerProcess, produce, producer, settings_for  # noqa: E402
+from tests.support.worker import PRODUCTION_DECISIONS, WorkerProcess, produce, producer, settings_for  # noqa: E402
 
 CACHE = ROOT / ".kairos" / "bench"
 REPORT = ROOT / "benchmarks" / "reports" / "stream_throughput.md"
@@ -93,6 +93,7 @@ TRAINING: dict[str, float | int] = {**DEMO_TRAINING, "threads": 2}
 # Phase A: production defaults, except the event-time clock (the dataset's timestamps are from 2015,
 # so under the wall clock every event would be "stale" and never scored) and TEST_ENV's changes undone.
 THROUGHPUT_ENV: dict[str, str] = {
+    **PRODUCTION_DECISIONS,  # TEST_ENV switches the active rule and session ends off: undo it
     "KAIROS_WORKER__CLOCK": "event",
     "KAIROS_WORKER__TICK_SECONDS": "1.0",
     "KAIROS_WORKER__BATCH_WAIT_SECONDS": "0.005",

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream.broker import free_port
 from stream.contract import to_json_bytes
+from stream.policy_config import PolicyConfig
 from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # tests watch the worker through its in-session pushes, so the production rule that holds every push
 # until the shopper has left (and session-end decisions, and send time) is off here; the tests about
 # those rules (tests/integration/test_session_end.py) switch them back on.
+# The production defaults of the rules TEST_ENV switches off: benchmarks measure the real thing.
+PRODUCTION_DECISIONS: dict[str, str] = {
+    "KAIROS_POLICY__ACTIVE_WINDOW_SECONDS": str(PolicyConfig.model_fields["active_window_seconds"].default),
+    "KAIROS_POLICY__SESSION_END_SECONDS": str(PolicyConfig.model_fields["session_end_seconds"].default),
+    "KAIROS_POLICY__SEND_TIME_ENABLED": str(PolicyConfig.model_fields["send_time_enabled"].default).lower(),
+}
 TEST_ENV: dict[str, str] = {
     "KAIROS_WORKER__CLOCK": "event",
     "KAIROS_WORKER__TICK_SECONDS": "0.2",
