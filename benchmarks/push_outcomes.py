@@ -17,13 +17,14 @@ model knows the world but never the evaluated days):
   user's zone, at most one push per user per local day.
 
 **Lock step.** The world advances in steps of ``--step-minutes`` simulated minutes (15). Each step's
-events go to the broker, the pusher catches up (Kairos: its events counter on /metrics reaches what was
-produced; a heartbeat event at the step's end moves its event-time clock there so timers fire on
-time), then the step's catalog changes, then every push emitted so far is delivered to the world at
-the step's end. So a push reaches the shopper at most one step after it was decided; steps end just
-before every quarter hour, so a push decided outside the quiet hours is never delivered inside them
-(every time zone's 22:00 and 08:00 fall on a quarter hour). Pushes that show up a step late are
-counted (``late_deliveries``).
+catalog changes go to the broker first (Kairos: its catalog counter on /metrics reaches what was
+produced, so each change is announced where its partition's stream reaches the change's time), then
+the step's events, and the pusher catches up (Kairos: its events counter reaches what was produced; a
+heartbeat event at the step's end moves its event-time clock there so timers fire on time); then every
+push emitted so far is delivered to the world at the step's end. So a push reaches the shopper at
+most one step after it was decided; steps end just before every quarter hour, so a push decided
+outside the quiet hours is never delivered inside them (every time zone's 22:00 and 08:00 fall on a
+quarter hour). Pushes that show up a step late are counted (``late_deliveries``).
 
 Figures come from the simulator's ground truth over the evaluated days only. Lift is measured against
 the holdout group (``stream.policy.in_holdout`` with the configured share and salt; the baselines
@@ -286,11 +287,11 @@ class Arm:
     def start(self, settings: Settings, run_dir: Path) -> None:
         """Start after the initial catalog and consent are on the broker."""
 
-    def after_events(self, pub: Publisher, now: float) -> None:
-        """The step's events are on the broker: catch up with them."""
+    def before_events(self, pub: Publisher, now: float) -> None:
+        """The step's catalog changes are on the broker, its events not yet: take the changes in."""
 
-    def after_catalog(self, pub: Publisher, now: float, catalog_changed: bool) -> None:
-        """The step's catalog changes are on the broker: emit what is due at ``now``."""
+    def after_events(self, pub: Publisher, now: float) -> None:
+        """The step's catalog changes and events are on the broker: catch up, emit what is due at ``now``."""
 
     def diagnostics(self) -> dict[str, float]:
         """Pusher-specific counters for the report (none by default)."""
@@ -335,21 +336,24 @@ class KairosArm(Arm):
         self.worker.wait_ready(120)
         time.sleep(2.0)  # the initial consent and catalog are read before the first events
 
+    def before_events(self, pub: Publisher, now: float) -> None:
+        # The worker's catalog view holds the step's changes before its events arrive, so each is
+        # announced where its partition's stream reaches its time: the same place in every run.
+        self._wait_for("kairos_catalog_updates_total", pub.counts[pub.topics.catalog])
+
     def after_events(self, pub: Publisher, now: float) -> None:
+        # Pushes are produced (and acknowledged) before the events that caused them are counted.
+        self._wait_for("kairos_events_total", pub.counts[pub.topics.events])
+
+    def _wait_for(self, metric: str, target: int) -> None:
         assert self.worker is not None
-        target = pub.counts[pub.topics.events]
         deadline = time.monotonic() + 120
-        while self.worker.metric("kairos_events_total") < target:
+        while self.worker.metric(metric) < target:
             if self.worker.proc is not None and self.worker.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.worker.tail_log()}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"worker did not process {target} events: {self.worker.tail_log()}")
+                raise TimeoutError(f"worker's {metric} did not reach {target}: {self.worker.tail_log()}")
             time.sleep(0.01)
-
-    def after_catalog(self, pub: Publisher, now: float, catalog_changed: bool) -> None:
-        # The catalog reader fetches with up to 100 ms wait; timers and catalog changes are applied
-        # on the worker's tick, at the event-time clock the heartbeat moved to ``now``.
-        time.sleep(0.4 if catalog_changed else 3 * self.tick)
 
     def diagnostics(self) -> dict[str, float]:
         """The worker's suppression counters by ``trigger/reason`` (why candidates were not pushed)."""
@@ -383,7 +387,7 @@ class BaselineArm(Arm):
     def start(self, settings: Settings, run_dir: Path) -> None:
         self.pusher = BrokerPusher(settings, self.make())
 
-    def after_catalog(self, pub: Publisher, now: float, catalog_changed: bool) -> None:
+    def after_events(self, pub: Publisher, now: float) -> None:
         assert self.pusher is not None
         self.pusher.sync(dict(pub.counts))
         self.pusher.emit(now)
@@ -471,10 +475,10 @@ def run_arm(cfg: BenchConfig, arm: Arm) -> ArmRun:
                         )
                         for p, clock_user in enumerate(clock_users(settings.topics.partitions))
                     ]
+                pub.send(catalog)
+                arm.before_events(pub, end)
                 pub.send(inputs)
                 arm.after_events(pub, end)
-                pub.send(catalog)
-                arm.after_catalog(pub, end, bool(catalog))
                 for push in reader.drain():
                     if push.created_at <= previous_end:
                         late += 1

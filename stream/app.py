@@ -650,7 +650,7 @@ class Worker:
         announce = self._catalog_ready is not None and self._catalog_ready.is_set()
         if catalog:
             applied = self._apply_catalog_safely(catalog, txn, announce)
-            metrics.observe_input_updates(catalog=applied.catalog_updates)
+            metrics.observe_input_updates(catalog=applied.catalog_updates, catalog_late=applied.catalog_late)
             outcome.extend(applied)
         if caught_up and self._catalog_ready is not None and not self._catalog_ready.is_set():
             self._catalog_ready.set()

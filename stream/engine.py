@@ -30,10 +30,10 @@ from stream.admission import admit_catalog, admit_consent, admit_event
 from stream.candidates import (
     EngagedItem,
     Engagement,
-    PromotionBoard,
     gather_candidates,
     snapshot_similarity,
 )
+from stream.catalog_view import CatalogChange, CatalogView
 from stream.contract import (
     EVENT_TYPES,
     CatalogUpdate,
@@ -133,6 +133,7 @@ class Outcome:
     consent_updates: int = 0
     catalog_updates: int = 0
     catalog_removals: int = 0
+    catalog_late: int = 0  # changes announced on arrival: a partition's clock had passed them
     erasures: int = 0
     expired_users: int = 0
 
@@ -148,6 +149,7 @@ class Outcome:
         self.consent_updates += other.consent_updates
         self.catalog_updates += other.catalog_updates
         self.catalog_removals += other.catalog_removals
+        self.catalog_late += other.catalog_late
         self.erasures += other.erasures
         self.expired_users += other.expired_users
 
@@ -257,8 +259,8 @@ class Engine:
         # Admission compares input times with the real wall clock (future skew), even when the
         # decision clock is injected; tests replace it like ``clock``.
         self.wall_clock: Callable[[], float] = time.time
-        self.catalog: dict[str, CatalogUpdate] = {}
-        self.promotions = PromotionBoard()
+        # Item versions by time and the changes each partition announces when its clock passes them.
+        self.catalog = CatalogView()
         # Clock, indexes and timers per partition (see stream.partition_state): decisions never
         # depend on which partitions this worker owns, nor on restarts.
         self.parts: dict[int, PartitionState] = {}
@@ -448,10 +450,19 @@ class Engine:
                 # and took their throttle budget (stream.throttle) before anything is released.
                 self._finish(work, txn, out)
                 work = _Work()
+            announced_until = self._catalog_until(rec.partition)  # before the clock moves
             moved = part.advance(event.ts)
             part.learning.advance(part.watermark)
             if new_minute:
                 self._release_throttled(part, out)
+            if moved and self.catalog.changes_between(announced_until, self.now(rec.partition)):
+                # Catalog changes the clock passed are announced here, in stream order, after what
+                # came before (its interest updates included) and before the timers due now.
+                self._finish(work, txn, out)
+                work = _Work()
+                self._announce_due(txn, rec.partition, out)
+            elif moved:
+                part.catalog_until = self.now(rec.partition)
             if moved and self._event_clock():
                 # Event time: what fell due up to this event's time happens before it, in stream order.
                 self._fire_due(txn, part, part.watermark, work, out)
@@ -787,15 +798,15 @@ class Engine:
         ):
             return None
         state.last_decision_ts = event.ts
-        blocked = pol.user_blocked(user.user_id, state.policy, now, self.cfg)
-        if blocked is None and self._active(event.ts, now):
-            blocked = "user_active"  # the event itself shows the shopper on the site
+        # The event itself shows the shopper on the site: with the active rule on, nothing now.
+        active = self._active(event.ts, now)
+        blocked = pol.user_blocked(user.user_id, state.policy, now, self.cfg, active=active)
         if blocked is not None:
             out.suppressions[("in_session", blocked)] += 1
             return None
         part = self.part(user.partition)
         merged = gather_candidates(
-            user.engagement, part.covisitation, self.promotions, part.trending, now, self.cfg
+            user.engagement, part.covisitation, self.catalog.promotions, part.trending, now, self.cfg
         )
         items = tuple(c.item_id for c in merged)
         return self._ask(
@@ -944,7 +955,7 @@ class Engine:
                 p,
                 ask.now,
                 cfg,
-                catalog=self.catalog.get(item),
+                catalog=self.catalog.at(item, ask.now),
                 cause=ask.cause,
                 event_ts=ask.event_ts,
                 offset=offset,
@@ -1101,7 +1112,8 @@ class Engine:
             out.suppressions[(pstate.held[0].push.trigger, reason)] += 1
             return
         contexts = {h.push.push_id: h.context for h in pstate.held}
-        for push, verdict in pol.release_held(user.user_id, pstate, now, self.cfg, self.catalog.get):
+        in_force = self._catalog_at(now)
+        for push, verdict in pol.release_held(user.user_id, pstate, now, self.cfg, in_force):
             user.dirty = True
             if verdict.outcome == "emit":
                 released = push.model_copy(update={"created_at": now})
@@ -1113,6 +1125,10 @@ class Engine:
                 self._push_order[released.push_id] = seq
             else:
                 out.suppressions[(push.trigger, verdict.reason)] += 1
+
+    def _catalog_at(self, now: float) -> Callable[[str], CatalogUpdate | None]:
+        """The catalog lookup of a decision at ``now`` (each item's version in force then)."""
+        return lambda item_id: self.catalog.at(item_id, now)
 
     def _audit(
         self,
@@ -1147,20 +1163,22 @@ class Engine:
     # -- catalog and timers ---------------------------------------------------------------------
 
     def apply_catalog(self, records: Sequence[Inbound], txn: StateAccess, announce: bool = True) -> Outcome:
-        """Fold catalog updates into the view and reach interested users of owned partitions.
+        """Fold catalog updates into the view; announce each to the owned partitions it is due for.
 
         With ``announce`` False (the worker's first read of the whole catalog) the view is filled
         and nothing is fired: a bootstrap is not a change.
 
+        A change is announced to a partition when that partition's clock passes its ``updated_at``,
+        in its stream (:meth:`process`, or :meth:`tick` with the wall clock), so replays announce it
+        at the same place whenever the catalog reader delivered it (:mod:`stream.catalog_view`).
+        Partitions whose clock is already past it announce it now, at their clock (counted late).
+
         A tombstone (no value) removes the item: it is never pushed again, and pushes held for it
-        are suppressed when they come due. Each owned partition judges a change at its own clock
-        (the change's own time when that is ahead: event-time replays) and reaches the users its own
-        interest index knows.
+        are suppressed when they come due.
         """
         self._start_batch()
         out = Outcome()
-        users: dict[str, _User] = {}
-        asks: list[_Ask] = []
+        late: list[tuple[int, CatalogChange]] = []
         for rec in records:
             try:
                 update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
@@ -1169,26 +1187,56 @@ class Engine:
                 continue
             if update is None:  # a tombstone: the item is gone, never pushed again
                 assert rec.key is not None  # admission refuses a tombstone without a key
-                item_id = rec.key.decode("utf-8")
-                if self.catalog.pop(item_id, None) is not None:
-                    self.promotions.remove(item_id)
+                self.catalog.remove(rec.key.decode("utf-8"))
                 out.catalog_removals += 1
                 continue
             out.catalog_updates += 1
-            previous = self.catalog.get(update.item_id)
-            self.catalog[update.item_id] = update
-            self.promotions.update(update)
+            previous = self.catalog.put(update)
             if not announce:
                 continue
+            change = self.catalog.record_change(previous, update)
             for partition in sorted(self.owned):
-                asks += self._catalog_asks(txn, partition, previous, update, users)
+                if update.updated_at <= self._catalog_until(partition):
+                    late.append((partition, change))
+        out.catalog_late += len(late)
+        for partition in sorted({p for p, _ in late}):
+            self._announce(txn, partition, [c for p, c in late if p == partition], out)
+        return out
+
+    def _catalog_until(self, partition: int) -> float:
+        """The time up to which catalog changes were announced to ``partition`` (its clock at first use)."""
+        part = self.part(partition)
+        if part.catalog_until is None:
+            part.catalog_until = self.now(partition)
+        return part.catalog_until
+
+    def _announce_due(self, txn: StateAccess, partition: int, out: Outcome) -> bool:
+        """Announce the logged changes the partition's clock has passed since last time; True if any."""
+        until = self.now(partition)
+        due = self.catalog.changes_between(self._catalog_until(partition), until)
+        self.part(partition).catalog_until = until
+        if due:
+            self._announce(txn, partition, due, out)
+        return bool(due)
+
+    def _announce(
+        self, txn: StateAccess, partition: int, changes: Sequence[CatalogChange], out: Outcome
+    ) -> None:
+        """Decide one partition's share of catalog changes: the asks of the users who care."""
+        users: dict[str, _User] = {}
+        asks: list[_Ask] = []
+        for change in changes:
+            if change.update.item_id not in self.catalog:  # removed since: nothing to announce
+                continue
+            asks += self._catalog_asks(txn, partition, change.previous, change.update, users)
+        first = len(out.pushes)
         if asks:
             self._decide(asks, out)
+        self._throttle(out, first)
         self._apply_interest_updates()
         for user in users.values():
             user.dirty = True
         self._save(txn, users.values())
-        return out
 
     def _catalog_asks(
         self,
@@ -1243,6 +1291,10 @@ class Engine:
         """
         self._start_batch()
         out = Outcome()
+        for partition in sorted(self.owned):  # with the event clock, process() announced them already
+            self._announce_due(txn, partition, out)
+        if self.owned:  # every owned partition announced these: none will again
+            self.catalog.forget_changes_until(min(self._catalog_until(p) for p in self.owned))
         if not self._event_clock():
             for partition in sorted(self.owned):
                 work = _Work()

@@ -528,14 +528,21 @@ CONSENT_UPDATES = Counter(
     "Consent records applied (an older update than the one in force is applied as a no-op).",
 )
 CATALOG_UPDATES = Counter("kairos_catalog_updates_total", "Catalog records applied to the catalog view.")
+CATALOG_LATE = Counter(
+    "kairos_catalog_late_total",
+    "Catalog changes announced to a partition on arrival because its clock had already passed their "
+    "updated_at (read late: where they land in the stream depends on timing), per partition reached.",
+)
 
 
-def observe_input_updates(consent: int = 0, catalog: int = 0) -> None:
+def observe_input_updates(consent: int = 0, catalog: int = 0, catalog_late: int = 0) -> None:
     """Count consent and catalog records applied (dead letters are counted by :func:`observe_dead_letter`)."""
     if consent > 0:
         CONSENT_UPDATES.inc(consent)
     if catalog > 0:
         CATALOG_UPDATES.inc(catalog)
+    if catalog_late > 0:
+        CATALOG_LATE.inc(catalog_late)
 
 
 # --- erasure, expiry and removed items -------------------------------------------------------------

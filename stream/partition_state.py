@@ -84,6 +84,9 @@ class PartitionState:
     last_seen: dict[str, float] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
     users_loaded: int = 0  # user records found when the partition was loaded (for the logs)
+    # Catalog changes up to this time were announced to the partition's users (in memory: a restart
+    # reads the catalog again as a bootstrap, which announces nothing). None until first used.
+    catalog_until: float | None = None
     _watermark_stored: float = 0.0
     _offsets_stored: dict[str, int] = field(default_factory=dict)
 

@@ -39,7 +39,7 @@ import pytest
 from stream.contract import CatalogUpdate, Event, EventContext, Promotion, Push
 from stream.partitioning import partition_for
 from stream.settings import Settings
-from tests.support.worker import WorkerProcess, produce, read_topic, settings_for, wait_for
+from tests.support.worker import WorkerProcess, produce, read_topic, running_worker, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,15 +67,10 @@ UTC = EventContext(device="web", locale="en-GB", time_zone="UTC")
 @pytest.fixture(scope="module")
 def worker(broker: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """One worker for the module, with the deterministic trigger settings."""
-    w = WorkerProcess(
-        broker, tmp_path_factory.mktemp("triggers-state"), model_dir, env=ENV, app_id="kairos-triggers"
-    )
-    w.start()
-    try:
-        w.wait_ready(90)
+    with running_worker(
+        broker, tmp_path_factory.mktemp("triggers-state"), model_dir, ENV, "kairos-triggers"
+    ) as w:
         yield w
-    finally:
-        w.stop()
 
 
 @pytest.fixture(scope="module")
@@ -207,11 +202,19 @@ def test_catalog_change_reaches_the_interested_user(
         else None
     )
     change_ts = t0 + 100
+    read = worker.metric("kairos_catalog_updates_total")
     _send_catalog(broker, [_item(item, change_ts, after_price, after_stock, promotion)])
+    wait_for(lambda: worker.metric("kairos_catalog_updates_total") > read, 30, what="the change read")
+    time.sleep(1.0)  # several ticks: the fan's partition clock (t0 + 60) has not reached the change
+    assert [p for p in _pushes(broker, fan) if p.trigger == trigger] == []
 
+    # The change is announced where the fan's partition's stream passes its time: an event at t0 + 130.
+    (clock,) = _same_partition_as(fan, f"u-clock-{trigger}")
+    _send_events(broker, [_event(f"{clock}-v", clock, "view", others[0], t0 + 130, f"{clock}-s")])
     push = _wait_push(broker, fan, trigger)
     assert push.item_id == item
     assert push.event_ts == change_ts
+    assert push.created_at == pytest.approx(t0 + 130)  # decided there, not when it was read
     assert push.price == pytest.approx(after_price * (0.75 if promo else 1.0))
     assert push.title == f"Test item {item}" and push.category == "test-category"
     if promo:

@@ -185,10 +185,12 @@ def catalog_entry(
 def make_engine(
     settings: Settings | None = None, scorer: FakeScorer | None = None, items: Sequence[str] = ITEMS
 ) -> Engine:
-    """An engine owning every partition, with a catalog entry for each item."""
+    """An engine owning every partition, with a catalog entry for each item (read as the worker's
+    start-up bootstrap: a view, no changes to announce)."""
     engine = Engine(settings or make_settings(), scorer or FakeScorer(), clock=lambda: 0.0)
     engine.owned = set(range(PARTITIONS))
-    out = engine.apply_catalog([catalog_record(catalog_entry(i)) for i in items], DictState())
+    records = [catalog_record(catalog_entry(i)) for i in items]
+    out = engine.apply_catalog(records, DictState(), announce=False)
     assert out.catalog_updates == len(items) and not out.pushes
     return engine
 

@@ -449,7 +449,9 @@ def test_price_drop_reaches_the_interested_user() -> None:
     engine, store = price_drop_engine()
     update = catalog_entry("i1", price=80.0, updated_at=T0 + 300)
     out = engine.apply_catalog([catalog_record(update)], store)
-    assert out.catalog_updates == 1
+    # The partition's clock is at T0: the change waits until the stream reaches its time.
+    assert out.catalog_updates == 1 and out.pushes == [] and out.catalog_late == 0
+    out = engine.process([ev("n1", neighbour_of("u1"), "view", "i2", T0 + 400)], store)
     assert len(out.pushes) == 1
     partition, push = out.pushes[0]
     assert partition == partition_for("u1", PARTITIONS)
@@ -458,7 +460,7 @@ def test_price_drop_reaches_the_interested_user() -> None:
     assert push.price == 80.0 and push.features["previous_price"] == 100.0
     assert push.event_ts == T0 + 300
     assert push.reason == "You viewed this; the price dropped from 100.00 to 80.00"
-    assert engine.catalog["i1"] == update
+    assert engine.catalog.latest("i1") == update
     assert [r.push_id for r in store.user("u1").policy.pushes] == [push.push_id]
     # The same update redelivered is no price change: nothing more.
     again = engine.apply_catalog([catalog_record(update)], store)
@@ -470,6 +472,7 @@ def test_price_drop_skips_users_of_partitions_not_owned() -> None:
     engine, store = price_drop_engine(owned={p for p in range(PARTITIONS) if p != mine})
     out = engine.apply_catalog([catalog_record(catalog_entry("i1", price=80.0, updated_at=T0 + 300))], store)
     assert out.pushes == [] and out.catalog_updates == 1
+    assert engine.tick(store).pushes == []
 
 
 def test_price_rise_and_bad_catalog_records_push_nothing() -> None:
@@ -479,7 +482,7 @@ def test_price_rise_and_bad_catalog_records_push_nothing() -> None:
     wrong_key = Inbound("catalog", 0, 5, b"i2", to_json_bytes(catalog_entry("i1", price=10.0)))
     out = engine.apply_catalog([wrong_key, Inbound("catalog", 0, 6, b"i1", b"{}")], store)
     assert [d.reason for d in out.dead_letters] == ["key_mismatch", "invalid_field"]
-    assert out.pushes == [] and engine.catalog["i1"].price == 120.0
+    assert out.pushes == [] and engine.catalog.latest("i1").price == 120.0
 
 
 # -- timers -------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+from stream.catalog_view import CatalogView
 from stream.contract import to_json_bytes
 from stream.engine import Engine, Inbound, Outcome
 from stream.partition_state import PartitionState
@@ -320,7 +321,10 @@ def test_catalog_asks_use_each_partitions_own_interest() -> None:
     engine = make_engine(make_settings(trigger_thresholds={"price_drop": 0.3}))
     store = DictState()
     engine.process([ev("e1", "user1", "view", "i1", T0)], store)
+    # Announced late (the partition's clock is already past the change): at once, at that clock.
+    engine.process([ev("e2", "user1", "view", "i2", T0 + 120)], store)
     out = engine.apply_catalog([catalog_record(catalog_entry("i1", price=50.0, updated_at=T0 + 60))], store)
+    assert out.catalog_late == 1
     assert [(p.user_id, p.trigger) for _, p in out.pushes] == [("user1", "price_drop")]
     assert to_json_bytes(out.pushes[0][1])
 
@@ -363,12 +367,13 @@ def test_the_catalog_bootstrap_announces_nothing() -> None:
         updated_at=T0 + 5,
     )
     fresh = restarted(engine, store, set(range(PARTITIONS)))
-    fresh.catalog.clear()
+    fresh.catalog = CatalogView()
     quiet = fresh.apply_catalog([catalog_record(entry)], store, announce=False)
     p = partition_for("user1", PARTITIONS)
-    assert quiet.pushes == [] and quiet.catalog_updates == 1 and fresh.catalog["i1"] == entry
+    assert quiet.pushes == [] and quiet.catalog_updates == 1 and fresh.catalog.latest("i1") == entry
     assert fresh.part(p).timers.timers_for("user1") == []
     # The same change, announced (a live catalog update), reaches the interested user.
     live = restarted(engine, store, set(range(PARTITIONS)))
-    out = live.apply_catalog([catalog_record(entry)], store)
-    assert [(pp.user_id, pp.trigger) for _, pp in out.pushes] == [("user1", "promotion_start")]
+    assert live.apply_catalog([catalog_record(entry)], store).pushes == []  # due at T0 + 5
+    out = live.process([ev("v2", "user1", "view", "i2", T0 + 10)], store)
+    assert [(pp.user_id, pp.trigger) for _, pp in out.pushes][:1] == [("user1", "promotion_start")]
