@@ -18,11 +18,12 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from stream import rules
 from stream.candidates import EngagedItem
 from stream.contract import CatalogUpdate, ConsentUpdate, Decision, Push, push_id
 from stream.interest import assess, decay_factor, effective_threshold
@@ -264,11 +265,6 @@ def user_zone(state: UserPolicyState, config: PolicyConfig) -> ZoneInfo:
     return zone
 
 
-def local_date(ts: float, zone: ZoneInfo) -> date:
-    """The calendar date of ``ts`` in ``zone``."""
-    return datetime.fromtimestamp(ts, zone).date()
-
-
 def quiet_hours_end(now: float, zone: ZoneInfo, config: PolicyConfig) -> float | None:
     """When the quiet hours around ``now`` end (epoch seconds), or None when ``now`` is outside them.
 
@@ -423,91 +419,35 @@ def _as_candidate(record: PushRecord) -> Candidate:
     )
 
 
-@dataclass
-class _Recent:
-    """What the user-level rules need from the push history, computed once per call."""
-
-    in_24h: int
-    in_7d: int
-    today: int
-    last_at: float | None
-    categories_today: dict[str, int]
-    items_recent: set[str]
-
-
-def _recent(records: Sequence[PushRecord], now: float, zone: ZoneInfo, config: PolicyConfig) -> _Recent:
-    today = local_date(now, zone)
-    in_24h = in_7d = today_count = 0
-    last_at: float | None = None
-    categories: dict[str, int] = {}
-    items: set[str] = set()
-    for r in records:
-        age = now - r.created_at
-        # Rolling windows are (now - W, now]: a push exactly W ago no longer counts.
-        if age < 7 * _DAY:
-            in_7d += 1
-        if age < _DAY:
-            in_24h += 1
-        if age < config.item_repeat_window_seconds:
-            items.add(r.item_id)
-        if age < 2 * _DAY and local_date(r.created_at, zone) == today:
-            today_count += 1
-            if r.category is not None:
-                categories[r.category] = categories.get(r.category, 0) + 1
-        if last_at is None or r.created_at > last_at:
-            last_at = r.created_at
-    return _Recent(in_24h, in_7d, today_count, last_at, categories, items)
+def _user_facts(
+    user_id: str,
+    state: UserPolicyState,
+    now: float,
+    config: PolicyConfig,
+    records: Sequence[PushRecord] | None = None,
+    active: bool = False,
+) -> rules.UserFacts:
+    consent = state.opted_in if state.opted_in is not None else config.consent_default
+    return rules.UserFacts(
+        consent,
+        in_holdout(user_id, config.holdout_share, config.holdout_salt),
+        now,
+        config,
+        state.pushes if records is None else records,
+        user_zone(state, config),
+        active,
+    )
 
 
-def _user_block(recent: _Recent, now: float, config: PolicyConfig) -> str | None:
-    if recent.in_7d >= config.max_pushes_per_7d:
-        return "cap_7d"
-    if recent.in_24h >= config.max_pushes_per_24h:
-        return "cap_24h"
-    if recent.today >= config.max_pushes_per_local_day:
-        return "cap_local_day"
-    if recent.last_at is not None and now - recent.last_at < config.min_gap_seconds:
-        return "min_gap"
-    return None
-
-
-def user_blocked(user_id: str, state: UserPolicyState, now: float, config: PolicyConfig) -> str | None:
-    """The reason no push at all may go to this user now (consent, holdout, caps, gap), else None.
+def user_blocked(
+    user_id: str, state: UserPolicyState, now: float, config: PolicyConfig, active: bool = False
+) -> str | None:
+    """The reason no push at all may go to this user now (the user-level rules of ``stream.rules``).
 
     A cheap pre-check: the worker skips scoring candidates for a blocked user. :func:`decide` applies
     the same rules, so skipping changes no outcome.
     """
-    consent = state.opted_in if state.opted_in is not None else config.consent_default
-    if not consent:
-        return "no_consent"
-    if in_holdout(user_id, config.holdout_share, config.holdout_salt):
-        return "holdout"
-    if not state.pushes:
-        return None
-    return _user_block(_recent(state.pushes, now, user_zone(state, config), config), now, config)
-
-
-def _candidate_block(
-    c: Candidate, threshold: float, recent: _Recent, held_items: set[str], now: float, config: PolicyConfig
-) -> str | None:
-    if not c.in_catalog:
-        return "not_in_catalog"
-    if not c.in_stock:
-        return "out_of_stock"
-    if not c.promotion_valid:
-        return "promotion_invalid"
-    if push_expiry(c, now, config) <= now + config.min_push_lifetime_seconds:
-        return "expired"
-    if c.interest < threshold:
-        return "below_threshold"
-    if c.item_id in recent.items_recent:
-        return "item_repeat"
-    if c.item_id in held_items:
-        return "already_held"
-    limit = config.max_per_category_per_local_day
-    if limit and c.category is not None and recent.categories_today.get(c.category, 0) >= limit:
-        return "category_today"
-    return None
+    return rules.user_block(_user_facts(user_id, state, now, config, active=active), "precheck")
 
 
 def _mmr(
@@ -561,26 +501,23 @@ def decide(
 ) -> list[tuple[Candidate, Verdict]]:
     """Decide for every candidate: emit, hold (quiet hours) or suppress, with a reason code.
 
-    Order of the rules: consent, holdout; per candidate: catalog, stock, promotion validity, expiry,
-    threshold (trigger threshold + the user's responsiveness offset), item repeat, already held,
-    category per local day; per user: caps (7 d, 24 h, local day), minimum gap; then MMR picks at most
+    The rules are :data:`stream.rules.RULES` (path "decide", in table order: consent, holdout, the
+    active shopper; per candidate: catalog, stock, promotion validity, expiry, threshold (trigger
+    threshold + the user's responsiveness offset), item repeat, already held, category per local day;
+    per user: caps (7 d, 24 h, local day), minimum gap); then MMR picks at most
     ``max_pushes_per_decision`` among the eligible; in quiet hours those are held or dropped.
     Does not change ``state``: the caller records what it emits or holds. Verdicts come in input order.
     """
     if not candidates:
         return []
-    consent = state.opted_in if state.opted_in is not None else config.consent_default
-    if not consent:
-        return [(c, Verdict("suppress", "no_consent")) for c in candidates]
-    if in_holdout(user_id, config.holdout_share, config.holdout_salt):
-        return [(c, Verdict("suppress", "holdout")) for c in candidates]
-    if active:
-        return [(c, Verdict("suppress", "user_active")) for c in candidates]
+    facts = _user_facts(user_id, state, now, config, active=active)
+    stopped = rules.gate(facts, "decide")
+    if stopped is not None:
+        return [(c, Verdict("suppress", stopped)) for c in candidates]
 
     zone = user_zone(state, config)
     offset = current_offset(state, now, config)
-    recent = _recent(state.pushes, now, zone, config)
-    user_block = _user_block(recent, now, config)
+    recent = facts.history
     held_items = {h.push.item_id for h in state.held}
 
     verdicts: list[Verdict | None] = []
@@ -594,7 +531,18 @@ def decide(
         if threshold is None:
             threshold = by_trigger[c.trigger] = effective_threshold(c.trigger, offset, config)
         thresholds.append(threshold)
-        reason = _candidate_block(c, threshold, recent, held_items, now, config) or user_block
+        item = rules.ItemFacts(
+            c.item_id,
+            c.category,
+            c.in_catalog,
+            c.in_stock,
+            c.promotion_valid,
+            push_expiry(c, now, config),
+            c.interest,
+            threshold,
+            c.item_id in held_items,
+        )
+        reason = rules.first_block(facts, item, "decide")
         if reason is None:
             eligible.append(c)
             verdicts.append(None)
@@ -773,8 +721,9 @@ def release_held(
 ) -> list[tuple[Push, Verdict]]:
     """Take the held pushes whose release time has come and decide them again at ``now``.
 
-    Expired ones (``expires_at <= now``) are suppressed "expired"; consent, holdout, stock and promotion
-    validity (through ``catalog``: item id -> current entry), caps and the minimum gap are re-checked.
+    The rules of :data:`stream.rules.RULES` for path "release" are checked again (consent, holdout,
+    catalog, stock and promotion validity through ``catalog``: item id -> entry in force, expiry,
+    repeats, category, caps and gap; not the threshold).
     At most ``max_pushes_per_decision`` are emitted (best score first). The caller calls
     :func:`record_push` with ``sent_at=now`` for each emit.
     """
@@ -783,45 +732,30 @@ def release_held(
         return []
     state.held = [h for h in state.held if h.release_at > now]
     due.sort(key=lambda h: -h.push.score)
-    consent = state.opted_in if state.opted_in is not None else config.consent_default
-    zone = user_zone(state, config)
     emitted: list[PushRecord] = []
     out: list[tuple[Push, Verdict]] = []
     for h in due:
         push = h.push
-        reason: str | None = None
-        if not consent:
-            reason = "no_consent"
-        elif in_holdout(user_id, config.holdout_share, config.holdout_salt):
-            reason = "holdout"
-        elif push.expires_at <= now + config.min_push_lifetime_seconds:
-            reason = "expired"
-        elif catalog is not None:
-            entry = catalog(push.item_id)
-            if entry is None:
-                reason = "not_in_catalog"
-            elif entry.stock <= 0:
-                reason = "out_of_stock"
-            elif push.promotion_id is not None and not (
-                entry.promotion is not None
-                and entry.promotion.promotion_id == push.promotion_id
-                and entry.promotion.active_at(now)
-            ):
-                reason = "promotion_invalid"
-        if reason is None:
-            records = state.pushes + emitted
-            recent = _recent(records, now, zone, config)
-            limit = config.max_per_category_per_local_day
-            if push.item_id in recent.items_recent:
-                reason = "item_repeat"
-            elif (
-                limit and push.category is not None and recent.categories_today.get(push.category, 0) >= limit
-            ):
-                reason = "category_today"
-            else:
-                reason = _user_block(recent, now, config)
-            if reason is None and len(emitted) >= config.max_pushes_per_decision:
-                reason = "not_selected"
+        # Each release sees the pushes released before it in this call (caps, gap, repeats).
+        facts = _user_facts(user_id, state, now, config, records=state.pushes + emitted)
+        entry = catalog(push.item_id) if catalog is not None else None
+        promotion_valid = push.promotion_id is None or (
+            entry is not None
+            and entry.promotion is not None
+            and entry.promotion.promotion_id == push.promotion_id
+            and entry.promotion.active_at(now)
+        )
+        item = rules.ItemFacts(
+            push.item_id,
+            push.category,
+            in_catalog=catalog is None or entry is not None,
+            in_stock=catalog is None or (entry is not None and entry.stock > 0),
+            promotion_valid=catalog is None or promotion_valid,
+            expires_at=push.expires_at,
+        )
+        reason = rules.first_block(facts, item, "release")
+        if reason is None and len(emitted) >= config.max_pushes_per_decision:
+            reason = "not_selected"
         if reason is None:
             emitted.append(
                 PushRecord(push.push_id, push.item_id, push.category, push.trigger, now, push.expires_at)

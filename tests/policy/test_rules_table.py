@@ -1,0 +1,66 @@
+"""The one table of rules (``stream/rules.py``): its shape, and that every path goes through it."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from stream import rules
+from stream.policy import SUPPRESSION_REASONS, PushRecord, UserPolicyState, user_blocked
+from stream.policy_config import PolicyConfig
+from tests.policy.conftest import T0
+
+UTC = ZoneInfo("UTC")
+STAGES = ("user", "item", "cap")
+
+
+def test_every_rule_has_a_known_unique_reason_and_the_table_is_in_stage_order() -> None:
+    reasons = [r.reason for r in rules.RULES]
+    assert len(reasons) == len(set(reasons))
+    assert set(reasons) <= set(SUPPRESSION_REASONS)
+    stages = [STAGES.index(r.stage) for r in rules.RULES]
+    assert stages == sorted(stages)
+    assert all(r.doc and r.paths <= {"decide", "release", "precheck"} for r in rules.RULES)
+
+
+def test_each_path_takes_the_rules_marked_for_it() -> None:
+    by_path = {p: [r.reason for r in rules.RULES if p in r.paths] for p in ("decide", "release", "precheck")}
+    # A held push is not judged again on its threshold, nor blocked by itself being held.
+    assert {"below_threshold", "already_held"} <= set(by_path["decide"]) - set(by_path["release"])
+    # The pre-check before scoring has user-level rules only: no item is known yet.
+    assert all(
+        rules.RULES[[r.reason for r in rules.RULES].index(x)].stage != "item" for x in by_path["precheck"]
+    )
+    assert {"no_consent", "holdout", "user_active", "cap_24h", "min_gap"} <= set(by_path["precheck"])
+
+
+def _facts(pushes: list[PushRecord], active: bool = False, consent: bool = True) -> rules.UserFacts:
+    cfg = PolicyConfig.model_validate({"max_pushes_per_24h": 1, "min_gap_seconds": 0})
+    return rules.UserFacts(consent, False, T0, cfg, pushes, UTC, active)
+
+
+def test_the_first_rule_in_table_order_gives_the_reason() -> None:
+    capped = [PushRecord("p1", "i9", "misc", "in_session", T0 - 60, T0 + 3600)]
+    item = rules.ItemFacts("i1", "misc", True, False, True, T0 + 3600, interest=0.9, threshold=0.5)
+    # Out of stock (an item rule) comes before the 24 h cap; the active shopper before both.
+    assert rules.first_block(_facts(capped), item, "decide") == "out_of_stock"
+    assert rules.first_block(_facts(capped, active=True), item, "decide") == "user_active"
+    assert rules.user_block(_facts(capped), "precheck") == "cap_24h"
+    assert rules.gate(_facts(capped), "decide") is None
+    assert rules.gate(_facts([], consent=False), "decide") == "no_consent"
+    fine = rules.ItemFacts("i1", "misc", True, True, True, T0 + 3600, interest=0.9, threshold=0.5)
+    assert rules.first_block(_facts([]), fine, "decide") is None
+    assert rules.first_block(_facts([]), fine, "release") is None
+
+
+def test_the_history_is_summarised_only_when_a_rule_needs_it() -> None:
+    facts = _facts([PushRecord("p1", "i9", "misc", "in_session", T0 - 60, T0 + 3600)], active=True)
+    assert rules.user_block(facts, "precheck") == "user_active"
+    assert "history" not in vars(facts)  # stopped at a user rule: no scan of the push history
+
+
+def test_the_worker_precheck_sees_the_active_shopper_first() -> None:
+    state = UserPolicyState(opted_in=True)
+    state.pushes.append(PushRecord("p1", "i9", "misc", "in_session", T0 - 60, T0 + 3600))
+    cfg = PolicyConfig.model_validate({"max_pushes_per_24h": 1})
+    assert user_blocked("u1", state, T0, cfg) == "cap_24h"
+    assert user_blocked("u1", state, T0, cfg, active=True) == "user_active"
