@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream.broker import EmbeddedBroker, free_port, wait_for_port
 from stream.contract import DeadLetter, Push
@@ -42,6 +42,9 @@ MALFORMED: list[bytes] = [
     b"\xff\xfe\x00binary",
     b'{"event_id": "y", "user_id": "u1", "type": "view", "ts": 1.8e9}',
 ]
+
+
+DEMO_START = 1_780_297_200.0  # 2026-06-01T07:00Z
 
 
 def _say(text: str) -> None:
@@ -125,12 +128,20 @@ class _TopicTail(threading.Thread):
             {
                 **self.settings.kafka.confluent_config(),
                 "group.id": f"kairos-demo-tail-{os.getpid()}",
-                "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 50,
             }
         )
-        consumer.subscribe([t.pushes, t.dead_letters])
+        # Every partition from offset 0, without a group: on the embedded broker a group join took
+        # tens of seconds and then started at the end, so the first pushes of the demo never showed.
+        metadata = consumer.list_topics(timeout=10)
+        consumer.assign(
+            [
+                TopicPartition(topic, partition, 0)
+                for topic in (t.pushes, t.dead_letters)
+                for partition in sorted(metadata.topics[topic].partitions)
+            ]
+        )
         try:
             while not self.stop_event.is_set():
                 for msg in consumer.consume(500, timeout=0.2):
@@ -254,7 +265,10 @@ def demo_main(argv: list[str]) -> int:
         from stream.sim_runner import ShopSimulator
         from stream.simulator import SimConfig
 
-        sim = ShopSimulator(settings, SimConfig(), rate=args.rate)
+        # The shop's day starts at 07:00 UTC (09:00 in Berlin) whatever the hour the demo is run: most
+        # shoppers are in Europe and the Americas, and a shop started at the wall clock's time (the
+        # default) showed no push at all for a minute when run in a European evening (quiet hours).
+        sim = ShopSimulator(settings, SimConfig(start_time=DEMO_START), rate=args.rate, start_now=False)
         sim.start()
         tail = _TopicTail(settings, args.quiet)
         tail.start()
