@@ -48,7 +48,23 @@ class Audience:
         return not held and self.opted_in.get(user_id, True)
 
 
-class PopularPromotionPusher:
+class BaselinePusher:
+    """What every baseline keeps: who may be reached, and each item's current catalog entry."""
+
+    def __init__(self, holdout: Callable[[str], bool]) -> None:
+        self.audience = Audience(holdout)
+        self.catalog: dict[str, CatalogUpdate] = {}
+
+    def observe_catalog(self, update: CatalogUpdate) -> None:
+        """Keep the item's current state (title, category, price, stock, promotion)."""
+        self.catalog[update.item_id] = update
+
+    def observe_consent(self, update: ConsentUpdate) -> None:
+        """Record consent."""
+        self.audience.consent(update)
+
+
+class PopularPromotionPusher(BaselinePusher):
     """Daily broadcast of the most popular promoted, in-stock item to every known user.
 
     Popularity counts views 1, carts 3 and purchases 5, halving every ``half_life`` seconds of event
@@ -63,11 +79,10 @@ class PopularPromotionPusher:
         ttl_seconds: float = 3600.0,
         half_life: float = DAY,
     ) -> None:
-        self.audience = Audience(holdout)
+        super().__init__(holdout)
         self.hour_utc = hour_utc
         self.ttl = ttl_seconds
         self.half_life = half_life
-        self.catalog: dict[str, CatalogUpdate] = {}
         self.users: dict[str, None] = {}  # insertion-ordered set
         self.popularity: dict[str, tuple[float, float]] = {}  # item -> (score, at)
         self.next_blast: float | None = None
@@ -82,14 +97,10 @@ class PopularPromotionPusher:
         score = score * 0.5 ** (max(0.0, event.ts - at) / self.half_life) + weight
         self.popularity[event.item_id] = (score, max(at, event.ts))
 
-    def observe_catalog(self, update: CatalogUpdate) -> None:
-        """Keep the item's current state."""
-        self.catalog[update.item_id] = update
-
     def observe_consent(self, update: ConsentUpdate) -> None:
         """Record consent; the user becomes known."""
         self.users.setdefault(update.user_id, None)
-        self.audience.consent(update)
+        super().observe_consent(update)
 
     def most_popular_promoted(self, now: float) -> CatalogUpdate | None:
         """The promoted, in-stock item with the highest decayed popularity at ``now`` (ties: item id)."""
@@ -131,16 +142,15 @@ class _CartTimer:
     cause: str  # the add_to_cart event id: a new add re-arms
 
 
-class CartAbandonmentPusher:
+class CartAbandonmentPusher(BaselinePusher):
     """A push for every carted item not bought or removed within ``delay_seconds``."""
 
     def __init__(
         self, holdout: Callable[[str], bool], delay_seconds: float = 3600.0, ttl_seconds: float = 3600.0
     ) -> None:
-        self.audience = Audience(holdout)
+        super().__init__(holdout)
         self.delay = delay_seconds
         self.ttl = ttl_seconds
-        self.catalog: dict[str, CatalogUpdate] = {}
         self._heap: list[_CartTimer] = []
         self._armed: dict[tuple[str, str], str] = {}  # (user, item) -> live cause
 
@@ -156,14 +166,6 @@ class CartAbandonmentPusher:
             )
         elif event.type in ("purchase", "remove_from_cart"):
             self._armed.pop(key, None)
-
-    def observe_catalog(self, update: CatalogUpdate) -> None:
-        """Keep the item's current state (for the push's title, category and price)."""
-        self.catalog[update.item_id] = update
-
-    def observe_consent(self, update: ConsentUpdate) -> None:
-        """Record consent."""
-        self.audience.consent(update)
 
     def due(self, now: float) -> list[Push]:
         """Pushes for every armed timer due at ``now`` (inclusive)."""

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from benchmarks.baselines import Audience, baseline_push
-from stream.contract import CatalogUpdate, ConsentUpdate, Event, Push
+from benchmarks.baselines import BaselinePusher, baseline_push
+from stream.contract import Event, Push
 from stream.policy import quiet_hours_end
 from stream.policy_config import PolicyConfig
 
@@ -47,7 +47,7 @@ class _Journey:
     cause: str  # the event that armed it: a newer one replaces it
 
 
-class MarketerRulesPusher:
+class MarketerRulesPusher(BaselinePusher):
     """Cart and browse abandonment after ``delay_seconds``, quiet hours, one push per user per local day."""
 
     def __init__(
@@ -59,14 +59,13 @@ class MarketerRulesPusher:
         quiet_start: str = "22:00",
         quiet_end: str = "08:00",
     ) -> None:
-        self.audience = Audience(holdout)
+        super().__init__(holdout)
         self.delay = delay_seconds
         self.ttl = ttl_seconds
         self.min_views = min_views
         self._quiet = PolicyConfig.model_validate(
             {"quiet_hours_start": quiet_start, "quiet_hours_end": quiet_end}
         )
-        self.catalog: dict[str, CatalogUpdate] = {}
         self.zones: dict[str, ZoneInfo] = {}
         self._zone_cache: dict[str, ZoneInfo] = {}
         self.views: dict[tuple[str, str], int] = {}
@@ -103,14 +102,6 @@ class MarketerRulesPusher:
             self.carted.discard(key)
             self._armed.pop((CART, *key), None)
             self._armed.pop((BROWSE, *key), None)
-
-    def observe_catalog(self, update: CatalogUpdate) -> None:
-        """Keep the item's current state (title, category, price, stock)."""
-        self.catalog[update.item_id] = update
-
-    def observe_consent(self, update: ConsentUpdate) -> None:
-        """Record consent."""
-        self.audience.consent(update)
 
     # -- decisions ------------------------------------------------------------------------------
 

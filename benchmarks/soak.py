@@ -75,6 +75,7 @@ from pydantic import BaseModel  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.contract import ConsentUpdate  # noqa: E402
 from stream.demo import ensure_model as ensure_demo_model  # noqa: E402
+from stream.partition_state import COVISIT_PREFIX, INTEREST_PREFIX  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.sim_runner import ShopSimulator  # noqa: E402
 from stream.simulator import DAY, SimConfig, World  # noqa: E402
@@ -103,6 +104,31 @@ HEAD_PROBE_RECORDS = 500  # records per partition read again from offset 0 at ev
 LEVEL_FLAT_SHARE = 0.02
 LEVEL_GROWTH_SHARE = 0.05
 LEVEL_SLOPE_SHARE = 0.25
+# A series with a cap in the code (an index that evicts beyond a configured size) is "capped" when it
+# still grows but stays under its cap and its growth slows to at most LEVEL_SLOPE_SHARE of the first
+# third's: it cannot pass the cap, and the report says how near it is.
+
+
+def index_caps(env: dict[str, str], items: int, partitions: int) -> dict[str, int]:
+    """The configured caps of the partitions' two big indexes, as the worker's environment sets them.
+
+    Co-visitation keeps, per partition, at most ``covisit_max_items`` items (never more than the shop
+    has), each one touch-order row plus ``2 * covisit_top_n`` neighbour rows; the interest index keeps
+    at most ``interest_index_per_item`` users per item and ``interest_index_max_entries`` in all.
+    """
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        policy = Settings().policy
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    covisit_items = min(items, policy.covisit_max_items)
+    return {
+        "changelog_live_covisit_rows": partitions * covisit_items * (1 + 2 * policy.covisit_top_n),
+        "changelog_live_interest_rows": partitions
+        * min(policy.interest_index_max_entries, items * policy.interest_index_per_item),
+    }
 
 
 def _say(text: str) -> None:
@@ -318,6 +344,9 @@ class ChangelogTail(threading.Thread):
                 # User records vs the partitions' shared rows (index entries, clock: keys from \x00).
                 "changelog_live_users": sum(1 for _, key in self.live if not key.startswith(b"\x00")),
                 "changelog_live_partition_rows": sum(1 for _, key in self.live if key.startswith(b"\x00")),
+                # The two indexes that hold the bulk of those rows, each with its own configured cap.
+                "changelog_live_covisit_rows": sum(1 for _, k in self.live if k.startswith(COVISIT_PREFIX)),
+                "changelog_live_interest_rows": sum(1 for _, k in self.live if k.startswith(INTEREST_PREFIX)),
                 "changelog_live_bytes": sum(self.live.values()),
                 "changelog_tombstones": self.tombstones,
                 "changelog_gaps_seen": self.gaps,
@@ -498,6 +527,7 @@ def run_soak(args: argparse.Namespace, model_dir: Path, workdir: Path) -> Run:
         partitions = settings.topics.partitions
         run.setup["changelog_topic"] = topic
         run.setup["changelog_config"] = topic_config(broker.bootstrap, topic)
+        run.setup["caps"] = index_caps(env, args.items, partitions)
         broker_proc = getattr(broker, "_proc", None)  # the broker's own process, for its RSS
         broker_pid = broker_proc.pid if broker_proc is not None else None
         state_dir = workdir / "state"
@@ -616,6 +646,9 @@ LEVELS: dict[str, str] = {
     "changelog_bytes_read": "changelog bytes",
     "changelog_live_keys": "changelog live keys",
     "changelog_live_bytes": "changelog live bytes",
+    "changelog_live_users": "changelog live user records",
+    "changelog_live_covisit_rows": "changelog live co-visitation rows",
+    "changelog_live_interest_rows": "changelog live interest-index rows",
     "consumer_lag": "consumer lag",
 }
 COUNTERS: dict[str, str] = {
@@ -633,13 +666,15 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(np.array(xs), np.array(ys), 1)[0])
 
 
-def trend(samples: list[dict[str, float]], key: str, level: bool) -> dict[str, Any]:
+def trend(samples: list[dict[str, float]], key: str, level: bool, cap: float | None = None) -> dict[str, Any]:
     """Slopes (per minute) of the first and last thirds of the run, and a verdict.
 
     A level series "levels off" when its last third adds at most LEVEL_FLAT_SHARE of its final value, or
     at most LEVEL_GROWTH_SHARE with a slope there of at most LEVEL_SLOPE_SHARE of the first third's; it
     "falls" when the last third removes more than LEVEL_GROWTH_SHARE. A counter has a "steady rate" when
-    its last-third rate is within 20 % of the first third's.
+    its last-third rate is within 20 % of the first third's. A level with a ``cap`` in the code that
+    still grows, stays under the cap and slows to at most LEVEL_SLOPE_SHARE of its first-third slope is
+    "capped at N % of its bound": it cannot pass the cap, but it has not levelled off below it either.
     """
     xs = [s["minute"] for s in samples]
     ys = [s.get(key, 0.0) for s in samples]
@@ -663,8 +698,12 @@ def trend(samples: list[dict[str, float]], key: str, level: bool) -> dict[str, A
             growth <= LEVEL_GROWTH_SHARE and s1 > 0 and s3 <= LEVEL_SLOPE_SHARE * s1
         ):
             out["verdict"] = "levels off"
+        elif cap is not None and ys[-1] <= cap and s1 > 0 and s3 <= LEVEL_SLOPE_SHARE * s1:
+            out["verdict"] = f"capped: {ys[-1] / cap:.0%} of its bound {cap:,.0f}"
         else:
             out["verdict"] = "still grows"
+        if cap is not None:
+            out["cap"] = cap
     else:
         steady = s1 > 0 and abs(s3 - s1) <= 0.2 * s1
         out["verdict"] = "steady rate" if steady else ("zero" if s1 == 0 and s3 == 0 else "rate changed")
@@ -674,7 +713,8 @@ def trend(samples: list[dict[str, float]], key: str, level: bool) -> dict[str, A
 def analyse(run: Run) -> dict[str, Any]:
     """Trends of every series, compaction findings and the headline figures."""
     samples = run.samples
-    trends = {k: trend(samples, k, True) for k in LEVELS}
+    caps = run.setup.get("caps", {})
+    trends = {k: trend(samples, k, True, caps.get(k)) for k in LEVELS}
     trends.update({k: trend(samples, k, False) for k in COUNTERS})
     final = run.end.get("final", samples[-1] if samples else {})
     scan = run.end.get("scan", {})
@@ -715,6 +755,9 @@ def summary_json(run: Run, analysis: dict[str, Any]) -> dict[str, Any]:
         "changelog_live_keys": final.get("changelog_live_keys"),
         "changelog_live_users": final.get("changelog_live_users"),
         "changelog_live_partition_rows": final.get("changelog_live_partition_rows"),
+        "changelog_live_covisit_rows": final.get("changelog_live_covisit_rows"),
+        "changelog_live_interest_rows": final.get("changelog_live_interest_rows"),
+        "index_caps": run.setup.get("caps"),
         "changelog_live_mib": final.get("changelog_live_bytes", 0) / 2**20,
         "changelog_records_removed": scan.get("records_removed"),
         "compaction_observed": analysis["compaction_observed"],
@@ -757,6 +800,7 @@ PLOTS: list[tuple[str, str, list[tuple[str, str, float]]]] = [
             ("state_keys", "kairos_state_keys", 1.0),
             ("changelog_live_users", "changelog live user records", 1.0),
             ("changelog_live_partition_rows", "changelog live partition rows (indexes)", 1.0),
+            ("changelog_live_covisit_rows", "of which co-visitation", 1.0),
             ("users_arrived", "user ids arrived", 1.0),
         ],
     ),
@@ -958,6 +1002,8 @@ def write_report(run: Run, analysis: dict[str, Any], plots: list[str], out: Path
         ("changelog_bytes_read", "changelog MiB", 2**20),
         ("changelog_live_users", "live users", 1.0),
         ("changelog_live_partition_rows", "live index rows", 1.0),
+        ("changelog_live_covisit_rows", "co-visitation rows", 1.0),
+        ("changelog_live_interest_rows", "interest rows", 1.0),
         ("users_arrived", "users arrived", 1.0),
         ("events_processed", "processed", 1.0),
         ("pushes", "pushes", 1.0),

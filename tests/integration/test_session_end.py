@@ -12,7 +12,7 @@ import pytest
 
 from stream.contract import CatalogUpdate, Event, EventContext, Push
 from stream.partitioning import partition_for
-from tests.support.worker import WorkerProcess, produce, read_topic, settings_for, wait_for
+from tests.support.worker import WorkerProcess, produce, read_topic, running_worker, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +32,10 @@ UTC = EventContext(device="web", locale="en-GB", time_zone="UTC")
 
 @pytest.fixture(scope="module")
 def worker(broker: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(
-        broker, tmp_path_factory.mktemp("session-end-state"), model_dir, env=ENV, app_id="kairos-session-end"
-    )
-    w.start()
-    try:
-        w.wait_ready(90)
+    with running_worker(
+        broker, tmp_path_factory.mktemp("session-end-state"), model_dir, ENV, "kairos-session-end"
+    ) as w:
         yield w
-    finally:
-        w.stop()
 
 
 def _event(event_id: str, user: str, kind: str, item: str, ts: float) -> Event:

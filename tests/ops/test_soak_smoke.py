@@ -60,6 +60,11 @@ def test_soak_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:
         == summary["changelog_live_users"] + summary["changelog_live_partition_rows"]
     )
     assert set(summary["verdicts"]) >= {"worker_rss_bytes", "rocksdb_disk_bytes", "changelog_bytes_read"}
+    # The two big indexes are counted apart, under the caps the worker's settings give them.
+    saved = json.loads((out / "soak.json").read_text())
+    caps = saved["setup"]["caps"]
+    assert 0 < summary["changelog_live_covisit_rows"] <= caps["changelog_live_covisit_rows"]
+    assert 0 <= summary["changelog_live_interest_rows"] <= caps["changelog_live_interest_rows"]
 
     report = (out / "soak.md").read_text()
     assert "## Does it level off?" in report

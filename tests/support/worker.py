@@ -14,7 +14,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,24 @@ class WorkerProcess:
             return self.log_path.read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+
+@contextmanager
+def running_worker(
+    bootstrap: str,
+    state_dir: Path,
+    model_dir: Path,
+    env: dict[str, str],
+    app_id: str,
+    ready_timeout: float = 90,
+) -> Iterator[WorkerProcess]:
+    """A worker process, started and ready for the block, stopped after it (for module fixtures)."""
+    worker = WorkerProcess(bootstrap, state_dir, model_dir, env=env, app_id=app_id).start()
+    try:
+        worker.wait_ready(ready_timeout)
+        yield worker
+    finally:
+        worker.stop()
 
 
 def settings_for(bootstrap: str) -> Settings:

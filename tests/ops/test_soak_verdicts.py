@@ -1,0 +1,41 @@
+"""The soak benchmark's verdicts (``benchmarks/soak.py``): pure functions, no broker."""
+
+from __future__ import annotations
+
+from benchmarks.soak import index_caps, trend
+
+
+def _samples(values: list[float]) -> list[dict[str, float]]:
+    return [{"minute": float(i), "series": v} for i, v in enumerate(values)]
+
+
+def test_a_flat_series_levels_off_and_a_steady_climb_still_grows() -> None:
+    assert trend(_samples([100.0] * 30), "series", True)["verdict"] == "levels off"
+    assert trend(_samples([100.0 * i for i in range(1, 31)]), "series", True)["verdict"] == "still grows"
+
+
+def test_a_slowing_climb_under_its_cap_is_capped_with_its_share_of_the_bound() -> None:
+    # Approaches 1,000 like 1 - exp(-t / 12): the last third still adds ~10 %, so it has not levelled off.
+    values = [1000.0 * (1 - 0.92**i) for i in range(30)]
+    assert trend(_samples(values), "series", True)["verdict"] == "still grows"
+    verdict = trend(_samples(values), "series", True, cap=1100.0)
+    assert verdict["verdict"].startswith("capped: 83% of its bound 1,100")
+    assert verdict["cap"] == 1100.0
+    # Past its cap (a cap that was not the one in force), or not slowing: no "capped" verdict.
+    assert trend(_samples(values), "series", True, cap=500.0)["verdict"] == "still grows"
+    climb = [10.0 * i for i in range(30)]
+    assert trend(_samples(climb), "series", True, cap=10_000.0)["verdict"] == "still grows"
+
+
+def test_index_caps_follow_the_worker_environment() -> None:
+    default = index_caps({}, items=3000, partitions=4)
+    assert default["changelog_live_covisit_rows"] == 4 * 3000 * (1 + 2 * 20)
+    smaller = index_caps(
+        {"KAIROS_POLICY__COVISIT_TOP_N": "5", "KAIROS_POLICY__COVISIT_MAX_ITEMS": "100"},
+        items=3000,
+        partitions=2,
+    )
+    assert smaller["changelog_live_covisit_rows"] == 2 * 100 * (1 + 2 * 5)
+    assert smaller["changelog_live_interest_rows"] == 2 * min(
+        default["changelog_live_interest_rows"] // 4, 3000 * 200
+    )
