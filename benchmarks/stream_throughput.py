@@ -680,7 +680,7 @@ def profile_engine(model_dir: Path, work: Workload, batch: int = 512) -> dict[st
         "scorer.interest": ("model/scorer.py", "interest"),
         "scorer.score": ("model/scorer.py", "score"),
         "gather_candidates": ("stream/candidates.py", "gather_candidates"),
-        "policy (Engine._policy)": ("stream/engine.py", "_policy"),
+        "policy (Decider.decide)": ("stream/decider.py", "decide"),
         "state decode (Engine._load)": ("stream/engine.py", "_load"),
         "state encode (Engine._save)": ("stream/engine.py", "_save"),
         "catalog apply (not per event)": ("stream/engine.py", "apply_catalog"),

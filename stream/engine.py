@@ -11,45 +11,46 @@ GRU state by exactly one step, then (for browsing events) score the user's candi
 policy decide. GRU steps and scoring are batched across users: the batch is cut into rounds, round
 ``r`` holding each user's ``r``-th event, so each user still sees its events in order and every
 decision depends only on the events before it, never on batch boundaries.
+
+The engine orchestrates; each concern has its own module: the triggers that turn moments into asks
+(``stream.triggers``), the model calls (``stream.scoring``), the decisions (``stream.decider``, which
+runs the rules of ``stream.rules``), the catalog by time (``stream.catalog_view``) and the batch's
+units of work and output (``stream.asks``, ``stream.outcome``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
 from stream import policy as pol
+from stream import triggers
 from stream.admission import admit_catalog, admit_consent, admit_event
+from stream.asks import Ask, BatchUser, Op, Work
 from stream.candidates import (
     EngagedItem,
     Engagement,
     gather_candidates,
-    snapshot_similarity,
 )
 from stream.catalog_view import CatalogChange, CatalogView
 from stream.contract import (
     EVENT_TYPES,
     CatalogUpdate,
     ContractError,
-    DeadLetter,
-    Decision,
     Event,
     Push,
-    dead_letter,
 )
-from stream.feedback import FeedbackOutcome, apply_feedback, settle_ignored
+from stream.decider import RELEASE_KIND, Decider
+from stream.feedback import apply_feedback, settle_ignored
 from stream.interest import catalog_triggers
-from stream.learning import Update
+from stream.outcome import Inbound, Outcome, refused
 from stream.partition_state import PartitionState
-from stream.response_estimates import context_key, pick_uniform
-from stream.send_time import EngagementHours, observation_weight, send_at
+from stream.scoring import AskScorer
+from stream.send_time import EngagementHours, observation_weight
 from stream.settings import Settings
 from stream.state import UserState
 from stream.timers import Timer, on_behaviour, schedule_promotion_ending
@@ -61,7 +62,6 @@ TYPE_INDEX = {t: i for i, t in enumerate(EVENT_TYPES)}
 NUDGE_TYPES = frozenset({"view", "add_to_cart", "search"})
 # Events that move the GRU state (they name an item the shopper acted on).
 STEP_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase"})
-RELEASE_KIND = "release_held"
 
 
 class Scorer(Protocol):
@@ -93,144 +93,6 @@ class StateAccess(Protocol):
 
     def get(self, partition: int, key: bytes) -> bytes | None: ...
     def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One record as read from a topic."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-def refused(rec: Inbound, error: ContractError, settings: Settings) -> DeadLetter:
-    """The dead letter of an inbound record (its original bounded by the settings)."""
-    return dead_letter(
-        rec.value,
-        rec.key,
-        error,
-        rec.topic,
-        rec.partition,
-        rec.offset,
-        max_original_bytes=settings.worker.dead_letter_max_original_bytes,
-    )
-
-
-@dataclass
-class Outcome:
-    """What one batch (or tick) produced."""
-
-    pushes: list[tuple[int, Push]] = field(default_factory=list)  # (partition, push)
-    decisions: list[tuple[int, Decision]] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, outcome)
-    suppressions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (trigger, reason)
-    feedback: list[FeedbackOutcome] = field(default_factory=list)
-    interest: list[float] = field(default_factory=list)
-    consent_updates: int = 0
-    catalog_updates: int = 0
-    catalog_removals: int = 0
-    catalog_late: int = 0  # changes announced on arrival: a partition's clock had passed them
-    erasures: int = 0
-    expired_users: int = 0
-
-    def extend(self, other: Outcome) -> None:
-        """Fold another outcome into this one."""
-        self.pushes += other.pushes
-        self.decisions += other.decisions
-        self.dead_letters += other.dead_letters
-        self.events.update(other.events)
-        self.suppressions.update(other.suppressions)
-        self.feedback += other.feedback
-        self.interest += other.interest
-        self.consent_updates += other.consent_updates
-        self.catalog_updates += other.catalog_updates
-        self.catalog_removals += other.catalog_removals
-        self.catalog_late += other.catalog_late
-        self.erasures += other.erasures
-        self.expired_users += other.expired_users
-
-
-@dataclass
-class _User:
-    """A user touched by the current batch: where their state lives and the decoded state."""
-
-    user_id: str
-    partition: int
-    state: UserState
-    engagement: Engagement
-    dirty: bool = False
-
-
-@dataclass(frozen=True)
-class _Ask:
-    """A request to score some candidates of one user and decide, with what was true when it was made.
-
-    Candidates, the user's engagement with them and consent are captured when the ask is made (in
-    stream order), so the decision is the same however the stream was cut into batches.
-    """
-
-    user: _User
-    trigger: str
-    cause: str
-    event_ts: float
-    now: float
-    items: tuple[str, ...]
-    sources: tuple[str, ...]
-    engaged: dict[str, EngagedItem]
-    session_last_ts: float | None
-    consent: bool | None
-    previous_price: float | None = None
-    seq: int = 0  # order of the asks in the stream (see Engine._apply_interest_updates)
-    # The candidates' co-visitation rows as they were (diversity compares with them at decision time).
-    covisited: dict[str, dict[str, float]] = field(default_factory=dict)
-    # The shopper's engagement hours as they were (send time): later events of the batch come after.
-    send_hours: list[float | int] | None = None
-    # The items that may be pushed (None: all); the others are scored for the interest index only.
-    pushable: frozenset[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Scored:
-    """An ask's scored candidates: the best few for the policy, and those for the interest index."""
-
-    top: list[tuple[str, str, float, float]]  # (item, source, raw score, calibrated interest)
-    indexed: list[tuple[str, float]]  # (item, interest)
-
-
-@dataclass(frozen=True, slots=True)
-class _Op:
-    """Policy work queued for a user behind their n-th step of the batch, done in the user's order.
-
-    With an ``ask``: a decision. Otherwise, with an ``event``: its feedback, then the release of held
-    pushes at the event's time; with neither: the release of held pushes at ``now`` (a due timer).
-    """
-
-    step: int
-    event: Event | None = None
-    ask: _Ask | None = None
-    now: float = 0.0
-    seq: int = 0  # order in the stream (pushes are emitted in this order)
-
-
-@dataclass
-class _Work:
-    """Pass-1 results of a batch awaiting pass 2: users, their queued steps and policy work."""
-
-    users: dict[str, _User] = field(default_factory=dict)
-    steps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    ops: dict[str, list[_Op]] = field(default_factory=dict)
-
-    def steps_of(self, user_id: str) -> list[tuple[str, int]]:
-        """The user's queued GRU steps (created empty)."""
-        return self.steps.setdefault(user_id, [])
-
-    def ops_of(self, user_id: str) -> list[_Op]:
-        """The user's queued policy work (created empty)."""
-        return self.ops.setdefault(user_id, [])
 
 
 def _minute(ts: float) -> int:
@@ -265,15 +127,12 @@ class Engine:
         # depend on which partitions this worker owns, nor on restarts.
         self.parts: dict[int, PartitionState] = {}
         self.owned: set[int] = set()  # partitions whose users this engine may touch
-        self.max_decide = 5  # candidates per decision that go through the full policy
-        # Holdout users are decided as if they were not (then nothing is sent): their "ghost"
-        # pushes are the no-push baseline of the outcome estimates.
-        self._ghost_cfg = self.cfg.model_copy(update={"holdout_share": 0.0})
         self._ask_seq = 0
-        self._push_order: dict[str, int] = {}  # push id -> seq of what caused it (current batch)
-        # Interest-index changes of the current batch: (stream seq, partition, user, rows or the
-        # bought item, time); see _apply_interest_updates.
-        self._index_ops: list[tuple[int, int, str, list[tuple[str, float]] | str, float]] = []
+        # Model calls in fixed-size chunks, and the decisions (stream.scoring, stream.decider).
+        self.scoring = AskScorer(scorer, self.cfg, settings.worker.model_chunk_rows)
+        self.decider = Decider(
+            self.cfg, self.catalog, self.part, lambda: self.scorer.version, settings.worker.audit_decisions
+        )
 
     def part(self, partition: int) -> PartitionState:
         """The shared state of a partition (empty until the partition is adopted or first used)."""
@@ -302,68 +161,27 @@ class Engine:
             return event_ts
         return max(event_ts, self.clock())
 
-    # -- model calls: fixed-size chunks ----------------------------------------------------------
-    #
-    # A BLAS product can round a row differently depending on how many rows it multiplies (it
-    # picks other kernels), so a user's state would depend on who else was in the batch. Every
-    # model call therefore sees exactly ``worker.model_chunk_rows`` rows (the last chunk padded),
-    # which makes each row's result independent of batching, replays and partition assignment.
-
-    def _model_step(self, states: np.ndarray, items: np.ndarray, types: np.ndarray) -> np.ndarray:
-        n, chunk = len(states), self.settings.worker.model_chunk_rows
-        pad = (-n) % chunk
-        if pad:
-            states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
-            items = np.concatenate([items, np.full(pad, -1, dtype=items.dtype)])
-            types = np.concatenate([types, np.zeros(pad, dtype=types.dtype)])
-        out = [
-            self.scorer.step(states[i : i + chunk], items[i : i + chunk], types[i : i + chunk])
-            for i in range(0, n + pad, chunk)
-        ]
-        return np.concatenate(out)[:n]
-
-    def _model_score(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n, chunk = len(states), self.settings.worker.model_chunk_rows
-        width = candidates.shape[1]
-        # The candidate width is fixed too (products of another shape round differently).
-        full_width = max(self.cfg.max_candidates, width)
-        if width < full_width:
-            candidates = np.concatenate(
-                [candidates, np.full((n, full_width - width), -1, dtype=candidates.dtype)], axis=1
-            )
-        pad = (-n) % chunk
-        if pad:
-            states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
-            candidates = np.concatenate(
-                [candidates, np.full((pad, candidates.shape[1]), -1, dtype=candidates.dtype)]
-            )
-        parts = [
-            self.scorer.score_and_interest(states[i : i + chunk], candidates[i : i + chunk])
-            for i in range(0, n + pad, chunk)
-        ]
-        raws = np.concatenate([r for r, _ in parts])[:n, :width]
-        return raws, np.concatenate([p for _, p in parts])[:n, :width]
-
     # -- model swap -----------------------------------------------------------------------------
 
     def swap_model(self, scorer: Scorer) -> None:
         """Serve a new model from the next batch on; states re-derive lazily (see ``_sync_model``)."""
         self.scorer = scorer
+        self.scoring.scorer = scorer
 
     # -- state ----------------------------------------------------------------------------------
 
-    def _load(self, txn: StateAccess, partition: int, user_id: str, cache: dict[str, _User]) -> _User:
+    def _load(self, txn: StateAccess, partition: int, user_id: str, cache: dict[str, BatchUser]) -> BatchUser:
         user = cache.get(user_id)
         if user is None:
             raw = txn.get(partition, user_id.encode("utf-8"))
             state = UserState() if raw is None else UserState.from_bytes(raw)
             engagement = Engagement.from_dict(state.engagement, self.cfg.engagement_max_items)
-            user = _User(user_id, partition, state, engagement)
+            user = BatchUser(user_id, partition, state, engagement)
             self._sync_model(user)
             cache[user_id] = user
         return user
 
-    def _save(self, txn: StateAccess, users: Iterable[_User]) -> None:
+    def _save(self, txn: StateAccess, users: Iterable[BatchUser]) -> None:
         for user in users:
             if user.dirty:
                 part = self.part(user.partition)
@@ -383,7 +201,7 @@ class Engine:
         for key, value in self.part(partition).drain().items():
             txn.put(partition, key, value)
 
-    def _sync_model(self, user: _User) -> None:
+    def _sync_model(self, user: BatchUser) -> None:
         """Re-derive a state made by another model version from the session's recent items.
 
         Runs at most ``worker.recent_items`` steps once per user after a model swap; the normal
@@ -398,7 +216,7 @@ class Engine:
             items = self.scorer.item_indices([r.item_id for r in session])
             types = np.array([TYPE_INDEX[r.type] for r in session], dtype=np.int64)
             for i in range(len(session)):
-                hidden = self._model_step(hidden, items[i : i + 1], types[i : i + 1])
+                hidden = self.scoring.step(hidden, items[i : i + 1], types[i : i + 1])
         state.hidden = hidden[0]
         state.model_version = self.scorer.version
 
@@ -417,7 +235,7 @@ class Engine:
         self._start_batch()
         out = Outcome()
         topics = self.settings.topics
-        work = _Work()
+        work = Work()
         for rec in records:
             self.part(rec.partition).observe_offset(rec.topic, rec.offset)
             try:
@@ -428,7 +246,7 @@ class Engine:
                     if consent is None:  # a tombstone: erase the user (what came before is decided first)
                         assert rec.key is not None  # admission refuses a tombstone without a key
                         self._finish(work, txn, out)
-                        work = _Work()
+                        work = Work()
                         self._erase(txn, rec.partition, rec.key.decode("utf-8"), out)
                         continue
                     user = self._load(txn, rec.partition, consent.user_id, work.users)
@@ -449,7 +267,7 @@ class Engine:
                 # Decisions before this input read the old epoch's outcome estimates (stream.learning)
                 # and took their throttle budget (stream.throttle) before anything is released.
                 self._finish(work, txn, out)
-                work = _Work()
+                work = Work()
             announced_until = self._catalog_until(rec.partition)  # before the clock moves
             moved = part.advance(event.ts)
             part.learning.advance(part.watermark)
@@ -459,7 +277,7 @@ class Engine:
                 # Catalog changes the clock passed are announced here, in stream order, after what
                 # came before (its interest updates included) and before the timers due now.
                 self._finish(work, txn, out)
-                work = _Work()
+                work = Work()
                 self._announce_due(txn, rec.partition, out)
             elif moved:
                 part.catalog_until = self.now(rec.partition)
@@ -487,16 +305,16 @@ class Engine:
         part = self.parts.get(rec.partition)
         return part is not None and part.applied(rec.topic, rec.offset)
 
-    def _finish(self, work: _Work, txn: StateAccess, out: Outcome) -> None:
+    def _finish(self, work: Work, txn: StateAccess, out: Outcome) -> None:
         """Pass 2 of the work gathered so far, then stage its states."""
         first = len(out.pushes)
         self._resolve(work.users, work.steps, work.ops, out)
         # Rounds decide users in an order that depends on batching; emit in stream order instead.
-        order = self._push_order
+        order = self.decider.push_order
         out.pushes[first:] = sorted(out.pushes[first:], key=lambda pushed: order.get(pushed[1].push_id, 0))
         order.clear()
         self._throttle(out, first)
-        self._apply_interest_updates()
+        self.decider.apply_interest_updates()
         self._save(txn, work.users.values())
 
     def _throttle(self, out: Outcome, first: int) -> None:
@@ -519,9 +337,7 @@ class Engine:
         for push in expired:
             out.suppressions[(push.trigger, "expired")] += 1
 
-    def _fire_due(
-        self, txn: StateAccess, part: PartitionState, now: float, work: _Work, out: Outcome
-    ) -> None:
+    def _fire_due(self, txn: StateAccess, part: PartitionState, now: float, work: Work, out: Outcome) -> None:
         """Queue the partition's timers due at ``now``, each behind its user's steps so far.
 
         A timer is decided at ``now``, the clock that passed its due time (with the event clock, the
@@ -540,60 +356,16 @@ class Engine:
             if self._expired(user.state, at):
                 continue
             if timer.kind == RELEASE_KIND:
-                ops.append(_Op(position, now=at, seq=self._next_ask_seq()))
+                ops.append(Op(position, now=at, seq=self._next_ask_seq()))
                 continue
             ask = self._timer_ask(user, timer, at)
             if ask is not None:
-                ops.append(_Op(position, ask=ask))
+                ops.append(Op(position, ask=ask))
 
-    def _timer_ask(self, user: _User, timer: Timer, now: float) -> _Ask | None:
-        if timer.kind == "session_end":
-            return self._session_end_ask(user, timer, now)
-        engaged = user.engagement.get(timer.item_id)
-        if timer.kind == "cart_abandonment" and (engaged is None or not engaged.in_cart):
-            return None
-        cause = f"{timer.kind}:{timer.cause}"
-        return self._ask(user, timer.kind, cause, timer.created_at, now, (timer.item_id,), ("timer",))
-
-    def _session_end_ask(self, user: _User, timer: Timer, now: float) -> _Ask | None:
-        """The user left: their carted and repeatedly viewed items, not bought, most recent first.
-
-        The ask's trigger is ``browse_abandonment``; a carted item's candidate becomes
-        ``cart_abandonment`` (see :meth:`_candidate_trigger`). Every item the user engaged with is
-        scored (up to ``quota_engaged``), so the item -> interested users index learns the session's
-        interests for catalog triggers (a price drop of an item viewed once); only the abandoned ones
-        (``pushable``) may be pushed now.
-        """
-        cfg = self.cfg
-        items = user.engagement.engaged()[: cfg.quota_engaged]
-        pushable: list[str] = []
-        for item in items:
-            e = user.engagement.get(item)
-            if e is not None and (e.in_cart or e.views >= cfg.browse_min_views):
-                pushable.append(item)
-                if len(pushable) >= cfg.session_end_max_items:
-                    break
-        if not items:
-            return None
-        cause = f"session_end:{timer.cause}"
-        ask = self._ask(
-            user, "browse_abandonment", cause, timer.created_at, now, tuple(items), ("engaged",) * len(items)
-        )
-        return replace(ask, pushable=frozenset(pushable))
-
-    @staticmethod
-    def _candidate_trigger(ask: _Ask, item: str) -> str:
-        """The trigger a candidate's push carries: at a session's end a carted item is cart abandonment."""
-        if ask.trigger == "browse_abandonment":
-            engaged = ask.engaged.get(item)
-            if engaged is not None and engaged.in_cart:
-                return "cart_abandonment"
-        return ask.trigger
-
-    def _active(self, last_ts: float | None, now: float) -> bool:
-        """Whether the shopper is on the site: a behaviour event within ``active_window_seconds``."""
-        window = self.cfg.active_window_seconds
-        return window > 0 and last_ts is not None and now - last_ts < window
+    def _timer_ask(self, user: BatchUser, timer: Timer, now: float) -> Ask | None:
+        """The ask of a due timer, from its trigger (``stream.triggers.TIMER_ASKS``)."""
+        asked = triggers.timer_ask(timer, user.engagement, self.cfg)
+        return None if asked is None else self._ask(user, asked, now)
 
     # -- expiry and erasure -----------------------------------------------------------------------
 
@@ -601,7 +373,7 @@ class Engine:
         """A user inactive for longer than ``worker.user_ttl_seconds`` is treated as gone."""
         return state.n_events > 0 and now - state.last_event_ts > self.settings.worker.user_ttl_seconds
 
-    def _expire_if_inactive(self, user: _User, now: float) -> None:
+    def _expire_if_inactive(self, user: BatchUser, now: float) -> None:
         """Start over a user who comes back after the TTL (the same as if the sweep had removed them)."""
         if self._expired(user.state, now):
             self.part(user.partition).timers.cancel_user(user.user_id)
@@ -650,7 +422,7 @@ class Engine:
         return removed
 
     def _bookkeep(
-        self, user: _User, event: Event, steps: list[tuple[str, int]], ops: list[_Op], out: Outcome
+        self, user: BatchUser, event: Event, steps: list[tuple[str, int]], ops: list[Op], out: Outcome
     ) -> None:
         """Pass 1 for one event: everything but the GRU step and the decision, which are queued."""
         state = user.state
@@ -678,7 +450,9 @@ class Engine:
                 part.covisitation.observe(item, previous, event.ts)
             part.trending.observe(item, event.type, event.ts)
             if event.type == "purchase":
-                self._index_ops.append((self._next_ask_seq(), user.partition, user.user_id, item, event.ts))
+                self.decider.index_ops.append(
+                    (self._next_ask_seq(), user.partition, user.user_id, item, event.ts)
+                )
         user.engagement.observe(event.type, item, event.ts)
         on_behaviour(part.timers, user.user_id, event.type, item, event.event_id, event.ts, self.cfg)
         if item is not None and event.type in STEP_TYPES:
@@ -687,11 +461,11 @@ class Engine:
             )
             steps.append((item, TYPE_INDEX[event.type]))
         out.events[(event.type, "processed")] += 1
-        ops.append(_Op(len(steps), event, seq=self._next_ask_seq()))
+        ops.append(Op(len(steps), event, seq=self._next_ask_seq()))
         if event.type in NUDGE_TYPES:
             ask = self._maybe_ask(user, event, out)
             if ask is not None:
-                ops.append(_Op(len(steps), event, ask))
+                ops.append(Op(len(steps), event, ask))
 
     def _observe_hour(self, state: UserState, event: Event) -> None:
         """Count the event in the shopper's local engagement hours (send time, stream.send_time)."""
@@ -703,25 +477,11 @@ class Engine:
         hours.observe(event.ts, pol.user_zone(state.policy, cfg), weight)
         state.policy.send_hours = hours.to_list()
 
-    def _send_time(self, ask: _Ask, verdict: pol.Verdict, push: Push, now: float) -> pol.Verdict:
-        """An emit waits for the shopper's usual hour when one is near (a hold with reason send_time)."""
-        cfg = self.cfg
-        pstate = ask.user.state.policy
-        if verdict.outcome != "emit" or not cfg.send_time_enabled or ask.send_hours is None:
-            return verdict
-        if len(pstate.held) >= cfg.max_held:
-            return verdict
-        hours = EngagementHours.from_list(ask.send_hours, cfg.send_time_half_life_seconds)
-        at = send_at(hours, now, pol.user_zone(pstate, cfg), push.expires_at, cfg)
-        if at <= now:
-            return verdict
-        return pol.Verdict("hold", "send_time", release_at=at, threshold=verdict.threshold)
-
     def _resolve(
         self,
-        users: dict[str, _User],
+        users: dict[str, BatchUser],
         steps: dict[str, list[tuple[str, int]]],
-        ops: dict[str, list[_Op]],
+        ops: dict[str, list[Op]],
         out: Outcome,
     ) -> None:
         """Pass 2: GRU steps in rounds, each followed by the decisions queued behind it."""
@@ -733,32 +493,25 @@ class Engine:
             if not due:
                 continue
             asks = [op.ask for _, op in due if op.ask is not None]
-            scored = dict(zip(map(id, asks), self._score(asks, out), strict=True))
+            scored = dict(zip(map(id, asks), self.scoring.score(asks), strict=True))
             for user, op in due:
                 if op.ask is not None:
-                    self._policy(op.ask, scored[id(op.ask)], out)
+                    self.decider.decide(op.ask, scored[id(op.ask)], out)
                     continue
                 if op.event is None:  # a due release timer
-                    self._release_held(user, op.now, out, op.seq)
+                    self.decider.release_held(user, op.now, out, op.seq)
                     continue
                 # Feedback needs the pushes decided on this user's earlier events, hence pass 2.
                 pstate = user.state.policy
                 fb = apply_feedback(pstate, op.event, self.cfg)
                 if fb is not None:
-                    self._learn(user, fb, op.seq)
+                    self.decider.learn(user, fb, op.seq)
                     if not fb.ghost:
                         out.feedback.append(fb)
                 out.feedback += settle_ignored(pstate, op.event.ts, self.cfg)
-                self._release_held(user, op.event.ts, out, op.seq)
+                self.decider.release_held(user, op.event.ts, out, op.seq)
 
-    def _learn(self, user: _User, fb: FeedbackOutcome, seq: int) -> None:
-        """An attributed purchase teaches the outcome estimates of the context it was decided in."""
-        if fb.kind != "purchase" or not fb.context:
-            return
-        kind = "ghost_conversion" if fb.ghost else "conversion"
-        self.part(user.partition).learning.add(seq, Update(kind, fb.context, fb.decided_at, fb.revenue))
-
-    def _step_round(self, batch: list[tuple[_User, tuple[str, int]]], out: Outcome) -> None:
+    def _step_round(self, batch: list[tuple[BatchUser, tuple[str, int]]], out: Outcome) -> None:
         """One GRU step for each user of the round (a reset clears the state instead)."""
         rows = [(user, item, kind) for user, (item, kind) in batch if kind >= 0]
         for user, (_, kind) in batch:
@@ -773,14 +526,14 @@ class Engine:
             out.events[(name, "unknown_item")] += 1
         init = self.scorer.initial_state(1)[0]
         hidden = np.stack([u.state.hidden if u.state.hidden is not None else init for u, _, _ in rows])
-        new_hidden = self._model_step(hidden, indices, np.asarray([k for _, _, k in rows], dtype=np.int64))
+        new_hidden = self.scoring.step(hidden, indices, np.asarray([k for _, _, k in rows], dtype=np.int64))
         for i, (user, _, _) in enumerate(rows):
             user.state.hidden = new_hidden[i]
             user.state.model_version = self.scorer.version
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def _maybe_ask(self, user: _User, event: Event, out: Outcome) -> _Ask | None:
+    def _maybe_ask(self, user: BatchUser, event: Event, out: Outcome) -> Ask | None:
         """An in-session decision for this event, unless it is too late, too soon, or the user is blocked.
 
         Gathering and scoring a user's candidates is the costly part of an event, so it runs at most
@@ -799,7 +552,7 @@ class Engine:
             return None
         state.last_decision_ts = event.ts
         # The event itself shows the shopper on the site: with the active rule on, nothing now.
-        active = self._active(event.ts, now)
+        active = self.decider.active(event.ts, now)
         blocked = pol.user_blocked(user.user_id, state.policy, now, self.cfg, active=active)
         if blocked is not None:
             out.suppressions[("in_session", blocked)] += 1
@@ -809,356 +562,52 @@ class Engine:
             user.engagement, part.covisitation, self.catalog.promotions, part.trending, now, self.cfg
         )
         items = tuple(c.item_id for c in merged)
+        sources = tuple(c.source for c in merged)
         return self._ask(
-            user, "in_session", event.event_id, event.ts, now, items, tuple(c.source for c in merged)
+            user, triggers.TriggerAsk("in_session", event.event_id, event.ts, items, sources), now
         )
 
-    def _ask(
-        self,
-        user: _User,
-        trigger: str,
-        cause: str,
-        event_ts: float,
-        now: float,
-        items: tuple[str, ...],
-        sources: tuple[str, ...],
-        previous_price: float | None = None,
-    ) -> _Ask:
+    def _ask(self, user: BatchUser, asked: triggers.TriggerAsk, now: float) -> Ask:
+        """A trigger's ask, with what is true of the user now (captured: later inputs change it)."""
         engagement = user.engagement
+        items = asked.items
         # A copy: later events of the batch change the user's engagement before the decision runs.
         engaged = {
             i: EngagedItem(e.views, e.carts, e.in_cart, e.bought, e.last_ts)
             for i in items
             if (e := engagement.get(i)) is not None
         }
-        return _Ask(
+        return Ask(
             user,
-            trigger,
-            cause,
-            event_ts,
+            asked.trigger,
+            asked.cause,
+            asked.event_ts,
             now,
             items,
-            sources,
+            asked.sources,
             engaged,
             engagement.last_ts,
             user.state.policy.opted_in,
-            previous_price,
+            asked.previous_price,
             self._next_ask_seq(),
             self.part(user.partition).covisitation.snapshot(items),
             list(user.state.policy.send_hours) if user.state.policy.send_hours else None,
+            asked.pushable,
         )
 
     def _start_batch(self) -> None:
         # A batch that raised half-way (a bug) must not leave its queued work to the next one.
-        self._index_ops.clear()
-        self._push_order.clear()
+        self.decider.index_ops.clear()
+        self.decider.push_order.clear()
 
     def _next_ask_seq(self) -> int:
         self._ask_seq += 1
         return self._ask_seq
 
-    def _decide(self, asks: list[_Ask], out: Outcome) -> None:
+    def _decide(self, asks: list[Ask], out: Outcome) -> None:
         """Score and decide asks that wait for no GRU step (catalog changes, timers)."""
-        for ask, scored in zip(asks, self._score(asks, out), strict=True):
-            self._policy(ask, scored, out)
-
-    def _score(self, asks: list[_Ask], out: Outcome) -> list[_Scored]:
-        """Score every ask's candidates in one batch; per ask the few that could reach a threshold.
-
-        Returns, per ask, (item, source, raw score, calibrated interest) best first, and the
-        candidates interesting enough for the item -> interested users index that catalog changes use.
-        """
-        cfg = self.cfg
-        results: list[_Scored] = [_Scored([], []) for _ in asks]
-        width = max((len(a.items) for a in asks), default=0)
-        if width == 0:
-            return results
-        flat = [item for a in asks for item in a.items]
-        flat_idx = self.scorer.item_indices(flat)
-        cands = np.full((len(asks), width), -1, dtype=np.int64)
-        pos = 0
-        for row, ask in enumerate(asks):
-            cands[row, : len(ask.items)] = flat_idx[pos : pos + len(ask.items)]
-            pos += len(ask.items)
-        init = self.scorer.initial_state(1)[0]
-        states = np.stack([a.user.state.hidden if a.user.state.hidden is not None else init for a in asks])
-        raws, probs = self._model_score(states, cands)
-        floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
-        for row, ask in enumerate(asks):
-            n = len(ask.items)
-            p_row = probs[row, :n]
-            valid = cands[row, :n] >= 0
-            indexed = [
-                (ask.items[i], float(p_row[i]))
-                for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest))
-            ]
-            # Only candidates that could reach a threshold go through the (Python) policy.
-            allowed = ask.pushable
-            order = [
-                i
-                for i in np.argsort(-p_row, kind="stable")
-                if valid[i] and p_row[i] >= floor and (allowed is None or ask.items[i] in allowed)
-            ]
-            top = [
-                (ask.items[i], ask.sources[i], float(raws[row, i]), float(p_row[i]))
-                for i in order[: self.max_decide]
-            ]
-            results[row] = _Scored(top, indexed)
-        return results
-
-    def _index_interest(self, ask: _Ask, scored: _Scored, out: Outcome) -> None:
-        """Queue the ask's interest for the item -> users index (applied in stream order, see below)."""
-        out.interest += [p for _, _, _, p in scored.top]
-        if scored.indexed:
-            self._index_ops.append((ask.seq, ask.user.partition, ask.user.user_id, scored.indexed, ask.now))
-
-    def _apply_interest_updates(self) -> None:
-        """Apply the queued index changes in the order their causes had in the stream.
-
-        Scoring runs in rounds across users, whose order depends on how the stream was cut into
-        batches; the index (its per-item caps and update order) must not. Within a batch nothing
-        reads the index (only catalog changes do, between batches), so deferring is exact.
-        """
-        for _, partition, user_id, rows, now in sorted(self._index_ops, key=lambda op: op[0]):
-            index = self.part(partition).interest
-            if isinstance(rows, str):  # a purchase: the user is no longer a prospect for the item
-                index.discard(rows, user_id)
-                continue
-            for item, interest in rows:
-                index.update(item, user_id, interest, now)
-        self._index_ops.clear()
-
-    def _policy(self, ask: _Ask, ranked: _Scored, out: Outcome) -> None:
-        cfg = self.cfg
-        user = ask.user
-        pstate = user.state.policy
-        # Decide on the consent in force when the ask was made (a later record in the batch may change it).
-        view = replace(pstate, opted_in=ask.consent)
-        if ask.trigger == "in_session":
-            # Pushes decided since the ask was made (earlier events of this batch) may block it now.
-            blocked = pol.user_blocked(user.user_id, view, ask.now, cfg)
-            if blocked is not None:
-                out.suppressions[(ask.trigger, blocked)] += 1
-                return
-        self._index_interest(ask, ranked, out)
-        scored = ranked.top
-        if not scored:
-            if ask.items and ask.pushable != frozenset():  # candidates, none near a threshold
-                out.suppressions[(ask.trigger, "below_threshold")] += 1
-            return
-        offset = pol.current_offset(pstate, ask.now, cfg)
-        candidates = [
-            pol.make_candidate(
-                item,
-                self._candidate_trigger(ask, item),
-                raw,
-                p,
-                ask.now,
-                cfg,
-                catalog=self.catalog.at(item, ask.now),
-                cause=ask.cause,
-                event_ts=ask.event_ts,
-                offset=offset,
-                engaged=ask.engaged.get(item),
-                session_last_ts=ask.session_last_ts,
-                source=source,
-                previous_price=ask.previous_price,
-            )
-            for item, source, raw, p in scored
-        ]
-        candidates = self._valued(ask, candidates)
-        ghost = pol.in_holdout(user.user_id, cfg.holdout_share, cfg.holdout_salt)
-        snap = ask.covisited
-        verdicts = pol.decide(
-            user.user_id,
-            candidates,
-            view,
-            ask.now,
-            self._ghost_cfg if ghost else cfg,
-            similarity=lambda a, b: max(
-                pol.default_similarity(a, b), snapshot_similarity(snap, a.item_id, b.item_id)
-            ),
-            active=self._active(ask.session_last_ts, ask.now),
-        )
-        known = {r.push_id for r in pstate.pushes} | {h.push.push_id for h in pstate.held}
-        learning = self.part(user.partition).learning
-        for cand, verdict in verdicts:
-            if ghost:
-                if verdict.outcome != "suppress":
-                    self._record_ghost(ask, cand, verdict, known, out)
-                verdict = pol.Verdict("suppress", "holdout", threshold=verdict.threshold)
-            if verdict.outcome == "suppress":
-                out.suppressions[(cand.trigger, verdict.reason)] += 1
-                self._audit(
-                    user,
-                    cand.item_id,
-                    cand.trigger,
-                    "suppressed",
-                    verdict.reason,
-                    cand.interest,
-                    verdict.threshold,
-                    ask.now,
-                    out,
-                )
-                continue
-            push = pol.build_push(user.user_id, cand, verdict, ask.now, cfg, self.scorer.version)
-            if push.push_id in known:  # a replayed input: the push already exists
-                out.suppressions[(cand.trigger, "duplicate")] += 1
-                continue
-            verdict = self._send_time(ask, verdict, push, ask.now)
-            user.dirty = True
-            ctx = self._context(cand)
-            if verdict.outcome == "emit":
-                pol.record_push(pstate, push, cfg, context=ctx)
-                learning.add(ask.seq, Update("push", ctx, ask.now))
-                out.pushes.append((user.partition, push))
-                self._push_order[push.push_id] = ask.seq
-                self._audit(
-                    user,
-                    cand.item_id,
-                    cand.trigger,
-                    "emitted",
-                    "ok",
-                    cand.interest,
-                    verdict.threshold,
-                    ask.now,
-                    out,
-                )
-            else:
-                assert verdict.release_at is not None
-                pol.record_hold(pstate, push, verdict.release_at, cfg, context=ctx)
-                self.part(user.partition).timers.schedule(
-                    Timer(verdict.release_at, user.user_id, RELEASE_KIND, push.item_id, push.push_id, ask.now)
-                )
-                self._audit(
-                    user,
-                    cand.item_id,
-                    cand.trigger,
-                    "held",
-                    verdict.reason,
-                    cand.interest,
-                    verdict.threshold,
-                    ask.now,
-                    out,
-                )
-
-    @staticmethod
-    def _context(cand: pol.Candidate) -> str:
-        return context_key(cand.trigger, cand.in_cart, cand.views, cand.discount)
-
-    def _valued(self, ask: _Ask, candidates: list[pol.Candidate]) -> list[pol.Candidate]:
-        """The candidates with their expected incremental value (stream.response_estimates).
-
-        Value = a Thompson sample of the push's uplift in the candidate's context (one draw per context,
-        seeded by the user and the cause, so a replay draws the same) times the model's calibrated
-        interest, which tells the items of one context apart. An exploring decision (a deterministic
-        ``exploration_share`` of seeds) ranks the candidates uniformly at random instead.
-        """
-        if not candidates:
-            return candidates
-        responses = self.part(ask.user.partition).learning.estimates
-        seed = hashlib.blake2b(f"{ask.user.user_id}\x1f{ask.cause}".encode(), digest_size=16).digest()
-        if responses.explore(seed):
-            order = sorted(range(len(candidates)), key=lambda i: candidates[i].item_id)
-            first = order[pick_uniform(seed, len(order))]
-            return [replace(c, value=1.0 if i == first else 0.0) for i, c in enumerate(candidates)]
-        samples: dict[str, float] = {}
-        out: list[pol.Candidate] = []
-        for c in candidates:
-            ctx = self._context(c)
-            if ctx not in samples:
-                samples[ctx] = responses.score(ctx, ask.now, seed)
-            out.append(replace(c, value=samples[ctx] * c.interest))
-        return out
-
-    def _record_ghost(
-        self, ask: _Ask, cand: pol.Candidate, verdict: pol.Verdict, known: set[str], out: Outcome
-    ) -> None:
-        """A holdout user's decision that would have sent ``cand``: remembered, never sent."""
-        user = ask.user
-        push = pol.build_push(user.user_id, cand, verdict, ask.now, self.cfg, self.scorer.version)
-        if push.push_id in known:
-            return
-        ctx = self._context(cand)
-        pol.record_push(user.state.policy, push, self.cfg, sent_at=ask.now, context=ctx, ghost=True)
-        self.part(user.partition).learning.add(ask.seq, Update("ghost", ctx, ask.now))
-        user.dirty = True
-
-    def _release_held(self, user: _User, now: float, out: Outcome, seq: int) -> None:
-        pstate = user.state.policy
-        if not pstate.held:
-            return
-        if not any(h.release_at <= now for h in pstate.held):
-            return
-        # Not while the shopper is on the site (they wait until the shopper has been away a while),
-        # and never into quiet hours (a deferral can end inside them): then they wait again.
-        last = user.engagement.last_ts
-        again = now
-        reason = None
-        if self._active(last, now):
-            assert last is not None
-            again, reason = last + self.cfg.active_window_seconds, "user_active"
-        quiet_end = pol.quiet_hours_end(again, pol.user_zone(pstate, self.cfg), self.cfg)
-        if quiet_end is not None:
-            again, reason = quiet_end, reason or "quiet_hours"
-        if reason is not None:
-            for h in pstate.held:
-                if h.release_at <= now:
-                    h.release_at = again
-                    self.part(user.partition).timers.schedule(
-                        Timer(again, user.user_id, RELEASE_KIND, h.push.item_id, h.push.push_id, now)
-                    )
-            user.dirty = True
-            out.suppressions[(pstate.held[0].push.trigger, reason)] += 1
-            return
-        contexts = {h.push.push_id: h.context for h in pstate.held}
-        in_force = self._catalog_at(now)
-        for push, verdict in pol.release_held(user.user_id, pstate, now, self.cfg, in_force):
-            user.dirty = True
-            if verdict.outcome == "emit":
-                released = push.model_copy(update={"created_at": now})
-                ctx = contexts.get(push.push_id, "")
-                pol.record_push(pstate, released, self.cfg, sent_at=now, context=ctx)
-                if ctx:
-                    self.part(user.partition).learning.add(seq, Update("push", ctx, now))
-                out.pushes.append((user.partition, released))
-                self._push_order[released.push_id] = seq
-            else:
-                out.suppressions[(push.trigger, verdict.reason)] += 1
-
-    def _catalog_at(self, now: float) -> Callable[[str], CatalogUpdate | None]:
-        """The catalog lookup of a decision at ``now`` (each item's version in force then)."""
-        return lambda item_id: self.catalog.at(item_id, now)
-
-    def _audit(
-        self,
-        user: _User,
-        item: str,
-        trigger: str,
-        outcome: str,
-        reason: str,
-        score: float,
-        threshold: float | None,
-        now: float,
-        out: Outcome,
-    ) -> None:
-        if not self.settings.worker.audit_decisions:
-            return
-        out.decisions.append(
-            (
-                user.partition,
-                Decision(
-                    user_id=user.user_id,
-                    item_id=item,
-                    trigger=trigger,  # type: ignore[arg-type]
-                    outcome=outcome,  # type: ignore[arg-type]
-                    reason=reason,
-                    score=float(score),
-                    threshold=float(threshold or 0.0),
-                    ts=now,
-                ),
-            )
-        )
+        for ask, scored in zip(asks, self.scoring.score(asks), strict=True):
+            self.decider.decide(ask, scored, out)
 
     # -- catalog and timers ---------------------------------------------------------------------
 
@@ -1223,8 +672,8 @@ class Engine:
         self, txn: StateAccess, partition: int, changes: Sequence[CatalogChange], out: Outcome
     ) -> None:
         """Decide one partition's share of catalog changes: the asks of the users who care."""
-        users: dict[str, _User] = {}
-        asks: list[_Ask] = []
+        users: dict[str, BatchUser] = {}
+        asks: list[Ask] = []
         for change in changes:
             if change.update.item_id not in self.catalog:  # removed since: nothing to announce
                 continue
@@ -1233,7 +682,7 @@ class Engine:
         if asks:
             self._decide(asks, out)
         self._throttle(out, first)
-        self._apply_interest_updates()
+        self.decider.apply_interest_updates()
         for user in users.values():
             user.dirty = True
         self._save(txn, users.values())
@@ -1244,8 +693,8 @@ class Engine:
         partition: int,
         previous: CatalogUpdate | None,
         update: CatalogUpdate,
-        users: dict[str, _User],
-    ) -> list[_Ask]:
+        users: dict[str, BatchUser],
+    ) -> list[Ask]:
         """One partition's share of a catalog change: promotion-ending timers and trigger asks."""
         part = self.part(partition)
         # A change is judged at its own time when that is ahead of the clock (event-time replays).
@@ -1258,7 +707,7 @@ class Engine:
         ]
         if update.promotion is not None and update.promotion.active_at(at):
             schedule_promotion_ending(part.timers, interested, update.item_id, update.promotion, at, self.cfg)
-        asks: list[_Ask] = []
+        asks: list[Ask] = []
         prev_price = previous.effective_price(previous.updated_at) if previous is not None else None
         for trigger, cause in fired:
             for user_id in interested:
@@ -1266,18 +715,11 @@ class Engine:
                 user.dirty = True  # timers changed
                 if self._expired(user.state, at):
                     continue
-                asks.append(
-                    self._ask(
-                        user,
-                        trigger,
-                        cause,
-                        update.updated_at,
-                        at,
-                        (update.item_id,),
-                        ("catalog",),
-                        prev_price if trigger == "price_drop" else None,
-                    )
+                price = prev_price if trigger == "price_drop" else None
+                asked = triggers.TriggerAsk(
+                    trigger, cause, update.updated_at, (update.item_id,), ("catalog",), previous_price=price
                 )
+                asks.append(self._ask(user, asked, at))
         if not fired:  # promotion timers only: their users' stored timers changed
             for user_id in interested:
                 self._load(txn, partition, user_id, users).dirty = True
@@ -1297,7 +739,7 @@ class Engine:
             self.catalog.forget_changes_until(min(self._catalog_until(p) for p in self.owned))
         if not self._event_clock():
             for partition in sorted(self.owned):
-                work = _Work()
+                work = Work()
                 self._fire_due(txn, self.part(partition), self.now(partition), work, out)
                 self._finish(work, txn, out)
         out.expired_users += self.sweep_expired(txn)
@@ -1335,7 +777,7 @@ class Engine:
         """
         if partition not in self.parts and partition not in self.owned:
             raise RuntimeError(f"partition {partition} must be adopted before its pushes are reconciled")
-        users: dict[str, _User] = {}
+        users: dict[str, BatchUser] = {}
         n = 0
         for push in pushes:
             user = self._load(txn, partition, push.user_id, users)

@@ -28,6 +28,7 @@ from stream.candidates import EngagedItem
 from stream.contract import CatalogUpdate, ConsentUpdate, Decision, Push, push_id
 from stream.interest import assess, decay_factor, effective_threshold
 from stream.policy_config import PolicyConfig
+from stream.triggers import TRIGGERS
 
 Outcome = Literal["emit", "hold", "suppress"]
 
@@ -778,9 +779,8 @@ def _duration(seconds: float) -> str:
     return f"{hours} hour{'s' if hours != 1 else ''}"
 
 
-_AFTER_LEAVING = frozenset(
-    {"cart_abandonment", "browse_abandonment", "price_drop", "back_in_stock", "promotion_ending"}
-)
+# Triggers that fire after the shopper left: the explanation says how long ago they engaged.
+_AFTER_LEAVING = frozenset(name for name, spec in TRIGGERS.items() if spec.after_leaving)
 
 
 def explain(candidate: Candidate, verdict: Verdict) -> str:

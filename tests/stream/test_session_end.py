@@ -155,8 +155,9 @@ def test_a_push_waits_for_the_shoppers_usual_hour_and_goes_out_then() -> None:
 def test_a_held_push_deferred_by_activity_never_lands_in_quiet_hours() -> None:
     """push_outcomes found 2 of 823 pushes delivered in quiet hours: a release deferred while the
     shopper was active landed after 22:00. Deferrals now skip quiet hours too."""
+    from stream.asks import BatchUser
     from stream.candidates import Engagement
-    from stream.engine import Outcome, _User
+    from stream.engine import Outcome
     from stream.policy import HeldPush
     from stream.state import UserState
     from tests.stream.fakes import catalog_entry
@@ -187,9 +188,9 @@ def test_a_held_push_deferred_by_activity_never_lands_in_quiet_hours() -> None:
     )
     push = build_push("u7", cand, Verdict("emit", "ok"), night - 600, e.cfg, "m")
     state.policy.held.append(HeldPush(push, night))
-    user = _User("u7", partition_for("u7", PARTITIONS), state, engagement)
+    user = BatchUser("u7", partition_for("u7", PARTITIONS), state, engagement)
     out = Outcome()
-    e._release_held(user, night, out, 1)
+    e.decider.release_held(user, night, out, 1)
     assert out.pushes == []
     # Active until 22:00: the deferral would end in quiet hours, so it waits for 08:00.
     assert state.policy.held[0].release_at == T0 + 22 * 3600

@@ -1,0 +1,92 @@
+"""The units of work of a batch: the users it touched, the asks it made and the work queued behind steps.
+
+Shared by the engine (``stream/engine.py``, which builds them in stream order), the scoring
+(``stream/scoring.py``) and the decider (``stream/decider.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.candidates import EngagedItem, Engagement
+from stream.contract import Event
+from stream.state import UserState
+
+
+@dataclass
+class BatchUser:
+    """A user touched by the current batch: where their state lives and the decoded state."""
+
+    user_id: str
+    partition: int
+    state: UserState
+    engagement: Engagement
+    dirty: bool = False
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A request to score some candidates of one user and decide, with what was true when it was made.
+
+    Candidates, the user's engagement with them and consent are captured when the ask is made (in
+    stream order), so the decision is the same however the stream was cut into batches.
+    """
+
+    user: BatchUser
+    trigger: str
+    cause: str
+    event_ts: float
+    now: float
+    items: tuple[str, ...]
+    sources: tuple[str, ...]
+    engaged: dict[str, EngagedItem]
+    session_last_ts: float | None
+    consent: bool | None
+    previous_price: float | None = None
+    seq: int = 0  # order of the asks in the stream (see Engine._apply_interest_updates)
+    # The candidates' co-visitation rows as they were (diversity compares with them at decision time).
+    covisited: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The shopper's engagement hours as they were (send time): later events of the batch come after.
+    send_hours: list[float | int] | None = None
+    # The items that may be pushed (None: all); the others are scored for the interest index only.
+    pushable: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """An ask's scored candidates: the best few for the policy, and those for the interest index."""
+
+    top: list[tuple[str, str, float, float]]  # (item, source, raw score, calibrated interest)
+    indexed: list[tuple[str, float]]  # (item, interest)
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """Policy work queued for a user behind their n-th step of the batch, done in the user's order.
+
+    With an ``ask``: a decision. Otherwise, with an ``event``: its feedback, then the release of held
+    pushes at the event's time; with neither: the release of held pushes at ``now`` (a due timer).
+    """
+
+    step: int
+    event: Event | None = None
+    ask: Ask | None = None
+    now: float = 0.0
+    seq: int = 0  # order in the stream (pushes are emitted in this order)
+
+
+@dataclass
+class Work:
+    """Pass-1 results of a batch awaiting pass 2: users, their queued steps and policy work."""
+
+    users: dict[str, BatchUser] = field(default_factory=dict)
+    steps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    ops: dict[str, list[Op]] = field(default_factory=dict)
+
+    def steps_of(self, user_id: str) -> list[tuple[str, int]]:
+        """The user's queued GRU steps (created empty)."""
+        return self.steps.setdefault(user_id, [])
+
+    def ops_of(self, user_id: str) -> list[Op]:
+        """The user's queued policy work (created empty)."""
+        return self.ops.setdefault(user_id, [])

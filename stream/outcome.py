@@ -1,0 +1,74 @@
+"""What goes into the engine and what comes out of it: one inbound record, and a batch's outcome.
+
+The outcome lists everything the worker must make durable (``stream/app.py``, ``_commit``): pushes to
+the pushes topic, audit decisions to the decisions topic, dead letters to the dead-letter topic, and
+the counters the metrics observe.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from stream.contract import ContractError, DeadLetter, Decision, Push, dead_letter
+from stream.feedback import FeedbackOutcome
+from stream.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One record as read from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def refused(rec: Inbound, error: ContractError, settings: Settings) -> DeadLetter:
+    """The dead letter of an inbound record (its original bounded by the settings)."""
+    return dead_letter(
+        rec.value,
+        rec.key,
+        error,
+        rec.topic,
+        rec.partition,
+        rec.offset,
+        max_original_bytes=settings.worker.dead_letter_max_original_bytes,
+    )
+
+
+@dataclass
+class Outcome:
+    """What one batch (or tick) produced."""
+
+    pushes: list[tuple[int, Push]] = field(default_factory=list)  # (partition, push)
+    decisions: list[tuple[int, Decision]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, outcome)
+    suppressions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (trigger, reason)
+    feedback: list[FeedbackOutcome] = field(default_factory=list)
+    interest: list[float] = field(default_factory=list)
+    consent_updates: int = 0
+    catalog_updates: int = 0
+    catalog_removals: int = 0
+    catalog_late: int = 0  # changes announced on arrival: a partition's clock had passed them
+    erasures: int = 0
+    expired_users: int = 0
+
+    def extend(self, other: Outcome) -> None:
+        """Fold another outcome into this one."""
+        self.pushes += other.pushes
+        self.decisions += other.decisions
+        self.dead_letters += other.dead_letters
+        self.events.update(other.events)
+        self.suppressions.update(other.suppressions)
+        self.feedback += other.feedback
+        self.interest += other.interest
+        self.consent_updates += other.consent_updates
+        self.catalog_updates += other.catalog_updates
+        self.catalog_removals += other.catalog_removals
+        self.catalog_late += other.catalog_late
+        self.erasures += other.erasures
+        self.expired_users += other.expired_users

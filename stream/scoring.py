@@ -1,0 +1,115 @@
+"""Model calls for a batch: GRU steps and candidate scoring in fixed-size chunks, and per ask the
+candidates worth deciding.
+
+A BLAS product can round a row differently depending on how many rows it multiplies (it picks other
+kernels), so a user's state would depend on who else was in the batch. Every model call therefore
+sees exactly ``worker.model_chunk_rows`` rows (the last chunk padded), which makes each row's result
+independent of batching, replays and partition assignment.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from stream.asks import Ask, Scored
+from stream.policy_config import PolicyConfig
+
+if TYPE_CHECKING:
+    from stream.engine import Scorer
+
+
+class AskScorer:
+    """The engine's model calls (the scorer is swapped with the model)."""
+
+    def __init__(self, scorer: Scorer, config: PolicyConfig, chunk_rows: int, max_decide: int = 5) -> None:
+        self.scorer = scorer
+        self.cfg = config
+        self.chunk_rows = chunk_rows
+        self.max_candidates = config.max_candidates
+        self.max_decide = max_decide  # candidates per decision that go through the full policy
+
+    # A BLAS product can round a row differently depending on how many rows it multiplies (it
+    # picks other kernels), so a user's state would depend on who else was in the batch. Every
+    # model call therefore sees exactly ``worker.model_chunk_rows`` rows (the last chunk padded),
+    # which makes each row's result independent of batching, replays and partition assignment.
+
+    def step(self, states: np.ndarray, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+        n, chunk = len(states), self.chunk_rows
+        pad = (-n) % chunk
+        if pad:
+            states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
+            items = np.concatenate([items, np.full(pad, -1, dtype=items.dtype)])
+            types = np.concatenate([types, np.zeros(pad, dtype=types.dtype)])
+        out = [
+            self.scorer.step(states[i : i + chunk], items[i : i + chunk], types[i : i + chunk])
+            for i in range(0, n + pad, chunk)
+        ]
+        return np.concatenate(out)[:n]
+
+    def score_rows(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, chunk = len(states), self.chunk_rows
+        width = candidates.shape[1]
+        # The candidate width is fixed too (products of another shape round differently).
+        full_width = max(self.max_candidates, width)
+        if width < full_width:
+            candidates = np.concatenate(
+                [candidates, np.full((n, full_width - width), -1, dtype=candidates.dtype)], axis=1
+            )
+        pad = (-n) % chunk
+        if pad:
+            states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
+            candidates = np.concatenate(
+                [candidates, np.full((pad, candidates.shape[1]), -1, dtype=candidates.dtype)]
+            )
+        parts = [
+            self.scorer.score_and_interest(states[i : i + chunk], candidates[i : i + chunk])
+            for i in range(0, n + pad, chunk)
+        ]
+        raws = np.concatenate([r for r, _ in parts])[:n, :width]
+        return raws, np.concatenate([p for _, p in parts])[:n, :width]
+
+    def score(self, asks: list[Ask]) -> list[Scored]:
+        """Score every ask's candidates in one batch; per ask the few that could reach a threshold.
+
+        Returns, per ask, (item, source, raw score, calibrated interest) best first, and the
+        candidates interesting enough for the item -> interested users index that catalog changes use.
+        """
+        cfg = self.cfg
+        results: list[Scored] = [Scored([], []) for _ in asks]
+        width = max((len(a.items) for a in asks), default=0)
+        if width == 0:
+            return results
+        flat = [item for a in asks for item in a.items]
+        flat_idx = self.scorer.item_indices(flat)
+        cands = np.full((len(asks), width), -1, dtype=np.int64)
+        pos = 0
+        for row, ask in enumerate(asks):
+            cands[row, : len(ask.items)] = flat_idx[pos : pos + len(ask.items)]
+            pos += len(ask.items)
+        init = self.scorer.initial_state(1)[0]
+        states = np.stack([a.user.state.hidden if a.user.state.hidden is not None else init for a in asks])
+        raws, probs = self.score_rows(states, cands)
+        floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
+        for row, ask in enumerate(asks):
+            n = len(ask.items)
+            p_row = probs[row, :n]
+            valid = cands[row, :n] >= 0
+            indexed = [
+                (ask.items[i], float(p_row[i]))
+                for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest))
+            ]
+            # Only candidates that could reach a threshold go through the (Python) policy.
+            allowed = ask.pushable
+            order = [
+                i
+                for i in np.argsort(-p_row, kind="stable")
+                if valid[i] and p_row[i] >= floor and (allowed is None or ask.items[i] in allowed)
+            ]
+            top = [
+                (ask.items[i], ask.sources[i], float(raws[row, i]), float(p_row[i]))
+                for i in order[: self.max_decide]
+            ]
+            results[row] = Scored(top, indexed)
+        return results

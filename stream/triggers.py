@@ -1,0 +1,140 @@
+"""Every trigger, in one table: the moments Kairos may push at, and what each asks the decider.
+
+A trigger turns a moment (a behaviour event, a due timer, a catalog change) into a
+:class:`TriggerAsk`: which items of the user to score, what caused it (the push id derives from it)
+and which of the items may be pushed. The engine (``stream/engine.py``) captures the user's state
+with the ask, scores it and runs the policy's rules (``stream/rules.py``); a trigger decides nothing
+itself. Pure functions: no I/O, no clock.
+
+=====================  ===========  ======================================================================
+trigger                source       when
+=====================  ===========  ======================================================================
+``in_session``         event        a behaviour event, at most once per ``decision_interval_seconds``
+``cart_abandonment``   timer        ``cart_abandonment_delay_seconds`` after an add_to_cart still in cart;
+                                    and a carted item at the end of a session
+``browse_abandonment`` timer        the end of a session (``session_end_seconds`` without activity): the
+                                    items viewed ``browse_min_views`` times and not carted
+``promotion_ending``   timer        ``promotion_ending_lead_seconds`` before a promotion of interest ends
+``price_drop``         catalog      the item's effective price went down
+``back_in_stock``      catalog      the item's stock went from 0 to positive
+``promotion_start``    catalog      a promotion began on the item
+=====================  ===========  ======================================================================
+
+Adding a trigger: its row in :data:`TRIGGERS`, its name in ``stream.contract.Trigger``, for a timer
+its builder in :data:`TIMER_ASKS` (and its arming in ``stream.timers``), and a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from stream.candidates import Engagement
+from stream.policy_config import PolicyConfig
+from stream.timers import Timer
+
+Source = Literal["event", "timer", "catalog"]
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    """One trigger: its name (the push's ``trigger`` field), where it comes from and what it means."""
+
+    name: str
+    source: Source
+    doc: str
+    after_leaving: bool  # fires after the shopper left the site (explanations say when they engaged)
+
+
+TRIGGERS: dict[str, TriggerSpec] = {
+    spec.name: spec
+    for spec in (
+        TriggerSpec("in_session", "event", "a behaviour event while the shopper browses", False),
+        TriggerSpec("cart_abandonment", "timer", "a carted item not bought after a delay or a session", True),
+        TriggerSpec("browse_abandonment", "timer", "items viewed repeatedly, not carted, session over", True),
+        TriggerSpec("promotion_ending", "timer", "a promotion of interest is about to end", True),
+        TriggerSpec("price_drop", "catalog", "the item's effective price went down", True),
+        TriggerSpec("back_in_stock", "catalog", "the item came back in stock", True),
+        TriggerSpec("promotion_start", "catalog", "a promotion began on the item", False),
+    )
+}
+
+
+@dataclass(frozen=True)
+class TriggerAsk:
+    """What a trigger asks the decider to score and decide (the engine adds the user's state)."""
+
+    trigger: str
+    cause: str  # what made it fire; with the user, item and trigger it makes the push id
+    event_ts: float  # the time of what caused it (the push's event_ts)
+    items: tuple[str, ...]
+    sources: tuple[str, ...]  # per item, the candidate source ("engaged", "timer", "catalog", ...)
+    pushable: frozenset[str] | None = None  # None: every item; else the others are scored for the index only
+    previous_price: float | None = None  # price_drop: the price before
+
+
+def cart_abandonment(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+    """The carted item is still in the cart when the delay is over: ask about it."""
+    engaged = engagement.get(timer.item_id)
+    if engaged is None or not engaged.in_cart:
+        return None
+    return TriggerAsk(
+        timer.kind, f"{timer.kind}:{timer.cause}", timer.created_at, (timer.item_id,), ("timer",)
+    )
+
+
+def promotion_ending(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+    """A promotion the shopper cared about ends soon: ask about its item."""
+    return TriggerAsk(
+        timer.kind, f"{timer.kind}:{timer.cause}", timer.created_at, (timer.item_id,), ("timer",)
+    )
+
+
+def session_end(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+    """The shopper left: their carted and repeatedly viewed items, not bought, most recent first.
+
+    The ask's trigger is ``browse_abandonment``; a carted item's candidate becomes ``cart_abandonment``
+    (:func:`candidate_trigger`). Every item the shopper engaged with is scored (up to
+    ``quota_engaged``), so the item -> interested users index learns the session's interests for
+    catalog triggers (a price drop of an item viewed once); only the abandoned ones (``pushable``, at
+    most ``session_end_max_items``) may be pushed now.
+    """
+    items = engagement.engaged()[: config.quota_engaged]
+    if not items:
+        return None
+    pushable: list[str] = []
+    for item in items:
+        e = engagement.get(item)
+        if e is not None and (e.in_cart or e.views >= config.browse_min_views):
+            pushable.append(item)
+            if len(pushable) >= config.session_end_max_items:
+                break
+    return TriggerAsk(
+        "browse_abandonment",
+        f"session_end:{timer.cause}",
+        timer.created_at,
+        tuple(items),
+        ("engaged",) * len(items),
+        frozenset(pushable),
+    )
+
+
+# Timer kind -> the trigger that turns a due timer into an ask (None: nothing to ask any more).
+TIMER_ASKS: dict[str, Callable[[Timer, Engagement, PolicyConfig], TriggerAsk | None]] = {
+    "cart_abandonment": cart_abandonment,
+    "promotion_ending": promotion_ending,
+    "session_end": session_end,
+}
+
+
+def timer_ask(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+    """The ask of a due timer, through its trigger in :data:`TIMER_ASKS`."""
+    return TIMER_ASKS[timer.kind](timer, engagement, config)
+
+
+def candidate_trigger(ask_trigger: str, in_cart: bool) -> str:
+    """The trigger a candidate's push carries: at a session's end a carted item is cart abandonment."""
+    if ask_trigger == "browse_abandonment" and in_cart:
+        return "cart_abandonment"
+    return ask_trigger

@@ -1,0 +1,50 @@
+"""The one table of triggers (``stream/triggers.py``) and the asks its timer triggers make."""
+
+from __future__ import annotations
+
+from stream import contract, triggers
+from stream.candidates import Engagement
+from stream.policy_config import PolicyConfig
+from stream.timers import TIMER_KINDS, Timer
+
+T0 = 1_781_006_400.0
+CFG = PolicyConfig.model_validate({"browse_min_views": 2, "session_end_max_items": 2, "quota_engaged": 5})
+
+
+def test_the_table_matches_the_contract_and_every_timer_kind_has_a_trigger() -> None:
+    assert set(triggers.TRIGGERS) == set(contract.TRIGGERS)
+    assert set(triggers.TIMER_ASKS) == set(TIMER_KINDS)
+    assert all(spec.doc and spec.name == name for name, spec in triggers.TRIGGERS.items())
+
+
+def _engagement(*events: tuple[str, str, float]) -> Engagement:
+    e = Engagement(20)
+    for kind, item, ts in events:
+        e.observe(kind, item, ts)
+    return e
+
+
+def test_cart_abandonment_asks_only_while_the_item_is_in_the_cart() -> None:
+    timer = Timer(T0 + 3600, "u1", "cart_abandonment", "i1", "ev-7", T0)
+    carted = _engagement(("view", "i1", T0 - 10), ("add_to_cart", "i1", T0))
+    asked = triggers.timer_ask(timer, carted, CFG)
+    assert asked == triggers.TriggerAsk("cart_abandonment", "cart_abandonment:ev-7", T0, ("i1",), ("timer",))
+    removed = _engagement(("add_to_cart", "i1", T0), ("remove_from_cart", "i1", T0 + 5))
+    assert triggers.timer_ask(timer, removed, CFG) is None
+
+
+def test_a_session_end_scores_every_engaged_item_and_may_push_only_the_abandoned_ones() -> None:
+    timer = Timer(T0 + 1800, "u1", "session_end", "", "ev-9", T0)
+    engagement = _engagement(
+        ("view", "once", T0 - 50),
+        ("view", "twice", T0 - 40),
+        ("view", "twice", T0 - 30),
+        ("add_to_cart", "carted", T0 - 20),
+    )
+    asked = triggers.timer_ask(timer, engagement, CFG)
+    assert asked is not None and asked.trigger == "browse_abandonment" and asked.cause == "session_end:ev-9"
+    assert set(asked.items) == {"once", "twice", "carted"}
+    assert asked.pushable == frozenset({"twice", "carted"})
+    assert triggers.candidate_trigger(asked.trigger, in_cart=True) == "cart_abandonment"
+    assert triggers.candidate_trigger(asked.trigger, in_cart=False) == "browse_abandonment"
+    assert triggers.timer_ask(timer, Engagement(20), CFG) is None  # nothing engaged: nothing to ask
