@@ -19,14 +19,14 @@ the ECE of all three (``ece_by_feature``) so the price of dropping the full soft
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from model.data import EncodedSessions
-from model.evaluate import pad_left
-from model.net import SessionGRU
+if TYPE_CHECKING:  # fitting needs these; serving (model.scorer reads FEATURES) must not load them
+    from model.data import EncodedSessions
+    from model.net import SessionGRU
 
 
 def _logistic_loss(a: float, b: float, x: np.ndarray, y: np.ndarray, ridge: float) -> float:
@@ -130,6 +130,8 @@ def calibration_pairs(
 
     ``sampled_log_softmax`` is present only when ``norm_items``/``norm_logw`` are given.
     """
+    from model.evaluate import pad_left  # training-side only (see the imports above)
+
     rng = np.random.default_rng(seed)
     futures = []
     for s in range(len(sessions)):

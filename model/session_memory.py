@@ -24,10 +24,14 @@ step, and ``W * log k`` work per scored candidate.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
-from model.data import EncodedSessions
+if TYPE_CHECKING:  # building neighbours is training work; the scorer imports this module
+    from model.data import EncodedSessions
+
 
 # float32 represents every integer up to 2**24 exactly; window slots hold index + 1.
 MAX_WINDOW_ITEMS = 2**24 - 1

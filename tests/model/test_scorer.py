@@ -221,3 +221,22 @@ def test_score_and_interest_together_equal_each_alone(tiny_artifact: Path) -> No
     raw, prob = scorer.score_and_interest(states, cands)
     np.testing.assert_array_equal(raw, scorer.score(states, cands))
     np.testing.assert_array_equal(prob, scorer.interest(states, cands))
+
+
+def test_serving_loads_no_training_code() -> None:
+    """The worker's scorer imports neither the data pipeline, training nor evaluation (issue 12)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, model.scorer; print(' '.join(sorted(m for m in sys.modules if m.startswith('model'))))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "model.scorer" in loaded
+    assert loaded.isdisjoint(
+        {"model.data", "model.train", "model.evaluate", "model.metrics", "model.baselines"}
+    )
