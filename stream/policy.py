@@ -17,18 +17,19 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stream import rules
 from stream.candidates import EngagedItem
-from stream.contract import CatalogUpdate, ConsentUpdate, Decision, Push, push_id
+from stream.contract import CatalogUpdate, Decision, Push, push_id
+from stream.explain import explain
 from stream.interest import assess, decay_factor, effective_threshold
 from stream.policy_config import PolicyConfig
-from stream.triggers import TRIGGERS
+from stream.policy_state import HeldPush, PushRecord, UserPolicyState
 
 Outcome = Literal["emit", "hold", "suppress"]
 
@@ -58,138 +59,6 @@ SUPPRESSION_REASONS: tuple[str, ...] = SuppressReason.__args__  # type: ignore[a
 
 _DAY = 86400.0
 _DEFAULT_CONFIG = PolicyConfig.model_validate({})
-
-
-@dataclass
-class PushRecord:
-    """A push sent to the user, with what happened to it (feedback fills the ``*_at`` fields)."""
-
-    push_id: str
-    item_id: str
-    category: str | None
-    trigger: str
-    created_at: float  # when it was emitted (for a held push: when it was released)
-    expires_at: float
-    opened_at: float | None = None
-    clicked_at: float | None = None
-    purchased_at: float | None = None
-    revenue: float = 0.0
-    dismissed_at: float | None = None
-    ignored_at: float | None = None
-    # The decision context (stream.response_estimates.context_key) its outcome teaches, if any.
-    context: str = ""
-    # A holdout user's "ghost": what would have been pushed, never sent. It counts for the caps (so
-    # holdout decisions mirror treatment ones) and its item's purchase is the no-push baseline.
-    ghost: bool = False
-
-    def to_list(self) -> list[Any]:
-        """Compact JSON-able form (field order as declared; the last two only when set)."""
-        row = [
-            self.push_id,
-            self.item_id,
-            self.category,
-            self.trigger,
-            self.created_at,
-            self.expires_at,
-            self.opened_at,
-            self.clicked_at,
-            self.purchased_at,
-            self.revenue,
-            self.dismissed_at,
-            self.ignored_at,
-        ]
-        if self.context or self.ghost:
-            row += [self.context, self.ghost]
-        return row
-
-    @classmethod
-    def from_list(cls, row: list[Any]) -> PushRecord:
-        """Inverse of :meth:`to_list`."""
-        return cls(*row)
-
-
-@dataclass
-class HeldPush:
-    """A push waiting for the end of the user's quiet hours."""
-
-    push: Push
-    release_at: float
-    context: str = ""  # the decision context, for the outcome estimates once it is released
-
-
-@dataclass
-class UserPolicyState:
-    """Per-user policy state, stored with the user's state (bounded; see :meth:`to_dict`)."""
-
-    opted_in: bool | None = None
-    consent_ts: float | None = None
-    time_zone: str | None = None
-    pushes: list[PushRecord] = field(default_factory=list)  # oldest first, bounded by max_push_records
-    held: list[HeldPush] = field(default_factory=list)  # bounded by max_held
-    responsiveness: float = 0.0  # threshold offset, see stream.feedback
-    responsiveness_ts: float | None = None  # when the offset was last changed (it decays from there)
-    send_hours: list[float | int] | None = None  # stream.send_time.EngagementHours.to_list()
-
-    def apply_consent(self, update: ConsentUpdate) -> bool:
-        """Apply a consent update unless an equally recent or newer one was applied; True when applied.
-
-        Opting out also drops held pushes.
-        """
-        if self.consent_ts is not None and update.ts < self.consent_ts:
-            return False
-        self.opted_in = update.opted_in
-        self.consent_ts = update.ts
-        if not update.opted_in:
-            self.held.clear()
-        return True
-
-    def observe_time_zone(self, time_zone: str | None) -> None:
-        """Remember the user's IANA zone from an event's ``context.time_zone`` (None keeps the last one)."""
-        if time_zone:
-            self.time_zone = time_zone
-
-    def to_dict(self) -> dict[str, Any]:
-        """Compact JSON-able form; keys: c/ct consent and its ts, tz, p pushes, h held, r/rt offset."""
-        out: dict[str, Any] = {}
-        if self.opted_in is not None:
-            out["c"] = self.opted_in
-            out["ct"] = self.consent_ts
-        if self.time_zone is not None:
-            out["tz"] = self.time_zone
-        if self.pushes:
-            out["p"] = [r.to_list() for r in self.pushes]
-        if self.held:
-            out["h"] = [
-                [
-                    h.release_at,
-                    h.push.model_dump(mode="json", exclude_none=True),
-                    *([h.context] if h.context else []),
-                ]
-                for h in self.held
-            ]
-        if self.responsiveness:
-            out["r"] = self.responsiveness
-            out["rt"] = self.responsiveness_ts
-        if self.send_hours:
-            out["sh"] = self.send_hours
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UserPolicyState:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            opted_in=data.get("c"),
-            consent_ts=data.get("ct"),
-            time_zone=data.get("tz"),
-            pushes=[PushRecord.from_list(row) for row in data.get("p", [])],
-            held=[
-                HeldPush(Push.model_validate(row[1], strict=False), float(row[0]), *row[2:3])
-                for row in data.get("h", [])
-            ],
-            responsiveness=float(data.get("r", 0.0)),
-            responsiveness_ts=data.get("rt"),
-            send_hours=data.get("sh"),
-        )
 
 
 @dataclass(slots=True)
@@ -765,68 +634,3 @@ def release_held(
         else:
             out.append((push, Verdict("suppress", reason, threshold=push.threshold)))
     return out
-
-
-def _percent(discount: float) -> str:
-    return f"{round(discount * 100)} %"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 3600:
-        minutes = max(1, round(seconds / 60))
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    hours = round(seconds / 3600)
-    return f"{hours} hour{'s' if hours != 1 else ''}"
-
-
-# Triggers that fire after the shopper left: the explanation says how long ago they engaged.
-_AFTER_LEAVING = frozenset(name for name, spec in TRIGGERS.items() if spec.after_leaving)
-
-
-def explain(candidate: Candidate, verdict: Verdict) -> str:
-    """The human-readable reason for a push, e.g. "You viewed this 3 times; it is now 20 % off".
-
-    For holds and suppressions the reason code is appended so the audit trail reads on its own.
-    """
-    c = candidate
-    why: str | None = None
-    age = c.features.get("age_seconds", 0.0)
-    # How long ago, for the moments after the shopper left ("left in your cart 2 hours ago").
-    ago = f" {_duration(age)} ago" if c.trigger in _AFTER_LEAVING and age >= 60 else ""
-    if c.trigger == "cart_abandonment" or c.in_cart:
-        why = f"You left this in your cart{ago}"
-    elif c.views >= 2:
-        why = f"You viewed this {c.views} times{ago}"
-    elif c.views == 1:
-        why = "You viewed this"
-    elif c.source == "covisited":
-        why = "Shoppers who looked at the items you viewed also liked this"
-    elif c.source == "trending":
-        why = f"Trending now in {c.category}" if c.category else "Trending now"
-
-    offer: str | None = None
-    if c.trigger == "price_drop":
-        if c.previous_price is not None and c.price is not None and c.price < c.previous_price:
-            offer = f"the price dropped from {c.previous_price:.2f} to {c.price:.2f}"
-        else:
-            offer = "the price just dropped"
-    elif c.trigger == "back_in_stock":
-        offer = "it is back in stock"
-    elif c.trigger == "promotion_ending" and c.discount > 0:
-        left = (c.promotion_ends_at - c.event_ts) if c.promotion_ends_at is not None else None
-        offer = (
-            f"the {_percent(c.discount)} discount ends in {_duration(left)}"
-            if left and left > 0
-            else (f"the {_percent(c.discount)} discount ends soon")
-        )
-    elif c.discount > 0:
-        offer = f"it is now {_percent(c.discount)} off"
-
-    parts = [p for p in (why, offer) if p]
-    text = "; ".join(parts) if parts else "Picked for you"
-    text = text[0].upper() + text[1:]
-    if verdict.outcome == "hold":
-        return f"{text} [held: {verdict.reason.replace('_', ' ')}]"
-    if verdict.outcome == "suppress":
-        return f"{text} [not sent: {verdict.reason}]"
-    return text

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from stream.policy_config import PolicyConfig
 
 if TYPE_CHECKING:
-    from stream.policy import PushRecord
+    from stream.policy_state import PushRecord
 
 _DAY = 86400.0
 

@@ -1,0 +1,75 @@
+"""Readable reasons for pushes: "You left this in your cart 2 hours ago; now 20 % off"."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stream.triggers import TRIGGERS
+
+if TYPE_CHECKING:
+    from stream.policy import Candidate, Verdict
+
+
+def _percent(discount: float) -> str:
+    return f"{round(discount * 100)} %"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        minutes = max(1, round(seconds / 60))
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = round(seconds / 3600)
+    return f"{hours} hour{'s' if hours != 1 else ''}"
+
+
+# Triggers that fire after the shopper left: the explanation says how long ago they engaged.
+_AFTER_LEAVING = frozenset(name for name, spec in TRIGGERS.items() if spec.after_leaving)
+
+
+def explain(candidate: Candidate, verdict: Verdict) -> str:
+    """The human-readable reason for a push, e.g. "You viewed this 3 times; it is now 20 % off".
+
+    For holds and suppressions the reason code is appended so the audit trail reads on its own.
+    """
+    c = candidate
+    why: str | None = None
+    age = c.features.get("age_seconds", 0.0)
+    # How long ago, for the moments after the shopper left ("left in your cart 2 hours ago").
+    ago = f" {_duration(age)} ago" if c.trigger in _AFTER_LEAVING and age >= 60 else ""
+    if c.trigger == "cart_abandonment" or c.in_cart:
+        why = f"You left this in your cart{ago}"
+    elif c.views >= 2:
+        why = f"You viewed this {c.views} times{ago}"
+    elif c.views == 1:
+        why = "You viewed this"
+    elif c.source == "covisited":
+        why = "Shoppers who looked at the items you viewed also liked this"
+    elif c.source == "trending":
+        why = f"Trending now in {c.category}" if c.category else "Trending now"
+
+    offer: str | None = None
+    if c.trigger == "price_drop":
+        if c.previous_price is not None and c.price is not None and c.price < c.previous_price:
+            offer = f"the price dropped from {c.previous_price:.2f} to {c.price:.2f}"
+        else:
+            offer = "the price just dropped"
+    elif c.trigger == "back_in_stock":
+        offer = "it is back in stock"
+    elif c.trigger == "promotion_ending" and c.discount > 0:
+        left = (c.promotion_ends_at - c.event_ts) if c.promotion_ends_at is not None else None
+        offer = (
+            f"the {_percent(c.discount)} discount ends in {_duration(left)}"
+            if left and left > 0
+            else (f"the {_percent(c.discount)} discount ends soon")
+        )
+    elif c.discount > 0:
+        offer = f"it is now {_percent(c.discount)} off"
+
+    parts = [p for p in (why, offer) if p]
+    text = "; ".join(parts) if parts else "Picked for you"
+    text = text[0].upper() + text[1:]
+    if verdict.outcome == "hold":
+        return f"{text} [held: {verdict.reason.replace('_', ' ')}]"
+    if verdict.outcome == "suppress":
+        return f"{text} [not sent: {verdict.reason}]"
+    return text

@@ -1,0 +1,145 @@
+"""A user's push history and consent, as the policy keeps it in the user's record.
+
+:class:`UserPolicyState` is part of the user record (``stream/state.py``): the pushes sent (for caps,
+gaps and repeats), those held through quiet hours or for the shopper's usual hour, consent, the time
+zone, the responsiveness offset and the engagement hours. Pure data with its own (compact) encoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.contract import ConsentUpdate, Push
+
+
+@dataclass
+class PushRecord:
+    """A push sent to the user, with what happened to it (feedback fills the ``*_at`` fields)."""
+
+    push_id: str
+    item_id: str
+    category: str | None
+    trigger: str
+    created_at: float  # when it was emitted (for a held push: when it was released)
+    expires_at: float
+    opened_at: float | None = None
+    clicked_at: float | None = None
+    purchased_at: float | None = None
+    revenue: float = 0.0
+    dismissed_at: float | None = None
+    ignored_at: float | None = None
+    # The decision context (stream.response_estimates.context_key) its outcome teaches, if any.
+    context: str = ""
+    # A holdout user's "ghost": what would have been pushed, never sent. It counts for the caps (so
+    # holdout decisions mirror treatment ones) and its item's purchase is the no-push baseline.
+    ghost: bool = False
+
+    def to_list(self) -> list[Any]:
+        """Compact JSON-able form (field order as declared; the last two only when set)."""
+        row = [
+            self.push_id,
+            self.item_id,
+            self.category,
+            self.trigger,
+            self.created_at,
+            self.expires_at,
+            self.opened_at,
+            self.clicked_at,
+            self.purchased_at,
+            self.revenue,
+            self.dismissed_at,
+            self.ignored_at,
+        ]
+        if self.context or self.ghost:
+            row += [self.context, self.ghost]
+        return row
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> PushRecord:
+        """Inverse of :meth:`to_list`."""
+        return cls(*row)
+
+
+@dataclass
+class HeldPush:
+    """A push waiting for the end of the user's quiet hours."""
+
+    push: Push
+    release_at: float
+    context: str = ""  # the decision context, for the outcome estimates once it is released
+
+
+@dataclass
+class UserPolicyState:
+    """Per-user policy state, stored with the user's state (bounded; see :meth:`to_dict`)."""
+
+    opted_in: bool | None = None
+    consent_ts: float | None = None
+    time_zone: str | None = None
+    pushes: list[PushRecord] = field(default_factory=list)  # oldest first, bounded by max_push_records
+    held: list[HeldPush] = field(default_factory=list)  # bounded by max_held
+    responsiveness: float = 0.0  # threshold offset, see stream.feedback
+    responsiveness_ts: float | None = None  # when the offset was last changed (it decays from there)
+    send_hours: list[float | int] | None = None  # stream.send_time.EngagementHours.to_list()
+
+    def apply_consent(self, update: ConsentUpdate) -> bool:
+        """Apply a consent update unless an equally recent or newer one was applied; True when applied.
+
+        Opting out also drops held pushes.
+        """
+        if self.consent_ts is not None and update.ts < self.consent_ts:
+            return False
+        self.opted_in = update.opted_in
+        self.consent_ts = update.ts
+        if not update.opted_in:
+            self.held.clear()
+        return True
+
+    def observe_time_zone(self, time_zone: str | None) -> None:
+        """Remember the user's IANA zone from an event's ``context.time_zone`` (None keeps the last one)."""
+        if time_zone:
+            self.time_zone = time_zone
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON-able form; keys: c/ct consent and its ts, tz, p pushes, h held, r/rt offset."""
+        out: dict[str, Any] = {}
+        if self.opted_in is not None:
+            out["c"] = self.opted_in
+            out["ct"] = self.consent_ts
+        if self.time_zone is not None:
+            out["tz"] = self.time_zone
+        if self.pushes:
+            out["p"] = [r.to_list() for r in self.pushes]
+        if self.held:
+            out["h"] = [
+                [
+                    h.release_at,
+                    h.push.model_dump(mode="json", exclude_none=True),
+                    *([h.context] if h.context else []),
+                ]
+                for h in self.held
+            ]
+        if self.responsiveness:
+            out["r"] = self.responsiveness
+            out["rt"] = self.responsiveness_ts
+        if self.send_hours:
+            out["sh"] = self.send_hours
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UserPolicyState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            opted_in=data.get("c"),
+            consent_ts=data.get("ct"),
+            time_zone=data.get("tz"),
+            pushes=[PushRecord.from_list(row) for row in data.get("p", [])],
+            held=[
+                HeldPush(Push.model_validate(row[1], strict=False), float(row[0]), *row[2:3])
+                for row in data.get("h", [])
+            ],
+            responsiveness=float(data.get("r", 0.0)),
+            responsiveness_ts=data.get("rt"),
+            send_hours=data.get("sh"),
+        )
