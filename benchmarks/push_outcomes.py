@@ -339,16 +339,30 @@ class KairosArm(Arm):
     def before_events(self, pub: Publisher, now: float) -> None:
         # The worker's catalog view holds the step's changes before its events arrive, so each is
         # announced where its partition's stream reaches its time: the same place in every run.
-        self._wait_for("kairos_catalog_updates_total", pub.counts[pub.topics.catalog])
+        # Removals and refused records count as taken in (none in this world, but no hang if any).
+        catalog = pub.topics.catalog
+        counters = ("kairos_catalog_updates_total", "kairos_catalog_removals_total")
+        self._wait_for(pub.counts[catalog], counters, dead_letters_of=catalog)
 
     def after_events(self, pub: Publisher, now: float) -> None:
-        # Pushes are produced (and acknowledged) before the events that caused them are counted.
-        self._wait_for("kairos_events_total", pub.counts[pub.topics.events])
+        # Pushes are produced (and acknowledged) before the events that caused them are counted
+        # (refused events too: outcome "dead_letter").
+        self._wait_for(pub.counts[pub.topics.events], ("kairos_events_total",))
 
-    def _wait_for(self, metric: str, target: int) -> None:
+    def _wait_for(self, target: int, metrics: tuple[str, ...], dead_letters_of: str | None = None) -> None:
+        """Until the worker's ``metrics`` (plus the topic's dead letters) reach ``target``."""
         assert self.worker is not None
+        worker = self.worker
+
+        def taken() -> float:
+            refused = (
+                worker.metric("kairos_dead_letters_total", topic=dead_letters_of) if dead_letters_of else 0
+            )
+            return sum(worker.metric(m) for m in metrics) + refused
+
         deadline = time.monotonic() + 120
-        while self.worker.metric(metric) < target:
+        metric = " + ".join(metrics)
+        while taken() < target:
             if self.worker.proc is not None and self.worker.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.worker.tail_log()}")
             if time.monotonic() > deadline:

@@ -21,7 +21,7 @@ import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from stream.contract import CatalogUpdate
 from stream.policy_config import PolicyConfig
@@ -490,6 +490,14 @@ class TrendingItems:
         return trending
 
 
+class Promotions(Protocol):
+    """Items on a running promotion: :class:`PromotionBoard`, or the worker's catalog view by time."""
+
+    def active(self, now: float, n: int) -> list[str]:
+        """Up to ``n`` items whose promotion runs at ``now``, deepest discount first."""
+        ...
+
+
 class PromotionBoard:
     """Items on a promotion (from catalog updates), answered deepest discount first, bounded."""
 
@@ -546,7 +554,7 @@ class CandidateSource:
 def gather_candidates(
     engagement: Engagement,
     covisitation: CoVisitationIndex,
-    promotions: PromotionBoard,
+    promotions: Promotions,
     trending: TrendingItems,
     now: float,
     config: PolicyConfig,

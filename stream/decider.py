@@ -38,13 +38,13 @@ class Decider:
     def __init__(
         self,
         config: PolicyConfig,
-        catalog: CatalogView,
+        catalog: Callable[[], CatalogView],
         part: Callable[[int], PartitionState],
         version: Callable[[], str],
         audit_decisions: bool,
     ) -> None:
         self.cfg = config
-        self.catalog = catalog
+        self._catalog = catalog  # the engine's view (it may be replaced)
         self.part = part
         self.version = version  # the serving model's version (it changes on a model swap)
         self.audit_decisions = audit_decisions
@@ -138,7 +138,7 @@ class Decider:
                 p,
                 ask.now,
                 cfg,
-                catalog=self.catalog.at(item, ask.now),
+                catalog=self._catalog().at(item, ask.now),
                 cause=ask.cause,
                 event_ts=ask.event_ts,
                 offset=offset,
@@ -311,7 +311,7 @@ class Decider:
 
     def _catalog_at(self, now: float) -> Callable[[str], CatalogUpdate | None]:
         """The catalog lookup of a decision at ``now`` (each item's version in force then)."""
-        return lambda item_id: self.catalog.at(item_id, now)
+        return lambda item_id: self._catalog().at(item_id, now)
 
     def _audit(
         self,

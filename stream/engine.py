@@ -36,7 +36,7 @@ from stream.candidates import (
     Engagement,
     gather_candidates,
 )
-from stream.catalog_view import CatalogChange, CatalogView
+from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogChange, CatalogView
 from stream.contract import (
     EVENT_TYPES,
     CatalogUpdate,
@@ -122,7 +122,7 @@ class Engine:
         # decision clock is injected; tests replace it like ``clock``.
         self.wall_clock: Callable[[], float] = time.time
         # Item versions by time and the changes each partition announces when its clock passes them.
-        self.catalog = CatalogView()
+        self._catalog = CatalogView()
         # Clock, indexes and timers per partition (see stream.partition_state): decisions never
         # depend on which partitions this worker owns, nor on restarts.
         self.parts: dict[int, PartitionState] = {}
@@ -131,8 +131,21 @@ class Engine:
         # Model calls in fixed-size chunks, and the decisions (stream.scoring, stream.decider).
         self.scoring = AskScorer(scorer, self.cfg, settings.worker.model_chunk_rows)
         self.decider = Decider(
-            self.cfg, self.catalog, self.part, lambda: self.scorer.version, settings.worker.audit_decisions
+            self.cfg,
+            lambda: self._catalog,
+            self.part,
+            lambda: self.scorer.version,
+            settings.worker.audit_decisions,
         )
+
+    @property
+    def catalog(self) -> CatalogView:
+        """Item versions by time and the changes not yet announced everywhere (stream.catalog_view)."""
+        return self._catalog
+
+    @catalog.setter
+    def catalog(self, view: CatalogView) -> None:
+        self._catalog = view  # the decider reads it through the engine
 
     def part(self, partition: int) -> PartitionState:
         """The shared state of a partition (empty until the partition is adopted or first used)."""
@@ -559,7 +572,7 @@ class Engine:
             return None
         part = self.part(user.partition)
         merged = gather_candidates(
-            user.engagement, part.covisitation, self.catalog.promotions, part.trending, now, self.cfg
+            user.engagement, part.covisitation, self.catalog, part.trending, now, self.cfg
         )
         items = tuple(c.item_id for c in merged)
         sources = tuple(c.source for c in merged)
@@ -640,16 +653,19 @@ class Engine:
                 out.catalog_removals += 1
                 continue
             out.catalog_updates += 1
-            previous = self.catalog.put(update)
-            if not announce:
+            # A bootstrap version holds from the beginning of time; a version read again, or older
+            # than the newest, is no change (stream.catalog_view).
+            is_change, previous = self.catalog.put(update, base=not announce)
+            if not is_change:
                 continue
             change = self.catalog.record_change(previous, update)
             for partition in sorted(self.owned):
                 if update.updated_at <= self._catalog_until(partition):
                     late.append((partition, change))
-        out.catalog_late += len(late)
+        if self._event_clock():  # with the wall clock every change is "late": that is its design
+            out.catalog_late += len(late)
         for partition in sorted({p for p, _ in late}):
-            self._announce(txn, partition, [c for p, c in late if p == partition], out)
+            self._announce(txn, partition, sorted(c for p, c in late if p == partition), out)
         return out
 
     def _catalog_until(self, partition: int) -> float:
@@ -735,8 +751,11 @@ class Engine:
         out = Outcome()
         for partition in sorted(self.owned):  # with the event clock, process() announced them already
             self._announce_due(txn, partition, out)
-        if self.owned:  # every owned partition announced these: none will again
-            self.catalog.forget_changes_until(min(self._catalog_until(p) for p in self.owned))
+        if self.owned:
+            # Every owned partition announced what is older; the retention keeps it for partitions
+            # still recovering or adopted later, whose clocks may be behind.
+            horizon = min(self._catalog_until(p) for p in self.owned) - CATALOG_RETENTION_SECONDS
+            self.catalog.forget_until(horizon)
         if not self._event_clock():
             for partition in sorted(self.owned):
                 work = Work()

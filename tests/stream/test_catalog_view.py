@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.catalog_view import VERSIONS_KEPT, CatalogView
+from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogView
 from stream.engine import Engine, Inbound
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
@@ -19,31 +19,78 @@ from tests.stream.fakes import (
 
 def test_a_lookup_reads_the_version_in_force_at_its_time() -> None:
     view = CatalogView()
-    assert view.put(catalog_entry("i1", price=100.0, updated_at=T0)) is None
+    assert view.put(catalog_entry("i1", price=100.0, updated_at=T0), base=True) == (False, None)
     first = view.latest("i1")
     # A drop read early (its time is ahead): decisions before it still see the old price.
-    assert view.put(catalog_entry("i1", price=80.0, updated_at=T0 + 300)) == first
+    assert view.put(catalog_entry("i1", price=80.0, updated_at=T0 + 300)) == (True, first)
     assert view.at("i1", T0 + 299).price == 100.0  # type: ignore[union-attr]
     assert view.at("i1", T0 + 300).price == 80.0  # type: ignore[union-attr]
     assert view.latest("i1").price == 80.0  # type: ignore[union-attr]
-    # Before every known version the item reads as its oldest; an unknown item is None.
+    # A bootstrap version holds before its time; an item first read live does not exist before it.
     assert view.at("i1", T0 - 10).price == 100.0  # type: ignore[union-attr]
-    assert view.at("nope", T0) is None and "i1" in view and len(view) == 1
-    # Versions are kept by count (never by timing): the oldest go first.
-    for k in range(VERSIONS_KEPT + 3):
-        view.put(catalog_entry("i1", price=50.0 - k, updated_at=T0 + 1000 + k))
-    assert view.at("i1", T0).price == 50.0 - 3  # type: ignore[union-attr]
+    assert view.put(catalog_entry("new", updated_at=T0 + 50)) == (True, None)
+    assert view.at("new", T0 + 49) is None and view.at("new", T0 + 50) is not None
+    assert view.at("nope", T0) is None and "i1" in view and len(view) == 2
     assert view.remove("i1") and view.at("i1", T0 + 5000) is None and not view.remove("i1")
 
 
-def test_changes_come_out_by_time_then_arrival_and_are_forgotten() -> None:
+def test_a_version_read_again_or_older_than_the_newest_is_no_change() -> None:
     view = CatalogView()
+    old, new = (
+        catalog_entry("i1", price=100.0, updated_at=T0),
+        catalog_entry("i1", price=80.0, updated_at=T0 + 300),
+    )
+    view.put(old, base=True)
+    assert view.put(new) == (True, old)
+    assert view.put(new) == (False, None)  # the reader restarted from offset 0
+    assert view.put(old) == (False, None)
+    # An older version not seen before is kept for lookups, and is no change either.
+    mid = catalog_entry("i1", price=90.0, updated_at=T0 + 100)
+    assert view.put(mid)[0] is False
+    assert view.at("i1", T0 + 150) == mid
+
+
+def test_versions_and_changes_are_forgotten_by_time_not_by_count() -> None:
+    view = CatalogView()
+    view.put(catalog_entry("i1", price=100.0, updated_at=T0), base=True)
+    for k in range(1, 11):
+        is_change, previous = view.put(catalog_entry("i1", price=100.0 - k, updated_at=T0 + 100 * k))
+        view.record_change(previous, view.latest("i1"))  # type: ignore[arg-type]
+    assert view.at("i1", T0 + 150).price == 99.0  # type: ignore[union-attr]
+    assert view.forget_until(T0 + 550) == 5 and view.pending_changes() == 5
+    # The version in force at the horizon stays, and holds before it from now on.
+    assert view.at("i1", T0 + 550).price == 95.0  # type: ignore[union-attr]
+    assert view.at("i1", T0).price == 95.0  # type: ignore[union-attr]
+    assert view.at("i1", T0 + 1000).price == 90.0  # type: ignore[union-attr]
+
+
+def test_changes_come_out_by_time_then_item_and_a_removal_drops_its_pending_changes() -> None:
+    view = CatalogView()
+    b = view.record_change(None, catalog_entry("b", updated_at=T0 + 20))
+    c = view.record_change(None, catalog_entry("c", updated_at=T0 + 10))
     a = view.record_change(None, catalog_entry("a", updated_at=T0 + 20))
-    b = view.record_change(None, catalog_entry("b", updated_at=T0 + 10))
-    c = view.record_change(None, catalog_entry("c", updated_at=T0 + 20))
-    assert view.changes_between(T0, T0 + 20) == [b, a, c]
+    assert view.changes_between(T0, T0 + 20) == [c, a, b]  # same time: by item, not by arrival
     assert view.changes_between(T0 + 10, T0 + 19) == []  # exclusive start, inclusive end
-    assert view.forget_changes_until(T0 + 10) == 1 and view.pending_changes() == 2
+    view.put(catalog_entry("a", updated_at=T0 + 20))
+    assert view.remove("a") and view.changes_between(T0, T0 + 20) == [c, b]
+
+
+def test_promotions_are_judged_in_the_version_in_force() -> None:
+    from stream.contract import Promotion
+
+    view = CatalogView()
+    promo = Promotion(promotion_id="p", discount=0.3, starts_at=T0, ends_at=T0 + 1000)
+    on = catalog_entry("i1", updated_at=T0).model_copy(update={"promotion": promo})
+    view.put(on, base=True)
+    small = Promotion(promotion_id="q", discount=0.1, starts_at=T0, ends_at=T0 + 1000)
+    view.put(catalog_entry("i2", updated_at=T0).model_copy(update={"promotion": small}), base=True)
+    # The promotion's removal, read early, does not take i1 off before its time.
+    view.put(catalog_entry("i1", updated_at=T0 + 500))
+    assert view.active(T0 + 100, 5) == ["i1", "i2"]
+    assert view.active(T0 + 600, 5) == ["i2"]
+    assert view.active(T0 + 100, 1) == ["i1"]
+    view.forget_until(T0 + 2000)  # both promotions over: off the board
+    assert view.active(T0 + 2000, 5) == []
 
 
 def _engine() -> tuple[Engine, DictState]:
@@ -113,8 +160,14 @@ def test_the_tick_forgets_changes_every_owned_partition_announced() -> None:
     assert engine.catalog.pending_changes() == 1
     engine.tick(store)
     assert engine.catalog.pending_changes() == 1  # no partition's clock reached it yet
-    for p in range(PARTITIONS):
-        user = next(u for i in range(200) if partition_for(u := f"m{i}", PARTITIONS) == p)
+    users = [
+        next(u for i in range(200) if partition_for(u := f"m{i}", PARTITIONS) == p) for p in range(PARTITIONS)
+    ]
+    for p, user in enumerate(users):
         engine.process([ev(f"t{p}", user, "view", "i3", T0 + 200)], store)
+    engine.tick(store)
+    assert engine.catalog.pending_changes() == 1  # kept for the retention, for partitions behind
+    for p, user in enumerate(users):
+        engine.process([ev(f"u{p}", user, "view", "i3", T0 + 200 + CATALOG_RETENTION_SECONDS)], store)
     engine.tick(store)
     assert engine.catalog.pending_changes() == 0
