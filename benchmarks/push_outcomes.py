@@ -820,6 +820,26 @@ def write_report(
         )
         + " |"
     )
+    per_seed = result.get("per_seed")
+    if per_seed:
+        # Each world alone: the effect vs no push (its 95 % interval) and the paired difference to the
+        # first arm, so "better on every seed" can be read off, not only the pooled figure.
+        lines += [
+            "",
+            "Per world (incremental purchases vs no push ± 95 %; paired difference to the first arm):",
+            "",
+        ]
+        lines += ["| seed | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for seed, world in per_seed.items():
+            cells = []
+            for n in names:
+                f = world[n]
+                effect, ci = f["incremental_purchases_vs_no_push"], f["incremental_purchases_vs_no_push_ci95"]
+                cell = f"{effect:+.0f} ± {ci:.0f}"
+                if n != names[0]:
+                    cell += f" ({f['vs_first_purchases']:+.0f} ± {f['vs_first_purchases_ci95']:.0f})"
+                cells.append(cell)
+            lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     if figures:
         lines += ["", *markdown_images(figures, report)]
     table = "\n".join(lines).rstrip()
@@ -938,6 +958,8 @@ def main(argv: list[str] | None = None) -> int:
     first = args.arms[0]
     result: dict[str, Any] = {"arm": first, **per_arm[first]}
     result["baselines"] = {n: v for n, v in per_arm.items() if n != first}
+    if len(seeds) > 1:
+        result["per_seed"] = per_seed_figures(cfg, seeds, runs, masks, no_pushes, args.arms)
     result.update(
         {
             "days": cfg.days,
@@ -968,6 +990,35 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0
+
+
+PER_SEED_KEYS = (
+    "incremental_purchases_vs_no_push",
+    "incremental_purchases_vs_no_push_ci95",
+    "incremental_revenue_vs_no_push",
+    "pushes_per_user_per_day",
+)
+
+
+def per_seed_figures(
+    cfg: BenchConfig,
+    seeds: list[int],
+    runs: dict[str, list[ArmRun]],
+    masks: list[np.ndarray],
+    no_pushes: list[dict[str, np.ndarray]],
+    arms: list[str],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Each world's own figures per arm (effect vs no push, and paired against the first arm)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for i, seed in enumerate(seeds):
+        first = runs[arms[0]][i]
+        world: dict[str, dict[str, float]] = {}
+        for name in arms:
+            run = runs[name][i]
+            fig = figures(cfg, run, masks[i], no_pushes[i])
+            world[name] = {k: fig[k] for k in PER_SEED_KEYS if k in fig} | compare_with(first, run, ~masks[i])
+        out[str(seed)] = world
+    return out
 
 
 def publish(cfg: BenchConfig, result: dict[str, Any], command: str, out: Path) -> Path:
