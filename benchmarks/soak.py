@@ -79,6 +79,7 @@ from stream.partition_state import COVISIT_PREFIX, INTEREST_PREFIX  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.sim_runner import ShopSimulator  # noqa: E402
 from stream.simulator import DAY, SimConfig, World  # noqa: E402
+from stream.state import UserState  # noqa: E402
 from stream.topics import changelog_topic, ensure_topics  # noqa: E402
 from tests.support.worker import PRODUCTION_DECISIONS, WorkerProcess, settings_for  # noqa: E402
 
@@ -104,6 +105,11 @@ HEAD_PROBE_RECORDS = 500  # records per partition read again from offset 0 at ev
 LEVEL_FLAT_SHARE = 0.02
 LEVEL_GROWTH_SHARE = 0.05
 LEVEL_SLOPE_SHARE = 0.25
+# A level that falls back again and again (RocksDB's files between compactions) is "bounded" when its
+# last third peaks at most SAWTOOTH_PEAK_GROWTH times the earlier peak; a fall is a drop below
+# SAWTOOTH_DROP of the previous sample.
+SAWTOOTH_DROP = 0.67
+SAWTOOTH_PEAK_GROWTH = 1.10
 # A series with a cap in the code (an index that evicts beyond a configured size) is "capped" when it
 # still grows but stays under its cap and its growth slows to at most LEVEL_SLOPE_SHARE of the first
 # third's: it cannot pass the cap, and the report says how near it is.
@@ -283,6 +289,8 @@ class ChangelogTail(threading.Thread):
     samples: int = 0  # samples taken (the head probe runs on every tenth)
     gaps: int = 0  # offsets skipped between consecutive records (removed before this reader got there)
     live: dict[tuple[int, bytes], int] = field(default_factory=dict)  # key -> size of its latest value
+    # User records that hold nothing but an opt-out (kept for good: an opt-out is never forgotten).
+    optouts: set[tuple[int, bytes]] = field(default_factory=set)
     last_offset: dict[int, int] = field(default_factory=dict)
     high: dict[int, int] = field(default_factory=dict)
     low: dict[int, int] = field(default_factory=dict)
@@ -329,8 +337,13 @@ class ChangelogTail(threading.Thread):
         if value is None:
             self.tombstones += 1
             self.live.pop((partition, key), None)
+            self.optouts.discard((partition, key))
         else:
             self.live[(partition, key)] = len(key) + len(value)
+            if _is_optout_only(key, value):
+                self.optouts.add((partition, key))
+            else:
+                self.optouts.discard((partition, key))
 
     def snapshot(self) -> dict[str, int]:
         """The counts so far."""
@@ -343,6 +356,9 @@ class ChangelogTail(threading.Thread):
                 "changelog_live_keys": len(self.live),
                 # User records vs the partitions' shared rows (index entries, clock: keys from \x00).
                 "changelog_live_users": sum(1 for _, key in self.live if not key.startswith(b"\x00")),
+                "changelog_live_optouts": len(self.optouts),
+                "changelog_live_active_users": sum(1 for _, key in self.live if not key.startswith(b"\x00"))
+                - len(self.optouts),
                 "changelog_live_partition_rows": sum(1 for _, key in self.live if key.startswith(b"\x00")),
                 # The two indexes that hold the bulk of those rows, each with its own configured cap.
                 "changelog_live_covisit_rows": sum(1 for _, k in self.live if k.startswith(COVISIT_PREFIX)),
@@ -351,6 +367,20 @@ class ChangelogTail(threading.Thread):
                 "changelog_tombstones": self.tombstones,
                 "changelog_gaps_seen": self.gaps,
             }
+
+
+OPTOUT_RECORD_MAX_BYTES = 512  # an opt-out-only record is small; larger ones are not decoded
+
+
+def _is_optout_only(key: bytes, value: bytes) -> bool:
+    """Whether a changelog value is a user record holding only an opt-out (no events)."""
+    if key.startswith(b"\x00") or len(value) > OPTOUT_RECORD_MAX_BYTES:
+        return False
+    try:
+        state = UserState.from_bytes(value)
+    except ValueError:
+        return False
+    return state.n_events == 0 and state.policy.opted_in is False
 
 
 def probe_head(bootstrap: str, topic: str, partitions: int, n: int = HEAD_PROBE_RECORDS) -> dict[str, int]:
@@ -646,7 +676,8 @@ LEVELS: dict[str, str] = {
     "changelog_bytes_read": "changelog bytes",
     "changelog_live_keys": "changelog live keys",
     "changelog_live_bytes": "changelog live bytes",
-    "changelog_live_users": "changelog live user records",
+    "changelog_live_users": "changelog live user records (all)",
+    "changelog_live_active_users": "changelog live user records, opt-out-only ones apart",
     "changelog_live_covisit_rows": "changelog live co-visitation rows",
     "changelog_live_interest_rows": "changelog live interest-index rows",
     "consumer_lag": "consumer lag",
@@ -657,6 +688,7 @@ COUNTERS: dict[str, str] = {
     "pushes": "pushes",
     "dead_letters": "dead letters",
     "users_arrived": "user ids arrived",
+    "changelog_live_optouts": "opt-out-only user records (kept for good, one per user who opted out)",
 }
 
 
@@ -664,6 +696,16 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     if len(xs) < 2 or max(xs) - min(xs) <= 0:
         return float("nan")
     return float(np.polyfit(np.array(xs), np.array(ys), 1)[0])
+
+
+def _sawtooth_bounded(xs: list[float], ys: list[float]) -> bool:
+    """A series that keeps falling back (RocksDB between compactions): at least two drops of a third or
+    more, and the last third's peak within 10 % of the first two thirds' peak."""
+    drops = sum(1 for a, b in zip(ys, ys[1:], strict=False) if a > 0 and b < SAWTOOTH_DROP * a)
+    total = xs[-1] - xs[0]
+    early = [y for x, y in zip(xs, ys, strict=True) if x < xs[-1] - total / 3]
+    late = [y for x, y in zip(xs, ys, strict=True) if x >= xs[-1] - total / 3]
+    return drops >= 2 and bool(early) and bool(late) and max(late) <= SAWTOOTH_PEAK_GROWTH * max(early)
 
 
 def trend(samples: list[dict[str, float]], key: str, level: bool, cap: float | None = None) -> dict[str, Any]:
@@ -680,6 +722,8 @@ def trend(samples: list[dict[str, float]], key: str, level: bool, cap: float | N
     ys = [s.get(key, 0.0) for s in samples]
     if len(xs) < 2:
         return {"verdict": "too short"}
+    if not any(key in s for s in samples):
+        return {"verdict": "not measured in this run"}
     total = xs[-1] - xs[0]
     first = [(x, y) for x, y in zip(xs, ys, strict=True) if x <= xs[0] + total / 3]
     last = [(x, y) for x, y in zip(xs, ys, strict=True) if x >= xs[-1] - total / 3]
@@ -700,6 +744,12 @@ def trend(samples: list[dict[str, float]], key: str, level: bool, cap: float | N
             out["verdict"] = "levels off"
         elif cap is not None and ys[-1] <= cap and s1 > 0 and s3 <= LEVEL_SLOPE_SHARE * s1:
             out["verdict"] = f"capped: {ys[-1] / cap:.0%} of its bound {cap:,.0f}"
+        elif _sawtooth_bounded(xs, ys):
+            early = max(y for x, y in zip(xs, ys, strict=True) if x < xs[-1] - total / 3)
+            late = max(y for x, y in zip(xs, ys, strict=True) if x >= xs[-1] - total / 3)
+            out["verdict"] = (
+                f"bounded: falls back at compactions, last third's peak {late / early:.2f}x the earlier"
+            )
         else:
             out["verdict"] = "still grows"
         if cap is not None:
@@ -757,6 +807,8 @@ def summary_json(run: Run, analysis: dict[str, Any]) -> dict[str, Any]:
         "changelog_live_partition_rows": final.get("changelog_live_partition_rows"),
         "changelog_live_covisit_rows": final.get("changelog_live_covisit_rows"),
         "changelog_live_interest_rows": final.get("changelog_live_interest_rows"),
+        "changelog_live_optouts": final.get("changelog_live_optouts"),
+        "changelog_live_active_users": final.get("changelog_live_active_users"),
         "index_caps": run.setup.get("caps"),
         "changelog_live_mib": final.get("changelog_live_bytes", 0) / 2**20,
         "changelog_records_removed": scan.get("records_removed"),
@@ -799,6 +851,7 @@ PLOTS: list[tuple[str, str, list[tuple[str, str, float]]]] = [
         [
             ("state_keys", "kairos_state_keys", 1.0),
             ("changelog_live_users", "changelog live user records", 1.0),
+            ("changelog_live_optouts", "of which opt-out only (kept for good)", 1.0),
             ("changelog_live_partition_rows", "changelog live partition rows (indexes)", 1.0),
             ("changelog_live_covisit_rows", "of which co-visitation", 1.0),
             ("users_arrived", "user ids arrived", 1.0),
@@ -1001,6 +1054,7 @@ def write_report(run: Run, analysis: dict[str, Any], plots: list[str], out: Path
         ("changelog_records_read", "changelog records", 1.0),
         ("changelog_bytes_read", "changelog MiB", 2**20),
         ("changelog_live_users", "live users", 1.0),
+        ("changelog_live_optouts", "opt-out records", 1.0),
         ("changelog_live_partition_rows", "live index rows", 1.0),
         ("changelog_live_covisit_rows", "co-visitation rows", 1.0),
         ("changelog_live_interest_rows", "interest rows", 1.0),

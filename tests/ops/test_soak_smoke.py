@@ -65,6 +65,8 @@ def test_soak_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:
     caps = saved["setup"]["caps"]
     assert 0 < summary["changelog_live_covisit_rows"] <= caps["changelog_live_covisit_rows"]
     assert 0 <= summary["changelog_live_interest_rows"] <= caps["changelog_live_interest_rows"]
+    # Opt-out-only records are counted apart from the other user records.
+    assert 0 <= summary["changelog_live_optouts"] <= summary["changelog_live_users"]
 
     report = (out / "soak.md").read_text()
     assert "## Does it level off?" in report

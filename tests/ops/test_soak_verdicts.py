@@ -39,3 +39,24 @@ def test_index_caps_follow_the_worker_environment() -> None:
     assert smaller["changelog_live_interest_rows"] == 2 * min(
         default["changelog_live_interest_rows"] // 4, 3000 * 200
     )
+
+
+def test_a_series_that_keeps_falling_back_is_bounded_and_a_missing_one_is_said_so() -> None:
+    sawtooth = [float(10 * (i % 10) + 5) for i in range(30)]  # climbs, drops at each "compaction"
+    assert trend(_samples(sawtooth), "series", True)["verdict"].startswith("bounded: falls back")
+    climbing_sawtooth = [float(10 * (i % 10) + 5 + 20 * i) for i in range(30)]
+    assert trend(_samples(climbing_sawtooth), "series", True)["verdict"] == "still grows"
+    assert trend(_samples(sawtooth), "absent", True)["verdict"] == "not measured in this run"
+
+
+def test_only_a_user_record_holding_nothing_but_an_opt_out_is_counted_apart() -> None:
+    from benchmarks.soak import _is_optout_only
+    from stream.state import UserState
+
+    kept = UserState()
+    kept.policy.opted_in = False
+    assert _is_optout_only(b"u1", kept.to_bytes())
+    active = UserState(n_events=3, last_event_ts=1.0)
+    active.policy.opted_in = False
+    assert not _is_optout_only(b"u2", active.to_bytes())
+    assert not _is_optout_only(b"\x00n-row", kept.to_bytes()) and not _is_optout_only(b"u3", b"garbage")
