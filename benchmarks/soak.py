@@ -698,6 +698,17 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(np.array(xs), np.array(ys), 1)[0])
 
 
+def _noisy_level(xs: list[float], ys: list[float]) -> bool:
+    """A level that only fluctuates: the last third's mean within LEVEL_GROWTH_SHARE of the middle third's
+    (a slope fitted to a third of a noisy flat series can be anything)."""
+    total = xs[-1] - xs[0]
+    mid = [y for x, y in zip(xs, ys, strict=True) if xs[0] + total / 3 < x < xs[-1] - total / 3]
+    last = [y for x, y in zip(xs, ys, strict=True) if x >= xs[-1] - total / 3]
+    if not mid or not last or sum(mid) <= 0:
+        return False
+    return abs(sum(last) / len(last) / (sum(mid) / len(mid)) - 1.0) <= LEVEL_GROWTH_SHARE
+
+
 def _sawtooth_bounded(xs: list[float], ys: list[float]) -> bool:
     """A series that keeps falling back (RocksDB between compactions): at least two drops of a third or
     more, and the last third's peak within 10 % of the first two thirds' peak."""
@@ -750,6 +761,8 @@ def trend(samples: list[dict[str, float]], key: str, level: bool, cap: float | N
             out["verdict"] = (
                 f"bounded: falls back at compactions, last third's peak {late / early:.2f}x the earlier"
             )
+        elif _noisy_level(xs, ys):
+            out["verdict"] = "levels off (noisy: last third's mean within 5 % of the middle third's)"
         else:
             out["verdict"] = "still grows"
         if cap is not None:
