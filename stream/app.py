@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -36,6 +37,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream import metrics
+from stream.bulk_input import BulkReader, group_offsets, holding
 from stream.contract import ContractError, Push, to_json_bytes
 from stream.engine import Engine, Inbound, Outcome, refused
 from stream.kafka_io import DeliveryError, EndOffsetProbe, Outbox, consume_forever, replay_partitions
@@ -131,6 +133,12 @@ class Worker:
         self._stop = threading.Event()
         # End offsets from the broker probe (a thread replaces the whole dict; the loop only reads it).
         self._probed_ends: dict[tuple[str, int], int] = {}
+        # Bulk input (stream/bulk_input.py): created at startup, read by one thread of its own.
+        self._bulk = settings.worker.input_reader == "bulk"
+        self.reader: BulkReader | None = None
+        self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="kairos-input")
+        self._assigned_event = asyncio.Event()  # set while no rebalance is under way
+        self._group_committed: dict[tuple[str, int], int] = {}
         self.app = self._build_app()
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -165,6 +173,10 @@ class Worker:
             table_standby_replicas=1,
             stream_buffer_maxsize=max(s.worker.batch_size * 4, 4096),
         )
+        if self._bulk:
+            # faust still joins the group for the inputs and runs the rebalance callbacks; only the
+            # reading moves underneath it (stream/bulk_input.py).
+            app.transport.Consumer = holding(self._inputs)  # type: ignore[misc]
         source = app.topic(
             self.topics.events,
             self.topics.consent,
@@ -202,6 +214,9 @@ class Worker:
         else:
             log.error("no usable model in %s yet: %s", self.settings.model.dir, self.watcher.last_error)
         threading.Thread(target=self._read_catalog, name="kairos-catalog", daemon=True).start()
+        if self._bulk:
+            self.reader = BulkReader(self.settings)
+            self._spawn(self._bulk_loop())
         threading.Thread(target=self._probe_broker, name="kairos-broker-probe", daemon=True).start()
 
     def _spawn(self, coro: Any) -> None:
@@ -240,6 +255,10 @@ class Worker:
         self._stop.set()
         for task in list(self._background):
             task.cancel()
+        if self.reader is not None:
+            # The reading thread ends within one read's timeout; only then may the consumer close.
+            await asyncio.to_thread(self._reader_thread.shutdown, True)
+            self.reader.close()
         self.outbox.close()
         for p in list(self.store.partitions):
             if p not in self._in_recovery:  # a recovery thread may still read it; the exit closes it
@@ -270,6 +289,7 @@ class Worker:
         # Until the next assignment another member may take these partitions: no timer or catalog
         # writes from here (see _tick). State is dropped at the assignment, only for what moved.
         self._rebalancing = True
+        self._assigned_event.clear()
         self._revoked_at = time.monotonic()
         self.lag.on_revoked((tp.topic, tp.partition) for tp in revoked)
 
@@ -286,6 +306,7 @@ class Worker:
             self._recovering[p] = self._epochs[p]
             self._ready_partitions[p] = asyncio.Event()
         self._rebalancing = False
+        self._assigned_event.set()
         if self._revoked_at is not None:
             pause = time.monotonic() - self._revoked_at
             self._revoked_at = None
@@ -309,6 +330,10 @@ class Worker:
                 event.set()  # release batches waiting on it; _consume then skips their records
             if p not in self._in_recovery:  # else the recovery loop closes it when its round ends
                 self.store.close(p)
+        if self.reader is not None:
+            self.reader.unassign((t, p) for t in sorted(self._inputs) for p in partitions)
+        for tp in [tp for tp in self._group_committed if tp[1] in partitions]:
+            del self._group_committed[tp]
         if self.engine is not None:
             self.engine.release(partitions)
         log.info("released partitions %s", sorted(partitions))
@@ -403,6 +428,8 @@ class Worker:
                     raise
             pstore.ready = True
             self._recovering.pop(p, None)
+            if self.reader is not None:
+                self.reader.assign(self._read_starts(p))
             event = self._ready_partitions.get(p)
             if event is not None:
                 event.set()
@@ -462,6 +489,11 @@ class Worker:
     # -- the hot path ---------------------------------------------------------------------------
 
     async def _consume(self, stream: faust.StreamT) -> None:
+        """faust's agent on the inputs: the per-record path (``worker.input_reader = faust``).
+
+        With bulk input faust never fetches the inputs (``stream.bulk_input.HeldInputConsumer``),
+        so this agent only keeps them in faust's subscription and receives nothing.
+        """
         wk = self.settings.worker
         batches = stream.take_events(wk.batch_size, within=wk.batch_wait_seconds)  # type: ignore[attr-defined]
         async for events in batches:
@@ -471,43 +503,100 @@ class Worker:
                 )
                 for e in events
             ]
-            for p in {r.partition for r in records}:
-                ready = self._ready_partitions.get(p)
-                if ready is not None and not ready.is_set():
-                    await ready.wait()  # set when recovered, or when the partition is revoked
-            # Records of a partition this worker no longer owns (revoked while they waited) belong
-            # to its new owner, which reads them from the last committed offset.
-            records = [r for r in records if self._serving(r.partition)]
+            if self._bulk:
+                log.error(
+                    "faust delivered %d input records while bulk input reads them; ignored", len(records)
+                )
+                continue
+            await self._handle(records)
+
+    async def _bulk_loop(self) -> None:
+        """Read the inputs in batches (stream/bulk_input.py) and hand them to :meth:`_handle`.
+
+        A read sees the reader's assignment as it stood when the read began; a partition that was
+        dropped meanwhile has a new epoch, and its records (from before the move) are discarded: a
+        later assignment reads them again from the recovered state's offsets.
+        """
+        assert self.reader is not None
+        reader = self.reader
+        wk = self.settings.worker
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            epochs = dict(self._epochs)
+            try:
+                records = await loop.run_in_executor(self._reader_thread, reader.read, wk.batch_size, 0.2)
+            except RuntimeError:  # the executor shut down: the worker is stopping
+                return
             if not records:
                 continue
-            while self.engine is None:
-                await asyncio.sleep(0.1)
-            if self._catalog_ready is not None and not self._catalog_ready.is_set():
-                await self._catalog_ready.wait()  # decisions need stock, prices and promotions
-            # faust forgets offsets acked since its last commit at every revocation (and a crash
-            # loses them too): records the state already accounts for come again. Skipping them
-            # keeps dead letters (which have no other dedupe) to one per malformed record.
-            fresh = [r for r in records if not self.engine.applied(r)]
-            if len(fresh) < len(records):
-                log.info("skipped %d redelivered records already applied", len(records) - len(fresh))
-            started = time.perf_counter()
-            txn = Transaction(self.store)
-            if not fresh:
-                outcome = Outcome()
+            if self._rebalancing:
+                await self._assigned_event.wait()  # no writes while another member may own them
+            records = [r for r in records if self._epochs.get(r.partition) == epochs.get(r.partition)]
+            if records:
+                await self._handle(records)
+
+    def _read_starts(self, partition: int) -> dict[tuple[str, int], int | None]:
+        """Where the bulk reader starts on a recovered partition: after each input's applied offset."""
+        assert self.engine is not None
+        offsets = self.engine.part(partition).offsets
+        return {
+            (topic, partition): (offsets[topic] + 1 if topic in offsets else None)
+            for topic in sorted(self._inputs)
+        }
+
+    async def _commit_group_offsets(self) -> None:
+        """Write the applied input offsets to the group (bulk input): for lag dashboards only."""
+        if self.engine is None or self._rebalancing:
+            return
+        applied: dict[tuple[str, int], int] = {}
+        for p in sorted(self._owned):
+            if self._serving(p):
+                for topic, offset in self.engine.part(p).offsets.items():
+                    if topic in self._inputs and self._group_committed.get((topic, p)) != offset:
+                        applied[(topic, p)] = offset
+        consumer: Any = self.app.consumer  # faust's explicit-offsets commit (ThreadDelegateConsumer)
+        if applied and await consumer._commit(group_offsets(applied)):
+            self._group_committed.update(applied)
+
+    async def _handle(self, records: list[Inbound]) -> None:
+        """Process one batch of input records and make its output and state durable."""
+        for p in {r.partition for r in records}:
+            ready = self._ready_partitions.get(p)
+            if ready is not None and not ready.is_set():
+                await ready.wait()  # set when recovered, or when the partition is revoked
+        # Records of a partition this worker no longer owns (revoked while they waited) belong
+        # to its new owner, which reads them from the last committed offset.
+        records = [r for r in records if self._serving(r.partition)]
+        if not records:
+            return
+        while self.engine is None:
+            await asyncio.sleep(0.1)
+        if self._catalog_ready is not None and not self._catalog_ready.is_set():
+            await self._catalog_ready.wait()  # decisions need stock, prices and promotions
+        # Input read again after a revocation or a crash (faust forgets offsets acked since its last
+        # commit; the bulk reader restarts from the state) is already accounted for by the state.
+        # Skipping it keeps dead letters (which have no other dedupe) to one per malformed record.
+        fresh = [r for r in records if not self.engine.applied(r)]
+        if len(fresh) < len(records):
+            log.info("skipped %d redelivered records already applied", len(records) - len(fresh))
+        started = time.perf_counter()
+        txn = Transaction(self.store)
+        if not fresh:
+            outcome = Outcome()
+        else:
+            try:
+                outcome = self.engine.process(fresh, txn)
+            except Exception:
+                log.exception("a batch of %d records failed; retrying them one by one", len(fresh))
+                outcome = self._process_isolated(fresh)
             else:
-                try:
-                    outcome = self.engine.process(fresh, txn)
-                except Exception:
-                    log.exception("a batch of %d records failed; retrying them one by one", len(fresh))
-                    outcome = self._process_isolated(fresh)
-                else:
-                    self._commit_or_die(outcome, txn)
-            elapsed = time.perf_counter() - started
-            metrics.observe_events(outcome.events, elapsed / max(len(records), 1))
-            metrics.observe_input_updates(consent=outcome.consent_updates)
-            for r in records:
-                self.lag.on_processed(r.topic, r.partition, r.offset)
-            self.health.batch_done()
+                self._commit_or_die(outcome, txn)
+        elapsed = time.perf_counter() - started
+        metrics.observe_events(outcome.events, elapsed / max(len(records), 1))
+        metrics.observe_input_updates(consent=outcome.consent_updates)
+        for r in records:
+            self.lag.on_processed(r.topic, r.partition, r.offset)
+        self.health.batch_done()
 
     def _serving(self, partition: int) -> bool:
         """Whether this worker owns ``partition`` and has recovered it."""
@@ -633,6 +722,11 @@ class Worker:
             self._publish_gauges()
         except Exception:  # noqa: BLE001
             self._tick_error("gauges")
+        if self.reader is not None:
+            try:
+                await self._commit_group_offsets()
+            except Exception:  # noqa: BLE001
+                self._tick_error("offsets")
         if self.engine is None or self._rebalancing:
             return
         caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then

@@ -50,7 +50,7 @@ from stream.interest import catalog_triggers
 from stream.outcome import Inbound, Outcome, refused
 from stream.partition_state import PartitionState
 from stream.scoring import AskScorer
-from stream.send_time import EngagementHours, observation_weight
+from stream.send_time import observation_weight, observe_stored
 from stream.settings import Settings
 from stream.state import UserState
 from stream.timers import Timer, on_behaviour, schedule_promotion_ending
@@ -486,9 +486,13 @@ class Engine:
         weight = observation_weight(event.type, cfg)
         if not cfg.send_time_enabled or weight <= 0:
             return
-        hours = EngagementHours.from_list(state.policy.send_hours, cfg.send_time_half_life_seconds)
-        hours.observe(event.ts, pol.user_zone(state.policy, cfg), weight)
-        state.policy.send_hours = hours.to_list()
+        state.policy.send_hours = observe_stored(
+            state.policy.send_hours,
+            event.ts,
+            pol.user_zone(state.policy, cfg),
+            weight,
+            cfg.send_time_half_life_seconds,
+        )
 
     def _resolve(
         self,

@@ -135,6 +135,36 @@ class EngagementHours:
         return hours
 
 
+def observe_stored(
+    row: list[float | int] | None, ts: float, zone: ZoneInfo, weight: float, half_life_seconds: float
+) -> list[float | int] | None:
+    """``EngagementHours.from_list(row).observe(ts, zone, weight)`` then ``to_list()``, without the
+    round trip when the landmark stays: only the observed bin changes (the others are already
+    rounded, and rounding is idempotent), so the result is the same list, bin for bin.
+
+    The worker counts every event of a shopper this way; the full decode and encode of 24 bins
+    per event was one of the largest costs of its bookkeeping.
+    """
+    if weight < 0:
+        raise ValueError("weight must not be negative")
+    if weight == 0:
+        return row
+    if not row or len(row) > HOURS + 1 or ts - row[0] > _REBASE_HALF_LIVES * half_life_seconds:
+        hours = EngagementHours.from_list(row, half_life_seconds)
+        hours.observe(ts, zone, weight)
+        return hours.to_list()
+    hour = datetime.fromtimestamp(ts, zone).hour
+    out = list(row)
+    if len(out) < hour + 2:
+        out.extend([0] * (hour + 2 - len(out)))
+    added = weight * math.exp2((ts - float(row[0])) / half_life_seconds)
+    count = round(float(out[hour + 1]) + added, _DECIMALS)
+    out[hour + 1] = int(count) if count.is_integer() else count
+    while len(out) > 1 and out[-1] == 0:
+        out.pop()
+    return out if len(out) > 1 else None
+
+
 def _in_quiet_hours(ts: float, zone: ZoneInfo, start: int, end: int) -> bool:
     """Whether ``ts`` falls in quiet hours (minutes after local midnight; ``start == end``: none).
 

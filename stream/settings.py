@@ -174,6 +174,13 @@ class WorkerConfig(BaseModel):
     )
     max_event_bytes: int = Field(16_384, description="Larger inputs are refused to the dead-letter topic.")
     batch_size: int = Field(512, description="Most events processed together in one scoring batch.")
+    input_reader: Literal["bulk", "faust"] = Field(
+        "bulk",
+        description=(
+            "How events and consent are read: 'bulk' = librdkafka batches on faust's assignment "
+            "(stream/bulk_input.py), 'faust' = faust's own per-record stream (slower, kept to compare)."
+        ),
+    )
     batch_wait_seconds: float = Field(0.005, description="Longest wait to fill a batch before processing it.")
     dedupe_event_ids: int = Field(
         64, description="Recent event ids remembered per user to drop redeliveries."

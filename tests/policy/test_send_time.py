@@ -20,6 +20,7 @@ from stream.send_time import (
     _in_quiet_hours,
     describe,
     observation_weight,
+    observe_stored,
     send_at,
 )
 from tests.policy.conftest import local_ts
@@ -458,3 +459,24 @@ def test_the_same_events_in_any_order_give_the_same_send_time():
             hours.observe(ts, NY, w)
         results.add(send_at(hours, now, NY, now + DAY, cfg()))
     assert results == {at("America/New_York", 2024, 6, 15, 19, 0)}
+
+
+def test_observe_stored_equals_the_full_round_trip():
+    """The worker's per-event fast path gives the same stored list as decode, observe, encode."""
+    rng = random.Random(7)
+    zones = [ZoneInfo(z) for z in ("UTC", "Europe/Berlin", "Asia/Kathmandu", "America/New_York")]
+    half_life = 21 * 86400.0
+    for _ in range(300):
+        row: list[float | int] | None = None
+        ts = 1_780_000_000.0 + rng.uniform(0, 86400)
+        for _ in range(rng.randint(1, 40)):
+            # Mostly forward, sometimes out of order, sometimes past a half-life (a rebase).
+            ts += rng.choice([rng.uniform(-3600, 0), rng.uniform(0, 7200), rng.uniform(0, 2 * half_life)])
+            zone = rng.choice(zones)
+            weight = rng.choice([0.0, 1.0, 2.5, 0.001])
+            full = EngagementHours.from_list(row, half_life)
+            full.observe(ts, zone, weight)
+            expected = full.to_list() if weight > 0 else row
+            got = observe_stored(row, ts, zone, weight, half_life)
+            assert got == expected and [type(v) for v in got or []] == [type(v) for v in expected or []]
+            row = got
