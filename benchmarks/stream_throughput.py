@@ -317,6 +317,7 @@ def measure_throughput(
     workdir: Path,
     py_spy: str | None,
     profile_out: Path | None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Pre-produce, start the worker, time the first to the last processed event (see module doc)."""
     produce(bootstrap, "catalog", work.catalog)
@@ -328,7 +329,7 @@ def measure_throughput(
         bootstrap,
         workdir / "state-throughput",
         model_dir,
-        env=THROUGHPUT_ENV,
+        env={**THROUGHPUT_ENV, **(env or {})},
         app_id="bench-throughput",
         py_spy=py_spy,
         profile_out=profile_out,
@@ -355,6 +356,7 @@ def measure_throughput(
         pushes = worker.metric("kairos_pushes_total")
         per_event_hist = worker.metric("kairos_event_processing_seconds_sum")
         batches = worker.metric("kairos_batch_events_count")
+        stages = _stage_seconds(worker)
     finally:
         worker.stop()
     assert t0 is not None and c0 is not None
@@ -370,7 +372,22 @@ def measure_throughput(
         "mean_batch": n / batches if batches else None,
         "pushes": int(pushes),
         "outcomes": outcomes,
+        # The worker's own kairos_stage_seconds_total, over every event (start-up batches included).
+        "stage_us_per_event": {k: 1e6 * v / n for k, v in stages.items()},
     }
+
+
+def _stage_seconds(worker: WorkerProcess) -> dict[str, float]:
+    """``kairos_stage_seconds_total`` per stage, in the worker's order (stream.outcome.STAGES)."""
+    from stream.outcome import STAGES
+
+    _, body = worker.get("/metrics")
+    found: dict[str, float] = {}
+    for line in body.splitlines():
+        if line.startswith("kairos_stage_seconds_total{"):
+            head, _, value = line.rpartition(" ")
+            found[head.split('stage="', 1)[1].split('"', 1)[0]] = float(value)
+    return {stage: found[stage] for stage in STAGES if stage in found}
 
 
 def _outcomes(worker: WorkerProcess) -> dict[str, int]:
@@ -723,6 +740,11 @@ def draw_figures(r: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
         ("worker, live-paced event times", r["events_per_s"], plots.OURS),
         ("worker, dataset's own event times", r.get("replay_events_per_s"), plots.OURS),
     ]
+    compared = r.get("compared")
+    if compared:
+        stages.append(
+            (f"worker, {compared['input_reader']} input (same run)", compared["events_per_s"], plots.OTHER)
+        )
     shown = [(label, float(v), col) for label, v, col in stages if v is not None]
     plots.hbars(ax, [s[0] for s in shown], [s[1] for s in shown], [s[2] for s in shown])
     ax.set_xscale("log")
@@ -733,19 +755,18 @@ def draw_figures(r: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     drawn.append(("Throughput per stage", plots.save(fig, out / "stream_throughput-stages.png")))
 
     per_event = 1e6 / r["events_per_s"]
-    in_batch = float(t["engine_and_commit_us_per_event"])
-    budget = [
-        ("all (1 / events_per_s)", per_event, plots.OURS),
-        ("in the agent's batch", in_batch, plots.OTHER),  # engine, produce + flush, RocksDB
-        ("outside the batch", per_event - in_batch, plots.OTHER),  # faust delivery, Inbound, lag
-    ]
-    engine = (r.get("profile") or {}).get("engine")
-    if engine:
-        budget.append(("Engine.process alone", float(engine["engine_us_per_event"]), plots.OTHER))
-    fig, ax = plots.figure(8.0, 3.0)
+    per_stage = {k: float(v) for k, v in (t.get("stage_us_per_event") or {}).items()}
+    budget = [("all (1 / events_per_s)", per_event, plots.OURS)]
+    budget += [(f"stage: {k}", v, plots.OTHER) for k, v in per_stage.items()]
+    if per_stage:
+        budget.append(("in no stage (loop, lag, metrics)", per_event - sum(per_stage.values()), plots.OTHER))
+    else:  # a run from before the worker timed its stages
+        in_batch = float(t["engine_and_commit_us_per_event"])
+        budget += [("in the batch", in_batch, plots.OTHER), ("outside it", per_event - in_batch, plots.OTHER)]
+    fig, ax = plots.figure(8.0, 0.9 + 0.32 * len(budget))
     plots.hbars(ax, [b[0] for b in budget], [b[1] for b in budget], [b[2] for b in budget])
     ax.set_xlabel("µs per event")
-    ax.set_title("Time per live-paced event in the worker process")
+    ax.set_title("Time per live-paced event in the worker process, by stage (kairos_stage_seconds_total)")
     drawn.append(("Per-event time budget", plots.save(fig, out / "stream_throughput-budget.png")))
 
     lat, flo = r["latency"], r["floor"]
@@ -795,13 +816,31 @@ def reading(r: dict[str, Any]) -> list[str]:
     t = r["throughput"]
     per_event = 1e6 / r["events_per_s"]
     in_batch = t["engine_and_commit_us_per_event"]
-    lines = [
-        f"- Per event the worker spends {per_event:.0f} µs (1 / events_per_s). Of that, "
-        f"{in_batch:.0f} µs are inside the agent's batch (`kairos_event_processing_seconds`: engine, "
-        f"produce + two synchronous flushes, RocksDB), and {per_event - in_batch:.0f} µs outside it: "
-        "faust delivering the records (fetch in aiokafka's thread, the stream, `take_events`), building "
-        "`Inbound` records, lag bookkeeping.",
-    ]
+    per_stage = t.get("stage_us_per_event") or {}
+    lines: list[str] = []
+    if per_stage:
+        ranked = sorted(per_stage.items(), key=lambda kv: -kv[1])
+        listed = ", ".join(f"{k} {v:.0f}" for k, v in ranked)
+        lines.append(
+            f"- Per event the worker spends {per_event:.0f} µs (1 / events_per_s), with "
+            f"`input_reader={r.get('input_reader', 'faust')}` and a mean batch of "
+            f"{t['mean_batch'] or 0:.0f} events. The worker's own `kairos_stage_seconds_total` splits "
+            f"it, in µs per event: {listed}; {per_event - sum(per_stage.values()):.0f} µs are in no "
+            "stage (the event loop, lag bookkeeping, metrics, waiting for the broker)."
+        )
+    else:
+        lines.append(
+            f"- Per event the worker spends {per_event:.0f} µs (1 / events_per_s). Of that, "
+            f"{in_batch:.0f} µs are inside the batch (`kairos_event_processing_seconds`), and "
+            f"{per_event - in_batch:.0f} µs outside it."
+        )
+    compared = r.get("compared")
+    if compared:
+        lines.append(
+            f"- The same live-paced run with `input_reader={compared['input_reader']}`: "
+            f"{compared['events_per_s']:,.0f} events/s, mean batch {compared['mean_batch'] or 0:.0f} "
+            f"(this run's `{r.get('input_reader')}`: {r['events_per_s']:,.0f})."
+        )
     eng = (r.get("profile") or {}).get("engine")
     if eng:
         e = eng["engine_us_per_event"]
@@ -877,6 +916,14 @@ def write_report(
         f"{'yes' if r['events_per_s'] >= 50_000 else 'no'} |",
         f"| replay_events_per_s (same events, the dataset's own"
         f" times) | {r['replay_events_per_s']:,.0f} | | |",
+        *(
+            [
+                f"| events_per_s with input_reader={r['compared']['input_reader']} (same run, same events) "
+                f"| {r['compared']['events_per_s']:,.0f} | | |"
+            ]
+            if r.get("compared")
+            else []
+        ),
         f"| ceiling_events_per_s (bare consume + parse_event) | {r['ceiling_events_per_s']:,.0f} | | |",
         f"| ratio events_per_s / ceiling | {r['ratio']:.3f} |"
         f" ≥ 0.25 | {'yes' if r['ratio'] >= 0.25 else 'no'} |",
@@ -997,6 +1044,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy binary for --profile.")
     parser.add_argument("--no-report", action="store_true", help="Do not write the markdown report.")
     parser.add_argument(
+        "--input-reader",
+        choices=("bulk", "faust"),
+        default="bulk",
+        help="How the measured worker reads its inputs (KAIROS_WORKER__INPUT_READER).",
+    )
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="Skip phase A with the other input reader (run by default, for the README's choice).",
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPORT.parent, help="Report folder (default benchmarks/reports)."
     )
     parser.add_argument(
@@ -1013,6 +1071,9 @@ def main(argv: list[str] | None = None) -> int:
 
     random.seed(0)
     started = time.time()
+    reader_env = {"KAIROS_WORKER__INPUT_READER": args.input_reader}
+    LATENCY_ENV.update(reader_env)
+    other = "faust" if args.input_reader == "bulk" else "bulk"
     settings = get_settings()
     mach = machine()
     model_dir = ensure_model(settings)
@@ -1027,13 +1088,32 @@ def main(argv: list[str] | None = None) -> int:
         with EmbeddedBroker() as broker:
             ensure_topics(settings_for(broker.bootstrap))
             _say(f"[bench] phase A: {len(live.events):,} live-paced events through the worker")
-            thr = measure_throughput(broker.bootstrap, model_dir, live, workdir, args.py_spy, spy_out)
+            thr = measure_throughput(
+                broker.bootstrap, model_dir, live, workdir, args.py_spy, spy_out, reader_env
+            )
             _say(f"[bench] worker {thr['events_per_s']:,.0f} events/s; ceiling read")
             ceil = measure_ceiling(broker.bootstrap, "events", len(live.events))
+        compared: dict[str, Any] | None = None
+        if not args.no_compare:
+            with EmbeddedBroker() as broker:
+                ensure_topics(settings_for(broker.bootstrap))
+                _say(f"[bench] phase A with input_reader={other}")
+                compared = measure_throughput(
+                    broker.bootstrap,
+                    model_dir,
+                    live,
+                    workdir / other,
+                    None,
+                    None,
+                    {"KAIROS_WORKER__INPUT_READER": other},
+                )
+                _say(f"[bench] worker ({other} input) {compared['events_per_s']:,.0f} events/s")
         with EmbeddedBroker() as broker:
             ensure_topics(settings_for(broker.bootstrap))
             _say(f"[bench] phase A': {len(work.events):,} events with the dataset's own times")
-            replayed = measure_throughput(broker.bootstrap, model_dir, work, workdir / "replay", None, None)
+            replayed = measure_throughput(
+                broker.bootstrap, model_dir, work, workdir / "replay", None, None, reader_env
+            )
             _say(f"[bench] worker {replayed['events_per_s']:,.0f} events/s with replay timestamps")
         with EmbeddedBroker() as broker:
             ensure_topics(settings_for(broker.bootstrap))
@@ -1069,6 +1149,8 @@ def main(argv: list[str] | None = None) -> int:
         "pace": args.pace,
         "throughput": thr,
         "throughput_replay": replayed,
+        "input_reader": args.input_reader,
+        "compared": None if compared is None else {"input_reader": other, **compared},
         "ceiling": ceil,
         "latency": lat,
         "floor": floor,

@@ -529,6 +529,7 @@ class Worker:
                 return
             if not records:
                 continue
+            metrics.observe_stages({"read": reader.take_read_seconds()})
             if self._rebalancing:
                 await self._assigned_event.wait()  # no writes while another member may own them
             records = [r for r in records if self._epochs.get(r.partition) == epochs.get(r.partition)]
@@ -658,6 +659,7 @@ class Worker:
 
     def _commit(self, outcome: Outcome, txn: Transaction) -> None:
         """Produce the batch's output, then its state changes, then write RocksDB (see module doc)."""
+        started = time.perf_counter()
         t = self.topics
         for partition, push in outcome.pushes:
             self.outbox.produce(t.pushes, to_json_bytes(push), push.user_id.encode("utf-8"), partition)
@@ -669,11 +671,14 @@ class Worker:
             self.outbox.produce(
                 t.decisions, to_json_bytes(decision), decision.user_id.encode("utf-8"), partition
             )
+        stage = outcome.stage_seconds
         try:
             acked = (
                 self.outbox.flush() if (outcome.pushes or outcome.dead_letters or outcome.decisions) else {}
             )
             pushes_offsets = {p: off for (topic, p), off in acked.items() if topic == t.pushes}
+            t0 = time.perf_counter()
+            stage["produce"] += t0 - started
             for partition, writes in txn.writes.items():
                 for key, value in writes.items():
                     self.outbox.produce(self.changelog, value, key, partition)
@@ -684,8 +689,11 @@ class Worker:
         except DeliveryError:
             self.health.set_broker_ok(False)
             raise
+        t1 = time.perf_counter()
+        stage["changelog"] += t1 - t0
         self.health.set_broker_ok(True)
         txn.commit({p: off for (_, p), off in changelog_acked.items()}, pushes_offsets)
+        stage["rocksdb"] += time.perf_counter() - t1
         self._observe(outcome)
 
     def _observe(self, outcome: Outcome) -> None:
@@ -701,6 +709,7 @@ class Worker:
             metrics.observe_feedback(fb.trigger, fb.kind, fb.revenue)
         if outcome.interest:
             metrics.observe_interest(outcome.interest)
+        metrics.observe_stages(outcome.stage_seconds)
         metrics.observe_removals(outcome.erasures, outcome.expired_users, outcome.catalog_removals)
 
     # -- periodic work --------------------------------------------------------------------------

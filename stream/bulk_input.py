@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -100,6 +101,7 @@ class BulkReader:
         self._lock = threading.Lock()
         self._pending: list[tuple[str, list[TopicPartition]]] = []
         self._assigned: set[tuple[str, int]] = set()
+        self._read_seconds = 0.0  # time spent taking records, not waiting for the first one
 
     @property
     def assigned(self) -> set[tuple[str, int]]:
@@ -154,6 +156,7 @@ class BulkReader:
         first = self._consumer.poll(timeout)
         if first is None:
             return []
+        started = time.perf_counter()
         messages = [first]
         if max_records > 1:
             messages.extend(self._consumer.consume(max_records - 1, timeout=0))
@@ -167,7 +170,13 @@ class BulkReader:
             records.append(
                 Inbound(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value())
             )
+        self._read_seconds += time.perf_counter() - started
         return records
+
+    def take_read_seconds(self) -> float:
+        """Seconds spent taking records since the last call (for ``kairos_stage_seconds_total``)."""
+        seconds, self._read_seconds = self._read_seconds, 0.0
+        return seconds
 
     def close(self) -> None:
         """Stop the fetchers; only once no read runs (the reading thread has ended)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from time import perf_counter
 from typing import Protocol
 
 import numpy as np
@@ -245,8 +246,10 @@ class Engine:
         An erasure (a consent tombstone) closes the work before it, so nothing of the erased user
         survives it.
         """
+        started = perf_counter()
         self._start_batch()
         out = Outcome()
+        stage = out.stage_seconds
         topics = self.settings.topics
         work = Work()
         for rec in records:
@@ -269,7 +272,9 @@ class Engine:
                             self.part(rec.partition).timers.cancel_user(consent.user_id)
                     out.consent_updates += 1
                     continue
+                t = perf_counter()
                 event = admit_event(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
+                stage["parse"] += perf_counter() - t
             except ContractError as exc:
                 out.dead_letters.append(refused(rec, exc, self.settings))
                 out.events[("invalid", "dead_letter")] += 1
@@ -297,10 +302,17 @@ class Engine:
             if moved and self._event_clock():
                 # Event time: what fell due up to this event's time happens before it, in stream order.
                 self._fire_due(txn, part, part.watermark, work, out)
+            t = perf_counter()
             user = self._load(txn, rec.partition, event.user_id, work.users)
+            t1 = perf_counter()
+            stage["state_read"] += t1 - t
+            candidates = stage["candidates"]
             self._expire_if_inactive(user, event.ts)
             self._bookkeep(user, event, work.steps_of(event.user_id), work.ops_of(event.user_id), out)
+            stage["bookkeeping"] += perf_counter() - t1 - (stage["candidates"] - candidates)
         self._finish(work, txn, out)
+        measured = sum(stage.values())
+        stage["engine_other"] += max(perf_counter() - started - measured, 0.0)
         return out
 
     def mark_applied(self, rec: Inbound, txn: StateAccess) -> None:
@@ -328,7 +340,9 @@ class Engine:
         order.clear()
         self._throttle(out, first)
         self.decider.apply_interest_updates()
+        t = perf_counter()
         self._save(txn, work.users.values())
+        out.stage_seconds["state_write"] += perf_counter() - t
 
     def _throttle(self, out: Outcome, first: int) -> None:
         """Admit the pushes from ``first`` on in stream order; those over budget wait (stream.throttle)."""
@@ -502,15 +516,21 @@ class Engine:
         out: Outcome,
     ) -> None:
         """Pass 2: GRU steps in rounds, each followed by the decisions queued behind it."""
+        stage = out.stage_seconds
         depth = max((len(s) for s in steps.values()), default=0)
         for r in range(depth + 1):
             if r > 0:
+                t = perf_counter()
                 self._step_round([(users[u], s[r - 1]) for u, s in steps.items() if len(s) >= r], out)
+                stage["step"] += perf_counter() - t
             due = [(users[u], op) for u, queue in ops.items() for op in queue if op.step == r]
             if not due:
                 continue
             asks = [op.ask for _, op in due if op.ask is not None]
+            t = perf_counter()
             scored = dict(zip(map(id, asks), self.scoring.score(asks), strict=True))
+            t1 = perf_counter()
+            stage["score"] += t1 - t
             for user, op in due:
                 if op.ask is not None:
                     self.decider.decide(op.ask, scored[id(op.ask)], out)
@@ -527,6 +547,7 @@ class Engine:
                         out.feedback.append(fb)
                 out.feedback += settle_ignored(pstate, op.event.ts, self.cfg)
                 self.decider.release_held(user, op.event.ts, out, op.seq)
+            stage["decide"] += perf_counter() - t1
 
     def _step_round(self, batch: list[tuple[BatchUser, tuple[str, int]]], out: Outcome) -> None:
         """One GRU step for each user of the round (a reset clears the state instead)."""
@@ -575,9 +596,11 @@ class Engine:
             out.suppressions[("in_session", blocked)] += 1
             return None
         part = self.part(user.partition)
+        t = perf_counter()
         merged = gather_candidates(
             user.engagement, part.covisitation, self.catalog, part.trending, now, self.cfg
         )
+        out.stage_seconds["candidates"] += perf_counter() - t
         items = tuple(c.item_id for c in merged)
         sources = tuple(c.source for c in merged)
         return self._ask(

@@ -33,6 +33,7 @@ from prometheus_client import (
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
 from stream.contract import DEAD_LETTER_REASONS, EVENT_TYPES, TRIGGERS
+from stream.outcome import STAGES
 
 # Outcomes of one consumed event; "unknown_item" means processed but the model does not know the item.
 EVENT_OUTCOMES: tuple[str, ...] = ("processed", "duplicate", "dead_letter", "unknown_item")
@@ -115,6 +116,12 @@ EVENT_PROCESSING_SECONDS = Histogram(
         0.5,
         1.0,
     ),
+)
+STAGE_SECONDS = Counter(
+    "kairos_stage_seconds_total",
+    "Time spent in each stage of the hot path (stream.outcome.STAGES); divided by "
+    "kairos_events_total it is the time per event each stage costs.",
+    ["stage"],
 )
 BATCH_SIZE = Histogram(
     "kairos_batch_events",
@@ -271,6 +278,8 @@ def init_labels(topics: Iterable[str] = ()) -> None:
         MODEL_LOAD_FAILURES.labels(reason)
     for stage in TICK_STAGES:
         TICK_ERRORS.labels(stage)
+    for stage in STAGES:
+        STAGE_SECONDS.labels(stage)
 
 
 def observe_many(histogram: Histogram, value: float, count: int) -> None:
@@ -293,6 +302,13 @@ def observe_many(histogram: Histogram, value: float, count: int) -> None:
         if value <= bound:
             buckets[i].inc(count)
             break
+
+
+def observe_stages(seconds: Mapping[str, float]) -> None:
+    """Add a batch's time per stage (``Outcome.stage_seconds``) to ``kairos_stage_seconds_total``."""
+    for stage, value in seconds.items():
+        if value > 0:
+            STAGE_SECONDS.labels(bounded_label("stage", stage, STAGES)).inc(value)
 
 
 def observe_events(type_outcome_counts: Mapping[tuple[str, str], int], seconds_per_event: float) -> None:

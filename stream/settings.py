@@ -181,7 +181,9 @@ class WorkerConfig(BaseModel):
             "(stream/bulk_input.py), 'faust' = faust's own per-record stream (slower, kept to compare)."
         ),
     )
-    batch_wait_seconds: float = Field(0.005, description="Longest wait to fill a batch before processing it.")
+    batch_wait_seconds: float = Field(
+        0.005, description="Longest wait to fill a batch (faust input; bulk input takes what is fetched)."
+    )
     dedupe_event_ids: int = Field(
         64, description="Recent event ids remembered per user to drop redeliveries."
     )
