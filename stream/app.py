@@ -680,8 +680,7 @@ class Worker:
             t0 = time.perf_counter()
             stage["produce"] += t0 - started
             for partition, writes in txn.writes.items():
-                for key, value in writes.items():
-                    self.outbox.produce(self.changelog, value, key, partition)
+                self.outbox.produce_rows(self.changelog, writes, partition)
             for partition, offset in pushes_offsets.items():
                 meta = PartitionMeta(pushes_offset=offset).to_bytes()
                 self.outbox.produce(self.changelog, meta, META_KEY, partition)

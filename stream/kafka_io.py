@@ -76,6 +76,18 @@ class Outbox:
             except BufferError:
                 self._producer.poll(0.05)
 
+    def produce_rows(self, topic: str, rows: dict[bytes, bytes | None], partition: int) -> None:
+        """Queue key/value rows to one partition (the changelog's hot path: no per-row kwargs)."""
+        produce = self._producer.produce
+        report = self._on_delivery
+        for key, value in rows.items():
+            while True:
+                try:
+                    produce(topic, value, key, partition, on_delivery=report)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+
     def flush(self, timeout: float = 30.0) -> dict[tuple[str, int], int]:
         """Wait until every queued message is acknowledged; return and reset the acked offsets."""
         remaining = self._producer.flush(timeout)

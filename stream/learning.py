@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from stream.encoding import compact_json
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import ResponseEstimates
 
@@ -88,7 +89,7 @@ class EpochLearner:
         for _, update in self._batch:
             key = PENDING_PREFIX + f"{epoch:012x}{len(self.pending):08x}".encode()
             self.pending.append(update)
-            self._writes[key] = json.dumps(update.to_list(), separators=(",", ":")).encode()
+            self._writes[key] = compact_json(update.to_list())
         self._batch.clear()
 
     def advance(self, ts: float) -> None:

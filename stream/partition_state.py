@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.candidates import CoVisitationIndex, TrendingItems
+from stream.encoding import compact_json
 from stream.interest import InterestIndex
 from stream.learning import EpochLearner
 from stream.policy_config import PolicyConfig
@@ -47,7 +48,7 @@ _SEP = b"\x1f"  # between an item and a neighbour / user id (ids carry no contro
 
 
 def _encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    return compact_json(value)
 
 
 def _pair_key(prefix: bytes, item: str, other: str) -> bytes:

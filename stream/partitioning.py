@@ -7,6 +7,8 @@ partitioner, which for a non-empty key is the same function, as are Kafka's Java
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 
@@ -41,4 +43,9 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: str | bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
     data = key.encode("utf-8") if isinstance(key, str) else key
-    return (murmur2(data) & 0x7FFFFFFF) % partitions
+    return (_hash(data) & 0x7FFFFFFF) % partitions
+
+
+# Admission checks every record's key against its partition, and the same users come back again
+# and again: the pure-Python hash (about 4 µs) is worth remembering, within a bounded cache.
+_hash = lru_cache(maxsize=1 << 16)(murmur2)

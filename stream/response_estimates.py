@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from stream.contract import TRIGGERS
+from stream.encoding import compact_json
 from stream.policy_config import PolicyConfig
 
 RESPONSE_PREFIX = b"\x00r"  # one row per context, and the meta row (the prefix alone)
@@ -455,7 +456,7 @@ class ResponseEstimates:
 
 
 def _encode(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    return compact_json(value)
 
 
 def _z(level: float) -> float:

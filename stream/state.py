@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from stream.encoding import compact_json
 from stream.policy import UserPolicyState
 
 _MAGIC = b"K1"
@@ -99,7 +100,7 @@ class UserState:
             "t": self.timers,
             "p": self.policy.to_dict(),
         }
-        head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        head = compact_json(header)
         body = b"" if self.hidden is None else np.ascontiguousarray(self.hidden, dtype=np.float32).tobytes()
         return _HEADER.pack(_MAGIC, len(head)) + head + body
 

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 
 from stream.contract import Push
+from stream.encoding import compact_json
 
 THROTTLE_ROW = b"\x00h"
 
@@ -94,7 +95,7 @@ class PushThrottle:
             "at": self.at,
             "q": [p.model_dump(mode="json", exclude_none=True) for p in self.queue],
         }
-        return {THROTTLE_ROW: json.dumps(row, separators=(",", ":")).encode()}
+        return {THROTTLE_ROW: compact_json(row)}
 
     def load(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
         """Restore from the stored row, if any."""
