@@ -30,12 +30,30 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
 from faust.types import TP
 
 from stream.outcome import Inbound
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class _HoldingRebalanceListener(ConsumerRebalanceListener):
+    """Pauses the held topics' partitions inside aiokafka at every assignment (in its thread).
+
+    Keeping them out of faust's active set stops faust from delivering them; pausing them in aiokafka
+    also stops its background fetcher from requesting them (a fetch every 10 ms per empty partition
+    otherwise, which cost the worker a tenth of its CPU).
+    """
+
+    async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        held: frozenset[str] = getattr(self._thread.consumer, "held", frozenset())
+        consumer = self._thread._ensure_consumer()
+        tps = [tp for tp in consumer.assignment() if tp.topic in held]
+        if tps:
+            consumer.pause(*tps)
+        await super().on_partitions_assigned(assigned)
 
 
 class HeldInputConsumer(AIOKafkaConsumer):
@@ -47,6 +65,7 @@ class HeldInputConsumer(AIOKafkaConsumer):
     """
 
     held: frozenset[str] = frozenset()
+    RebalanceListener = _HoldingRebalanceListener
 
     def _set_active_tps(self, tps: set[TP]) -> set[TP]:
         active: set[TP] = super()._set_active_tps(tps)
