@@ -145,7 +145,9 @@ class Worker:
 
     def _build_app(self) -> faust.App:
         s = self.settings
-        _patch_fetch_wait(s.kafka.fetch_max_wait_ms)
+        # With bulk input faust's consumer fetches only its assignor's internal topic: a short wait
+        # would make it poll the broker a hundred times a second for nothing (faust's own is 1.5 s).
+        _patch_fetch_wait(1500 if self._bulk else s.kafka.fetch_max_wait_ms)
         (s.worker.state_dir / "faust").mkdir(parents=True, exist_ok=True)
         app = faust.App(
             s.worker.app_id,
