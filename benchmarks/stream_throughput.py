@@ -581,6 +581,8 @@ def measure_latency(
         reader.join(10)
         processed = worker.metric("kairos_events_total")
         outcomes = _outcomes(worker)
+        stages = _stage_seconds(worker)
+        batches = worker.metric("kairos_batch_events_count")
     finally:
         reader.stop_event.set()
         worker.stop()
@@ -591,6 +593,8 @@ def measure_latency(
         "processed": int(processed),
         "pushes": len(reader.samples),
         "outcomes": outcomes,
+        "mean_batch": processed / batches if batches else None,
+        "stage_us_per_event": {k: 1e6 * v / max(processed, 1) for k, v in stages.items()},
         **stats,
     }
 
