@@ -83,7 +83,14 @@ from stream.replay import replay  # noqa: E402
 from stream.settings import Settings, get_settings  # noqa: E402
 from stream.simulator import SimConfig, World, generate_events  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
-from tests.support.worker import PRODUCTION_DECISIONS, WorkerProcess, produce, producer, settings_for  # noqa: E402
+from tests.support.worker import (  # noqa: E402
+    PRODUCTION_DECISIONS,
+    WorkerProcess,
+    produce,
+    producer,
+    read_topic,
+    settings_for,
+)
 
 CACHE = ROOT / ".kairos" / "bench"
 REPORT = ROOT / "benchmarks" / "reports" / "stream_throughput.md"
@@ -363,6 +370,8 @@ def measure_throughput(
         worker.stop()
     assert t0 is not None and c0 is not None
     window = max(t_last - t0, 1e-6)
+    changelog = read_topic(bootstrap, "bench-throughput-user-state-changelog", timeout=30)
+    user_records = [m for m in changelog if m.key() and not m.key().startswith(b"\x00")]
     return {
         "events": n,
         "events_per_s": (n - c0) / window,
@@ -374,6 +383,13 @@ def measure_throughput(
         "mean_batch": n / batches if batches else None,
         "pushes": int(pushes),
         "outcomes": outcomes,
+        # What the state costs: changelog records and bytes (key + value) per event, user records apart.
+        "changelog_records_per_event": len(changelog) / n,
+        "changelog_bytes_per_event": sum(len(m.key() or b"") + len(m.value() or b"") for m in changelog) / n,
+        "user_records_per_event": len(user_records) / n,
+        "bytes_per_user_record": (
+            sum(len(m.value() or b"") for m in user_records) / len(user_records) if user_records else None
+        ),
         # The worker's own kairos_stage_seconds_total, over every event (start-up batches included).
         "stage_us_per_event": {k: 1e6 * v / n for k, v in stages.items()},
     }
@@ -960,6 +976,16 @@ def write_report(
         f"{t['mean_batch'] or 0:.0f} events; the worker's own `kairos_event_processing_seconds` "
         f"(engine + produce/flush + RocksDB per batch) averages"
         f" {t['engine_and_commit_us_per_event']:.0f} µs/event.",
+        *(
+            [
+                f"- State: {t['changelog_records_per_event']:.2f} changelog records and "
+                f"{t['changelog_bytes_per_event']:,.0f} bytes per event ({t['user_records_per_event']:.2f} "
+                f"user records per event, {t['bytes_per_user_record'] or 0:,.0f} bytes per user record; the "
+                "rest are the partitions' index rows and offsets)."
+            ]
+            if "changelog_bytes_per_event" in t
+            else []
+        ),
         f"- Pre-produce rate (tests' producer, linger 2 ms): {t['produce_events_per_s']:,.0f} events/s; "
         f"bare consume without parsing: {c['consume_only_events_per_s']:,.0f} events/s.",
         f"- Latency run: {lat['sent']:,} events offered at {lat['achieved_rate']:,.0f}/s, "

@@ -69,6 +69,23 @@ def test_step_by_step_equals_forward_pass(which: str, request: pytest.FixtureReq
     assert idx.shape == (6, 3) and idx.dtype == np.int64
 
 
+@pytest.mark.parametrize("which", ["tiny_artifact", "plain_artifact", "memory_artifact"])
+def test_a_rows_step_does_not_depend_on_its_position_among_the_rows(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """The worker steps users in blocks of whoever is in the batch: a user's new state must be the
+    same bits wherever in the block it sits (a BLAS product would not guarantee it)."""
+    scorer = IncrementalScorer.load(request.getfixturevalue(which))
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        states = (rng.standard_normal((16, scorer.hidden_size)) * 0.5).astype(np.float32)
+        items = rng.integers(-1, scorer.n_items, 16)
+        types = rng.integers(0, 3, 16)
+        stepped = scorer.step(states, items, types)
+        order = rng.permutation(16)
+        assert np.array_equal(scorer.step(states[order], items[order], types[order]), stepped[order])
+
+
 def test_unknown_items_and_padding(tiny_artifact: Path) -> None:
     scorer = IncrementalScorer.load(tiny_artifact)
     idx = scorer.item_indices([scorer.item_id(0), "never-seen"])
