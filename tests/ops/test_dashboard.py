@@ -162,6 +162,10 @@ QUESTIONS: dict[str, tuple[str, set[str]]] = {
         {"kairos_users_erased_total", "kairos_users_expired_total"},
     ),
     "does the tick fail": ("tick errors", {"kairos_tick_errors_total"}),
+    "where does the time go": (
+        "time per event by stage",
+        {"kairos_stage_seconds_total", "kairos_events_total"},
+    ),
     "how big is the state": ("state size", {"kairos_state_keys", "kairos_state_bytes"}),
     "are workers up": ("workers up", {"kairos_worker_up"}),
 }
