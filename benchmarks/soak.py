@@ -632,14 +632,8 @@ def _drain(worker: WorkerProcess, shop: SoakShop, timeout: float = 90.0) -> tupl
 
 
 def _outcomes(worker: WorkerProcess) -> dict[str, int]:
-    _, body = worker.get("/metrics")
-    found: dict[str, int] = {}
-    for line in body.splitlines():
-        if line.startswith("kairos_events_total{"):
-            head, _, value = line.rpartition(" ")
-            outcome = head.split('outcome="', 1)[1].split('"', 1)[0]
-            found[outcome] = found.get(outcome, 0) + int(float(value))
-    return {k: v for k, v in found.items() if v}
+    found = worker.metric_by("kairos_events_total", "outcome")
+    return {k: int(v) for k, v in found.items() if v}
 
 
 def _broker_log_tail(broker: EmbeddedBroker) -> str:

@@ -399,24 +399,13 @@ def _stage_seconds(worker: WorkerProcess) -> dict[str, float]:
     """``kairos_stage_seconds_total`` per stage, in the worker's order (stream.outcome.STAGES)."""
     from stream.outcome import STAGES
 
-    _, body = worker.get("/metrics")
-    found: dict[str, float] = {}
-    for line in body.splitlines():
-        if line.startswith("kairos_stage_seconds_total{"):
-            head, _, value = line.rpartition(" ")
-            found[head.split('stage="', 1)[1].split('"', 1)[0]] = float(value)
+    found = worker.metric_by("kairos_stage_seconds_total", "stage")
     return {stage: found[stage] for stage in STAGES if stage in found}
 
 
 def _outcomes(worker: WorkerProcess) -> dict[str, int]:
-    _, body = worker.get("/metrics")
-    found: Counter[str] = Counter()
-    for line in body.splitlines():
-        if line.startswith("kairos_events_total{"):
-            head, _, value = line.rpartition(" ")
-            outcome = head.split('outcome="', 1)[1].split('"', 1)[0]
-            found[outcome] += int(float(value))
-    return {k: v for k, v in found.items() if v}
+    found = worker.metric_by("kairos_events_total", "outcome")
+    return {k: int(v) for k, v in found.items() if v}
 
 
 def measure_ceiling(bootstrap: str, topic: str, n: int) -> dict[str, float]:
@@ -890,13 +879,14 @@ def reading(r: dict[str, Any]) -> list[str]:
     lat_stages = lat.get("stage_us_per_event") or {}
     capacity = 1e6 / sum(lat_stages.values()) if lat_stages else None
     if capacity is not None and capacity < r["rate"]:
-        ranked = ", ".join(f"{k} {v:.0f}" for k, v in sorted(lat_stages.items(), key=lambda kv: -kv[1])[:5])
+        largest = sorted(lat_stages.items(), key=lambda kv: -kv[1])[:5]
+        top_stages = ", ".join(f"{k} {v:.0f}" for k, v in largest)
         latency = (
             f"- Latency: with the latency settings (every event may be decided; {share:.0%} of the events "
             f"pushed) the worker's stages add up to {sum(lat_stages.values()):.0f} µs per event, a capacity "
             f"of about {capacity:,.0f} events/s, below the {r['rate']:,.0f}/s offered: it fell behind, and "
             "p50 and p99 measure the queue that grew during the run, not the broker floor. The largest "
-            f"stages there, µs per event: {ranked} (mean batch {lat.get('mean_batch') or 0:.0f})."
+            f"stages there, µs per event: {top_stages} (mean batch {lat.get('mean_batch') or 0:.0f})."
         )
     elif r["rate"] > r["events_per_s"]:
         latency = (

@@ -164,6 +164,20 @@ class WorkerProcess:
                 total += float(value)
         return total
 
+    def metric_by(self, name: str, label: str) -> dict[str, float]:
+        """A metric's samples summed per value of one label, from the live /metrics."""
+        _, body = self.get("/metrics")
+        found: dict[str, float] = {}
+        needle = f'{label}="'
+        for line in body.splitlines():
+            if not line.startswith(name + "{"):
+                continue
+            head, _, value = line.rpartition(" ")
+            if needle in head:
+                key = head.split(needle, 1)[1].split('"', 1)[0]
+                found[key] = found.get(key, 0.0) + float(value)
+        return found
+
     def kill9(self) -> None:
         """SIGKILL: no shutdown, no flush, no commit."""
         if self.proc is not None:
@@ -257,7 +271,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[Any]:
                 if err is None:
                     out.append(msg)
                 elif err.code() == KafkaError._PARTITION_EOF:
-                    done.add(msg.partition())
+                    done.add(msg.partition() or 0)
         return out
     finally:
         consumer.close()
