@@ -1065,7 +1065,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; prints a summary (and with ``--json`` one JSON object as the last line)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="Print one JSON object as the last line.")
-    parser.add_argument("--events", type=int, default=20_000, help="Events for the throughput phase.")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=60_000,
+        help="Events for the throughput phase (a window of several seconds).",
+    )
     parser.add_argument(
         "--pace", type=float, default=50_000.0, help="Event-time spacing (events/s) of the live-paced run."
     )
