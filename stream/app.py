@@ -568,7 +568,7 @@ class Worker:
             if ready is not None and not ready.is_set():
                 await ready.wait()  # set when recovered, or when the partition is revoked
         # Records of a partition this worker no longer owns (revoked while they waited) belong
-        # to its new owner, which reads them from the last committed offset.
+        # to its new owner, which reads them again from its recovered state's offsets.
         records = [r for r in records if self._serving(r.partition)]
         if not records:
             return

@@ -122,12 +122,6 @@ class BulkReader:
         self._assigned: set[tuple[str, int]] = set()
         self._read_seconds = 0.0  # time spent taking records, not waiting for the first one
 
-    @property
-    def assigned(self) -> set[tuple[str, int]]:
-        """The (topic, partition) pairs read now or from the next read on."""
-        with self._lock:
-            return set(self._assigned)
-
     def assign(self, starts: Mapping[tuple[str, int], int | None]) -> None:
         """Read these partitions from the given offsets (None: from the beginning), from the next read.
 

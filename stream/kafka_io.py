@@ -66,27 +66,21 @@ class Outbox:
         self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None
     ) -> None:
         """Queue one message; blocks briefly (serving delivery reports) when the local queue is full."""
-        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": self._on_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
+        self._queue(topic, value, key, -1 if partition is None else partition)  # -1: the partitioner's
+
+    def produce_rows(self, topic: str, rows: dict[bytes, bytes | None], partition: int) -> None:
+        """Queue key/value rows to one partition (the changelog's hot path)."""
+        for key, value in rows.items():
+            self._queue(topic, value, key, partition)
+
+    def _queue(self, topic: str, value: bytes | None, key: bytes | None, partition: int) -> None:
+        # Positional arguments: this runs several times per event, and kwargs cost a dict each.
         while True:
             try:
-                self._producer.produce(topic, **kwargs)
+                self._producer.produce(topic, value, key, partition, on_delivery=self._on_delivery)
                 return
             except BufferError:
                 self._producer.poll(0.05)
-
-    def produce_rows(self, topic: str, rows: dict[bytes, bytes | None], partition: int) -> None:
-        """Queue key/value rows to one partition (the changelog's hot path: no per-row kwargs)."""
-        produce = self._producer.produce
-        report = self._on_delivery
-        for key, value in rows.items():
-            while True:
-                try:
-                    produce(topic, value, key, partition, on_delivery=report)
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
 
     def flush(self, timeout: float = 30.0) -> dict[tuple[str, int], int]:
         """Wait until every queued message is acknowledged; return and reset the acked offsets."""

@@ -47,10 +47,6 @@ INTEREST_PREFIX = b"\x00n"
 _SEP = b"\x1f"  # between an item and a neighbour / user id (ids carry no control characters)
 
 
-def _encode(value: Any) -> bytes:
-    return compact_json(value)
-
-
 def _pair_key(prefix: bytes, item: str, other: str) -> bytes:
     return prefix + item.encode("utf-8") + _SEP + other.encode("utf-8")
 
@@ -127,18 +123,18 @@ class PartitionState:
         writes: dict[bytes, bytes | None] = {}
         changed = False
         for (item, other), value in self.covisitation.drain_changes().items():
-            writes[_pair_key(COVISIT_PREFIX, item, other)] = None if value is None else _encode(value)
+            writes[_pair_key(COVISIT_PREFIX, item, other)] = None if value is None else compact_json(value)
             changed = True
         for item, count in self.trending.drain_changes().items():
-            writes[TRENDING_PREFIX + item.encode("utf-8")] = None if count is None else _encode(count)
+            writes[TRENDING_PREFIX + item.encode("utf-8")] = None if count is None else compact_json(count)
             changed = True
         for (item, user), value in self.interest.drain_changes().items():
-            writes[_pair_key(INTEREST_PREFIX, item, user)] = None if value is None else _encode(value)
+            writes[_pair_key(INTEREST_PREFIX, item, user)] = None if value is None else compact_json(value)
             changed = True
         writes.update(self.learning.drain())  # its own rows, complete without the meta row
         writes.update(self.throttle.drain())
         if changed or self.watermark != self._watermark_stored or self.offsets != self._offsets_stored:
-            writes[META_ROW] = _encode(
+            writes[META_ROW] = compact_json(
                 {
                     "w": self.watermark,
                     "c": self.covisitation.meta(),

@@ -430,9 +430,9 @@ class ResponseEstimates:
         """Rows changed since the last drain, as store writes; forgets them."""
         writes: dict[bytes, bytes | None] = {}
         for ctx in sorted(self._dirty):
-            writes[RESPONSE_PREFIX + ctx.encode("utf-8")] = _encode(self._counts[ctx])
+            writes[RESPONSE_PREFIX + ctx.encode("utf-8")] = compact_json(self._counts[ctx])
         if self._meta_dirty:
-            writes[_META_KEY] = _encode({"landmark": self._landmark, "clock": self._clock})
+            writes[_META_KEY] = compact_json({"landmark": self._landmark, "clock": self._clock})
         self._dirty.clear()
         self._meta_dirty = False
         return writes
@@ -453,10 +453,6 @@ class ResponseEstimates:
                     self._counts[ctx] = [float(v) for v in values]
         self._dirty.clear()
         self._meta_dirty = False
-
-
-def _encode(value: object) -> bytes:
-    return compact_json(value)
 
 
 def _z(level: float) -> float:
