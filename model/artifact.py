@@ -7,6 +7,8 @@ Layout (every file listed with its SHA-256 in ``MANIFEST.json``, verified at loa
     config.json     the TrainConfig
     metrics.json    training history, validation, calibration reliability, timings
     meta.json       format, version, n_items, sizes, event types, data fingerprint, calibration
+    content.json    optional (``kairos train --items``): the content mapping's text model identity,
+    content.npz     image width, feature layout and arrays (model.content); absent: no mapping
     MANIFEST.json   {"version": ..., "files": {name: sha256}}
 
 It is written to a temporary sibling directory and renamed into place, so a watcher never sees half
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 
 from model.config import TrainConfig
+from model.content import CONTENT_JSON, CONTENT_NPZ, ContentMapping
 from model.net import SessionGRU
 from stream.contract import EVENT_TYPES
 
@@ -64,6 +67,7 @@ class Artifact:
     item_ids: list[str]
     meta: dict[str, Any]
     metrics: dict[str, Any]
+    content: ContentMapping | None = None  # the content → item-space map, when trained with --items
 
 
 def save_artifact(
@@ -75,8 +79,12 @@ def save_artifact(
     fingerprint: str,
     calibration: dict[str, Any],
     extra_files: dict[str, Path] | None = None,
+    content: ContentMapping | None = None,
 ) -> str:
-    """Write the artifact to ``out_dir`` (replacing it atomically) and return its version."""
+    """Write the artifact to ``out_dir`` (replacing it atomically) and return its version.
+
+    ``content``, when given, is written as ``content.json`` + ``content.npz`` (covered by the manifest).
+    """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     version = make_version(fingerprint)
@@ -100,6 +108,8 @@ def save_artifact(
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         for name, src in (extra_files or {}).items():
             shutil.copyfile(src, tmp / name)
+        if content is not None:
+            content.save(tmp)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"version": version, "files": files}
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -161,9 +171,28 @@ def load_artifact(path: str | Path) -> Artifact:
             if name not in state and getattr(model, name).numel() == 0:
                 state[name] = getattr(model, name)
         model.load_state_dict(state)
+        files = dict(manifest["files"])
+        content = _load_content(root, files, model) if CONTENT_JSON in files else None
     except ArtifactError:
         raise
     except Exception as exc:  # any decoding problem is an artifact problem for the caller
         raise ArtifactError(f"{root}: cannot load artifact ({type(exc).__name__}: {exc})") from None
     model.eval()
-    return Artifact(root, str(manifest["version"]), model, config, list(item_ids), meta, metrics)
+    return Artifact(root, str(manifest["version"]), model, config, list(item_ids), meta, metrics, content)
+
+
+def _load_content(root: Path, files: dict[str, str], model: SessionGRU) -> ContentMapping:
+    """The content mapping of an artifact, checked against the model's widths."""
+    if CONTENT_NPZ not in files:
+        raise ArtifactError(f"{root}: manifest lists {CONTENT_JSON} but not {CONTENT_NPZ}")
+    try:
+        mapping = ContentMapping.load(root)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{root}: unreadable content mapping ({type(exc).__name__}: {exc})") from None
+    out_dim = 0 if model.out_emb is None else model.out_emb.shape[1]
+    if (mapping.in_dim, mapping.out_dim) != (model.item_emb.shape[1], out_dim):
+        raise ArtifactError(
+            f"{root}: content mapping widths ({mapping.in_dim}, {mapping.out_dim}) do not match the model's "
+            f"({model.item_emb.shape[1]}, {out_dim})"
+        )
+    return mapping

@@ -70,9 +70,18 @@ def plot_curve(history: list[dict[str, float]], path: Path) -> None:
 
 
 def run_training(
-    train_path: str, fmt: str, valid_path: str | None, out: str, cfg: TrainConfig, progress: bool = True
+    train_path: str,
+    fmt: str,
+    valid_path: str | None,
+    out: str,
+    cfg: TrainConfig,
+    progress: bool = True,
+    items_path: str | None = None,
 ) -> dict[str, Any]:
-    """Load, preprocess, train, calibrate and write the artifact; return the metrics dictionary."""
+    """Load, preprocess, train, calibrate and write the artifact; return the metrics dictionary.
+
+    ``items_path``: an item catalog (model.content_fit) to fit the content mapping for new items from.
+    """
     from model.train import train
 
     started = time.perf_counter()
@@ -100,7 +109,7 @@ def run_training(
             result.model, valid_sessions, cfg.calibration_horizon, index.counts, cfg.seed
         )
         fingerprint = file_fingerprint(
-            [train_path] + ([valid_path] if valid_path else []), cfg.model_dump_json()
+            [train_path] + [p for p in (valid_path, items_path) if p], cfg.model_dump_json()
         )
         best = result.history[result.best_epoch - 1] if result.history else {}
         metrics: dict[str, Any] = {
@@ -126,8 +135,14 @@ def run_training(
         ckpt_dir = Path(scratch) / "checkpoints"
         for ckpt in sorted(ckpt_dir.glob("epoch-*.pt")):
             extra[f"checkpoint-{ckpt.name}"] = ckpt
+        content = None
+        if items_path:
+            from model.content_fit import fit_for_model
+
+            content = fit_for_model(result.model, index.ids, index.counts, items_path, cfg.seed)
+            metrics["content"] = content.report
         version = save_artifact(
-            out_dir, result.model, index.ids, cfg, metrics, fingerprint, calibration, extra
+            out_dir, result.model, index.ids, cfg, metrics, fingerprint, calibration, extra, content
         )
     metrics["version"] = version
     return metrics
@@ -144,10 +159,17 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="artifact directory to write")
     parser.add_argument("--config", help="preset name (e.g. quick) or a .json/.toml file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--items",
+        help="item catalog (JSONL or TSV: item_id, title, category, optional image) to fit the content "
+        "mapping that places new items (model/content_fit.py)",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        metrics = run_training(args.train, args.train_format, args.valid, args.out, cfg, not args.quiet)
+        metrics = run_training(
+            args.train, args.train_format, args.valid, args.out, cfg, not args.quiet, args.items
+        )
     except (DataError, ValueError, OSError) as exc:
         print(f"kairos train: error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,17 @@ with the catalog. Artifacts calibrated on the full ``log_softmax`` still load an
 
 Unknown items: :meth:`IncrementalScorer.item_indices` maps ids the model never saw to -1; a step with
 -1 returns that row's state unchanged; as a candidate, -1 scores ``-inf`` (raw) and 0 (interest).
+
+Items added from content (artifacts trained with ``--items``, see ``model.content``):
+:meth:`IncrementalScorer.add_items` gives new items indices after the artifact's own
+(``n_artifact_items`` and up), with an input embedding, output embedding and bias mapped from their
+title, category and image; from then on they are stepped on and scored like any item. They never enter
+the session-memory window kept in the user state: a step on an added item moves the GRU (and the
+last-item skip) but leaves the window as it was, so the window holds only indices of the artifact's own
+catalog and a stored state means the same whatever items a worker added, in whatever order. (The
+consequence: no repeat bonus for re-visits of an added item; its memory terms are those of an item
+without association.) Interest calibrated on the full ``log_softmax`` normalises over the artifact's items
+only, so adding items changes no other item's interest.
 """
 
 from __future__ import annotations
@@ -22,8 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.added_items import ContentMode, content_encoder, map_items, nearest_known, new_items
 from model.artifact import ArtifactError, load_artifact
 from model.calibration import FEATURES
+from model.content import ItemContent
 from stream.contract import EVENT_TYPES
 
 
@@ -37,9 +50,13 @@ class IncrementalScorer:
 
     version: str
     hidden_size: int
-    n_items: int
+    n_items: int  # the artifact's items plus those added from content
+    n_artifact_items: int
+    content_enabled: bool  # the artifact has a content mapping and its text encoder loaded
+    image_width: int | None  # width of the image vectors the mapping takes (None: no image feature)
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, content: ContentMode = "auto") -> None:
+        """Load the artifact at ``path``; ``content``: "require", "auto" or "off" (see :meth:`load`)."""
         torch.set_num_threads(threads)
         art = load_artifact(path)
         model = art.model
@@ -53,8 +70,8 @@ class IncrementalScorer:
         self._skip_width = model.skip_width
         self._window = model.window
         self._memory = model.memory()
-        self.n_items = len(art.item_ids)
-        self._ids = art.item_ids
+        self.n_items = self.n_artifact_items = len(art.item_ids)
+        self._ids = list(art.item_ids)
         self._lookup = {item: i for i, item in enumerate(art.item_ids)}
         cal = art.meta.get("calibration", {})
         self.calibration_horizon = int(cal.get("horizon", art.config.calibration_horizon))
@@ -80,9 +97,13 @@ class IncrementalScorer:
             self._np_gi_type = self._gi_type.numpy()
             self._np_w_hh_t = self._w_hh_t.numpy()
             self._np_b_hh = self._b_hh.numpy()
+            self._np_w_ih = w_ih.numpy()  # (3H, D): added items' input rows (add_items)
+            self._np_b_ih = b_ih.numpy()
             self._np_emb = self._emb.numpy() if self._skip is not None else None
             self._out = model.output_embeddings().detach().contiguous()  # (n_items, D)
             self._bias = model.bias.detach()[:, 0].contiguous()
+            self._unit_out: np.ndarray | None = None  # normalised known rows, built by similar_items
+            self._id_array = np.array(self._ids)
             self._norm_out: torch.Tensor | None = None
             self._norm_bias: torch.Tensor | None = None
             if self.calibration_feature == "sampled_log_softmax":
@@ -94,13 +115,72 @@ class IncrementalScorer:
                     self._norm_bias = (self._bias[norm_items] + norm_logw).contiguous()
                 except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
                     raise ArtifactError(f"{path}: bad normaliser sample in calibration ({exc})") from None
+        self._content = art.content
+        self._encoder = content_encoder(art.content, content, self.path)
+        self.content_enabled = self._encoder is not None
+        self.image_width = art.content.image_width if self.content_enabled and art.content else None
 
     @classmethod
-    def load(cls, path: str | Path, threads: int = 1) -> IncrementalScorer:
-        """Load and verify an artifact directory; raises :class:`ArtifactError` when it is unusable."""
-        scorer = cls(path, threads=threads)
+    def load(cls, path: str | Path, threads: int = 1, content: ContentMode = "auto") -> IncrementalScorer:
+        """Load and verify an artifact directory; raises :class:`ArtifactError` when it is unusable.
+
+        ``content`` decides what happens to an artifact's content mapping: "require" raises
+        :class:`ArtifactError` when its text encoder cannot load, "auto" (default) logs a warning and
+        serves without it, "off" ignores it. Without a mapping, :attr:`content_enabled` is False.
+        """
+        scorer = cls(path, threads=threads, content=content)
         scorer.smoke_check()
         return scorer
+
+    def add_items(self, item_ids: Sequence[str], contents: Sequence[ItemContent]) -> int:
+        """Add items unknown to the model from their content; return how many were added.
+
+        Ids already known (the artifact's or added before) are skipped, and so are repeats within the
+        call (first one wins). Every content is validated before anything changes (ValueError: wrong
+        image width, non-finite values, wrong types). Without :attr:`content_enabled` nothing is added
+        and 0 is returned. Added items get indices ``n_items, n_items + 1, ...`` in call order.
+        """
+        if self._encoder is None or self._content is None:
+            return 0
+        ids, rows = new_items(item_ids, contents, self._lookup)
+        if not ids:
+            return 0
+        in_emb, out_emb, bias = map_items(self._content, self._encoder, rows)
+        # einsum, row by row (see step): an added row does not depend on the rows added with it.
+        gi = np.einsum("nd,kd->nk", in_emb, self._np_w_ih) + self._np_b_ih
+        self._np_gi_item = np.concatenate([self._np_gi_item, gi.astype(np.float32)])
+        if self._np_emb is not None:
+            self._np_emb = np.concatenate([self._np_emb, in_emb])
+        with torch.inference_mode():
+            self._out = torch.cat([self._out, torch.from_numpy(out_emb)]).contiguous()
+            self._bias = torch.cat([self._bias, torch.from_numpy(bias)]).contiguous()
+        for item in ids:
+            self._lookup[item] = len(self._ids)
+            self._ids.append(item)
+        self.n_items = len(self._ids)
+        return len(ids)
+
+    def similar_items(self, item_id: str, k: int, among: Sequence[str] | None = None) -> list[str]:
+        """The ``k`` artifact items whose output embeddings are closest (cosine) to ``item_id``'s.
+
+        Works for artifact and added items; the item itself is left out; ties are broken by item id.
+        ``among``: only these items are considered (those the model does not know are skipped).
+        Raises KeyError for an id the model does not know.
+        """
+        index = self._lookup.get(item_id)
+        if index is None:
+            raise KeyError(f"unknown item {item_id!r}")
+        if self._unit_out is None:
+            known = self._out[: self.n_artifact_items].numpy().astype(np.float64)
+            norms = np.linalg.norm(known, axis=1, keepdims=True)
+            self._unit_out = known / np.where(norms > 0, norms, 1.0)
+        query = self._out[index].numpy().astype(np.float64)
+        if among is not None:
+            rows = np.unique(self.item_indices(among))
+            rows = rows[(rows >= 0) & (rows < self.n_artifact_items) & (rows != index)]
+            return nearest_known(self._unit_out[rows], self._id_array[rows], query, k, None)
+        exclude = index if index < self.n_artifact_items else None
+        return nearest_known(self._unit_out, self._id_array, query, k, exclude)
 
     def initial_state(self, n: int) -> np.ndarray:
         """The state of users with no events yet: (n, H) zeros."""
@@ -148,9 +228,10 @@ class IncrementalScorer:
             parts.append(self._np_emb[safe])
         if self._window:
             window = h[:, self.hidden_size - self._window :]
-            # The window, newest first (as model.session_memory.push_window).
-            parts.append((safe + 1).astype(np.float32)[:, None])
-            parts.append(window[:, :-1])
+            # The window, newest first (as model.session_memory.push_window); added items are not
+            # pushed (see the module doc): the window keeps only the artifact's own item indices.
+            pushed = np.concatenate([(safe + 1).astype(np.float32)[:, None], window[:, :-1]], axis=1)
+            parts.append(np.where((safe < self.n_artifact_items)[:, None], pushed, window))
         new = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
         return np.where(known[:, None], new, h)
 
@@ -186,7 +267,8 @@ class IncrementalScorer:
                 torch.addmm(self._norm_bias, out, self._norm_out.T), dim=1, keepdim=True
             )
         elif self.calibration_feature == "log_softmax":
-            feature = scores - torch.logsumexp(self._full(h, out), dim=1, keepdim=True)
+            known = self._full(h, out)[:, : self.n_artifact_items]  # added items change no other's interest
+            feature = scores - torch.logsumexp(known, dim=1, keepdim=True)
         return torch.sigmoid(self._cal_a * feature + self._cal_b).masked_fill(~valid, 0.0)
 
     def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -216,7 +298,12 @@ class IncrementalScorer:
         """(B, n_items) scores of the whole catalog (topk, and artifacts calibrated on ``log_softmax``)."""
         full = torch.addmm(self._bias, out, self._out.T)
         if self._memory is not None:
-            full = full + self._memory.dense(self._window_of(h))
+            window = self._window_of(h)
+            memory = self._memory.dense(window)
+            if self.n_items > self.n_artifact_items:  # added items: never in the window, no neighbours
+                added = torch.arange(self.n_artifact_items, self.n_items).expand(len(h), -1)
+                memory = torch.cat([memory, self._memory.candidates(window, added)], dim=1)
+            full = full + memory
         return full
 
     def topk(self, states: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ confluent-kafka producer keeps the same changelog-recovery design at the speed o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -41,7 +42,7 @@ from stream.bulk_input import BulkReader, group_offsets, holding
 from stream.contract import ContractError, Push, to_json_bytes
 from stream.engine import Engine, Inbound, Outcome, refused
 from stream.kafka_io import DeliveryError, EndOffsetProbe, Outbox, consume_forever, replay_partitions
-from stream.model_reload import ModelWatcher
+from stream.model_reload import ModelWatcher, load_scorer
 from stream.security import faust_credentials
 from stream.settings import Settings
 from stream.store import META_KEY, PartitionMeta, PartitionStore, StateStore, Transaction
@@ -107,7 +108,9 @@ class Worker:
         self.store = StateStore(settings.worker.state_dir / settings.worker.app_id)
         self.outbox = Outbox(settings)
         self.watcher: ModelWatcher[Any] = ModelWatcher(
-            settings.model.dir, interval_seconds=settings.model.reload_check_seconds
+            settings.model.dir,
+            loader=functools.partial(load_scorer, content=settings.model.content),
+            interval_seconds=settings.model.reload_check_seconds,
         )
         self.engine: Engine | None = None
         self.lag = metrics.LagTracker()
@@ -754,7 +757,11 @@ class Worker:
         announce = self._catalog_ready is not None and self._catalog_ready.is_set()
         if catalog:
             applied = self._apply_catalog_safely(catalog, txn, announce)
-            metrics.observe_input_updates(catalog=applied.catalog_updates, catalog_late=applied.catalog_late)
+            metrics.observe_input_updates(
+                catalog=applied.catalog_updates,
+                catalog_late=applied.catalog_late,
+                content_items=applied.content_items_added,
+            )
             outcome.extend(applied)
         if caught_up and self._catalog_ready is not None and not self._catalog_ready.is_set():
             self._catalog_ready.set()

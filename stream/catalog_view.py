@@ -67,6 +67,9 @@ class CatalogView:
         # Items with a promotion in some kept version, deepest discount first (checked at lookup).
         self._promoted: dict[str, float] = {}
         self._promoted_order: list[str] | None = None
+        # Category (of the newest version) -> its items: the content side of who hears of a new arrival.
+        self._category_of: dict[str, str] = {}
+        self._by_category: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -97,6 +100,22 @@ class CatalogView:
             return entry.versions[0] if entry.base else None
         return entry.versions[i - 1]
 
+    def in_category(self, category: str) -> list[str]:
+        """The items whose newest version is in ``category``, sorted by id."""
+        return sorted(self._by_category.get(category, ()))
+
+    def _file_category(self, item_id: str) -> None:
+        category = self._items[item_id].versions[-1].category
+        old = self._category_of.get(item_id)
+        if old == category:
+            return
+        if old is not None:
+            self._by_category[old].discard(item_id)
+            if not self._by_category[old]:
+                del self._by_category[old]
+        self._category_of[item_id] = category
+        self._by_category.setdefault(category, set()).add(item_id)
+
     def put(self, update: CatalogUpdate, base: bool = False) -> tuple[bool, CatalogUpdate | None]:
         """Add a version. Returns (is it a change to announce, the version in force just before it).
 
@@ -107,6 +126,7 @@ class CatalogView:
         if entry is None:
             self._items[update.item_id] = _Item([update], base)
             self._track_promotion(update)
+            self._file_category(update.item_id)
             return (not base, None)
         versions = entry.versions
         i = bisect.bisect_left(versions, update.updated_at, key=_updated_at)
@@ -124,6 +144,7 @@ class CatalogView:
             entry.base = True
             i = versions.index(update) if update in versions else 0
         self._track_promotion(update)
+        self._file_category(update.item_id)
         is_newest = versions[-1] is update
         previous = versions[i - 1] if i > 0 else None
         return (is_newest and not base, previous)
@@ -135,6 +156,11 @@ class CatalogView:
         self._multi.discard(item_id)
         if any(c.item_id == item_id for c in self._changes):
             self._changes = [c for c in self._changes if c.item_id != item_id]
+        category = self._category_of.pop(item_id, None)
+        if category is not None:
+            self._by_category[category].discard(item_id)
+            if not self._by_category[category]:
+                del self._by_category[category]
         return self._items.pop(item_id, None) is not None
 
     # -- promotions ------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ Trigger = Literal[
     "cart_abandonment",
     "promotion_ending",
     "browse_abandonment",
+    "new_arrival",
 ]
 TRIGGERS: tuple[str, ...] = Trigger.__args__  # type: ignore[attr-defined]
 
@@ -84,6 +85,9 @@ Id = Annotated[
     StringConstraints(min_length=1, max_length=128, strip_whitespace=False),
     AfterValidator(_no_control_characters),
 ]
+# The widest image vector a catalog message may carry; the model's declared width is checked at admission.
+MAX_IMAGE_WIDTH = 2048
+
 # Event times must be plausible: after 2000-01-01 and before 2100-01-01.
 EpochSeconds = Annotated[float, Field(ge=946_684_800.0, lt=4_102_444_800.0)]
 
@@ -179,6 +183,9 @@ class CatalogUpdate(_Strict):
     stock: Annotated[int, Field(ge=0)]
     promotion: Promotion | None = None
     updated_at: EpochSeconds
+    # Optional precomputed image embedding (finite floats; the model's declared width, checked when the
+    # model maps content): lets an item without history get a place in the model (model/content.py).
+    image: Annotated[list[float], Field(min_length=1, max_length=MAX_IMAGE_WIDTH)] | None = None
 
     def effective_price(self, now: float) -> float:
         """Price after the promotion, when one is active at ``now``."""

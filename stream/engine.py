@@ -38,6 +38,13 @@ from stream.candidates import (
     gather_candidates,
 )
 from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogChange, CatalogView
+from stream.content_items import (
+    add_unknown_items,
+    arrival_pool,
+    arrival_users,
+    check_image,
+    placed_from_content,
+)
 from stream.contract import (
     EVENT_TYPES,
     CatalogUpdate,
@@ -129,6 +136,8 @@ class Engine:
         self.parts: dict[int, PartitionState] = {}
         self.owned: set[int] = set()  # partitions whose users this engine may touch
         self._ask_seq = 0
+        # New arrival -> the items whose users hear of it (stream.content_items.arrival_pool).
+        self._arrival_pools: dict[tuple[str, float], list[str]] = {}
         # Model calls in fixed-size chunks, and the decisions (stream.scoring, stream.decider).
         self.scoring = AskScorer(scorer, self.cfg, settings.worker.model_chunk_rows)
         self.decider = Decider(
@@ -181,6 +190,10 @@ class Engine:
         """Serve a new model from the next batch on; states re-derive lazily (see ``_sync_model``)."""
         self.scorer = scorer
         self.scoring.scorer = scorer
+        self._arrival_pools.clear()
+        # The new model knows none of the items the old one placed from their content.
+        latest = (self.catalog.latest(item) for item in list(self.catalog.items()))
+        add_unknown_items(scorer, (u for u in latest if u is not None))
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -668,9 +681,12 @@ class Engine:
         self._start_batch()
         out = Outcome()
         late: list[tuple[int, CatalogChange]] = []
+        applied: list[CatalogUpdate] = []
         for rec in records:
             try:
                 update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
+                if update is not None:
+                    check_image(update, self.scorer)
             except ContractError as exc:
                 out.dead_letters.append(refused(rec, exc, self.settings))
                 continue
@@ -680,6 +696,7 @@ class Engine:
                 out.catalog_removals += 1
                 continue
             out.catalog_updates += 1
+            applied.append(update)
             # A bootstrap version holds from the beginning of time; a version read again, or older
             # than the newest, is no change (stream.catalog_view).
             is_change, previous = self.catalog.put(update, base=not announce)
@@ -689,6 +706,8 @@ class Engine:
             for partition in sorted(self.owned):
                 if update.updated_at <= self._catalog_until(partition):
                     late.append((partition, change))
+        # Before any announcement: a new item must have its place in the model when it is decided on.
+        out.content_items_added += add_unknown_items(self.scorer, applied)
         if self._event_clock():  # with the wall clock every change is "late": that is its design
             out.catalog_late += len(late)
         for partition in sorted({p for p, _ in late}):
@@ -745,6 +764,7 @@ class Engine:
         fired = catalog_triggers(previous, update, at)
         if not fired and update.promotion is None:
             return []
+        newcomers = [u for t, _ in fired if t == "new_arrival" for u in self._arrival_users(part, update, at)]
         interested = [
             u for u, _, _ in part.interest.users_for(update.item_id, at, self.cfg.interest_index_min_interest)
         ]
@@ -753,7 +773,7 @@ class Engine:
         asks: list[Ask] = []
         prev_price = previous.effective_price(previous.updated_at) if previous is not None else None
         for trigger, cause in fired:
-            for user_id in interested:
+            for user_id in newcomers if trigger == "new_arrival" else interested:
                 user = self._load(txn, partition, user_id, users)
                 user.dirty = True  # timers changed
                 if self._expired(user.state, at):
@@ -767,6 +787,28 @@ class Engine:
             for user_id in interested:
                 self._load(txn, partition, user_id, users).dirty = True
         return asks
+
+    def _arrival_users(self, part: PartitionState, update: CatalogUpdate, at: float) -> list[str]:
+        """Users of the partition to ask about a new item (stream.content_items)."""
+        if len(part.interest) == 0 or self.cfg.new_arrival_max_users == 0:
+            return []
+        if not placed_from_content(self.scorer, update.item_id):
+            return []  # the model was trained on it (it has a history), or cannot place it
+        key = (update.item_id, update.updated_at)
+        pool = self._arrival_pools.get(key)
+        if pool is None:  # once per item, not once per partition: a pool costs a catalog-wide scan
+            # The category as of the arrival's time, so every partition (and worker) sees the same.
+            peers = [
+                item
+                for item in self.catalog.in_category(update.category)
+                if (then := self.catalog.at(item, update.updated_at)) is not None
+                and then.category == update.category
+            ]
+            pool = arrival_pool(self.scorer, update.item_id, peers, self.cfg.new_arrival_similar_items)
+            if len(self._arrival_pools) >= 1024:
+                self._arrival_pools.clear()
+            self._arrival_pools[key] = pool
+        return arrival_users(pool, part.interest, at, self.cfg)
 
     def tick(self, txn: StateAccess) -> Outcome:
         """Periodic work: with the wall clock, fire due timers of owned partitions; sweep expired users.

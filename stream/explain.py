@@ -36,7 +36,11 @@ def explain(candidate: Candidate, verdict: Verdict) -> str:
     age = c.features.get("age_seconds", 0.0)
     # How long ago, for the moments after the shopper left ("left in your cart 2 hours ago").
     ago = f" {_duration(age)} ago" if c.trigger in _AFTER_LEAVING and age >= 60 else ""
-    if c.trigger == "cart_abandonment" or c.in_cart:
+    if c.trigger == "new_arrival":
+        why = (
+            f"New in: like the {c.category.lower()} you looked at" if c.category else "New in, picked for you"
+        )
+    elif c.trigger == "cart_abandonment" or c.in_cart:
         why = f"You left this in your cart{ago}"
     elif c.views >= 2:
         why = f"You viewed this {c.views} times{ago}"

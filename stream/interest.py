@@ -125,11 +125,14 @@ def catalog_triggers(
     """Triggers a catalog change fires, each with its ``cause`` (deterministic for push ids).
 
     price_drop: the effective price fell; back_in_stock: stock went from 0 to more; promotion_start: a
-    promotion that was not active before is active at ``now``. A first sighting (no previous entry)
-    fires only promotion_start. The cause names the catalog version (``updated_at``) so a redelivered
-    update maps onto the same push ids.
+    promotion that was not active before is active at ``now``; new_arrival: a first sighting (no
+    previous entry) of an item in stock. A first sighting fires no price_drop or back_in_stock. The
+    cause names the catalog version (``updated_at``) so a redelivered update maps onto the same push
+    ids; a new arrival's cause is the item alone, so it is announced to a shopper at most once.
     """
     fired: list[tuple[str, str]] = []
+    if previous is None and current.stock > 0:
+        fired.append(("new_arrival", f"arrival@{current.item_id}"))
     version = f"{current.item_id}@{current.updated_at:.3f}"
     promo = current.promotion
     started = False

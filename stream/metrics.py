@@ -551,8 +551,18 @@ CATALOG_LATE = Counter(
 )
 
 
-def observe_input_updates(consent: int = 0, catalog: int = 0, catalog_late: int = 0) -> None:
+CONTENT_ITEMS = Counter(
+    "kairos_content_items_added_total",
+    "Catalogued items without history that the model placed from their content (title, category, image).",
+)
+
+
+def observe_input_updates(
+    consent: int = 0, catalog: int = 0, catalog_late: int = 0, content_items: int = 0
+) -> None:
     """Count consent and catalog records applied (dead letters are counted by :func:`observe_dead_letter`)."""
+    if content_items > 0:
+        CONTENT_ITEMS.inc(content_items)
     if consent > 0:
         CONSENT_UPDATES.inc(consent)
     if catalog > 0:

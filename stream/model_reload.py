@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from stream import metrics
 
@@ -90,11 +90,16 @@ def failure_reason(exc: BaseException) -> str:
     return "error"
 
 
-def _default_loader(path: Path) -> Scorer:
+def load_scorer(path: Path, content: Literal["auto", "require", "off"] = "auto") -> Scorer:
+    """Load an artifact with :class:`model.scorer.IncrementalScorer` (``content``: ``model.content``)."""
     from model.scorer import IncrementalScorer  # imported late: torch is heavy and tests use fakes
 
-    scorer: Scorer = IncrementalScorer.load(path)
+    scorer: Scorer = IncrementalScorer.load(path, content=content)
     return scorer
+
+
+def _default_loader(path: Path) -> Scorer:
+    return load_scorer(path)
 
 
 class ModelWatcher(Generic[S]):

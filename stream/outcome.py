@@ -74,6 +74,7 @@ class Outcome:
     catalog_updates: int = 0
     catalog_removals: int = 0
     catalog_late: int = 0  # changes announced on arrival: a partition's clock had passed them
+    content_items_added: int = 0  # catalogued items the model placed from their content (no history)
     erasures: int = 0
     expired_users: int = 0
     # Seconds spent per stage of the hot path (STAGES), for kairos_stage_seconds_total. Wall time
@@ -93,6 +94,7 @@ class Outcome:
         self.catalog_updates += other.catalog_updates
         self.catalog_removals += other.catalog_removals
         self.catalog_late += other.catalog_late
+        self.content_items_added += other.content_items_added
         self.erasures += other.erasures
         self.expired_users += other.expired_users
         for stage, seconds in other.stage_seconds.items():

@@ -151,6 +151,15 @@ class PolicyConfig(BaseModel):
     interest_index_per_item: int = Field(
         200, ge=1, description="Users with the highest interest kept per item."
     )
+    new_arrival_similar_items: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="A new item is announced to the users interested in this many of the most similar items.",
+    )
+    new_arrival_max_users: int = Field(
+        200, ge=0, description="Most users (highest interest first) asked about one new item, per partition."
+    )
     interest_index_max_entries: int = Field(
         500_000, ge=1, description="Most (item, user) entries in the index."
     )

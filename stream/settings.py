@@ -131,6 +131,14 @@ class ModelConfig(BaseModel):
     reload_check_seconds: float = Field(
         5.0, description="How often the model directory is checked for a new artifact."
     )
+    content: Literal["auto", "require", "off"] = Field(
+        "auto",
+        description=(
+            "Items without history placed from their catalog content when the model has a content "
+            "mapping: 'auto' = when the text model loads (else a warning), 'require' = refuse a model "
+            "whose text model cannot load, 'off' = never (unknown items stay unknown)."
+        ),
+    )
 
 
 class WorkerConfig(BaseModel):

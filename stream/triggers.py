@@ -18,6 +18,9 @@ trigger                source       when
 ``price_drop``         catalog      the item's effective price went down
 ``back_in_stock``      catalog      the item's stock went from 0 to positive
 ``promotion_start``    catalog      a promotion began on the item
+``new_arrival``        catalog      a new item appeared in the catalog: shoppers interested in the items
+                                    most like it (the model's item space; content-mapped when the item
+                                    has no history) are asked about it
 =====================  ===========  ======================================================================
 
 Adding a trigger: its row in :data:`TRIGGERS`, its name in ``stream.contract.Trigger``, for a timer
@@ -57,6 +60,7 @@ TRIGGERS: dict[str, TriggerSpec] = {
         TriggerSpec("price_drop", "catalog", "the item's effective price went down", True),
         TriggerSpec("back_in_stock", "catalog", "the item came back in stock", True),
         TriggerSpec("promotion_start", "catalog", "a promotion began on the item", False),
+        TriggerSpec("new_arrival", "catalog", "a new item like the ones the shopper cared about", True),
     )
 }
 

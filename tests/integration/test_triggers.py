@@ -52,6 +52,7 @@ ENV = {
             "back_in_stock": 0.0,
             "promotion_start": 0.0,
             "cart_abandonment": 0.0,
+            "new_arrival": 1.0,  # the test items are first seen live: no arrival push may take a gap
         }
     ),
     "KAIROS_POLICY__MIN_THRESHOLD": "0.0",

@@ -246,7 +246,9 @@ def test_serving_loads_no_training_code() -> None:
     import sys
 
     code = (
-        "import sys, model.scorer; print(' '.join(sorted(m for m in sys.modules if m.startswith('model'))))"
+        "import sys, model.scorer; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('model', 'sklearn', 'transformers', 'sentence_transformers'))))"
     )
     loaded = set(
         subprocess.run(
@@ -255,5 +257,13 @@ def test_serving_loads_no_training_code() -> None:
     )
     assert "model.scorer" in loaded
     assert loaded.isdisjoint(
-        {"model.data", "model.train", "model.evaluate", "model.metrics", "model.baselines"}
+        {
+            "model.data",
+            "model.train",
+            "model.evaluate",
+            "model.metrics",
+            "model.baselines",
+            "model.content_fit",
+        }
     )
+    assert not any(m.split(".")[0] in ("sklearn", "transformers", "sentence_transformers") for m in loaded)

@@ -79,7 +79,12 @@ def test_config_rejects_bad_values():
 
 def test_catalog_triggers():
     promo = Promotion(promotion_id="p1", discount=0.2, starts_at=T0, ends_at=T0 + 100)
-    assert catalog_triggers(None, catalog(), T0) == []
+    # A first sighting in stock is a new arrival, announced once per item whatever its version.
+    assert catalog_triggers(None, catalog(), T0) == [("new_arrival", "arrival@i1")]
+    assert catalog_triggers(None, catalog(updated_at=T0 + 9), T0 + 9) == [("new_arrival", "arrival@i1")]
+    assert catalog_triggers(None, catalog(stock=0), T0) == []
+    first_promoted = catalog_triggers(None, catalog(promotion=promo), T0 + 1)
+    assert [t for t, _ in first_promoted] == ["new_arrival", "promotion_start"]
     assert [
         t for t, _ in catalog_triggers(catalog(price=100), catalog(price=80, updated_at=T0 + 1), T0 + 1)
     ] == ["price_drop"]

@@ -34,6 +34,20 @@ def test_a_lookup_reads_the_version_in_force_at_its_time() -> None:
     assert view.remove("i1") and view.at("i1", T0 + 5000) is None and not view.remove("i1")
 
 
+def test_items_are_filed_under_their_newest_category() -> None:
+    view = CatalogView()
+    for item, category in (("b", "coats"), ("a", "coats"), ("c", "hats")):
+        view.put(catalog_entry(item).model_copy(update={"category": category}), base=True)
+    assert view.in_category("coats") == ["a", "b"] and view.in_category("shoes") == []
+    # An older version in another category changes nothing; the newest one moves the item.
+    view.put(catalog_entry("a", updated_at=T0 - 7200).model_copy(update={"category": "hats"}))
+    assert view.in_category("coats") == ["a", "b"]
+    view.put(catalog_entry("a", updated_at=T0).model_copy(update={"category": "hats"}))
+    assert view.in_category("coats") == ["b"] and view.in_category("hats") == ["a", "c"]
+    view.remove("c")
+    assert view.in_category("hats") == ["a"]
+
+
 def test_a_version_read_again_or_older_than_the_newest_is_no_change() -> None:
     view = CatalogView()
     old, new = (

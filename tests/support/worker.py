@@ -50,14 +50,24 @@ TEST_ENV: dict[str, str] = {
 }
 
 
-def train_small_model(out: Path, n_events: int = 30_000, seed: int = 7) -> Path:
-    """Train a small real GRU model on simulated shop events (a few seconds); returns ``out``."""
+def train_small_model(out: Path, n_events: int = 30_000, seed: int = 7, content: bool = False) -> Path:
+    """Train a small real GRU model on simulated shop events (a few seconds); returns ``out``.
+
+    ``content``: also fit the content mapping (``--items``) on the simulated shop's catalog, so the
+    model can place items it never saw from their title and category.
+    """
     from model.cli import train_main
-    from stream.simulator import SimConfig, write_jsonl
+    from stream.simulator import SimConfig, World, write_jsonl
 
     out.parent.mkdir(parents=True, exist_ok=True)
     events = out.parent / f"events-{seed}.jsonl"
-    write_jsonl(events, n_events, SimConfig(seed=seed, n_users=1500, n_items=600))
+    sim = SimConfig(seed=seed, n_users=1500, n_items=600)
+    write_jsonl(events, n_events, sim)
+    extra: list[str] = []
+    if content:
+        items = out.parent / f"items-{seed}.jsonl"
+        items.write_bytes(b"".join(to_json_bytes(c) + b"\n" for c in World(sim).initial_catalog()))
+        extra = ["--items", str(items)]
     config = out.parent / "train.json"
     config.write_text(
         json.dumps(
@@ -80,7 +90,17 @@ def train_small_model(out: Path, n_events: int = 30_000, seed: int = 7) -> Path:
         )
     )
     code = train_main(
-        ["--train", str(events), "--train-format", "events", "--out", str(out), "--config", str(config)]
+        [
+            "--train",
+            str(events),
+            "--train-format",
+            "events",
+            "--out",
+            str(out),
+            "--config",
+            str(config),
+            *extra,
+        ]
     )
     if code != 0:
         raise RuntimeError(f"training failed with exit code {code}")

@@ -1,0 +1,131 @@
+"""Items without history in the worker: catalog content into the model, and who a new arrival reaches.
+
+A model trained with a content mapping (``model/content.py``) can place an item it never saw in its
+item space from the catalog message alone (title, category, optional image vector). The engine calls
+:func:`add_unknown_items` with each batch of catalog updates (the start-up read of the whole catalog
+included) and after a model swap, so every catalogued item is known to the model from the moment its
+catalog message is read. A model without a mapping (or a worker run with ``model.content=off``)
+places nothing (``content_enabled`` False): unknown items then stay unknown, exactly as before.
+
+:func:`arrival_users` says who a ``new_arrival`` is announced to: the users of the partition's
+interest index (item -> interested users) for the items most similar to the new one, in the model's
+item space and within its catalog category, best interest first, bounded. Pure functions over the
+scorer and the index: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from stream.contract import CatalogUpdate, ContractError
+from stream.interest import InterestIndex
+from stream.policy_config import PolicyConfig
+
+
+@runtime_checkable
+class ContentScorer(Protocol):
+    """What a model offers for items without history (``model.scorer.IncrementalScorer`` has it)."""
+
+    content_enabled: bool
+    image_width: int | None
+    n_artifact_items: int  # items of the trained catalog: indices at or past it were added from content
+
+    def item_indices(self, item_ids: Sequence[str]) -> np.ndarray: ...
+    def add_items(self, item_ids: Sequence[str], contents: Sequence[Any]) -> int: ...
+    def similar_items(self, item_id: str, k: int, among: Sequence[str] | None = None) -> list[str]: ...
+
+
+def content_scorer(scorer: object) -> ContentScorer | None:
+    """The scorer as a :class:`ContentScorer` when it maps content now, else None."""
+    if isinstance(scorer, ContentScorer) and scorer.content_enabled:
+        return scorer
+    return None
+
+
+def check_image(update: CatalogUpdate, scorer: object) -> None:
+    """Refuse an image vector the model cannot read (its width differs from the model's).
+
+    Values are already finite (the contract refuses NaN and infinities). A model that reads no
+    images ignores the field, so any width passes then.
+    """
+    mapped = content_scorer(scorer)
+    if update.image is None or mapped is None or mapped.image_width is None:
+        return
+    if len(update.image) != mapped.image_width:
+        raise ContractError(
+            "invalid_field",
+            f"image has {len(update.image)} values; the model's image vectors have {mapped.image_width}",
+        )
+
+
+def add_unknown_items(scorer: object, updates: Iterable[CatalogUpdate]) -> int:
+    """Give the model a place for each catalogued item it does not know; returns how many were added.
+
+    The latest update of an item wins; items the model knows (trained or added before) are left as
+    they are, so an item's vector never changes under a user's feet when its title is edited.
+    """
+    mapped = content_scorer(scorer)
+    if mapped is None:
+        return 0
+    from model.content import ItemContent  # the model side's type; numpy only
+
+    latest: dict[str, CatalogUpdate] = {}
+    for update in updates:
+        latest[update.item_id] = update
+    if not latest:
+        return 0
+    ids = sorted(latest)  # the order of addition never changes a score; sorted keeps logs stable
+    unknown = [item for item, index in zip(ids, mapped.item_indices(ids), strict=True) if index < 0]
+    if not unknown:
+        return 0
+    contents = [
+        ItemContent(
+            title=latest[item].title,
+            category=latest[item].category,
+            image=None if latest[item].image is None else np.asarray(latest[item].image, dtype=np.float32),
+        )
+        for item in unknown
+    ]
+    return mapped.add_items(unknown, contents)
+
+
+def placed_from_content(scorer: object, item_id: str) -> bool:
+    """Whether the model knows ``item_id`` only from its content (added, no training history)."""
+    if not isinstance(scorer, ContentScorer):
+        return False
+    return int(scorer.item_indices([item_id])[0]) >= scorer.n_artifact_items
+
+
+def arrival_pool(scorer: object, item_id: str, category_items: Sequence[str], k: int) -> list[str]:
+    """The items whose users hear of a new item: the ``k`` closest to it in the model's item space,
+    then the ``k`` closest of its own catalog category (``category_items``), without repeats.
+
+    A small or young model's item space need not group a category together; the catalog's category
+    always does. Empty when the item is not new to the model: one it was trained on has a history
+    (first seen by this worker is not new: a catalog published again, or read late, must not announce
+    the whole shop), and one it cannot place (no content) reaches no one. Empty when ``k`` is 0. The
+    same for every partition: the engine computes it once per announced item.
+    """
+    if k == 0 or not isinstance(scorer, ContentScorer) or not placed_from_content(scorer, item_id):
+        return []
+    pool = scorer.similar_items(item_id, k)
+    peers = [item for item in category_items if item != item_id]
+    if peers:
+        pool += scorer.similar_items(item_id, k, among=peers)
+    return list(dict.fromkeys(pool))
+
+
+def arrival_users(pool: Sequence[str], interest: InterestIndex, now: float, cfg: PolicyConfig) -> list[str]:
+    """Users to ask about a new item: the interest index's users of the ``pool`` items, best decayed
+    interest first (ties by id), at most ``new_arrival_max_users``. Each is then scored on the new
+    item from their own state like any candidate."""
+    best: dict[str, float] = {}
+    for similar in pool:
+        for user, value, _ in interest.users_for(similar, now, cfg.interest_index_min_interest):
+            if value > best.get(user, -1.0):
+                best[user] = value
+    ranked = sorted(best.items(), key=lambda row: (-row[1], row[0]))
+    return [user for user, _ in ranked[: cfg.new_arrival_max_users]]

