@@ -547,7 +547,7 @@ class CandidateSource:
     """One merged candidate: the item and the source that proposed it first."""
 
     item_id: str
-    source: str  # "engaged" | "covisited" | "promoted" | "trending"
+    source: str  # "engaged" | "covisited" | "new" | "promoted" | "trending"
     score: float  # the source's own score (recency rank, decayed count, discount, popularity)
 
 
@@ -559,12 +559,15 @@ def gather_candidates(
     now: float,
     config: PolicyConfig,
     exclude: Iterable[str] = (),
+    new_items: Iterable[str] = (),
 ) -> list[CandidateSource]:
-    """Merge the four sources into at most ``max_candidates`` distinct items, each with its source.
+    """Merge the five sources into at most ``max_candidates`` distinct items, each with its source.
 
     Order and quotas: engaged items (most recent first, ``quota_engaged``), then items co-visited with
-    the session's recent items (``quota_covisited``), items on promotion (``quota_promoted``) and, for
-    users with fewer than ``trending_min_history`` engaged items, trending items (``quota_trending``).
+    the session's recent items (``quota_covisited``), new items in the categories the user browses
+    (``new_items``, newest first, ``quota_new``: items without history, which no other source can
+    propose until shoppers engage with them), items on promotion (``quota_promoted``) and, for users
+    with fewer than ``trending_min_history`` engaged items, trending items (``quota_trending``).
     Bought items and ``exclude`` never appear; an item proposed by two sources keeps the first.
     """
     skip = engagement.bought() | set(exclude)
@@ -591,6 +594,8 @@ def gather_candidates(
             "covisited",
             config.quota_covisited,
         )
+    if config.quota_new:
+        take(((item, 1.0) for item in new_items), "new", config.quota_new)
     if config.quota_promoted:
         promoted = promotions.active(now, config.quota_promoted + len(skip) + len(seen))
         take(((item, 1.0) for item in promoted), "promoted", config.quota_promoted)

@@ -10,16 +10,19 @@ places nothing (``content_enabled`` False): unknown items then stay unknown, exa
 :func:`arrival_users` says who a ``new_arrival`` is announced to: the users of the partition's
 interest index (item -> interested users) for the items most similar to the new one, in the model's
 item space and within its catalog category, best interest first, bounded. Pure functions over the
-scorer and the index: no I/O.
+scorer and the index: no I/O. :class:`NewItems` keeps the items placed from content by category, for
+the in-session ``new`` candidate source (``stream.candidates.gather_candidates``).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, ContractError
 from stream.interest import InterestIndex
 from stream.policy_config import PolicyConfig
@@ -129,3 +132,48 @@ def arrival_users(pool: Sequence[str], interest: InterestIndex, now: float, cfg:
                 best[user] = value
     ranked = sorted(best.items(), key=lambda row: (-row[1], row[0]))
     return [user for user, _ in ranked[: cfg.new_arrival_max_users]]
+
+
+class NewItems:
+    """Items the model knows only from their content, by catalog category, newest first.
+
+    No other candidate source can propose such an item before shoppers engage with it (it has no
+    co-visits, no trend, no history in the model's session memory), so the in-session candidates of a
+    user browsing a category include its newest items (``quota_new``). Filed once, at the first
+    version this worker read; lookups check the catalog as of the decision's time, so an item not yet
+    catalogued then, removed since, or moved to another category is not proposed.
+    """
+
+    def __init__(self) -> None:
+        self._by_category: dict[str, list[tuple[float, str]]] = {}  # (-updated_at, item), sorted
+        self._filed: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._filed)
+
+    def add(self, update: CatalogUpdate) -> None:
+        """File an item placed from content (again: no change)."""
+        if update.item_id in self._filed:
+            return
+        self._filed.add(update.item_id)
+        bisect.insort(self._by_category.setdefault(update.category, []), (-update.updated_at, update.item_id))
+
+    def clear(self) -> None:
+        """Forget every item (a new model knows other items; the engine files them again)."""
+        self._by_category.clear()
+        self._filed.clear()
+
+    def in_categories(self, categories: Iterable[str], catalog: CatalogView, now: float, n: int) -> list[str]:
+        """Up to ``n`` items of ``categories`` (in that order), each newest first, catalogued at ``now``."""
+        out: list[str] = []
+        for category in categories:
+            for negative_ts, item in self._by_category.get(category, ()):
+                if -negative_ts > now:
+                    continue
+                version = catalog.at(item, now)
+                if version is None or version.category != category:
+                    continue
+                out.append(item)
+                if len(out) >= n:
+                    return out
+        return out

@@ -39,6 +39,7 @@ from stream.candidates import (
 )
 from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogChange, CatalogView
 from stream.content_items import (
+    NewItems,
     add_unknown_items,
     arrival_pool,
     arrival_users,
@@ -138,6 +139,7 @@ class Engine:
         self._ask_seq = 0
         # New arrival -> the items whose users hear of it (stream.content_items.arrival_pool).
         self._arrival_pools: dict[tuple[str, float], list[str]] = {}
+        self.new_items = NewItems()  # items placed from content, by category (a candidate source)
         # Model calls in fixed-size chunks, and the decisions (stream.scoring, stream.decider).
         self.scoring = AskScorer(scorer, self.cfg, settings.worker.model_chunk_rows)
         self.decider = Decider(
@@ -192,8 +194,16 @@ class Engine:
         self.scoring.scorer = scorer
         self._arrival_pools.clear()
         # The new model knows none of the items the old one placed from their content.
-        latest = (self.catalog.latest(item) for item in list(self.catalog.items()))
-        add_unknown_items(scorer, (u for u in latest if u is not None))
+        latest = [u for item in list(self.catalog.items()) if (u := self.catalog.latest(item)) is not None]
+        add_unknown_items(scorer, latest)
+        self.new_items.clear()
+        self._file_new_items(latest)
+
+    def _file_new_items(self, updates: Sequence[CatalogUpdate]) -> None:
+        """File the updates' items that the model knows only from their content (the "new" source)."""
+        for update in updates:
+            if placed_from_content(self.scorer, update.item_id):
+                self.new_items.add(update)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -611,7 +621,13 @@ class Engine:
         part = self.part(user.partition)
         t = perf_counter()
         merged = gather_candidates(
-            user.engagement, part.covisitation, self.catalog, part.trending, now, self.cfg
+            user.engagement,
+            part.covisitation,
+            self.catalog,
+            part.trending,
+            now,
+            self.cfg,
+            new_items=self._new_items_for(user.engagement, now),
         )
         out.stage_seconds["candidates"] += perf_counter() - t
         items = tuple(c.item_id for c in merged)
@@ -619,6 +635,18 @@ class Engine:
         return self._ask(
             user, triggers.TriggerAsk("in_session", event.event_id, event.ts, items, sources), now
         )
+
+    def _new_items_for(self, engagement: Engagement, now: float) -> list[str]:
+        """New items (placed from content) in the categories of the user's recent items, newest first."""
+        if not len(self.new_items) or not self.cfg.quota_new:
+            return []
+        categories: dict[str, None] = {}
+        for item in engagement.recent(self.cfg.covisit_window):
+            version = self.catalog.at(item, now)
+            if version is not None:
+                categories[version.category] = None
+        # A few more than the quota: bought or already proposed items are skipped by the merge.
+        return self.new_items.in_categories(categories, self.catalog, now, 2 * self.cfg.quota_new)
 
     def _ask(self, user: BatchUser, asked: triggers.TriggerAsk, now: float) -> Ask:
         """A trigger's ask, with what is true of the user now (captured: later inputs change it)."""
@@ -708,6 +736,7 @@ class Engine:
                     late.append((partition, change))
         # Before any announcement: a new item must have its place in the model when it is decided on.
         out.content_items_added += add_unknown_items(self.scorer, applied)
+        self._file_new_items(applied)
         if self._event_clock():  # with the wall clock every change is "late": that is its design
             out.catalog_late += len(late)
         for partition in sorted({p for p, _ in late}):

@@ -46,6 +46,8 @@ def explain(candidate: Candidate, verdict: Verdict) -> str:
         why = f"You viewed this {c.views} times{ago}"
     elif c.views == 1:
         why = "You viewed this"
+    elif c.source == "new":
+        why = f"New in {c.category}" if c.category else "New in"
     elif c.source == "covisited":
         why = "Shoppers who looked at the items you viewed also liked this"
     elif c.source == "trending":

@@ -124,6 +124,11 @@ class PolicyConfig(BaseModel):
         20, ge=0, description="Most candidates from items co-visited with the session's."
     )
     quota_promoted: int = Field(5, ge=0, description="Most candidates from items on active promotion.")
+    quota_new: int = Field(
+        3,
+        ge=0,
+        description="Most candidates from new items (placed from content) in the categories the user views.",
+    )
     quota_trending: int = Field(
         10, ge=0, description="Most candidates from trending items (little-history users)."
     )

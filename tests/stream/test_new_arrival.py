@@ -185,3 +185,38 @@ def test_the_category_reaches_shoppers_the_item_space_alone_would_miss() -> None
     assert arrival_pool(scorer, NEW, [], 1) == ["i1"]
     # i3 shares the new item's category, far in the item space; the item itself is no peer.
     assert arrival_pool(scorer, NEW, ["i3", NEW], 1) == ["i1", "i3"]
+
+
+def test_a_shopper_browsing_the_category_gets_the_new_item_as_a_candidate() -> None:
+    scorer = ContentFakeScorer({})
+    engine, store = shop(scorer)
+    # The new item is in i1's category; it is catalogued from T0 + 300 on.
+    arrival = new_item().model_copy(update={"category": "cat-i1"})
+    engine.apply_catalog([catalog_record(arrival)], store)
+    out = engine.process([ev("e1", "u1", "view", "i1", T0)], store)  # before it exists: not proposed
+    assert [p.item_id for _, p in out.pushes] == []
+    out = engine.process([ev("e2", "u1", "view", "i1", T0 + 400)], store)
+    pushes = [p for _, p in out.pushes if p.trigger == "in_session"]
+    assert [(p.item_id, p.reason) for p in pushes] == [(NEW, "New in cat-i1")]
+    assert pushes[0].features["interest"] > 0.6
+
+
+def test_new_items_are_proposed_newest_first_as_catalogued_then() -> None:
+    from stream.catalog_view import CatalogView
+    from stream.content_items import NewItems
+
+    view, new = CatalogView(), NewItems()
+    for item, ts, category in (("a", T0, "hats"), ("b", T0 + 10, "hats"), ("c", T0 + 5, "coats")):
+        update = catalog_entry(item, updated_at=ts).model_copy(update={"category": category})
+        view.put(update)
+        new.add(update)
+        new.add(update)  # filed once
+    assert len(new) == 3
+    assert new.in_categories(["hats", "coats"], view, T0 + 20, 10) == ["b", "a", "c"]
+    assert new.in_categories(["coats", "hats"], view, T0 + 7, 10) == ["c", "a"]  # b not catalogued yet
+    assert new.in_categories(["hats"], view, T0 + 20, 1) == ["b"]
+    view.remove("b")
+    moved = catalog_entry("a", updated_at=T0 + 15).model_copy(update={"category": "coats"})
+    view.put(moved)
+    assert new.in_categories(["hats"], view, T0 + 20, 10) == []  # b removed, a moved away since
+    assert new.in_categories(["hats"], view, T0 + 12, 10) == ["a"]
