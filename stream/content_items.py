@@ -42,19 +42,23 @@ class ContentScorer(Protocol):
 
 
 def content_scorer(scorer: object) -> ContentScorer | None:
-    """The scorer as a :class:`ContentScorer` when it maps content now, else None."""
+    """The scorer as a :class:`ContentScorer` when it maps content now, else None.
+
+    A runtime protocol check inspects every member: callers keep the result (once per model), it is
+    far too slow for a per-record test.
+    """
     if isinstance(scorer, ContentScorer) and scorer.content_enabled:
         return scorer
     return None
 
 
-def check_image(update: CatalogUpdate, scorer: object) -> None:
+def check_image(update: CatalogUpdate, mapped: ContentScorer | None) -> None:
     """Refuse an image vector the model cannot read (its width differs from the model's).
 
+    ``mapped``: the model when it places items from content (:func:`content_scorer`), else None.
     Values are already finite (the contract refuses NaN and infinities). A model that reads no
     images ignores the field, so any width passes then.
     """
-    mapped = content_scorer(scorer)
     if update.image is None or mapped is None or mapped.image_width is None:
         return
     if len(update.image) != mapped.image_width:
@@ -64,13 +68,12 @@ def check_image(update: CatalogUpdate, scorer: object) -> None:
         )
 
 
-def add_unknown_items(scorer: object, updates: Iterable[CatalogUpdate]) -> int:
+def add_unknown_items(mapped: ContentScorer | None, updates: Iterable[CatalogUpdate]) -> int:
     """Give the model a place for each catalogued item it does not know; returns how many were added.
 
     The latest update of an item wins; items the model knows (trained or added before) are left as
     they are, so an item's vector never changes under a user's feet when its title is edited.
     """
-    mapped = content_scorer(scorer)
     if mapped is None:
         return 0
     from model.content import ItemContent  # the model side's type; numpy only
@@ -95,14 +98,16 @@ def add_unknown_items(scorer: object, updates: Iterable[CatalogUpdate]) -> int:
     return mapped.add_items(unknown, contents)
 
 
-def placed_from_content(scorer: object, item_id: str) -> bool:
+def placed_from_content(mapped: ContentScorer | None, item_id: str) -> bool:
     """Whether the model knows ``item_id`` only from its content (added, no training history)."""
-    if not isinstance(scorer, ContentScorer):
+    if mapped is None:
         return False
-    return int(scorer.item_indices([item_id])[0]) >= scorer.n_artifact_items
+    return int(mapped.item_indices([item_id])[0]) >= mapped.n_artifact_items
 
 
-def arrival_pool(scorer: object, item_id: str, category_items: Sequence[str], k: int) -> list[str]:
+def arrival_pool(
+    mapped: ContentScorer | None, item_id: str, category_items: Sequence[str], k: int
+) -> list[str]:
     """The items whose users hear of a new item: the ``k`` closest to it in the model's item space,
     then the ``k`` closest of its own catalog category (``category_items``), without repeats.
 
@@ -112,12 +117,12 @@ def arrival_pool(scorer: object, item_id: str, category_items: Sequence[str], k:
     the whole shop), and one it cannot place (no content) reaches no one. Empty when ``k`` is 0. The
     same for every partition: the engine computes it once per announced item.
     """
-    if k == 0 or not isinstance(scorer, ContentScorer) or not placed_from_content(scorer, item_id):
+    if k == 0 or mapped is None or not placed_from_content(mapped, item_id):
         return []
-    pool = scorer.similar_items(item_id, k)
+    pool = mapped.similar_items(item_id, k)
     peers = [item for item in category_items if item != item_id]
     if peers:
-        pool += scorer.similar_items(item_id, k, among=peers)
+        pool += mapped.similar_items(item_id, k, among=peers)
     return list(dict.fromkeys(pool))
 
 

@@ -44,6 +44,7 @@ from stream.content_items import (
     arrival_pool,
     arrival_users,
     check_image,
+    content_scorer,
     placed_from_content,
 )
 from stream.contract import (
@@ -126,6 +127,7 @@ class Engine:
         self.settings = settings
         self.cfg = settings.policy
         self.scorer = scorer
+        self._content = content_scorer(scorer)  # the model when it places items from content
         self.clock = clock
         # Admission compares input times with the real wall clock (future skew), even when the
         # decision clock is injected; tests replace it like ``clock``.
@@ -192,17 +194,18 @@ class Engine:
         """Serve a new model from the next batch on; states re-derive lazily (see ``_sync_model``)."""
         self.scorer = scorer
         self.scoring.scorer = scorer
+        self._content = content_scorer(scorer)
         self._arrival_pools.clear()
         # The new model knows none of the items the old one placed from their content.
         latest = [u for item in list(self.catalog.items()) if (u := self.catalog.latest(item)) is not None]
-        add_unknown_items(scorer, latest)
+        add_unknown_items(self._content, latest)
         self.new_items.clear()
         self._file_new_items(latest)
 
     def _file_new_items(self, updates: Sequence[CatalogUpdate]) -> None:
         """File the updates' items that the model knows only from their content (the "new" source)."""
         for update in updates:
-            if placed_from_content(self.scorer, update.item_id):
+            if placed_from_content(self._content, update.item_id):
                 self.new_items.add(update)
 
     # -- state ----------------------------------------------------------------------------------
@@ -714,7 +717,7 @@ class Engine:
             try:
                 update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
                 if update is not None:
-                    check_image(update, self.scorer)
+                    check_image(update, self._content)
             except ContractError as exc:
                 out.dead_letters.append(refused(rec, exc, self.settings))
                 continue
@@ -735,7 +738,7 @@ class Engine:
                 if update.updated_at <= self._catalog_until(partition):
                     late.append((partition, change))
         # Before any announcement: a new item must have its place in the model when it is decided on.
-        out.content_items_added += add_unknown_items(self.scorer, applied)
+        out.content_items_added += add_unknown_items(self._content, applied)
         self._file_new_items(applied)
         if self._event_clock():  # with the wall clock every change is "late": that is its design
             out.catalog_late += len(late)
@@ -821,7 +824,7 @@ class Engine:
         """Users of the partition to ask about a new item (stream.content_items)."""
         if len(part.interest) == 0 or self.cfg.new_arrival_max_users == 0:
             return []
-        if not placed_from_content(self.scorer, update.item_id):
+        if not placed_from_content(self._content, update.item_id):
             return []  # the model was trained on it (it has a history), or cannot place it
         key = (update.item_id, update.updated_at)
         pool = self._arrival_pools.get(key)
@@ -833,7 +836,7 @@ class Engine:
                 if (then := self.catalog.at(item, update.updated_at)) is not None
                 and then.category == update.category
             ]
-            pool = arrival_pool(self.scorer, update.item_id, peers, self.cfg.new_arrival_similar_items)
+            pool = arrival_pool(self._content, update.item_id, peers, self.cfg.new_arrival_similar_items)
             if len(self._arrival_pools) >= 1024:
                 self._arrival_pools.clear()
             self._arrival_pools[key] = pool

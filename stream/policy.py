@@ -343,20 +343,31 @@ def _mmr(
             return c.interest
         return c.value / scale if scale > 0 else 0.0
 
+    # Each candidate's largest similarity to the context (history, then the picked ones), kept across
+    # rounds: a round only compares with the one picked last. None: nothing compared yet (max of
+    # nothing is 0). The same maxima as comparing with the whole context every round.
+    closest: list[float | None] = [None] * len(rest)
+    compared = [0] * len(rest)  # how many context entries each ``closest`` has seen
     while rest and len(chosen) < k:
+        context = history + chosen
         best_i = -1
         best_value = -math.inf
         for i, c in enumerate(rest):
             if not category_room(c, chosen):
                 continue
-            context = history + chosen
-            redundancy = max((similarity(c, o) for o in context), default=0.0)
-            value = lam * relevance(c) - (1.0 - lam) * redundancy
+            near = closest[i]
+            for o in context[compared[i] :]:
+                value = similarity(c, o)
+                if near is None or value > near:
+                    near = value
+            closest[i], compared[i] = near, len(context)
+            value = lam * relevance(c) - (1.0 - lam) * (0.0 if near is None else near)
             if value > best_value + 1e-12:
                 best_i, best_value = i, value
         if best_i < 0:
             break
         chosen.append(rest.pop(best_i))
+        del closest[best_i], compared[best_i]
     return chosen
 
 

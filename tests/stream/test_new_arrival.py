@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.content_items import arrival_pool, arrival_users
+from stream.content_items import arrival_pool, arrival_users, content_scorer
 from stream.contract import CatalogUpdate, push_id
 from stream.engine import Engine
 from stream.interest import InterestIndex
@@ -169,22 +169,25 @@ def test_arrival_users_are_the_best_of_the_similar_items_users_bounded() -> None
     scorer = ContentFakeScorer({NEW: ["i1", "i2"]})
     scorer.add_items([NEW], [None])
     cfg = make_settings(new_arrival_max_users=3).policy
-    pool = arrival_pool(scorer, NEW, [], cfg.new_arrival_similar_items)
+    mapped = content_scorer(scorer)
+    pool = arrival_pool(mapped, NEW, [], cfg.new_arrival_similar_items)
     assert pool == ["i1", "i2"]
     assert arrival_users(pool, index, T0, cfg) == ["a", "d", "c"]
-    assert arrival_pool(scorer, "never-seen", [], 20) == []
-    assert arrival_pool(FakeScorer(), "i1", [], 20) == []  # no similar_items: nobody
-    assert arrival_pool(scorer, NEW, [], 0) == []
+    assert arrival_pool(mapped, "never-seen", [], 20) == []
+    assert content_scorer(FakeScorer()) is None  # no content mapping: nobody
+    assert arrival_pool(None, NEW, [], 20) == []
+    assert arrival_pool(mapped, NEW, [], 0) == []
     # An item the model was trained on has a history: first seen here, it is still no arrival.
-    assert arrival_pool(scorer, "i1", [], 20) == []
+    assert arrival_pool(mapped, "i1", [], 20) == []
 
 
 def test_the_category_reaches_shoppers_the_item_space_alone_would_miss() -> None:
     scorer = ContentFakeScorer({NEW: ["i1", "i2", "i3"]})
     scorer.add_items([NEW], [None])
-    assert arrival_pool(scorer, NEW, [], 1) == ["i1"]
+    mapped = content_scorer(scorer)
+    assert arrival_pool(mapped, NEW, [], 1) == ["i1"]
     # i3 shares the new item's category, far in the item space; the item itself is no peer.
-    assert arrival_pool(scorer, NEW, ["i3", NEW], 1) == ["i1", "i3"]
+    assert arrival_pool(mapped, NEW, ["i3", NEW], 1) == ["i1", "i3"]
 
 
 def test_a_shopper_browsing_the_category_gets_the_new_item_as_a_candidate() -> None:
