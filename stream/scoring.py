@@ -102,11 +102,10 @@ class AskScorer:
             ]
             # Only candidates that could reach a threshold go through the (Python) policy.
             allowed = ask.pushable
-            order = [
-                i
-                for i in np.argsort(-p_row, kind="stable")
-                if valid[i] and p_row[i] >= floor and (allowed is None or ask.items[i] in allowed)
-            ]
+            ranked = np.argsort(-p_row, kind="stable")
+            order = ranked[(valid & (p_row >= floor))[ranked]].tolist()  # best first, filtered as arrays
+            if allowed is not None:
+                order = [i for i in order if ask.items[i] in allowed]
             top = [
                 (ask.items[i], ask.sources[i], float(raws[row, i]), float(p_row[i]))
                 for i in order[: self.max_decide]
