@@ -1,6 +1,7 @@
 """Model quality benchmark: baselines and the GRU on yoochoose-100k and Diginetica, next to the references.
 
     .venv/bin/python benchmarks/model_quality.py [--quick] [--json] [--report PATH]
+    .venv/bin/python benchmarks/model_quality.py --tuned [--tune-budget SECONDS] [--quick] [--json]
     .venv/bin/python benchmarks/model_quality.py --from-json benchmarks/reports/model_quality.json
     .venv/bin/python benchmarks/model_quality.py --scorer-timing   # interest() cost, no data needed
 
@@ -12,12 +13,18 @@ writes the report and figures again from such a file without training. ``--quick
 only. Hyper-parameters come from ``model/configs/<dataset>.json``; they were chosen on validation
 splits (``train_tr``/``train_valid`` for yoochoose, the time-ordered tail of the training sessions for
 Diginetica), never on test.
+
+``--tuned`` trains with ``kairos train`` and no preset instead (the tuner chooses everything on the
+time-ordered tail of the training file, ``model/tuning.py``) and writes
+``benchmarks/reports/model_quality_tuned.md`` (+ ``.json``), with the tuning and training times and the
+preset run's figures beside (from ``model_quality.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,12 +72,17 @@ DATASETS = {
 }
 
 
-def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
-    """Train and evaluate the GRU and the baselines on one dataset."""
+def run_dataset(
+    name: str, data_dir: Path, work: Path, tuned: bool = False, budget: float | None = None
+) -> dict[str, Any]:
+    """Train (with the dataset's preset, or ``tuned``: no preset) and evaluate the GRU and the baselines."""
     train_rel, train_fmt, test_rel, test_fmt = DATASETS[name]
     train_path, test_path = data_dir / train_rel, data_dir / test_rel
     out = work / name
     config = CONFIG_DIR / f"{name}.json"
+    how = ["--config", str(config)]
+    if tuned:  # no preset: kairos train tunes itself
+        how = ["--tune-budget", f"{budget:g}"] if budget is not None else []
     cmd = [
         sys.executable,
         "-m",
@@ -82,12 +94,16 @@ def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
         train_fmt,
         "--out",
         str(out),
-        "--config",
-        str(config),
+        *how,
         "--quiet",
     ]
     print(f"[{name}] training: {' '.join(cmd)}", file=sys.stderr)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    wall = time.perf_counter()
+    # Idle OpenMP threads sleep instead of spinning: on this shared 2-core machine a spinning torch
+    # thread pool next to another busy process ran an epoch over 20 times slower (results are the same).
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    wall = time.perf_counter() - wall
     art = load_artifact(out)
     index = ItemIndex(ids=art.item_ids, counts=[0] * len(art.item_ids))  # type: ignore[arg-type]
     cases = load_test_cases(test_path, test_fmt, index)
@@ -117,9 +133,12 @@ def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
         },
     }
     result["train"]["neighbour_seconds"] = art.metrics.get("neighbour_seconds")
+    result["train"]["wall_seconds"] = wall  # the whole child process: loading, tuning, training, writing
     # Per epoch: training loss, seconds, and the validation metrics when the run had a validation split.
     result["train"]["history"] = art.metrics.get("history", [])
-    result["config"] = json.loads(config.read_text())
+    result["config"] = json.loads(config.read_text()) if not tuned else _chosen(art.config.model_dump())
+    if tuned:
+        result["tuning"] = _tuning_summary(art.metrics["tuning"])
     cal = art.metrics.get("calibration", {})
     result["calibration"] = {k: v for k, v in cal.items() if not k.startswith("norm_")}
     log = load_log(train_path, train_fmt)
@@ -139,6 +158,39 @@ def run_dataset(name: str, data_dir: Path, work: Path) -> dict[str, Any]:
         )
     print(f"[{name}] gru: R@20 {gru['recall@20']:.4f} MRR@20 {gru['mrr@20']:.4f}", file=sys.stderr)
     return result
+
+
+def _chosen(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a tuned config that differ from the defaults (what the tuner chose)."""
+    from model.config import TrainConfig
+
+    defaults = TrainConfig().model_dump()
+    return {k: v for k, v in config.items() if defaults.get(k) != v}
+
+
+def _tuning_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The tuning record without the per-setting memory search (kept in the artifact's tuning.json)."""
+    return {
+        "budget_seconds": record["budget_seconds"],
+        "seconds": record["seconds"],
+        "stage1_seconds": record["stage1_seconds"],
+        "stage2_seconds": record["stage2_seconds"],
+        "n_valid_cases": record["n_valid_cases"],
+        "n_candidates": record["n_candidates"],
+        "n_candidates_tried": record["n_candidates_tried"],
+        "n_memory_settings": len(record["memory_search"]),
+        "candidates": [
+            {
+                "name": c["name"],
+                "best_epoch": c["best_epoch"],
+                "epochs_trained": len(c["epochs"]),
+                "valid": [e["valid"] for e in c["epochs"]],
+                "stopped": c["stopped"],
+            }
+            for c in record["candidates"]
+        ],
+        "choice": record["choice"],
+    }
 
 
 def _best_us(fn: Any, args: tuple[Any, ...], repeats: int) -> float:
@@ -230,7 +282,9 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f} %"
 
 
-def draw_figures(results: dict[str, dict[str, Any]], out: Path) -> dict[str, list[tuple[str, Path]]]:
+def draw_figures(
+    results: dict[str, dict[str, Any]], out: Path, stem: str = "model_quality"
+) -> dict[str, list[tuple[str, Path]]]:
     """Per dataset: training curves (when the run recorded them), Recall/MRR@20 beside the references."""
     from benchmarks import plots
 
@@ -262,7 +316,7 @@ def draw_figures(results: dict[str, dict[str, Any]], out: Path) -> dict[str, lis
                 handles = (handles[0] + more[0], handles[1] + more[1])
             ax.legend(*handles, fontsize=8, loc="center right")
             ax.set_title(f"{name}: training curve ({len(history)} epochs)")
-            figs.append(("Training curve", plots.save(fig, out / f"model_quality-{name}-training.png")))
+            figs.append(("Training curve", plots.save(fig, out / f"{stem}-{name}-training.png")))
 
         gru = res["gru"]
         rows: list[tuple[str, float, float, str]] = [
@@ -301,7 +355,7 @@ def draw_figures(results: dict[str, dict[str, Any]], out: Path) -> dict[str, lis
         figs.append(
             (
                 "Recall@20 and MRR@20 against the references",
-                plots.save(fig, out / f"model_quality-{name}-ranking.png"),
+                plots.save(fig, out / f"{stem}-{name}-ranking.png"),
             )
         )
         drawn[name] = figs
@@ -313,23 +367,37 @@ def render(
     command: str,
     figures: dict[str, list[tuple[str, Path]]] | None = None,
     report: Path | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    """The markdown report (with the figures' links when given)."""
+    """The markdown report (figures' links when given; ``presets``: the preset run, beside a tuned one)."""
     from benchmarks.plots import markdown_images
 
+    tuned = any("tuning" in res for res in results.values())
     lines = [
-        "# Model quality",
+        "# Model quality" + (" without a preset (`kairos train` tunes itself)" if tuned else ""),
         "",
-        "Full-catalog next-item ranking, pessimistic ties (protocol of `shared/data/README.md`).",
+        "Full-catalog next-item ranking, pessimistic ties (protocol of `shared/data/README.md`; a test case",
+        "whose target the model cannot rank counts as a miss).",
         f"Produced by `{command}` on this 2-core machine, CPU only, shared with other work (timings are",
-        "therefore conservative). Hyper-parameters: `model/configs/<dataset>.json`, chosen on validation",
-        "splits, never on test.",
-        "",
+        "therefore conservative; the quality figures are seeded and repeat exactly, the timings do not).",
     ]
+    if tuned:
+        lines += [
+            "Hyper-parameters: chosen by `kairos train` itself (`model/tuning.py`) on the time-ordered last",
+            "10 % of the training file, within its time budget; the test file is never read before the",
+            "final model is written.",
+            "",
+        ]
+    else:
+        lines += [
+            "Hyper-parameters: `model/configs/<dataset>.json`, chosen on validation splits, never on test.",
+            "",
+        ]
     for name, res in results.items():
         gru, train = res["gru"], res["train"]
         lines += [
-            f"## {name} ({gru['n_cases']} test cases, {gru['n_dropped']} dropped: target unknown)",
+            f"## {name} ({gru['n_cases']} test cases; {gru['n_dropped']} with a target not in the "
+            "catalog, counted as misses)",
             "",
             "| system | Recall@10 | MRR@10 | Recall@20 | MRR@20 | training rows/s |",
             "|---|---|---|---|---|---|",
@@ -387,6 +455,8 @@ def render(
             + f"; evaluation {gru['eval_seconds']:.1f} s.",
             f"- Config: `{json.dumps(res['config'])}`",
         ]
+        if res.get("tuning"):
+            lines += _tuning_lines(name, res, (presets or {}).get(name))
         cal = res.get("calibration") or {}
         if cal.get("ece_by_feature"):
             by = ", ".join(f"{k} {v:.4f}" for k, v in cal["ece_by_feature"].items())
@@ -401,13 +471,63 @@ def render(
     return "\n".join(lines)
 
 
+def _tuning_lines(name: str, res: dict[str, Any], preset: dict[str, Any] | None) -> list[str]:
+    """The tuned run's extra lines: what was tried and chosen, the times, against the preset and kNN."""
+    tun, gru, train = res["tuning"], res["gru"], res["train"]
+    choice = tun["choice"]
+    tried = ", ".join(
+        f"{c['name']} ({c['epochs_trained']} ep, best MRR@20 "
+        f"{100 * max(v['mrr@20'] for v in c['valid']):.2f} at {c['best_epoch']})"
+        for c in tun["candidates"]
+        if c["valid"]
+    )
+    lines = [
+        f"- Tuning: {tun['seconds']:.0f} s (budget {tun['budget_seconds']:.0f} s; GRU candidates "
+        f"{tun['stage1_seconds']:.0f} s, memory weights {tun['stage2_seconds']:.0f} s over "
+        f"{tun['n_memory_settings']} settings), {tun['n_candidates_tried']} of {tun['n_candidates']} "
+        f"candidates tried, {tun['n_valid_cases']:,} validation cases: {tried}.",
+        f"- Chosen: {choice['candidate']}, {choice['epochs']} epochs, "
+        f"memory `{json.dumps(choice['memory'])}`; "
+        f"validation R@20 / MRR@20 {_pct(choice['valid']['recall@20'])} / {_pct(choice['valid']['mrr@20'])} "
+        f"(GRU alone {_pct(choice['valid_gru_alone']['recall@20'])} / "
+        f"{_pct(choice['valid_gru_alone']['mrr@20'])}).",
+        f"- Time in all: {train.get('wall_seconds', float('nan')):.0f} s for `kairos train` (tuning, then "
+        f"the final training on all the data {train['train_seconds']:.0f} s), peak RSS "
+        f"{train['peak_rss_bytes'] / 2**20:,.0f} MiB (the whole process).",
+    ]
+    knn = res["baselines"].get("session_knn")
+    if knn:
+        above = gru["recall@20"] > knn["recall@20"] and gru["mrr@20"] > knn["mrr@20"]
+        lines.append(
+            f"- Against session_knn ({_pct(knn['recall@20'])} / {_pct(knn['mrr@20'])}): "
+            f"{100 * (gru['recall@20'] - knn['recall@20']):+.2f} / "
+            f"{100 * (gru['mrr@20'] - knn['mrr@20']):+.2f} "
+            f"points ({'above' if above else 'NOT above'})."
+        )
+    if preset:
+        p = preset["gru"]
+        dr, dm = 100 * (gru["recall@20"] - p["recall@20"]), 100 * (gru["mrr@20"] - p["mrr@20"])
+        ok = dr >= -0.3 and dm >= -0.3
+        lines.append(
+            f"- **Against the preset run** (`model_quality.md`: {_pct(p['recall@20'])} / "
+            f"{_pct(p['mrr@20'])}): {dr:+.2f} / {dm:+.2f} points (**goal, no worse than 0.3 points: "
+            f"{'met' if ok else 'NOT met'}**)."
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; write the markdown report; with --json print the results as the last line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="yoochoose-100k only")
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), help="these datasets only")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line")
-    parser.add_argument("--from-json", help="re-render the report from a previous --json output file")
-    parser.add_argument("--report", default=str(ROOT / "benchmarks" / "reports" / "model_quality.md"))
+    parser.add_argument(
+        "--from-json", nargs="+", help="re-render the report from previous --json output files (merged)"
+    )
+    parser.add_argument("--report", help="default: reports/model_quality.md (_tuned.md with --tuned)")
+    parser.add_argument("--tuned", action="store_true", help="no preset: kairos train tunes itself")
+    parser.add_argument("--tune-budget", type=float, help="with --tuned: kairos train's --tune-budget")
     parser.add_argument(
         "--scorer-timing", action="store_true", help="only time the scorer's hot path (µs/event)"
     )
@@ -420,23 +540,35 @@ def main(argv: list[str] | None = None) -> int:
     if not args.from_json and not (data_dir / "yoochoose-100k").is_dir():
         print(f"datasets not found under {data_dir}", file=sys.stderr)
         return 2
-    names = ["yoochoose-100k"] if args.quick else list(DATASETS)
+    names = ["yoochoose-100k"] if args.quick else (args.datasets or list(DATASETS))
     results: dict[str, dict[str, Any]] = {}
-    report = Path(args.report)
+    reports = ROOT / "benchmarks" / "reports"
+    report = Path(args.report or reports / ("model_quality_tuned.md" if args.tuned else "model_quality.md"))
     report.parent.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         # Re-render a previous run's results (model_quality.json, or a --json run's last stdout line).
-        lines = Path(args.from_json).read_text(encoding="utf-8").strip().splitlines()
-        results = json.loads(lines[-1])
+        # Several files (runs of single datasets) are merged, later files winning.
+        for path in args.from_json:
+            lines = Path(path).read_text(encoding="utf-8").strip().splitlines()
+            results.update(json.loads(lines[-1]))
     else:
         with tempfile.TemporaryDirectory(prefix="kairos-bench-") as work:
             for name in names:
-                results[name] = run_dataset(name, data_dir, Path(work))
+                results[name] = run_dataset(name, data_dir, Path(work), args.tuned, args.tune_budget)
         # The raw results, one line: the report and figures can be redrawn from them (--from-json).
         report.with_suffix(".json").write_text(json.dumps(results, default=float) + "\n", encoding="utf-8")
-    command = "benchmarks/model_quality.py" + (" --quick" if "diginetica" not in results else "")
-    figures = draw_figures(results, report.parent)
-    report.write_text(render(results, command, figures, report), encoding="utf-8")
+    tuned = any("tuning" in res for res in results.values())
+    command = (
+        "benchmarks/model_quality.py"
+        + (" --tuned" if tuned else "")
+        + (f" --tune-budget {args.tune_budget:g}" if args.tune_budget is not None else "")
+        + (" --quick" if "diginetica" not in results else "")
+    )
+    presets = None
+    if tuned and (reports / "model_quality.json").exists():
+        presets = json.loads((reports / "model_quality.json").read_text(encoding="utf-8").splitlines()[-1])
+    figures = draw_figures(results, report.parent, "model_quality_tuned" if tuned else "model_quality")
+    report.write_text(render(results, command, figures, report, presets), encoding="utf-8")
     print(f"wrote {report}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, default=float))

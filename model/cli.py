@@ -8,6 +8,7 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from model.data import (
     split_train_valid,
 )
 from model.evaluate import evaluate_baseline, evaluate_model
+from model.tuning import DEFAULT_BUDGET_SECONDS, TuningResult, tune
 
 
 def _options(cfg: TrainConfig, fmt: str) -> PreprocessOptions:
@@ -69,6 +71,47 @@ def plot_curve(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+@dataclass
+class TrainingData:
+    """The training file as used: sessions after preprocessing, the item index, the ``--valid`` file."""
+
+    log: SessionLog
+    index: ItemIndex
+    valid_log: SessionLog | None
+
+    def split(self, cfg: TrainConfig) -> tuple[SessionLog, SessionLog]:
+        """(sessions to train on, validation sessions): the ``--valid`` file, or the time-ordered tail."""
+        if self.valid_log is not None:
+            return self.log, self.valid_log
+        train_log, valid_log = split_train_valid(self.log, cfg.valid_fraction)
+        return (self.log if cfg.train_on_all else train_log), valid_log
+
+
+def load_training_data(train_path: str, fmt: str, valid_path: str | None, cfg: TrainConfig) -> TrainingData:
+    """Load and preprocess the training file (and the ``--valid`` file when given).
+
+    The item index covers every item of the training file as loaded (``min_item_support`` applies),
+    also those that preprocessing or the validation hold-out leave without a training event: they can
+    still be recommended and ranked, and a test case with such a target is not dropped.
+    """
+    raw = load_log(train_path, fmt, cfg.gap_seconds)
+    log = preprocess(raw, _options(cfg, fmt))
+    if len(log) == 0:
+        raise DataError(train_path, None, "no training sessions left after preprocessing")
+    valid_log = load_log(valid_path, fmt, cfg.gap_seconds) if valid_path else None
+    return TrainingData(log=log, index=ItemIndex.build(raw, cfg.min_item_support), valid_log=valid_log)
+
+
+def run_tuning(data: TrainingData, base: TrainConfig, budget_seconds: float) -> TuningResult:
+    """Choose the configuration on the validation split (never a test file) within the budget."""
+    train_log, valid_log = data.split(base.model_copy(update={"train_on_all": False}))
+    if len(train_log) == 0:
+        raise DataError("--train", None, "no training sessions left for tuning after the validation split")
+    sessions = encode(train_log, data.index)
+    valid_cases = cases_from_sessions(encode(valid_log, data.index))
+    return tune(sessions, data.index, valid_cases, base, budget_seconds)
+
+
 def run_training(
     train_path: str,
     fmt: str,
@@ -77,27 +120,24 @@ def run_training(
     cfg: TrainConfig,
     progress: bool = True,
     items_path: str | None = None,
+    data: TrainingData | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Load, preprocess, train, calibrate and write the artifact; return the metrics dictionary.
+    """Load (unless ``data`` is given), train, calibrate and write the artifact; return the metrics.
 
     ``items_path``: an item catalog (model.content_fit) to fit the content mapping for new items from.
+    ``tuning``: the tuner's record, saved as ``tuning.json`` in the artifact and under ``tuning`` in
+    the metrics.
     """
     from model.train import train
 
     started = time.perf_counter()
-    raw = load_log(train_path, fmt, cfg.gap_seconds)
-    log = preprocess(raw, _options(cfg, fmt))
-    valid_log: SessionLog | None
-    if valid_path:
-        valid_log = load_log(valid_path, fmt, cfg.gap_seconds)
-        train_log = log
-    else:
-        train_log, valid_log = split_train_valid(log, cfg.valid_fraction)
-        if cfg.train_on_all:
-            train_log = log
+    if data is None:
+        data = load_training_data(train_path, fmt, valid_path, cfg)
+    train_log, valid_log = data.split(cfg)
     if len(train_log) == 0:
         raise DataError(train_path, None, "no training sessions left after preprocessing")
-    index = ItemIndex.build(train_log)
+    index = data.index
     sessions = encode(train_log, index)
     valid_sessions = encode(valid_log, index)
     valid_cases = cases_from_sessions(valid_sessions)
@@ -132,6 +172,12 @@ def run_training(
         curve = Path(scratch) / "training_curve.png"
         plot_curve(result.history, curve)
         extra = {"training_curve.png": curve}
+        if tuning is not None:
+            metrics["tuning_seconds"] = tuning["seconds"]
+            metrics["tuning"] = tuning
+            record = Path(scratch) / "tuning.json"
+            record.write_text(json.dumps(tuning, indent=2, default=float), encoding="utf-8")
+            extra["tuning.json"] = record
         ckpt_dir = Path(scratch) / "checkpoints"
         for ckpt in sorted(ckpt_dir.glob("epoch-*.pt")):
             extra[f"checkpoint-{ckpt.name}"] = ckpt
@@ -157,7 +203,17 @@ def train_main(argv: list[str]) -> int:
         "--valid", help="validation file (same format); default: time-ordered tail of --train"
     )
     parser.add_argument("--out", required=True, help="artifact directory to write")
-    parser.add_argument("--config", help="preset name (e.g. quick) or a .json/.toml file")
+    parser.add_argument(
+        "--config", help="preset name (e.g. quick) or a .json/.toml file; trained as is (no tuning)"
+    )
+    parser.add_argument(
+        "--tune-budget",
+        type=float,
+        metavar="SECONDS",
+        help="without --config: seconds to choose the GRU settings, epochs and session-memory weights on "
+        f"the validation split (default {DEFAULT_BUDGET_SECONDS:.0f}); the final training on all the data "
+        "comes on top. 0: no tuning, train the defaults",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--items",
@@ -165,10 +221,20 @@ def train_main(argv: list[str]) -> int:
         "mapping that places new items (model/content_fit.py)",
     )
     args = parser.parse_args(argv)
+    if args.config is not None and args.tune_budget is not None:
+        parser.error("--tune-budget applies only without --config (a preset is trained as is)")
+    budget = DEFAULT_BUDGET_SECONDS if args.tune_budget is None else args.tune_budget
+    if budget < 0:
+        parser.error("--tune-budget must be >= 0")
     try:
         cfg = load_config(args.config)
+        data = load_training_data(args.train, args.train_format, args.valid, cfg)
+        tuning = None
+        if args.config is None and budget > 0:
+            chosen = run_tuning(data, cfg, budget)
+            cfg, tuning = chosen.config, chosen.record
         metrics = run_training(
-            args.train, args.train_format, args.valid, args.out, cfg, not args.quiet, args.items
+            args.train, args.train_format, args.valid, args.out, cfg, not args.quiet, args.items, data, tuning
         )
     except (DataError, ValueError, OSError) as exc:
         print(f"kairos train: error: {exc}", file=sys.stderr)
@@ -180,6 +246,7 @@ def train_main(argv: list[str]) -> int:
         f"valid recall@20 {valid.get('recall@20', float('nan')):.4f} "
         f"mrr@20 {valid.get('mrr@20', float('nan')):.4f}, "
         f"{metrics['train_seconds']:.1f} s, {metrics['events_per_second']:,.0f} events/s"
+        + (f" (after {metrics['tuning_seconds']:.0f} s of tuning)" if "tuning_seconds" in metrics else "")
     )
     return 0
 
@@ -230,7 +297,10 @@ def evaluate_main(argv: list[str]) -> int:
     except (DataError, ValueError, OSError, RuntimeError) as exc:
         print(f"kairos evaluate: error: {exc}", file=sys.stderr)
         return 2
-    print(f"model {art.version}: {result['n_cases']} cases, {result['n_dropped']} dropped")
+    print(
+        f"model {art.version}: {result['n_cases']} cases, {result['n_dropped']} of them with a target "
+        "the model cannot rank (counted as misses)"
+    )
     print(f"  gru          {_fmt(result)}")
     for name, metrics in result.get("baselines", {}).items():
         print(f"  {name:<12} {_fmt(metrics)}")

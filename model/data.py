@@ -324,10 +324,16 @@ class ItemIndex:
             self._lookup = {item: i for i, item in enumerate(self.ids)}
 
     @classmethod
-    def build(cls, log: SessionLog) -> ItemIndex:
-        """Index every item of ``log``; ties in frequency keep first appearance order."""
+    def build(cls, log: SessionLog, min_support: int = 1) -> ItemIndex:
+        """Index every item of ``log`` seen at least ``min_support`` times; ties in frequency keep first
+        appearance order.
+
+        Build it from the whole training file as loaded (before sessions are dropped or a validation
+        tail is held out): an item seen only in a length-1 session or only in the tail is still an item
+        a user can be recommended, and a test case with it as the target must be rankable.
+        """
         counter = Counter(item for s in log.items for item in s)
-        ordered = sorted(counter.items(), key=lambda kv: -kv[1])
+        ordered = sorted(((k, c) for k, c in counter.items() if c >= min_support), key=lambda kv: -kv[1])
         ids = [item for item, _ in ordered]
         return cls(ids=ids, counts=np.array([c for _, c in ordered], dtype=np.int64))
 

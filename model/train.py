@@ -124,64 +124,65 @@ class TrainResult:
     neighbour_seconds: float = 0.0  # building the session-memory neighbour table (not in train_seconds)
 
 
-def train(
-    sessions: EncodedSessions,
-    index: ItemIndex,
-    cfg: TrainConfig,
-    valid_cases: Cases | None = None,
-    checkpoint_dir: Path | None = None,
-    progress: bool = True,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-) -> TrainResult:
-    """Train a :class:`SessionGRU`; early-stop on validation MRR@20 when ``valid_cases`` is given.
+class Trainer:
+    """One model's optimisation, an epoch at a time, resumable and interleavable with other trainers.
 
-    ``train_seconds`` counts the optimisation only (not validation); ``events_per_second`` is training
-    events (rows) times epochs run over that time, the way GRU4Rec reports rows/s.
+    Everything random (weight init, the negatives buffer, epoch plans, dropout) is drawn from the
+    trainer's own numpy generator and its own copy of torch's global RNG state, swapped in for each
+    epoch: so trainers can take turns (the tuner's successive halving) and each one's epochs are the
+    same as an uninterrupted run with the same seed.
     """
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    n_items = len(index)
-    model = SessionGRU(n_items, len(EVENT_TYPES), cfg)
-    neighbour_seconds = 0.0
-    if model.neighbour_idx.shape[1]:
-        t_nb = time.perf_counter()
-        model.set_neighbours(
-            *build_neighbours(
-                sessions, n_items, cfg.neighbour_k, cfg.neighbour_distance, cfg.neighbour_backward
+
+    def __init__(self, sessions: EncodedSessions, index: ItemIndex, cfg: TrainConfig) -> None:
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.set_num_threads(cfg.threads)
+        self.cfg = cfg
+        self.sessions = sessions
+        n_items = len(index)
+        model = SessionGRU(n_items, len(EVENT_TYPES), cfg)
+        self.neighbour_seconds = 0.0
+        if model.neighbour_idx.shape[1]:
+            t_nb = time.perf_counter()
+            model.set_neighbours(
+                *build_neighbours(
+                    sessions, n_items, cfg.neighbour_k, cfg.neighbour_distance, cfg.neighbour_backward
+                )
             )
+            self.neighbour_seconds = time.perf_counter() - t_nb
+        self.model = model
+        sparse_params = [model.item_emb] + ([model.bias] if cfg.item_bias else [])
+        if model.out_emb is not None:
+            sparse_params.append(model.out_emb)
+        sparse_ids = {id(p) for p in sparse_params}
+        dense_params = [p for p in model.parameters() if id(p) not in sparse_ids and p.requires_grad]
+        self.opt_sparse = torch.optim.SparseAdam(sparse_params, lr=cfg.learning_rate)
+        self.opt_dense = torch.optim.Adam(dense_params, lr=cfg.learning_rate)
+
+        counts = np.bincount(sessions.items, minlength=n_items).astype(np.float64)
+        q = counts**cfg.sample_alpha
+        q /= q.sum()
+        self.logq = (
+            torch.from_numpy(np.log(q + 1e-12).astype(np.float32)) * cfg.logq if cfg.logq > 0 else None
         )
-        neighbour_seconds = time.perf_counter() - t_nb
-    model.sparse = True
-    sparse_params = [model.item_emb] + ([model.bias] if cfg.item_bias else [])
-    if model.out_emb is not None:
-        sparse_params.append(model.out_emb)
-    sparse_ids = {id(p) for p in sparse_params}
-    dense_params = [p for p in model.parameters() if id(p) not in sparse_ids and p.requires_grad]
-    opt_sparse = torch.optim.SparseAdam(sparse_params, lr=cfg.learning_rate)
-    opt_dense = torch.optim.Adam(dense_params, lr=cfg.learning_rate)
+        # A large pre-drawn buffer of popularity samples, refilled when used up.
+        self.buffer_size = max(cfg.n_negatives * 2000, 1)
+        self.buffer = torch.from_numpy(self.rng.choice(n_items, size=self.buffer_size, p=q).astype(np.int64))
+        self.cursor = 0
+        self.epochs_done = 0
+        self.torch_rng = torch.get_rng_state()
 
-    counts = np.bincount(sessions.items, minlength=n_items).astype(np.float64)
-    q = counts**cfg.sample_alpha
-    q /= q.sum()
-    logq = torch.from_numpy(np.log(q + 1e-12).astype(np.float32)) * cfg.logq if cfg.logq > 0 else None
-    # A large pre-drawn buffer of popularity samples, refilled when used up.
-    buffer_size = max(cfg.n_negatives * 2000, 1)
-    buffer = torch.from_numpy(rng.choice(n_items, size=buffer_size, p=q).astype(np.int64))
-    cursor = 0
-
-    if valid_cases is not None and len(valid_cases) > cfg.max_valid_cases:
-        valid_cases = subset_cases(
-            valid_cases, np.arange(len(valid_cases) - cfg.max_valid_cases, len(valid_cases))
-        )
-
-    n_events = int(len(sessions.items))
-    result = TrainResult(model=model, neighbour_seconds=neighbour_seconds)
-    best_score, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
-    for epoch in range(1, cfg.epochs + 1):
+    def run_epoch(self, progress: bool = False) -> dict[str, float]:
+        """Train one more epoch; return its record (epoch, loss, seconds, events_per_second)."""
+        cfg, model = self.cfg, self.model
+        torch.set_num_threads(cfg.threads)
+        torch.set_rng_state(self.torch_rng)
+        self.epochs_done += 1
+        epoch = self.epochs_done
+        model.sparse = True
         model.train()
         t0 = time.perf_counter()
-        plan = plan_epoch(sessions, cfg.batch_size, rng, cfg.shuffle)
+        plan = plan_epoch(self.sessions, cfg.batch_size, self.rng, cfg.shuffle)
         inputs = torch.from_numpy(plan.inputs)
         targets = torch.from_numpy(plan.targets)
         types = torch.from_numpy(plan.types)
@@ -203,18 +204,18 @@ def train(
                 continue
             out = model.output(torch.cat(outs)[valid])
             tv = tg[valid]
-            if cursor + cfg.n_negatives > buffer_size:
-                buffer = buffer[torch.randperm(buffer_size)]
-                cursor = 0
-            negatives = buffer[cursor : cursor + cfg.n_negatives]
-            cursor += cfg.n_negatives
-            logits = sampled_logits(model, out, tv, negatives, logq)
+            if self.cursor + cfg.n_negatives > self.buffer_size:
+                self.buffer = self.buffer[torch.randperm(self.buffer_size)]
+                self.cursor = 0
+            negatives = self.buffer[self.cursor : self.cursor + cfg.n_negatives]
+            self.cursor += cfg.n_negatives
+            logits = sampled_logits(model, out, tv, negatives, self.logq)
             loss = ce_loss(logits) if cfg.loss == "ce" else bpr_max_loss(logits, cfg.bpreg)
-            opt_sparse.zero_grad(set_to_none=True)
-            opt_dense.zero_grad(set_to_none=True)
+            self.opt_sparse.zero_grad(set_to_none=True)
+            self.opt_dense.zero_grad(set_to_none=True)
             loss.backward()
-            opt_sparse.step()
-            opt_dense.step()
+            self.opt_sparse.step()
+            self.opt_dense.step()
             n = int(valid.sum())
             loss_sum += loss.item() * n
             loss_n += n
@@ -224,21 +225,49 @@ def train(
         if bar is not None:
             bar.close(loss_sum / max(loss_n, 1))
         seconds = time.perf_counter() - t0
-        result.train_seconds += seconds
-        record: dict[str, float] = {
+        model.sparse = False
+        model.eval()
+        self.torch_rng = torch.get_rng_state()
+        return {
             "epoch": epoch,
             "loss": loss_sum / max(loss_n, 1),
             "seconds": seconds,
-            "events_per_second": n_events / max(seconds, 1e-9),
+            "events_per_second": len(self.sessions.items) / max(seconds, 1e-9),
         }
-        model.sparse = False
+
+
+def train(
+    sessions: EncodedSessions,
+    index: ItemIndex,
+    cfg: TrainConfig,
+    valid_cases: Cases | None = None,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train a :class:`SessionGRU`; early-stop on validation MRR@20 when ``valid_cases`` is given.
+
+    ``train_seconds`` counts the optimisation only (not validation); ``events_per_second`` is training
+    events (rows) times epochs run over that time, the way GRU4Rec reports rows/s.
+    """
+    trainer = Trainer(sessions, index, cfg)
+    model = trainer.model
+    if valid_cases is not None and len(valid_cases) > cfg.max_valid_cases:
+        valid_cases = subset_cases(
+            valid_cases, np.arange(len(valid_cases) - cfg.max_valid_cases, len(valid_cases))
+        )
+    n_events = int(len(sessions.items))
+    result = TrainResult(model=model, neighbour_seconds=trainer.neighbour_seconds)
+    best_score, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
+    for epoch in range(1, cfg.epochs + 1):
+        record = trainer.run_epoch(progress)
+        result.train_seconds += record["seconds"]
         if valid_cases is not None and len(valid_cases):
             metrics = evaluate_model(model, valid_cases)
             record.update({f"valid_{k}": v for k, v in metrics.items() if "@" in k})
             score = metrics["mrr@20"]
         else:
             score = float(epoch)  # no validation: keep the last epoch
-        model.sparse = True
         result.history.append(record)
         if on_epoch is not None:
             on_epoch(record)

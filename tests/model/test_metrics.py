@@ -40,14 +40,17 @@ def test_nan_target_ranks_last() -> None:
     assert ranks.tolist() == [3]
 
 
-def test_unknown_targets_are_dropped_and_counted() -> None:
+def test_unknown_targets_count_as_misses() -> None:
     index = ItemIndex.build(SessionLog(items=[["a", "b", "c"]]))
     cases = cases_from_sessions(encode(SessionLog(items=[["a", "x", "b", "zz"]]), index))
     # a -> x (x unknown: dropped), a x -> b (kept, x stays -1 in the prefix), ... -> zz (dropped)
     assert len(cases) == 1 and cases.n_dropped == 2
     assert cases.items.tolist() == [index.index("a"), -1]
     res = evaluate_scores(lambda rows: np.tile(np.arange(3.0), (len(rows), 1)), cases)
-    assert res["n_cases"] == 1 and res["n_dropped"] == 2
+    # The two unrankable cases are misses: 3 cases, one ranked (b: rank 2 of 3, only c scores higher).
+    assert res["n_cases"] == 3 and res["n_dropped"] == 2
+    assert res["recall@1"] == 0.0 and res["recall@5"] == pytest.approx(1 / 3)
+    assert res["mrr@20"] == pytest.approx(0.5 / 3)
 
 
 def test_empty_accumulator_reports_zero() -> None:
