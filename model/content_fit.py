@@ -33,6 +33,10 @@ from model.net import SessionGRU
 from model.text_embedding import TextEncoder
 
 LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# Scale of the text columns relative to the others before the ridge: one ridge strength over groups of
+# very different scales over-fits the smaller (the 384 text columns are unit-norm rows) or over-shrinks
+# the larger (category means), so the hold-out also chooses how loud the text is.
+TEXT_SCALES = (0.3, 1.0, 3.0, 10.0)
 N_BUCKETS = 512
 MIN_ITEMS = 10
 
@@ -80,19 +84,33 @@ def load_item_catalog(path: str | Path) -> tuple[dict[str, ItemContent], int | N
 
 
 def ridge(
-    x: np.ndarray, y: np.ndarray, w: np.ndarray, lam: float
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, lam: float, scale: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted ridge with an unpenalised intercept: ``(weights (F, Y), x_mean, y_mean)``.
 
     ``lam`` is relative: the penalty is ``lam * trace(X'WX) / F``, so one grid fits any feature scale.
+    ``scale`` (F,): columns are multiplied by it before the fit (a per-column penalty); the weights
+    returned apply to the unscaled features.
     """
     w = w / w.sum()
     x_mean, y_mean = w @ x, w @ y
     xc, yc = x - x_mean, y - y_mean
+    if scale is not None:
+        xc = xc * scale
     gram = xc.T @ (xc * w[:, None])
     penalty = lam * max(float(np.trace(gram)) / gram.shape[0], 1e-12)
     coef = np.linalg.solve(gram + penalty * np.eye(gram.shape[0]), xc.T @ (yc * w[:, None]))
+    if scale is not None:
+        coef = coef * scale[:, None]
     return coef, x_mean, y_mean
+
+
+def _column_scale(mapping: ContentMapping, text_scale: float) -> np.ndarray:
+    """Per-column scale: ``text_scale`` on the text columns, 1 elsewhere."""
+    scale = np.ones(mapping.feature_width)
+    start, stop = mapping.layout()["text"]
+    scale[start:stop] = text_scale
+    return scale
 
 
 def _mapping(
@@ -133,11 +151,13 @@ def fit_content_mapping(
     seed: int = 0,
     modes: Sequence[str] = CATEGORY_MODES,
     lambdas: Sequence[float] = LAMBDAS,
+    text_scales: Sequence[float] = TEXT_SCALES,
 ) -> ContentMapping:
     """Fit the map from ``contents`` to ``targets`` (N, Y) of the warm items, weighted by ``support`` (N,).
 
-    Chooses the category mode and ridge strength on a seeded 20 % hold-out, refits on everything and
-    records the choice and every hold-out error in ``mapping.report``.
+    Chooses the category mode, the text columns' scale and the ridge strength on a seeded 20 %
+    hold-out, refits on everything and records the choice and every hold-out error in
+    ``mapping.report``.
     """
     n = len(contents)
     if n < MIN_ITEMS:
@@ -163,30 +183,35 @@ def fit_content_mapping(
     order = np.random.default_rng(seed).permutation(n)
     held, fit = np.sort(order[: max(1, n // 5)]), np.sort(order[max(1, n // 5) :])
     errors: dict[str, dict[str, float]] = {}
-    best: tuple[float, str, float] = (float("inf"), modes[0], lambdas[0])
+    best: tuple[float, str, float, float] = (float("inf"), modes[0], lambdas[0], text_scales[0])
     for mode in modes:
         probe = _mapping(base, mode, [cats[i] for i in fit], y[fit])
         x_fit = probe.features(text[fit], [contents[i] for i in fit], exclude=y[fit])
         x_held = probe.features(text[held], [contents[i] for i in held])
         errors[mode] = {}
-        for lam in lambdas:
-            coef, xm, ym = ridge(x_fit, y[fit], weight[fit], lam)
-            pred = (x_held - xm) @ coef + ym
-            err = float(weight[held] @ ((pred - y[held]) ** 2).sum(axis=1) / weight[held].sum())
-            errors[mode][str(lam)] = err
-            if err < best[0]:
-                best = (err, mode, lam)
+        for text_scale in text_scales:
+            scale = _column_scale(probe, text_scale)
+            for lam in lambdas:
+                coef, xm, ym = ridge(x_fit, y[fit], weight[fit], lam, scale)
+                pred = (x_held - xm) @ coef + ym
+                err = float(weight[held] @ ((pred - y[held]) ** 2).sum(axis=1) / weight[held].sum())
+                errors[mode][f"text x{text_scale} lambda {lam}"] = err
+                if err < best[0]:
+                    best = (err, mode, lam, text_scale)
     # The error of predicting every held-out item as the (weighted) mean item: the scale to read errors by.
     mean_err = float(weight[held] @ ((y[held] - weight[fit] @ y[fit] / weight[fit].sum()) ** 2).sum(axis=1))
-    _, mode, lam = best
+    _, mode, lam, text_scale = best
     mapping = _mapping(base, mode, cats, y)
     x_all = mapping.features(text, contents, exclude=y)
-    mapping.weights, mapping.x_mean, mapping.y_mean = ridge(x_all, y, weight, lam)
+    mapping.weights, mapping.x_mean, mapping.y_mean = ridge(
+        x_all, y, weight, lam, _column_scale(mapping, text_scale)
+    )
     mapping.report = {
         "n_items": n,
         "n_holdout": len(held),
         "category_mode": mode,
         "ridge_lambda": lam,
+        "text_scale": text_scale,
         "holdout_error": errors,
         "holdout_error_of_mean_item": mean_err / weight[held].sum(),
         "weights": "training support / mean support",
