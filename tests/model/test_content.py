@@ -16,7 +16,7 @@ from model.content import ItemContent
 from model.content_fit import load_item_catalog, ridge
 from model.scorer import IncrementalScorer
 from model.text_embedding import TextEncoderError
-from tests.model.conftest import TINY, write_session_tsv
+from tests.model.conftest import TINY, flip_byte, write_session_tsv
 
 CATEGORIES = ["hiking boots", "coffee beans", "phone case", "garden hose", "yoga mat", "desk lamp"]
 PER_CATEGORY = 10
@@ -130,11 +130,7 @@ def test_mapping_round_trip_in_the_artifact(content_artifact: Path) -> None:
 def test_corrupt_content_file_is_refused(content_artifact: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(content_artifact, broken)
-    with (broken / "content.npz").open("r+b") as handle:
-        handle.seek(200)
-        byte = handle.read(1)
-        handle.seek(200)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(broken / "content.npz", 200)
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         IncrementalScorer.load(broken)
 

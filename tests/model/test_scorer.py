@@ -15,6 +15,7 @@ from model.artifact import ArtifactError, load_artifact
 from model.calibration import normaliser_sample
 from model.scorer import IncrementalScorer
 from stream.contract import EVENT_TYPES
+from tests.model.conftest import flip_byte
 
 
 def test_artifact_round_trip(tiny_artifact: Path) -> None:
@@ -32,11 +33,7 @@ def test_artifact_round_trip(tiny_artifact: Path) -> None:
 def test_corrupt_artifact_is_refused(tiny_artifact: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(tiny_artifact, broken)
-    with (broken / "weights.pt").open("r+b") as handle:
-        handle.seek(100)
-        byte = handle.read(1)
-        handle.seek(100)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(broken / "weights.pt", 100)
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         IncrementalScorer.load(broken)
     (broken / "MANIFEST.json").unlink()
