@@ -821,6 +821,8 @@ class Worker:
         keys = sum(p.estimated_keys() for p in list(self.store.partitions.values()) if p.ready)
         size = sum(p.estimated_bytes() for p in list(self.store.partitions.values()) if p.ready)
         metrics.set_state_size("users", keys, size)
+        if self.engine is not None:
+            metrics.CONTENT_ITEMS_WAITING.set(len(self.engine.unplaced))
 
     def _work_pending(self) -> bool:
         """Whether a recovered, owned partition has records the consume loop should be processing.

@@ -40,7 +40,7 @@ from stream.candidates import (
 from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogChange, CatalogView
 from stream.content_items import (
     NewItems,
-    add_unknown_items,
+    Unplaced,
     arrival_pool,
     arrival_users,
     check_image,
@@ -142,6 +142,7 @@ class Engine:
         # New arrival -> the items whose users hear of it (stream.content_items.arrival_pool).
         self._arrival_pools: dict[tuple[str, float], list[str]] = {}
         self.new_items = NewItems()  # items placed from content, by category (a candidate source)
+        self.unplaced = Unplaced()  # catalogued items the model lacks, placed a few per tick
         # Model calls in fixed-size chunks, and the decisions (stream.scoring, stream.decider).
         self.scoring = AskScorer(scorer, self.cfg, settings.worker.model_chunk_rows)
         self.decider = Decider(
@@ -197,16 +198,20 @@ class Engine:
         self._content = content_scorer(scorer)
         self._arrival_pools.clear()
         # The new model knows none of the items the old one placed from their content.
-        latest = [u for item in list(self.catalog.items()) if (u := self.catalog.latest(item)) is not None]
-        add_unknown_items(self._content, latest)
         self.new_items.clear()
-        self._file_new_items(latest)
+        self.unplaced.clear()
+        self.unplaced.offer(
+            self._content, (u for item in list(self.catalog.items()) if (u := self.catalog.latest(item)))
+        )
+        self._place_waiting(Outcome())
 
-    def _file_new_items(self, updates: Sequence[CatalogUpdate]) -> None:
-        """File the updates' items that the model knows only from their content (the "new" source)."""
-        for update in updates:
+    def _place_waiting(self, out: Outcome) -> None:
+        """Place up to ``model.content_items_per_tick`` waiting items; file them as new items."""
+        placed = self.unplaced.place_some(self._content, self.settings.model.content_items_per_tick)
+        for update in placed:
             if placed_from_content(self._content, update.item_id):
                 self.new_items.add(update)
+                out.content_items_added += 1
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -724,6 +729,7 @@ class Engine:
             if update is None:  # a tombstone: the item is gone, never pushed again
                 assert rec.key is not None  # admission refuses a tombstone without a key
                 self.catalog.remove(rec.key.decode("utf-8"))
+                self.unplaced.forget(rec.key.decode("utf-8"))
                 out.catalog_removals += 1
                 continue
             out.catalog_updates += 1
@@ -738,8 +744,8 @@ class Engine:
                 if update.updated_at <= self._catalog_until(partition):
                     late.append((partition, change))
         # Before any announcement: a new item must have its place in the model when it is decided on.
-        out.content_items_added += add_unknown_items(self._content, applied)
-        self._file_new_items(applied)
+        self.unplaced.offer(self._content, applied)
+        self._place_waiting(out)
         if self._event_clock():  # with the wall clock every change is "late": that is its design
             out.catalog_late += len(late)
         for partition in sorted({p for p, _ in late}):
@@ -850,6 +856,7 @@ class Engine:
         """
         self._start_batch()
         out = Outcome()
+        self._place_waiting(out)  # the rest of a large catalog of items the model lacks
         for partition in sorted(self.owned):  # with the event clock, process() announced them already
             self._announce_due(txn, partition, out)
         if self.owned:

@@ -557,6 +557,13 @@ CONTENT_ITEMS = Counter(
 )
 
 
+CONTENT_ITEMS_WAITING = Gauge(
+    "kairos_content_items_waiting",
+    "Catalogued items the model lacks that wait to be placed from their content (a few per tick).",
+    multiprocess_mode="livemostrecent",
+)
+
+
 def observe_input_updates(
     consent: int = 0, catalog: int = 0, catalog_late: int = 0, content_items: int = 0
 ) -> None:

@@ -131,6 +131,14 @@ class ModelConfig(BaseModel):
     reload_check_seconds: float = Field(
         5.0, description="How often the model directory is checked for a new artifact."
     )
+    content_items_per_tick: int = Field(
+        100,
+        ge=1,
+        description=(
+            "Most items without history placed from content per catalog batch or tick (about 30 ms "
+            "each): a large catalog the model lacks is placed over several ticks, never stalling the loop."
+        ),
+    )
     content: Literal["auto", "require", "off"] = Field(
         "auto",
         description=(

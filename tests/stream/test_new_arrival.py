@@ -11,7 +11,7 @@ import numpy as np
 
 from stream.content_items import arrival_pool, arrival_users, content_scorer
 from stream.contract import CatalogUpdate, push_id
-from stream.engine import Engine
+from stream.engine import Engine, Inbound
 from stream.interest import InterestIndex
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
@@ -223,3 +223,22 @@ def test_new_items_are_proposed_newest_first_as_catalogued_then() -> None:
     view.put(moved)
     assert new.in_categories(["hats"], view, T0 + 20, 10) == []  # b removed, a moved away since
     assert new.in_categories(["hats"], view, T0 + 12, 10) == ["a"]
+
+
+def test_a_large_unknown_catalog_is_placed_a_bounded_number_per_tick() -> None:
+    scorer = ContentFakeScorer({}, spare=7)
+    settings = make_settings()
+    settings.model.content_items_per_tick = 2
+    engine = Engine(settings, scorer, clock=lambda: 0.0)
+    engine.owned = set(range(PARTITIONS))
+    store = DictState()
+    news = [catalog_entry(f"n{k}", updated_at=T0 - 60) for k in range(7)]
+    out = engine.apply_catalog([catalog_record(u) for u in news], store, announce=False)
+    assert out.content_items_added == 2 and len(engine.unplaced) == 5
+    assert engine.scorer.item_indices(["n1", "n2"]).tolist() == [6, -1]  # waits: unknown until placed
+    # A tombstone drops a waiting item; every catalog batch and tick places the next few, in read order.
+    out = engine.apply_catalog([Inbound("catalog", 0, 9, b"n3", None)], store)
+    assert out.content_items_added == 2 and len(engine.unplaced) == 2
+    assert [engine.tick(store).content_items_added for _ in range(2)] == [2, 0]
+    assert [item for item, _ in scorer.added] == ["n0", "n1", "n2", "n4", "n5", "n6"]
+    assert len(engine.unplaced) == 0
