@@ -768,7 +768,9 @@ class Worker:
             self.health.set_recovering(self._still_recovering())
             log.info("catalog loaded: %d items", len(self.engine.catalog))
         try:  # only adopted partitions have timers in the engine: recovering ones wait
-            outcome.extend(self.engine.tick(txn))
+            ticked = self.engine.tick(txn)
+            metrics.observe_input_updates(content_items=ticked.content_items_added)
+            outcome.extend(ticked)
         except Exception:  # noqa: BLE001 - the timers popped are lost for this run; state stays
             self._tick_error("timers")
         if txn.writes or outcome.pushes or outcome.dead_letters:
