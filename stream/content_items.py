@@ -1,11 +1,12 @@
 """Items without history in the worker: catalog content into the model, and who a new arrival reaches.
 
 A model trained with a content mapping (``model/content.py``) can place an item it never saw in its
-item space from the catalog message alone (title, category, optional image vector). The engine calls
-:func:`add_unknown_items` with each batch of catalog updates (the start-up read of the whole catalog
-included) and after a model swap, so every catalogued item is known to the model from the moment its
-catalog message is read. A model without a mapping (or a worker run with ``model.content=off``)
-places nothing (``content_enabled`` False): unknown items then stay unknown, exactly as before.
+item space from the catalog message alone (title, category, optional image vector). The engine offers
+each batch of catalog updates (the start-up read of the whole catalog included, and the whole catalog
+after a model swap) to :class:`Unplaced`, which places the items the model lacks a bounded number
+per batch or tick, in the order they were read. A model without a mapping (or a worker run with
+``model.content=off``) places nothing (``content_enabled`` False): unknown items then stay unknown,
+exactly as before.
 
 :func:`arrival_users` says who a ``new_arrival`` is announced to: the users of the partition's
 interest index (item -> interested users) for the items most similar to the new one, in the model's
@@ -112,38 +113,18 @@ class Unplaced:
         batch = list(self._waiting.values())[:limit]
         for update in batch:
             del self._waiting[update.item_id]
-        add_unknown_items(mapped, batch)
+        # Only unknown items were queued, each once (the model skips any it knows by now). The items
+        # known to the model never change: an item's vector stays put when its title is edited.
+        mapped.add_items([u.item_id for u in batch], [_content_of(u) for u in batch])
         return batch
 
 
-def add_unknown_items(mapped: ContentScorer | None, updates: Iterable[CatalogUpdate]) -> int:
-    """Give the model a place for each catalogued item it does not know; returns how many were added.
+def _content_of(update: CatalogUpdate) -> Any:
+    """The model side's :class:`model.content.ItemContent` of a catalog update."""
+    from model.content import ItemContent  # numpy only
 
-    The latest update of an item wins; items the model knows (trained or added before) are left as
-    they are, so an item's vector never changes under a user's feet when its title is edited.
-    """
-    if mapped is None:
-        return 0
-    from model.content import ItemContent  # the model side's type; numpy only
-
-    latest: dict[str, CatalogUpdate] = {}
-    for update in updates:
-        latest[update.item_id] = update
-    if not latest:
-        return 0
-    ids = sorted(latest)  # the order of addition never changes a score; sorted keeps logs stable
-    unknown = [item for item, index in zip(ids, mapped.item_indices(ids), strict=True) if index < 0]
-    if not unknown:
-        return 0
-    contents = [
-        ItemContent(
-            title=latest[item].title,
-            category=latest[item].category,
-            image=None if latest[item].image is None else np.asarray(latest[item].image, dtype=np.float32),
-        )
-        for item in unknown
-    ]
-    return mapped.add_items(unknown, contents)
+    image = None if update.image is None else np.asarray(update.image, dtype=np.float32)
+    return ItemContent(title=update.title, category=update.category, image=image)
 
 
 def placed_from_content(mapped: ContentScorer | None, item_id: str) -> bool:

@@ -26,6 +26,7 @@ from stream.simulator import SimConfig, World
 from tests.support.worker import (
     WorkerProcess,
     produce,
+    pushes_for,
     read_topic,
     running_worker,
     settings_for,
@@ -95,15 +96,6 @@ def _same_partition_as(user: str, prefix: str) -> str:
     return next(f"{prefix}-{i}" for i in range(1000) if partition_for(f"{prefix}-{i}", n) == mine)
 
 
-def _pushes(broker: str, user: str) -> list[Push]:
-    found = []
-    for msg in read_topic(broker, settings_for(broker).topics.pushes, timeout=5):
-        push = Push.model_validate_json(msg.value(), strict=False)
-        if push.user_id == user:
-            found.append(push)
-    return found
-
-
 def test_a_cold_item_is_placed_announced_and_stepped_on(
     broker: str, worker: WorkerProcess, content_model: Path, shop: list[CatalogUpdate]
 ) -> None:
@@ -144,7 +136,7 @@ def test_a_cold_item_is_placed_announced_and_stepped_on(
     found: list[Push] = []
 
     def announced() -> bool:
-        found[:] = [p for p in _pushes(broker, fan) if p.trigger == "new_arrival"]
+        found[:] = [p for p in pushes_for(broker, fan) if p.trigger == "new_arrival"]
         return bool(found)
 
     wait_for(announced, 30, interval=0.3, what="a new_arrival push for the fan")

@@ -10,9 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from stream.contract import CatalogUpdate, Event, EventContext, Push
+from stream.contract import CatalogUpdate, Event, EventContext
 from stream.partitioning import partition_for
-from tests.support.worker import WorkerProcess, produce, read_topic, running_worker, settings_for, wait_for
+from tests.support.worker import (
+    WorkerProcess,
+    produce,
+    pushes_for,
+    running_worker,
+    settings_for,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +55,6 @@ def _event(event_id: str, user: str, kind: str, item: str, ts: float) -> Event:
         session_id=f"{user}-s",
         context=UTC,  # type: ignore[arg-type]
     )
-
-
-def _pushes(broker: str, user: str) -> list[Push]:
-    settings = settings_for(broker)
-    found = [
-        Push.model_validate_json(m.value(), strict=False) for m in read_topic(broker, settings.topics.pushes)
-    ]
-    return [p for p in found if p.user_id == user]
 
 
 def _send(broker: str, worker: WorkerProcess, events: list[Event]) -> None:
@@ -99,7 +98,7 @@ def test_the_abandonment_push_comes_after_the_inactivity_and_never_during_activi
             _event("c-1", clock, "view", items[3], T0 + 500),  # 440 s after the last event: still a session
         ],
     )
-    assert _pushes(broker, shopper) == []
+    assert pushes_for(broker, shopper) == []
     # The shopper comes back before the gap ends: the session goes on, the session end moves.
     _send(
         broker,
@@ -109,11 +108,11 @@ def test_the_abandonment_push_comes_after_the_inactivity_and_never_during_activi
             _event("c-2", clock, "view", items[3], T0 + 1000),
         ],
     )
-    assert _pushes(broker, shopper) == []  # would have fired at T0 + 660 without the return
+    assert pushes_for(broker, shopper) == []  # would have fired at T0 + 660 without the return
     # Away for the whole gap: the session has ended, and one abandonment push goes out.
     _send(broker, worker, [_event("c-3", clock, "view", items[3], T0 + 1200)])
-    wait_for(lambda: bool(_pushes(broker, shopper)), 30, interval=0.3, what="the session-end push")
-    [push] = _pushes(broker, shopper)
+    wait_for(lambda: bool(pushes_for(broker, shopper)), 30, interval=0.3, what="the session-end push")
+    [push] = pushes_for(broker, shopper)
     assert (push.item_id, push.trigger) in {(items[1], "cart_abandonment"), (items[0], "browse_abandonment")}
     assert push.event_ts == pytest.approx(T0 + 550)  # the last event before the gap
     assert push.created_at == pytest.approx(T0 + 1200)  # decided when the clock passed T0 + 1150

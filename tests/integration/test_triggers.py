@@ -39,7 +39,14 @@ import pytest
 from stream.contract import CatalogUpdate, Event, EventContext, Promotion, Push
 from stream.partitioning import partition_for
 from stream.settings import Settings
-from tests.support.worker import WorkerProcess, produce, read_topic, running_worker, settings_for, wait_for
+from tests.support.worker import (
+    WorkerProcess,
+    produce,
+    pushes_for,
+    running_worker,
+    settings_for,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -127,20 +134,11 @@ def _processed(worker: WorkerProcess, at_least: float) -> None:
     )
 
 
-def _pushes(broker: str, user: str) -> list[Push]:
-    out = []
-    for msg in read_topic(broker, _settings(broker).topics.pushes, timeout=5):
-        push = Push.model_validate_json(msg.value(), strict=False)
-        if push.user_id == user:
-            out.append(push)
-    return out
-
-
 def _wait_push(broker: str, user: str, trigger: str, timeout: float = 30.0) -> Push:
     found: list[Push] = []
 
     def has() -> bool:
-        found[:] = [p for p in _pushes(broker, user) if p.trigger == trigger]
+        found[:] = [p for p in pushes_for(broker, user) if p.trigger == trigger]
         return bool(found)
 
     wait_for(has, timeout, interval=0.3, what=f"a {trigger} push for {user}")
@@ -207,7 +205,7 @@ def test_catalog_change_reaches_the_interested_user(
     _send_catalog(broker, [_item(item, change_ts, after_price, after_stock, promotion)])
     wait_for(lambda: worker.metric("kairos_catalog_updates_total") > read, 30, what="the change read")
     time.sleep(1.0)  # several ticks: the fan's partition clock (t0 + 60) has not reached the change
-    assert [p for p in _pushes(broker, fan) if p.trigger == trigger] == []
+    assert [p for p in pushes_for(broker, fan) if p.trigger == trigger] == []
 
     # The change is announced where the fan's partition's stream passes its time: an event at t0 + 130.
     (clock,) = _same_partition_as(fan, f"u-clock-{trigger}")
@@ -225,7 +223,7 @@ def test_catalog_change_reaches_the_interested_user(
         assert push.features["previous_price"] == pytest.approx(before_price)
     _assert_filled(push, with_promotion=promo)
     # A user who never engaged with the item is not in its interest index: nothing for them.
-    assert [p for p in _pushes(broker, other) if p.item_id == item] == []
+    assert [p for p in pushes_for(broker, other) if p.item_id == item] == []
 
 
 def _same_partition_as(user: str, *prefixes: str) -> list[str]:
@@ -259,7 +257,7 @@ def test_cart_abandonment_after_the_delay_and_cancelled_by_purchase(
     _send_events(broker, events)
     _processed(worker, start + len(events))
     time.sleep(1.0)  # several worker ticks at watermark t0 + 200
-    assert [p for p in _pushes(broker, abandoner) if p.trigger == "cart_abandonment"] == []
+    assert [p for p in pushes_for(broker, abandoner) if p.trigger == "cart_abandonment"] == []
 
     # Later events of another user move event time past t0 + 10 + 300: the abandoner's timer is due.
     later = [_event(f"ck-{k}", clock, "view", filler[k % 4], t0 + 200 + 100 * k, "ck-s") for k in range(2, 4)]
@@ -271,4 +269,4 @@ def test_cart_abandonment_after_the_delay_and_cancelled_by_purchase(
     assert push.created_at == pytest.approx(t0 + 400)
     assert push.expires_at > push.created_at and push.reason and push.model_version
     # The same sweep saw the buyer's timer, if it had still been there: the purchase cancelled it.
-    assert [p for p in _pushes(broker, buyer) if p.trigger == "cart_abandonment"] == []
+    assert [p for p in pushes_for(broker, buyer) if p.trigger == "cart_abandonment"] == []

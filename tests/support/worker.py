@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream.broker import free_port
-from stream.contract import to_json_bytes
+from stream.contract import Push, to_json_bytes
 from stream.policy_config import PolicyConfig
 from stream.settings import Settings
 
@@ -264,6 +264,16 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, b
             p.poll(0)
     p.flush(30)
     return n
+
+
+def pushes_for(bootstrap: str, user: str) -> list[Push]:
+    """The pushes on the pushes topic for ``user``, in topic order."""
+    found = []
+    for msg in read_topic(bootstrap, settings_for(bootstrap).topics.pushes, timeout=5):
+        push = Push.model_validate_json(msg.value(), strict=False)
+        if push.user_id == user:
+            found.append(push)
+    return found
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[Any]:
