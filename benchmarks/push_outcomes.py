@@ -76,7 +76,7 @@ from stream.partitioning import partition_for  # noqa: E402
 from stream.policy import in_holdout  # noqa: E402
 from stream.policy_config import PolicyConfig  # noqa: E402
 from stream.settings import Settings  # noqa: E402
-from stream.simulator import DAY, SimConfig, World, local_hour  # noqa: E402
+from stream.simulator import DAY, WORLD_VERSION, SimConfig, World, local_hour  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 from tests.support.worker import PRODUCTION_DECISIONS, WorkerProcess  # noqa: E402
 
@@ -151,7 +151,7 @@ def ensure_model(cfg: BenchConfig) -> Path:
     from model.scorer import IncrementalScorer
 
     # The training config is part of the key: a changed DEMO_TRAINING must not reuse a stale model.
-    key = hashlib.sha256(json.dumps(TRAINING, sort_keys=True).encode()).hexdigest()[:8]
+    key = hashlib.sha256(json.dumps([TRAINING, WORLD_VERSION], sort_keys=True).encode()).hexdigest()[:8]
     work = BENCH_DIR / f"model-s{cfg.seed}-u{cfg.users}-i{cfg.items}-w{cfg.warmup_days:g}-{key}"
     artifact = work / "artifact"
     try:

@@ -81,7 +81,7 @@ from stream.contract import CatalogUpdate, Event, parse_event, to_json_bytes  # 
 from stream.demo import DEMO_TRAINING  # noqa: E402
 from stream.replay import replay  # noqa: E402
 from stream.settings import Settings, get_settings  # noqa: E402
-from stream.simulator import SimConfig, World, generate_events  # noqa: E402
+from stream.simulator import WORLD_VERSION, SimConfig, World, generate_events  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 from tests.support.worker import (  # noqa: E402
     PRODUCTION_DECISIONS,
@@ -158,7 +158,7 @@ class Workload:
 
 
 def _sim_events_file() -> Path:
-    path = CACHE / f"sim-{SIM_CONFIG.seed}-{SIM_TRAIN_EVENTS}.jsonl"
+    path = CACHE / f"sim-{SIM_CONFIG.seed}-{SIM_TRAIN_EVENTS}-w{WORLD_VERSION}.jsonl"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -235,7 +235,7 @@ def ensure_model(settings: Settings) -> Path:
     from model.cli import train_main
 
     key = hashlib.sha256(
-        json.dumps([TRAINING, SIM_CONFIG.seed, SIM_TRAIN_EVENTS], sort_keys=True).encode()
+        json.dumps([TRAINING, SIM_CONFIG.seed, SIM_TRAIN_EVENTS, WORLD_VERSION], sort_keys=True).encode()
     ).hexdigest()[:10]
     out = CACHE / f"model-{key}"
     if (out / ".complete").exists():

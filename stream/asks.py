@@ -81,6 +81,8 @@ class Work:
 
     users: dict[str, BatchUser] = field(default_factory=dict)
     steps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    # Per partition, the clock minute of its earliest queued policy work (see Engine.process).
+    first_minute: dict[int, int] = field(default_factory=dict)
     ops: dict[str, list[Op]] = field(default_factory=dict)
 
     def steps_of(self, user_id: str) -> list[tuple[str, int]]:
@@ -90,3 +92,10 @@ class Work:
     def ops_of(self, user_id: str) -> list[Op]:
         """The user's queued policy work (created empty)."""
         return self.ops.setdefault(user_id, [])
+
+    def queue(self, user: BatchUser, op: Op, at: float) -> None:
+        """Queue policy work for ``user``, made at clock time ``at`` of their partition."""
+        self.ops_of(user.user_id).append(op)
+        minute = int(at // 60.0)
+        if minute < self.first_minute.get(user.partition, minute + 1):
+            self.first_minute[user.partition] = minute

@@ -1,18 +1,22 @@
-"""The decider: from an ask's scored candidates to what happens (emit, hold, suppress with a reason).
+"""The decider: from an ask's scored candidates to a plan (emit, hold, suppress with a reason), then
+the one place that carries plans out.
 
-For each ask it builds the candidates (``stream.policy.make_candidate``), values them by their
-expected incremental effect (``stream.response_estimates``), runs the rules (``stream/rules.py``
-through ``stream.policy.decide``) and records the outcome: pushes with their stream order, holds
-with their release timers, suppressions by reason, the audit trail, the holdout's "ghost" pushes,
-the outcome estimates' updates and the interest index's updates (applied in stream order). Held
-pushes come back through :meth:`Decider.release_held`, through the same rules.
+:meth:`Decider.plan` builds an ask's candidates (``stream.policy.make_candidate``), values them by
+their expected incremental effect (``stream.response_estimates``) and runs the rules
+(``stream/rules.py`` through ``stream.policy.decide``); :meth:`Decider.plan_release` judges held
+pushes that came due through the same rules. Both return a :class:`Plan` and change nothing.
+:meth:`Decider.apply` carries a plan out: pushes with their stream order, holds with their release
+timers, suppressions by reason, the audit trail, the holdout's "ghost" pushes, the outcome
+estimates' updates and the interest index's updates (applied in stream order).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from stream import policy as pol
 from stream import triggers
@@ -30,6 +34,57 @@ from stream.send_time import EngagementHours, send_at
 from stream.timers import Timer
 
 RELEASE_KIND = "release_held"  # the timer kind that brings held pushes back
+
+
+def on_minute(ts: float) -> float:
+    """``ts`` rounded up to a whole minute of the clock.
+
+    Every timer a plan schedules (a hold's release, a deferral) is due on a whole minute. Plans are
+    applied in the engine's second pass, after the first pass moved the partition's clock through the
+    rest of the batch; the engine closes the second pass before the clock enters a minute later than
+    its earliest pending work (``stream.engine``), so such a timer exists before the clock can pass it,
+    and fires at the same input whatever the batching.
+    """
+    return math.ceil(ts / 60.0) * 60.0
+
+
+# What a plan does with one candidate or held push.
+Action = Literal["emit", "hold", "suppress", "ghost", "defer"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One entry of a plan: an emit, a hold, a suppression (with its reason), a holdout user's ghost
+    push (remembered as the no-push baseline, never sent), or a held push deferred to ``release_at``."""
+
+    action: Action
+    trigger: str
+    item_id: str
+    reason: str  # "ok" for emits and ghosts, else the suppression or hold code
+    score: float = 0.0  # the calibrated interest (audit)
+    threshold: float | None = None
+    push: Push | None = None  # emit, hold, ghost; the held push for a defer
+    release_at: float | None = None  # hold, defer
+    context: str = ""  # the outcome estimates' context (stream.response_estimates)
+    audit: bool = True  # whether the decisions topic gets a record of it
+
+
+@dataclass
+class Plan:
+    """Everything one decision does, before it is done: :meth:`Decider.apply` carries it out.
+
+    ``steps`` in the order they are applied; ``interest`` and ``index_rows`` for the metrics and the
+    item -> interested users index; ``released_until``: held pushes due by then leave the state (a
+    release plan).
+    """
+
+    user: BatchUser
+    now: float
+    seq: int  # the stream order of what caused it (pushes go out in this order)
+    steps: list[Step] = field(default_factory=list)
+    interest: list[float] = field(default_factory=list)
+    index_rows: list[tuple[str, float]] = field(default_factory=list)
+    released_until: float | None = None
 
 
 class Decider:
@@ -74,25 +129,20 @@ class Decider:
         kind = "ghost_conversion" if fb.ghost else "conversion"
         self.part(user.partition).learning.add(seq, Update(kind, fb.context, fb.decided_at, fb.revenue))
 
-    def _send_time(self, ask: Ask, verdict: pol.Verdict, push: Push, now: float) -> pol.Verdict:
-        """An emit waits for the shopper's usual hour when one is near (a hold with reason send_time)."""
+    def _send_time(self, ask: Ask, verdict: pol.Verdict, push: Push, now: float, held: int) -> pol.Verdict:
+        """An emit waits for the shopper's usual hour when one is near (a hold with reason send_time);
+        ``held``: the pushes already waiting, those planned by this decision included."""
         cfg = self.cfg
         pstate = ask.user.state.policy
         if verdict.outcome != "emit" or not cfg.send_time_enabled or ask.send_hours is None:
             return verdict
-        if len(pstate.held) >= cfg.max_held:
+        if held >= cfg.max_held:
             return verdict
         hours = EngagementHours.from_list(ask.send_hours, cfg.send_time_half_life_seconds)
         at = send_at(hours, now, pol.user_zone(pstate, cfg), push.expires_at, cfg)
         if at <= now:
             return verdict
         return pol.Verdict("hold", "send_time", release_at=at, threshold=verdict.threshold)
-
-    def index_interest(self, ask: Ask, scored: Scored, out: Outcome) -> None:
-        """Queue the ask's interest for the item -> users index (applied in stream order, see below)."""
-        out.interest += [p for _, _, _, p in scored.top]
-        if scored.indexed:
-            self.index_ops.append((ask.seq, ask.user.partition, ask.user.user_id, scored.indexed, ask.now))
 
     def apply_interest_updates(self) -> None:
         """Apply the queued index changes in the order their causes had in the stream.
@@ -111,24 +161,31 @@ class Decider:
         self.index_ops.clear()
 
     def decide(self, ask: Ask, ranked: Scored, out: Outcome) -> None:
-        """Run the policy on an ask's scored candidates: emit, hold or suppress each, with its audit."""
+        """Decide an ask's scored candidates and apply the plan (:meth:`plan`, then :meth:`apply`)."""
+        self.apply(self.plan(ask, ranked), out)
+
+    def plan(self, ask: Ask, ranked: Scored) -> Plan:
+        """What the policy decides for an ask's scored candidates: emit, hold or suppress each, with
+        the audit and the state changes, as a :class:`Plan`. Changes nothing (see :meth:`apply`)."""
         cfg = self.cfg
         user = ask.user
         pstate = user.state.policy
+        plan = Plan(user, ask.now, ask.seq)
         # Decide on the consent in force when the ask was made (a later record in the batch may change it).
         view = replace(pstate, opted_in=ask.consent)
         if ask.trigger == "in_session":
             # Pushes decided since the ask was made (earlier events of this batch) may block it now.
             blocked = pol.user_blocked(user.user_id, view, ask.now, cfg)
             if blocked is not None:
-                out.suppressions[(ask.trigger, blocked)] += 1
-                return
-        self.index_interest(ask, ranked, out)
+                plan.steps.append(Step("suppress", ask.trigger, "", blocked, audit=False))
+                return plan
+        plan.interest = [p for _, _, _, p in ranked.top]
+        plan.index_rows = ranked.indexed
         scored = ranked.top
         if not scored:
             if ask.items and ask.pushable != frozenset():  # candidates, none near a threshold
-                out.suppressions[(ask.trigger, "below_threshold")] += 1
-            return
+                plan.steps.append(Step("suppress", ask.trigger, "", "below_threshold", audit=False))
+            return plan
         offset = pol.current_offset(pstate, ask.now, cfg)
         candidates = [
             pol.make_candidate(
@@ -164,66 +221,114 @@ class Decider:
             active=self.active(ask.session_last_ts, ask.now),
         )
         known = {r.push_id for r in pstate.pushes} | {h.push.push_id for h in pstate.held}
-        learning = self.part(user.partition).learning
+        held = len(pstate.held)  # with the holds planned so far (send time stops at max_held)
         for cand, verdict in verdicts:
             if ghost:
                 if verdict.outcome != "suppress":
-                    self._record_ghost(ask, cand, verdict, known, out)
+                    push = pol.build_push(user.user_id, cand, verdict, ask.now, cfg, self.version())
+                    if push.push_id not in known:
+                        plan.steps.append(
+                            Step(
+                                "ghost",
+                                cand.trigger,
+                                cand.item_id,
+                                "ok",
+                                push=push,
+                                context=self._context(cand),
+                            )
+                        )
                 verdict = pol.Verdict("suppress", "holdout", threshold=verdict.threshold)
             if verdict.outcome == "suppress":
-                out.suppressions[(cand.trigger, verdict.reason)] += 1
-                self._audit(
-                    user,
-                    cand.item_id,
-                    cand.trigger,
-                    "suppressed",
-                    verdict.reason,
-                    cand.interest,
-                    verdict.threshold,
-                    ask.now,
-                    out,
+                plan.steps.append(
+                    Step(
+                        "suppress",
+                        cand.trigger,
+                        cand.item_id,
+                        verdict.reason,
+                        cand.interest,
+                        verdict.threshold,
+                    )
                 )
                 continue
             push = pol.build_push(user.user_id, cand, verdict, ask.now, cfg, self.version())
             if push.push_id in known:  # a replayed input: the push already exists
-                out.suppressions[(cand.trigger, "duplicate")] += 1
+                plan.steps.append(Step("suppress", cand.trigger, cand.item_id, "duplicate", audit=False))
                 continue
-            verdict = self._send_time(ask, verdict, push, ask.now)
-            user.dirty = True
-            ctx = self._context(cand)
-            if verdict.outcome == "emit":
-                pol.record_push(pstate, push, cfg, context=ctx)
-                learning.add(ask.seq, Update("push", ctx, ask.now))
-                out.pushes.append((user.partition, push))
-                self.push_order[push.push_id] = ask.seq
-                self._audit(
-                    user,
-                    cand.item_id,
+            verdict = self._send_time(ask, verdict, push, ask.now, held)
+            action: Action = "emit" if verdict.outcome == "emit" else "hold"
+            held += action == "hold"
+            plan.steps.append(
+                Step(
+                    action,
                     cand.trigger,
-                    "emitted",
-                    "ok",
-                    cand.interest,
-                    verdict.threshold,
-                    ask.now,
-                    out,
-                )
-            else:
-                assert verdict.release_at is not None
-                pol.record_hold(pstate, push, verdict.release_at, cfg, context=ctx)
-                self.part(user.partition).timers.schedule(
-                    Timer(verdict.release_at, user.user_id, RELEASE_KIND, push.item_id, push.push_id, ask.now)
-                )
-                self._audit(
-                    user,
                     cand.item_id,
-                    cand.trigger,
-                    "held",
                     verdict.reason,
                     cand.interest,
                     verdict.threshold,
-                    ask.now,
-                    out,
+                    push=push,
+                    release_at=None if verdict.release_at is None else on_minute(verdict.release_at),
+                    context=self._context(cand),
                 )
+            )
+        return plan
+
+    def apply(self, plan: Plan, out: Outcome) -> None:
+        """Carry out a plan: the one place a decision changes state and output.
+
+        In step order: suppressions counted (and audited), the holdout's ghost pushes remembered,
+        emits recorded (caps, feedback, outcome estimates) and output in the plan's stream order,
+        holds kept with their release timers, deferred holds re-timed, released holds taken out.
+        """
+        user = plan.user
+        pstate = user.state.policy
+        part = self.part(user.partition)
+        out.interest += plan.interest
+        if plan.index_rows:
+            self.index_ops.append((plan.seq, user.partition, user.user_id, plan.index_rows, plan.now))
+        if plan.released_until is not None:
+            pstate.held = [h for h in pstate.held if h.release_at > plan.released_until]
+            user.dirty = True
+        for step in plan.steps:
+            if step.action == "suppress":
+                out.suppressions[(step.trigger, step.reason)] += 1
+                if step.audit:
+                    self._audit(plan, step, "suppressed", out)
+                continue
+            user.dirty = True
+            assert step.push is not None
+            if step.action == "defer":
+                assert step.release_at is not None
+                for h in pstate.held:
+                    if h.push.push_id == step.push.push_id:
+                        h.release_at = step.release_at
+                part.timers.schedule(
+                    Timer(
+                        step.release_at, user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now
+                    )
+                )
+                continue
+            if step.action == "ghost":
+                pol.record_push(
+                    pstate, step.push, self.cfg, sent_at=plan.now, context=step.context, ghost=True
+                )
+                part.learning.add(plan.seq, Update("ghost", step.context, plan.now))
+            elif step.action == "emit":
+                pol.record_push(pstate, step.push, self.cfg, sent_at=plan.now, context=step.context)
+                if step.context:
+                    part.learning.add(plan.seq, Update("push", step.context, plan.now))
+                out.pushes.append((user.partition, step.push))
+                self.push_order[step.push.push_id] = plan.seq
+                if step.audit:
+                    self._audit(plan, step, "emitted", out)
+            else:  # hold
+                assert step.release_at is not None
+                pol.record_hold(pstate, step.push, step.release_at, self.cfg, context=step.context)
+                part.timers.schedule(
+                    Timer(
+                        step.release_at, user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now
+                    )
+                )
+                self._audit(plan, step, "held", out)
 
     @staticmethod
     def _context(cand: pol.Candidate) -> str:
@@ -258,25 +363,22 @@ class Decider:
             c.value = samples[ctx] * c.interest
         return candidates
 
-    def _record_ghost(
-        self, ask: Ask, cand: pol.Candidate, verdict: pol.Verdict, known: set[str], out: Outcome
-    ) -> None:
-        """A holdout user's decision that would have sent ``cand``: remembered, never sent."""
-        user = ask.user
-        push = pol.build_push(user.user_id, cand, verdict, ask.now, self.cfg, self.version())
-        if push.push_id in known:
-            return
-        ctx = self._context(cand)
-        pol.record_push(user.state.policy, push, self.cfg, sent_at=ask.now, context=ctx, ghost=True)
-        self.part(user.partition).learning.add(ask.seq, Update("ghost", ctx, ask.now))
-        user.dirty = True
-
     def release_held(self, user: BatchUser, now: float, out: Outcome, seq: int) -> None:
+        """Release the user's held pushes due at ``now`` (:meth:`plan_release`, then :meth:`apply`)."""
+        plan = self.plan_release(user, now, seq)
+        if plan is not None:
+            self.apply(plan, out)
+
+    def plan_release(self, user: BatchUser, now: float, seq: int) -> Plan | None:
+        """What becomes of the held pushes due at ``now``: emitted, suppressed (through the rules of
+        path "release"), or deferred while the shopper is on the site or in quiet hours. None when
+        nothing is due. Changes nothing (see :meth:`apply`)."""
         pstate = user.state.policy
         if not pstate.held:
-            return
+            return None
         if not any(h.release_at <= now for h in pstate.held):
-            return
+            return None
+        plan = Plan(user, now, seq)
         # Not while the shopper is on the site (they wait until the shopper has been away a while),
         # and never into quiet hours (a deferral can end inside them): then they wait again.
         last = user.engagement.last_ts
@@ -284,65 +386,58 @@ class Decider:
         reason = None
         if self.active(last, now):
             assert last is not None
-            again, reason = last + self.cfg.active_window_seconds, "user_active"
+            again, reason = on_minute(last + self.cfg.active_window_seconds), "user_active"
         quiet_end = pol.quiet_hours_end(again, pol.user_zone(pstate, self.cfg), self.cfg)
         if quiet_end is not None:
             again, reason = quiet_end, reason or "quiet_hours"
         if reason is not None:
             for h in pstate.held:
                 if h.release_at <= now:
-                    h.release_at = again
-                    self.part(user.partition).timers.schedule(
-                        Timer(again, user.user_id, RELEASE_KIND, h.push.item_id, h.push.push_id, now)
+                    plan.steps.append(
+                        Step("defer", h.push.trigger, h.push.item_id, reason, push=h.push, release_at=again)
                     )
-            user.dirty = True
-            out.suppressions[(pstate.held[0].push.trigger, reason)] += 1
-            return
-        contexts = {h.push.push_id: h.context for h in pstate.held}
-        in_force = self._catalog_at(now)
-        for push, verdict in pol.release_held(user.user_id, pstate, now, self.cfg, in_force):
-            user.dirty = True
+            plan.steps.append(Step("suppress", pstate.held[0].push.trigger, "", reason, audit=False))
+            return plan
+        plan.released_until = now
+        for h, verdict in pol.judge_held(user.user_id, pstate, now, self.cfg, self._catalog_at(now)):
+            push = h.push
             if verdict.outcome == "emit":
                 released = push.model_copy(update={"created_at": now})
-                ctx = contexts.get(push.push_id, "")
-                pol.record_push(pstate, released, self.cfg, sent_at=now, context=ctx)
-                if ctx:
-                    self.part(user.partition).learning.add(seq, Update("push", ctx, now))
-                out.pushes.append((user.partition, released))
-                self.push_order[released.push_id] = seq
+                plan.steps.append(
+                    Step(
+                        "emit",
+                        push.trigger,
+                        push.item_id,
+                        "ok",
+                        push=released,
+                        context=h.context,
+                        audit=False,
+                    )
+                )
             else:
-                out.suppressions[(push.trigger, verdict.reason)] += 1
+                plan.steps.append(Step("suppress", push.trigger, push.item_id, verdict.reason, audit=False))
+        return plan
 
     def _catalog_at(self, now: float) -> Callable[[str], CatalogUpdate | None]:
         """The catalog lookup of a decision at ``now`` (each item's version in force then)."""
         return lambda item_id: self._catalog().at(item_id, now)
 
-    def _audit(
-        self,
-        user: BatchUser,
-        item: str,
-        trigger: str,
-        outcome: str,
-        reason: str,
-        score: float,
-        threshold: float | None,
-        now: float,
-        out: Outcome,
-    ) -> None:
+    def _audit(self, plan: Plan, step: Step, outcome: str, out: Outcome) -> None:
         if not self.audit_decisions:
             return
+        user = plan.user
         out.decisions.append(
             (
                 user.partition,
                 Decision(
                     user_id=user.user_id,
-                    item_id=item,
-                    trigger=trigger,  # type: ignore[arg-type]
+                    item_id=step.item_id,
+                    trigger=step.trigger,  # type: ignore[arg-type]
                     outcome=outcome,  # type: ignore[arg-type]
-                    reason=reason,
-                    score=float(score),
-                    threshold=float(threshold or 0.0),
-                    ts=now,
+                    reason=step.reason,
+                    score=float(step.score),
+                    threshold=float(step.threshold or 0.0),
+                    ts=plan.now,
                 ),
             )
         )

@@ -312,9 +312,13 @@ class Engine:
                 continue
             part = self.part(rec.partition)
             new_minute = part.throttle.enabled and _minute(event.ts) > _minute(part.watermark)
-            if part.learning.enters_new_epoch(max(part.watermark, event.ts)) or new_minute:
-                # Decisions before this input read the old epoch's outcome estimates (stream.learning)
-                # and took their throttle budget (stream.throttle) before anything is released.
+            # The clock enters a minute after that of the partition's earliest queued policy work: a
+            # timer that work schedules (a hold's release, always on a whole minute) may be due by now.
+            timers_due = _minute(event.ts) > work.first_minute.get(rec.partition, _minute(event.ts))
+            if part.learning.enters_new_epoch(max(part.watermark, event.ts)) or new_minute or timers_due:
+                # Decisions before this input read the old epoch's outcome estimates (stream.learning),
+                # took their throttle budget (stream.throttle) and scheduled their timers before anything
+                # is released.
                 self._finish(work, txn, out)
                 work = Work()
             announced_until = self._catalog_until(rec.partition)  # before the clock moves
@@ -339,7 +343,7 @@ class Engine:
             stage["state_read"] += t1 - t
             candidates = stage["candidates"]
             self._expire_if_inactive(user, event.ts)
-            self._bookkeep(user, event, work.steps_of(event.user_id), work.ops_of(event.user_id), out)
+            self._bookkeep(user, event, work, out)
             stage["bookkeeping"] += perf_counter() - t1 - (stage["candidates"] - candidates)
         self._finish(work, txn, out)
         measured = sum(stage.values())
@@ -409,16 +413,15 @@ class Engine:
             at = now
             user = self._load(txn, part.partition, timer.user_id, work.users)
             user.dirty = True  # the fired timer leaves the stored state
-            ops = work.ops_of(timer.user_id)
             position = len(work.steps_of(timer.user_id))
             if self._expired(user.state, at):
                 continue
             if timer.kind == RELEASE_KIND:
-                ops.append(Op(position, now=at, seq=self._next_ask_seq()))
+                work.queue(user, Op(position, now=at, seq=self._next_ask_seq()), at)
                 continue
             ask = self._timer_ask(user, timer, at)
             if ask is not None:
-                ops.append(Op(position, ask=ask))
+                work.queue(user, Op(position, ask=ask), at)
 
     def _timer_ask(self, user: BatchUser, timer: Timer, now: float) -> Ask | None:
         """The ask of a due timer, from its trigger (``stream.triggers.TIMER_ASKS``)."""
@@ -479,10 +482,9 @@ class Engine:
                 break
         return removed
 
-    def _bookkeep(
-        self, user: BatchUser, event: Event, steps: list[tuple[str, int]], ops: list[Op], out: Outcome
-    ) -> None:
+    def _bookkeep(self, user: BatchUser, event: Event, work: Work, out: Outcome) -> None:
         """Pass 1 for one event: everything but the GRU step and the decision, which are queued."""
+        steps = work.steps_of(user.user_id)
         state = user.state
         if state.seen(event.event_id):
             out.events[(event.type, "duplicate")] += 1
@@ -519,11 +521,11 @@ class Engine:
             )
             steps.append((item, TYPE_INDEX[event.type]))
         out.events[(event.type, "processed")] += 1
-        ops.append(Op(len(steps), event, seq=self._next_ask_seq()))
+        work.queue(user, Op(len(steps), event, seq=self._next_ask_seq()), event.ts)
         if event.type in NUDGE_TYPES:
             ask = self._maybe_ask(user, event, out)
             if ask is not None:
-                ops.append(Op(len(steps), event, ask))
+                work.queue(user, Op(len(steps), event, ask), ask.now)
 
     def _observe_hour(self, state: UserState, event: Event) -> None:
         """Count the event in the shopper's local engagement hours (send time, stream.send_time)."""

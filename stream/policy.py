@@ -600,21 +600,37 @@ def release_held(
     config: PolicyConfig,
     catalog: Callable[[str], CatalogUpdate | None] | None = None,
 ) -> list[tuple[Push, Verdict]]:
-    """Take the held pushes whose release time has come and decide them again at ``now``.
+    """Take the held pushes whose release time has come out of ``state`` and decide them again at ``now``.
+
+    :func:`judge_held`, then the due pushes leave ``state.held``. The caller calls :func:`record_push`
+    with ``sent_at=now`` for each emit.
+    """
+    judged = judge_held(user_id, state, now, config, catalog)
+    if judged:
+        state.held = [h for h in state.held if h.release_at > now]
+    return [(h.push, verdict) for h, verdict in judged]
+
+
+def judge_held(
+    user_id: str,
+    state: UserPolicyState,
+    now: float,
+    config: PolicyConfig,
+    catalog: Callable[[str], CatalogUpdate | None] | None = None,
+) -> list[tuple[HeldPush, Verdict]]:
+    """The verdicts at ``now`` on the held pushes due by then, best score first; changes nothing.
 
     The rules of :data:`stream.rules.RULES` for path "release" are checked again (consent, holdout,
     catalog, stock and promotion validity through ``catalog``: item id -> entry in force, expiry,
     repeats, category, caps and gap; not the threshold).
-    At most ``max_pushes_per_decision`` are emitted (best score first). The caller calls
-    :func:`record_push` with ``sent_at=now`` for each emit.
+    At most ``max_pushes_per_decision`` are emitted.
     """
     due = [h for h in state.held if h.release_at <= now]
     if not due:
         return []
-    state.held = [h for h in state.held if h.release_at > now]
     due.sort(key=lambda h: -h.push.score)
     emitted: list[PushRecord] = []
-    out: list[tuple[Push, Verdict]] = []
+    out: list[tuple[HeldPush, Verdict]] = []
     for h in due:
         push = h.push
         # Each release sees the pushes released before it in this call (caps, gap, repeats).
@@ -641,7 +657,7 @@ def release_held(
             emitted.append(
                 PushRecord(push.push_id, push.item_id, push.category, push.trigger, now, push.expires_at)
             )
-            out.append((push, Verdict("emit", "ok", threshold=push.threshold)))
+            out.append((h, Verdict("emit", "ok", threshold=push.threshold)))
         else:
-            out.append((push, Verdict("suppress", reason, threshold=push.threshold)))
+            out.append((h, Verdict("suppress", reason, threshold=push.threshold)))
     return out

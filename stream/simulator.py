@@ -32,6 +32,9 @@ from stream.contract import CatalogUpdate, ConsentUpdate, Event, EventContext, P
 
 DAY = 86_400.0
 HOUR = 3_600.0
+# Bumped whenever a seed's world changes (caches of generated events and the models trained on them
+# are keyed by it). 2: random streams split per user, session, push and stock-out.
+WORLD_VERSION = 2
 
 Message = Event | CatalogUpdate | ConsentUpdate
 
@@ -165,7 +168,15 @@ class _Session:
     session_id: str
     steps_left: int
     category: int
+    rng: random.Random  # the session's own draws, keyed by the user and the arrival
+    key: str  # makes the session's event ids
     viewed: list[int] = field(default_factory=list)
+    n_events: int = 0
+
+    def next_event_key(self) -> str:
+        """A key for the session's next event id, unique within the user."""
+        self.n_events += 1
+        return f"{self.key}-{self.n_events}"
 
 
 @dataclass
@@ -181,6 +192,13 @@ class _PushChain:
     buys: bool
     dismissed: bool
     opts_out: bool
+    key: str  # makes the chain's event and session ids
+
+
+def _derived_rng(seed: int, *parts: object) -> random.Random:
+    """A random stream of its own for ``parts`` under ``seed`` (stable across runs and processes)."""
+    key = "\x1f".join(str(p) for p in (seed, *parts)).encode()
+    return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big"))
 
 
 # Heap entry kinds.
@@ -218,12 +236,16 @@ class World:
         self.config = config
         self.now = float(config.start_time)
         self._prefix = config.id_prefix if config.id_prefix is not None else f"s{config.seed}-"
-        self._rng = random.Random(config.seed)
+        # Random streams are split by what draws from them (common random numbers): the catalog's
+        # processes, each user's session arrivals and needs, each session, each push's response and
+        # each stock-out. Whatever a push changes (a purchase, a click's session) then draws from its
+        # own streams, and every other shopper's behaviour is the same draw for draw as in a world
+        # without that push: an arm's paired difference to the no-push world measures the pushes,
+        # not a reshuffled world.
+        self._rng = _derived_rng(config.seed, "catalog")
         np_rng = np.random.default_rng(config.seed)
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
-        self._event_seq = 0
-        self._session_seq = 0
         self._promo_seq = 0
         self.counts: dict[str, int] = {}
         self._build_catalog(np_rng)
@@ -319,6 +341,10 @@ class World:
         self.opted_in = (rng.random(n) >= cfg.opt_out_share).tolist()
         self.need = rng.integers(0, k, n).tolist()
         self._need_until = (self.now + rng.exponential(cfg.need_days * DAY, n)).tolist()
+        self._arrival_rng = [_derived_rng(cfg.seed, "arrivals", u) for u in range(n)]
+        self._need_rng = [_derived_rng(cfg.seed, "needs", u) for u in range(n)]
+        self._arrivals = [0] * n  # session arrivals so far, per user (keys each session's stream)
+        self._stockouts = [0] * cfg.n_items
         self._cart: list[list[int]] = [[] for _ in range(n)]
         self._owned: list[set[int]] = [set() for _ in range(n)]
         self._recent: list[deque[int]] = [deque(maxlen=6) for _ in range(n)]
@@ -348,10 +374,11 @@ class World:
         mean_w = sum(DIURNAL) / 24.0
         max_rate = self.activity[u] / DAY * max(DIURNAL) / mean_w
         zone = self._zones[int(self.user_zone[u])]
+        rng = self._arrival_rng[u]
         t = after
         for _ in range(1000):
-            t += self._rng.expovariate(max_rate)
-            if self._rng.random() * max(DIURNAL) < DIURNAL[int(local_hour(t, zone))]:
+            t += rng.expovariate(max_rate)
+            if rng.random() * max(DIURNAL) < DIURNAL[int(local_hour(t, zone))]:
                 return t
         return t
 
@@ -370,19 +397,21 @@ class World:
         )
         return util + 3.0 * self.discount[items]
 
-    def _pick(self, weights_logits: np.ndarray) -> int:
+    @staticmethod
+    def _pick(weights_logits: np.ndarray, rng: random.Random) -> int:
         w = np.exp(weights_logits - weights_logits.max())
         c = np.cumsum(w)
-        return int(np.searchsorted(c, self._rng.random() * c[-1], side="right").clip(0, len(c) - 1))
+        return int(np.searchsorted(c, rng.random() * c[-1], side="right").clip(0, len(c) - 1))
 
-    def _event(self, u: int, etype: str, t: float, item: int | None = None, **extra: Any) -> Event:
-        self._event_seq += 1
+    def _event(self, u: int, etype: str, t: float, item: int | None, key: str, **extra: Any) -> Event:
+        """An event of user ``u``; ``key`` (unique within the user) makes its id, so ids do not shift
+        when a push adds events elsewhere."""
         self.counts[etype] = self.counts.get(etype, 0) + 1
         price = None
         if item is not None:
             price = round(float(self.price[item] * (1.0 - self.discount[item])), 2)
         return Event(
-            event_id=f"{self._prefix}e{self._event_seq:09d}",
+            event_id=f"{self._prefix}e{u:06d}-{key}",
             user_id=self.user_ids[u],
             type=etype,  # type: ignore[arg-type]
             item_id=None if item is None else self.item_ids[item],
@@ -476,16 +505,14 @@ class World:
             c["pushes_after_opt_out"][u] += 1
         self._push_times[u].append(at)
         # A private RNG per push: the response does not disturb the organic stream's random draws.
-        seed = int.from_bytes(
-            hashlib.blake2b(f"{self.config.seed}\x1f{push.push_id}".encode(), digest_size=8).digest()
-        )
-        rng = random.Random(seed)
+        rng = _derived_rng(self.config.seed, "push", push.push_id)
         opened = rng.random() < probs.open
         clicked = opened and rng.random() < probs.click
         buys = clicked and rng.random() < probs.purchase
         dismissed = (not opened) and rng.random() < probs.dismiss
         opts_out = self.opted_in[u] and rng.random() < probs.opt_out
-        chain = _PushChain(push.push_id, u, i, at, opened, clicked, buys, dismissed, opts_out)
+        key = "p" + hashlib.blake2b(push.push_id.encode(), digest_size=6).hexdigest()
+        chain = _PushChain(push.push_id, u, i, at, opened, clicked, buys, dismissed, opts_out, key)
         if opened:
             t_open = at + rng.expovariate(1 / (15 * 60.0))
             self._schedule(t_open, _PUSH, (chain, "open"))
@@ -626,69 +653,84 @@ class World:
             self._price_dropped[data] = False
             out.append(self.catalog_update(data, t))
         elif kind == _RESTOCK:
-            self.stock[data] = self._rng.randint(5, 40)
-            self._sold_out_pending[data] = False
+            item, quantity = data
+            self.stock[item] = quantity
+            self._sold_out_pending[item] = False
             self.counts["restocks"] = self.counts.get("restocks", 0) + 1
-            out.append(self.catalog_update(data, t))
+            out.append(self.catalog_update(item, t))
 
-    def _choose_category(self, u: int) -> int:
+    def _choose_category(self, u: int, rng: random.Random) -> int:
         logits = 1.5 * self.category_affinity[u].copy()
         logits[self.need[u]] += 2.5
-        return self._pick(logits)
+        return self._pick(logits, rng)
 
     def _start_session(self, u: int, t: float, out: list[Message]) -> None:
         self._schedule(self._next_session_time(u, t), _SESSION_START, u)
+        self._arrivals[u] += 1
+        arrival = self._arrivals[u]
         if t >= self._need_until[u]:
-            self.need[u] = self._pick(1.5 * self.category_affinity[u])
-            self._need_until[u] = t + self._rng.expovariate(1 / (self.config.need_days * DAY))
+            need_rng = self._need_rng[u]
+            self.need[u] = self._pick(1.5 * self.category_affinity[u], need_rng)
+            self._need_until[u] = t + need_rng.expovariate(1 / (self.config.need_days * DAY))
         if u in self._sessions:  # still browsing: no overlapping sessions
             return
-        self._session_seq += 1
-        n_actions = 1 + int(self._rng.expovariate(1 / max(self.config.mean_session_actions - 1, 1e-6)))
+        # The n-th arrival of a user draws from its own stream, in every world.
+        rng = _derived_rng(self.config.seed, "session", u, arrival)
+        n_actions = 1 + int(rng.expovariate(1 / max(self.config.mean_session_actions - 1, 1e-6)))
+        key = f"s{arrival}"
         session = _Session(
-            f"{self._prefix}s{self._session_seq:08d}", min(n_actions, 60), self._choose_category(u)
+            f"{self._prefix}s{u:06d}-{arrival}", min(n_actions, 60), self._choose_category(u, rng), rng, key
         )
         self._sessions[u] = session
-        if self._rng.random() < 0.25:
-            words = self.titles[int(self._rng.choice(self.category_items[session.category]))].split()
-            query = " ".join(words[1:]) if self._rng.random() < 0.5 else words[-1]
-            out.append(self._event(u, "search", t, session_id=session.session_id, query=query))
-            t += self._gap()
+        if rng.random() < 0.25:
+            words = self.titles[int(rng.choice(self.category_items[session.category]))].split()
+            query = " ".join(words[1:]) if rng.random() < 0.5 else words[-1]
+            out.append(
+                self._event(
+                    u, "search", t, None, session.next_event_key(), session_id=session.session_id, query=query
+                )
+            )
+            t += self._gap(rng)
         self._schedule(t, _SESSION_STEP, u)
 
-    def _gap(self) -> float:
-        return min(self._rng.lognormvariate(math.log(40.0), 0.8), 1800.0)
+    @staticmethod
+    def _gap(rng: random.Random) -> float:
+        return min(rng.lognormvariate(math.log(40.0), 0.8), 1800.0)
 
     def _session_step(self, u: int, t: float, out: list[Message]) -> None:
         s = self._sessions[u]
-        rng = self._rng
+        rng = s.rng
         cart = self._cart[u]
         recent = self._recent[u]
-        next_t = t + self._gap()
+        next_t = t + self._gap(rng)
         roll = rng.random()
         if cart and roll < 0.03:
             item = cart.pop(rng.randrange(len(cart)))
-            out.append(self._event(u, "remove_from_cart", t, item, session_id=s.session_id, quantity=1))
+            out.append(
+                self._event(
+                    u, "remove_from_cart", t, item, s.next_event_key(), session_id=s.session_id, quantity=1
+                )
+            )
         else:
             if recent and roll < 0.25:
                 # Revisit: the jacket viewed three times (more likely the better it fits).
                 cands = np.fromiter(recent, dtype=np.int64)
-                item = int(cands[self._pick(self._utilities(u, cands))])
+                item = int(cands[self._pick(self._utilities(u, cands), rng)])
             else:
                 if rng.random() > 0.7:
-                    s.category = self._choose_category(u)
+                    s.category = self._choose_category(u, rng)
                 items = self.category_items[s.category]
-                item = int(items[self._pick(BROWSE_SHARPNESS * self._utilities(u, items))])
-            out.append(self._event(u, "view", t, item, session_id=s.session_id))
+                item = int(items[self._pick(BROWSE_SHARPNESS * self._utilities(u, items), rng)])
+            out.append(self._event(u, "view", t, item, s.next_event_key(), session_id=s.session_id))
             s.viewed.append(item)
             if item in recent:
                 recent.remove(item)
             recent.append(item)
             util = float(self._utilities(u, np.array([item]))[0])
             if self.stock[item] > 0 and item not in cart and rng.random() < _sigmoid(CART_BIAS + util):
-                t_cart = t + 0.5 * self._gap()
+                t_cart = t + 0.5 * self._gap(rng)
                 self._schedule(t_cart, _CART, (u, item, s.session_id))
-                next_t = t_cart + self._gap()
+                next_t = t_cart + self._gap(rng)
         s.steps_left -= 1
         self._schedule(next_t, _SESSION_STEP if s.steps_left > 0 else _CHECKOUT, u)
 
@@ -696,7 +738,10 @@ class World:
         cart = self._cart[u]
         if self.stock[item] <= 0 or item in cart:
             return
-        out.append(self._event(u, "add_to_cart", t, item, session_id=session_id, quantity=1))
+        s = self._sessions.get(u)
+        # The session may have checked out before its last cart event came due.
+        key = s.next_event_key() if s is not None and s.session_id == session_id else f"{session_id}-c{item}"
+        out.append(self._event(u, "add_to_cart", t, item, key, session_id=session_id, quantity=1))
         cart.append(item)
         del cart[:-10]  # a bounded cart: the oldest items are forgotten
 
@@ -706,10 +751,8 @@ class World:
         cart = self._cart[u]
         for item in list(cart):
             util = float(self._utilities(u, np.array([item]))[0])
-            if self.stock[item] > 0 and self._rng.random() < _sigmoid(
-                CHECKOUT_BIAS + CHECKOUT_INTEREST * util
-            ):
-                self._purchase(u, item, t, s.session_id, None, out)
+            if self.stock[item] > 0 and s.rng.random() < _sigmoid(CHECKOUT_BIAS + CHECKOUT_INTEREST * util):
+                self._purchase(u, item, t, s.session_id, None, out, s.rng, s.next_event_key())
                 cart.remove(item)
 
     def _purchase(
@@ -720,10 +763,12 @@ class World:
         session_id: str | None,
         chain: _PushChain | None,
         out: list[Message],
+        rng: random.Random,
+        key: str,
     ) -> None:
-        quantity = 2 if self._rng.random() < 0.08 else 1
+        quantity = 2 if rng.random() < 0.08 else 1
         quantity = min(quantity, int(self.stock[item]))
-        ev = self._event(u, "purchase", t, item, session_id=session_id, quantity=quantity)
+        ev = self._event(u, "purchase", t, item, key, session_id=session_id, quantity=quantity)
         out.append(ev)
         revenue = (ev.price or 0.0) * quantity
         c = self.user_counters
@@ -733,7 +778,7 @@ class World:
             c["push_purchases"][u] += 1
             c["push_revenue"][u] += revenue
         self._owned[u].add(item)
-        if self.item_category[item] == self.need[u] and self._rng.random() < 0.5:
+        if self.item_category[item] == self.need[u] and rng.random() < 0.5:
             self._need_until[u] = t  # need satisfied; a new one is drawn at the next session
         self.stock[item] -= quantity
         if self.stock[item] <= 0 and not self._sold_out_pending[item]:
@@ -741,26 +786,32 @@ class World:
             self._sold_out_pending[item] = True
             self.counts["stockouts"] = self.counts.get("stockouts", 0) + 1
             out.append(self.catalog_update(item, t))
-            self._schedule(t + self._rng.expovariate(1 / (self.config.restock_hours * HOUR)), _RESTOCK, item)
+            # The n-th stock-out of an item draws its restock from its own stream.
+            self._stockouts[item] += 1
+            restock = _derived_rng(self.config.seed, "restock", item, self._stockouts[item])
+            delay = restock.expovariate(1 / (self.config.restock_hours * HOUR))
+            self._schedule(t + delay, _RESTOCK, (item, restock.randint(5, 40)))
 
     def _push_step(self, chain: _PushChain, step: str, t: float, out: list[Message]) -> None:
         u, i = chain.user, chain.item
         c = self.user_counters
+        key = chain.key
         if step == "open":
             c["opens"][u] += 1
-            out.append(self._event(u, "push_open", t, i, push_id=chain.push_id))
+            out.append(self._event(u, "push_open", t, i, f"{key}-open", push_id=chain.push_id))
         elif step == "click":
             c["clicks"][u] += 1
-            out.append(self._event(u, "push_click", t, i, push_id=chain.push_id))
+            out.append(self._event(u, "push_click", t, i, f"{key}-click", push_id=chain.push_id))
             # The deep link lands on the product page, in a new session.
-            self._session_seq += 1
-            session_id = f"{self._prefix}s{self._session_seq:08d}"
+            session_id = f"{self._prefix}s{u:06d}-{key}"
             self._push_sessions[chain.push_id] = session_id
-            out.append(self._event(u, "view", t, i, session_id=session_id))
+            out.append(self._event(u, "view", t, i, f"{key}-view", session_id=session_id))
         elif step == "cart":
             if self.stock[i] > 0 and i not in self._cart[u]:
                 cart_session = self._push_sessions.get(chain.push_id)
-                out.append(self._event(u, "add_to_cart", t, i, session_id=cart_session, quantity=1))
+                out.append(
+                    self._event(u, "add_to_cart", t, i, f"{key}-cart", session_id=cart_session, quantity=1)
+                )
                 self._cart[u].append(i)
         elif step == "purchase":
             buy_session = self._push_sessions.pop(chain.push_id, None)
@@ -768,10 +819,11 @@ class World:
                 return  # sold out meanwhile: the shopper leaves empty-handed
             if i in self._cart[u]:
                 self._cart[u].remove(i)
-            self._purchase(u, i, t, buy_session, chain, out)
+            rng = _derived_rng(self.config.seed, "push-purchase", chain.push_id)
+            self._purchase(u, i, t, buy_session, chain, out, rng, f"{key}-buy")
         elif step == "dismiss":
             c["dismisses"][u] += 1
-            out.append(self._event(u, "push_dismiss", t, i, push_id=chain.push_id))
+            out.append(self._event(u, "push_dismiss", t, i, f"{key}-dismiss", push_id=chain.push_id))
         elif step == "opt_out" and self.opted_in[u]:
             self.opted_in[u] = False
             c["opt_outs"][u] += 1

@@ -182,3 +182,44 @@ def test_responses_are_deterministic(users: list[str]) -> None:
             pushes.append((_push(world, u, best, at), at))
         runs.append(_answers(world, pushes, horizon=DAY))
     assert runs[0] == runs[1]
+
+
+def test_a_push_changes_only_its_own_shopper_common_random_numbers() -> None:
+    """Pushes that are bought leave every other shopper's stream as it is without them, draw for draw.
+
+    That is what makes an arm's paired difference to the no-push world measure its pushes: before the
+    random streams were split, one push purchase reshuffled the whole world's later draws.
+    """
+    cfg = SimConfig(seed=5, n_users=400, n_items=200, n_categories=8)
+    quiet, pushed = World(cfg), World(cfg)
+    start = cfg.start_time + 12 * HOUR
+    quiet_out = quiet.advance(start)
+    pushed_out = pushed.advance(start)
+    assert quiet_out == pushed_out
+    # Pushes of each user's best item (well stocked, so no other shopper meets a stock-out), until
+    # some are bought.
+    users = pushed.user_ids[:300]
+    stocked = [i for i, s in enumerate(pushed.stock) if s >= 15]
+    for n, user in enumerate(users):
+        scores = pushed.true_interests(user)[stocked]
+        item = pushed.item_ids[stocked[int(np.argmax(scores))]]
+        pushed.deliver_push(_push(pushed, user, item, start, tag=str(n)), start)
+    quiet_out = quiet.advance(start + 2 * DAY)
+    pushed_out = pushed.advance(start + 2 * DAY)
+    bought = {m.user_id for m in pushed_out if isinstance(m, Event) and m.type == "purchase" and m.session_id}
+    assert pushed.user_counters["push_purchases"].sum() > 0
+
+    def by_user(out: list[Message]) -> dict[str, list[Message]]:
+        streams: dict[str, list[Message]] = {}
+        for m in out:
+            if isinstance(m, Event | ConsentUpdate):
+                streams.setdefault(m.user_id, []).append(m)
+        return streams
+
+    q, p = by_user(quiet_out), by_user(pushed_out)
+    others = set(pushed.user_ids) - set(users)
+    assert others and all(q.get(u) == p.get(u) for u in others)
+    assert any(q.get(u) != p.get(u) for u in users if u in bought)
+    # Event ids stay unique with the per-user keys.
+    ids = [m.event_id for m in pushed_out if isinstance(m, Event)]
+    assert len(ids) == len(set(ids))

@@ -210,3 +210,40 @@ def test_a_session_end_teaches_the_interest_index_so_a_later_price_drop_reaches_
     e.process([clock("u8", later, 1)], store)
     out = e.apply_catalog([catalog_record(catalog_entry("i3", price=60.0, updated_at=later))], store)
     assert [(p.user_id, p.trigger) for _, p in out.pushes] == [("u8", "price_drop")]
+
+
+def test_a_hold_decided_in_a_batch_is_released_at_the_same_input_whatever_the_batching() -> None:
+    """A push held through quiet hours (decided in the batch's second pass) is released by the first
+    input of its partition at or after the end of quiet hours, even when that input is in the same batch.
+
+    Before timers of plans were put on whole minutes (and the engine closed its second pass when the
+    clock entered a later minute), the first pass moved the clock past the release time before the hold
+    existed, and the release waited for the next batch: a replay cut differently released it elsewhere.
+    (Hour boundaries hid it: the learning epoch closes the second pass there; 08:30 is not one.)
+    """
+    quiet_end = T0 - 1.5 * 3600  # 08:30 UTC
+    left = quiet_end - 50 * 60  # 07:40: the shopper's last view; the session ends at 08:10, in quiet hours
+    inputs = [
+        ev("q1", "u5", "view", "i1", left - 20),
+        ev("q2", "u5", "view", "i1", left),
+        clock("u5", left + GAP + 30, 4),  # the session end fires: held until 08:30
+        clock("u5", quiet_end - 30),
+        clock("u5", quiet_end + 7, 1),
+        clock("u5", quiet_end + 40, 2),
+        clock("u5", quiet_end + 95, 3),
+    ]
+    released: list[list[tuple[str, float]]] = []
+    for batch in (1, 2, len(inputs)):
+        e = engine(
+            quiet_hours_start="22:00",
+            quiet_hours_end="08:30",
+            default_time_zone="UTC",
+            quiet_hours_action="hold",
+        )
+        store, pushes = DictState(), []
+        for start in range(0, len(inputs), batch):
+            out = e.process(inputs[start : start + batch], store)
+            pushes += [(p.user_id, p.trigger, p.created_at) for _, p in out.pushes]
+        released.append(pushes)
+    assert released[0] == [("u5", "browse_abandonment", quiet_end + 7)]
+    assert released[1] == released[0] and released[2] == released[0]
