@@ -399,7 +399,8 @@ class Decider:
             plan.steps.append(Step("suppress", pstate.held[0].push.trigger, "", reason, audit=False))
             return plan
         plan.released_until = now
-        for h, verdict in pol.judge_held(user.user_id, pstate, now, self.cfg, self._catalog_at(now)):
+        bought = user.engagement.bought()
+        for h, verdict in pol.judge_held(user.user_id, pstate, now, self.cfg, self._catalog_at(now), bought):
             push = h.push
             if verdict.outcome == "emit":
                 released = push.model_copy(update={"created_at": now})

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from functools import lru_cache
@@ -41,6 +41,7 @@ SuppressReason = Literal[
     "out_of_stock",  # stock re-checked at decision / release time
     "promotion_invalid",  # the promotion the push mentions no longer runs
     "expired",  # the push's expires_at <= now + min_push_lifetime_seconds (too late to be useful)
+    "bought",  # the shopper bought the item (a held push: after it was decided)
     "below_threshold",  # interest < threshold (trigger threshold + responsiveness offset)
     "item_repeat",  # same item pushed within item_repeat_window_seconds
     "already_held",  # the same item already waits for the end of quiet hours
@@ -171,8 +172,8 @@ def current_offset(state: UserPolicyState, now: float, config: PolicyConfig) -> 
 
 
 def push_expiry(candidate: Candidate, now: float, config: PolicyConfig) -> float:
-    """When a push made now from this candidate expires: the TTL or the candidate's own deadline."""
-    expiry = now + config.push_ttl_seconds
+    """When a push made now from this candidate expires: its trigger's TTL or the candidate's own deadline."""
+    expiry = now + config.ttl_of(candidate.trigger)
     if candidate.expires_at is not None:
         expiry = min(expiry, candidate.expires_at)
     return expiry
@@ -599,13 +600,14 @@ def release_held(
     now: float,
     config: PolicyConfig,
     catalog: Callable[[str], CatalogUpdate | None] | None = None,
+    bought: Collection[str] = (),
 ) -> list[tuple[Push, Verdict]]:
     """Take the held pushes whose release time has come out of ``state`` and decide them again at ``now``.
 
     :func:`judge_held`, then the due pushes leave ``state.held``. The caller calls :func:`record_push`
     with ``sent_at=now`` for each emit.
     """
-    judged = judge_held(user_id, state, now, config, catalog)
+    judged = judge_held(user_id, state, now, config, catalog, bought)
     if judged:
         state.held = [h for h in state.held if h.release_at > now]
     return [(h.push, verdict) for h, verdict in judged]
@@ -617,12 +619,13 @@ def judge_held(
     now: float,
     config: PolicyConfig,
     catalog: Callable[[str], CatalogUpdate | None] | None = None,
+    bought: Collection[str] = (),
 ) -> list[tuple[HeldPush, Verdict]]:
     """The verdicts at ``now`` on the held pushes due by then, best score first; changes nothing.
 
     The rules of :data:`stream.rules.RULES` for path "release" are checked again (consent, holdout,
     catalog, stock and promotion validity through ``catalog``: item id -> entry in force, expiry,
-    repeats, category, caps and gap; not the threshold).
+    items the shopper bought since (``bought``), repeats, category, caps and gap; not the threshold).
     At most ``max_pushes_per_decision`` are emitted.
     """
     due = [h for h in state.held if h.release_at <= now]
@@ -649,6 +652,7 @@ def judge_held(
             in_stock=catalog is None or (entry is not None and entry.stock > 0),
             promotion_valid=catalog is None or promotion_valid,
             expires_at=push.expires_at,
+            bought=push.item_id in bought,
         )
         reason = rules.first_block(facts, item, "release")
         if reason is None and len(emitted) >= config.max_pushes_per_decision:

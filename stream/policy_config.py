@@ -51,6 +51,12 @@ class PolicyConfig(BaseModel):
         7 * 86400.0, description="Never push the same item to the same user twice within this window."
     )
     push_ttl_seconds: float = Field(3600.0, description="A push expires this long after it is created.")
+    trigger_ttl_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-trigger time to live replacing push_ttl_seconds (JSON object): a reminder of an "
+        "abandoned cart stays worth reading for hours, long enough to wait out quiet hours or for the "
+        "shopper's usual hour; an in-session nudge does not.",
+    )
     min_push_lifetime_seconds: float = Field(
         900.0,
         ge=0.0,
@@ -340,6 +346,20 @@ class PolicyConfig(BaseModel):
             if not 0.0 <= threshold <= 1.0:
                 raise ValueError(f"threshold of {trigger} must lie in [0, 1], got {threshold}")
         return value
+
+    @field_validator("trigger_ttl_seconds")
+    @classmethod
+    def _ttls(cls, value: dict[str, float]) -> dict[str, float]:
+        for trigger, ttl in value.items():
+            if trigger not in TRIGGERS:
+                raise ValueError(f"unknown trigger {trigger!r}; known: {', '.join(TRIGGERS)}")
+            if not ttl > 0.0:
+                raise ValueError(f"time to live of {trigger} must be positive, got {ttl}")
+        return value
+
+    def ttl_of(self, trigger: str) -> float:
+        """The time to live of a push of ``trigger`` (``trigger_ttl_seconds``, else ``push_ttl_seconds``)."""
+        return self.trigger_ttl_seconds.get(trigger, self.push_ttl_seconds)
 
     @field_validator("response_prior_rates")
     @classmethod

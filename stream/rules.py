@@ -121,6 +121,7 @@ class ItemFacts:
     interest: float = 1.0
     threshold: float = 0.0
     held: bool = False  # the same item already waits for the end of quiet hours
+    bought: bool = False  # the shopper bought it (since the push was decided, for a held push)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,13 @@ RULES: tuple[Rule, ...] = (
         _NOW,
         lambda u, i: i.expires_at <= u.now + u.config.min_push_lifetime_seconds,
         "would expire within min_push_lifetime_seconds",
+    ),
+    Rule(
+        "bought",
+        "item",
+        _NOW,
+        lambda u, i: i.bought,
+        "the shopper bought it (a held push: since it was decided)",
     ),
     Rule(
         "below_threshold",

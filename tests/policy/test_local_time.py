@@ -155,6 +155,23 @@ def test_held_push_is_released_when_quiet_hours_end():
     assert state.pushes[-1].created_at == verdict.release_at
 
 
+def test_a_held_push_is_not_released_after_the_shopper_bought_its_item():
+    cfg = config(trigger_ttl_seconds={"in_session": 12 * 3600})
+    night = local_ts("UTC", 2024, 6, 1, 23, 0)
+    state = UserPolicyState(time_zone="UTC")
+    c = candidate(event_ts=night)
+    [(_, verdict)] = decide("u1", [c], state, night, cfg)
+    assert verdict.outcome == "hold"  # the trigger's own TTL outlives the night
+    push = build_push("u1", c, verdict, night, cfg, "v")
+    assert push.expires_at == night + 12 * 3600
+    record_hold(state, push, verdict.release_at, cfg)
+    kept = UserPolicyState(time_zone="UTC", held=list(state.held))
+    [(_, bought)] = release_held("u1", state, verdict.release_at, cfg, bought={c.item_id})
+    assert (bought.outcome, bought.reason) == ("suppress", "bought") and state.held == []
+    [(_, emit)] = release_held("u1", kept, verdict.release_at, cfg, bought={"another"})
+    assert emit.outcome == "emit"
+
+
 def test_held_pushes_expire_and_are_rechecked():
     cfg = config(push_ttl_seconds=10 * 3600)
     night = local_ts("UTC", 2024, 6, 1, 23, 0)  # expires 09:00, released 08:00
