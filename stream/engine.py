@@ -56,7 +56,6 @@ from stream.contract import (
 )
 from stream.decider import RELEASE_KIND, Decider
 from stream.feedback import apply_feedback, settle_ignored
-from stream.interest import catalog_triggers
 from stream.outcome import Inbound, Outcome, refused
 from stream.partition_state import PartitionState
 from stream.scoring import AskScorer
@@ -801,7 +800,7 @@ class Engine:
         part = self.part(partition)
         # A change is judged at its own time when that is ahead of the clock (event-time replays).
         at = max(self.now(partition), update.updated_at)
-        fired = catalog_triggers(previous, update, at)
+        fired = triggers.catalog_triggers(previous, update, at)
         if not fired and update.promotion is None:
             return []
         newcomers = [u for t, _ in fired if t == "new_arrival" for u in self._arrival_users(part, update, at)]

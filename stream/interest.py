@@ -2,7 +2,7 @@
 
 Pure functions (no clock: ``now`` is always an argument) plus :class:`InterestIndex`, the bounded
 item -> interested users map that lets a catalog change (price drop, back in stock, promotion start)
-reach the users who care, and :func:`catalog_triggers`, which says which triggers a catalog change fires.
+reach the users who care (which triggers a catalog change fires: ``stream.triggers.catalog_triggers``).
 
 The rule (documented in ``docs/policy.md``)::
 
@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from stream.contract import CatalogUpdate
 from stream.policy_config import PolicyConfig
 
 
@@ -117,44 +116,6 @@ def assess(
         "threshold": threshold,
     }
     return Assessment(interest=interest, threshold=threshold, features=features)
-
-
-def catalog_triggers(
-    previous: CatalogUpdate | None, current: CatalogUpdate, now: float
-) -> list[tuple[str, str]]:
-    """Triggers a catalog change fires, each with its ``cause`` (deterministic for push ids).
-
-    price_drop: the effective price fell; back_in_stock: stock went from 0 to more; promotion_start: a
-    promotion that was not active before is active at ``now``; new_arrival: a first sighting (no
-    previous entry) of an item in stock. A first sighting fires no price_drop or back_in_stock. The
-    cause names the catalog version (``updated_at``) so a redelivered update maps onto the same push
-    ids; a new arrival's cause is the item alone, so it is announced to a shopper at most once.
-    """
-    fired: list[tuple[str, str]] = []
-    if previous is None and current.stock > 0:
-        fired.append(("new_arrival", f"arrival@{current.item_id}"))
-    version = f"{current.item_id}@{current.updated_at:.3f}"
-    promo = current.promotion
-    started = False
-    if promo is not None and promo.active_at(now) and current.stock > 0:
-        before = previous.promotion if previous is not None else None
-        was_active = (
-            previous is not None
-            and before is not None
-            and before.promotion_id == promo.promotion_id
-            and before.active_at(previous.updated_at)
-        )
-        if not was_active:
-            started = True
-            fired.append(("promotion_start", f"{promo.promotion_id}@{current.item_id}"))
-    if previous is not None:
-        cheaper = current.effective_price(now) < previous.effective_price(previous.updated_at) - 1e-9
-        # A drop that is only the new promotion is reported once, as promotion_start.
-        if current.stock > 0 and cheaper and not (started and current.price >= previous.price):
-            fired.append(("price_drop", version))
-        if previous.stock == 0 and current.stock > 0:
-            fired.append(("back_in_stock", version))
-    return fired
 
 
 class _Bucket:

@@ -23,8 +23,9 @@ trigger                source       when
                                     has no history) are asked about it
 =====================  ===========  ======================================================================
 
-Adding a trigger: its row in :data:`TRIGGERS`, its name in ``stream.contract.Trigger``, for a timer
-its builder in :data:`TIMER_ASKS` (and its arming in ``stream.timers``), and a test.
+Adding a trigger: its row in :data:`TRIGGERS`, its name in ``stream.contract.Trigger`` (the wire
+enumeration), for a catalog trigger its detector in :data:`CATALOG_FIRES`, for a timer its builder in
+:data:`TIMER_ASKS` (and its arming in ``stream.timers``), and a test.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from stream.candidates import Engagement
+from stream.contract import CatalogUpdate
 from stream.policy_config import PolicyConfig
 from stream.timers import Timer
 
@@ -142,3 +144,75 @@ def candidate_trigger(ask_trigger: str, in_cart: bool) -> str:
     if ask_trigger == "browse_abandonment" and in_cart:
         return "cart_abandonment"
     return ask_trigger
+
+
+# -- catalog triggers: which a change fires ---------------------------------------------------------
+#
+# Each detector looks at the item's previous version (None: a first sighting), its new one and the time
+# the change is judged at, and returns the cause of its push (deterministic: push ids derive from it)
+# or None. A cause names the catalog version (``updated_at``), so a redelivered update maps onto the
+# same push ids; a new arrival's cause is the item alone, so it is announced to a shopper at most once.
+
+
+def _new_arrival(previous: CatalogUpdate | None, current: CatalogUpdate, now: float) -> str | None:
+    """A first sighting of an item in stock."""
+    return f"arrival@{current.item_id}" if previous is None and current.stock > 0 else None
+
+
+def _promotion_start(previous: CatalogUpdate | None, current: CatalogUpdate, now: float) -> str | None:
+    """A promotion that was not active before is active at ``now`` (item in stock)."""
+    promo = current.promotion
+    if promo is None or not promo.active_at(now) or current.stock <= 0:
+        return None
+    before = previous.promotion if previous is not None else None
+    was_active = (
+        previous is not None
+        and before is not None
+        and before.promotion_id == promo.promotion_id
+        and before.active_at(previous.updated_at)
+    )
+    return None if was_active else f"{promo.promotion_id}@{current.item_id}"
+
+
+def _price_drop(previous: CatalogUpdate | None, current: CatalogUpdate, now: float) -> str | None:
+    """The effective price fell (item in stock); a drop that is only a new promotion is promotion_start."""
+    if previous is None or current.stock <= 0:
+        return None
+    cheaper = current.effective_price(now) < previous.effective_price(previous.updated_at) - 1e-9
+    only_the_promotion = (
+        _promotion_start(previous, current, now) is not None and current.price >= previous.price
+    )
+    if not cheaper or only_the_promotion:
+        return None
+    return f"{current.item_id}@{current.updated_at:.3f}"
+
+
+def _back_in_stock(previous: CatalogUpdate | None, current: CatalogUpdate, now: float) -> str | None:
+    """Stock went from 0 to more."""
+    if previous is None or previous.stock != 0 or current.stock <= 0:
+        return None
+    return f"{current.item_id}@{current.updated_at:.3f}"
+
+
+# Catalog trigger -> its detector, in the order a change's asks are made.
+CATALOG_FIRES: dict[str, Callable[[CatalogUpdate | None, CatalogUpdate, float], str | None]] = {
+    "new_arrival": _new_arrival,
+    "promotion_start": _promotion_start,
+    "price_drop": _price_drop,
+    "back_in_stock": _back_in_stock,
+}
+
+
+def catalog_triggers(
+    previous: CatalogUpdate | None, current: CatalogUpdate, now: float
+) -> list[tuple[str, str]]:
+    """The triggers a catalog change fires, each with its cause (:data:`CATALOG_FIRES`, in order).
+
+    A first sighting fires no price_drop or back_in_stock.
+    """
+    fired: list[tuple[str, str]] = []
+    for trigger, fires in CATALOG_FIRES.items():
+        cause = fires(previous, current, now)
+        if cause is not None:
+            fired.append((trigger, cause))
+    return fired

@@ -11,12 +11,12 @@ from stream.contract import Promotion
 from stream.interest import (
     InterestIndex,
     assess,
-    catalog_triggers,
     decay_factor,
     effective_threshold,
     interest_upper_bound,
     promotion_adjust,
 )
+from stream.triggers import catalog_triggers
 from tests.policy.conftest import T0, catalog, config
 
 
