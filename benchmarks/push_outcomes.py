@@ -78,7 +78,7 @@ from stream.policy_config import PolicyConfig  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.simulator import DAY, WORLD_VERSION, SimConfig, World, local_hour  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
-from tests.support.worker import PRODUCTION_DECISIONS, WorkerProcess  # noqa: E402
+from tests.support.worker import PRODUCTION_DECISIONS, WorkerProcess, metric_sum  # noqa: E402
 
 BENCH_DIR = ROOT / ".kairos" / "bench"
 REPORT = ROOT / "benchmarks" / "reports" / "push_outcomes.md"
@@ -355,10 +355,12 @@ class KairosArm(Arm):
         worker = self.worker
 
         def taken() -> float:
+            # One scrape per poll: each renders the worker's whole registry on its event loop.
+            _, body = worker.get("/metrics")
             refused = (
-                worker.metric("kairos_dead_letters_total", topic=dead_letters_of) if dead_letters_of else 0
+                metric_sum(body, "kairos_dead_letters_total", topic=dead_letters_of) if dead_letters_of else 0
             )
-            return sum(worker.metric(m) for m in metrics) + refused
+            return sum(metric_sum(body, m) for m in metrics) + refused
 
         deadline = time.monotonic() + 120
         metric = " + ".join(metrics)
@@ -367,7 +369,7 @@ class KairosArm(Arm):
                 raise RuntimeError(f"worker exited: {self.worker.tail_log()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker's {metric} did not reach {target}: {self.worker.tail_log()}")
-            time.sleep(0.01)
+            time.sleep(0.02)
 
     def diagnostics(self) -> dict[str, float]:
         """The worker's suppression counters by ``trigger/reason`` (why candidates were not pushed)."""

@@ -172,17 +172,7 @@ class WorkerProcess:
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples matching ``labels`` from the live /metrics."""
         _, body = self.get("/metrics")
-        total = 0.0
-        for line in body.splitlines():
-            if line.startswith("#") or not line.startswith(name):
-                continue
-            head, _, value = line.rpartition(" ")
-            metric_name = head.split("{", 1)[0]
-            if metric_name != name:
-                continue
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
+        return metric_sum(body, name, **labels)
 
     def metric_by(self, name: str, label: str) -> dict[str, float]:
         """A metric's samples summed per value of one label, from the live /metrics."""
@@ -315,3 +305,18 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2, what: str = 
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+def metric_sum(body: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples matching ``labels`` in a Prometheus text page (one scrape, many reads)."""
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric_name = head.split("{", 1)[0]
+        if metric_name != name:
+            continue
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
