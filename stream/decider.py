@@ -266,7 +266,7 @@ class Decider:
                     cand.interest,
                     verdict.threshold,
                     push=push,
-                    release_at=None if verdict.release_at is None else on_minute(verdict.release_at),
+                    release_at=verdict.release_at,
                     context=self._context(cand),
                 )
             )
@@ -297,15 +297,10 @@ class Decider:
             user.dirty = True
             assert step.push is not None
             if step.action == "defer":
-                assert step.release_at is not None
+                due = self._schedule_release(part, plan, step)
                 for h in pstate.held:
                     if h.push.push_id == step.push.push_id:
-                        h.release_at = step.release_at
-                part.timers.schedule(
-                    Timer(
-                        step.release_at, user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now
-                    )
-                )
+                        h.release_at = due
                 continue
             if step.action == "ghost":
                 pol.record_push(
@@ -321,14 +316,19 @@ class Decider:
                 if step.audit:
                     self._audit(plan, step, "emitted", out)
             else:  # hold
-                assert step.release_at is not None
-                pol.record_hold(pstate, step.push, step.release_at, self.cfg, context=step.context)
-                part.timers.schedule(
-                    Timer(
-                        step.release_at, user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now
-                    )
-                )
+                due = self._schedule_release(part, plan, step)
+                pol.record_hold(pstate, step.push, due, self.cfg, context=step.context)
                 self._audit(plan, step, "held", out)
+
+    @staticmethod
+    def _schedule_release(part: PartitionState, plan: Plan, step: Step) -> float:
+        """The release timer of a hold or deferral, due on a whole minute (:func:`on_minute`); its time."""
+        assert step.release_at is not None and step.push is not None
+        due = on_minute(step.release_at)
+        part.timers.schedule(
+            Timer(due, plan.user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now)
+        )
+        return due
 
     @staticmethod
     def _context(cand: pol.Candidate) -> str:
@@ -386,6 +386,7 @@ class Decider:
         reason = None
         if self.active(last, now):
             assert last is not None
+            # Rounded here already, so the quiet-hours check sees the minute the timer fires at.
             again, reason = on_minute(last + self.cfg.active_window_seconds), "user_active"
         quiet_end = pol.quiet_hours_end(again, pol.user_zone(pstate, self.cfg), self.cfg)
         if quiet_end is not None:

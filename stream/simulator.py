@@ -738,9 +738,8 @@ class World:
         cart = self._cart[u]
         if self.stock[item] <= 0 or item in cart:
             return
-        s = self._sessions.get(u)
-        # The session may have checked out before its last cart event came due.
-        key = s.next_event_key() if s is not None and s.session_id == session_id else f"{session_id}-c{item}"
+        # The session is still open: its checkout is scheduled after its last cart event.
+        key = self._sessions[u].next_event_key()
         out.append(self._event(u, "add_to_cart", t, item, key, session_id=session_id, quantity=1))
         cart.append(item)
         del cart[:-10]  # a bounded cart: the oldest items are forgotten
