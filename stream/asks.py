@@ -1,6 +1,6 @@
 """The units of work of a batch: the users it touched, the asks it made and the work queued behind steps.
 
-Shared by the engine (``stream/engine.py``, which builds them in stream order), the scoring
+Shared by the engine (``stream.engine``, which builds them in stream order), the scoring
 (``stream/scoring.py``) and the decider (``stream/decider.py``).
 """
 
@@ -43,7 +43,7 @@ class Ask:
     session_last_ts: float | None
     consent: bool | None
     previous_price: float | None = None
-    seq: int = 0  # order of the asks in the stream (see Engine._apply_interest_updates)
+    seq: int = 0  # order of the asks in the stream (see Decider.apply_interest_updates)
     # The candidates' co-visitation rows as they were (diversity compares with them at decision time).
     covisited: dict[str, dict[str, float]] = field(default_factory=dict)
     # The shopper's engagement hours as they were (send time): later events of the batch come after.

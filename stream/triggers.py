@@ -2,7 +2,7 @@
 
 A trigger turns a moment (a behaviour event, a due timer, a catalog change) into a
 :class:`TriggerAsk`: which items of the user to score, what caused it (the push id derives from it)
-and which of the items may be pushed. The engine (``stream/engine.py``) captures the user's state
+and which of the items may be pushed. The engine (``stream.engine``) captures the user's state
 with the ask, scores it and runs the policy's rules (``stream/rules.py``); a trigger decides nothing
 itself. Pure functions: no I/O, no clock.
 

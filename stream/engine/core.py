@@ -1,0 +1,508 @@
+"""The engine: one batch of inbound records in, an :class:`Outcome` out. No Kafka here.
+
+:class:`Engine` takes one batch of raw inbound records (what the faust agent read), the state
+transaction to read and write user state through, and returns an :class:`Outcome`: the pushes,
+dead letters and audit decisions to produce, and the counts the metrics need. The agent does the
+I/O around it, which keeps the engine testable with a dict-backed store and a real model.
+
+Per event, in order: validate (else dead letter), drop redeliveries (same ``event_id``), apply
+feedback and consent, update engagement, timers and the worker-wide indexes, advance the user's
+GRU state by exactly one step, then (for browsing events) score the user's candidates and let the
+policy decide. Pass 1 (``stream.engine.intake``) walks the batch in stream order; pass 2
+(``stream.engine.rounds``) runs the GRU steps and scoring batched across users in rounds, round
+``r`` holding each user's ``r``-th event, so each user still sees its events in order and every
+decision depends only on the events before it, never on batch boundaries.
+
+This module keeps what needs the whole batch: the partitions' clocks and the places where pass 2
+must close (a new minute, a learning epoch, a catalog change the clock passed, an erasure), due
+timers, the throttle, catalog announcements, model swaps and recovery. Elsewhere: the triggers that
+turn moments into asks (``stream.triggers``), the model calls (``stream.scoring``), the decisions
+(``stream.decider``, which runs the rules of ``stream.rules``), a catalog change's asks
+(``stream.engine.catalog_asks``), user records (``stream.engine.users``), the catalog by time
+(``stream.catalog_view``) and the batch's units of work and output (``stream.asks``,
+``stream.outcome``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from time import perf_counter
+
+from stream import policy as pol
+from stream import triggers
+from stream.admission import admit_catalog, admit_consent, admit_event
+from stream.asks import Ask, BatchUser, Op, Work
+from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogChange, CatalogView
+from stream.content_items import NewItems, Unplaced, check_image, content_scorer, placed_from_content
+from stream.contract import CatalogUpdate, ContractError, Push
+from stream.decider import RELEASE_KIND, Decider
+from stream.engine.catalog_asks import CatalogAsks
+from stream.engine.intake import Intake
+from stream.engine.ports import PartitionRows, Scorer, StateAccess
+from stream.engine.rounds import resolve
+from stream.engine.users import UserRecords
+from stream.outcome import Inbound, Outcome, refused
+from stream.partition_state import PartitionState
+from stream.scoring import AskScorer
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _minute(ts: float) -> int:
+    """The minute of the event-time clock ``ts`` falls in (the throttle releases once per minute)."""
+    return int(ts // 60.0)
+
+
+class Engine:
+    """Holds the model, the catalog view and the partitions' shared state; processes batches."""
+
+    def __init__(self, settings: Settings, scorer: Scorer, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.cfg = settings.policy
+        self.scorer = scorer
+        self._content = content_scorer(scorer)  # the model when it places items from content
+        self.clock = clock
+        # Admission compares input times with the real wall clock (future skew), even when the
+        # decision clock is injected; tests replace it like ``clock``.
+        self.wall_clock: Callable[[], float] = time.time
+        # Item versions by time and the changes each partition announces when its clock passes them.
+        self._catalog = CatalogView()
+        # Clock, indexes and timers per partition (see stream.partition_state): decisions never
+        # depend on which partitions this worker owns, nor on restarts.
+        self.parts: dict[int, PartitionState] = {}
+        self.owned: set[int] = set()  # partitions whose users this engine may touch
+        self._ask_seq = 0  # numbers asks and queued work in stream order
+        self.new_items = NewItems()  # items placed from content, by category (a candidate source)
+        self.unplaced = Unplaced()  # catalogued items the model lacks, placed a few per tick
+        # Model calls in fixed-size chunks, and the decisions (stream.scoring, stream.decider).
+        self.scoring = AskScorer(scorer, self.cfg, settings.worker.model_chunk_rows)
+        self.decider = Decider(
+            self.cfg,
+            lambda: self._catalog,
+            self.part,
+            lambda: self.scorer.version,
+            settings.worker.audit_decisions,
+        )
+        # The batch's parts, each in its module: user records, pass 1, the asks of catalog changes.
+        self.users = UserRecords(
+            settings, self.part, lambda: self.parts, lambda: self.scorer, self.scoring.step
+        )
+        self.intake = Intake(
+            settings,
+            self.part,
+            self.decider,
+            lambda: self._catalog,
+            self.new_items,
+            self._next_ask_seq,
+            self._decision_time,
+        )
+        self.catalog_asks = CatalogAsks(
+            self.cfg, lambda: self._catalog, lambda: self._content, self.users, self.intake
+        )
+
+    @property
+    def catalog(self) -> CatalogView:
+        """Item versions by time and the changes not yet announced everywhere (stream.catalog_view)."""
+        return self._catalog
+
+    @catalog.setter
+    def catalog(self, view: CatalogView) -> None:
+        self._catalog = view  # the decider reads it through the engine
+
+    def part(self, partition: int) -> PartitionState:
+        """The shared state of a partition (empty until the partition is adopted or first used)."""
+        state = self.parts.get(partition)
+        if state is None:
+            state = PartitionState.empty(partition, self.cfg, self.settings.topics.partitions)
+            self.parts[partition] = state
+        return state
+
+    # -- clocks ---------------------------------------------------------------------------------
+
+    def now(self, partition: int) -> float:
+        """A partition's decision clock: its event-time watermark, or the wall clock when later
+        (``worker.clock``)."""
+        state = self.parts.get(partition)
+        watermark = 0.0 if state is None else state.watermark
+        if self.settings.worker.clock == "event":
+            return watermark
+        return max(watermark, self.clock())
+
+    def _event_clock(self) -> bool:
+        return self.settings.worker.clock == "event"
+
+    def _decision_time(self, event_ts: float) -> float:
+        if self.settings.worker.clock == "event":
+            return event_ts
+        return max(event_ts, self.clock())
+
+    # -- model swap -----------------------------------------------------------------------------
+
+    def swap_model(self, scorer: Scorer) -> None:
+        """Serve a new model from the next batch on; states re-derive lazily (``UserRecords.sync_model``)."""
+        self.scorer = scorer
+        self.scoring.scorer = scorer
+        self._content = content_scorer(scorer)
+        self.catalog_asks.forget_pools()
+        # The new model knows none of the items the old one placed from their content.
+        self.new_items.clear()
+        self.unplaced.clear()
+        self.unplaced.offer(
+            self._content, (u for item in list(self.catalog.items()) if (u := self.catalog.latest(item)))
+        )
+        self._place_waiting(Outcome())
+
+    def _place_waiting(self, out: Outcome) -> None:
+        """Place up to ``model.content_items_per_tick`` waiting items; file them as new items."""
+        placed = self.unplaced.place_some(self._content, self.settings.model.content_items_per_tick)
+        for update in placed:
+            if placed_from_content(self._content, update.item_id):
+                self.new_items.add(update)
+                out.content_items_added += 1
+
+    # -- batches --------------------------------------------------------------------------------
+
+    def process(self, records: Sequence[Inbound], txn: StateAccess) -> Outcome:
+        """Apply one batch of events and consent updates; stage the new states in ``txn``.
+
+        Pass 1 walks the records in stream order: validation, deduplication, bookkeeping, the
+        partition's clock, indexes and due timers, and the candidates of each decision. Pass 2 runs
+        the GRU steps in rounds (round ``r``: each user's ``r``-th step, batched across users) and,
+        after each round, scores and decides what was queued behind those steps, per user in order.
+        An erasure (a consent tombstone) closes the work before it, so nothing of the erased user
+        survives it.
+        """
+        started = perf_counter()
+        self._start_batch()
+        out = Outcome()
+        stage = out.stage_seconds
+        topics = self.settings.topics
+        work = Work()
+        for rec in records:
+            self.part(rec.partition).observe_offset(rec.topic, rec.offset)
+            try:
+                if rec.topic == topics.consent:
+                    consent = admit_consent(
+                        rec.key, rec.partition, rec.value, self.settings, self.wall_clock()
+                    )
+                    if consent is None:  # a tombstone: erase the user (what came before is decided first)
+                        assert rec.key is not None  # admission refuses a tombstone without a key
+                        self._finish(work, txn, out)
+                        work = Work()
+                        self.users.erase(txn, rec.partition, rec.key.decode("utf-8"))
+                        out.erasures += 1
+                        continue
+                    user = self.users.load(txn, rec.partition, consent.user_id, work.users)
+                    if user.state.policy.apply_consent(consent):
+                        user.dirty = True
+                        if not consent.opted_in:
+                            self.part(rec.partition).timers.cancel_user(consent.user_id)
+                    out.consent_updates += 1
+                    continue
+                t = perf_counter()
+                event = admit_event(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
+                stage["parse"] += perf_counter() - t
+            except ContractError as exc:
+                out.dead_letters.append(refused(rec, exc, self.settings))
+                out.events[("invalid", "dead_letter")] += 1
+                continue
+            part = self.part(rec.partition)
+            new_minute = part.throttle.enabled and _minute(event.ts) > _minute(part.watermark)
+            # The clock enters a minute after that of the partition's earliest queued policy work: a
+            # timer that work schedules (a hold's release, always on a whole minute) may be due by now.
+            timers_due = _minute(event.ts) > work.first_minute.get(rec.partition, _minute(event.ts))
+            if part.learning.enters_new_epoch(max(part.watermark, event.ts)) or new_minute or timers_due:
+                # Decisions before this input read the old epoch's outcome estimates (stream.learning),
+                # took their throttle budget (stream.throttle) and scheduled their timers before anything
+                # is released.
+                self._finish(work, txn, out)
+                work = Work()
+            announced_until = self._catalog_until(rec.partition)  # before the clock moves
+            moved = part.advance(event.ts)
+            part.learning.advance(part.watermark)
+            if new_minute:
+                self._release_throttled(part, out)
+            if moved and self.catalog.changes_between(announced_until, self.now(rec.partition)):
+                # Catalog changes the clock passed are announced here, in stream order, after what
+                # came before (its interest updates included) and before the timers due now.
+                self._finish(work, txn, out)
+                work = Work()
+                self._announce_due(txn, rec.partition, out)
+            elif moved:
+                part.catalog_until = self.now(rec.partition)
+            if moved and self._event_clock():
+                # Event time: what fell due up to this event's time happens before it, in stream order.
+                self._fire_due(txn, part, part.watermark, work, out)
+            t = perf_counter()
+            user = self.users.load(txn, rec.partition, event.user_id, work.users)
+            t1 = perf_counter()
+            stage["state_read"] += t1 - t
+            candidates = stage["candidates"]
+            self.users.expire_if_inactive(user, event.ts)
+            self.intake.bookkeep(user, event, work, out)
+            stage["bookkeeping"] += perf_counter() - t1 - (stage["candidates"] - candidates)
+        self._finish(work, txn, out)
+        measured = sum(stage.values())
+        stage["engine_other"] += max(perf_counter() - started - measured, 0.0)
+        return out
+
+    def mark_applied(self, rec: Inbound, txn: StateAccess) -> None:
+        """Record ``rec`` as applied without applying it (it was dead-lettered by the caller)."""
+        part = self.part(rec.partition)
+        part.observe_offset(rec.topic, rec.offset)
+        self.users.stage_rows(txn, rec.partition)
+
+    def applied(self, rec: Inbound) -> bool:
+        """Whether ``rec`` was already applied to its partition's state (a redelivery to skip).
+
+        The partition's input offsets are written with the states of the batch that applied them,
+        so this holds across rebalances, restarts and moves to another worker.
+        """
+        part = self.parts.get(rec.partition)
+        return part is not None and part.applied(rec.topic, rec.offset)
+
+    def _finish(self, work: Work, txn: StateAccess, out: Outcome) -> None:
+        """Pass 2 of the work gathered so far, then stage its states."""
+        first = len(out.pushes)
+        resolve(work.users, work.steps, work.ops, out, self.scoring, self.decider, self.cfg)
+        # Rounds decide users in an order that depends on batching; emit in stream order instead.
+        order = self.decider.push_order
+        out.pushes[first:] = sorted(out.pushes[first:], key=lambda pushed: order.get(pushed[1].push_id, 0))
+        order.clear()
+        self._throttle(out, first)
+        self.decider.apply_interest_updates()
+        t = perf_counter()
+        self.users.save(txn, work.users.values())
+        out.stage_seconds["state_write"] += perf_counter() - t
+
+    def _throttle(self, out: Outcome, first: int) -> None:
+        """Admit the pushes from ``first`` on in stream order; those over budget wait (stream.throttle)."""
+        kept: list[tuple[int, Push]] = []
+        for partition, push in out.pushes[first:]:
+            throttle = self.part(partition).throttle
+            if throttle.admit(push.created_at):
+                kept.append((partition, push))
+            elif throttle.enqueue(push):
+                out.suppressions[(push.trigger, "throttled")] += 1
+            else:
+                out.suppressions[(push.trigger, "throttle_full")] += 1
+        out.pushes[first:] = kept
+
+    def _release_throttled(self, part: PartitionState, out: Outcome) -> None:
+        """The partition's clock entered a new minute: waiting pushes go out while budget allows."""
+        released, expired = part.throttle.release(part.watermark, self.cfg.min_push_lifetime_seconds)
+        out.pushes += [(part.partition, push) for push in released]
+        for push in expired:
+            out.suppressions[(push.trigger, "expired")] += 1
+
+    def _fire_due(self, txn: StateAccess, part: PartitionState, now: float, work: Work, out: Outcome) -> None:
+        """Queue the partition's timers due at ``now``, each behind its user's steps so far.
+
+        A timer is decided at ``now``, the clock that passed its due time (with the event clock, the
+        partition's watermark): that is when its push can go out, so quiet hours, expiry and the
+        active rule are judged then. (Deciding at the due time made a quiet partition, whose clock
+        jumps, emit pushes stamped in the past, some into quiet hours: push_outcomes found 2 of 823.)
+        The user's state is as it was before the input that moved the clock, so a replay decides the
+        same.
+        """
+        for timer in part.timers.pop_due(now, limit=self.cfg.max_timers):
+            at = now
+            user = self.users.load(txn, part.partition, timer.user_id, work.users)
+            user.dirty = True  # the fired timer leaves the stored state
+            position = len(work.steps_of(timer.user_id))
+            if self.users.expired(user.state, at):
+                continue
+            if timer.kind == RELEASE_KIND:
+                work.queue(user, Op(position, now=at, seq=self._next_ask_seq()), at)
+                continue
+            # The ask of a due timer comes from its trigger (``stream.triggers.TIMER_ASKS``).
+            asked = triggers.timer_ask(timer, user.engagement, self.cfg)
+            if asked is not None:
+                work.queue(user, Op(position, ask=self.intake.ask(user, asked, at)), at)
+
+    def sweep_expired(self, txn: StateAccess, limit: int = 10_000) -> int:
+        """Remove users inactive for longer than the TTL from owned partitions; returns how many.
+
+        Expiry itself is decided lazily (an inactive user's next event starts over, a timer or
+        catalog change skips them), so when the sweep runs changes nothing a user sees: it only
+        reclaims the storage. An opt-out outlives expiry (it is never forgotten).
+        """
+        return self.users.sweep(txn, self.owned, self.now, limit)
+
+    def _start_batch(self) -> None:
+        # A batch that raised half-way (a bug) must not leave its queued work to the next one.
+        self.decider.index_ops.clear()
+        self.decider.push_order.clear()
+
+    def _next_ask_seq(self) -> int:
+        self._ask_seq += 1
+        return self._ask_seq
+
+    def _decide(self, asks: list[Ask], out: Outcome) -> None:
+        """Score and decide asks that wait for no GRU step (catalog changes, timers)."""
+        for ask, scored in zip(asks, self.scoring.score(asks), strict=True):
+            self.decider.decide(ask, scored, out)
+
+    # -- catalog and timers ---------------------------------------------------------------------
+
+    def apply_catalog(self, records: Sequence[Inbound], txn: StateAccess, announce: bool = True) -> Outcome:
+        """Fold catalog updates into the view; announce each to the owned partitions it is due for.
+
+        With ``announce`` False (the worker's first read of the whole catalog) the view is filled
+        and nothing is fired: a bootstrap is not a change.
+
+        A change is announced to a partition when that partition's clock passes its ``updated_at``,
+        in its stream (:meth:`process`, or :meth:`tick` with the wall clock), so replays announce it
+        at the same place whenever the catalog reader delivered it (:mod:`stream.catalog_view`).
+        Partitions whose clock is already past it announce it now, at their clock (counted late).
+
+        A tombstone (no value) removes the item: it is never pushed again, and pushes held for it
+        are suppressed when they come due.
+        """
+        self._start_batch()
+        out = Outcome()
+        late: list[tuple[int, CatalogChange]] = []
+        applied: list[CatalogUpdate] = []
+        for rec in records:
+            try:
+                update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
+                if update is not None:
+                    check_image(update, self._content)
+            except ContractError as exc:
+                out.dead_letters.append(refused(rec, exc, self.settings))
+                continue
+            if update is None:  # a tombstone: the item is gone, never pushed again
+                assert rec.key is not None  # admission refuses a tombstone without a key
+                self.catalog.remove(rec.key.decode("utf-8"))
+                self.unplaced.forget(rec.key.decode("utf-8"))
+                out.catalog_removals += 1
+                continue
+            out.catalog_updates += 1
+            applied.append(update)
+            # A bootstrap version holds from the beginning of time; a version read again, or older
+            # than the newest, is no change (stream.catalog_view).
+            is_change, previous = self.catalog.put(update, base=not announce)
+            if not is_change:
+                continue
+            change = self.catalog.record_change(previous, update)
+            for partition in sorted(self.owned):
+                if update.updated_at <= self._catalog_until(partition):
+                    late.append((partition, change))
+        # Before any announcement: a new item must have its place in the model when it is decided on.
+        self.unplaced.offer(self._content, applied)
+        self._place_waiting(out)
+        if self._event_clock():  # with the wall clock every change is "late": that is its design
+            out.catalog_late += len(late)
+        for partition in sorted({p for p, _ in late}):
+            self._announce(txn, partition, sorted(c for p, c in late if p == partition), out)
+        return out
+
+    def _catalog_until(self, partition: int) -> float:
+        """The time up to which catalog changes were announced to ``partition`` (its clock at first use)."""
+        part = self.part(partition)
+        if part.catalog_until is None:
+            part.catalog_until = self.now(partition)
+        return part.catalog_until
+
+    def _announce_due(self, txn: StateAccess, partition: int, out: Outcome) -> bool:
+        """Announce the logged changes the partition's clock has passed since last time; True if any."""
+        until = self.now(partition)
+        due = self.catalog.changes_between(self._catalog_until(partition), until)
+        self.part(partition).catalog_until = until
+        if due:
+            self._announce(txn, partition, due, out)
+        return bool(due)
+
+    def _announce(
+        self, txn: StateAccess, partition: int, changes: Sequence[CatalogChange], out: Outcome
+    ) -> None:
+        """Decide one partition's share of catalog changes: the asks of the users who care."""
+        users: dict[str, BatchUser] = {}
+        asks: list[Ask] = []
+        for change in changes:
+            if change.update.item_id not in self.catalog:  # removed since: nothing to announce
+                continue
+            # A change is judged at its own time when that is ahead of the clock (event-time replays).
+            at = max(self.now(partition), change.update.updated_at)
+            asks += self.catalog_asks.asks(
+                txn, self.part(partition), at, change.previous, change.update, users
+            )
+        first = len(out.pushes)
+        if asks:
+            self._decide(asks, out)
+        self._throttle(out, first)
+        self.decider.apply_interest_updates()
+        for user in users.values():
+            user.dirty = True
+        self.users.save(txn, users.values())
+
+    def tick(self, txn: StateAccess) -> Outcome:
+        """Periodic work: with the wall clock, fire due timers of owned partitions; sweep expired users.
+
+        With the event-time clock timers fire inside :meth:`process`, when the partition's
+        watermark passes them, so a replay fires them at the same place in the stream.
+        """
+        self._start_batch()
+        out = Outcome()
+        self._place_waiting(out)  # the rest of a large catalog of items the model lacks
+        for partition in sorted(self.owned):  # with the event clock, process() announced them already
+            self._announce_due(txn, partition, out)
+        if self.owned:
+            # Every owned partition announced what is older; the retention keeps it for partitions
+            # still recovering or adopted later, whose clocks may be behind.
+            horizon = min(self._catalog_until(p) for p in self.owned) - CATALOG_RETENTION_SECONDS
+            self.catalog.forget_until(horizon)
+        if not self._event_clock():
+            for partition in sorted(self.owned):
+                work = Work()
+                self._fire_due(txn, self.part(partition), self.now(partition), work, out)
+                self._finish(work, txn, out)
+        out.expired_users += self.sweep_expired(txn)
+        return out
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def load_partition(self, partition: int, store: PartitionRows) -> PartitionState:
+        """Read a recovered partition's shared state from its store.
+
+        Safe in a worker thread: it reads only ``store`` and touches nothing of the engine.
+        """
+        state, users = PartitionState.load(
+            partition, self.cfg, store.partition_rows(), store.items(), self.settings.topics.partitions
+        )
+        state.users_loaded = users
+        return state
+
+    def adopt(self, partition: int, loaded: PartitionState) -> None:
+        """Take ownership of a loaded partition (quick, on the event loop)."""
+        self.parts[partition] = loaded
+        self.owned.add(partition)
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """Forget partitions this worker no longer owns (their state is in the store and changelog)."""
+        for partition in partitions:
+            self.owned.discard(partition)
+            self.parts.pop(partition, None)
+
+    def apply_recovered_pushes(self, partition: int, pushes: Iterable[Push], txn: StateAccess) -> int:
+        """Record pushes found on the pushes topic that the recovered state does not know yet.
+
+        They were emitted just before a crash, after the state's last changelog write: without this,
+        redelivered events could emit them a second time.
+        """
+        if partition not in self.parts and partition not in self.owned:
+            raise RuntimeError(f"partition {partition} must be adopted before its pushes are reconciled")
+        users: dict[str, BatchUser] = {}
+        n = 0
+        for push in pushes:
+            user = self.users.load(txn, partition, push.user_id, users)
+            if any(r.push_id == push.push_id for r in user.state.policy.pushes):
+                continue
+            pol.record_push(user.state.policy, push, self.cfg)
+            user.dirty = True
+            n += 1
+        self.users.save(txn, users.values())
+        return n

@@ -1,0 +1,209 @@
+"""Pass 1 for one behaviour event: everything but the GRU step and the decision, which are queued.
+
+Deduplication, sessions, the shopper's engagement and local hours, the partition's indexes and
+timers, and, for browsing events, the in-session ask with its candidates. Asks capture what is true
+of the user when they are made (:func:`capture_ask`), so a decision is the same however the stream
+was cut into batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from time import perf_counter
+
+from stream import policy as pol
+from stream import triggers
+from stream.asks import Ask, BatchUser, Op, Work
+from stream.candidates import EngagedItem, Engagement, gather_candidates
+from stream.catalog_view import CatalogView
+from stream.content_items import NewItems
+from stream.contract import Event
+from stream.decider import Decider
+from stream.engine.users import TYPE_INDEX
+from stream.outcome import Outcome
+from stream.partition_state import PartitionState
+from stream.send_time import observation_weight, observe_stored
+from stream.settings import Settings
+from stream.state import UserState
+from stream.timers import on_behaviour
+
+# Browsing events that may lead to an in-session push; feedback and purchases do not.
+NUDGE_TYPES = frozenset({"view", "add_to_cart", "search"})
+# Events that move the GRU state (they name an item the shopper acted on).
+STEP_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase"})
+
+
+def capture_ask(
+    user: BatchUser, asked: triggers.TriggerAsk, now: float, seq: int, part: PartitionState
+) -> Ask:
+    """A trigger's ask, with what is true of the user now (captured: later inputs change it)."""
+    engagement = user.engagement
+    items = asked.items
+    # A copy: later events of the batch change the user's engagement before the decision runs.
+    engaged = {
+        i: EngagedItem(e.views, e.carts, e.in_cart, e.bought, e.last_ts)
+        for i in items
+        if (e := engagement.get(i)) is not None
+    }
+    return Ask(
+        user,
+        asked.trigger,
+        asked.cause,
+        asked.event_ts,
+        now,
+        items,
+        asked.sources,
+        engaged,
+        engagement.last_ts,
+        user.state.policy.opted_in,
+        asked.previous_price,
+        seq,
+        part.covisitation.snapshot(items),
+        list(user.state.policy.send_hours) if user.state.policy.send_hours else None,
+        asked.pushable,
+    )
+
+
+class Intake:
+    """Pass 1 of the engine's batches, event by event in stream order.
+
+    ``next_seq`` numbers asks and queued work in stream order (shared with the engine's timers and
+    catalog asks); ``decision_time`` maps an event time to the decision clock (``worker.clock``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        part: Callable[[int], PartitionState],
+        decider: Decider,
+        catalog: Callable[[], CatalogView],
+        new_items: NewItems,
+        next_seq: Callable[[], int],
+        decision_time: Callable[[float], float],
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.policy
+        self._part = part
+        self._decider = decider
+        self._catalog = catalog
+        self._new_items = new_items
+        self._next_seq = next_seq
+        self._decision_time = decision_time
+
+    def ask(self, user: BatchUser, asked: triggers.TriggerAsk, now: float) -> Ask:
+        """:func:`capture_ask` with the next sequence number and the user's partition."""
+        return capture_ask(user, asked, now, self._next_seq(), self._part(user.partition))
+
+    def bookkeep(self, user: BatchUser, event: Event, work: Work, out: Outcome) -> None:
+        """Pass 1 for one event: everything but the GRU step and the decision, which are queued."""
+        steps = work.steps_of(user.user_id)
+        state = user.state
+        if state.seen(event.event_id):
+            out.events[(event.type, "duplicate")] += 1
+            return
+        user.dirty = True
+        worker = self.settings.worker
+        new_session = (
+            state.n_events == 0
+            or (event.session_id is not None and event.session_id != state.session_id)
+            or event.ts - state.last_event_ts > worker.session_gap_seconds
+        )
+        if new_session:
+            steps.append(("", -1))  # a reset, ordered among the user's steps
+            state.session_id = event.session_id or f"{event.user_id}@{event.ts:.0f}"
+        state.remember_event(event.event_id, event.ts, worker.dedupe_event_ids)
+        if event.context is not None:
+            state.policy.observe_time_zone(event.context.time_zone)
+        self.observe_hour(state, event)
+        item = event.item_id
+        part = self._part(user.partition)
+        if item is not None and event.type in STEP_TYPES:
+            previous = user.engagement.recent(self.cfg.covisit_window)
+            if event.type in ("view", "add_to_cart"):
+                part.covisitation.observe(item, previous, event.ts)
+            part.trending.observe(item, event.type, event.ts)
+            if event.type == "purchase":
+                self._decider.index_ops.append(
+                    (self._next_seq(), user.partition, user.user_id, item, event.ts)
+                )
+        user.engagement.observe(event.type, item, event.ts)
+        on_behaviour(part.timers, user.user_id, event.type, item, event.event_id, event.ts, self.cfg)
+        if item is not None and event.type in STEP_TYPES:
+            state.remember_item(item, event.type, event.ts, state.session_id, worker.recent_items)
+            steps.append((item, TYPE_INDEX[event.type]))
+        out.events[(event.type, "processed")] += 1
+        work.queue(user, Op(len(steps), event, seq=self._next_seq()), event.ts)
+        if event.type in NUDGE_TYPES:
+            ask = self.maybe_ask(user, event, out)
+            if ask is not None:
+                work.queue(user, Op(len(steps), event, ask), ask.now)
+
+    def observe_hour(self, state: UserState, event: Event) -> None:
+        """Count the event in the shopper's local engagement hours (send time, stream.send_time)."""
+        cfg = self.cfg
+        weight = observation_weight(event.type, cfg)
+        if not cfg.send_time_enabled or weight <= 0:
+            return
+        state.policy.send_hours = observe_stored(
+            state.policy.send_hours,
+            event.ts,
+            pol.user_zone(state.policy, cfg),
+            weight,
+            cfg.send_time_half_life_seconds,
+        )
+
+    def maybe_ask(self, user: BatchUser, event: Event, out: Outcome) -> Ask | None:
+        """An in-session decision for this event, unless it is too late, too soon, or the user is blocked.
+
+        Gathering and scoring a user's candidates is the costly part of an event, so it runs at most
+        once per ``decision_interval_seconds`` of event time per user (always on add_to_cart), and
+        not for users no push may reach now. Both depend on event times only.
+        """
+        state = user.state
+        worker = self.settings.worker
+        now = self._decision_time(event.ts)
+        if now - event.ts > worker.max_event_lag_seconds:
+            out.suppressions[("in_session", "stale_event")] += 1
+            return None
+        if (
+            event.type != "add_to_cart"
+            and event.ts - state.last_decision_ts < worker.decision_interval_seconds
+        ):
+            return None
+        state.last_decision_ts = event.ts
+        # The event itself shows the shopper on the site: with the active rule on, nothing now.
+        active = self._decider.active(event.ts, now)
+        blocked = pol.user_blocked(user.user_id, state.policy, now, self.cfg, active=active)
+        if blocked is not None:
+            out.suppressions[("in_session", blocked)] += 1
+            return None
+        part = self._part(user.partition)
+        t = perf_counter()
+        merged = gather_candidates(
+            user.engagement,
+            part.covisitation,
+            self._catalog(),
+            part.trending,
+            now,
+            self.cfg,
+            new_items=self.new_items_for(user.engagement, now),
+        )
+        out.stage_seconds["candidates"] += perf_counter() - t
+        items = tuple(c.item_id for c in merged)
+        sources = tuple(c.source for c in merged)
+        return self.ask(
+            user, triggers.TriggerAsk("in_session", event.event_id, event.ts, items, sources), now
+        )
+
+    def new_items_for(self, engagement: Engagement, now: float) -> list[str]:
+        """New items (placed from content) in the categories of the user's recent items, newest first."""
+        if not len(self._new_items) or not self.cfg.quota_new:
+            return []
+        catalog = self._catalog()
+        categories: dict[str, None] = {}
+        for item in engagement.recent(self.cfg.covisit_window):
+            version = catalog.at(item, now)
+            if version is not None:
+                categories[version.category] = None
+        # A few more than the quota: bought or already proposed items are skipped by the merge.
+        return self._new_items.in_categories(categories, catalog, now, 2 * self.cfg.quota_new)

@@ -1,0 +1,39 @@
+"""What the engine needs from the model and from the state store, as protocols (no Kafka, no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+
+class Scorer(Protocol):
+    """What the engine needs from a model (``model.scorer.IncrementalScorer`` provides it)."""
+
+    version: str
+    hidden_size: int
+
+    def initial_state(self, n: int) -> np.ndarray: ...
+    def item_indices(self, item_ids: Sequence[str]) -> np.ndarray: ...
+    def step(self, states: np.ndarray, items: np.ndarray, event_types: np.ndarray) -> np.ndarray: ...
+    def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+    def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+    def score_and_interest(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both at once; a model can override this to compute the candidate scores once."""
+        return self.score(states, candidates), self.interest(states, candidates)
+
+
+class PartitionRows(Protocol):
+    """A partition's stored rows (``stream.store.PartitionStore`` provides it)."""
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+    def partition_rows(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+class StateAccess(Protocol):
+    """Read and stage user state records (``stream.store.Transaction`` provides it)."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...

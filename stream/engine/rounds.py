@@ -1,0 +1,85 @@
+"""Pass 2 of a batch: the GRU steps in rounds, each followed by the decisions queued behind it.
+
+Round ``r`` holds each user's ``r``-th step, batched across users, so each user still sees its events
+in order and every decision depends only on the inputs before it, never on batch boundaries.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+import numpy as np
+
+from stream.asks import BatchUser, Op
+from stream.contract import EVENT_TYPES
+from stream.decider import Decider
+from stream.feedback import apply_feedback, settle_ignored
+from stream.outcome import Outcome
+from stream.policy_config import PolicyConfig
+from stream.scoring import AskScorer
+
+
+def resolve(
+    users: dict[str, BatchUser],
+    steps: dict[str, list[tuple[str, int]]],
+    ops: dict[str, list[Op]],
+    out: Outcome,
+    scoring: AskScorer,
+    decider: Decider,
+    config: PolicyConfig,
+) -> None:
+    """Pass 2: GRU steps in rounds, each followed by the decisions queued behind it."""
+    stage = out.stage_seconds
+    depth = max((len(s) for s in steps.values()), default=0)
+    for r in range(depth + 1):
+        if r > 0:
+            t = perf_counter()
+            step_round([(users[u], s[r - 1]) for u, s in steps.items() if len(s) >= r], out, scoring)
+            stage["step"] += perf_counter() - t
+        due = [(users[u], op) for u, queue in ops.items() for op in queue if op.step == r]
+        if not due:
+            continue
+        asks = [op.ask for _, op in due if op.ask is not None]
+        t = perf_counter()
+        scored = dict(zip(map(id, asks), scoring.score(asks), strict=True))
+        t1 = perf_counter()
+        stage["score"] += t1 - t
+        for user, op in due:
+            if op.ask is not None:
+                decider.decide(op.ask, scored[id(op.ask)], out)
+                continue
+            if op.event is None:  # a due release timer
+                decider.release_held(user, op.now, out, op.seq)
+                continue
+            # Feedback needs the pushes decided on this user's earlier events, hence pass 2.
+            pstate = user.state.policy
+            fb = apply_feedback(pstate, op.event, config)
+            if fb is not None:
+                decider.learn(user, fb, op.seq)
+                if not fb.ghost:
+                    out.feedback.append(fb)
+            out.feedback += settle_ignored(pstate, op.event.ts, config)
+            decider.release_held(user, op.event.ts, out, op.seq)
+        stage["decide"] += perf_counter() - t1
+
+
+def step_round(batch: list[tuple[BatchUser, tuple[str, int]]], out: Outcome, scoring: AskScorer) -> None:
+    """One GRU step for each user of the round (a reset clears the state instead)."""
+    scorer = scoring.scorer
+    rows = [(user, item, kind) for user, (item, kind) in batch if kind >= 0]
+    for user, (_, kind) in batch:
+        if kind < 0:
+            user.state.hidden = None
+    if not rows:
+        return
+    indices = scorer.item_indices([item for _, item, _ in rows])
+    for unknown in np.flatnonzero(indices < 0):
+        name = EVENT_TYPES[rows[int(unknown)][2]]
+        out.events[(name, "processed")] -= 1
+        out.events[(name, "unknown_item")] += 1
+    init = scorer.initial_state(1)[0]
+    hidden = np.stack([u.state.hidden if u.state.hidden is not None else init for u, _, _ in rows])
+    new_hidden = scoring.step(hidden, indices, np.asarray([k for _, _, k in rows], dtype=np.int64))
+    for i, (user, _, _) in enumerate(rows):
+        user.state.hidden = new_hidden[i]
+        user.state.model_version = scorer.version

@@ -1,0 +1,161 @@
+"""User records through the batch's state transaction: load, save, re-derive after a model swap,
+expire after inactivity and erase.
+
+A record is decoded once per batch (the batch's user cache) and written back once, with the
+partitions' changed shared rows (indexes, clock, input offsets) in the same transaction, so the
+store and the changelog never hold a user without the offsets that produced it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+
+from stream.asks import BatchUser
+from stream.candidates import Engagement
+from stream.contract import EVENT_TYPES
+from stream.engine.ports import Scorer, StateAccess
+from stream.partition_state import PartitionState
+from stream.settings import Settings
+from stream.state import UserState
+
+TYPE_INDEX = {t: i for i, t in enumerate(EVENT_TYPES)}
+
+# One GRU step for a batch of states (``stream.scoring.AskScorer.step``: fixed-size chunks).
+StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def forgotten(state: UserState) -> UserState:
+    """What is kept of an expired user: an opt-out, never forgotten (an opt-in may be: forgetting it
+    can only mean fewer pushes, and keeping every consent would make the state grow forever)."""
+    kept = UserState()
+    if state.policy.opted_in is False:
+        kept.policy.opted_in = False
+        kept.policy.consent_ts = state.policy.consent_ts
+    return kept
+
+
+class UserRecords:
+    """Reads and writes the users of a batch; expiry and erasure.
+
+    ``part`` gives a partition's shared state, ``parts`` every partition the engine holds, ``scorer``
+    the model served now and ``step`` its chunked GRU step: the engine owns all four.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        part: Callable[[int], PartitionState],
+        parts: Callable[[], Mapping[int, PartitionState]],
+        scorer: Callable[[], Scorer],
+        step: StepFn,
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.policy
+        self._part = part
+        self._parts = parts
+        self._scorer = scorer
+        self._step = step
+
+    def load(self, txn: StateAccess, partition: int, user_id: str, cache: dict[str, BatchUser]) -> BatchUser:
+        """The user's record, decoded once per batch (``cache``), in step with the served model."""
+        user = cache.get(user_id)
+        if user is None:
+            raw = txn.get(partition, user_id.encode("utf-8"))
+            state = UserState() if raw is None else UserState.from_bytes(raw)
+            engagement = Engagement.from_dict(state.engagement, self.cfg.engagement_max_items)
+            user = BatchUser(user_id, partition, state, engagement)
+            self.sync_model(user)
+            cache[user_id] = user
+        return user
+
+    def save(self, txn: StateAccess, users: Iterable[BatchUser]) -> None:
+        """Stage the changed users and every partition's changed shared rows in ``txn``."""
+        for user in users:
+            if user.dirty:
+                part = self._part(user.partition)
+                user.state.engagement = user.engagement.to_dict()
+                user.state.timers = [t.to_list() for t in part.timers.timers_for(user.user_id)]
+                txn.put(user.partition, user.user_id.encode("utf-8"), user.state.to_bytes())
+                clock = user.state.expiry_clock()
+                if clock is not None:
+                    part.last_seen[user.user_id] = clock
+                user.dirty = False
+        for partition in sorted(self._parts()):
+            self.stage_rows(txn, partition)
+
+    def stage_rows(self, txn: StateAccess, partition: int) -> None:
+        """Stage a partition's changed shared rows (indexes, clock, offsets) in the transaction."""
+        for key, value in self._part(partition).drain().items():
+            txn.put(partition, key, value)
+
+    def sync_model(self, user: BatchUser) -> None:
+        """Re-derive a state made by another model version from the session's recent items.
+
+        Runs at most ``worker.recent_items`` steps once per user after a model swap; the normal
+        path never re-runs history.
+        """
+        state = user.state
+        scorer = self._scorer()
+        if state.hidden is None or state.model_version == scorer.version:
+            return
+        hidden = scorer.initial_state(1)
+        session = [r for r in state.recent if r.session_id == state.session_id]
+        if session:
+            items = scorer.item_indices([r.item_id for r in session])
+            types = np.array([TYPE_INDEX[r.type] for r in session], dtype=np.int64)
+            for i in range(len(session)):
+                hidden = self._step(hidden, items[i : i + 1], types[i : i + 1])
+        state.hidden = hidden[0]
+        state.model_version = scorer.version
+
+    # -- expiry and erasure -----------------------------------------------------------------------
+
+    def expired(self, state: UserState, now: float) -> bool:
+        """A user inactive for longer than ``worker.user_ttl_seconds`` is treated as gone."""
+        return state.n_events > 0 and now - state.last_event_ts > self.settings.worker.user_ttl_seconds
+
+    def expire_if_inactive(self, user: BatchUser, now: float) -> None:
+        """Start over a user who comes back after the TTL (the same as if the sweep had removed them)."""
+        if self.expired(user.state, now):
+            self._part(user.partition).timers.cancel_user(user.user_id)
+            user.state = forgotten(user.state)
+            user.engagement = Engagement(self.cfg.engagement_max_items)
+            user.dirty = True
+
+    def erase(self, txn: StateAccess, partition: int, user_id: str) -> None:
+        """Erase a user: state (RocksDB and a changelog tombstone), timers, index entries, held pushes."""
+        part = self._part(partition)
+        part.timers.cancel_user(user_id)
+        part.interest.purge_users({user_id})
+        part.last_seen.pop(user_id, None)
+        txn.put(partition, user_id.encode("utf-8"), None)  # the batch's closing save stages the rows
+
+    def sweep(
+        self, txn: StateAccess, partitions: Iterable[int], now: Callable[[int], float], limit: int
+    ) -> int:
+        """Remove users inactive for longer than the TTL from ``partitions``; returns how many."""
+        removed = 0
+        ttl = self.settings.worker.user_ttl_seconds
+        for partition in sorted(partitions):
+            part = self._part(partition)
+            at = now(partition)
+            gone = sorted(u for u, ts in part.last_seen.items() if at - ts > ttl)[: limit - removed]
+            if not gone:
+                continue
+            for user_id in gone:
+                key = user_id.encode("utf-8")
+                raw = txn.get(partition, key)
+                part.timers.cancel_user(user_id)
+                del part.last_seen[user_id]
+                if raw is None:
+                    continue
+                kept = forgotten(UserState.from_bytes(raw))
+                txn.put(partition, key, kept.to_bytes() if kept.policy.opted_in is False else None)
+            part.interest.purge_users(set(gone))
+            self.stage_rows(txn, partition)
+            removed += len(gone)
+            if removed >= limit:
+                break
+        return removed
