@@ -70,15 +70,13 @@ from model.config import TrainConfig, load_config  # noqa: E402
 from model.content import ItemContent  # noqa: E402
 from model.data import TYPE_ALIASES, TYPE_INDEX  # noqa: E402
 from model.scorer import IncrementalScorer  # noqa: E402
-from model.warmup import GAMMAS, count_feature, decayed_counts, warmed  # noqa: E402
+from model.warmup import count_feature, decayed_counts, warmed  # noqa: E402
 from stream.candidates import TRENDING_WEIGHTS  # noqa: E402
 from stream.settings import get_settings  # noqa: E402
 from stream.simulator import SimConfig, World, generate_events  # noqa: E402
 
 K = 20
 TIE_EPS = 1e-4
-# The stream warm-up's weight is chosen on the training events after this quantile of their time.
-VALID_QUANTILE = 0.75
 GROUPS = ("cold", "cold, not a repeat", "warm", "warm, not in the model")
 RETAILROCKET, SIM = "retailrocket-sample", "simulated shop"
 SIM_CONFIG = SimConfig(seed=11, n_users=5_000, n_items=3_000)
@@ -196,92 +194,6 @@ def event_arrays(
     return times, cols, weights
 
 
-def choose_warmup(
-    events: list[Event],
-    contents: Mapping[str, ItemContent],
-    work: Path,
-    cut: float,
-    cfg: TrainConfig,
-    titles: bool,
-) -> dict[str, Any]:
-    """Pick the stream warm-up weight (``model.warmup``) on validation: never on the test period.
-
-    A model trained on the training events before their ``VALID_QUANTILE`` of time ranks the rest of
-    the training period (every case, warm and cold: cold = first seen in that stretch), items it lacks
-    added from content; the weight with the best MRR@20 over all those cases wins (ties: the smaller).
-    Only what is known before ``cut`` is used: its events, and the catalog of the items they name.
-    """
-    train = [e for e in events if e[0] < cut]
-    contents = {item: contents[item] for item in sorted({e[3] for e in train})}
-    cut_v = float(np.quantile([e[0] for e in train], VALID_QUANTILE))
-    tsv, catalog, out = work / "valid.tsv", work / "items-valid.jsonl", work / "model-valid"
-    names = {i: n for n, i in TYPE_INDEX.items()}
-    with tsv.open("w", encoding="utf-8") as handle:
-        handle.write("SessionId\tItemId\tTime\tType\n")
-        for t, sess, kind, item, _ in train:
-            if t < cut_v:
-                handle.write(f"{sess}\t{item}\t{t}\t{names[kind]}\n")
-    write_catalog(catalog, contents, titles)
-    started = time.perf_counter()
-    run_training(str(tsv), "sessions", None, str(out), cfg, False, str(catalog))
-    scorer = IncrementalScorer.load(out, content="require")
-    unknown = [i for i in sorted(contents) if scorer.item_indices([i])[0] < 0]
-    scorer.add_items(
-        unknown, [contents[i] if titles else ItemContent("", contents[i].category) for i in unknown]
-    )
-    n_all, n_known = scorer.n_items, scorer.n_artifact_items
-    col = {scorer.item_id(i): i for i in range(n_all)}
-    first: dict[str, float] = {}
-    for t, _, _, item, _ in train:
-        first.setdefault(item, t)
-    by_session: dict[str, list[int]] = defaultdict(list)
-    for pos, e in enumerate(train):
-        by_session[e[1]].append(pos)
-    cases: list[tuple[float, int, bool]] = []  # (time, target column, cold)
-    states: list[np.ndarray] = []
-    for positions in by_session.values():
-        h = scorer.initial_state(1)
-        for j, pos in enumerate(positions):
-            t, _, kind, item, _ = train[pos]
-            if j > 0 and t >= cut_v:
-                cases.append((t, col[item], first[item] >= cut_v))
-                states.append(h[0])
-            h = scorer.step(h, scorer.item_indices([item]), np.array([kind]))
-    times, cols, weights = event_arrays(train, col)
-    half_life = get_settings().policy.trending_half_life_seconds
-    placed = np.arange(n_all) >= n_known
-    ranks: dict[float, list[int]] = {g: [] for g in GAMMAS}
-    cold = np.array([c for _, _, c in cases], dtype=bool)
-    for a in range(0, len(cases), 256):
-        rows = cases[a : a + 256]
-        target = np.array([r[1] for r in rows])
-        model = full_scores(scorer, np.stack(states[a : a + 256]), n_all)
-        feature = count_feature(
-            decayed_counts(times, cols, weights, [r[0] for r in rows], n_all, half_life), half_life
-        )
-        for gamma in GAMMAS:
-            rk, _ = ranks_and_ties(warmed(model, feature, placed, gamma), target)
-            ranks[gamma].extend(int(x) for x in rk)
-    table = {
-        str(g): {
-            "all": summary(np.array(r)),
-            "cold": summary(np.array(r)[cold]),
-            "warm": summary(np.array(r)[~cold]),
-        }
-        for g, r in ranks.items()
-    }
-    best = max(GAMMAS, key=lambda g: (table[str(g)]["all"]["mrr@20"], -g))
-    return {
-        "gamma": best,
-        "valid_quantile": VALID_QUANTILE,
-        "n_train_events": int(sum(1 for e in train if e[0] < cut_v)),
-        "n_cases": len(cases),
-        "n_cold_cases": int(cold.sum()),
-        "table": table,
-        "seconds": time.perf_counter() - started,
-    }
-
-
 def run(
     events: list[Event],
     contents: Mapping[str, ItemContent],
@@ -310,6 +222,7 @@ def run(
     scorers: dict[str, IncrementalScorer] = {}
     train_s: dict[str, float] = {}
     content_reports: dict[str, Any] = {}
+    content_reports_warmup: dict[str, Any] = {}
     weights: dict[str, str] = {}
     added = 0
     add_s: dict[str, float] = {}
@@ -320,6 +233,7 @@ def run(
         metrics = run_training(str(train_tsv), "sessions", None, str(out), cfg, False, str(catalog))
         train_s[arm] = time.perf_counter() - started
         content_reports[arm] = metrics.get("content", {})
+        content_reports_warmup[arm] = metrics.get("warmup", {})
         manifest = json.loads((out / "MANIFEST.json").read_text(encoding="utf-8"))
         weights[arm] = manifest["files"]["weights.pt"]
         scorer = IncrementalScorer.load(out, content="require")
@@ -331,7 +245,8 @@ def run(
         add_s[arm] = time.perf_counter() - started
         scorers[arm] = scorer
     main = next(iter(arms))
-    warmup = choose_warmup(events, contents, work, cut, cfg, arms[main])
+    # The stream warm-up's weight: chosen by the training itself on its own data (model.warmup_fit).
+    warmup = content_reports_warmup[main]
     plain = IncrementalScorer.load(work / "model-0", content="off")
     ref = scorers[main]
     n_all, n_known = ref.n_items, ref.n_artifact_items
@@ -398,7 +313,7 @@ def run(
             methods[arm] = model
             methods[f"{arm} + trending tie-break"] = model + TIE_EPS * np.log1p(recent)
             if arm == main:
-                methods[f"{arm} + stream warm-up"] = warmed(model, feature, placed, warmup["gamma"])
+                methods[f"{arm} + stream warm-up"] = warmed(model, feature, placed, scorer.warmup_gamma)
         methods["category popularity"] = popular
         methods["trending"] = recent
         for name, scores in methods.items():
@@ -517,7 +432,7 @@ def _mapping_lines(reports: Mapping[str, Any]) -> list[str]:
 
 
 def _warmup_lines(res: Mapping[str, Any]) -> list[str]:
-    """How the stream warm-up's weight was chosen (validation only) and what each weight gave there."""
+    """How the stream warm-up's weight was chosen (training data only) and what each weight gave there."""
     w = res.get("warmup")
     if not w:
         return []
@@ -527,10 +442,12 @@ def _warmup_lines(res: Mapping[str, Any]) -> list[str]:
         for g, t in w["table"].items()
     )
     return [
-        f"- Stream warm-up (`model.warmup`, not yet applied by the worker): weight {w['gamma']:g}, chosen "
-        f"on validation only: a model trained on the first {w['n_train_events']:,} training events (time "
-        f"quantile {w['valid_quantile']}) ranked the rest of the training period ({w['n_cases']:,} cases, "
-        f"{w['n_cold_cases']:,} cold), in {w['seconds']:.0f} s; MRR@20 over all those cases per weight: "
+        f"- Stream warm-up (`model.warmup`): weight {w['gamma']:g}, chosen by `kairos train --items` on its "
+        f"own training data (`model.warmup_fit`): a model trained on the first {w['n_prefix_events']:,} "
+        f"training events (time quantile {w['valid_quantile']}) ranked the rest of the training period "
+        f"({w['n_cases']:,} cases, {w['n_cold_cases']:,} cold; {w['n_placed_items']:,} items placed from "
+        f"content), in {w['seconds']:.0f} s; the best MRR@20 over all those cases among the weights that "
+        f"cost the warm cases at most {w.get('warm_tolerance', 0.0):.0%} of their MRR@20; per weight: "
         f"{tried}.",
     ]
 
@@ -610,8 +527,8 @@ def _warmup_reading(res: Mapping[str, Any]) -> list[str]:
         f"{_m20(cold, name)}; warm R@20 {_r20(warm, 'model')} → {_r20(warm, name)}, MRR@20 "
         f"{_m20(warm, 'model')} → {_m20(warm, name)}. Still below category popularity on cold targets "
         f"({_r20(cold, 'category popularity')}), which ranks only the last item's category. The worker "
-        "does not apply it yet: the artifact must carry the weight (chosen by `kairos train` on its "
-        "validation split) and the scorer must take the partition's trending counts.",
+        "applies the same lift to the content-placed candidates it scores, from its partitions' trending "
+        "counts (`stream/scoring.py`).",
     ]
 
 

@@ -187,6 +187,10 @@ def run_training(
 
             content = fit_for_model(result.model, index.ids, index.counts, items_path, cfg.seed)
             metrics["content"] = content.report
+            if cfg.stream_warmup:
+                from model.warmup_fit import choose_warmup
+
+                metrics["warmup"] = choose_warmup(data.log, items_path, cfg, train_path)
         version = save_artifact(
             out_dir, result.model, index.ids, cfg, metrics, fingerprint, calibration, extra, content
         )

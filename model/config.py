@@ -104,6 +104,11 @@ class TrainConfig(BaseModel):
     valid_fraction: float = Field(
         default=0.1, gt=0.0, lt=1.0, description="Held-out tail when no --valid is given."
     )
+    stream_warmup: bool = Field(
+        default=True,
+        description="With --items: choose the stream warm-up weight of content-placed items on a "
+        "validation split of the training data (model.warmup_fit; one more training on 75 % of it).",
+    )
     train_on_all: bool = Field(
         default=False,
         description="Without --valid: train on the whole file too (the tail is then in-sample validation, "

@@ -54,6 +54,7 @@ class IncrementalScorer:
     n_artifact_items: int
     content_enabled: bool  # the artifact has a content mapping and its text encoder loaded
     image_width: int | None  # width of the image vectors the mapping takes (None: no image feature)
+    warmup_gamma: float  # weight of a content-placed item's own recent events (model.warmup); 0: off
 
     def __init__(self, path: str | Path, threads: int = 1, content: ContentMode = "auto") -> None:
         """Load the artifact at ``path``; ``content``: "require", "auto" or "off" (see :meth:`load`)."""
@@ -64,6 +65,9 @@ class IncrementalScorer:
         self.version = art.version
         self.meta = art.meta
         self.metrics = art.metrics
+        # Stream warm-up of content-placed items (model.warmup), chosen at training time; 0: off.
+        warmup = art.metrics.get("warmup")
+        self.warmup_gamma = float(warmup.get("gamma", 0.0)) if isinstance(warmup, dict) else 0.0
         self.config = art.config
         self.hidden_size = model.state_width
         self._units = art.config.hidden_size
@@ -287,10 +291,18 @@ class IncrementalScorer:
         with torch.inference_mode():
             return self._calibrated(*self._raw(states, candidates)).numpy()
 
-    def score_and_interest(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`score` and :meth:`interest` together, computing the candidate scores once (hot path)."""
+    def score_and_interest(
+        self, states: np.ndarray, candidates: np.ndarray, lift: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`score` and :meth:`interest` together, computing the candidate scores once (hot path).
+
+        ``lift`` (B, C), optional: added to the raw scores before calibration (the stream warm-up of
+        content-placed items, ``model.warmup``).
+        """
         with torch.inference_mode():
             h, out, scores, valid = self._raw(states, candidates)
+            if lift is not None:
+                scores = scores + torch.from_numpy(np.asarray(lift, dtype=np.float32))
             prob = self._calibrated(h, out, scores, valid)
             return scores.masked_fill(~valid, float("-inf")).numpy(), prob.numpy()
 

@@ -8,10 +8,12 @@ the same time-decayed count the worker keeps for trending (views 1, carts 3, pur
 ``policy.trending_half_life_seconds``): at a steady rate ``r`` a decayed count settles at
 ``r * half_life / ln 2``.
 
-``gamma`` relates a count to the model's logit scale, which differs per model, so it is chosen on a
-validation split, never on test data (``benchmarks/cold_items.py`` trains a model on the first part
-of the training period and picks the ``gamma`` that ranks the rest best, warm and cold cases
-together). Status: measured offline there; the worker does not apply it yet (issue 12).
+``gamma`` relates a count to the model's logit scale, which differs per model, so it is chosen per
+model on its own training data, never on test data: ``kairos train --items`` (``model.warmup_fit``)
+trains a second model on the first 75 % of the training period and keeps the weight that ranks the
+rest best, warm and cold cases together, and the artifact carries it (``metrics.json``, ``warmup``).
+The worker (``stream/scoring.py``) adds the lift to the content-placed candidates it scores, from the
+partition's trending count captured with the ask, times the number of partitions.
 """
 
 from __future__ import annotations

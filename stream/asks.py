@@ -50,6 +50,9 @@ class Ask:
     send_hours: list[float | int] | None = None
     # The items that may be pushed (None: all); the others are scored for the interest index only.
     pushable: frozenset[str] | None = None
+    # Content-placed candidates' decayed event counts in the partition as they were (the model's
+    # stream warm-up, model.warmup); None when the model has no warm-up or no such candidate.
+    placed_counts: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model.warmup import count_feature
 from stream.asks import Ask, Scored
 from stream.policy_config import PolicyConfig
 
@@ -23,10 +24,14 @@ if TYPE_CHECKING:
 class AskScorer:
     """The engine's model calls (the scorer is swapped with the model)."""
 
-    def __init__(self, scorer: Scorer, config: PolicyConfig, chunk_rows: int, max_decide: int = 5) -> None:
+    def __init__(
+        self, scorer: Scorer, config: PolicyConfig, chunk_rows: int, partitions: int = 1, max_decide: int = 5
+    ) -> None:
         self.scorer = scorer
         self.cfg = config
         self.chunk_rows = chunk_rows
+        # A partition counts its own users' events; times the partitions, the shop's (warm-up lift).
+        self.partitions = partitions
         self.max_candidates = config.max_candidates
         self.max_decide = max_decide  # candidates per decision that go through the full policy
 
@@ -48,27 +53,56 @@ class AskScorer:
         ]
         return np.concatenate(out)[:n]
 
-    def score_rows(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score_rows(
+        self, states: np.ndarray, candidates: np.ndarray, lift: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores and interest (B, C) in fixed-size chunks; ``lift`` (B, C) is added to raw scores."""
         n, chunk = len(states), self.chunk_rows
         width = candidates.shape[1]
         # The candidate width is fixed too (products of another shape round differently).
         full_width = max(self.max_candidates, width)
-        if width < full_width:
-            candidates = np.concatenate(
-                [candidates, np.full((n, full_width - width), -1, dtype=candidates.dtype)], axis=1
-            )
         pad = (-n) % chunk
+        candidates = np.pad(candidates, ((0, pad), (0, full_width - width)), constant_values=-1)
+        if lift is not None:
+            lift = np.pad(lift, ((0, pad), (0, full_width - width)))
         if pad:
             states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
-            candidates = np.concatenate(
-                [candidates, np.full((pad, candidates.shape[1]), -1, dtype=candidates.dtype)]
-            )
-        parts = [
-            self.scorer.score_and_interest(states[i : i + chunk], candidates[i : i + chunk])
-            for i in range(0, n + pad, chunk)
-        ]
+        if lift is None:
+            parts = [
+                self.scorer.score_and_interest(states[i : i + chunk], candidates[i : i + chunk])
+                for i in range(0, n + pad, chunk)
+            ]
+        else:
+            parts = [
+                self.scorer.score_and_interest(
+                    states[i : i + chunk], candidates[i : i + chunk], lift[i : i + chunk]
+                )
+                for i in range(0, n + pad, chunk)
+            ]
         raws = np.concatenate([r for r, _ in parts])[:n, :width]
         return raws, np.concatenate([p for _, p in parts])[:n, :width]
+
+    def lift(self, asks: list[Ask], width: int) -> np.ndarray | None:
+        """The stream warm-up of the asks' content-placed candidates (``model.warmup``), or None.
+
+        ``gamma * log1p(events per day)``, the rate read from the partition's decayed count captured
+        with the ask, times the partitions (each counts only its own users' events).
+        """
+        gamma = float(getattr(self.scorer, "warmup_gamma", 0.0))
+        if gamma <= 0.0 or not any(a.placed_counts for a in asks):
+            return None
+        lift = np.zeros((len(asks), width), dtype=np.float32)
+        half_life = self.cfg.trending_half_life_seconds
+        for row, ask in enumerate(asks):
+            counts = ask.placed_counts
+            if not counts:
+                continue
+            for col, item in enumerate(ask.items):
+                count = counts.get(item)
+                if count is not None:
+                    feature = count_feature(np.array([count * self.partitions]), half_life)[0]
+                    lift[row, col] = gamma * float(feature)
+        return lift
 
     def score(self, asks: list[Ask]) -> list[Scored]:
         """Score every ask's candidates in one batch; per ask the few that could reach a threshold.
@@ -90,7 +124,7 @@ class AskScorer:
             pos += len(ask.items)
         init = self.scorer.initial_state(1)[0]
         states = np.stack([a.user.state.hidden if a.user.state.hidden is not None else init for a in asks])
-        raws, probs = self.score_rows(states, cands)
+        raws, probs = self.score_rows(states, cands, self.lift(asks, width))
         floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
         for row, ask in enumerate(asks):
             n = len(ask.items)

@@ -78,7 +78,9 @@ class Engine:
         self.new_items = NewItems()  # items placed from content, by category (a candidate source)
         self.unplaced = Unplaced()  # catalogued items the model lacks, placed a few per tick
         # Model calls in fixed-size chunks, and the decisions (stream.scoring, stream.decider).
-        self.scoring = AskScorer(scorer, self.cfg, settings.worker.model_chunk_rows)
+        self.scoring = AskScorer(
+            scorer, self.cfg, settings.worker.model_chunk_rows, settings.topics.partitions
+        )
         self.decider = Decider(
             self.cfg,
             lambda: self._catalog,
@@ -98,6 +100,7 @@ class Engine:
             self.new_items,
             self._next_ask_seq,
             self._decision_time,
+            self._warm_items,
         )
         self.catalog_asks = CatalogAsks(
             self.cfg, lambda: self._catalog, lambda: self._content, self.users, self.intake
@@ -154,6 +157,14 @@ class Engine:
             self._content, (u for item in list(self.catalog.items()) if (u := self.catalog.latest(item)))
         )
         self._place_waiting(Outcome())
+
+    def _warm_items(self, items: Sequence[str]) -> list[str]:
+        """The content-placed items among ``items`` when the model warms them up (``model.warmup``)."""
+        content = self._content
+        if content is None or not items or getattr(self.scorer, "warmup_gamma", 0.0) <= 0.0:
+            return []
+        indices = content.item_indices(items)
+        return [item for item, index in zip(items, indices, strict=True) if index >= content.n_artifact_items]
 
     def _place_waiting(self, out: Outcome) -> None:
         """Place up to ``model.content_items_per_tick`` waiting items; file them as new items."""

@@ -8,7 +8,7 @@ was cut into batches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import perf_counter
 
 from stream import policy as pol
@@ -34,11 +34,21 @@ STEP_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase"})
 
 
 def capture_ask(
-    user: BatchUser, asked: triggers.TriggerAsk, now: float, seq: int, part: PartitionState
+    user: BatchUser,
+    asked: triggers.TriggerAsk,
+    now: float,
+    seq: int,
+    part: PartitionState,
+    warm: Sequence[str] = (),
 ) -> Ask:
-    """A trigger's ask, with what is true of the user now (captured: later inputs change it)."""
+    """A trigger's ask, with what is true of the user now (captured: later inputs change it).
+
+    ``warm``: the ask's content-placed items whose partition event counts the model's stream warm-up
+    reads (``model.warmup``); their counts are captured now, as the stream stood at the ask.
+    """
     engagement = user.engagement
     items = asked.items
+    counts = {item: part.trending.score(item, now) for item in warm} if warm else None
     # A copy: later events of the batch change the user's engagement before the decision runs.
     engaged = {
         i: EngagedItem(e.views, e.carts, e.in_cart, e.bought, e.last_ts)
@@ -61,6 +71,7 @@ def capture_ask(
         part.covisitation.snapshot(items),
         list(user.state.policy.send_hours) if user.state.policy.send_hours else None,
         asked.pushable,
+        counts,
     )
 
 
@@ -80,6 +91,7 @@ class Intake:
         new_items: NewItems,
         next_seq: Callable[[], int],
         decision_time: Callable[[float], float],
+        warm_items: Callable[[Sequence[str]], list[str]] = lambda items: [],
     ) -> None:
         self.settings = settings
         self.cfg = settings.policy
@@ -89,10 +101,12 @@ class Intake:
         self._new_items = new_items
         self._next_seq = next_seq
         self._decision_time = decision_time
+        self._warm_items = warm_items  # the content-placed items among some, when the model warms them
 
     def ask(self, user: BatchUser, asked: triggers.TriggerAsk, now: float) -> Ask:
-        """:func:`capture_ask` with the next sequence number and the user's partition."""
-        return capture_ask(user, asked, now, self._next_seq(), self._part(user.partition))
+        """:func:`capture_ask` with the next sequence number, the user's partition and warm items."""
+        seq = self._next_seq()
+        return capture_ask(user, asked, now, seq, self._part(user.partition), self._warm_items(asked.items))
 
     def bookkeep(self, user: BatchUser, event: Event, work: Work, out: Outcome) -> None:
         """Pass 1 for one event: everything but the GRU step and the decision, which are queued."""

@@ -20,8 +20,16 @@ class Scorer(Protocol):
     def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
     def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
 
-    def score_and_interest(self, states: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Both at once; a model can override this to compute the candidate scores once."""
+    def score_and_interest(
+        self, states: np.ndarray, candidates: np.ndarray, lift: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Both at once; a model can override this to compute the candidate scores once.
+
+        ``lift`` (B, C) is added to the raw scores before calibration; only a model with a stream
+        warm-up (``warmup_gamma`` > 0) is ever given one.
+        """
+        if lift is not None:
+            raise NotImplementedError("this model has no stream warm-up")
         return self.score(states, candidates), self.interest(states, candidates)
 
 

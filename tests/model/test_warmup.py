@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from model.warmup import count_feature, decayed_counts, warmed
+from model.cli import load_training_data, run_training
+from model.data import SessionLog
+from model.scorer import IncrementalScorer
+from model.warmup import GAMMAS, count_feature, decayed_counts, warmed
+from model.warmup_fit import WARM_TOLERANCE, choose_warmup, pick_gamma
 from stream.candidates import TrendingItems
+from tests.model.conftest import TINY, write_session_tsv
 
 HALF_LIFE = 6 * 3600.0
 
@@ -49,3 +56,94 @@ def test_warmed_lifts_only_placed_items_by_their_own_counts() -> None:
     out = warmed(scores, feature, placed, 0.2)
     np.testing.assert_allclose(out, [[0.5, 0.4, 0.5, 0.1]])
     assert warmed(scores, feature, placed, 0.0) is scores
+
+
+def _late_item_data(root: Path) -> dict[str, Path]:
+    """Sessions within categories; a fifth of each category's items first appear in the last fifth."""
+    rng = np.random.default_rng(4)
+    sessions = []
+    for s in range(600):
+        cat = int(rng.integers(4))
+        late = s >= 480
+        pool = [cat * 10 + j for j in range(10 if late else 8)]
+        # New items are popular once out: most late sessions touch one.
+        seq = [int(rng.choice(pool)) for _ in range(int(rng.integers(3, 7)))]
+        if late and rng.random() < 0.7:
+            seq.insert(int(rng.integers(1, len(seq))), cat * 10 + 8 + int(rng.integers(2)))
+        sessions.append(seq)
+    rows = [
+        {"item_id": str(1000 + c * 10 + j), "title": "", "category": f"c{c}"}
+        for c in range(4)
+        for j in range(10)
+    ]
+    catalog = root / "items.jsonl"
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return {"train": write_session_tsv(root / "train.tsv", sessions), "items": catalog}
+
+
+def test_training_with_a_catalog_chooses_the_warmup_weight_on_its_own_training_data(tmp_path: Path) -> None:
+    data = _late_item_data(tmp_path)
+    cfg = TINY.model_copy(update={"epochs": 2})
+    metrics = run_training(
+        str(data["train"]), "sessions", None, str(tmp_path / "m"), cfg, False, str(data["items"])
+    )
+    warmup = metrics["warmup"]
+    assert warmup["gamma"] in GAMMAS and set(warmup["table"]) == {str(g) for g in GAMMAS}
+    assert warmup["n_cold_cases"] > 0 and warmup["n_placed_items"] > 0
+    assert warmup["gamma"] == pick_gamma(warmup["table"])
+    assert IncrementalScorer.load(tmp_path / "m", content="require").warmup_gamma == warmup["gamma"]
+    # Seeded: the same data and configuration choose the same, figure for figure.
+    again = choose_warmup(
+        load_training_data(str(data["train"]), "sessions", None, cfg).log, data["items"], cfg
+    )
+    assert (again["gamma"], again["table"]) == (warmup["gamma"], warmup["table"])
+
+
+def test_without_times_or_switched_off_there_is_no_warmup(tmp_path: Path) -> None:
+    data = _late_item_data(tmp_path)
+    cfg = TINY.model_copy(update={"epochs": 1, "stream_warmup": False})
+    metrics = run_training(
+        str(data["train"]), "sessions", None, str(tmp_path / "m"), cfg, False, str(data["items"])
+    )
+    assert "warmup" not in metrics
+    assert IncrementalScorer.load(tmp_path / "m", content="require").warmup_gamma == 0.0
+    untimed = SessionLog(items=[["1000", "1001"]], types=None, times=None)
+    assert choose_warmup(untimed, data["items"], cfg) == {
+        "gamma": 0.0,
+        "reason": "the training data has no event times",
+    }
+
+
+def test_a_lift_moves_raw_scores_and_interest_of_its_cells_only(tmp_path: Path) -> None:
+    data = _late_item_data(tmp_path)
+    cfg = TINY.model_copy(update={"epochs": 1, "stream_warmup": False})
+    run_training(str(data["train"]), "sessions", None, str(tmp_path / "m"), cfg, False, str(data["items"]))
+    scorer = IncrementalScorer.load(tmp_path / "m", content="require")
+    states = scorer.step(
+        scorer.initial_state(2), scorer.item_indices(["1000", "1011"]), np.zeros(2, dtype=np.int64)
+    )
+    cands = scorer.item_indices(["1001", "1002", "1012"])[None, :].repeat(2, axis=0)
+    lift = np.zeros(cands.shape, dtype=np.float32)
+    lift[1, 2] = 0.5
+    raw0, p0 = scorer.score_and_interest(states, cands)
+    raw1, p1 = scorer.score_and_interest(states, cands, lift)
+    np.testing.assert_allclose(raw1, raw0 + lift, rtol=1e-6)
+    assert p1[1, 2] > p0[1, 2]
+    np.testing.assert_array_equal(np.delete(p1.ravel(), 5), np.delete(p0.ravel(), 5))
+
+
+def test_the_weight_is_the_best_overall_that_keeps_the_warm_cases_ranking() -> None:
+    def table(rows: dict[float, tuple[float, float]]) -> dict[str, dict[str, dict[str, float]]]:
+        return {str(g): {"all": {"mrr@20": a}, "warm": {"mrr@20": w}} for g, (a, w) in rows.items()}
+
+    base = {g: (0.20, 0.40) for g in GAMMAS}
+    # The best overall costs the warm cases more than the tolerance: the next best that does not wins.
+    rows = {
+        **base,
+        0.1: (0.25, 0.40 * (1 - WARM_TOLERANCE / 2)),
+        0.2: (0.30, 0.40 * (1 - 2 * WARM_TOLERANCE)),
+    }
+    assert pick_gamma(table(rows)) == 0.1
+    # Ties go to the smaller weight; nothing better than none: none.
+    assert pick_gamma(table({**base, 0.05: (0.25, 0.40), 0.3: (0.25, 0.41)})) == 0.05
+    assert pick_gamma(table(base)) == 0.0

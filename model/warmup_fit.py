@@ -1,0 +1,196 @@
+"""Choose the stream warm-up's weight (``model.warmup``) at training time, on validation only.
+
+``kairos train --items`` calls :func:`choose_warmup` with its own training sessions: a model trained on
+the events before their ``VALID_QUANTILE`` of time (same configuration and catalog) ranks every later
+event of the training data, the items it never saw placed from their content, once per weight of
+:data:`model.warmup.GAMMAS`. The weight with the best MRR@20 over all those cases (warm and cold
+together) wins among those that cost the warm cases at most ``WARM_TOLERANCE`` of their MRR@20
+without warm-up (established items keep their ranking); it is stored in the artifact's metrics under
+``warmup``. Only the training file is ever read; a ``--valid`` file or a test set is not involved.
+Costs one more training on 75 % of the data; ``stream_warmup: false`` in the configuration skips it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.config import TrainConfig
+from model.content_fit import load_item_catalog
+from model.data import ItemIndex, SessionLog
+from model.scorer import IncrementalScorer
+from model.warmup import GAMMAS, count_feature, decayed_counts, warmed
+from stream.candidates import TRENDING_WEIGHTS
+from stream.contract import EVENT_TYPES
+from stream.policy_config import PolicyConfig
+
+# The weight is chosen on the training events after this quantile of their time.
+VALID_QUANTILE = 0.75
+# The most a weight may cost the warm cases' MRR@20 (relative to no warm-up) and still be chosen.
+WARM_TOLERANCE = 0.01
+K = 20
+CHUNK = 256
+# An event: (time, session position, event type index, item id).
+Event = tuple[float, int, int, str]
+
+
+def log_events(log: SessionLog) -> list[Event]:
+    """The log's events in time order (session order, then position, on equal times)."""
+    assert log.times is not None
+    types = log.types
+    events = [
+        (float(t), s, int(types[s][i]) if types is not None else 0, item)
+        for s, (items, times) in enumerate(zip(log.items, log.times, strict=True))
+        for i, (item, t) in enumerate(zip(items, times, strict=True))
+    ]
+    events.sort(key=lambda e: e[0])
+    return events
+
+
+def _summary(ranks: np.ndarray) -> dict[str, float]:
+    n = len(ranks)
+    hit = ranks <= K
+    return {
+        "n": int(n),
+        f"recall@{K}": float(hit.mean()) if n else 0.0,
+        f"mrr@{K}": float(np.where(hit, 1.0 / np.maximum(ranks, 1), 0.0).mean()) if n else 0.0,
+    }
+
+
+def prefix_log(log: SessionLog, cut: float, min_session_length: int) -> SessionLog:
+    """The events of ``log`` before ``cut``, session by session (sessions left too short dropped)."""
+    assert log.times is not None
+    items: list[list[str]] = []
+    types: list[list[int]] | None = None if log.types is None else []
+    times: list[list[float]] = []
+    for s, session_times in enumerate(log.times):
+        keep = [i for i, t in enumerate(session_times) if t < cut]
+        if len(keep) < min_session_length:
+            continue
+        items.append([log.items[s][i] for i in keep])
+        times.append([session_times[i] for i in keep])
+        if types is not None and log.types is not None:
+            types.append([log.types[s][i] for i in keep])
+    return SessionLog(items=items, types=types, times=times, source=log.source)
+
+
+def choose_warmup(
+    log: SessionLog, items_path: str | Path, cfg: TrainConfig, train_path: str = ""
+) -> dict[str, Any]:
+    """The warm-up weight for a model trained on ``log`` with the catalog at ``items_path``.
+
+    Returns ``{"gamma": ..., "table": {gamma: {"all"|"cold"|"warm": {n, recall@20, mrr@20}}}, ...}``;
+    ``gamma`` is 0 with a ``reason`` when the log has no times or leaves no validation cases.
+    ``train_path`` only names the data in the inner model's fingerprint (the catalog when empty).
+    """
+    from model.cli import TrainingData, run_training  # the training entry point (it calls this module)
+
+    started = time.perf_counter()
+    if log.times is None:
+        return {"gamma": 0.0, "reason": "the training data has no event times"}
+    events = log_events(log)
+    cut = float(np.quantile([e[0] for e in events], VALID_QUANTILE))
+    prefix = prefix_log(log, cut, cfg.min_session_length)
+    if len(prefix) == 0:
+        return {"gamma": 0.0, "reason": "no training sessions before the validation cut"}
+    data = TrainingData(log=prefix, index=ItemIndex.build(prefix, cfg.min_item_support), valid_log=None)
+    inner = cfg.model_copy(update={"stream_warmup": False})
+    with tempfile.TemporaryDirectory(prefix="kairos-warmup-") as scratch:
+        model_dir = Path(scratch) / "model"
+        named = train_path or str(items_path)  # the fingerprint reads a file; the data is ``prefix``
+        run_training(named, "sessions", None, str(model_dir), inner, False, str(items_path), data=data)
+        scorer = IncrementalScorer.load(model_dir, content="require")
+        catalog, _ = load_item_catalog(items_path)
+        seen = sorted({e[3] for e in events})
+        unknown = [i for i in seen if i in catalog and scorer.item_indices([i])[0] < 0]
+        scorer.add_items(unknown, [catalog[i] for i in unknown])
+        result = _rank(scorer, events, cut)
+    result.update(
+        {
+            "valid_quantile": VALID_QUANTILE,
+            "n_prefix_events": prefix.n_events(),
+            "n_placed_items": len(unknown),
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    return result
+
+
+def pick_gamma(table: dict[str, dict[str, dict[str, float]]]) -> float:
+    """The weight with the best MRR@20 over all cases among those that cost the warm cases at most
+    ``WARM_TOLERANCE`` of their MRR@20 at the first weight (0, which always qualifies); ties: smaller."""
+    floor = (1.0 - WARM_TOLERANCE) * table[str(GAMMAS[0])]["warm"][f"mrr@{K}"]
+    allowed = [g for g in GAMMAS if g == GAMMAS[0] or table[str(g)]["warm"][f"mrr@{K}"] >= floor]
+    return max(allowed, key=lambda g: (table[str(g)]["all"][f"mrr@{K}"], -g))
+
+
+def _rank(scorer: IncrementalScorer, events: list[Event], cut: float) -> dict[str, Any]:
+    """Rank every event after ``cut`` (its session's earlier events as the prefix) for each weight."""
+    n_all, n_known = scorer.n_items, scorer.n_artifact_items
+    col = {scorer.item_id(i): i for i in range(n_all)}
+    first: dict[str, float] = {}
+    for t, _, _, item in events:
+        first.setdefault(item, t)
+    by_session: dict[int, list[int]] = defaultdict(list)
+    for pos, e in enumerate(events):
+        by_session[e[1]].append(pos)
+    cases: list[tuple[float, int, bool]] = []  # (time, target column, cold)
+    states: list[np.ndarray] = []
+    unranked = 0
+    for session in sorted(by_session):
+        positions = by_session[session]
+        h = scorer.initial_state(1)
+        for j, pos in enumerate(positions):
+            t, _, kind, item = events[pos]
+            if j > 0 and t >= cut:
+                if item in col:
+                    cases.append((t, col[item], first[item] >= cut))
+                    states.append(h[0])
+                else:
+                    unranked += 1  # no content to place it from: a miss for every weight alike
+            h = scorer.step(h, scorer.item_indices([item]), np.array([kind], dtype=np.int64))
+    if not cases:
+        return {"gamma": 0.0, "reason": "no validation cases", "n_cases": 0, "n_unranked": unranked}
+    known = [e for e in events if e[3] in col]
+    times = np.array([e[0] for e in known])
+    columns = np.array([col[e[3]] for e in known])
+    weights = np.array([TRENDING_WEIGHTS.get(EVENT_TYPES[e[2]], 0.0) for e in known])
+    half_life = PolicyConfig().trending_half_life_seconds
+    placed = np.arange(n_all) >= n_known
+    ranks: dict[float, list[int]] = {g: [] for g in GAMMAS}
+    for a in range(0, len(cases), CHUNK):
+        rows = cases[a : a + CHUNK]
+        target = np.array([r[1] for r in rows])
+        idx, top = scorer.topk(np.stack(states[a : a + CHUNK]), n_all)
+        model = np.empty((len(rows), n_all), dtype=np.float64)
+        np.put_along_axis(model, idx, top.astype(np.float64), axis=1)
+        counts = decayed_counts(times, columns, weights, [r[0] for r in rows], n_all, half_life)
+        feature = count_feature(counts, half_life)
+        for gamma in GAMMAS:
+            scores = warmed(model, feature, placed, gamma)
+            mine = scores[np.arange(len(rows)), target][:, None]
+            ranks[gamma].extend(int(x) for x in (scores >= mine).sum(axis=1))  # pessimistic ties
+    cold = np.array([c for _, _, c in cases], dtype=bool)
+    table = {
+        str(g): {
+            "all": _summary(np.array(r)),
+            "cold": _summary(np.array(r)[cold]),
+            "warm": _summary(np.array(r)[~cold]),
+        }
+        for g, r in ranks.items()
+    }
+    best = pick_gamma(table)
+    return {
+        "gamma": best,
+        "warm_tolerance": WARM_TOLERANCE,
+        "half_life_seconds": half_life,
+        "n_cases": len(cases),
+        "n_cold_cases": int(cold.sum()),
+        "n_unranked": unranked,
+        "table": table,
+    }
