@@ -13,7 +13,9 @@ model on its own training data, never on test data: ``kairos train --items`` (``
 trains a second model on the first 75 % of the training period and keeps the weight that ranks the
 rest best, warm and cold cases together, and the artifact carries it (``metrics.json``, ``warmup``).
 The worker (``stream/scoring.py``) adds the lift to the content-placed candidates it scores, from the
-partition's trending count captured with the ask, times the number of partitions.
+partition's trending count captured with the ask, times the number of partitions; it proposes such
+items from the categories of the shopper's recent items, so the weight is judged on those
+(:func:`in_session_categories`).
 """
 
 from __future__ import annotations
@@ -62,3 +64,14 @@ def warmed(scores: np.ndarray, feature: np.ndarray, placed: np.ndarray, gamma: f
     if gamma == 0.0:
         return scores
     return scores + np.where(placed[None, :], gamma * feature, 0.0)
+
+
+def in_session_categories(item_categories: np.ndarray, recent: Sequence[Sequence[int]]) -> np.ndarray:
+    """(B, N) bool: whether each item's category (``item_categories`` (N,) codes, -1: none) is among
+    the row's ``recent`` category codes. The worker proposes content-placed items from the categories
+    of the shopper's recent items (``stream.content_items.NewItems``), so the lift is judged there."""
+    out = np.zeros((len(recent), len(item_categories)), dtype=bool)
+    for row, codes in enumerate(recent):
+        if len(codes):
+            out[row] = np.isin(item_categories, np.asarray(codes)) & (item_categories >= 0)
+    return out

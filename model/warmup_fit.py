@@ -3,7 +3,8 @@
 ``kairos train --items`` calls :func:`choose_warmup` with its own training sessions: a model trained on
 the events before their ``VALID_QUANTILE`` of time (same configuration and catalog) ranks every later
 event of the training data, the items it never saw placed from their content, once per weight of
-:data:`model.warmup.GAMMAS`. The weight with the best MRR@20 over all those cases (warm and cold
+:data:`model.warmup.GAMMAS`, the lift on the placed items of the session's recent categories (where
+the worker proposes them). The weight with the best MRR@20 over all those cases (warm and cold
 together) wins among those that cost the warm cases at most ``WARM_TOLERANCE`` of their MRR@20
 without warm-up (established items keep their ranking); it is stored in the artifact's metrics under
 ``warmup``. Only the training file is ever read; a ``--valid`` file or a test set is not involved.
@@ -24,7 +25,7 @@ from model.config import TrainConfig
 from model.content_fit import load_item_catalog
 from model.data import ItemIndex, SessionLog
 from model.scorer import IncrementalScorer
-from model.warmup import GAMMAS, count_feature, decayed_counts, warmed
+from model.warmup import GAMMAS, count_feature, decayed_counts, in_session_categories, warmed
 from stream.candidates import TRENDING_WEIGHTS
 from stream.contract import EVENT_TYPES
 from stream.policy_config import PolicyConfig
@@ -109,7 +110,8 @@ def choose_warmup(
         seen = sorted({e[3] for e in events})
         unknown = [i for i in seen if i in catalog and scorer.item_indices([i])[0] < 0]
         scorer.add_items(unknown, [catalog[i] for i in unknown])
-        result = _rank(scorer, events, cut)
+        categories = {item: content.category for item, content in catalog.items()}
+        result = _rank(scorer, events, cut, categories)
     result.update(
         {
             "valid_quantile": VALID_QUANTILE,
@@ -129,10 +131,19 @@ def pick_gamma(table: dict[str, dict[str, dict[str, float]]]) -> float:
     return max(allowed, key=lambda g: (table[str(g)]["all"][f"mrr@{K}"], -g))
 
 
-def _rank(scorer: IncrementalScorer, events: list[Event], cut: float) -> dict[str, Any]:
-    """Rank every event after ``cut`` (its session's earlier events as the prefix) for each weight."""
+def _rank(
+    scorer: IncrementalScorer, events: list[Event], cut: float, categories: dict[str, str]
+) -> dict[str, Any]:
+    """Rank every event after ``cut`` (its session's earlier events as the prefix) for each weight.
+
+    The lift goes to the placed items of the categories of the session's last ``covisit_window``
+    items, as the worker proposes them (``model.warmup.in_session_categories``).
+    """
     n_all, n_known = scorer.n_items, scorer.n_artifact_items
     col = {scorer.item_id(i): i for i in range(n_all)}
+    codes = {c: k for k, c in enumerate(sorted(set(categories.values())))}
+    item_cat = np.array([codes.get(categories.get(scorer.item_id(i), ""), -1) for i in range(n_all)])
+    window = PolicyConfig().covisit_window
     first: dict[str, float] = {}
     for t, _, _, item in events:
         first.setdefault(item, t)
@@ -141,6 +152,7 @@ def _rank(scorer: IncrementalScorer, events: list[Event], cut: float) -> dict[st
         by_session[e[1]].append(pos)
     cases: list[tuple[float, int, bool]] = []  # (time, target column, cold)
     states: list[np.ndarray] = []
+    recent: list[list[int]] = []  # per case: category codes of the session's last items
     unranked = 0
     for session in sorted(by_session):
         positions = by_session[session]
@@ -151,6 +163,8 @@ def _rank(scorer: IncrementalScorer, events: list[Event], cut: float) -> dict[st
                 if item in col:
                     cases.append((t, col[item], first[item] >= cut))
                     states.append(h[0])
+                    before = [events[p][3] for p in positions[max(0, j - window) : j]]
+                    recent.append(sorted({codes[categories[i]] for i in before if i in categories}))
                 else:
                     unranked += 1  # no content to place it from: a miss for every weight alike
             h = scorer.step(h, scorer.item_indices([item]), np.array([kind], dtype=np.int64))
@@ -171,6 +185,7 @@ def _rank(scorer: IncrementalScorer, events: list[Event], cut: float) -> dict[st
         np.put_along_axis(model, idx, top.astype(np.float64), axis=1)
         counts = decayed_counts(times, columns, weights, [r[0] for r in rows], n_all, half_life)
         feature = count_feature(counts, half_life)
+        feature = np.where(in_session_categories(item_cat, recent[a : a + CHUNK]), feature, 0.0)
         for gamma in GAMMAS:
             scores = warmed(model, feature, placed, gamma)
             mine = scores[np.arange(len(rows)), target][:, None]

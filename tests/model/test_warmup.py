@@ -12,7 +12,7 @@ import pytest
 from model.cli import load_training_data, run_training
 from model.data import SessionLog
 from model.scorer import IncrementalScorer
-from model.warmup import GAMMAS, count_feature, decayed_counts, warmed
+from model.warmup import GAMMAS, count_feature, decayed_counts, in_session_categories, warmed
 from model.warmup_fit import WARM_TOLERANCE, choose_warmup, pick_gamma
 from stream.candidates import TrendingItems
 from tests.model.conftest import TINY, write_session_tsv
@@ -147,3 +147,13 @@ def test_the_weight_is_the_best_overall_that_keeps_the_warm_cases_ranking() -> N
     # Ties go to the smaller weight; nothing better than none: none.
     assert pick_gamma(table({**base, 0.05: (0.25, 0.40), 0.3: (0.25, 0.41)})) == 0.05
     assert pick_gamma(table(base)) == 0.0
+
+
+def test_the_lift_is_judged_on_the_categories_of_the_sessions_recent_items() -> None:
+    item_categories = np.array([0, 1, 1, 2, -1])
+    mask = in_session_categories(item_categories, [[1], [0, 2], []])
+    assert mask.tolist() == [
+        [False, True, True, False, False],
+        [True, False, False, True, False],
+        [False, False, False, False, False],
+    ]
