@@ -12,10 +12,10 @@ the same time-decayed count the worker keeps for trending (views 1, carts 3, pur
 model on its own training data, never on test data: ``kairos train --items`` (``model.warmup_fit``)
 trains a second model on the first 75 % of the training period and keeps the weight that ranks the
 rest best, warm and cold cases together, and the artifact carries it (``metrics.json``, ``warmup``).
-The worker (``stream/scoring.py``) adds the lift to the content-placed candidates it scores, from the
-partition's trending count captured with the ask, times the number of partitions; it proposes such
-items from the categories of the shopper's recent items, so the weight is judged on those
-(:func:`in_session_categories`).
+The worker (``stream/scoring.py``) adds the lift to the content-placed candidates of the shopper's
+recent categories, where it proposes such items (``stream.engine.intake``), from the partition's
+trending count captured with the ask, times the number of partitions; the weight is judged on those
+categories too (:func:`in_session_categories`).
 """
 
 from __future__ import annotations

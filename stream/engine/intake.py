@@ -104,9 +104,28 @@ class Intake:
         self._warm_items = warm_items  # the content-placed items among some, when the model warms them
 
     def ask(self, user: BatchUser, asked: triggers.TriggerAsk, now: float) -> Ask:
-        """:func:`capture_ask` with the next sequence number, the user's partition and warm items."""
+        """:func:`capture_ask` with the next sequence number, the user's partition and warm items.
+
+        Warm items are the ask's content-placed items in the categories of the user's recent items:
+        the stream warm-up's weight was chosen for those (``model.warmup_fit``).
+        """
         seq = self._next_seq()
-        return capture_ask(user, asked, now, seq, self._part(user.partition), self._warm_items(asked.items))
+        warm = self._warm_items(asked.items)
+        if warm:
+            catalog = self._catalog()
+            mine = self.recent_categories(user.engagement, now)
+            warm = [i for i in warm if (v := catalog.at(i, now)) is not None and v.category in mine]
+        return capture_ask(user, asked, now, seq, self._part(user.partition), warm)
+
+    def recent_categories(self, engagement: Engagement, now: float) -> dict[str, None]:
+        """The categories of the user's ``covisit_window`` most recent items, as catalogued at ``now``."""
+        catalog = self._catalog()
+        categories: dict[str, None] = {}
+        for item in engagement.recent(self.cfg.covisit_window):
+            version = catalog.at(item, now)
+            if version is not None:
+                categories[version.category] = None
+        return categories
 
     def bookkeep(self, user: BatchUser, event: Event, work: Work, out: Outcome) -> None:
         """Pass 1 for one event: everything but the GRU step and the decision, which are queued."""
@@ -213,11 +232,6 @@ class Intake:
         """New items (placed from content) in the categories of the user's recent items, newest first."""
         if not len(self._new_items) or not self.cfg.quota_new:
             return []
-        catalog = self._catalog()
-        categories: dict[str, None] = {}
-        for item in engagement.recent(self.cfg.covisit_window):
-            version = catalog.at(item, now)
-            if version is not None:
-                categories[version.category] = None
+        categories = self.recent_categories(engagement, now)
         # A few more than the quota: bought or already proposed items are skipped by the merge.
-        return self._new_items.in_categories(categories, catalog, now, 2 * self.cfg.quota_new)
+        return self._new_items.in_categories(categories, self._catalog(), now, 2 * self.cfg.quota_new)

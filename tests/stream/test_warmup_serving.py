@@ -36,6 +36,7 @@ def warm_shop(gamma: float) -> tuple[Engine, DictState, list[tuple[list[Ask], An
     engine.owned = set(range(PARTITIONS))
     known = catalog_entry("i1").model_copy(update={"category": "Jackets"})
     new = [new_item(T0 - 60).model_copy(update={"item_id": item}) for item in ("n-a", "n-b")]
+    new.append(new_item(T0 - 60).model_copy(update={"item_id": "n-c", "category": "Shoes"}))
     engine.apply_catalog([catalog_record(u) for u in [known, *new]], DictState(), announce=False)
     seen: list[tuple[list[Ask], Any]] = []
     original = engine.scoring.lift
@@ -68,6 +69,19 @@ def test_a_placed_item_its_partition_browses_is_lifted_by_its_own_events() -> No
     expected = 0.5 * count_feature(np.array([count * PARTITIONS]), 6 * 3600.0)[0]
     assert by_item["n-b"] == np.float32(expected) and by_item["n-a"] == 0.0
     assert all(by_item[i] == 0.0 for i in ask.items if i not in ("n-a", "n-b"))  # known items: no lift
+
+
+def test_only_placed_items_of_the_shoppers_recent_categories_are_lifted() -> None:
+    engine, store, seen = warm_shop(gamma=0.5)
+    shopper = "u1"
+    other = same_partition_as(shopper, 2)[1]
+    # The other shopper views i1 then the placed shoe n-c: co-visited, n-c reaches u1's candidates.
+    engine.process([ev("o1", other, "view", "i1", T0), ev("o2", other, "view", "n-c", T0 + 5)], store)
+    seen.clear()
+    engine.process([ev("e1", shopper, "view", "i1", T0 + 100)], store)
+    ask = next(a for batch, _ in seen for a in batch if a.user.user_id == shopper)
+    assert "n-c" in ask.items
+    assert ask.placed_counts is not None and set(ask.placed_counts) == {"n-a", "n-b"}  # Jackets only
 
 
 def test_counts_are_those_of_the_moment_of_the_ask_whatever_the_batch_holds_after_it() -> None:
