@@ -182,21 +182,7 @@ def sign_test(a: int, b: int) -> float:
 
 def full_scores(scorer: IncrementalScorer, states: np.ndarray, n: int) -> np.ndarray:
     """(B, n) float64 model scores of the first ``n`` catalog items (all of them: ``n`` = n_items)."""
-    idx, top = scorer.topk(states, n)
-    out = np.empty((len(states), n), dtype=np.float64)
-    np.put_along_axis(out, idx, top.astype(np.float64), axis=1)
-    return out
-
-
-def event_arrays(
-    events: Sequence[Event], col: Mapping[str, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Times, item columns and trending weights (the worker's: views 1, carts 3, purchases 5)."""
-    names = {i: n for n, i in TYPE_INDEX.items()}
-    times = np.array([e[0] for e in events])
-    cols = np.array([col[e[3]] for e in events])
-    weights = np.array([TRENDING_WEIGHTS.get(names[e[2]], 0.0) for e in events])
-    return times, cols, weights
+    return scorer.catalog_scores(states)[:, :n].astype(np.float64)
 
 
 def run(
@@ -295,7 +281,8 @@ def run(
     stacked = {name: np.stack(rows) for name, rows in states.items()}
     ev_col = np.array([col[e[3]] for e in events])
     window = window_h * 3600.0
-    _, _, ev_weight = event_arrays(events, col)
+    names = {i: name for name, i in TYPE_INDEX.items()}
+    ev_weight = np.array([TRENDING_WEIGHTS.get(names[e[2]], 0.0) for e in events])  # the worker's trending
     half_life = get_settings().policy.trending_half_life_seconds
     placed = np.arange(n_all) >= n_known
 

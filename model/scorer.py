@@ -318,6 +318,12 @@ class IncrementalScorer:
             full = full + memory
         return full
 
+    def catalog_scores(self, states: np.ndarray) -> np.ndarray:
+        """Raw scores (B, n_items) float32 of the whole catalog, artifact and added items (evaluation)."""
+        with torch.inference_mode():
+            h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
+            return self._full(h, self._outputs(h)).numpy()
+
     def topk(self, states: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best items of the catalog per state: indices (B, k) int64 and raw scores (B, k) float32."""
         with torch.inference_mode():

@@ -24,6 +24,7 @@ import numpy as np
 from model.config import TrainConfig
 from model.content_fit import load_item_catalog
 from model.data import ItemIndex, SessionLog
+from model.metrics import RankAccumulator, pessimistic_ranks
 from model.scorer import IncrementalScorer
 from model.warmup import GAMMAS, count_feature, decayed_counts, in_session_categories, warmed
 from stream.candidates import TRENDING_WEIGHTS
@@ -51,16 +52,6 @@ def log_events(log: SessionLog) -> list[Event]:
     ]
     events.sort(key=lambda e: e[0])
     return events
-
-
-def _summary(ranks: np.ndarray) -> dict[str, float]:
-    n = len(ranks)
-    hit = ranks <= K
-    return {
-        "n": int(n),
-        f"recall@{K}": float(hit.mean()) if n else 0.0,
-        f"mrr@{K}": float(np.where(hit, 1.0 / np.maximum(ranks, 1), 0.0).mean()) if n else 0.0,
-    }
 
 
 def prefix_log(log: SessionLog, cut: float, min_session_length: int) -> SessionLog:
@@ -123,6 +114,13 @@ def choose_warmup(
     return result
 
 
+def _summary(ranks: np.ndarray) -> dict[str, float]:
+    """Recall@20, MRR@20 and the case count of 1-based ranks."""
+    acc = RankAccumulator((K,))
+    acc.add(ranks)
+    return acc.result()
+
+
 def pick_gamma(table: dict[str, dict[str, dict[str, float]]]) -> float:
     """The weight with the best MRR@20 over all cases among those that cost the warm cases at most
     ``WARM_TOLERANCE`` of their MRR@20 at the first weight (0, which always qualifies); ties: smaller."""
@@ -176,29 +174,25 @@ def _rank(
     weights = np.array([TRENDING_WEIGHTS.get(EVENT_TYPES[e[2]], 0.0) for e in known])
     half_life = PolicyConfig().trending_half_life_seconds
     placed = np.arange(n_all) >= n_known
-    ranks: dict[float, list[int]] = {g: [] for g in GAMMAS}
+    ranks: dict[float, list[np.ndarray]] = {g: [] for g in GAMMAS}
     for a in range(0, len(cases), CHUNK):
         rows = cases[a : a + CHUNK]
         target = np.array([r[1] for r in rows])
-        idx, top = scorer.topk(np.stack(states[a : a + CHUNK]), n_all)
-        model = np.empty((len(rows), n_all), dtype=np.float64)
-        np.put_along_axis(model, idx, top.astype(np.float64), axis=1)
+        model = scorer.catalog_scores(np.stack(states[a : a + CHUNK])).astype(np.float64)
         counts = decayed_counts(times, columns, weights, [r[0] for r in rows], n_all, half_life)
         feature = count_feature(counts, half_life)
         feature = np.where(in_session_categories(item_cat, recent[a : a + CHUNK]), feature, 0.0)
         for gamma in GAMMAS:
-            scores = warmed(model, feature, placed, gamma)
-            mine = scores[np.arange(len(rows)), target][:, None]
-            ranks[gamma].extend(int(x) for x in (scores >= mine).sum(axis=1))  # pessimistic ties
+            ranks[gamma].append(pessimistic_ranks(warmed(model, feature, placed, gamma), target))
     cold = np.array([c for _, _, c in cases], dtype=bool)
-    table = {
-        str(g): {
-            "all": _summary(np.array(r)),
-            "cold": _summary(np.array(r)[cold]),
-            "warm": _summary(np.array(r)[~cold]),
+    table = {}
+    for gamma, parts in ranks.items():
+        every = np.concatenate(parts)
+        table[str(gamma)] = {
+            "all": _summary(every),
+            "cold": _summary(every[cold]),
+            "warm": _summary(every[~cold]),
         }
-        for g, r in ranks.items()
-    }
     best = pick_gamma(table)
     return {
         "gamma": best,

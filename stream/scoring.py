@@ -62,23 +62,20 @@ class AskScorer:
         # The candidate width is fixed too (products of another shape round differently).
         full_width = max(self.max_candidates, width)
         pad = (-n) % chunk
-        candidates = np.pad(candidates, ((0, pad), (0, full_width - width)), constant_values=-1)
-        if lift is not None:
-            lift = np.pad(lift, ((0, pad), (0, full_width - width)))
+        if pad or full_width > width:
+            candidates = np.pad(candidates, ((0, pad), (0, full_width - width)), constant_values=-1)
+            if lift is not None:
+                lift = np.pad(lift, ((0, pad), (0, full_width - width)))
         if pad:
             states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
-        if lift is None:
-            parts = [
-                self.scorer.score_and_interest(states[i : i + chunk], candidates[i : i + chunk])
-                for i in range(0, n + pad, chunk)
-            ]
-        else:
-            parts = [
-                self.scorer.score_and_interest(
-                    states[i : i + chunk], candidates[i : i + chunk], lift[i : i + chunk]
-                )
-                for i in range(0, n + pad, chunk)
-            ]
+        parts = [
+            self.scorer.score_and_interest(
+                states[i : i + chunk],
+                candidates[i : i + chunk],
+                None if lift is None else lift[i : i + chunk],
+            )
+            for i in range(0, n + pad, chunk)
+        ]
         raws = np.concatenate([r for r, _ in parts])[:n, :width]
         return raws, np.concatenate([p for _, p in parts])[:n, :width]
 
@@ -91,17 +88,18 @@ class AskScorer:
         gamma = float(getattr(self.scorer, "warmup_gamma", 0.0))
         if gamma <= 0.0 or not any(a.placed_counts for a in asks):
             return None
+        cells = [
+            (row, col, count)
+            for row, ask in enumerate(asks)
+            if ask.placed_counts
+            for col, item in enumerate(ask.items)
+            if (count := ask.placed_counts.get(item)) is not None
+        ]
+        rows, cols, counts = (np.array(column) for column in zip(*cells, strict=True))
         lift = np.zeros((len(asks), width), dtype=np.float32)
-        half_life = self.cfg.trending_half_life_seconds
-        for row, ask in enumerate(asks):
-            counts = ask.placed_counts
-            if not counts:
-                continue
-            for col, item in enumerate(ask.items):
-                count = counts.get(item)
-                if count is not None:
-                    feature = count_feature(np.array([count * self.partitions]), half_life)[0]
-                    lift[row, col] = gamma * float(feature)
+        lift[rows, cols] = gamma * count_feature(
+            counts * self.partitions, self.cfg.trending_half_life_seconds
+        )
         return lift
 
     def score(self, asks: list[Ask]) -> list[Scored]:
