@@ -193,6 +193,7 @@ class _PushChain:
     dismissed: bool
     opts_out: bool
     key: str  # makes the chain's event and session ids
+    draw_key: str  # keys its random draws (shopper, item, n-th push of the item to them)
 
 
 def _derived_rng(seed: int, *parts: object) -> random.Random:
@@ -251,6 +252,7 @@ class World:
         self._build_catalog(np_rng)
         self._build_users(np_rng)
         self._seen_pushes: set[str] = set()
+        self._pushes_of: dict[tuple[int, int], int] = {}
         self.unknown_pushes = 0
         self.duplicate_pushes = 0
         # Global catalog processes: one Poisson stream each for promotions and price drops.
@@ -492,6 +494,12 @@ class World:
             self.duplicate_pushes += 1
             return
         self._seen_pushes.add(push.push_id)
+        # The response draws are keyed by what the push is (this shopper, this item, the n-th push of
+        # it to them), not by its id: two pushers that send the same shopper the same item draw the
+        # same numbers, so their difference is what they did differently, not the luck of the draw.
+        nth = self._pushes_of.get((u, i), 0) + 1
+        self._pushes_of[(u, i)] = nth
+        draw_key = f"{u}:{i}:{nth}"
         at = max(at, self.now)
         probs = self.response_probabilities(push, at)
         c = self.user_counters
@@ -505,14 +513,17 @@ class World:
             c["pushes_after_opt_out"][u] += 1
         self._push_times[u].append(at)
         # A private RNG per push: the response does not disturb the organic stream's random draws.
-        rng = _derived_rng(self.config.seed, "push", push.push_id)
-        opened = rng.random() < probs.open
-        clicked = opened and rng.random() < probs.click
-        buys = clicked and rng.random() < probs.purchase
-        dismissed = (not opened) and rng.random() < probs.dismiss
-        opts_out = self.opted_in[u] and rng.random() < probs.opt_out
+        rng = _derived_rng(self.config.seed, "push", draw_key)
+        # Every outcome has its own draw, taken whether or not it is needed, so one outcome's draw
+        # never depends on another's result.
+        u_open, u_click, u_buy, u_dismiss, u_opt_out = (rng.random() for _ in range(5))
+        opened = u_open < probs.open
+        clicked = opened and u_click < probs.click
+        buys = clicked and u_buy < probs.purchase
+        dismissed = (not opened) and u_dismiss < probs.dismiss
+        opts_out = self.opted_in[u] and u_opt_out < probs.opt_out
         key = "p" + hashlib.blake2b(push.push_id.encode(), digest_size=6).hexdigest()
-        chain = _PushChain(push.push_id, u, i, at, opened, clicked, buys, dismissed, opts_out, key)
+        chain = _PushChain(push.push_id, u, i, at, opened, clicked, buys, dismissed, opts_out, key, draw_key)
         if opened:
             t_open = at + rng.expovariate(1 / (15 * 60.0))
             self._schedule(t_open, _PUSH, (chain, "open"))
@@ -818,7 +829,7 @@ class World:
                 return  # sold out meanwhile: the shopper leaves empty-handed
             if i in self._cart[u]:
                 self._cart[u].remove(i)
-            rng = _derived_rng(self.config.seed, "push-purchase", chain.push_id)
+            rng = _derived_rng(self.config.seed, "push-purchase", chain.draw_key)
             self._purchase(u, i, t, buy_session, chain, out, rng, f"{key}-buy")
         elif step == "dismiss":
             c["dismisses"][u] += 1
