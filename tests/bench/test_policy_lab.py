@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from benchmarks.lab_pushers import OracleDiscoveryPusher, SessionEndPusher
 from benchmarks.policy_lab import LabConfig, compare, run_world
+from stream.contract import Event
+from stream.policy import in_holdout
+from stream.simulator import SimConfig, World
 
 SMALL = LabConfig(users=300, items=200, days=1.0, warmup_days=1.0)
 
 
 def test_the_lab_is_reproducible_and_pairs_arms_with_the_reference() -> None:
-    arms = ["marketer_rules", "session_end", "oracle_item"]
+    arms = ["marketer_rules", "session_end", "oracle_discovery", "popular_discovery"]
     first = compare(SMALL, arms, [5], workers=1)
     assert compare(SMALL, arms, [5], workers=1) == first
     assert first["marketer_rules"]["vs_first_purchases"] == 0.0
@@ -17,8 +23,39 @@ def test_the_lab_is_reproducible_and_pairs_arms_with_the_reference() -> None:
         assert first[arm]["quiet_hours_share"] == 0.0
 
 
-def test_session_end_sends_at_most_one_push_per_shopper_and_day() -> None:
-    run = run_world(SMALL, 5, "session_end")
-    assert run["pushes"].sum() > 0
-    # One evaluated day: a shopper's local day can straddle two UTC days, never more.
-    assert run["pushes"].max() <= 2
+def test_a_burn_in_gives_history_without_delivering_its_pushes() -> None:
+    plain = run_world(SMALL, 5, "session_end")
+    burnt = run_world(
+        LabConfig(users=300, items=200, days=1.0, warmup_days=1.0, burn_in_days=0.5), 5, "session_end"
+    )
+    assert plain["pushes"].sum() > 0 and burnt["pushes"].sum() > 0
+    # The no-push world is the same whatever the burn-in: nothing was delivered during it.
+    none = run_world(SMALL, 5, None)
+    none_burnt = run_world(
+        LabConfig(users=300, items=200, days=1.0, warmup_days=1.0, burn_in_days=0.5), 5, None
+    )
+    assert (none["purchases"] == none_burnt["purchases"]).all()
+
+
+def _event(user: str, kind: str, item: str, ts: float, n: int) -> Event:
+    return Event(event_id=f"e{n}", user_id=user, type=kind, item_id=item, ts=ts, session_id="s1")  # type: ignore[arg-type]
+
+
+def test_session_end_pushes_the_cart_first_and_discovery_skips_engaged_items() -> None:
+    user = next(f"u{k:06d}" for k in range(100) if not in_holdout(f"u{k:06d}", 0.5, "kairos-holdout-v1"))
+    pusher = SessionEndPusher(lambda u: in_holdout(u, 0.5, "kairos-holdout-v1"))
+    t = 1_780_315_200.0  # 2026-06-01 12:00 UTC: not quiet hours in UTC
+    for n, (kind, item) in enumerate([("view", "a"), ("view", "a"), ("view", "b"), ("add_to_cart", "b")]):
+        pusher.observe_event(_event(user, kind, item, t + n, n))
+    kinds = {c.item_id: c.trigger for c in pusher.candidates(user, t + 10)}
+    assert kinds == {"b": "cart_abandonment", "a": "browse_abandonment"}
+    best = max(pusher.candidates(user, t + 10), key=lambda c: c.value)
+    assert best.item_id == "b"
+    world = World(SimConfig(seed=3, n_users=20, n_items=50, n_categories=4))
+    oracle = OracleDiscoveryPusher(lambda u: False)
+    oracle.world = world
+    shopper = world.user_ids[0]
+    ranked = [world.item_ids[int(k)] for k in np.argsort(-world.true_interests(shopper), kind="stable")]
+    oracle.engaged[shopper] = set(ranked[:3])
+    picks = [c.item_id for c in oracle.candidates(shopper, t)]
+    assert picks == ranked[3 : 3 + OracleDiscoveryPusher.shortlist]

@@ -1,0 +1,279 @@
+"""The policy lab's prototype pushers (``benchmarks/policy_lab.py``): one moment, several item choices.
+
+All of them push at the same moment, ``delay`` after a shopper's last behaviour event (the session
+has ended), at most once per local day, holding pushes due in quiet hours to their end, never the same
+item twice in ``repeat`` seconds. They differ only in which items they consider and how they rank them:
+
+* :class:`SessionEndPusher`: the shopper's abandoned items (carted first, then viewed at least twice).
+* :class:`OracleItemPusher`: the same items, ranked by their true push conversion probability (the
+  simulator's response model): how much a perfect item choice at those moments could add.
+* :class:`OracleDiscoveryPusher`: items the shopper has *not* engaged with, ranked by true utility:
+  what recommending could add if the taste were known exactly.
+* :class:`PopularDiscoveryPusher`: items the shopper has not engaged with, the most popular (decayed
+  views, carts, purchases) in the categories of their recent views: discovery without a model.
+* :class:`ModelDiscoveryPusher`: items the shopper has not engaged with, ranked by the GRU the push
+  benchmark trains on the warm-up days (its state reset at each session, as the worker does).
+
+The oracles read the world's ground truth (``world``, set by the lab); nothing else does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from benchmarks.baselines import BaselinePusher, baseline_push
+from stream.contract import EVENT_TYPES, Event, Push
+from stream.policy import quiet_hours_end
+from stream.policy_config import PolicyConfig
+from stream.simulator import DAY, World
+
+BEHAVIOUR = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase", "search"})
+POPULARITY_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}  # as the worker's trending
+DISCOVERY_TRIGGER = "in_session"  # the contract has no "recommendation" trigger; the lab's label only
+
+
+@dataclass(frozen=True)
+class LabCandidate:
+    """An item a pusher may send at a session end, its trigger and its value (higher is better)."""
+
+    item_id: str
+    trigger: str
+    value: float
+
+
+class SessionEndPusher(BaselinePusher):
+    """``delay`` after a shopper's last behaviour event, push their best candidate (see module doc)."""
+
+    def __init__(
+        self,
+        holdout: Callable[[str], bool],
+        delay_seconds: float = 3600.0,
+        min_views: int = 2,
+        repeat_seconds: float = 7 * DAY,
+        ttl_seconds: float = 6 * 3600.0,
+        recent_items: int = 5,
+    ) -> None:
+        super().__init__(holdout)
+        self.delay, self.min_views, self.repeat = delay_seconds, min_views, repeat_seconds
+        self.ttl, self.recent_n = ttl_seconds, recent_items
+        self._quiet = PolicyConfig.model_validate({})
+        self._zones: dict[str, ZoneInfo] = {}
+        self.zone: dict[str, ZoneInfo] = {}
+        self.cart: dict[str, dict[str, float]] = {}  # user -> item -> add time
+        self.views: dict[str, dict[str, int]] = {}  # user -> item -> views, not bought
+        self.engaged: dict[str, set[str]] = {}  # user -> every item viewed, carted or bought
+        self.recent: dict[str, list[str]] = {}  # user -> their last viewed or carted items
+        self.pushed: dict[tuple[str, str], float] = {}
+        self.per_day: dict[tuple[str, date], int] = {}
+        self._due: list[tuple[float, str]] = []
+        self._armed: dict[str, float] = {}  # user -> the live due time
+
+    def observe_event(self, event: Event) -> None:
+        """Track the cart, views, engaged items and zone; (re-)arm the user's session end."""
+        if event.context is not None and event.context.time_zone:
+            name = event.context.time_zone
+            self.zone[event.user_id] = self._zones.setdefault(name, ZoneInfo(name))
+        if event.type not in BEHAVIOUR:
+            return
+        u, i = event.user_id, event.item_id
+        cart, views = self.cart.setdefault(u, {}), self.views.setdefault(u, {})
+        if i is not None:
+            self.engaged.setdefault(u, set()).add(i)
+            if event.type in ("view", "add_to_cart"):
+                recent = self.recent.setdefault(u, [])
+                recent.append(i)
+                del recent[: -self.recent_n]
+            if event.type == "view":
+                views[i] = views.get(i, 0) + 1
+            elif event.type == "add_to_cart":
+                cart[i] = event.ts
+            elif event.type in ("remove_from_cart", "purchase"):
+                cart.pop(i, None)
+                views.pop(i, None)
+        self._armed[u] = event.ts + self.delay
+        heapq.heappush(self._due, (event.ts + self.delay, u))
+
+    def abandoned(self, user_id: str) -> list[tuple[str, bool]]:
+        """(item, carted) for the shopper's cart and items viewed at least ``min_views`` times."""
+        cart = self.cart.get(user_id, {})
+        viewed = [
+            (i, False)
+            for i, n in self.views.get(user_id, {}).items()
+            if n >= self.min_views and i not in cart
+        ]
+        return [(i, True) for i in cart] + viewed
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        """Abandoned items, carts first, then by views (a marketer's ranking)."""
+        views = self.views.get(user_id, {})
+        return [
+            LabCandidate(
+                i, "cart_abandonment" if carted else "browse_abandonment", carted + views.get(i, 0) * 1e-3
+            )
+            for i, carted in self.abandoned(user_id)
+        ]
+
+    def due(self, now: float) -> list[Push]:
+        """The pushes of every session end due at ``now`` that passes the guards."""
+        out: list[Push] = []
+        later: list[tuple[float, str]] = []
+        while self._due and self._due[0][0] <= now:
+            at, u = heapq.heappop(self._due)
+            if self._armed.get(u) != at:
+                continue
+            del self._armed[u]
+            if not self.audience.reachable(u):
+                continue
+            zone = self.zone.get(u) or ZoneInfo("UTC")
+            quiet_end = quiet_hours_end(now, zone, self._quiet)
+            if quiet_end is not None:
+                self._armed[u] = quiet_end
+                later.append((quiet_end, u))
+                continue
+            day = datetime.fromtimestamp(now, zone).date()
+            if self.per_day.get((u, day), 0) >= 1:
+                continue
+            best: LabCandidate | None = None
+            for c in self.candidates(u, now):
+                item = self.catalog.get(c.item_id)
+                if (
+                    item is None
+                    or item.stock <= 0
+                    or now - self.pushed.get((u, c.item_id), -math.inf) < self.repeat
+                ):
+                    continue
+                if best is None or (c.value, c.item_id) > (best.value, best.item_id):
+                    best = c
+            if best is None:
+                continue
+            self.pushed[(u, best.item_id)] = now
+            self.per_day[(u, day)] = 1
+            cause = f"end@{at:.0f}"
+            out.append(
+                baseline_push(u, self.catalog[best.item_id], best.trigger, cause, now, self.ttl, "lab")
+            )
+        for entry in later:
+            heapq.heappush(self._due, entry)
+        return out
+
+    def recent_categories(self, user_id: str) -> set[str]:
+        """The categories of the shopper's last viewed or carted items."""
+        entries = (self.catalog.get(i) for i in self.recent.get(user_id, []))
+        return {e.category for e in entries if e is not None}
+
+
+class OracleItemPusher(SessionEndPusher):
+    """Abandoned items ranked by their true push conversion probability (open x click x buy)."""
+
+    world: World | None = None
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        assert self.world is not None
+        out = []
+        for c in super().candidates(user_id, now):
+            probe = baseline_push(
+                user_id, self.catalog[c.item_id], "cart_abandonment", "probe", now, 3600.0, ""
+            )
+            p = self.world.response_probabilities(probe, now)
+            out.append(LabCandidate(c.item_id, c.trigger, p.open * p.click * p.purchase))
+        return out
+
+
+class OracleDiscoveryPusher(SessionEndPusher):
+    """The items the shopper has not engaged with that have the highest true utility for them."""
+
+    world: World | None = None
+    shortlist = 10
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        assert self.world is not None
+        utility = self.world.true_interests(user_id)
+        engaged = self.engaged.get(user_id, set())
+        out: list[LabCandidate] = []
+        for k in np.argsort(-utility, kind="stable"):
+            item_id = self.world.item_ids[int(k)]
+            if item_id not in engaged:
+                out.append(LabCandidate(item_id, DISCOVERY_TRIGGER, float(utility[k])))
+                if len(out) == self.shortlist:
+                    break
+        return out
+
+
+class PopularDiscoveryPusher(SessionEndPusher):
+    """The most popular items of the shopper's recent categories that they have not engaged with."""
+
+    half_life = DAY
+    per_category = 30
+
+    def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
+        super().__init__(holdout, **kwargs)
+        self.popularity: dict[str, tuple[float, float]] = {}  # item -> (score, at)
+
+    def observe_event(self, event: Event) -> None:
+        super().observe_event(event)
+        weight = POPULARITY_WEIGHTS.get(event.type)
+        if weight is None or event.item_id is None:
+            return
+        score, at = self.popularity.get(event.item_id, (0.0, event.ts))
+        decay = 0.5 ** (max(0.0, event.ts - at) / self.half_life)
+        self.popularity[event.item_id] = (score * decay + weight, max(at, event.ts))
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        categories = self.recent_categories(user_id)
+        engaged = self.engaged.get(user_id, set())
+        ranked: dict[str, list[tuple[float, str]]] = {}
+        for item_id, (score, at) in self.popularity.items():
+            entry = self.catalog.get(item_id)
+            if entry is not None and entry.category in categories and item_id not in engaged:
+                value = score * 0.5 ** (max(0.0, now - at) / self.half_life)
+                ranked.setdefault(entry.category, []).append((value, item_id))
+        out = []
+        for category in sorted(ranked):
+            for value, item_id in sorted(ranked[category], reverse=True)[: self.per_category]:
+                out.append(LabCandidate(item_id, DISCOVERY_TRIGGER, value))
+        return out
+
+
+class ModelDiscoveryPusher(SessionEndPusher):
+    """The items the shopper has not engaged with that the GRU scores highest after their session."""
+
+    scorer: Any = None  # model.scorer.IncrementalScorer, set by the lab
+    shortlist = 200
+    _types = {t: k for k, t in enumerate(EVENT_TYPES)}
+
+    def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
+        super().__init__(holdout, **kwargs)
+        self.states: dict[str, np.ndarray] = {}
+        self.sessions: dict[str, str | None] = {}
+
+    def observe_event(self, event: Event) -> None:
+        super().observe_event(event)
+        if event.item_id is None or event.type not in ("view", "add_to_cart", "remove_from_cart", "purchase"):
+            return
+        u = event.user_id
+        if u not in self.states or self.sessions.get(u) != event.session_id:
+            self.states[u] = self.scorer.initial_state(1)
+            self.sessions[u] = event.session_id
+        index = self.scorer.item_indices([event.item_id])
+        self.states[u] = self.scorer.step(self.states[u], index, np.array([self._types[event.type]]))
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        state = self.states.get(user_id)
+        if state is None:
+            return []
+        scores = self.scorer.catalog_scores(state)[0]
+        engaged = self.engaged.get(user_id, set())
+        out = []
+        for k in np.argsort(-scores, kind="stable")[: self.shortlist]:
+            item_id = self.scorer.item_id(int(k))
+            if item_id not in engaged:
+                out.append(LabCandidate(item_id, DISCOVERY_TRIGGER, float(scores[k])))
+        return out
