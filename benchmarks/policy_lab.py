@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from stream.policy_config import PolicyConfig  # noqa: E402
 from stream.simulator import DAY, SimConfig, World  # noqa: E402
 
 REPORT = ROOT / "benchmarks" / "reports" / "policy_lab.md"
+BASELINES = ("marketer_rules", "cart_abandonment_1h")
 HOLDOUT_SALT = PolicyConfig.model_validate({}).holdout_salt
 
 
@@ -206,6 +207,61 @@ def table(result: dict[str, Any], seeds: list[int]) -> list[str]:
     return rows
 
 
+def draw(result: dict[str, Any], out: Path) -> Path:
+    """``policy_lab-arms.png``: each arm's effect against no push and against the reference, 95 %."""
+    from benchmarks import plots
+
+    arms = result["arms"]
+    names = list(arms)
+    fig, axes = plots.figure(width=10.0, height=0.5 * len(names) + 1.6, ncols=2)
+    left, right = axes[0]
+    colors = [plots.OTHER if name in BASELINES else plots.OURS for name in names]
+    plots.hbars(
+        left,
+        names,
+        [arms[n]["incremental_purchases"] for n in names],
+        colors,
+        [arms[n]["incremental_purchases_ci95"] for n in names],
+    )
+    left.set_title("Incremental purchases vs no pushes (95 %)")
+    left.set_xlabel("purchases (treatment users, worlds pooled)")
+    plots.hbars(
+        right,
+        names,
+        [arms[n]["vs_first_purchases"] for n in names],
+        colors,
+        [arms[n]["vs_first_purchases_ci95"] for n in names],
+    )
+    right.set_title(f"Paired difference to {names[0]} (95 %)")
+    right.set_xlabel("purchases")
+    right.set_yticks([])
+    return plots.save(fig, out / "policy_lab-arms.png")
+
+
+def write_report(result: dict[str, Any], out: Path) -> Path:
+    """The report, its figure and the raw result (``policy_lab.json``) in ``out``."""
+    from benchmarks import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "policy_lab.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    cfg, seeds = result["config"], result["seeds"]
+    report = out / "policy_lab.md"
+    images = plots.markdown_images([("Effects per arm", draw(result, out))], report)
+    report.write_text(
+        "# Policy lab\n\n"
+        f"`{result['command']}`\n\n"
+        f"Worlds (seeds) {', '.join(map(str, seeds))}, {cfg['users']} users and {cfg['items']} items each, "
+        f"{cfg['warmup_days']:g} warm-up days, {cfg['days']:g} evaluated days in "
+        f"{cfg['step_seconds'] / 60:g}-minute lock steps, holdout share {cfg['holdout_share']}; treatment "
+        f"users only, pooled over the worlds; pushers read {cfg['burn_in_days']:g} days of history first "
+        f"(their pushes dropped). Wall time {result['seconds']:.0f} s. What the figures say: "
+        '`benchmarks/README.md`, "Policy lab".\n\n'
+        + "\n".join([*table(result["arms"], seeds), "", *images])
+        + "\n"
+    )
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13, 14, 15, 16, 17, 18])
@@ -222,28 +278,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--workers", type=int, default=2, help="Processes (one world each at a time).")
     p.add_argument("--json", action="store_true", help="Last stdout line: one JSON object.")
-    p.add_argument("--no-report", action="store_true", help="Do not rewrite the markdown report.")
+    p.add_argument("--no-report", action="store_true", help="Do not rewrite the report.")
+    p.add_argument("--out", type=Path, default=REPORT.parent, help="Folder of the report, figure and JSON.")
+    p.add_argument("--from-json", type=Path, help="Redraw the report from a saved policy_lab.json.")
     args = p.parse_args(argv)
+    if args.from_json is not None:
+        print(write_report(json.loads(args.from_json.read_text()), args.out))
+        return 0
     cfg = LabConfig(users=args.users, days=args.days, burn_in_days=args.burn_in_days)
     started = time.monotonic()
-    result = compare(cfg, args.arms, args.seeds, args.workers)
-    seconds = time.monotonic() - started
-    rows = table(result, args.seeds)
-    print("\n".join(rows))
-    print(f"({seconds:.0f} s)")
+    arms = compare(cfg, args.arms, args.seeds, args.workers)
+    words = " ".join(argv if argv is not None else sys.argv[1:])
+    result = {
+        "command": f".venv/bin/python benchmarks/policy_lab.py {words}".strip(),
+        "config": asdict(cfg),
+        "seeds": args.seeds,
+        "seconds": round(time.monotonic() - started, 1),
+        "arms": arms,
+    }
+    print("\n".join(table(arms, args.seeds)))
+    print(f"({result['seconds']:.0f} s)")
     if not args.no_report:
-        words = " ".join(argv if argv is not None else sys.argv[1:])
-        REPORT.write_text(
-            "# Policy lab\n\n"
-            f"`.venv/bin/python benchmarks/policy_lab.py {words}`\n\n"
-            f"Worlds (seeds) {', '.join(map(str, args.seeds))}, {cfg.users} users and {cfg.items} items "
-            f"each, {cfg.warmup_days:g} warm-up days, {cfg.days:g} evaluated days in "
-            f"{cfg.step_seconds / 60:g}-minute lock steps, holdout share {cfg.holdout_share}; treatment "
-            f"users only, pooled over the worlds; pushers read {cfg.burn_in_days:g} days of history first "
-            f"(their pushes dropped). Wall time {seconds:.0f} s.\n\n" + "\n".join(rows) + "\n"
-        )
+        write_report(result, args.out)
     if args.json:
-        print(json.dumps({"seconds": round(seconds, 1), "arms": result}, sort_keys=True))
+        print(json.dumps(result, sort_keys=True))
     return 0
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from benchmarks.lab_pushers import OracleDiscoveryPusher, SessionEndPusher
@@ -59,3 +62,23 @@ def test_session_end_pushes_the_cart_first_and_discovery_skips_engaged_items() -
     oracle.engaged[shopper] = set(ranked[:3])
     picks = [c.item_id for c in oracle.candidates(shopper, t)]
     assert picks == ranked[3 : 3 + OracleDiscoveryPusher.shortlist]
+
+
+def test_the_report_figure_and_json_and_a_redraw_from_the_json(tmp_path: Path) -> None:
+    from benchmarks.policy_lab import main
+
+    code = main(
+        ["--seeds", "5", "--users", "300", "--days", "0.5", "--arms", "marketer_rules", "session_end"]
+        + ["--workers", "1", "--out", str(tmp_path / "run")]
+    )
+    assert code == 0
+    saved = json.loads((tmp_path / "run" / "policy_lab.json").read_text())
+    assert set(saved["arms"]) == {"marketer_rules", "session_end"}
+    assert (tmp_path / "run" / "policy_lab-arms.png").stat().st_size > 0
+    assert (
+        main(["--from-json", str(tmp_path / "run" / "policy_lab.json"), "--out", str(tmp_path / "again")])
+        == 0
+    )
+    first = (tmp_path / "run" / "policy_lab.md").read_text()
+    assert (tmp_path / "again" / "policy_lab.md").read_text() == first
+    assert "| session_end |" in first
