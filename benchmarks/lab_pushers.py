@@ -11,6 +11,9 @@ item twice in ``repeat`` seconds. They differ only in which items they consider 
   what recommending could add if the taste were known exactly.
 * :class:`PopularDiscoveryPusher`: items the shopper has not engaged with, the most popular (decayed
   views, carts, purchases) in the categories of their recent views: discovery without a model.
+* :class:`ValueDiscoveryPusher`: those items ranked by the observable parts of the shop's utility
+  (popularity, discount, price relative to the category).
+* :class:`CovisitDiscoveryPusher`: unengaged neighbours of the recent items by same-session co-views.
 * :class:`ModelDiscoveryPusher`: items the shopper has not engaged with, ranked by the GRU the push
   benchmark trains on the warm-up days (its state reset at each session, as the worker does).
 
@@ -277,3 +280,75 @@ class ModelDiscoveryPusher(SessionEndPusher):
             if item_id not in engaged:
                 out.append(LabCandidate(item_id, DISCOVERY_TRIGGER, float(scores[k])))
         return out
+
+
+class ValueDiscoveryPusher(PopularDiscoveryPusher):
+    """:class:`PopularDiscoveryPusher`'s items ranked by the observable parts of the shop's utility.
+
+    ``log1p(popularity) + 3 x discount - 0.9 x log(price / the category's median price)``: popularity
+    stands for the item's appeal, the discount and the relative price are what every shopper weighs
+    (the simulator's utility has ``+3 x discount`` and ``-rho log(price / reference)``, rho 0.3-1.5).
+    """
+
+    discount_weight = 3.0
+    price_weight = 0.9
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        prices: dict[str, list[float]] = {}
+        for entry in self.catalog.values():
+            prices.setdefault(entry.category, []).append(entry.effective_price(now))
+        median = {category: float(np.median(p)) for category, p in prices.items()}
+        out = []
+        for c in super().candidates(user_id, now):
+            entry = self.catalog[c.item_id]
+            promo = entry.promotion
+            discount = promo.discount if promo is not None and promo.active_at(now) else 0.0
+            relative = max(entry.effective_price(now), 0.01) / median[entry.category]
+            value = (
+                math.log1p(c.value) + self.discount_weight * discount - self.price_weight * math.log(relative)
+            )
+            out.append(LabCandidate(c.item_id, c.trigger, value))
+        return out
+
+
+class CovisitDiscoveryPusher(PopularDiscoveryPusher):
+    """Unengaged neighbours of the shopper's recent items by same-session co-views of every shopper.
+
+    Neighbours of the latest item weigh 1, the one before 1/2, ...; popularity breaks ties, and a
+    shopper whose items have no neighbours yet gets :class:`PopularDiscoveryPusher`'s items.
+    """
+
+    window = 5
+
+    def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
+        super().__init__(holdout, **kwargs)
+        self.co_views: dict[str, dict[str, float]] = {}
+        self.session_items: dict[str, tuple[str | None, list[str]]] = {}
+
+    def observe_event(self, event: Event) -> None:
+        super().observe_event(event)
+        if event.type not in ("view", "add_to_cart") or event.item_id is None:
+            return
+        session, items = self.session_items.get(event.user_id, (None, []))
+        if session != event.session_id:
+            items = []
+        for other in items[-self.window :]:
+            if other != event.item_id:
+                row = self.co_views.setdefault(other, {})
+                row[event.item_id] = row.get(event.item_id, 0.0) + 1.0
+                back = self.co_views.setdefault(event.item_id, {})
+                back[other] = back.get(other, 0.0) + 1.0
+        items.append(event.item_id)
+        self.session_items[event.user_id] = (event.session_id, items)
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        engaged = self.engaged.get(user_id, set())
+        scores: dict[str, float] = {}
+        for rank, item in enumerate(reversed(self.recent.get(user_id, []))):
+            for other, count in self.co_views.get(item, {}).items():
+                if other not in engaged:
+                    scores[other] = scores.get(other, 0.0) + count / (rank + 1)
+        popular = {c.item_id: c.value for c in super().candidates(user_id, now)}
+        if not scores:
+            return [LabCandidate(i, DISCOVERY_TRIGGER, 1e-3 * v) for i, v in popular.items()]
+        return [LabCandidate(i, DISCOVERY_TRIGGER, s + 1e-3 * popular.get(i, 0.0)) for i, s in scores.items()]

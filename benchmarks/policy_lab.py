@@ -12,9 +12,11 @@ Arms: ``marketer_rules`` and ``cart_abandonment_1h`` (the benchmark's baselines)
 of ``benchmarks/lab_pushers.py``: ``session_end`` (the shopper's abandoned item when they leave),
 ``oracle_item`` (the same moments, the item with the true best conversion), ``oracle_discovery`` (an
 item they have not engaged with, of true highest utility), ``popular_discovery`` (the most popular
-unengaged item of their recent categories) and ``model_discovery`` (the GRU's best unengaged item).
+unengaged item of their recent categories), ``value_discovery`` (those ranked by popularity, discount
+and relative price), ``covisit_discovery`` (unengaged neighbours by co-views) and
+``model_discovery`` (the GRU's best unengaged item).
 
-``.venv/bin/python benchmarks/policy_lab.py --seeds 11 12 13 14 15 16 17 18`` (about 2 minutes per
+``.venv/bin/python benchmarks/policy_lab.py --seeds 11 12 13 14 15 16 17 18`` (about a minute per
 arm on 2 cores) prints the table and writes ``benchmarks/reports/policy_lab.md``.
 """
 
@@ -27,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,38 +40,29 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import Baseline, CartAbandonmentPusher  # noqa: E402
 from benchmarks.lab_pushers import (  # noqa: E402
+    CovisitDiscoveryPusher,
     ModelDiscoveryPusher,
     OracleDiscoveryPusher,
     OracleItemPusher,
     PopularDiscoveryPusher,
     SessionEndPusher,
+    ValueDiscoveryPusher,
 )
 from benchmarks.marketer_rules import MarketerRulesPusher  # noqa: E402
+from benchmarks.push_outcomes import BenchConfig, ensure_model  # noqa: E402
 from model.scorer import IncrementalScorer  # noqa: E402
 from stream.contract import CatalogUpdate, ConsentUpdate, Event  # noqa: E402
-from stream.policy import in_holdout  # noqa: E402
-from stream.policy_config import PolicyConfig  # noqa: E402
-from stream.simulator import DAY, SimConfig, World  # noqa: E402
+from stream.simulator import DAY, World  # noqa: E402
 
 REPORT = ROOT / "benchmarks" / "reports" / "policy_lab.md"
 BASELINES = ("marketer_rules", "cart_abandonment_1h")
-HOLDOUT_SALT = PolicyConfig.model_validate({}).holdout_salt
 
 
-@dataclass(frozen=True)
-class LabConfig:
-    """One lab world: the push benchmark's defaults."""
+@dataclass
+class LabConfig(BenchConfig):
+    """A lab run's worlds: the push benchmark's setup (each world replaces the seed), plus a burn-in."""
 
-    users: int = 3000
-    items: int = 1000
-    days: float = 3.0
-    warmup_days: float = 4.0
-    step_seconds: float = 900.0
-    holdout_share: float = 0.5
     burn_in_days: float = 0.0
-
-    def holdout(self, user_id: str) -> bool:
-        return in_holdout(user_id, self.holdout_share, HOLDOUT_SALT)
 
 
 ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
@@ -79,6 +72,8 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "oracle_item": OracleItemPusher,
     "oracle_discovery": OracleDiscoveryPusher,
     "popular_discovery": PopularDiscoveryPusher,
+    "value_discovery": ValueDiscoveryPusher,
+    "covisit_discovery": CovisitDiscoveryPusher,
     "model_discovery": ModelDiscoveryPusher,
 }
 COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "quiet_pushes")
@@ -91,9 +86,10 @@ def run_world(cfg: LabConfig, seed: int, arm: str | None) -> dict[str, np.ndarra
     worker that has been running would have, and its pushes then are dropped (never delivered): it
     starts the evaluated period with history, without a burst of overdue pushes.
     """
-    world = World(SimConfig(seed=seed, n_users=cfg.users, n_items=cfg.items))
-    start = world.config.start_time + cfg.warmup_days * DAY - 1e-3
-    pusher = ARMS[arm](cfg.holdout) if arm is not None else None
+    bench = replace(cfg, seed=seed)
+    world = World(bench.sim_config())
+    start, step = bench.start(), bench.step_minutes * 60.0
+    pusher = ARMS[arm](bench.holdout()) if arm is not None else None
     if hasattr(pusher, "world"):  # an oracle: it reads the world's ground truth
         pusher.world = world
     if hasattr(pusher, "scorer"):  # the model the push benchmark trains on this world's warm-up
@@ -103,13 +99,13 @@ def run_world(cfg: LabConfig, seed: int, arm: str | None) -> dict[str, np.ndarra
             pusher.observe_catalog(update)
         for consent in world.initial_consent():
             pusher.observe_consent(consent)
-    burn_in = int(round(cfg.burn_in_days * DAY / cfg.step_seconds))
-    world.advance(start - burn_in * cfg.step_seconds)
+    burn_in = int(round(cfg.burn_in_days * DAY / step))
+    world.advance(start - burn_in * step)
     for k in range(-burn_in, 0):
-        _step(world, pusher, start + (k + 1) * cfg.step_seconds, deliver=False)
+        _step(world, pusher, start + (k + 1) * step, deliver=False)
     before = {k: np.asarray(world.user_counters[k], dtype=float).copy() for k in COUNTERS}
-    for k in range(int(round(cfg.days * DAY / cfg.step_seconds))):
-        _step(world, pusher, start + (k + 1) * cfg.step_seconds, deliver=True)
+    for end in bench.step_ends():
+        _step(world, pusher, end, deliver=True)
     return {k: np.asarray(world.user_counters[k], dtype=float) - before[k] for k in COUNTERS}
 
 
@@ -132,9 +128,7 @@ def _step(world: World, pusher: Baseline | None, end: float, deliver: bool) -> N
 
 def lab_model(cfg: LabConfig, seed: int) -> Path:
     """The push benchmark's model of this world (trained on its warm-up days once, then cached)."""
-    from benchmarks.push_outcomes import BenchConfig, ensure_model
-
-    return ensure_model(BenchConfig(seed=seed, users=cfg.users, items=cfg.items, warmup_days=cfg.warmup_days))
+    return ensure_model(replace(cfg, seed=seed))
 
 
 def _job(args: tuple[LabConfig, int, str | None]) -> tuple[int, str | None, dict[str, np.ndarray]]:
@@ -154,7 +148,8 @@ def compare(cfg: LabConfig, arms: list[str], seeds: list[int], workers: int = 2)
     jobs = [(cfg, s, a) for s in seeds for a in [None, *arms]]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         runs = {(s, a): r for s, a, r in pool.map(_job, jobs)}
-    treat = ~np.array([cfg.holdout(f"u{k:06d}") for k in range(cfg.users)])
+    holdout = cfg.holdout()
+    treat = ~np.array([holdout(f"u{k:06d}") for k in range(cfg.users)])
     out: dict[str, Any] = {}
     for arm in arms:
         effect = np.concatenate(
@@ -252,7 +247,7 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
         f"`{result['command']}`\n\n"
         f"Worlds (seeds) {', '.join(map(str, seeds))}, {cfg['users']} users and {cfg['items']} items each, "
         f"{cfg['warmup_days']:g} warm-up days, {cfg['days']:g} evaluated days in "
-        f"{cfg['step_seconds'] / 60:g}-minute lock steps, holdout share {cfg['holdout_share']}; treatment "
+        f"{cfg['step_minutes']:g}-minute lock steps, holdout share {cfg['holdout_share']}; treatment "
         f"users only, pooled over the worlds; pushers read {cfg['burn_in_days']:g} days of history first "
         f"(their pushes dropped). Wall time {result['seconds']:.0f} s. What the figures say: "
         '`benchmarks/README.md`, "Policy lab".\n\n'

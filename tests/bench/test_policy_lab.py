@@ -17,7 +17,8 @@ SMALL = LabConfig(users=300, items=200, days=1.0, warmup_days=1.0)
 
 
 def test_the_lab_is_reproducible_and_pairs_arms_with_the_reference() -> None:
-    arms = ["marketer_rules", "session_end", "oracle_discovery", "popular_discovery"]
+    arms = ["marketer_rules", "session_end", "oracle_discovery", "popular_discovery", "value_discovery"]
+    arms += ["covisit_discovery"]
     first = compare(SMALL, arms, [5], workers=1)
     assert compare(SMALL, arms, [5], workers=1) == first
     assert first["marketer_rules"]["vs_first_purchases"] == 0.0
