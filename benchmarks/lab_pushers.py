@@ -33,13 +33,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from benchmarks.baselines import BaselinePusher, baseline_push
-from stream.contract import EVENT_TYPES, Event, Push
+from stream.candidates import TRENDING_WEIGHTS
+from stream.contract import Event, Push
+from stream.engine.intake import STEP_TYPES
+from stream.engine.users import TYPE_INDEX
 from stream.policy import quiet_hours_end
 from stream.policy_config import PolicyConfig
 from stream.simulator import DAY, World
+from stream.timers import ACTIVITY_TYPES
 
-BEHAVIOUR = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase", "search"})
-POPULARITY_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}  # as the worker's trending
 DISCOVERY_TRIGGER = "in_session"  # the contract has no "recommendation" trigger; the lab's label only
 
 
@@ -84,7 +86,7 @@ class SessionEndPusher(BaselinePusher):
         if event.context is not None and event.context.time_zone:
             name = event.context.time_zone
             self.zone[event.user_id] = self._zones.setdefault(name, ZoneInfo(name))
-        if event.type not in BEHAVIOUR:
+        if event.type not in ACTIVITY_TYPES:
             return
         u, i = event.user_id, event.item_id
         cart, views = self.cart.setdefault(u, {}), self.views.setdefault(u, {})
@@ -222,7 +224,7 @@ class PopularDiscoveryPusher(SessionEndPusher):
 
     def observe_event(self, event: Event) -> None:
         super().observe_event(event)
-        weight = POPULARITY_WEIGHTS.get(event.type)
+        weight = TRENDING_WEIGHTS.get(event.type)
         if weight is None or event.item_id is None:
             return
         score, at = self.popularity.get(event.item_id, (0.0, event.ts))
@@ -250,7 +252,6 @@ class ModelDiscoveryPusher(SessionEndPusher):
 
     scorer: Any = None  # model.scorer.IncrementalScorer, set by the lab
     shortlist = 200
-    _types = {t: k for k, t in enumerate(EVENT_TYPES)}
 
     def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
         super().__init__(holdout, **kwargs)
@@ -259,14 +260,14 @@ class ModelDiscoveryPusher(SessionEndPusher):
 
     def observe_event(self, event: Event) -> None:
         super().observe_event(event)
-        if event.item_id is None or event.type not in ("view", "add_to_cart", "remove_from_cart", "purchase"):
+        if event.item_id is None or event.type not in STEP_TYPES:
             return
         u = event.user_id
         if u not in self.states or self.sessions.get(u) != event.session_id:
             self.states[u] = self.scorer.initial_state(1)
             self.sessions[u] = event.session_id
         index = self.scorer.item_indices([event.item_id])
-        self.states[u] = self.scorer.step(self.states[u], index, np.array([self._types[event.type]]))
+        self.states[u] = self.scorer.step(self.states[u], index, np.array([TYPE_INDEX[event.type]]))
 
     def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
         state = self.states.get(user_id)
@@ -293,11 +294,21 @@ class ValueDiscoveryPusher(PopularDiscoveryPusher):
     discount_weight = 3.0
     price_weight = 0.9
 
+    def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
+        super().__init__(holdout, **kwargs)
+        self._medians: tuple[float, dict[str, float]] = (math.nan, {})
+
+    def median_prices(self, now: float) -> dict[str, float]:
+        """Each category's median effective price at ``now`` (computed once per step, not per shopper)."""
+        if self._medians[0] != now:
+            prices: dict[str, list[float]] = {}
+            for entry in self.catalog.values():
+                prices.setdefault(entry.category, []).append(entry.effective_price(now))
+            self._medians = (now, {category: float(np.median(p)) for category, p in prices.items()})
+        return self._medians[1]
+
     def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
-        prices: dict[str, list[float]] = {}
-        for entry in self.catalog.values():
-            prices.setdefault(entry.category, []).append(entry.effective_price(now))
-        median = {category: float(np.median(p)) for category, p in prices.items()}
+        median = self.median_prices(now)
         out = []
         for c in super().candidates(user_id, now):
             entry = self.catalog[c.item_id]

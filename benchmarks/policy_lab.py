@@ -211,24 +211,19 @@ def draw(result: dict[str, Any], out: Path) -> Path:
     fig, axes = plots.figure(width=10.0, height=0.5 * len(names) + 1.6, ncols=2)
     left, right = axes[0]
     colors = [plots.OTHER if name in BASELINES else plots.OURS for name in names]
-    plots.hbars(
-        left,
-        names,
-        [arms[n]["incremental_purchases"] for n in names],
-        colors,
-        [arms[n]["incremental_purchases_ci95"] for n in names],
-    )
-    left.set_title("Incremental purchases vs no pushes (95 %)")
-    left.set_xlabel("purchases (treatment users, worlds pooled)")
-    plots.hbars(
-        right,
-        names,
-        [arms[n]["vs_first_purchases"] for n in names],
-        colors,
-        [arms[n]["vs_first_purchases_ci95"] for n in names],
-    )
-    right.set_title(f"Paired difference to {names[0]} (95 %)")
-    right.set_xlabel("purchases")
+    panels = [
+        (
+            left,
+            "incremental_purchases",
+            "Incremental purchases vs no pushes (95 %)",
+            "purchases (treatment users, worlds pooled)",
+        ),
+        (right, "vs_first_purchases", f"Paired difference to {names[0]} (95 %)", "purchases"),
+    ]
+    for ax, key, title, xlabel in panels:
+        plots.hbars(ax, names, [arms[n][key] for n in names], colors, [arms[n][f"{key}_ci95"] for n in names])
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
     right.set_yticks([])
     return plots.save(fig, out / "policy_lab-arms.png")
 
