@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from stream.triggers import TRIGGERS
 
 if TYPE_CHECKING:
-    from stream.policy import Candidate, Verdict
+    from stream.policy_types import Candidate, Verdict
 
 
 def _percent(discount: float) -> str:

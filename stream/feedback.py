@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from stream.contract import Event
-from stream.policy import PushRecord, UserPolicyState, current_offset
 from stream.policy_config import PolicyConfig
+from stream.policy_state import PushRecord, UserPolicyState
+from stream.user_facts import current_offset
 
 FeedbackKind = Literal["open", "click", "dismiss", "purchase", "ignored"]
 FEEDBACK_KINDS: tuple[str, ...] = FeedbackKind.__args__  # type: ignore[attr-defined]

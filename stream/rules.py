@@ -3,8 +3,9 @@
 Three paths go through it, each taking the rules marked for it, in table order:
 
 * ``decide``: a candidate now (:func:`stream.policy.decide`);
-* ``release``: a push held through quiet hours, at its release time (:func:`stream.policy.release_held`);
-  the threshold and "already held" do not apply again, the rest is re-checked;
+* ``release``: a push held through quiet hours, at its release time
+  (:func:`stream.push_records.release_held`); the threshold and "already held" do not apply again,
+  the rest is re-checked;
 * ``precheck``: before anything is scored, the user-level rules only (:func:`stream.policy.user_blocked`),
   so the worker skips scoring for a user nothing could be sent to. It changes no outcome: ``decide``
   applies the same rules.
@@ -14,7 +15,7 @@ the user; then ``item`` rules, per candidate; then ``cap`` rules (rolling and lo
 gap), after the item rules, so an item's own reason is the one reported. The first rule that blocks
 gives the suppression reason (a bounded code, safe as a metric label).
 
-Adding a rule: one entry in :data:`RULES`, its reason in ``stream.policy.SuppressReason``, its setting
+Adding a rule: one entry in :data:`RULES`, its reason in ``stream.policy_types.SuppressReason``, its setting
 in ``stream.policy_config`` and a test. Pure: no I/O, no clock.
 """
 

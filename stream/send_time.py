@@ -168,7 +168,7 @@ def observe_stored(
 def _in_quiet_hours(ts: float, zone: ZoneInfo, start: int, end: int) -> bool:
     """Whether ``ts`` falls in quiet hours (minutes after local midnight; ``start == end``: none).
 
-    The same rule as :func:`stream.policy.quiet_hours_end` (kept here so the policy may import this
+    The same rule as :func:`stream.user_facts.quiet_hours_end` (kept here so the policy may import this
     module; a test checks both agree).
     """
     if start == end:
@@ -197,7 +197,7 @@ def _candidates(now: float, deadline: float, zone: ZoneInfo, config: PolicyConfi
         t += _GRID_SECONDS
     if start != end:
         # The same wall-clock construction as the policy's release time (a quiet end inside a
-        # spring-forward gap resolves the way stream.policy.quiet_hours_end resolves it).
+        # spring-forward gap resolves the way stream.user_facts.quiet_hours_end resolves it).
         day = datetime.fromtimestamp(now, zone).date()
         last = datetime.fromtimestamp(deadline, zone).date()
         while day <= last:

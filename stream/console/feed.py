@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.contract import TRIGGERS
-from stream.policy import in_holdout
+from stream.user_facts import in_holdout
 
 # Distinct (outcome, trigger, reason) decision keys counted one by one; more (a bug or a foreign
 # producer) fold into reason "other", so a hostile topic cannot grow the console's memory.

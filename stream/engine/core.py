@@ -14,34 +14,40 @@ policy decide. Pass 1 (``stream.engine.intake``) walks the batch in stream order
 decision depends only on the events before it, never on batch boundaries.
 
 This module keeps what needs the whole batch: the partitions' clocks and the places where pass 2
-must close (a new minute, a learning epoch, a catalog change the clock passed, an erasure), due
-timers, the throttle, catalog announcements, model swaps and recovery. Elsewhere: the triggers that
-turn moments into asks (``stream.triggers``), the model calls (``stream.scoring``), the decisions
-(``stream.decider``, which runs the rules of ``stream.rules``), a catalog change's asks
-(``stream.engine.catalog_asks``), user records (``stream.engine.users``), the catalog by time
-(``stream.catalog_view``) and the batch's units of work and output (``stream.asks``,
-``stream.outcome``).
+must close (a new minute, a learning epoch, a catalog change the clock passed, an erasure), catalog
+updates coming in, and the periodic tick. The :class:`Engine`'s other parts are mixins, one module
+each: due timers (``stream.engine.due_timers``), the throttle (``stream.engine.throttling``),
+catalog announcements (``stream.engine.catalog_flow``), model swaps and items placed from their
+content (``stream.engine.content_placement``), and partitions: recovery, adoption, release and
+applied offsets (``stream.engine.partitions``). Elsewhere: the triggers that turn moments into asks
+(``stream.triggers``), the model calls (``stream.scoring``), the decisions (``stream.decider``,
+which runs the rules of ``stream.rules``), a catalog change's asks (``stream.engine.catalog_asks``),
+user records (``stream.engine.users``), the catalog by time (``stream.catalog_view``) and the
+batch's units of work and output (``stream.asks``, ``stream.outcome``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter
 
-from stream import policy as pol
-from stream import triggers
 from stream.admission import admit_catalog, admit_consent, admit_event
-from stream.asks import Ask, BatchUser, Op, Work
+from stream.asks import Ask, Work
 from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogChange, CatalogView
-from stream.content_items import NewItems, Unplaced, check_image, content_scorer, placed_from_content
-from stream.contract import CatalogUpdate, ContractError, Push
-from stream.decider import RELEASE_KIND, Decider
+from stream.content_items import NewItems, Unplaced, check_image, content_scorer
+from stream.contract import CatalogUpdate, ContractError
+from stream.decider import Decider
 from stream.engine.catalog_asks import CatalogAsks
+from stream.engine.catalog_flow import CatalogAnnouncementMixin
+from stream.engine.content_placement import ContentPlacementMixin
+from stream.engine.due_timers import DueTimersMixin
 from stream.engine.intake import Intake
-from stream.engine.ports import PartitionRows, Scorer, StateAccess
+from stream.engine.partitions import PartitionsMixin
+from stream.engine.ports import Scorer, StateAccess
 from stream.engine.rounds import resolve
+from stream.engine.throttling import ThrottleMixin
 from stream.engine.users import UserRecords
 from stream.outcome import Inbound, Outcome, refused
 from stream.partition_state import PartitionState
@@ -56,8 +62,11 @@ def _minute(ts: float) -> int:
     return int(ts // 60.0)
 
 
-class Engine:
-    """Holds the model, the catalog view and the partitions' shared state; processes batches."""
+class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, ThrottleMixin, PartitionsMixin):
+    """Holds the model, the catalog view and the partitions' shared state; processes batches.
+
+    The mixins are its parts, each in its module (see the module docstring): they share its attributes.
+    """
 
     def __init__(self, settings: Settings, scorer: Scorer, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -141,38 +150,6 @@ class Engine:
         if self.settings.worker.clock == "event":
             return event_ts
         return max(event_ts, self.clock())
-
-    # -- model swap -----------------------------------------------------------------------------
-
-    def swap_model(self, scorer: Scorer) -> None:
-        """Serve a new model from the next batch on; states re-derive lazily (``UserRecords.sync_model``)."""
-        self.scorer = scorer
-        self.scoring.scorer = scorer
-        self._content = content_scorer(scorer)
-        self.catalog_asks.forget_pools()
-        # The new model knows none of the items the old one placed from their content.
-        self.new_items.clear()
-        self.unplaced.clear()
-        self.unplaced.offer(
-            self._content, (u for item in list(self.catalog.items()) if (u := self.catalog.latest(item)))
-        )
-        self._place_waiting(Outcome())
-
-    def _warm_items(self, items: Sequence[str]) -> list[str]:
-        """The content-placed items among ``items`` when the model warms them up (``model.warmup``)."""
-        content = self._content
-        if content is None or not items or getattr(self.scorer, "warmup_gamma", 0.0) <= 0.0:
-            return []
-        indices = content.item_indices(items)
-        return [item for item, index in zip(items, indices, strict=True) if index >= content.n_artifact_items]
-
-    def _place_waiting(self, out: Outcome) -> None:
-        """Place up to ``model.content_items_per_tick`` waiting items; file them as new items."""
-        placed = self.unplaced.place_some(self._content, self.settings.model.content_items_per_tick)
-        for update in placed:
-            if placed_from_content(self._content, update.item_id):
-                self.new_items.add(update)
-                out.content_items_added += 1
 
     # -- batches --------------------------------------------------------------------------------
 
@@ -260,21 +237,6 @@ class Engine:
         stage["engine_other"] += max(perf_counter() - started - measured, 0.0)
         return out
 
-    def mark_applied(self, rec: Inbound, txn: StateAccess) -> None:
-        """Record ``rec`` as applied without applying it (it was dead-lettered by the caller)."""
-        part = self.part(rec.partition)
-        part.observe_offset(rec.topic, rec.offset)
-        self.users.stage_rows(txn, rec.partition)
-
-    def applied(self, rec: Inbound) -> bool:
-        """Whether ``rec`` was already applied to its partition's state (a redelivery to skip).
-
-        The partition's input offsets are written with the states of the batch that applied them,
-        so this holds across rebalances, restarts and moves to another worker.
-        """
-        part = self.parts.get(rec.partition)
-        return part is not None and part.applied(rec.topic, rec.offset)
-
     def _finish(self, work: Work, txn: StateAccess, out: Outcome) -> None:
         """Pass 2 of the work gathered so far, then stage its states."""
         first = len(out.pushes)
@@ -288,51 +250,6 @@ class Engine:
         t = perf_counter()
         self.users.save(txn, work.users.values())
         out.stage_seconds["state_write"] += perf_counter() - t
-
-    def _throttle(self, out: Outcome, first: int) -> None:
-        """Admit the pushes from ``first`` on in stream order; those over budget wait (stream.throttle)."""
-        kept: list[tuple[int, Push]] = []
-        for partition, push in out.pushes[first:]:
-            throttle = self.part(partition).throttle
-            if throttle.admit(push.created_at):
-                kept.append((partition, push))
-            elif throttle.enqueue(push):
-                out.suppressions[(push.trigger, "throttled")] += 1
-            else:
-                out.suppressions[(push.trigger, "throttle_full")] += 1
-        out.pushes[first:] = kept
-
-    def _release_throttled(self, part: PartitionState, out: Outcome) -> None:
-        """The partition's clock entered a new minute: waiting pushes go out while budget allows."""
-        released, expired = part.throttle.release(part.watermark, self.cfg.min_push_lifetime_seconds)
-        out.pushes += [(part.partition, push) for push in released]
-        for push in expired:
-            out.suppressions[(push.trigger, "expired")] += 1
-
-    def _fire_due(self, txn: StateAccess, part: PartitionState, now: float, work: Work, out: Outcome) -> None:
-        """Queue the partition's timers due at ``now``, each behind its user's steps so far.
-
-        A timer is decided at ``now``, the clock that passed its due time (with the event clock, the
-        partition's watermark): that is when its push can go out, so quiet hours, expiry and the
-        active rule are judged then. (Deciding at the due time made a quiet partition, whose clock
-        jumps, emit pushes stamped in the past, some into quiet hours: push_outcomes found 2 of 823.)
-        The user's state is as it was before the input that moved the clock, so a replay decides the
-        same.
-        """
-        for timer in part.timers.pop_due(now, limit=self.cfg.max_timers):
-            at = now
-            user = self.users.load(txn, part.partition, timer.user_id, work.users)
-            user.dirty = True  # the fired timer leaves the stored state
-            position = len(work.steps_of(timer.user_id))
-            if self.users.expired(user.state, at):
-                continue
-            if timer.kind == RELEASE_KIND:
-                work.queue(user, Op(position, now=at, seq=self._next_ask_seq()), at)
-                continue
-            # The ask of a due timer comes from its trigger (``stream.triggers.TIMER_ASKS``).
-            asked = triggers.timer_ask(timer, user.engagement, self.cfg)
-            if asked is not None:
-                work.queue(user, Op(position, ask=self.intake.ask(user, asked, at)), at)
 
     def sweep_expired(self, txn: StateAccess, limit: int = 10_000) -> int:
         """Remove users inactive for longer than the TTL from owned partitions; returns how many.
@@ -411,45 +328,6 @@ class Engine:
             self._announce(txn, partition, sorted(c for p, c in late if p == partition), out)
         return out
 
-    def _catalog_until(self, partition: int) -> float:
-        """The time up to which catalog changes were announced to ``partition`` (its clock at first use)."""
-        part = self.part(partition)
-        if part.catalog_until is None:
-            part.catalog_until = self.now(partition)
-        return part.catalog_until
-
-    def _announce_due(self, txn: StateAccess, partition: int, out: Outcome) -> bool:
-        """Announce the logged changes the partition's clock has passed since last time; True if any."""
-        until = self.now(partition)
-        due = self.catalog.changes_between(self._catalog_until(partition), until)
-        self.part(partition).catalog_until = until
-        if due:
-            self._announce(txn, partition, due, out)
-        return bool(due)
-
-    def _announce(
-        self, txn: StateAccess, partition: int, changes: Sequence[CatalogChange], out: Outcome
-    ) -> None:
-        """Decide one partition's share of catalog changes: the asks of the users who care."""
-        users: dict[str, BatchUser] = {}
-        asks: list[Ask] = []
-        for change in changes:
-            if change.update.item_id not in self.catalog:  # removed since: nothing to announce
-                continue
-            # A change is judged at its own time when that is ahead of the clock (event-time replays).
-            at = max(self.now(partition), change.update.updated_at)
-            asks += self.catalog_asks.asks(
-                txn, self.part(partition), at, change.previous, change.update, users
-            )
-        first = len(out.pushes)
-        if asks:
-            self._decide(asks, out)
-        self._throttle(out, first)
-        self.decider.apply_interest_updates()
-        for user in users.values():
-            user.dirty = True
-        self.users.save(txn, users.values())
-
     def tick(self, txn: StateAccess) -> Outcome:
         """Periodic work: with the wall clock, fire due timers of owned partitions; sweep expired users.
 
@@ -473,47 +351,3 @@ class Engine:
                 self._finish(work, txn, out)
         out.expired_users += self.sweep_expired(txn)
         return out
-
-    # -- recovery -------------------------------------------------------------------------------
-
-    def load_partition(self, partition: int, store: PartitionRows) -> PartitionState:
-        """Read a recovered partition's shared state from its store.
-
-        Safe in a worker thread: it reads only ``store`` and touches nothing of the engine.
-        """
-        state, users = PartitionState.load(
-            partition, self.cfg, store.partition_rows(), store.items(), self.settings.topics.partitions
-        )
-        state.users_loaded = users
-        return state
-
-    def adopt(self, partition: int, loaded: PartitionState) -> None:
-        """Take ownership of a loaded partition (quick, on the event loop)."""
-        self.parts[partition] = loaded
-        self.owned.add(partition)
-
-    def release(self, partitions: Iterable[int]) -> None:
-        """Forget partitions this worker no longer owns (their state is in the store and changelog)."""
-        for partition in partitions:
-            self.owned.discard(partition)
-            self.parts.pop(partition, None)
-
-    def apply_recovered_pushes(self, partition: int, pushes: Iterable[Push], txn: StateAccess) -> int:
-        """Record pushes found on the pushes topic that the recovered state does not know yet.
-
-        They were emitted just before a crash, after the state's last changelog write: without this,
-        redelivered events could emit them a second time.
-        """
-        if partition not in self.parts and partition not in self.owned:
-            raise RuntimeError(f"partition {partition} must be adopted before its pushes are reconciled")
-        users: dict[str, BatchUser] = {}
-        n = 0
-        for push in pushes:
-            user = self.users.load(txn, partition, push.user_id, users)
-            if any(r.push_id == push.push_id for r in user.state.policy.pushes):
-                continue
-            pol.record_push(user.state.policy, push, self.cfg)
-            user.dirty = True
-            n += 1
-        self.users.save(txn, users.values())
-        return n

@@ -1,0 +1,75 @@
+"""The engine's catalog announcements: a catalog change decided where each partition's clock passes it.
+
+:class:`CatalogAnnouncementMixin` gives :class:`stream.engine.core.Engine` the announcement path: the
+time up to which each partition has been told of catalog changes, the changes its clock has passed
+since, and one partition's share of them decided (the asks of the users who care,
+``stream.engine.catalog_asks``; the changes by time, ``stream.catalog_view``). Changes come in
+through :meth:`stream.engine.core.Engine.apply_catalog`; :meth:`~stream.engine.core.Engine.process`
+and :meth:`~stream.engine.core.Engine.tick` announce them as clocks move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from stream.asks import Ask, BatchUser
+from stream.catalog_view import CatalogChange, CatalogView
+from stream.decider import Decider
+from stream.engine.catalog_asks import CatalogAsks
+from stream.engine.ports import StateAccess
+from stream.engine.users import UserRecords
+from stream.outcome import Outcome
+from stream.partition_state import PartitionState
+
+
+class CatalogAnnouncementMixin:
+    """Engine mixin: announce catalog changes to a partition as its clock passes them."""
+
+    # What it uses of the engine (stream.engine.core.Engine): its attributes and methods.
+    catalog: CatalogView
+    catalog_asks: CatalogAsks
+    decider: Decider
+    users: UserRecords
+    part: Callable[[int], PartitionState]
+    now: Callable[[int], float]
+    _decide: Callable[[list[Ask], Outcome], None]
+    _throttle: Callable[[Outcome, int], None]
+
+    def _catalog_until(self, partition: int) -> float:
+        """The time up to which catalog changes were announced to ``partition`` (its clock at first use)."""
+        part = self.part(partition)
+        if part.catalog_until is None:
+            part.catalog_until = self.now(partition)
+        return part.catalog_until
+
+    def _announce_due(self, txn: StateAccess, partition: int, out: Outcome) -> bool:
+        """Announce the logged changes the partition's clock has passed since last time; True if any."""
+        until = self.now(partition)
+        due = self.catalog.changes_between(self._catalog_until(partition), until)
+        self.part(partition).catalog_until = until
+        if due:
+            self._announce(txn, partition, due, out)
+        return bool(due)
+
+    def _announce(
+        self, txn: StateAccess, partition: int, changes: Sequence[CatalogChange], out: Outcome
+    ) -> None:
+        """Decide one partition's share of catalog changes: the asks of the users who care."""
+        users: dict[str, BatchUser] = {}
+        asks: list[Ask] = []
+        for change in changes:
+            if change.update.item_id not in self.catalog:  # removed since: nothing to announce
+                continue
+            # A change is judged at its own time when that is ahead of the clock (event-time replays).
+            at = max(self.now(partition), change.update.updated_at)
+            asks += self.catalog_asks.asks(
+                txn, self.part(partition), at, change.previous, change.update, users
+            )
+        first = len(out.pushes)
+        if asks:
+            self._decide(asks, out)
+        self._throttle(out, first)
+        self.decider.apply_interest_updates()
+        for user in users.values():
+            user.dirty = True
+        self.users.save(txn, users.values())

@@ -1,0 +1,105 @@
+"""What the push policy knows of a user at a moment, gathered for the rules of ``stream.rules``.
+
+Holdout membership (:func:`in_holdout`), the user's time zone (:func:`user_zone`) and the end of
+their quiet hours (:func:`quiet_hours_end`), the responsiveness offset at a time
+(:func:`current_offset`), and all of it with consent and push history as one
+:class:`stream.rules.UserFacts` (:func:`user_facts`). Pure: ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from stream import rules
+from stream.interest import decay_factor
+from stream.policy_config import PolicyConfig
+from stream.policy_state import PushRecord, UserPolicyState
+
+
+def in_holdout(user_id: str, share: float, salt: str) -> bool:
+    """Whether the user is in the holdout group: a stable hash (BLAKE2b) of salt and user id below ``share``.
+
+    Stable across processes, runs and Python versions (Python's ``hash()`` is salted per process).
+    """
+    if share <= 0.0:
+        return False
+    digest = hashlib.blake2b(f"{salt}\x1f{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < share
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def user_zone(state: UserPolicyState, config: PolicyConfig) -> ZoneInfo:
+    """The user's time zone, or the configured default when unknown or invalid."""
+    zone = _zone(state.time_zone) if state.time_zone else None
+    if zone is None:
+        zone = _zone(config.default_time_zone)
+    assert zone is not None  # the config validates its default zone
+    return zone
+
+
+def quiet_hours_end(now: float, zone: ZoneInfo, config: PolicyConfig) -> float | None:
+    """When the quiet hours around ``now`` end (epoch seconds), or None when ``now`` is outside them.
+
+    Quiet hours are wall-clock times in the user's zone, so across a DST change the window is an hour
+    shorter or longer in real time. An end time that does not exist that night (inside a spring-forward
+    gap) resolves to the first instant after the gap.
+    """
+    start, end = config.quiet_minutes()
+    if start == end:
+        return None
+    local = datetime.fromtimestamp(now, zone)
+    minute = local.hour * 60 + local.minute + local.second / 60.0
+    if start < end:
+        if not start <= minute < end:
+            return None
+        day = local.date()
+    elif minute >= start:
+        day = local.date() + timedelta(days=1)
+    elif minute < end:
+        day = local.date()
+    else:
+        return None
+    release = datetime.combine(day, time(end // 60, end % 60), tzinfo=zone)
+    return release.timestamp()
+
+
+def current_offset(state: UserPolicyState, now: float, config: PolicyConfig) -> float:
+    """The user's responsiveness offset at ``now``: it decays toward 0 with its half-life."""
+    if not state.responsiveness or state.responsiveness_ts is None:
+        return state.responsiveness
+    return state.responsiveness * decay_factor(
+        now - state.responsiveness_ts, config.responsiveness_half_life_seconds
+    )
+
+
+def user_facts(
+    user_id: str,
+    state: UserPolicyState,
+    now: float,
+    config: PolicyConfig,
+    records: Sequence[PushRecord] | None = None,
+    active: bool = False,
+) -> rules.UserFacts:
+    """The user-level facts the rules read: consent, holdout, ``now``, push history (``records``, else
+    the state's), time zone and whether the shopper is active."""
+    consent = state.opted_in if state.opted_in is not None else config.consent_default
+    return rules.UserFacts(
+        consent,
+        in_holdout(user_id, config.holdout_share, config.holdout_salt),
+        now,
+        config,
+        state.pushes if records is None else records,
+        user_zone(state, config),
+        active,
+    )
