@@ -5,10 +5,6 @@ has ended), at most once per local day, holding pushes due in quiet hours to the
 item twice in ``repeat`` seconds. They differ only in which items they consider and how they rank them:
 
 * :class:`SessionEndPusher`: the shopper's abandoned items (carted first, then viewed at least twice).
-* :class:`OracleItemPusher`: the same items, ranked by their true push conversion probability (the
-  simulator's response model): how much a perfect item choice at those moments could add.
-* :class:`OracleDiscoveryPusher`: items the shopper has *not* engaged with, ranked by true utility:
-  what recommending could add if the taste were known exactly.
 * :class:`PopularDiscoveryPusher`: items the shopper has not engaged with, the most popular (decayed
   views, carts, purchases) in the categories of their recent views: discovery without a model.
 * :class:`ValueDiscoveryPusher`: those items ranked by the observable parts of the shop's utility
@@ -17,7 +13,7 @@ item twice in ``repeat`` seconds. They differ only in which items they consider 
 * :class:`ModelDiscoveryPusher`: items the shopper has not engaged with, ranked by the GRU the push
   benchmark trains on the warm-up days (its state reset at each session, as the worker does).
 
-The oracles read the world's ground truth (``world``, set by the lab); nothing else does.
+The oracles, which read the world's ground truth, are in ``benchmarks/lab_oracles.py``; nothing here does.
 """
 
 from __future__ import annotations
@@ -39,7 +35,7 @@ from stream.engine.intake import STEP_TYPES
 from stream.engine.users import TYPE_INDEX
 from stream.policy import quiet_hours_end
 from stream.policy_config import PolicyConfig
-from stream.simulator import DAY, World
+from stream.simulator import DAY
 from stream.timers import ACTIVITY_TYPES
 
 DISCOVERY_TRIGGER = "in_session"  # the contract has no "recommendation" trigger; the lab's label only
@@ -173,43 +169,6 @@ class SessionEndPusher(BaselinePusher):
         """The categories of the shopper's last viewed or carted items."""
         entries = (self.catalog.get(i) for i in self.recent.get(user_id, []))
         return {e.category for e in entries if e is not None}
-
-
-class OracleItemPusher(SessionEndPusher):
-    """Abandoned items ranked by their true push conversion probability (open x click x buy)."""
-
-    world: World | None = None
-
-    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
-        assert self.world is not None
-        out = []
-        for c in super().candidates(user_id, now):
-            probe = baseline_push(
-                user_id, self.catalog[c.item_id], "cart_abandonment", "probe", now, 3600.0, ""
-            )
-            p = self.world.response_probabilities(probe, now)
-            out.append(LabCandidate(c.item_id, c.trigger, p.open * p.click * p.purchase))
-        return out
-
-
-class OracleDiscoveryPusher(SessionEndPusher):
-    """The items the shopper has not engaged with that have the highest true utility for them."""
-
-    world: World | None = None
-    shortlist = 10
-
-    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
-        assert self.world is not None
-        utility = self.world.true_interests(user_id)
-        engaged = self.engaged.get(user_id, set())
-        out: list[LabCandidate] = []
-        for k in np.argsort(-utility, kind="stable"):
-            item_id = self.world.item_ids[int(k)]
-            if item_id not in engaged:
-                out.append(LabCandidate(item_id, DISCOVERY_TRIGGER, float(utility[k])))
-                if len(out) == self.shortlist:
-                    break
-        return out
 
 
 class PopularDiscoveryPusher(SessionEndPusher):

@@ -8,13 +8,16 @@ tried on many worlds before it is built into the engine. Each arm is paired with
 user by user, and with a reference arm (common random numbers: same world, same response draws for
 the same shopper and item).
 
-Arms: ``marketer_rules`` and ``cart_abandonment_1h`` (the benchmark's baselines) and the prototypes
+Arms: ``marketer_rules`` and ``cart_abandonment_1h`` (the benchmark's baselines); the prototypes
 of ``benchmarks/lab_pushers.py``: ``session_end`` (the shopper's abandoned item when they leave),
-``oracle_item`` (the same moments, the item with the true best conversion), ``oracle_discovery`` (an
-item they have not engaged with, of true highest utility), ``popular_discovery`` (the most popular
-unengaged item of their recent categories), ``value_discovery`` (those ranked by popularity, discount
-and relative price), ``covisit_discovery`` (unengaged neighbours by co-views) and
-``model_discovery`` (the GRU's best unengaged item).
+``popular_discovery`` (the most popular unengaged item of their recent categories),
+``value_discovery`` (those ranked by popularity, discount and relative price), ``covisit_discovery``
+(unengaged neighbours by co-views) and ``model_discovery`` (the GRU's best unengaged item); and the
+oracles of ``benchmarks/lab_oracles.py``, which read the world's ground truth to bound what a policy
+could reach: ``oracle_item`` (the same moments, the abandoned item with the true best conversion),
+``oracle_discovery`` (the unengaged item of true highest utility), ``pool_oracle_discovery``
+(``popular_discovery``'s candidates ranked by true utility) and ``vector_oracle_discovery``
+(``value_discovery`` plus the true item vectors against a taste estimated from the shopper's history).
 
 ``.venv/bin/python benchmarks/policy_lab.py --seeds 11 12 13 14 15 16 17 18`` (about a minute per
 arm on 2 cores) prints the table and writes ``benchmarks/reports/policy_lab.md``.
@@ -39,11 +42,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import Baseline, CartAbandonmentPusher  # noqa: E402
+from benchmarks.lab_oracles import (  # noqa: E402
+    OracleDiscoveryPusher,
+    OracleItemPusher,
+    PoolOracleDiscoveryPusher,
+    VectorOracleDiscoveryPusher,
+)
 from benchmarks.lab_pushers import (  # noqa: E402
     CovisitDiscoveryPusher,
     ModelDiscoveryPusher,
-    OracleDiscoveryPusher,
-    OracleItemPusher,
     PopularDiscoveryPusher,
     SessionEndPusher,
     ValueDiscoveryPusher,
@@ -75,6 +82,8 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "value_discovery": ValueDiscoveryPusher,
     "covisit_discovery": CovisitDiscoveryPusher,
     "model_discovery": ModelDiscoveryPusher,
+    "pool_oracle_discovery": PoolOracleDiscoveryPusher,
+    "vector_oracle_discovery": VectorOracleDiscoveryPusher,
 }
 COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "quiet_pushes")
 

@@ -461,7 +461,11 @@ class World:
         u = self._user_index[user_id]
         if item_ids is None:
             return self._utilities(u, np.arange(self.config.n_items))
-        return self._utilities(u, np.array([self._item_index[i] for i in item_ids], dtype=np.int64))
+        return self._utilities(u, self.item_positions(item_ids))
+
+    def item_positions(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The rows of ``item_ids`` in the world's item arrays (``item_vectors``, ``item_category``...)."""
+        return np.array([self._item_index[i] for i in item_ids], dtype=np.int64)
 
     def advance(self, until: float, max_events: int | None = None) -> list[Message]:
         """Everything that happens up to simulated time ``until``, in time order.

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lab_pushers import OracleDiscoveryPusher, SessionEndPusher
+from benchmarks.lab_oracles import OracleDiscoveryPusher
+from benchmarks.lab_pushers import SessionEndPusher
 from benchmarks.policy_lab import LabConfig, compare, run_world
 from stream.contract import Event
 from stream.policy import in_holdout
