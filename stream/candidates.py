@@ -32,14 +32,20 @@ _REBASE_HALF_LIVES = 60.0
 _value = operator.itemgetter(1)
 
 
-def _best_key(entry: tuple[str, float]) -> tuple[float, str]:
-    """Sort key: highest value first, then by id, so ties never depend on insertion order."""
-    return (-entry[1], entry[0])
+def _best_first(counts: dict[str, float]) -> list[tuple[str, float]]:
+    """``counts`` as (id, value) pairs, highest value first, then by id (ties never depend on insertion).
+
+    Two C-level sorts instead of a Python key per entry: by id, then stably by value descending (a
+    ``reverse`` sort keeps the order of equal values), which gives the order of the key ``(-value, id)``.
+    """
+    ranked = sorted(counts.items())
+    ranked.sort(key=_value, reverse=True)
+    return ranked
 
 
-def _weakest_key(entry: tuple[str, float]) -> tuple[float, str]:
-    """The entry evicted first: lowest value, then lowest id."""
-    return (entry[1], entry[0])
+def _weakest(bucket: dict[str, float]) -> str:
+    """The entry evicted first: lowest value, then lowest id (tuples compare in C, no key function)."""
+    return min(zip(bucket.values(), bucket.keys(), strict=True))[1]
 
 
 # Items the trending top list caches (a request for more ranks on the spot).
@@ -217,29 +223,33 @@ class CoVisitationIndex:
                 self._add(other, item_id, weight)
 
     def _add(self, item: str, other: str, weight: float) -> None:
-        bucket = self._items.get(item)
+        # The hottest loop of an event's bookkeeping (two calls per pair of the session window):
+        # attributes are read once into locals.
+        items = self._items
+        bucket = items.get(item)
         if bucket is None:
             bucket = {}
-            self._items[item] = bucket
-            if len(self._items) > self.max_items:
-                evicted, gone = self._items.popitem(last=False)
+            items[item] = bucket
+            if len(items) > self.max_items:
+                evicted, gone = items.popitem(last=False)
                 self._touched.pop(evicted, None)
                 self._dirty_items.add(evicted)
                 self._dirty_pairs.update((evicted, k) for k in gone)
         else:
-            self._items.move_to_end(item)
-        self._seq += 1
-        self._touched[item] = self._seq
+            items.move_to_end(item)
+        self._seq = seq = self._seq + 1
+        self._touched[item] = seq
         self._dirty_items.add(item)
-        self._dirty_pairs.add((item, other))
+        dirty_pairs = self._dirty_pairs
+        dirty_pairs.add((item, other))
         if other in bucket:
             bucket[other] += weight
             return
         if len(bucket) >= self._slots:
             # Ties broken by id, so the choice never depends on insertion order (replays are exact).
-            weakest = min(bucket.items(), key=_weakest_key)[0]
+            weakest = _weakest(bucket)
             del bucket[weakest]
-            self._dirty_pairs.add((item, weakest))
+            dirty_pairs.add((item, weakest))
         bucket[other] = weight
 
     def _best(self, item_id: str) -> list[tuple[str, float]]:
@@ -247,7 +257,7 @@ class CoVisitationIndex:
         if not bucket:
             return []
         # Sorting ~2N floats beats heapq.nlargest at these sizes; ties by id (order-independent).
-        return sorted(bucket.items(), key=_best_key)[: self.top_n]
+        return _best_first(bucket)[: self.top_n]
 
     def neighbours(self, item_id: str, now: float, n: int | None = None) -> list[tuple[str, float]]:
         """The best co-visited items of ``item_id`` with their decayed counts at ``now``, best first."""
@@ -266,7 +276,7 @@ class CoVisitationIndex:
         skip = set(exclude)
         skip.update(anchors)
         # Forward-decayed values rank like decayed ones: decay only the answers.
-        ranked = sorted(scores.items(), key=_best_key)
+        ranked = _best_first(scores)
         out: list[tuple[str, float]] = []
         for k, v in ranked:
             if k not in skip:
