@@ -23,7 +23,7 @@ demo: install
 test: install
 	bash deploy/install-test-deps.sh
 	$(BIN)/python -m ruff check stream model tests benchmarks
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=20
 
 # Measurements, not tests: each prints figures and writes a report under benchmarks/reports/.
 bench: install
