@@ -84,3 +84,37 @@ def test_the_report_figure_and_json_and_a_redraw_from_the_json(tmp_path: Path) -
     first = (tmp_path / "run" / "policy_lab.md").read_text()
     assert (tmp_path / "again" / "policy_lab.md").read_text() == first
     assert "| session_end |" in first
+
+
+def test_the_ceiling_oracles_rank_the_observable_pool_by_truth_and_by_true_vectors() -> None:
+    from benchmarks.lab_oracles import PoolOracleDiscoveryPusher, VectorOracleDiscoveryPusher
+    from benchmarks.lab_pushers import ValueDiscoveryPusher
+
+    # The same observations for the observable ranking and the two oracles: their candidates must match.
+    world = World(SimConfig(seed=3, n_users=20, n_items=60, n_categories=3))
+    t = world.now + 3600.0
+    shopper = world.user_ids[1]
+    seen = [i for i in world.item_ids if world.item_category[world.item_positions([i])[0]] == 0][:3]
+    pushers = []
+    for cls in (ValueDiscoveryPusher, PoolOracleDiscoveryPusher, VectorOracleDiscoveryPusher):
+        pusher = cls(lambda u: False)
+        pusher.world = world  # read by the oracles only
+        for update in world.initial_catalog():
+            pusher.observe_catalog(update)
+        for n, other in enumerate(world.user_ids[2:8]):  # other shoppers make the category popular
+            for k, item in enumerate(world.item_ids[:40]):
+                pusher.observe_event(_event(other, "view", item, t + k, 1000 * n + k))
+        for n, item in enumerate(seen):
+            pusher.observe_event(_event(shopper, "view", item, t + 100 + n, 99_000 + n))
+        pushers.append(pusher)
+    value, pool, vector = (p.candidates(shopper, t + 200) for p in pushers)
+    assert value and {c.item_id for c in value} == {c.item_id for c in pool} == {c.item_id for c in vector}
+    assert not {c.item_id for c in pool} & set(seen)  # discovery: never an engaged item
+    truth = world.true_interests(shopper, [c.item_id for c in pool])
+    assert [c.value for c in pool] == [float(u) for u in truth]
+    # The vector oracle adds weight x (true item vector . mean vector of the engaged items) to the value.
+    taste = world.item_vectors[world.item_positions(seen)].mean(axis=0)  # one view each: equal weights
+    fit = world.item_vectors[world.item_positions([c.item_id for c in value])] @ taste
+    weight = VectorOracleDiscoveryPusher.taste_weight
+    expected = [c.value + weight * float(f) for c, f in zip(value, fit, strict=True)]
+    assert np.allclose([c.value for c in vector], expected)
