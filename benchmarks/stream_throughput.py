@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/stream_throughput.py [--json] [--events N] [--rate R] [--seconds S]
                                                      [--profile] [--py-spy PATH] [--out DIR]
     .venv/bin/python benchmarks/stream_throughput.py --from-json benchmarks/reports/stream_throughput.json
+    .venv/bin/python benchmarks/stream_throughput.py --engine-only [--events N]   # no broker, seconds
 
 Everything runs for real in one run: the embedded Tansu broker, ``python -m stream.cli worker`` in its
 own process, a GRU model trained (once, cached under ``.kairos/bench/``) on the replayed events.
@@ -674,8 +675,14 @@ class DictState:
         self.data[(partition, key)] = value
 
 
-def profile_engine(model_dir: Path, work: Workload, batch: int = 512) -> dict[str, Any]:
-    """``Engine.process`` in-process on the events, in worker-sized batches: plain, then cProfile."""
+def profile_engine(
+    model_dir: Path, work: Workload, batch: int = 512, only_plain: bool = False
+) -> dict[str, Any]:
+    """``Engine.process`` in-process on the events, in worker-sized batches: plain, then cProfile.
+
+    ``only_plain``: the plain run alone, with the engine's own stage times and a SHA-256 of every
+    stored row and push id (``--engine-only``: a change that must not alter decisions keeps it).
+    """
     from model.scorer import IncrementalScorer
     from stream.engine import Engine, Inbound, Scorer, StateAccess
     from stream.partitioning import partition_for
@@ -686,17 +693,41 @@ def profile_engine(model_dir: Path, work: Workload, batch: int = 512) -> dict[st
     records = [Inbound("events", partition_for(k, 4), i, k, v) for i, (k, v) in enumerate(work.events)]
     catalog = [Inbound("catalog", 0, i, k, v) for i, (k, v) in enumerate(work.catalog)]
 
-    def run() -> float:
+    stages: dict[str, float] = {}
+    digest = hashlib.sha256()
+
+    def run(record: bool = False) -> float:
         engine = Engine(settings, cast(Scorer, scorer))
         engine.owned = {0, 1, 2, 3}
-        state = cast(StateAccess, DictState())
+        store = DictState()
+        state = cast(StateAccess, store)
         engine.apply_catalog(catalog, state)
+        pushes: list[str] = []
         started = time.perf_counter()
         for i in range(0, len(records), batch):
-            engine.process(records[i : i + batch], state)
-        return time.perf_counter() - started
+            out = engine.process(records[i : i + batch], state)
+            if record:
+                pushes += [push.push_id for _, push in out.pushes]
+                for stage, seconds in out.stage_seconds.items():
+                    stages[stage] = stages.get(stage, 0.0) + seconds
+        elapsed = time.perf_counter() - started
+        if record:  # what the run decided and stored: equal digests, equal decisions and states
+            for (partition, key), value in sorted(store.data.items()):
+                digest.update(b"%d\x1e%s\x1e%s\x1d" % (partition, key, value or b""))
+            digest.update("\n".join(pushes).encode())
+        return elapsed
 
-    plain = run()
+    plain = run(record=True)
+    if only_plain:
+        n = len(records)
+        return {
+            "events": n,
+            "batch": batch,
+            "engine_us_per_event": 1e6 * plain / n,
+            "engine_events_per_s": n / plain,
+            "stage_us_per_event": {k: 1e6 * v / n for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
+            "state_and_pushes_sha256": digest.hexdigest(),
+        }
     prof = cProfile.Profile()
     prof.enable()
     profiled = run()
@@ -1082,6 +1113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy binary for --profile.")
     parser.add_argument("--no-report", action="store_true", help="Do not write the markdown report.")
     parser.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="Only the engine in-process on the live-paced events (no broker, no report): µs per event "
+        "per stage and a digest of the states and pushes, in seconds.",
+    )
+    parser.add_argument(
         "--input-reader",
         choices=("bulk", "faust"),
         default="bulk",
@@ -1117,6 +1154,10 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = ensure_model(settings)
     work = build_workload(settings, args.events)
     live = live_paced(work, args.pace)
+    if args.engine_only:
+        result = {"command": command, "machine": mach, **profile_engine(model_dir, live, only_plain=True)}
+        print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+        return 0
     # Enough distinct events for the latency run (it repeats them, renamed, when it needs more).
     offered = build_workload(settings, int(args.rate * (args.seconds + WARMUP_SECONDS)))
     workdir = Path(tempfile.mkdtemp(prefix="kairos-bench-"))
