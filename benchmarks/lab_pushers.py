@@ -12,6 +12,8 @@ item twice in ``repeat`` seconds. They differ only in which items they consider 
 * :class:`CovisitDiscoveryPusher`: unengaged neighbours of the recent items by same-session co-views.
 * :class:`ModelDiscoveryPusher`: items the shopper has not engaged with, ranked by the GRU the push
   benchmark trains on the warm-up days (its state reset at each session, as the worker does).
+* ``benchmarks/lab_learned.py``'s :class:`LearnedDiscoveryPusher`: those items ranked by weights learned
+  online from the shop's own organic discovery views (no simulator coefficient).
 
 The oracles, which read the world's ground truth, are in ``benchmarks/lab_oracles.py``; nothing here does.
 """

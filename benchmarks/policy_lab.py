@@ -12,7 +12,9 @@ Arms: ``marketer_rules`` and ``cart_abandonment_1h`` (the benchmark's baselines)
 of ``benchmarks/lab_pushers.py``: ``session_end`` (the shopper's abandoned item when they leave),
 ``popular_discovery`` (the most popular unengaged item of their recent categories),
 ``value_discovery`` (those ranked by popularity, discount and relative price), ``covisit_discovery``
-(unengaged neighbours by co-views) and ``model_discovery`` (the GRU's best unengaged item); and the
+(unengaged neighbours by co-views) and ``model_discovery`` (the GRU's best unengaged item);
+``learned_discovery`` of ``benchmarks/lab_learned.py`` (``value_discovery``'s items, weights learned
+from the shop's organic discoveries); and the
 oracles of ``benchmarks/lab_oracles.py``, which read the world's ground truth to bound what a policy
 could reach: ``oracle_item`` (the same moments, the abandoned item with the true best conversion),
 ``oracle_discovery`` (the unengaged item of true highest utility), ``pool_oracle_discovery``
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import Baseline, CartAbandonmentPusher  # noqa: E402
+from benchmarks.lab_learned import LearnedDiscoveryPusher  # noqa: E402
 from benchmarks.lab_oracles import (  # noqa: E402
     OracleDiscoveryPusher,
     OracleItemPusher,
@@ -82,6 +85,7 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "value_discovery": ValueDiscoveryPusher,
     "covisit_discovery": CovisitDiscoveryPusher,
     "model_discovery": ModelDiscoveryPusher,
+    "learned_discovery": LearnedDiscoveryPusher,
     "pool_oracle_discovery": PoolOracleDiscoveryPusher,
     "vector_oracle_discovery": VectorOracleDiscoveryPusher,
 }

@@ -118,3 +118,30 @@ def test_the_ceiling_oracles_rank_the_observable_pool_by_truth_and_by_true_vecto
     weight = VectorOracleDiscoveryPusher.taste_weight
     expected = [c.value + weight * float(f) for c, f in zip(value, fit, strict=True)]
     assert np.allclose([c.value for c in vector], expected)
+
+
+def test_the_learned_ranking_learns_from_organic_discoveries_and_ranks_the_same_candidates() -> None:
+    from benchmarks.lab_learned import LearnedDiscoveryPusher
+    from benchmarks.lab_pushers import ValueDiscoveryPusher
+
+    world = World(SimConfig(seed=3, n_users=20, n_items=60, n_categories=3))
+    t = world.now + 3600.0
+    learned, value = LearnedDiscoveryPusher(lambda u: False), ValueDiscoveryPusher(lambda u: False)
+    assert not hasattr(learned, "world")  # it reads no ground truth
+    for pusher in (learned, value):  # the same events for both
+        n = 0
+        for update in world.initial_catalog():
+            pusher.observe_catalog(update)
+        for u, shopper in enumerate(world.user_ids[:10]):  # each views a run of new items
+            for item in world.item_ids[3 * u : 3 * u + 12]:
+                n += 1
+                pusher.observe_event(_event(shopper, "view", item, t + 10 * n, n))
+    assert learned.updates > 0
+    assert not np.array_equal(learned.weights, [1.0, 0.0, 0.0, 0.0, 0.0])
+    shopper = world.user_ids[0]
+    now = t + 10 * n + 60
+    ours, theirs = learned.candidates(shopper, now), value.candidates(shopper, now)
+    assert ours and {c.item_id for c in ours} == {c.item_id for c in theirs}
+    recent = learned.recent_categories(shopper)
+    for c in ours:
+        assert c.value == float(learned.weights @ learned.features(shopper, c.item_id, now, recent))
