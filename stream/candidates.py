@@ -223,25 +223,21 @@ class CoVisitationIndex:
                 self._add(other, item_id, weight)
 
     def _add(self, item: str, other: str, weight: float) -> None:
-        # The hottest loop of an event's bookkeeping (two calls per pair of the session window):
-        # attributes are read once into locals.
-        items = self._items
-        bucket = items.get(item)
+        bucket = self._items.get(item)
         if bucket is None:
             bucket = {}
-            items[item] = bucket
-            if len(items) > self.max_items:
-                evicted, gone = items.popitem(last=False)
+            self._items[item] = bucket
+            if len(self._items) > self.max_items:
+                evicted, gone = self._items.popitem(last=False)
                 self._touched.pop(evicted, None)
                 self._dirty_items.add(evicted)
                 self._dirty_pairs.update((evicted, k) for k in gone)
         else:
-            items.move_to_end(item)
-        self._seq = seq = self._seq + 1
-        self._touched[item] = seq
+            self._items.move_to_end(item)
+        self._seq += 1
+        self._touched[item] = self._seq
         self._dirty_items.add(item)
-        dirty_pairs = self._dirty_pairs
-        dirty_pairs.add((item, other))
+        self._dirty_pairs.add((item, other))
         if other in bucket:
             bucket[other] += weight
             return
@@ -249,7 +245,7 @@ class CoVisitationIndex:
             # Ties broken by id, so the choice never depends on insertion order (replays are exact).
             weakest = _weakest(bucket)
             del bucket[weakest]
-            dirty_pairs.add((item, weakest))
+            self._dirty_pairs.add((item, weakest))
         bucket[other] = weight
 
     def _best(self, item_id: str) -> list[tuple[str, float]]:
