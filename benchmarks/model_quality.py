@@ -233,6 +233,7 @@ def _tuning_summary(record: dict[str, Any]) -> dict[str, Any]:
             for c in record["candidates"]
         ],
         "choice": record["choice"],
+        "anchor": record.get("anchor"),
     }
 
 
@@ -539,7 +540,14 @@ def _tuning_lines(name: str, res: dict[str, Any], preset: dict[str, Any] | None)
         f"memory `{json.dumps(choice['memory'])}`; "
         f"validation R@20 / MRR@20 {_pct(choice['valid']['recall@20'])} / {_pct(choice['valid']['mrr@20'])} "
         f"(GRU alone {_pct(choice['valid_gru_alone']['recall@20'])} / "
-        f"{_pct(choice['valid_gru_alone']['mrr@20'])}).",
+        f"{_pct(choice['valid_gru_alone']['mrr@20'])}"
+        + (
+            f"; session_knn on the same validation cases {_pct(tun['anchor']['recall@20'])} / "
+            f"{_pct(tun['anchor']['mrr@20'])}"
+            if tun.get("anchor")
+            else ""
+        )
+        + ").",
         f"- Time in all: {train.get('wall_seconds', float('nan')):.0f} s for `kairos train` (tuning, then "
         f"the final training on all the data {train['train_seconds']:.0f} s), peak RSS "
         f"{train['peak_rss_bytes'] / 2**20:,.0f} MiB (the whole process).",

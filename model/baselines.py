@@ -164,6 +164,8 @@ class SessionKNN(Baseline):
                 continue
             cand = np.concatenate([self.i_sess[self.i_ptr[i] : self.i_ptr[i + 1]] for i in prefix])
             neigh, overlap = np.unique(cand, return_counts=True)
+            if not len(neigh):  # the prefix's items are indexed but occur in no training session
+                continue
             if len(neigh) > self.sample_size:
                 recent = np.argsort(neigh)[-self.sample_size :]  # ids grow with time
                 neigh, overlap = neigh[recent], overlap[recent]

@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.baselines import SessionKNN
 from model.config import CONFIG_DIR, TrainConfig
 from model.data import Cases, EncodedSessions, ItemIndex
-from model.evaluate import evaluate_memory_settings, subset_cases
-from model.session_memory import build_neighbours
+from model.evaluate import evaluate_baseline, evaluate_memory_settings, subset_cases
+from model.session_memory import NeighbourTables
 from model.train import Trainer
 
 DEFAULT_BUDGET_SECONDS = 1800.0
@@ -178,11 +179,9 @@ class Tuner:
         self.started = time.perf_counter()
         self.candidates = [_Candidate(n, s) for n, s in (candidates or default_candidates())]
         self.presets = [memory_fields(p) for p in MEMORY_PRESETS]
-        n = len(index)
-        self.tables = {
-            back: build_neighbours(sessions, n, base.neighbour_k, base.neighbour_distance, back)
-            for back in MEMORY_GRID["neighbour_backward"]
-        }
+        self.tables = NeighbourTables(sessions, len(index), base.neighbour_k, base.neighbour_distance)
+        for back in MEMORY_GRID["neighbour_backward"]:  # built now: stage 1's times measure scoring only
+            self.tables.get(back)
         self.unit_seconds: list[float] = []  # seconds of each candidate's first epoch + its scoring
         self.setting_seconds = 0.0  # seconds to score one memory setting (measured in stage 1)
 
@@ -328,6 +327,22 @@ class Tuner:
             self.say(f"[tune] budget: memory search stopped after {len(order)} settings")
         return current, scored[_key(current)], order
 
+    def anchor(self) -> dict[str, Any]:
+        """Session-kNN on the same validation cases: the simple baseline the choice should beat.
+
+        On some data this plain neighbour vote is the strongest model of all, so the record says where
+        the choice stands against it on the user's own data (it decides nothing; scored after the
+        search, outside the budget's planning).
+        """
+        t0 = time.perf_counter()
+        knn = evaluate_baseline(SessionKNN().fit(self.sessions, len(self.index)), self.cases)
+        return {
+            "name": SessionKNN.name,
+            "recall@20": knn["recall@20"],
+            "mrr@20": knn["mrr@20"],
+            "seconds": time.perf_counter() - t0,
+        }
+
     def run(self) -> TuningResult:
         """Both stages; the configuration for the final training and the record."""
         n_valid = len(self.cases)
@@ -339,6 +354,7 @@ class Tuner:
         stage1_seconds = self.elapsed()
         memory, figures, tried_memory = self.stage2(best)
         stage2_seconds = self.elapsed() - stage1_seconds
+        anchor = self.anchor()
         uses_memory = memory["repeat_bonus"] > 0 or memory["neighbour_weight"] > 0
         config = self.base.model_copy(
             update={
@@ -379,6 +395,7 @@ class Tuner:
                 for c in self.candidates
             ],
             "memory_search": tried_memory,
+            "anchor": anchor,
             "choice": {
                 "candidate": best.name,
                 "epochs": best.best_epoch,
@@ -392,7 +409,8 @@ class Tuner:
         self.say(
             f"[tune] chose {best.name}, {best.best_epoch} epochs, memory {json.dumps(memory)}: valid "
             f"R@20 {100 * figures['recall@20']:.2f} MRR@20 {100 * figures['mrr@20']:.2f} (GRU alone "
-            f"{100 * gru_alone['recall@20']:.2f} / {100 * gru_alone['mrr@20']:.2f}); tuning took "
+            f"{100 * gru_alone['recall@20']:.2f} / {100 * gru_alone['mrr@20']:.2f}; session-kNN "
+            f"{100 * anchor['recall@20']:.2f} / {100 * anchor['mrr@20']:.2f}); tuning took "
             f"{record['seconds']:.0f} s of {self.budget:.0f}"
         )
         return TuningResult(config=config, record=record)

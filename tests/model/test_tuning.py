@@ -65,6 +65,9 @@ def test_choice_beats_the_worst_candidate_on_validation(split: tuple[Any, Any, A
     assert cfg.epochs == choice["epochs"] >= 1 and cfg.train_on_all and not cfg.select_best
     assert {k: getattr(cfg, k) for k in choice["memory"]} == choice["memory"]
     assert record["seconds"] > 0 and record["memory_search"]
+    # Where the choice stands against session-kNN on the same validation cases is recorded.
+    anchor = record["anchor"]
+    assert anchor["name"] == "session_knn" and 0.0 < anchor["recall@20"] <= 1.0 and anchor["seconds"] >= 0
 
 
 def test_same_data_seed_and_budget_give_the_same_choice(split: tuple[Any, Any, Any]) -> None:
