@@ -15,7 +15,7 @@ import torch
 from model.data import Cases
 from model.metrics import KS, RankAccumulator, pessimistic_ranks
 from model.net import SessionGRU
-from model.session_memory import NeighbourTables, SessionMemory
+from model.session_memory import SessionMemory
 
 
 def pad_left(segments: Sequence[np.ndarray], fill: int = -1) -> np.ndarray:
@@ -117,15 +117,14 @@ def subset_cases(cases: Cases, rows: np.ndarray) -> Cases:
 def evaluate_memory_settings(
     model: SessionGRU,
     cases: Cases,
-    tables: NeighbourTables,
+    tables: dict[float, tuple[torch.Tensor, torch.Tensor]],
     settings: list[dict[str, Any]],
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Recall@20 / MRR@20 of the GRU alone and with each session-memory setting added to its scores.
 
     ``model`` needs a session window (its memory weights are ignored); a setting is a dict of
     ``window_decay``, ``repeat_bonus``, ``repeat_mode``, ``neighbour_weight``, ``neighbour_floor``,
-    ``neighbour_backward`` and optionally ``neighbour_distance``; ``tables`` gives the neighbour
-    table of a (backward weight, distance) pair. The GRU's
+    ``neighbour_backward``, and ``tables`` maps a backward weight to its neighbour table. The GRU's
     scores are computed once per batch and each setting only adds its terms (as in
     ``benchmarks/memory_sweep.py``), so many settings cost little more than one. Every case here is
     rankable (the tuner's validation cases).
@@ -140,7 +139,7 @@ def evaluate_memory_settings(
             s["repeat_mode"],
             s["neighbour_weight"],
             s["neighbour_floor"],
-            *tables.get(s["neighbour_backward"], s.get("neighbour_distance")),
+            *tables[s["neighbour_backward"]],
         )
         for s in settings
     ]

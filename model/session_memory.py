@@ -90,29 +90,6 @@ def build_neighbours(
     )
 
 
-class NeighbourTables:
-    """Neighbour tables of one set of sessions, built on first use per (backward weight, distance).
-
-    The tuner scores memory settings that differ in how the table is built; each table costs a pass
-    over the sessions and ``n_items * k`` memory, so only the pairs a setting asks for are built.
-    """
-
-    def __init__(self, sessions: EncodedSessions, n_items: int, k: int, distance: int) -> None:
-        self.sessions, self.n_items, self.k, self.distance = sessions, n_items, k, distance
-        self._built: dict[tuple[float, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def get(self, backward: float, distance: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``(idx, weight)`` table of :func:`build_neighbours` for these settings (cached);
-        ``distance`` None: the one given at construction."""
-        key = (float(backward), int(self.distance if distance is None else distance))
-        if key not in self._built:
-            self._built[key] = build_neighbours(self.sessions, self.n_items, self.k, key[1], key[0])
-        return self._built[key]
-
-    def __len__(self) -> int:
-        return len(self._built)
-
-
 def push_window(window: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """The window after ``items`` (B,) were seen: newest first, the oldest slot drops out."""
     return torch.cat([(items + 1).to(window.dtype)[:, None], window[:, :-1]], dim=1)

@@ -37,7 +37,7 @@ from model.baselines import SessionKNN
 from model.config import CONFIG_DIR, TrainConfig
 from model.data import Cases, EncodedSessions, ItemIndex
 from model.evaluate import evaluate_baseline, evaluate_memory_settings, subset_cases
-from model.session_memory import NeighbourTables
+from model.session_memory import build_neighbours
 from model.train import Trainer
 
 DEFAULT_BUDGET_SECONDS = 1800.0
@@ -179,9 +179,11 @@ class Tuner:
         self.started = time.perf_counter()
         self.candidates = [_Candidate(n, s) for n, s in (candidates or default_candidates())]
         self.presets = [memory_fields(p) for p in MEMORY_PRESETS]
-        self.tables = NeighbourTables(sessions, len(index), base.neighbour_k, base.neighbour_distance)
-        for back in MEMORY_GRID["neighbour_backward"]:  # built now: stage 1's times measure scoring only
-            self.tables.get(back)
+        n = len(index)
+        self.tables = {
+            back: build_neighbours(sessions, n, base.neighbour_k, base.neighbour_distance, back)
+            for back in MEMORY_GRID["neighbour_backward"]
+        }
         self.unit_seconds: list[float] = []  # seconds of each candidate's first epoch + its scoring
         self.setting_seconds = 0.0  # seconds to score one memory setting (measured in stage 1)
 

@@ -9,13 +9,7 @@ import pytest
 import torch
 
 from model.data import EncodedSessions
-from model.session_memory import (
-    NeighbourTables,
-    SessionMemory,
-    build_neighbours,
-    push_window,
-    window_weights,
-)
+from model.session_memory import SessionMemory, build_neighbours, push_window, window_weights
 
 
 def _sessions(seqs: list[list[int]]) -> EncodedSessions:
@@ -42,20 +36,6 @@ def test_neighbours_keep_the_k_heaviest_sorted_by_item() -> None:
     )
     assert idx[0].tolist() == [2, 3]  # 2 (x3) and 3 (x2) beat 1 (x1), stored by item index
     assert w[0].tolist() == pytest.approx([0.6, 0.4])
-
-
-def test_neighbour_tables_are_built_once_per_backward_and_distance_on_first_use() -> None:
-    sessions = _sessions([[0, 1, 2, 3], [3, 2]])
-    tables = NeighbourTables(sessions, n_items=4, k=3, distance=1)
-    assert len(tables) == 0
-    near = tables.get(0.0)
-    assert tables.get(0.0, 1) is near and len(tables) == 1  # cached
-    far, back = tables.get(0.0, 3), tables.get(0.5, 1)
-    assert len(tables) == 3
-    for got, (b, d) in ((near, (0.0, 1)), (far, (0.0, 3)), (back, (0.5, 1))):
-        want = build_neighbours(sessions, 4, 3, d, b)
-        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    assert 3 in far[0][0].tolist() and 3 not in near[0][0].tolist()  # 0 -> 3 is three steps away
 
 
 def test_window_is_newest_first_bounded_and_zero_means_empty() -> None:
