@@ -28,6 +28,7 @@ from model.data import (
     file_fingerprint,
     load_log,
     load_test_cases,
+    mask_unseen,
     preprocess,
     split_train_valid,
 )
@@ -71,6 +72,23 @@ def plot_curve(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since it started (its program, not its parent's).
+
+    ``getrusage``'s ``ru_maxrss`` survives ``execve`` on Linux: a ``kairos train`` started by a large
+    process (a benchmark that had loaded another dataset) reported the parent's size. ``VmHWM`` belongs
+    to the process's own address space, which ``execve`` replaces; ``ru_maxrss`` is the fallback
+    where ``/proc`` is missing.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 @dataclass
 class TrainingData:
     """The training file as used: sessions after preprocessing, the item index, the ``--valid`` file."""
@@ -108,7 +126,7 @@ def run_tuning(data: TrainingData, base: TrainConfig, budget_seconds: float) -> 
     if len(train_log) == 0:
         raise DataError("--train", None, "no training sessions left for tuning after the validation split")
     sessions = encode(train_log, data.index)
-    valid_cases = cases_from_sessions(encode(valid_log, data.index))
+    valid_cases = cases_from_sessions(mask_unseen(encode(valid_log, data.index), sessions))
     return tune(sessions, data.index, valid_cases, base, budget_seconds)
 
 
@@ -166,7 +184,7 @@ def run_training(
             "events_per_second": result.events_per_second,
             "neighbour_seconds": result.neighbour_seconds,
             "total_seconds": time.perf_counter() - started,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak_rss_bytes(),
             "calibration": calibration,
         }
         curve = Path(scratch) / "training_curve.png"

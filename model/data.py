@@ -389,6 +389,20 @@ def encode(log: SessionLog, index: ItemIndex, drop_unknown: bool = False) -> Enc
     )
 
 
+def mask_unseen(sessions: EncodedSessions, seen: EncodedSessions) -> EncodedSessions:
+    """``sessions`` with every item that never occurs in ``seen`` made unknown (-1).
+
+    The tuner's validation split, made to look like a test against the training part: there an item the
+    training never saw is not in the catalog, so a case with such a target cannot be ranked (it is
+    dropped) and such an item in a prefix is skipped. Without this, a validation-only item repeated in
+    its session is an easy hit for the repeat term alone, and those cases swamp the comparison.
+    """
+    known = np.zeros(int(max(sessions.items.max(initial=-1), seen.items.max(initial=-1))) + 2, dtype=bool)
+    known[seen.items[seen.items >= 0]] = True
+    items = np.where((sessions.items >= 0) & known[sessions.items], sessions.items, -1)
+    return EncodedSessions(offsets=sessions.offsets, items=items, types=sessions.types)
+
+
 @dataclass
 class Cases:
     """Next-item test cases: prefix ``c`` is ``items[offsets[c]:offsets[c+1]]``, its answer ``targets[c]``.

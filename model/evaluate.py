@@ -117,17 +117,17 @@ def subset_cases(cases: Cases, rows: np.ndarray) -> Cases:
 def evaluate_memory_settings(
     model: SessionGRU,
     cases: Cases,
-    tables: dict[float, tuple[torch.Tensor, torch.Tensor]],
+    tables: dict[tuple[float, int], tuple[torch.Tensor, torch.Tensor]],
     settings: list[dict[str, Any]],
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Recall@20 / MRR@20 of the GRU alone and with each session-memory setting added to its scores.
 
     ``model`` needs a session window (its memory weights are ignored); a setting is a dict of
     ``window_decay``, ``repeat_bonus``, ``repeat_mode``, ``neighbour_weight``, ``neighbour_floor``,
-    ``neighbour_backward``, and ``tables`` maps a backward weight to its neighbour table. The GRU's
-    scores are computed once per batch and each setting only adds its terms (as in
-    ``benchmarks/memory_sweep.py``), so many settings cost little more than one. Every case here is
-    rankable (the tuner's validation cases).
+    ``neighbour_backward``, ``neighbour_distance``, and ``tables`` maps (backward weight, distance) to
+    its neighbour table. The GRU's scores are computed once per batch and each setting only adds its
+    terms (as in ``benchmarks/memory_sweep.py``), so many settings cost little more than one. Every
+    case here is rankable (the tuner's validation cases).
     """
     model.eval()
     n = model.n_items
@@ -139,7 +139,7 @@ def evaluate_memory_settings(
             s["repeat_mode"],
             s["neighbour_weight"],
             s["neighbour_floor"],
-            *tables[s["neighbour_backward"]],
+            *tables[(s["neighbour_backward"], s["neighbour_distance"])],
         )
         for s in settings
     ]
