@@ -1,8 +1,15 @@
 """Per-user state kept in the RocksDB store: the GRU session embedding and what the rules need.
 
-A :class:`UserState` is encoded as a small binary record: a magic byte, a JSON header with the
-bounded lists, then the hidden state as raw float32. It changes only through the functions
-here (advance, remember, record), so its transitions are unit-testable without a broker.
+A :class:`UserState` is encoded as a small binary record: a two-byte version tag, the length of a
+header holding the bounded lists, the header, then the hidden state as raw float32. It changes only
+through the functions here (advance, remember, record), so its transitions are unit-testable
+without a broker.
+
+Versions: ``K2`` (written) has a MessagePack header (msgspec); ``K1`` (still read, so a store or
+changelog written before keeps working) had the same header as compact JSON. MessagePack carries the
+same values (str keys, ints, floats bit for bit, lists) in fewer bytes (a float is 9 bytes, not up to
+24 characters) and encodes and decodes several times faster; a record is written once per user per
+batch and read once per batch.
 """
 
 from __future__ import annotations
@@ -13,13 +20,25 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
-from stream.encoding import compact_json
 from stream.policy import UserPolicyState
 
-_MAGIC = b"K1"
+_MAGIC = b"K2"  # the version written
+_MAGIC_JSON = b"K1"  # the earlier version, read only
 _HEADER = struct.Struct(">2sI")
+
+
+def _plain(value: object) -> object:
+    """A float subclass (numpy's float64 from a score) as the plain float JSON wrote it as."""
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(f"cannot store a {type(value).__name__} in a user record")
+
+
+_PACK = msgspec.msgpack.Encoder(enc_hook=_plain)
+_UNPACK = msgspec.msgpack.Decoder()
 
 
 @dataclass(slots=True)
@@ -100,7 +119,7 @@ class UserState:
             "t": self.timers,
             "p": self.policy.to_dict(),
         }
-        head = compact_json(header)
+        head = _PACK.encode(header)
         body = b"" if self.hidden is None else np.ascontiguousarray(self.hidden, dtype=np.float32).tobytes()
         return _HEADER.pack(_MAGIC, len(head)) + head + body
 
@@ -110,12 +129,13 @@ class UserState:
         if len(data) < _HEADER.size:
             raise ValueError("user state record too short")
         magic, n = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
+        if magic != _MAGIC and magic != _MAGIC_JSON:
             raise ValueError(f"unknown user state encoding {magic!r}")
         start = _HEADER.size
         body = data[start + n :]
         try:
-            header = json.loads(data[start : start + n])
+            raw = data[start : start + n]
+            header = _UNPACK.decode(raw) if magic == _MAGIC else json.loads(raw)
             return cls(
                 hidden=np.frombuffer(body, dtype=np.float32).copy() if body else None,
                 model_version=header["mv"],
@@ -129,5 +149,5 @@ class UserState:
                 timers=header["t"],
                 policy=UserPolicyState.from_dict(header["p"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:  # JSONDecodeError: a ValueError
             raise ValueError(f"malformed user state record: {type(exc).__name__}: {exc}") from exc

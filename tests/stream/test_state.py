@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from stream.contract import Push
+from stream.encoding import compact_json
 from stream.policy import HeldPush, PushRecord, UserPolicyState
 from stream.state import RecentItem, UserState
 from stream.timers import Timer
@@ -142,3 +143,54 @@ def test_corrupt_hidden_body_raises_value_error() -> None:
     good = UserState(hidden=np.ones(4, dtype=np.float32)).to_bytes()
     with pytest.raises(ValueError):
         UserState.from_bytes(good[:-1])  # 15 bytes of float32 data
+
+
+def _k1(state: UserState) -> bytes:
+    """The record as the earlier version (``K1``, a compact JSON header) wrote it."""
+    header = {
+        "mv": state.model_version,
+        "ts": state.last_event_ts,
+        "dt": state.last_decision_ts,
+        "sid": state.session_id,
+        "n": state.n_events,
+        "r": [[r.item_id, r.type, r.ts, r.session_id] for r in state.recent],
+        "e": list(state.event_ids),
+        "g": state.engagement,
+        "t": state.timers,
+        "p": state.policy.to_dict(),
+    }
+    head = compact_json(header)
+    body = b"" if state.hidden is None else state.hidden.astype(np.float32).tobytes()
+    return b"K1" + len(head).to_bytes(4, "big") + head + body
+
+
+@pytest.mark.parametrize("hidden", [None, np.linspace(-1.0, 1.0, 16, dtype=np.float32)])
+def test_records_of_the_json_version_still_decode_to_the_same_state(hidden: np.ndarray | None) -> None:
+    state = full_state(hidden)
+    old = _k1(state)
+    assert old[:2] == b"K1"
+    assert_same(UserState.from_bytes(old), UserState.from_bytes(state.to_bytes()))
+    # Re-written in the current version, and smaller: timestamps are 9 bytes, not 18 characters.
+    new = UserState.from_bytes(old).to_bytes()
+    assert new[:2] == b"K2" and len(new) < len(old)
+
+
+def test_a_numpy_float_in_a_record_is_stored_as_a_plain_float() -> None:
+    state = full_state(None)
+    state.policy.responsiveness = np.float64(0.25)  # type: ignore[assignment]
+    back = UserState.from_bytes(state.to_bytes())
+    assert back.policy.responsiveness == 0.25 and type(back.policy.responsiveness) is float
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\x80",  # an empty map
+        b"\x90",  # an empty array
+        b"\x8a\xa2mv",  # a map of 10 cut after its first key
+        b"\xc1",  # a byte MessagePack never uses
+    ],
+)
+def test_corrupt_messagepack_header_raises_value_error(header: bytes) -> None:
+    with pytest.raises(ValueError):
+        UserState.from_bytes(b"K2" + len(header).to_bytes(4, "big") + header)
