@@ -604,3 +604,89 @@ def test_any_dead_letter_fits_its_bound_and_round_trips(
     if key is not None:
         assert letter.original_key_size == len(key)
         assert (letter.original_key_sha256 is not None) == (len(key) > DEAD_LETTER_KEY_BYTES)
+
+
+# -- the plain-event fast path (pydantic-core's JSON parser) agrees with the full path ---------------
+
+_PLAIN = {
+    "v": 1,
+    "event_id": "e1",
+    "user_id": "u1",
+    "type": "view",
+    "item_id": "i1",
+    "ts": 1_780_000_000.5,
+    "session_id": "s1",
+    "price": 22.5,
+    "quantity": 2,
+    "context": {"device": "ios", "locale": "de", "time_zone": "Europe/Berlin"},
+}
+_ODD_VALUES: list[Any] = [
+    True, False, None, 0, 1, -1, 1.0, 0.5, 1e300, 10**30, "", "x", "1", [], {}, [1], {"a": 1}, "é", "日本",
+    "\x01", "\u2028", 1_780_000_000, 946_684_800.0, 4_102_444_800.0, 1e9, 1e9 + 1, 10_000, 10_001, "search",
+    "add_to_cart", "push_open", "Not/AZone", "a" * 129, "a" * 128,
+]  # fmt: skip
+_SPLICES = ["\x00", "\x1f", "\\", '"', "\ud800", "NaN", "Infinity", "-0", " ", "}", "{}"]
+
+
+def _odd_event(rng: random.Random) -> bytes:
+    """A plain event with fields dropped, swapped for odd values, duplicated, cut or spliced."""
+    d: dict[str, Any] = {k: v for k, v in _PLAIN.items() if rng.random() >= 0.3}
+    for _ in range(rng.randint(0, 3)):
+        d[rng.choice([*_PLAIN, "query", "push_id", "extra", "V"])] = rng.choice(_ODD_VALUES)
+    if rng.random() < 0.3:
+        d["context"] = {rng.choice(["device", "locale", "time_zone", "v", "x"]): rng.choice(_ODD_VALUES)}
+    text = json.dumps(d, ensure_ascii=rng.random() < 0.5, separators=rng.choice([(",", ":"), (", ", ": ")]))
+    r = rng.random()
+    if r < 0.1:
+        text = rng.choice(['{"v":1.0,', '{"v":true,', '{"v":1,"v":1.0,', '{"v":1.0,"v":1,']) + text[1:]
+    elif r < 0.15:
+        text = text[: rng.randint(0, len(text))]
+    elif r < 0.3:
+        i = rng.randint(0, len(text))
+        text = text[:i] + rng.choice(_SPLICES) + text[i:]
+    data = text.encode("utf-8", "surrogatepass")
+    if rng.random() < 0.03:
+        data = b"\xef\xbb\xbf" + data
+    return data
+
+
+def _outcome(raw: bytes) -> Event | str:
+    try:
+        return parse_event(raw)
+    except ContractError as exc:
+        return exc.reason
+
+
+def test_the_plain_event_path_agrees_with_the_full_path_on_odd_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the fast path accepts, the full path accepts as the same event (else it falls back)."""
+    import stream.contract as contract
+
+    rng = random.Random(11)
+    messages = [_odd_event(rng) for _ in range(20_000)]
+    fast = [contract._plain_event(raw, 16_384) for raw in messages]
+    with monkeypatch.context() as m:
+        m.setattr(contract, "_plain_event", lambda raw, max_bytes: None)
+        full = [_outcome(raw) for raw in messages]
+    for raw, f, slow in zip(messages, fast, full, strict=True):
+        if f is not None:
+            assert isinstance(slow, Event) and slow == f, raw
+            assert [type(getattr(slow, k)) for k in Event.model_fields] == [
+                type(getattr(f, k)) for k in Event.model_fields
+            ], raw
+        assert _outcome(raw) == slow, raw  # parse_event itself: the same event or the same reason
+    accepted = sum(isinstance(o, Event) for o in full)
+    assert sum(f is not None for f in fast) > 0.3 * accepted > 100  # the path is taken, and often
+
+
+def test_a_version_the_fast_parser_would_read_as_1_is_refused_as_before() -> None:
+    plain = b'"event_id":"e","user_id":"u","type":"view","item_id":"i","ts":1780000000}'
+    for version in (b"1.0", b"true"):
+        with pytest.raises(ContractError) as err:
+            parse_event(b'{"v":' + version + b"," + plain)
+        assert err.value.reason == "unsupported_version"
+    with pytest.raises(ContractError) as err:
+        parse_event(b'{"v":1,"v":1.0,' + plain)  # the last of duplicate keys counts, as in json.loads
+    assert err.value.reason == "unsupported_version"
+    assert parse_event(b'{"v":1,' + plain).user_id == "u"
