@@ -19,7 +19,10 @@ oracles of ``benchmarks/lab_oracles.py``, which read the world's ground truth to
 could reach: ``oracle_item`` (the same moments, the abandoned item with the true best conversion),
 ``oracle_discovery`` (the unengaged item of true highest utility), ``pool_oracle_discovery``
 (``popular_discovery``'s candidates ranked by true utility) and ``vector_oracle_discovery``
-(``value_discovery`` plus the true item vectors against a taste estimated from the shopper's history).
+(``value_discovery`` plus the true item vectors against a taste estimated from the shopper's history);
+``reminder`` (``session_end`` plus the engine's reminder a day after the shopper's last activity, if
+they stay away) and ``abandoned_or_discovery`` (the same moments, ``value_discovery``'s items when
+nothing was abandoned), of ``benchmarks/lab_reminders.py``.
 
 ``.venv/bin/python benchmarks/policy_lab.py --seeds 11 12 13 14 15 16 17 18`` (about a minute per
 arm on 2 cores) prints the table and writes ``benchmarks/reports/policy_lab.md``.
@@ -58,6 +61,7 @@ from benchmarks.lab_pushers import (  # noqa: E402
     SessionEndPusher,
     ValueDiscoveryPusher,
 )
+from benchmarks.lab_reminders import AbandonedOrDiscoveryPusher, ReminderPusher  # noqa: E402
 from benchmarks.marketer_rules import MarketerRulesPusher  # noqa: E402
 from benchmarks.push_outcomes import BenchConfig, ensure_model  # noqa: E402
 from model.scorer import IncrementalScorer  # noqa: E402
@@ -88,6 +92,8 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "learned_discovery": LearnedDiscoveryPusher,
     "pool_oracle_discovery": PoolOracleDiscoveryPusher,
     "vector_oracle_discovery": VectorOracleDiscoveryPusher,
+    "reminder": ReminderPusher,
+    "abandoned_or_discovery": AbandonedOrDiscoveryPusher,
 }
 COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "quiet_pushes")
 

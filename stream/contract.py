@@ -48,6 +48,7 @@ Trigger = Literal[
     "promotion_ending",
     "browse_abandonment",
     "new_arrival",
+    "reminder",
 ]
 TRIGGERS: tuple[str, ...] = Trigger.__args__  # type: ignore[attr-defined]
 

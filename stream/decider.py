@@ -187,6 +187,9 @@ class Decider:
                 plan.steps.append(Step("suppress", ask.trigger, "", "below_threshold", audit=False))
             return plan
         offset = pol.current_offset(pstate, ask.now, cfg)
+        # A reminder judges the interest the shopper left with (stream.triggers.TriggerSpec).
+        as_left = triggers.TRIGGERS[ask.trigger].interest_as_left
+        left = ask.event_ts + cfg.session_end_seconds if as_left else None
         candidates = [
             pol.make_candidate(
                 item,
@@ -203,6 +206,7 @@ class Decider:
                 session_last_ts=ask.session_last_ts,
                 source=source,
                 previous_price=ask.previous_price,
+                decay_until=left,
             )
             for item, source, raw, p in scored
         ]

@@ -18,8 +18,11 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         minutes = max(1, round(seconds / 60))
         return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    hours = round(seconds / 3600)
-    return f"{hours} hour{'s' if hours != 1 else ''}"
+    if seconds < 36 * 3600:
+        hours = round(seconds / 3600)
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    days = round(seconds / 86400)  # a follow-up a day or more later reads "2 days ago", not "49 hours"
+    return f"{days} day{'s' if days != 1 else ''}"
 
 
 # Triggers that fire after the shopper left: the explanation says how long ago they engaged.

@@ -91,14 +91,19 @@ def assess(
     trigger: str,
     offset: float,
     config: PolicyConfig,
+    decay_until: float | None = None,
 ) -> Assessment:
     """Decay, promotion adjustment and threshold for one candidate.
 
     ``last_engaged_at`` is the user's last engagement with the item, or else with the session; None
-    means "now" (no decay). ``offset`` is the user's current responsiveness offset.
+    means "now" (no decay). ``offset`` is the user's current responsiveness offset. ``decay_until``
+    (default ``now``) is the time interest decays to: a reminder judges the interest the shopper left
+    with (``stream.triggers.TriggerSpec.interest_as_left``); ``age_seconds`` stays the age at ``now``.
     """
     age = 0.0 if last_engaged_at is None else max(0.0, now - last_engaged_at)
-    decay = decay_factor(age, config.interest_half_life_seconds)
+    until = now if decay_until is None else min(decay_until, now)
+    decayed_age = 0.0 if last_engaged_at is None else max(0.0, until - last_engaged_at)
+    decay = decay_factor(decayed_age, config.interest_half_life_seconds)
     decayed = min(max(calibrated, 0.0), 1.0) * decay
     interest = promotion_adjust(decayed, discount, config.promotion_weight)
     base = config.threshold_for(trigger)

@@ -41,19 +41,20 @@ def make_candidate(
     session_last_ts: float | None = None,
     source: str = "engaged",
     previous_price: float | None = None,
+    decay_until: float | None = None,
 ) -> Candidate:
     """Build a candidate from the model's scores, the user's engagement and the item's catalog entry.
 
     Interest decays from the last engagement with the item (else the session's last event); the active
     promotion at ``now`` raises it (see :mod:`stream.interest`). ``offset`` only fills the threshold
     features; :func:`stream.policy.decide` applies the user's offset itself. Promotion triggers expire
-    with the promotion.
+    with the promotion. ``decay_until``: see :func:`stream.interest.assess`.
     """
     promo = catalog.promotion if catalog is not None else None
     active = promo is not None and promo.active_at(now)
     discount = promo.discount if active and promo is not None else 0.0
     last = engaged.last_ts if engaged is not None else session_last_ts
-    assessment = assess(raw_score, calibrated, last, now, discount, trigger, offset, config)
+    assessment = assess(raw_score, calibrated, last, now, discount, trigger, offset, config, decay_until)
     features = dict(assessment.features)
     views = engaged.views if engaged is not None else 0
     features["views"] = float(views)

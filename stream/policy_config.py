@@ -193,6 +193,12 @@ class PolicyConfig(BaseModel):
         description="A session counts as ended after this long without a behaviour event; its carted "
         "and repeatedly viewed items are then considered for a push (0 disables session_end).",
     )
+    reminder_seconds: float = Field(
+        86400.0,
+        ge=0,
+        description="A shopper who has not come back this long after their last behaviour event gets "
+        "one more abandonment push (an abandoned item not pushed yet); 0 disables follow_up.",
+    )
     browse_min_views: int = Field(
         2, ge=1, description="Views of an item (not carted) that make it a browse-abandonment candidate."
     )

@@ -2,7 +2,7 @@
 
 One :class:`ResponseEstimates` per partition (its rows persist with the partition, like the candidate
 indexes of :mod:`stream.partition_state`). For each **context** (:func:`context_key`: the trigger, how
-engaged the user is with the item, whether it is discounted; 7 x 4 x 2 = 56 contexts, so memory is
+engaged the user is with the item, whether it is discounted; 9 x 4 x 2 = 72 contexts, so memory is
 bounded) it keeps forward-decayed counts of two arms:
 
 * **push**: decisions that sent a push (:meth:`ResponseEstimates.record_push`) and the purchases

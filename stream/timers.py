@@ -5,6 +5,10 @@
 * ``session_end``: one per user (item ``""``), re-armed by every behaviour event for
   ``ts + session_end_seconds``; it fires once the user has been away that long, and the user's
   carted and repeatedly viewed items are then considered (the browse/cart-abandonment moment).
+* ``reminder``: one per user (item ``""``), re-armed by every behaviour event for
+  ``ts + reminder_seconds``; it fires only when the shopper has not come back for that long, and
+  their abandoned items not pushed yet are considered again (a second reminder goes only to those who
+  stay away: a shopper who returns soon would see the cart anyway, so pushing them adds little).
 * ``promotion_ending``: scheduled for users with interest in (or the item in their cart) when a
   promotion is known, due at ``ends_at - promotion_ending_lead_seconds`` (at once when that is past
   but the promotion still runs), cancelled on purchase.
@@ -24,8 +28,8 @@ from typing import Any, Literal
 from stream.contract import Promotion
 from stream.policy_config import PolicyConfig
 
-TimerKind = Literal["cart_abandonment", "promotion_ending", "session_end"]
-TIMER_KINDS: tuple[str, ...] = ("cart_abandonment", "promotion_ending", "session_end")
+TimerKind = Literal["cart_abandonment", "promotion_ending", "session_end", "reminder"]
+TIMER_KINDS: tuple[str, ...] = ("cart_abandonment", "promotion_ending", "session_end", "reminder")
 # Events that show the shopper on the site: they end nothing, they (re)start the session clock.
 ACTIVITY_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase", "search"})
 
@@ -207,12 +211,15 @@ def on_behaviour(
 ) -> None:
     """Arm or disarm the user's timers for one behaviour event.
 
-    Every behaviour event re-arms session_end (cause: the event id) when it is enabled; add_to_cart
-    arms cart_abandonment (cause: the event id); remove_from_cart disarms it; purchase disarms both
-    cart_abandonment and promotion_ending for the item.
+    Every behaviour event re-arms session_end and follow_up (cause: the event id) when they are
+    enabled; add_to_cart arms cart_abandonment (cause: the event id); remove_from_cart disarms it;
+    purchase disarms both cart_abandonment and promotion_ending for the item.
     """
-    if config.session_end_seconds > 0 and event_type in ACTIVITY_TYPES:
-        queue.schedule(Timer(ts + config.session_end_seconds, user_id, "session_end", "", event_id, ts))
+    if event_type in ACTIVITY_TYPES:
+        if config.session_end_seconds > 0:
+            queue.schedule(Timer(ts + config.session_end_seconds, user_id, "session_end", "", event_id, ts))
+        if config.reminder_seconds > 0:
+            queue.schedule(Timer(ts + config.reminder_seconds, user_id, "reminder", "", event_id, ts))
     if item_id is None:
         return
     if event_type == "add_to_cart":

@@ -21,6 +21,9 @@ trigger                source       when
 ``new_arrival``        catalog      a new item appeared in the catalog: shoppers interested in the items
                                     most like it (the model's item space; content-mapped when the item
                                     has no history) are asked about it
+``reminder``           timer        ``reminder_seconds`` without a return after the shopper's last
+                                    activity: their abandoned items not pushed yet (interest judged as
+                                    they left)
 =====================  ===========  ======================================================================
 
 Adding a trigger: its row in :data:`TRIGGERS`, its name in ``stream.contract.Trigger`` (the wire
@@ -50,6 +53,9 @@ class TriggerSpec:
     source: Source
     doc: str
     after_leaving: bool  # fires after the shopper left the site (explanations say when they engaged)
+    # Interest is judged as the shopper left (``session_end_seconds`` after their last activity), not
+    # decayed through the time they have stayed away since: staying away is what the trigger is for.
+    interest_as_left: bool = False
 
 
 TRIGGERS: dict[str, TriggerSpec] = {
@@ -63,6 +69,13 @@ TRIGGERS: dict[str, TriggerSpec] = {
         TriggerSpec("back_in_stock", "catalog", "the item came back in stock", True),
         TriggerSpec("promotion_start", "catalog", "a promotion began on the item", False),
         TriggerSpec("new_arrival", "catalog", "a new item like the ones the shopper cared about", True),
+        TriggerSpec(
+            "reminder",
+            "timer",
+            "the shopper stayed away: an abandoned item not pushed yet",
+            True,
+            interest_as_left=True,
+        ),
     )
 }
 
@@ -126,11 +139,33 @@ def session_end(timer: Timer, engagement: Engagement, config: PolicyConfig) -> T
     )
 
 
+def reminder(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+    """The shopper has stayed away ``reminder_seconds``: their abandoned items once more.
+
+    The session end's abandoned items, all pushable, as trigger ``reminder`` (cause ``reminder:<the
+    last activity>``): a trigger of its own, so its uplift is learned and its threshold set apart. An
+    item pushed within ``item_repeat_window_seconds`` is stopped by that rule, so the reminder is the
+    next abandoned item. Nothing is asked when nothing was abandoned: the session-end ask already
+    scored the engaged items for the interest index.
+    """
+    ask = session_end(timer, engagement, config)
+    if ask is None or not ask.pushable:
+        return None
+    return TriggerAsk(
+        "reminder",
+        f"reminder:{timer.cause}",
+        ask.event_ts,
+        tuple(sorted(ask.pushable, key=ask.items.index)),
+        ("engaged",) * len(ask.pushable),
+    )
+
+
 # Timer kind -> the trigger that turns a due timer into an ask (None: nothing to ask any more).
 TIMER_ASKS: dict[str, Callable[[Timer, Engagement, PolicyConfig], TriggerAsk | None]] = {
     "cart_abandonment": cart_abandonment,
     "promotion_ending": promotion_ending,
     "session_end": session_end,
+    "reminder": reminder,
 }
 
 

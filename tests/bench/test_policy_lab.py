@@ -145,3 +145,27 @@ def test_the_learned_ranking_learns_from_organic_discoveries_and_ranks_the_same_
     recent = learned.recent_categories(shopper)
     for c in ours:
         assert c.value == float(learned.weights @ learned.features(shopper, c.item_id, now, recent))
+
+
+def test_a_reminder_goes_a_day_later_only_to_a_shopper_who_stayed_away() -> None:
+    from benchmarks.lab_reminders import ReminderPusher
+    from stream.contract import CatalogUpdate
+
+    holdout = lambda u: in_holdout(u, 0.5, "kairos-holdout-v1")  # noqa: E731
+    users = [f"u{k:06d}" for k in range(100) if not holdout(f"u{k:06d}")][:2]
+    pusher = ReminderPusher(holdout)
+    t = 1_780_315_200.0  # 2026-06-01 12:00 UTC
+    for item in ("a", "b"):
+        pusher.observe_catalog(
+            CatalogUpdate(item_id=item, title=item, category="c", price=10.0, stock=5, updated_at=t - 10)
+        )
+    for u in users:
+        for n, (kind, item) in enumerate([("add_to_cart", "a"), ("view", "b"), ("view", "b")]):
+            pusher.observe_event(_event(u, kind, item, t + n, n))
+    first = pusher.due(t + 3600 + 2)
+    assert sorted((p.user_id, p.item_id) for p in first) == [(u, "a") for u in sorted(users)]
+    pusher.observe_event(_event(users[1], "view", "b", t + 40_000, 9))  # came back
+    later = sorted((p.user_id, p.item_id, p.trigger) for p in pusher.due(t + 86400 + 2))
+    # The one who came back had a session end of their own (b); the other gets the reminder (b).
+    assert later == sorted([(users[0], "b", "reminder"), (users[1], "b", "browse_abandonment")])
+    assert pusher.due(t + 40_000 + 86400 + 2) == []  # b pushed already, a too: nothing left to remind

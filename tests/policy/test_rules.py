@@ -342,6 +342,19 @@ def test_explanations_read_well(cfg):
         engaged=EngagedItem(carts=1, in_cart=True, last_ts=T0),
     )
     assert explain(cart, Verdict("emit", "ok")) == "You left this in your cart"
+    follow_up = make_candidate(
+        "i1",
+        "cart_abandonment",
+        1,
+        0.9,
+        T0 + 2 * 86400,
+        cfg,
+        catalog=catalog(),
+        cause="e",
+        event_ts=T0,
+        engaged=EngagedItem(carts=1, in_cart=True, last_ts=T0),
+    )
+    assert explain(follow_up, Verdict("emit", "ok")) == "You left this in your cart 2 days ago"
     ending = make_candidate(
         "i1", "promotion_ending", 1, 0.9, T0, cfg, catalog=catalog(promotion=promo), cause="e", event_ts=T0
     )

@@ -99,7 +99,7 @@ def test_promotion_ending():
 
 
 def test_every_behaviour_event_rearms_the_one_session_end_timer():
-    cfg = config(session_end_seconds=1800)
+    cfg = config(session_end_seconds=1800, reminder_seconds=0)
     q = TimerQueue.from_config(cfg)
     on_behaviour(q, "u1", "view", "a", "e1", T0, cfg)
     on_behaviour(q, "u1", "search", None, "e2", T0 + 100, cfg)
@@ -114,6 +114,25 @@ def test_every_behaviour_event_rearms_the_one_session_end_timer():
         "e2",
         T0 + 100,
     )
-    off = config(session_end_seconds=0)
+    off = config(session_end_seconds=0, reminder_seconds=0)
     on_behaviour(q, "u3", "view", "a", "e5", T0, off)
     assert len(q) == 0
+
+
+def test_a_reminder_fires_only_when_the_shopper_stays_away():
+    cfg = config(session_end_seconds=1800, reminder_seconds=86400)
+    q = TimerQueue.from_config(cfg)
+    on_behaviour(q, "u1", "view", "a", "e1", T0, cfg)
+    on_behaviour(q, "u2", "view", "b", "e2", T0, cfg)
+    on_behaviour(q, "u2", "view", "b", "e3", T0 + 20 * 3600, cfg)  # u2 came back: re-armed
+    due = q.pop_due(T0 + 86400)
+    assert [(t.user_id, t.kind) for t in due] == [
+        ("u1", "session_end"),
+        ("u2", "session_end"),
+        ("u1", "reminder"),
+    ]
+    assert due[-1].cause == "e1" and due[-1].created_at == T0
+    [later] = [t for t in q.pop_due(T0 + 20 * 3600 + 86400) if t.kind == "reminder"]
+    assert (later.user_id, later.cause) == ("u2", "e3")
+    on_behaviour(q, "u1", "push_open", "a", "e4", T0 + 90000, cfg)  # feedback is not a return
+    assert q.get("u1", "reminder", "") is None

@@ -48,3 +48,19 @@ def test_a_session_end_scores_every_engaged_item_and_may_push_only_the_abandoned
     assert triggers.candidate_trigger(asked.trigger, in_cart=True) == "cart_abandonment"
     assert triggers.candidate_trigger(asked.trigger, in_cart=False) == "browse_abandonment"
     assert triggers.timer_ask(timer, Engagement(20), CFG) is None  # nothing engaged: nothing to ask
+
+
+def test_a_reminder_asks_only_about_the_abandoned_items_with_a_cause_of_its_own() -> None:
+    timer = Timer(T0 + 86400, "u1", "reminder", "", "ev-9", T0)
+    engagement = _engagement(
+        ("view", "once", T0 - 50),
+        ("view", "twice", T0 - 40),
+        ("view", "twice", T0 - 30),
+        ("add_to_cart", "carted", T0 - 20),
+    )
+    asked = triggers.timer_ask(timer, engagement, CFG)
+    assert asked is not None
+    assert (asked.trigger, asked.cause, asked.event_ts) == ("reminder", "reminder:ev-9", T0)
+    assert asked.items == ("carted", "twice") and asked.pushable is None  # most recent first
+    only_viewed_once = _engagement(("view", "once", T0 - 50))
+    assert triggers.timer_ask(timer, only_viewed_once, CFG) is None  # nothing abandoned: no ask

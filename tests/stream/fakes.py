@@ -141,8 +141,8 @@ class FakeScorer(Scorer):
 
 
 def make_settings(worker: dict[str, Any] | None = None, **policy: Any) -> Settings:
-    """Settings for engine tests: holdout off, quiet hours off, active rule and session end off,
-    event-time clock, threshold 0.55.
+    """Settings for engine tests: holdout off, quiet hours off, active rule, session end and reminders
+    off, event-time clock, threshold 0.55.
 
     ``policy`` overrides policy fields, ``worker`` worker fields; the environment is not read.
     """
@@ -156,6 +156,7 @@ def make_settings(worker: dict[str, Any] | None = None, **policy: Any) -> Settin
         # active shopper; session-end decisions) are switched on by the tests about them.
         "active_window_seconds": 0.0,
         "session_end_seconds": 0.0,
+        "reminder_seconds": 0.0,
     }
     values.update(policy)
     worker_values: dict[str, Any] = {"clock": "event"}

@@ -247,3 +247,46 @@ def test_a_hold_decided_in_a_batch_is_released_at_the_same_input_whatever_the_ba
         released.append(pushes)
     assert released[0] == [("u5", "browse_abandonment", quiet_end + 7)]
     assert released[1] == released[0] and released[2] == released[0]
+
+
+DAY = 86400.0
+
+
+def test_a_reminder_goes_only_to_a_shopper_who_stays_away_of_the_next_abandoned_item() -> None:
+    e, store = engine(reminder_seconds=DAY), DictState()
+    abandon = [
+        ev("f1", "u1", "view", "i1", T0),
+        ev("f2", "u1", "add_to_cart", "i1", T0 + 30),
+        ev("f3", "u1", "view", "i2", T0 + 60),
+        ev("f4", "u1", "view", "i2", T0 + 90),
+    ]
+    returning = [
+        ev(f"r{k}", "u9", *step)
+        for k, step in enumerate(
+            [
+                ("view", "i1", T0),
+                ("add_to_cart", "i1", T0 + 30),
+                ("view", "i2", T0 + 60),
+                ("view", "i2", T0 + 90),
+            ]
+        )
+    ]
+    e.process(abandon + returning, store)
+    first = {
+        p.user_id: p
+        for _, p in e.process([clock("u1", T0 + 90 + GAP), clock("u9", T0 + 90 + GAP, 1)], store).pushes
+    }
+    assert set(first) == {"u1", "u9"}
+    # u9 comes back half a day later and leaves again: their reminder moves with them.
+    e.process([ev("r9", "u9", "search", None, T0 + DAY / 2, query="q")], store)
+    assert [
+        p for _, p in e.process([clock("u1", T0 + 90 + DAY - 1, 2)], store).pushes if p.user_id == "u1"
+    ] == []
+    out = e.process([clock("u1", T0 + 90 + DAY, 3), clock("u9", T0 + 90 + DAY, 4)], store)
+    [(_, again)] = [(k, p) for k, p in out.pushes if p.trigger != "in_session"]
+    assert again.user_id == "u1"
+    assert again.item_id != first["u1"].item_id  # never the same item twice in the repeat window
+    assert again.push_id != first["u1"].push_id and again.event_ts == T0 + 90
+    assert again.trigger == "reminder"
+    # Interest is judged as the shopper left; the reason still says how long ago they engaged.
+    assert again.features["age_seconds"] >= DAY - 60 and again.reason.endswith("24 hours ago")

@@ -1,0 +1,108 @@
+"""The policy lab's second moment: a reminder for the shopper who stays away, and discovery when
+nothing was abandoned.
+
+* :class:`ReminderPusher`: :class:`benchmarks.lab_pushers.SessionEndPusher`, plus, ``reminder_seconds``
+  after a shopper's last activity, if they have not come back, their next abandoned item not pushed in
+  the repeat window (the engine's ``reminder`` trigger, ``stream/triggers.py``). Any return re-arms it.
+* :class:`AbandonedOrDiscoveryPusher`: the same two moments; the abandoned items first, and when there
+  are none, :class:`benchmarks.lab_pushers.ValueDiscoveryPusher`'s unengaged items (not in the engine).
+
+Why a reminder: a push mostly moves forward a purchase the shopper would make at their next visit
+(carts stay and are checked out later), so its incremental value is highest for shoppers who do not
+come back soon. Staying away for a day is the observable sign of that. Pure and deterministic, like
+the other lab pushers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from benchmarks.baselines import baseline_push
+from benchmarks.lab_pushers import LabCandidate, SessionEndPusher, ValueDiscoveryPusher
+from stream.contract import Event, Push
+from stream.policy import quiet_hours_end
+from stream.simulator import DAY
+from stream.timers import ACTIVITY_TYPES
+
+
+class ReminderPusher(SessionEndPusher):
+    """Session-end pushes, and one reminder ``reminder_seconds`` after the last activity (module doc)."""
+
+    def __init__(self, holdout: Callable[[str], bool], reminder_seconds: float = DAY, **kwargs: Any) -> None:
+        super().__init__(holdout, **kwargs)
+        self.reminder = reminder_seconds
+        self._reminders: list[tuple[float, str]] = []
+        self._reminder_armed: dict[str, float] = {}  # user -> the live reminder's due time
+        self.reminders_sent = 0
+
+    def observe_event(self, event: Event) -> None:
+        super().observe_event(event)
+        if event.type in ACTIVITY_TYPES and self.reminder > 0:
+            due = event.ts + self.reminder
+            self._reminder_armed[event.user_id] = due
+            heapq.heappush(self._reminders, (due, event.user_id))
+
+    def due(self, now: float) -> list[Push]:
+        out = super().due(now)
+        later: list[tuple[float, str]] = []
+        while self._reminders and self._reminders[0][0] <= now:
+            at, u = heapq.heappop(self._reminders)
+            if self._reminder_armed.get(u) != at:
+                continue  # they came back: a later reminder replaced this one
+            if not self.audience.reachable(u):
+                del self._reminder_armed[u]
+                continue
+            zone = self.zone.get(u) or ZoneInfo("UTC")
+            quiet_end = quiet_hours_end(now, zone, self._quiet)
+            if quiet_end is not None:
+                self._reminder_armed[u] = quiet_end
+                later.append((quiet_end, u))
+                continue
+            del self._reminder_armed[u]
+            day = datetime.fromtimestamp(now, zone).date()
+            if self.per_day.get((u, day), 0) >= 1:
+                continue
+            best = self.best(u, now, self.reminder_candidates(u, now))
+            if best is None:
+                continue
+            self.pushed[(u, best.item_id)] = now
+            self.per_day[(u, day)] = 1
+            self.reminders_sent += 1
+            item = self.catalog[best.item_id]
+            out.append(baseline_push(u, item, "reminder", f"reminder@{at:.0f}", now, self.ttl, "lab"))
+        for entry in later:
+            heapq.heappush(self._reminders, entry)
+        return out
+
+    def reminder_candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        """What a reminder may push: the shopper's abandoned items (as at a session end)."""
+        return SessionEndPusher.candidates(self, user_id, now)
+
+    def best(self, user_id: str, now: float, candidates: list[LabCandidate]) -> LabCandidate | None:
+        """The highest-valued candidate in stock and not pushed within the repeat window."""
+        best: LabCandidate | None = None
+        for c in candidates:
+            item = self.catalog.get(c.item_id)
+            if item is None or item.stock <= 0:
+                continue
+            if now - self.pushed.get((user_id, c.item_id), -math.inf) < self.repeat:
+                continue
+            if best is None or (c.value, c.item_id) > (best.value, best.item_id):
+                best = c
+        return best
+
+
+class AbandonedOrDiscoveryPusher(ReminderPusher, ValueDiscoveryPusher):
+    """:class:`ReminderPusher`, with :class:`ValueDiscoveryPusher`'s items when nothing was abandoned."""
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        abandoned = SessionEndPusher.candidates(self, user_id, now)
+        return abandoned or ValueDiscoveryPusher.candidates(self, user_id, now)
+
+    def reminder_candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        return self.candidates(user_id, now)
