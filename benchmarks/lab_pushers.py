@@ -127,45 +127,64 @@ class SessionEndPusher(BaselinePusher):
     def due(self, now: float) -> list[Push]:
         """The pushes of every session end due at ``now`` that passes the guards."""
         out: list[Push] = []
+        for at, u, day in self.moments(self._due, self._armed, now):
+            best = self.best(u, now, self.candidates(u, now))
+            if best is not None:
+                out.append(self.send(u, day, best, best.trigger, f"end@{at:.0f}", now))
+        return out
+
+    def moments(
+        self, queue: list[tuple[float, str]], armed: dict[str, float], now: float
+    ) -> list[tuple[float, str, date]]:
+        """(due time, user, local day) of the moments in ``queue`` due at ``now`` that pass the guards.
+
+        A moment counts only while ``armed`` holds its due time (a later one replaced it otherwise);
+        one that falls in quiet hours is re-armed for their end; one of an unreachable user, or of a
+        user already pushed that local day, is dropped.
+        """
+        ready: list[tuple[float, str, date]] = []
         later: list[tuple[float, str]] = []
-        while self._due and self._due[0][0] <= now:
-            at, u = heapq.heappop(self._due)
-            if self._armed.get(u) != at:
+        while queue and queue[0][0] <= now:
+            at, u = heapq.heappop(queue)
+            if armed.get(u) != at:
                 continue
-            del self._armed[u]
+            del armed[u]
             if not self.audience.reachable(u):
                 continue
             zone = self.zone.get(u) or ZoneInfo("UTC")
             quiet_end = quiet_hours_end(now, zone, self._quiet)
             if quiet_end is not None:
-                self._armed[u] = quiet_end
+                armed[u] = quiet_end
                 later.append((quiet_end, u))
                 continue
             day = datetime.fromtimestamp(now, zone).date()
             if self.per_day.get((u, day), 0) >= 1:
                 continue
-            best: LabCandidate | None = None
-            for c in self.candidates(u, now):
-                item = self.catalog.get(c.item_id)
-                if (
-                    item is None
-                    or item.stock <= 0
-                    or now - self.pushed.get((u, c.item_id), -math.inf) < self.repeat
-                ):
-                    continue
-                if best is None or (c.value, c.item_id) > (best.value, best.item_id):
-                    best = c
-            if best is None:
-                continue
-            self.pushed[(u, best.item_id)] = now
-            self.per_day[(u, day)] = 1
-            cause = f"end@{at:.0f}"
-            out.append(
-                baseline_push(u, self.catalog[best.item_id], best.trigger, cause, now, self.ttl, "lab")
-            )
+            ready.append((at, u, day))
         for entry in later:
-            heapq.heappush(self._due, entry)
-        return out
+            heapq.heappush(queue, entry)
+        return ready
+
+    def best(self, user_id: str, now: float, candidates: list[LabCandidate]) -> LabCandidate | None:
+        """The highest-valued candidate in stock and not pushed to the user within the repeat window."""
+        best: LabCandidate | None = None
+        for c in candidates:
+            item = self.catalog.get(c.item_id)
+            if (
+                item is None
+                or item.stock <= 0
+                or now - self.pushed.get((user_id, c.item_id), -math.inf) < self.repeat
+            ):
+                continue
+            if best is None or (c.value, c.item_id) > (best.value, best.item_id):
+                best = c
+        return best
+
+    def send(self, user_id: str, day: date, best: LabCandidate, trigger: str, cause: str, now: float) -> Push:
+        """Record the push of ``best`` (repeat window, the day's cap) and build it."""
+        self.pushed[(user_id, best.item_id)] = now
+        self.per_day[(user_id, day)] = 1
+        return baseline_push(user_id, self.catalog[best.item_id], trigger, cause, now, self.ttl, "lab")
 
     def recent_categories(self, user_id: str) -> set[str]:
         """The categories of the shopper's last viewed or carted items."""

@@ -16,16 +16,11 @@ the other lab pushers.
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from benchmarks.baselines import baseline_push
 from benchmarks.lab_pushers import LabCandidate, SessionEndPusher, ValueDiscoveryPusher
 from stream.contract import Event, Push
-from stream.policy import quiet_hours_end
 from stream.simulator import DAY
 from stream.timers import ACTIVITY_TYPES
 
@@ -49,52 +44,16 @@ class ReminderPusher(SessionEndPusher):
 
     def due(self, now: float) -> list[Push]:
         out = super().due(now)
-        later: list[tuple[float, str]] = []
-        while self._reminders and self._reminders[0][0] <= now:
-            at, u = heapq.heappop(self._reminders)
-            if self._reminder_armed.get(u) != at:
-                continue  # they came back: a later reminder replaced this one
-            if not self.audience.reachable(u):
-                del self._reminder_armed[u]
-                continue
-            zone = self.zone.get(u) or ZoneInfo("UTC")
-            quiet_end = quiet_hours_end(now, zone, self._quiet)
-            if quiet_end is not None:
-                self._reminder_armed[u] = quiet_end
-                later.append((quiet_end, u))
-                continue
-            del self._reminder_armed[u]
-            day = datetime.fromtimestamp(now, zone).date()
-            if self.per_day.get((u, day), 0) >= 1:
-                continue
+        for at, u, day in self.moments(self._reminders, self._reminder_armed, now):
             best = self.best(u, now, self.reminder_candidates(u, now))
-            if best is None:
-                continue
-            self.pushed[(u, best.item_id)] = now
-            self.per_day[(u, day)] = 1
-            self.reminders_sent += 1
-            item = self.catalog[best.item_id]
-            out.append(baseline_push(u, item, "reminder", f"reminder@{at:.0f}", now, self.ttl, "lab"))
-        for entry in later:
-            heapq.heappush(self._reminders, entry)
+            if best is not None:
+                self.reminders_sent += 1
+                out.append(self.send(u, day, best, "reminder", f"reminder@{at:.0f}", now))
         return out
 
     def reminder_candidates(self, user_id: str, now: float) -> list[LabCandidate]:
         """What a reminder may push: the shopper's abandoned items (as at a session end)."""
         return SessionEndPusher.candidates(self, user_id, now)
-
-    def best(self, user_id: str, now: float, candidates: list[LabCandidate]) -> LabCandidate | None:
-        """The highest-valued candidate in stock and not pushed within the repeat window."""
-        best: LabCandidate | None = None
-        for c in candidates:
-            item = self.catalog.get(c.item_id)
-            if item is None or item.stock <= 0:
-                continue
-            if now - self.pushed.get((user_id, c.item_id), -math.inf) < self.repeat:
-                continue
-            if best is None or (c.value, c.item_id) > (best.value, best.item_id):
-                best = c
-        return best
 
 
 class AbandonedOrDiscoveryPusher(ReminderPusher, ValueDiscoveryPusher):
