@@ -21,7 +21,7 @@ def _duration(seconds: float) -> str:
     if seconds < 36 * 3600:
         hours = round(seconds / 3600)
         return f"{hours} hour{'s' if hours != 1 else ''}"
-    days = round(seconds / 86400)  # a follow-up a day or more later reads "2 days ago", not "49 hours"
+    days = round(seconds / 86400)  # a reminder a day or more later reads "2 days ago", not "49 hours"
     return f"{days} day{'s' if days != 1 else ''}"
 
 

@@ -197,7 +197,7 @@ class PolicyConfig(BaseModel):
         86400.0,
         ge=0,
         description="A shopper who has not come back this long after their last behaviour event gets "
-        "one more abandonment push (an abandoned item not pushed yet); 0 disables follow_up.",
+        "one more abandonment push (an abandoned item not pushed yet); 0 disables reminders.",
     )
     browse_min_views: int = Field(
         2, ge=1, description="Views of an item (not carted) that make it a browse-abandonment candidate."

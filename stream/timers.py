@@ -211,7 +211,7 @@ def on_behaviour(
 ) -> None:
     """Arm or disarm the user's timers for one behaviour event.
 
-    Every behaviour event re-arms session_end and follow_up (cause: the event id) when they are
+    Every behaviour event re-arms session_end and reminder (cause: the event id) when they are
     enabled; add_to_cart arms cart_abandonment (cause: the event id); remove_from_cart disarms it;
     purchase disarms both cart_abandonment and promotion_ending for the item.
     """

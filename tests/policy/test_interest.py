@@ -153,3 +153,13 @@ def test_deeper_promotion_is_a_price_drop():
         catalog(promotion=mild, updated_at=T0 + 1), catalog(promotion=deep, updated_at=T0 + 2), T0 + 2
     )
     assert [t for t, _ in fired] == ["price_drop"]
+
+
+def test_a_reminder_decays_interest_only_to_when_the_shopper_left():
+    cfg = config(interest_half_life_seconds=6 * 3600)
+    left = assess(0, 0.5, T0, T0 + 1800, 0.0, "reminder", 0.0, cfg)
+    day_later = assess(0, 0.5, T0, T0 + 86400, 0.0, "reminder", 0.0, cfg, decay_until=T0 + 1800)
+    assert day_later.interest == left.interest
+    assert day_later.features["age_seconds"] == 86400  # the reason still says how long ago
+    plain = assess(0, 0.5, T0, T0 + 86400, 0.0, "reminder", 0.0, cfg)
+    assert plain.interest == pytest.approx(left.interest * 0.5 ** (84600 / 21600), rel=1e-3)

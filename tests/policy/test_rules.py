@@ -342,9 +342,9 @@ def test_explanations_read_well(cfg):
         engaged=EngagedItem(carts=1, in_cart=True, last_ts=T0),
     )
     assert explain(cart, Verdict("emit", "ok")) == "You left this in your cart"
-    follow_up = make_candidate(
+    reminder = make_candidate(
         "i1",
-        "cart_abandonment",
+        "reminder",
         1,
         0.9,
         T0 + 2 * 86400,
@@ -354,7 +354,7 @@ def test_explanations_read_well(cfg):
         event_ts=T0,
         engaged=EngagedItem(carts=1, in_cart=True, last_ts=T0),
     )
-    assert explain(follow_up, Verdict("emit", "ok")) == "You left this in your cart 2 days ago"
+    assert explain(reminder, Verdict("emit", "ok")) == "You left this in your cart 2 days ago"
     ending = make_candidate(
         "i1", "promotion_ending", 1, 0.9, T0, cfg, catalog=catalog(promotion=promo), cause="e", event_ts=T0
     )
