@@ -122,21 +122,27 @@ def session_end(timer: Timer, engagement: Engagement, config: PolicyConfig) -> T
     items = engagement.engaged()[: config.quota_engaged]
     if not items:
         return None
-    pushable: list[str] = []
-    for item in items:
-        e = engagement.get(item)
-        if e is not None and (e.in_cart or e.views >= config.browse_min_views):
-            pushable.append(item)
-            if len(pushable) >= config.session_end_max_items:
-                break
     return TriggerAsk(
         "browse_abandonment",
         f"session_end:{timer.cause}",
         timer.created_at,
         tuple(items),
         ("engaged",) * len(items),
-        frozenset(pushable),
+        frozenset(abandoned(items, engagement, config)),
     )
+
+
+def abandoned(items: list[str], engagement: Engagement, config: PolicyConfig) -> list[str]:
+    """Those of ``items`` (most recent first) in the cart or viewed ``browse_min_views`` times, at most
+    ``session_end_max_items``, in the same order."""
+    out: list[str] = []
+    for item in items:
+        e = engagement.get(item)
+        if e is not None and (e.in_cart or e.views >= config.browse_min_views):
+            out.append(item)
+            if len(out) >= config.session_end_max_items:
+                break
+    return out
 
 
 def reminder(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
@@ -148,15 +154,11 @@ def reminder(timer: Timer, engagement: Engagement, config: PolicyConfig) -> Trig
     next abandoned item. Nothing is asked when nothing was abandoned: the session-end ask already
     scored the engaged items for the interest index.
     """
-    ask = session_end(timer, engagement, config)
-    if ask is None or not ask.pushable:
+    items = abandoned(engagement.engaged()[: config.quota_engaged], engagement, config)
+    if not items:
         return None
     return TriggerAsk(
-        "reminder",
-        f"reminder:{timer.cause}",
-        ask.event_ts,
-        tuple(sorted(ask.pushable, key=ask.items.index)),
-        ("engaged",) * len(ask.pushable),
+        "reminder", f"reminder:{timer.cause}", timer.created_at, tuple(items), ("engaged",) * len(items)
     )
 
 

@@ -24,6 +24,16 @@ def _engagement(*events: tuple[str, str, float]) -> Engagement:
     return e
 
 
+def _session() -> Engagement:
+    """Viewed once, viewed twice, carted (in that order)."""
+    return _engagement(
+        ("view", "once", T0 - 50),
+        ("view", "twice", T0 - 40),
+        ("view", "twice", T0 - 30),
+        ("add_to_cart", "carted", T0 - 20),
+    )
+
+
 def test_cart_abandonment_asks_only_while_the_item_is_in_the_cart() -> None:
     timer = Timer(T0 + 3600, "u1", "cart_abandonment", "i1", "ev-7", T0)
     carted = _engagement(("view", "i1", T0 - 10), ("add_to_cart", "i1", T0))
@@ -35,12 +45,7 @@ def test_cart_abandonment_asks_only_while_the_item_is_in_the_cart() -> None:
 
 def test_a_session_end_scores_every_engaged_item_and_may_push_only_the_abandoned_ones() -> None:
     timer = Timer(T0 + 1800, "u1", "session_end", "", "ev-9", T0)
-    engagement = _engagement(
-        ("view", "once", T0 - 50),
-        ("view", "twice", T0 - 40),
-        ("view", "twice", T0 - 30),
-        ("add_to_cart", "carted", T0 - 20),
-    )
+    engagement = _session()
     asked = triggers.timer_ask(timer, engagement, CFG)
     assert asked is not None and asked.trigger == "browse_abandonment" and asked.cause == "session_end:ev-9"
     assert set(asked.items) == {"once", "twice", "carted"}
@@ -52,12 +57,7 @@ def test_a_session_end_scores_every_engaged_item_and_may_push_only_the_abandoned
 
 def test_a_reminder_asks_only_about_the_abandoned_items_with_a_cause_of_its_own() -> None:
     timer = Timer(T0 + 86400, "u1", "reminder", "", "ev-9", T0)
-    engagement = _engagement(
-        ("view", "once", T0 - 50),
-        ("view", "twice", T0 - 40),
-        ("view", "twice", T0 - 30),
-        ("add_to_cart", "carted", T0 - 20),
-    )
+    engagement = _session()
     asked = triggers.timer_ask(timer, engagement, CFG)
     assert asked is not None
     assert (asked.trigger, asked.cause, asked.event_ts) == ("reminder", "reminder:ev-9", T0)
