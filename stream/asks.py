@@ -53,6 +53,8 @@ class Ask:
     # Content-placed candidates' decayed event counts in the partition as they were (the model's
     # stream warm-up, model.warmup); None when the model has no warm-up or no such candidate.
     placed_counts: dict[str, float] | None = None
+    # Per item, the trigger's own interest instead of the model's (stream.triggers.TriggerAsk.priors).
+    priors: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ Trigger = Literal[
     "browse_abandonment",
     "new_arrival",
     "reminder",
+    "discovery",
 ]
 TRIGGERS: tuple[str, ...] = Trigger.__args__  # type: ignore[attr-defined]
 

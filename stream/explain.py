@@ -43,6 +43,9 @@ def explain(candidate: Candidate, verdict: Verdict) -> str:
         why = (
             f"New in: like the {c.category.lower()} you looked at" if c.category else "New in, picked for you"
         )
+    elif c.trigger == "discovery":
+        aisle = c.category.lower() if c.category else None
+        why = f"Popular in {aisle}, which you looked at{ago}" if aisle else "Popular right now"
     elif c.trigger == "cart_abandonment" or c.in_cart:
         why = f"You left this in your cart{ago}"
     elif c.views >= 2:

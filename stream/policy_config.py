@@ -199,6 +199,22 @@ class PolicyConfig(BaseModel):
         description="A shopper who has not come back this long after their last behaviour event gets "
         "one more abandonment push (an abandoned item not pushed yet); 0 disables reminders.",
     )
+    discovery_items: int = Field(
+        10,
+        ge=0,
+        description="At a reminder moment with nothing abandoned, up to this many unengaged popular "
+        "items of the shopper's recent categories are considered for a discovery push "
+        "(stream/discovery.py); 0 disables.",
+    )
+    discovery_discount_weight: float = Field(
+        3.0, ge=0, description="Weight of the item's discount (0-1) in a discovery candidate's value."
+    )
+    discovery_price_weight: float = Field(
+        0.9,
+        ge=0,
+        description="Weight of log(price / the category's median price), subtracted from a discovery "
+        "candidate's value (cheaper than the category's usual price is worth more).",
+    )
     browse_min_views: int = Field(
         2, ge=1, description="Views of an item (not carted) that make it a browse-abandonment candidate."
     )

@@ -127,11 +127,19 @@ class AskScorer:
         for row, ask in enumerate(asks):
             n = len(ask.items)
             p_row = probs[row, :n]
+            raw_row = raws[row, :n]
             valid = cands[row, :n] >= 0
             indexed = [
                 (ask.items[i], float(p_row[i]))
                 for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest))
             ]
+            if ask.priors is not None:
+                # The trigger values its items itself (discovery): every item it names is a candidate,
+                # known to the model or not, and none of them is an interest of the shopper to index.
+                p_row = np.asarray(ask.priors, dtype=np.float64)
+                raw_row = np.where(valid, raw_row, 0.0)  # an item the model lacks has no raw score
+                valid = np.ones(n, dtype=bool)
+                indexed = []
             # Only candidates that could reach a threshold go through the (Python) policy.
             allowed = ask.pushable
             ranked = np.argsort(-p_row, kind="stable")
@@ -139,7 +147,7 @@ class AskScorer:
             if allowed is not None:
                 order = [i for i in order if ask.items[i] in allowed]
             top = [
-                (ask.items[i], ask.sources[i], float(raws[row, i]), float(p_row[i]))
+                (ask.items[i], ask.sources[i], float(raw_row[i]), float(p_row[i]))
                 for i in order[: self.max_decide]
             ]
             results[row] = Scored(top, indexed)

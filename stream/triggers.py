@@ -24,16 +24,19 @@ trigger                source       when
 ``reminder``           timer        ``reminder_seconds`` without a return after the shopper's last
                                     activity: their abandoned items not pushed yet (interest judged as
                                     they left)
+``discovery``          timer        the same moment when nothing was abandoned: popular items of the
+                                    shopper's recent categories they have not seen (``stream.discovery``)
 =====================  ===========  ======================================================================
 
 Adding a trigger: its row in :data:`TRIGGERS`, its name in ``stream.contract.Trigger`` (the wire
 enumeration), for a catalog trigger its detector in :data:`CATALOG_FIRES`, for a timer its builder in
-:data:`TIMER_ASKS` (and its arming in ``stream.timers``), and a test.
+:data:`TIMER_ASKS` (and its arming in ``stream.timers``), and a test. A timer's builder gets the
+shopper's discovery pool on demand (:data:`Discover`; only the reminder uses it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,8 +79,24 @@ TRIGGERS: dict[str, TriggerSpec] = {
             True,
             interest_as_left=True,
         ),
+        TriggerSpec(
+            "discovery",
+            "timer",
+            "the shopper stayed away and left nothing: a popular item of their categories they have not seen",
+            True,
+            interest_as_left=True,
+        ),
     )
 }
+
+# The shopper's discovery pool, (item, interest) best first (``stream.discovery.discovery_pool`` with
+# the engine's catalog and popularity at the decision time), computed only when a trigger asks for it.
+Discover = Callable[[Engagement], Sequence[tuple[str, float]]]
+
+
+def no_discovery(engagement: Engagement) -> Sequence[tuple[str, float]]:
+    """A :data:`Discover` with nothing to offer (discovery off, or a caller without a catalog)."""
+    return ()
 
 
 @dataclass(frozen=True)
@@ -91,9 +110,14 @@ class TriggerAsk:
     sources: tuple[str, ...]  # per item, the candidate source ("engaged", "timer", "catalog", ...)
     pushable: frozenset[str] | None = None  # None: every item; else the others are scored for the index only
     previous_price: float | None = None  # price_drop: the price before
+    # Per item, the trigger's own interest, used instead of the model's (discovery: the model ranks
+    # items the shopper never touched poorly; see stream.discovery). None: the model's.
+    priors: tuple[float, ...] | None = None
 
 
-def cart_abandonment(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+def cart_abandonment(
+    timer: Timer, engagement: Engagement, config: PolicyConfig, discover: Discover = no_discovery
+) -> TriggerAsk | None:
     """The carted item is still in the cart when the delay is over: ask about it."""
     engaged = engagement.get(timer.item_id)
     if engaged is None or not engaged.in_cart:
@@ -103,14 +127,18 @@ def cart_abandonment(timer: Timer, engagement: Engagement, config: PolicyConfig)
     )
 
 
-def promotion_ending(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+def promotion_ending(
+    timer: Timer, engagement: Engagement, config: PolicyConfig, discover: Discover = no_discovery
+) -> TriggerAsk | None:
     """A promotion the shopper cared about ends soon: ask about its item."""
     return TriggerAsk(
         timer.kind, f"{timer.kind}:{timer.cause}", timer.created_at, (timer.item_id,), ("timer",)
     )
 
 
-def session_end(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+def session_end(
+    timer: Timer, engagement: Engagement, config: PolicyConfig, discover: Discover = no_discovery
+) -> TriggerAsk | None:
     """The shopper left: their carted and repeatedly viewed items, not bought, most recent first.
 
     The ask's trigger is ``browse_abandonment``; a carted item's candidate becomes ``cart_abandonment``
@@ -145,25 +173,38 @@ def abandoned(items: list[str], engagement: Engagement, config: PolicyConfig) ->
     return out
 
 
-def reminder(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+def reminder(
+    timer: Timer, engagement: Engagement, config: PolicyConfig, discover: Discover = no_discovery
+) -> TriggerAsk | None:
     """The shopper has stayed away ``reminder_seconds``: their abandoned items once more.
 
     The session end's abandoned items, all pushable, as trigger ``reminder`` (cause ``reminder:<the
     last activity>``): a trigger of its own, so its uplift is learned and its threshold set apart. An
     item pushed within ``item_repeat_window_seconds`` is stopped by that rule, so the reminder is the
-    next abandoned item. Nothing is asked when nothing was abandoned: the session-end ask already
-    scored the engaged items for the interest index.
+    next abandoned item. When nothing was abandoned, the moment is a ``discovery`` ask instead: the
+    shopper's discovery pool (``discover``), valued by the pool, not the model. Nothing is asked when
+    both are empty.
     """
     items = abandoned(engagement.engaged()[: config.quota_engaged], engagement, config)
     if not items:
-        return None
+        pool = discover(engagement)
+        if not pool:
+            return None
+        return TriggerAsk(
+            "discovery",
+            f"discovery:{timer.cause}",
+            timer.created_at,
+            tuple(item for item, _ in pool),
+            ("popular",) * len(pool),
+            priors=tuple(interest for _, interest in pool),
+        )
     return TriggerAsk(
         "reminder", f"reminder:{timer.cause}", timer.created_at, tuple(items), ("engaged",) * len(items)
     )
 
 
 # Timer kind -> the trigger that turns a due timer into an ask (None: nothing to ask any more).
-TIMER_ASKS: dict[str, Callable[[Timer, Engagement, PolicyConfig], TriggerAsk | None]] = {
+TIMER_ASKS: dict[str, Callable[[Timer, Engagement, PolicyConfig, Discover], TriggerAsk | None]] = {
     "cart_abandonment": cart_abandonment,
     "promotion_ending": promotion_ending,
     "session_end": session_end,
@@ -171,9 +212,11 @@ TIMER_ASKS: dict[str, Callable[[Timer, Engagement, PolicyConfig], TriggerAsk | N
 }
 
 
-def timer_ask(timer: Timer, engagement: Engagement, config: PolicyConfig) -> TriggerAsk | None:
+def timer_ask(
+    timer: Timer, engagement: Engagement, config: PolicyConfig, discover: Discover = no_discovery
+) -> TriggerAsk | None:
     """The ask of a due timer, through its trigger in :data:`TIMER_ASKS`."""
-    return TIMER_ASKS[timer.kind](timer, engagement, config)
+    return TIMER_ASKS[timer.kind](timer, engagement, config, discover)
 
 
 def candidate_trigger(ask_trigger: str, in_cart: bool) -> str:

@@ -51,6 +51,8 @@ class DueTimersMixin:
                 work.queue(user, Op(position, now=at, seq=self._next_ask_seq()), at)
                 continue
             # The ask of a due timer comes from its trigger (``stream.triggers.TIMER_ASKS``).
-            asked = triggers.timer_ask(timer, user.engagement, self.cfg)
+            asked = triggers.timer_ask(
+                timer, user.engagement, self.cfg, self.intake.discover(part.partition, at)
+            )
             if asked is not None:
                 work.queue(user, Op(position, ask=self.intake.ask(user, asked, at)), at)

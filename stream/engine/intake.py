@@ -19,6 +19,7 @@ from stream.catalog_view import CatalogView
 from stream.content_items import NewItems
 from stream.contract import Event
 from stream.decider import Decider
+from stream.discovery import discovery_pool
 from stream.engine.users import TYPE_INDEX
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
@@ -72,6 +73,7 @@ def capture_ask(
         list(user.state.policy.send_hours) if user.state.policy.send_hours else None,
         asked.pushable,
         counts,
+        asked.priors,
     )
 
 
@@ -116,6 +118,20 @@ class Intake:
             mine = self.recent_categories(user.engagement, now)
             warm = [i for i in warm if (v := catalog.at(i, now)) is not None and v.category in mine]
         return capture_ask(user, asked, now, seq, self._part(user.partition), warm)
+
+    def discover(self, partition: int, now: float) -> triggers.Discover:
+        """The shopper's discovery pool at ``now`` (``stream.discovery``), computed when a trigger asks:
+        the catalog as at ``now``, the partition's popularity as the stream stands (in stream order)."""
+        popularity = self._part(partition).trending
+
+        def pool(engagement: Engagement) -> list[tuple[str, float]]:
+            categories = self.recent_categories(engagement, now)
+            catalog = self._catalog()
+            return discovery_pool(
+                engagement, categories, catalog, lambda item: popularity.score(item, now), now, self.cfg
+            )
+
+        return pool
 
     def recent_categories(self, engagement: Engagement, now: float) -> dict[str, None]:
         """The categories of the user's ``covisit_window`` most recent items, as catalogued at ``now``."""

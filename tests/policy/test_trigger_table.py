@@ -64,3 +64,19 @@ def test_a_reminder_asks_only_about_the_abandoned_items_with_a_cause_of_its_own(
     assert asked.items == ("carted", "twice") and asked.pushable is None  # most recent first
     only_viewed_once = _engagement(("view", "once", T0 - 50))
     assert triggers.timer_ask(timer, only_viewed_once, CFG) is None  # nothing abandoned: no ask
+
+
+def test_a_reminder_with_nothing_abandoned_asks_about_the_discovery_pool_with_its_own_interest() -> None:
+    timer = Timer(T0 + 86400, "u1", "reminder", "", "ev-9", T0)
+    only_viewed_once = _engagement(("view", "once", T0 - 50))
+    pool = [("popular", 0.6), ("cheap", 0.4)]
+    asked = triggers.timer_ask(timer, only_viewed_once, CFG, lambda engagement: pool)
+    assert asked == triggers.TriggerAsk(
+        "discovery", "discovery:ev-9", T0, ("popular", "cheap"), ("popular", "popular"), priors=(0.6, 0.4)
+    )
+
+    # Something abandoned: the reminder, and the pool is never asked for.
+    def refuse(engagement: Engagement) -> list[tuple[str, float]]:
+        raise AssertionError("the pool is not needed")
+
+    assert triggers.timer_ask(timer, _session(), CFG, refuse).trigger == "reminder"  # type: ignore[union-attr]

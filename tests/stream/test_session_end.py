@@ -10,7 +10,16 @@ from stream.learning import EpochLearner, Update
 from stream.partitioning import partition_for
 from stream.policy import PushRecord, in_holdout
 from stream.policy_config import PolicyConfig
-from tests.stream.fakes import PARTITIONS, T0, DictState, ev, make_engine, make_settings
+from tests.stream.fakes import (
+    PARTITIONS,
+    T0,
+    DictState,
+    catalog_entry,
+    catalog_record,
+    ev,
+    make_engine,
+    make_settings,
+)
 
 GAP = 1800.0
 
@@ -290,3 +299,41 @@ def test_a_reminder_goes_only_to_a_shopper_who_stays_away_of_the_next_abandoned_
     assert again.trigger == "reminder"
     # Interest is judged as the shopper left; the reason still says how long ago they engaged.
     assert again.features["age_seconds"] >= DAY - 60 and again.reason.endswith("24 hours ago")
+
+
+def test_a_shopper_who_left_nothing_behind_gets_a_discovery_push_of_a_popular_item_they_have_not_seen() -> (
+    None
+):
+    e, store = engine(reminder_seconds=DAY), DictState()
+    jackets = [
+        catalog_entry(item).model_copy(update={"category": "Jackets", "title": f"Jacket {item}"})
+        for item in ("j1", "j2", "j3")
+    ]
+    e.apply_catalog([catalog_record(entry) for entry in jackets], DictState(), announce=False)
+    # Shoppers of u1's partition make j2 popular; u1 views j1 once (nothing abandoned) and leaves.
+    crowd = [ev(f"c{k}", neighbour("u1", k % 3), "view", "j2", T0 + k) for k in range(40)]
+    e.process([*crowd, ev("d1", "u1", "view", "j1", T0 + 10)], store)
+    end = [p for _, p in e.process([clock("u1", T0 + 10 + GAP, 3)], store).pushes if p.user_id == "u1"]
+    assert end == []  # a single view is not abandoned: nothing at the session end
+    out = e.process([clock("u1", T0 + 10 + DAY, 4)], store)
+    [push] = [p for _, p in out.pushes if p.user_id == "u1"]
+    assert (push.trigger, push.item_id) == ("discovery", "j2")  # popular, unseen, in their category
+    assert push.event_ts == T0 + 10
+    assert push.reason.startswith("Popular in jackets, which you looked at 24 hours ago")
+
+
+def test_discovery_is_off_with_no_items_and_a_reminder_prefers_what_was_abandoned() -> None:
+    twice = ["i1", "i1", "i2", "i2"]  # two abandoned items: one for the session end, one for the reminder
+    for discovery_items, views, expected in ((0, [], []), (10, twice, ["browse_abandonment", "reminder"])):
+        e, store = engine(reminder_seconds=DAY, discovery_items=discovery_items, threshold=0.1), DictState()
+        jackets = [catalog_entry(item).model_copy(update={"category": "Jackets"}) for item in ("j1", "j2")]
+        e.apply_catalog([catalog_record(entry) for entry in jackets], DictState(), announce=False)
+        crowd = [ev(f"c{k}", neighbour("u1", k % 3), "view", "j2", T0 + k) for k in range(40)]
+        mine = [ev(f"d{k}", "u1", "view", item, T0 + 10 + k) for k, item in enumerate(["j1", *views])]
+        e.process([*crowd, *mine], store)
+        moments = [
+            e.process([clock("u1", T0 + 20 + GAP, 3)], store),
+            e.process([clock("u1", T0 + 20 + DAY, 4)], store),
+        ]
+        triggers = [p.trigger for out in moments for _, p in out.pushes if p.user_id == "u1"]
+        assert triggers == expected

@@ -1,0 +1,84 @@
+"""The discovery pool (``stream/discovery.py``): unseen in-stock items of the shopper's recent
+categories, valued by popularity, discount and price relative to the category."""
+
+from __future__ import annotations
+
+import math
+
+from stream.candidates import Engagement
+from stream.catalog_view import CatalogView
+from stream.contract import CatalogUpdate, Promotion
+from stream.discovery import discovery_interest, discovery_pool
+from stream.policy_config import PolicyConfig
+
+T0 = 1_781_006_400.0
+CFG = PolicyConfig.model_validate({})
+
+
+def _catalog(*entries: tuple[str, str, float, int, float]) -> CatalogView:
+    """(item, category, price, stock, discount) entries, all catalogued an hour before T0."""
+    view = CatalogView()
+    for item, category, price, stock, discount in entries:
+        promo = (
+            Promotion(promotion_id=f"p-{item}", discount=discount, starts_at=T0 - 7200, ends_at=T0 + 7200)
+            if discount
+            else None
+        )
+        view.put(
+            CatalogUpdate(
+                item_id=item,
+                title=item,
+                category=category,
+                price=price,
+                stock=stock,
+                promotion=promo,
+                updated_at=T0 - 3600,
+            )
+        )
+    return view
+
+
+def _seen(*items: str) -> Engagement:
+    engagement = Engagement(20)
+    for k, item in enumerate(items):
+        engagement.observe("view", item, T0 - 100 + k)
+    return engagement
+
+
+def test_the_pool_holds_unseen_in_stock_items_of_the_categories_ranked_by_popularity_discount_and_price() -> (
+    None
+):
+    catalog = _catalog(
+        ("seen", "jackets", 100.0, 5, 0.0),
+        ("popular", "jackets", 100.0, 5, 0.0),
+        ("on-sale", "jackets", 100.0, 5, 0.4),
+        ("cheap", "jackets", 50.0, 5, 0.0),
+        ("sold-out", "jackets", 10.0, 0, 0.5),
+        ("other-aisle", "shoes", 100.0, 5, 0.0),
+    )
+    popularity = {"popular": math.e - 1.0}.get  # log1p -> 1.0
+    pool = discovery_pool(_seen("seen"), ["jackets"], catalog, lambda i: popularity(i, 0.0), T0, CFG)
+    ranked = [item for item, _ in pool]
+    # The in-stock jackets' median effective price: 80 (seen 100, popular 100, on-sale 60, cheap 50).
+    # on-sale: 3 x 0.4 - 0.9 x log(60 / 80) = 1.46; popular: 1 - 0.9 x log(100 / 80) = 0.80;
+    # cheap: -0.9 x log(50 / 80) = 0.42. The seen, the sold-out and the other aisle's items are out.
+    assert ranked == ["on-sale", "popular", "cheap"]
+    assert math.isclose(dict(pool)["popular"], discovery_interest(1.0 - 0.9 * math.log(100 / 80)))
+
+
+def test_the_pool_is_bounded_ordered_by_id_on_ties_and_off_with_no_items() -> None:
+    catalog = _catalog(*[(f"i{k}", "c", 100.0, 5, 0.0) for k in (3, 1, 2)])
+    zero = lambda item: 0.0  # noqa: E731
+    two = CFG.model_copy(update={"discovery_items": 2})
+    assert discovery_pool(Engagement(20), ["c"], catalog, zero, T0, two) == [("i1", 0.0), ("i2", 0.0)]
+    off = CFG.model_copy(update={"discovery_items": 0})
+    assert discovery_pool(Engagement(20), ["c"], catalog, zero, T0, off) == []
+    assert discovery_pool(Engagement(20), [], catalog, zero, T0, CFG) == []
+
+
+def test_discovery_interest_is_monotone_in_zero_to_one() -> None:
+    values = [-2.0, 0.0, 0.1, 1.0, 5.0, 100.0]
+    interests = [discovery_interest(v) for v in values]
+    assert interests[:2] == [0.0, 0.0]
+    assert all(a < b for a, b in zip(interests[1:], interests[2:], strict=False))
+    assert all(0.0 <= p < 1.0 for p in interests)
