@@ -61,7 +61,11 @@ from benchmarks.lab_pushers import (  # noqa: E402
     SessionEndPusher,
     ValueDiscoveryPusher,
 )
-from benchmarks.lab_reminders import AbandonedOrDiscoveryPusher, ReminderPusher  # noqa: E402
+from benchmarks.lab_reminders import (  # noqa: E402
+    AbandonedOrDiscoveryPusher,
+    CartThenDiscoveryPusher,
+    ReminderPusher,
+)
 from benchmarks.marketer_rules import MarketerRulesPusher  # noqa: E402
 from benchmarks.push_outcomes import BenchConfig, ensure_model  # noqa: E402
 from model.scorer import IncrementalScorer  # noqa: E402
@@ -94,6 +98,7 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "vector_oracle_discovery": VectorOracleDiscoveryPusher,
     "reminder": ReminderPusher,
     "abandoned_or_discovery": AbandonedOrDiscoveryPusher,
+    "cart_then_discovery": CartThenDiscoveryPusher,
 }
 COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "quiet_pushes")
 

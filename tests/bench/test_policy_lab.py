@@ -169,3 +169,26 @@ def test_a_reminder_goes_a_day_later_only_to_a_shopper_who_stayed_away() -> None
     # The one who came back had a session end of their own (b); the other gets the reminder (b).
     assert later == sorted([(users[0], "b", "reminder"), (users[1], "b", "browse_abandonment")])
     assert pusher.due(t + 40_000 + 86400 + 2) == []  # b pushed already, a too: nothing left to remind
+
+
+def test_cart_then_discovery_holds_browsing_to_the_reminder_and_discovers_when_nothing_was_left() -> None:
+    from benchmarks.lab_reminders import CartThenDiscoveryPusher
+    from stream.contract import CatalogUpdate
+
+    holdout = lambda u: in_holdout(u, 0.5, "kairos-holdout-v1")  # noqa: E731
+    carter, browser, looker = [f"u{k:06d}" for k in range(100) if not holdout(f"u{k:06d}")][:3]
+    pusher = CartThenDiscoveryPusher(holdout)
+    t = 1_780_315_200.0  # 2026-06-01 12:00 UTC
+    for item in ("a", "b", "c"):
+        pusher.observe_catalog(
+            CatalogUpdate(item_id=item, title=item, category="k", price=10.0, stock=5, updated_at=t - 10)
+        )
+    steps = {carter: [("add_to_cart", "a")], browser: [("view", "b"), ("view", "b")], looker: [("view", "c")]}
+    for u, events in steps.items():
+        for n, (kind, item) in enumerate(events):
+            pusher.observe_event(_event(u, kind, item, t + n, n))
+    assert [(p.user_id, p.item_id) for p in pusher.due(t + 3600 + 2)] == [(carter, "a")]  # carts only
+    later = sorted((p.user_id, p.item_id) for p in pusher.due(t + 86400 + 2))
+    # The browser is reminded of b; the looker, who left nothing, discovers the most popular item they
+    # have not seen (a: a cart weighs 3 views); the carter's a was pushed already.
+    assert later == sorted([(browser, "b"), (looker, "a")])
