@@ -40,6 +40,7 @@ class DueTimersMixin:
         The user's state is as it was before the input that moved the clock, so a replay decides the
         same.
         """
+        discover = self.intake.discover(part.partition, now)  # the reminder's pool, computed on demand
         for timer in part.timers.pop_due(now, limit=self.cfg.max_timers):
             at = now
             user = self.users.load(txn, part.partition, timer.user_id, work.users)
@@ -51,8 +52,6 @@ class DueTimersMixin:
                 work.queue(user, Op(position, now=at, seq=self._next_ask_seq()), at)
                 continue
             # The ask of a due timer comes from its trigger (``stream.triggers.TIMER_ASKS``).
-            asked = triggers.timer_ask(
-                timer, user.engagement, self.cfg, self.intake.discover(part.partition, at)
-            )
+            asked = triggers.timer_ask(timer, user.engagement, self.cfg, discover)
             if asked is not None:
                 work.queue(user, Op(position, ask=self.intake.ask(user, asked, at)), at)
