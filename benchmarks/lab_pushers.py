@@ -33,6 +33,7 @@ import numpy as np
 from benchmarks.baselines import BaselinePusher, baseline_push
 from stream.candidates import TRENDING_WEIGHTS
 from stream.contract import Event, Push
+from stream.discovery import discovery_value
 from stream.engine.intake import STEP_TYPES
 from stream.engine.users import TYPE_INDEX
 from stream.policy import quiet_hours_end
@@ -295,9 +296,7 @@ class ValueDiscoveryPusher(PopularDiscoveryPusher):
             promo = entry.promotion
             discount = promo.discount if promo is not None and promo.active_at(now) else 0.0
             relative = max(entry.effective_price(now), 0.01) / median[entry.category]
-            value = (
-                math.log1p(c.value) + self.discount_weight * discount - self.price_weight * math.log(relative)
-            )
+            value = discovery_value(c.value, discount, relative, self.discount_weight, self.price_weight)
             out.append(LabCandidate(c.item_id, c.trigger, value))
         return out
 

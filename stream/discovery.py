@@ -23,11 +23,24 @@ Pure functions: the engine passes its catalog view and its partition's popularit
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterable
 
 from stream.candidates import Engagement
 from stream.catalog_view import CatalogView
 from stream.policy_config import PolicyConfig
+
+
+def discovery_value(
+    popularity: float, discount: float, relative_price: float, discount_weight: float, price_weight: float
+) -> float:
+    """An unengaged item's value to a shopper from what the shop observes (module doc); ``relative_price``
+    is the item's effective price over its category's median."""
+    return (
+        math.log1p(max(popularity, 0.0))
+        + discount_weight * discount
+        - price_weight * math.log(relative_price)
+    )
 
 
 def discovery_interest(value: float) -> float:
@@ -59,19 +72,19 @@ def discovery_pool(
         ]
         if not entries:
             continue
-        prices = sorted(max(v.effective_price(now), 0.01) for _, v in entries)
-        mid = len(prices) // 2
-        median = prices[mid] if len(prices) % 2 else 0.5 * (prices[mid - 1] + prices[mid])
+        median = statistics.median(max(v.effective_price(now), 0.01) for _, v in entries)
         for item, version in entries:
             if engagement.get(item) is not None:
                 continue
             promo = version.promotion
             discount = promo.discount if promo is not None and promo.active_at(now) else 0.0
             relative = max(version.effective_price(now), 0.01) / median
-            value = (
-                math.log1p(max(popularity(item), 0.0))
-                + config.discovery_discount_weight * discount
-                - config.discovery_price_weight * math.log(relative)
+            value = discovery_value(
+                popularity(item),
+                discount,
+                relative,
+                config.discovery_discount_weight,
+                config.discovery_price_weight,
             )
             scored.append((value, item))
     scored.sort(key=lambda vi: (-vi[0], vi[1]))

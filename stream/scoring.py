@@ -129,11 +129,12 @@ class AskScorer:
             p_row = probs[row, :n]
             raw_row = raws[row, :n]
             valid = cands[row, :n] >= 0
-            indexed = [
-                (ask.items[i], float(p_row[i]))
-                for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest))
-            ]
-            if ask.priors is not None:
+            if ask.priors is None:
+                indexed = [
+                    (ask.items[i], float(p_row[i]))
+                    for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest))
+                ]
+            else:
                 # The trigger values its items itself (discovery): every item it names is a candidate,
                 # known to the model or not, and none of them is an interest of the shopper to index.
                 p_row = np.asarray(ask.priors, dtype=np.float64)

@@ -40,8 +40,11 @@ class DueTimersMixin:
         The user's state is as it was before the input that moved the clock, so a replay decides the
         same.
         """
+        due = part.timers.pop_due(now, limit=self.cfg.max_timers)
+        if not due:  # the common case: the clock moves on every event, a timer seldom falls due
+            return
         discover = self.intake.discover(part.partition, now)  # the reminder's pool, computed on demand
-        for timer in part.timers.pop_due(now, limit=self.cfg.max_timers):
+        for timer in due:
             at = now
             user = self.users.load(txn, part.partition, timer.user_id, work.users)
             user.dirty = True  # the fired timer leaves the stored state
