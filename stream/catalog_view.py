@@ -210,6 +210,9 @@ class CatalogView:
 
     def changes_between(self, after: float, until: float) -> list[CatalogChange]:
         """Logged changes with ``after < updated_at <= until``, in announcement order."""
+        changes = self._changes
+        if not changes or changes[-1].updated_at <= after or until < changes[0].updated_at:
+            return []  # the usual answer, asked once per event: no bisection
         lo = bisect.bisect_right(self._changes, after, key=_change_time)
         hi = bisect.bisect_right(self._changes, until, key=_change_time)
         return self._changes[lo:hi]

@@ -36,9 +36,13 @@ ACTIVITY_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase
 TimerKey = tuple[str, str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Timer:
-    """One pending timer; ``kind`` is also the trigger of the push it may cause."""
+    """One pending timer; ``kind`` is also the trigger of the push it may cause.
+
+    Treat it as immutable (the queue hands out the objects it holds). Not ``frozen`` because a
+    frozen dataclass costs four times as much to build, and every behaviour event builds two.
+    """
 
     due_at: float
     user_id: str
@@ -93,7 +97,14 @@ class TimerQueue:
     def schedule(self, timer: Timer) -> bool:
         """Add a timer, replacing the one with the same key. False when refused (queue full)."""
         key = timer.key
-        if key not in self._live and len(self._live) >= self.max_timers:
+        live = self._live.get(key)
+        if live is not None and timer.due_at >= live[0].due_at:
+            # Pushed back (session_end and reminder are, by every event of the shopper): its heap
+            # entry stays where it is and is moved to the new time when it reaches the top
+            # (:meth:`_settle`), so a re-arm costs no heap push and leaves no stale entry.
+            self._live[key] = (timer, live[1])
+            return True
+        if live is None and len(self._live) >= self.max_timers:
             self.refused += 1
             return False
         self._seq += 1
@@ -141,27 +152,38 @@ class TimerQueue:
     def next_due(self) -> float | None:
         """Due time of the soonest pending timer."""
         while self._heap:
-            due_at, key, seq = self._heap[0]
-            live = self._live.get(key)
-            if live is not None and live[1] == seq:
-                return due_at
-            heapq.heappop(self._heap)
+            if self._settle():
+                return self._heap[0][0]
         return None
+
+    def _settle(self) -> bool:
+        """Make the heap's top entry current: True when it is a live timer at its due time.
+
+        A stale entry (cancelled or rescheduled earlier) is dropped; the entry of a timer pushed back
+        since it was pushed moves to the timer's due time. Either way the caller looks again.
+        """
+        due_at, key, seq = self._heap[0]
+        live = self._live.get(key)
+        if live is None or live[1] != seq:
+            heapq.heappop(self._heap)
+            return False
+        if live[0].due_at != due_at:
+            heapq.heapreplace(self._heap, (live[0].due_at, key, seq))
+            return False
+        return True
 
     def pop_due(self, now: float, limit: int | None = None) -> list[Timer]:
         """Remove and return the timers with ``due_at <= now`` (soonest first, at most ``limit``)."""
         out: list[Timer] = []
         while self._heap and (limit is None or len(out) < limit):
-            due_at, key, seq = self._heap[0]
-            live = self._live.get(key)
-            if live is None or live[1] != seq:
-                heapq.heappop(self._heap)  # stale entry of a cancelled or rescheduled timer
+            if not self._settle():
                 continue
+            due_at, key, _ = self._heap[0]
             if due_at > now:
                 break
             heapq.heappop(self._heap)
+            out.append(self._live[key][0])
             self._remove(key)
-            out.append(live[0])
         return out
 
     def _remove(self, key: TimerKey) -> None:

@@ -20,6 +20,7 @@ from stream.policy_config import PolicyConfig
 from stream.policy_state import PushRecord, UserPolicyState
 
 
+@lru_cache(maxsize=1 << 16)  # asked at every decision of a user; a hash per ask was a visible cost
 def in_holdout(user_id: str, share: float, salt: str) -> bool:
     """Whether the user is in the holdout group: a stable hash (BLAKE2b) of salt and user id below ``share``.
 

@@ -31,12 +31,21 @@ def resolve(
     """Pass 2: GRU steps in rounds, each followed by the decisions queued behind it."""
     stage = out.stage_seconds
     depth = max((len(s) for s in steps.values()), default=0)
+    # Each round's ops, in user order then the user's own order, gathered once: a scan of every op per
+    # round made a batch with one very active user quadratic in its events.
+    by_round: list[list[tuple[BatchUser, Op]]] = [[] for _ in range(depth + 1)]
+    for u, queue in ops.items():
+        user = users[u]
+        for op in queue:
+            by_round[op.step].append((user, op))
+    stepping = [(users[u], s) for u, s in steps.items()]
     for r in range(depth + 1):
         if r > 0:
             t = perf_counter()
-            step_round([(users[u], s[r - 1]) for u, s in steps.items() if len(s) >= r], out, scoring)
+            stepping = [(user, s) for user, s in stepping if len(s) >= r]
+            step_round([(user, s[r - 1]) for user, s in stepping], out, scoring)
             stage["step"] += perf_counter() - t
-        due = [(users[u], op) for u, queue in ops.items() for op in queue if op.step == r]
+        due = by_round[r]
         if not due:
             continue
         asks = [op.ask for _, op in due if op.ask is not None]

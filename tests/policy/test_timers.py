@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
+
+import pytest
 
 from stream.contract import Promotion
 from stream.timers import Timer, TimerQueue, on_behaviour, schedule_promotion_ending
@@ -51,6 +54,34 @@ def test_bounds_total_and_per_user():
     for n in range(2000):
         q.schedule(timer("u1", "i4", T0 + n))
     assert len(q._heap) <= 2 * len(q) + 65
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_queue_fires_like_a_plain_sorted_list(seed: int):
+    """Pushed-back timers keep their heap entry until it reaches the top (``TimerQueue._settle``): the
+    queue must still fire exactly what a plain sorted list of the live timers would, in due then key
+    order, and report the same next due time, whatever mix of schedules, cancels and pops."""
+    rng = random.Random(seed)
+    q = TimerQueue(max_timers=1_000, max_per_user=1_000)
+    live: dict[tuple[str, str, str], Timer] = {}
+    now = T0
+    for step in range(3_000):
+        op = rng.random()
+        key = (f"u{rng.randrange(8)}", rng.choice(["session_end", "reminder"]), "")
+        if op < 0.6:
+            t = Timer(now + rng.choice([0, 5, 10, 30, 60, 120]), key[0], key[1], "", f"e{step}", now)
+            assert q.schedule(t)
+            live[key] = t
+        elif op < 0.7:
+            assert q.cancel(*key) == (live.pop(key, None) is not None)
+        else:
+            now += rng.choice([0, 1, 7, 20])
+            expected = sorted((t for t in live.values() if t.due_at <= now), key=lambda t: (t.due_at, t.key))
+            assert q.pop_due(now) == expected
+            for t in expected:
+                del live[t.key]
+        assert q.next_due() == min((t.due_at for t in live.values()), default=None)
+        assert len(q) == len(live)
 
 
 def test_round_trip():
