@@ -9,6 +9,9 @@ nothing was abandoned.
 * :class:`CartThenDiscoveryPusher`: the session end pushes only a carted item; the reminder an abandoned
   item (carted or viewed twice), else discovery (the engine's ``reminder`` and ``discovery`` triggers,
   with browse abandonment held to the reminder).
+* :class:`CartThenDiscoveryFirstPusher`: the same session end; the reminder discovery first, the
+  abandoned items only when the shopper's discovery pool is empty (the engine with
+  ``session_end_browse`` off and ``reminder_discovery_first`` on).
 
 Why a reminder: a push mostly moves forward a purchase the shopper would make at their next visit
 (carts stay and are checked out later), so its incremental value is highest for shoppers who do not
@@ -84,3 +87,16 @@ class CartThenDiscoveryPusher(AbandonedOrDiscoveryPusher):
 
     def reminder_candidates(self, user_id: str, now: float) -> list[LabCandidate]:
         return AbandonedOrDiscoveryPusher.candidates(self, user_id, now)
+
+
+class CartThenDiscoveryFirstPusher(CartThenDiscoveryPusher):
+    """The session end pushes a carted item only; the reminder discovery first, else an abandoned item.
+
+    Why: at the reminder a discovery push was worth about four times a browse reminder (+107 against
+    +24 purchases per 1,000 pushes to shoppers who visit less than once a day, same regression), so the
+    pool goes first and a viewed item is the fallback.
+    """
+
+    def reminder_candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        discovery = ValueDiscoveryPusher.candidates(self, user_id, now)
+        return discovery or SessionEndPusher.candidates(self, user_id, now)

@@ -21,8 +21,10 @@ could reach: ``oracle_item`` (the same moments, the abandoned item with the true
 (``popular_discovery``'s candidates ranked by true utility) and ``vector_oracle_discovery``
 (``value_discovery`` plus the true item vectors against a taste estimated from the shopper's history);
 ``reminder`` (``session_end`` plus the engine's reminder a day after the shopper's last activity, if
-they stay away) and ``abandoned_or_discovery`` (the same moments, ``value_discovery``'s items when
-nothing was abandoned), of ``benchmarks/lab_reminders.py``.
+they stay away), ``abandoned_or_discovery`` (the same moments, ``value_discovery``'s items when
+nothing was abandoned), ``cart_then_discovery`` (carts only at the session end; the reminder an
+abandoned item, else discovery) and ``cart_then_discovery_first`` (the same, discovery first at the
+reminder), of ``benchmarks/lab_reminders.py``.
 
 ``.venv/bin/python benchmarks/policy_lab.py --seeds 11 12 13 14 15 16 17 18`` (about a minute per
 arm on 2 cores) prints the table and writes ``benchmarks/reports/policy_lab.md``.
@@ -63,6 +65,7 @@ from benchmarks.lab_pushers import (  # noqa: E402
 )
 from benchmarks.lab_reminders import (  # noqa: E402
     AbandonedOrDiscoveryPusher,
+    CartThenDiscoveryFirstPusher,
     CartThenDiscoveryPusher,
     ReminderPusher,
 )
@@ -99,6 +102,7 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "reminder": ReminderPusher,
     "abandoned_or_discovery": AbandonedOrDiscoveryPusher,
     "cart_then_discovery": CartThenDiscoveryPusher,
+    "cart_then_discovery_first": CartThenDiscoveryFirstPusher,
 }
 COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "quiet_pushes")
 

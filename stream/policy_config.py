@@ -206,6 +206,11 @@ class PolicyConfig(BaseModel):
         "items of the shopper's recent categories are considered for a discovery push "
         "(stream/discovery.py); 0 disables.",
     )
+    reminder_discovery_first: bool = Field(
+        True,
+        description="At a reminder moment, ask about the discovery pool whenever it has items, and about "
+        "the abandoned items only when it is empty (off: abandoned items first).",
+    )
     discovery_discount_weight: float = Field(
         3.0, ge=0, description="Weight of the item's discount (0-1) in a discovery candidate's value."
     )
@@ -217,6 +222,11 @@ class PolicyConfig(BaseModel):
     )
     browse_min_views: int = Field(
         2, ge=1, description="Views of an item (not carted) that make it a browse-abandonment candidate."
+    )
+    session_end_browse: bool = Field(
+        False,
+        description="Whether a session's end may push a repeatedly viewed, not carted item "
+        "(browse_abandonment); off, only carted items go then and the viewed ones wait for the reminder.",
     )
     session_end_max_items: int = Field(
         8, ge=1, description="Most abandoned items (most recent first) considered at a session's end."

@@ -24,8 +24,9 @@ trigger                source       when
 ``reminder``           timer        ``reminder_seconds`` without a return after the shopper's last
                                     activity: their abandoned items not pushed yet (interest judged as
                                     they left)
-``discovery``          timer        the same moment when nothing was abandoned: popular items of the
-                                    shopper's recent categories they have not seen (``stream.discovery``)
+``discovery``          timer        the same moment when nothing was abandoned (or first, with
+                                    ``reminder_discovery_first``): popular items of the shopper's recent
+                                    categories they have not seen (``stream.discovery``)
 =====================  ===========  ======================================================================
 
 Adding a trigger: its row in :data:`TRIGGERS`, its name in ``stream.contract.Trigger`` (the wire
@@ -145,7 +146,8 @@ def session_end(
     (:func:`candidate_trigger`). Every item the shopper engaged with is scored (up to
     ``quota_engaged``), so the item -> interested users index learns the session's interests for
     catalog triggers (a price drop of an item viewed once); only the abandoned ones (``pushable``, at
-    most ``session_end_max_items``) may be pushed now.
+    most ``session_end_max_items``) may be pushed now; with ``session_end_browse`` off only the carted
+    ones, and the viewed ones wait for the reminder.
     """
     items = engagement.engaged()[: config.quota_engaged]
     if not items:
@@ -156,17 +158,19 @@ def session_end(
         timer.created_at,
         tuple(items),
         ("engaged",) * len(items),
-        frozenset(abandoned(items, engagement, config)),
+        frozenset(abandoned(items, engagement, config, browsed=config.session_end_browse)),
     )
 
 
-def abandoned(items: list[str], engagement: Engagement, config: PolicyConfig) -> list[str]:
-    """Those of ``items`` (most recent first) in the cart or viewed ``browse_min_views`` times, at most
-    ``session_end_max_items``, in the same order."""
+def abandoned(
+    items: list[str], engagement: Engagement, config: PolicyConfig, browsed: bool = True
+) -> list[str]:
+    """Those of ``items`` (most recent first) in the cart or (``browsed``) viewed ``browse_min_views``
+    times, at most ``session_end_max_items``, in the same order."""
     out: list[str] = []
     for item in items:
         e = engagement.get(item)
-        if e is not None and (e.in_cart or e.views >= config.browse_min_views):
+        if e is not None and (e.in_cart or (browsed and e.views >= config.browse_min_views)):
             out.append(item)
             if len(out) >= config.session_end_max_items:
                 break
@@ -181,15 +185,14 @@ def reminder(
     The session end's abandoned items, all pushable, as trigger ``reminder`` (cause ``reminder:<the
     last activity>``): a trigger of its own, so its uplift is learned and its threshold set apart. An
     item pushed within ``item_repeat_window_seconds`` is stopped by that rule, so the reminder is the
-    next abandoned item. When nothing was abandoned, the moment is a ``discovery`` ask instead: the
-    shopper's discovery pool (``discover``), valued by the pool, not the model. Nothing is asked when
-    both are empty.
+    next abandoned item. When nothing was abandoned (or always, with ``reminder_discovery_first``), the
+    moment is a ``discovery`` ask instead: the shopper's discovery pool (``discover``), valued by the
+    pool, not the model. Nothing is asked when both are empty.
     """
     items = abandoned(engagement.engaged()[: config.quota_engaged], engagement, config)
-    if not items:
-        pool = discover(engagement)
-        if not pool:
-            return None
+    # The pool is computed only when it may be asked about (it reads the catalog and the indexes).
+    pool = discover(engagement) if not items or config.reminder_discovery_first else []
+    if pool:
         return TriggerAsk(
             "discovery",
             f"discovery:{timer.cause}",
@@ -198,6 +201,8 @@ def reminder(
             ("popular",) * len(pool),
             priors=tuple(interest for _, interest in pool),
         )
+    if not items:
+        return None
     return TriggerAsk(
         "reminder", f"reminder:{timer.cause}", timer.created_at, tuple(items), ("engaged",) * len(items)
     )

@@ -192,3 +192,25 @@ def test_cart_then_discovery_holds_browsing_to_the_reminder_and_discovers_when_n
     # The browser is reminded of b; the looker, who left nothing, discovers the most popular item they
     # have not seen (a: a cart weighs 3 views); the carter's a was pushed already.
     assert later == sorted([(browser, "b"), (looker, "a")])
+
+
+def test_cart_then_discovery_first_reminds_with_discovery_before_a_viewed_item() -> None:
+    from benchmarks.lab_reminders import CartThenDiscoveryFirstPusher
+    from stream.contract import CatalogUpdate
+
+    holdout = lambda u: in_holdout(u, 0.5, "kairos-holdout-v1")  # noqa: E731
+    browser, lone, fan = [f"u{k:06d}" for k in range(100) if not holdout(f"u{k:06d}")][:3]
+    pusher = CartThenDiscoveryFirstPusher(holdout)
+    t = 1_780_315_200.0  # 2026-06-01 12:00 UTC
+    for item, category in (("b", "k"), ("c", "k"), ("z", "y")):
+        pusher.observe_catalog(
+            CatalogUpdate(item_id=item, title=item, category=category, price=10.0, stock=5, updated_at=t - 10)
+        )
+    views = [(browser, "b"), (browser, "b"), (lone, "z"), (lone, "z"), (fan, "c")]
+    for n, (u, item) in enumerate(views):
+        pusher.observe_event(_event(u, "view", item, t + n, n))
+    assert pusher.due(t + 3600 + 5) == []  # nothing carted: nothing at the session end
+    later = sorted((p.user_id, p.item_id) for p in pusher.due(t + 86400 + 5))
+    # The browser discovers c (their category, unseen) rather than being reminded of b, and the fan b;
+    # the lone shopper's category holds nothing else, so they are reminded of z.
+    assert later == sorted([(browser, "c"), (lone, "z"), (fan, "b")])

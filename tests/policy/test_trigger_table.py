@@ -8,7 +8,17 @@ from stream.policy_config import PolicyConfig
 from stream.timers import TIMER_KINDS, Timer
 
 T0 = 1_781_006_400.0
-CFG = PolicyConfig.model_validate({"browse_min_views": 2, "session_end_max_items": 2, "quota_engaged": 5})
+# Browse abandonment at the session end and abandoned items first at the reminder (both off by default):
+# the mechanisms the first tests read; the last two tests switch them to the defaults.
+CFG = PolicyConfig.model_validate(
+    {
+        "browse_min_views": 2,
+        "session_end_max_items": 2,
+        "quota_engaged": 5,
+        "session_end_browse": True,
+        "reminder_discovery_first": False,
+    }
+)
 
 
 def test_the_table_matches_the_contract_and_every_timer_kind_has_a_trigger() -> None:
@@ -80,3 +90,26 @@ def test_a_reminder_with_nothing_abandoned_asks_about_the_discovery_pool_with_it
         raise AssertionError("the pool is not needed")
 
     assert triggers.timer_ask(timer, _session(), CFG, refuse).trigger == "reminder"  # type: ignore[union-attr]
+
+
+def test_a_reminder_may_prefer_the_discovery_pool_to_the_abandoned_items() -> None:
+    timer = Timer(T0 + 86400, "u1", "reminder", "", "ev-9", T0)
+    first = CFG.model_copy(update={"reminder_discovery_first": True})
+    pool = [("popular", 0.6)]
+    asked = triggers.timer_ask(timer, _session(), first, lambda engagement: pool)
+    assert asked is not None
+    assert (asked.trigger, asked.items, asked.priors) == ("discovery", ("popular",), (0.6,))
+    # An empty pool: the abandoned items after all; neither: no ask.
+    asked = triggers.timer_ask(timer, _session(), first, lambda engagement: [])
+    assert asked is not None and (asked.trigger, asked.items) == ("reminder", ("carted", "twice"))
+    assert triggers.timer_ask(timer, _engagement(("view", "once", T0)), first, lambda engagement: []) is None
+
+
+def test_a_session_end_may_leave_the_viewed_items_to_the_reminder() -> None:
+    timer = Timer(T0 + 1800, "u1", "session_end", "", "ev-9", T0)
+    carts_only = CFG.model_copy(update={"session_end_browse": False})
+    asked = triggers.timer_ask(timer, _session(), carts_only)
+    assert asked is not None and set(asked.items) == {"once", "twice", "carted"}  # all still scored
+    assert asked.pushable == frozenset({"carted"})
+    reminded = triggers.timer_ask(Timer(T0 + 86400, "u1", "reminder", "", "ev-9", T0), _session(), carts_only)
+    assert reminded is not None and reminded.items == ("carted", "twice")  # the reminder still has both

@@ -72,7 +72,7 @@ def test_a_session_end_pushes_the_abandoned_cart_item_after_the_gap_not_during_a
 
 
 def test_a_browse_item_needs_repeat_views() -> None:
-    e, store = engine(max_per_category_per_local_day=0), DictState()
+    e, store = engine(max_per_category_per_local_day=0, session_end_browse=True), DictState()
     e.process([ev("b1", "u2", "view", "i3", T0)], store)  # one view only
     assert e.process([clock("u2", T0 + GAP + 5)], store).pushes == []
     e.process(
@@ -248,6 +248,7 @@ def test_a_hold_decided_in_a_batch_is_released_at_the_same_input_whatever_the_ba
             quiet_hours_end="08:30",
             default_time_zone="UTC",
             quiet_hours_action="hold",
+            session_end_browse=True,
         )
         store, pushes = DictState(), []
         for start in range(0, len(inputs), batch):
@@ -322,10 +323,17 @@ def test_a_shopper_who_left_nothing_behind_gets_a_discovery_push_of_a_popular_it
     assert push.reason.startswith("Popular in jackets, which you looked at 24 hours ago")
 
 
-def test_discovery_is_off_with_no_items_and_a_reminder_prefers_what_was_abandoned() -> None:
+def test_discovery_is_off_with_no_items_and_a_reminder_may_prefer_what_was_abandoned() -> None:
     twice = ["i1", "i1", "i2", "i2"]  # two abandoned items: one for the session end, one for the reminder
-    for discovery_items, views, expected in ((0, [], []), (10, twice, ["browse_abandonment", "reminder"])):
-        e, store = engine(reminder_seconds=DAY, discovery_items=discovery_items, threshold=0.1), DictState()
+    abandoned_first = {"session_end_browse": True, "reminder_discovery_first": False}
+    for discovery_items, views, policy, expected in (
+        (0, [], {}, []),
+        (10, twice, abandoned_first, ["browse_abandonment", "reminder"]),
+        (10, twice, {}, ["discovery"]),  # the defaults: nothing viewed at the session end, discovery first
+        (0, twice, {}, ["reminder"]),  # ... and the viewed item when there is nothing to discover
+    ):
+        e = engine(reminder_seconds=DAY, discovery_items=discovery_items, threshold=0.1, **policy)
+        store = DictState()
         jackets = [catalog_entry(item).model_copy(update={"category": "Jackets"}) for item in ("j1", "j2")]
         e.apply_catalog([catalog_record(entry) for entry in jackets], DictState(), announce=False)
         crowd = [ev(f"c{k}", neighbour("u1", k % 3), "view", "j2", T0 + k) for k in range(40)]
