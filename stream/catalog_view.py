@@ -213,9 +213,9 @@ class CatalogView:
         changes = self._changes
         if not changes or changes[-1].updated_at <= after or until < changes[0].updated_at:
             return []  # the usual answer, asked once per event: no bisection
-        lo = bisect.bisect_right(self._changes, after, key=_change_time)
-        hi = bisect.bisect_right(self._changes, until, key=_change_time)
-        return self._changes[lo:hi]
+        lo = bisect.bisect_right(changes, after, key=_change_time)
+        hi = bisect.bisect_right(changes, until, key=_change_time)
+        return changes[lo:hi]
 
     def pending_changes(self) -> int:
         """Changes still in the log."""

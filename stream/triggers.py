@@ -12,8 +12,9 @@ trigger                source       when
 ``in_session``         event        a behaviour event, at most once per ``decision_interval_seconds``
 ``cart_abandonment``   timer        ``cart_abandonment_delay_seconds`` after an add_to_cart still in cart;
                                     and a carted item at the end of a session
-``browse_abandonment`` timer        the end of a session (``session_end_seconds`` without activity): the
-                                    items viewed ``browse_min_views`` times and not carted
+``browse_abandonment`` timer        with ``session_end_browse``, the end of a session
+                                    (``session_end_seconds`` without activity): the items viewed
+                                    ``browse_min_views`` times and not carted
 ``promotion_ending``   timer        ``promotion_ending_lead_seconds`` before a promotion of interest ends
 ``price_drop``         catalog      the item's effective price went down
 ``back_in_stock``      catalog      the item's stock went from 0 to positive
@@ -23,9 +24,10 @@ trigger                source       when
                                     has no history) are asked about it
 ``reminder``           timer        ``reminder_seconds`` without a return after the shopper's last
                                     activity: their abandoned items not pushed yet (interest judged as
-                                    they left)
-``discovery``          timer        the same moment when nothing was abandoned (or first, with
-                                    ``reminder_discovery_first``): popular items of the shopper's recent
+                                    they left), when the discovery pool is empty (first, with
+                                    ``reminder_discovery_first`` off)
+``discovery``          timer        the same moment, first (``reminder_discovery_first``; off: only when
+                                    nothing was abandoned): popular items of the shopper's recent
                                     categories they have not seen (``stream.discovery``)
 =====================  ===========  ======================================================================
 
