@@ -28,7 +28,6 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,13 +38,14 @@ from faust.types import TP
 
 from stream import metrics
 from stream.bulk_input import BulkReader, group_offsets, holding
-from stream.contract import ContractError, Push, to_json_bytes
+from stream.contract import ContractError, to_json_bytes
 from stream.engine import Engine, Inbound, Outcome, refused
-from stream.kafka_io import DeliveryError, EndOffsetProbe, Outbox, consume_forever, replay_partitions
+from stream.kafka_io import DeliveryError, EndOffsetProbe, Outbox, consume_forever
 from stream.model_reload import ModelWatcher, load_scorer
+from stream.recovery import read_pushes, replay_changelog
 from stream.security import faust_credentials
 from stream.settings import Settings
-from stream.store import META_KEY, PartitionMeta, PartitionStore, StateStore, Transaction
+from stream.store import META_KEY, PartitionMeta, StateStore, Transaction
 from stream.topics import changelog_topic
 from stream.web import Health, WebServer, start_web_server
 
@@ -409,10 +409,12 @@ class Worker:
             # Read from a thread: a dict lookup and a set test, safe under the GIL.
             return not self._stop.is_set() and self._current(p, batch[p])
 
-        applied = await asyncio.to_thread(self._replay_changelog, stores, still_wanted)
+        applied = await asyncio.to_thread(
+            replay_changelog, self.settings, self.changelog, stores, still_wanted
+        )
         wanted = {p: s for p, s in stores.items() if still_wanted(p)}
         starts = {p: s.meta.pushes_offset + 1 for p, s in wanted.items()}
-        pushes = await asyncio.to_thread(self._read_pushes, starts)
+        pushes = await asyncio.to_thread(read_pushes, self.settings, self.topics.pushes, starts)
         for p, pstore in wanted.items():
             if not self._current(p, batch[p]):
                 continue
@@ -452,44 +454,6 @@ class Worker:
         """Not ready while an owned partition's state or the catalog is still being loaded."""
         catalog_ready = self._catalog_ready is not None and self._catalog_ready.is_set()
         return bool(self._recovering) or not catalog_ready
-
-    def _replay_changelog(
-        self, stores: dict[int, PartitionStore], wanted: Callable[[int], bool] = lambda p: True
-    ) -> dict[int, int]:
-        """Apply the changelog past each store's offset (runs in a thread)."""
-        starts = {p: s.meta.changelog_offset + 1 for p, s in stores.items()}
-        applied: dict[int, int] = {}
-        for p, batch in replay_partitions(self.settings, self.changelog, starts):
-            if not wanted(p):
-                continue  # revoked meanwhile: the new owner replays it
-            pstore = stores[p]
-            writes: dict[bytes, bytes | None] = {}
-            meta = PartitionMeta(pstore.meta.changelog_offset, pstore.meta.pushes_offset)
-            for msg in batch:
-                key = msg.key()
-                if key == META_KEY:
-                    meta.pushes_offset = max(
-                        meta.pushes_offset, PartitionMeta.from_bytes(msg.value()).pushes_offset
-                    )
-                elif key is not None:
-                    writes[key] = msg.value()
-                meta.changelog_offset = max(meta.changelog_offset, msg.offset() or 0)
-            pstore.write(writes, meta)
-            applied[p] = applied.get(p, 0) + len(batch)
-        return applied
-
-    def _read_pushes(self, starts: dict[int, int]) -> dict[int, list[Push]]:
-        found: dict[int, list[Push]] = {}
-        for p, batch in replay_partitions(self.settings, self.topics.pushes, starts):
-            for msg in batch:
-                value = msg.value()
-                try:
-                    if value is None:
-                        raise ValueError("no value")
-                    found.setdefault(p, []).append(Push.model_validate_json(value, strict=False))
-                except ValueError:
-                    log.warning("unreadable record on %s[%d]@%d", self.topics.pushes, p, msg.offset())
-        return found
 
     # -- the hot path ---------------------------------------------------------------------------
 
