@@ -39,8 +39,9 @@ added items, pessimistic ties), Recall@20 / MRR@20:
   before the case) — only separates (near-)ties, e.g. cold items of one category with equal content;
 * ``model + stream warm-up`` (the main arm): plus the artifact's warm-up lift on the items added from
   content in the categories of the session's last ``covisit_window`` items, where the worker proposes
-  them (``model.warmup``: ``gamma * log1p(events per day)`` from the decayed trending count of the
-  events before the case; ``gamma`` chosen by the training on its own data, ``model.warmup_fit``);
+  them (``model.warmup``: ``offset + gamma * log1p(events per day)`` from the decayed trending count of
+  the events before the case; ``offset`` and ``gamma`` chosen by the training on its own data,
+  ``model.warmup_fit``);
   ``..., every category``: the lift on every added item;
 * ``category popularity``: items of the session's last item's category first, by all their events
   before the case (training + test so far), then everything else by the same count;
@@ -310,12 +311,12 @@ def run(
             methods[f"{arm} + trending tie-break"] = model + TIE_EPS * np.log1p(recent)
             if arm == main:
                 # As the worker applies it: on the placed items of the session's recent categories.
-                mine = in_session_categories(item_cat, session_cats[a : a + chunk])
-                gamma = scorer.warmup_gamma
-                methods[f"{arm} + stream warm-up"] = warmed(
-                    model, np.where(mine, feature, 0.0), placed, gamma
+                mine = in_session_categories(item_cat, session_cats[a : a + chunk]) & placed[None, :]
+                gamma, offset = scorer.warmup_gamma, scorer.warmup_offset
+                methods[f"{arm} + stream warm-up"] = warmed(model, feature, mine, gamma, offset)
+                methods[f"{arm} + stream warm-up, every category"] = warmed(
+                    model, feature, placed, gamma, offset
                 )
-                methods[f"{arm} + stream warm-up, every category"] = warmed(model, feature, placed, gamma)
         methods["category popularity"] = popular
         methods["trending"] = recent
         for name, scores in methods.items():
@@ -434,23 +435,45 @@ def _mapping_lines(reports: Mapping[str, Any]) -> list[str]:
 
 
 def _warmup_lines(res: Mapping[str, Any]) -> list[str]:
-    """How the stream warm-up's weight was chosen (training data only) and what each weight gave there."""
+    """How the stream warm-up's weights were chosen (training data only) and what they gave there."""
     w = res.get("warmup")
     if not w:
         return []
-    tried = ", ".join(
-        f"{g}: {t['all']['mrr@20']:.4f} "
-        f"(cold R@20 {t['cold']['recall@20']:.3f}, warm {t['warm']['recall@20']:.3f})"
-        for g, t in w["table"].items()
+    table = w["table"]
+    offset = w.get("offset", 0.0)
+
+    def row(key: str) -> str:
+        t = table[key]
+        return (
+            f"all MRR@20 {t['all']['mrr@20']:.4f}, cold R@20 {t['cold']['recall@20']:.3f} / MRR@20 "
+            f"{t['cold']['mrr@20']:.4f}, warm MRR@20 {t['warm']['mrr@20']:.4f}"
+        )
+
+    keys = list(table)
+    chosen = f"offset {offset} gamma {w['gamma']}" if f"offset {offset} gamma {w['gamma']}" in table else None
+    no_offset = [k for k in keys if k.startswith("offset 0.0 ")] or keys
+    floor = (1.0 - w.get("warm_tolerance", 0.0)) * table[keys[0]]["warm"]["mrr@20"]
+    best_gamma_only = max(
+        (k for k in no_offset if k == keys[0] or table[k]["warm"]["mrr@20"] >= floor),
+        key=lambda k: table[k]["all"]["mrr@20"],
+    )
+    held = (
+        f", {w['n_held_out_items']:,} of the training items ({w['held_out_share']:.0%}, seeded) held back "
+        "until the validation cut"
+        if "n_held_out_items" in w
+        else ""
     )
     return [
-        f"- Stream warm-up (`model.warmup`): weight {w['gamma']:g}, chosen by `kairos train --items` on its "
-        f"own training data (`model.warmup_fit`): a model trained on the first {w['n_prefix_events']:,} "
-        f"training events (time quantile {w['valid_quantile']}) ranked the rest of the training period "
-        f"({w['n_cases']:,} cases, {w['n_cold_cases']:,} cold; {w['n_placed_items']:,} items placed from "
-        f"content), in {w['seconds']:.0f} s; the best MRR@20 over all those cases among the weights that "
-        f"cost the warm cases at most {w.get('warm_tolerance', 0.0):.0%} of their MRR@20; per weight: "
-        f"{tried}.",
+        f"- Stream warm-up (`model.warmup`): offset {offset:g}, gamma {w['gamma']:g}, chosen by "
+        f"`kairos train --items` on its own training data (`model.warmup_fit`): a model trained on the first "
+        f"{w['n_prefix_events']:,} training events (time quantile {w['valid_quantile']}{held}) ranked the "
+        f"rest of the training period ({w['n_cases']:,} cases, {w['n_cold_cases']:,} cold; "
+        f"{w['n_placed_items']:,} items placed from content), in {w['seconds']:.0f} s; the best MRR@20 "
+        f"over all those cases among the {len(keys)} (offset, gamma) pairs tried that cost the warm cases "
+        f"at most {w.get('warm_tolerance', 0.0):.0%} of their MRR@20 (the whole table is in "
+        f"`cold_items.json`). There: no warm-up ({keys[0]}): {row(keys[0])}; "
+        + (f"chosen: {row(chosen)}; " if chosen else "")
+        + f"the best without an offset ({best_gamma_only}): {row(best_gamma_only)}.",
     ]
 
 
@@ -516,25 +539,33 @@ def _warmup_reading(res: Mapping[str, Any]) -> list[str]:
     w = res.get("warmup")
     if not w:
         return []
-    cold, warm = res["results"]["cold"], res["results"]["warm"]
+    cold, fresh, warm = (res["results"][g] for g in ("cold", "cold, not a repeat", "warm"))
     name = "model + stream warm-up"
     every = f"{name}, every category"
-    ours, pop = cold[name], cold["category popularity"]
-    ahead = [m for m in ("recall@20", "mrr@20") if ours[m] > pop[m]]
-    verdict = "the warm-up is ahead in " + " and ".join(ahead) if ahead else "still ahead of the warm-up"
-    if w["gamma"] == 0:
+    pop = "category popularity"
+
+    def verdict(group: Mapping[str, Any]) -> str:
+        ahead = [m for m in ("recall@20", "mrr@20") if group[name][m] > group[pop][m]]
+        return "the warm-up is ahead in " + " and ".join(ahead) if ahead else "category popularity is ahead"
+
+    offset = w.get("offset", 0.0)
+    if w["gamma"] == 0 and offset == 0:
         return [
-            f"- Stream warm-up: validation chose weight 0 ({w['n_cold_cases']:,} cold cases there), so the "
+            f"- Stream warm-up: validation chose no lift ({w['n_cold_cases']:,} cold cases there), so the "
             "method equals the model on test."
         ]
+    loss = 1.0 - warm[name]["mrr@20"] / max(warm["model"]["mrr@20"], 1e-12)
     return [
-        f"- Stream warm-up (weight {w['gamma']:g}, from validation): the cold item's own recent events lift "
-        f"it: cold R@20 {_r20(cold, 'model')} → {_r20(cold, name)}, MRR@20 {_m20(cold, 'model')} → "
-        f"{_m20(cold, name)}; warm R@20 {_r20(warm, 'model')} → {_r20(warm, name)}, MRR@20 "
-        f"{_m20(warm, 'model')} → {_m20(warm, name)} (the lift on the session's recent categories, as the "
+        f"- Stream warm-up (offset {offset:g}, gamma {w['gamma']:g}, from validation): being new in the "
+        f"shopper's category and the cold item's own recent events lift it: cold R@20 {_r20(cold, 'model')} "
+        f"→ {_r20(cold, name)}, MRR@20 {_m20(cold, 'model')} → {_m20(cold, name)}; cold, not a repeat R@20 "
+        f"{_r20(fresh, 'model')} → {_r20(fresh, name)}, MRR@20 {_m20(fresh, 'model')} → {_m20(fresh, name)}; "
+        f"warm R@20 {_r20(warm, 'model')} → {_r20(warm, name)}, MRR@20 {_m20(warm, 'model')} → "
+        f"{_m20(warm, name)} ({loss:.1%} lost; the lift on the session's recent categories, as the "
         f"worker proposes new items; on every category: cold R@20 {_r20(cold, every)}, MRR@20 "
-        f"{_m20(cold, every)}, warm R@20 {_r20(warm, every)}). Category popularity on cold targets: R@20 "
-        f"{_r20(cold, 'category popularity')}, MRR@20 {_m20(cold, 'category popularity')} ({verdict}). "
+        f"{_m20(cold, every)}, warm R@20 {_r20(warm, every)}, MRR@20 {_m20(warm, every)}). Category "
+        f"popularity: cold R@20 {_r20(cold, pop)}, MRR@20 {_m20(cold, pop)} ({verdict(cold)}); cold, not a "
+        f"repeat R@20 {_r20(fresh, pop)}, MRR@20 {_m20(fresh, pop)} ({verdict(fresh)}). "
         "The worker applies the same lift to the content-placed candidates it scores, from its "
         "partitions' trending counts (`stream/scoring.py`).",
     ]

@@ -106,7 +106,7 @@ class TrainConfig(BaseModel):
     )
     stream_warmup: bool = Field(
         default=True,
-        description="With --items: choose the stream warm-up weight of content-placed items on a "
+        description="With --items: choose the stream warm-up weights of content-placed items on a "
         "validation split of the training data (model.warmup_fit; one more training on 75 % of it).",
     )
     train_on_all: bool = Field(

@@ -55,6 +55,7 @@ class IncrementalScorer:
     content_enabled: bool  # the artifact has a content mapping and its text encoder loaded
     image_width: int | None  # width of the image vectors the mapping takes (None: no image feature)
     warmup_gamma: float  # weight of a content-placed item's own recent events (model.warmup); 0: off
+    warmup_offset: float  # lift of every content-placed item of the shopper's categories (model.warmup)
 
     def __init__(self, path: str | Path, threads: int = 1, content: ContentMode = "auto") -> None:
         """Load the artifact at ``path``; ``content``: "require", "auto" or "off" (see :meth:`load`)."""
@@ -65,9 +66,10 @@ class IncrementalScorer:
         self.version = art.version
         self.meta = art.meta
         self.metrics = art.metrics
-        # Stream warm-up of content-placed items (model.warmup), chosen at training time; 0: off.
+        # Stream warm-up of content-placed items (model.warmup), chosen at training time; 0, 0: off.
         warmup = art.metrics.get("warmup")
         self.warmup_gamma = float(warmup.get("gamma", 0.0)) if isinstance(warmup, dict) else 0.0
+        self.warmup_offset = float(warmup.get("offset", 0.0)) if isinstance(warmup, dict) else 0.0
         self.config = art.config
         self.hidden_size = model.state_width
         self._units = art.config.hidden_size

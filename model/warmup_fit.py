@@ -1,13 +1,16 @@
-"""Choose the stream warm-up's weight (``model.warmup``) at training time, on validation only.
+"""Choose the stream warm-up's weights (``model.warmup``) at training time, on validation only.
 
 ``kairos train --items`` calls :func:`choose_warmup` with its own training sessions: a model trained on
 the events before their ``VALID_QUANTILE`` of time (same configuration and catalog) ranks every later
-event of the training data, the items it never saw placed from their content, once per weight of
-:data:`model.warmup.GAMMAS`, the lift on the placed items of the session's recent categories (where
-the worker proposes them). The weight with the best MRR@20 over all those cases (warm and cold
-together) wins among those that cost the warm cases at most ``WARM_TOLERANCE`` of their MRR@20
-without warm-up (established items keep their ranking); it is stored in the artifact's metrics under
-``warmup``. Only the training file is ever read; a ``--valid`` file or a test set is not involved.
+event of the training data, the items it never saw placed from their content, once per pair of
+:data:`model.warmup.OFFSETS` and :data:`model.warmup.GAMMAS`, the lift on the placed items of the
+session's recent categories (where the worker proposes them). A seeded ``HELD_OUT_SHARE`` of the
+training data's items is held back until the validation cut (their earlier events dropped from the
+inner model's data and from the replayed stream), so validation has new items to place even when few
+items of the training period appear late. The pair with the best MRR@20 over all those cases (warm
+and cold together) wins among those that cost the warm cases at most ``WARM_TOLERANCE`` of their
+MRR@20 without warm-up (established items keep their ranking); it is stored in the artifact's metrics
+under ``warmup``. Only the training file is ever read; a ``--valid`` file or a test set is not involved.
 Costs one more training on 75 % of the data; ``stream_warmup: false`` in the configuration skips it.
 """
 
@@ -26,7 +29,7 @@ from model.content_fit import load_item_catalog
 from model.data import ItemIndex, SessionLog
 from model.metrics import RankAccumulator, pessimistic_ranks
 from model.scorer import IncrementalScorer
-from model.warmup import GAMMAS, count_feature, decayed_counts, in_session_categories, warmed
+from model.warmup import GAMMAS, OFFSETS, count_feature, decayed_counts, in_session_categories, warmed
 from stream.candidates import TRENDING_WEIGHTS
 from stream.contract import EVENT_TYPES
 from stream.policy_config import PolicyConfig
@@ -35,6 +38,8 @@ from stream.policy_config import PolicyConfig
 VALID_QUANTILE = 0.75
 # The most a weight may cost the warm cases' MRR@20 (relative to no warm-up) and still be chosen.
 WARM_TOLERANCE = 0.01
+# The share of the training data's items held back until the validation cut (placed from content).
+HELD_OUT_SHARE = 0.1
 K = 20
 CHUNK = 256
 # An event: (time, session position, event type index, item id).
@@ -54,14 +59,24 @@ def log_events(log: SessionLog) -> list[Event]:
     return events
 
 
-def prefix_log(log: SessionLog, cut: float, min_session_length: int) -> SessionLog:
-    """The events of ``log`` before ``cut``, session by session (sessions left too short dropped)."""
+def held_out_items(events: list[Event], share: float, seed: int) -> set[str]:
+    """A seeded random ``share`` of the distinct items of ``events`` (the same set whatever their order)."""
+    pool = sorted({e[3] for e in events})
+    order = np.random.default_rng(seed).permutation(len(pool))
+    return {pool[i] for i in order[: round(share * len(pool))]}
+
+
+def prefix_log(
+    log: SessionLog, cut: float, min_session_length: int, held: frozenset[str] | set[str] = frozenset()
+) -> SessionLog:
+    """The events of ``log`` before ``cut``, session by session (sessions left too short dropped),
+    without those on ``held`` items."""
     assert log.times is not None
     items: list[list[str]] = []
     types: list[list[int]] | None = None if log.types is None else []
     times: list[list[float]] = []
     for s, session_times in enumerate(log.times):
-        keep = [i for i, t in enumerate(session_times) if t < cut]
+        keep = [i for i, t in enumerate(session_times) if t < cut and log.items[s][i] not in held]
         if len(keep) < min_session_length:
             continue
         items.append([log.items[s][i] for i in keep])
@@ -74,22 +89,26 @@ def prefix_log(log: SessionLog, cut: float, min_session_length: int) -> SessionL
 def choose_warmup(
     log: SessionLog, items_path: str | Path, cfg: TrainConfig, train_path: str = ""
 ) -> dict[str, Any]:
-    """The warm-up weight for a model trained on ``log`` with the catalog at ``items_path``.
+    """The warm-up weights for a model trained on ``log`` with the catalog at ``items_path``.
 
-    Returns ``{"gamma": ..., "table": {gamma: {"all"|"cold"|"warm": {n, recall@20, mrr@20}}}, ...}``;
-    ``gamma`` is 0 with a ``reason`` when the log has no times or leaves no validation cases.
+    Returns ``{"gamma": ..., "offset": ..., "table": {"offset O gamma G": {"all"|"cold"|"warm": {n,
+    recall@20, mrr@20}}}, ...}``; both are 0 with a ``reason`` when the log has no times or leaves no
+    validation cases.
     ``train_path`` only names the data in the inner model's fingerprint (the catalog when empty).
     """
     from model.cli import TrainingData, run_training  # the training entry point (it calls this module)
 
     started = time.perf_counter()
     if log.times is None:
-        return {"gamma": 0.0, "reason": "the training data has no event times"}
+        return {"gamma": 0.0, "offset": 0.0, "reason": "the training data has no event times"}
     events = log_events(log)
     cut = float(np.quantile([e[0] for e in events], VALID_QUANTILE))
-    prefix = prefix_log(log, cut, cfg.min_session_length)
+    # Held back until the cut: to the inner model and the replayed stream they are new there.
+    held = held_out_items(events, HELD_OUT_SHARE, cfg.seed)
+    events = [e for e in events if e[0] >= cut or e[3] not in held]
+    prefix = prefix_log(log, cut, cfg.min_session_length, held)
     if len(prefix) == 0:
-        return {"gamma": 0.0, "reason": "no training sessions before the validation cut"}
+        return {"gamma": 0.0, "offset": 0.0, "reason": "no training sessions before the validation cut"}
     data = TrainingData(log=prefix, index=ItemIndex.build(prefix, cfg.min_item_support), valid_log=None)
     inner = cfg.model_copy(update={"stream_warmup": False})
     with tempfile.TemporaryDirectory(prefix="kairos-warmup-") as scratch:
@@ -106,6 +125,8 @@ def choose_warmup(
     result.update(
         {
             "valid_quantile": VALID_QUANTILE,
+            "held_out_share": HELD_OUT_SHARE,
+            "n_held_out_items": len(held),
             "n_prefix_events": prefix.n_events(),
             "n_placed_items": len(unknown),
             "seconds": time.perf_counter() - started,
@@ -121,12 +142,20 @@ def _summary(ranks: np.ndarray) -> dict[str, float]:
     return acc.result()
 
 
-def pick_gamma(table: dict[str, dict[str, dict[str, float]]]) -> float:
-    """The weight with the best MRR@20 over all cases among those that cost the warm cases at most
-    ``WARM_TOLERANCE`` of their MRR@20 at the first weight (0, which always qualifies); ties: smaller."""
-    floor = (1.0 - WARM_TOLERANCE) * table[str(GAMMAS[0])]["warm"][f"mrr@{K}"]
-    allowed = [g for g in GAMMAS if g == GAMMAS[0] or table[str(g)]["warm"][f"mrr@{K}"] >= floor]
-    return max(allowed, key=lambda g: (table[str(g)]["all"][f"mrr@{K}"], -g))
+def table_key(offset: float, gamma: float) -> str:
+    """The validation table's key of an (offset, gamma) pair."""
+    return f"offset {offset} gamma {gamma}"
+
+
+def pick_warmup(table: dict[str, dict[str, dict[str, float]]]) -> tuple[float, float]:
+    """The (offset, gamma) pair with the best MRR@20 over all cases among those that cost the warm
+    cases at most ``WARM_TOLERANCE`` of their MRR@20 without warm-up (0, 0: always allowed); ties go
+    to the smaller offset, then the smaller gamma."""
+    pairs = [(o, g) for o in OFFSETS for g in GAMMAS]
+    none = pairs[0]
+    floor = (1.0 - WARM_TOLERANCE) * table[table_key(*none)]["warm"][f"mrr@{K}"]
+    allowed = [p for p in pairs if p == none or table[table_key(*p)]["warm"][f"mrr@{K}"] >= floor]
+    return max(allowed, key=lambda p: (table[table_key(*p)]["all"][f"mrr@{K}"], -p[0], -p[1]))
 
 
 def _rank(
@@ -167,35 +196,44 @@ def _rank(
                     unranked += 1  # no content to place it from: a miss for every weight alike
             h = scorer.step(h, scorer.item_indices([item]), np.array([kind], dtype=np.int64))
     if not cases:
-        return {"gamma": 0.0, "reason": "no validation cases", "n_cases": 0, "n_unranked": unranked}
+        return {
+            "gamma": 0.0,
+            "offset": 0.0,
+            "reason": "no validation cases",
+            "n_cases": 0,
+            "n_unranked": unranked,
+        }
     known = [e for e in events if e[3] in col]
     times = np.array([e[0] for e in known])
     columns = np.array([col[e[3]] for e in known])
     weights = np.array([TRENDING_WEIGHTS.get(EVENT_TYPES[e[2]], 0.0) for e in known])
     half_life = PolicyConfig().trending_half_life_seconds
     placed = np.arange(n_all) >= n_known
-    ranks: dict[float, list[np.ndarray]] = {g: [] for g in GAMMAS}
+    pairs = [(o, g) for o in OFFSETS for g in GAMMAS]
+    ranks: dict[tuple[float, float], list[np.ndarray]] = {p: [] for p in pairs}
     for a in range(0, len(cases), CHUNK):
         rows = cases[a : a + CHUNK]
         target = np.array([r[1] for r in rows])
         model = scorer.catalog_scores(np.stack(states[a : a + CHUNK])).astype(np.float64)
         counts = decayed_counts(times, columns, weights, [r[0] for r in rows], n_all, half_life)
         feature = count_feature(counts, half_life)
-        feature = np.where(in_session_categories(item_cat, recent[a : a + CHUNK]), feature, 0.0)
-        for gamma in GAMMAS:
-            ranks[gamma].append(pessimistic_ranks(warmed(model, feature, placed, gamma), target))
+        lifted = in_session_categories(item_cat, recent[a : a + CHUNK]) & placed[None, :]
+        for offset, gamma in pairs:
+            scores = warmed(model, feature, lifted, gamma, offset)
+            ranks[(offset, gamma)].append(pessimistic_ranks(scores, target))
     cold = np.array([c for _, _, c in cases], dtype=bool)
     table = {}
-    for gamma, parts in ranks.items():
+    for pair, parts in ranks.items():
         every = np.concatenate(parts)
-        table[str(gamma)] = {
+        table[table_key(*pair)] = {
             "all": _summary(every),
             "cold": _summary(every[cold]),
             "warm": _summary(every[~cold]),
         }
-    best = pick_gamma(table)
+    offset, gamma = pick_warmup(table)
     return {
-        "gamma": best,
+        "gamma": gamma,
+        "offset": offset,
         "warm_tolerance": WARM_TOLERANCE,
         "half_life_seconds": half_life,
         "n_cases": len(cases),

@@ -127,6 +127,14 @@ def _content_of(update: CatalogUpdate) -> Any:
     return ItemContent(title=update.title, category=update.category, image=image)
 
 
+def warms_up(scorer: object) -> bool:
+    """Whether the model lifts its content-placed items (``model.warmup``: a gamma or an offset)."""
+    return (
+        float(getattr(scorer, "warmup_gamma", 0.0)) > 0.0
+        or float(getattr(scorer, "warmup_offset", 0.0)) > 0.0
+    )
+
+
 def placed_from_content(mapped: ContentScorer | None, item_id: str) -> bool:
     """Whether the model knows ``item_id`` only from its content (added, no training history)."""
     if mapped is None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.warmup import count_feature
+from model.warmup import count_feature, lift
 from stream.asks import Ask, Scored
 from stream.policy_config import PolicyConfig
 
@@ -82,11 +82,12 @@ class AskScorer:
     def lift(self, asks: list[Ask], width: int) -> np.ndarray | None:
         """The stream warm-up of the asks' content-placed candidates (``model.warmup``), or None.
 
-        ``gamma * log1p(events per day)``, the rate read from the partition's decayed count captured
-        with the ask, times the partitions (each counts only its own users' events).
+        ``offset + gamma * log1p(events per day)``, the rate read from the partition's decayed count
+        captured with the ask, times the partitions (each counts only its own users' events).
         """
         gamma = float(getattr(self.scorer, "warmup_gamma", 0.0))
-        if gamma <= 0.0 or not any(a.placed_counts for a in asks):
+        offset = float(getattr(self.scorer, "warmup_offset", 0.0))
+        if (gamma <= 0.0 and offset <= 0.0) or not any(a.placed_counts for a in asks):
             return None
         cells = [
             (row, col, count)
@@ -96,11 +97,10 @@ class AskScorer:
             if (count := ask.placed_counts.get(item)) is not None
         ]
         rows, cols, counts = (np.array(column) for column in zip(*cells, strict=True))
-        lift = np.zeros((len(asks), width), dtype=np.float32)
-        lift[rows, cols] = gamma * count_feature(
-            counts * self.partitions, self.cfg.trending_half_life_seconds
-        )
-        return lift
+        out = np.zeros((len(asks), width), dtype=np.float32)
+        feature = count_feature(counts * self.partitions, self.cfg.trending_half_life_seconds)
+        out[rows, cols] = lift(feature, gamma, offset)
+        return out
 
     def score(self, asks: list[Ask]) -> list[Scored]:
         """Score every ask's candidates in one batch; per ask the few that could reach a threshold.

@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stream.catalog_view import CatalogView
-from stream.content_items import ContentScorer, NewItems, Unplaced, content_scorer, placed_from_content
+from stream.content_items import (
+    ContentScorer,
+    NewItems,
+    Unplaced,
+    content_scorer,
+    placed_from_content,
+    warms_up,
+)
 from stream.engine.catalog_asks import CatalogAsks
 from stream.engine.ports import Scorer
 from stream.outcome import Outcome
@@ -49,7 +56,7 @@ class ContentPlacementMixin:
     def _warm_items(self, items: Sequence[str]) -> list[str]:
         """The content-placed items among ``items`` when the model warms them up (``model.warmup``)."""
         content = self._content
-        if content is None or not items or getattr(self.scorer, "warmup_gamma", 0.0) <= 0.0:
+        if content is None or not items or not warms_up(self.scorer):
             return []
         indices = content.item_indices(items)
         return [item for item, index in zip(items, indices, strict=True) if index >= content.n_artifact_items]

@@ -26,7 +26,7 @@ class Scorer(Protocol):
         """Both at once; a model can override this to compute the candidate scores once.
 
         ``lift`` (B, C) is added to the raw scores before calibration; only a model with a stream
-        warm-up (``warmup_gamma`` > 0) is ever given one.
+        warm-up (``warmup_gamma`` or ``warmup_offset`` > 0) is ever given one.
         """
         if lift is not None:
             raise NotImplementedError("this model has no stream warm-up")

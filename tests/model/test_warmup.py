@@ -12,8 +12,16 @@ import pytest
 from model.cli import load_training_data, run_training
 from model.data import SessionLog
 from model.scorer import IncrementalScorer
-from model.warmup import GAMMAS, count_feature, decayed_counts, in_session_categories, warmed
-from model.warmup_fit import WARM_TOLERANCE, choose_warmup, pick_gamma
+from model.warmup import GAMMAS, OFFSETS, count_feature, decayed_counts, in_session_categories, warmed
+from model.warmup_fit import (
+    WARM_TOLERANCE,
+    choose_warmup,
+    held_out_items,
+    log_events,
+    pick_warmup,
+    prefix_log,
+    table_key,
+)
 from stream.candidates import TrendingItems
 from tests.model.conftest import TINY, write_session_tsv
 
@@ -56,6 +64,17 @@ def test_warmed_lifts_only_placed_items_by_their_own_counts() -> None:
     out = warmed(scores, feature, placed, 0.2)
     np.testing.assert_allclose(out, [[0.5, 0.4, 0.5, 0.1]])
     assert warmed(scores, feature, placed, 0.0) is scores
+    assert warmed(scores, feature, placed, 0.0, 0.0) is scores
+
+
+def test_the_offset_lifts_every_lifted_cell_even_without_events() -> None:
+    scores = np.array([[0.5, 0.4, 0.1, 0.1], [0.5, 0.4, 0.1, 0.1]])
+    feature = np.array([[3.0, 3.0, 2.0, 0.0], [3.0, 3.0, 2.0, 0.0]])
+    # Per row: the placed items of that session's categories (row 1: only the last item).
+    lifted = np.array([[False, False, True, True], [False, False, False, True]])
+    out = warmed(scores, feature, lifted, 0.2, 0.3)
+    np.testing.assert_allclose(out, [[0.5, 0.4, 0.8, 0.4], [0.5, 0.4, 0.1, 0.4]])
+    np.testing.assert_allclose(warmed(scores, feature, lifted, 0.0, 0.3)[1], [0.5, 0.4, 0.1, 0.4])
 
 
 def _late_item_data(root: Path) -> dict[str, Path]:
@@ -88,15 +107,36 @@ def test_training_with_a_catalog_chooses_the_warmup_weight_on_its_own_training_d
         str(data["train"]), "sessions", None, str(tmp_path / "m"), cfg, False, str(data["items"])
     )
     warmup = metrics["warmup"]
-    assert warmup["gamma"] in GAMMAS and set(warmup["table"]) == {str(g) for g in GAMMAS}
-    assert warmup["n_cold_cases"] > 0 and warmup["n_placed_items"] > 0
-    assert warmup["gamma"] == pick_gamma(warmup["table"])
-    assert IncrementalScorer.load(tmp_path / "m", content="require").warmup_gamma == warmup["gamma"]
+    assert warmup["gamma"] in GAMMAS and warmup["offset"] in OFFSETS
+    assert set(warmup["table"]) == {table_key(o, g) for o in OFFSETS for g in GAMMAS}
+    assert warmup["n_cold_cases"] > 0 and warmup["n_placed_items"] > 0 and warmup["n_held_out_items"] > 0
+    assert (warmup["offset"], warmup["gamma"]) == pick_warmup(warmup["table"])
+    scorer = IncrementalScorer.load(tmp_path / "m", content="require")
+    assert (scorer.warmup_offset, scorer.warmup_gamma) == (warmup["offset"], warmup["gamma"])
     # Seeded: the same data and configuration choose the same, figure for figure.
     again = choose_warmup(
         load_training_data(str(data["train"]), "sessions", None, cfg).log, data["items"], cfg
     )
-    assert (again["gamma"], again["table"]) == (warmup["gamma"], warmup["table"])
+    assert (again["offset"], again["gamma"], again["table"]) == (
+        warmup["offset"],
+        warmup["gamma"],
+        warmup["table"],
+    )
+
+
+def test_held_out_items_are_seeded_and_absent_before_the_validation_cut() -> None:
+    log = SessionLog(
+        items=[["a", "b", "c"], ["b", "d", "a"], ["e", "f", "g"]],
+        types=None,
+        times=[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]],
+    )
+    events = log_events(log)
+    held = held_out_items(events, 0.3, seed=1)
+    assert len(held) == 2 and held == held_out_items(list(reversed(events)), 0.3, seed=1)
+    prefix = prefix_log(log, 6.5, 1, held)
+    kept = [i for session in prefix.items for i in session]
+    assert not held & set(kept)
+    assert set(kept) == {"a", "b", "c", "d"} - held
 
 
 def test_without_times_or_switched_off_there_is_no_warmup(tmp_path: Path) -> None:
@@ -106,10 +146,12 @@ def test_without_times_or_switched_off_there_is_no_warmup(tmp_path: Path) -> Non
         str(data["train"]), "sessions", None, str(tmp_path / "m"), cfg, False, str(data["items"])
     )
     assert "warmup" not in metrics
-    assert IncrementalScorer.load(tmp_path / "m", content="require").warmup_gamma == 0.0
+    scorer = IncrementalScorer.load(tmp_path / "m", content="require")
+    assert (scorer.warmup_gamma, scorer.warmup_offset) == (0.0, 0.0)
     untimed = SessionLog(items=[["1000", "1001"]], types=None, times=None)
     assert choose_warmup(untimed, data["items"], cfg) == {
         "gamma": 0.0,
+        "offset": 0.0,
         "reason": "the training data has no event times",
     }
 
@@ -132,21 +174,25 @@ def test_a_lift_moves_raw_scores_and_interest_of_its_cells_only(tmp_path: Path) 
     np.testing.assert_array_equal(np.delete(p1.ravel(), 5), np.delete(p0.ravel(), 5))
 
 
-def test_the_weight_is_the_best_overall_that_keeps_the_warm_cases_ranking() -> None:
-    def table(rows: dict[float, tuple[float, float]]) -> dict[str, dict[str, dict[str, float]]]:
-        return {str(g): {"all": {"mrr@20": a}, "warm": {"mrr@20": w}} for g, (a, w) in rows.items()}
+def test_the_weights_are_the_best_overall_that_keep_the_warm_cases_ranking() -> None:
+    def table(rows: dict[tuple[float, float], tuple[float, float]]) -> dict[str, dict[str, dict[str, float]]]:
+        return {
+            table_key(o, g): {"all": {"mrr@20": a}, "warm": {"mrr@20": w}} for (o, g), (a, w) in rows.items()
+        }
 
-    base = {g: (0.20, 0.40) for g in GAMMAS}
+    base = {(o, g): (0.20, 0.40) for o in OFFSETS for g in GAMMAS}
     # The best overall costs the warm cases more than the tolerance: the next best that does not wins.
     rows = {
         **base,
-        0.1: (0.25, 0.40 * (1 - WARM_TOLERANCE / 2)),
-        0.2: (0.30, 0.40 * (1 - 2 * WARM_TOLERANCE)),
+        (0.0, 0.1): (0.25, 0.40 * (1 - WARM_TOLERANCE / 2)),
+        (0.2, 0.05): (0.27, 0.40 * (1 - WARM_TOLERANCE / 2)),
+        (0.3, 0.2): (0.30, 0.40 * (1 - 2 * WARM_TOLERANCE)),
     }
-    assert pick_gamma(table(rows)) == 0.1
-    # Ties go to the smaller weight; nothing better than none: none.
-    assert pick_gamma(table({**base, 0.05: (0.25, 0.40), 0.3: (0.25, 0.41)})) == 0.05
-    assert pick_gamma(table(base)) == 0.0
+    assert pick_warmup(table(rows)) == (0.2, 0.05)
+    # Ties go to the smaller offset, then the smaller gamma; nothing better than none: none.
+    ties = {**base, (0.1, 0.3): (0.25, 0.40), (0.1, 0.05): (0.25, 0.40), (0.2, 0.0): (0.25, 0.41)}
+    assert pick_warmup(table(ties)) == (0.1, 0.05)
+    assert pick_warmup(table(base)) == (0.0, 0.0)
 
 
 def test_the_lift_is_judged_on_the_categories_of_the_sessions_recent_items() -> None:

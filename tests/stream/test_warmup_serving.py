@@ -17,9 +17,10 @@ from tests.stream.test_new_arrival import ContentFakeScorer, new_item, same_part
 class WarmScorer(ContentFakeScorer):
     """:class:`ContentFakeScorer` whose raw scores take the warm-up lift (interest ``h / (1 + h)``)."""
 
-    def __init__(self, gamma: float) -> None:
+    def __init__(self, gamma: float, offset: float = 0.0) -> None:
         super().__init__({})
         self.warmup_gamma = gamma
+        self.warmup_offset = offset
 
     def score_and_interest(
         self, states: np.ndarray, candidates: np.ndarray, lift: np.ndarray | None = None
@@ -30,9 +31,9 @@ class WarmScorer(ContentFakeScorer):
         return raw, np.where(candidates >= 0, h / (1.0 + h), 0.0).astype(np.float32)
 
 
-def warm_shop(gamma: float) -> tuple[Engine, DictState, list[tuple[list[Ask], Any]]]:
+def warm_shop(gamma: float, offset: float = 0.0) -> tuple[Engine, DictState, list[tuple[list[Ask], Any]]]:
     """Two placed jackets and a known one; every lift the scoring computes is recorded."""
-    engine = Engine(make_settings(), WarmScorer(gamma), clock=lambda: 0.0)
+    engine = Engine(make_settings(), WarmScorer(gamma, offset), clock=lambda: 0.0)
     engine.owned = set(range(PARTITIONS))
     known = catalog_entry("i1").model_copy(update={"category": "Jackets"})
     new = [new_item(T0 - 60).model_copy(update={"item_id": item}) for item in ("n-a", "n-b")]
@@ -109,3 +110,30 @@ def test_without_a_warmup_nothing_is_captured_or_lifted() -> None:
     engine.process([ev("e1", "u1", "view", "i1", T0 + 100)], store)
     assert seen and all(lift is None for _, lift in seen)
     assert all(a.placed_counts is None for batch, _ in seen for a in batch)
+
+
+def test_the_offset_lifts_every_placed_item_of_the_shoppers_categories_events_or_not() -> None:
+    engine, store, seen = warm_shop(gamma=0.5, offset=0.3)
+    shopper = "u1"
+    others = same_partition_as(shopper, 4)[1:]
+    engine.process([ev(f"o{k}", u, "view", "n-b", T0 + 10 * k) for k, u in enumerate(others)], store)
+    seen.clear()
+    engine.process([ev("e1", shopper, "view", "i1", T0 + 100)], store)
+    asks = [(ask, lift) for batch, lift in seen for ask in batch if ask.user.user_id == shopper]
+    ask, lift = asks[-1][0], seen[-1][1]
+    assert ask.placed_counts is not None
+    row = [a for a, _ in asks].index(ask)
+    by_item = dict(zip(ask.items, lift[row], strict=False))
+    count = ask.placed_counts["n-b"]
+    expected = 0.3 + 0.5 * count_feature(np.array([count * PARTITIONS]), 6 * 3600.0)[0]
+    assert by_item["n-b"] == np.float32(expected) and by_item["n-a"] == np.float32(0.3)
+    assert all(by_item[i] == 0.0 for i in ask.items if i not in ("n-a", "n-b"))  # known items: no lift
+
+
+def test_an_offset_alone_is_a_warmup() -> None:
+    engine, store, seen = warm_shop(gamma=0.0, offset=0.2)
+    engine.process([ev("e1", "u1", "view", "i1", T0 + 100)], store)
+    ask, lift = next((a, lift) for batch, lift in seen for a in batch if a.user.user_id == "u1")
+    assert ask.placed_counts == {"n-a": 0.0, "n-b": 0.0}
+    by_item = dict(zip(ask.items, lift[0], strict=False))
+    assert by_item["n-a"] == by_item["n-b"] == np.float32(0.2)
