@@ -18,7 +18,8 @@ Both weights relate to the model's logit scale, which differs per model, so they
 model on its own training data, never on test data: ``kairos train --items`` (``model.warmup_fit``)
 trains a second model on the first 75 % of the training period, with a seeded share of the items held
 back until then (placed from content, like new arrivals), and keeps the pair that ranks the rest best,
-warm and cold cases together, among those that cost the warm cases at most 1 % of their MRR@20; the
+warm and cold cases together, among those that cost the warm cases at most 1 % of their Recall@20
+and MRR@20; the
 artifact carries them (``metrics.json``, ``warmup``). The worker (``stream/scoring.py``) adds the lift
 to the content-placed candidates of the shopper's recent categories, where it proposes such items
 (``stream.engine.intake``), from the partition's trending count captured with the ask, times the

@@ -175,22 +175,34 @@ def test_a_lift_moves_raw_scores_and_interest_of_its_cells_only(tmp_path: Path) 
 
 
 def test_the_weights_are_the_best_overall_that_keep_the_warm_cases_ranking() -> None:
-    def table(rows: dict[tuple[float, float], tuple[float, float]]) -> dict[str, dict[str, dict[str, float]]]:
+    def table(
+        rows: dict[tuple[float, float], tuple[float, float, float]],
+    ) -> dict[str, dict[str, dict[str, float]]]:
         return {
-            table_key(o, g): {"all": {"mrr@20": a}, "warm": {"mrr@20": w}} for (o, g), (a, w) in rows.items()
+            table_key(o, g): {"all": {"mrr@20": a}, "warm": {"mrr@20": w, "recall@20": r}}
+            for (o, g), (a, w, r) in rows.items()
         }
 
-    base = {(o, g): (0.20, 0.40) for o in OFFSETS for g in GAMMAS}
+    base = {(o, g): (0.20, 0.40, 0.60) for o in OFFSETS for g in GAMMAS}
+    inside, outside = 1 - WARM_TOLERANCE / 2, 1 - 2 * WARM_TOLERANCE
     # The best overall costs the warm cases more than the tolerance: the next best that does not wins.
     rows = {
         **base,
-        (0.0, 0.1): (0.25, 0.40 * (1 - WARM_TOLERANCE / 2)),
-        (0.2, 0.05): (0.27, 0.40 * (1 - WARM_TOLERANCE / 2)),
-        (0.3, 0.2): (0.30, 0.40 * (1 - 2 * WARM_TOLERANCE)),
+        (0.0, 0.1): (0.25, 0.40 * inside, 0.60),
+        (0.2, 0.05): (0.27, 0.40 * inside, 0.60 * inside),
+        (0.3, 0.2): (0.30, 0.40 * outside, 0.60),
     }
     assert pick_warmup(table(rows)) == (0.2, 0.05)
+    # Recall is guarded as well: a pair that keeps the warm MRR but costs their recall is not chosen.
+    recall_cost = {**rows, (0.4, 0.1): (0.35, 0.40, 0.60 * outside)}
+    assert pick_warmup(table(recall_cost)) == (0.2, 0.05)
     # Ties go to the smaller offset, then the smaller gamma; nothing better than none: none.
-    ties = {**base, (0.1, 0.3): (0.25, 0.40), (0.1, 0.05): (0.25, 0.40), (0.2, 0.0): (0.25, 0.41)}
+    ties = {
+        **base,
+        (0.1, 0.3): (0.25, 0.40, 0.60),
+        (0.1, 0.05): (0.25, 0.40, 0.60),
+        (0.2, 0.0): (0.25, 0.41, 0.60),
+    }
     assert pick_warmup(table(ties)) == (0.1, 0.05)
     assert pick_warmup(table(base)) == (0.0, 0.0)
 
