@@ -452,10 +452,14 @@ def _warmup_lines(res: Mapping[str, Any]) -> list[str]:
     keys = list(table)
     chosen = f"offset {offset} gamma {w['gamma']}" if f"offset {offset} gamma {w['gamma']}" in table else None
     no_offset = [k for k in keys if k.startswith("offset 0.0 ")] or keys
-    floor = (1.0 - w.get("warm_tolerance", 0.0)) * table[keys[0]]["warm"]["mrr@20"]
+    keep = 1.0 - w.get("warm_tolerance", 0.0)
+    none = table[keys[0]]["warm"]
+
+    def keeps_warm(key: str) -> bool:  # the training's own guard (model.warmup_fit.pick_warmup)
+        return all(table[key]["warm"][m] >= keep * none[m] for m in ("recall@20", "mrr@20"))
+
     best_gamma_only = max(
-        (k for k in no_offset if k == keys[0] or table[k]["warm"]["mrr@20"] >= floor),
-        key=lambda k: table[k]["all"]["mrr@20"],
+        (k for k in no_offset if k == keys[0] or keeps_warm(k)), key=lambda k: table[k]["all"]["mrr@20"]
     )
     held = (
         f", {w['n_held_out_items']:,} of the training items ({w['held_out_share']:.0%}, seeded) held back "
@@ -470,8 +474,8 @@ def _warmup_lines(res: Mapping[str, Any]) -> list[str]:
         f"rest of the training period ({w['n_cases']:,} cases, {w['n_cold_cases']:,} cold; "
         f"{w['n_placed_items']:,} items placed from content), in {w['seconds']:.0f} s; the best MRR@20 "
         f"over all those cases among the {len(keys)} (offset, gamma) pairs tried that cost the warm cases "
-        f"at most {w.get('warm_tolerance', 0.0):.0%} of their MRR@20 (the whole table is in "
-        f"`cold_items.json`). There: no warm-up ({keys[0]}): {row(keys[0])}; "
+        f"at most {w.get('warm_tolerance', 0.0):.0%} of their Recall@20 and of their MRR@20 (the whole "
+        f"table is in `cold_items.json`). There: no warm-up ({keys[0]}): {row(keys[0])}; "
         + (f"chosen: {row(chosen)}; " if chosen else "")
         + f"the best without an offset ({best_gamma_only}): {row(best_gamma_only)}.",
     ]
