@@ -95,7 +95,7 @@ def test_a_failed_recovery_is_retried_and_the_partition_opens(
             raise TimeoutError(f"no end of {topic} within 60s")  # the broker was slow
         return iter(())
 
-    monkeypatch.setattr("stream.app.replay_partitions", flaky_replay)
+    monkeypatch.setattr("stream.recovery.replay_partitions", flaky_replay)
     original_load = Engine.load_partition
 
     def load(self: Engine, partition: int, store: Any) -> list[tuple[bytes, bytes]]:
@@ -133,7 +133,7 @@ def test_a_partition_revoked_while_it_recovers_is_dropped_cleanly(
             release.wait(5)  # the first changelog replay is slow: partition 0 is revoked meanwhile
         return iter(())
 
-    monkeypatch.setattr("stream.app.replay_partitions", slow_replay)
+    monkeypatch.setattr("stream.recovery.replay_partitions", slow_replay)
     errors_before = counter("kairos_recovery_errors_total")
 
     async def scenario() -> None:
@@ -165,7 +165,7 @@ def test_a_partition_kept_across_a_rebalance_is_not_recovered_again(
         replays.append(dict(starts))
         return iter(())
 
-    monkeypatch.setattr("stream.app.replay_partitions", replay)
+    monkeypatch.setattr("stream.recovery.replay_partitions", replay)
 
     async def scenario() -> None:
         await start(worker)
@@ -237,7 +237,7 @@ def test_the_tick_survives_a_failing_catalog_record_and_failing_timers(
 
 
 def test_recovery_adopts_the_stored_users_timers(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stream.app.replay_partitions", lambda *a, **k: iter(()))
+    monkeypatch.setattr("stream.recovery.replay_partitions", lambda *a, **k: iter(()))
     pstore = worker.store.open(2)
     state = UserState(last_event_ts=1.7e9, timers=[])
     txn = Transaction(worker.store)
@@ -290,7 +290,7 @@ def test_a_restarted_or_added_worker_gets_partitions(worker: Worker) -> None:
 def test_consume_stall_is_judged_only_when_batches_could_run(
     worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("stream.app.replay_partitions", lambda *a, **k: iter(()))
+    monkeypatch.setattr("stream.recovery.replay_partitions", lambda *a, **k: iter(()))
 
     async def scenario() -> None:
         await start(worker)
