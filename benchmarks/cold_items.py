@@ -76,7 +76,8 @@ from model.config import TrainConfig, load_config  # noqa: E402
 from model.content import ItemContent  # noqa: E402
 from model.data import TYPE_ALIASES, TYPE_INDEX  # noqa: E402
 from model.scorer import IncrementalScorer  # noqa: E402
-from model.warmup import count_feature, decayed_counts, in_session_categories, warmed  # noqa: E402
+from model.warmup import GAMMAS, count_feature, decayed_counts, in_session_categories, warmed  # noqa: E402
+from model.warmup_fit import pick_warmup, table_key  # noqa: E402
 from stream.candidates import TRENDING_WEIGHTS  # noqa: E402
 from stream.settings import get_settings  # noqa: E402
 from stream.simulator import SimConfig, World, generate_events  # noqa: E402
@@ -450,17 +451,8 @@ def _warmup_lines(res: Mapping[str, Any]) -> list[str]:
         )
 
     keys = list(table)
-    chosen = f"offset {offset} gamma {w['gamma']}" if f"offset {offset} gamma {w['gamma']}" in table else None
-    no_offset = [k for k in keys if k.startswith("offset 0.0 ")] or keys
-    keep = 1.0 - w.get("warm_tolerance", 0.0)
-    none = table[keys[0]]["warm"]
-
-    def keeps_warm(key: str) -> bool:  # the training's own guard (model.warmup_fit.pick_warmup)
-        return all(table[key]["warm"][m] >= keep * none[m] for m in ("recall@20", "mrr@20"))
-
-    best_gamma_only = max(
-        (k for k in no_offset if k == keys[0] or keeps_warm(k)), key=lambda k: table[k]["all"]["mrr@20"]
-    )
+    chosen = table_key(offset, w["gamma"])
+    best_gamma_only = table_key(*pick_warmup(table, [(0.0, g) for g in GAMMAS]))
     held = (
         f", {w['n_held_out_items']:,} of the training items ({w['held_out_share']:.0%}, seeded) held back "
         "until the validation cut"
@@ -476,7 +468,7 @@ def _warmup_lines(res: Mapping[str, Any]) -> list[str]:
         f"over all those cases among the {len(keys)} (offset, gamma) pairs tried that cost the warm cases "
         f"at most {w.get('warm_tolerance', 0.0):.0%} of their Recall@20 and of their MRR@20 (the whole "
         f"table is in `cold_items.json`). There: no warm-up ({keys[0]}): {row(keys[0])}; "
-        + (f"chosen: {row(chosen)}; " if chosen else "")
+        + f"chosen: {row(chosen)}; "
         + f"the best without an offset ({best_gamma_only}): {row(best_gamma_only)}.",
     ]
 

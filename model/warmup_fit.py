@@ -20,6 +20,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,15 +149,19 @@ def table_key(offset: float, gamma: float) -> str:
     return f"offset {offset} gamma {gamma}"
 
 
-def pick_warmup(table: dict[str, dict[str, dict[str, float]]]) -> tuple[float, float]:
+def pick_warmup(
+    table: dict[str, dict[str, dict[str, float]]], pairs: Sequence[tuple[float, float]] | None = None
+) -> tuple[float, float]:
     """The (offset, gamma) pair with the best MRR@20 over all cases among those that cost the warm
     cases at most ``WARM_TOLERANCE`` of their Recall@20 and of their MRR@20 without warm-up (0, 0:
-    always allowed); ties go to the smaller offset, then the smaller gamma.
+    always allowed); ties go to the smaller offset, then the smaller gamma. ``pairs``: the candidates
+    (default: every pair of ``OFFSETS`` x ``GAMMAS``; a report may ask about a subset of the table).
 
     Both figures are guarded because both are what a ranking is judged by: a lift that lets new items
     push established ones out of the top 20 costs recall before it shows in MRR."""
-    pairs = [(o, g) for o in OFFSETS for g in GAMMAS]
-    none = pairs[0]
+    none = (OFFSETS[0], GAMMAS[0])
+    if pairs is None:
+        pairs = [(o, g) for o in OFFSETS for g in GAMMAS]
     warm = table[table_key(*none)]["warm"]
     floors = {m: (1.0 - WARM_TOLERANCE) * warm[m] for m in (f"recall@{K}", f"mrr@{K}")}
 

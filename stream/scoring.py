@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.warmup import count_feature, lift
+from model.warmup import count_feature
+from model.warmup import lift as warmup_lift
 from stream.asks import Ask, Scored
 from stream.policy_config import PolicyConfig
 
@@ -99,7 +100,7 @@ class AskScorer:
         rows, cols, counts = (np.array(column) for column in zip(*cells, strict=True))
         out = np.zeros((len(asks), width), dtype=np.float32)
         feature = count_feature(counts * self.partitions, self.cfg.trending_half_life_seconds)
-        out[rows, cols] = lift(feature, gamma, offset)
+        out[rows, cols] = warmup_lift(feature, gamma, offset)
         return out
 
     def score(self, asks: list[Ask]) -> list[Scored]:
