@@ -157,7 +157,7 @@ def run_dataset(
     if art.model.window:
         # The same weights with the session-memory terms switched off: what the memory adds.
         art.model.memory_cfg = art.model.memory_cfg.model_copy(
-            update={"repeat_bonus": 0.0, "neighbour_weight": 0.0}
+            update={"repeat_bonus": 0.0, "neighbour_weight": 0.0, "knn_weight": 0.0}
         )
         gru_alone = evaluate_model(art.model, cases)
     result: dict[str, Any] = {

@@ -32,6 +32,7 @@ import torch
 from model.config import TrainConfig
 from model.content import CONTENT_JSON, CONTENT_NPZ, ContentMapping
 from model.net import SessionGRU
+from model.session_votes import INDEX_BUFFERS, SessionIndex
 from stream.contract import EVENT_TYPES
 
 FORMAT = 1
@@ -168,9 +169,11 @@ def load_artifact(path: str | Path) -> Artifact:
         model = SessionGRU(len(item_ids), len(EVENT_TYPES), config)
         # Artifacts written before session memory have no neighbour buffers; without a window they are
         # empty anyway, so the model's own (empty) ones stand in.
-        for name in ("neighbour_idx", "neighbour_w"):
+        for name in ("neighbour_idx", "neighbour_w", *INDEX_BUFFERS):
             if name not in state and getattr(model, name).numel() == 0:
                 state[name] = getattr(model, name)
+        if model.uses_votes:  # the session-kNN index's sizes come from the data: install it first
+            model.set_session_index(SessionIndex(*(state[name] for name in INDEX_BUFFERS)))
         model.load_state_dict(state)
         files = dict(manifest["files"])
         content = _load_content(root, files, model) if CONTENT_JSON in files else None

@@ -59,6 +59,19 @@ class TrainConfig(BaseModel):
     neighbour_distance: int = Field(
         default=3, ge=1, description="Steps within a session that count as 'followed by' (weight 1/steps)."
     )
+    # Session-kNN votes (model/session_votes.py): similar training sessions vote for their items
+    knn_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Weight of log(floor + session-kNN vote share) in the score (0: off).",
+    )
+    knn_floor: float = Field(
+        default=0.01, gt=0.0, description="Floor inside the session-kNN log (items no neighbour contains)."
+    )
+    knn_k: int = Field(default=100, ge=1, description="Most similar training sessions that vote.")
+    knn_sample: int = Field(
+        default=500, ge=1, description="Most recent training sessions sharing an item that are compared."
+    )
     use_event_types: bool = Field(default=True, description="Add an event-type embedding to the GRU input.")
     dropout_embedding: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Dropout on the input embedding."

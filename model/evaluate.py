@@ -16,6 +16,7 @@ from model.data import Cases
 from model.metrics import KS, RankAccumulator, pessimistic_ranks
 from model.net import SessionGRU
 from model.session_memory import SessionMemory
+from model.session_votes import SessionVotes, vote_term
 
 
 def pad_left(segments: Sequence[np.ndarray], fill: int = -1) -> np.ndarray:
@@ -114,20 +115,46 @@ def subset_cases(cases: Cases, rows: np.ndarray) -> Cases:
     )
 
 
+class CaseShares:
+    """The session-kNN vote shares of every case's window, computed once.
+
+    A case's window is the last ``width`` known items of its prefix (what the model's state holds), so
+    the shares do not depend on the GRU's weights: the tuner computes them once for all the settings
+    and epochs it scores, and keeps them sparse (a dense row per case would not fit a large catalog).
+    """
+
+    def __init__(self, votes: SessionVotes, cases: Cases, width: int) -> None:
+        self.n_items = votes.n_items
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for c in range(len(cases)):
+            prefix = cases.items[cases.offsets[c] : cases.offsets[c + 1]]
+            self.parts.append(votes.shares(prefix[prefix >= 0][-width:]))
+
+    def dense(self, rows: np.ndarray) -> torch.Tensor:
+        """(len(rows), n_items) shares of the cases at ``rows``."""
+        out = np.zeros((len(rows), self.n_items), dtype=np.float32)
+        for r, c in enumerate(rows.tolist()):
+            items, share = self.parts[c]
+            out[r, items] = share
+        return torch.from_numpy(out)
+
+
 def evaluate_memory_settings(
     model: SessionGRU,
     cases: Cases,
     tables: dict[tuple[float, int], tuple[torch.Tensor, torch.Tensor]],
     settings: list[dict[str, Any]],
+    knn: CaseShares | None = None,
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Recall@20 / MRR@20 of the GRU alone and with each session-memory setting added to its scores.
 
     ``model`` needs a session window (its memory weights are ignored); a setting is a dict of
     ``window_decay``, ``repeat_bonus``, ``repeat_mode``, ``neighbour_weight``, ``neighbour_floor``,
     ``neighbour_backward``, ``neighbour_distance``, and ``tables`` maps (backward weight, distance) to
-    its neighbour table. The GRU's scores are computed once per batch and each setting only adds its
-    terms (as in ``benchmarks/memory_sweep.py``), so many settings cost little more than one. Every
-    case here is rankable (the tuner's validation cases).
+    its neighbour table; with ``knn`` (the cases' session-kNN shares) a setting may also have
+    ``knn_weight`` and ``knn_floor``. The GRU's scores are computed once per batch and each setting only
+    adds its terms (as in ``benchmarks/memory_sweep.py``), so many settings cost little more than one.
+    Every case here is rankable (the tuner's validation cases).
     """
     model.eval()
     n = model.n_items
@@ -143,6 +170,9 @@ def evaluate_memory_settings(
         )
         for s in settings
     ]
+    voted = any(s.get("knn_weight", 0.0) > 0 for s in settings)
+    if voted and knn is None:
+        raise ValueError("a setting has knn_weight > 0 but no session-kNN shares were given")
     ranks: list[list[np.ndarray]] = [[] for _ in range(len(settings) + 1)]
     for a in range(0, len(cases), 512):
         rows = np.arange(a, min(a + 512, len(cases)))
@@ -152,8 +182,12 @@ def evaluate_memory_settings(
             base = model.full_scores(states, with_memory=False)
             window = model.window_of(states)
             ranks[0].append(pessimistic_ranks(base.numpy(), targets))
-            for i, memory in enumerate(memories, start=1):
-                ranks[i].append(pessimistic_ranks((base + memory.dense(window)).numpy(), targets))
+            shares = knn.dense(rows) if knn is not None and voted else None
+            for i, (memory, s) in enumerate(zip(memories, settings, strict=True), start=1):
+                full = base + memory.dense(window)
+                if shares is not None and s.get("knn_weight", 0.0) > 0:
+                    full = full + vote_term(shares, s["knn_weight"], s["knn_floor"])
+                ranks[i].append(pessimistic_ranks(full.numpy(), targets))
     out = []
     for parts in ranks:
         r = np.concatenate(parts) if parts else np.zeros(0, np.int64)

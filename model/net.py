@@ -8,6 +8,7 @@ from torch import nn
 
 from model.config import TrainConfig
 from model.session_memory import MAX_WINDOW_ITEMS, SessionMemory, push_window
+from model.session_votes import INDEX_BUFFERS, SessionIndex, SessionVotes
 
 
 class SessionGRU(nn.Module):
@@ -23,6 +24,10 @@ class SessionGRU(nn.Module):
 
     neighbour_idx: torch.Tensor
     neighbour_w: torch.Tensor
+    votes_item_ptr: torch.Tensor
+    votes_item_sessions: torch.Tensor
+    votes_session_ptr: torch.Tensor
+    votes_session_items: torch.Tensor
 
     def __init__(self, n_items: int, n_types: int, cfg: TrainConfig) -> None:
         super().__init__()
@@ -46,6 +51,12 @@ class SessionGRU(nn.Module):
         k = cfg.neighbour_k if (self.window and cfg.neighbour_weight > 0) else 0
         self.register_buffer("neighbour_idx", torch.full((n_items, k), n_items, dtype=torch.int32))
         self.register_buffer("neighbour_w", torch.zeros((n_items, k), dtype=torch.float32))
+        # The session-kNN index (model.session_votes), data too; its sizes depend on the training data,
+        # so it starts empty and set_session_index() (or loading an artifact) installs it.
+        self.uses_votes = bool(self.window and cfg.knn_weight > 0)
+        index = SessionIndex.empty(n_items) if self.uses_votes else SessionIndex.absent()
+        for name, tensor in index.tensors().items():
+            self.register_buffer(name, tensor)
         self.proj = nn.Linear(h, d) if cfg.tied else nn.Identity()
         self.out_emb = None if cfg.tied else nn.Parameter(torch.empty(n_items, out_width))
         # (n_items, 1) so it can be looked up like an embedding (sparse gradients while training).
@@ -65,6 +76,18 @@ class SessionGRU(nn.Module):
         self.neighbour_idx.copy_(idx)
         self.neighbour_w.copy_(weight)
 
+    def set_session_index(self, index: SessionIndex) -> None:
+        """Install the session-kNN index built by :func:`model.session_votes.build_session_index`."""
+        if index.n_items != self.n_items:
+            raise ValueError(f"session index is for {index.n_items} items, the model has {self.n_items}")
+        index.validate()
+        for name, tensor in index.tensors().items():
+            setattr(self, name, tensor)
+
+    def session_index(self) -> SessionIndex:
+        """The installed session-kNN index (empty unless ``knn_weight`` > 0)."""
+        return SessionIndex(*(getattr(self, name) for name in INDEX_BUFFERS))
+
     def memory(self) -> SessionMemory | None:
         """The repeat/neighbour scorer of this model, or None without a session window."""
         if not self.window:
@@ -79,6 +102,11 @@ class SessionGRU(nn.Module):
             cfg.neighbour_floor,
             self.neighbour_idx,
             self.neighbour_w,
+            votes=(
+                SessionVotes(self.session_index(), cfg.knn_k, cfg.knn_sample, cfg.knn_weight, cfg.knn_floor)
+                if self.uses_votes and cfg.knn_weight > 0
+                else None
+            ),
         )
 
     def output_embeddings(self) -> torch.Tensor:

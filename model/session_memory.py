@@ -31,6 +31,7 @@ import torch
 
 if TYPE_CHECKING:  # building neighbours is training work; the scorer imports this module
     from model.data import EncodedSessions
+    from model.session_votes import SessionVotes
 
 
 # float32 represents every integer up to 2**24 exactly; window slots hold index + 1.
@@ -103,7 +104,7 @@ def window_weights(window: torch.Tensor, decay: float) -> tuple[torch.Tensor, to
 
 
 class SessionMemory:
-    """The repeat and neighbour terms for states' windows; pure functions of the window and the table."""
+    """The repeat, neighbour and session-kNN vote terms of states' windows; pure functions of the window."""
 
     def __init__(
         self,
@@ -115,6 +116,7 @@ class SessionMemory:
         neighbour_floor: float,
         neighbour_idx: torch.Tensor,
         neighbour_w: torch.Tensor,
+        votes: SessionVotes | None = None,
     ) -> None:
         self.n_items = n_items
         self.decay = decay
@@ -127,6 +129,7 @@ class SessionMemory:
         self.idx = neighbour_idx
         self.w = neighbour_w
         self.use_neighbours = neighbour_weight > 0 and neighbour_idx.shape[1] > 0
+        self.votes = votes  # the session-kNN term (model.session_votes), or None
 
     def _parts(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         idx, powers = window_weights(window, self.decay)
@@ -151,6 +154,8 @@ class SessionMemory:
             rows = self.idx[safe].reshape(b, -1).long()  # padding index n_items lands in the spare column
             mass.scatter_add_(1, rows, (self.w[safe] * norm[:, :, None]).reshape(b, -1))
             out += self.neighbour_weight * torch.log(self.neighbour_floor + mass[:, : self.n_items])
+        if self.votes is not None:
+            out += self.votes.dense(window)
         return out
 
     def candidates(self, window: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
@@ -171,4 +176,6 @@ class SessionMemory:
             weight = torch.gather(self.w[safe], 2, pos) * found
             mass = (weight * norm[:, :, None]).sum(dim=1)
             out += self.neighbour_weight * torch.log(self.neighbour_floor + mass)
+        if self.votes is not None:
+            out += self.votes.candidates(window, cands)
         return out

@@ -24,6 +24,7 @@ from model.evaluate import evaluate_model, subset_cases
 from model.net import SessionGRU
 from model.progress import Progress
 from model.session_memory import build_neighbours
+from model.session_votes import build_session_index
 from stream.contract import EVENT_TYPES
 
 
@@ -121,7 +122,7 @@ class TrainResult:
     best_epoch: int = 0
     train_seconds: float = 0.0
     events_per_second: float = 0.0
-    neighbour_seconds: float = 0.0  # building the session-memory neighbour table (not in train_seconds)
+    neighbour_seconds: float = 0.0  # neighbour table + session-kNN index (not in train_seconds)
 
 
 class Trainer:
@@ -150,6 +151,10 @@ class Trainer:
                 )
             )
             self.neighbour_seconds = time.perf_counter() - t_nb
+        if model.uses_votes:  # the session-kNN index: data like the neighbour table, timed with it
+            t_nb = time.perf_counter()
+            model.set_session_index(build_session_index(sessions, n_items, cfg.knn_sample))
+            self.neighbour_seconds += time.perf_counter() - t_nb
         self.model = model
         sparse_params = [model.item_emb] + ([model.bias] if cfg.item_bias else [])
         if model.out_emb is not None:

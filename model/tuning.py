@@ -12,9 +12,11 @@ test is: a validation case whose target the training part never saw cannot be ra
   :data:`MAX_EPOCHS`). Each epoch is scored on the validation cases with session memory applied (the
   best of the presets' memory settings), because the memory changes which GRU is best.
 * **Stage 2, the session memory**: its terms are fixed functions added to the GRU's scores
-  (:mod:`model.session_memory`), so they are searched after training on the stage-1 winner, by
-  evaluation only: coordinate ascent over :data:`MEMORY_GRID` from the best preset setting, on
-  Recall@20 + MRR@20 (:func:`_memory_key`).
+  (:mod:`model.session_memory`, and the session-kNN votes of :mod:`model.session_votes`), so they are
+  searched after training on the stage-1 winner, by evaluation only: coordinate ascent over
+  :data:`MEMORY_GRID` from the best preset setting, on Recall@20 + MRR@20 (:func:`_memory_key`). A
+  weight of 0 is always among the values, so a term that does not help the shop's own validation
+  cases is left out; where plain session-kNN is strong, its votes join the GRU instead of beating it.
 
 **The budget** (seconds of wall clock, the final training on all the data is outside it) decides how
 far down the ordered lists the search gets, nothing else: before a candidate's first epoch, the cost of
@@ -39,8 +41,9 @@ import torch
 from model.baselines import SessionKNN
 from model.config import CONFIG_DIR, TrainConfig
 from model.data import Cases, EncodedSessions, ItemIndex
-from model.evaluate import evaluate_baseline, evaluate_memory_settings, subset_cases
+from model.evaluate import CaseShares, evaluate_baseline, evaluate_memory_settings, subset_cases
 from model.session_memory import build_neighbours
+from model.session_votes import SessionVotes, build_session_index
 from model.train import Trainer
 
 DEFAULT_BUDGET_SECONDS = 1800.0
@@ -75,6 +78,8 @@ MEMORY_GRID: dict[str, tuple[Any, ...]] = {
     "neighbour_floor": (0.003, 0.01, 0.1),
     "neighbour_backward": (0.0, 0.5),
     "neighbour_distance": (3, 10),
+    "knn_weight": (0.0, 0.1, 0.3, 0.5, 1.0),
+    "knn_floor": (0.003, 0.01, 0.1),
 }
 MEMORY_PASSES = 3  # coordinate-ascent passes at most (it usually settles in two)
 MEMORY_PRESETS = ("yoochoose-100k", "diginetica")  # stage 1 scores with the best of these settings
@@ -142,6 +147,8 @@ def _key(setting: dict[str, Any]) -> tuple[Any, ...]:
     if s["neighbour_weight"] == 0:
         s["neighbour_floor"], s["neighbour_backward"] = MEMORY_GRID["neighbour_floor"][0], 0.0
         s["neighbour_distance"] = MEMORY_GRID["neighbour_distance"][0]
+    if s["knn_weight"] == 0:
+        s["knn_floor"] = MEMORY_GRID["knn_floor"][0]
     if s["repeat_bonus"] == 0:
         s["repeat_mode"] = "sum"
     if s["repeat_bonus"] == 0 and s["neighbour_weight"] == 0:
@@ -200,6 +207,14 @@ class Tuner:
             for back in MEMORY_GRID["neighbour_backward"]
             for dist in MEMORY_GRID["neighbour_distance"]
         }
+        # The session-kNN votes of every validation case's window: they do not depend on the GRU, so
+        # they are computed once here, and stage 2 weighs them in (model.session_votes).
+        t0 = time.perf_counter()
+        votes = SessionVotes(
+            build_session_index(sessions, n, base.knn_sample), base.knn_k, base.knn_sample, 1.0, 1.0
+        )
+        self.knn = CaseShares(votes, self.cases, SESSION_WINDOW)
+        self.knn_seconds = time.perf_counter() - t0
         self.unit_seconds: list[float] = []  # seconds of each candidate's first epoch + its scoring
         self.setting_seconds = 0.0  # seconds to score one memory setting (measured in stage 1)
 
@@ -211,7 +226,12 @@ class Tuner:
         # The window is kept in the state for the memory terms; they are added at scoring time only
         # (they never enter the training loss), so training builds no neighbour table here.
         return self.base.model_copy(
-            update={**cand.settings, "session_window": SESSION_WINDOW, "neighbour_weight": 0.0}
+            update={
+                **cand.settings,
+                "session_window": SESSION_WINDOW,
+                "neighbour_weight": 0.0,
+                "knn_weight": 0.0,
+            }
         )
 
     def _epoch(self, cand: _Candidate) -> None:
@@ -319,7 +339,7 @@ class Tuner:
                     new.append(s)
                     seen.add(k)
             if new:
-                _, figures = evaluate_memory_settings(model, self.cases, self.tables, new)
+                _, figures = evaluate_memory_settings(model, self.cases, self.tables, new, self.knn)
                 for s, m in zip(new, figures, strict=True):
                     scored[_key(s)] = m
                     order.append({**s, **m})
@@ -374,7 +394,7 @@ class Tuner:
         memory, figures, tried_memory = self.stage2(best)
         stage2_seconds = self.elapsed() - stage1_seconds
         anchor = self.anchor()
-        uses_memory = memory["repeat_bonus"] > 0 or memory["neighbour_weight"] > 0
+        uses_memory = any(memory[k] > 0 for k in ("repeat_bonus", "neighbour_weight", "knn_weight"))
         config = self.base.model_copy(
             update={
                 **best.settings,
@@ -398,6 +418,7 @@ class Tuner:
             "seconds": self.elapsed(),
             "stage1_seconds": stage1_seconds,
             "stage2_seconds": stage2_seconds,
+            "knn_shares_seconds": self.knn_seconds,
             "final_training_in_budget": False,
             "n_valid_cases": n_valid,
             "n_valid_dropped": self.n_dropped,

@@ -191,3 +191,17 @@ def test_memory_weights_are_chosen_on_recall_and_mrr_alike() -> None:
     assert tuning._memory_key(recall_heavy) > tuning._memory_key(mrr_heavy)
     # The GRU candidates stay ranked by MRR@20 first.
     assert tuning._rank_key(mrr_heavy) > tuning._rank_key(recall_heavy)
+
+
+def test_the_memory_search_weighs_the_session_knn_votes_with_zero_among_them(
+    split: tuple[Any, Any, Any],
+) -> None:
+    result = _tune(split)
+    tried = result.record["memory_search"]
+    assert {s["knn_weight"] for s in tried} == set(tuning.MEMORY_GRID["knn_weight"])
+    best = max(tried, key=lambda s: tuning._memory_key(s))
+    assert tuning._memory_key(result.record["choice"]["valid"]) == tuning._memory_key(best)
+    assert result.config.knn_weight == result.record["choice"]["memory"]["knn_weight"]
+    # Without a vote weight its floor is irrelevant: such settings are scored once.
+    off = {**result.record["choice"]["memory"], "knn_weight": 0.0}
+    assert tuning._key({**off, "knn_floor": 0.1}) == tuning._key({**off, "knn_floor": 0.01})
