@@ -123,18 +123,29 @@ class CaseShares:
     and epochs it scores, and keeps them sparse (a dense row per case would not fit a large catalog).
     """
 
-    def __init__(self, votes: SessionVotes, cases: Cases, width: int) -> None:
+    def __init__(self, votes: SessionVotes, cases: Cases, width: int, max_entries: int = 30_000_000) -> None:
         self.n_items = votes.n_items
+        self.votes, self.cases, self.width = votes, cases, width
+        # Kept up to max_entries (item, share) pairs, 8 bytes each: long sessions make long vote lists,
+        # and the cases past the cap are voted again whenever they are scored instead.
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        kept = 0
         for c in range(len(cases)):
-            prefix = cases.items[cases.offsets[c] : cases.offsets[c + 1]]
-            self.parts.append(votes.shares(prefix[prefix >= 0][-width:]))
+            items, share = self._shares(c)
+            kept += len(items)
+            if kept > max_entries:
+                break
+            self.parts.append((items.astype(np.int32), share.astype(np.float32)))
+
+    def _shares(self, case: int) -> tuple[np.ndarray, np.ndarray]:
+        prefix = self.cases.items[self.cases.offsets[case] : self.cases.offsets[case + 1]]
+        return self.votes.shares(prefix[prefix >= 0][-self.width :])
 
     def dense(self, rows: np.ndarray) -> torch.Tensor:
         """(len(rows), n_items) shares of the cases at ``rows``."""
         out = np.zeros((len(rows), self.n_items), dtype=np.float32)
         for r, c in enumerate(rows.tolist()):
-            items, share = self.parts[c]
+            items, share = self.parts[c] if c < len(self.parts) else self._shares(c)
             out[r, items] = share
         return torch.from_numpy(out)
 

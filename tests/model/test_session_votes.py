@@ -153,3 +153,21 @@ def test_a_session_index_for_another_catalog_is_refused(knn_artifact: Path) -> N
     model = load_artifact(knn_artifact).model
     with pytest.raises(ValueError, match="items"):
         model.set_session_index(build_session_index(_sessions([[0, 1]]), model.n_items + 1, 10))
+
+
+def test_case_shares_past_their_memory_cap_are_voted_again_alike() -> None:
+    from model.evaluate import CaseShares
+
+    n = 40
+    sessions = _sessions([list(s) for s in markov_sessions(200, n_items=n, seed=6)])
+    votes = SessionVotes(build_session_index(sessions, n, 50), k=20, sample=50, weight=1.0, floor=0.01)
+    prefixes = [list(s)[:4] for s in markov_sessions(30, n_items=n, seed=7)]
+    offsets = np.zeros(len(prefixes) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in prefixes], out=offsets[1:])
+    items = np.concatenate([np.asarray(p, dtype=np.int64) for p in prefixes])
+    cases = Cases(offsets, items, np.zeros_like(items), np.zeros(len(prefixes), np.int64), 0)
+    rows = np.arange(len(prefixes))
+    kept = CaseShares(votes, cases, width=10)
+    capped = CaseShares(votes, cases, width=10, max_entries=50)
+    assert len(capped.parts) < len(kept.parts) == len(prefixes)
+    np.testing.assert_allclose(capped.dense(rows).numpy(), kept.dense(rows).numpy(), rtol=1e-6)
