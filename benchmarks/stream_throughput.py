@@ -684,12 +684,14 @@ def profile_engine(
     stored row and push id (``--engine-only``: a change that must not alter decisions keeps it).
     """
     from model.scorer import IncrementalScorer
+    from stream import gc_tuning
     from stream.engine import Engine, Inbound, Scorer, StateAccess
     from stream.partitioning import partition_for
 
     settings = get_settings().model_copy(deep=True)
     settings.worker.clock = "event"
     scorer = IncrementalScorer.load(model_dir, threads=1)
+    gc_tuning.configure(settings.worker.gc_young_threshold)  # as the worker does (stream/gc_tuning.py)
     records = [Inbound("events", partition_for(k, 4), i, k, v) for i, (k, v) in enumerate(work.events)]
     catalog = [Inbound("catalog", 0, i, k, v) for i, (k, v) in enumerate(work.catalog)]
 
@@ -702,6 +704,7 @@ def profile_engine(
         store = DictState()
         state = cast(StateAccess, store)
         engine.apply_catalog(catalog, state)
+        gc_tuning.freeze_long_lived(settings.worker.gc_freeze)  # the worker freezes at catalog ready
         pushes: list[str] = []
         started = time.perf_counter()
         for i in range(0, len(records), batch):

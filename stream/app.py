@@ -36,7 +36,7 @@ from faust.assignor import PartitionAssignor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from stream import metrics
+from stream import gc_tuning, metrics
 from stream.bulk_input import BulkReader, group_offsets, holding
 from stream.contract import ContractError, to_json_bytes
 from stream.engine import Engine, Inbound, Outcome, refused
@@ -200,6 +200,7 @@ class Worker:
 
     async def _on_startup(self) -> None:
         wk = self.settings.worker
+        gc_tuning.configure(wk.gc_young_threshold)
         self._catalog_ready = asyncio.Event()
         metrics.init_labels([self.topics.events, self.topics.consent, self.topics.catalog])
         self._spawn(self._recovery_loop())
@@ -279,6 +280,9 @@ class Worker:
             self.engine.swap_model(scorer)  # the watcher counts the reload
         self.health.set_model(scorer.version)
         log.info("serving model %s", scorer.version)
+        if self._catalog_ready is not None and self._catalog_ready.is_set():
+            frozen = gc_tuning.freeze_long_lived(self.settings.worker.gc_freeze)
+            log.info("garbage collector: %d long-lived objects frozen", frozen)
 
     # -- rebalancing and recovery ---------------------------------------------------------------
     #
@@ -731,6 +735,8 @@ class Worker:
             self._catalog_ready.set()
             self.health.set_recovering(self._still_recovering())
             log.info("catalog loaded: %d items", len(self.engine.catalog))
+            frozen = gc_tuning.freeze_long_lived(self.settings.worker.gc_freeze)
+            log.info("garbage collector: %d long-lived objects frozen", frozen)
         try:  # only adopted partitions have timers in the engine: recovering ones wait
             ticked = self.engine.tick(txn)
             metrics.observe_input_updates(content_items=ticked.content_items_added)

@@ -197,6 +197,18 @@ class WorkerConfig(BaseModel):
             "(stream/bulk_input.py), 'faust' = faust's own per-record stream (slower, kept to compare)."
         ),
     )
+    gc_young_threshold: int = Field(
+        50_000,
+        ge=0,
+        description=(
+            "Allocations between two young garbage collections in the worker (0: Python's 700). The "
+            "engine makes short-lived objects per event; reference counting frees them, cycles still go."
+        ),
+    )
+    gc_freeze: bool = Field(
+        True,
+        description="Move the start-up objects (model, libraries, catalog) out of the collector's scans.",
+    )
     batch_wait_seconds: float = Field(
         0.005, description="Longest wait to fill a batch (faust input; bulk input takes what is fetched)."
     )
