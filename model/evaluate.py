@@ -130,22 +130,31 @@ class CaseShares:
         # and the cases past the cap are voted again whenever they are scored instead.
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []
         kept = 0
-        for c in range(len(cases)):
-            items, share = self._shares(c)
-            kept += len(items)
-            if kept > max_entries:
-                break
-            self.parts.append((items.astype(np.int32), share.astype(np.float32)))
+        for a in range(0, len(cases), 512):
+            rows = np.arange(a, min(a + 512, len(cases)))
+            for items, share in self._shares(rows):
+                kept += len(items)
+                if kept > max_entries:
+                    return
+                self.parts.append((items.astype(np.int32), share.astype(np.float32)))
 
-    def _shares(self, case: int) -> tuple[np.ndarray, np.ndarray]:
-        prefix = self.cases.items[self.cases.offsets[case] : self.cases.offsets[case + 1]]
-        return self.votes.shares(prefix[prefix >= 0][-self.width :])
+    def _shares(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(items, shares) of each case at ``rows``, voted as one batch."""
+        windows = []
+        for c in rows.tolist():
+            prefix = self.cases.items[self.cases.offsets[c] : self.cases.offsets[c + 1]]
+            windows.append(prefix[prefix >= 0][-self.width :])
+        row, items, share = self.votes.batch_shares(pad_left(windows))
+        bounds = np.searchsorted(row, np.arange(len(rows) + 1))
+        return [(items[x:y], share[x:y]) for x, y in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def dense(self, rows: np.ndarray) -> torch.Tensor:
         """(len(rows), n_items) shares of the cases at ``rows``."""
         out = np.zeros((len(rows), self.n_items), dtype=np.float32)
+        missing = np.array([c for c in rows.tolist() if c >= len(self.parts)], dtype=np.int64)
+        again = dict(zip(missing.tolist(), self._shares(missing), strict=True)) if len(missing) else {}
         for r, c in enumerate(rows.tolist()):
-            items, share = self.parts[c] if c < len(self.parts) else self._shares(c)
+            items, share = self.parts[c] if c < len(self.parts) else again[c]
             out[r, items] = share
         return torch.from_numpy(out)
 

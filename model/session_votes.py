@@ -152,37 +152,58 @@ class SessionVotes:
         self.session_items = index.session_items.numpy()
         self.session_len = np.diff(self.session_ptr).astype(np.float64)
 
-    def shares(self, window_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(items sorted, share of each) voted for by the sessions most like ``window_items``.
+    def batch_shares(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, items, shares) voted for by the sessions most like each row of ``windows`` (B, W).
 
-        ``window_items``: item indices (any order, repeats and -1 for empty slots allowed).
+        ``windows`` holds item indices (any order; repeats, and -1 or indices outside the index for
+        empty slots and added items, allowed). The result is sorted by row, then item. The whole batch
+        goes through the same dozen numpy calls (no Python loop per row): a row's (row, key) pairs are
+        encoded as one integer so that sorting and counting across rows stay separate.
         """
-        p = np.unique(window_items[(window_items >= 0) & (window_items < self.n_items)])
-        none = (np.zeros(0, np.int64), np.zeros(0, np.float64))
-        if not len(p):
+        b = len(windows)
+        none = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+        w = np.asarray(windows, dtype=np.int64).reshape(b, -1)
+        ok = (w >= 0) & (w < self.n_items)
+        row_of = np.broadcast_to(np.arange(b, dtype=np.int64)[:, None], w.shape)
+        pairs = np.unique(row_of[ok] * self.n_items + w[ok])  # unique (row, item)
+        if not len(pairs):
             return none
-        cand, _ = _gather(self.item_ptr, self.item_sessions, p)
-        neigh, overlap = np.unique(cand, return_counts=True)  # ascending = oldest first
-        if not len(neigh):
+        p_row, p_item = pairs // self.n_items, pairs % self.n_items
+        n_window = np.bincount(p_row, minlength=b).astype(np.float64)
+        sessions, lengths = _gather(self.item_ptr, self.item_sessions, p_item)
+        if not len(sessions):
             return none
-        if len(neigh) > self.sample:
-            neigh, overlap = neigh[-self.sample :], overlap[-self.sample :]
-        sim = overlap / np.sqrt(self.session_len[neigh] * len(p))
-        if len(neigh) > self.k:
-            top = np.lexsort((-neigh, -sim))[: self.k]  # most similar, then most recent
-            neigh, sim = neigh[top], sim[top]
-        members, lengths = _gather(self.session_ptr, self.session_items, neigh)
-        items, inverse = np.unique(members, return_inverse=True)
-        votes = np.bincount(inverse, weights=np.repeat(sim, lengths), minlength=len(items))
-        return items.astype(np.int64), votes / sim.sum()
+        n_sessions = max(len(self.session_len), 1)
+        keys, overlap = np.unique(np.repeat(p_row, lengths) * n_sessions + sessions, return_counts=True)
+        row, neigh = keys // n_sessions, keys % n_sessions  # by row, then oldest session first
+        from_end = np.cumsum(np.bincount(row, minlength=b))[row] - 1 - np.arange(len(row))
+        recent = from_end < self.sample  # each row's `sample` most recent candidate sessions
+        row, neigh, overlap = row[recent], neigh[recent], overlap[recent]
+        sim = overlap / np.sqrt(self.session_len[neigh] * n_window[row])
+        order = np.lexsort((-neigh, -sim, row))  # per row: most similar, then most recent
+        row, neigh, sim = row[order], neigh[order], sim[order]
+        rank = np.arange(len(row)) - np.searchsorted(row, row)
+        top = rank < self.k
+        row, neigh, sim = row[top], neigh[top], sim[top]
+        total = np.bincount(row, weights=sim, minlength=b)
+        members, sizes = _gather(self.session_ptr, self.session_items, neigh)
+        member_row = np.repeat(row, sizes)
+        keys, inverse = np.unique(member_row * self.n_items + members, return_inverse=True)
+        votes = np.bincount(inverse, weights=np.repeat(sim, sizes), minlength=len(keys))
+        out_row = keys // self.n_items
+        return out_row, keys % self.n_items, votes / total[out_row]
+
+    def shares(self, window_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(items sorted, share of each) voted for by the sessions most like ``window_items`` (one row)."""
+        _, items, share = self.batch_shares(np.asarray(window_items, dtype=np.int64)[None, :])
+        return items, share
 
     def dense_shares(self, window: torch.Tensor) -> torch.Tensor:
         """Shares of every item for each window (B, n_items) (window slots hold index + 1, 0 empty)."""
         idx = window.round().to(torch.int64).numpy() - 1
         out = np.zeros((len(idx), self.n_items), dtype=np.float32)
-        for row in range(len(idx)):
-            items, share = self.shares(idx[row])
-            out[row, items] = share
+        rows, items, share = self.batch_shares(idx)
+        out[rows, items] = share
         return torch.from_numpy(out)
 
     def term(self, shares: torch.Tensor) -> torch.Tensor:
@@ -196,11 +217,13 @@ class SessionVotes:
     def candidates(self, window: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
         """The term of candidate items (B, C); indices outside the index (added items) share 0."""
         idx = window.round().to(torch.int64).numpy() - 1
-        c = cands.numpy()
-        out = np.zeros(c.shape, dtype=np.float32)
-        for row in range(len(idx)):
-            items, share = self.shares(idx[row])
-            if len(items):
-                pos = np.minimum(np.searchsorted(items, c[row]), len(items) - 1)
-                out[row] = np.where(items[pos] == c[row], share[pos], 0.0)
-        return self.term(torch.from_numpy(out))
+        c = cands.numpy().astype(np.int64)
+        rows, items, share = self.batch_shares(idx)
+        out = np.zeros(c.shape, dtype=np.float64)
+        if len(rows):
+            keys = rows * self.n_items + items  # sorted, as batch_shares returns them
+            query = np.arange(len(c), dtype=np.int64)[:, None] * self.n_items + c
+            pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+            valid = (c >= 0) & (c < self.n_items)
+            out = np.where(valid & (keys[pos] == query), share[pos], 0.0)
+        return self.term(torch.from_numpy(out.astype(np.float32)))

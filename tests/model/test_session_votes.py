@@ -171,3 +171,18 @@ def test_case_shares_past_their_memory_cap_are_voted_again_alike() -> None:
     capped = CaseShares(votes, cases, width=10, max_entries=50)
     assert len(capped.parts) < len(kept.parts) == len(prefixes)
     np.testing.assert_allclose(capped.dense(rows).numpy(), kept.dense(rows).numpy(), rtol=1e-6)
+
+
+def test_a_batch_votes_each_row_as_it_would_alone() -> None:
+    n = 40
+    sessions = _sessions([list(s) for s in markov_sessions(300, n_items=n, seed=8)])
+    votes = SessionVotes(build_session_index(sessions, n, 20), k=7, sample=20, weight=1.0, floor=0.01)
+    windows = np.array([[3, 5, 3, -1], [-1, -1, -1, -1], [39, 1, 2, 0], [41, 7, -1, -1], [5, 3, 5, 3]])
+    rows, items, share = votes.batch_shares(windows)
+    assert (np.diff(rows * n + items) > 0).all()  # sorted by row, then item, no repeats
+    for r, window in enumerate(windows):
+        alone_items, alone_share = votes.shares(window)
+        np.testing.assert_array_equal(items[rows == r], alone_items)
+        np.testing.assert_allclose(share[rows == r], alone_share, rtol=1e-12)
+    assert not (rows == 1).any()  # an empty window: no votes
+    np.testing.assert_allclose(share[rows == 0], share[rows == 4], rtol=1e-12)  # same item set
