@@ -89,7 +89,7 @@ class SessionGRU(nn.Module):
         return SessionIndex(*(getattr(self, name) for name in INDEX_BUFFERS))
 
     def memory(self) -> SessionMemory | None:
-        """The repeat/neighbour scorer of this model, or None without a session window."""
+        """The session-memory scorer (repeats, neighbours, session-kNN votes), or None without a window."""
         if not self.window:
             return None
         cfg = self.memory_cfg

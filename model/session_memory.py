@@ -16,6 +16,9 @@ item ``i`` (both fixed functions, their weights are hyper-parameters chosen on v
   A log-linear blend: it multiplies the GRU's probability by how well the item follows the recent
   items, and shifts items without any association by the same constant.
 
+A third term, the session-kNN votes of the training sessions most like the window, lives in
+:mod:`model.session_votes`; :class:`SessionMemory` adds it when the model has one.
+
 The window lives in the user's state vector as ``index + 1`` floats (0 = empty, so an all-zero state is
 an empty session and a reset is a multiplication by 0); float32 holds integers exactly below 2**24,
 which bounds the catalog (checked). Serving cost per event stays constant: one shift of the window per
