@@ -1158,8 +1158,9 @@ def main(argv: list[str] | None = None) -> int:
     work = build_workload(settings, args.events)
     live = live_paced(work, args.pace)
     if args.engine_only:
-        result = {"command": command, "machine": mach, **profile_engine(model_dir, live, only_plain=True)}
-        print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+        timing = profile_engine(model_dir, live, only_plain=True)
+        engine_only = {"command": command, "machine": mach, **timing}
+        print(json.dumps(engine_only) if args.json else json.dumps(engine_only, indent=1))
         return 0
     # Enough distinct events for the latency run (it repeats them, renamed, when it needs more).
     offered = build_workload(settings, int(args.rate * (args.seconds + WARMUP_SECONDS)))
