@@ -158,7 +158,7 @@ class SessionMemory:
             mass.scatter_add_(1, rows, (self.w[safe] * norm[:, :, None]).reshape(b, -1))
             out += self.neighbour_weight * torch.log(self.neighbour_floor + mass[:, : self.n_items])
         if self.votes is not None:
-            out += self.votes.dense(window)
+            out += self.votes.dense(idx.numpy())
         return out
 
     def candidates(self, window: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
@@ -180,5 +180,5 @@ class SessionMemory:
             mass = (weight * norm[:, :, None]).sum(dim=1)
             out += self.neighbour_weight * torch.log(self.neighbour_floor + mass)
         if self.votes is not None:
-            out += self.votes.candidates(window, cands)
+            out += self.votes.candidates(idx.numpy(), cands)
         return out

@@ -198,30 +198,29 @@ class SessionVotes:
         _, items, share = self.batch_shares(np.asarray(window_items, dtype=np.int64)[None, :])
         return items, share
 
-    def dense_shares(self, window: torch.Tensor) -> torch.Tensor:
-        """Shares of every item for each window (B, n_items) (window slots hold index + 1, 0 empty)."""
-        idx = window.round().to(torch.int64).numpy() - 1
-        out = np.zeros((len(idx), self.n_items), dtype=np.float32)
-        rows, items, share = self.batch_shares(idx)
-        out[rows, items] = share
+    def dense_shares(self, items: np.ndarray) -> torch.Tensor:
+        """Shares of every item for each row of window item indices ``items`` (B, W), as (B, n_items)."""
+        out = np.zeros((len(items), self.n_items), dtype=np.float32)
+        rows, voted, share = self.batch_shares(items)
+        out[rows, voted] = share
         return torch.from_numpy(out)
 
     def term(self, shares: torch.Tensor) -> torch.Tensor:
         """:func:`vote_term` of shares from :meth:`dense_shares` with this term's weight and floor."""
         return vote_term(shares, self.weight, self.floor)
 
-    def dense(self, window: torch.Tensor) -> torch.Tensor:
-        """The term for every item (B, n_items)."""
-        return self.term(self.dense_shares(window))
+    def dense(self, items: np.ndarray) -> torch.Tensor:
+        """The term for every item (B, n_items), for window item indices ``items`` (B, W)."""
+        return self.term(self.dense_shares(items))
 
-    def candidates(self, window: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
-        """The term of candidate items (B, C); indices outside the index (added items) share 0."""
-        idx = window.round().to(torch.int64).numpy() - 1
+    def candidates(self, items: np.ndarray, cands: torch.Tensor) -> torch.Tensor:
+        """The term of candidate items (B, C) for window item indices ``items`` (B, W); candidates
+        outside the index (added items) share 0."""
         c = cands.numpy().astype(np.int64)
-        rows, items, share = self.batch_shares(idx)
+        rows, voted, share = self.batch_shares(items)
         out = np.zeros(c.shape, dtype=np.float64)
         if len(rows):
-            keys = rows * self.n_items + items  # sorted, as batch_shares returns them
+            keys = rows * self.n_items + voted  # sorted, as batch_shares returns them
             query = np.arange(len(c), dtype=np.int64)[:, None] * self.n_items + c
             pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
             valid = (c >= 0) & (c < self.n_items)

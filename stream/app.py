@@ -281,8 +281,12 @@ class Worker:
         self.health.set_model(scorer.version)
         log.info("serving model %s", scorer.version)
         if self._catalog_ready is not None and self._catalog_ready.is_set():
-            frozen = gc_tuning.freeze_long_lived(self.settings.worker.gc_freeze)
-            log.info("garbage collector: %d long-lived objects frozen", frozen)
+            self._freeze_long_lived()
+
+    def _freeze_long_lived(self) -> None:
+        """Leave the objects alive now out of the collector's scans (stream/gc_tuning.py)."""
+        frozen = gc_tuning.freeze_long_lived(self.settings.worker.gc_freeze)
+        log.info("garbage collector: %d long-lived objects frozen", frozen)
 
     # -- rebalancing and recovery ---------------------------------------------------------------
     #
@@ -735,8 +739,7 @@ class Worker:
             self._catalog_ready.set()
             self.health.set_recovering(self._still_recovering())
             log.info("catalog loaded: %d items", len(self.engine.catalog))
-            frozen = gc_tuning.freeze_long_lived(self.settings.worker.gc_freeze)
-            log.info("garbage collector: %d long-lived objects frozen", frozen)
+            self._freeze_long_lived()
         try:  # only adopted partitions have timers in the engine: recovering ones wait
             ticked = self.engine.tick(txn)
             metrics.observe_input_updates(content_items=ticked.content_items_added)
