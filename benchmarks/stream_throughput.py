@@ -938,7 +938,7 @@ def reading(r: dict[str, Any]) -> list[str]:
     lines += [
         latency,
         "",
-        "Found while building this benchmark (2026-11-22), both fixed since: `_ForwardDecay.at` overflowed "
+        "Found while building this benchmark (2026-11-22), both fixed since: `ForwardDecay.at` overflowed "
         "for a time far before its landmark (a valid far-future `ts` crashed the agent; it now reads as the "
         "landmark), and `TrendingItems.top` recomputed its list whenever event time moved 30 s either way "
         "(it now refreshes on the write path, at most once per 32 observations).",

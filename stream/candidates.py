@@ -2,51 +2,26 @@
 
 * :class:`Engagement` (per user, stored in the user's state): items the user viewed or carted and has
   not bought, with view counts and last-engagement times.
-* :class:`CoVisitationIndex` (per worker): item -> top-N items seen in the same sessions, with
-  time-decayed counts, updated from the stream.
+* :class:`~stream.covisitation.CoVisitationIndex` (per partition): item -> top-N items seen in the
+  same sessions, with time-decayed counts, updated from the stream.
 * :class:`PromotionBoard` (per worker): items on an active promotion, deepest discount first.
 * :class:`TrendingItems` (per worker): time-decayed popularity, for users with little history.
 
-Decayed counts use *forward decay*: an observation at ``ts`` adds ``w * 2 ** ((ts - landmark) / half_life)``,
-so stored values never need to be touched again to decay, their order is the order of the decayed
-values, and the decayed value at ``now`` is ``stored * 2 ** (-(now - landmark) / half_life)``. The
-landmark moves forward (rescaling every value once) before the exponent could overflow.
+Decayed counts use forward decay (:mod:`stream.forward_decay`).
 """
 
 from __future__ import annotations
 
 import heapq
-import math
-import operator
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stream.contract import CatalogUpdate
+from stream.covisitation import CoVisitationIndex
+from stream.forward_decay import ForwardDecay
 from stream.policy_config import PolicyConfig
-
-# Rescale forward-decayed values when the landmark is this many half-lives behind (2**60 ~ 1e18).
-_REBASE_HALF_LIVES = 60.0
-
-_value = operator.itemgetter(1)
-
-
-def _best_first(counts: dict[str, float]) -> list[tuple[str, float]]:
-    """``counts`` as (id, value) pairs, highest value first, then by id (ties never depend on insertion).
-
-    Two C-level sorts instead of a Python key per entry: by id, then stably by value descending (a
-    ``reverse`` sort keeps the order of equal values), which gives the order of the key ``(-value, id)``.
-    """
-    ranked = sorted(counts.items())
-    ranked.sort(key=_value, reverse=True)
-    return ranked
-
-
-def _weakest(bucket: dict[str, float]) -> str:
-    """The entry evicted first: lowest value, then lowest id (tuples compare in C, no key function)."""
-    return min(zip(bucket.values(), bucket.keys(), strict=True))[1]
-
 
 # Items the trending top list caches (a request for more ranks on the spot).
 _TRENDING_CACHE = 64
@@ -145,224 +120,6 @@ class Engagement:
         return engagement
 
 
-class _ForwardDecay:
-    """The landmark arithmetic shared by the decayed counters."""
-
-    def __init__(self, half_life_seconds: float, landmark: float | None = None) -> None:
-        self.half_life_seconds = half_life_seconds
-        self.landmark = landmark
-
-    def weight(self, ts: float) -> tuple[float, float | None]:
-        """Forward-decayed weight of one unit at ``ts``, and a rescale factor when the landmark moved."""
-        if self.landmark is None:
-            self.landmark = ts
-        exponent = (ts - self.landmark) / self.half_life_seconds
-        rescale = None
-        if exponent > _REBASE_HALF_LIVES:
-            rescale = math.exp2(-exponent)
-            self.landmark = ts
-            exponent = 0.0
-        return math.exp2(exponent), rescale
-
-    def at(self, stored: float, now: float) -> float:
-        """The decayed value at ``now`` of a stored forward-decayed value."""
-        if self.landmark is None:
-            return 0.0
-        # A time before the landmark (out-of-order or far-future events moved it) reads as the landmark:
-        # decayed values never grow backwards, and the exponent cannot overflow.
-        return stored * math.exp2(-max(now - self.landmark, 0.0) / self.half_life_seconds)
-
-
-class CoVisitationIndex:
-    """item -> its top-N co-visited items, by time-decayed co-occurrence counts in sessions.
-
-    Each item keeps up to ``2 * top_n`` neighbours (the slack lets new pairs accumulate before they
-    compete; the weakest is evicted beyond it) and answers with its best ``top_n``; at most
-    ``max_items`` items are kept, the least recently touched evicted first. Memory is therefore bounded
-    by ``max_items * 2 * top_n`` entries.
-    """
-
-    def __init__(
-        self, top_n: int = 20, max_items: int = 100_000, half_life_seconds: float = 7 * 86400.0
-    ) -> None:
-        self.top_n = top_n
-        self.max_items = max_items
-        self._slots = 2 * top_n
-        self._decay = _ForwardDecay(half_life_seconds)
-        self._items: OrderedDict[str, dict[str, float]] = OrderedDict()
-        # Change tracking for the partition's state store: the touch order (LRU) of each item and
-        # the (item, neighbour) entries written since the last drain.
-        self._seq = 0
-        self._touched: dict[str, int] = {}
-        self._dirty_items: set[str] = set()
-        self._dirty_pairs: set[tuple[str, str]] = set()
-
-    @classmethod
-    def from_config(cls, config: PolicyConfig) -> CoVisitationIndex:
-        """An empty index sized by the policy settings."""
-        return cls(config.covisit_top_n, config.covisit_max_items, config.covisit_half_life_seconds)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def entries(self) -> int:
-        """Stored (item, neighbour) pairs: the memory the index uses."""
-        return sum(len(b) for b in self._items.values())
-
-    def observe(self, item_id: str, previous: Sequence[str], ts: float) -> None:
-        """Count ``item_id`` as co-visited with each of the session's ``previous`` items (both ways)."""
-        weight, rescale = self._decay.weight(ts)
-        if rescale is not None:
-            for item, bucket in self._items.items():
-                for key in bucket:
-                    bucket[key] *= rescale
-                    self._dirty_pairs.add((item, key))
-        for other in previous:
-            if other != item_id:
-                self._add(item_id, other, weight)
-                self._add(other, item_id, weight)
-
-    def _add(self, item: str, other: str, weight: float) -> None:
-        bucket = self._items.get(item)
-        if bucket is None:
-            bucket = {}
-            self._items[item] = bucket
-            if len(self._items) > self.max_items:
-                evicted, gone = self._items.popitem(last=False)
-                self._touched.pop(evicted, None)
-                self._dirty_items.add(evicted)
-                self._dirty_pairs.update((evicted, k) for k in gone)
-        else:
-            self._items.move_to_end(item)
-        self._seq += 1
-        self._touched[item] = self._seq
-        self._dirty_items.add(item)
-        self._dirty_pairs.add((item, other))
-        if other in bucket:
-            bucket[other] += weight
-            return
-        if len(bucket) >= self._slots:
-            # Ties broken by id, so the choice never depends on insertion order (replays are exact).
-            weakest = _weakest(bucket)
-            del bucket[weakest]
-            self._dirty_pairs.add((item, weakest))
-        bucket[other] = weight
-
-    def _best(self, item_id: str) -> list[tuple[str, float]]:
-        bucket = self._items.get(item_id)
-        if not bucket:
-            return []
-        # Sorting ~2N floats beats heapq.nlargest at these sizes; ties by id (order-independent).
-        return _best_first(bucket)[: self.top_n]
-
-    def neighbours(self, item_id: str, now: float, n: int | None = None) -> list[tuple[str, float]]:
-        """The best co-visited items of ``item_id`` with their decayed counts at ``now``, best first."""
-        best = self._best(item_id)[: n or self.top_n]
-        return [(k, self._decay.at(v, now)) for k, v in best]
-
-    def related(
-        self, anchors: Sequence[str], now: float, n: int, exclude: Iterable[str] = ()
-    ) -> list[tuple[str, float]]:
-        """Items co-visited with ``anchors`` (most recent first, weights 1, 1/2, 1/3 ...), best first."""
-        scores: dict[str, float] = {}
-        for rank, anchor in enumerate(anchors):
-            weight = 1.0 / (rank + 1)
-            for other, value in self._best(anchor):
-                scores[other] = scores.get(other, 0.0) + value * weight
-        skip = set(exclude)
-        skip.update(anchors)
-        # Forward-decayed values rank like decayed ones: decay only the answers.
-        ranked = _best_first(scores)
-        out: list[tuple[str, float]] = []
-        for k, v in ranked:
-            if k not in skip:
-                out.append((k, self._decay.at(v, now)))
-                if len(out) >= n:
-                    break
-        return out
-
-    def snapshot(self, items: Iterable[str]) -> dict[str, dict[str, float]]:
-        """Copies of these items' neighbour counts, for :func:`snapshot_similarity` later."""
-        buckets = self._items
-        return {item: dict(bucket) for item in items if (bucket := buckets.get(item))}
-
-    def similarity(self, a: str, b: str) -> float:
-        """Co-visitation similarity in [0, 1]: count(a, b) relative to a's strongest neighbour."""
-        bucket = self._items.get(a)
-        if not bucket or b not in bucket:
-            return 0.0
-        return bucket[b] / max(bucket.values())
-
-    # -- persistence: the partition's state store keeps one row per item and per (item, neighbour) --
-
-    def meta(self) -> dict[str, Any]:
-        """The index-wide values a restore needs (landmark and touch counter)."""
-        return {"landmark": self._decay.landmark, "seq": self._seq}
-
-    def drain_changes(self) -> dict[tuple[str, str], Any]:
-        """Rows changed since the last drain, and forget them.
-
-        Keys are ``(item, "")`` for an item's touch order and ``(item, neighbour)`` for a count;
-        values are the new value or None for a deleted row.
-        """
-        rows: dict[tuple[str, str], Any] = {}
-        for item in self._dirty_items:
-            rows[(item, "")] = self._touched.get(item)
-        for item, other in self._dirty_pairs:
-            bucket = self._items.get(item)
-            rows[(item, other)] = None if bucket is None else bucket.get(other)
-        self._dirty_items.clear()
-        self._dirty_pairs.clear()
-        return rows
-
-    def restore(self, meta: dict[str, Any], rows: Iterable[tuple[str, str, Any]]) -> None:
-        """Rebuild from :meth:`meta` and the stored rows ``(item, neighbour or "", value)``."""
-        self._decay.landmark = None if meta.get("landmark") is None else float(meta["landmark"])
-        self._seq = int(meta.get("seq", 0))
-        buckets: dict[str, dict[str, float]] = {}
-        touched: dict[str, int] = {}
-        for item, other, value in rows:
-            if other:
-                buckets.setdefault(item, {})[other] = float(value)
-            else:
-                touched[item] = int(value)
-        self._items = OrderedDict(
-            (item, buckets.get(item, {})) for item in sorted(touched, key=touched.__getitem__)
-        )
-        self._touched = touched
-        self._dirty_items.clear()
-        self._dirty_pairs.clear()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able snapshot (least recently touched item first)."""
-        return {
-            "top_n": self.top_n,
-            "max_items": self.max_items,
-            "half_life_seconds": self._decay.half_life_seconds,
-            "landmark": self._decay.landmark,
-            "items": [[k, list(b.items())] for k, b in self._items.items()],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CoVisitationIndex:
-        """Rebuild from :meth:`to_dict`."""
-        index = cls(int(data["top_n"]), int(data["max_items"]), float(data["half_life_seconds"]))
-        index._decay.landmark = None if data["landmark"] is None else float(data["landmark"])
-        for item, pairs in data["items"]:
-            index._items[str(item)] = {str(o): float(v) for o, v in pairs}
-            index._seq += 1
-            index._touched[str(item)] = index._seq
-        return index
-
-
-def snapshot_similarity(snapshot: dict[str, dict[str, float]], a: str, b: str) -> float:
-    """:meth:`CoVisitationIndex.similarity` as it was when ``snapshot`` was taken (``a`` in it)."""
-    bucket = snapshot.get(a)
-    if not bucket or b not in bucket:
-        return 0.0
-    return bucket[b] / max(bucket.values())
-
-
 class TrendingItems:
     """Time-decayed popularity of items (views 1, carts 3, purchases 5), bounded to ``max_items``.
 
@@ -380,7 +137,7 @@ class TrendingItems:
         self.max_items = max_items
         self.refresh_seconds = refresh_seconds
         self.weights = dict(TRENDING_WEIGHTS if weights is None else weights)
-        self._decay = _ForwardDecay(half_life_seconds)
+        self._decay = ForwardDecay(half_life_seconds)
         self._counts: dict[str, float] = {}
         self._top: list[str] = []
         self._top_at: float | None = None

@@ -21,9 +21,9 @@ from typing import Literal
 from stream import policy as pol
 from stream import triggers
 from stream.asks import Ask, BatchUser, Scored
-from stream.candidates import snapshot_similarity
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Decision, Push
+from stream.covisitation import snapshot_similarity
 from stream.feedback import FeedbackOutcome
 from stream.learning import Update
 from stream.outcome import Outcome

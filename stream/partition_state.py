@@ -30,7 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.candidates import CoVisitationIndex, TrendingItems
+from stream.candidates import TrendingItems
+from stream.covisitation import CoVisitationIndex
 from stream.encoding import compact_json
 from stream.interest import InterestIndex
 from stream.learning import EpochLearner

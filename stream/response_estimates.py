@@ -20,7 +20,7 @@ the difference of the two rates. :meth:`ResponseEstimates.score` ranks candidate
 sample of the uplift (drawn from a generator seeded by the caller's ``seed``, so a replay draws the
 same), :meth:`ResponseEstimates.explore` keeps a deterministic floor of uniform exploration.
 
-Decay: counts use forward decay (as :class:`stream.candidates.CoVisitationIndex`): an observation at
+Decay: counts use forward decay (as :class:`stream.covisitation.CoVisitationIndex`): an observation at
 ``t`` adds ``2 ** ((t - landmark) / half_life)``, read at ``now`` as ``stored * 2 ** (-(now - landmark)
 / half_life)``; old outcomes fade with ``response_half_life_seconds`` so the estimate follows a
 drifting shop. A conversion is recorded at the time of the decision it answers (``decided_at``), so a

@@ -9,8 +9,9 @@ from __future__ import annotations
 import random
 import time
 
-from stream.candidates import CoVisitationIndex, Engagement, PromotionBoard, TrendingItems, gather_candidates
+from stream.candidates import Engagement, PromotionBoard, TrendingItems, gather_candidates
 from stream.contract import CatalogUpdate
+from stream.covisitation import CoVisitationIndex
 from stream.interest import InterestIndex
 from stream.policy import PushRecord, UserPolicyState, decide, make_candidate
 from stream.policy_config import PolicyConfig

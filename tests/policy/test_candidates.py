@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 from stream.candidates import (
-    CoVisitationIndex,
     Engagement,
     PromotionBoard,
     TrendingItems,
     gather_candidates,
 )
 from stream.contract import Promotion
+from stream.covisitation import CoVisitationIndex
 from tests.policy.conftest import T0, catalog, config
 
 HOUR = 3600.0

@@ -1,0 +1,210 @@
+"""Co-visitation: item -> the items seen with it in the same sessions, by time-decayed counts.
+
+One index per partition (:mod:`stream.partition_state`), fed by the partition's view and add-to-cart
+events; it proposes related items (:func:`stream.candidates.gather_candidates`) and measures how
+similar two items are (diversity in :mod:`stream.decider`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from stream.forward_decay import ForwardDecay, best_first
+from stream.policy_config import PolicyConfig
+
+
+def _weakest(bucket: dict[str, float]) -> str:
+    """The entry evicted first: lowest value, then lowest id (tuples compare in C, no key function)."""
+    return min(zip(bucket.values(), bucket.keys(), strict=True))[1]
+
+
+class CoVisitationIndex:
+    """item -> its top-N co-visited items, by time-decayed co-occurrence counts in sessions.
+
+    Each item keeps up to ``2 * top_n`` neighbours (the slack lets new pairs accumulate before they
+    compete; the weakest is evicted beyond it) and answers with its best ``top_n``; at most
+    ``max_items`` items are kept, the least recently touched evicted first. Memory is therefore bounded
+    by ``max_items * 2 * top_n`` entries.
+    """
+
+    def __init__(
+        self, top_n: int = 20, max_items: int = 100_000, half_life_seconds: float = 7 * 86400.0
+    ) -> None:
+        self.top_n = top_n
+        self.max_items = max_items
+        self._slots = 2 * top_n
+        self._decay = ForwardDecay(half_life_seconds)
+        self._items: OrderedDict[str, dict[str, float]] = OrderedDict()
+        # Change tracking for the partition's state store: the touch order (LRU) of each item and
+        # the (item, neighbour) entries written since the last drain.
+        self._seq = 0
+        self._touched: dict[str, int] = {}
+        self._dirty_items: set[str] = set()
+        self._dirty_pairs: set[tuple[str, str]] = set()
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig) -> CoVisitationIndex:
+        """An empty index sized by the policy settings."""
+        return cls(config.covisit_top_n, config.covisit_max_items, config.covisit_half_life_seconds)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def entries(self) -> int:
+        """Stored (item, neighbour) pairs: the memory the index uses."""
+        return sum(len(b) for b in self._items.values())
+
+    def observe(self, item_id: str, previous: Sequence[str], ts: float) -> None:
+        """Count ``item_id`` as co-visited with each of the session's ``previous`` items (both ways)."""
+        weight, rescale = self._decay.weight(ts)
+        if rescale is not None:
+            for item, bucket in self._items.items():
+                for key in bucket:
+                    bucket[key] *= rescale
+                    self._dirty_pairs.add((item, key))
+        for other in previous:
+            if other != item_id:
+                self._add(item_id, other, weight)
+                self._add(other, item_id, weight)
+
+    def _add(self, item: str, other: str, weight: float) -> None:
+        bucket = self._items.get(item)
+        if bucket is None:
+            bucket = {}
+            self._items[item] = bucket
+            if len(self._items) > self.max_items:
+                evicted, gone = self._items.popitem(last=False)
+                self._touched.pop(evicted, None)
+                self._dirty_items.add(evicted)
+                self._dirty_pairs.update((evicted, k) for k in gone)
+        else:
+            self._items.move_to_end(item)
+        self._seq += 1
+        self._touched[item] = self._seq
+        self._dirty_items.add(item)
+        self._dirty_pairs.add((item, other))
+        if other in bucket:
+            bucket[other] += weight
+            return
+        if len(bucket) >= self._slots:
+            # Ties broken by id, so the choice never depends on insertion order (replays are exact).
+            weakest = _weakest(bucket)
+            del bucket[weakest]
+            self._dirty_pairs.add((item, weakest))
+        bucket[other] = weight
+
+    def _best(self, item_id: str) -> list[tuple[str, float]]:
+        bucket = self._items.get(item_id)
+        if not bucket:
+            return []
+        # Sorting ~2N floats beats heapq.nlargest at these sizes; ties by id (order-independent).
+        return best_first(bucket)[: self.top_n]
+
+    def neighbours(self, item_id: str, now: float, n: int | None = None) -> list[tuple[str, float]]:
+        """The best co-visited items of ``item_id`` with their decayed counts at ``now``, best first."""
+        best = self._best(item_id)[: n or self.top_n]
+        return [(k, self._decay.at(v, now)) for k, v in best]
+
+    def related(
+        self, anchors: Sequence[str], now: float, n: int, exclude: Iterable[str] = ()
+    ) -> list[tuple[str, float]]:
+        """Items co-visited with ``anchors`` (most recent first, weights 1, 1/2, 1/3 ...), best first."""
+        scores: dict[str, float] = {}
+        for rank, anchor in enumerate(anchors):
+            weight = 1.0 / (rank + 1)
+            for other, value in self._best(anchor):
+                scores[other] = scores.get(other, 0.0) + value * weight
+        skip = set(exclude)
+        skip.update(anchors)
+        # Forward-decayed values rank like decayed ones: decay only the answers.
+        ranked = best_first(scores)
+        out: list[tuple[str, float]] = []
+        for k, v in ranked:
+            if k not in skip:
+                out.append((k, self._decay.at(v, now)))
+                if len(out) >= n:
+                    break
+        return out
+
+    def snapshot(self, items: Iterable[str]) -> dict[str, dict[str, float]]:
+        """Copies of these items' neighbour counts, for :func:`snapshot_similarity` later."""
+        buckets = self._items
+        return {item: dict(bucket) for item in items if (bucket := buckets.get(item))}
+
+    def similarity(self, a: str, b: str) -> float:
+        """Co-visitation similarity in [0, 1]: count(a, b) relative to a's strongest neighbour."""
+        bucket = self._items.get(a)
+        if not bucket or b not in bucket:
+            return 0.0
+        return bucket[b] / max(bucket.values())
+
+    # -- persistence: the partition's state store keeps one row per item and per (item, neighbour) --
+
+    def meta(self) -> dict[str, Any]:
+        """The index-wide values a restore needs (landmark and touch counter)."""
+        return {"landmark": self._decay.landmark, "seq": self._seq}
+
+    def drain_changes(self) -> dict[tuple[str, str], Any]:
+        """Rows changed since the last drain, and forget them.
+
+        Keys are ``(item, "")`` for an item's touch order and ``(item, neighbour)`` for a count;
+        values are the new value or None for a deleted row.
+        """
+        rows: dict[tuple[str, str], Any] = {}
+        for item in self._dirty_items:
+            rows[(item, "")] = self._touched.get(item)
+        for item, other in self._dirty_pairs:
+            bucket = self._items.get(item)
+            rows[(item, other)] = None if bucket is None else bucket.get(other)
+        self._dirty_items.clear()
+        self._dirty_pairs.clear()
+        return rows
+
+    def restore(self, meta: dict[str, Any], rows: Iterable[tuple[str, str, Any]]) -> None:
+        """Rebuild from :meth:`meta` and the stored rows ``(item, neighbour or "", value)``."""
+        self._decay.landmark = None if meta.get("landmark") is None else float(meta["landmark"])
+        self._seq = int(meta.get("seq", 0))
+        buckets: dict[str, dict[str, float]] = {}
+        touched: dict[str, int] = {}
+        for item, other, value in rows:
+            if other:
+                buckets.setdefault(item, {})[other] = float(value)
+            else:
+                touched[item] = int(value)
+        self._items = OrderedDict(
+            (item, buckets.get(item, {})) for item in sorted(touched, key=touched.__getitem__)
+        )
+        self._touched = touched
+        self._dirty_items.clear()
+        self._dirty_pairs.clear()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able snapshot (least recently touched item first)."""
+        return {
+            "top_n": self.top_n,
+            "max_items": self.max_items,
+            "half_life_seconds": self._decay.half_life_seconds,
+            "landmark": self._decay.landmark,
+            "items": [[k, list(b.items())] for k, b in self._items.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CoVisitationIndex:
+        """Rebuild from :meth:`to_dict`."""
+        index = cls(int(data["top_n"]), int(data["max_items"]), float(data["half_life_seconds"]))
+        index._decay.landmark = None if data["landmark"] is None else float(data["landmark"])
+        for item, pairs in data["items"]:
+            index._items[str(item)] = {str(o): float(v) for o, v in pairs}
+            index._seq += 1
+            index._touched[str(item)] = index._seq
+        return index
+
+
+def snapshot_similarity(snapshot: dict[str, dict[str, float]], a: str, b: str) -> float:
+    """:meth:`CoVisitationIndex.similarity` as it was when ``snapshot`` was taken (``a`` in it)."""
+    bucket = snapshot.get(a)
+    if not bucket or b not in bucket:
+        return 0.0
+    return bucket[b] / max(bucket.values())
