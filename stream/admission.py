@@ -32,12 +32,11 @@ from stream.contract import (
     CatalogUpdate,
     ConsentUpdate,
     ContractError,
-    Event,
     Id,
     parse_catalog,
     parse_consent,
-    parse_event,
 )
+from stream.event_decoder import ValidEvent, decode_event
 from stream.partitioning import partition_for
 from stream.settings import Settings
 
@@ -99,14 +98,14 @@ def _check_skew(ts: float, field: str, wall_now: float, settings: Settings) -> N
 
 def admit_event(
     key: bytes | None, partition: int, raw: bytes | None, settings: Settings, wall_now: float
-) -> Event:
+) -> ValidEvent:
     """An ``events`` record that may be applied, or :class:`ContractError` saying why not.
 
     Checks, in order: a key, the value (a null value is ``bad_json``: events have no tombstones),
     the key against ``user_id``, the key's partition, then ``ts`` against ``wall_now``.
     """
     checked = _require_key(key)
-    event = parse_event(raw, settings.worker.max_event_bytes)
+    event = decode_event(raw, settings.worker.max_event_bytes)
     _check_key(checked, event.user_id, "user_id")
     _check_partition(checked, partition, settings)
     _check_skew(event.ts, "ts", wall_now, settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from stream.candidates import EngagedItem, Engagement
-from stream.contract import Event
+from stream.event_decoder import ValidEvent
 from stream.state import UserState
 
 
@@ -74,7 +74,7 @@ class Op:
     """
 
     step: int
-    event: Event | None = None
+    event: ValidEvent | None = None
     ask: Ask | None = None
     now: float = 0.0
     seq: int = 0  # order in the stream (pushes are emitted in this order)

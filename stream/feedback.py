@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from stream.contract import Event
+from stream.event_decoder import ValidEvent
 from stream.policy_config import PolicyConfig
 from stream.policy_state import PushRecord, UserPolicyState
 from stream.user_facts import current_offset
@@ -87,7 +87,7 @@ def _outcome(
     )
 
 
-def apply_feedback(state: UserPolicyState, event: Event, config: PolicyConfig) -> FeedbackOutcome | None:
+def apply_feedback(state: UserPolicyState, event: ValidEvent, config: PolicyConfig) -> FeedbackOutcome | None:
     """Attribute one event to a push of this user; None when it answers none (or was already counted).
 
     A click also marks the push opened (a click without an open event still means it was seen), but

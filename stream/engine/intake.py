@@ -17,10 +17,10 @@ from stream.asks import Ask, BatchUser, Op, Work
 from stream.candidates import EngagedItem, Engagement, gather_candidates
 from stream.catalog_view import CatalogView
 from stream.content_items import NewItems
-from stream.contract import Event
 from stream.decider import Decider
 from stream.discovery import discovery_pool
 from stream.engine.users import TYPE_INDEX
+from stream.event_decoder import ValidEvent
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
 from stream.send_time import observation_weight, observe_stored
@@ -143,7 +143,7 @@ class Intake:
                 categories[version.category] = None
         return categories
 
-    def bookkeep(self, user: BatchUser, event: Event, work: Work, out: Outcome) -> None:
+    def bookkeep(self, user: BatchUser, event: ValidEvent, work: Work, out: Outcome) -> None:
         """Pass 1 for one event: everything but the GRU step and the decision, which are queued."""
         steps = work.steps_of(user.user_id)
         state = user.state
@@ -187,7 +187,7 @@ class Intake:
             if ask is not None:
                 work.queue(user, Op(len(steps), event, ask), ask.now)
 
-    def observe_hour(self, state: UserState, event: Event) -> None:
+    def observe_hour(self, state: UserState, event: ValidEvent) -> None:
         """Count the event in the shopper's local engagement hours (send time, stream.send_time)."""
         cfg = self.cfg
         weight = observation_weight(event.type, cfg)
@@ -201,7 +201,7 @@ class Intake:
             cfg.send_time_half_life_seconds,
         )
 
-    def maybe_ask(self, user: BatchUser, event: Event, out: Outcome) -> Ask | None:
+    def maybe_ask(self, user: BatchUser, event: ValidEvent, out: Outcome) -> Ask | None:
         """An in-session decision for this event, unless it is too late, too soon, or the user is blocked.
 
         Gathering and scoring a user's candidates is the costly part of an event, so it runs at most

@@ -1,0 +1,108 @@
+"""The ``events`` topic's decoder: plain messages decoded by msgspec, the rest by the contract.
+
+:func:`stream.contract.parse_event` is the contract's reference parser (pydantic: it gives every
+refusal its reason, and :class:`~stream.contract.Event` generates the published JSON Schema). The
+worker reads each event as a :class:`ValidEvent`, a msgspec struct with the same fields and the same
+constraints, decoded straight from the JSON in a third of pydantic's time
+(``benchmarks/event_parsing.py``); a message the struct does not accept goes to the reference parser,
+which refuses it with its reason or accepts it (and its event becomes a :class:`ValidEvent`). For
+every message the struct accepts, the reference parser accepts the same fields with the same types:
+``tests/stream/test_event_decoder.py`` fuzzes the two against each other.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from stream.contract import Event, EventContext, EventType, parse_event
+
+# Event's constraints, for msgspec (the differential test holds the two definitions together).
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"\A[^\x00-\x1f\x7f-\x9f]*\Z")]
+_Time = Annotated[float, msgspec.Meta(ge=946_684_800.0, lt=4_102_444_800.0)]
+
+
+class ValidContext(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """:class:`~stream.contract.EventContext` as the worker reads it."""
+
+    device: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
+    time_zone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class ValidEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
+    """An ``events`` message that meets the contract, as the worker reads it (fields of
+    :class:`~stream.contract.Event`, in its order). Untracked by the garbage collector: it holds
+    strings, numbers and a context, never a cycle."""
+
+    v: Literal[1] = 1
+    event_id: _Id
+    user_id: _Id
+    type: EventType
+    item_id: _Id | None = None
+    ts: _Time
+    session_id: _Id | None = None
+    price: Annotated[float, msgspec.Meta(ge=0.0, le=1e9)] | None = None
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    query: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    push_id: _Id | None = None
+    context: ValidContext | None = None
+
+    @classmethod
+    def of(cls, event: Event) -> ValidEvent:
+        """The worker's reading of an event the reference parser (or a producer) made."""
+        fields = dict(event.__dict__)
+        if event.context is not None:
+            fields["context"] = ValidContext(**event.context.__dict__)
+        return cls(**fields)
+
+
+_DECODER = msgspec.json.Decoder(ValidEvent)
+_KNOWN_ZONES: set[str] = set()
+
+
+def decode_event(raw: bytes | None, max_bytes: int = 16_384) -> ValidEvent:
+    """One ``events`` message as the worker reads it; :class:`~stream.contract.ContractError` when it
+    breaks the contract (the reference parser's reason)."""
+    event = plain_event(raw, max_bytes)
+    return event if event is not None else ValidEvent.of(parse_event(raw, max_bytes))
+
+
+def plain_event(raw: bytes | None, max_bytes: int) -> ValidEvent | None:
+    """The event decoded by msgspec when the message is plain; else None (the reference parser decides).
+
+    Messages left to the reference parser: anything msgspec refuses; a ``v`` other than the literal
+    ``1`` (a second ``v`` key would hide the first); any backslash (escapes: the reference parser
+    refuses lone surrogates, and without a backslash every quote delimits a string, so the ``v`` test
+    reads keys only); and what :class:`~stream.contract.Event` checks beyond field constraints (an
+    item on a search and none on anything else; a known time zone).
+    """
+    if raw is None or len(raw) > max_bytes or b"\\" in raw:
+        return None
+    versions = raw.count(b'"v"')
+    if versions > 1 or (versions == 1 and b'"v":1,' not in raw and b'"v":1}' not in raw):
+        return None
+    try:
+        event = _DECODER.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if (event.type == "search") != (event.item_id is None):  # Event._item_rules
+        return None
+    ctx = event.context
+    if ctx is not None:
+        zone = ctx.time_zone
+        if zone is not None and zone not in _KNOWN_ZONES and not _known_zone(zone):
+            return None
+    return event
+
+
+def _known_zone(name: str) -> bool:
+    """Whether ``name`` is a time zone :class:`EventContext` accepts; remembers the first thousand."""
+    try:
+        EventContext._known_zone(name)
+    except ValueError:
+        return False
+    if len(_KNOWN_ZONES) < 1_000:  # bounded: a hostile producer cannot grow it
+        _KNOWN_ZONES.add(name)
+    return True
