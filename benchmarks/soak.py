@@ -119,7 +119,7 @@ def index_caps(env: dict[str, str], items: int, partitions: int) -> dict[str, in
     """The configured caps of the partitions' two big indexes, as the worker's environment sets them.
 
     Co-visitation keeps, per partition, at most ``covisit_max_items`` items (never more than the shop
-    has), each one touch-order row plus ``2 * covisit_top_n`` neighbour rows; the interest index keeps
+    has), one row each (its touch order and up to ``2 * covisit_top_n`` neighbours); the interest index keeps
     at most ``interest_index_per_item`` users per item and ``interest_index_max_entries`` in all.
     """
     saved = dict(os.environ)
@@ -131,7 +131,7 @@ def index_caps(env: dict[str, str], items: int, partitions: int) -> dict[str, in
         os.environ.update(saved)
     covisit_items = min(items, policy.covisit_max_items)
     return {
-        "changelog_live_covisit_rows": partitions * covisit_items * (1 + 2 * policy.covisit_top_n),
+        "changelog_live_covisit_rows": partitions * covisit_items,
         "changelog_live_interest_rows": partitions
         * min(policy.interest_index_max_entries, items * policy.interest_index_per_item),
     }

@@ -737,7 +737,7 @@ def profile_engine(
     prof.disable()
     stats = pstats.Stats(prof)
     wanted = {
-        "parse_event": ("stream/contract.py", "parse_event"),
+        "decode_event": ("stream/event_decoder.py", "decode_event"),
         "GRU step (scorer.step)": ("model/scorer.py", "step"),
         "scorer.interest": ("model/scorer.py", "interest"),
         "scorer.score": ("model/scorer.py", "score"),

@@ -38,11 +38,10 @@ class CoVisitationIndex:
         self._decay = ForwardDecay(half_life_seconds)
         self._items: OrderedDict[str, dict[str, float]] = OrderedDict()
         # Change tracking for the partition's state store: the touch order (LRU) of each item and
-        # the (item, neighbour) entries written since the last drain.
+        # the items whose row (touch order and neighbours) changed since the last drain.
         self._seq = 0
         self._touched: dict[str, int] = {}
         self._dirty_items: set[str] = set()
-        self._dirty_pairs: set[tuple[str, str]] = set()
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> CoVisitationIndex:
@@ -63,7 +62,7 @@ class CoVisitationIndex:
             for item, bucket in self._items.items():
                 for key in bucket:
                     bucket[key] *= rescale
-                    self._dirty_pairs.add((item, key))
+                self._dirty_items.add(item)
         for other in previous:
             if other != item_id:
                 self._add(item_id, other, weight)
@@ -75,24 +74,20 @@ class CoVisitationIndex:
             bucket = {}
             self._items[item] = bucket
             if len(self._items) > self.max_items:
-                evicted, gone = self._items.popitem(last=False)
+                evicted, _ = self._items.popitem(last=False)
                 self._touched.pop(evicted, None)
                 self._dirty_items.add(evicted)
-                self._dirty_pairs.update((evicted, k) for k in gone)
         else:
             self._items.move_to_end(item)
         self._seq += 1
         self._touched[item] = self._seq
         self._dirty_items.add(item)
-        self._dirty_pairs.add((item, other))
         if other in bucket:
             bucket[other] += weight
             return
         if len(bucket) >= self._slots:
             # Ties broken by id, so the choice never depends on insertion order (replays are exact).
-            weakest = _weakest(bucket)
-            del bucket[weakest]
-            self._dirty_pairs.add((item, weakest))
+            del bucket[_weakest(bucket)]
         bucket[other] = weight
 
     def _best(self, item_id: str) -> list[tuple[str, float]]:
@@ -140,45 +135,38 @@ class CoVisitationIndex:
             return 0.0
         return bucket[b] / max(bucket.values())
 
-    # -- persistence: the partition's state store keeps one row per item and per (item, neighbour) --
+    # -- persistence: the partition's state store keeps one row per item ----------------------------
 
     def meta(self) -> dict[str, Any]:
         """The index-wide values a restore needs (landmark and touch counter)."""
         return {"landmark": self._decay.landmark, "seq": self._seq}
 
-    def drain_changes(self) -> dict[tuple[str, str], Any]:
-        """Rows changed since the last drain, and forget them.
-
-        Keys are ``(item, "")`` for an item's touch order and ``(item, neighbour)`` for a count;
-        values are the new value or None for a deleted row.
-        """
-        rows: dict[tuple[str, str], Any] = {}
+    def drain_changes(self) -> dict[str, tuple[int, dict[str, float]] | None]:
+        """Rows changed since the last drain, and forget them: per item, its touch order and its
+        neighbours' counts (the index's own dict: encode it before the index changes), or None when
+        the item was evicted."""
+        items, touched = self._items, self._touched
+        rows: dict[str, tuple[int, dict[str, float]] | None] = {}
         for item in self._dirty_items:
-            rows[(item, "")] = self._touched.get(item)
-        for item, other in self._dirty_pairs:
-            bucket = self._items.get(item)
-            rows[(item, other)] = None if bucket is None else bucket.get(other)
+            bucket = items.get(item)
+            rows[item] = None if bucket is None else (touched[item], bucket)
         self._dirty_items.clear()
-        self._dirty_pairs.clear()
         return rows
 
-    def restore(self, meta: dict[str, Any], rows: Iterable[tuple[str, str, Any]]) -> None:
-        """Rebuild from :meth:`meta` and the stored rows ``(item, neighbour or "", value)``."""
+    def restore(
+        self, meta: dict[str, Any], rows: Iterable[tuple[str, int, dict[str, float]]], rewrite: bool = False
+    ) -> None:
+        """Rebuild from :meth:`meta` and the stored rows ``(item, touch order, neighbours' counts)``.
+
+        ``rewrite``: the rows were read from an older layout; every item is drained again, so the
+        store gets them in this one.
+        """
         self._decay.landmark = None if meta.get("landmark") is None else float(meta["landmark"])
         self._seq = int(meta.get("seq", 0))
-        buckets: dict[str, dict[str, float]] = {}
-        touched: dict[str, int] = {}
-        for item, other, value in rows:
-            if other:
-                buckets.setdefault(item, {})[other] = float(value)
-            else:
-                touched[item] = int(value)
-        self._items = OrderedDict(
-            (item, buckets.get(item, {})) for item in sorted(touched, key=touched.__getitem__)
-        )
-        self._touched = touched
-        self._dirty_items.clear()
-        self._dirty_pairs.clear()
+        ordered = sorted(rows, key=lambda row: row[1])
+        self._items = OrderedDict((item, bucket) for item, _, bucket in ordered)
+        self._touched = {item: seq for item, seq, _ in ordered}
+        self._dirty_items = set(self._items) if rewrite else set()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able snapshot (least recently touched item first)."""

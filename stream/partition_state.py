@@ -20,7 +20,10 @@ on restarts, because the state is persisted with the partition and restored with
 Persistence: the indexes track the rows they changed; :meth:`PartitionState.drain` turns them into
 key/value writes that the engine stages in the batch's transaction, so they reach the changelog and
 RocksDB atomically with the user records of the same batch. Keys start with ``\\x00`` (no id may;
-the contract refuses control characters), one prefix per index; values are compact JSON.
+the contract refuses control characters), one prefix per index; values are compact JSON, except the
+co-visitation rows: one row per item (its touch order and its neighbours' counts, MessagePack), so a
+batch writes one row per item it touched, not one per (item, neighbour) pair. Rows of the older
+per-pair layout (prefix ``\\x00c``) are still read, and replaced by per-item rows at the next drain.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from stream.candidates import TrendingItems
 from stream.covisitation import CoVisitationIndex
@@ -42,7 +47,8 @@ from stream.throttle import THROTTLE_ROW, PushThrottle
 from stream.timers import Timer, TimerQueue
 
 META_ROW = b"\x00p"  # watermark and the indexes' own values
-COVISIT_PREFIX = b"\x00c"
+COVISIT_PREFIX = b"\x00v"  # one row per item: [touch order, {neighbour: count}]
+LEGACY_COVISIT_PREFIX = b"\x00c"  # the older layout: one row per (item, neighbour) and per item's touch order
 TRENDING_PREFIX = b"\x00t"
 INTEREST_PREFIX = b"\x00n"
 _SEP = b"\x1f"  # between an item and a neighbour / user id (ids carry no control characters)
@@ -61,6 +67,7 @@ def is_partition_row(key: bytes) -> bool:
     """Whether a store key belongs to :class:`PartitionState` (not a user record, not store bookkeeping)."""
     return key in (META_ROW, THROTTLE_ROW) or key[:2] in (
         COVISIT_PREFIX,
+        LEGACY_COVISIT_PREFIX,
         TRENDING_PREFIX,
         INTEREST_PREFIX,
         RESPONSE_PREFIX,
@@ -87,6 +94,7 @@ class PartitionState:
     catalog_until: float | None = None
     _watermark_stored: float = 0.0
     _offsets_stored: dict[str, int] = field(default_factory=dict)
+    _legacy_rows: list[bytes] = field(default_factory=list)  # deleted at the next drain
 
     @classmethod
     def empty(cls, partition: int, config: PolicyConfig, partitions: int = 1) -> PartitionState:
@@ -123,9 +131,12 @@ class PartitionState:
         """The rows changed since the last drain, as store writes (None deletes); forgets them."""
         writes: dict[bytes, bytes | None] = {}
         changed = False
-        for (item, other), value in self.covisitation.drain_changes().items():
-            writes[_pair_key(COVISIT_PREFIX, item, other)] = None if value is None else compact_json(value)
+        for item, row in self.covisitation.drain_changes().items():
+            writes[COVISIT_PREFIX + item.encode("utf-8")] = None if row is None else _ROW_PACK.encode(row)
             changed = True
+        for key in self._legacy_rows:
+            writes[key] = None
+        self._legacy_rows.clear()
         for item, count in self.trending.drain_changes().items():
             writes[TRENDING_PREFIX + item.encode("utf-8")] = None if count is None else compact_json(count)
             changed = True
@@ -164,7 +175,8 @@ class PartitionState:
         """
         state = cls.empty(partition, config, partitions)
         meta: dict[str, Any] = {}
-        covisit: list[tuple[str, str, Any]] = []
+        covisit: list[tuple[str, int, dict[str, float]]] = []
+        legacy: list[tuple[bytes, str, str, Any]] = []
         trending: list[tuple[str, float]] = []
         interest: list[tuple[str, str, Any]] = []
         responses: list[tuple[bytes, bytes]] = []
@@ -174,7 +186,9 @@ class PartitionState:
             elif key == THROTTLE_ROW:
                 state.throttle.load([(key, raw)])
             elif key.startswith(COVISIT_PREFIX):
-                covisit.append((*_split_pair(key, COVISIT_PREFIX), json.loads(raw)))
+                covisit.append(_covisit_row(key, raw))
+            elif key.startswith(LEGACY_COVISIT_PREFIX):
+                legacy.append((key, *_split_pair(key, LEGACY_COVISIT_PREFIX), json.loads(raw)))
             elif key.startswith(TRENDING_PREFIX):
                 trending.append((key[len(TRENDING_PREFIX) :].decode("utf-8"), float(json.loads(raw))))
             elif key.startswith(INTEREST_PREFIX):
@@ -182,7 +196,10 @@ class PartitionState:
             elif key.startswith(RESPONSE_PREFIX):
                 responses.append((key, raw))
         state.learning.load(responses)
-        state.covisitation.restore(meta.get("c", {}), covisit)
+        if legacy:
+            covisit.extend(_from_legacy(legacy, {item for item, _, _ in covisit}))
+            state._legacy_rows = [key for key, *_ in legacy]
+        state.covisitation.restore(meta.get("c", {}), covisit, rewrite=bool(legacy))
         state.trending.restore(meta.get("t", {}), trending)
         state.interest.restore(meta.get("n", {}), interest)
         state.watermark = state._watermark_stored = float(meta.get("w", 0.0))
@@ -199,3 +216,29 @@ class PartitionState:
                 state.last_seen[key.decode("utf-8")] = clock
             n += 1
         return state, n
+
+
+_ROW_PACK = msgspec.msgpack.Encoder()
+_COVISIT_ROW = msgspec.msgpack.Decoder(tuple[int, dict[str, float]])
+
+
+def _covisit_row(key: bytes, raw: bytes) -> tuple[str, int, dict[str, float]]:
+    """A stored per-item co-visitation row as ``(item, touch order, neighbours' counts)``."""
+    seq, bucket = _COVISIT_ROW.decode(raw)
+    return key[len(COVISIT_PREFIX) :].decode("utf-8"), seq, bucket
+
+
+def _from_legacy(
+    rows: Iterable[tuple[bytes, str, str, Any]], current: set[str]
+) -> list[tuple[str, int, dict[str, float]]]:
+    """Per-item rows from the older per-pair layout (an item's touch-order row has no neighbour);
+    items that already have a per-item row (``current``) keep it. A pair without its item's
+    touch-order row was never restored before either."""
+    touched: dict[str, int] = {}
+    buckets: dict[str, dict[str, float]] = {}
+    for _, item, other, value in rows:
+        if other:
+            buckets.setdefault(item, {})[other] = float(value)
+        else:
+            touched[item] = int(value)
+    return [(item, seq, buckets.get(item, {})) for item, seq in touched.items() if item not in current]

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import random
 
+import msgspec
+
 from stream.catalog_view import CatalogView
 from stream.contract import to_json_bytes
+from stream.encoding import compact_json
 from stream.engine import Engine, Inbound, Outcome
-from stream.partition_state import PartitionState
+from stream.partition_state import COVISIT_PREFIX, LEGACY_COVISIT_PREFIX, PartitionState
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
     ITEMS,
@@ -189,6 +192,64 @@ def test_partition_state_round_trips_through_its_rows() -> None:
                 getattr(original, index).to_dict()
             )
         assert loaded.timers.to_dict() == original.timers.to_dict()
+
+
+def test_a_batch_writes_one_covisitation_row_per_item_it_touched() -> None:
+    engine = make_engine(settings())
+    store = DictState()
+    engine.process([ev("a", "user1", "view", "i1", T0), ev("b", "user1", "view", "i2", T0 + 5)], store)
+    part = partition_for("user1", PARTITIONS)
+    rows = sorted(k for (p, k) in store.data if p == part and k.startswith(COVISIT_PREFIX))
+    assert rows == [COVISIT_PREFIX + b"i1", COVISIT_PREFIX + b"i2"]
+
+
+def _covisit_rows(store: DictState, p: int) -> dict[bytes, tuple[int, list[tuple[str, float]]]]:
+    """The per-item co-visitation rows of partition ``p``, decoded (entries sorted: not state)."""
+    out = {}
+    for (q, key), value in store.data.items():
+        if q == p and value is not None and key.startswith(COVISIT_PREFIX):
+            seq, bucket = msgspec.msgpack.decode(value)
+            out[key] = (seq, sorted(bucket.items()))
+    return out
+
+
+def test_covisitation_rows_of_the_older_per_pair_layout_are_read_and_replaced() -> None:
+    records = busy_stream(200, seed=9)
+    store = DictState()
+    engine = make_engine(settings())
+    run(engine, records, store, 25)
+    for p in range(PARTITIONS):
+        # The same index as the older layout stored it: a touch-order row per item (no neighbour)
+        # and one JSON row per (item, neighbour).
+        legacy = DictState()
+        for (q, key), value in store.data.items():
+            if q != p or value is None:
+                continue
+            if not key.startswith(COVISIT_PREFIX):
+                legacy.data[(q, key)] = value
+                continue
+            item = LEGACY_COVISIT_PREFIX + key[len(COVISIT_PREFIX) :] + b"\x1f"
+            seq, bucket = msgspec.msgpack.decode(value)
+            legacy.data[(q, item)] = compact_json(seq)
+            for other, count in bucket.items():
+                legacy.data[(q, item + other.encode())] = compact_json(count)
+        view = PartitionView(legacy, p)
+        loaded = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())[0]
+        original = engine.part(p).covisitation
+        # Entry order inside an item's bucket was never kept by the older layout (nothing depends on it).
+        assert normalised(loaded.covisitation.to_dict()) == normalised(original.to_dict())
+        writes = loaded.drain()  # the older rows deleted, every item written in the new layout
+        old_keys = {k for (q, k) in legacy.data if k.startswith(LEGACY_COVISIT_PREFIX)}
+        assert old_keys and {k for k, v in writes.items() if v is None} == old_keys
+        for key, value in writes.items():
+            if value is None:
+                del legacy.data[(p, key)]
+            else:
+                legacy.data[(p, key)] = value
+        assert _covisit_rows(legacy, p) == _covisit_rows(store, p)
+        view = PartitionView(legacy, p)
+        again = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())[0]
+        assert again.covisitation.to_dict() == loaded.covisitation.to_dict() and not again.drain()
 
 
 # -- erasure, expiry, removed items ---------------------------------------------------------------
