@@ -63,6 +63,7 @@ class CatalogView:
         self._items: dict[str, _Item] = {}
         self._multi: set[str] = set()  # items with more than one kept version (forget_until's work)
         self._changes: list[CatalogChange] = []  # sorted
+        self._change_times: list[float] = []  # their updated_at: bisected without a key function
         self._seq = 0
         # Items with a promotion in some kept version, deepest discount first (checked at lookup).
         self._promoted: dict[str, float] = {}
@@ -156,6 +157,7 @@ class CatalogView:
         self._multi.discard(item_id)
         if any(c.item_id == item_id for c in self._changes):
             self._changes = [c for c in self._changes if c.item_id != item_id]
+            self._change_times = [c.updated_at for c in self._changes]
         category = self._category_of.pop(item_id, None)
         if category is not None:
             self._by_category[category].discard(item_id)
@@ -203,19 +205,23 @@ class CatalogView:
         """Log a change so partitions whose clock has not reached it announce it when it does."""
         self._seq += 1
         change = CatalogChange(update.updated_at, update.item_id, self._seq, previous, update)
-        bisect.insort_right(self._changes, change)
+        i = bisect.bisect_right(self._changes, change)
+        self._changes.insert(i, change)
+        self._change_times.insert(i, change.updated_at)
         if len(self._changes) > MAX_CHANGES:
             del self._changes[: len(self._changes) - MAX_CHANGES]
+            del self._change_times[: len(self._change_times) - MAX_CHANGES]
         return change
 
     def changes_between(self, after: float, until: float) -> list[CatalogChange]:
         """Logged changes with ``after < updated_at <= until``, in announcement order."""
-        changes = self._changes
-        if not changes or changes[-1].updated_at <= after or until < changes[0].updated_at:
+        times = self._change_times
+        if not times or times[-1] <= after or until < times[0]:
             return []  # the usual answer, asked once per event: no bisection
-        lo = bisect.bisect_right(changes, after, key=_change_time)
-        hi = bisect.bisect_right(changes, until, key=_change_time)
-        return changes[lo:hi]
+        lo = bisect.bisect_right(times, after)
+        if lo == len(times) or times[lo] > until:
+            return []
+        return self._changes[lo : bisect.bisect_right(times, until, lo)]
 
     def pending_changes(self) -> int:
         """Changes still in the log."""
@@ -225,8 +231,9 @@ class CatalogView:
         """Forget what no decision at or after ``t`` can need: logged changes with ``updated_at <= t``
         and, per item, versions superseded at ``t`` (the one in force then is kept, as a base).
         Returns the changes dropped."""
-        n = bisect.bisect_right(self._changes, t, key=_change_time)
+        n = bisect.bisect_right(self._change_times, t)
         del self._changes[:n]
+        del self._change_times[:n]
         for item_id in list(self._multi):
             entry = self._items[item_id]
             versions = entry.versions
@@ -247,7 +254,3 @@ class CatalogView:
 
 def _updated_at(update: CatalogUpdate) -> float:
     return update.updated_at
-
-
-def _change_time(change: CatalogChange) -> float:
-    return change.updated_at
