@@ -26,7 +26,8 @@ Phase A (broker 1) - throughput:
      events processed before it are not counted; ``t_last`` is the worker's own
      ``kairos_last_event_timestamp_seconds`` once the counter reaches N;
   4. ``ceiling_events_per_s``: the same topic read from offset 0 by a bare confluent-kafka consumer
-     that parses every record with ``stream.contract.parse_event`` (first record to last).
+     that parses every record with the worker's own parser, ``stream.event_decoder.decode_event``
+     (first record to last).
 Phase A' (another fresh broker): steps 1-3 again with the dataset's own event times
   (``replay_events_per_s``), i.e. a replay where event time runs far faster than wall time.
 Phase B (broker 2, fresh) - latency at a fixed offered rate, one measurement after the other:
@@ -78,8 +79,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: 
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from stream.broker import EmbeddedBroker  # noqa: E402
-from stream.contract import CatalogUpdate, Event, parse_event, to_json_bytes  # noqa: E402
+from stream.contract import CatalogUpdate, Event, to_json_bytes  # noqa: E402
 from stream.demo import DEMO_TRAINING  # noqa: E402
+from stream.event_decoder import decode_event  # noqa: E402
 from stream.replay import replay  # noqa: E402
 from stream.settings import Settings, get_settings  # noqa: E402
 from stream.simulator import WORLD_VERSION, SimConfig, World, generate_events  # noqa: E402
@@ -434,7 +436,7 @@ def measure_ceiling(bootstrap: str, topic: str, n: int) -> dict[str, float]:
                     if first is None:
                         first = time.perf_counter()
                     if parse:
-                        parse_event(msg.value())
+                        decode_event(msg.value())
                     seen += 1
             if first is None or seen < n:
                 raise TimeoutError(f"ceiling reader saw {seen} of {n}")
@@ -781,7 +783,7 @@ def draw_figures(r: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     stages = [
         ("pre-produce (tests' producer)", t.get("produce_events_per_s"), plots.OTHER),
         ("bare consume", c.get("consume_only_events_per_s"), plots.OTHER),
-        ("bare consume + parse_event (ceiling)", r["ceiling_events_per_s"], plots.OTHER),
+        ("bare consume + decode_event (ceiling)", r["ceiling_events_per_s"], plots.OTHER),
         ("worker, live-paced event times", r["events_per_s"], plots.OURS),
         ("worker, dataset's own event times", r.get("replay_events_per_s"), plots.OURS),
     ]
@@ -981,7 +983,7 @@ def write_report(
             if r.get("compared")
             else []
         ),
-        f"| ceiling_events_per_s (bare consume + parse_event) | {r['ceiling_events_per_s']:,.0f} | | |",
+        f"| ceiling_events_per_s (bare consume + decode_event) | {r['ceiling_events_per_s']:,.0f} | | |",
         f"| ratio events_per_s / ceiling | {r['ratio']:.3f} |"
         f" ≥ 0.25 | {'yes' if r['ratio'] >= 0.25 else 'no'} |",
         f"| p50 / p99 event→push, ms at {r['rate']:,.0f} events/s"
