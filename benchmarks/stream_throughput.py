@@ -38,7 +38,10 @@ Phase B (broker 2, fresh) - latency at a fixed offered rate, one measurement aft
   6. the worker (wall clock, permissive policy: see ``LATENCY_ENV``) reads the same kind of events
      at R/s; a consumer on ``pushes`` (``fetch.wait.max.ms=10``) records receive time minus
      ``push.event_ts`` (= the triggering event's produce time). The first second of pushes is
-     dropped as warm-up.
+     dropped as warm-up. After the producer stops, the measurement waits (up to 120 s) until the
+     worker processed every event sent, so a worker that fell behind is measured on its backlog too.
+Phase C (broker 3, fresh): steps 5-6 again at ``--high-rate`` (default 10,000/s) for
+  ``--high-seconds`` (default 5 s): the issue's second latency point.
 
 ``--profile`` adds (a) py-spy on the worker during phase A (when py-spy is found), aggregated into
 time shares per stage, and (b) cProfile of ``Engine.process`` in-process on the same events.
@@ -566,13 +569,43 @@ def measure_floor(bootstrap: str, work: Workload, rate: float, seconds: float) -
     }
 
 
+def _high_rate_rows(high: dict[str, Any] | None) -> list[str]:
+    """The report's rows for the second latency point (none when it was skipped)."""
+    if not high:
+        return []
+    lat, floor = high["latency"], high["floor"]
+    if not lat.get("n"):
+        return [f"| p50 / p99 event→push at {high['rate']:,.0f} events/s | no push seen | | |"]
+    behind = (
+        f"; processed {lat['processed']:,} of {lat['sent']:,}, {lat['drained_after_s']:.1f} s after "
+        "the producer stopped"
+    )
+    return [
+        f"| p50 / p99 event→push, ms at {high['rate']:,.0f} events/s ({high['seconds']:.0f} s{behind})"
+        f" | {lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} | | |",
+        f"| floor p50 / p99 produce→consume, ms, {high['rate']:,.0f} events/s"
+        f" | {floor.get('p50_ms', float('nan')):.1f} / {floor.get('p99_ms', float('nan')):.1f} | | |",
+    ]
+
+
 def measure_latency(
-    bootstrap: str, model_dir: Path, work: Workload, workdir: Path, rate: float, seconds: float
+    bootstrap: str,
+    model_dir: Path,
+    work: Workload,
+    workdir: Path,
+    rate: float,
+    seconds: float,
+    drain_seconds: float = 120.0,
+    name: str = "latency",
 ) -> dict[str, Any]:
-    """Event→push latency through the worker at ``rate`` (see ``LATENCY_ENV``)."""
+    """Event→push latency through the worker at ``rate`` (see ``LATENCY_ENV``).
+
+    After the producer stops, waits up to ``drain_seconds`` for the worker to process every event
+    sent (``drained_after_s``: how long that took; ``processed`` < ``sent`` when it did not).
+    """
     produce(bootstrap, "catalog", work.catalog)
     worker = WorkerProcess(
-        bootstrap, workdir / "state-latency", model_dir, env=LATENCY_ENV, app_id="bench-latency"
+        bootstrap, workdir / f"state-{name}", model_dir, env=LATENCY_ENV, app_id=f"bench-{name}"
     ).start()
     reader = LatencyReader(bootstrap, "pushes", lambda raw: float(json.loads(raw)["event_ts"]))
     try:
@@ -584,6 +617,13 @@ def measure_latency(
         sent, achieved = paced_produce(
             bootstrap, "events", _cycle(work.events), rate, seconds + WARMUP_SECONDS
         )
+        produced_at = time.time()
+        # A worker slower than the offered rate drains its backlog after the producer stops: wait for
+        # it (bounded), so the pushes of the last events are measured too, not cut off.
+        deadline = time.monotonic() + drain_seconds
+        while worker.metric("kairos_events_total") < sent and time.monotonic() < deadline:
+            time.sleep(0.5)
+        drained_after = time.time() - produced_at
         time.sleep(1.5)
         reader.stop_event.set()
         reader.join(10)
@@ -603,6 +643,7 @@ def measure_latency(
         "outcomes": outcomes,
         "mean_batch": processed / batches if batches else None,
         "stage_us_per_event": {k: 1e6 * v / max(processed, 1) for k, v in stages.items()},
+        "drained_after_s": drained_after,
         **stats,
     }
 
@@ -992,6 +1033,7 @@ def write_report(
         f" / {r['floor_p99_ms']:.1f} | | |",
         f"| p99 − floor p99, ms | {r['p99_ms'] - r['floor_p99_ms']:.1f} | ≤ 10 | "
         f"{'yes' if r['p99_ms'] - r['floor_p99_ms'] <= 10 else 'no'} |",
+        *_high_rate_rows(r.get("high_rate")),
         "",
         *(["## Pictures", "", *markdown_images(figures, report)] if figures else []),
         "## Details",
@@ -1113,6 +1155,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2_000.0, help="Offered rate of the latency phase.")
     parser.add_argument("--seconds", type=float, default=15.0, help="Length of each latency measurement.")
     parser.add_argument(
+        "--high-rate",
+        type=float,
+        default=10_000.0,
+        help="A second latency point (floor and worker) at this offered rate; 0 skips it.",
+    )
+    parser.add_argument(
+        "--high-seconds", type=float, default=5.0, help="Length of each measurement at --high-rate."
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="Also profile (py-spy on the worker, cProfile)."
     )
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy binary for --profile.")
@@ -1207,6 +1258,29 @@ def main(argv: list[str] | None = None) -> int:
             floor = measure_floor(broker.bootstrap, offered, args.rate, args.seconds)
             _say(f"[bench] phase B: worker latency at {args.rate:,.0f}/s for {args.seconds:.0f} s")
             lat = measure_latency(broker.bootstrap, model_dir, offered, workdir, args.rate, args.seconds)
+        high: dict[str, Any] | None = None
+        if args.high_rate > 0:
+            offered_high = build_workload(
+                settings, int(args.high_rate * (args.high_seconds + WARMUP_SECONDS))
+            )
+            with EmbeddedBroker() as broker:
+                ensure_topics(settings_for(broker.bootstrap))
+                _create_topic(broker.bootstrap, FLOOR_TOPIC, settings.topics.partitions)
+                _say(f"[bench] phase C: floor and worker latency at {args.high_rate:,.0f}/s")
+                high = {
+                    "rate": args.high_rate,
+                    "seconds": args.high_seconds,
+                    "floor": measure_floor(broker.bootstrap, offered_high, args.high_rate, args.high_seconds),
+                    "latency": measure_latency(
+                        broker.bootstrap,
+                        model_dir,
+                        offered_high,
+                        workdir,
+                        args.high_rate,
+                        args.high_seconds,
+                        name="latency-high",
+                    ),
+                }
         if args.profile:
             if spy_out is not None and spy_out.exists():
                 profile["py_spy"] = summarise_py_spy(spy_out)
@@ -1239,6 +1313,7 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling": ceil,
         "latency": lat,
         "floor": floor,
+        "high_rate": high,
         "machine": mach,
         "model_dir": str(model_dir),
         "started_at": started,
