@@ -667,7 +667,8 @@ def measure_latency(
 STAGES: list[tuple[str, str]] = [
     ("start-up (imports)", "importlib._bootstrap"),
     ("metrics scrape (benchmark's own polling)", "web.py"),
-    ("parse (stream.contract)", "contract.py"),
+    ("parse (stream.event_decoder, stream.contract)", "event_decoder.py"),
+    ("parse (stream.event_decoder, stream.contract)", "contract.py"),
     ("GRU step (scorer.step)", "step (model/scorer.py"),
     ("scoring (scorer.interest/score)", "interest (model/scorer.py"),
     ("scoring (scorer.interest/score)", "score (model/scorer.py"),
@@ -676,7 +677,7 @@ STAGES: list[tuple[str, str]] = [
     ("state encode/decode (UserRecords.load/save)", "save (stream/engine/users.py"),
     ("state encode/decode (UserRecords.load/save)", "load (stream/engine/users.py"),
     ("engine bookkeeping (rest of Engine.process)", "stream/engine/"),
-    ("output + changelog produce/flush (_commit)", "_commit (stream/app.py"),
+    ("output + changelog produce/flush (BatchCommitter.commit)", "commit (stream/batch_commit.py"),
     ("metrics/lag bookkeeping in the agent", "_consume (stream/app.py"),
     ("timers/catalog tick", "_tick (stream/app.py"),
     ("recovery and startup", "_recover (stream/app.py"),

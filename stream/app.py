@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import queue
 import threading
 import time
@@ -32,60 +31,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
-from faust.assignor import PartitionAssignor
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream import gc_tuning, metrics
+from stream.batch_commit import BatchCommitter
 from stream.bulk_input import BulkReader, group_offsets, holding
-from stream.contract import ContractError, to_json_bytes
+from stream.contract import ContractError
 from stream.engine import Engine, Inbound, Outcome, refused
-from stream.kafka_io import DeliveryError, EndOffsetProbe, Outbox, consume_forever
+from stream.faust_setup import BalancedAssignor, patch_fetch_wait
+from stream.kafka_io import EndOffsetProbe, Outbox, consume_forever
 from stream.model_reload import ModelWatcher, load_scorer
 from stream.recovery import read_pushes, replay_changelog
 from stream.security import faust_credentials
 from stream.settings import Settings
-from stream.store import META_KEY, PartitionMeta, StateStore, Transaction
+from stream.store import StateStore, Transaction
 from stream.topics import changelog_topic
 from stream.web import Health, WebServer, start_web_server
 
 log = logging.getLogger(__name__)
-
-_FETCH_MAX_WAIT_MS = 10
-
-
-def _patch_fetch_wait(wait_ms: int) -> None:
-    """faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500``.
-
-    The embedded broker holds every waiting fetch for the full wait, so that constant alone would
-    add up to 1.5 s to every push. Set the consumer's wait once it is created.
-    """
-    global _FETCH_MAX_WAIT_MS
-    _FETCH_MAX_WAIT_MS = wait_ms
-    cls = faust_aiokafka.AIOKafkaConsumerThread
-    if getattr(cls, "_kairos_patched", False):
-        return
-    original = cls._create_worker_consumer
-
-    def create(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS
-        return consumer
-
-    cls._create_worker_consumer = create  # type: ignore[method-assign]
-    cls._kairos_patched = True  # type: ignore[attr-defined]
-
-
-class BalancedAssignor(PartitionAssignor):
-    """faust's co-partitioning assignor without standby replicas: balanced, sticky within balance.
-
-    A member keeps up to ``floor(partitions / members)`` of its partitions (fewer moves than a
-    fresh round robin); the rest go round robin to the members with the fewest, so a restarted or
-    added worker always gets work while there are at least as many partitions as members.
-    """
-
-    def __init__(self, app: Any, replicas: int = 0) -> None:
-        super().__init__(app, replicas=0)
 
 
 class Worker:
@@ -107,6 +70,7 @@ class Worker:
         self.health.set_recovering(True)
         self.store = StateStore(settings.worker.state_dir / settings.worker.app_id)
         self.outbox = Outbox(settings)
+        self.committer = BatchCommitter(settings, self.outbox, self.health)
         self.watcher: ModelWatcher[Any] = ModelWatcher(
             settings.model.dir,
             loader=functools.partial(load_scorer, content=settings.model.content),
@@ -150,7 +114,7 @@ class Worker:
         s = self.settings
         # With bulk input faust's consumer fetches only its assignor's internal topic: a short wait
         # would make it poll the broker a hundred times a second for nothing (faust's own is 1.5 s).
-        _patch_fetch_wait(1500 if self._bulk else s.kafka.fetch_max_wait_ms)
+        patch_fetch_wait(1500 if self._bulk else s.kafka.fetch_max_wait_ms)
         (s.worker.state_dir / "faust").mkdir(parents=True, exist_ok=True)
         app = faust.App(
             s.worker.app_id,
@@ -437,7 +401,7 @@ class Worker:
             n_pushes = self.engine.apply_recovered_pushes(p, pushes.get(p, []), txn)
             if txn.writes:
                 try:
-                    self._commit(Outcome(), txn)
+                    self.committer.commit(Outcome(), txn)
                 except Exception:
                     self.engine.release([p])  # retried from the store in the next round
                     raise
@@ -619,74 +583,8 @@ class Worker:
                 self.engine.adopt(p, self.engine.load_partition(p, pstore))
 
     def _commit_or_die(self, outcome: Outcome, txn: Transaction) -> None:
-        """Commit the batch, or end the process at once if its output cannot be made durable.
-
-        faust acks a batch's records when the loop body ends, even by an exception, and would then
-        commit their offsets: exiting here (like a kill -9) keeps them uncommitted, so a restarted
-        worker gets them again. librdkafka has already retried for ``message.timeout.ms``.
-        """
-        try:
-            self._commit(outcome, txn)
-        except Exception:
-            log.critical(
-                "the batch's output could not be made durable; exiting for a clean redelivery", exc_info=True
-            )
-            logging.shutdown()
-            os._exit(70)
-
-    def _commit(self, outcome: Outcome, txn: Transaction) -> None:
-        """Produce the batch's output, then its state changes, then write RocksDB (see module doc)."""
-        started = time.perf_counter()
-        t = self.topics
-        for partition, push in outcome.pushes:
-            self.outbox.produce(t.pushes, to_json_bytes(push), push.user_id.encode("utf-8"), partition)
-        for dl in outcome.dead_letters:
-            self.outbox.produce(
-                t.dead_letters, to_json_bytes(dl), dl.original_key.encode() if dl.original_key else None
-            )
-        for partition, decision in outcome.decisions:
-            self.outbox.produce(
-                t.decisions, to_json_bytes(decision), decision.user_id.encode("utf-8"), partition
-            )
-        stage = outcome.stage_seconds
-        try:
-            acked = (
-                self.outbox.flush() if (outcome.pushes or outcome.dead_letters or outcome.decisions) else {}
-            )
-            pushes_offsets = {p: off for (topic, p), off in acked.items() if topic == t.pushes}
-            t0 = time.perf_counter()
-            stage["produce"] += t0 - started
-            for partition, writes in txn.writes.items():
-                self.outbox.produce_rows(self.changelog, writes, partition)
-            for partition, offset in pushes_offsets.items():
-                meta = PartitionMeta(pushes_offset=offset).to_bytes()
-                self.outbox.produce(self.changelog, meta, META_KEY, partition)
-            changelog_acked = self.outbox.flush() if (txn.writes or pushes_offsets) else {}
-        except DeliveryError:
-            self.health.set_broker_ok(False)
-            raise
-        t1 = time.perf_counter()
-        stage["changelog"] += t1 - t0
-        self.health.set_broker_ok(True)
-        txn.commit({p: off for (_, p), off in changelog_acked.items()}, pushes_offsets)
-        stage["rocksdb"] += time.perf_counter() - t1
-        self._observe(outcome)
-
-    def _observe(self, outcome: Outcome) -> None:
-        now = time.time()
-        for _, push in outcome.pushes:
-            metrics.observe_push(push.trigger, now - push.event_ts)
-        for (trigger, reason), n in outcome.suppressions.items():
-            if n > 0:
-                metrics.observe_suppression(trigger, reason, n)
-        for dl in outcome.dead_letters:
-            metrics.observe_dead_letter(dl.reason, dl.source_topic)
-        for fb in outcome.feedback:
-            metrics.observe_feedback(fb.trigger, fb.kind, fb.revenue)
-        if outcome.interest:
-            metrics.observe_interest(outcome.interest)
-        metrics.observe_stages(outcome.stage_seconds)
-        metrics.observe_removals(outcome.erasures, outcome.expired_users, outcome.catalog_removals)
+        """:meth:`stream.batch_commit.BatchCommitter.commit_or_die` (one place the worker commits)."""
+        self.committer.commit_or_die(outcome, txn)
 
     # -- periodic work --------------------------------------------------------------------------
 

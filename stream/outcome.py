@@ -1,6 +1,6 @@
 """What goes into the engine and what comes out of it: one inbound record, and a batch's outcome.
 
-The outcome lists everything the worker must make durable (``stream/app.py``, ``_commit``): pushes to
+The outcome lists everything the worker must make durable (``stream/batch_commit.py``): pushes to
 the pushes topic, audit decisions to the decisions topic, dead letters to the dead-letter topic, and
 the counters the metrics observe.
 """

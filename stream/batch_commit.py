@@ -1,0 +1,106 @@
+"""Making a batch durable, in the order recovery relies on (``docs/architecture.md``).
+
+Pushes, dead letters and decisions are produced and acknowledged first; then the changelog gets the
+batch's state writes and, per partition, the pushes topic's offset those states account for, and is
+acknowledged; only then is RocksDB written. A crash anywhere leaves RocksDB at or behind the
+changelog, and pushes produced after the last changelog write are read back at recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from stream import metrics
+from stream.contract import to_json_bytes
+from stream.engine import Outcome
+from stream.kafka_io import DeliveryError, Outbox
+from stream.settings import Settings
+from stream.store import META_KEY, PartitionMeta, Transaction
+from stream.topics import changelog_topic
+from stream.web import Health
+
+log = logging.getLogger(__name__)
+
+
+class BatchCommitter:
+    """Commits the worker's batches through its outbox; reports the broker's health on the way."""
+
+    def __init__(self, settings: Settings, outbox: Outbox, health: Health) -> None:
+        self.topics = settings.topics
+        self.changelog = changelog_topic(settings)
+        self.outbox = outbox
+        self.health = health
+
+    def commit_or_die(self, outcome: Outcome, txn: Transaction) -> None:
+        """Commit the batch, or end the process at once if its output cannot be made durable.
+
+        faust acks a batch's records when the loop body ends, even by an exception, and would then
+        commit their offsets: exiting here (like a kill -9) keeps them uncommitted, so a restarted
+        worker gets them again. librdkafka has already retried for ``message.timeout.ms``.
+        """
+        try:
+            self.commit(outcome, txn)
+        except Exception:
+            log.critical(
+                "the batch's output could not be made durable; exiting for a clean redelivery", exc_info=True
+            )
+            logging.shutdown()
+            os._exit(70)
+
+    def commit(self, outcome: Outcome, txn: Transaction) -> None:
+        """Produce the batch's output, then its state changes, then write RocksDB (see module doc)."""
+        started = time.perf_counter()
+        t = self.topics
+        for partition, push in outcome.pushes:
+            self.outbox.produce(t.pushes, to_json_bytes(push), push.user_id.encode("utf-8"), partition)
+        for dl in outcome.dead_letters:
+            self.outbox.produce(
+                t.dead_letters, to_json_bytes(dl), dl.original_key.encode() if dl.original_key else None
+            )
+        for partition, decision in outcome.decisions:
+            self.outbox.produce(
+                t.decisions, to_json_bytes(decision), decision.user_id.encode("utf-8"), partition
+            )
+        stage = outcome.stage_seconds
+        try:
+            acked = (
+                self.outbox.flush() if (outcome.pushes or outcome.dead_letters or outcome.decisions) else {}
+            )
+            pushes_offsets = {p: off for (topic, p), off in acked.items() if topic == t.pushes}
+            t0 = time.perf_counter()
+            stage["produce"] += t0 - started
+            for partition, writes in txn.writes.items():
+                self.outbox.produce_rows(self.changelog, writes, partition)
+            for partition, offset in pushes_offsets.items():
+                meta = PartitionMeta(pushes_offset=offset).to_bytes()
+                self.outbox.produce(self.changelog, meta, META_KEY, partition)
+            changelog_acked = self.outbox.flush() if (txn.writes or pushes_offsets) else {}
+        except DeliveryError:
+            self.health.set_broker_ok(False)
+            raise
+        t1 = time.perf_counter()
+        stage["changelog"] += t1 - t0
+        self.health.set_broker_ok(True)
+        txn.commit({p: off for (_, p), off in changelog_acked.items()}, pushes_offsets)
+        stage["rocksdb"] += time.perf_counter() - t1
+        observe(outcome)
+
+
+def observe(outcome: Outcome) -> None:
+    """Count a committed batch's pushes, suppressions, dead letters, feedback and stage times."""
+    now = time.time()
+    for _, push in outcome.pushes:
+        metrics.observe_push(push.trigger, now - push.event_ts)
+    for (trigger, reason), n in outcome.suppressions.items():
+        if n > 0:
+            metrics.observe_suppression(trigger, reason, n)
+    for dl in outcome.dead_letters:
+        metrics.observe_dead_letter(dl.reason, dl.source_topic)
+    for fb in outcome.feedback:
+        metrics.observe_feedback(fb.trigger, fb.kind, fb.revenue)
+    if outcome.interest:
+        metrics.observe_interest(outcome.interest)
+    metrics.observe_stages(outcome.stage_seconds)
+    metrics.observe_removals(outcome.erasures, outcome.expired_users, outcome.catalog_removals)
