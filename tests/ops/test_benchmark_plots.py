@@ -291,3 +291,30 @@ def test_recovery_report_links_its_figure(tmp_path: Path) -> None:
     report = (tmp_path / "recovery.md").read_text()
     assert "2026-12-01 15:22 UTC" in report and "![Recovery time and its parts](recovery.png)" in report
     assert _is_png(tmp_path / "recovery.png")
+
+
+def test_the_latency_verdict_needs_a_floor_that_kept_the_offered_rate() -> None:
+    from benchmarks.stream_throughput import _high_rate_rows, _latency_met
+
+    result = stream_result()
+    result["floor"] = {"achieved_rate": 2000.0, "p99_ms": 33.5}
+    result.update(rate=2000.0, p99_ms=40.0, floor_p99_ms=33.5)
+    assert _latency_met(result) == "yes"
+    result["p99_ms"] = 60.0
+    assert _latency_met(result) == "no"
+    # A floor whose own producer fell behind measured the machine: no verdict, whatever the numbers.
+    result["floor"] = {"achieved_rate": 1737.0, "p99_ms": 2325.7}
+    result.update(p99_ms=1086.2, floor_p99_ms=2325.7)
+    assert _latency_met(result).startswith("no verdict")
+
+    assert _high_rate_rows(None) == []
+    high = {
+        "rate": 10_000.0,
+        "seconds": 5.0,
+        "floor": {"p50_ms": 14.1, "p99_ms": 84.5},
+        "latency": {"n": 100, "p50_ms": 10624.3, "p99_ms": 14099.1, "processed": 60_000, "sent": 60_000,
+                    "drained_after_s": 14.1},
+    }  # fmt: skip
+    rows = _high_rate_rows(high)
+    assert "10624.3 / 14099.1" in rows[0] and "processed 60,000 of 60,000" in rows[0]
+    assert "14.1 / 84.5" in rows[1]
