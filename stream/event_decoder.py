@@ -52,9 +52,9 @@ class ValidEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     @classmethod
     def of(cls, event: Event) -> ValidEvent:
         """The worker's reading of an event the reference parser (or a producer) made."""
-        fields = dict(event.__dict__)
-        if event.context is not None:
-            fields["context"] = ValidContext(**event.context.__dict__)
+        fields = event.model_dump()
+        if fields["context"] is not None:
+            fields["context"] = ValidContext(**fields["context"])
         return cls(**fields)
 
 
