@@ -48,6 +48,11 @@ def _odd_event(rng: random.Random) -> bytes:
     elif r < 0.3:
         i = rng.randint(0, len(text))
         text = text[:i] + rng.choice(_SPLICES) + text[i:]
+    elif r < 0.4 and text.endswith("}") and len(text) > 2:
+        # A key sent twice: both parsers must read the same one (JSON leaves it to the reader).
+        key = rng.choice([*_PLAIN, "query", "push_id"])
+        again = json.dumps({key: rng.choice([*_ODD_VALUES, _PLAIN.get(key)])})[1:-1]
+        text = text[:-1] + "," + again + "}"
     data = text.encode("utf-8", "surrogatepass")
     if rng.random() < 0.03:
         data = b"\xef\xbb\xbf" + data
