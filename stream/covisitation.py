@@ -159,7 +159,7 @@ class CoVisitationIndex:
         """Rebuild from :meth:`meta` and the stored rows ``(item, touch order, neighbours' counts)``.
 
         ``rewrite``: the rows were read from an older layout; every item is drained again, so the
-        store gets them in this one.
+        store gets them in this one. Beyond ``max_items`` the least recently touched items are evicted.
         """
         self._decay.landmark = None if meta.get("landmark") is None else float(meta["landmark"])
         self._seq = int(meta.get("seq", 0))
@@ -167,6 +167,12 @@ class CoVisitationIndex:
         self._items = OrderedDict((item, bucket) for item, _, bucket in ordered)
         self._touched = {item: seq for item, seq, _ in ordered}
         self._dirty_items = set(self._items) if rewrite else set()
+        # More items than the cap (a lower covisit_max_items than the rows were written with, or rows
+        # of two layouts): the least recently touched go now, their rows deleted at the next drain.
+        while len(self._items) > self.max_items:
+            evicted, _ = self._items.popitem(last=False)
+            del self._touched[evicted]
+            self._dirty_items.add(evicted)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able snapshot (least recently touched item first)."""

@@ -197,7 +197,7 @@ class PartitionState:
                 responses.append((key, raw))
         state.learning.load(responses)
         if legacy:
-            covisit.extend(_from_legacy(legacy, {item for item, _, _ in covisit}))
+            covisit = _merge_layouts(covisit, _from_legacy(legacy))
             state._legacy_rows = [key for key, *_ in legacy]
         state.covisitation.restore(meta.get("c", {}), covisit, rewrite=bool(legacy))
         state.trending.restore(meta.get("t", {}), trending)
@@ -228,12 +228,9 @@ def _covisit_row(key: bytes, raw: bytes) -> tuple[str, int, dict[str, float]]:
     return key[len(COVISIT_PREFIX) :].decode("utf-8"), seq, bucket
 
 
-def _from_legacy(
-    rows: Iterable[tuple[bytes, str, str, Any]], current: set[str]
-) -> list[tuple[str, int, dict[str, float]]]:
-    """Per-item rows from the older per-pair layout (an item's touch-order row has no neighbour);
-    items that already have a per-item row (``current``) keep it. A pair without its item's
-    touch-order row was never restored before either."""
+def _from_legacy(rows: Iterable[tuple[bytes, str, str, Any]]) -> list[tuple[str, int, dict[str, float]]]:
+    """Per-item rows from the older per-pair layout (an item's touch-order row has no neighbour). A pair
+    without its item's touch-order row was never restored before either."""
     touched: dict[str, int] = {}
     buckets: dict[str, dict[str, float]] = {}
     for _, item, other, value in rows:
@@ -241,4 +238,17 @@ def _from_legacy(
             buckets.setdefault(item, {})[other] = float(value)
         else:
             touched[item] = int(value)
-    return [(item, seq, buckets.get(item, {})) for item, seq in touched.items() if item not in current]
+    return [(item, seq, buckets.get(item, {})) for item, seq in touched.items()]
+
+
+def _merge_layouts(
+    current: list[tuple[str, int, dict[str, float]]], legacy: list[tuple[str, int, dict[str, float]]]
+) -> list[tuple[str, int, dict[str, float]]]:
+    """Per-item rows of both layouts, one per item: the more recently touched (the current layout on a
+    tie). Both exist for an item when a worker of each version wrote the partition (a rolling deploy
+    or a rollback): an older worker ignores the current layout's rows and writes its own."""
+    merged = {item: (item, seq, bucket) for item, seq, bucket in legacy}
+    for item, seq, bucket in current:
+        if item not in merged or seq >= merged[item][1]:
+            merged[item] = (item, seq, bucket)
+    return list(merged.values())

@@ -142,7 +142,13 @@ class PolicyConfig(BaseModel):
         3, ge=0, description="Users with fewer engaged items than this also get trending candidates."
     )
     engagement_max_items: int = Field(20, ge=1, description="Engaged items remembered per user.")
-    covisit_top_n: int = Field(20, ge=1, description="Co-visited neighbours kept per item.")
+    covisit_top_n: int = Field(
+        20,
+        ge=1,
+        le=200,
+        description="Co-visited neighbours kept per item (at most 200: an item's stored row holds twice as"
+        " many, and must stay far below a broker's message size limit).",
+    )
     covisit_max_items: int = Field(
         100_000, ge=1, description="Items the co-visitation index keeps (least recent go)."
     )

@@ -16,7 +16,7 @@ from stream.catalog_view import CatalogView
 from stream.contract import to_json_bytes
 from stream.encoding import compact_json
 from stream.engine import Engine, Inbound, Outcome
-from stream.partition_state import COVISIT_PREFIX, LEGACY_COVISIT_PREFIX, PartitionState
+from stream.partition_state import COVISIT_PREFIX, LEGACY_COVISIT_PREFIX, META_ROW, PartitionState
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
     ITEMS,
@@ -250,6 +250,37 @@ def test_covisitation_rows_of_the_older_per_pair_layout_are_read_and_replaced() 
         view = PartitionView(legacy, p)
         again = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())[0]
         assert again.covisitation.to_dict() == loaded.covisitation.to_dict() and not again.drain()
+
+
+def test_an_item_in_both_layouts_keeps_its_more_recent_row_and_the_cap_holds() -> None:
+    """Rows of both layouts (a worker of each version wrote the partition): per item the more
+    recently touched wins, and a restore beyond ``covisit_max_items`` evicts the least recent."""
+    cfg = make_settings(covisit_max_items=3).policy
+    rows = [
+        (META_ROW, compact_json({"w": 0.0, "c": {"landmark": T0, "seq": 9}, "t": {}, "n": {}, "o": {}})),
+        # The newer worker wrote a and b (touched 1 and 2) ...
+        (COVISIT_PREFIX + b"a", msgspec.msgpack.encode([1, {"b": 1.0}])),
+        (COVISIT_PREFIX + b"b", msgspec.msgpack.encode([2, {"a": 1.0}])),
+        # ... then an older one took over, ignored them and wrote a, x and y again (touched 7 to 9).
+        (LEGACY_COVISIT_PREFIX + b"a\x1f", b"7"),
+        (LEGACY_COVISIT_PREFIX + b"a\x1fx", b"2.0"),
+        (LEGACY_COVISIT_PREFIX + b"x\x1f", b"8"),
+        (LEGACY_COVISIT_PREFIX + b"x\x1fa", b"2.0"),
+        (LEGACY_COVISIT_PREFIX + b"y\x1f", b"9"),
+        (LEGACY_COVISIT_PREFIX + b"y\x1fa", b"1.0"),
+    ]
+    state = PartitionState.load(0, cfg, sorted(rows), [])[0]
+    index = state.covisitation.to_dict()
+    assert [item for item, _ in index["items"]] == ["a", "x", "y"]  # b, the least recent, evicted
+    assert dict(index["items"])["a"] == [("x", 2.0)]  # the older worker's later row, not the stale one
+    writes = state.drain()
+    assert writes[COVISIT_PREFIX + b"b"] is None  # the evicted item's row goes
+    assert all(writes[key] is None for key, _ in rows if key.startswith(LEGACY_COVISIT_PREFIX))
+    assert {k for k, v in writes.items() if v is not None and k.startswith(COVISIT_PREFIX)} == {
+        COVISIT_PREFIX + b"a",
+        COVISIT_PREFIX + b"x",
+        COVISIT_PREFIX + b"y",
+    }
 
 
 # -- erasure, expiry, removed items ---------------------------------------------------------------
