@@ -74,9 +74,7 @@ class CoVisitationIndex:
             bucket = {}
             self._items[item] = bucket
             if len(self._items) > self.max_items:
-                evicted, _ = self._items.popitem(last=False)
-                self._touched.pop(evicted, None)
-                self._dirty_items.add(evicted)
+                self._evict_oldest()
         else:
             self._items.move_to_end(item)
         self._seq += 1
@@ -89,6 +87,12 @@ class CoVisitationIndex:
             # Ties broken by id, so the choice never depends on insertion order (replays are exact).
             del bucket[_weakest(bucket)]
         bucket[other] = weight
+
+    def _evict_oldest(self) -> None:
+        """Drop the least recently touched item; its row is deleted at the next drain."""
+        evicted, _ = self._items.popitem(last=False)
+        self._touched.pop(evicted, None)
+        self._dirty_items.add(evicted)
 
     def _best(self, item_id: str) -> list[tuple[str, float]]:
         bucket = self._items.get(item_id)
@@ -170,9 +174,7 @@ class CoVisitationIndex:
         # More items than the cap (a lower covisit_max_items than the rows were written with, or rows
         # of two layouts): the least recently touched go now, their rows deleted at the next drain.
         while len(self._items) > self.max_items:
-            evicted, _ = self._items.popitem(last=False)
-            del self._touched[evicted]
-            self._dirty_items.add(evicted)
+            self._evict_oldest()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able snapshot (least recently touched item first)."""
