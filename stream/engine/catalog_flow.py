@@ -42,20 +42,34 @@ class CatalogAnnouncementMixin:
             part.catalog_until = self.now(partition)
         return part.catalog_until
 
-    def _announce_due(self, txn: StateAccess, partition: int, out: Outcome) -> bool:
-        """Announce the logged changes the partition's clock has passed since last time; True if any."""
+    def _announce_due(
+        self, txn: StateAccess, partition: int, out: Outcome, users: dict[str, BatchUser] | None = None
+    ) -> bool:
+        """Announce the logged changes the partition's clock has passed since last time; True if any.
+
+        ``users``: the batch's user records when a batch announces (it stages them at its end).
+        """
         until = self.now(partition)
         due = self.catalog.changes_between(self._catalog_until(partition), until)
         self.part(partition).catalog_until = until
         if due:
-            self._announce(txn, partition, due, out)
+            self._announce(txn, partition, due, out, users)
         return bool(due)
 
     def _announce(
-        self, txn: StateAccess, partition: int, changes: Sequence[CatalogChange], out: Outcome
+        self,
+        txn: StateAccess,
+        partition: int,
+        changes: Sequence[CatalogChange],
+        out: Outcome,
+        batch_users: dict[str, BatchUser] | None = None,
     ) -> None:
-        """Decide one partition's share of catalog changes: the asks of the users who care."""
-        users: dict[str, BatchUser] = {}
+        """Decide one partition's share of catalog changes: the asks of the users who care.
+
+        With ``batch_users`` (a batch announces) the users are read from and left in the batch's
+        records, staged at its end; without, they are staged here.
+        """
+        users: dict[str, BatchUser] = {} if batch_users is None else batch_users
         asks: list[Ask] = []
         for change in changes:
             if change.update.item_id not in self.catalog:  # removed since: nothing to announce
@@ -70,6 +84,5 @@ class CatalogAnnouncementMixin:
             self._decide(asks, out)
         self._throttle(out, first)
         self.decider.apply_interest_updates()
-        for user in users.values():
-            user.dirty = True
-        self.users.save(txn, users.values())
+        if batch_users is None:  # every user the asks loaded is marked dirty there (timers changed)
+            self.users.save(txn, users.values())

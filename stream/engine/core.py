@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 
 from stream.admission import admit_catalog, admit_consent, admit_event
-from stream.asks import Ask, Work
+from stream.asks import Ask, BatchUser, Work
 from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogChange, CatalogView
 from stream.content_items import NewItems, Unplaced, check_image, content_scorer
 from stream.contract import CatalogUpdate, ContractError
@@ -162,13 +162,19 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         after each round, scores and decides what was queued behind those steps, per user in order.
         An erasure (a consent tombstone) closes the work before it, so nothing of the erased user
         survives it.
+
+        Each user record is decoded once per batch and staged once, at its end, however often pass 2
+        closes in between (a new minute, a learning epoch, a catalog change, an erasure): in a replay,
+        where event time runs far ahead of wall time, nearly every event closes it, and re-encoding
+        every user and partition row at each close cost more than the rest of the engine.
         """
         started = perf_counter()
         self._start_batch()
         out = Outcome()
         stage = out.stage_seconds
         topics = self.settings.topics
-        work = Work()
+        users: dict[str, BatchUser] = {}  # the batch's user records, shared by every piece of work
+        work = Work(users)
         for rec in records:
             self.part(rec.partition).observe_offset(rec.topic, rec.offset)
             try:
@@ -178,9 +184,11 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                     )
                     if consent is None:  # a tombstone: erase the user (what came before is decided first)
                         assert rec.key is not None  # admission refuses a tombstone without a key
-                        self._finish(work, txn, out)
-                        work = Work()
-                        self.users.erase(txn, rec.partition, rec.key.decode("utf-8"))
+                        self._resolve(work, out)
+                        work = Work(users)
+                        erased = rec.key.decode("utf-8")
+                        users.pop(erased, None)  # its record is not staged at the batch's end
+                        self.users.erase(txn, rec.partition, erased)
                         out.erasures += 1
                         continue
                     user = self.users.load(txn, rec.partition, consent.user_id, work.users)
@@ -206,8 +214,8 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                 # Decisions before this input read the old epoch's outcome estimates (stream.learning),
                 # took their throttle budget (stream.throttle) and scheduled their timers before anything
                 # is released.
-                self._finish(work, txn, out)
-                work = Work()
+                self._resolve(work, out)
+                work = Work(users)
             announced_until = self._catalog_until(rec.partition)  # before the clock moves
             moved = part.advance(event.ts)
             part.learning.advance(part.watermark)
@@ -216,9 +224,9 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
             if moved and self.catalog.changes_between(announced_until, self.now(rec.partition)):
                 # Catalog changes the clock passed are announced here, in stream order, after what
                 # came before (its interest updates included) and before the timers due now.
-                self._finish(work, txn, out)
-                work = Work()
-                self._announce_due(txn, rec.partition, out)
+                self._resolve(work, out)
+                work = Work(users)
+                self._announce_due(txn, rec.partition, out, users)
             elif moved:
                 part.catalog_until = self.now(rec.partition)
             if moved and self._event_clock():
@@ -232,13 +240,19 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
             self.users.expire_if_inactive(user, event.ts)
             self.intake.bookkeep(user, event, work, out)
             stage["bookkeeping"] += perf_counter() - t1 - (stage["candidates"] - candidates)
-        self._finish(work, txn, out)
+        self._resolve(work, out)
+        self._save(txn, users.values(), out)
         measured = sum(stage.values())
         stage["engine_other"] += max(perf_counter() - started - measured, 0.0)
         return out
 
     def _finish(self, work: Work, txn: StateAccess, out: Outcome) -> None:
         """Pass 2 of the work gathered so far, then stage its states."""
+        self._resolve(work, out)
+        self._save(txn, work.users.values(), out)
+
+    def _resolve(self, work: Work, out: Outcome) -> None:
+        """Pass 2 of the work gathered so far: steps, scores and decisions, pushes in stream order."""
         first = len(out.pushes)
         resolve(work.users, work.steps, work.ops, out, self.scoring, self.decider, self.cfg)
         # Rounds decide users in an order that depends on batching; emit in stream order instead.
@@ -247,8 +261,11 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         order.clear()
         self._throttle(out, first)
         self.decider.apply_interest_updates()
+
+    def _save(self, txn: StateAccess, users: Iterable[BatchUser], out: Outcome) -> None:
+        """Stage the changed users and the partitions' changed shared rows."""
         t = perf_counter()
-        self.users.save(txn, work.users.values())
+        self.users.save(txn, users)
         out.stage_seconds["state_write"] += perf_counter() - t
 
     def sweep_expired(self, txn: StateAccess, limit: int = 10_000) -> int:
