@@ -1,10 +1,12 @@
-"""Model calls for a batch: GRU steps and candidate scoring in fixed-size chunks, and per ask the
+"""Model calls for a batch: GRU steps, candidate scoring in fixed-size chunks, and per ask the
 candidates worth deciding.
 
 A BLAS product can round a row differently depending on how many rows it multiplies (it picks other
-kernels), so a user's state would depend on who else was in the batch. Every model call therefore
+kernels), so a user's scores would depend on who else was in the batch. Every scoring call therefore
 sees exactly ``worker.model_chunk_rows`` rows (the last chunk padded), which makes each row's result
-independent of batching, replays and partition assignment.
+independent of batching, replays and partition assignment. The GRU step needs no chunks: the scorer
+computes it row by row without BLAS (``model.scorer.IncrementalScorer.step``; a test holds a row's
+bits equal alone and in blocks of any size), so a round's users are stepped in one call.
 """
 
 from __future__ import annotations
@@ -36,23 +38,9 @@ class AskScorer:
         self.max_candidates = config.max_candidates
         self.max_decide = max_decide  # candidates per decision that go through the full policy
 
-    # A BLAS product can round a row differently depending on how many rows it multiplies (it
-    # picks other kernels), so a user's state would depend on who else was in the batch. Every
-    # model call therefore sees exactly ``worker.model_chunk_rows`` rows (the last chunk padded),
-    # which makes each row's result independent of batching, replays and partition assignment.
-
     def step(self, states: np.ndarray, items: np.ndarray, types: np.ndarray) -> np.ndarray:
-        n, chunk = len(states), self.chunk_rows
-        pad = (-n) % chunk
-        if pad:
-            states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
-            items = np.concatenate([items, np.full(pad, -1, dtype=items.dtype)])
-            types = np.concatenate([types, np.zeros(pad, dtype=types.dtype)])
-        out = [
-            self.scorer.step(states[i : i + chunk], items[i : i + chunk], types[i : i + chunk])
-            for i in range(0, n + pad, chunk)
-        ]
-        return np.concatenate(out)[:n]
+        """One GRU step for every row, in one call: the step is row by row (module doc)."""
+        return self.scorer.step(states, items, types)
 
     def score_rows(
         self, states: np.ndarray, candidates: np.ndarray, lift: np.ndarray | None = None

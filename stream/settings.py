@@ -235,7 +235,7 @@ class WorkerConfig(BaseModel):
     model_chunk_rows: int = Field(
         16,
         ge=1,
-        description="Rows per model call (padded): fixed so a user's results never depend on batching.",
+        description="Rows per scoring call (padded): fixed so a user's scores never depend on batching.",
     )
     user_ttl_seconds: float = Field(
         30 * 86400.0,

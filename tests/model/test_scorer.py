@@ -83,6 +83,27 @@ def test_a_rows_step_does_not_depend_on_its_position_among_the_rows(
         assert np.array_equal(scorer.step(states[order], items[order], types[order]), stepped[order])
 
 
+@pytest.mark.parametrize("which", ["tiny_artifact", "plain_artifact", "memory_artifact"])
+def test_a_rows_step_does_not_depend_on_how_many_rows_are_stepped_with_it(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """The engine steps each round's users in one call, however many there are (stream.scoring): a
+    user's new state must be the same bits alone, in a small block or in a large one."""
+    scorer = IncrementalScorer.load(request.getfixturevalue(which))
+    rng = np.random.default_rng(6)
+    n = 300
+    states = (rng.standard_normal((n, scorer.hidden_size)) * 0.5).astype(np.float32)
+    items = rng.integers(-1, scorer.n_items, n)
+    types = rng.integers(0, 3, n)
+    whole = scorer.step(states, items, types)
+    for block in (1, 2, 3, 7, 16, 17, 64, 129):
+        parts = [
+            scorer.step(states[i : i + block], items[i : i + block], types[i : i + block])
+            for i in range(0, n, block)
+        ]
+        assert np.array_equal(np.concatenate(parts), whole), block
+
+
 def test_unknown_items_and_padding(tiny_artifact: Path) -> None:
     scorer = IncrementalScorer.load(tiny_artifact)
     idx = scorer.item_indices([scorer.item_id(0), "never-seen"])
