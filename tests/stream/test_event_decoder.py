@@ -128,3 +128,16 @@ def test_a_version_the_fast_parser_would_read_as_1_is_refused_as_before() -> Non
         decode_event(b'{"v":1,"v":1.0,' + plain)  # the last of duplicate keys counts, as in json.loads
     assert err.value.reason == "unsupported_version"
     assert decode_event(b'{"v":1,' + plain).user_id == "u"
+
+
+def test_a_version_with_whitespace_around_it_is_read_by_the_fast_parser() -> None:
+    """Most serializers write ``"v": 1, `` (Python's json.dumps by default): still the fast path."""
+    plain = '"event_id":"e","user_id":"u","type":"view","item_id":"i","ts":1780000000'
+    for version in ('"v": 1, ', '"v" :1 ,', '"v":\n\t1\r\n,'):
+        raw = ("{" + version + plain + "}").encode()
+        event = plain_event(raw, 16_384)
+        assert event is not None and event == ValidEvent.of(parse_event(raw)), raw
+    for other in ('"v": 1.0, ', '"v": 10, ', '"v": 1e0, ', '"v": "1", '):
+        assert plain_event(("{" + other + plain + "}").encode(), 16_384) is None, other
+    spaced = json.dumps({"v": 1, **json.loads("{" + plain + "}")}).encode()
+    assert plain_event(spaced, 16_384) is not None
