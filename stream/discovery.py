@@ -55,37 +55,52 @@ def discovery_pool(
     popularity: Callable[[str], float],
     now: float,
     config: PolicyConfig,
+    values: dict[str, list[tuple[float, str]]] | None = None,
 ) -> list[tuple[str, float]]:
     """(item, interest) of the best ``discovery_items`` unengaged in-stock items of ``categories``.
 
     Best first, ties by item id (the order never depends on iteration order). Each category's median
     effective price is taken over its in-stock items at ``now``. Empty when ``discovery_items`` is 0.
+
+    ``values``: a cache of :func:`category_values` by category, valid while the catalog, the
+    popularity and ``now`` stay as they are (the shoppers of one moment share their categories).
     """
     if config.discovery_items <= 0:
         return []
+    cache = {} if values is None else values
     scored: list[tuple[float, str]] = []
     for category in sorted(set(categories)):
-        entries = [
-            (item, version)
-            for item in catalog.in_category(category)
-            if (version := catalog.at(item, now)) is not None and version.stock > 0
-        ]
-        if not entries:
-            continue
-        median = statistics.median(max(v.effective_price(now), 0.01) for _, v in entries)
-        for item, version in entries:
-            if engagement.get(item) is not None:
-                continue
-            promo = version.promotion
-            discount = promo.discount if promo is not None and promo.active_at(now) else 0.0
-            relative = max(version.effective_price(now), 0.01) / median
-            value = discovery_value(
-                popularity(item),
-                discount,
-                relative,
-                config.discovery_discount_weight,
-                config.discovery_price_weight,
-            )
-            scored.append((value, item))
+        valued = cache.get(category)
+        if valued is None:
+            valued = cache[category] = category_values(category, catalog, popularity, now, config)
+        scored += [(value, item) for value, item in valued if engagement.get(item) is None]
     scored.sort(key=lambda vi: (-vi[0], vi[1]))
     return [(item, discovery_interest(value)) for value, item in scored[: config.discovery_items]]
+
+
+def category_values(
+    category: str, catalog: CatalogView, popularity: Callable[[str], float], now: float, config: PolicyConfig
+) -> list[tuple[float, str]]:
+    """(discovery value, item) of every in-stock item of ``category`` at ``now`` (module doc)."""
+    entries = [
+        (item, version)
+        for item in catalog.in_category(category)
+        if (version := catalog.at(item, now)) is not None and version.stock > 0
+    ]
+    if not entries:
+        return []
+    median = statistics.median(max(v.effective_price(now), 0.01) for _, v in entries)
+    valued: list[tuple[float, str]] = []
+    for item, version in entries:
+        promo = version.promotion
+        discount = promo.discount if promo is not None and promo.active_at(now) else 0.0
+        relative = max(version.effective_price(now), 0.01) / median
+        value = discovery_value(
+            popularity(item),
+            discount,
+            relative,
+            config.discovery_discount_weight,
+            config.discovery_price_weight,
+        )
+        valued.append((value, item))
+    return valued

@@ -121,14 +121,25 @@ class Intake:
 
     def discover(self, partition: int, now: float) -> triggers.Discover:
         """The shopper's discovery pool at ``now`` (``stream.discovery``), computed when a trigger asks:
-        the catalog as at ``now``, the partition's popularity as the stream stands (in stream order)."""
+        the catalog as at ``now``, the partition's popularity as the stream stands (in stream order).
+
+        Valid for one moment (the due timers of one clock, between two inputs): the shoppers asking
+        then share each category's item values.
+        """
         popularity = self._part(partition).trending
+        values: dict[str, list[tuple[float, str]]] = {}
 
         def pool(engagement: Engagement) -> list[tuple[str, float]]:
             categories = self.recent_categories(engagement, now)
             catalog = self._catalog()
             return discovery_pool(
-                engagement, categories, catalog, lambda item: popularity.score(item, now), now, self.cfg
+                engagement,
+                categories,
+                catalog,
+                lambda item: popularity.score(item, now),
+                now,
+                self.cfg,
+                values,
             )
 
         return pool
