@@ -66,11 +66,21 @@ class Scored:
 
 
 @dataclass(frozen=True, slots=True)
+class SeenAt:
+    """What pass 1 knew of a user's engagement where a release was queued: pass 2 runs after the
+    batch's later events moved the engagement on, and a release must not see them."""
+
+    last_ts: float | None  # the last behaviour event so far (is the shopper on the site?)
+    bought: frozenset[str]  # items bought so far (a held push of one is not sent)
+
+
+@dataclass(frozen=True, slots=True)
 class Op:
     """Policy work queued for a user behind their n-th step of the batch, done in the user's order.
 
     With an ``ask``: a decision. Otherwise, with an ``event``: its feedback, then the release of held
     pushes at the event's time; with neither: the release of held pushes at ``now`` (a due timer).
+    A release reads the engagement as it was where it was queued (``seen``).
     """
 
     step: int
@@ -78,6 +88,12 @@ class Op:
     ask: Ask | None = None
     now: float = 0.0
     seq: int = 0  # order in the stream (pushes are emitted in this order)
+    seen: SeenAt | None = None
+
+    @staticmethod
+    def seen_now(engagement: Engagement) -> SeenAt:
+        """The engagement facts a release reads, as they are now."""
+        return SeenAt(engagement.last_ts, engagement.bought())
 
 
 @dataclass
@@ -89,6 +105,10 @@ class Work:
     # Per partition, the clock minute of its earliest queued policy work (see Engine.process).
     first_minute: dict[int, int] = field(default_factory=dict)
     ops: dict[str, list[Op]] = field(default_factory=dict)
+
+    def has_work(self, user_id: str) -> bool:
+        """Whether the user has GRU steps or policy work queued for pass 2."""
+        return bool(self.ops.get(user_id) or self.steps.get(user_id))
 
     def steps_of(self, user_id: str) -> list[tuple[str, int]]:
         """The user's queued GRU steps (created empty)."""

@@ -50,6 +50,7 @@ class Engagement:
         self.max_items = max_items
         self.items: OrderedDict[str, EngagedItem] = OrderedDict()
         self.last_ts: float | None = None
+        self._bought: frozenset[str] | None = None  # bought(), until a purchase or an eviction
 
     def observe(self, event_type: str, item_id: str | None, ts: float) -> None:
         """Fold one behaviour event in (push feedback and searches only move the session time)."""
@@ -73,8 +74,10 @@ class Engagement:
         else:
             entry.bought = True
             entry.in_cart = False
+            self._bought = None
         while len(self.items) > self.max_items:
             self.items.popitem(last=False)
+            self._bought = None
 
     def get(self, item_id: str) -> EngagedItem | None:
         """The record of one item, if remembered."""
@@ -93,9 +96,11 @@ class Engagement:
             out.append(item)
         return out
 
-    def bought(self) -> set[str]:
-        """Items the user bought (among those remembered)."""
-        return {item for item, e in self.items.items() if e.bought}
+    def bought(self) -> frozenset[str]:
+        """Items the user bought (among those remembered); the same object until that changes."""
+        if self._bought is None:
+            self._bought = frozenset(item for item, e in self.items.items() if e.bought)
+        return self._bought
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON-able form: ``{"t": last_ts, "i": [[item, views, carts, in_cart, bought, ts]]}``."""

@@ -20,7 +20,7 @@ from typing import Literal
 
 from stream import policy as pol
 from stream import triggers
-from stream.asks import Ask, BatchUser, Scored
+from stream.asks import Ask, BatchUser, Op, Scored, SeenAt
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Decision, Push
 from stream.covisitation import snapshot_similarity
@@ -367,25 +367,33 @@ class Decider:
             c.value = samples[ctx] * c.interest
         return candidates
 
-    def release_held(self, user: BatchUser, now: float, out: Outcome, seq: int) -> None:
+    def release_held(
+        self, user: BatchUser, now: float, out: Outcome, seq: int, seen: SeenAt | None = None
+    ) -> None:
         """Release the user's held pushes due at ``now`` (:meth:`plan_release`, then :meth:`apply`)."""
-        plan = self.plan_release(user, now, seq)
+        plan = self.plan_release(user, now, seq, seen)
         if plan is not None:
             self.apply(plan, out)
 
-    def plan_release(self, user: BatchUser, now: float, seq: int) -> Plan | None:
+    def plan_release(self, user: BatchUser, now: float, seq: int, seen: SeenAt | None = None) -> Plan | None:
         """What becomes of the held pushes due at ``now``: emitted, suppressed (through the rules of
         path "release"), or deferred while the shopper is on the site or in quiet hours. None when
-        nothing is due. Changes nothing (see :meth:`apply`)."""
+        nothing is due. Changes nothing (see :meth:`apply`).
+
+        ``seen``: the engagement as it was where the release was queued in the batch (default: as it
+        is now); the batch's later events must not decide it, or batching would.
+        """
         pstate = user.state.policy
         if not pstate.held:
             return None
         if not any(h.release_at <= now for h in pstate.held):
             return None
+        if seen is None:
+            seen = Op.seen_now(user.engagement)
         plan = Plan(user, now, seq)
         # Not while the shopper is on the site (they wait until the shopper has been away a while),
         # and never into quiet hours (a deferral can end inside them): then they wait again.
-        last = user.engagement.last_ts
+        last = seen.last_ts
         again = now
         reason = None
         if self.active(last, now):
@@ -404,7 +412,7 @@ class Decider:
             plan.steps.append(Step("suppress", pstate.held[0].push.trigger, "", reason, audit=False))
             return plan
         plan.released_until = now
-        bought = user.engagement.bought()
+        bought = seen.bought
         for h, verdict in pol.judge_held(user.user_id, pstate, now, self.cfg, self._catalog_at(now), bought):
             push = h.push
             if verdict.outcome == "emit":

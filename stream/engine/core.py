@@ -49,6 +49,7 @@ from stream.engine.ports import Scorer, StateAccess
 from stream.engine.rounds import resolve
 from stream.engine.throttling import ThrottleMixin
 from stream.engine.users import UserRecords
+from stream.event_decoder import ValidEvent
 from stream.outcome import Inbound, Outcome, refused
 from stream.partition_state import PartitionState
 from stream.scoring import AskScorer
@@ -192,6 +193,11 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                         out.erasures += 1
                         continue
                     user = self.users.load(txn, rec.partition, consent.user_id, work.users)
+                    if work.has_work(consent.user_id):
+                        # The user's queued decisions and releases were made under the consent before
+                        # this record (an opt-out also drops held pushes): they run first.
+                        self._resolve(work, out)
+                        work = Work(users)
                     if user.state.policy.apply_consent(consent):
                         user.dirty = True
                         if not consent.opted_in:
@@ -236,6 +242,9 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
             user = self.users.load(txn, rec.partition, event.user_id, work.users)
             t1 = perf_counter()
             stage["state_read"] += t1 - t
+            if work.has_work(event.user_id) and self._replaces_facts(user, event):
+                self._resolve(work, out)
+                work = Work(users)
             candidates = stage["candidates"]
             self.users.expire_if_inactive(user, event.ts)
             self.intake.bookkeep(user, event, work, out)
@@ -245,6 +254,15 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         measured = sum(stage.values())
         stage["engine_other"] += max(perf_counter() - started - measured, 0.0)
         return out
+
+    def _replaces_facts(self, user: BatchUser, event: ValidEvent) -> bool:
+        """Whether this event changes what the user's queued policy work reads from the live state
+        (pass 2 runs after the whole of pass 1): an expiry replaces the state, a new time zone moves
+        quiet hours and send time. Both are rare, so the work before it is finished first."""
+        if self.users.expired(user.state, event.ts):
+            return True
+        zone = event.context.time_zone if event.context is not None else None
+        return bool(zone) and zone != user.state.policy.time_zone
 
     def _finish(self, work: Work, txn: StateAccess, out: Outcome) -> None:
         """Pass 2 of the work gathered so far, then stage its states."""

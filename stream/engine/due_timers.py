@@ -52,7 +52,8 @@ class DueTimersMixin:
             if self.users.expired(user.state, at):
                 continue
             if timer.kind == RELEASE_KIND:
-                work.queue(user, Op(position, now=at, seq=self._next_ask_seq()), at)
+                seen = Op.seen_now(user.engagement)
+                work.queue(user, Op(position, now=at, seq=self._next_ask_seq(), seen=seen), at)
                 continue
             # The ask of a due timer comes from its trigger (``stream.triggers.TIMER_ASKS``).
             asked = triggers.timer_ask(timer, user.engagement, self.cfg, discover)

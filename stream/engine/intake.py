@@ -192,7 +192,8 @@ class Intake:
             state.remember_item(item, event.type, event.ts, state.session_id, worker.recent_items)
             steps.append((item, TYPE_INDEX[event.type]))
         out.events[(event.type, "processed")] += 1
-        work.queue(user, Op(len(steps), event, seq=self._next_seq()), event.ts)
+        seen = Op.seen_now(user.engagement)
+        work.queue(user, Op(len(steps), event, seq=self._next_seq(), seen=seen), event.ts)
         if event.type in NUDGE_TYPES:
             ask = self.maybe_ask(user, event, out)
             if ask is not None:

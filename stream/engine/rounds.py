@@ -58,7 +58,7 @@ def resolve(
                 decider.decide(op.ask, scored[id(op.ask)], out)
                 continue
             if op.event is None:  # a due release timer
-                decider.release_held(user, op.now, out, op.seq)
+                decider.release_held(user, op.now, out, op.seq, op.seen)
                 continue
             # Feedback needs the pushes decided on this user's earlier events, hence pass 2.
             pstate = user.state.policy
@@ -68,7 +68,7 @@ def resolve(
                 if not fb.ghost:
                     out.feedback.append(fb)
             out.feedback += settle_ignored(pstate, op.event.ts, config)
-            decider.release_held(user, op.event.ts, out, op.seq)
+            decider.release_held(user, op.event.ts, out, op.seq, op.seen)
         stage["decide"] += perf_counter() - t1
 
 

@@ -81,6 +81,8 @@ class UserRecords:
                 clock = user.state.expiry_clock()
                 if clock is not None:
                     part.last_seen[user.user_id] = clock
+                else:  # kept for good now (an opt-out): as a restart, which rebuilds it from records
+                    part.last_seen.pop(user.user_id, None)
                 user.dirty = False
         for partition in sorted(self._parts()):
             self.stage_rows(txn, partition)

@@ -385,6 +385,36 @@ def test_a_consent_only_opt_in_expires_too_even_after_a_restart() -> None:
     assert store.get(0, opted_out.encode()) is not None  # an opt-out is never forgotten
 
 
+def test_an_opt_in_then_an_opt_out_expires_like_after_a_restart() -> None:
+    """A consent-only user who opted in and then out is kept for good: the live expiry clock forgets
+    them, as a restart (which rebuilds it from the stored records) would; whether the two records came
+    in one batch or two changes nothing."""
+    ttl = 3600.0
+
+    def consent(user: str, opted_in: bool, ts: float) -> Inbound:
+        body = b'{"user_id": "%s", "opted_in": %s, "ts": %f}' % (
+            user.encode(),
+            b"true" if opted_in else b"false",
+            ts,
+        )
+        return record(body, user, "consent")
+
+    stores = []
+    for batches in ((0, 2), (0, 1, 2)):
+        engine = make_engine(make_settings(worker={"user_ttl_seconds": ttl}))
+        store = DictState()
+        quitter, active, _ = _three_on(0)
+        records = [consent(quitter, True, T0), consent(quitter, False, T0 + 10)]
+        for start, end in zip(batches, batches[1:], strict=False):
+            engine.process(records[start:end], store)
+        assert quitter not in engine.part(0).last_seen
+        engine.process([ev("a1", active, "view", "i3", T0 + ttl + 10)], store)
+        assert engine.sweep_expired(store) == 0
+        assert restarted(engine, store, {0}).sweep_expired(store) == 0
+        stores.append({key: value for key, value in store.data.items() if not key[1].startswith(b"\x00")})
+    assert stores[0] == stores[1]  # the user records (the partition rows hold each run's offsets)
+
+
 def _three_on(partition: int) -> tuple[str, str, str]:
     found = [u for u in (f"x{i}" for i in range(500)) if partition_for(u, PARTITIONS) == partition][:3]
     return found[0], found[1], found[2]
