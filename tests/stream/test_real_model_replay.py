@@ -16,6 +16,7 @@ from model.scorer import IncrementalScorer
 from stream.contract import ConsentUpdate, EventContext, to_json_bytes
 from stream.engine import Engine, Inbound, Outcome
 from stream.partitioning import partition_for
+from stream.settings import Settings
 from stream.simulator import SimConfig, generate_events
 from tests.stream.fakes import PARTITIONS, DictState, catalog_entry, catalog_record, make_settings
 from tests.support.worker import train_small_model
@@ -45,11 +46,12 @@ PRODUCTION = {
 }
 
 
-def engine_for(
-    scorer: IncrementalScorer, owned: set[int], worker: dict[str, object] | None = None, **policy: object
-) -> Engine:
+def engine_for(scorer: IncrementalScorer, owned: set[int], **policy: object) -> Engine:
     values: dict[str, object] = {"trigger_thresholds": {"cart_abandonment": 0.05}, **policy}
-    settings = make_settings(worker, threshold=0.05, min_threshold=0.0, **values)
+    return engine_with(scorer, owned, make_settings(threshold=0.05, min_threshold=0.0, **values))
+
+
+def engine_with(scorer: IncrementalScorer, owned: set[int], settings: Settings) -> Engine:
     engine = Engine(settings, scorer, clock=lambda: 0.0)
     engine.owned = owned
     items = [f"i{n:05d}" for n in range(600)]  # the simulator's item ids
@@ -144,12 +146,15 @@ def test_what_later_inputs_of_a_batch_change_never_reaches_the_decisions_before_
         "send_time_enabled": True,
         "reminder_seconds": 4 * 3600.0,
     }
-    worker = {"user_ttl_seconds": 6 * 3600.0}
+    worker: dict[str, object] = {"user_ttl_seconds": 6 * 3600.0}
     everything = set(range(PARTITIONS))
     wall = max(r.value is not None and float(json.loads(r.value)["ts"]) or 0.0 for r in records) + 60.0
 
+    values: dict[str, object] = {"trigger_thresholds": {"cart_abandonment": 0.05}, **policy}
+    settings = make_settings(worker, threshold=0.05, min_threshold=0.0, **values)
+
     def engine() -> Engine:
-        e = engine_for(scorer, everything, worker=worker, **policy)
+        e = engine_with(scorer, everything, settings)
         e.wall_clock = lambda: wall
         return e
 
