@@ -227,6 +227,16 @@ def record(value: bytes | None, user_id: str, topic: str = "events", key: bytes 
     )
 
 
+def consent(user: str, opted_in: bool, ts: float) -> Inbound:
+    """A consent record of ``user`` on their partition."""
+    value = b'{"user_id": "%s", "opted_in": %s, "ts": %f}' % (
+        user.encode(),
+        b"true" if opted_in else b"false",
+        ts,
+    )
+    return record(value, user, "consent")
+
+
 def ev(
     event_id: str,
     user_id: str,

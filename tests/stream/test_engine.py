@@ -20,6 +20,7 @@ from tests.stream.fakes import (
     FakeScorer,
     catalog_entry,
     catalog_record,
+    consent,
     ev,
     event_bytes,
     make_engine,
@@ -224,15 +225,6 @@ def test_record_keyed_by_another_user_is_a_key_mismatch() -> None:
 
 
 # -- consent and the threshold ---------------------------------------------------------------------
-
-
-def consent(user: str, opted_in: bool, ts: float) -> Inbound:
-    value = b'{"user_id": "%s", "opted_in": %s, "ts": %f}' % (
-        user.encode(),
-        b"true" if opted_in else b"false",
-        ts,
-    )
-    return record(value, user, "consent")
 
 
 def test_push_when_interest_crosses_the_threshold() -> None:

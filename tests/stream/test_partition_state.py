@@ -26,6 +26,7 @@ from tests.stream.fakes import (
     PartitionView,
     catalog_entry,
     catalog_record,
+    consent,
     ev,
     make_engine,
     make_settings,
@@ -390,14 +391,6 @@ def test_an_opt_in_then_an_opt_out_expires_like_after_a_restart() -> None:
     them, as a restart (which rebuilds it from the stored records) would; whether the two records came
     in one batch or two changes nothing."""
     ttl = 3600.0
-
-    def consent(user: str, opted_in: bool, ts: float) -> Inbound:
-        body = b'{"user_id": "%s", "opted_in": %s, "ts": %f}' % (
-            user.encode(),
-            b"true" if opted_in else b"false",
-            ts,
-        )
-        return record(body, user, "consent")
 
     stores = []
     for batches in ((0, 2), (0, 1, 2)):
