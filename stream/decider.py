@@ -107,6 +107,7 @@ class Decider:
         # pushes are the no-push baseline of the outcome estimates.
         self.ghost_cfg = config.model_copy(update={"holdout_share": 0.0})
         self.push_order: dict[str, int] = {}  # push id -> seq of what caused it (current batch)
+        self.decision_order: dict[int, int] = {}  # id of an audit Decision -> the same seq
         # Interest-index changes of the current batch: (stream seq, partition, user, rows or the
         # bought item, time); see apply_interest_updates.
         self.index_ops: list[tuple[int, int, str, list[tuple[str, float]] | str, float]] = []
@@ -440,18 +441,15 @@ class Decider:
         if not self.audit_decisions:
             return
         user = plan.user
-        out.decisions.append(
-            (
-                user.partition,
-                Decision(
-                    user_id=user.user_id,
-                    item_id=step.item_id,
-                    trigger=step.trigger,  # type: ignore[arg-type]
-                    outcome=outcome,  # type: ignore[arg-type]
-                    reason=step.reason,
-                    score=float(step.score),
-                    threshold=float(step.threshold or 0.0),
-                    ts=plan.now,
-                ),
-            )
+        decision = Decision(
+            user_id=user.user_id,
+            item_id=step.item_id,
+            trigger=step.trigger,  # type: ignore[arg-type]
+            outcome=outcome,  # type: ignore[arg-type]
+            reason=step.reason,
+            score=float(step.score),
+            threshold=float(step.threshold or 0.0),
+            ts=plan.now,
         )
+        self.decision_order[id(decision)] = plan.seq
+        out.decisions.append((user.partition, decision))

@@ -271,12 +271,18 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
 
     def _resolve(self, work: Work, out: Outcome) -> None:
         """Pass 2 of the work gathered so far: steps, scores and decisions, pushes in stream order."""
-        first = len(out.pushes)
+        first, first_decision = len(out.pushes), len(out.decisions)
         resolve(work.users, work.steps, work.ops, out, self.scoring, self.decider, self.cfg)
-        # Rounds decide users in an order that depends on batching; emit in stream order instead.
+        # Rounds decide users in an order that depends on batching; emit in stream order instead
+        # (a stable sort: one decision's pushes and audit records keep their own order).
         order = self.decider.push_order
         out.pushes[first:] = sorted(out.pushes[first:], key=lambda pushed: order.get(pushed[1].push_id, 0))
         order.clear()
+        audited = self.decider.decision_order
+        out.decisions[first_decision:] = sorted(
+            out.decisions[first_decision:], key=lambda decided: audited.get(id(decided[1]), 0)
+        )
+        audited.clear()
         self._throttle(out, first)
         self.decider.apply_interest_updates()
 
@@ -299,6 +305,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         # A batch that raised half-way (a bug) must not leave its queued work to the next one.
         self.decider.index_ops.clear()
         self.decider.push_order.clear()
+        self.decider.decision_order.clear()
 
     def _next_ask_seq(self) -> int:
         self._ask_seq += 1
