@@ -73,6 +73,11 @@ class SeenAt:
     last_ts: float | None  # the last behaviour event so far (is the shopper on the site?)
     bought: frozenset[str]  # items bought so far (a held push of one is not sent)
 
+    @classmethod
+    def of(cls, engagement: Engagement) -> SeenAt:
+        """The engagement facts a release reads, as they are now."""
+        return cls(engagement.last_ts, engagement.bought())
+
 
 @dataclass(frozen=True, slots=True)
 class Op:
@@ -89,11 +94,6 @@ class Op:
     now: float = 0.0
     seq: int = 0  # order in the stream (pushes are emitted in this order)
     seen: SeenAt | None = None
-
-    @staticmethod
-    def seen_now(engagement: Engagement) -> SeenAt:
-        """The engagement facts a release reads, as they are now."""
-        return SeenAt(engagement.last_ts, engagement.bought())
 
 
 @dataclass

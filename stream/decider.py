@@ -20,7 +20,7 @@ from typing import Literal
 
 from stream import policy as pol
 from stream import triggers
-from stream.asks import Ask, BatchUser, Op, Scored, SeenAt
+from stream.asks import Ask, BatchUser, Scored, SeenAt
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Decision, Push
 from stream.covisitation import snapshot_similarity
@@ -390,7 +390,7 @@ class Decider:
         if not any(h.release_at <= now for h in pstate.held):
             return None
         if seen is None:
-            seen = Op.seen_now(user.engagement)
+            seen = SeenAt.of(user.engagement)
         plan = Plan(user, now, seq)
         # Not while the shopper is on the site (they wait until the shopper has been away a while),
         # and never into quiet hours (a deferral can end inside them): then they wait again.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stream import triggers
-from stream.asks import Op, Work
+from stream.asks import Op, SeenAt, Work
 from stream.decider import RELEASE_KIND
 from stream.engine.intake import Intake
 from stream.engine.ports import StateAccess
@@ -52,7 +52,7 @@ class DueTimersMixin:
             if self.users.expired(user.state, at):
                 continue
             if timer.kind == RELEASE_KIND:
-                seen = Op.seen_now(user.engagement)
+                seen = SeenAt.of(user.engagement)
                 work.queue(user, Op(position, now=at, seq=self._next_ask_seq(), seen=seen), at)
                 continue
             # The ask of a due timer comes from its trigger (``stream.triggers.TIMER_ASKS``).

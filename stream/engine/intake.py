@@ -13,7 +13,7 @@ from time import perf_counter
 
 from stream import policy as pol
 from stream import triggers
-from stream.asks import Ask, BatchUser, Op, Work
+from stream.asks import Ask, BatchUser, Op, SeenAt, Work
 from stream.candidates import EngagedItem, Engagement, gather_candidates
 from stream.catalog_view import CatalogView
 from stream.content_items import NewItems
@@ -192,7 +192,7 @@ class Intake:
             state.remember_item(item, event.type, event.ts, state.session_id, worker.recent_items)
             steps.append((item, TYPE_INDEX[event.type]))
         out.events[(event.type, "processed")] += 1
-        seen = Op.seen_now(user.engagement)
+        seen = SeenAt.of(user.engagement)
         work.queue(user, Op(len(steps), event, seq=self._next_seq(), seen=seen), event.ts)
         if event.type in NUDGE_TYPES:
             ask = self.maybe_ask(user, event, out)
