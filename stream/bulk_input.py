@@ -115,6 +115,10 @@ class BulkReader:
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": max(kafka.fetch_max_wait_ms, 10),
                 "enable.partition.eof": False,
+                # Fetch a partition again only once the worker has taken what was fetched: a fetch
+                # per batch instead of a stream of small ones (settings: input_prefetch_messages).
+                "queued.min.messages": kafka.input_prefetch_messages,
+                "fetch.queue.backoff.ms": kafka.input_fetch_backoff_ms,
             }
         )
         self._lock = threading.Lock()
