@@ -149,7 +149,14 @@ def observe_stored(
         raise ValueError("weight must not be negative")
     if weight == 0:
         return row
-    if not row or len(row) > HOURS + 1 or ts - row[0] > _REBASE_HALF_LIVES * half_life_seconds:
+    if not row:  # a first observation: its landmark, zeros up to its hour, its count (as to_list)
+        landmark = math.floor(ts)
+        first = round(weight * math.exp2((ts - landmark) / half_life_seconds), _DECIMALS)
+        if first == 0:
+            return None
+        hour = datetime.fromtimestamp(ts, zone).hour
+        return [landmark, *([0] * hour), int(first) if first.is_integer() else first]
+    if len(row) > HOURS + 1 or ts - row[0] > _REBASE_HALF_LIVES * half_life_seconds:
         hours = EngagementHours.from_list(row, half_life_seconds)
         hours.observe(ts, zone, weight)
         return hours.to_list()
