@@ -11,6 +11,7 @@ bits equal alone and in blocks of any size), so a round's users are stepped in o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -91,9 +92,10 @@ class AskScorer:
         out[rows, cols] = warmup_lift(feature, gamma, offset)
         return out
 
-    def score(self, asks: list[Ask]) -> list[Scored]:
+    def score(self, asks: list[Ask], states: Sequence[np.ndarray | None] | None = None) -> list[Scored]:
         """Score every ask's candidates in one batch; per ask the few that could reach a threshold.
 
+        ``states``: each ask's hidden state (None: the initial one); by default the user's current one.
         Returns, per ask, (item, source, raw score, calibrated interest) best first, and the
         candidates interesting enough for the item -> interested users index that catalog changes use.
         """
@@ -110,8 +112,9 @@ class AskScorer:
             cands[row, : len(ask.items)] = flat_idx[pos : pos + len(ask.items)]
             pos += len(ask.items)
         init = self.scorer.initial_state(1)[0]
-        states = np.stack([a.user.state.hidden if a.user.state.hidden is not None else init for a in asks])
-        raws, probs = self.score_rows(states, cands, self.lift(asks, width))
+        hidden = [a.user.state.hidden for a in asks] if states is None else states
+        rows = np.stack([h if h is not None else init for h in hidden])
+        raws, probs = self.score_rows(rows, cands, self.lift(asks, width))
         floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
         for row, ask in enumerate(asks):
             n = len(ask.items)

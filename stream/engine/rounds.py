@@ -10,7 +10,7 @@ from time import perf_counter
 
 import numpy as np
 
-from stream.asks import BatchUser, Op
+from stream.asks import Ask, BatchUser, Op
 from stream.contract import EVENT_TYPES
 from stream.decider import Decider
 from stream.feedback import apply_feedback, settle_ignored
@@ -28,7 +28,7 @@ def resolve(
     decider: Decider,
     config: PolicyConfig,
 ) -> None:
-    """Pass 2: GRU steps in rounds, each followed by the decisions queued behind it."""
+    """Pass 2: GRU steps in rounds, then the batch's asks scored at once, then the decisions in order."""
     stage = out.stage_seconds
     depth = max((len(s) for s in steps.values()), default=0)
     # Each round's ops, in user order then the user's own order, gathered once: a scan of every op per
@@ -38,21 +38,29 @@ def resolve(
         user = users[u]
         for op in queue:
             by_round[op.step].append((user, op))
+    # Every round's steps first, each ask taking the user's hidden state as its round left it, then
+    # one scoring call for the whole batch (its rows in fixed chunks: a row's scores do not depend on
+    # the rows beside it, stream.scoring), then the decisions round by round. Scoring is a pure
+    # function of the captured state and candidates, and decisions change no step, so this is the
+    # order of before, with a handful of padded chunks per batch instead of one or more per round.
     stepping = [(users[u], s) for u, s in steps.items()]
+    asks: list[Ask] = []
+    states: list[np.ndarray | None] = []
     for r in range(depth + 1):
         if r > 0:
             t = perf_counter()
             stepping = [(user, s) for user, s in stepping if len(s) >= r]
             step_round([(user, s[r - 1]) for user, s in stepping], out, scoring)
             stage["step"] += perf_counter() - t
-        due = by_round[r]
-        if not due:
-            continue
-        asks = [op.ask for _, op in due if op.ask is not None]
-        t = perf_counter()
-        scored = dict(zip(map(id, asks), scoring.score(asks), strict=True))
-        t1 = perf_counter()
-        stage["score"] += t1 - t
+        for _, op in by_round[r]:
+            if op.ask is not None:
+                asks.append(op.ask)
+                states.append(op.ask.user.state.hidden)  # replaced, never changed, by later steps
+    t = perf_counter()
+    scored = dict(zip(map(id, asks), scoring.score(asks, states), strict=True)) if asks else {}
+    t1 = perf_counter()
+    stage["score"] += t1 - t
+    for due in by_round:
         for user, op in due:
             if op.ask is not None:
                 decider.decide(op.ask, scored[id(op.ask)], out)
@@ -69,7 +77,7 @@ def resolve(
                     out.feedback.append(fb)
             out.feedback += settle_ignored(pstate, op.event.ts, config)
             decider.release_held(user, op.event.ts, out, op.seq, op.seen)
-        stage["decide"] += perf_counter() - t1
+    stage["decide"] += perf_counter() - t1
 
 
 def step_round(batch: list[tuple[BatchUser, tuple[str, int]]], out: Outcome, scoring: AskScorer) -> None:
