@@ -99,10 +99,21 @@ def push_window(window: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     return torch.cat([(items + 1).to(window.dtype)[:, None], window[:, :-1]], dim=1)
 
 
-def window_weights(window: torch.Tensor, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices (B, W) int64 with -1 for empty slots, decay weights (B, W) with 0 for empty slots)."""
+def decay_powers(decay: float, width: int) -> torch.Tensor:
+    """``decay ** [0, 1, ..., width - 1]`` (float32): the weight of each window slot, newest first."""
+    return decay ** torch.arange(width, dtype=torch.float32)
+
+
+def window_weights(
+    window: torch.Tensor, decay: float, powers: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices (B, W) int64 with -1 for empty slots, decay weights (B, W) with 0 for empty slots).
+
+    ``powers``: :func:`decay_powers` of the window's width, when the caller keeps it (the same values).
+    """
     idx = window.round().to(torch.int64) - 1
-    powers = decay ** torch.arange(window.shape[1], dtype=torch.float32)
+    if powers is None:
+        powers = decay_powers(decay, window.shape[1])
     return idx, powers[None, :] * (idx >= 0)
 
 
@@ -133,9 +144,13 @@ class SessionMemory:
         self.w = neighbour_w
         self.use_neighbours = neighbour_weight > 0 and neighbour_idx.shape[1] > 0
         self.votes = votes  # the session-kNN term (model.session_votes), or None
+        self._powers: torch.Tensor | None = None  # decay_powers of the last window width seen
 
     def _parts(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx, powers = window_weights(window, self.decay)
+        width = window.shape[1]
+        if self._powers is None or self._powers.shape[0] != width:
+            self._powers = decay_powers(self.decay, width)  # per call it was a tenth of the lookup
+        idx, powers = window_weights(window, self.decay, self._powers)
         norm = powers / powers.sum(dim=1, keepdim=True).clamp(min=1e-12)
         return idx, idx.clamp(min=0), powers, norm
 
