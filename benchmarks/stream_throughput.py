@@ -145,6 +145,7 @@ FETCH_WAIT_MS = 10
 FLOOR_TOPIC = "bench-floor"  # same partition count as events, on the latency phase's broker
 WARMUP_SECONDS = 1.0
 POLL_SECONDS = 0.5  # /metrics polls in the throughput phase (see the module doc)
+LATENCY_WINDOW_SECONDS = 2.0  # the latency runs' percentiles are also reported per window this long
 
 
 def _say(text: str) -> None:
@@ -533,6 +534,33 @@ def _latency_stats(samples: list[tuple[float, float]], after: float) -> dict[str
     }
 
 
+def _latency_windows(
+    samples: list[tuple[float, float]], after: float, width: float = LATENCY_WINDOW_SECONDS
+) -> list[dict[str, float]]:
+    """p50 and p99 per ``width`` seconds of stamps from ``after`` on: how latency moved during the run.
+
+    The embedded broker's fetches cost CPU in proportion to the data already in the partition (measured
+    2026-12-04), so on one broker the same rate gets slower as its topics grow: the first windows show
+    the pipeline on a fresh broker, the last ones on a full one.
+    """
+    kept = sorted((stamp - after, lat) for stamp, lat in samples if stamp >= after)
+    out: list[dict[str, float]] = []
+    start = 0.0
+    while kept and start <= kept[-1][0]:
+        values = np.array([lat for t, lat in kept if start <= t < start + width]) * 1000.0
+        if values.size:
+            out.append(
+                {
+                    "from_s": start,
+                    "n": int(values.size),
+                    "p50_ms": float(np.percentile(values, 50)),
+                    "p99_ms": float(np.percentile(values, 99)),
+                }
+            )
+        start += width
+    return out
+
+
 def _cycle(events: list[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
     """The events over and over; from the second pass on, event ids get a suffix (no duplicates)."""
     rounds = 0
@@ -567,6 +595,7 @@ def measure_floor(bootstrap: str, work: Workload, rate: float, seconds: float) -
         "sent": sent,
         "achieved_rate": achieved,
         **_latency_stats(reader.samples, started + WARMUP_SECONDS),
+        "windows": _latency_windows(reader.samples, started + WARMUP_SECONDS),
     }
 
 
@@ -582,6 +611,30 @@ def _latency_met(r: dict[str, Any]) -> str:
         if achieved < 0.95 * r["rate"]:
             return f"no verdict: the {name} producer reached {achieved:,.0f}/s of {r['rate']:,.0f}"
     return "yes" if r["p99_ms"] - r["floor_p99_ms"] <= 10 else "no"
+
+
+def _window_rows(r: dict[str, Any]) -> list[str]:
+    """The report's table of latency per window of the run (none for runs without windows)."""
+    lat, flo = r["latency"].get("windows") or [], r["floor"].get("windows") or []
+    if not lat or not flo:
+        return []
+    floor_at = {w["from_s"]: w for w in flo}
+    rows = [
+        "",
+        f"Latency during the run at {r['rate']:,.0f} events/s, per {LATENCY_WINDOW_SECONDS:.0f} s after the "
+        "warm-up (the embedded broker's fetches cost CPU in proportion to what its partitions already hold, "
+        "so each run slows as its topics grow; the floor's topic grows the same way):",
+        "",
+        "| seconds | floor p50 / p99, ms | worker p50 / p99, ms | worker p99 − floor p99, ms |",
+        "|---|---|---|---|",
+    ]
+    for w in lat:
+        f = floor_at.get(w["from_s"])
+        floor_cell = f"{f['p50_ms']:.1f} / {f['p99_ms']:.1f}" if f else "–"
+        gap = f"{w['p99_ms'] - f['p99_ms']:+.1f}" if f else "–"
+        span = f"{w['from_s']:.0f}–{w['from_s'] + LATENCY_WINDOW_SECONDS:.0f}"
+        rows.append(f"| {span} | {floor_cell} | {w['p50_ms']:.1f} / {w['p99_ms']:.1f} | {gap} |")
+    return [*rows, ""]
 
 
 def _high_rate_rows(high: dict[str, Any] | None) -> list[str]:
@@ -660,6 +713,7 @@ def measure_latency(
         "stage_us_per_event": {k: 1e6 * v / max(processed, 1) for k, v in stages.items()},
         "drained_after_s": drained_after,
         **stats,
+        "windows": _latency_windows(reader.samples, started + WARMUP_SECONDS),
     }
 
 
@@ -890,6 +944,21 @@ def draw_figures(r: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     ax.set_ylabel("latency, ms")
     ax.set_title(f"Latency at {r['rate']:,.0f} events/s offered ({lat.get('n', 0):,} worker samples)")
     drawn.append(("Latency percentiles", plots.save(fig, out / "stream_throughput-latency.png")))
+
+    if lat.get("windows") and flo.get("windows"):  # runs from before 2026-12-04 have none
+        fig, ax = plots.figure(7.5, 3.8)
+        for label, run, color in (("worker event→push", lat, plots.OURS), ("broker floor", flo, plots.OTHER)):
+            xs = [w["from_s"] + LATENCY_WINDOW_SECONDS / 2 for w in run["windows"]]
+            ax.plot(xs, [w["p99_ms"] for w in run["windows"]], color=color, marker="o", label=f"{label}, p99")
+            ax.plot(
+                xs, [w["p50_ms"] for w in run["windows"]], color=color, linestyle=":", label=f"{label}, p50"
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel(f"seconds after the warm-up ({LATENCY_WINDOW_SECONDS:.0f} s windows)")
+        ax.set_ylabel("latency, ms (log scale)")
+        ax.set_title(f"Latency during the run at {r['rate']:,.0f} events/s (the broker's topics grow)")
+        ax.legend(fontsize=8, loc="upper left")
+        drawn.append(("Latency during the run", plots.save(fig, out / "stream_throughput-latency-time.png")))
     return drawn
 
 
@@ -1087,6 +1156,7 @@ def write_report(
         f"p90 {lat.get('p90_ms', 0):.1f} ms, max {lat.get('max_ms', 0):.1f} ms. Outcomes: {lat['outcomes']}.",
         f"- Floor run: {flo['sent']:,} events at {flo['achieved_rate']:,.0f}/s, {flo['n']:,} samples; "
         f"p90 {flo.get('p90_ms', 0):.1f} ms, max {flo.get('max_ms', 0):.1f} ms.",
+        *_window_rows(r),
         "",
         "## How it is measured",
         "",

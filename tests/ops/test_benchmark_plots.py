@@ -188,6 +188,25 @@ def test_stream_throughput_figures(tmp_path: Path) -> None:
         "stream_throughput-latency.png",
     ]
     assert all(_is_png(p) for _, p in drawn)
+    # A run that recorded its latency per window of time also draws how latency moved during it.
+    windowed = stream_result()
+    for run, base in ((windowed["latency"], 20.0), (windowed["floor"], 6.0)):
+        run["windows"] = [
+            {"from_s": 2.0 * i, "n": 900, "p50_ms": base * (1 + i), "p99_ms": 2 * base * (1 + i)}
+            for i in range(5)
+        ]
+    drawn = draw_figures(windowed, tmp_path / "windowed")
+    assert drawn[-1][1].name == "stream_throughput-latency-time.png" and _is_png(drawn[-1][1])
+
+
+def test_stream_throughput_latency_windows_split_the_run() -> None:
+    from benchmarks.stream_throughput import _latency_windows
+
+    # (stamp, latency seconds): three samples in the first 2 s after t=100, one in the third window.
+    samples = [(99.0, 9.0), (100.0, 0.010), (100.5, 0.020), (101.9, 0.030), (104.2, 0.500)]
+    windows = _latency_windows(samples, after=100.0, width=2.0)
+    assert [(w["from_s"], w["n"]) for w in windows] == [(0.0, 3), (4.0, 1)]
+    assert windows[0]["p50_ms"] == pytest.approx(20.0) and windows[1]["p99_ms"] == pytest.approx(500.0)
 
 
 def test_model_quality_figures(tmp_path: Path) -> None:
