@@ -27,6 +27,7 @@ step, and ``W * log k`` work per scored candidate.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -99,22 +100,18 @@ def push_window(window: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     return torch.cat([(items + 1).to(window.dtype)[:, None], window[:, :-1]], dim=1)
 
 
+@functools.lru_cache(maxsize=8)
 def decay_powers(decay: float, width: int) -> torch.Tensor:
-    """``decay ** [0, 1, ..., width - 1]`` (float32): the weight of each window slot, newest first."""
-    return decay ** torch.arange(width, dtype=torch.float32)
+    """``decay ** [0, 1, ..., width - 1]`` (float32), newest slot first; computed once per (decay,
+    width): it was a tenth of the neighbour lookup per scoring call. Shared: never change it in place."""
+    with torch.inference_mode(False):  # a plain tensor, usable inside and outside inference mode
+        return decay ** torch.arange(width, dtype=torch.float32)
 
 
-def window_weights(
-    window: torch.Tensor, decay: float, powers: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices (B, W) int64 with -1 for empty slots, decay weights (B, W) with 0 for empty slots).
-
-    ``powers``: :func:`decay_powers` of the window's width, when the caller keeps it (the same values).
-    """
+def window_weights(window: torch.Tensor, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices (B, W) int64 with -1 for empty slots, decay weights (B, W) with 0 for empty slots)."""
     idx = window.round().to(torch.int64) - 1
-    if powers is None:
-        powers = decay_powers(decay, window.shape[1])
-    return idx, powers[None, :] * (idx >= 0)
+    return idx, decay_powers(decay, window.shape[1])[None, :] * (idx >= 0)
 
 
 class SessionMemory:
@@ -144,13 +141,9 @@ class SessionMemory:
         self.w = neighbour_w
         self.use_neighbours = neighbour_weight > 0 and neighbour_idx.shape[1] > 0
         self.votes = votes  # the session-kNN term (model.session_votes), or None
-        self._powers: torch.Tensor | None = None  # decay_powers of the last window width seen
 
     def _parts(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        width = window.shape[1]
-        if self._powers is None or self._powers.shape[0] != width:
-            self._powers = decay_powers(self.decay, width)  # per call it was a tenth of the lookup
-        idx, powers = window_weights(window, self.decay, self._powers)
+        idx, powers = window_weights(window, self.decay)
         norm = powers / powers.sum(dim=1, keepdim=True).clamp(min=1e-12)
         return idx, idx.clamp(min=0), powers, norm
 

@@ -57,7 +57,7 @@ def resolve(
                 asks.append(op.ask)
                 states.append(op.ask.user.state.hidden)  # replaced, never changed, by later steps
     t = perf_counter()
-    scored = dict(zip(map(id, asks), scoring.score(asks, states), strict=True)) if asks else {}
+    scored = dict(zip(map(id, asks), scoring.score(asks, states), strict=True))
     t1 = perf_counter()
     stage["score"] += t1 - t
     for due in by_round:
