@@ -1173,9 +1173,12 @@ def write_report(
         "```",
         "",
         "The floor and the worker latency run on the same broker instance, one after the other.",
-        "The event→push path crosses the broker twice (events → worker, worker → pushes), each hop",
-        "bounded below by the fetch wait the broker holds (10 ms), so the pipeline's floor is about twice",
-        "the single-hop floor reported here; the goal compares with the single-hop floor as specified.",
+        "The event→push path crosses the broker twice (events → worker, worker → pushes), so the",
+        "pipeline's floor is about twice the single-hop floor reported here; the goal compares with the",
+        "single-hop floor as specified. The floor's consumer and the pushes reader wait at most",
+        f"{FETCH_WAIT_MS} ms per fetch (the floor's best); the worker reads with the production default",
+        f"(`KAIROS_KAFKA__FETCH_MAX_WAIT_MS`, {Settings().kafka.fetch_max_wait_ms} ms: the README's Input",
+        "section says why).",
     ]
     prof = r.get("profile")
     if prof:

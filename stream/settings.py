@@ -58,7 +58,13 @@ class KafkaConfig(BaseModel):
     )
     heartbeat_interval_seconds: float = Field(1.0, description="Consumer group heartbeat interval.")
     fetch_max_wait_ms: int = Field(
-        10, description="Longest a fetch waits for data; under ~10 ms the embedded broker misbehaves."
+        25,
+        ge=10,
+        description=(
+            "Longest a fetch waits for data (a real Kafka answers as soon as data is there). The embedded "
+            "broker stalls a consumer for seconds once serving a fetch takes about this long, which it "
+            "does as its topics grow: 10 ms stalled the worker at 2,000 events/s within 10 s, 25 ms did not."
+        ),
     )
     input_prefetch_messages: int = Field(
         1,
