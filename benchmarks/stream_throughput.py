@@ -79,7 +79,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from stream.broker import EmbeddedBroker  # noqa: E402
@@ -483,12 +483,19 @@ def paced_produce(
 
 @dataclass(eq=False)  # a Thread must stay hashable
 class LatencyReader(threading.Thread):
-    """Reads a topic from the start; records (receive wall time - stamp) for each message."""
+    """Reads a topic from the start; records (receive wall time - stamp) for each message.
+
+    ``hops`` splits each latency at the message's create time (set by the producing client when it
+    produced the message, on this machine's clock): (stamp, stamp → produced, produced → received).
+    For the pushes topic that is the worker's side (the input hop, the batch, the engine) and the
+    output hop.
+    """
 
     bootstrap: str
     topic: str
     stamp: Callable[[bytes], float]
     samples: list[tuple[float, float]] = field(default_factory=list)  # (stamp, latency seconds)
+    hops: list[tuple[float, float, float]] = field(default_factory=list)
     stop_event: threading.Event = field(default_factory=threading.Event)
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -517,6 +524,9 @@ class LatencyReader(threading.Thread):
                 now = time.time()
                 stamp = self.stamp(cast(bytes, msg.value()))
                 self.samples.append((stamp, now - stamp))
+                kind, millis = msg.timestamp()
+                if kind == TIMESTAMP_CREATE_TIME:
+                    self.hops.append((stamp, millis / 1000.0 - stamp, now - millis / 1000.0))
         finally:
             consumer.close()
 
@@ -559,6 +569,29 @@ def _latency_windows(
             )
         start += width
     return out
+
+
+def _hop_split(hops: list[tuple[float, float, float]], after: float) -> dict[str, Any]:
+    """Latency split at the push's create time: the worker's side (event → produced: the input hop,
+    the batch and the engine) and the output hop (produced → read), overall and per window."""
+    if not hops:
+        return {}
+    to_produce = [(stamp, a) for stamp, a, _ in hops]
+    to_read = [(stamp, b) for stamp, _, b in hops]
+    read_at = {w["from_s"]: w for w in _latency_windows(to_read, after)}
+    return {
+        "event_to_produce": _latency_stats(to_produce, after),
+        "produce_to_read": _latency_stats(to_read, after),
+        "windows": [
+            {
+                "from_s": w["from_s"],
+                "event_to_produce_p99_ms": w["p99_ms"],
+                "produce_to_read_p99_ms": read_at[w["from_s"]]["p99_ms"],
+            }
+            for w in _latency_windows(to_produce, after)
+            if w["from_s"] in read_at
+        ],
+    }
 
 
 def _cycle(events: list[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
@@ -619,22 +652,48 @@ def _window_rows(r: dict[str, Any]) -> list[str]:
     if not lat or not flo:
         return []
     floor_at = {w["from_s"]: w for w in flo}
+    hop_at = {w["from_s"]: w for w in (r["latency"].get("hops") or {}).get("windows", [])}
+    split = " event → produced p99 / produced → read p99, ms |" if hop_at else ""
     rows = [
         "",
         f"Latency during the run at {r['rate']:,.0f} events/s, per {LATENCY_WINDOW_SECONDS:.0f} s after the "
         "warm-up (the embedded broker's fetches cost CPU in proportion to what its partitions already hold, "
-        "so each run slows as its topics grow; the floor's topic grows the same way):",
+        "so each run slows as its topics grow; the floor's topic grows the same way)"
+        + (
+            "; each push's latency is also split at its create time, into the worker's side (the input "
+            "hop, the batch, the engine) and the output hop:"
+            if hop_at
+            else ":"
+        ),
         "",
-        "| seconds | floor p50 / p99, ms | worker p50 / p99, ms | worker p99 − floor p99, ms |",
-        "|---|---|---|---|",
+        f"| seconds | floor p50 / p99, ms | worker p50 / p99, ms | worker p99 − floor p99, ms |{split}",
+        "|---|---|---|---|" + ("---|" if hop_at else ""),
     ]
     for w in lat:
         f = floor_at.get(w["from_s"])
         floor_cell = f"{f['p50_ms']:.1f} / {f['p99_ms']:.1f}" if f else "–"
         gap = f"{w['p99_ms'] - f['p99_ms']:+.1f}" if f else "–"
         span = f"{w['from_s']:.0f}–{w['from_s'] + LATENCY_WINDOW_SECONDS:.0f}"
-        rows.append(f"| {span} | {floor_cell} | {w['p50_ms']:.1f} / {w['p99_ms']:.1f} | {gap} |")
+        row = f"| {span} | {floor_cell} | {w['p50_ms']:.1f} / {w['p99_ms']:.1f} | {gap} |"
+        if hop_at:
+            h = hop_at.get(w["from_s"])
+            row += (
+                f" {h['event_to_produce_p99_ms']:.1f} / {h['produce_to_read_p99_ms']:.1f} |" if h else " – |"
+            )
+        rows.append(row)
     return [*rows, ""]
+
+
+def _hop_line(hops: dict[str, Any] | None) -> list[str]:
+    """The report's line on where a push's latency is spent (none for runs without the split)."""
+    if not hops or not hops["event_to_produce"].get("n"):
+        return []
+    a, b = hops["event_to_produce"], hops["produce_to_read"]
+    return [
+        f"- Split at each push's create time: event → produced (the input hop, the batch, the engine) "
+        f"p50 / p99 {a['p50_ms']:.1f} / {a['p99_ms']:.1f} ms; produced → read (the output hop) "
+        f"{b['p50_ms']:.1f} / {b['p99_ms']:.1f} ms."
+    ]
 
 
 def _high_rate_rows(high: dict[str, Any] | None) -> list[str]:
@@ -714,6 +773,7 @@ def measure_latency(
         "drained_after_s": drained_after,
         **stats,
         "windows": _latency_windows(reader.samples, started + WARMUP_SECONDS),
+        "hops": _hop_split(reader.hops, started + WARMUP_SECONDS),
     }
 
 
@@ -1154,6 +1214,7 @@ def write_report(
         f"- Latency run: {lat['sent']:,} events offered at {lat['achieved_rate']:,.0f}/s, "
         f"{lat['pushes']:,} pushes, {lat['n']:,} samples after the {WARMUP_SECONDS:.0f} s warm-up; "
         f"p90 {lat.get('p90_ms', 0):.1f} ms, max {lat.get('max_ms', 0):.1f} ms. Outcomes: {lat['outcomes']}.",
+        *_hop_line(lat.get("hops")),
         f"- Floor run: {flo['sent']:,} events at {flo['achieved_rate']:,.0f}/s, {flo['n']:,} samples; "
         f"p90 {flo.get('p90_ms', 0):.1f} ms, max {flo.get('max_ms', 0):.1f} ms.",
         *_window_rows(r),

@@ -337,3 +337,30 @@ def test_the_latency_verdict_needs_a_floor_that_kept_the_offered_rate() -> None:
     rows = _high_rate_rows(high)
     assert "10624.3 / 14099.1" in rows[0] and "processed 60,000 of 60,000" in rows[0]
     assert "14.1 / 84.5" in rows[1]
+
+
+def test_stream_throughput_splits_a_push_latency_at_its_create_time() -> None:
+    from benchmarks.stream_throughput import _hop_line, _hop_split, _window_rows
+
+    # (stamp, event -> produced seconds, produced -> read seconds); the first is before the warm-up.
+    hops = [(99.0, 5.0, 5.0), (100.0, 0.020, 0.005), (100.5, 0.030, 0.006), (104.2, 1.500, 0.010)]
+    split = _hop_split(hops, after=100.0)
+    assert split["event_to_produce"]["n"] == 3 and split["event_to_produce"]["max_ms"] == pytest.approx(
+        1500.0
+    )
+    assert split["produce_to_read"]["max_ms"] == pytest.approx(10.0)
+    assert [w["from_s"] for w in split["windows"]] == [0.0, 4.0]
+    assert split["windows"][1]["event_to_produce_p99_ms"] == pytest.approx(1500.0)
+    assert _hop_split([], after=100.0) == {} and _hop_line({}) == []
+    assert "produced → read" in _hop_line(split)[0]
+    # The report's window table gains the split's columns when the run has it.
+    window = {"from_s": 0.0, "n": 2, "p50_ms": 30.0, "p99_ms": 40.0}
+    run = {"rate": 2000.0, "floor": {"windows": [window]}, "latency": {"windows": [window], "hops": split}}
+    header, first = _window_rows(run)[3], _window_rows(run)[5]
+    assert header.endswith("event → produced p99 / produced → read p99, ms |")
+    assert first.endswith(
+        f"{split['windows'][0]['event_to_produce_p99_ms']:.1f} / "
+        f"{split['windows'][0]['produce_to_read_p99_ms']:.1f} |"
+    )
+    del run["latency"]["hops"]
+    assert _window_rows(run)[3].endswith("worker p99 − floor p99, ms |")
