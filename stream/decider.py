@@ -257,7 +257,17 @@ class Decider:
                 continue
             push = pol.build_push(user.user_id, cand, verdict, ask.now, cfg, self.version())
             if push.push_id in known:  # a replayed input: the push already exists
-                plan.steps.append(Step("suppress", cand.trigger, cand.item_id, "duplicate", audit=False))
+                plan.steps.append(
+                    Step(
+                        "suppress",
+                        cand.trigger,
+                        cand.item_id,
+                        "duplicate",
+                        push=push,
+                        context=self._context(cand),
+                        audit=False,
+                    )
+                )
                 continue
             verdict = self._send_time(ask, verdict, push, ask.now, held)
             action: Action = "emit" if verdict.outcome == "emit" else "hold"
@@ -296,6 +306,8 @@ class Decider:
         for step in plan.steps:
             if step.action == "suppress":
                 out.suppressions[(step.trigger, step.reason)] += 1
+                if step.reason == "duplicate" and step.push is not None:
+                    self._complete_recovered(plan, step)
                 if step.audit:
                     self._audit(plan, step, "suppressed", out)
                 continue
@@ -324,6 +336,21 @@ class Decider:
                 due = self._schedule_release(part, plan, step)
                 pol.record_hold(pstate, step.push, due, self.cfg, context=step.context)
                 self._audit(plan, step, "held", out)
+
+    def _complete_recovered(self, plan: Plan, step: Step) -> None:
+        """The decision that emitted a push recovered after a crash (``recovered``), made again on the
+        redelivered input: record what it recorded then, its context and the push in the outcome
+        estimates, so the state is the uninterrupted run's. Once; any other duplicate changes nothing."""
+        assert step.push is not None
+        user = plan.user
+        for record in user.state.policy.pushes:
+            if record.push_id == step.push.push_id and record.recovered:
+                record.recovered = False
+                record.context = step.context
+                user.dirty = True
+                if step.context:
+                    self.part(user.partition).learning.add(plan.seq, Update("push", step.context, plan.now))
+                return
 
     @staticmethod
     def _schedule_release(part: PartitionState, plan: Plan, step: Step) -> float:
@@ -414,9 +441,23 @@ class Decider:
             return plan
         plan.released_until = now
         bought = seen.bought
+        recorded = {r.push_id for r in pstate.pushes}  # a held push is recorded once released
         for h, verdict in pol.judge_held(user.user_id, pstate, now, self.cfg, self._catalog_at(now), bought):
             push = h.push
-            if verdict.outcome == "emit":
+            if verdict.outcome == "emit" and push.push_id in recorded:  # released before a crash
+                released = push.model_copy(update={"created_at": now})
+                plan.steps.append(
+                    Step(
+                        "suppress",
+                        push.trigger,
+                        push.item_id,
+                        "duplicate",
+                        push=released,
+                        context=h.context,
+                        audit=False,
+                    )
+                )
+            elif verdict.outcome == "emit":
                 released = push.model_copy(update={"created_at": now})
                 plan.steps.append(
                     Step(

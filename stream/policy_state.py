@@ -34,9 +34,12 @@ class PushRecord:
     # A holdout user's "ghost": what would have been pushed, never sent. It counts for the caps (so
     # holdout decisions mirror treatment ones) and its item's purchase is the no-push baseline.
     ghost: bool = False
+    # Read back from the pushes topic at recovery (emitted just before a crash, after the state's last
+    # changelog write) and not yet met again by the decision that emitted it, which completes it.
+    recovered: bool = False
 
     def to_list(self) -> list[Any]:
-        """Compact JSON-able form (field order as declared; the last two only when set)."""
+        """Compact JSON-able form (field order as declared; the optional tail only when set)."""
         row = [
             self.push_id,
             self.item_id,
@@ -51,8 +54,10 @@ class PushRecord:
             self.dismissed_at,
             self.ignored_at,
         ]
-        if self.context or self.ghost:
+        if self.context or self.ghost or self.recovered:
             row += [self.context, self.ghost]
+        if self.recovered:
+            row.append(True)
         return row
 
     @classmethod

@@ -73,7 +73,9 @@ class PartitionsMixin:
         """Record pushes found on the pushes topic that the recovered state does not know yet.
 
         They were emitted just before a crash, after the state's last changelog write: without this,
-        redelivered events could emit them a second time.
+        redelivered events could emit them a second time. Each is marked ``recovered``: the push on the
+        topic does not carry its decision context, so the decision that emitted it, made again on the
+        redelivered input, completes the record (``Decider.apply``).
         """
         if partition not in self.parts and partition not in self.owned:
             raise RuntimeError(f"partition {partition} must be adopted before its pushes are reconciled")
@@ -83,7 +85,7 @@ class PartitionsMixin:
             user = self.users.load(txn, partition, push.user_id, users)
             if any(r.push_id == push.push_id for r in user.state.policy.pushes):
                 continue
-            record_push(user.state.policy, push, self.cfg)
+            record_push(user.state.policy, push, self.cfg).recovered = True
             user.dirty = True
             n += 1
         self.users.save(txn, users.values())

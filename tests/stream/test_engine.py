@@ -592,6 +592,37 @@ def test_recovered_pushes_are_not_emitted_again() -> None:
     assert out.suppressions[("in_session", "min_gap")] == 1
 
 
+def test_a_recovered_push_met_again_by_its_decision_leaves_the_uninterrupted_state() -> None:
+    # The push on the topic lacks its decision context; the redelivered input's decision completes the
+    # record and counts the push in the outcome estimates, as the run without the crash did.
+    settings = make_settings(
+        min_gap_seconds=0, item_repeat_window_seconds=0, max_per_category_per_local_day=0
+    )
+    records = [ev("e1", "u1", "view", "i1", T0), ev("e2", "u1", "view", "i1", T0 + 120)]
+    later = [ev("e3", "u1", "view", "i2", T0 + 4000)]
+    uninterrupted = DictState()
+    reference = make_engine(settings)
+    emitted = reference.process(records, uninterrupted).pushes[0][1]
+    reference.process(later, uninterrupted)
+    assert uninterrupted.user("u1").policy.pushes[0].context
+
+    engine = make_engine(settings)
+    store = DictState()
+    partition = partition_for("u1", PARTITIONS)
+    engine.apply_recovered_pushes(partition, [emitted], store)
+    assert store.user("u1").policy.pushes[0].recovered
+    assert not store.user("u1").policy.pushes[0].context
+    assert engine.process(records, store).pushes == []
+    engine.process(later, store)
+    assert store.user("u1").policy == uninterrupted.user("u1").policy
+
+    # The partition's outcome-estimate updates (rows "\x00r...") too: the push counts in its context.
+    def learning(state: DictState) -> dict[tuple[int, bytes], bytes]:
+        return {k: v for k, v in state.data.items() if k[1].startswith(b"\x00r")}
+
+    assert learning(uninterrupted) and learning(store) == learning(uninterrupted)
+
+
 def test_recovered_pushes_count_for_the_rules_too() -> None:
     records = [ev("e1", "u1", "view", "i1", T0), ev("e2", "u1", "view", "i1", T0 + 120)]
     emitted = make_engine().process(records, DictState()).pushes[0][1]
