@@ -69,6 +69,12 @@ class Step:
     audit: bool = True  # whether the decisions topic gets a record of it
 
 
+def _duplicate(push: Push, context: str) -> Step:
+    """A decision whose push already exists (a redelivered input): suppressed; ``Decider.apply``
+    completes the push's record if it was recovered after a crash."""
+    return Step("suppress", push.trigger, push.item_id, "duplicate", push=push, context=context, audit=False)
+
+
 @dataclass
 class Plan:
     """Everything one decision does, before it is done: :meth:`Decider.apply` carries it out.
@@ -257,17 +263,7 @@ class Decider:
                 continue
             push = pol.build_push(user.user_id, cand, verdict, ask.now, cfg, self.version())
             if push.push_id in known:  # a replayed input: the push already exists
-                plan.steps.append(
-                    Step(
-                        "suppress",
-                        cand.trigger,
-                        cand.item_id,
-                        "duplicate",
-                        push=push,
-                        context=self._context(cand),
-                        audit=False,
-                    )
-                )
+                plan.steps.append(_duplicate(push, self._context(cand)))
                 continue
             verdict = self._send_time(ask, verdict, push, ask.now, held)
             action: Action = "emit" if verdict.outcome == "emit" else "hold"
@@ -445,18 +441,7 @@ class Decider:
         for h, verdict in pol.judge_held(user.user_id, pstate, now, self.cfg, self._catalog_at(now), bought):
             push = h.push
             if verdict.outcome == "emit" and push.push_id in recorded:  # released before a crash
-                released = push.model_copy(update={"created_at": now})
-                plan.steps.append(
-                    Step(
-                        "suppress",
-                        push.trigger,
-                        push.item_id,
-                        "duplicate",
-                        push=released,
-                        context=h.context,
-                        audit=False,
-                    )
-                )
+                plan.steps.append(_duplicate(push.model_copy(update={"created_at": now}), h.context))
             elif verdict.outcome == "emit":
                 released = push.model_copy(update={"created_at": now})
                 plan.steps.append(
