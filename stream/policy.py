@@ -34,7 +34,7 @@ from stream.explain import explain
 from stream.interest import effective_threshold
 from stream.policy_candidates import make_candidate, push_expiry, with_catalog
 from stream.policy_config import PolicyConfig
-from stream.policy_state import HeldPush, PushRecord, UserPolicyState
+from stream.policy_state import HeldPush, PushRecord, UserPolicyState, seen_at
 from stream.policy_types import SUPPRESSION_REASONS, Candidate, Outcome, Similarity, SuppressReason, Verdict
 from stream.push_records import (
     build_decision,
@@ -246,7 +246,8 @@ def decide(
         used = recent.categories_today.get(c.category, 0) + sum(1 for o in chosen if o.category == c.category)
         return used < limit
 
-    history = [_as_candidate(r) for r in state.pushes[-config.mmr_history :]] if config.mmr_history else []
+    seen = seen_at(state.pushes, now)
+    history = [_as_candidate(r) for r in seen[-config.mmr_history :]] if config.mmr_history else []
     chosen = _mmr(
         eligible, history, max(room, 0), config.mmr_lambda, similarity or default_similarity, category_room
     )

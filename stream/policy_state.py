@@ -7,6 +7,7 @@ zone, the responsiveness offset and the engagement hours. Pure data with its own
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,13 @@ class PushRecord:
     def from_list(cls, row: list[Any]) -> PushRecord:
         """Inverse of :meth:`to_list`."""
         return cls(*row)
+
+
+def seen_at(records: Sequence[PushRecord], now: float) -> list[PushRecord]:
+    """The push records a decision at ``now`` sees: a push recovered after a crash and not yet met
+    again by its own decision is left out until the stream passes its time, as the run without the
+    crash had not made it yet (its own decision, made again at that time, completes it)."""
+    return [r for r in records if not (r.recovered and r.created_at >= now)]
 
 
 @dataclass

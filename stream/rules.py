@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from stream.policy_config import PolicyConfig
+from stream.policy_state import seen_at
 
 if TYPE_CHECKING:
     from stream.policy_state import PushRecord
@@ -59,7 +60,9 @@ class PushHistory:
     def of(
         cls, records: Sequence[PushRecord], now: float, zone: ZoneInfo, config: PolicyConfig
     ) -> PushHistory:
-        """Summarise ``records`` at ``now``; rolling windows are (now - W, now]."""
+        """Summarise ``records`` at ``now``; rolling windows are (now - W, now]. A recovered push not
+        yet met again by its own decision is left out (``stream.policy_state.seen_at``)."""
+        records = seen_at(records, now)
         today = local_date(now, zone)
         in_24h = in_7d = today_count = 0
         last_at: float | None = None
