@@ -113,7 +113,7 @@ class BulkReader:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": max(kafka.fetch_max_wait_ms, 10),
+                "fetch.wait.max.ms": kafka.fetch_max_wait_ms,  # at least 10 (settings)
                 "enable.partition.eof": False,
                 # Fetch a partition again only once the worker has taken what was fetched: a fetch
                 # per batch instead of a stream of small ones (settings: input_prefetch_messages).

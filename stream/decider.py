@@ -440,23 +440,16 @@ class Decider:
         recorded = {r.push_id for r in pstate.pushes}  # a held push is recorded once released
         for h, verdict in pol.judge_held(user.user_id, pstate, now, self.cfg, self._catalog_at(now), bought):
             push = h.push
-            if verdict.outcome == "emit" and push.push_id in recorded:  # released before a crash
-                plan.steps.append(_duplicate(push.model_copy(update={"created_at": now}), h.context))
-            elif verdict.outcome == "emit":
-                released = push.model_copy(update={"created_at": now})
-                plan.steps.append(
-                    Step(
-                        "emit",
-                        push.trigger,
-                        push.item_id,
-                        "ok",
-                        push=released,
-                        context=h.context,
-                        audit=False,
-                    )
-                )
-            else:
+            if verdict.outcome != "emit":
                 plan.steps.append(Step("suppress", push.trigger, push.item_id, verdict.reason, audit=False))
+                continue
+            released = push.model_copy(update={"created_at": now})
+            if push.push_id in recorded:  # released before a crash, read back at recovery
+                plan.steps.append(_duplicate(released, h.context))
+                continue
+            plan.steps.append(
+                Step("emit", push.trigger, push.item_id, "ok", push=released, context=h.context, audit=False)
+            )
         return plan
 
     def _catalog_at(self, now: float) -> Callable[[str], CatalogUpdate | None]:

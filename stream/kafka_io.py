@@ -156,7 +156,7 @@ def replay_partitions(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": max(settings.kafka.fetch_max_wait_ms, 10),
+            "fetch.wait.max.ms": settings.kafka.fetch_max_wait_ms,  # at least 10 (settings)
         }
     )
     try:

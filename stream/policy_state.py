@@ -67,10 +67,13 @@ class PushRecord:
         return cls(*row)
 
 
-def seen_at(records: Sequence[PushRecord], now: float) -> list[PushRecord]:
+def seen_at(records: Sequence[PushRecord], now: float) -> Sequence[PushRecord]:
     """The push records a decision at ``now`` sees: a push recovered after a crash and not yet met
     again by its own decision is left out until the stream passes its time, as the run without the
-    crash had not made it yet (its own decision, made again at that time, completes it)."""
+    crash had not made it yet (its own decision, made again at that time, completes it). Without a
+    recovered record (nearly always) ``records`` itself, not a copy: this runs on every decision."""
+    if not any(r.recovered for r in records):
+        return records
     return [r for r in records if not (r.recovered and r.created_at >= now)]
 
 
