@@ -23,8 +23,9 @@ could reach: ``oracle_item`` (the same moments, the abandoned item with the true
 ``reminder`` (``session_end`` plus the engine's reminder a day after the shopper's last activity, if
 they stay away), ``abandoned_or_discovery`` (the same moments, ``value_discovery``'s items when
 nothing was abandoned), ``cart_then_discovery`` (carts only at the session end; the reminder an
-abandoned item, else discovery) and ``cart_then_discovery_first`` (the same, discovery first at the
-reminder), of ``benchmarks/lab_reminders.py``.
+abandoned item, else discovery), ``cart_then_discovery_first`` (the same, discovery first at the
+reminder) and ``returning_shopper`` (the same, nothing at the session end of a shopper back within
+12 h), of ``benchmarks/lab_reminders.py``.
 
 ``.venv/bin/python benchmarks/policy_lab.py --seeds 11 12 13 14 15 16 17 18`` (about a minute per
 arm on 2 cores) prints the table and writes ``benchmarks/reports/policy_lab.md``.
@@ -68,6 +69,7 @@ from benchmarks.lab_reminders import (  # noqa: E402
     CartThenDiscoveryFirstPusher,
     CartThenDiscoveryPusher,
     ReminderPusher,
+    ReturningShopperPusher,
 )
 from benchmarks.marketer_rules import MarketerRulesPusher  # noqa: E402
 from benchmarks.push_outcomes import BenchConfig, ensure_model  # noqa: E402
@@ -103,6 +105,7 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "abandoned_or_discovery": AbandonedOrDiscoveryPusher,
     "cart_then_discovery": CartThenDiscoveryPusher,
     "cart_then_discovery_first": CartThenDiscoveryFirstPusher,
+    "returning_shopper": ReturningShopperPusher,
 }
 COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "quiet_pushes")
 

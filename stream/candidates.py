@@ -44,13 +44,31 @@ class EngagedItem:
 
 
 class Engagement:
-    """A user's recently engaged items (bounded, most recent last) and the session's last event time."""
+    """A user's recently engaged items (bounded, most recent last), the session's last event time and
+    when their last two visits began."""
 
     def __init__(self, max_items: int = 20) -> None:
         self.max_items = max_items
         self.items: OrderedDict[str, EngagedItem] = OrderedDict()
         self.last_ts: float | None = None
+        # The start of the previous and the current visit (at most two, oldest first) and the last
+        # activity: a shopper whose visits come close together is likely back soon.
+        self.visits: list[float] = []
+        self.active_ts: float | None = None
         self._bought: frozenset[str] | None = None  # bought(), until a purchase or an eviction
+
+    def observe_visit(self, ts: float, gap_seconds: float) -> None:
+        """Count an activity at ``ts``: a new visit begins after ``gap_seconds`` without one."""
+        if self.active_ts is None or ts - self.active_ts > gap_seconds:
+            self.visits.append(ts)
+            del self.visits[:-2]
+        if self.active_ts is None or ts > self.active_ts:
+            self.active_ts = ts
+
+    def returns_soon(self, within_seconds: float) -> bool:
+        """Whether the current visit began less than ``within_seconds`` after the previous one (False
+        with fewer than two visits seen, or ``within_seconds`` 0)."""
+        return len(self.visits) == 2 and self.visits[1] - self.visits[0] < within_seconds
 
     def observe(self, event_type: str, item_id: str | None, ts: float) -> None:
         """Fold one behaviour event in (push feedback and searches only move the session time)."""
@@ -103,19 +121,27 @@ class Engagement:
         return self._bought
 
     def to_dict(self) -> dict[str, Any]:
-        """Compact JSON-able form: ``{"t": last_ts, "i": [[item, views, carts, in_cart, bought, ts]]}``."""
-        return {
+        """Compact JSON-able form: ``{"t": last_ts, "i": [[item, views, carts, in_cart, bought, ts]]}``,
+        plus ``"v": [visit starts..., last activity]`` once an activity was seen."""
+        out: dict[str, Any] = {
             "t": self.last_ts,
             "i": [
                 [k, e.views, e.carts, int(e.in_cart), int(e.bought), e.last_ts] for k, e in self.items.items()
             ],
         }
+        if self.active_ts is not None:
+            out["v"] = [*self.visits, self.active_ts]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], max_items: int = 20) -> Engagement:
         """Rebuild from :meth:`to_dict`."""
         engagement = cls(max_items)
         engagement.last_ts = None if data.get("t") is None else float(data["t"])
+        visits = data.get("v")
+        if visits:
+            engagement.visits = [float(v) for v in visits[:-1]][-2:]
+            engagement.active_ts = float(visits[-1])
         for item, views, carts, in_cart, bought, ts in data.get("i", []):
             engagement.items[str(item)] = EngagedItem(
                 int(views), int(carts), bool(in_cart), bool(bought), float(ts)

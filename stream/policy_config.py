@@ -220,6 +220,13 @@ class PolicyConfig(BaseModel):
     discovery_discount_weight: float = Field(
         3.0, ge=0, description="Weight of the item's discount (0-1) in a discovery candidate's value."
     )
+    discovery_category_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of log(a category's share of the shopper's recent items / the largest "
+        "share) in a discovery candidate's value (the category they browse most is most likely what "
+        "they shop for now); 0, the default, weighs the recent categories alike.",
+    )
     discovery_price_weight: float = Field(
         0.9,
         ge=0,
@@ -236,6 +243,14 @@ class PolicyConfig(BaseModel):
     )
     session_end_max_items: int = Field(
         8, ge=1, description="Most abandoned items (most recent first) considered at a session's end."
+    )
+    returning_visit_seconds: float = Field(
+        43200.0,
+        ge=0,
+        description="A shopper whose visit began less than this after their previous one is likely back "
+        "soon and to find their cart on their own: the session end and the cart timer push nothing to "
+        "them (the reminder still comes if they stay away). A visit begins after session_end_seconds "
+        "(1800 when that is 0) without activity. 0 disables.",
     )
     active_window_seconds: float = Field(
         1800.0,
@@ -347,6 +362,11 @@ class PolicyConfig(BaseModel):
         ge=0.0,
         description="Weight of a push open or click in the engagement hours (behaviour events: 1).",
     )
+
+    @property
+    def visit_gap_seconds(self) -> float:
+        """Time without activity after which the shopper's next activity begins a new visit."""
+        return self.session_end_seconds or 1800.0
 
     @field_validator("quiet_hours_start", "quiet_hours_end")
     @classmethod

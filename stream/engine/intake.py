@@ -26,7 +26,7 @@ from stream.partition_state import PartitionState
 from stream.send_time import observation_weight, observe_stored
 from stream.settings import Settings
 from stream.state import UserState
-from stream.timers import on_behaviour
+from stream.timers import ACTIVITY_TYPES, on_behaviour
 
 # Browsing events that may lead to an in-session push; feedback and purchases do not.
 NUDGE_TYPES = frozenset({"view", "add_to_cart", "search"})
@@ -130,7 +130,7 @@ class Intake:
         values: dict[str, list[tuple[float, str]]] = {}
 
         def pool(engagement: Engagement) -> list[tuple[str, float]]:
-            categories = self.recent_categories(engagement, now)
+            categories = self.recent_category_counts(engagement, now)
             catalog = self._catalog()
             return discovery_pool(
                 engagement,
@@ -146,13 +146,18 @@ class Intake:
 
     def recent_categories(self, engagement: Engagement, now: float) -> dict[str, None]:
         """The categories of the user's ``covisit_window`` most recent items, as catalogued at ``now``."""
+        return dict.fromkeys(self.recent_category_counts(engagement, now))
+
+    def recent_category_counts(self, engagement: Engagement, now: float) -> dict[str, int]:
+        """How many of the user's ``covisit_window`` most recent items each category has (catalogued at
+        ``now``), most recent category first."""
         catalog = self._catalog()
-        categories: dict[str, None] = {}
+        counts: dict[str, int] = {}
         for item in engagement.recent(self.cfg.covisit_window):
             version = catalog.at(item, now)
             if version is not None:
-                categories[version.category] = None
-        return categories
+                counts[version.category] = counts.get(version.category, 0) + 1
+        return counts
 
     def bookkeep(self, user: BatchUser, event: ValidEvent, work: Work, out: Outcome) -> None:
         """Pass 1 for one event: everything but the GRU step and the decision, which are queued."""
@@ -187,6 +192,8 @@ class Intake:
                     (self._next_seq(), user.partition, user.user_id, item, event.ts)
                 )
         user.engagement.observe(event.type, item, event.ts)
+        if event.type in ACTIVITY_TYPES:
+            user.engagement.observe_visit(event.ts, self.cfg.visit_gap_seconds)
         on_behaviour(part.timers, user.user_id, event.type, item, event.event_id, event.ts, self.cfg)
         if item is not None and event.type in STEP_TYPES:
             state.remember_item(item, event.type, event.ts, state.session_id, worker.recent_items)

@@ -82,3 +82,29 @@ def test_discovery_interest_is_monotone_in_zero_to_one() -> None:
     assert interests[:2] == [0.0, 0.0]
     assert all(a < b for a, b in zip(interests[1:], interests[2:], strict=False))
     assert all(0.0 <= p < 1.0 for p in interests)
+
+
+def test_the_category_the_shopper_browsed_most_weighs_more() -> None:
+    catalog = _catalog(
+        ("j1", "jackets", 100.0, 5, 0.0),
+        ("j2", "jackets", 100.0, 5, 0.0),
+        ("s1", "shoes", 100.0, 5, 0.0),
+        ("s2", "shoes", 100.0, 5, 0.0),
+    )
+    popularity = {"j2": math.e - 1.0, "s2": math.e**2 - 1.0}.get  # log1p: jackets 1.0, shoes 2.0
+
+    def pool(counts: dict[str, int], weight: float) -> list[tuple[str, float]]:
+        cfg = CFG.model_copy(update={"discovery_category_weight": weight})
+        return discovery_pool(_seen("j1", "s1"), counts, catalog, lambda i: popularity(i, 0.0), T0, cfg)
+
+    # Three of the shopper's recent items were jackets, one shoes: shoes lose 2 x log(1/3) = -2.2.
+    assert pool({"jackets": 3, "shoes": 1}, 2.0) == [
+        ("j2", 0.5),
+        ("s2", discovery_interest(2.0 + 2 * math.log(1 / 3))),
+    ]
+    # Without the weight, or with the categories equally browsed (or as a plain list): popularity.
+    assert [i for i, _ in pool({"jackets": 3, "shoes": 1}, 0.0)] == ["s2", "j2"]
+    assert [i for i, _ in pool({"jackets": 2, "shoes": 2}, 2.0)] == ["s2", "j2"]
+    assert pool({"jackets": 1, "shoes": 1}, 2.0) == discovery_pool(
+        _seen("j1", "s1"), ["shoes", "jackets"], catalog, lambda i: popularity(i, 0.0), T0, CFG
+    )

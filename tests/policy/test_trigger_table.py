@@ -113,3 +113,56 @@ def test_a_session_end_may_leave_the_viewed_items_to_the_reminder() -> None:
     assert asked.pushable == frozenset({"carted"})
     reminded = triggers.timer_ask(Timer(T0 + 86400, "u1", "reminder", "", "ev-9", T0), _session(), carts_only)
     assert reminded is not None and reminded.items == ("carted", "twice")  # the reminder still has both
+
+
+def test_a_shopper_back_within_the_returning_window_gets_no_abandonment_push_now() -> None:
+    cfg = CFG.model_copy(update={"returning_visit_seconds": 12 * 3600.0})
+    gap = cfg.visit_gap_seconds
+    session_end = Timer(T0 + 1800, "u1", "session_end", "", "ev-9", T0)
+    cart = Timer(T0 + 1800, "u1", "cart_abandonment", "carted", "ev-8", T0 - 20)
+
+    def after(previous_visit: float) -> Engagement:
+        engagement = _session()
+        engagement.observe_visit(previous_visit, gap)
+        engagement.observe_visit(previous_visit + gap, gap)  # the same visit: not more than the gap
+        engagement.observe_visit(T0 - 60, gap)  # the visit that just ended
+        return engagement
+
+    # Its visit began exactly 12 h after the one before: not returning (the window is open).
+    away = after(T0 - 60 - 12 * 3600)
+    assert away.visits == [T0 - 60 - 12 * 3600, T0 - 60]
+    asked = triggers.timer_ask(session_end, away, cfg)
+    assert asked is not None and asked.pushable == frozenset({"twice", "carted"})
+    assert triggers.timer_ask(cart, away, cfg) is not None
+    # A second earlier: back within 12 h. Everything is still scored (the interest index learns), but
+    # nothing may be pushed now, and the cart timer asks nothing.
+    back = after(T0 - 60 - 12 * 3600 + 1)
+    asked = triggers.timer_ask(session_end, back, cfg)
+    assert (
+        asked is not None
+        and set(asked.items) == {"once", "twice", "carted"}
+        and asked.pushable == frozenset()
+    )
+    assert triggers.timer_ask(cart, back, cfg) is None
+    # Off (0), or with a single visit seen, the session end pushes as before.
+    off = cfg.model_copy(update={"returning_visit_seconds": 0.0})
+    assert triggers.timer_ask(session_end, back, off).pushable == frozenset({"twice", "carted"})  # type: ignore[union-attr]
+    first = _session()
+    first.observe_visit(T0 - 60, gap)
+    assert triggers.timer_ask(session_end, first, cfg).pushable == frozenset({"twice", "carted"})  # type: ignore[union-attr]
+
+
+def test_visits_survive_the_stored_form_and_old_records_load_without_them() -> None:
+    engagement = _session()
+    assert "v" not in engagement.to_dict()  # no activity counted: the stored form is as before
+    for ts in (T0 - 9000, T0 - 6000, T0 - 100):
+        engagement.observe_visit(ts, 1800.0)
+    assert engagement.visits == [T0 - 6000, T0 - 100] and engagement.active_ts == T0 - 100
+    again = Engagement.from_dict(engagement.to_dict(), 20)
+    assert (again.visits, again.active_ts) == (engagement.visits, engagement.active_ts)
+    old = {k: v for k, v in engagement.to_dict().items() if k != "v"}
+    loaded = Engagement.from_dict(old, 20)
+    assert (loaded.visits, loaded.active_ts) == ([], None)
+    # An activity older than the last one (out of order) opens no visit and keeps the last activity.
+    again.observe_visit(T0 - 5000, 1800.0)
+    assert again.visits == [T0 - 6000, T0 - 100] and again.active_ts == T0 - 100

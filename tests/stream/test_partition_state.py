@@ -61,6 +61,7 @@ def settings():  # type: ignore[no-untyped-def]
         trigger_thresholds={"cart_abandonment": 0.3, "browse_abandonment": 0.3},
         min_gap_seconds=600,
         session_end_seconds=900,
+        returning_visit_seconds=0.0,  # the shoppers here come back within minutes
     )
 
 

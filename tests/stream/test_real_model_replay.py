@@ -145,6 +145,8 @@ def test_what_later_inputs_of_a_batch_change_never_reaches_the_decisions_before_
         "quiet_hours_end": "08:00",
         "send_time_enabled": True,
         "reminder_seconds": 4 * 3600.0,
+        # Every abandonment path pushes, also to shoppers who come back within hours (most here).
+        "returning_visit_seconds": 0.0,
     }
     worker: dict[str, object] = {"user_ttl_seconds": 6 * 3600.0}
     everything = set(range(PARTITIONS))

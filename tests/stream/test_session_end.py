@@ -31,6 +31,7 @@ def engine(**policy: Any) -> Engine:
         "threshold": 0.3,
         "trigger_thresholds": {},
         "exploration_share": 0.0,
+        "returning_visit_seconds": 0.0,  # tests of the gate set it
         **policy,
     }
     return make_engine(make_settings(**values))
@@ -345,3 +346,37 @@ def test_discovery_is_off_with_no_items_and_a_reminder_may_prefer_what_was_aband
         ]
         triggers = [p.trigger for out in moments for _, p in out.pushes if p.user_id == "u1"]
         assert triggers == expected
+
+
+def test_a_shopper_back_within_hours_finds_their_cart_without_a_push() -> None:
+    """``returning_visit_seconds``: a visit that began soon after the previous one pushes nothing at its
+    end (cart timer and session end alike); one that began later pushes its cart. Batches of 1 or all
+    records at once give the same pushes and stored state."""
+
+    def run(second_visit: float, batch: int) -> tuple[list[tuple[str, str]], DictState]:
+        e, store = engine(returning_visit_seconds=12 * 3600.0, max_per_category_per_local_day=0), DictState()
+        records = [
+            ev("r1", "u4", "view", "i1", T0),
+            ev("r2", "u4", "view", "i2", T0 + second_visit),
+            ev("r3", "u4", "add_to_cart", "i2", T0 + second_visit + 30),
+            clock("u4", T0 + second_visit + 30 + GAP, 1),
+        ]
+        pushes = []
+        for k in range(0, len(records), batch):
+            pushes += [(p.trigger, p.item_id) for _, p in e.process(records[k : k + batch], store).pushes]
+        return pushes, store
+
+    back, store = run(2 * 3600.0, 1)  # back after 2 h (12:00 UTC): nothing
+    assert back == []
+    assert store.user("u4").engagement["v"] == [T0, T0 + 2 * 3600.0, T0 + 2 * 3600.0 + 30]
+    later, _ = run(22.5 * 3600.0, 1)  # back after 22.5 h (08:30 UTC, out of quiet hours): the cart push
+    assert later == [("cart_abandonment", "i2")]
+    for second_visit in (2 * 3600.0, 22.5 * 3600.0):
+        one, one_store = run(second_visit, 1)
+        whole, whole_store = run(second_visit, 4)
+        # Every stored row but the partition's offsets (each run's records have offsets of their own).
+        assert one == whole and rows(one_store) == rows(whole_store)
+
+
+def rows(store: DictState) -> dict[tuple[int, bytes], bytes]:
+    return {k: v for k, v in store.data.items() if not k[1].startswith(b"\x00p")}
