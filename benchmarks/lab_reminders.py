@@ -22,12 +22,11 @@ the other lab pushers.
 from __future__ import annotations
 
 import heapq
-import math
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks.lab_pushers import LabCandidate, SessionEndPusher, ValueDiscoveryPusher
+from stream.candidates import Engagement
 from stream.contract import Event, Push
 from stream.simulator import DAY
 from stream.timers import ACTIVITY_TYPES
@@ -106,41 +105,23 @@ class CartThenDiscoveryFirstPusher(CartThenDiscoveryPusher):
 
 class ReturningShopperPusher(CartThenDiscoveryFirstPusher):
     """:class:`CartThenDiscoveryFirstPusher` without session-end pushes to shoppers back within
-    ``returning_seconds``, and discovery weighted by the shopper's recent categories (module doc)."""
+    ``returning_seconds`` (module doc); visits are counted by the engine's own rule
+    (:meth:`stream.candidates.Engagement.observe_visit`)."""
 
     returning_seconds = 12 * 3600.0
     visit_gap = 1800.0
-    category_weight = 0.0  # the engine's default; 2.0 is its discovery_category_weight variant
 
     def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
         super().__init__(holdout, **kwargs)
-        self.last_activity: dict[str, float] = {}
-        self.visits: dict[str, list[float]] = {}  # user -> the starts of their last two visits
+        self.visits: dict[str, Engagement] = {}  # user -> their visits (only those are used)
 
     def observe_event(self, event: Event) -> None:
         if event.type in ACTIVITY_TYPES:
-            u = event.user_id
-            last = self.last_activity.get(u)
-            if last is None or event.ts - last > self.visit_gap:
-                starts = self.visits.setdefault(u, [])
-                starts.append(event.ts)
-                del starts[:-2]
-            self.last_activity[u] = event.ts
+            self.visits.setdefault(event.user_id, Engagement(0)).observe_visit(event.ts, self.visit_gap)
         super().observe_event(event)
 
     def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
-        starts = self.visits.get(user_id, [])
-        if len(starts) == 2 and starts[1] - starts[0] < self.returning_seconds:
+        visits = self.visits.get(user_id)
+        if visits is not None and visits.returns_soon(self.returning_seconds):
             return []
         return super().candidates(user_id, now)
-
-    def reminder_candidates(self, user_id: str, now: float) -> list[LabCandidate]:
-        counts = Counter(e.category for i in self.recent.get(user_id, []) if (e := self.catalog.get(i)))
-        top = max(counts.values(), default=1)
-        weight = self.category_weight
-        discovery = [
-            LabCandidate(c.item_id, c.trigger, c.value + weight * math.log(max(counts[category], 1) / top))
-            for c in ValueDiscoveryPusher.candidates(self, user_id, now)
-            if (category := self.catalog[c.item_id].category) is not None
-        ]
-        return discovery or SessionEndPusher.candidates(self, user_id, now)
