@@ -12,6 +12,9 @@ nothing was abandoned.
 * :class:`CartThenDiscoveryFirstPusher`: the same session end; the reminder discovery first, the
   abandoned items only when the shopper's discovery pool is empty (the engine with
   ``session_end_browse`` off and ``reminder_discovery_first`` on).
+* :class:`ReturningShopperPusher`: the same, but a shopper whose visit began less than
+  ``returning_seconds`` (12 h) after their previous one gets nothing at its end: they are likely back
+  soon and check out their cart on their own (the engine's ``returning_visit_seconds``).
 
 Why a reminder: a push mostly moves forward a purchase the shopper would make at their next visit
 (carts stay and are checked out later), so its incremental value is highest for shoppers who do not
