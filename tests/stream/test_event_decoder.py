@@ -118,6 +118,24 @@ def test_a_plain_message_is_read_whole_and_an_odd_one_by_the_reference_parser() 
     assert plain_event(escaped, 16_384) is None and decode_event(escaped) == event
 
 
+def test_control_characters_are_checked_on_the_raw_message() -> None:
+    """DEL and C1 characters send a message to the reference parser: refused in an id, kept elsewhere."""
+    raw = b'{"event_id":"e1","user_id":"u1","type":"search","ts":1780000000,"query":"q"}'
+    assert plain_event(raw, 16_384) is not None
+    for control in ("\x7f", "\x80", "\x9f"):
+        in_id = raw.replace(b'"e1"', f'"e1{control}"'.encode())
+        assert plain_event(in_id, 16_384) is None
+        with pytest.raises(ContractError) as err:
+            decode_event(in_id)
+        assert err.value.reason == "invalid_field"
+        in_query = raw.replace(b'"q"', f'"q{control}"'.encode())
+        assert plain_event(in_query, 16_384) is None
+        assert decode_event(in_query).query == f"q{control}"
+    # Other characters whose UTF-8 holds the same bytes are plain: 0xC2 0xA0 (no-break space), 0xC3 0x80.
+    for letter in ("\u00a0", "\u00c0", "\u0100"):
+        assert plain_event(raw.replace(b'"q"', f'"q{letter}"'.encode()), 16_384) is not None
+
+
 def test_a_version_the_fast_parser_would_read_as_1_is_refused_as_before() -> None:
     plain = b'"event_id":"e","user_id":"u","type":"view","item_id":"i","ts":1780000000}'
     for version in (b"1.0", b"true"):
