@@ -15,6 +15,8 @@ nothing was abandoned.
 * :class:`ReturningShopperPusher`: the same, but a shopper whose visit began less than
   ``returning_seconds`` (12 h) after their previous one gets nothing at its end: they are likely back
   soon and check out their cart on their own (the engine's ``returning_visit_seconds``).
+* :class:`ReminderAgainPusher`: the same, and the reminder moment once more ``again_seconds`` (a day)
+  after it if the shopper is still away (the engine's ``reminder_again_seconds``).
 
 Why a reminder: a push mostly moves forward a purchase the shopper would make at their next visit
 (carts stay and are checked out later), so its incremental value is highest for shoppers who do not
@@ -128,3 +130,33 @@ class ReturningShopperPusher(CartThenDiscoveryFirstPusher):
         if visits is not None and visits.returns_soon(self.returning_seconds):
             return []
         return super().candidates(user_id, now)
+
+
+class ReminderAgainPusher(ReturningShopperPusher):
+    """:class:`ReturningShopperPusher`, with a second reminder moment ``again_seconds`` after the first
+    while the shopper stays away (any activity cancels it; the engine's ``reminder_again_seconds``)."""
+
+    again_seconds = DAY
+
+    def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
+        super().__init__(holdout, **kwargs)
+        self._again_left: set[str] = set()  # users whose reminder may still come once more
+
+    def observe_event(self, event: Event) -> None:
+        super().observe_event(event)
+        if event.type in ACTIVITY_TYPES:
+            self._again_left.add(event.user_id)
+
+    def due(self, now: float) -> list[Push]:
+        armed = self._reminder_armed
+        firing = [u for at, u in self._reminders if at <= now and armed.get(u) == at]
+        out = super().due(now)
+        for u in firing:
+            # Re-armed for the end of quiet hours (the moment is not over), or this was the second moment.
+            if u in armed or u not in self._again_left:
+                continue
+            self._again_left.discard(u)
+            due = now + self.again_seconds
+            armed[u] = due
+            heapq.heappush(self._reminders, (due, u))
+        return out

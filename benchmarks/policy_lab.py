@@ -24,8 +24,9 @@ could reach: ``oracle_item`` (the same moments, the abandoned item with the true
 they stay away), ``abandoned_or_discovery`` (the same moments, ``value_discovery``'s items when
 nothing was abandoned), ``cart_then_discovery`` (carts only at the session end; the reminder an
 abandoned item, else discovery), ``cart_then_discovery_first`` (the same, discovery first at the
-reminder) and ``returning_shopper`` (the same, nothing at the session end of a shopper back within
-12 h), of ``benchmarks/lab_reminders.py``.
+reminder), ``returning_shopper`` (the same, nothing at the session end of a shopper back within
+12 h) and ``reminder_again`` (the same, and the reminder moment again a day later if the shopper is
+still away), of ``benchmarks/lab_reminders.py``.
 
 ``.venv/bin/python benchmarks/policy_lab.py --seeds 11 12 13 14 15 16 17 18`` (about a minute per
 arm on 2 cores) prints the table and writes ``benchmarks/reports/policy_lab.md``.
@@ -68,6 +69,7 @@ from benchmarks.lab_reminders import (  # noqa: E402
     AbandonedOrDiscoveryPusher,
     CartThenDiscoveryFirstPusher,
     CartThenDiscoveryPusher,
+    ReminderAgainPusher,
     ReminderPusher,
     ReturningShopperPusher,
 )
@@ -106,6 +108,7 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "cart_then_discovery": CartThenDiscoveryPusher,
     "cart_then_discovery_first": CartThenDiscoveryFirstPusher,
     "returning_shopper": ReturningShopperPusher,
+    "reminder_again": ReminderAgainPusher,
 }
 COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "quiet_pushes")
 

@@ -205,6 +205,13 @@ class PolicyConfig(BaseModel):
         description="A shopper who has not come back this long after their last behaviour event gets "
         "one more abandonment push (an abandoned item not pushed yet); 0 disables reminders.",
     )
+    reminder_again_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="A shopper still away this long after their reminder moment gets one more, the same way "
+        "(discovery first; an item pushed within item_repeat_window_seconds is never pushed again); "
+        "0 disables.",
+    )
     discovery_items: int = Field(
         10,
         ge=0,

@@ -9,6 +9,8 @@
   ``ts + reminder_seconds``; it fires only when the shopper has not come back for that long, and
   their abandoned items not pushed yet are considered again (a second reminder goes only to those who
   stay away: a shopper who returns soon would see the cart anyway, so pushing them adds little).
+* the reminder again (``reminder`` with item :data:`REMINDER_AGAIN`): armed when the reminder fires,
+  ``reminder_again_seconds`` after its due time (:func:`reminder_again`); any return cancels it.
 * ``promotion_ending``: scheduled for users with interest in (or the item in their cart) when a
   promotion is known, due at ``ends_at - promotion_ending_lead_seconds`` (at once when that is past
   but the promotion still runs), cancelled on purchase.
@@ -34,6 +36,9 @@ TIMER_KINDS: tuple[str, ...] = ("cart_abandonment", "promotion_ending", "session
 ACTIVITY_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase", "search"})
 
 TimerKey = tuple[str, str, str]
+# The item of the reminder's second moment: a timer key of its own, so a return that re-arms the
+# reminder does not replace it (the return cancels it instead).
+REMINDER_AGAIN = "again"
 
 
 @dataclass(slots=True)
@@ -234,14 +239,16 @@ def on_behaviour(
     """Arm or disarm the user's timers for one behaviour event.
 
     Every behaviour event re-arms session_end and reminder (cause: the event id) when they are
-    enabled; add_to_cart arms cart_abandonment (cause: the event id); remove_from_cart disarms it;
-    purchase disarms both cart_abandonment and promotion_ending for the item.
+    enabled and cancels the reminder's second moment; add_to_cart arms cart_abandonment (cause: the
+    event id); remove_from_cart disarms it; purchase disarms both cart_abandonment and promotion_ending
+    for the item.
     """
     if event_type in ACTIVITY_TYPES:
         if config.session_end_seconds > 0:
             queue.schedule(Timer(ts + config.session_end_seconds, user_id, "session_end", "", event_id, ts))
         if config.reminder_seconds > 0:
             queue.schedule(Timer(ts + config.reminder_seconds, user_id, "reminder", "", event_id, ts))
+        queue.cancel(user_id, "reminder", REMINDER_AGAIN)  # they came back
     if item_id is None:
         return
     if event_type == "add_to_cart":
@@ -255,6 +262,16 @@ def on_behaviour(
     elif event_type == "purchase":
         queue.cancel(user_id, "cart_abandonment", item_id)
         queue.cancel(user_id, "promotion_ending", item_id)
+
+
+def reminder_again(timer: Timer, config: PolicyConfig) -> Timer | None:
+    """The second reminder moment, armed when the first (``timer``) fires: ``reminder_again_seconds``
+    after its due time, with its cause and creation time (the push's ``event_ts`` stays the shopper's
+    last activity). None for a second moment (there is no third) or when it is off."""
+    if timer.kind != "reminder" or timer.item_id != "" or config.reminder_again_seconds <= 0:
+        return None
+    due_at = timer.due_at + config.reminder_again_seconds
+    return Timer(due_at, timer.user_id, "reminder", REMINDER_AGAIN, timer.cause, timer.created_at)
 
 
 def schedule_promotion_ending(

@@ -29,6 +29,8 @@ trigger                source       when
 ``discovery``          timer        the same moment, first (``reminder_discovery_first``; off: only when
                                     nothing was abandoned): popular items of the shopper's recent
                                     categories they have not seen (``stream.discovery``)
+(both again)           timer        with ``reminder_again_seconds``, that long after the reminder moment if
+                                    the shopper is still away: the same ask, its cause marked ``/again``
 =====================  ===========  ======================================================================
 
 Adding a trigger: its row in :data:`TRIGGERS`, its name in ``stream.contract.Trigger`` (the wire
@@ -46,7 +48,7 @@ from typing import Literal
 from stream.candidates import Engagement
 from stream.contract import CatalogUpdate
 from stream.policy_config import PolicyConfig
-from stream.timers import Timer
+from stream.timers import REMINDER_AGAIN, Timer
 
 Source = Literal["event", "timer", "catalog"]
 
@@ -207,15 +209,17 @@ def reminder(
     item pushed within ``item_repeat_window_seconds`` is stopped by that rule, so the reminder is the
     next abandoned item. When nothing was abandoned (or always, with ``reminder_discovery_first``), the
     moment is a ``discovery`` ask instead: the shopper's discovery pool (``discover``), valued by the
-    pool, not the model. Nothing is asked when both are empty.
+    pool, not the model. Nothing is asked when both are empty. The second moment
+    (``stream.timers.reminder_again``) asks the same way, its cause marked ``/again`` (its own push ids).
     """
+    cause = f"{timer.cause}/again" if timer.item_id == REMINDER_AGAIN else timer.cause
     items = abandoned(engagement.engaged()[: config.quota_engaged], engagement, config)
     # The pool is computed only when it may be asked about (it reads the catalog and the indexes).
     pool = discover(engagement) if not items or config.reminder_discovery_first else []
     if pool:
         return TriggerAsk(
             "discovery",
-            f"discovery:{timer.cause}",
+            f"discovery:{cause}",
             timer.created_at,
             tuple(item for item, _ in pool),
             ("popular",) * len(pool),
@@ -224,7 +228,7 @@ def reminder(
     if not items:
         return None
     return TriggerAsk(
-        "reminder", f"reminder:{timer.cause}", timer.created_at, tuple(items), ("engaged",) * len(items)
+        "reminder", f"reminder:{cause}", timer.created_at, tuple(items), ("engaged",) * len(items)
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from stream import triggers
+from stream import timers, triggers
 from stream.asks import Op, SeenAt, Work
 from stream.decider import RELEASE_KIND
 from stream.engine.intake import Intake
@@ -56,6 +56,9 @@ class DueTimersMixin:
                 work.queue(user, Op(position, now=at, seq=self._next_ask_seq(), seen=seen), at)
                 continue
             # The ask of a due timer comes from its trigger (``stream.triggers.TIMER_ASKS``).
+            again = timers.reminder_again(timer, self.cfg)
+            if again is not None:
+                part.timers.schedule(again)
             asked = triggers.timer_ask(timer, user.engagement, self.cfg, discover)
             if asked is not None:
                 work.queue(user, Op(position, ask=self.intake.ask(user, asked, at)), at)

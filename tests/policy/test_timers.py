@@ -8,7 +8,14 @@ import random
 import pytest
 
 from stream.contract import Promotion
-from stream.timers import Timer, TimerQueue, on_behaviour, schedule_promotion_ending
+from stream.timers import (
+    REMINDER_AGAIN,
+    Timer,
+    TimerQueue,
+    on_behaviour,
+    reminder_again,
+    schedule_promotion_ending,
+)
 from tests.policy.conftest import T0, config
 
 
@@ -167,3 +174,28 @@ def test_a_reminder_fires_only_when_the_shopper_stays_away():
     assert (later.user_id, later.cause) == ("u2", "e3")
     on_behaviour(q, "u1", "push_open", "a", "e4", T0 + 90000, cfg)  # feedback is not a return
     assert q.get("u1", "reminder", "") is None
+
+
+def test_the_reminder_again_is_armed_by_the_first_moment_only_and_a_return_cancels_it():
+    cfg = config(session_end_seconds=1800, reminder_seconds=86400, reminder_again_seconds=86400)
+    q = TimerQueue.from_config(cfg)
+    on_behaviour(q, "u1", "view", "a", "e1", T0, cfg)
+    [first] = [t for t in q.pop_due(T0 + 86400) if t.kind == "reminder"]
+    again = reminder_again(first, cfg)
+    assert again is not None
+    assert (again.due_at, again.kind, again.item_id, again.cause, again.created_at) == (
+        T0 + 2 * 86400,
+        "reminder",
+        REMINDER_AGAIN,
+        "e1",
+        T0,
+    )
+    assert reminder_again(again, cfg) is None  # no third moment
+    assert reminder_again(first, config(reminder_seconds=86400, reminder_again_seconds=0)) is None
+    assert reminder_again(timer("u1", "i1", T0), cfg) is None  # only the reminder has a second moment
+    q.schedule(again)
+    on_behaviour(q, "u1", "push_open", "a", "e2", T0 + 90000, cfg)  # feedback is not a return
+    assert q.get("u1", "reminder", REMINDER_AGAIN) is again
+    on_behaviour(q, "u1", "search", None, "e3", T0 + 100000, cfg)  # a return cancels it ...
+    assert q.get("u1", "reminder", REMINDER_AGAIN) is None
+    assert q.get("u1", "reminder", "") is not None  # ... and re-arms the first moment

@@ -324,6 +324,49 @@ def test_a_shopper_who_left_nothing_behind_gets_a_discovery_push_of_a_popular_it
     assert push.reason.startswith("Popular in jackets, which you looked at 24 hours ago")
 
 
+def test_a_shopper_still_away_a_day_after_the_reminder_gets_one_more_and_one_who_came_back_does_not() -> None:
+    jackets = [
+        catalog_entry(item).model_copy(update={"category": "Jackets", "title": f"Jacket {item}"})
+        for item in ("j1", "j2", "j3")
+    ]
+    for comes_back in (False, True):
+        e, store = engine(reminder_seconds=DAY, reminder_again_seconds=DAY), DictState()
+        e.apply_catalog([catalog_record(entry) for entry in jackets], DictState(), announce=False)
+
+        def crowd(start: float) -> list[Any]:  # shoppers of u1's partition view both jackets
+            return [
+                ev(f"c{start}-{k}", neighbour("u1", k % 3), "view", ("j2", "j3")[k % 2], start + k)
+                for k in range(40)
+            ]
+
+        e.process([*crowd(T0), ev("d1", "u1", "view", "j1", T0 + 10)], store)
+
+        def pushes(ts: float, n: int, e: Engine = e, store: DictState = store) -> list[Any]:
+            return [p for _, p in e.process([clock("u1", ts, n)], store).pushes if p.user_id == "u1"]
+
+        assert pushes(T0 + 10 + GAP, 3) == []
+        [first] = pushes(T0 + 10 + DAY, 4)
+        assert first.trigger == "discovery" and first.item_id in {"j2", "j3"}
+        # The second moment is stored with the shopper (a restarted worker rebuilds it from there).
+        assert [t[:4] for t in store.user("u1").timers] == [[T0 + 10 + 2 * DAY, "u1", "reminder", "again"]]
+        if comes_back:  # back an hour after the reminder, and gone again
+            e.process([ev("d2", "u1", "search", None, T0 + 10 + DAY + 3600, query="q")], store)
+        assert pushes(T0 + 10 + 2 * DAY - 1, 5) == []
+        # The crowd keeps both jackets popular (popularity halves every 6 hours).
+        e.process(crowd(T0 + 2 * DAY - 100), store)
+        again = pushes(T0 + 10 + 2 * DAY, 6)
+        if comes_back:
+            assert again == []
+            continue
+        [second] = again
+        # The other item of the pool (none is pushed twice within the repeat window), its own push id;
+        # the push is still about the shopper's last visit.
+        assert (second.trigger, second.event_ts) == ("discovery", T0 + 10)
+        assert {first.item_id, second.item_id} == {"j2", "j3"}
+        assert second.push_id != first.push_id
+        assert pushes(T0 + 10 + 3 * DAY, 7) == []  # no third moment
+
+
 def test_discovery_is_off_with_no_items_and_a_reminder_may_prefer_what_was_abandoned() -> None:
     twice = ["i1", "i1", "i2", "i2"]  # two abandoned items: one for the session end, one for the reminder
     abandoned_first = {"session_end_browse": True, "reminder_discovery_first": False}
