@@ -206,7 +206,7 @@ class PolicyConfig(BaseModel):
         "one more abandonment push (an abandoned item not pushed yet); 0 disables reminders.",
     )
     reminder_again_seconds: float = Field(
-        0.0,
+        8 * 3600.0,
         ge=0,
         description="A shopper still away this long after their reminder moment gets one more, the same way "
         "(discovery first; an item pushed within item_repeat_window_seconds is never pushed again); "
