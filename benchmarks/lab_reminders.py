@@ -15,8 +15,8 @@ nothing was abandoned.
 * :class:`ReturningShopperPusher`: the same, but a shopper whose visit began less than
   ``returning_seconds`` (12 h) after their previous one gets nothing at its end: they are likely back
   soon and check out their cart on their own (the engine's ``returning_visit_seconds``).
-* :class:`ReminderAgainPusher`: the same, and the reminder moment once more ``again_seconds`` (a day)
-  after it if the shopper is still away (the engine's ``reminder_again_seconds``).
+* :class:`ReminderAgainPusher`: the same, and the reminder moment once more ``again_seconds`` (the
+  engine's default ``reminder_again_seconds``, 8 h) after it if the shopper is still away.
 
 Why a reminder: a push mostly moves forward a purchase the shopper would make at their next visit
 (carts stay and are checked out later), so its incremental value is highest for shoppers who do not
@@ -33,6 +33,7 @@ from typing import Any
 from benchmarks.lab_pushers import LabCandidate, SessionEndPusher, ValueDiscoveryPusher
 from stream.candidates import Engagement
 from stream.contract import Event, Push
+from stream.policy_config import PolicyConfig
 from stream.simulator import DAY
 from stream.timers import ACTIVITY_TYPES
 
@@ -136,7 +137,7 @@ class ReminderAgainPusher(ReturningShopperPusher):
     """:class:`ReturningShopperPusher`, with a second reminder moment ``again_seconds`` after the first
     while the shopper stays away (any activity cancels it; the engine's ``reminder_again_seconds``)."""
 
-    again_seconds = DAY
+    again_seconds = PolicyConfig().reminder_again_seconds
 
     def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
         super().__init__(holdout, **kwargs)

@@ -25,7 +25,7 @@ they stay away), ``abandoned_or_discovery`` (the same moments, ``value_discovery
 nothing was abandoned), ``cart_then_discovery`` (carts only at the session end; the reminder an
 abandoned item, else discovery), ``cart_then_discovery_first`` (the same, discovery first at the
 reminder), ``returning_shopper`` (the same, nothing at the session end of a shopper back within
-12 h) and ``reminder_again`` (the same, and the reminder moment again a day later if the shopper is
+12 h) and ``reminder_again`` (the same, and the reminder moment again 8 h later if the shopper is
 still away), of ``benchmarks/lab_reminders.py``.
 
 ``.venv/bin/python benchmarks/policy_lab.py --seeds 11 12 13 14 15 16 17 18`` (about a minute per
