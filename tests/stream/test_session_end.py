@@ -367,6 +367,48 @@ def test_a_shopper_still_away_a_day_after_the_reminder_gets_one_more_and_one_who
         assert pushes(T0 + 10 + 3 * DAY, 7) == []  # no third moment
 
 
+def test_by_default_the_second_moment_comes_8_hours_after_the_first_in_another_category_that_day() -> None:
+    # The defaults: the second moment 8 h after the first, at most one push per category per local day.
+    assert PolicyConfig().reminder_again_seconds == 8 * 3600.0
+    popular = ["j2"] * 5 + ["j3"] * 3 + ["s2"] * 2  # jackets first
+
+    def crowd(start: float) -> list[Any]:  # shoppers of u1's partition (not u1) view them
+        return [
+            ev(f"c{start}-{k}", neighbour("u1", k % 3), "view", popular[k % 10], start + k) for k in range(40)
+        ]
+
+    for with_shoes in (True, False):
+        e, store = engine(reminder_seconds=DAY), DictState()
+        items = [("j1", "Jackets"), ("j2", "Jackets"), ("j3", "Jackets"), ("s1", "Shoes"), ("s2", "Shoes")]
+        entries = [
+            catalog_entry(item).model_copy(update={"category": category, "title": f"{category} {item}"})
+            for item, category in items
+        ]
+        e.apply_catalog([catalog_record(entry) for entry in entries], DictState(), announce=False)
+        seen = [ev("d1", "u1", "view", "j1", T0 + 50)]
+        if with_shoes:  # shoes are among the shopper's recent categories, so in their discovery pool
+            seen.append(ev("d2", "u1", "view", "s1", T0 + 60))
+        e.process([*crowd(T0), *seen], store)
+        left = T0 + 50 + 10 * with_shoes  # the shopper's last activity
+
+        def pushes(ts: float, n: int, e: Engine = e, store: DictState = store) -> tuple[list[Any], Any]:
+            out = e.process([clock("u1", ts, n)], store)
+            return [p for _, p in out.pushes if p.user_id == "u1"], out
+
+        assert pushes(left + GAP, 3)[0] == []
+        [first], _ = pushes(left + DAY, 4)
+        assert first.trigger == "discovery" and first.item_id in {"j2", "j3"}  # a popular jacket
+        again = left + DAY + 8 * 3600
+        assert [t[:4] for t in store.user("u1").timers] == [[again, "u1", "reminder", "again"]]
+        e.process(crowd(again - 100), store)
+        second, out = pushes(again, 5)  # 18:01 UTC, the day of the first (10:01)
+        if with_shoes:
+            [push] = second
+            assert (push.trigger, push.item_id) == ("discovery", "s2") and push.push_id != first.push_id
+        else:  # the other jacket: jackets were pushed to the shopper that day
+            assert second == [] and out.suppressions[("discovery", "category_today")] >= 1
+
+
 def test_discovery_is_off_with_no_items_and_a_reminder_may_prefer_what_was_abandoned() -> None:
     twice = ["i1", "i1", "i2", "i2"]  # two abandoned items: one for the session end, one for the reminder
     abandoned_first = {"session_end_browse": True, "reminder_discovery_first": False}
