@@ -336,9 +336,13 @@ class PromotionBoard:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CandidateSource:
-    """One merged candidate: the item and the source that proposed it first."""
+    """One merged candidate: the item and the source that proposed it first.
+
+    Not frozen: a frozen dataclass sets each field through ``object.__setattr__`` (about three times
+    the cost), and a decision builds one per candidate; nothing changes or hashes it.
+    """
 
     item_id: str
     source: str  # "engaged" | "covisited" | "new" | "promoted" | "trending"

@@ -63,30 +63,30 @@ class CoVisitationIndex:
                 for key in bucket:
                     bucket[key] *= rescale
                 self._dirty_items.add(item)
+        # Both directions of each pair, in this order (the touch order is part of the stored rows);
+        # inlined with local names: this runs about three times per view on the worker's hot path.
+        items, touched, dirty, slots = self._items, self._touched, self._dirty_items, self._slots
         for other in previous:
-            if other != item_id:
-                self._add(item_id, other, weight)
-                self._add(other, item_id, weight)
-
-    def _add(self, item: str, other: str, weight: float) -> None:
-        bucket = self._items.get(item)
-        if bucket is None:
-            bucket = {}
-            self._items[item] = bucket
-            if len(self._items) > self.max_items:
-                self._evict_oldest()
-        else:
-            self._items.move_to_end(item)
-        self._seq += 1
-        self._touched[item] = self._seq
-        self._dirty_items.add(item)
-        if other in bucket:
-            bucket[other] += weight
-            return
-        if len(bucket) >= self._slots:
-            # Ties broken by id, so the choice never depends on insertion order (replays are exact).
-            del bucket[_weakest(bucket)]
-        bucket[other] = weight
+            if other == item_id:
+                continue
+            for item, neighbour in ((item_id, other), (other, item_id)):
+                row = items.get(item)
+                if row is None:
+                    row = items[item] = {}
+                    if len(items) > self.max_items:
+                        self._evict_oldest()
+                else:
+                    items.move_to_end(item)
+                self._seq += 1
+                touched[item] = self._seq
+                dirty.add(item)
+                if neighbour in row:
+                    row[neighbour] += weight
+                    continue
+                if len(row) >= slots:
+                    # Ties broken by id, so the choice never depends on insertion order (replays are exact).
+                    del row[_weakest(row)]
+                row[neighbour] = weight
 
     def _evict_oldest(self) -> None:
         """Drop the least recently touched item; its row is deleted at the next drain."""

@@ -68,9 +68,12 @@ def effective_threshold(trigger: str, offset: float, config: PolicyConfig) -> fl
     return min(max(config.threshold_for(trigger) + offset, config.min_threshold), config.max_threshold)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Assessment:
-    """Interest of one candidate and the features behind it (kept for explanations and audits)."""
+    """Interest of one candidate and the features behind it (kept for explanations and audits).
+
+    Read only, but not frozen: one is built per candidate of every decision, and a frozen init costs
+    about three times as much."""
 
     interest: float
     threshold: float

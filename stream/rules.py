@@ -45,9 +45,10 @@ def local_date(ts: float, zone: ZoneInfo) -> date:
     return datetime.fromtimestamp(ts, zone).date()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PushHistory:
-    """What the rules need from a user's past pushes at ``now``, computed once."""
+    """What the rules need from a user's past pushes at ``now``, computed once (read only; not frozen,
+    whose init costs about three times as much, on the path of every decision)."""
 
     in_24h: int
     in_7d: int
@@ -112,9 +113,10 @@ class UserFacts:
         return PushHistory.of(self._records, self.now, self._zone, self.config)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ItemFacts:
-    """The facts of one candidate (or held push) a rule may read."""
+    """The facts of one candidate (or held push) a rule may read (read only; built per candidate, so
+    not frozen: a frozen init costs about three times as much)."""
 
     item_id: str
     category: str | None
