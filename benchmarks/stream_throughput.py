@@ -854,7 +854,8 @@ def profile_engine(
     """``Engine.process`` in-process on the events, in worker-sized batches: plain, then cProfile.
 
     ``only_plain``: the plain run alone, with the engine's own stage times and a SHA-256 of every
-    stored row and push id (``--engine-only``: a change that must not alter decisions keeps it).
+    stored row and push id (``--engine-only``: a change that must not alter decisions keeps it), and
+    one of the push ids alone (``pushes_sha256``: the decisions, for a change that moves stored floats).
     """
     from model.scorer import IncrementalScorer
     from stream import gc_tuning
@@ -870,6 +871,8 @@ def profile_engine(
 
     stages: dict[str, float] = {}
     digest = hashlib.sha256()
+    decided = hashlib.sha256()  # the pushes alone: the decisions, when a change moves stored floats
+    counted = {"pushes": 0}
 
     def run(record: bool = False) -> float:
         engine = Engine(settings, cast(Scorer, scorer))
@@ -895,6 +898,8 @@ def profile_engine(
                 stored = (value or b"").replace(version, b"<model>")
                 digest.update(b"%d\x1e%s\x1e%s\x1d" % (partition, key, stored))
             digest.update("\n".join(pushes).encode())
+            decided.update("\n".join(pushes).encode())
+            counted["pushes"] = len(pushes)
         return elapsed
 
     plain = run(record=True)
@@ -907,6 +912,8 @@ def profile_engine(
             "engine_events_per_s": n / plain,
             "stage_us_per_event": {k: 1e6 * v / n for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
             "state_and_pushes_sha256": digest.hexdigest(),
+            "pushes": counted["pushes"],
+            "pushes_sha256": decided.hexdigest(),
         }
     prof = cProfile.Profile()
     prof.enable()

@@ -45,6 +45,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 + 0.5 * np.tanh(0.5 * x)
 
 
+def _probability(x: np.ndarray) -> np.ndarray:
+    # The logistic with full relative precision at small probabilities (the tanh form above is the
+    # GRU step's and loses it: 0.5 + 0.5 * tanh(-4.6) cancels), and no overflow.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 class IncrementalScorer:
     """Loaded model plus precomputed matrices; not thread-safe (the stream calls it from one thread)."""
 
@@ -110,6 +117,14 @@ class IncrementalScorer:
             self._bias = model.bias.detach()[:, 0].contiguous()
             self._unit_out: np.ndarray | None = None  # normalised known rows, built by similar_items
             self._id_array = np.array(self._ids)
+            # The serving path's weights as numpy arrays (see score_and_interest).
+            proj = model.proj
+            self._np_proj_w: np.ndarray | None = None  # None: the identity (untied models)
+            self._np_proj_b: np.ndarray | None = None
+            if isinstance(proj, torch.nn.Linear):
+                self._np_proj_w = proj.weight.detach().numpy()
+                self._np_proj_b = None if proj.bias is None else proj.bias.detach().numpy()
+            self._np_skip_w = None if self._skip is None else self._skip.weight.detach().numpy()
             self._norm_out: torch.Tensor | None = None
             self._norm_bias: torch.Tensor | None = None
             if self.calibration_feature == "sampled_log_softmax":
@@ -250,38 +265,38 @@ class IncrementalScorer:
     def _window_of(self, h: torch.Tensor) -> torch.Tensor:
         return h[:, self.hidden_size - self._window :]
 
-    def _raw(
-        self, states: np.ndarray, candidates: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The states (B, H), output vectors (B, D), raw candidate scores (B, C) and the validity mask."""
-        h = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32))
-        cand = torch.from_numpy(np.asarray(candidates, dtype=np.int64))
-        valid = cand >= 0
-        safe = cand.clamp(min=0)
-        out = self._outputs(h)  # (B, D)
-        scores = torch.bmm(self._out[safe], out[:, :, None])[:, :, 0] + self._bias[safe]
-        if self._memory is not None:
-            scores = scores + self._memory.candidates(self._window_of(h), safe)
-        return h, out, scores, valid
+    def _np_outputs(self, h: np.ndarray) -> np.ndarray:
+        """:meth:`_outputs` in numpy, row by row (einsum; see :meth:`step`)."""
+        g = h[:, : self._units]
+        out = g if self._np_proj_w is None else np.einsum("bh,dh->bd", g, self._np_proj_w)
+        if self._np_proj_b is not None:
+            out = out + self._np_proj_b
+        if self._np_skip_w is not None:
+            skip = h[:, self._units : self._units + self._skip_width]
+            out = out + np.einsum("bs,ds->bd", skip, self._np_skip_w)
+        return out
 
-    def _calibrated(
-        self, h: torch.Tensor, out: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor
-    ) -> torch.Tensor:
-        feature = scores
+    def _np_feature(self, h: np.ndarray, out: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The calibration feature of raw scores (B, C): see :meth:`interest`."""
         if self._norm_out is not None and self._norm_bias is not None:
-            feature = scores - torch.logsumexp(
-                torch.addmm(self._norm_bias, out, self._norm_out.T), dim=1, keepdim=True
-            )
-        elif self.calibration_feature == "log_softmax":
-            known = self._full(h, out)[:, : self.n_artifact_items]  # added items change no other's interest
-            feature = scores - torch.logsumexp(known, dim=1, keepdim=True)
-        return torch.sigmoid(self._cal_a * feature + self._cal_b).masked_fill(~valid, 0.0)
+            z = np.einsum("bd,nd->bn", out, self._norm_out.numpy()) + self._norm_bias.numpy()
+            top = z.max(axis=1, keepdims=True)
+            return scores - (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))
+        if self.calibration_feature == "log_softmax":
+            # Artifacts from before the cheap features: the whole catalog, one row per call (a call's
+            # shape then never changes, so neither does a row's rounding).
+            with torch.inference_mode():
+                rows = []
+                for i in range(len(h)):
+                    one = torch.from_numpy(h[i : i + 1])
+                    known = self._full(one, self._outputs(one))[:, : self.n_artifact_items]
+                    rows.append(torch.logsumexp(known, dim=1, keepdim=True).numpy())
+            return scores - (np.concatenate(rows) if rows else np.zeros((0, 1), dtype=np.float32))
+        return scores
 
     def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Raw scores (B, C) float32 of candidate indices; -1 candidates score -inf."""
-        with torch.inference_mode():
-            _, _, scores, valid = self._raw(states, candidates)
-            return scores.masked_fill(~valid, float("-inf")).numpy()
+        return self.score_and_interest(states, candidates)[0]
 
     def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Calibrated P(candidate occurs within the next ``calibration_horizon`` events), (B, C) float32.
@@ -290,23 +305,35 @@ class IncrementalScorer:
         the raw score, the raw score minus the logsumexp over a fixed item sample (cost independent of
         the catalog size), or, for older artifacts, the full-catalog log-softmax. -1 candidates get 0.
         """
-        with torch.inference_mode():
-            return self._calibrated(*self._raw(states, candidates)).numpy()
+        return self.score_and_interest(states, candidates)[1]
 
     def score_and_interest(
         self, states: np.ndarray, candidates: np.ndarray, lift: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`score` and :meth:`interest` together, computing the candidate scores once (hot path).
 
+        In numpy and row by row, like :meth:`step`: a row's results do not depend on the other rows of
+        the call, so the engine scores a round's asks in one call of any size (until 2026-12-05 it
+        padded them to fixed-size chunks for torch, whose products round a row by the block it is in),
+        and the fixed cost per call is about a third of torch's dispatch. The catalog-wide paths
+        (:meth:`catalog_scores`, :meth:`topk`) stay in torch: they are for evaluation.
+
         ``lift`` (B, C), optional: added to the raw scores before calibration (the stream warm-up of
         content-placed items, ``model.warmup``).
         """
-        with torch.inference_mode():
-            h, out, scores, valid = self._raw(states, candidates)
-            if lift is not None:
-                scores = scores + torch.from_numpy(np.asarray(lift, dtype=np.float32))
-            prob = self._calibrated(h, out, scores, valid)
-            return scores.masked_fill(~valid, float("-inf")).numpy(), prob.numpy()
+        h = np.ascontiguousarray(states, dtype=np.float32)
+        cand = np.asarray(candidates, dtype=np.int64)
+        valid = cand >= 0
+        safe = np.where(valid, cand, 0)
+        out = self._np_outputs(h)
+        scores = np.einsum("bcd,bd->bc", self._out.numpy()[safe], out) + self._bias.numpy()[safe]
+        if self._memory is not None:
+            scores = scores + self._memory.candidate_terms(h[:, self.hidden_size - self._window :], safe)
+        if lift is not None:
+            scores = scores + np.asarray(lift, dtype=np.float32)
+        prob = _probability(self._cal_a * self._np_feature(h, out, scores) + self._cal_b)
+        raw = np.where(valid, scores, -np.inf).astype(np.float32, copy=False)
+        return raw, np.where(valid, prob, 0.0).astype(np.float32, copy=False)
 
     def _full(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """(B, n_items) scores of the whole catalog (topk, and artifacts calibrated on ``log_softmax``)."""

@@ -190,3 +190,37 @@ class SessionMemory:
         if self.votes is not None:
             out += self.votes.candidates(idx.numpy(), cands)
         return out
+
+    def candidate_terms(self, window: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """:meth:`candidates` in numpy for the serving path (``model.scorer``): (B, C) float32.
+
+        Row by row: every operation reduces within a row, so a row's terms do not depend on the other
+        rows of the call (the engine scores any number of asks at once and a user's scores must not
+        depend on who else was scored). About a third of the torch version's fixed cost per call,
+        which the engine pays for every round of asks. ``cands`` must be valid indices (>= 0).
+        """
+        idx = np.rint(window).astype(np.int64) - 1
+        powers = decay_powers(self.decay, window.shape[1]).numpy()[None, :] * (idx >= 0)
+        out = np.zeros(cands.shape, dtype=np.float32)
+        if self.repeat_bonus:
+            weighted = (idx[:, :, None] == cands[:, None, :]) * powers[:, :, None]
+            out += self.repeat_bonus * (weighted.max(axis=1) if self.repeat_max else weighted.sum(axis=1))
+        if self.use_neighbours:
+            norm = powers / np.maximum(powers.sum(axis=1, keepdims=True), 1e-12)
+            safe = np.maximum(idx, 0)
+            table, weights = self.idx.numpy(), self.w.numpy()
+            rows = table[safe]  # (B, W, k), each row sorted by item index
+            b, w = idx.shape
+            query = np.ascontiguousarray(
+                np.broadcast_to(cands.astype(rows.dtype)[:, None, :], (b, w, cands.shape[1]))
+            )
+            # torch's search runs per row of a batch (numpy's is one-dimensional) in one call.
+            pos = torch.searchsorted(torch.from_numpy(rows), torch.from_numpy(query)).numpy()
+            pos = np.minimum(pos, rows.shape[2] - 1)
+            found = np.take_along_axis(rows, pos, 2) == query
+            weight = np.take_along_axis(weights[safe], pos, 2) * found
+            mass = (weight * norm[:, :, None]).sum(axis=1)
+            out += self.neighbour_weight * np.log(self.neighbour_floor + mass)
+        if self.votes is not None:
+            out += self.votes.candidates(idx, torch.from_numpy(cands)).numpy()
+        return out

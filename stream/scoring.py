@@ -1,12 +1,12 @@
-"""Model calls for a batch: GRU steps, candidate scoring in fixed-size chunks, and per ask the
-candidates worth deciding.
+"""Model calls for a batch: GRU steps, candidate scoring, and per ask the candidates worth deciding.
 
-A BLAS product can round a row differently depending on how many rows it multiplies (it picks other
-kernels), so a user's scores would depend on who else was in the batch. Every scoring call therefore
-sees exactly ``worker.model_chunk_rows`` rows (the last chunk padded), which makes each row's result
-independent of batching, replays and partition assignment. The GRU step needs no chunks: the scorer
-computes it row by row without BLAS (``model.scorer.IncrementalScorer.step``; a test holds a row's
-bits equal alone and in blocks of any size), so a round's users are stepped in one call.
+A user's scores must not depend on who else was in the batch (batching, replays and partition
+assignment change nothing). The scorer guarantees it: its step and its scoring compute row by row
+without BLAS (``model.scorer.IncrementalScorer``; tests hold a row's bits equal alone and in blocks of
+any size), so a round's users are stepped in one call and its asks scored in one call, whatever their
+number. (Until 2026-12-05 scoring ran in torch, whose products round a row by the block it is in, and
+every call was padded to a fixed number of rows.) A model served through this class must keep that
+property (``stream.engine.ports.Scorer``).
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ class AskScorer:
     """The engine's model calls (the scorer is swapped with the model)."""
 
     def __init__(
-        self, scorer: Scorer, config: PolicyConfig, chunk_rows: int, partitions: int = 1, max_decide: int = 5
+        self, scorer: Scorer, config: PolicyConfig, partitions: int = 1, max_decide: int = 5
     ) -> None:
         self.scorer = scorer
         self.cfg = config
-        self.chunk_rows = chunk_rows
         # A partition counts its own users' events; times the partitions, the shop's (warm-up lift).
         self.partitions = partitions
         self.max_candidates = config.max_candidates
@@ -46,28 +45,8 @@ class AskScorer:
     def score_rows(
         self, states: np.ndarray, candidates: np.ndarray, lift: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw scores and interest (B, C) in fixed-size chunks; ``lift`` (B, C) is added to raw scores."""
-        n, chunk = len(states), self.chunk_rows
-        width = candidates.shape[1]
-        # The candidate width is fixed too (products of another shape round differently).
-        full_width = max(self.max_candidates, width)
-        pad = (-n) % chunk
-        if pad or full_width > width:
-            candidates = np.pad(candidates, ((0, pad), (0, full_width - width)), constant_values=-1)
-            if lift is not None:
-                lift = np.pad(lift, ((0, pad), (0, full_width - width)))
-        if pad:
-            states = np.concatenate([states, np.repeat(states[:1], pad, axis=0)])
-        parts = [
-            self.scorer.score_and_interest(
-                states[i : i + chunk],
-                candidates[i : i + chunk],
-                None if lift is None else lift[i : i + chunk],
-            )
-            for i in range(0, n + pad, chunk)
-        ]
-        raws = np.concatenate([r for r, _ in parts])[:n, :width]
-        return raws, np.concatenate([p for _, p in parts])[:n, :width]
+        """Raw scores and interest (B, C) in one call; ``lift`` (B, C) is added to raw scores."""
+        return self.scorer.score_and_interest(states, candidates, lift)
 
     def lift(self, asks: list[Ask], width: int) -> np.ndarray | None:
         """The stream warm-up of the asks' content-placed candidates (``model.warmup``), or None.

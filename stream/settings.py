@@ -257,11 +257,6 @@ class WorkerConfig(BaseModel):
     )
     audit_decisions: bool = Field(False, description="Write every push decision to the decisions topic.")
     tick_seconds: float = Field(1.0, description="How often due timers (cart abandonment, ...) are checked.")
-    model_chunk_rows: int = Field(
-        16,
-        ge=1,
-        description="Rows per scoring call (padded): fixed so a user's scores never depend on batching.",
-    )
     user_ttl_seconds: float = Field(
         30 * 86400.0,
         gt=0,

@@ -87,10 +87,8 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         self._ask_seq = 0  # numbers asks and queued work in stream order
         self.new_items = NewItems()  # items placed from content, by category (a candidate source)
         self.unplaced = Unplaced()  # catalogued items the model lacks, placed a few per tick
-        # Model calls in fixed-size chunks, and the decisions (stream.scoring, stream.decider).
-        self.scoring = AskScorer(
-            scorer, self.cfg, settings.worker.model_chunk_rows, settings.topics.partitions
-        )
+        # Model calls, and the decisions (stream.scoring, stream.decider).
+        self.scoring = AskScorer(scorer, self.cfg, settings.topics.partitions)
         self.decider = Decider(
             self.cfg,
             lambda: self._catalog,

@@ -9,7 +9,11 @@ import numpy as np
 
 
 class Scorer(Protocol):
-    """What the engine needs from a model (``model.scorer.IncrementalScorer`` provides it)."""
+    """What the engine needs from a model (``model.scorer.IncrementalScorer`` provides it).
+
+    Row by row: a row's step, scores and interest must not depend on the other rows of the call (the
+    engine steps and scores any number of users at once; ``stream.scoring``).
+    """
 
     version: str
     hidden_size: int

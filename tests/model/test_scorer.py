@@ -104,6 +104,35 @@ def test_a_rows_step_does_not_depend_on_how_many_rows_are_stepped_with_it(
         assert np.array_equal(np.concatenate(parts), whole), block
 
 
+@pytest.mark.parametrize("which", ["tiny_artifact", "plain_artifact", "memory_artifact"])
+def test_a_rows_scores_do_not_depend_on_the_other_rows_or_candidates_of_the_call(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """The engine scores each round's asks in one call, however many (stream.scoring): a user's scores
+    and interest must be the same bits alone, in any block, at any position, and beside any number of
+    other candidates (a BLAS product would not guarantee it; the serving path is numpy, row by row)."""
+    scorer = IncrementalScorer.load(request.getfixturevalue(which))
+    rng = np.random.default_rng(7)
+    n, width = 40, 9
+    states = scorer.initial_state(n)
+    for _ in range(12):  # real windows for the session memory: repeats and neighbours score
+        states = scorer.step(states, rng.integers(0, scorer.n_items, n), rng.integers(0, 3, n))
+    cands = rng.integers(-1, scorer.n_items, (n, width))
+    raw, prob = scorer.score_and_interest(states, cands)
+    assert (raw[cands < 0] == -np.inf).all() and (prob[cands < 0] == 0).all()
+    for block in (1, 3, 16, 17):
+        parts = [
+            scorer.score_and_interest(states[i : i + block], cands[i : i + block]) for i in range(0, n, block)
+        ]
+        assert np.array_equal(np.concatenate([r for r, _ in parts]), raw), block
+        assert np.array_equal(np.concatenate([p for _, p in parts]), prob), block
+    order = rng.permutation(n)
+    again_raw, again_prob = scorer.score_and_interest(states[order], cands[order])
+    assert np.array_equal(again_raw, raw[order]) and np.array_equal(again_prob, prob[order])
+    narrow_raw, narrow_prob = scorer.score_and_interest(states, cands[:, :4])
+    assert np.array_equal(narrow_raw, raw[:, :4]) and np.array_equal(narrow_prob, prob[:, :4])
+
+
 def test_unknown_items_and_padding(tiny_artifact: Path) -> None:
     scorer = IncrementalScorer.load(tiny_artifact)
     idx = scorer.item_indices([scorer.item_id(0), "never-seen"])

@@ -1,7 +1,7 @@
 """With the real GRU, a user's state and every push are bit-exact whatever the batching or ownership.
 
-BLAS rounds a row differently depending on how many rows it multiplies; the engine therefore calls
-the model in fixed-size chunks (``worker.model_chunk_rows``). This test drives a real trained model
+BLAS rounds a row differently depending on how many rows it multiplies; the model's step and scoring
+therefore compute row by row without it (``model.scorer``). This test drives a real trained model
 over a simulated shop stream cut into different batch sizes and split across two engines, and
 compares stored bytes, not approximations.
 """
