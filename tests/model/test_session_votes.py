@@ -187,3 +187,19 @@ def test_a_batch_votes_each_row_as_it_would_alone() -> None:
         np.testing.assert_allclose(share[rows == r], alone_share, rtol=1e-12)
     assert not (rows == 1).any()  # an empty window: no votes
     np.testing.assert_allclose(share[rows == 0], share[rows == 4], rtol=1e-12)  # same item set
+
+
+def test_serving_scores_with_votes_do_not_depend_on_the_other_rows_of_the_call(knn_artifact: Path) -> None:
+    """The engine scores a round's asks in one call of any size: the vote term, like the rest of the
+    serving path, must give a row the same bits alone or in a block (``model.scorer``)."""
+    scorer = IncrementalScorer(knn_artifact)
+    rng = np.random.default_rng(8)
+    n = 24
+    states = scorer.initial_state(n)
+    for _ in range(5):
+        states = scorer.step(states, rng.integers(0, scorer.n_items, n), np.zeros(n, dtype=np.int64))
+    cands = rng.integers(-1, scorer.n_items, (n, 7))
+    raw, prob = scorer.score_and_interest(states, cands)
+    for i in range(n):
+        one_raw, one_prob = scorer.score_and_interest(states[i : i + 1], cands[i : i + 1])
+        assert np.array_equal(one_raw[0], raw[i]) and np.array_equal(one_prob[0], prob[i]), i
