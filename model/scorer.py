@@ -241,8 +241,9 @@ class IncrementalScorer:
         # einsum, not @: a BLAS product rounds a row differently depending on its position in the
         # block (the same user would step differently next to other users); einsum does not.
         gh = np.einsum("bh,hk->bk", g, self._np_w_hh_t) + self._np_b_hh
-        r = _sigmoid(gi[:, :hs] + gh[:, :hs])
-        z = _sigmoid(gi[:, hs : 2 * hs] + gh[:, hs : 2 * hs])
+        # Both gates in one pass (elementwise, so the same values as one gate at a time).
+        rz = _sigmoid(gi[:, : 2 * hs] + gh[:, : 2 * hs])
+        r, z = rz[:, :hs], rz[:, hs:]
         n = np.tanh(gi[:, 2 * hs :] + r * gh[:, 2 * hs :])
         parts = [n + z * (g - n)]
         if self._np_emb is not None:
@@ -252,9 +253,10 @@ class IncrementalScorer:
             # The window, newest first (as model.session_memory.push_window); added items are not
             # pushed (see the module doc): the window keeps only the artifact's own item indices.
             pushed = np.concatenate([(safe + 1).astype(np.float32)[:, None], window[:, :-1]], axis=1)
-            parts.append(np.where((safe < self.n_artifact_items)[:, None], pushed, window))
+            artifact = safe < self.n_artifact_items
+            parts.append(pushed if artifact.all() else np.where(artifact[:, None], pushed, window))
         new = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
-        return np.where(known[:, None], new, h)
+        return new if known.all() else np.where(known[:, None], new, h)
 
     def _outputs(self, h: torch.Tensor) -> torch.Tensor:
         out = self._proj(h[:, : self._units])
