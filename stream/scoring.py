@@ -35,7 +35,6 @@ class AskScorer:
         self.cfg = config
         # A partition counts its own users' events; times the partitions, the shop's (warm-up lift).
         self.partitions = partitions
-        self.max_candidates = config.max_candidates
         self.max_decide = max_decide  # candidates per decision that go through the full policy
 
     def step(self, states: np.ndarray, items: np.ndarray, types: np.ndarray) -> np.ndarray:
