@@ -871,8 +871,7 @@ def profile_engine(
 
     stages: dict[str, float] = {}
     digest = hashlib.sha256()
-    decided = hashlib.sha256()  # the pushes alone: the decisions, when a change moves stored floats
-    counted = {"pushes": 0}
+    recorded: list[str] = []  # the recorded run's push ids
 
     def run(record: bool = False) -> float:
         engine = Engine(settings, cast(Scorer, scorer))
@@ -898,8 +897,7 @@ def profile_engine(
                 stored = (value or b"").replace(version, b"<model>")
                 digest.update(b"%d\x1e%s\x1e%s\x1d" % (partition, key, stored))
             digest.update("\n".join(pushes).encode())
-            decided.update("\n".join(pushes).encode())
-            counted["pushes"] = len(pushes)
+            recorded[:] = pushes
         return elapsed
 
     plain = run(record=True)
@@ -912,8 +910,9 @@ def profile_engine(
             "engine_events_per_s": n / plain,
             "stage_us_per_event": {k: 1e6 * v / n for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
             "state_and_pushes_sha256": digest.hexdigest(),
-            "pushes": counted["pushes"],
-            "pushes_sha256": decided.hexdigest(),
+            "pushes": len(recorded),
+            # The pushes alone: the decisions, for a change that moves stored floats.
+            "pushes_sha256": hashlib.sha256("\n".join(recorded).encode()).hexdigest(),
         }
     prof = cProfile.Profile()
     prof.enable()

@@ -330,7 +330,7 @@ class IncrementalScorer:
         out = self._np_outputs(h)
         scores = np.einsum("bcd,bd->bc", self._out.numpy()[safe], out) + self._bias.numpy()[safe]
         if self._memory is not None:
-            scores = scores + self._memory.candidate_terms(h[:, self.hidden_size - self._window :], safe)
+            scores = scores + self._memory.candidates(h[:, self.hidden_size - self._window :], safe)
         if lift is not None:
             scores = scores + np.asarray(lift, dtype=np.float32)
         prob = _probability(self._cal_a * self._np_feature(h, out, scores) + self._cal_b)
@@ -344,8 +344,9 @@ class IncrementalScorer:
             window = self._window_of(h)
             memory = self._memory.dense(window)
             if self.n_items > self.n_artifact_items:  # added items: never in the window, no neighbours
-                added = torch.arange(self.n_artifact_items, self.n_items).expand(len(h), -1)
-                memory = torch.cat([memory, self._memory.candidates(window, added)], dim=1)
+                added = np.tile(np.arange(self.n_artifact_items, self.n_items), (len(h), 1))
+                terms = self._memory.candidates(window.numpy(), added)
+                memory = torch.cat([memory, torch.from_numpy(terms)], dim=1)
             full = full + memory
         return full
 

@@ -169,35 +169,13 @@ class SessionMemory:
             out += self.votes.dense(idx.numpy())
         return out
 
-    def candidates(self, window: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
-        """The memory terms of candidate items (B, C) (indices must be valid, >= 0)."""
-        idx, safe, powers, norm = self._parts(window)
-        out = torch.zeros(cands.shape, dtype=torch.float32)
-        if self.repeat_bonus:
-            hit = idx[:, :, None] == cands[:, None, :]  # (B, W, C)
-            weighted = hit * powers[:, :, None]
-            rep = weighted.amax(dim=1) if self.repeat_max else weighted.sum(dim=1)
-            out += self.repeat_bonus * rep
-        if self.use_neighbours:
-            b, w = idx.shape
-            rows = self.idx[safe]  # (B, W, k), sorted by item index
-            query = cands.to(rows.dtype)[:, None, :].expand(b, w, cands.shape[1]).contiguous()
-            pos = torch.searchsorted(rows, query).clamp(max=rows.shape[2] - 1)
-            found = torch.gather(rows, 2, pos) == query
-            weight = torch.gather(self.w[safe], 2, pos) * found
-            mass = (weight * norm[:, :, None]).sum(dim=1)
-            out += self.neighbour_weight * torch.log(self.neighbour_floor + mass)
-        if self.votes is not None:
-            out += self.votes.candidates(idx.numpy(), cands)
-        return out
-
-    def candidate_terms(self, window: np.ndarray, cands: np.ndarray) -> np.ndarray:
-        """:meth:`candidates` in numpy for the serving path (``model.scorer``): (B, C) float32.
+    def candidates(self, window: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """The memory terms of candidate items (B, C) float32, in numpy (the serving path, ``model.scorer``).
 
         Row by row: every operation reduces within a row, so a row's terms do not depend on the other
         rows of the call (the engine scores any number of asks at once and a user's scores must not
-        depend on who else was scored). About a third of the torch version's fixed cost per call,
-        which the engine pays for every round of asks. ``cands`` must be valid indices (>= 0).
+        depend on who else was scored); numpy costs about a third of torch's fixed cost per call, which
+        the engine pays for every round of asks. ``cands`` must be valid indices (>= 0).
         """
         idx = np.rint(window).astype(np.int64) - 1
         powers = decay_powers(self.decay, window.shape[1]).numpy()[None, :] * (idx >= 0)

@@ -41,12 +41,6 @@ class AskScorer:
         """One GRU step for every row, in one call: the step is row by row (module doc)."""
         return self.scorer.step(states, items, types)
 
-    def score_rows(
-        self, states: np.ndarray, candidates: np.ndarray, lift: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw scores and interest (B, C) in one call; ``lift`` (B, C) is added to raw scores."""
-        return self.scorer.score_and_interest(states, candidates, lift)
-
     def lift(self, asks: list[Ask], width: int) -> np.ndarray | None:
         """The stream warm-up of the asks' content-placed candidates (``model.warmup``), or None.
 
@@ -92,7 +86,7 @@ class AskScorer:
         init = self.scorer.initial_state(1)[0]
         hidden = [a.user.state.hidden for a in asks] if states is None else states
         rows = np.stack([h if h is not None else init for h in hidden])
-        raws, probs = self.score_rows(rows, cands, self.lift(asks, width))
+        raws, probs = self.scorer.score_and_interest(rows, cands, self.lift(asks, width))
         floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
         for row, ask in enumerate(asks):
             n = len(ask.items)

@@ -56,10 +56,12 @@ def test_dense_and_candidate_scores_agree() -> None:
     window = torch.tensor([[3, 5, 3, 0], [0, 0, 0, 0], [30, 1, 2, 29]], dtype=torch.float32)
     dense = memory.dense(window)
     cands = torch.arange(n).repeat(3, 1)
-    np.testing.assert_allclose(memory.candidates(window, cands).numpy(), dense.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        memory.candidates(window.numpy(), cands.numpy()), dense.numpy(), rtol=1e-5, atol=1e-5
+    )
     latest = SessionMemory(n, 0.8, 1.5, "max", 0.4, 0.01, idx, w)
     np.testing.assert_allclose(
-        latest.candidates(window, cands).numpy(), latest.dense(window).numpy(), rtol=1e-5, atol=1e-5
+        latest.candidates(window.numpy(), cands.numpy()), latest.dense(window).numpy(), rtol=1e-5, atol=1e-5
     )
     # "max" counts only the most recent view of item 2; "sum" adds its older view (decay 0.8**2).
     assert float(dense[0, 2] - latest.dense(window)[0, 2]) == pytest.approx(1.5 * 0.64, abs=1e-5)
