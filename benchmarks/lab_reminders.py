@@ -17,6 +17,9 @@ nothing was abandoned.
   soon and check out their cart on their own (the engine's ``returning_visit_seconds``).
 * :class:`ReminderAgainPusher`: the same, and the reminder moment once more ``again_seconds`` (the
   engine's default ``reminder_again_seconds``, 8 h) after it if the shopper is still away.
+* :class:`ReminderGapPusher`: the same, and a first reminder moment less than ``gap_seconds`` (a day)
+  after the shopper's last push waits until a day after it (the engine's ``reminder_push_gap_seconds``,
+  off by default: in the engine it added nothing).
 
 Why a reminder: a push mostly moves forward a purchase the shopper would make at their next visit
 (carts stay and are checked out later), so its incremental value is highest for shoppers who do not
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from benchmarks.lab_pushers import LabCandidate, SessionEndPusher, ValueDiscoveryPusher
@@ -161,3 +165,37 @@ class ReminderAgainPusher(ReturningShopperPusher):
             armed[u] = due
             heapq.heappush(self._reminders, (due, u))
         return out
+
+
+class ReminderGapPusher(ReminderAgainPusher):
+    """:class:`ReminderAgainPusher`, whose first reminder moment waits until ``gap_seconds`` after the
+    shopper's last push (the engine's ``reminder_push_gap_seconds``): a push within a day of another is
+    opened less and opted out of more, and a shopper away for a day is not in a hurry. The second moment
+    comes ``again_seconds`` after the first fired, without waiting (as in the engine). A return in
+    between re-arms the reminder from the return, as before."""
+
+    gap_seconds = DAY  # the engine's reminder_push_gap_seconds set to a day (it is off by default)
+
+    def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
+        super().__init__(holdout, **kwargs)
+        self.last_push: dict[str, float] = {}
+
+    def send(self, user_id: str, day: date, best: LabCandidate, trigger: str, cause: str, now: float) -> Push:
+        self.last_push[user_id] = now
+        return super().send(user_id, day, best, trigger, cause, now)
+
+    def moments(
+        self, queue: list[tuple[float, str]], armed: dict[str, float], now: float
+    ) -> list[tuple[float, str, date]]:
+        if queue is self._reminders:
+            due: list[tuple[float, str]] = []
+            while queue and queue[0][0] <= now:
+                at, u = heapq.heappop(queue)
+                last = self.last_push.get(u)
+                first = u in self._again_left  # the second moment is armed only once the first fired
+                if armed.get(u) == at and first and last is not None and now - last < self.gap_seconds:
+                    at = armed[u] = last + self.gap_seconds  # the same moment, later
+                due.append((at, u))  # the rest is decided (or dropped as stale) by the guards
+            for entry in due:
+                heapq.heappush(queue, entry)
+        return super().moments(queue, armed, now)

@@ -25,8 +25,9 @@ they stay away), ``abandoned_or_discovery`` (the same moments, ``value_discovery
 nothing was abandoned), ``cart_then_discovery`` (carts only at the session end; the reminder an
 abandoned item, else discovery), ``cart_then_discovery_first`` (the same, discovery first at the
 reminder), ``returning_shopper`` (the same, nothing at the session end of a shopper back within
-12 h) and ``reminder_again`` (the same, and the reminder moment again 8 h later if the shopper is
-still away), of ``benchmarks/lab_reminders.py``.
+12 h), ``reminder_again`` (the same, and the reminder moment again 8 h later if the shopper is
+still away) and ``reminder_gap`` (the same, the first reminder moment waiting until a day after the
+shopper's last push), of ``benchmarks/lab_reminders.py``.
 
 ``.venv/bin/python benchmarks/policy_lab.py --seeds 11 12 13 14 15 16 17 18`` (about a minute per
 arm on 2 cores) prints the table and writes ``benchmarks/reports/policy_lab.md``.
@@ -70,6 +71,7 @@ from benchmarks.lab_reminders import (  # noqa: E402
     CartThenDiscoveryFirstPusher,
     CartThenDiscoveryPusher,
     ReminderAgainPusher,
+    ReminderGapPusher,
     ReminderPusher,
     ReturningShopperPusher,
 )
@@ -109,8 +111,9 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "cart_then_discovery_first": CartThenDiscoveryFirstPusher,
     "returning_shopper": ReturningShopperPusher,
     "reminder_again": ReminderAgainPusher,
+    "reminder_gap": ReminderGapPusher,
 }
-COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "quiet_pushes")
+COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "opt_out_risk", "quiet_pushes")
 
 
 def run_world(cfg: LabConfig, seed: int, arm: str | None) -> dict[str, np.ndarray]:
@@ -211,6 +214,7 @@ def compare(cfg: LabConfig, arms: list[str], seeds: list[int], workers: int = 2)
             },
             "pushes_per_user_per_day": pushes / (int(treat.sum()) * len(seeds) * cfg.days),
             "opt_outs": sum(float(runs[s, arm]["opt_outs"][treat].sum()) for s in seeds),
+            "expected_opt_outs": sum(float(runs[s, arm]["opt_out_risk"][treat].sum()) for s in seeds),
             "quiet_hours_share": sum(float(runs[s, arm]["quiet_pushes"][treat].sum()) for s in seeds)
             / max(pushes, 1.0),
         }
@@ -222,7 +226,7 @@ def table(result: dict[str, Any], seeds: list[int]) -> list[str]:
     first = next(iter(result))
     rows = [
         f"| arm | vs no push ± 95 % | vs {first} ± 95 % | worlds ahead | revenue "
-        "| pushes / user / day | opt-outs | per world |",
+        "| pushes / user / day | opt-outs (expected) | per world |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for arm, r in result.items():
@@ -231,7 +235,8 @@ def table(result: dict[str, Any], seeds: list[int]) -> list[str]:
             f"| {arm} | {r['incremental_purchases']:+.0f} ± {r['incremental_purchases_ci95']:.0f} "
             f"| {r['vs_first_purchases']:+.0f} ± {r['vs_first_purchases_ci95']:.0f} "
             f"| {r['worlds_ahead_of_first']}/{len(seeds)} | {r['incremental_revenue']:+.0f} "
-            f"| {r['pushes_per_user_per_day']:.3f} | {r['opt_outs']:.0f} | {per} |"
+            f"| {r['pushes_per_user_per_day']:.3f} | {r['opt_outs']:.0f} "
+            f"({r.get('expected_opt_outs', math.nan):.1f}) | {per} |"
         )
     return rows
 

@@ -31,7 +31,10 @@ the holdout group (``stream.policy.in_holdout`` with the configured share and sa
 leave the same users alone) and, with less noise, against the same users in a counterfactual run of
 the same world with no pushes at all (``incremental_purchases_vs_no_push``, and revenue likewise).
 Every other arm is also compared with the first arm (Kairos) user by user on the same world
-(``vs_first_purchases``, ``vs_first_revenue``, each with its own 95 % interval). Writes
+(``vs_first_purchases``, ``vs_first_revenue``, each with its own 95 % interval). ``opt_out_rate`` is
+the share of treatment users who opted out during the evaluated days (a handful per world, so mostly
+luck); ``expected_opt_out_rate`` the same expected from the response model (the sum of each push's
+opt-out probability, ``World``'s ``opt_out_risk``), which compares arms far more precisely. Writes
 ``<out>/push_outcomes.md`` (default ``benchmarks/reports``; the figures table between its markers),
 its figures ``<out>/push_outcomes-*.png`` (outcomes per arm with their 95 % intervals, pushes by trigger
 over the users' local day) and the raw results ``<out>/push_outcomes.json``; ``--from-json`` writes the
@@ -97,6 +100,7 @@ COUNTERS = (
     "purchases",
     "revenue",
     "opt_outs",
+    "opt_out_risk",
     "quiet_pushes",
     "expired_pushes",
     "pushes_after_opt_out",
@@ -648,6 +652,7 @@ def figures(
         "incremental_revenue_vs_no_push": revenue,
         "incremental_revenue_vs_no_push_ci95": revenue_ci,
         "opt_out_rate": float(run.opted_out_during[treat].sum()) / n_t,
+        "expected_opt_out_rate": total("opt_out_risk") / n_t,
         "quiet_hours_share": rate("quiet_pushes"),
         "expired_share": rate("expired_pushes"),
         "pushes_after_opt_out": int(total("pushes_after_opt_out")),
@@ -694,6 +699,7 @@ KEYS = [
     "vs_first_purchases",
     "vs_first_revenue",
     "opt_out_rate",
+    "expected_opt_out_rate",
     "quiet_hours_share",
     "expired_share",
 ]

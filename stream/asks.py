@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from stream.candidates import EngagedItem, Engagement
 from stream.event_decoder import ValidEvent
 from stream.state import UserState
+from stream.timers import Timer
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Ask:
     placed_counts: dict[str, float] | None = None
     # Per item, the trigger's own interest instead of the model's (stream.triggers.TriggerAsk.priors).
     priors: tuple[float, ...] | None = None
+    # A reminder moment's timer, re-armed instead of decided after a recent push (TriggerAsk.rearm).
+    rearm: Timer | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from stream import policy as pol
-from stream import triggers
+from stream import rules, triggers
 from stream.asks import Ask, BatchUser, Scored, SeenAt
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Decision, Push
@@ -31,7 +31,7 @@ from stream.partition_state import PartitionState
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import context_key, pick_uniform
 from stream.send_time import EngagementHours, send_at
-from stream.timers import Timer
+from stream.timers import REMINDER_AGAIN, Timer
 
 RELEASE_KIND = "release_held"  # the timer kind that brings held pushes back
 
@@ -48,8 +48,8 @@ def on_minute(ts: float) -> float:
     return math.ceil(ts / 60.0) * 60.0
 
 
-# What a plan does with one candidate or held push.
-Action = Literal["emit", "hold", "suppress", "ghost", "defer"]
+# What a plan does with one candidate or held push ("wait": a reminder moment re-armed, nothing decided).
+Action = Literal["emit", "hold", "suppress", "ghost", "defer", "wait"]
 
 
 @dataclass(slots=True)
@@ -71,6 +71,7 @@ class Step:
     release_at: float | None = None  # hold, defer
     context: str = ""  # the outcome estimates' context (stream.response_estimates)
     audit: bool = True  # whether the decisions topic gets a record of it
+    timer: Timer | None = None  # wait: the moment's timer, re-armed for release_at
 
 
 def _duplicate(push: Push, context: str) -> Step:
@@ -191,6 +192,15 @@ class Decider:
             if blocked is not None:
                 plan.steps.append(Step("suppress", ask.trigger, "", blocked, audit=False))
                 return plan
+        if ask.rearm is not None:
+            wait = rules.reminder_waits_until(view.pushes, ask.now, cfg)
+            if wait is not None:  # the moment comes back, and is scored again, once the push is old enough
+                plan.steps.append(
+                    Step(
+                        "wait", ask.trigger, "", "recent_push", release_at=wait, audit=False, timer=ask.rearm
+                    )
+                )
+                return plan
         plan.interest = [p for _, _, _, p in ranked.top]
         plan.index_rows = ranked.indexed
         scored = ranked.top
@@ -305,6 +315,10 @@ class Decider:
             pstate.held = [h for h in pstate.held if h.release_at > plan.released_until]
             user.dirty = True
         for step in plan.steps:
+            if step.action == "wait":
+                self._rearm(part, plan, step)
+                out.suppressions[(step.trigger, step.reason)] += 1
+                continue
             if step.action == "suppress":
                 out.suppressions[(step.trigger, step.reason)] += 1
                 if step.reason == "duplicate" and step.push is not None:
@@ -352,6 +366,23 @@ class Decider:
                 if step.context:
                     self.part(user.partition).learning.add(plan.seq, Update("push", step.context, plan.now))
                 return
+
+    @staticmethod
+    def _rearm(part: PartitionState, plan: Plan, step: Step) -> None:
+        """A reminder moment that waits (``stream.rules.reminder_waits_until``): its timer again, due on
+        a whole minute at the step's time; the second moment goes with a first one that waits (it is
+        armed again when the first fires). Not when the shopper came back since the moment (their
+        return re-armed the reminder, later in the batch): the return decides, as it does when the
+        batch ends at the moment."""
+        timer = step.timer
+        assert timer is not None and step.release_at is not None
+        user_id = plan.user.user_id
+        if part.timers.get(user_id, "reminder", "") is not None:
+            return
+        plan.user.dirty = True  # the timers are stored with the user
+        if timer.item_id != REMINDER_AGAIN:
+            part.timers.cancel(user_id, "reminder", REMINDER_AGAIN)
+        part.timers.schedule(replace(timer, due_at=on_minute(step.release_at)))
 
     @staticmethod
     def _schedule_release(part: PartitionState, plan: Plan, step: Step) -> float:

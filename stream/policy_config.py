@@ -212,6 +212,14 @@ class PolicyConfig(BaseModel):
         "(discovery first; an item pushed within item_repeat_window_seconds is never pushed again); "
         "0 disables.",
     )
+    reminder_push_gap_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="The reminder moment (its reminder or discovery push; not the second moment) that comes "
+        "less than this long after the shopper's last push waits until this long after it, unless they "
+        "come back first (a push within a day of another is opened less); 0 (default) disables: on the "
+        "simulated shop a day's wait gave no more purchases (docs/policy.md).",
+    )
     discovery_items: int = Field(
         10,
         ge=0,

@@ -35,6 +35,7 @@ SuppressReason = Literal[
     "not_selected",  # eligible, but another candidate won (MMR, max_pushes_per_decision)
     "throttled",  # over the global throttle's budget: waits for a later minute (stream.throttle)
     "throttle_full",  # over budget and the throttle's queue is full: dropped
+    "recent_push",  # a reminder moment within reminder_push_gap_seconds of the last push: it waits
 ]
 SUPPRESSION_REASONS: tuple[str, ...] = SuppressReason.__args__  # type: ignore[attr-defined]
 

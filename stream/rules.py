@@ -15,6 +15,9 @@ the user; then ``item`` rules, per candidate; then ``cap`` rules (rolling and lo
 gap), after the item rules, so an item's own reason is the one reported. The first rule that blocks
 gives the suppression reason (a bounded code, safe as a metric label).
 
+One rule is about a moment, not a candidate: a reminder moment waits out the shopper's last push
+(:func:`reminder_waits_until`); the decider re-arms the moment instead of deciding it.
+
 Adding a rule: one entry in :data:`RULES`, its reason in ``stream.policy_types.SuppressReason``, its setting
 in ``stream.policy_config`` and a test. Pure: no I/O, no clock.
 """
@@ -256,3 +259,20 @@ def gate(user: UserFacts, path: Path) -> str | None:
         if rule.blocks(user, _NO_ITEM):
             return rule.reason
     return None
+
+
+def reminder_waits_until(records: Sequence[PushRecord], now: float, config: PolicyConfig) -> float | None:
+    """When a reminder moment due at ``now`` may be decided instead: ``reminder_push_gap_seconds`` after
+    the shopper's last push when that is later than ``now``, else None (decide now).
+
+    A push within a day of another is opened less and opted out of more, and a reminder is not
+    urgent: the shopper has stayed away a day already. Holdout users' ghost pushes count, so the
+    holdout's moments wait the same way. Rolling window (now - gap, now], like the caps.
+    """
+    gap = config.reminder_push_gap_seconds
+    if gap <= 0:
+        return None
+    last = max((r.created_at for r in seen_at(records, now)), default=None)
+    if last is None or now - last >= gap:
+        return None
+    return last + gap

@@ -226,7 +226,7 @@ CHECKOUT_INTEREST = 0.6
 
 _COUNTERS = (
     "pushes", "opens", "clicks", "dismisses", "push_purchases", "push_revenue", "purchases", "revenue",
-    "opt_outs", "quiet_pushes", "expired_pushes", "pushes_after_opt_out",
+    "opt_outs", "opt_out_risk", "quiet_pushes", "expired_pushes", "pushes_after_opt_out",
 )  # fmt: skip
 
 
@@ -515,6 +515,9 @@ class World:
             c["expired_pushes"][u] += 1
         if not self.opted_in[u]:
             c["pushes_after_opt_out"][u] += 1
+        else:
+            # The expected opt-outs: realised ones are a handful per world, too few to compare arms by.
+            c["opt_out_risk"][u] += probs.opt_out
         self._push_times[u].append(at)
         # A private RNG per push: the response does not disturb the organic stream's random draws.
         rng = _derived_rng(self.config.seed, "push", draw_key)

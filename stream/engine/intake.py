@@ -74,6 +74,7 @@ def capture_ask(
         asked.pushable,
         counts,
         asked.priors,
+        asked.rearm,
     )
 
 

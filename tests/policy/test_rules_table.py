@@ -64,3 +64,21 @@ def test_the_worker_precheck_sees_the_active_shopper_first() -> None:
     cfg = PolicyConfig.model_validate({"max_pushes_per_24h": 1})
     assert user_blocked("u1", state, T0, cfg) == "cap_24h"
     assert user_blocked("u1", state, T0, cfg, active=True) == "user_active"
+
+
+def test_a_reminder_moment_waits_a_gap_after_the_last_push_ghosts_included() -> None:
+    assert PolicyConfig().reminder_push_gap_seconds == 0.0  # off by default
+    gap = 86400.0
+    cfg = PolicyConfig.model_validate({"reminder_push_gap_seconds": gap})
+
+    def record(at: float, ghost: bool = False, recovered: bool = False) -> PushRecord:
+        return PushRecord("p", "i", "c", "reminder", at, at + 3600, ghost=ghost, recovered=recovered)
+
+    assert rules.reminder_waits_until([], T0, cfg) is None
+    assert rules.reminder_waits_until([record(T0 - 3600)], T0, cfg) == T0 - 3600 + gap
+    assert rules.reminder_waits_until([record(T0 - 7200), record(T0 - 60)], T0, cfg) == T0 - 60 + gap
+    assert rules.reminder_waits_until([record(T0 - gap)], T0, cfg) is None  # (now - gap, now]
+    assert rules.reminder_waits_until([record(T0 - 3600, ghost=True)], T0, cfg) == T0 - 3600 + gap
+    # A push read back at recovery and not yet met again by its own decision is not seen before its time.
+    assert rules.reminder_waits_until([record(T0 + 60, recovered=True)], T0, cfg) is None
+    assert rules.reminder_waits_until([record(T0 - 60)], T0, PolicyConfig()) is None

@@ -72,6 +72,9 @@ def test_a_reminder_asks_only_about_the_abandoned_items_with_a_cause_of_its_own(
     assert asked is not None
     assert (asked.trigger, asked.cause, asked.event_ts) == ("reminder", "reminder:ev-9", T0)
     assert asked.items == ("carted", "twice") and asked.pushable is None  # most recent first
+    assert asked.rearm is timer  # the first moment may wait out a recent push; the second does not
+    again = triggers.timer_ask(Timer(T0 + 2 * 86400, "u1", "reminder", "again", "ev-9", T0), engagement, CFG)
+    assert again is not None and again.cause == "reminder:ev-9/again" and again.rearm is None
     only_viewed_once = _engagement(("view", "once", T0 - 50))
     assert triggers.timer_ask(timer, only_viewed_once, CFG) is None  # nothing abandoned: no ask
 
@@ -82,7 +85,13 @@ def test_a_reminder_with_nothing_abandoned_asks_about_the_discovery_pool_with_it
     pool = [("popular", 0.6), ("cheap", 0.4)]
     asked = triggers.timer_ask(timer, only_viewed_once, CFG, lambda engagement: pool)
     assert asked == triggers.TriggerAsk(
-        "discovery", "discovery:ev-9", T0, ("popular", "cheap"), ("popular", "popular"), priors=(0.6, 0.4)
+        "discovery",
+        "discovery:ev-9",
+        T0,
+        ("popular", "cheap"),
+        ("popular", "popular"),
+        priors=(0.6, 0.4),
+        rearm=timer,  # a reminder moment may wait out a recent push
     )
 
     # Something abandoned: the reminder, and the pool is never asked for.

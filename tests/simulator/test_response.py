@@ -123,6 +123,26 @@ def test_fatigue_lowers_opens_and_raises_opt_outs(users: list[str]) -> None:
     assert probs.pushes_24h >= 9 and probs.pushes_7d >= 9
 
 
+def test_the_expected_opt_outs_sum_each_pushs_probability_while_opted_in(users: list[str]) -> None:
+    world = World(CFG)
+    expected = 0.0
+    for u in users[:200]:
+        best, _ = _best_and_worst(world, u)
+        at = _at_local_hour(world, u, 9)
+        for k in range(3):  # fatigue raises the second and third push's probability
+            push = _push(world, u, best, at + k * HOUR, tag=str(k))
+            expected += world.response_probabilities(push, at + k * HOUR).opt_out
+            world.deliver_push(push, at + k * HOUR)
+    s = world.summary()
+    assert s["opt_out_risk"] == pytest.approx(expected) and expected > 0
+    # A user opted out from the start adds nothing: they cannot opt out again.
+    out_user = next(u for u in world.user_ids if not world.opted_in[world._user_index[u]])
+    best, _ = _best_and_worst(world, out_user)
+    at = _at_local_hour(world, out_user, 14)
+    world.deliver_push(_push(world, out_user, best, at), at)
+    assert world.summary()["opt_out_risk"] == pytest.approx(expected)
+
+
 def test_expired_pushes_are_never_opened(users: list[str]) -> None:
     world = World(CFG)
     pushes = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream.decider import on_minute
 from stream.engine import Engine
 from stream.learning import EpochLearner, Update
 from stream.partitioning import partition_for
@@ -431,6 +432,75 @@ def test_discovery_is_off_with_no_items_and_a_reminder_may_prefer_what_was_aband
         ]
         triggers = [p.trigger for out in moments for _, p in out.pushes if p.user_id == "u1"]
         assert triggers == expected
+
+
+def test_a_reminder_moment_waits_a_day_after_the_last_push_unless_the_shopper_comes_back() -> None:
+    """``reminder_push_gap_seconds``: the reminder (a day after the last activity) waits until a day after
+    the shopper's last push, on a whole minute, and its second moment comes 8 h after it, without
+    waiting; a return in the meantime re-arms the reminder from the return. Batches of 1 or all records
+    at once give the same pushes and stored state."""
+    left = T0 + 150  # the shopper's last activity (10:02:30 UTC)
+    session_push = left + GAP  # the session end pushes the carted item
+    first = on_minute(session_push + DAY)  # the reminder, a day after that push
+    second = first + 8 * 3600  # the second moment, 8 h after the first fired
+    shopping = [
+        ev("w1", "u1", "view", "i1", T0),
+        ev("w2", "u1", "add_to_cart", "i1", T0 + 30),
+        *[ev(f"w{k}", "u1", "view", item, T0 + 30 * k) for k, item in enumerate(["i2", "i2", "i3", "i3"], 2)],
+    ]
+
+    def run(comes_back: bool, batch: int) -> tuple[list[tuple[str, str, float]], DictState, int]:
+        e = engine(
+            reminder_seconds=DAY,
+            reminder_push_gap_seconds=DAY,
+            session_end_browse=True,
+            session_end_max_items=3,
+            threshold=0.05,
+        )
+        store = DictState()
+        records = [
+            *shopping,
+            clock("u1", session_push, 1),
+            clock("u1", left + DAY, 2),  # the reminder is due: it waits
+        ]
+        if comes_back:
+            records += [
+                ev("back", "u1", "search", None, left + DAY + 30, query="q"),  # the same minute
+                clock("u1", first, 3),
+                clock("u1", left + DAY + 30 + DAY, 4),  # a day after the return (and the push)
+            ]
+        else:
+            records += [
+                clock("u1", first - 1, 3),
+                clock("u1", first, 4),
+                clock("u1", second - 1, 5),
+            ]
+        pushes, waited = [], 0
+        for k in range(0, len(records), batch):
+            out = e.process(records[k : k + batch], store)
+            pushes += [(p.trigger, p.item_id, p.created_at) for _, p in out.pushes if p.user_id == "u1"]
+            waited += sum(n for (_, reason), n in out.suppressions.items() if reason == "recent_push")
+        return pushes, store, waited
+
+    away, store, waited = run(False, 1)
+    assert [(trigger, at) for trigger, _, at in away] == [
+        ("cart_abandonment", session_push),
+        ("reminder", first),
+    ]
+    assert away[0][1] != away[1][1] and waited == 1
+    # The second moment was armed when the reminder fired for real (not 8 h after it first fell due).
+    assert [t[:4] for t in store.user("u1").timers] == [[second, "u1", "reminder", "again"]]
+    back, store, waited = run(True, 1)
+    assert [(trigger, at) for trigger, _, at in back] == [("cart_abandonment", session_push)]
+    # The reminder came a day after the return (nothing left worth a push by then) and armed the second.
+    returned = left + DAY + 30
+    assert waited == 1
+    again = returned + DAY + 8 * 3600
+    assert [t[:4] for t in store.user("u1").timers] == [[again, "u1", "reminder", "again"]]
+    for comes_back in (False, True):
+        one, one_store, _ = run(comes_back, 1)
+        whole, whole_store, _ = run(comes_back, 100)
+        assert one == whole and rows(one_store) == rows(whole_store)
 
 
 def test_a_shopper_back_within_hours_finds_their_cart_without_a_push() -> None:
