@@ -31,28 +31,33 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from stream import gc_tuning, metrics
 from stream.batch_commit import BatchCommitter
-from stream.bulk_input import BulkReader, group_offsets, holding
+from stream.bulk_input import BulkReader, holding
 from stream.contract import ContractError
 from stream.engine import Engine, Inbound, Outcome, refused
 from stream.faust_setup import BalancedAssignor, patch_fetch_wait
-from stream.kafka_io import EndOffsetProbe, Outbox, consume_forever
+from stream.kafka_io import EndOffsetProbe, Outbox
 from stream.model_reload import ModelWatcher, load_scorer
-from stream.recovery import read_pushes, replay_changelog
 from stream.security import faust_credentials
 from stream.settings import Settings
 from stream.store import StateStore, Transaction
 from stream.topics import changelog_topic
 from stream.web import Health, WebServer, start_web_server
+from stream.worker_recovery import RecoveryMixin
+from stream.worker_tick import TickMixin
 
 log = logging.getLogger(__name__)
 
 
-class Worker:
-    """One worker process: the faust app, the engine, the store, the outbox and the web server."""
+class Worker(RecoveryMixin, TickMixin):
+    """One worker process: the faust app, the engine, the store, the outbox and the web server.
+
+    Its parts besides the wiring and the input path here are mixins, one module each: partitions
+    through rebalances and their recovery (``stream.worker_recovery``), and the periodic tick with
+    the catalog reader and the gauges (``stream.worker_tick``). They share its attributes.
+    """
 
     def __init__(self, settings: Settings) -> None:
         if not settings.kafka.bootstrap_servers:
@@ -252,181 +257,6 @@ class Worker:
         frozen = gc_tuning.freeze_long_lived(self.settings.worker.gc_freeze)
         log.info("garbage collector: %d long-lived objects frozen", frozen)
 
-    # -- rebalancing and recovery ---------------------------------------------------------------
-    #
-    # faust (aiokafka) rebalances eagerly: every member is told "revoked: everything" and then
-    # "assigned: the new assignment". A partition kept across a rebalance keeps its store, its
-    # timers and its ready state (no re-read); one that left is dropped at the assignment that no
-    # longer lists it; one that arrived is recovered by the single recovery loop below.
-
-    async def _on_assigned(self, app: faust.App, assigned: set[TP], **_: Any) -> None:
-        self.on_assignment({(tp.topic, tp.partition) for tp in assigned})
-
-    async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
-        # Until the next assignment another member may take these partitions: no timer or catalog
-        # writes from here (see _tick). State is dropped at the assignment, only for what moved.
-        self._rebalancing = True
-        self._assigned_event.clear()
-        self._revoked_at = time.monotonic()
-        self.lag.on_revoked((tp.topic, tp.partition) for tp in revoked)
-
-    def on_assignment(self, assigned: set[tuple[str, int]]) -> None:
-        """Apply a new assignment (all of it): drop what left, start recovering what arrived."""
-        parts = {p for topic, p in assigned if topic == self.topics.events}
-        # Only our inputs: faust's assignor also assigns its internal "<app>-__assignor-__leader".
-        self.lag.on_assigned(tp for tp in assigned if tp[0] in self._inputs)
-        self._drop(self._owned - parts)
-        new = sorted(parts - self._owned)
-        self._owned = parts
-        for p in new:
-            self._epochs[p] = self._epochs.get(p, 0) + 1
-            self._recovering[p] = self._epochs[p]
-            self._ready_partitions[p] = asyncio.Event()
-        self._rebalancing = False
-        self._assigned_event.set()
-        if self._revoked_at is not None:
-            pause = time.monotonic() - self._revoked_at
-            self._revoked_at = None
-            metrics.REBALANCE_PAUSE_SECONDS.observe(pause)
-            log.info("rebalance: consumption paused %.2fs (revocation to assignment)", pause)
-        self.health.set_assigned(True)
-        self._update_recovery_health()
-        if new:
-            self._recovery_wakeup.set()
-        log.info("assigned partitions %s (new: %s)", sorted(parts), new)
-
-    def _drop(self, partitions: set[int]) -> None:
-        """Forget partitions this worker no longer owns, even mid-recovery."""
-        if not partitions:
-            return
-        for p in partitions:
-            self._epochs[p] = self._epochs.get(p, 0) + 1  # a running recovery's result is now stale
-            self._recovering.pop(p, None)
-            event = self._ready_partitions.pop(p, None)
-            if event is not None:
-                event.set()  # release batches waiting on it; _consume then skips their records
-            if p not in self._in_recovery:  # else the recovery loop closes it when its round ends
-                self.store.close(p)
-        if self.reader is not None:
-            self.reader.unassign((t, p) for t in sorted(self._inputs) for p in partitions)
-        for tp in [tp for tp in self._group_committed if tp[1] in partitions]:
-            del self._group_committed[tp]
-        if self.engine is not None:
-            self.engine.release(partitions)
-        log.info("released partitions %s", sorted(partitions))
-
-    def _current(self, partition: int, epoch: int) -> bool:
-        """Whether a recovery for (partition, epoch) is still wanted."""
-        return partition in self._owned and self._epochs.get(partition) == epoch
-
-    def _update_recovery_health(self) -> None:
-        recovering = len(self._recovering)
-        metrics.OWNED_PARTITIONS.set(len(self._owned))
-        metrics.RECOVERING_PARTITIONS.set(recovering)
-        metrics.set_recovery(recovering > 0, 0)
-        self.health.set_recovering(self._still_recovering())
-
-    async def _recovery_loop(self) -> None:
-        """Recover assigned partitions, one round at a time, retrying failures with backoff.
-
-        Never ends while the worker runs: an error (broker down, replay timeout, a store that
-        cannot be opened) is logged, counted in ``kairos_recovery_errors_total`` and retried after
-        ``recovery_retry_seconds``, doubling up to ``recovery_retry_max_seconds``. A partition
-        revoked meanwhile is simply no longer in ``_recovering`` at the next round.
-        """
-        wk = self.settings.worker
-        delay = wk.recovery_retry_seconds
-        while not self._stop.is_set():
-            if not self._recovering:  # an assignment may have come before this task started
-                await self._recovery_wakeup.wait()
-            self._recovery_wakeup.clear()
-            while self._recovering and not self._stop.is_set():
-                batch = dict(self._recovering)
-                self._in_recovery = set(batch)
-                started = time.monotonic()
-                try:
-                    await self._recover(batch)
-                    delay = wk.recovery_retry_seconds
-                    metrics.RECOVERY_SECONDS.observe(time.monotonic() - started)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # noqa: BLE001 - whatever failed is retried
-                    metrics.RECOVERY_ERRORS.inc()
-                    log.exception("recovery of partitions %s failed; retrying in %.1fs", sorted(batch), delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, wk.recovery_retry_max_seconds)
-                finally:
-                    self._in_recovery = set()
-                    for p in batch:  # revoked during the round: its store was left open for us
-                        if p not in self._owned:
-                            self.store.close(p)
-                    self._update_recovery_health()
-
-    async def _recover(self, batch: dict[int, int]) -> None:
-        """Catch local RocksDB up with the changelog, reconcile pushes, then open the partitions.
-
-        ``batch``: partition -> the epoch its recovery is for. Long work (changelog and pushes
-        replays, reading every stored user) runs in threads; the loop only applies the results.
-        """
-        while self.engine is None:  # recovery needs the model's engine to adopt timers
-            await asyncio.sleep(0.2)
-            if self.watcher.poll() is not None:
-                self._adopt_model(self.watcher.current)
-        started = time.monotonic()
-        stores = {p: self.store.open(p) for p in batch if self._current(p, batch[p])}
-        if not stores:
-            return
-
-        def still_wanted(p: int) -> bool:
-            # Read from a thread: a dict lookup and a set test, safe under the GIL.
-            return not self._stop.is_set() and self._current(p, batch[p])
-
-        applied = await asyncio.to_thread(
-            replay_changelog, self.settings, self.changelog, stores, still_wanted
-        )
-        wanted = {p: s for p, s in stores.items() if still_wanted(p)}
-        starts = {p: s.meta.pushes_offset + 1 for p, s in wanted.items()}
-        pushes = await asyncio.to_thread(read_pushes, self.settings, self.topics.pushes, starts)
-        for p, pstore in wanted.items():
-            if not self._current(p, batch[p]):
-                continue
-            loaded = await asyncio.to_thread(self.engine.load_partition, p, pstore)
-            if not self._current(p, batch[p]):
-                continue  # revoked while loading: not adopted
-            # Adopt first: reconciling pushes saves users, and a saved user's timers come from the
-            # partition's loaded timer queue (nothing runs on the loop between the two).
-            self.engine.adopt(p, loaded)
-            users = loaded.users_loaded
-            txn = Transaction(self.store)
-            n_pushes = self.engine.apply_recovered_pushes(p, pushes.get(p, []), txn)
-            if txn.writes:
-                try:
-                    self.committer.commit(Outcome(), txn)
-                except Exception:
-                    self.engine.release([p])  # retried from the store in the next round
-                    raise
-            pstore.ready = True
-            self._recovering.pop(p, None)
-            if self.reader is not None:
-                self.reader.assign(self._read_starts(p))
-            event = self._ready_partitions.get(p)
-            if event is not None:
-                event.set()
-            log.info(
-                "partition %d ready: %d changelog records applied, %d users, %d pushes reconciled",
-                p,
-                applied.get(p, 0),
-                users,
-                n_pushes,
-            )
-            self._update_recovery_health()
-        log.info("recovery of %s took %.2fs", sorted(batch), time.monotonic() - started)
-
-    def _still_recovering(self) -> bool:
-        """Not ready while an owned partition's state or the catalog is still being loaded."""
-        catalog_ready = self._catalog_ready is not None and self._catalog_ready.is_set()
-        return bool(self._recovering) or not catalog_ready
-
     # -- the hot path ---------------------------------------------------------------------------
 
     async def _consume(self, stream: faust.StreamT) -> None:
@@ -476,29 +306,6 @@ class Worker:
             records = [r for r in records if self._epochs.get(r.partition) == epochs.get(r.partition)]
             if records:
                 await self._handle(records)
-
-    def _read_starts(self, partition: int) -> dict[tuple[str, int], int | None]:
-        """Where the bulk reader starts on a recovered partition: after each input's applied offset."""
-        assert self.engine is not None
-        offsets = self.engine.part(partition).offsets
-        return {
-            (topic, partition): (offsets[topic] + 1 if topic in offsets else None)
-            for topic in sorted(self._inputs)
-        }
-
-    async def _commit_group_offsets(self) -> None:
-        """Write the applied input offsets to the group (bulk input): for lag dashboards only."""
-        if self.engine is None or self._rebalancing:
-            return
-        applied: dict[tuple[str, int], int] = {}
-        for p in sorted(self._owned):
-            if self._serving(p):
-                for topic, offset in self.engine.part(p).offsets.items():
-                    if topic in self._inputs and self._group_committed.get((topic, p)) != offset:
-                        applied[(topic, p)] = offset
-        consumer: Any = self.app.consumer  # faust's explicit-offsets commit (ThreadDelegateConsumer)
-        if applied and await consumer._commit(group_offsets(applied)):
-            self._group_committed.update(applied)
 
     async def _handle(self, records: list[Inbound]) -> None:
         """Process one batch of input records and make its output and state durable."""
@@ -585,142 +392,6 @@ class Worker:
     def _commit_or_die(self, outcome: Outcome, txn: Transaction) -> None:
         """:meth:`stream.batch_commit.BatchCommitter.commit_or_die` (one place the worker commits)."""
         self.committer.commit_or_die(outcome, txn)
-
-    # -- periodic work --------------------------------------------------------------------------
-
-    async def _tick(self) -> None:
-        """Periodic work; never raises: each stage's error is logged, counted and the tick goes on.
-
-        faust stops a timer whose callback raises, and a dead tick would leave catalog updates,
-        timers and gauges unapplied while the consume loop still looks healthy.
-        """
-        self.health.beat()
-        try:
-            scorer = self.watcher.poll()
-            if scorer is not None:
-                self._adopt_model(scorer)
-        except Exception:  # noqa: BLE001
-            self._tick_error("model")
-        try:
-            self._publish_gauges()
-        except Exception:  # noqa: BLE001
-            self._tick_error("gauges")
-        if self.reader is not None:
-            try:
-                await self._commit_group_offsets()
-            except Exception:  # noqa: BLE001
-                self._tick_error("offsets")
-        if self.engine is None or self._rebalancing:
-            return
-        caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then
-        catalog: list[Inbound] = []
-        while True:
-            try:
-                catalog.append(self._catalog_inbox.get_nowait())
-            except queue.Empty:
-                break
-        txn = Transaction(self.store)
-        outcome = Outcome()
-        # The first full read of the catalog (at every start) is a bootstrap, not a change: it fills
-        # the view and announces nothing, or a restarted worker would take every promoted item for a
-        # new promotion (it has no previous version to compare with).
-        announce = self._catalog_ready is not None and self._catalog_ready.is_set()
-        if catalog:
-            applied = self._apply_catalog_safely(catalog, txn, announce)
-            metrics.observe_input_updates(
-                catalog=applied.catalog_updates,
-                catalog_late=applied.catalog_late,
-                content_items=applied.content_items_added,
-            )
-            outcome.extend(applied)
-        if caught_up and self._catalog_ready is not None and not self._catalog_ready.is_set():
-            self._catalog_ready.set()
-            self.health.set_recovering(self._still_recovering())
-            log.info("catalog loaded: %d items", len(self.engine.catalog))
-            self._freeze_long_lived()
-        try:  # only adopted partitions have timers in the engine: recovering ones wait
-            ticked = self.engine.tick(txn)
-            metrics.observe_input_updates(content_items=ticked.content_items_added)
-            outcome.extend(ticked)
-        except Exception:  # noqa: BLE001 - the timers popped are lost for this run; state stays
-            self._tick_error("timers")
-        if txn.writes or outcome.pushes or outcome.dead_letters:
-            # A broker that cannot take the output ends the process (redelivery after restart),
-            # exactly as for an event batch; anything else is the tick's own error.
-            self._commit_or_die(outcome, txn)
-
-    def _tick_error(self, stage: str) -> None:
-        metrics.TICK_ERRORS.labels(stage).inc()
-        log.exception("tick stage %s failed; the tick goes on", stage)
-
-    def _apply_catalog_safely(self, records: list[Inbound], txn: Transaction, announce: bool) -> Outcome:
-        """Apply catalog records; one the engine fails on is dead-lettered (``processing_error``).
-
-        Like :meth:`_process_isolated` for events: the batch first, then one at a time, so a bad
-        record cannot stop the catalog (every worker re-reads it from offset 0 at start).
-        """
-        assert self.engine is not None
-        try:
-            return self.engine.apply_catalog(records, txn, announce)
-        except Exception:  # noqa: BLE001
-            self._tick_error("catalog")
-        txn.writes.clear()  # the failed attempt may have staged part of the batch
-        outcome = Outcome()
-        for rec in records:
-            try:
-                outcome.extend(self.engine.apply_catalog([rec], txn, announce))
-            except Exception as exc:  # noqa: BLE001 - isolate whatever failed
-                log.exception(
-                    "catalog record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset
-                )
-                error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
-                outcome.dead_letters.append(refused(rec, error, self.settings))
-        return outcome
-
-    def _publish_gauges(self) -> None:
-        consumer = self.app.consumer
-        assignment = [tp for tp in consumer.assignment() if tp.topic in self._inputs]
-        self.lag.set_assignment((tp.topic, tp.partition) for tp in assignment)
-        # faust's committed offsets (read from the group at assignment, then its own commits):
-        # a partition that arrived with nothing new to read has lag 0, not its high-watermark.
-        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
-        probed = self._probed_ends
-        for tp in assignment:
-            self.lag.on_position(tp.topic, tp.partition, committed.get(tp))
-            self.lag.on_high_watermark(tp.topic, tp.partition, consumer.highwater(tp))
-            self.lag.on_high_watermark(tp.topic, tp.partition, probed.get((tp.topic, tp.partition)))
-        self.lag.publish()
-        self.health.set_work_pending(self._work_pending())
-        keys = sum(p.estimated_keys() for p in list(self.store.partitions.values()) if p.ready)
-        size = sum(p.estimated_bytes() for p in list(self.store.partitions.values()) if p.ready)
-        metrics.set_state_size("users", keys, size)
-        if self.engine is not None:
-            metrics.CONTENT_ITEMS_WAITING.set(len(self.engine.unplaced))
-
-    def _work_pending(self) -> bool:
-        """Whether a recovered, owned partition has records the consume loop should be processing.
-
-        Not while there is no model or the catalog is still loading: batches wait for those on
-        purpose (the worker is alive and not ready), and a restart would not help.
-        """
-        if self.engine is None or self._catalog_ready is None or not self._catalog_ready.is_set():
-            return False
-        return any(lag > 0 and self._serving(p) for (_, p), lag in self.lag.lags().items())
-
-    def _read_catalog(self) -> None:
-        def on_message(msg: Any) -> None:
-            self._catalog_inbox.put(
-                Inbound(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
-            )
-
-        while not self._stop.is_set():
-            try:
-                consume_forever(
-                    self.settings, self.topics.catalog, on_message, self._stop.is_set, self._catalog_read.set
-                )
-            except Exception:  # noqa: BLE001 - keep following the catalog whatever happens
-                log.exception("catalog reader failed; retrying in 1 s")
-                time.sleep(1.0)
 
     # -- running --------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Recovery reads: what a worker reads back from the broker before it serves a partition it was assigned.
 
-Two blocking readers, run in threads by the worker's recovery loop (``stream/app.py``):
+Two blocking readers, run in threads by the worker's recovery loop (``stream/worker_recovery.py``):
 
 * :func:`replay_changelog` catches a partition's local RocksDB up with the user-state changelog
   from the offset the store already accounts for, so a store lost with its machine, or behind

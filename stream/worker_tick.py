@@ -1,0 +1,211 @@
+"""The worker's periodic work: one faust timer for everything that is not an input batch.
+
+:class:`TickMixin` gives :class:`stream.app.Worker` its tick: a new model is adopted, gauges are
+published, applied input offsets are written to the group (bulk input), the catalog read by its own
+thread is applied (the first full read is a bootstrap that announces nothing), and the engine's
+tick fires due timers and sweeps expired users. The tick never raises: each stage's error is
+logged and counted (``kairos_tick_errors_total``), and the tick goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from stream import metrics
+from stream.bulk_input import BulkReader, group_offsets
+from stream.contract import ContractError
+from stream.engine import Engine, Inbound, Outcome, refused
+from stream.kafka_io import consume_forever
+from stream.metrics import LagTracker
+from stream.model_reload import ModelWatcher
+from stream.settings import Settings, TopicsConfig
+from stream.store import StateStore, Transaction
+from stream.web import Health
+
+log = logging.getLogger(__name__)
+
+
+class TickMixin:
+    """Worker mixin: the periodic tick, the catalog reader and the gauges."""
+
+    # What it uses of the worker (stream.app.Worker): its attributes and methods.
+    settings: Settings
+    topics: TopicsConfig
+    app: faust.App
+    health: Health
+    store: StateStore
+    watcher: ModelWatcher[Any]
+    engine: Engine | None
+    lag: LagTracker
+    reader: BulkReader | None
+    _inputs: set[str]
+    _owned: set[int]
+    _rebalancing: bool
+    _group_committed: dict[tuple[str, int], int]
+    _catalog_inbox: queue.SimpleQueue[Inbound]
+    _catalog_read: threading.Event
+    _catalog_ready: asyncio.Event | None
+    _probed_ends: dict[tuple[str, int], int]
+    _stop: threading.Event
+
+    _adopt_model: Callable[[Any], None]
+    _freeze_long_lived: Callable[[], None]
+    _still_recovering: Callable[[], bool]  # stream.worker_recovery.RecoveryMixin
+    _serving: Callable[[int], bool]
+    _commit_or_die: Callable[[Outcome, Transaction], None]
+
+    async def _commit_group_offsets(self) -> None:
+        """Write the applied input offsets to the group (bulk input): for lag dashboards only."""
+        if self.engine is None or self._rebalancing:
+            return
+        applied: dict[tuple[str, int], int] = {}
+        for p in sorted(self._owned):
+            if self._serving(p):
+                for topic, offset in self.engine.part(p).offsets.items():
+                    if topic in self._inputs and self._group_committed.get((topic, p)) != offset:
+                        applied[(topic, p)] = offset
+        consumer: Any = self.app.consumer  # faust's explicit-offsets commit (ThreadDelegateConsumer)
+        if applied and await consumer._commit(group_offsets(applied)):
+            self._group_committed.update(applied)
+
+    async def _tick(self) -> None:
+        """Periodic work; never raises: each stage's error is logged, counted and the tick goes on.
+
+        faust stops a timer whose callback raises, and a dead tick would leave catalog updates,
+        timers and gauges unapplied while the consume loop still looks healthy.
+        """
+        self.health.beat()
+        try:
+            scorer = self.watcher.poll()
+            if scorer is not None:
+                self._adopt_model(scorer)
+        except Exception:  # noqa: BLE001
+            self._tick_error("model")
+        try:
+            self._publish_gauges()
+        except Exception:  # noqa: BLE001
+            self._tick_error("gauges")
+        if self.reader is not None:
+            try:
+                await self._commit_group_offsets()
+            except Exception:  # noqa: BLE001
+                self._tick_error("offsets")
+        if self.engine is None or self._rebalancing:
+            return
+        caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then
+        catalog: list[Inbound] = []
+        while True:
+            try:
+                catalog.append(self._catalog_inbox.get_nowait())
+            except queue.Empty:
+                break
+        txn = Transaction(self.store)
+        outcome = Outcome()
+        # The first full read of the catalog (at every start) is a bootstrap, not a change: it fills
+        # the view and announces nothing, or a restarted worker would take every promoted item for a
+        # new promotion (it has no previous version to compare with).
+        announce = self._catalog_ready is not None and self._catalog_ready.is_set()
+        if catalog:
+            applied = self._apply_catalog_safely(catalog, txn, announce)
+            metrics.observe_input_updates(
+                catalog=applied.catalog_updates,
+                catalog_late=applied.catalog_late,
+                content_items=applied.content_items_added,
+            )
+            outcome.extend(applied)
+        if caught_up and self._catalog_ready is not None and not self._catalog_ready.is_set():
+            self._catalog_ready.set()
+            self.health.set_recovering(self._still_recovering())
+            log.info("catalog loaded: %d items", len(self.engine.catalog))
+            self._freeze_long_lived()
+        try:  # only adopted partitions have timers in the engine: recovering ones wait
+            ticked = self.engine.tick(txn)
+            metrics.observe_input_updates(content_items=ticked.content_items_added)
+            outcome.extend(ticked)
+        except Exception:  # noqa: BLE001 - the timers popped are lost for this run; state stays
+            self._tick_error("timers")
+        if txn.writes or outcome.pushes or outcome.dead_letters:
+            # A broker that cannot take the output ends the process (redelivery after restart),
+            # exactly as for an event batch; anything else is the tick's own error.
+            self._commit_or_die(outcome, txn)
+
+    def _tick_error(self, stage: str) -> None:
+        metrics.TICK_ERRORS.labels(stage).inc()
+        log.exception("tick stage %s failed; the tick goes on", stage)
+
+    def _apply_catalog_safely(self, records: list[Inbound], txn: Transaction, announce: bool) -> Outcome:
+        """Apply catalog records; one the engine fails on is dead-lettered (``processing_error``).
+
+        Like :meth:`_process_isolated` for events: the batch first, then one at a time, so a bad
+        record cannot stop the catalog (every worker re-reads it from offset 0 at start).
+        """
+        assert self.engine is not None
+        try:
+            return self.engine.apply_catalog(records, txn, announce)
+        except Exception:  # noqa: BLE001
+            self._tick_error("catalog")
+        txn.writes.clear()  # the failed attempt may have staged part of the batch
+        outcome = Outcome()
+        for rec in records:
+            try:
+                outcome.extend(self.engine.apply_catalog([rec], txn, announce))
+            except Exception as exc:  # noqa: BLE001 - isolate whatever failed
+                log.exception(
+                    "catalog record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset
+                )
+                error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+                outcome.dead_letters.append(refused(rec, error, self.settings))
+        return outcome
+
+    def _publish_gauges(self) -> None:
+        consumer = self.app.consumer
+        assignment = [tp for tp in consumer.assignment() if tp.topic in self._inputs]
+        self.lag.set_assignment((tp.topic, tp.partition) for tp in assignment)
+        # faust's committed offsets (read from the group at assignment, then its own commits):
+        # a partition that arrived with nothing new to read has lag 0, not its high-watermark.
+        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        probed = self._probed_ends
+        for tp in assignment:
+            self.lag.on_position(tp.topic, tp.partition, committed.get(tp))
+            self.lag.on_high_watermark(tp.topic, tp.partition, consumer.highwater(tp))
+            self.lag.on_high_watermark(tp.topic, tp.partition, probed.get((tp.topic, tp.partition)))
+        self.lag.publish()
+        self.health.set_work_pending(self._work_pending())
+        keys = sum(p.estimated_keys() for p in list(self.store.partitions.values()) if p.ready)
+        size = sum(p.estimated_bytes() for p in list(self.store.partitions.values()) if p.ready)
+        metrics.set_state_size("users", keys, size)
+        if self.engine is not None:
+            metrics.CONTENT_ITEMS_WAITING.set(len(self.engine.unplaced))
+
+    def _work_pending(self) -> bool:
+        """Whether a recovered, owned partition has records the consume loop should be processing.
+
+        Not while there is no model or the catalog is still loading: batches wait for those on
+        purpose (the worker is alive and not ready), and a restart would not help.
+        """
+        if self.engine is None or self._catalog_ready is None or not self._catalog_ready.is_set():
+            return False
+        return any(lag > 0 and self._serving(p) for (_, p), lag in self.lag.lags().items())
+
+    def _read_catalog(self) -> None:
+        def on_message(msg: Any) -> None:
+            self._catalog_inbox.put(
+                Inbound(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+            )
+
+        while not self._stop.is_set():
+            try:
+                consume_forever(
+                    self.settings, self.topics.catalog, on_message, self._stop.is_set, self._catalog_read.set
+                )
+            except Exception:  # noqa: BLE001 - keep following the catalog whatever happens
+                log.exception("catalog reader failed; retrying in 1 s")
+                time.sleep(1.0)
