@@ -174,7 +174,7 @@ class ReminderGapPusher(ReminderAgainPusher):
     comes ``again_seconds`` after the first fired, without waiting (as in the engine). A return in
     between re-arms the reminder from the return, as before."""
 
-    gap_seconds = DAY  # the engine's reminder_push_gap_seconds set to a day (it is off by default)
+    gap_seconds = DAY  # the engine's reminder_push_gap_seconds (a day by default)
 
     def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
         super().__init__(holdout, **kwargs)

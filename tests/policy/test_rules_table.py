@@ -67,9 +67,9 @@ def test_the_worker_precheck_sees_the_active_shopper_first() -> None:
 
 
 def test_a_reminder_moment_waits_a_gap_after_the_last_push_ghosts_included() -> None:
-    assert PolicyConfig().reminder_push_gap_seconds == 0.0  # off by default
     gap = 86400.0
-    cfg = PolicyConfig.model_validate({"reminder_push_gap_seconds": gap})
+    cfg = PolicyConfig()
+    assert cfg.reminder_push_gap_seconds == gap  # a day by default
 
     def record(at: float, ghost: bool = False, recovered: bool = False) -> PushRecord:
         return PushRecord("p", "i", "c", "reminder", at, at + 3600, ghost=ghost, recovered=recovered)
@@ -81,4 +81,5 @@ def test_a_reminder_moment_waits_a_gap_after_the_last_push_ghosts_included() -> 
     assert rules.reminder_waits_until([record(T0 - 3600, ghost=True)], T0, cfg) == T0 - 3600 + gap
     # A push read back at recovery and not yet met again by its own decision is not seen before its time.
     assert rules.reminder_waits_until([record(T0 + 60, recovered=True)], T0, cfg) is None
-    assert rules.reminder_waits_until([record(T0 - 60)], T0, PolicyConfig()) is None
+    off = PolicyConfig.model_validate({"reminder_push_gap_seconds": 0})
+    assert rules.reminder_waits_until([record(T0 - 60)], T0, off) is None

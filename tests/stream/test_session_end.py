@@ -265,7 +265,8 @@ DAY = 86400.0
 
 
 def test_a_reminder_goes_only_to_a_shopper_who_stays_away_of_the_next_abandoned_item() -> None:
-    e, store = engine(reminder_seconds=DAY), DictState()
+    # The reminder at its own time: the wait after the session end's push has its own test below.
+    e, store = engine(reminder_seconds=DAY, reminder_push_gap_seconds=0), DictState()
     abandon = [
         ev("f1", "u1", "view", "i1", T0),
         ev("f2", "u1", "add_to_cart", "i1", T0 + 30),
@@ -419,7 +420,13 @@ def test_discovery_is_off_with_no_items_and_a_reminder_may_prefer_what_was_aband
         (10, twice, {}, ["discovery"]),  # the defaults: nothing viewed at the session end, discovery first
         (0, twice, {}, ["reminder"]),  # ... and the viewed item when there is nothing to discover
     ):
-        e = engine(reminder_seconds=DAY, discovery_items=discovery_items, threshold=0.1, **policy)
+        e = engine(
+            reminder_seconds=DAY,
+            reminder_push_gap_seconds=0,  # the moments at their own times (the wait is tested below)
+            discovery_items=discovery_items,
+            threshold=0.1,
+            **policy,
+        )
         store = DictState()
         jackets = [catalog_entry(item).model_copy(update={"category": "Jackets"}) for item in ("j1", "j2")]
         e.apply_catalog([catalog_record(entry) for entry in jackets], DictState(), announce=False)
