@@ -56,7 +56,8 @@ class Worker(RecoveryMixin, TickMixin):
 
     Its parts besides the wiring and the input path here are mixins, one module each: partitions
     through rebalances and their recovery (``stream.worker_recovery``), and the periodic tick with
-    the catalog reader and the gauges (``stream.worker_tick``). They share its attributes.
+    the catalog reader and the gauges (``stream.worker_tick``). They share its attributes, declared
+    once in ``stream.worker_parts``.
     """
 
     def __init__(self, settings: Settings) -> None:

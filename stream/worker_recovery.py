@@ -12,57 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import faust
 from faust.types import TP
 
 from stream import metrics
-from stream.batch_commit import BatchCommitter
-from stream.bulk_input import BulkReader
-from stream.engine import Engine, Outcome
-from stream.metrics import LagTracker
-from stream.model_reload import ModelWatcher
+from stream.engine import Outcome
 from stream.recovery import read_pushes, replay_changelog
-from stream.settings import Settings, TopicsConfig
-from stream.store import StateStore, Transaction
-from stream.web import Health
+from stream.store import Transaction
+from stream.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 
 
-class RecoveryMixin:
+class RecoveryMixin(WorkerParts):
     """Worker mixin: assignments, dropped partitions and the recovery loop."""
-
-    # What it uses of the worker (stream.app.Worker): its attributes and methods.
-    settings: Settings
-    topics: TopicsConfig
-    changelog: str
-    health: Health
-    store: StateStore
-    committer: BatchCommitter
-    watcher: ModelWatcher[Any]
-    engine: Engine | None
-    lag: LagTracker
-    reader: BulkReader | None
-    _inputs: set[str]
-    _owned: set[int]
-    _epochs: dict[int, int]
-    _recovering: dict[int, int]
-    _in_recovery: set[int]
-    _ready_partitions: dict[int, asyncio.Event]
-    _rebalancing: bool
-    _revoked_at: float | None
-    _recovery_wakeup: asyncio.Event
-    _assigned_event: asyncio.Event
-    _group_committed: dict[tuple[str, int], int]
-    _catalog_ready: asyncio.Event | None
-    _stop: threading.Event
-
-    _adopt_model: Callable[[Any], None]
 
     # faust (aiokafka) rebalances eagerly: every member is told "revoked: everything" and then
     # "assigned: the new assignment". A partition kept across a rebalance keeps its store, its

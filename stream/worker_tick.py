@@ -9,58 +9,24 @@ logged and counted (``kairos_tick_errors_total``), and the tick goes on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-import faust
-
 from stream import metrics
-from stream.bulk_input import BulkReader, group_offsets
+from stream.bulk_input import group_offsets
 from stream.contract import ContractError
-from stream.engine import Engine, Inbound, Outcome, refused
+from stream.engine import Inbound, Outcome, refused
 from stream.kafka_io import consume_forever
-from stream.metrics import LagTracker
-from stream.model_reload import ModelWatcher
-from stream.settings import Settings, TopicsConfig
-from stream.store import StateStore, Transaction
-from stream.web import Health
+from stream.store import Transaction
+from stream.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 
 
-class TickMixin:
+class TickMixin(WorkerParts):
     """Worker mixin: the periodic tick, the catalog reader and the gauges."""
-
-    # What it uses of the worker (stream.app.Worker): its attributes and methods.
-    settings: Settings
-    topics: TopicsConfig
-    app: faust.App
-    health: Health
-    store: StateStore
-    watcher: ModelWatcher[Any]
-    engine: Engine | None
-    lag: LagTracker
-    reader: BulkReader | None
-    _inputs: set[str]
-    _owned: set[int]
-    _rebalancing: bool
-    _group_committed: dict[tuple[str, int], int]
-    _catalog_inbox: queue.SimpleQueue[Inbound]
-    _catalog_read: threading.Event
-    _catalog_ready: asyncio.Event | None
-    _probed_ends: dict[tuple[str, int], int]
-    _stop: threading.Event
-
-    _adopt_model: Callable[[Any], None]
-    _freeze_long_lived: Callable[[], None]
-    _still_recovering: Callable[[], bool]  # stream.worker_recovery.RecoveryMixin
-    _serving: Callable[[int], bool]
-    _commit_or_die: Callable[[Outcome, Transaction], None]
 
     async def _commit_group_offsets(self) -> None:
         """Write the applied input offsets to the group (bulk input): for lag dashboards only."""
