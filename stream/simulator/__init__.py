@@ -12,7 +12,8 @@ No I/O and no wall clock here: :mod:`stream.sim_runner` is the Kafka edge.
 The parts, one module each: the settings and the world's constants (``config``), what the parts share
 (``shared``: local time, random streams, the event queue's kinds, the counters), the world and its
 public API (``world``), the shoppers' organic behaviour and the catalog's own processes
-(``shopping``), the response to a delivered push (``push_response``), and event files (``export``).
+(``shopping``), the response to a delivered push (``push_response``), what those two share (``parts``),
+and event files (``export``).
 """
 
 from stream.simulator.config import (

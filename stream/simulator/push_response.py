@@ -5,15 +5,12 @@ one draw per outcome, and the open, click, purchase, dismiss or opt-out played o
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from collections.abc import Callable
-from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from stream.contract import ConsentUpdate, Event, Push
-from stream.simulator.config import DAY, Message, SimConfig
+from stream.contract import ConsentUpdate, Push
+from stream.simulator.config import DAY, Message
+from stream.simulator.parts import WorldParts
 from stream.simulator.shared import (
     _PUSH,
     ResponseProbabilities,
@@ -26,33 +23,8 @@ from stream.simulator.shared import (
 )
 
 
-class PushResponseMixin:
+class PushResponseMixin(WorldParts):
     """World mixin: deliver a push and play out the shopper's response."""
-
-    # What it uses of the world (stream.simulator.world.World): its attributes and methods.
-    config: SimConfig
-    now: float
-    counts: dict[str, int]
-    unknown_pushes: int
-    duplicate_pushes: int
-    opted_in: list[bool]
-    user_ids: list[str]
-    user_zone: np.ndarray
-    stock: np.ndarray
-    user_counters: dict[str, np.ndarray]
-    _prefix: str
-    _user_index: dict[str, int]
-    _item_index: dict[str, int]
-    _seen_pushes: set[str]
-    _pushes_of: dict[tuple[int, int], int]
-    _zones: list[ZoneInfo]
-    _push_times: list[deque[float]]
-    _cart: list[list[int]]
-    _push_sessions: dict[str, str]
-    _schedule: Callable[[float, int, Any], None]
-    _utilities: Callable[[int, np.ndarray], np.ndarray]
-    _event: Callable[..., Event]
-    _purchase: Callable[..., None]
 
     def deliver_push(self, push: Push, at: float) -> None:
         """Deliver a push at simulated time ``at``; the user's response comes out of later ``advance`` calls.

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from stream.contract import CatalogUpdate, Event, Promotion
+from stream.contract import Promotion
 from stream.simulator.config import (
     BROWSE_SHARPNESS,
     CART_BIAS,
@@ -21,8 +19,8 @@ from stream.simulator.config import (
     DAY,
     HOUR,
     Message,
-    SimConfig,
 )
+from stream.simulator.parts import WorldParts
 from stream.simulator.shared import (
     _CART,
     _CHECKOUT,
@@ -41,49 +39,8 @@ from stream.simulator.shared import (
 )
 
 
-class ShoppingMixin:
+class ShoppingMixin(WorldParts):
     """World mixin: the event queue's organic processes (everything but a push's response)."""
-
-    # What it uses of the world (stream.simulator.world.World): its attributes and methods.
-    config: SimConfig
-    counts: dict[str, int]
-    opted_in: list[bool]
-    need: list[int]
-    user_ids: list[str]
-    user_counters: dict[str, np.ndarray]
-    category_affinity: np.ndarray
-    category_items: list[np.ndarray]
-    item_category: np.ndarray
-    list_price: np.ndarray
-    price: np.ndarray
-    discount: np.ndarray
-    stock: np.ndarray
-    promotions: list[Promotion | None]
-    titles: list[str]
-    _rng: random.Random
-    _prefix: str
-    _promo_seq: int
-    _arrivals: list[int]
-    _need_rng: list[random.Random]
-    _need_until: list[float]
-    _cart: list[list[int]]
-    _owned: list[set[int]]
-    _recent: list[deque[int]]
-    _sessions: dict[int, _Session]
-    _push_sessions: dict[str, str]
-    _price_dropped: np.ndarray
-    _sold_out_pending: np.ndarray
-    _stockouts: list[int]
-    _schedule: Callable[[float, int, Any], None]
-    _exp: Callable[[float], float]
-    _promo_rate_per_s: Callable[[], float]
-    _drop_rate_per_s: Callable[[], float]
-    _next_session_time: Callable[[int, float], float]
-    _utilities: Callable[[int, np.ndarray], np.ndarray]
-    _pick: Callable[[np.ndarray, random.Random], int]
-    _event: Callable[..., Event]
-    catalog_update: Callable[[int, float], CatalogUpdate]
-    _push_step: Callable[[_PushChain, str, float, list[Message]], None]
 
     # ------------------------------------------------------------------------------ the processes
     def _handle(self, kind: int, data: Any, t: float, out: list[Message]) -> None:
