@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -199,9 +199,9 @@ class TrendingItems:
         self._dirty.add(item_id)
         if len(self._counts) > self.max_items + max(1, self.max_items // 4):
             # Ties by id: which items survive never depends on the dict's insertion order.
-            keep = heapq.nlargest(self.max_items, self._counts.items(), key=lambda kv: (kv[1], kv[0]))
-            self._dirty.update(self._counts.keys() - {k for k, _ in keep})
-            self._counts = dict(keep)
+            keep = self._largest(self.max_items)
+            self._dirty.update(self._counts.keys() - {k for _, k in keep})
+            self._counts = {k: v for v, k in keep}
         # The cached top list is refreshed here, on the write path, which sees every event in stream
         # order: a refresh driven by reads would depend on who asked when (batching, blocked users).
         # Only forward moves of event time refresh: interleaved users' slightly out-of-order times
@@ -219,13 +219,22 @@ class TrendingItems:
             self._top_k = max(self._top_k, _TRENDING_CACHE)
             self._top_at = ts
 
+    def _largest(self, k: int) -> list[tuple[float, str]]:
+        # (count, id) pairs compare in C: the order of the key (count, id) without a Python key call.
+        return heapq.nlargest(k, zip(self._counts.values(), self._counts.keys(), strict=True))
+
     def _ranked(self, k: int) -> list[str]:
-        ranked = heapq.nlargest(k, self._counts.items(), key=lambda kv: (kv[1], kv[0]))
-        return [item for item, _ in ranked]
+        return [item for _, item in self._largest(k)]
 
     def score(self, item_id: str, now: float) -> float:
         """Decayed count of one item at ``now``."""
         return self._decay.at(self._counts.get(item_id, 0.0), now)
+
+    def scores(self, items: Sequence[str], now: float) -> list[float]:
+        """:meth:`score` of each item, in order (the decay factor computed once: the same floats)."""
+        factor = self._decay.at(1.0, now)
+        get = self._counts.get
+        return [get(item, 0.0) * factor for item in items]
 
     def top(self, k: int, now: float) -> list[str]:
         """The ``k`` most popular items, as of the last refresh (at most ``refresh_seconds`` of event

@@ -27,6 +27,7 @@ Pure bookkeeping: the engine decides what an announcement does.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -71,6 +72,9 @@ class CatalogView:
         # Category (of the newest version) -> its items: the content side of who hears of a new arrival.
         self._category_of: dict[str, str] = {}
         self._by_category: dict[str, set[str]] = {}
+        # Bumped by every change to what :meth:`at` or :meth:`in_category` can answer: readers that
+        # cache what they derive from versions (``stream.discovery.CategoryPrices``) compare it.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -101,6 +105,21 @@ class CatalogView:
             return entry.versions[0] if entry.base else None
         return entry.versions[i - 1]
 
+    def at_span(self, item_id: str, t: float) -> tuple[CatalogUpdate | None, float, float]:
+        """:meth:`at` and the times ``[lo, hi)`` around ``t`` over which it gives the same answer (while
+        the view does not change: see :attr:`generation`)."""
+        entry = self._items.get(item_id)
+        if entry is None:
+            return None, -math.inf, math.inf
+        versions = entry.versions
+        i = bisect.bisect_right(versions, t, key=_updated_at)
+        hi = versions[i].updated_at if i < len(versions) else math.inf
+        if i == 0:
+            if entry.base:  # the oldest version holds from the beginning of time to the next one
+                return versions[0], -math.inf, versions[1].updated_at if len(versions) > 1 else math.inf
+            return None, -math.inf, hi
+        return versions[i - 1], versions[i - 1].updated_at, hi
+
     def in_category(self, category: str) -> list[str]:
         """The items whose newest version is in ``category``, sorted by id."""
         return sorted(self._by_category.get(category, ()))
@@ -124,6 +143,7 @@ class CatalogView:
         version identical to a stored one, or older than the newest, is no change.
         """
         entry = self._items.get(update.item_id)
+        self.generation += 1  # a version read again changes nothing, but is rare: not worth the test
         if entry is None:
             self._items[update.item_id] = _Item([update], base)
             self._track_promotion(update)
@@ -152,6 +172,7 @@ class CatalogView:
 
     def remove(self, item_id: str) -> bool:
         """Forget an item (a catalog tombstone) and its pending changes; True when it was there."""
+        self.generation += 1
         if self._promoted.pop(item_id, None) is not None:
             self._promoted_order = None
         self._multi.discard(item_id)
@@ -241,6 +262,7 @@ class CatalogView:
                 k = bisect.bisect_right(versions, t, key=_updated_at) - 1
                 del versions[:k]
                 entry.base = True
+                self.generation += 1
             if len(versions) == 1:
                 self._multi.discard(item_id)
         # Promotions over by then, in every kept version, leave the board.

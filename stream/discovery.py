@@ -30,11 +30,16 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from stream.candidates import Engagement
 from stream.catalog_view import CatalogView
+from stream.contract import CatalogUpdate
 from stream.policy_config import PolicyConfig
+
+# The items' decayed popularity at the moment, in their order (``TrendingItems.scores``): one call per
+# category, not one per item, since a reminder moment values every item of its categories.
+Popularity = Callable[[Sequence[str]], list[float]]
 
 
 def discovery_value(
@@ -58,10 +63,11 @@ def discovery_pool(
     engagement: Engagement,
     categories: Mapping[str, int] | Iterable[str],
     catalog: CatalogView,
-    popularity: Callable[[str], float],
+    popularity: Popularity,
     now: float,
     config: PolicyConfig,
     values: dict[str, list[tuple[float, str]]] | None = None,
+    prices: CategoryPrices | None = None,
 ) -> list[tuple[str, float]]:
     """(item, interest) of the best ``discovery_items`` unengaged in-stock items of ``categories``.
 
@@ -71,7 +77,8 @@ def discovery_pool(
     ``discovery_items`` is 0.
 
     ``values``: a cache of :func:`category_values` by category, valid while the catalog, the
-    popularity and ``now`` stay as they are (the shoppers of one moment share their categories).
+    popularity and ``now`` stay as they are (the shoppers of one moment share their categories);
+    ``prices``: the catalog's part of them, kept across moments (:class:`CategoryPrices`).
     """
     if config.discovery_items <= 0:
         return []
@@ -82,7 +89,7 @@ def discovery_pool(
     for category in sorted(counts):
         valued = cache.get(category)
         if valued is None:
-            valued = cache[category] = category_values(category, catalog, popularity, now, config)
+            valued = cache[category] = category_values(category, catalog, popularity, now, config, prices)
         share = config.discovery_category_weight * math.log(max(counts[category], 1) / top)
         scored += [(value + share, item) for value, item in valued if engagement.get(item) is None]
     scored.sort(key=lambda vi: (-vi[0], vi[1]))
@@ -90,28 +97,95 @@ def discovery_pool(
 
 
 def category_values(
-    category: str, catalog: CatalogView, popularity: Callable[[str], float], now: float, config: PolicyConfig
+    category: str,
+    catalog: CatalogView,
+    popularity: Popularity,
+    now: float,
+    config: PolicyConfig,
+    prices: CategoryPrices | None = None,
 ) -> list[tuple[float, str]]:
-    """(discovery value, item) of every in-stock item of ``category`` at ``now`` (module doc)."""
-    entries = [
-        (item, version)
-        for item in catalog.in_category(category)
-        if (version := catalog.at(item, now)) is not None and version.stock > 0
-    ]
-    if not entries:
+    """(discovery value, item) of every in-stock item of ``category`` at ``now`` (module doc).
+
+    ``prices``: a cache of the catalog's part of the values (:class:`CategoryPrices`); the values are
+    the same with or without it, to the last bit.
+    """
+    items, discounts, prices_ = (prices or CategoryPrices()).terms(category, catalog, now, config)
+    if not items:
         return []
+    log1p = math.log1p
+    # The same operations in the same order as discovery_value: the floats are identical.
+    return [
+        (log1p(p if p > 0.0 else 0.0) + discount - price, item)
+        for item, p, discount, price in zip(items, popularity(items), discounts, prices_, strict=True)
+    ]
+
+
+# A category's in-stock items at a moment, by id, with their discount and price terms, as columns.
+Terms = tuple[list[str], list[float], list[float]]
+
+
+class CategoryPrices:
+    """The catalog's part of each category's discovery values, kept while it holds.
+
+    A category's in-stock items at ``now``, its median effective price and each item's discount and
+    price terms change only when a version comes into force or a promotion starts or ends, not with
+    every event: a reminder moment reads them from here and adds only the popularity, which moves
+    with every event. An entry holds for the span of times around the ``now`` it was made at over
+    which every item of the category reads the same version with the same promotion state, and
+    while the catalog view is unchanged (:attr:`stream.catalog_view.CatalogView.generation`).
+    """
+
+    def __init__(self) -> None:
+        self._catalog: CatalogView | None = None
+        self._generation = -1
+        # category -> (lo, hi, terms), valid for lo <= now < hi.
+        self._terms: dict[str, tuple[float, float, Terms]] = {}
+
+    def terms(self, category: str, catalog: CatalogView, now: float, config: PolicyConfig) -> Terms:
+        """The category's in-stock items at ``now`` by id, their ``discovery_discount_weight`` x discount
+        and their ``discovery_price_weight`` x log of the relative price, as three columns."""
+        if catalog is not self._catalog or catalog.generation != self._generation:
+            self._catalog, self._generation = catalog, catalog.generation
+            self._terms.clear()
+        cached = self._terms.get(category)
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2]
+        lo, hi, terms = _category_terms(category, catalog, now, config)
+        self._terms[category] = (lo, hi, terms)
+        return terms
+
+
+def _category_terms(
+    category: str, catalog: CatalogView, now: float, config: PolicyConfig
+) -> tuple[float, float, Terms]:
+    """:meth:`CategoryPrices.terms` computed, with the span ``[lo, hi)`` of times it holds for."""
+    lo, hi = -math.inf, math.inf
+    entries: list[tuple[str, CatalogUpdate]] = []
+    for item in catalog.in_category(category):
+        version, since, until = catalog.at_span(item, now)
+        lo, hi = max(lo, since), min(hi, until)
+        if version is None or version.stock <= 0:
+            continue
+        promo = version.promotion
+        if promo is not None:  # whether it runs (the discount, the effective price) changes at its ends
+            if now < promo.starts_at:
+                hi = min(hi, promo.starts_at)
+            elif now < promo.ends_at:
+                lo, hi = max(lo, promo.starts_at), min(hi, promo.ends_at)
+            else:
+                lo = max(lo, promo.ends_at)
+        entries.append((item, version))
+    if not entries:
+        return lo, hi, ([], [], [])
     median = statistics.median(max(v.effective_price(now), 0.01) for _, v in entries)
-    valued: list[tuple[float, str]] = []
+    items: list[str] = []
+    discounts: list[float] = []
+    prices: list[float] = []
     for item, version in entries:
         promo = version.promotion
         discount = promo.discount if promo is not None and promo.active_at(now) else 0.0
         relative = max(version.effective_price(now), 0.01) / median
-        value = discovery_value(
-            popularity(item),
-            discount,
-            relative,
-            config.discovery_discount_weight,
-            config.discovery_price_weight,
-        )
-        valued.append((value, item))
-    return valued
+        items.append(item)
+        discounts.append(config.discovery_discount_weight * discount)
+        prices.append(config.discovery_price_weight * math.log(relative))
+    return lo, hi, (items, discounts, prices)

@@ -18,7 +18,7 @@ from stream.candidates import EngagedItem, Engagement, gather_candidates
 from stream.catalog_view import CatalogView
 from stream.content_items import NewItems
 from stream.decider import Decider
-from stream.discovery import discovery_pool
+from stream.discovery import CategoryPrices, discovery_pool
 from stream.engine.users import TYPE_INDEX
 from stream.event_decoder import ValidEvent
 from stream.outcome import Outcome
@@ -105,6 +105,7 @@ class Intake:
         self._next_seq = next_seq
         self._decision_time = decision_time
         self._warm_items = warm_items  # the content-placed items among some, when the model warms them
+        self._prices = CategoryPrices()  # the catalog's part of discovery values, across moments
 
     def ask(self, user: BatchUser, asked: triggers.TriggerAsk, now: float) -> Ask:
         """:func:`capture_ask` with the next sequence number, the user's partition and warm items.
@@ -137,10 +138,11 @@ class Intake:
                 engagement,
                 categories,
                 catalog,
-                lambda item: popularity.score(item, now),
+                lambda items: popularity.scores(items, now),
                 now,
                 self.cfg,
                 values,
+                self._prices,
             )
 
         return pool

@@ -8,7 +8,7 @@ import math
 from stream.candidates import Engagement
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Promotion
-from stream.discovery import discovery_interest, discovery_pool
+from stream.discovery import CategoryPrices, category_values, discovery_interest, discovery_pool
 from stream.policy_config import PolicyConfig
 
 T0 = 1_781_006_400.0
@@ -57,7 +57,9 @@ def test_the_pool_holds_unseen_in_stock_items_of_the_categories_ranked_by_popula
         ("other-aisle", "shoes", 100.0, 5, 0.0),
     )
     popularity = {"popular": math.e - 1.0}.get  # log1p -> 1.0
-    pool = discovery_pool(_seen("seen"), ["jackets"], catalog, lambda i: popularity(i, 0.0), T0, CFG)
+    pool = discovery_pool(
+        _seen("seen"), ["jackets"], catalog, lambda items: [popularity(i, 0.0) for i in items], T0, CFG
+    )
     ranked = [item for item, _ in pool]
     # The in-stock jackets' median effective price: 80 (seen 100, popular 100, on-sale 60, cheap 50).
     # on-sale: 3 x 0.4 - 0.9 x log(60 / 80) = 1.46; popular: 1 - 0.9 x log(100 / 80) = 0.80;
@@ -68,7 +70,7 @@ def test_the_pool_holds_unseen_in_stock_items_of_the_categories_ranked_by_popula
 
 def test_the_pool_is_bounded_ordered_by_id_on_ties_and_off_with_no_items() -> None:
     catalog = _catalog(*[(f"i{k}", "c", 100.0, 5, 0.0) for k in (3, 1, 2)])
-    zero = lambda item: 0.0  # noqa: E731
+    zero = lambda items: [0.0] * len(items)  # noqa: E731
     two = CFG.model_copy(update={"discovery_items": 2})
     assert discovery_pool(Engagement(20), ["c"], catalog, zero, T0, two) == [("i1", 0.0), ("i2", 0.0)]
     off = CFG.model_copy(update={"discovery_items": 0})
@@ -95,7 +97,9 @@ def test_the_category_the_shopper_browsed_most_weighs_more() -> None:
 
     def pool(counts: dict[str, int], weight: float) -> list[tuple[str, float]]:
         cfg = CFG.model_copy(update={"discovery_category_weight": weight})
-        return discovery_pool(_seen("j1", "s1"), counts, catalog, lambda i: popularity(i, 0.0), T0, cfg)
+        return discovery_pool(
+            _seen("j1", "s1"), counts, catalog, lambda items: [popularity(i, 0.0) for i in items], T0, cfg
+        )
 
     # Three of the shopper's recent items were jackets, one shoes: shoes lose 2 x log(1/3) = -2.2.
     assert pool({"jackets": 3, "shoes": 1}, 2.0) == [
@@ -106,5 +110,62 @@ def test_the_category_the_shopper_browsed_most_weighs_more() -> None:
     assert [i for i, _ in pool({"jackets": 3, "shoes": 1}, 0.0)] == ["s2", "j2"]
     assert [i for i, _ in pool({"jackets": 2, "shoes": 2}, 2.0)] == ["s2", "j2"]
     assert pool({"jackets": 1, "shoes": 1}, 2.0) == discovery_pool(
-        _seen("j1", "s1"), ["shoes", "jackets"], catalog, lambda i: popularity(i, 0.0), T0, CFG
+        _seen("j1", "s1"),
+        ["shoes", "jackets"],
+        catalog,
+        lambda items: [popularity(i, 0.0) for i in items],
+        T0,
+        CFG,
     )
+
+
+def _uncached(view: CatalogView, category: str, now: float) -> list[tuple[float, str]]:
+    popularity = {"a": 2.0, "b": 0.5, "c": 7.0}.get
+    return category_values(category, view, lambda items: [popularity(i, 0.0) for i in items], now, CFG)
+
+
+def test_cached_category_prices_give_the_same_values_as_computing_them_at_every_moment() -> None:
+    """The catalog's part of the values is kept across moments; it must never be stale: not across a
+    version coming into force, a promotion starting or ending, a sell-out, or a new catalog record."""
+    view = CatalogView()
+
+    def put(item: str, price: float, stock: int, at: float, promo: tuple[float, float] | None = None) -> None:
+        promotion = (
+            Promotion(promotion_id=f"p-{item}", discount=0.3, starts_at=promo[0], ends_at=promo[1])
+            if promo
+            else None
+        )
+        view.put(
+            CatalogUpdate(
+                item_id=item,
+                title=item,
+                category="c",
+                price=price,
+                stock=stock,
+                promotion=promotion,
+                updated_at=at,
+            )
+        )
+
+    put("a", 100.0, 5, T0)
+    put("b", 80.0, 5, T0, promo=(T0 + 50, T0 + 150))
+    put("c", 60.0, 5, T0 + 100)  # new at T0 + 100
+    put("a", 90.0, 5, T0 + 120)  # a price change
+    put("b", 80.0, 0, T0 + 200)  # sold out
+    prices = CategoryPrices()
+    popularity = {"a": 2.0, "b": 0.5, "c": 7.0}.get
+    moments = [T0 - 10, T0, T0 + 49, T0 + 50, T0 + 99, T0 + 100, T0 + 119, T0 + 120, T0 + 149, T0 + 150]
+    moments += [T0 + 199, T0 + 200, T0 + 300, T0 + 120, T0 + 50, T0 - 10]  # and back in time
+    for now in moments:
+        cached = category_values(
+            "c", view, lambda items: [popularity(i, 0.0) for i in items], now, CFG, prices
+        )
+        assert cached == _uncached(view, "c", now), now
+    # A record read later changes what holds at a moment already cached: the cache starts over.
+    now = T0 + 300
+    category_values("c", view, lambda items: [popularity(i, 0.0) for i in items], now, CFG, prices)
+    put("a", 10.0, 5, T0 + 300)
+    assert category_values(
+        "c", view, lambda items: [popularity(i, 0.0) for i in items], now, CFG, prices
+    ) == (_uncached(view, "c", now))
+    assert [item for _, item in _uncached(view, "c", now)] == ["a", "c"]
