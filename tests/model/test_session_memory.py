@@ -74,6 +74,37 @@ def test_dense_and_candidate_scores_agree() -> None:
     assert torch.allclose(dense[1], torch.full((n,), 0.4 * float(np.log(0.01))))
 
 
+def test_both_neighbour_lookups_give_the_same_bits_whatever_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The serving path searches the flattened table for a few users and each gathered row for many
+    (``model.session_memory._FLAT_LOOKUP_MAX_ROWS``); a user's terms must not depend on which ran,
+    with empty slots, padding (items with fewer than k neighbours) and candidates past the padding."""
+    import model.session_memory as sm
+
+    rng = np.random.default_rng(3)
+    n = 40
+    seqs = [list(rng.integers(0, n, size=int(rng.integers(2, 6)))) for _ in range(60)]
+    idx, w = build_neighbours(_sessions(seqs), n, k=8, max_distance=2)
+    assert (idx == n).any()  # some rows are padded
+    memory = SessionMemory(n, 0.8, 1.5, "sum", 0.4, 0.01, idx, w)
+    window = rng.integers(0, n + 1, size=(12, 5)).astype(np.float32)  # 0: an empty slot
+    cands = rng.integers(0, n + 3, size=(12, 9))  # n: the padding index; above it: added items
+    cands[:, 0] = idx.numpy()[np.maximum(window[:, 0].astype(np.int64) - 1, 0), 0]  # a sure hit
+    # An added item one past the padding, next to an item whose next row holds item 0: in the flat
+    # table its key is that row's (a + 1, 0), which must not count.
+    a = next(a for a in range(n - 1) if (idx[a + 1] == 0).any())
+    window[1, 0], cands[1, 1] = a + 1, n + 1
+    results = []
+    for rows in (0, 10_000):  # never the flat search, always it
+        monkeypatch.setattr(sm, "_FLAT_LOOKUP_MAX_ROWS", rows)
+        results.append(memory.candidates(window, cands))
+    assert results[0].dtype == results[1].dtype == np.float32
+    assert np.array_equal(results[0].view(np.uint32), results[1].view(np.uint32))
+    one_by_one = np.concatenate([memory.candidates(window[i : i + 1], cands[i : i + 1]) for i in range(12)])
+    assert np.array_equal(one_by_one.view(np.uint32), results[0].view(np.uint32))
+
+
 def _mass(idx: torch.Tensor, w: torch.Tensor, window: list[int], powers: list[float], item: int) -> float:
     total = sum(powers)
     return sum(p / total * float(w[a][idx[a] == item].sum()) for a, p in zip(window, powers, strict=True))
