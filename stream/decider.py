@@ -4,101 +4,37 @@ the one place that carries plans out.
 :meth:`Decider.plan` builds an ask's candidates (``stream.policy.make_candidate``), values them by
 their expected incremental effect (``stream.response_estimates``) and runs the rules
 (``stream/rules.py`` through ``stream.policy.decide``); :meth:`Decider.plan_release` judges held
-pushes that came due through the same rules. Both return a :class:`Plan` and change nothing.
-:meth:`Decider.apply` carries a plan out: pushes with their stream order, holds with their release
-timers, suppressions by reason, the audit trail, the holdout's "ghost" pushes, the outcome
-estimates' updates and the interest index's updates (applied in stream order).
+pushes that came due through the same rules. Both return a :class:`stream.plan.Plan` and change
+nothing. ``Decider.apply`` (``stream.decider_apply``) carries a plan out: pushes with their stream
+order, holds with their release timers, suppressions by reason, the audit trail, the holdout's
+"ghost" pushes, the outcome estimates' updates and the interest index's updates (applied in stream
+order).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import replace
 
 from stream import policy as pol
 from stream import rules, triggers
 from stream.asks import Ask, BatchUser, Scored, SeenAt
 from stream.catalog_view import CatalogView
-from stream.contract import CatalogUpdate, Decision, Push
+from stream.contract import CatalogUpdate, Push
 from stream.covisitation import snapshot_similarity
+from stream.decider_apply import ApplyMixin
 from stream.feedback import FeedbackOutcome
 from stream.learning import Update
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
+from stream.plan import Action, Plan, Step, duplicate_step, on_minute
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import context_key, pick_uniform
 from stream.send_time import EngagementHours, send_at
-from stream.timers import REMINDER_AGAIN, Timer
-
-RELEASE_KIND = "release_held"  # the timer kind that brings held pushes back
 
 
-def on_minute(ts: float) -> float:
-    """``ts`` rounded up to a whole minute of the clock.
-
-    Every timer a plan schedules (a hold's release, a deferral) is due on a whole minute. Plans are
-    applied in the engine's second pass, after the first pass moved the partition's clock through the
-    rest of the batch; the engine closes the second pass before the clock enters a minute later than
-    its earliest pending work (``stream.engine``), so such a timer exists before the clock can pass it,
-    and fires at the same input whatever the batching.
-    """
-    return math.ceil(ts / 60.0) * 60.0
-
-
-# What a plan does with one candidate or held push ("wait": a reminder moment re-armed, nothing decided).
-Action = Literal["emit", "hold", "suppress", "ghost", "defer", "wait"]
-
-
-@dataclass(slots=True)
-class Step:
-    """One entry of a plan: an emit, a hold, a suppression (with its reason), a holdout user's ghost
-    push (remembered as the no-push baseline, never sent), or a held push deferred to ``release_at``.
-
-    Not frozen (a plan builds one per candidate, and a frozen init costs about three times as much);
-    only :meth:`Decider.apply` reads it, nothing changes it.
-    """
-
-    action: Action
-    trigger: str
-    item_id: str
-    reason: str  # "ok" for emits and ghosts, else the suppression or hold code
-    score: float = 0.0  # the calibrated interest (audit)
-    threshold: float | None = None
-    push: Push | None = None  # emit, hold, ghost; the held push for a defer
-    release_at: float | None = None  # hold, defer
-    context: str = ""  # the outcome estimates' context (stream.response_estimates)
-    audit: bool = True  # whether the decisions topic gets a record of it
-    timer: Timer | None = None  # wait: the moment's timer, re-armed for release_at
-
-
-def _duplicate(push: Push, context: str) -> Step:
-    """A decision whose push already exists (a redelivered input): suppressed; ``Decider.apply``
-    completes the push's record if it was recovered after a crash."""
-    return Step("suppress", push.trigger, push.item_id, "duplicate", push=push, context=context, audit=False)
-
-
-@dataclass
-class Plan:
-    """Everything one decision does, before it is done: :meth:`Decider.apply` carries it out.
-
-    ``steps`` in the order they are applied; ``interest`` and ``index_rows`` for the metrics and the
-    item -> interested users index; ``released_until``: held pushes due by then leave the state (a
-    release plan).
-    """
-
-    user: BatchUser
-    now: float
-    seq: int  # the stream order of what caused it (pushes go out in this order)
-    steps: list[Step] = field(default_factory=list)
-    interest: list[float] = field(default_factory=list)
-    index_rows: list[tuple[str, float]] = field(default_factory=list)
-    released_until: float | None = None
-
-
-class Decider:
+class Decider(ApplyMixin):
     """Decides asks and releases held pushes for the engine (see the module docstring)."""
 
     def __init__(
@@ -155,22 +91,6 @@ class Decider:
         if at <= now:
             return verdict
         return pol.Verdict("hold", "send_time", release_at=at, threshold=verdict.threshold)
-
-    def apply_interest_updates(self) -> None:
-        """Apply the queued index changes in the order their causes had in the stream.
-
-        Scoring runs in rounds across users, whose order depends on how the stream was cut into
-        batches; the index (its per-item caps and update order) must not. Within a batch nothing
-        reads the index (only catalog changes do, between batches), so deferring is exact.
-        """
-        for _, partition, user_id, rows, now in sorted(self.index_ops, key=lambda op: op[0]):
-            index = self.part(partition).interest
-            if isinstance(rows, str):  # a purchase: the user is no longer a prospect for the item
-                index.discard(rows, user_id)
-                continue
-            for item, interest in rows:
-                index.update(item, user_id, interest, now)
-        self.index_ops.clear()
 
     def decide(self, ask: Ask, ranked: Scored, out: Outcome) -> None:
         """Decide an ask's scored candidates and apply the plan (:meth:`plan`, then :meth:`apply`)."""
@@ -278,7 +198,7 @@ class Decider:
                 continue
             push = pol.build_push(user.user_id, cand, verdict, ask.now, cfg, self.version())
             if push.push_id in known:  # a replayed input: the push already exists
-                plan.steps.append(_duplicate(push, self._context(cand)))
+                plan.steps.append(duplicate_step(push, self._context(cand)))
                 continue
             verdict = self._send_time(ask, verdict, push, ask.now, held)
             action: Action = "emit" if verdict.outcome == "emit" else "hold"
@@ -297,102 +217,6 @@ class Decider:
                 )
             )
         return plan
-
-    def apply(self, plan: Plan, out: Outcome) -> None:
-        """Carry out a plan: the one place a decision changes state and output.
-
-        In step order: suppressions counted (and audited), the holdout's ghost pushes remembered,
-        emits recorded (caps, feedback, outcome estimates) and output in the plan's stream order,
-        holds kept with their release timers, deferred holds re-timed, released holds taken out.
-        """
-        user = plan.user
-        pstate = user.state.policy
-        part = self.part(user.partition)
-        out.interest += plan.interest
-        if plan.index_rows:
-            self.index_ops.append((plan.seq, user.partition, user.user_id, plan.index_rows, plan.now))
-        if plan.released_until is not None:
-            pstate.held = [h for h in pstate.held if h.release_at > plan.released_until]
-            user.dirty = True
-        for step in plan.steps:
-            if step.action == "wait":
-                self._rearm(part, plan, step)
-                out.suppressions[(step.trigger, step.reason)] += 1
-                continue
-            if step.action == "suppress":
-                out.suppressions[(step.trigger, step.reason)] += 1
-                if step.reason == "duplicate" and step.push is not None:
-                    self._complete_recovered(plan, step)
-                if step.audit:
-                    self._audit(plan, step, "suppressed", out)
-                continue
-            user.dirty = True
-            assert step.push is not None
-            if step.action == "defer":
-                due = self._schedule_release(part, plan, step)
-                for h in pstate.held:
-                    if h.push.push_id == step.push.push_id:
-                        h.release_at = due
-                continue
-            if step.action == "ghost":
-                pol.record_push(
-                    pstate, step.push, self.cfg, sent_at=plan.now, context=step.context, ghost=True
-                )
-                part.learning.add(plan.seq, Update("ghost", step.context, plan.now))
-            elif step.action == "emit":
-                pol.record_push(pstate, step.push, self.cfg, sent_at=plan.now, context=step.context)
-                if step.context:
-                    part.learning.add(plan.seq, Update("push", step.context, plan.now))
-                out.pushes.append((user.partition, step.push))
-                self.push_order[step.push.push_id] = plan.seq
-                if step.audit:
-                    self._audit(plan, step, "emitted", out)
-            else:  # hold
-                due = self._schedule_release(part, plan, step)
-                pol.record_hold(pstate, step.push, due, self.cfg, context=step.context)
-                self._audit(plan, step, "held", out)
-
-    def _complete_recovered(self, plan: Plan, step: Step) -> None:
-        """The decision that emitted a push recovered after a crash (``recovered``), made again on the
-        redelivered input: record what it recorded then, its context and the push in the outcome
-        estimates, so the state is the uninterrupted run's. Once; any other duplicate changes nothing."""
-        assert step.push is not None
-        user = plan.user
-        for record in user.state.policy.pushes:
-            if record.push_id == step.push.push_id and record.recovered:
-                record.recovered = False
-                record.context = step.context
-                user.dirty = True
-                if step.context:
-                    self.part(user.partition).learning.add(plan.seq, Update("push", step.context, plan.now))
-                return
-
-    @staticmethod
-    def _rearm(part: PartitionState, plan: Plan, step: Step) -> None:
-        """A reminder moment that waits (``stream.rules.reminder_waits_until``): its timer again, due on
-        a whole minute at the step's time; the second moment goes with a first one that waits (it is
-        armed again when the first fires). Not when the shopper came back since the moment (their
-        return re-armed the reminder, later in the batch): the return decides, as it does when the
-        batch ends at the moment."""
-        timer = step.timer
-        assert timer is not None and step.release_at is not None
-        user_id = plan.user.user_id
-        if part.timers.get(user_id, "reminder", "") is not None:
-            return
-        plan.user.dirty = True  # the timers are stored with the user
-        if timer.item_id != REMINDER_AGAIN:
-            part.timers.cancel(user_id, "reminder", REMINDER_AGAIN)
-        part.timers.schedule(replace(timer, due_at=on_minute(step.release_at)))
-
-    @staticmethod
-    def _schedule_release(part: PartitionState, plan: Plan, step: Step) -> float:
-        """The release timer of a hold or deferral, due on a whole minute (:func:`on_minute`); its time."""
-        assert step.release_at is not None and step.push is not None
-        due = on_minute(step.release_at)
-        part.timers.schedule(
-            Timer(due, plan.user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now)
-        )
-        return due
 
     @staticmethod
     def _context(cand: pol.Candidate) -> str:
@@ -481,7 +305,7 @@ class Decider:
                 continue
             released = push.model_copy(update={"created_at": now})
             if push.push_id in recorded:  # released before a crash, read back at recovery
-                plan.steps.append(_duplicate(released, h.context))
+                plan.steps.append(duplicate_step(released, h.context))
                 continue
             plan.steps.append(
                 Step("emit", push.trigger, push.item_id, "ok", push=released, context=h.context, audit=False)
@@ -491,20 +315,3 @@ class Decider:
     def _catalog_at(self, now: float) -> Callable[[str], CatalogUpdate | None]:
         """The catalog lookup of a decision at ``now`` (each item's version in force then)."""
         return lambda item_id: self._catalog().at(item_id, now)
-
-    def _audit(self, plan: Plan, step: Step, outcome: str, out: Outcome) -> None:
-        if not self.audit_decisions:
-            return
-        user = plan.user
-        decision = Decision(
-            user_id=user.user_id,
-            item_id=step.item_id,
-            trigger=step.trigger,  # type: ignore[arg-type]
-            outcome=outcome,  # type: ignore[arg-type]
-            reason=step.reason,
-            score=float(step.score),
-            threshold=float(step.threshold or 0.0),
-            ts=plan.now,
-        )
-        self.decision_order[id(decision)] = plan.seq
-        out.decisions.append((user.partition, decision))

@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 from stream import timers, triggers
 from stream.asks import Op, SeenAt, Work
-from stream.decider import RELEASE_KIND
 from stream.engine.intake import Intake
 from stream.engine.ports import StateAccess
 from stream.engine.users import UserRecords
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
+from stream.plan import RELEASE_KIND
 from stream.policy_config import PolicyConfig
 
 

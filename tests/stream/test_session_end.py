@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.decider import on_minute
 from stream.engine import Engine
 from stream.learning import EpochLearner, Update
 from stream.partitioning import partition_for
+from stream.plan import on_minute
 from stream.policy import PushRecord, in_holdout
 from stream.policy_config import PolicyConfig
 from tests.stream.fakes import (

@@ -1,0 +1,162 @@
+"""Carrying plans out: the one place a decision changes state and output.
+
+:class:`ApplyMixin` gives :class:`stream.decider.Decider` :meth:`~ApplyMixin.apply` (pushes with their
+stream order, holds with their release timers, suppressions by reason, the audit trail, the holdout's
+"ghost" pushes, the outcome estimates' updates) and :meth:`~ApplyMixin.apply_interest_updates` (the
+interest index's updates, in stream order). Plans themselves are ``stream.plan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from stream import policy as pol
+from stream.contract import Decision
+from stream.learning import Update
+from stream.outcome import Outcome
+from stream.partition_state import PartitionState
+from stream.plan import RELEASE_KIND, Plan, Step, on_minute
+from stream.policy_config import PolicyConfig
+from stream.timers import REMINDER_AGAIN, Timer
+
+
+class ApplyMixin:
+    """Decider mixin: apply plans and the batch's interest-index changes."""
+
+    # What it uses of the decider (stream.decider.Decider): its attributes.
+    cfg: PolicyConfig
+    part: Callable[[int], PartitionState]
+    audit_decisions: bool
+    push_order: dict[str, int]
+    decision_order: dict[int, int]
+    index_ops: list[tuple[int, int, str, list[tuple[str, float]] | str, float]]
+
+    def apply(self, plan: Plan, out: Outcome) -> None:
+        """Carry out a plan: the one place a decision changes state and output.
+
+        In step order: suppressions counted (and audited), the holdout's ghost pushes remembered,
+        emits recorded (caps, feedback, outcome estimates) and output in the plan's stream order,
+        holds kept with their release timers, deferred holds re-timed, released holds taken out.
+        """
+        user = plan.user
+        pstate = user.state.policy
+        part = self.part(user.partition)
+        out.interest += plan.interest
+        if plan.index_rows:
+            self.index_ops.append((plan.seq, user.partition, user.user_id, plan.index_rows, plan.now))
+        if plan.released_until is not None:
+            pstate.held = [h for h in pstate.held if h.release_at > plan.released_until]
+            user.dirty = True
+        for step in plan.steps:
+            if step.action == "wait":
+                self._rearm(part, plan, step)
+                out.suppressions[(step.trigger, step.reason)] += 1
+                continue
+            if step.action == "suppress":
+                out.suppressions[(step.trigger, step.reason)] += 1
+                if step.reason == "duplicate" and step.push is not None:
+                    self._complete_recovered(plan, step)
+                if step.audit:
+                    self._audit(plan, step, "suppressed", out)
+                continue
+            user.dirty = True
+            assert step.push is not None
+            if step.action == "defer":
+                due = self._schedule_release(part, plan, step)
+                for h in pstate.held:
+                    if h.push.push_id == step.push.push_id:
+                        h.release_at = due
+                continue
+            if step.action == "ghost":
+                pol.record_push(
+                    pstate, step.push, self.cfg, sent_at=plan.now, context=step.context, ghost=True
+                )
+                part.learning.add(plan.seq, Update("ghost", step.context, plan.now))
+            elif step.action == "emit":
+                pol.record_push(pstate, step.push, self.cfg, sent_at=plan.now, context=step.context)
+                if step.context:
+                    part.learning.add(plan.seq, Update("push", step.context, plan.now))
+                out.pushes.append((user.partition, step.push))
+                self.push_order[step.push.push_id] = plan.seq
+                if step.audit:
+                    self._audit(plan, step, "emitted", out)
+            else:  # hold
+                due = self._schedule_release(part, plan, step)
+                pol.record_hold(pstate, step.push, due, self.cfg, context=step.context)
+                self._audit(plan, step, "held", out)
+
+    def _complete_recovered(self, plan: Plan, step: Step) -> None:
+        """The decision that emitted a push recovered after a crash (``recovered``), made again on the
+        redelivered input: record what it recorded then, its context and the push in the outcome
+        estimates, so the state is the uninterrupted run's. Once; any other duplicate changes nothing."""
+        assert step.push is not None
+        user = plan.user
+        for record in user.state.policy.pushes:
+            if record.push_id == step.push.push_id and record.recovered:
+                record.recovered = False
+                record.context = step.context
+                user.dirty = True
+                if step.context:
+                    self.part(user.partition).learning.add(plan.seq, Update("push", step.context, plan.now))
+                return
+
+    @staticmethod
+    def _rearm(part: PartitionState, plan: Plan, step: Step) -> None:
+        """A reminder moment that waits (``stream.rules.reminder_waits_until``): its timer again, due on
+        a whole minute at the step's time; the second moment goes with a first one that waits (it is
+        armed again when the first fires). Not when the shopper came back since the moment (their
+        return re-armed the reminder, later in the batch): the return decides, as it does when the
+        batch ends at the moment."""
+        timer = step.timer
+        assert timer is not None and step.release_at is not None
+        user_id = plan.user.user_id
+        if part.timers.get(user_id, "reminder", "") is not None:
+            return
+        plan.user.dirty = True  # the timers are stored with the user
+        if timer.item_id != REMINDER_AGAIN:
+            part.timers.cancel(user_id, "reminder", REMINDER_AGAIN)
+        part.timers.schedule(replace(timer, due_at=on_minute(step.release_at)))
+
+    @staticmethod
+    def _schedule_release(part: PartitionState, plan: Plan, step: Step) -> float:
+        """The release timer of a hold or deferral, due on a whole minute (:func:`on_minute`); its time."""
+        assert step.release_at is not None and step.push is not None
+        due = on_minute(step.release_at)
+        part.timers.schedule(
+            Timer(due, plan.user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now)
+        )
+        return due
+
+    def apply_interest_updates(self) -> None:
+        """Apply the queued index changes in the order their causes had in the stream.
+
+        Scoring runs in rounds across users, whose order depends on how the stream was cut into
+        batches; the index (its per-item caps and update order) must not. Within a batch nothing
+        reads the index (only catalog changes do, between batches), so deferring is exact.
+        """
+        for _, partition, user_id, rows, now in sorted(self.index_ops, key=lambda op: op[0]):
+            index = self.part(partition).interest
+            if isinstance(rows, str):  # a purchase: the user is no longer a prospect for the item
+                index.discard(rows, user_id)
+                continue
+            for item, interest in rows:
+                index.update(item, user_id, interest, now)
+        self.index_ops.clear()
+
+    def _audit(self, plan: Plan, step: Step, outcome: str, out: Outcome) -> None:
+        if not self.audit_decisions:
+            return
+        user = plan.user
+        decision = Decision(
+            user_id=user.user_id,
+            item_id=step.item_id,
+            trigger=step.trigger,  # type: ignore[arg-type]
+            outcome=outcome,  # type: ignore[arg-type]
+            reason=step.reason,
+            score=float(step.score),
+            threshold=float(step.threshold or 0.0),
+            ts=plan.now,
+        )
+        self.decision_order[id(decision)] = plan.seq
+        out.decisions.append((user.partition, decision))
