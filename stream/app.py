@@ -39,6 +39,7 @@ from stream.contract import ContractError
 from stream.engine import Engine, Inbound, Outcome, refused
 from stream.faust_setup import BalancedAssignor, patch_fetch_wait
 from stream.kafka_io import EndOffsetProbe, Outbox
+from stream.lag import LagTracker
 from stream.model_reload import ModelWatcher, load_scorer
 from stream.security import faust_credentials
 from stream.settings import Settings
@@ -83,7 +84,7 @@ class Worker(RecoveryMixin, TickMixin):
             interval_seconds=settings.model.reload_check_seconds,
         )
         self.engine: Engine | None = None
-        self.lag = metrics.LagTracker()
+        self.lag = LagTracker()
         self.web: WebServer | None = None
         # Ownership of the user-keyed partitions. ``_owned`` follows the latest assignment; each
         # assignment of a partition gets a new epoch, so a recovery started for an older one knows

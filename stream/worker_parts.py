@@ -20,7 +20,7 @@ import faust
 from stream.batch_commit import BatchCommitter
 from stream.bulk_input import BulkReader
 from stream.engine import Engine, Inbound, Outcome
-from stream.metrics import LagTracker
+from stream.lag import LagTracker
 from stream.model_reload import ModelWatcher
 from stream.settings import Settings, TopicsConfig
 from stream.store import StateStore, Transaction

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_l
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream import metrics
+from stream.lag import LagTracker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,7 +109,7 @@ def test_push_helpers() -> None:
 
 
 def test_lag_tracker_uses_fetch_high_watermark_and_forgets_revoked() -> None:
-    tracker = metrics.LagTracker()
+    tracker = LagTracker()
     rebalances = sample("kairos_rebalances_total")
     tracker.on_assigned([("lagtest", 0), ("lagtest", 1)])
     assert sample("kairos_rebalances_total") - rebalances == 1
@@ -142,7 +143,7 @@ def test_lag_is_reported_only_for_owned_partitions_after_rebalances() -> None:
                 out[str(p)] = value
         return out
 
-    tracker = metrics.LagTracker()
+    tracker = LagTracker()
     tracker.on_assigned([("lagmove", 0), ("lagmove", 1), ("lagmove", 2)])
     tracker.on_high_watermark("lagmove", 2, 84_000)
     tracker.publish()
