@@ -20,6 +20,7 @@ from dataclasses import replace
 from stream import policy as pol
 from stream import rules, triggers
 from stream.asks import Ask, BatchUser, Scored, SeenAt
+from stream.beta_draws import pick_uniform
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Push
 from stream.covisitation import snapshot_similarity
@@ -30,7 +31,7 @@ from stream.outcome import Outcome
 from stream.partition_state import PartitionState
 from stream.plan import Action, Plan, Step, duplicate_step, on_minute
 from stream.policy_config import PolicyConfig
-from stream.response_estimates import context_key, pick_uniform
+from stream.response_estimates import context_key
 from stream.send_time import EngagementHours, send_at
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from stream.beta_draws import beta_cdf, beta_ppf, pick_uniform
 from stream.contract import TRIGGERS
 from stream.partition_state import is_partition_row
 from stream.policy_config import PolicyConfig
@@ -16,10 +17,7 @@ from stream.response_estimates import (
     ENGAGEMENT_LEVELS,
     RESPONSE_PREFIX,
     ResponseEstimates,
-    beta_cdf,
-    beta_ppf,
     context_key,
-    pick_uniform,
 )
 from tests.policy.conftest import T0
 
