@@ -43,6 +43,9 @@ MAX_WINDOW_ITEMS = 2**24 - 1
 # Window slots (users x window) up to which the serving lookup searches the flattened neighbour table
 # (SessionMemory._neighbour_weights); measured crossover about 16 users of a 10-item window.
 _FLAT_LOOKUP_MAX_ROWS = 100
+# Neighbour entries (items x k) up to which that flattened table is kept: 12 bytes each (an int64 key
+# and the float32 weight), 48 MB at this bound; larger catalogs always use the per-row search.
+_FLAT_LOOKUP_MAX_ENTRIES = 4_000_000
 
 
 def build_neighbours(
@@ -213,13 +216,14 @@ class SessionMemory:
 
         * few rows (the engine's usual round of one to a few asks): one binary search per (window item,
           candidate) over the whole flattened table, a handful of numpy calls whatever the batch (the
-          per-row search cost about 110 µs for one user, 53 this way);
+          per-row search cost about 110 µs for one user, 53 this way), while the catalog is small
+          enough to keep the flattened table (``_FLAT_LOOKUP_MAX_ENTRIES``);
         * many rows: each window item's row gathered and searched by torch, row by row in one call,
           which stays in cache where the flat search's probes into the whole table do not (64 users:
           600 µs against 960).
         """
         b, w = safe.shape
-        if b * w <= _FLAT_LOOKUP_MAX_ROWS:
+        if b * w <= _FLAT_LOOKUP_MAX_ROWS and self.idx.numel() <= _FLAT_LOOKUP_MAX_ENTRIES:
             keys, weights = self._flat_table()
             c = cands.astype(np.int64)
             query = safe[:, :, None] * (self.n_items + 1) + c[:, None, :]
