@@ -132,7 +132,8 @@ class CategoryPrices:
     every event: a reminder moment reads them from here and adds only the popularity, which moves
     with every event. An entry holds for the span of times around the ``now`` it was made at over
     which every item of the category reads the same version with the same promotion state, and
-    while the catalog view is unchanged (:attr:`stream.catalog_view.CatalogView.generation`).
+    while the catalog view is unchanged (:attr:`stream.catalog_view.CatalogView.generation`). One
+    instance serves one policy configuration (the engine's): the terms hold its weights.
     """
 
     def __init__(self) -> None:
