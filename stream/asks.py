@@ -108,6 +108,7 @@ class Work:
     # Per partition, the clock minute of its earliest queued policy work (see Engine.process).
     first_minute: dict[int, int] = field(default_factory=dict)
     ops: dict[str, list[Op]] = field(default_factory=dict)
+    asks: int = 0  # queued decisions (ops with an ask)
 
     def has_work(self, user_id: str) -> bool:
         """Whether the user has GRU steps or policy work queued for pass 2."""
@@ -124,6 +125,8 @@ class Work:
     def queue(self, user: BatchUser, op: Op, at: float) -> None:
         """Queue policy work for ``user``, made at clock time ``at`` of their partition."""
         self.ops_of(user.user_id).append(op)
+        if op.ask is not None:
+            self.asks += 1
         minute = int(at // 60.0)
         if minute < self.first_minute.get(user.partition, minute + 1):
             self.first_minute[user.partition] = minute

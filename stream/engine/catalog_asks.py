@@ -86,6 +86,20 @@ class CatalogAsks:
                 self._records.load(txn, partition, user_id, users).dirty = True
         return asks
 
+    def reaches_anyone(
+        self, part: PartitionState, at: float, previous: CatalogUpdate | None, update: CatalogUpdate
+    ) -> bool:
+        """Whether :meth:`asks` would do anything for this change in the partition: ask a user, or arm
+        a promotion's timers for one. Reads what :meth:`asks` reads (the interest index, the arrival
+        pool) and changes nothing."""
+        fired = triggers.catalog_triggers(previous, update, at)
+        if not fired and update.promotion is None:
+            return False
+        min_interest = self.cfg.interest_index_min_interest
+        if part.interest.users_for(update.item_id, at, min_interest):
+            return True
+        return any(t == "new_arrival" for t, _ in fired) and bool(self.arrival_users(part, update, at))
+
     def arrival_users(self, part: PartitionState, update: CatalogUpdate, at: float) -> list[str]:
         """Users of the partition to ask about a new item (stream.content_items)."""
         content = self._content()

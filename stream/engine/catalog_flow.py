@@ -56,6 +56,19 @@ class CatalogAnnouncementMixin:
             self._announce(txn, partition, due, out, users)
         return bool(due)
 
+    def _announce_reaches_anyone(self, partition: int, changes: Sequence[CatalogChange]) -> bool:
+        """Whether announcing these changes to the partition would ask anyone or arm a timer
+        (``CatalogAsks.reaches_anyone``, judged as :meth:`_announce` judges each change)."""
+        part = self.part(partition)
+        now = self.now(partition)
+        return any(
+            change.update.item_id in self.catalog
+            and self.catalog_asks.reaches_anyone(
+                part, max(now, change.update.updated_at), change.previous, change.update
+            )
+            for change in changes
+        )
+
     def _announce(
         self,
         txn: StateAccess,

@@ -225,13 +225,20 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
             part.learning.advance(part.watermark)
             if new_minute:
                 self._release_throttled(part, out)
-            if moved and self.catalog.changes_between(announced_until, self.now(rec.partition)):
+            passed = self.catalog.changes_between(announced_until, self.now(rec.partition)) if moved else []
+            if passed and (
+                work.asks or self.decider.index_ops or self._announce_reaches_anyone(rec.partition, passed)
+            ):
                 # Catalog changes the clock passed are announced here, in stream order, after what
                 # came before (its interest updates included) and before the timers due now.
                 self._resolve(work, out)
                 work = Work(users)
                 self._announce_due(txn, rec.partition, out, users)
             elif moved:
+                # Nothing was announced, or the changes reach no one: no ask, no timer. Nothing queued
+                # can change that (no asks, whose decisions would feed the interest index, and no
+                # purchases for it), so the work goes on without closing; in a replay, where the
+                # clock passes a catalog change at nearly every event, most changes reach no one.
                 part.catalog_until = self.now(rec.partition)
             if moved and self._event_clock():
                 # Event time: what fell due up to this event's time happens before it, in stream order.

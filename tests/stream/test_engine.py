@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -476,6 +477,53 @@ def test_price_drop_reaches_the_interested_user() -> None:
     # The same update redelivered is no price change: nothing more.
     again = engine.apply_catalog([catalog_record(update)], store)
     assert again.pushes == [] and again.catalog_updates == 1
+
+
+def _counting_resolves(engine: Engine) -> list[int]:
+    """Count the engine's closes of pass 2 (``Engine._resolve``); the list grows by one per close."""
+    closes: list[int] = []
+    resolve = engine._resolve
+
+    def counted(work: Any, out: Outcome) -> None:
+        closes.append(1)
+        resolve(work, out)
+
+    engine._resolve = counted  # type: ignore[method-assign]
+    return closes
+
+
+def test_a_catalog_change_that_reaches_no_one_does_not_close_the_batch() -> None:
+    """The clock passing a catalog change closes pass 2 only when the change may ask someone (its asks
+    read the interest index, which queued decisions update): a drop of an item nobody cares about
+    leaves the batch open, and the pushes and states are those of a batch cut at every event."""
+    # Within one minute of the clock, so that no other rule closes the batch between the events.
+    updates = [
+        catalog_entry("i2", price=50.0, updated_at=T0 + 330),  # nobody is interested in i2
+        catalog_entry("i1", price=80.0, updated_at=T0 + 350),  # u1 is, in i1
+    ]
+    # Events that step the GRU and ask nothing (a view would queue an in-session decision, and a
+    # pending decision may feed the interest index: the batch would rightly close).
+    n = neighbour_of("u1")
+    stream = [ev(f"n{k}", n, "remove_from_cart", "i3", T0 + ts) for k, ts in enumerate((310, 340, 355))]
+    results = []
+    for batch in (len(stream), 1):
+        engine, store = price_drop_engine()
+        engine.apply_catalog([catalog_record(u) for u in updates], store)
+        part = part_of(engine, "u1")
+        asks = engine.catalog_asks
+        assert not asks.reaches_anyone(part, T0 + 330, catalog_entry("i2"), updates[0])
+        assert asks.reaches_anyone(part, T0 + 350, catalog_entry("i1"), updates[1])
+        closes = _counting_resolves(engine)
+        out = run(engine, stream, store, batch)
+        pushes = [(p, push.trigger, push.user_id, push.push_id) for p, push in out.pushes]
+        # Every stored row but the partition's meta row, which holds the input offsets (the fakes
+        # number records across the whole test session).
+        rows = sorted((k, v) for k, v in store.data.items() if k[1] != META_ROW)
+        results.append((pushes, rows, len(closes)))
+    (pushes, states, closes_in_one), (pushes_1, states_1, _) = results
+    assert [(t, u) for _, t, u, _ in pushes if t == "price_drop"] == [("price_drop", "u1")]
+    assert pushes == pushes_1 and states == states_1
+    assert closes_in_one == 2  # at the drop of i1 (it reaches u1) and at the end: not at i2's
 
 
 def test_price_drop_skips_users_of_partitions_not_owned() -> None:
