@@ -59,13 +59,9 @@ class CatalogAsks:
     ) -> list[Ask]:
         """The partition's asks for a change judged at ``at``; arms its promotion-ending timers."""
         partition = part.partition
-        fired = triggers.catalog_triggers(previous, update, at)
+        fired, newcomers, interested = self._audience(part, at, previous, update)
         if not fired and update.promotion is None:
             return []
-        newcomers = [u for t, _ in fired if t == "new_arrival" for u in self.arrival_users(part, update, at)]
-        interested = [
-            u for u, _, _ in part.interest.users_for(update.item_id, at, self.cfg.interest_index_min_interest)
-        ]
         if update.promotion is not None and update.promotion.active_at(at):
             schedule_promotion_ending(part.timers, interested, update.item_id, update.promotion, at, self.cfg)
         asks: list[Ask] = []
@@ -90,15 +86,24 @@ class CatalogAsks:
         self, part: PartitionState, at: float, previous: CatalogUpdate | None, update: CatalogUpdate
     ) -> bool:
         """Whether :meth:`asks` would do anything for this change in the partition: ask a user, or arm
-        a promotion's timers for one. Reads what :meth:`asks` reads (the interest index, the arrival
-        pool) and changes nothing."""
+        a promotion's timers for one. Reads what :meth:`asks` reads and changes nothing."""
+        fired, newcomers, interested = self._audience(part, at, previous, update)
+        return bool((fired or update.promotion is not None) and (newcomers or interested))
+
+    def _audience(
+        self, part: PartitionState, at: float, previous: CatalogUpdate | None, update: CatalogUpdate
+    ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+        """The triggers a change fires at ``at``, the users a new arrival goes to, and the users
+        interested in the item (the interest index); no users when it fires nothing and promotes
+        nothing."""
         fired = triggers.catalog_triggers(previous, update, at)
         if not fired and update.promotion is None:
-            return False
-        min_interest = self.cfg.interest_index_min_interest
-        if part.interest.users_for(update.item_id, at, min_interest):
-            return True
-        return any(t == "new_arrival" for t, _ in fired) and bool(self.arrival_users(part, update, at))
+            return fired, [], []
+        newcomers = [u for t, _ in fired if t == "new_arrival" for u in self.arrival_users(part, update, at)]
+        interested = [
+            u for u, _, _ in part.interest.users_for(update.item_id, at, self.cfg.interest_index_min_interest)
+        ]
+        return fired, newcomers, interested
 
     def arrival_users(self, part: PartitionState, update: CatalogUpdate, at: float) -> list[str]:
         """Users of the partition to ask about a new item (stream.content_items)."""

@@ -58,16 +58,22 @@ class CatalogAnnouncementMixin:
 
     def _announce_reaches_anyone(self, partition: int, changes: Sequence[CatalogChange]) -> bool:
         """Whether announcing these changes to the partition would ask anyone or arm a timer
-        (``CatalogAsks.reaches_anyone``, judged as :meth:`_announce` judges each change)."""
+        (``CatalogAsks.reaches_anyone``, each change judged as :meth:`_announce` judges it)."""
         part = self.part(partition)
-        now = self.now(partition)
         return any(
-            change.update.item_id in self.catalog
-            and self.catalog_asks.reaches_anyone(
-                part, max(now, change.update.updated_at), change.previous, change.update
-            )
-            for change in changes
+            self.catalog_asks.reaches_anyone(part, at, change.previous, change.update)
+            for at, change in self._judged(partition, changes)
         )
+
+    def _judged(self, partition: int, changes: Sequence[CatalogChange]) -> list[tuple[float, CatalogChange]]:
+        """The changes still to announce (an item removed since has nothing to announce), each with the
+        time it is judged at: its own time when that is ahead of the clock (event-time replays)."""
+        now = self.now(partition)
+        return [
+            (max(now, change.update.updated_at), change)
+            for change in changes
+            if change.update.item_id in self.catalog
+        ]
 
     def _announce(
         self,
@@ -84,11 +90,7 @@ class CatalogAnnouncementMixin:
         """
         users: dict[str, BatchUser] = {} if batch_users is None else batch_users
         asks: list[Ask] = []
-        for change in changes:
-            if change.update.item_id not in self.catalog:  # removed since: nothing to announce
-                continue
-            # A change is judged at its own time when that is ahead of the clock (event-time replays).
-            at = max(self.now(partition), change.update.updated_at)
+        for at, change in self._judged(partition, changes):
             asks += self.catalog_asks.asks(
                 txn, self.part(partition), at, change.previous, change.update, users
             )

@@ -226,21 +226,19 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
             part.learning.advance(part.watermark)
             if new_minute:
                 self._release_throttled(part, out)
-            passed = self.catalog.changes_between(announced_until, self.now(rec.partition)) if moved else []
-            if passed and (
-                work.asks or self.decider.index_ops or self._announce_reaches_anyone(rec.partition, passed)
-            ):
-                # Catalog changes the clock passed are announced here, in stream order, after what
-                # came before (its interest updates included) and before the timers due now.
-                self._resolve(work, out)
-                work = Work(users)
-                self._announce_due(txn, rec.partition, out, users)
-            elif moved:
-                # Nothing was announced, or the changes reach no one: no ask, no timer. Nothing queued
-                # can change that (no asks, whose decisions would feed the interest index, and no
-                # purchases for it), so the work goes on without closing; in a replay, where the
-                # clock passes a catalog change at nearly every event, most changes reach no one.
+            if moved:
+                passed = self.catalog.changes_between(announced_until, self.now(rec.partition))
                 part.catalog_until = self.now(rec.partition)
+                # Catalog changes the clock passed are announced here, in stream order, after what
+                # came before (its interest updates included) and before the timers due now. Changes
+                # that reach no one (no ask, no timer) need no close: nothing queued can change that
+                # when no decision (whose outcome feeds the interest index) and no purchase is queued.
+                # In a replay the clock passes a change at nearly every event, and most reach no one.
+                pending = work.asks or self.decider.index_ops
+                if passed and (pending or self._announce_reaches_anyone(rec.partition, passed)):
+                    self._resolve(work, out)
+                    work = Work(users)
+                    self._announce(txn, rec.partition, passed, out, users)
             if moved and self._event_clock():
                 # Event time: what fell due up to this event's time happens before it, in stream order.
                 self._fire_due(txn, part, part.watermark, work, out)
