@@ -120,6 +120,17 @@ def window_weights(window: torch.Tensor, decay: float) -> tuple[torch.Tensor, to
     return idx, decay_powers(decay, window.shape[1])[None, :] * (idx >= 0)
 
 
+def _window_sum(terms: np.ndarray) -> np.ndarray:
+    """Sum (B, W, C) over the window, slot by slot in window order: the same bits for a (row, candidate)
+    whatever B and C. numpy's ``.sum(axis=1)`` orders its additions by the array's shape (pairwise
+    along a contiguous axis, one slot at a time along a strided one), so a candidate alone and the same
+    candidate in a wider call differed in the last bit."""
+    total = np.zeros((terms.shape[0], terms.shape[2]), dtype=terms.dtype)
+    for slot in range(terms.shape[1]):
+        total += terms[:, slot, :]
+    return total
+
+
 class SessionMemory:
     """The repeat, neighbour and session-kNN vote terms of states' windows; pure functions of the window."""
 
@@ -199,12 +210,12 @@ class SessionMemory:
         out = np.zeros(cands.shape, dtype=np.float32)
         if self.repeat_bonus:
             weighted = (idx[:, :, None] == cands[:, None, :]) * powers[:, :, None]
-            out += self.repeat_bonus * (weighted.max(axis=1) if self.repeat_max else weighted.sum(axis=1))
+            out += self.repeat_bonus * (weighted.max(axis=1) if self.repeat_max else _window_sum(weighted))
         if self.use_neighbours:
             norm = powers / np.maximum(powers.sum(axis=1, keepdims=True), 1e-12)
             safe = np.maximum(idx, 0)
             weight = self._neighbour_weights(safe, cands)
-            mass = (weight * norm[:, :, None]).sum(axis=1)
+            mass = _window_sum(weight * norm[:, :, None])
             out += self.neighbour_weight * np.log(self.neighbour_floor + mass)
         if self.votes is not None:
             out += self.votes.candidates(idx, torch.from_numpy(cands)).numpy()

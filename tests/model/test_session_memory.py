@@ -105,6 +105,27 @@ def test_both_neighbour_lookups_give_the_same_bits_whatever_the_batch(
     assert np.array_equal(one_by_one.view(np.uint32), results[0].view(np.uint32))
 
 
+def test_a_rows_terms_do_not_depend_on_the_width_of_the_call() -> None:
+    """A user's candidates are scored in one call with the round's other asks, padded to the widest:
+    a candidate's term must be the same bits alone as among many. (numpy orders a reduction by the
+    array's shape: summed with ``.sum(axis=1)`` over the window, one candidate alone and the same one
+    in a row of ten differed in the last bit, and a replay's interest index with them.)"""
+    rng = np.random.default_rng(5)
+    n = 50
+    seqs = [list(rng.integers(0, n, size=int(rng.integers(3, 9)))) for _ in range(400)]
+    idx, w = build_neighbours(_sessions(seqs), n, k=10, max_distance=3)
+    for mode in ("sum", "max"):
+        memory = SessionMemory(n, 0.8, 1.5, mode, 0.4, 0.01, idx, w)
+        window = rng.integers(1, n + 1, size=(16, 10)).astype(np.float32)  # full windows: many hits
+        cands = rng.integers(0, n, size=(16, 12))
+        cands[:, 1:4] = idx.numpy()[window[:, 1:4].astype(np.int64) - 1, 0]  # sure hits
+        wide = memory.candidates(window, cands)
+        for i in range(16):
+            for j in range(12):
+                alone = memory.candidates(window[i : i + 1], cands[i : i + 1, j : j + 1])
+                assert alone.view(np.uint32)[0, 0] == wide.view(np.uint32)[i, j], (mode, i, j)
+
+
 def _mass(idx: torch.Tensor, w: torch.Tensor, window: list[int], powers: list[float], item: int) -> float:
     total = sum(powers)
     return sum(p / total * float(w[a][idx[a] == item].sum()) for a, p in zip(window, powers, strict=True))
