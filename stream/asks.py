@@ -108,7 +108,10 @@ class Work:
     # Per partition, the clock minute of its earliest queued policy work (see Engine.process).
     first_minute: dict[int, int] = field(default_factory=dict)
     ops: dict[str, list[Op]] = field(default_factory=dict)
-    asks: int = 0  # queued decisions (ops with an ask)
+    # Per partition, the items of its queued decisions that the model scores: only their scores can
+    # enter the partition's interest index when pass 2 runs (a trigger that values its items itself,
+    # discovery, indexes none; stream.scoring).
+    indexing: dict[int, set[str]] = field(default_factory=dict)
 
     def has_work(self, user_id: str) -> bool:
         """Whether the user has GRU steps or policy work queued for pass 2."""
@@ -125,8 +128,8 @@ class Work:
     def queue(self, user: BatchUser, op: Op, at: float) -> None:
         """Queue policy work for ``user``, made at clock time ``at`` of their partition."""
         self.ops_of(user.user_id).append(op)
-        if op.ask is not None:
-            self.asks += 1
+        if op.ask is not None and op.ask.priors is None:
+            self.indexing.setdefault(user.partition, set()).update(op.ask.items)
         minute = int(at // 60.0)
         if minute < self.first_minute.get(user.partition, minute + 1):
             self.first_minute[user.partition] = minute

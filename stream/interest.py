@@ -28,6 +28,10 @@ import numpy as np
 
 from stream.policy_config import PolicyConfig
 
+# Half-lives the landmark may lag the newest update before every entry is rescaled (2**60 stays far
+# from a float's overflow).
+_RESCALE_EXPONENT = 60.0
+
 
 def decay_factor(age_seconds: float, half_life_seconds: float) -> float:
     """``0.5 ** (age / half_life)``; a negative age (out-of-order events) counts as 0."""
@@ -197,11 +201,16 @@ class InterestIndex:
             config.interest_index_min_interest,
         )
 
+    def rescale_due(self, ts: float) -> bool:
+        """Whether an update at ``ts`` would move the landmark, rescaling every stored entry."""
+        landmark = self._landmark
+        return landmark is not None and (ts - landmark) / self.half_life_seconds > _RESCALE_EXPONENT
+
     def _forward(self, interest: float, ts: float) -> float:
         if self._landmark is None:
             self._landmark = ts
         exponent = (ts - self._landmark) / self.half_life_seconds
-        if exponent > 60.0:
+        if exponent > _RESCALE_EXPONENT:
             # Move the landmark before 2**exponent could overflow; rescales every entry once.
             scale = math.exp2(-exponent)
             for item, bucket in self._items.items():

@@ -105,16 +105,43 @@ class CatalogAsks:
         ]
         return fired, newcomers, interested
 
+    def may_read(
+        self,
+        part: PartitionState,
+        at: float,
+        previous: CatalogUpdate | None,
+        update: CatalogUpdate,
+        items: set[str],
+    ) -> bool:
+        """Whether an interest-index entry for one of ``items`` could change who this change reaches:
+        the item itself, or, for a new arrival, the items whose users hear of it. Pass 2's queued
+        decisions write such entries (``stream.engine.core.Engine.process``); nothing else they write
+        can add to an audience."""
+        fired = triggers.catalog_triggers(previous, update, at)
+        if not fired and update.promotion is None:
+            return False
+        if update.item_id in items:
+            return True
+        if any(trigger == "new_arrival" for trigger, _ in fired):
+            return not items.isdisjoint(self.arrival_pool(update))
+        return False
+
     def arrival_users(self, part: PartitionState, update: CatalogUpdate, at: float) -> list[str]:
         """Users of the partition to ask about a new item (stream.content_items)."""
-        content = self._content()
-        if len(part.interest) == 0 or self.cfg.new_arrival_max_users == 0:
+        if len(part.interest) == 0:
             return []
-        if not placed_from_content(content, update.item_id):
+        pool = self.arrival_pool(update)
+        return arrival_users(pool, part.interest, at, self.cfg) if pool else []
+
+    def arrival_pool(self, update: CatalogUpdate) -> list[str]:
+        """The items whose users hear of a new arrival (empty when it goes to no one), computed once
+        per item, not once per partition: a pool costs a catalog-wide scan."""
+        content = self._content()
+        if self.cfg.new_arrival_max_users == 0 or not placed_from_content(content, update.item_id):
             return []  # the model was trained on it (it has a history), or cannot place it
         key = (update.item_id, update.updated_at)
         pool = self._arrival_pools.get(key)
-        if pool is None:  # once per item, not once per partition: a pool costs a catalog-wide scan
+        if pool is None:
             catalog = self._catalog()
             # The category as of the arrival's time, so every partition (and worker) sees the same.
             peers = [
@@ -127,4 +154,4 @@ class CatalogAsks:
             if len(self._arrival_pools) >= MAX_ARRIVAL_POOLS:
                 self._arrival_pools.clear()
             self._arrival_pools[key] = pool
-        return arrival_users(pool, part.interest, at, self.cfg)
+        return pool

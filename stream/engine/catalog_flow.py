@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from stream.asks import Ask, BatchUser
+from stream.asks import Ask, BatchUser, Work
 from stream.catalog_view import CatalogChange, CatalogView
 from stream.decider import Decider
 from stream.engine.catalog_asks import CatalogAsks
@@ -62,6 +62,26 @@ class CatalogAnnouncementMixin:
         part = self.part(partition)
         return any(
             self.catalog_asks.reaches_anyone(part, at, change.previous, change.update)
+            for at, change in self._judged(partition, changes)
+        )
+
+    def _queued_may_reach(self, partition: int, changes: Sequence[CatalogChange], work: Work) -> bool:
+        """Whether pass 2 of the queued work may change who these changes reach in the partition.
+
+        Only its decisions write what an announcement reads that could add to an audience: interest
+        index entries of the items they score (``Work.indexing``). A change reading none of those
+        items reaches, after them, whom it reaches now. Entries they lower or evict, and a purchase's
+        discard, only shrink an audience. The index's rare rescale of every entry (``rescale_due``)
+        counts as touching every item.
+        """
+        items = work.indexing.get(partition)
+        if not items:
+            return False
+        part = self.part(partition)
+        if part.interest.rescale_due(self.now(partition)):
+            return True
+        return any(
+            self.catalog_asks.may_read(part, at, change.previous, change.update, items)
             for at, change in self._judged(partition, changes)
         )
 

@@ -230,12 +230,14 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                 passed = self.catalog.changes_between(announced_until, self.now(rec.partition))
                 part.catalog_until = self.now(rec.partition)
                 # Catalog changes the clock passed are announced here, in stream order, after what
-                # came before (its interest updates included) and before the timers due now. Changes
-                # that reach no one (no ask, no timer) need no close: nothing queued can change that
-                # when no decision (whose outcome feeds the interest index) and no purchase is queued.
+                # came before (its interest updates included) and before the timers due now. A change
+                # that reaches no one (no ask, no timer) needs no close unless a queued decision may
+                # index an item it reads (_queued_may_reach); a queued purchase only removes entries.
                 # In a replay the clock passes a change at nearly every event, and most reach no one.
-                pending = work.asks or self.decider.index_ops
-                if passed and (pending or self._announce_reaches_anyone(rec.partition, passed)):
+                if passed and (
+                    self._announce_reaches_anyone(rec.partition, passed)
+                    or self._queued_may_reach(rec.partition, passed, work)
+                ):
                     self._resolve(work, out)
                     work = Work(users)
                     self._announce(txn, rec.partition, passed, out, users)

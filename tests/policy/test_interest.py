@@ -137,6 +137,20 @@ def test_interest_index_total_size_is_bounded_and_round_trips():
     assert copy.users_for("i36", T0 + 1000, 0.0) == index.users_for("i36", T0 + 1000, 0.0)
 
 
+def test_interest_index_says_when_an_update_would_rescale_every_entry():
+    """The engine lets a batch run on past a catalog change only while the queued decisions' updates
+    touch no item the change reads; an update that moves the landmark rescales every item's entries."""
+    index = InterestIndex(per_item=5, max_entries=40, half_life_seconds=3600.0)
+    assert not index.rescale_due(T0 + 10**9)  # empty: the first update sets the landmark
+    index.update("i1", "u1", 0.5, T0)
+    assert not index.rescale_due(T0 + 60 * 3600)
+    assert index.rescale_due(T0 + 61 * 3600)
+    before = index.users_for("i1", T0 + 61 * 3600, 0.0)[0][1]
+    index.update("i2", "u2", 0.5, T0 + 61 * 3600)  # another item's update moves the landmark
+    assert not index.rescale_due(T0 + 61 * 3600)
+    assert index.users_for("i1", T0 + 61 * 3600, 0.0)[0][1] == pytest.approx(before, rel=1e-9)
+
+
 def test_interest_index_min_interest_from_config():
     index = InterestIndex.from_config(config(interest_index_min_interest=0.2))
     index.update("i1", "weak", 0.1, T0)

@@ -526,6 +526,36 @@ def test_a_catalog_change_that_reaches_no_one_does_not_close_the_batch() -> None
     assert closes_in_one == 2  # at the drop of i1 (it reaches u1) and at the end: not at i2's
 
 
+def test_a_queued_decision_closes_the_batch_only_for_a_change_of_an_item_it_scores() -> None:
+    """A queued decision feeds the interest index only with the items it scores (``Work.indexing``):
+    a change of another item that reaches no one leaves the batch open; a change of an item it scores
+    closes it, and then reaches the shopper that decision indexed, as with a batch cut at every event."""
+    n = neighbour_of("u1")
+    updates = [
+        catalog_entry("i2", price=50.0, updated_at=T0 + 330),  # nobody is interested in i2
+        catalog_entry("i3", price=80.0, updated_at=T0 + 350),  # n's queued decision scores i3
+    ]
+    other = neighbour_of(n)
+    stream = [
+        ev("q1", n, "view", "i3", T0 + 310),  # an in-session decision (interest 0.5, no push)
+        ev("q2", other, "remove_from_cart", "i5", T0 + 340),  # the clock passes i2's drop
+        ev("q3", other, "remove_from_cart", "i5", T0 + 355),  # and i3's
+    ]
+    results = []
+    for batch in (len(stream), 1):
+        engine, store = price_drop_engine()
+        engine.apply_catalog([catalog_record(u) for u in updates], store)
+        closes = _counting_resolves(engine)
+        out = run(engine, stream, store, batch)
+        pushes = [(p, push.trigger, push.user_id, push.item_id, push.push_id) for p, push in out.pushes]
+        rows = sorted((k, v) for k, v in store.data.items() if k[1] != META_ROW)
+        results.append((pushes, rows, len(closes)))
+    (pushes, states, closes_in_one), (pushes_1, states_1, _) = results
+    assert [(t, u, i) for _, t, u, i, _ in pushes] == [("price_drop", n, "i3")]
+    assert pushes == pushes_1 and states == states_1
+    assert closes_in_one == 2  # at i3's drop (n's decision may index i3) and at the end: not at i2's
+
+
 def test_price_drop_skips_users_of_partitions_not_owned() -> None:
     mine = partition_for("u1", PARTITIONS)
     engine, store = price_drop_engine(owned={p for p in range(PARTITIONS) if p != mine})
