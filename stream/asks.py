@@ -105,7 +105,8 @@ class Work:
 
     users: dict[str, BatchUser] = field(default_factory=dict)
     steps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    # Per partition, the clock minute of its earliest queued policy work (see Engine.process).
+    # Per partition, the clock minute of its earliest queued policy work that may schedule a timer (a
+    # hold's release, a deferred release, a reminder that waits; see Engine.process).
     first_minute: dict[int, int] = field(default_factory=dict)
     ops: dict[str, list[Op]] = field(default_factory=dict)
     # Per partition, the items of its queued decisions that the model scores: only their scores can
@@ -128,8 +129,14 @@ class Work:
     def queue(self, user: BatchUser, op: Op, at: float) -> None:
         """Queue policy work for ``user``, made at clock time ``at`` of their partition."""
         self.ops_of(user.user_id).append(op)
-        if op.ask is not None and op.ask.priors is None:
-            self.indexing.setdefault(user.partition, set()).update(op.ask.items)
+        if op.ask is not None:
+            if op.ask.priors is None:
+                self.indexing.setdefault(user.partition, set()).update(op.ask.items)
+        elif not user.state.policy.held:
+            # Feedback, and a release with nothing held: pass 2 schedules no timer for it. (A hold that a
+            # decision queued before it makes comes from that decision, which counts: first_minute is
+            # the earliest.)
+            return
         minute = int(at // 60.0)
         if minute < self.first_minute.get(user.partition, minute + 1):
             self.first_minute[user.partition] = minute

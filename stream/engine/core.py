@@ -212,8 +212,9 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                 continue
             part = self.part(rec.partition)
             new_minute = part.throttle.enabled and _minute(event.ts) > _minute(part.watermark)
-            # The clock enters a minute after that of the partition's earliest queued policy work: a
-            # timer that work schedules (a hold's release, always on a whole minute) may be due by now.
+            # The clock enters a minute after that of the partition's earliest queued policy work that
+            # may schedule a timer (Work.first_minute): such a timer (a hold's release, always on a
+            # whole minute) may be due by now.
             timers_due = _minute(event.ts) > work.first_minute.get(rec.partition, _minute(event.ts))
             if part.learning.enters_new_epoch(max(part.watermark, event.ts)) or new_minute or timers_due:
                 # Decisions before this input read the old epoch's outcome estimates (stream.learning),

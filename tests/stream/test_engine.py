@@ -556,6 +556,22 @@ def test_a_queued_decision_closes_the_batch_only_for_a_change_of_an_item_it_scor
     assert closes_in_one == 2  # at i3's drop (n's decision may index i3) and at the end: not at i2's
 
 
+def test_the_clock_entering_a_minute_closes_the_batch_only_after_work_that_may_set_a_timer() -> None:
+    """Pass 2 schedules timers (a hold's release, on a whole minute) only from a decision, or from a
+    release when something is held: events that queue neither leave the batch open across minutes."""
+    n = neighbour_of("u1")
+    stream = [ev(f"m{k}", n, "remove_from_cart", "i3", T0 + 10 + 60 * k) for k in range(4)]
+    engine, store = price_drop_engine()
+    closes = _counting_resolves(engine)
+    run(engine, stream, store, len(stream))
+    assert len(closes) == 1  # at the end only (every minute before)
+    # A decision queued in the first minute closes the batch when the clock enters the next.
+    engine, store = price_drop_engine()
+    closes = _counting_resolves(engine)
+    run(engine, [ev("v0", n, "view", "i3", T0 + 10), *stream[1:]], store, len(stream))
+    assert len(closes) == 2
+
+
 def test_price_drop_skips_users_of_partitions_not_owned() -> None:
     mine = partition_for("u1", PARTITIONS)
     engine, store = price_drop_engine(owned={p for p in range(PARTITIONS) if p != mine})

@@ -261,6 +261,46 @@ def test_a_hold_decided_in_a_batch_is_released_at_the_same_input_whatever_the_ba
     assert released[1] == released[0] and released[2] == released[0]
 
 
+def test_a_release_deferred_in_a_batch_fires_at_the_same_input_whatever_the_batching() -> None:
+    """A held push whose release finds the shopper on the site is deferred: a new release timer, on a
+    whole minute, scheduled in pass 2 by a release that asks nothing. The batch must close when its
+    clock enters a later minute, as after a decision (``Work.queue``: a release with something held may
+    schedule a timer), or the deferred release would wait for the next batch."""
+    quiet_end = T0 - 1.5 * 3600  # 08:30 UTC
+    left = quiet_end - 50 * 60  # the session ends at 08:10, in quiet hours: held until 08:30
+    hold = [
+        ev("d1", "u5", "view", "i1", left - 20),
+        ev("d2", "u5", "view", "i1", left),
+        clock("u5", left + GAP + 30),
+    ]
+    after = [
+        ev("d3", "u5", "search", None, quiet_end - 60, query="q"),  # back on the site at 08:29
+        clock("u5", quiet_end + 7, 1),  # the hold ends: deferred until 08:34 (5 minutes away)
+        clock("u5", quiet_end + 300, 2),
+        clock("u5", quiet_end + 360, 3),
+    ]
+    released: list[list[tuple[str, str, float]]] = []
+    for batch in (1, len(after)):
+        e = engine(
+            quiet_hours_start="22:00",
+            quiet_hours_end="08:30",
+            default_time_zone="UTC",
+            quiet_hours_action="hold",
+            session_end_browse=True,
+            active_window_seconds=300.0,
+        )
+        store = DictState()
+        assert e.process(hold, store).pushes == []
+        pushes: list[tuple[str, str, float]] = []
+        for start in range(0, len(after), batch):
+            out = e.process(after[start : start + batch], store)
+            pushes += [(p.user_id, p.trigger, p.created_at) for _, p in out.pushes]
+        released.append(pushes)
+    assert released[0] == [("u5", "browse_abandonment", quiet_end + 300)]
+    assert released[1] == released[0]
+
+
+DAY = 86400.0
 DAY = 86400.0
 
 
