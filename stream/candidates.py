@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -151,6 +151,21 @@ class Engagement:
         return engagement
 
 
+@dataclass(frozen=True, slots=True)
+class PopularityAt:
+    """The partition's decayed trending counts at a moment (:meth:`TrendingItems.popularity_at`): an
+    item's popularity is ``counts.get(item, 0.0) * factor``. Only the counted items can have any, so
+    the discovery pool (``stream.discovery``) values the others without a lookup."""
+
+    counts: Mapping[str, float]
+    factor: float
+
+    def of(self, items: Sequence[str]) -> list[float]:
+        """The popularity of each item, in order (the same floats as ``TrendingItems.scores``)."""
+        get, factor = self.counts.get, self.factor
+        return [get(item, 0.0) * factor for item in items]
+
+
 class TrendingItems:
     """Time-decayed popularity of items (views 1, carts 3, purchases 5), bounded to ``max_items``.
 
@@ -235,6 +250,10 @@ class TrendingItems:
         factor = self._decay.at(1.0, now)
         get = self._counts.get
         return [get(item, 0.0) * factor for item in items]
+
+    def popularity_at(self, now: float) -> PopularityAt:
+        """The counts and their decay at ``now``: :meth:`scores` of any items, read when needed."""
+        return PopularityAt(self._counts, self._decay.at(1.0, now))
 
     def top(self, k: int, now: float) -> list[str]:
         """The ``k`` most popular items, as of the last refresh (at most ``refresh_seconds`` of event

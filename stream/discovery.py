@@ -30,16 +30,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from stream.candidates import Engagement
+from stream.candidates import Engagement, PopularityAt
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate
 from stream.policy_config import PolicyConfig
-
-# The items' decayed popularity at the moment, in their order (``TrendingItems.scores``): one call per
-# category, not one per item, since a reminder moment values every item of its categories.
-Popularity = Callable[[Sequence[str]], list[float]]
 
 
 def discovery_value(
@@ -63,10 +60,10 @@ def discovery_pool(
     engagement: Engagement,
     categories: Mapping[str, int] | Iterable[str],
     catalog: CatalogView,
-    popularity: Popularity,
+    popularity: PopularityAt,
     now: float,
     config: PolicyConfig,
-    values: dict[str, list[tuple[float, str]]] | None = None,
+    values: dict[str, CategoryMoment] | None = None,
     prices: CategoryPrices | None = None,
 ) -> list[tuple[str, float]]:
     """(item, interest) of the best ``discovery_items`` unengaged in-stock items of ``categories``.
@@ -76,30 +73,83 @@ def discovery_pool(
     category's median effective price is taken over its in-stock items at ``now``. Empty when
     ``discovery_items`` is 0.
 
-    ``values``: a cache of :func:`category_values` by category, valid while the catalog, the
+    The result is the first ``discovery_items`` of every unengaged item of the categories valued
+    (:func:`category_values`) and sorted, to the last bit, but without valuing them all: an item the
+    partition never counted has the value of its catalog terms alone, ranked once per span of the
+    catalog (:class:`CategoryTerms`), so of those only the best few of each category are taken (with
+    any that tie the last taken); the counted ones are valued one by one. In a replay the pool's
+    categories hold hundreds of items, of which a few are counted.
+
+    ``values``: a cache of each category's valued items at this moment, valid while the catalog, the
     popularity and ``now`` stay as they are (the shoppers of one moment share their categories);
     ``prices``: the catalog's part of them, kept across moments (:class:`CategoryPrices`).
     """
-    if config.discovery_items <= 0:
+    wanted = config.discovery_items
+    if wanted <= 0:
         return []
     cache = {} if values is None else values
     counts = categories if isinstance(categories, Mapping) else dict.fromkeys(categories, 1)
     top = max(counts.values(), default=1)
+    seen = engagement.get
     scored: list[tuple[float, str]] = []
     for category in sorted(counts):
-        valued = cache.get(category)
-        if valued is None:
-            valued = cache[category] = category_values(category, catalog, popularity, now, config, prices)
+        moment = cache.get(category)
+        if moment is None:
+            moment = cache[category] = CategoryMoment.of(category, catalog, popularity, now, config, prices)
         share = config.discovery_category_weight * math.log(max(counts[category], 1) / top)
-        scored += [(value + share, item) for value, item in valued if engagement.get(item) is None]
+        scored += [(value + share, item) for value, item in moment.counted if seen(item) is None]
+        # The uncounted in value order: the first ``wanted`` unengaged, and those that tie the last.
+        taken, last = 0, 0.0
+        counted = moment.counted_items
+        for value, item in moment.terms.ranked():
+            if item in counted or seen(item) is not None:
+                continue
+            shared = value + share
+            if taken >= wanted and shared != last:
+                break
+            scored.append((shared, item))
+            taken, last = taken + 1, shared
     scored.sort(key=lambda vi: (-vi[0], vi[1]))
-    return [(item, discovery_interest(value)) for value, item in scored[: config.discovery_items]]
+    return [(item, discovery_interest(value)) for value, item in scored[:wanted]]
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryMoment:
+    """A category at one moment: its in-stock items' catalog terms and the counted items' values."""
+
+    terms: CategoryTerms
+    counted: list[tuple[float, str]]  # (discovery value, item) of its items the partition counted
+    counted_items: frozenset[str]
+
+    @classmethod
+    def of(
+        cls,
+        category: str,
+        catalog: CatalogView,
+        popularity: PopularityAt,
+        now: float,
+        config: PolicyConfig,
+        prices: CategoryPrices | None = None,
+    ) -> CategoryMoment:
+        """The category's terms at ``now`` and the values of its counted items."""
+        terms = (prices or CategoryPrices()).terms(category, catalog, now, config)
+        here = frozenset(popularity.counts.keys() & terms.members())
+        position = terms.position()
+        log1p, factor = math.log1p, popularity.factor
+        discounts, prices_ = terms.discounts, terms.prices
+        counted = []
+        for item in sorted(here):  # any order gives the same pool; this one is the same every run
+            p = popularity.counts[item] * factor
+            k = position[item]
+            # The same operations in the same order as category_values: the floats are identical.
+            counted.append((log1p(p if p > 0.0 else 0.0) + discounts[k] - prices_[k], item))
+        return cls(terms, counted, here)
 
 
 def category_values(
     category: str,
     catalog: CatalogView,
-    popularity: Popularity,
+    popularity: PopularityAt,
     now: float,
     config: PolicyConfig,
     prices: CategoryPrices | None = None,
@@ -109,19 +159,55 @@ def category_values(
     ``prices``: a cache of the catalog's part of the values (:class:`CategoryPrices`); the values are
     the same with or without it, to the last bit.
     """
-    items, discounts, prices_ = (prices or CategoryPrices()).terms(category, catalog, now, config)
+    terms = (prices or CategoryPrices()).terms(category, catalog, now, config)
+    items = terms.items
     if not items:
         return []
     log1p = math.log1p
     # The same operations in the same order as discovery_value: the floats are identical.
     return [
         (log1p(p if p > 0.0 else 0.0) + discount - price, item)
-        for item, p, discount, price in zip(items, popularity(items), discounts, prices_, strict=True)
+        for item, p, discount, price in zip(
+            items, popularity.of(items), terms.discounts, terms.prices, strict=True
+        )
     ]
 
 
-# A category's in-stock items at a moment, by id, with their discount and price terms, as columns.
-Terms = tuple[list[str], list[float], list[float]]
+class CategoryTerms:
+    """A category's in-stock items at a moment, by id, with their discount and price terms as columns,
+    and (built when first asked, once per span of the catalog) the items ranked by their value with
+    no popularity: what an item the partition never counted is worth."""
+
+    __slots__ = ("items", "discounts", "prices", "_ranked", "_position")
+
+    def __init__(self, items: list[str], discounts: list[float], prices: list[float]) -> None:
+        self.items = items
+        self.discounts = discounts
+        self.prices = prices
+        self._ranked: list[tuple[float, str]] | None = None
+        self._position: dict[str, int] | None = None
+
+    def ranked(self) -> list[tuple[float, str]]:
+        """(value without popularity, item), best first, ties by id."""
+        if self._ranked is None:
+            base = math.log1p(0.0)  # an uncounted item's popularity term, as category_values adds it
+            ranked = [
+                (base + discount - price, item)
+                for item, discount, price in zip(self.items, self.discounts, self.prices, strict=True)
+            ]
+            ranked.sort(key=lambda vi: (-vi[0], vi[1]))
+            self._ranked = ranked
+        return self._ranked
+
+    def position(self) -> dict[str, int]:
+        """Each item's index in the columns."""
+        if self._position is None:
+            self._position = {item: k for k, item in enumerate(self.items)}
+        return self._position
+
+    def members(self) -> Mapping[str, int]:
+        """The items, as a mapping whose keys a set operation can intersect in C."""
+        return self.position()
 
 
 class CategoryPrices:
@@ -140,9 +226,9 @@ class CategoryPrices:
         self._catalog: CatalogView | None = None
         self._generation = -1
         # category -> (lo, hi, terms), valid for lo <= now < hi.
-        self._terms: dict[str, tuple[float, float, Terms]] = {}
+        self._terms: dict[str, tuple[float, float, CategoryTerms]] = {}
 
-    def terms(self, category: str, catalog: CatalogView, now: float, config: PolicyConfig) -> Terms:
+    def terms(self, category: str, catalog: CatalogView, now: float, config: PolicyConfig) -> CategoryTerms:
         """The category's in-stock items at ``now`` by id, their ``discovery_discount_weight`` x discount
         and their ``discovery_price_weight`` x log of the relative price, as three columns."""
         if catalog is not self._catalog or catalog.generation != self._generation:
@@ -158,7 +244,7 @@ class CategoryPrices:
 
 def _category_terms(
     category: str, catalog: CatalogView, now: float, config: PolicyConfig
-) -> tuple[float, float, Terms]:
+) -> tuple[float, float, CategoryTerms]:
     """:meth:`CategoryPrices.terms` computed, with the span ``[lo, hi)`` of times it holds for."""
     lo, hi = -math.inf, math.inf
     entries: list[tuple[str, CatalogUpdate]] = []
@@ -177,7 +263,7 @@ def _category_terms(
                 lo = max(lo, promo.ends_at)
         entries.append((item, version))
     if not entries:
-        return lo, hi, ([], [], [])
+        return lo, hi, CategoryTerms([], [], [])
     median = statistics.median(max(v.effective_price(now), 0.01) for _, v in entries)
     items: list[str] = []
     discounts: list[float] = []
@@ -189,4 +275,4 @@ def _category_terms(
         items.append(item)
         discounts.append(config.discovery_discount_weight * discount)
         prices.append(config.discovery_price_weight * math.log(relative))
-    return lo, hi, (items, discounts, prices)
+    return lo, hi, CategoryTerms(items, discounts, prices)

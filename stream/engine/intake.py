@@ -18,7 +18,7 @@ from stream.candidates import EngagedItem, Engagement, gather_candidates
 from stream.catalog_view import CatalogView
 from stream.content_items import NewItems
 from stream.decider import Decider
-from stream.discovery import CategoryPrices, discovery_pool
+from stream.discovery import CategoryMoment, CategoryPrices, discovery_pool
 from stream.engine.users import TYPE_INDEX
 from stream.event_decoder import ValidEvent
 from stream.outcome import Outcome
@@ -128,8 +128,8 @@ class Intake:
         Valid for one moment (the due timers of one clock, between two inputs): the shoppers asking
         then share each category's item values.
         """
-        popularity = self._part(partition).trending
-        values: dict[str, list[tuple[float, str]]] = {}
+        trending = self._part(partition).trending
+        values: dict[str, CategoryMoment] = {}
 
         def pool(engagement: Engagement) -> list[tuple[str, float]]:
             categories = self.recent_category_counts(engagement, now)
@@ -138,7 +138,7 @@ class Intake:
                 engagement,
                 categories,
                 catalog,
-                lambda items: popularity.scores(items, now),
+                trending.popularity_at(now),  # read when asked: the counts as the stream stands
                 now,
                 self.cfg,
                 values,

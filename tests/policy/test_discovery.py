@@ -4,8 +4,9 @@ categories, valued by popularity, discount and price relative to the category.""
 from __future__ import annotations
 
 import math
+import random
 
-from stream.candidates import Engagement
+from stream.candidates import Engagement, PopularityAt
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Promotion
 from stream.discovery import CategoryPrices, category_values, discovery_interest, discovery_pool
@@ -56,10 +57,8 @@ def test_the_pool_holds_unseen_in_stock_items_of_the_categories_ranked_by_popula
         ("sold-out", "jackets", 10.0, 0, 0.5),
         ("other-aisle", "shoes", 100.0, 5, 0.0),
     )
-    popularity = {"popular": math.e - 1.0}.get  # log1p -> 1.0
-    pool = discovery_pool(
-        _seen("seen"), ["jackets"], catalog, lambda items: [popularity(i, 0.0) for i in items], T0, CFG
-    )
+    popularity = PopularityAt({"popular": math.e - 1.0}, 1.0)  # log1p -> 1.0
+    pool = discovery_pool(_seen("seen"), ["jackets"], catalog, popularity, T0, CFG)
     ranked = [item for item, _ in pool]
     # The in-stock jackets' median effective price: 80 (seen 100, popular 100, on-sale 60, cheap 50).
     # on-sale: 3 x 0.4 - 0.9 x log(60 / 80) = 1.46; popular: 1 - 0.9 x log(100 / 80) = 0.80;
@@ -70,7 +69,7 @@ def test_the_pool_holds_unseen_in_stock_items_of_the_categories_ranked_by_popula
 
 def test_the_pool_is_bounded_ordered_by_id_on_ties_and_off_with_no_items() -> None:
     catalog = _catalog(*[(f"i{k}", "c", 100.0, 5, 0.0) for k in (3, 1, 2)])
-    zero = lambda items: [0.0] * len(items)  # noqa: E731
+    zero = PopularityAt({}, 1.0)
     two = CFG.model_copy(update={"discovery_items": 2})
     assert discovery_pool(Engagement(20), ["c"], catalog, zero, T0, two) == [("i1", 0.0), ("i2", 0.0)]
     off = CFG.model_copy(update={"discovery_items": 0})
@@ -93,13 +92,11 @@ def test_the_category_the_shopper_browsed_most_weighs_more() -> None:
         ("s1", "shoes", 100.0, 5, 0.0),
         ("s2", "shoes", 100.0, 5, 0.0),
     )
-    popularity = {"j2": math.e - 1.0, "s2": math.e**2 - 1.0}.get  # log1p: jackets 1.0, shoes 2.0
+    popularity = PopularityAt({"j2": math.e - 1.0, "s2": math.e**2 - 1.0}, 1.0)  # log1p: 1.0, 2.0
 
     def pool(counts: dict[str, int], weight: float) -> list[tuple[str, float]]:
         cfg = CFG.model_copy(update={"discovery_category_weight": weight})
-        return discovery_pool(
-            _seen("j1", "s1"), counts, catalog, lambda items: [popularity(i, 0.0) for i in items], T0, cfg
-        )
+        return discovery_pool(_seen("j1", "s1"), counts, catalog, popularity, T0, cfg)
 
     # Three of the shopper's recent items were jackets, one shoes: shoes lose 2 x log(1/3) = -2.2.
     assert pool({"jackets": 3, "shoes": 1}, 2.0) == [
@@ -110,18 +107,15 @@ def test_the_category_the_shopper_browsed_most_weighs_more() -> None:
     assert [i for i, _ in pool({"jackets": 3, "shoes": 1}, 0.0)] == ["s2", "j2"]
     assert [i for i, _ in pool({"jackets": 2, "shoes": 2}, 2.0)] == ["s2", "j2"]
     assert pool({"jackets": 1, "shoes": 1}, 2.0) == discovery_pool(
-        _seen("j1", "s1"),
-        ["shoes", "jackets"],
-        catalog,
-        lambda items: [popularity(i, 0.0) for i in items],
-        T0,
-        CFG,
+        _seen("j1", "s1"), ["shoes", "jackets"], catalog, popularity, T0, CFG
     )
 
 
+POPULAR = PopularityAt({"a": 2.0, "b": 0.5, "c": 7.0}, 1.0)
+
+
 def _uncached(view: CatalogView, category: str, now: float) -> list[tuple[float, str]]:
-    popularity = {"a": 2.0, "b": 0.5, "c": 7.0}.get
-    return category_values(category, view, lambda items: [popularity(i, 0.0) for i in items], now, CFG)
+    return category_values(category, view, POPULAR, now, CFG)
 
 
 def test_cached_category_prices_give_the_same_values_as_computing_them_at_every_moment() -> None:
@@ -153,19 +147,110 @@ def test_cached_category_prices_give_the_same_values_as_computing_them_at_every_
     put("a", 90.0, 5, T0 + 120)  # a price change
     put("b", 80.0, 0, T0 + 200)  # sold out
     prices = CategoryPrices()
-    popularity = {"a": 2.0, "b": 0.5, "c": 7.0}.get
     moments = [T0 - 10, T0, T0 + 49, T0 + 50, T0 + 99, T0 + 100, T0 + 119, T0 + 120, T0 + 149, T0 + 150]
     moments += [T0 + 199, T0 + 200, T0 + 300, T0 + 120, T0 + 50, T0 - 10]  # and back in time
     for now in moments:
-        cached = category_values(
-            "c", view, lambda items: [popularity(i, 0.0) for i in items], now, CFG, prices
-        )
+        cached = category_values("c", view, POPULAR, now, CFG, prices)
         assert cached == _uncached(view, "c", now), now
     # A record read later changes what holds at a moment already cached: the cache starts over.
     now = T0 + 300
-    category_values("c", view, lambda items: [popularity(i, 0.0) for i in items], now, CFG, prices)
+    category_values("c", view, POPULAR, now, CFG, prices)
     put("a", 10.0, 5, T0 + 300)
-    assert category_values(
-        "c", view, lambda items: [popularity(i, 0.0) for i in items], now, CFG, prices
-    ) == (_uncached(view, "c", now))
+    assert category_values("c", view, POPULAR, now, CFG, prices) == _uncached(view, "c", now)
     assert [item for _, item in _uncached(view, "c", now)] == ["a", "c"]
+
+
+def _every_item_valued(
+    engagement: Engagement,
+    counts: dict[str, int],
+    view: CatalogView,
+    popularity: PopularityAt,
+    now: float,
+    cfg: PolicyConfig,
+) -> list[tuple[str, float]]:
+    """The pool as its definition says: every unengaged item of every category valued, sorted, cut."""
+    top = max(counts.values())
+    scored = []
+    for category in sorted(counts):
+        share = cfg.discovery_category_weight * math.log(counts[category] / top)
+        values = category_values(category, view, popularity, now, cfg)
+        scored += [(value + share, item) for value, item in values if engagement.get(item) is None]
+    scored.sort(key=lambda vi: (-vi[0], vi[1]))
+    return [(item, discovery_interest(value)) for value, item in scored[: cfg.discovery_items]]
+
+
+def _ulps_above(x: float, n: int) -> float:
+    for _ in range(n):
+        x = math.nextafter(x, math.inf)
+    return x
+
+
+def test_the_pool_values_only_what_can_reach_it_and_gives_the_same_bits_as_valuing_everything() -> None:
+    """Uncounted items are taken in catalog-value order, only the first few of each category (and
+    those tying the last taken): the pool must be that of every item valued, to the last bit, with
+    engaged and counted items among the best, ties in value (equal prices) and the category weight."""
+    rng = random.Random(11)
+    for trial in range(200):
+        view = CatalogView()
+        n_categories = rng.randint(1, 4)
+        for k in range(rng.randint(1, 120)):
+            discount = rng.choice([0.0, 0.0, 0.1, 0.25, 0.5])
+            promo = (
+                Promotion(promotion_id=f"p{k}", discount=discount, starts_at=T0 - 99, ends_at=T0 + 99)
+                if discount
+                else None
+            )
+            view.put(
+                CatalogUpdate(
+                    item_id=f"i{k:03d}",
+                    title="t",
+                    category=f"c{rng.randrange(n_categories)}",
+                    # Many ties, and near-ties that adding the category's weight rounds into ties.
+                    price=_ulps_above(rng.choice([10.0, 20.0, 20.0, 80.0, 80.0]), rng.choice([0, 0, 1, 2])),
+                    stock=rng.choice([0, 3, 3, 3]),
+                    promotion=promo,
+                    updated_at=T0 - 3600,
+                )
+            )
+        items = [f"i{k:03d}" for k in range(120)]
+        popular = PopularityAt({i: rng.choice([0.5, 2.0, 9.0]) for i in rng.sample(items, 15)}, 0.7)
+        engagement = _seen(*rng.sample(items, rng.randint(0, 25)))
+        counts = {f"c{c}": rng.randint(1, 4) for c in range(n_categories) if rng.random() < 0.8} or {"c0": 1}
+        cfg = CFG.model_copy(
+            update={
+                "discovery_items": rng.choice([1, 3, 10]),
+                "discovery_category_weight": rng.choice([0.0, 2.0, 2.0]),
+            }
+        )
+        expected = _every_item_valued(engagement, counts, view, popular, T0, cfg)
+        moments: dict = {}
+        prices = CategoryPrices()
+        assert discovery_pool(engagement, counts, view, popular, T0, cfg, moments, prices) == expected, trial
+        # A second shopper of the same moment reads the first one's categories from the caches.
+        other = _seen(*rng.sample(items, 5))
+        assert discovery_pool(other, counts, view, popular, T0, cfg, moments, prices) == _every_item_valued(
+            other, counts, view, popular, T0, cfg
+        )
+
+
+def test_an_item_that_ties_the_last_taken_only_after_the_category_weight_is_still_ranked_by_id() -> None:
+    """Two uncounted items whose catalog values differ in the last bit tie once the category's weight is
+    added: the pool must break the tie by id, as valuing every item does, so the item ranked second by
+    catalog value alone is still taken when its id comes first."""
+    view = _catalog(
+        *[(f"m{k}", "c", 20.0, 5, 0.0) for k in range(4)],  # engaged: they only set the median, 20
+        ("b", "c", _ulps_above(80.0, 2), 5, 0.0),
+        ("a", "c", _ulps_above(80.0, 4), 5, 0.0),
+        ("t", "top", 50.0, 5, 0.0),
+    )
+    cfg = CFG.model_copy(update={"discovery_items": 1, "discovery_category_weight": 2.0})
+    none = PopularityAt({}, 1.0)
+    engagement = _seen("m0", "m1", "m2", "m3", "t")
+    values = dict((item, value) for value, item in category_values("c", view, none, T0, cfg))
+    assert values["b"] > values["a"]  # b first by catalog value alone
+    share = 2.0 * math.log(1 / 3)
+    assert values["b"] + share == values["a"] + share  # a tie once weighted: a by id
+    counts = {"c": 1, "top": 3}
+    expected = _every_item_valued(engagement, counts, view, none, T0, cfg)
+    assert [item for item, _ in expected] == ["a"]
+    assert discovery_pool(engagement, counts, view, none, T0, cfg) == expected
