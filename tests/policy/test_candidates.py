@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 from stream.candidates import (
     Engagement,
@@ -71,6 +72,35 @@ def test_covisitation_survives_long_runs_and_round_trips():
     assert ranked[0] == ("b", ranked[0][1]) and 1.0 <= ranked[0][1] < 2.0
     copy = CoVisitationIndex.from_dict(json.loads(json.dumps(index.to_dict())))
     assert copy.neighbours("a", T0 + 60.0 * 199) == ranked
+
+
+class _RanksEverything(TrendingItems):
+    """The top list ranked over every item each time (what the incremental ranking must equal)."""
+
+    def _refresh(self, k: int) -> list[str]:
+        self._rank_all = True
+        return super()._refresh(k)
+
+
+def test_trending_ranks_only_the_last_list_and_what_moved_and_gets_the_same_list() -> None:
+    """The top list is re-ranked from the last list and the items counted since; it must be the list
+    of ranking every item: across prunes, rescales of the counts (the landmark moving), ties in
+    count, equal weights, and a restore from the stored rows in the middle."""
+    rng = random.Random(4)
+    kinds = ["view", "view", "view", "add_to_cart", "purchase"]
+    incremental = TrendingItems(max_items=300, half_life_seconds=HOUR, refresh_seconds=5.0)
+    reference = _RanksEverything(max_items=300, half_life_seconds=HOUR, refresh_seconds=5.0)
+    ts = T0
+    for n in range(6000):
+        # Mostly seconds apart, now and then days (rescales: the landmark moves past 60 half-lives).
+        ts += rng.choice([0.0, 1.0, 2.0, 3.0]) if rng.random() > 0.002 else 70 * HOUR
+        item = f"i{min(int(rng.paretovariate(0.6)), 900)}"
+        kind = rng.choice(kinds)
+        incremental.observe(item, kind, ts)
+        reference.observe(item, kind, ts)
+        assert incremental.top(64, ts) == reference.top(64, ts), n
+        if n == 3000:  # restored from its stored form, as a worker rebuilds a partition
+            incremental = TrendingItems.from_dict(json.loads(json.dumps(incremental.to_dict())))
 
 
 def test_trending_decays_prunes_and_caches():
