@@ -14,8 +14,8 @@ policy decide. Pass 1 (``stream.engine.intake``) walks the batch in stream order
 decision depends only on the events before it, never on batch boundaries.
 
 This module keeps what needs the whole batch: the partitions' clocks and the places where pass 2
-must close (a new minute, a learning epoch, a catalog change the clock passed that reaches someone,
-an erasure), catalog
+must close (a new minute after work that may schedule a timer, a learning epoch, a catalog change the
+clock passed that reaches someone or may once the queued decisions are made, an erasure), catalog
 updates coming in, and the periodic tick. The :class:`Engine`'s other parts are mixins, one module
 each: due timers (``stream.engine.due_timers``), the throttle (``stream.engine.throttling``),
 catalog announcements (``stream.engine.catalog_flow``), model swaps and items placed from their
