@@ -113,6 +113,9 @@ class Work:
     # enter the partition's interest index when pass 2 runs (a trigger that values its items itself,
     # discovery, indexes none; stream.scoring).
     indexing: dict[int, set[str]] = field(default_factory=dict)
+    # Per partition, the users with a queued reminder moment that may wait: its plan cancels their
+    # second reminder moment (stream.decider_apply.ApplyMixin._rearm), which pass 1 may find due first.
+    rearming: dict[int, set[str]] = field(default_factory=dict)
 
     def has_work(self, user_id: str) -> bool:
         """Whether the user has GRU steps or policy work queued for pass 2."""
@@ -132,6 +135,8 @@ class Work:
         if op.ask is not None:
             if op.ask.priors is None:
                 self.indexing.setdefault(user.partition, set()).update(op.ask.items)
+            if op.ask.rearm is not None:
+                self.rearming.setdefault(user.partition, set()).add(user.user_id)
         elif not user.state.policy.held:
             # Feedback, and a release with nothing held: pass 2 schedules no timer for it. (A hold that a
             # decision queued before it makes comes from that decision, which counts: first_minute is

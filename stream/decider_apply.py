@@ -120,9 +120,11 @@ class ApplyMixin:
 
     @staticmethod
     def _schedule_release(part: PartitionState, plan: Plan, step: Step) -> float:
-        """The release timer of a hold or deferral, due on a whole minute (:func:`on_minute`); its time."""
+        """The release timer of a hold or deferral, due on a whole minute (:func:`on_minute`) after the
+        decision's minute (the engine closes pass 2 before its clock enters a later minute, so the
+        timer exists before the clock can pass it, whatever time a rule asked for); its time."""
         assert step.release_at is not None and step.push is not None
-        due = on_minute(step.release_at)
+        due = max(on_minute(step.release_at), (plan.now // 60.0 + 1.0) * 60.0)
         part.timers.schedule(
             Timer(due, plan.user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now)
         )

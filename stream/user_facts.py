@@ -71,8 +71,12 @@ def quiet_hours_end(now: float, zone: ZoneInfo, config: PolicyConfig) -> float |
         day = local.date()
     else:
         return None
-    release = datetime.combine(day, time(end // 60, end % 60), tzinfo=zone)
-    return release.timestamp()
+    release = datetime.combine(day, time(end // 60, end % 60), tzinfo=zone).timestamp()
+    if release <= now:
+        # The end's wall time comes twice tonight (a fall-back hour) and its first time has passed: the
+        # shopper is in the second one, so quiet hours end at the second.
+        release = datetime.combine(day, time(end // 60, end % 60, fold=1), tzinfo=zone).timestamp()
+    return release
 
 
 def current_offset(state: UserPolicyState, now: float, config: PolicyConfig) -> float:

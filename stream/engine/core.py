@@ -244,6 +244,9 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                     self._announce(txn, rec.partition, passed, out, users)
             if moved and self._event_clock():
                 # Event time: what fell due up to this event's time happens before it, in stream order.
+                if self._queued_may_cancel(part, part.watermark, work):
+                    self._resolve(work, out)
+                    work = Work(users)
                 self._fire_due(txn, part, part.watermark, work, out)
             t = perf_counter()
             user = self.users.load(txn, rec.partition, event.user_id, work.users)

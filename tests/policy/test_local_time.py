@@ -104,6 +104,12 @@ def test_quiet_hours_across_dst_changes():
     # Fall back (night of 26-27 October 2024): 22:00 CEST -> 08:00 CET is 11 hours.
     start = local_ts("Europe/Berlin", 2024, 10, 26, 22, 0)
     assert quiet_hours_end(start, berlin, cfg) == utc(2024, 10, 27, 7, 0) == start + 11 * 3600
+    # Quiet hours ending inside the hour that comes twice (New York, 3 November 2024, 01:00-02:00): at
+    # 01:10 EST, the second 01:10, they end at 01:30 EST, not at 01:30 EDT, which has passed.
+    late = config(quiet_hours_start="22:00", quiet_hours_end="01:30")
+    second = utc(2024, 11, 3, 6, 10)  # 01:10 EST
+    assert quiet_hours_end(second, new_york, late) == utc(2024, 11, 3, 6, 30)
+    assert quiet_hours_end(utc(2024, 11, 3, 5, 10), new_york, late) == utc(2024, 11, 3, 5, 30)  # 01:10 EDT
     # New York, 3 November 2024: 22:30 EDT -> 08:00 EST.
     assert quiet_hours_end(local_ts("America/New_York", 2024, 11, 2, 22, 30), new_york, cfg) == utc(
         2024, 11, 3, 13

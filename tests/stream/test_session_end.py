@@ -301,7 +301,40 @@ def test_a_release_deferred_in_a_batch_fires_at_the_same_input_whatever_the_batc
 
 
 DAY = 86400.0
-DAY = 86400.0
+
+
+def test_a_second_reminder_the_first_cancels_never_fires_inside_the_batch() -> None:
+    """The second reminder moment is armed when the first fires (pass 1) and cancelled when the first
+    waits (pass 2). In a partition quiet for hours the first fires late and the second falls due within
+    the minute: pass 2 must run before the second is fired, as at batch size 1, where it never is.
+    (Found in review, 2026-12-05: one batch sent a reminder that batch size 1 does not.)"""
+    left = T0 + 150
+    again_due = left + DAY + 8 * 3600  # reminder_again_seconds' default after the first moment
+    records = [
+        ev("w1", "u1", "view", "i1", T0),
+        ev("w2", "u1", "add_to_cart", "i1", T0 + 30),
+        *[ev(f"w{k}", "u1", "view", item, T0 + 30 * k) for k, item in enumerate(["i2", "i2", "i3", "i3"], 2)],
+        clock("u1", left + GAP, 1),  # the session end's push: recent, so the first reminder will wait
+        clock("u1", again_due - 20, 2),  # the first moment fires late (the partition was quiet) and waits
+        clock("u1", again_due + 5, 3),  # the same minute: the second moment is due
+        clock("u1", again_due + 200, 4),
+    ]
+    results = []
+    for batch in (1, len(records)):
+        e = engine(
+            reminder_seconds=DAY,
+            reminder_push_gap_seconds=2 * DAY,
+            session_end_browse=True,
+            session_end_max_items=3,
+            threshold=0.05,
+        )
+        store, pushes = DictState(), []
+        for start in range(0, len(records), batch):
+            out = e.process(records[start : start + batch], store)
+            pushes += [(p.trigger, p.item_id, p.created_at) for _, p in out.pushes if p.user_id == "u1"]
+        results.append((pushes, rows(store)))
+    assert [trigger for trigger, _, _ in results[0][0]] == ["cart_abandonment"]
+    assert results[1] == results[0]
 
 
 def test_a_reminder_goes_only_to_a_shopper_who_stays_away_of_the_next_abandoned_item() -> None:
