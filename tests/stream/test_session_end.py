@@ -223,6 +223,18 @@ def test_a_session_end_teaches_the_interest_index_so_a_later_price_drop_reaches_
     assert [(p.user_id, p.trigger) for _, p in out.pushes] == [("u8", "price_drop")]
 
 
+def holding_engine(**policy: Any) -> Engine:
+    """Quiet hours 22:00-08:30 UTC that hold a push until they end; viewed items at the session end."""
+    return engine(
+        quiet_hours_start="22:00",
+        quiet_hours_end="08:30",
+        default_time_zone="UTC",
+        quiet_hours_action="hold",
+        session_end_browse=True,
+        **policy,
+    )
+
+
 def test_a_hold_decided_in_a_batch_is_released_at_the_same_input_whatever_the_batching() -> None:
     """A push held through quiet hours (decided in the batch's second pass) is released by the first
     input of its partition at or after the end of quiet hours, even when that input is in the same batch.
@@ -245,13 +257,7 @@ def test_a_hold_decided_in_a_batch_is_released_at_the_same_input_whatever_the_ba
     ]
     released: list[list[tuple[str, float]]] = []
     for batch in (1, 2, len(inputs)):
-        e = engine(
-            quiet_hours_start="22:00",
-            quiet_hours_end="08:30",
-            default_time_zone="UTC",
-            quiet_hours_action="hold",
-            session_end_browse=True,
-        )
+        e = holding_engine()
         store, pushes = DictState(), []
         for start in range(0, len(inputs), batch):
             out = e.process(inputs[start : start + batch], store)
@@ -281,14 +287,7 @@ def test_a_release_deferred_in_a_batch_fires_at_the_same_input_whatever_the_batc
     ]
     released: list[list[tuple[str, str, float]]] = []
     for batch in (1, len(after)):
-        e = engine(
-            quiet_hours_start="22:00",
-            quiet_hours_end="08:30",
-            default_time_zone="UTC",
-            quiet_hours_action="hold",
-            session_end_browse=True,
-            active_window_seconds=300.0,
-        )
+        e = holding_engine(active_window_seconds=300.0)
         store = DictState()
         assert e.process(hold, store).pushes == []
         pushes: list[tuple[str, str, float]] = []
