@@ -191,27 +191,20 @@ def test_the_pool_values_only_what_can_reach_it_and_gives_the_same_bits_as_valui
     engaged and counted items among the best, ties in value (equal prices) and the category weight."""
     rng = random.Random(11)
     for trial in range(200):
-        view = CatalogView()
         n_categories = rng.randint(1, 4)
-        for k in range(rng.randint(1, 120)):
-            discount = rng.choice([0.0, 0.0, 0.1, 0.25, 0.5])
-            promo = (
-                Promotion(promotion_id=f"p{k}", discount=discount, starts_at=T0 - 99, ends_at=T0 + 99)
-                if discount
-                else None
-            )
-            view.put(
-                CatalogUpdate(
-                    item_id=f"i{k:03d}",
-                    title="t",
-                    category=f"c{rng.randrange(n_categories)}",
+        view = _catalog(
+            *[
+                (
+                    f"i{k:03d}",
+                    f"c{rng.randrange(n_categories)}",
                     # Many ties, and near-ties that adding the category's weight rounds into ties.
-                    price=_ulps_above(rng.choice([10.0, 20.0, 20.0, 80.0, 80.0]), rng.choice([0, 0, 1, 2])),
-                    stock=rng.choice([0, 3, 3, 3]),
-                    promotion=promo,
-                    updated_at=T0 - 3600,
+                    _ulps_above(rng.choice([10.0, 20.0, 20.0, 80.0, 80.0]), rng.choice([0, 0, 1, 2])),
+                    rng.choice([0, 3, 3, 3]),
+                    rng.choice([0.0, 0.0, 0.1, 0.25, 0.5]),
                 )
-            )
+                for k in range(rng.randint(1, 120))
+            ]
+        )
         items = [f"i{k:03d}" for k in range(120)]
         popular = PopularityAt({i: rng.choice([0.5, 2.0, 9.0]) for i in rng.sample(items, 15)}, 0.7)
         engagement = _seen(*rng.sample(items, rng.randint(0, 25)))
