@@ -161,7 +161,7 @@ class PopularityAt:
     factor: float
 
     def of(self, items: Sequence[str]) -> list[float]:
-        """The popularity of each item, in order (the same floats as ``TrendingItems.scores``)."""
+        """The popularity of each item, in order (the same floats as :meth:`TrendingItems.score`)."""
         get, factor = self.counts.get, self.factor
         return [get(item, 0.0) * factor for item in items]
 
@@ -273,14 +273,9 @@ class TrendingItems:
         """Decayed count of one item at ``now``."""
         return self._decay.at(self._counts.get(item_id, 0.0), now)
 
-    def scores(self, items: Sequence[str], now: float) -> list[float]:
-        """:meth:`score` of each item, in order (the decay factor computed once: the same floats)."""
-        factor = self._decay.at(1.0, now)
-        get = self._counts.get
-        return [get(item, 0.0) * factor for item in items]
-
     def popularity_at(self, now: float) -> PopularityAt:
-        """The counts and their decay at ``now``: :meth:`scores` of any items, read when needed."""
+        """The counts and their decay at ``now`` (the decay factor computed once): :meth:`score` of any
+        items, read when needed."""
         return PopularityAt(self._counts, self._decay.at(1.0, now))
 
     def top(self, k: int, now: float) -> list[str]:

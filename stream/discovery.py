@@ -133,16 +133,11 @@ class CategoryMoment:
     ) -> CategoryMoment:
         """The category's terms at ``now`` and the values of its counted items."""
         terms = (prices or CategoryPrices()).terms(category, catalog, now, config)
-        here = frozenset(popularity.counts.keys() & terms.members())
         position = terms.position()
-        log1p, factor = math.log1p, popularity.factor
-        discounts, prices_ = terms.discounts, terms.prices
-        counted = []
-        for item in sorted(here):  # any order gives the same pool; this one is the same every run
-            p = popularity.counts[item] * factor
-            k = position[item]
-            # The same operations in the same order as category_values: the floats are identical.
-            counted.append((log1p(p if p > 0.0 else 0.0) + discounts[k] - prices_[k], item))
+        here = frozenset(popularity.counts.keys() & position.keys())  # intersected in C
+        counts, factor = popularity.counts, popularity.factor
+        # Any order gives the same pool; this one is the same every run.
+        counted = [(terms.value(position[item], counts[item] * factor), item) for item in sorted(here)]
         return cls(terms, counted, here)
 
 
@@ -161,15 +156,8 @@ def category_values(
     """
     terms = (prices or CategoryPrices()).terms(category, catalog, now, config)
     items = terms.items
-    if not items:
-        return []
-    log1p = math.log1p
-    # The same operations in the same order as discovery_value: the floats are identical.
     return [
-        (log1p(p if p > 0.0 else 0.0) + discount - price, item)
-        for item, p, discount, price in zip(
-            items, popularity.of(items), terms.discounts, terms.prices, strict=True
-        )
+        (terms.value(k, p), item) for k, (item, p) in enumerate(zip(items, popularity.of(items), strict=True))
     ]
 
 
@@ -187,14 +175,16 @@ class CategoryTerms:
         self._ranked: list[tuple[float, str]] | None = None
         self._position: dict[str, int] | None = None
 
+    def value(self, k: int, popularity: float) -> float:
+        """The discovery value of the ``k``-th item at ``popularity`` (module doc): the one place the
+        formula is evaluated, so the pool, its ranking and :func:`category_values` give the same floats
+        (the same operations as :func:`discovery_value`, in the same order)."""
+        return math.log1p(popularity if popularity > 0.0 else 0.0) + self.discounts[k] - self.prices[k]
+
     def ranked(self) -> list[tuple[float, str]]:
         """(value without popularity, item), best first, ties by id."""
         if self._ranked is None:
-            base = math.log1p(0.0)  # an uncounted item's popularity term, as category_values adds it
-            ranked = [
-                (base + discount - price, item)
-                for item, discount, price in zip(self.items, self.discounts, self.prices, strict=True)
-            ]
+            ranked = [(self.value(k, 0.0), item) for k, item in enumerate(self.items)]
             ranked.sort(key=lambda vi: (-vi[0], vi[1]))
             self._ranked = ranked
         return self._ranked
@@ -204,10 +194,6 @@ class CategoryTerms:
         if self._position is None:
             self._position = {item: k for k, item in enumerate(self.items)}
         return self._position
-
-    def members(self) -> Mapping[str, int]:
-        """The items, as a mapping whose keys a set operation can intersect in C."""
-        return self.position()
 
 
 class CategoryPrices:

@@ -8,6 +8,7 @@ is announced to a partition is the engine's (``stream.engine.core``, ``stream.ca
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 
 from stream import triggers
 from stream.asks import Ask, BatchUser
@@ -83,20 +84,47 @@ class CatalogAsks:
         return asks
 
     def reaches_anyone(
-        self, part: PartitionState, at: float, previous: CatalogUpdate | None, update: CatalogUpdate
+        self,
+        part: PartitionState,
+        at: float,
+        previous: CatalogUpdate | None,
+        update: CatalogUpdate,
+        indexing: AbstractSet[str] = frozenset(),
     ) -> bool:
-        """Whether :meth:`asks` would do anything for this change in the partition: ask a user, or arm
-        a promotion's timers for one. Reads what :meth:`asks` reads and changes nothing."""
-        fired, newcomers, interested = self._audience(part, at, previous, update)
-        return bool((fired or update.promotion is not None) and (newcomers or interested))
+        """Whether :meth:`asks` would do anything for this change in the partition (ask a user, or arm
+        a promotion's timers for one), now or once decisions that index ``indexing`` items are made.
+
+        Reads what :meth:`asks` reads and changes nothing. Queued decisions add interest-index entries
+        only for the items they score (``stream.asks.Work.indexing``); nothing else they write adds to
+        an audience, so they matter only when one of those items is the change's own or, for a new
+        arrival, one whose users hear of it.
+        """
+        fired = triggers.catalog_triggers(previous, update, at)
+        if not fired and update.promotion is None:
+            return False
+        if indexing:
+            if update.item_id in indexing:
+                return True
+            if any(t == "new_arrival" for t, _ in fired) and not indexing.isdisjoint(
+                self.arrival_pool(update)
+            ):
+                return True
+        _, newcomers, interested = self._audience(part, at, previous, update, fired)
+        return bool(newcomers or interested)
 
     def _audience(
-        self, part: PartitionState, at: float, previous: CatalogUpdate | None, update: CatalogUpdate
+        self,
+        part: PartitionState,
+        at: float,
+        previous: CatalogUpdate | None,
+        update: CatalogUpdate,
+        fired: list[tuple[str, str]] | None = None,
     ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
-        """The triggers a change fires at ``at``, the users a new arrival goes to, and the users
-        interested in the item (the interest index); no users when it fires nothing and promotes
-        nothing."""
-        fired = triggers.catalog_triggers(previous, update, at)
+        """The triggers a change fires at ``at`` (``fired``, when the caller has them), the users a new
+        arrival goes to, and the users interested in the item (the interest index); no users when it
+        fires nothing and promotes nothing."""
+        if fired is None:
+            fired = triggers.catalog_triggers(previous, update, at)
         if not fired and update.promotion is None:
             return fired, [], []
         newcomers = [u for t, _ in fired if t == "new_arrival" for u in self.arrival_users(part, update, at)]
@@ -104,27 +132,6 @@ class CatalogAsks:
             u for u, _, _ in part.interest.users_for(update.item_id, at, self.cfg.interest_index_min_interest)
         ]
         return fired, newcomers, interested
-
-    def may_read(
-        self,
-        part: PartitionState,
-        at: float,
-        previous: CatalogUpdate | None,
-        update: CatalogUpdate,
-        items: set[str],
-    ) -> bool:
-        """Whether an interest-index entry for one of ``items`` could change who this change reaches:
-        the item itself, or, for a new arrival, the items whose users hear of it. Pass 2's queued
-        decisions write such entries (``stream.engine.core.Engine.process``); nothing else they write
-        can add to an audience."""
-        fired = triggers.catalog_triggers(previous, update, at)
-        if not fired and update.promotion is None:
-            return False
-        if update.item_id in items:
-            return True
-        if any(trigger == "new_arrival" for trigger, _ in fired):
-            return not items.isdisjoint(self.arrival_pool(update))
-        return False
 
     def arrival_users(self, part: PartitionState, update: CatalogUpdate, at: float) -> list[str]:
         """Users of the partition to ask about a new item (stream.content_items)."""

@@ -11,6 +11,7 @@ and :meth:`~stream.engine.core.Engine.tick` announce them as clocks move.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 
 from stream.asks import Ask, BatchUser, Work
 from stream.catalog_view import CatalogChange, CatalogView
@@ -56,32 +57,21 @@ class CatalogAnnouncementMixin:
             self._announce(txn, partition, due, out, users)
         return bool(due)
 
-    def _announce_reaches_anyone(self, partition: int, changes: Sequence[CatalogChange]) -> bool:
-        """Whether announcing these changes to the partition would ask anyone or arm a timer
-        (``CatalogAsks.reaches_anyone``, each change judged as :meth:`_announce` judges it)."""
-        part = self.part(partition)
-        return any(
-            self.catalog_asks.reaches_anyone(part, at, change.previous, change.update)
-            for at, change in self._judged(partition, changes)
-        )
+    def _announce_reaches_anyone(self, partition: int, changes: Sequence[CatalogChange], work: Work) -> bool:
+        """Whether announcing these changes to the partition would ask anyone or arm a timer, now or
+        after the queued work's decisions (``CatalogAsks.reaches_anyone``, each change judged as
+        :meth:`_announce` judges it).
 
-    def _queued_may_reach(self, partition: int, changes: Sequence[CatalogChange], work: Work) -> bool:
-        """Whether pass 2 of the queued work may change who these changes reach in the partition.
-
-        Only its decisions write what an announcement reads that could add to an audience: interest
-        index entries of the items they score (``Work.indexing``). A change reading none of those
-        items reaches, after them, whom it reaches now. Entries they lower or evict, and a purchase's
-        discard, only shrink an audience. The index's rare rescale of every entry (``rescale_due``)
-        counts as touching every item.
+        Those decisions add interest-index entries only for the items they score (``Work.indexing``);
+        entries they lower or evict, and a purchase's discard, only shrink an audience. The index's
+        rare rescale of every entry (``rescale_due``) counts as touching every item.
         """
-        items = work.indexing.get(partition)
-        if not items:
-            return False
         part = self.part(partition)
-        if part.interest.rescale_due(self.now(partition)):
+        indexing: AbstractSet[str] = work.indexing.get(partition, frozenset())
+        if indexing and part.interest.rescale_due(self.now(partition)):
             return True
         return any(
-            self.catalog_asks.may_read(part, at, change.previous, change.update, items)
+            self.catalog_asks.reaches_anyone(part, at, change.previous, change.update, indexing)
             for at, change in self._judged(partition, changes)
         )
 

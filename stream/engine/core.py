@@ -232,13 +232,10 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                 part.catalog_until = self.now(rec.partition)
                 # Catalog changes the clock passed are announced here, in stream order, after what
                 # came before (its interest updates included) and before the timers due now. A change
-                # that reaches no one (no ask, no timer) needs no close unless a queued decision may
-                # index an item it reads (_queued_may_reach); a queued purchase only removes entries.
-                # In a replay the clock passes a change at nearly every event, and most reach no one.
-                if passed and (
-                    self._announce_reaches_anyone(rec.partition, passed)
-                    or self._queued_may_reach(rec.partition, passed, work)
-                ):
+                # that reaches no one (no ask, no timer), now or after the queued decisions, needs no
+                # close: in a replay the clock passes a change at nearly every event, and most reach
+                # no one.
+                if passed and self._announce_reaches_anyone(rec.partition, passed, work):
                     self._resolve(work, out)
                     work = Work(users)
                     self._announce(txn, rec.partition, passed, out, users)
