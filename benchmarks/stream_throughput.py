@@ -878,7 +878,9 @@ def profile_engine(
         engine.owned = {0, 1, 2, 3}
         store = DictState()
         state = cast(StateAccess, store)
-        engine.apply_catalog(catalog, state)
+        # As the worker's start-up read of the pre-produced topic: a bootstrap (versions by time, the
+        # first holding from the start), so the engine alone decides exactly what the worker does.
+        engine.apply_catalog(catalog, state, announce=False)
         gc_tuning.freeze_long_lived(settings.worker.gc_freeze)  # the worker freezes at catalog ready
         pushes: list[str] = []
         started = time.perf_counter()
