@@ -48,11 +48,13 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -589,6 +591,45 @@ def no_push_outcomes(cfg: BenchConfig) -> dict[str, np.ndarray]:
     return {k: after[k] - before[k] for k in ("purchases", "revenue")}
 
 
+NO_PUSH = ""  # the job that runs a world with no pushes at all (the counterfactual)
+
+
+def _job(cfg_fields: dict[str, Any], name: str) -> dict[str, Any]:
+    """One job, in a pool process: an arm on one world (``ArmRun`` as a dict), or the no-push world.
+
+    Plain dicts in and out: the pool's processes import this file as another module than the
+    parent's ``__main__``, so its dataclasses are rebuilt on each side.
+    """
+    cfg = BenchConfig(**cfg_fields)
+    if name == NO_PUSH:
+        return no_push_outcomes(cfg)
+    (arm,) = make_arms(cfg, [name])
+    _say(f"[bench] seed {cfg.seed}: running {name} ...")
+    return asdict(run_arm(cfg, arm))
+
+
+def run_jobs(cfg: BenchConfig, jobs: list[tuple[int, str]], workers: int) -> dict[tuple[int, str], Any]:
+    """Run every ``(seed, arm)`` job (``NO_PUSH``: the no-push world), ``workers`` at once.
+
+    Every job builds its own world and broker from the seed alone (and the Kairos arm's worker decides
+    on event time in lock steps), so a job's figures do not depend on what runs beside it: one
+    worker or several give the same results, only sooner. Kairos jobs, the longest, go first.
+    """
+    ordered = sorted(jobs, key=lambda job: job[1] != "kairos")
+    out: dict[tuple[int, str], Any] = {}
+    if workers <= 1:
+        results = {job: _job(asdict(replace(cfg, seed=job[0])), job[1]) for job in ordered}
+    else:
+        # Spawned, not forked: no librdkafka or torch threads carried into the children.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {job: pool.submit(_job, asdict(replace(cfg, seed=job[0])), job[1]) for job in ordered}
+            results = {job: future.result() for job, future in futures.items()}
+    for job, result in results.items():
+        out[job] = result if job[1] == NO_PUSH else ArmRun(**result)
+    return out
+
+
 def _paired(diff: np.ndarray) -> tuple[float, float]:
     """Sum of per-user differences and its 95 % interval half-width (users independent)."""
     if diff.size < 2:
@@ -912,6 +953,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS, help="Which pushers to run.")
     p.add_argument("--no-report", action="store_true", help="Do not rewrite the markdown report.")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="Worlds run at once (each arm of each seed, and each no-push world, is one job in its own "
+        "process with its own broker; the figures do not depend on it).",
+    )
+    p.add_argument(
         "--out", type=Path, default=REPORT.parent, help="Report folder (default benchmarks/reports)."
     )
     p.add_argument(
@@ -938,21 +986,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     seeds = args.seeds or [cfg.seed]
-    runs: dict[str, list[ArmRun]] = {}
     masks: list[np.ndarray] = []
-    no_pushes: list[dict[str, np.ndarray]] = []
-    kairos_env: dict[str, str] = {}
     for seed in seeds:
-        world_cfg = replace(cfg, seed=seed)
-        world = World(world_cfg.sim_config())
-        masks.append(np.array([world_cfg.holdout()(u) for u in world.user_ids], dtype=bool))
-        no_pushes.append(no_push_outcomes(world_cfg))
-        for arm in make_arms(world_cfg, args.arms):
-            _say(f"[bench] seed {seed}: running {arm.name} ...")
-            run = run_arm(world_cfg, arm)
-            runs.setdefault(arm.name, []).append(run)
-            if arm.name == "kairos":
-                kairos_env = {k: v for k, v in run.env.items() if k.startswith("KAIROS_POLICY__")} | env
+        world = World(replace(cfg, seed=seed).sim_config())
+        masks.append(np.array([replace(cfg, seed=seed).holdout()(u) for u in world.user_ids], dtype=bool))
+    jobs = [(seed, name) for name in args.arms for seed in seeds] + [(seed, NO_PUSH) for seed in seeds]
+    done = run_jobs(cfg, jobs, args.workers)
+    no_pushes: list[dict[str, np.ndarray]] = [done[(seed, NO_PUSH)] for seed in seeds]
+    runs: dict[str, list[ArmRun]] = {name: [done[(seed, name)] for seed in seeds] for name in args.arms}
+    kairos_env: dict[str, str] = {}
+    if "kairos" in runs:
+        kairos_env = {k: v for k, v in runs["kairos"][0].env.items() if k.startswith("KAIROS_POLICY__")} | env
     holdout_mask = np.concatenate(masks)
     no_push = {k: np.concatenate([n[k] for n in no_pushes]) for k in ("purchases", "revenue")}
     baseline = no_push["purchases"]

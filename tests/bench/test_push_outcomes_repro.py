@@ -1,7 +1,9 @@
 """push_outcomes is reproducible push for push: the same seed and arguments give the same figures.
 
 CI-sized: a small world (300 users, 200 items, half a day after a one-day warm-up), the Kairos arm
-only (the real worker process on the embedded broker) and the marketer's rules, run twice.
+only (the real worker process on the embedded broker) and the marketer's rules, run twice: once with
+every world in turn, once with the worlds in parallel processes (``--workers``), which must not
+change a figure.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ ARGS = [
 ]  # fmt: skip
 
 
-def _run() -> dict[str, Any]:
+def _run(workers: int) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "push_outcomes.py"), *ARGS],
+        [sys.executable, str(ROOT / "benchmarks" / "push_outcomes.py"), *ARGS, "--workers", str(workers)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -41,6 +43,6 @@ def _without_wall_times(value: Any) -> Any:
 
 @pytest.mark.integration
 def test_the_same_seed_gives_the_same_figures() -> None:
-    first, second = _run(), _run()
+    first, second = _run(workers=1), _run(workers=2)
     assert first["pushes"] > 0, "the small world should still get pushes"
     assert _without_wall_times(first) == _without_wall_times(second)
