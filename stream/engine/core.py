@@ -220,8 +220,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                 # Decisions before this input read the old epoch's outcome estimates (stream.learning),
                 # took their throttle budget (stream.throttle) and scheduled their timers before anything
                 # is released.
-                self._resolve(work, out)
-                work = Work(users)
+                work = self._close(work, out)
             announced_until = self._catalog_until(rec.partition)  # before the clock moves
             moved = part.advance(event.ts)
             part.learning.advance(part.watermark)
@@ -242,8 +241,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
             if moved and self._event_clock():
                 # Event time: what fell due up to this event's time happens before it, in stream order.
                 if self._queued_may_cancel(part, part.watermark, work):
-                    self._resolve(work, out)
-                    work = Work(users)
+                    work = self._close(work, out)
                 self._fire_due(txn, part, part.watermark, work, out)
             t = perf_counter()
             user = self.users.load(txn, rec.partition, event.user_id, work.users)
@@ -276,10 +274,23 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         self._resolve(work, out)
         self._save(txn, work.users.values(), out)
 
-    def _resolve(self, work: Work, out: Outcome) -> None:
-        """Pass 2 of the work gathered so far: steps, scores and decisions, pushes in stream order."""
+    def _close(self, work: Work, out: Outcome) -> Work:
+        """Pass 2 of the work so far, but for the clock's sake only: the GRU steps of users with no
+        decision queued move on to the returned work (:func:`stream.engine.rounds.resolve`).
+
+        Only where the next input is an event or a due timer, which queue their work behind those
+        steps. An erasure, an expiry, a consent or a catalog announcement reads or replaces user
+        records directly, so those close with :meth:`_resolve`, which runs every step.
+        """
+        carried = self._resolve(work, out, carry=True)
+        return Work(work.users, steps=carried)
+
+    def _resolve(self, work: Work, out: Outcome, carry: bool = False) -> dict[str, list[tuple[str, int]]]:
+        """Pass 2 of the work gathered so far: steps, scores and decisions, pushes in stream order.
+
+        Returns the steps carried to the next work (``carry``; see :meth:`_close`)."""
         first, first_decision = len(out.pushes), len(out.decisions)
-        resolve(work.users, work.steps, work.ops, out, self.scoring, self.decider, self.cfg)
+        carried = resolve(work.users, work.steps, work.ops, out, self.scoring, self.decider, self.cfg, carry)
         # Rounds decide users in an order that depends on batching; emit in stream order instead
         # (a stable sort: one decision's pushes and audit records keep their own order).
         order = self.decider.push_order
@@ -292,6 +303,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         audited.clear()
         self._throttle(out, first)
         self.decider.apply_interest_updates()
+        return carried
 
     def _save(self, txn: StateAccess, users: Iterable[BatchUser], out: Outcome) -> None:
         """Stage the changed users and the partitions' changed shared rows."""

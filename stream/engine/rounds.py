@@ -27,10 +27,30 @@ def resolve(
     scoring: AskScorer,
     decider: Decider,
     config: PolicyConfig,
-) -> None:
-    """Pass 2: GRU steps in rounds, then the batch's asks scored at once, then the decisions in order."""
+    carry: bool = False,
+) -> dict[str, list[tuple[str, int]]]:
+    """Pass 2: GRU steps in rounds, then the batch's asks scored at once, then the decisions in order.
+
+    With ``carry``, only the rounds that the queued decisions need are run (as many as the most steps
+    a user with a decision has); every user's steps beyond them are returned, not run, to be run with
+    the next piece of work (``Work.steps``). Only a decision reads a hidden state (feedback and
+    releases do not), so a step may run at any time before the next decision of its user or the
+    batch's end. In a replay, where the clock closes pass 2 every few events for a user a timer asks
+    about (who seldom has steps queued), this turns thousands of steps of one or two rows into
+    fewer, wider ones. Returns the steps carried (empty without ``carry``).
+    """
     stage = out.stage_seconds
-    depth = max((len(s) for s in steps.values()), default=0)
+    carried: dict[str, list[tuple[str, int]]] = {}
+    if carry:
+        asking = {u for u, queue in ops.items() if any(op.ask is not None for op in queue)}
+        needed = max((len(steps.get(u, ())) for u in asking), default=0)
+        carried = {u: s[needed:] for u, s in steps.items() if len(s) > needed}
+        steps = {u: s[:needed] for u, s in steps.items() if s and needed}
+    # Rounds up to the furthest step or op: a carried user's ops (no decisions) sit behind its steps.
+    depth = max(
+        max((len(s) for s in steps.values()), default=0),
+        max((op.step for queue in ops.values() for op in queue), default=0),
+    )
     # Each round's ops, in user order then the user's own order, gathered once: a scan of every op per
     # round made a batch with one very active user quadratic in its events.
     by_round: list[list[tuple[BatchUser, Op]]] = [[] for _ in range(depth + 1)]
@@ -78,6 +98,7 @@ def resolve(
             out.feedback += settle_ignored(pstate, op.event.ts, config)
             decider.release_held(user, op.event.ts, out, op.seq, op.seen)
     stage["decide"] += perf_counter() - t1
+    return carried
 
 
 def step_round(batch: list[tuple[BatchUser, tuple[str, int]]], out: Outcome, scoring: AskScorer) -> None:

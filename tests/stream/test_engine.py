@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stream.asks import Work
 from stream.contract import Push, push_id, to_json_bytes
 from stream.engine import TYPE_INDEX, Engine, Inbound, Outcome
 from stream.partition_state import META_ROW, PartitionState
@@ -484,9 +485,9 @@ def _counting_resolves(engine: Engine) -> list[int]:
     closes: list[int] = []
     resolve = engine._resolve
 
-    def counted(work: Any, out: Outcome) -> None:
+    def counted(work: Any, out: Outcome, carry: bool = False) -> Any:
         closes.append(1)
-        resolve(work, out)
+        return resolve(work, out, carry)
 
     engine._resolve = counted  # type: ignore[method-assign]
     return closes
@@ -570,6 +571,59 @@ def test_the_clock_entering_a_minute_closes_the_batch_only_after_work_that_may_s
     closes = _counting_resolves(engine)
     run(engine, [ev("v0", n, "view", "i3", T0 + 10), *stream[1:]], store, len(stream))
     assert len(closes) == 2
+
+
+def _counting_steps(engine: Engine) -> list[int]:
+    """Record the rows of each of the engine's GRU step calls."""
+    calls: list[int] = []
+    step = engine.scoring.step
+
+    def counted(states: np.ndarray, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+        calls.append(len(states))
+        return step(states, items, types)
+
+    engine.scoring.step = counted  # type: ignore[method-assign]
+    return calls
+
+
+def _running_every_step(engine: Engine) -> None:
+    """Make every close of pass 2 run every queued step (no steps carried to later work)."""
+
+    def close(work: Work, out: Outcome) -> Work:
+        engine._resolve(work, out)
+        return Work(work.users)
+
+    engine._close = close  # type: ignore[method-assign]
+
+
+def test_steps_of_users_without_a_decision_wait_for_one_wide_call() -> None:
+    """A close of pass 2 for the clock's sake runs only the steps a queued decision needs; a browsing
+    neighbour's steps are carried to later work, run in fewer, wider calls, with the same states and
+    pushes as running every step at every close."""
+    mine = partition_for("u1", PARTITIONS)
+    same = [u for u in (f"s{i}" for i in range(400)) if partition_for(u, PARTITIONS) == mine]
+    carters, shoppers = same[:8], same[8:12]
+    # A cart timer falls due every minute while four shoppers' events step the model and ask nothing
+    # (a removal is no moment to push): each timer's ask closes pass 2 at the next minute.
+    stream = [
+        ev(f"c{k}", u, "add_to_cart", ITEMS[k % len(ITEMS)], T0 + 60 * k) for k, u in enumerate(carters)
+    ]
+    stream += [
+        ev(f"r{k}", shoppers[k % 4], "remove_from_cart", ITEMS[k % len(ITEMS)], T0 + 1790 + 20 * k)
+        for k in range(40)
+    ]
+    results = []
+    for carry in (True, False):
+        engine, store = cart_engine()
+        if not carry:
+            _running_every_step(engine)
+        calls = _counting_steps(engine)
+        out = run(engine, stream, store, len(stream))
+        results.append((store.data, [p.push_id for _, p in out.pushes], sum(calls), len(calls)))
+    carried, every = results
+    assert len(carried[1]) == 8, "every cart timer should push"
+    assert carried[:3] == every[:3]  # the same states, pushes and rows stepped
+    assert carried[3] < every[3]  # in fewer calls
 
 
 def test_price_drop_skips_users_of_partitions_not_owned() -> None:
