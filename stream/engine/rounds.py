@@ -44,20 +44,20 @@ def resolve(
     if carry:
         asking = {u for u, queue in ops.items() if any(op.ask is not None for op in queue)}
         needed = max((len(steps.get(u, ())) for u in asking), default=0)
-        carried = {u: s[needed:] for u, s in steps.items() if len(s) > needed}
-        steps = {u: s[:needed] for u, s in steps.items() if s and needed}
-    # Rounds up to the furthest step or op: a carried user's ops (no decisions) sit behind its steps.
-    depth = max(
-        max((len(s) for s in steps.values()), default=0),
-        max((op.step for queue in ops.values() for op in queue), default=0),
-    )
+        if needed == 0:  # the common case: the decisions are for users with no steps queued
+            carried, steps = steps, {}
+        else:
+            carried = {u: s[needed:] for u, s in steps.items() if len(s) > needed}
+            steps = {u: s if len(s) <= needed else s[:needed] for u, s in steps.items() if s}
+    depth = max((len(s) for s in steps.values()), default=0)
     # Each round's ops, in user order then the user's own order, gathered once: a scan of every op per
-    # round made a batch with one very active user quadratic in its events.
-    by_round: list[list[tuple[BatchUser, Op]]] = [[] for _ in range(depth + 1)]
+    # round made a batch with one very active user quadratic in its events. (A user whose steps are
+    # carried has ops, never decisions, behind steps not run yet: rounds past ``depth``.)
+    by_round: dict[int, list[tuple[BatchUser, Op]]] = {}
     for u, queue in ops.items():
         user = users[u]
         for op in queue:
-            by_round[op.step].append((user, op))
+            by_round.setdefault(op.step, []).append((user, op))
     # Every round's steps first, each ask taking the user's hidden state as its round left it, then
     # one scoring call for the whole batch (its rows in fixed chunks: a row's scores do not depend on
     # the rows beside it, stream.scoring), then the decisions round by round. Scoring is a pure
@@ -72,7 +72,7 @@ def resolve(
             stepping = [(user, s) for user, s in stepping if len(s) >= r]
             step_round([(user, s[r - 1]) for user, s in stepping], out, scoring)
             stage["step"] += perf_counter() - t
-        for _, op in by_round[r]:
+        for _, op in by_round.get(r, ()):
             if op.ask is not None:
                 asks.append(op.ask)
                 states.append(op.ask.user.state.hidden)  # replaced, never changed, by later steps
@@ -80,8 +80,8 @@ def resolve(
     scored = dict(zip(map(id, asks), scoring.score(asks, states), strict=True))
     t1 = perf_counter()
     stage["score"] += t1 - t
-    for due in by_round:
-        for user, op in due:
+    for r in sorted(by_round):
+        for user, op in by_round[r]:
             if op.ask is not None:
                 decider.decide(op.ask, scored[id(op.ask)], out)
                 continue
