@@ -31,8 +31,8 @@ def resolve(
 ) -> dict[str, list[tuple[str, int]]]:
     """Pass 2: GRU steps in rounds, then the batch's asks scored at once, then the decisions in order.
 
-    With ``carry``, only the rounds that the queued decisions need are run (as many as the most steps
-    a user with a decision has); every user's steps beyond them are returned, not run, to be run with
+    With ``carry``, only the rounds that the queued decisions need are run (up to the furthest step a
+    decision waits behind); every user's steps beyond them are returned, not run, to be run with
     the next piece of work (``Work.steps``). Only a decision reads a hidden state (feedback and
     releases do not), so a step may run at any time before the next decision of its user or the
     batch's end. In a replay, where the clock closes pass 2 every few events for a user a timer asks
@@ -43,7 +43,8 @@ def resolve(
     carried: dict[str, list[tuple[str, int]]] = {}
     if carry:
         asking = {u for u, queue in ops.items() if any(op.ask is not None for op in queue)}
-        needed = max((len(steps.get(u, ())) for u in asking), default=0)
+        # The furthest step any decision waits behind (a user's steps after their last ask wait too).
+        needed = max((op.step for u in asking for op in ops[u] if op.ask is not None), default=0)
         if needed == 0:  # the common case: the decisions are for users with no steps queued
             carried, steps = steps, {}
         else:
