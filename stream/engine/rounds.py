@@ -42,9 +42,8 @@ def resolve(
     stage = out.stage_seconds
     carried: dict[str, list[tuple[str, int]]] = {}
     if carry:
-        asking = {u for u, queue in ops.items() if any(op.ask is not None for op in queue)}
         # The furthest step any decision waits behind (a user's steps after their last ask wait too).
-        needed = max((op.step for u in asking for op in ops[u] if op.ask is not None), default=0)
+        needed = max((op.step for queue in ops.values() for op in queue if op.ask is not None), default=0)
         if needed == 0:  # the common case: the decisions are for users with no steps queued
             carried, steps = steps, {}
         else:
