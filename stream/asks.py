@@ -6,6 +6,7 @@ Shared by the engine (``stream.engine``, which builds them in stream order), the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from stream.candidates import EngagedItem, Engagement
@@ -105,9 +106,10 @@ class Work:
 
     users: dict[str, BatchUser] = field(default_factory=dict)
     steps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    # Per partition, the clock minute of its earliest queued policy work that may schedule a timer (a
-    # hold's release, a deferred release, a reminder that waits; see Engine.process).
-    first_minute: dict[int, int] = field(default_factory=dict)
+    # Per partition, the earliest time a timer that its queued policy work may schedule (a hold's
+    # release, a deferred release, a reminder that waits) can fall due: pass 2 must run before the
+    # partition's clock reaches it (see Engine.process).
+    first_due: dict[int, float] = field(default_factory=dict)
     ops: dict[str, list[Op]] = field(default_factory=dict)
     # Per partition, the items of its queued decisions that the model scores: only their scores can
     # enter the partition's interest index when pass 2 runs (a trigger that values its items itself,
@@ -129,19 +131,37 @@ class Work:
         """The user's queued policy work (created empty)."""
         return self.ops.setdefault(user_id, [])
 
-    def queue(self, user: BatchUser, op: Op, at: float) -> None:
-        """Queue policy work for ``user``, made at clock time ``at`` of their partition."""
+    def asks_queued(self, user_id: str) -> bool:
+        """Whether the user has a decision queued (its plan may add to their pushes and holds)."""
+        return any(op.ask is not None for op in self.ops.get(user_id, ()))
+
+    def queue(self, user: BatchUser, op: Op, at: float, timer_due: float | None = None) -> None:
+        """Queue policy work for ``user``, made at clock time ``at`` of their partition.
+
+        ``timer_due``, for a decision: the earliest time a timer its plan may schedule can fall due
+        (``stream.decider.Decider.earliest_timer``), None when it schedules none.
+        """
         self.ops_of(user.user_id).append(op)
         if op.ask is not None:
             if op.ask.priors is None:
                 self.indexing.setdefault(user.partition, set()).update(op.ask.items)
             if op.ask.rearm is not None:
                 self.rearming.setdefault(user.partition, set()).add(user.user_id)
-        elif not user.state.policy.held:
+            if timer_due is None:
+                return
+        elif user.state.policy.held:
+            # A release may defer a held push to a later minute (stream.decider.Decider.plan_release).
+            timer_due = next_minute(at)
+        else:
             # Feedback, and a release with nothing held: pass 2 schedules no timer for it. (A hold that a
-            # decision queued before it makes comes from that decision, which counts: first_minute is
-            # the earliest.)
+            # decision queued before it makes comes from that decision, whose bound counts; it cannot
+            # be released before that bound, which the clock has not reached.)
             return
-        minute = int(at // 60.0)
-        if minute < self.first_minute.get(user.partition, minute + 1):
-            self.first_minute[user.partition] = minute
+        if timer_due < self.first_due.get(user.partition, math.inf):
+            self.first_due[user.partition] = timer_due
+
+
+def next_minute(ts: float) -> float:
+    """The first whole minute of the clock after ``ts``: the earliest a plan made at ``ts`` may
+    schedule a timer (``stream.plan.on_minute``, ``stream.decider_apply``)."""
+    return (ts // 60.0 + 1.0) * 60.0

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from stream import policy as pol
 from stream import rules, triggers
-from stream.asks import Ask, BatchUser, Scored, SeenAt
+from stream.asks import Ask, BatchUser, Scored, SeenAt, next_minute
 from stream.beta_draws import pick_uniform
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Push
@@ -32,7 +32,7 @@ from stream.partition_state import PartitionState
 from stream.plan import Action, Plan, Step, duplicate_step, on_minute
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import context_key
-from stream.send_time import EngagementHours, send_at
+from stream.send_time import EngagementHours, earliest_send_time, send_at
 
 
 class Decider(ApplyMixin):
@@ -92,6 +92,51 @@ class Decider(ApplyMixin):
         if at <= now:
             return verdict
         return pol.Verdict("hold", "send_time", release_at=at, threshold=verdict.threshold)
+
+    def earliest_timer(self, ask: Ask, pushes_may_change: bool) -> float | None:
+        """The earliest time a timer that :meth:`plan` may schedule for ``ask`` can fall due, or None
+        when it can schedule none (most decisions: no quiet hours, no learned send time, no recent push).
+
+        The engine runs its second pass before a partition's clock reaches this time, and only then
+        (``stream.asks.Work.first_due``): deciding is deferred past as much of the stream as it safely
+        can, yet every timer exists before the clock can pass it. A bound, not the time: it is known
+        before the candidates are scored. Each way a plan schedules a timer has its own term:
+
+        * a reminder moment that waits for a recent push to age (:func:`stream.rules.reminder_waits_until`):
+          ``reminder_push_gap_seconds`` after the oldest push within that gap (its last one can only be
+          later), or at once when ``pushes_may_change`` (a decision or release queued before this one
+          may add a push);
+        * a hold for quiet hours: their end (the policy holds only when the ask's time is in them);
+        * a hold for send time: the first instant a send time can be (:func:`send_at` returns ``now``
+          in quiet hours and for a shopper with too few observations).
+
+        A timer is due on a whole minute after the decision's (:func:`stream.plan.on_minute`).
+        ``pushes_may_change`` must be true when the user has held pushes or an earlier queued decision.
+        """
+        cfg = self.cfg
+        now = ask.now
+        pstate = ask.user.state.policy
+        bounds: list[float] = []
+        gap = cfg.reminder_push_gap_seconds
+        if ask.rearm is not None and gap > 0:
+            if pushes_may_change:
+                bounds.append(now)
+            else:
+                recent = [r.created_at for r in pstate.pushes if now - r.created_at < gap]
+                if recent:
+                    bounds.append(min(recent) + gap)
+        zone = pol.user_zone(pstate, cfg)
+        quiet_end = pol.quiet_hours_end(now, zone, cfg)
+        if quiet_end is not None:
+            if cfg.quiet_hours_action == "hold":
+                bounds.append(quiet_end)
+        elif cfg.send_time_enabled and ask.send_hours is not None:
+            hours = EngagementHours.from_list(ask.send_hours, cfg.send_time_half_life_seconds)
+            if hours.total(now) >= cfg.send_time_min_observations:
+                bounds.append(earliest_send_time(now, zone, cfg))
+        if not bounds:
+            return None
+        return max(on_minute(min(bounds)), next_minute(now))
 
     def decide(self, ask: Ask, ranked: Scored, out: Outcome) -> None:
         """Decide an ask's scored candidates and apply the plan (:meth:`plan`, then :meth:`apply`)."""

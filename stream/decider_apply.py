@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from stream import policy as pol
+from stream.asks import next_minute
 from stream.contract import Decision
 from stream.learning import Update
 from stream.outcome import Outcome
@@ -121,10 +122,10 @@ class ApplyMixin:
     @staticmethod
     def _schedule_release(part: PartitionState, plan: Plan, step: Step) -> float:
         """The release timer of a hold or deferral, due on a whole minute (:func:`on_minute`) after the
-        decision's minute (the engine closes pass 2 before its clock enters a later minute, so the
-        timer exists before the clock can pass it, whatever time a rule asked for); its time."""
+        decision's minute (the engine closes pass 2 before its clock can reach it: the queued work's
+        ``stream.asks.Work.first_due``, so the timer exists before the clock passes it); its time."""
         assert step.release_at is not None and step.push is not None
-        due = max(on_minute(step.release_at), (plan.now // 60.0 + 1.0) * 60.0)
+        due = max(on_minute(step.release_at), next_minute(plan.now))
         part.timers.schedule(
             Timer(due, plan.user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now)
         )

@@ -23,9 +23,9 @@ def on_minute(ts: float) -> float:
 
     Every timer a plan schedules (a hold's release, a deferral) is due on a whole minute. Plans are
     applied in the engine's second pass, after the first pass moved the partition's clock through the
-    rest of the batch; the engine closes the second pass before the clock enters a minute later than
-    its earliest pending work (``stream.engine``), so such a timer exists before the clock can pass it,
-    and fires at the same input whatever the batching.
+    rest of the batch; the engine closes the second pass before the clock reaches the earliest time a
+    timer of its pending work may fall due (``stream.asks.Work.first_due``), so such a timer exists
+    before the clock can pass it, and fires at the same input whatever the batching.
     """
     return math.ceil(ts / 60.0) * 60.0
 

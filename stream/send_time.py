@@ -215,6 +215,27 @@ def _candidates(now: float, deadline: float, zone: ZoneInfo, config: PolicyConfi
     return [(at, found[at]) for at in sorted(found) if not _in_quiet_hours(at, zone, start, end)]
 
 
+def earliest_send_time(now: float, zone: ZoneInfo, config: PolicyConfig) -> float:
+    """A time no later than any :func:`send_at` other than ``now`` itself may return at ``now``: the first
+    instant after ``now`` that could start a local hour (the next quarter hour: every reachable time
+    lies on that grid) or end quiet hours, whichever comes first.
+
+    Cheap and independent of the push and the shopper's hours: the engine needs it for every decision
+    it queues (``stream.decider.Decider.earliest_timer``), and :func:`send_at` scans up to a day.
+    """
+    first = (math.floor(now / _GRID_SECONDS) + 1) * float(_GRID_SECONDS)
+    start, end = config.quiet_minutes()
+    if start == end:
+        return first
+    day = datetime.fromtimestamp(now, zone).date()
+    for _ in range(2):  # the quiet end of today, else of tomorrow (built as _candidates builds it)
+        at = datetime.combine(day, time(end // 60, end % 60), tzinfo=zone).timestamp()
+        if now < at:
+            return min(first, at)
+        day += timedelta(days=1)
+    return first
+
+
 def send_at(
     hours: EngagementHours, now: float, zone: ZoneInfo, expires_at: float, config: PolicyConfig
 ) -> float:

@@ -30,6 +30,7 @@ batch's units of work and output (``stream.asks``, ``stream.outcome``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
@@ -212,10 +213,10 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                 continue
             part = self.part(rec.partition)
             new_minute = part.throttle.enabled and _minute(event.ts) > _minute(part.watermark)
-            # The clock enters a minute after that of the partition's earliest queued policy work that
-            # may schedule a timer (Work.first_minute): such a timer (a hold's release, always on a
-            # whole minute) may be due by now.
-            timers_due = _minute(event.ts) > work.first_minute.get(rec.partition, _minute(event.ts))
+            # The clock reaches the earliest time a timer that the partition's queued policy work may
+            # schedule (a hold's release, on a whole minute) can fall due (Work.first_due): it must
+            # exist before the clock passes it.
+            timers_due = event.ts >= work.first_due.get(rec.partition, math.inf)
             if part.learning.enters_new_epoch(max(part.watermark, event.ts)) or new_minute or timers_due:
                 # Decisions before this input read the old epoch's outcome estimates (stream.learning),
                 # took their throttle budget (stream.throttle) and scheduled their timers before anything

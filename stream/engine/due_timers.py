@@ -73,4 +73,4 @@ class DueTimersMixin:
                 part.timers.schedule(again)
             asked = triggers.timer_ask(timer, user.engagement, self.cfg, discover)
             if asked is not None:
-                work.queue(user, Op(position, ask=self.intake.ask(user, asked, at)), at)
+                self.intake.queue_ask(work, user, Op(position, ask=self.intake.ask(user, asked, at)))

@@ -121,6 +121,13 @@ class Intake:
             warm = [i for i in warm if (v := catalog.at(i, now)) is not None and v.category in mine]
         return capture_ask(user, asked, now, seq, self._part(user.partition), warm)
 
+    def queue_ask(self, work: Work, user: BatchUser, op: Op) -> None:
+        """Queue a decision with the earliest time a timer of its plan may fall due (before pass 2
+        runs, the clock must not reach it: ``stream.asks.Work.first_due``)."""
+        assert op.ask is not None
+        may_change = bool(user.state.policy.held) or work.asks_queued(user.user_id)
+        work.queue(user, op, op.ask.now, self._decider.earliest_timer(op.ask, may_change))
+
     def discover(self, partition: int, now: float) -> triggers.Discover:
         """The shopper's discovery pool at ``now`` (``stream.discovery``), computed when a trigger asks:
         the catalog as at ``now``, the partition's popularity as the stream stands (in stream order).
@@ -207,7 +214,7 @@ class Intake:
         if event.type in NUDGE_TYPES:
             ask = self.maybe_ask(user, event, out)
             if ask is not None:
-                work.queue(user, Op(len(steps), event, ask), ask.now)
+                self.queue_ask(work, user, Op(len(steps), event, ask))
 
     def observe_hour(self, state: UserState, event: ValidEvent) -> None:
         """Count the event in the shopper's local engagement hours (send time, stream.send_time)."""

@@ -19,6 +19,7 @@ from stream.send_time import (
     EngagementHours,
     _in_quiet_hours,
     describe,
+    earliest_send_time,
     observation_weight,
     observe_stored,
     send_at,
@@ -236,6 +237,32 @@ def test_sweep_never_returns_a_quiet_or_unreachable_time():
             assert quiet_hours_end(sent, zone, config) is None
             assert sent < min(expires_at - 900, now + 12 * HOUR)
             assert local(sent, zone).minute in (0, 45)  # an hour start, or the end of quiet hours
+
+
+def test_no_send_time_comes_before_the_earliest_one():
+    """``earliest_send_time`` bounds every send time from below (the engine defers deciding up to it):
+    random habits, zones with half and quarter hours and DST days, quiet hours of every shape,
+    including a short one that ends before the next quarter hour."""
+    rng = random.Random(11)
+    zones = [NY, TOKYO, *(ZoneInfo(z) for z in ("Europe/Berlin", "Asia/Kathmandu", "Australia/Lord_Howe"))]
+    quiets = [("22:00", "08:00"), ("21:30", "07:45"), ("12:00", "12:05"), ("00:00", "00:00")]
+    quiets.append(("23:59", "00:01"))
+    tight = 0
+    for _ in range(600):
+        zone = rng.choice(zones)
+        config = cfg(quiet_hours_start=(q := rng.choice(quiets))[0], quiet_hours_end=q[1])
+        hours = EngagementHours()
+        base = at("UTC", 2024, 1, 1) + rng.random() * 360 * DAY
+        for _ in range(30):
+            hours.observe(base - rng.random() * 20 * DAY, zone)
+        now = base + rng.random() * DAY
+        expires_at = now + rng.choice([HOUR, 6 * HOUR, 2 * DAY])
+        sent = send_at(hours, now, zone, expires_at, config)
+        bound = earliest_send_time(now, zone, config)
+        assert bound > now
+        assert sent == now or sent >= bound
+        tight += sent == bound
+    assert tight > 0  # the bound is reached, not merely below
 
 
 def test_quiet_rule_agrees_with_the_policy():

@@ -557,20 +557,55 @@ def test_a_queued_decision_closes_the_batch_only_for_a_change_of_an_item_it_scor
     assert closes_in_one == 2  # at i3's drop (n's decision may index i3) and at the end: not at i2's
 
 
-def test_the_clock_entering_a_minute_closes_the_batch_only_after_work_that_may_set_a_timer() -> None:
-    """Pass 2 schedules timers (a hold's release, on a whole minute) only from a decision, or from a
-    release when something is held: events that queue neither leave the batch open across minutes."""
+def test_the_clock_closes_the_batch_only_where_a_timer_of_the_queued_work_may_fall_due() -> None:
+    """Pass 2 schedules timers (a hold's release, a reminder that waits; on whole minutes) only from a
+    decision, or from a release when something is held, and a decision's timer cannot fall due before
+    ``Decider.earliest_timer``: events that queue neither, and a daytime decision for a new shopper
+    (no quiet hours, no learned send time, no recent push), leave the batch open across minutes."""
     n = neighbour_of("u1")
     stream = [ev(f"m{k}", n, "remove_from_cart", "i3", T0 + 10 + 60 * k) for k in range(4)]
     engine, store = price_drop_engine()
     closes = _counting_resolves(engine)
     run(engine, stream, store, len(stream))
     assert len(closes) == 1  # at the end only (every minute before)
-    # A decision queued in the first minute closes the batch when the clock enters the next.
     engine, store = price_drop_engine()
     closes = _counting_resolves(engine)
-    run(engine, [ev("v0", n, "view", "i3", T0 + 10), *stream[1:]], store, len(stream))
-    assert len(closes) == 2
+    out = run(engine, [ev("v0", n, "view", "i3", T0 + 10), *stream[1:]], store, len(stream))
+    assert out.decisions or out.suppressions  # the view was decided
+    assert len(closes) == 1
+
+
+def test_a_decision_in_quiet_hours_keeps_the_batch_open_until_they_end() -> None:
+    """A push decided in quiet hours is held until they end: the batch stays open through the night's
+    minutes, closes as the clock reaches their end (the hold's release must exist before the clock
+    passes it), and the pushes and states are those of a batch cut at every event."""
+    settings = make_settings(
+        quiet_hours_start="22:00",
+        quiet_hours_end="08:00",
+        push_ttl_seconds=12 * 3600,
+        learning_epoch_seconds=1e6,
+    )
+    night = T0 + 13 * 3600  # 2024-06-01 23:00 UTC
+    morning = T0 + 22 * 3600  # 2024-06-02 08:00 UTC
+    other = neighbour_of("u1")
+    stream = [ev("e1", "u1", "view", "i1", night), ev("e2", "u1", "view", "i1", night + 120)]
+    stream += [ev(f"x{k}", other, "remove_from_cart", "i3", night + 600 + 1800 * k) for k in range(18)]
+    stream += [ev("y1", other, "remove_from_cart", "i3", morning + 30)]
+    results = []
+    for batch in (len(stream), 1):
+        engine = make_engine(settings)
+        engine.apply_catalog([catalog_record(catalog_entry(i)) for i in ITEMS], DictState())
+        store = DictState()
+        closes = _counting_resolves(engine)
+        out = run(engine, stream, store, batch)
+        pushes = [(p, push.push_id, push.created_at) for p, push in out.pushes]
+        rows = sorted((k, v) for k, v in store.data.items() if k[1] != META_ROW)
+        results.append((pushes, rows, len(closes)))
+    (pushes, rows, closes_in_one), (pushes_1, rows_1, _) = results
+    # Released at the clock that passed 08:00 (the next event's time).
+    assert [(i, at) for _, i, at in pushes] == [(push_id("u1", "i1", "in_session", "e2"), morning + 30)]
+    assert pushes == pushes_1 and rows == rows_1
+    assert closes_in_one == 2  # as the clock reaches 08:00, and at the end: none in the 9 hours before
 
 
 def _counting_steps(engine: Engine) -> list[int]:
@@ -604,7 +639,7 @@ def test_steps_of_users_without_a_decision_wait_for_one_wide_call() -> None:
     same = [u for u in (f"s{i}" for i in range(400)) if partition_for(u, PARTITIONS) == mine]
     carters, shoppers = same[:8], same[8:12]
     # A cart timer falls due every minute while four shoppers' events step the model and ask nothing
-    # (a removal is no moment to push): each timer's ask closes pass 2 at the next minute.
+    # (a removal is no moment to push); a learning epoch of a minute closes pass 2 every minute.
     stream = [
         ev(f"c{k}", u, "add_to_cart", ITEMS[k % len(ITEMS)], T0 + 60 * k) for k, u in enumerate(carters)
     ]
@@ -614,7 +649,7 @@ def test_steps_of_users_without_a_decision_wait_for_one_wide_call() -> None:
     ]
     results = []
     for carry in (True, False):
-        engine, store = cart_engine()
+        engine, store = cart_engine(learning_epoch_seconds=60.0)
         if not carry:
             _running_every_step(engine)
         calls = _counting_steps(engine)
@@ -647,9 +682,9 @@ def test_price_rise_and_bad_catalog_records_push_nothing() -> None:
 # -- timers -------------------------------------------------------------------------------------------
 
 
-def cart_engine() -> tuple[Engine, DictState]:
+def cart_engine(**policy: Any) -> tuple[Engine, DictState]:
     # In-session threshold out of reach, so the add_to_cart itself sends nothing.
-    engine = make_engine(make_settings(threshold=0.9, trigger_thresholds={"cart_abandonment": 0.3}))
+    engine = make_engine(make_settings(threshold=0.9, trigger_thresholds={"cart_abandonment": 0.3}, **policy))
     return engine, DictState()
 
 
