@@ -118,6 +118,8 @@ class Work:
     # Per partition, the users with a queued reminder moment that may wait: its plan cancels their
     # second reminder moment (stream.decider_apply.ApplyMixin._rearm), which pass 1 may find due first.
     rearming: dict[int, set[str]] = field(default_factory=dict)
+    # The users with a decision queued (its plan may add to their pushes and holds).
+    asking: set[str] = field(default_factory=set)
 
     def has_work(self, user_id: str) -> bool:
         """Whether the user has GRU steps or policy work queued for pass 2."""
@@ -133,7 +135,7 @@ class Work:
 
     def asks_queued(self, user_id: str) -> bool:
         """Whether the user has a decision queued (its plan may add to their pushes and holds)."""
-        return any(op.ask is not None for op in self.ops.get(user_id, ()))
+        return user_id in self.asking
 
     def queue(self, user: BatchUser, op: Op, at: float, timer_due: float | None = None) -> None:
         """Queue policy work for ``user``, made at clock time ``at`` of their partition.
@@ -143,6 +145,7 @@ class Work:
         """
         self.ops_of(user.user_id).append(op)
         if op.ask is not None:
+            self.asking.add(user.user_id)
             if op.ask.priors is None:
                 self.indexing.setdefault(user.partition, set()).update(op.ask.items)
             if op.ask.rearm is not None:

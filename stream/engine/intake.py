@@ -209,8 +209,12 @@ class Intake:
             state.remember_item(item, event.type, event.ts, state.session_id, worker.recent_items)
             steps.append((item, TYPE_INDEX[event.type]))
         out.events[(event.type, "processed")] += 1
-        seen = SeenAt.of(user.engagement)
-        work.queue(user, Op(len(steps), event, seq=self._next_seq(), seen=seen), event.ts)
+        seq = self._next_seq()  # numbered even when nothing is queued: the numbers are the stream's
+        pstate = state.policy
+        if pstate.pushes or pstate.held or work.asks_queued(user.user_id):
+            # Its feedback and the release of held pushes at its time; with no push or hold, and
+            # no decision queued that could make one, both are nothing (most events).
+            work.queue(user, Op(len(steps), event, seq=seq, seen=SeenAt.of(user.engagement)), event.ts)
         if event.type in NUDGE_TYPES:
             ask = self.maybe_ask(user, event, out)
             if ask is not None:
