@@ -59,6 +59,9 @@ class Ask:
     priors: tuple[float, ...] | None = None
     # A reminder moment's timer, re-armed instead of decided after a recent push (TriggerAsk.rearm).
     rearm: Timer | None = None
+    # The partition's event-time clock when the ask was made (a timer its plan schedules at or before
+    # it is late in any batching; one after it must be made before the clock passes it).
+    clock: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +79,12 @@ class SeenAt:
 
     last_ts: float | None  # the last behaviour event so far (is the shopper on the site?)
     bought: frozenset[str]  # items bought so far (a held push of one is not sent)
+    clock: float = 0.0  # the partition's event-time clock there (as ``Ask.clock``)
 
     @classmethod
-    def of(cls, engagement: Engagement) -> SeenAt:
-        """The engagement facts a release reads, as they are now."""
-        return cls(engagement.last_ts, engagement.bought())
+    def of(cls, engagement: Engagement, clock: float = 0.0) -> SeenAt:
+        """The engagement facts a release reads, as they are now, at partition clock ``clock``."""
+        return cls(engagement.last_ts, engagement.bought(), clock)
 
 
 @dataclass(slots=True)  # not frozen: one is built per event, and a frozen __init__ costs 3x as much

@@ -45,8 +45,10 @@ class Decider(ApplyMixin):
         part: Callable[[int], PartitionState],
         version: Callable[[], str],
         audit_decisions: bool,
+        event_clock: bool = False,
     ) -> None:
         self.cfg = config
+        self.event_clock = event_clock  # timers fire by the event-time clock (late ones are counted)
         self._catalog = catalog  # the engine's view (it may be replaced)
         self.part = part
         self.version = version  # the serving model's version (it changes on a model swap)
@@ -148,7 +150,7 @@ class Decider(ApplyMixin):
         cfg = self.cfg
         user = ask.user
         pstate = user.state.policy
-        plan = Plan(user, ask.now, ask.seq)
+        plan = Plan(user, ask.now, ask.seq, clock=ask.clock)
         # Decide on the consent in force when the ask was made (a later record in the batch may change it).
         # (The rules never change the state they read: the live one serves when the consent is the same.)
         view = pstate if pstate.opted_in == ask.consent else replace(pstate, opted_in=ask.consent)
@@ -319,8 +321,8 @@ class Decider(ApplyMixin):
         if not any(h.release_at <= now for h in pstate.held):
             return None
         if seen is None:
-            seen = SeenAt.of(user.engagement)
-        plan = Plan(user, now, seq)
+            seen = SeenAt.of(user.engagement, now)
+        plan = Plan(user, now, seq, clock=seen.clock)
         # Not while the shopper is on the site (they wait until the shopper has been away a while),
         # and never into quiet hours (a deferral can end inside them): then they wait again.
         last = seen.last_ts

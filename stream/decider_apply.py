@@ -28,6 +28,7 @@ class ApplyMixin:
     # What it uses of the decider (stream.decider.Decider): its attributes.
     cfg: PolicyConfig
     part: Callable[[int], PartitionState]
+    event_clock: bool
     audit_decisions: bool
     push_order: dict[str, int]
     decision_order: dict[int, int]
@@ -51,7 +52,7 @@ class ApplyMixin:
             user.dirty = True
         for step in plan.steps:
             if step.action == "wait":
-                self._rearm(part, plan, step)
+                self._rearm(part, plan, step, out)
                 out.suppressions[(step.trigger, step.reason)] += 1
                 continue
             if step.action == "suppress":
@@ -64,7 +65,7 @@ class ApplyMixin:
             user.dirty = True
             assert step.push is not None
             if step.action == "defer":
-                due = self._schedule_release(part, plan, step)
+                due = self._schedule_release(part, plan, step, out)
                 for h in pstate.held:
                     if h.push.push_id == step.push.push_id:
                         h.release_at = due
@@ -83,7 +84,7 @@ class ApplyMixin:
                 if step.audit:
                     self._audit(plan, step, "emitted", out)
             else:  # hold
-                due = self._schedule_release(part, plan, step)
+                due = self._schedule_release(part, plan, step, out)
                 pol.record_hold(pstate, step.push, due, self.cfg, context=step.context)
                 self._audit(plan, step, "held", out)
 
@@ -102,8 +103,7 @@ class ApplyMixin:
                     self.part(user.partition).learning.add(plan.seq, Update("push", step.context, plan.now))
                 return
 
-    @staticmethod
-    def _rearm(part: PartitionState, plan: Plan, step: Step) -> None:
+    def _rearm(self, part: PartitionState, plan: Plan, step: Step, out: Outcome) -> None:
         """A reminder moment that waits (``stream.rules.reminder_waits_until``): its timer again, due on
         a whole minute at the step's time; the second moment goes with a first one that waits (it is
         armed again when the first fires). Not when the shopper came back since the moment (their
@@ -117,15 +117,26 @@ class ApplyMixin:
         plan.user.dirty = True  # the timers are stored with the user
         if timer.item_id != REMINDER_AGAIN:
             part.timers.cancel(user_id, "reminder", REMINDER_AGAIN)
-        part.timers.schedule(replace(timer, due_at=on_minute(step.release_at)))
+        due = on_minute(step.release_at)
+        self._check_due(part, plan, due, out)
+        part.timers.schedule(replace(timer, due_at=due))
 
-    @staticmethod
-    def _schedule_release(part: PartitionState, plan: Plan, step: Step) -> float:
+    def _check_due(self, part: PartitionState, plan: Plan, due: float, out: Outcome) -> None:
+        """Count a timer that the partition's event-time clock passed between the decision's place in
+        the stream and pass 2 making it: it fires at the next input, not where a batch of one would
+        fire it. The engine closes pass 2 before the clock reaches ``Decider.earliest_timer`` of its
+        queued decisions; a new way for a plan to schedule a timer must add its term there. (A timer
+        already due where its decision was made, as a late event's can be, is late in any batching.)"""
+        if self.event_clock and plan.clock < due <= part.watermark:
+            out.late_timers += 1
+
+    def _schedule_release(self, part: PartitionState, plan: Plan, step: Step, out: Outcome) -> float:
         """The release timer of a hold or deferral, due on a whole minute (:func:`on_minute`) after the
         decision's minute (the engine closes pass 2 before its clock can reach it: the queued work's
         ``stream.asks.Work.first_due``, so the timer exists before the clock passes it); its time."""
         assert step.release_at is not None and step.push is not None
         due = max(on_minute(step.release_at), next_minute(plan.now))
+        self._check_due(part, plan, due, out)
         part.timers.schedule(
             Timer(due, plan.user.user_id, RELEASE_KIND, step.item_id, step.push.push_id, plan.now)
         )

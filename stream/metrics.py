@@ -463,6 +463,13 @@ CATALOG_LATE = Counter(
     "updated_at (read late: where they land in the stream depends on timing), per partition reached.",
 )
 
+LATE_TIMERS = Counter(
+    "kairos_late_timers_total",
+    "Timers (a hold's release, a reminder that waits) that the partition's event-time clock passed between "
+    "the decision's place in the stream and the decision: they fire an input late. Never expected (the "
+    "engine decides before the clock can pass them); a non-zero value is a bug to report.",
+)
+
 
 CONTENT_ITEMS = Counter(
     "kairos_content_items_added_total",
@@ -478,9 +485,12 @@ CONTENT_ITEMS_WAITING = Gauge(
 
 
 def observe_input_updates(
-    consent: int = 0, catalog: int = 0, catalog_late: int = 0, content_items: int = 0
+    consent: int = 0, catalog: int = 0, catalog_late: int = 0, content_items: int = 0, late_timers: int = 0
 ) -> None:
-    """Count consent and catalog records applied (dead letters are counted by :func:`observe_dead_letter`)."""
+    """Count consent and catalog records applied (dead letters are counted by :func:`observe_dead_letter`),
+    and timers scheduled late (``Outcome.late_timers``)."""
+    if late_timers > 0:
+        LATE_TIMERS.inc(late_timers)
     if content_items > 0:
         CONTENT_ITEMS.inc(content_items)
     if consent > 0:

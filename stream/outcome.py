@@ -77,6 +77,10 @@ class Outcome:
     content_items_added: int = 0  # catalogued items the model placed from their content (no history)
     erasures: int = 0
     expired_users: int = 0
+    # Timers the partition's event-time clock passed between a decision's place in the stream and the
+    # decision (a bound of Decider.earliest_timer that did not hold): they fire an input late. Never
+    # expected; counted (stream.decider_apply).
+    late_timers: int = 0
     # Seconds spent per stage of the hot path (STAGES), for kairos_stage_seconds_total. Wall time
     # is never an input to a decision; it is only measured.
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -97,5 +101,6 @@ class Outcome:
         self.content_items_added += other.content_items_added
         self.erasures += other.erasures
         self.expired_users += other.expired_users
+        self.late_timers += other.late_timers
         for stage, seconds in other.stage_seconds.items():
             self.stage_seconds[stage] += seconds

@@ -79,3 +79,6 @@ class Plan:
     interest: list[float] = field(default_factory=list)
     index_rows: list[tuple[str, float]] = field(default_factory=list)
     released_until: float | None = None
+    # The partition's clock where the decision was queued (``Ask.clock``, ``SeenAt.clock``): a timer
+    # the plan schedules after it and at or before the clock at apply time is late (counted).
+    clock: float = math.inf

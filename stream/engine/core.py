@@ -97,6 +97,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
             self.part,
             lambda: self.scorer.version,
             settings.worker.audit_decisions,
+            event_clock=settings.worker.clock == "event",
         )
         # The batch's parts, each in its module: user records, pass 1, the asks of catalog changes.
         self.users = UserRecords(
@@ -257,6 +258,8 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
             stage["bookkeeping"] += perf_counter() - t1 - (stage["candidates"] - candidates)
         self._resolve(work, out)
         self._save(txn, users.values(), out)
+        if out.late_timers:
+            log.warning("%d timers scheduled at or before their partition's clock", out.late_timers)
         measured = sum(stage.values())
         stage["engine_other"] += max(perf_counter() - started - measured, 0.0)
         return out

@@ -64,7 +64,7 @@ class DueTimersMixin:
             if self.users.expired(user.state, at):
                 continue
             if timer.kind == RELEASE_KIND:
-                seen = SeenAt.of(user.engagement)
+                seen = SeenAt.of(user.engagement, part.watermark)
                 work.queue(user, Op(position, now=at, seq=self._next_ask_seq(), seen=seen), at)
                 continue
             # The ask of a due timer comes from its trigger (``stream.triggers.TIMER_ASKS``).

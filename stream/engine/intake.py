@@ -75,6 +75,7 @@ def capture_ask(
         counts,
         asked.priors,
         asked.rearm,
+        part.watermark,
     )
 
 
@@ -214,7 +215,8 @@ class Intake:
         if pstate.pushes or pstate.held or work.asks_queued(user.user_id):
             # Its feedback and the release of held pushes at its time; with no push or hold, and
             # no decision queued that could make one, both are nothing (most events).
-            work.queue(user, Op(len(steps), event, seq=seq, seen=SeenAt.of(user.engagement)), event.ts)
+            seen = SeenAt.of(user.engagement, part.watermark)
+            work.queue(user, Op(len(steps), event, seq=seq, seen=seen), event.ts)
         if event.type in NUDGE_TYPES:
             ask = self.maybe_ask(user, event, out)
             if ask is not None:

@@ -598,6 +598,7 @@ def test_a_decision_in_quiet_hours_keeps_the_batch_open_until_they_end() -> None
         store = DictState()
         closes = _counting_resolves(engine)
         out = run(engine, stream, store, batch)
+        assert out.late_timers == 0
         pushes = [(p, push.push_id, push.created_at) for p, push in out.pushes]
         rows = sorted((k, v) for k, v in store.data.items() if k[1] != META_ROW)
         results.append((pushes, rows, len(closes)))
@@ -606,6 +607,28 @@ def test_a_decision_in_quiet_hours_keeps_the_batch_open_until_they_end() -> None
     assert [(i, at) for _, i, at in pushes] == [(push_id("u1", "i1", "in_session", "e2"), morning + 30)]
     assert pushes == pushes_1 and rows == rows_1
     assert closes_in_one == 2  # as the clock reaches 08:00, and at the end: none in the 9 hours before
+
+
+def test_a_timer_scheduled_after_the_clock_passed_it_is_counted() -> None:
+    """The guard behind ``Decider.earliest_timer``: were its bound wrong (here: no timer at all), the
+    night's batch would stay open past 08:00, the hold's release would be made after the clock passed
+    it and fire an input late. ``Outcome.late_timers`` counts it (``kairos_late_timers_total``)."""
+    # No learning epoch inside the night: its close would make the hold in time.
+    settings = make_settings(
+        quiet_hours_start="22:00",
+        quiet_hours_end="08:00",
+        push_ttl_seconds=12 * 3600,
+        learning_epoch_seconds=1e6,
+    )
+    night = T0 + 13 * 3600  # 2024-06-01 23:00 UTC
+    other = neighbour_of("u1")
+    stream = [ev("e1", "u1", "view", "i1", night), ev("e2", "u1", "view", "i1", night + 120)]
+    stream += [ev("y1", other, "remove_from_cart", "i3", T0 + 22 * 3600 + 30)]  # past 08:00
+    engine = make_engine(settings)
+    engine.apply_catalog([catalog_record(catalog_entry(i)) for i in ITEMS], DictState())
+    engine.decider.earliest_timer = lambda ask, pushes_may_change: None  # type: ignore[method-assign]
+    out = run(engine, stream, DictState(), len(stream))
+    assert out.pushes == [] and out.late_timers == 1
 
 
 def _counting_steps(engine: Engine) -> list[int]:
