@@ -217,19 +217,27 @@ def test_in_quiet_hours_now_is_left_to_the_policys_rule():
     assert send_at(hours, now, NY, now + DAY, cfg()) == now
 
 
+def random_shopper(
+    rng: random.Random, zones: list[ZoneInfo]
+) -> tuple[ZoneInfo, EngagementHours, float, float]:
+    """A shopper in one of ``zones`` with 30 engagements over the 20 days before a random day of 2024:
+    (zone, hours, now within that day, a push's expiry an hour to two days later)."""
+    zone = rng.choice(zones)
+    hours = EngagementHours()
+    base = at("UTC", 2024, 1, 1) + rng.random() * 360 * DAY
+    for _ in range(30):
+        hours.observe(base - rng.random() * 20 * DAY, zone)
+    now = base + rng.random() * DAY
+    return zone, hours, now, now + rng.choice([HOUR, 6 * HOUR, 2 * DAY])
+
+
 def test_sweep_never_returns_a_quiet_or_unreachable_time():
     rng = random.Random(7)
     zones = [NY, TOKYO, ZoneInfo("Europe/Berlin"), ZoneInfo("Asia/Kolkata"), ZoneInfo("Australia/Lord_Howe")]
     config = cfg(quiet_hours_start="21:30", quiet_hours_end="07:45")
     start, end = config.quiet_minutes()
     for _ in range(300):
-        zone = rng.choice(zones)
-        hours = EngagementHours()
-        base = at("UTC", 2024, 1, 1) + rng.random() * 360 * DAY
-        for _ in range(30):
-            hours.observe(base - rng.random() * 20 * DAY, zone)
-        now = base + rng.random() * DAY
-        expires_at = now + rng.choice([HOUR, 6 * HOUR, 2 * DAY])
+        zone, hours, now, expires_at = random_shopper(rng, zones)
         sent = send_at(hours, now, zone, expires_at, config)
         assert sent >= now
         if sent != now:
@@ -249,14 +257,8 @@ def test_no_send_time_comes_before_the_earliest_one():
     quiets.append(("23:59", "00:01"))
     tight = 0
     for _ in range(600):
-        zone = rng.choice(zones)
         config = cfg(quiet_hours_start=(q := rng.choice(quiets))[0], quiet_hours_end=q[1])
-        hours = EngagementHours()
-        base = at("UTC", 2024, 1, 1) + rng.random() * 360 * DAY
-        for _ in range(30):
-            hours.observe(base - rng.random() * 20 * DAY, zone)
-        now = base + rng.random() * DAY
-        expires_at = now + rng.choice([HOUR, 6 * HOUR, 2 * DAY])
+        zone, hours, now, expires_at = random_shopper(rng, zones)
         sent = send_at(hours, now, zone, expires_at, config)
         bound = earliest_send_time(now, zone, config)
         assert bound > now

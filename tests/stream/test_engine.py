@@ -575,26 +575,37 @@ def test_the_clock_closes_the_batch_only_where_a_timer_of_the_queued_work_may_fa
     assert len(closes) == 1
 
 
-def test_a_decision_in_quiet_hours_keeps_the_batch_open_until_they_end() -> None:
-    """A push decided in quiet hours is held until they end: the batch stays open through the night's
-    minutes, closes as the clock reaches their end (the hold's release must exist before the clock
-    passes it), and the pushes and states are those of a batch cut at every event."""
+NIGHT = T0 + 13 * 3600  # 2024-06-01 23:00 UTC
+MORNING = T0 + 22 * 3600  # 2024-06-02 08:00 UTC
+# Two views at night: the second's in-session push is held until quiet hours end.
+NIGHT_VIEWS = (ev("e1", "u1", "view", "i1", NIGHT), ev("e2", "u1", "view", "i1", NIGHT + 120))
+
+
+def night_engine() -> Engine:
+    """Quiet hours 22:00-08:00, pushes that outlive the night, and no learning epoch inside it (its
+    close would run pass 2 as well)."""
     settings = make_settings(
         quiet_hours_start="22:00",
         quiet_hours_end="08:00",
         push_ttl_seconds=12 * 3600,
         learning_epoch_seconds=1e6,
     )
-    night = T0 + 13 * 3600  # 2024-06-01 23:00 UTC
-    morning = T0 + 22 * 3600  # 2024-06-02 08:00 UTC
+    engine = make_engine(settings)
+    engine.apply_catalog([catalog_record(catalog_entry(i)) for i in ITEMS], DictState())
+    return engine
+
+
+def test_a_decision_in_quiet_hours_keeps_the_batch_open_until_they_end() -> None:
+    """A push decided in quiet hours is held until they end: the batch stays open through the night's
+    minutes, closes as the clock reaches their end (the hold's release must exist before the clock
+    passes it), and the pushes and states are those of a batch cut at every event."""
     other = neighbour_of("u1")
-    stream = [ev("e1", "u1", "view", "i1", night), ev("e2", "u1", "view", "i1", night + 120)]
-    stream += [ev(f"x{k}", other, "remove_from_cart", "i3", night + 600 + 1800 * k) for k in range(18)]
-    stream += [ev("y1", other, "remove_from_cart", "i3", morning + 30)]
+    stream = [*NIGHT_VIEWS]
+    stream += [ev(f"x{k}", other, "remove_from_cart", "i3", NIGHT + 600 + 1800 * k) for k in range(18)]
+    stream += [ev("y1", other, "remove_from_cart", "i3", MORNING + 30)]
     results = []
     for batch in (len(stream), 1):
-        engine = make_engine(settings)
-        engine.apply_catalog([catalog_record(catalog_entry(i)) for i in ITEMS], DictState())
+        engine = night_engine()
         store = DictState()
         closes = _counting_resolves(engine)
         out = run(engine, stream, store, batch)
@@ -604,7 +615,7 @@ def test_a_decision_in_quiet_hours_keeps_the_batch_open_until_they_end() -> None
         results.append((pushes, rows, len(closes)))
     (pushes, rows, closes_in_one), (pushes_1, rows_1, _) = results
     # Released at the clock that passed 08:00 (the next event's time).
-    assert [(i, at) for _, i, at in pushes] == [(push_id("u1", "i1", "in_session", "e2"), morning + 30)]
+    assert [(i, at) for _, i, at in pushes] == [(push_id("u1", "i1", "in_session", "e2"), MORNING + 30)]
     assert pushes == pushes_1 and rows == rows_1
     assert closes_in_one == 2  # as the clock reaches 08:00, and at the end: none in the 9 hours before
 
@@ -613,19 +624,8 @@ def test_a_timer_scheduled_after_the_clock_passed_it_is_counted() -> None:
     """The guard behind ``Decider.earliest_timer``: were its bound wrong (here: no timer at all), the
     night's batch would stay open past 08:00, the hold's release would be made after the clock passed
     it and fire an input late. ``Outcome.late_timers`` counts it (``kairos_late_timers_total``)."""
-    # No learning epoch inside the night: its close would make the hold in time.
-    settings = make_settings(
-        quiet_hours_start="22:00",
-        quiet_hours_end="08:00",
-        push_ttl_seconds=12 * 3600,
-        learning_epoch_seconds=1e6,
-    )
-    night = T0 + 13 * 3600  # 2024-06-01 23:00 UTC
-    other = neighbour_of("u1")
-    stream = [ev("e1", "u1", "view", "i1", night), ev("e2", "u1", "view", "i1", night + 120)]
-    stream += [ev("y1", other, "remove_from_cart", "i3", T0 + 22 * 3600 + 30)]  # past 08:00
-    engine = make_engine(settings)
-    engine.apply_catalog([catalog_record(catalog_entry(i)) for i in ITEMS], DictState())
+    stream = [*NIGHT_VIEWS, ev("y1", neighbour_of("u1"), "remove_from_cart", "i3", MORNING + 30)]
+    engine = night_engine()
     engine.decider.earliest_timer = lambda ask, pushes_may_change: None  # type: ignore[method-assign]
     out = run(engine, stream, DictState(), len(stream))
     assert out.pushes == [] and out.late_timers == 1
