@@ -79,10 +79,10 @@ class SeenAt:
 
     last_ts: float | None  # the last behaviour event so far (is the shopper on the site?)
     bought: frozenset[str]  # items bought so far (a held push of one is not sent)
-    clock: float = 0.0  # the partition's event-time clock there (as ``Ask.clock``)
+    clock: float  # the partition's event-time clock there (as ``Ask.clock``)
 
     @classmethod
-    def of(cls, engagement: Engagement, clock: float = 0.0) -> SeenAt:
+    def of(cls, engagement: Engagement, clock: float) -> SeenAt:
         """The engagement facts a release reads, as they are now, at partition clock ``clock``."""
         return cls(engagement.last_ts, engagement.bought(), clock)
 

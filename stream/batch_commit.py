@@ -104,5 +104,4 @@ def observe(outcome: Outcome) -> None:
         metrics.observe_interest(outcome.interest)
     metrics.observe_stages(outcome.stage_seconds)
     metrics.observe_removals(outcome.erasures, outcome.expired_users, outcome.catalog_removals)
-    if outcome.late_timers:
-        metrics.observe_input_updates(late_timers=outcome.late_timers)
+    metrics.observe_late_timers(outcome.late_timers)

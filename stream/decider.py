@@ -32,7 +32,7 @@ from stream.partition_state import PartitionState
 from stream.plan import Action, Plan, Step, duplicate_step, on_minute
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import context_key
-from stream.send_time import EngagementHours, earliest_send_time, send_at
+from stream.send_time import EngagementHours, earliest_send_time, learned, send_at
 
 
 class Decider(ApplyMixin):
@@ -132,9 +132,9 @@ class Decider(ApplyMixin):
         if quiet_end is not None:
             if cfg.quiet_hours_action == "hold":
                 bounds.append(quiet_end)
-        elif cfg.send_time_enabled and ask.send_hours is not None:
+        elif ask.send_hours is not None:
             hours = EngagementHours.from_list(ask.send_hours, cfg.send_time_half_life_seconds)
-            if hours.total(now) >= cfg.send_time_min_observations:
+            if learned(hours, now, cfg):
                 bounds.append(earliest_send_time(now, zone, cfg))
         if not bounds:
             return None

@@ -463,13 +463,6 @@ CATALOG_LATE = Counter(
     "updated_at (read late: where they land in the stream depends on timing), per partition reached.",
 )
 
-LATE_TIMERS = Counter(
-    "kairos_late_timers_total",
-    "Timers (a hold's release, a reminder that waits) that the partition's event-time clock passed between "
-    "the decision's place in the stream and the decision: they fire an input late. Never expected (the "
-    "engine decides before the clock can pass them); a non-zero value is a bug to report.",
-)
-
 
 CONTENT_ITEMS = Counter(
     "kairos_content_items_added_total",
@@ -485,12 +478,9 @@ CONTENT_ITEMS_WAITING = Gauge(
 
 
 def observe_input_updates(
-    consent: int = 0, catalog: int = 0, catalog_late: int = 0, content_items: int = 0, late_timers: int = 0
+    consent: int = 0, catalog: int = 0, catalog_late: int = 0, content_items: int = 0
 ) -> None:
-    """Count consent and catalog records applied (dead letters are counted by :func:`observe_dead_letter`),
-    and timers scheduled late (``Outcome.late_timers``)."""
-    if late_timers > 0:
-        LATE_TIMERS.inc(late_timers)
+    """Count consent and catalog records applied (dead letters are counted by :func:`observe_dead_letter`)."""
     if content_items > 0:
         CONTENT_ITEMS.inc(content_items)
     if consent > 0:
@@ -499,6 +489,20 @@ def observe_input_updates(
         CATALOG_UPDATES.inc(catalog)
     if catalog_late > 0:
         CATALOG_LATE.inc(catalog_late)
+
+
+LATE_TIMERS = Counter(
+    "kairos_late_timers_total",
+    "Timers (a hold's release, a reminder that waits) that the partition's event-time clock passed between "
+    "the decision's place in the stream and the decision: they fire an input late. Never expected (the "
+    "engine decides before the clock can pass them); a non-zero value is a bug to report.",
+)
+
+
+def observe_late_timers(n: int) -> None:
+    """Count timers a batch scheduled after its partition's clock passed them (``Outcome.late_timers``)."""
+    if n > 0:
+        LATE_TIMERS.inc(n)
 
 
 # --- erasure, expiry and removed items -------------------------------------------------------------

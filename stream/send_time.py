@@ -18,7 +18,7 @@ Everything here is pure: time is an argument, iteration is in time order, ties g
 from __future__ import annotations
 
 import math
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from stream.policy_config import PolicyConfig
@@ -203,16 +203,27 @@ def _candidates(now: float, deadline: float, zone: ZoneInfo, config: PolicyConfi
             found[t] = local.hour
         t += _GRID_SECONDS
     if start != end:
-        # The same wall-clock construction as the policy's release time (a quiet end inside a
-        # spring-forward gap resolves the way stream.user_facts.quiet_hours_end resolves it).
         day = datetime.fromtimestamp(now, zone).date()
         last = datetime.fromtimestamp(deadline, zone).date()
         while day <= last:
-            at = datetime.combine(day, time(end // 60, end % 60), tzinfo=zone).timestamp()
+            at = _quiet_end_on(day, zone, end)
             if now < at < deadline:
                 found[at] = datetime.fromtimestamp(at, zone).hour
             day += timedelta(days=1)
     return [(at, found[at]) for at in sorted(found) if not _in_quiet_hours(at, zone, start, end)]
+
+
+def _quiet_end_on(day: date, zone: ZoneInfo, end: int) -> float:
+    """When quiet hours end on local ``day`` (``end``: minutes after midnight): the same wall-clock
+    construction as the policy's release time (a quiet end inside a spring-forward gap resolves the way
+    ``stream.user_facts.quiet_hours_end`` resolves it)."""
+    return datetime.combine(day, time(end // 60, end % 60), tzinfo=zone).timestamp()
+
+
+def learned(hours: EngagementHours, now: float, config: PolicyConfig) -> bool:
+    """Whether send time is on and the shopper has ``send_time_min_observations`` at ``now``: else
+    :func:`send_at` sends at once."""
+    return config.send_time_enabled and hours.total(now) >= config.send_time_min_observations
 
 
 def earliest_send_time(now: float, zone: ZoneInfo, config: PolicyConfig) -> float:
@@ -228,8 +239,8 @@ def earliest_send_time(now: float, zone: ZoneInfo, config: PolicyConfig) -> floa
     if start == end:
         return first
     day = datetime.fromtimestamp(now, zone).date()
-    for _ in range(2):  # the quiet end of today, else of tomorrow (built as _candidates builds it)
-        at = datetime.combine(day, time(end // 60, end % 60), tzinfo=zone).timestamp()
+    for _ in range(2):  # the quiet end of today, else of tomorrow (as _candidates finds them)
+        at = _quiet_end_on(day, zone, end)
         if now < at:
             return min(first, at)
         day += timedelta(days=1)
@@ -249,7 +260,7 @@ def send_at(
     ``min(expires_at - min_push_lifetime_seconds, now + send_time_horizon_seconds)``, not in quiet hours
     (wall-clock times in ``zone``, across DST changes).
     """
-    if not config.send_time_enabled or hours.total(now) < config.send_time_min_observations:
+    if not learned(hours, now, config):
         return now
     deadline = min(expires_at - config.min_push_lifetime_seconds, now + config.send_time_horizon_seconds)
     if deadline <= now:
