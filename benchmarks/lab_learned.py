@@ -4,6 +4,10 @@
 (popular unengaged items of the shopper's recent categories) like it, but with weights learned online
 instead of the simulator's coefficients: the check that an observable discovery ranking survives being
 learned, before it is built into the engine.
+
+:class:`TitleTasteDiscoveryPusher` adds the shopper's taste as their engaged items' titles show it
+(a content profile: tf-idf of title words), the observable stand-in for the taste term the utility
+oracles find decisive (``benchmarks/lab_oracles.py``).
 """
 
 from __future__ import annotations
@@ -95,3 +99,62 @@ class LearnedDiscoveryPusher(ValueDiscoveryPusher):
             )
             for c in super().candidates(user_id, now)
         ]
+
+
+TITLE_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 3.0}
+
+
+class TitleTasteDiscoveryPusher(ValueDiscoveryPusher):
+    """:class:`ValueDiscoveryPusher`'s value plus ``weight`` x the cosine between the shopper's title
+    profile and the item's title.
+
+    The profile: the words of the titles of the items the shopper viewed (1), carted or bought (3),
+    each weighted by its inverse document frequency over the catalog (a brand or a category name says
+    less than a rare adjective); an item is the idf vector of its title's words. In the simulated shop
+    a title names the item's brand, category and strongest latent direction (``docs/simulator.md``),
+    the kind of attribute (colour, cut, style) a real title carries.
+    """
+
+    weight = 4.0
+
+    def __init__(self, holdout: Callable[[str], bool], **kwargs: Any) -> None:
+        super().__init__(holdout, **kwargs)
+        self.words: dict[str, tuple[str, ...]] = {}  # item -> its title's distinct words
+        self.items_with: dict[str, int] = {}  # word -> items whose title has it
+        self.profile: dict[str, dict[str, float]] = {}  # user -> word -> weight
+
+    def observe_catalog(self, update: CatalogUpdate) -> None:
+        if update.item_id not in self.words:
+            words = tuple(sorted(set(update.title.lower().split())))
+            self.words[update.item_id] = words
+            for w in words:
+                self.items_with[w] = self.items_with.get(w, 0) + 1
+        super().observe_catalog(update)
+
+    def idf(self, word: str) -> float:
+        """log(items / items whose title has ``word``)."""
+        return math.log(len(self.words) / self.items_with.get(word, 1))
+
+    def observe_event(self, event: Event) -> None:
+        super().observe_event(event)
+        weight = TITLE_WEIGHTS.get(event.type)
+        if weight is None or event.item_id is None:
+            return
+        profile = self.profile.setdefault(event.user_id, {})
+        for w in self.words.get(event.item_id, ()):
+            profile[w] = profile.get(w, 0.0) + weight
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        pool = super().candidates(user_id, now)
+        profile = self.profile.get(user_id)
+        if not pool or not profile:
+            return pool
+        norm = math.sqrt(sum((v * self.idf(w)) ** 2 for w, v in profile.items()))
+        out = []
+        for c in pool:
+            words = self.words.get(c.item_id, ())
+            item_norm = math.sqrt(sum(self.idf(w) ** 2 for w in words))
+            dot = sum(profile.get(w, 0.0) * self.idf(w) ** 2 for w in words)
+            cosine = dot / (norm * item_norm) if norm > 0 and item_norm > 0 else 0.0
+            out.append(LabCandidate(c.item_id, c.trigger, c.value + self.weight * cosine))
+        return out

@@ -15,6 +15,12 @@ day, quiet hours held) and differs only in what it knows when it ranks:
   (:class:`benchmarks.lab_pushers.ValueDiscoveryPusher`) plus a taste term from the world's true item
   vectors and a taste *estimated* from the shopper's own engaged items: what perfect item factors (the
   best a collaborative-filtering or content model could learn) add when the taste must be inferred.
+* :class:`UtilityPartsOraclePusher` and its arms: the same candidates ranked by chosen *parts* of the
+  true utility (taste, item appeal, need, price as the shopper weighs it, discount), to see which part
+  the observable value misses (``benchmarks/README.md``, "Policy lab").
+* :class:`OwnedOraclePusher`: :class:`benchmarks.lab_pushers.ValueDiscoveryPusher` without the items
+  the shopper truly owns (bought before the pusher started reading, or forgotten): what a perfect
+  memory of purchases adds.
 
 The lab sets ``world`` before the run (``benchmarks/policy_lab.py``).
 """
@@ -126,3 +132,49 @@ class VectorOracleDiscoveryPusher(ValueDiscoveryPusher):
             LabCandidate(c.item_id, c.trigger, c.value + self.taste_weight * float(f))
             for c, f in zip(pool, fit, strict=True)
         ]
+
+
+class OwnedOraclePusher(ValueDiscoveryPusher):
+    """:class:`ValueDiscoveryPusher`'s candidates without the items the shopper owns (the world's truth)."""
+
+    world: World | None = None
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        assert self.world is not None
+        world = self.world
+        owned = world.owned_items(user_id)
+        return [c for c in super().candidates(user_id, now) if c.item_id not in owned]
+
+
+UTILITY_PARTS = ("taste", "appeal", "need", "price", "discount")
+
+
+class UtilityPartsOraclePusher(ValueDiscoveryPusher):
+    """:class:`ValueDiscoveryPusher`'s candidates ranked by ``parts`` of the shopper's true utility.
+
+    The simulator's utility (``docs/simulator.md``) is the sum of: ``taste`` (item vector . the
+    shopper's taste), ``appeal`` (the item's own bias), ``need`` (+1.5 in the category the shopper
+    needs now), ``price`` (-their price sensitivity x log of the price over the category's reference)
+    and ``discount`` (+3 x discount); owned items lose 3 (not here: :class:`OwnedOraclePusher`).
+    With ``with_value`` the chosen parts are added to the observable value instead of replacing it.
+    """
+
+    world: World | None = None
+    parts: tuple[str, ...] = UTILITY_PARTS
+    with_value = False
+
+    def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
+        assert self.world is not None
+        pool = super().candidates(user_id, now)
+        if not pool:
+            return pool
+        terms = self.world.utility_parts(user_id, [c.item_id for c in pool])
+        total = sum((terms[p] for p in self.parts), np.zeros(len(pool)))
+        base = np.array([c.value if self.with_value else 0.0 for c in pool])
+        return [LabCandidate(c.item_id, c.trigger, float(v)) for c, v in zip(pool, base + total, strict=True)]
+
+
+def parts_oracle(parts: tuple[str, ...], with_value: bool) -> type[UtilityPartsOraclePusher]:
+    """A :class:`UtilityPartsOraclePusher` arm of these parts."""
+    name = "UtilityParts_" + "_".join(parts) + ("_plus_value" if with_value else "")
+    return type(name, (UtilityPartsOraclePusher,), {"parts": parts, "with_value": with_value})

@@ -52,12 +52,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import Baseline, CartAbandonmentPusher  # noqa: E402
-from benchmarks.lab_learned import LearnedDiscoveryPusher  # noqa: E402
+from benchmarks.lab_learned import LearnedDiscoveryPusher, TitleTasteDiscoveryPusher  # noqa: E402
 from benchmarks.lab_oracles import (  # noqa: E402
     OracleDiscoveryPusher,
     OracleItemPusher,
+    OwnedOraclePusher,
     PoolOracleDiscoveryPusher,
     VectorOracleDiscoveryPusher,
+    parts_oracle,
 )
 from benchmarks.lab_pushers import (  # noqa: E402
     CovisitDiscoveryPusher,
@@ -112,6 +114,12 @@ ARMS: dict[str, Callable[[Callable[[str], bool]], Baseline]] = {
     "returning_shopper": ReturningShopperPusher,
     "reminder_again": ReminderAgainPusher,
     "reminder_gap": ReminderGapPusher,
+    "utility_oracle_discovery": parts_oracle(("taste", "appeal", "need", "price", "discount"), False),
+    "utility_but_taste_oracle_discovery": parts_oracle(("appeal", "need", "price", "discount"), False),
+    "utility_but_need_oracle_discovery": parts_oracle(("taste", "appeal", "price", "discount"), False),
+    "taste_oracle_discovery": parts_oracle(("taste",), True),
+    "owned_oracle_discovery": OwnedOraclePusher,
+    "title_taste_discovery": TitleTasteDiscoveryPusher,
 }
 COUNTERS = ("purchases", "revenue", "pushes", "opt_outs", "opt_out_risk", "quiet_pushes")
 

@@ -192,19 +192,29 @@ class World(ShoppingMixin, PushResponseMixin):
         return t
 
     def _utilities(self, u: int, items: np.ndarray) -> np.ndarray:
-        """True utility of ``items`` for user ``u`` now (taste, need, owned, price, promotion)."""
-        util = self.item_vectors[items] @ self.taste[u] + self.item_bias[items]
-        util = util + 1.5 * (self.item_category[items] == self.need[u])
-        owned = self._owned[u]
-        if owned:
-            util = util - 3.0 * np.fromiter(
-                (i in owned for i in items.tolist()), dtype=float, count=len(items)
+        """True utility of ``items`` for user ``u`` now: the sum of :meth:`_utility_parts`."""
+        taste, appeal, need, owned, price, discount = self._utility_parts(u, items)
+        util = taste + appeal + need
+        if owned is not None:
+            util = util + owned
+        return util + price + discount
+
+    def _utility_parts(
+        self, u: int, items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """The terms of the true utility: taste, the item's appeal, need, owned (None when nothing is),
+        price as the user weighs it, promotion. Added in this order they give :meth:`_utilities`."""
+        taste = self.item_vectors[items] @ self.taste[u]
+        need = 1.5 * (self.item_category[items] == self.need[u])
+        owned_set = self._owned[u]
+        owned = None
+        if owned_set:
+            owned = -3.0 * np.fromiter(
+                (i in owned_set for i in items.tolist()), dtype=float, count=len(items)
             )
         ref = self.category_ref_price[self.item_category[items]]
-        util = util - self.price_sensitivity[u] * np.log(
-            self.price[items] * (1.0 - self.discount[items]) / ref
-        )
-        return util + 3.0 * self.discount[items]
+        price = -(self.price_sensitivity[u] * np.log(self.price[items] * (1.0 - self.discount[items]) / ref))
+        return taste, self.item_bias[items], need, owned, price, 3.0 * self.discount[items]
 
     @staticmethod
     def _pick(weights_logits: np.ndarray, rng: random.Random) -> int:
@@ -269,6 +279,24 @@ class World(ShoppingMixin, PushResponseMixin):
         if item_ids is None:
             return self._utilities(u, np.arange(self.config.n_items))
         return self._utilities(u, self.item_positions(item_ids))
+
+    def utility_parts(self, user_id: str, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The parts of the ground-truth utilities of ``item_ids`` (oracle baselines only): ``taste``,
+        ``appeal``, ``need``, ``owned``, ``price``, ``discount``; they add up to :meth:`true_interests`."""
+        u = self._user_index[user_id]
+        taste, appeal, need, owned, price, discount = self._utility_parts(u, self.item_positions(item_ids))
+        return {
+            "taste": taste,
+            "appeal": appeal,
+            "need": need,
+            "owned": np.zeros(len(item_ids)) if owned is None else owned,
+            "price": price,
+            "discount": discount,
+        }
+
+    def owned_items(self, user_id: str) -> set[str]:
+        """The items a user owns (bought and not forgotten by the world; oracle baselines only)."""
+        return {self.item_ids[i] for i in self._owned[self._user_index[user_id]]}
 
     def item_positions(self, item_ids: Sequence[str]) -> np.ndarray:
         """The rows of ``item_ids`` in the world's item arrays (``item_vectors``, ``item_category``...)."""

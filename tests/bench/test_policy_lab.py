@@ -214,3 +214,58 @@ def test_cart_then_discovery_first_reminds_with_discovery_before_a_viewed_item()
     # The browser discovers c (their category, unseen) rather than being reminded of b, and the fan b;
     # the lone shopper's category holds nothing else, so they are reminded of z.
     assert later == sorted([(browser, "c"), (lone, "z"), (fan, "b")])
+
+
+def test_the_utility_parts_oracles_and_the_title_profile_rank_the_observable_pool() -> None:
+    from benchmarks.lab_learned import TitleTasteDiscoveryPusher
+    from benchmarks.lab_oracles import OwnedOraclePusher, parts_oracle
+    from benchmarks.lab_pushers import ValueDiscoveryPusher
+
+    world = World(SimConfig(seed=3, n_users=20, n_items=60, n_categories=3))
+    t = world.now + 3600.0
+    shopper = world.user_ids[1]
+    seen = [i for i in world.item_ids if world.item_category[world.item_positions([i])[0]] == 0][:3]
+    taste_only = parts_oracle(("taste",), True)
+    all_parts = parts_oracle(("taste", "appeal", "need", "price", "discount"), False)
+    classes = (ValueDiscoveryPusher, taste_only, all_parts, OwnedOraclePusher, TitleTasteDiscoveryPusher)
+    pushers = []
+    for cls in classes:
+        pusher = cls(lambda u: False)
+        pusher.world = world
+        for update in world.initial_catalog():
+            pusher.observe_catalog(update)
+        for n, other in enumerate(world.user_ids[2:8]):
+            for k, item in enumerate(world.item_ids[:40]):
+                pusher.observe_event(_event(other, "view", item, t + k, 1000 * n + k))
+        for n, item in enumerate(seen):
+            pusher.observe_event(_event(shopper, "view", item, t + 100 + n, 99_000 + n))
+        pushers.append(pusher)
+    value, taste, utility, owned, title = (p.candidates(shopper, t + 200) for p in pushers)
+    items = [c.item_id for c in value]
+    assert value and [c.item_id for c in taste] == [c.item_id for c in utility] == items
+    parts = world.utility_parts(shopper, items)
+    # The parts add up to the truth (nothing is owned yet), in the order the world adds them.
+    total = (
+        parts["taste"] + parts["appeal"] + parts["need"] + parts["owned"] + parts["price"] + parts["discount"]
+    )
+    assert np.array_equal(total, world.true_interests(shopper, items))
+    assert [c.value for c in utility] == [float(u) for u in world.true_interests(shopper, items)]
+    assert [c.value for c in taste] == [
+        c.value + float(p) for c, p in zip(value, parts["taste"], strict=True)
+    ]
+    # Nothing is owned: the owned oracle keeps the pool; once the shopper owns an item, it goes.
+    assert [c.item_id for c in owned] == items
+    world._owned[world._user_index[shopper]].add(int(world.item_positions([items[0]])[0]))
+    assert world.owned_items(shopper) == {items[0]}
+    assert parts["owned"].tolist() == [0.0] * len(items)
+    assert world.utility_parts(shopper, items)["owned"][0] == -3.0
+    assert items[0] not in {c.item_id for c in pushers[3].candidates(shopper, t + 200)}
+    # The title profile: the same pool, each item raised by how much its title shares the viewed ones'.
+    assert [c.item_id for c in title] == items
+    lifts = [b.value - a.value for a, b in zip(value, title, strict=True)]
+    assert all(lift >= 0.0 for lift in lifts) and max(lifts) > 0.0
+    shares = {
+        c.item_id: set(pushers[4].words[c.item_id]) & {w for i in seen for w in pushers[4].words[i]}
+        for c in value
+    }
+    assert all((lift > 0.0) == bool(shares[c.item_id]) for c, lift in zip(value, lifts, strict=True))
