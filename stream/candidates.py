@@ -1,7 +1,7 @@
 """Candidate items for a user's next push, from four bounded sources, merged with a source label.
 
 * :class:`Engagement` (per user, stored in the user's state): items the user viewed or carted and has
-  not bought, with view counts and last-engagement times.
+  not bought, with view counts and last-engagement times, and the purchases it forgot otherwise.
 * :class:`~stream.covisitation.CoVisitationIndex` (per partition): item -> top-N items seen in the
   same sessions, with time-decayed counts, updated from the stream.
 * :class:`PromotionBoard` (per worker): items on an active promotion, deepest discount first.
@@ -45,11 +45,20 @@ class EngagedItem:
 
 class Engagement:
     """A user's recently engaged items (bounded, most recent last), the session's last event time and
-    when their last two visits began."""
+    when their last two visits began.
 
-    def __init__(self, max_items: int = 20) -> None:
+    A bought item outlives its place among the recent ones: when newer items push it out, its id
+    moves to ``earlier_purchases`` (the last ``max_purchases``, most recent last), so no push proposes
+    again what the shopper bought a few dozen items ago (an owned item is the one push that cannot
+    convert). An id there counts as engaged and bought wherever the recent items are asked.
+    """
+
+    def __init__(self, max_items: int = 20, max_purchases: int = 20) -> None:
         self.max_items = max_items
+        self.max_purchases = max_purchases
         self.items: OrderedDict[str, EngagedItem] = OrderedDict()
+        # Bought items no longer among ``items``, most recent last (a dict as an ordered set).
+        self.earlier_purchases: dict[str, None] = {}
         self.last_ts: float | None = None
         # The start of the previous and the current visit (at most two, oldest first) and the last
         # activity: a shopper whose visits come close together is likely back soon.
@@ -77,7 +86,11 @@ class Engagement:
             return
         entry = self.items.get(item_id)
         if entry is None:
-            entry = EngagedItem()
+            # An item bought before and forgotten among the recent ones is still bought.
+            bought_before = item_id in self.earlier_purchases
+            if bought_before:
+                del self.earlier_purchases[item_id]
+            entry = EngagedItem(bought=bought_before)
             self.items[item_id] = entry
         else:
             self.items.move_to_end(item_id)
@@ -93,13 +106,25 @@ class Engagement:
             entry.bought = True
             entry.in_cart = False
             self._bought = None
+        self._trim()
+
+    def _trim(self) -> None:
+        """Forget the oldest items beyond ``max_items``, keeping the ids of bought ones (class doc)."""
         while len(self.items) > self.max_items:
-            self.items.popitem(last=False)
+            item, entry = self.items.popitem(last=False)
             self._bought = None
+            if entry.bought and self.max_purchases > 0:
+                self.earlier_purchases[item] = None
+                while len(self.earlier_purchases) > self.max_purchases:
+                    del self.earlier_purchases[next(iter(self.earlier_purchases))]
 
     def get(self, item_id: str) -> EngagedItem | None:
-        """The record of one item, if remembered."""
+        """The record of one item, if remembered among the recent ones."""
         return self.items.get(item_id)
+
+    def knows(self, item_id: str) -> bool:
+        """Whether the user engaged with the item: among the recent ones, or bought before them."""
+        return item_id in self.items or item_id in self.earlier_purchases
 
     def engaged(self) -> list[str]:
         """Items viewed or carted and not bought, most recent first."""
@@ -115,14 +140,17 @@ class Engagement:
         return out
 
     def bought(self) -> frozenset[str]:
-        """Items the user bought (among those remembered); the same object until that changes."""
+        """Items the user bought (among those remembered, earlier purchases included); the same object
+        until that changes."""
         if self._bought is None:
-            self._bought = frozenset(item for item, e in self.items.items() if e.bought)
+            recent = (item for item, e in self.items.items() if e.bought)
+            self._bought = frozenset(recent).union(self.earlier_purchases)
         return self._bought
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON-able form: ``{"t": last_ts, "i": [[item, views, carts, in_cart, bought, ts]]}``,
-        plus ``"v": [visit starts..., last activity]`` once an activity was seen."""
+        plus ``"v": [visit starts..., last activity]`` once an activity was seen and ``"p": [earlier
+        purchases...]`` once a bought item was forgotten among the recent ones."""
         out: dict[str, Any] = {
             "t": self.last_ts,
             "i": [
@@ -131,12 +159,16 @@ class Engagement:
         }
         if self.active_ts is not None:
             out["v"] = [*self.visits, self.active_ts]
+        if self.earlier_purchases:
+            out["p"] = list(self.earlier_purchases)
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], max_items: int = 20) -> Engagement:
-        """Rebuild from :meth:`to_dict`."""
-        engagement = cls(max_items)
+    def from_dict(cls, data: dict[str, Any], max_items: int = 20, max_purchases: int = 20) -> Engagement:
+        """Rebuild from :meth:`to_dict` (a record from before ``"p"`` has no earlier purchases)."""
+        engagement = cls(max_items, max_purchases)
+        if max_purchases > 0:
+            engagement.earlier_purchases = dict.fromkeys(str(i) for i in data.get("p", [])[-max_purchases:])
         engagement.last_ts = None if data.get("t") is None else float(data["t"])
         visits = data.get("v")
         if visits:
@@ -146,8 +178,7 @@ class Engagement:
             engagement.items[str(item)] = EngagedItem(
                 int(views), int(carts), bool(in_cart), bool(bought), float(ts)
             )
-        while len(engagement.items) > max_items:
-            engagement.items.popitem(last=False)
+        engagement._trim()
         return engagement
 
 

@@ -90,19 +90,19 @@ def discovery_pool(
     cache = {} if values is None else values
     counts = categories if isinstance(categories, Mapping) else dict.fromkeys(categories, 1)
     top = max(counts.values(), default=1)
-    seen = engagement.get
+    known = engagement.knows  # recent items and earlier purchases
     scored: list[tuple[float, str]] = []
     for category in sorted(counts):
         moment = cache.get(category)
         if moment is None:
             moment = cache[category] = CategoryMoment.of(category, catalog, popularity, now, config, prices)
         share = config.discovery_category_weight * math.log(max(counts[category], 1) / top)
-        scored += [(value + share, item) for value, item in moment.counted if seen(item) is None]
+        scored += [(value + share, item) for value, item in moment.counted if not known(item)]
         # The uncounted in value order: the first ``wanted`` unengaged, and those that tie the last.
         taken, last = 0, 0.0
         counted = moment.counted_items
         for value, item in moment.terms.ranked():
-            if item in counted or seen(item) is not None:
+            if item in counted or known(item):
                 continue
             shared = value + share
             if taken >= wanted and shared != last:

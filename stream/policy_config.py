@@ -142,6 +142,12 @@ class PolicyConfig(BaseModel):
         3, ge=0, description="Users with fewer engaged items than this also get trending candidates."
     )
     engagement_max_items: int = Field(20, ge=1, description="Engaged items remembered per user.")
+    engagement_max_purchases: int = Field(
+        20,
+        ge=0,
+        description="Bought items remembered per user after they leave the engaged items (never proposed"
+        " again); 0: a purchase is forgotten with its engaged item.",
+    )
     covisit_top_n: int = Field(
         20,
         ge=1,

@@ -64,7 +64,9 @@ class UserRecords:
         if user is None:
             raw = txn.get(partition, user_id.encode("utf-8"))
             state = UserState() if raw is None else UserState.from_bytes(raw)
-            engagement = Engagement.from_dict(state.engagement, self.cfg.engagement_max_items)
+            engagement = Engagement.from_dict(
+                state.engagement, self.cfg.engagement_max_items, self.cfg.engagement_max_purchases
+            )
             user = BatchUser(user_id, partition, state, engagement)
             self.sync_model(user)
             cache[user_id] = user
@@ -123,7 +125,7 @@ class UserRecords:
         if self.expired(user.state, now):
             self._part(user.partition).timers.cancel_user(user.user_id)
             user.state = forgotten(user.state)
-            user.engagement = Engagement(self.cfg.engagement_max_items)
+            user.engagement = Engagement(self.cfg.engagement_max_items, self.cfg.engagement_max_purchases)
             user.dirty = True
 
     def erase(self, txn: StateAccess, partition: int, user_id: str) -> None:

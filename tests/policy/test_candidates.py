@@ -40,6 +40,34 @@ def test_engagement_tracks_views_carts_and_purchases():
     assert restored.to_dict() == e.to_dict() and restored.last_ts == T0 + 2
 
 
+def test_a_purchase_outlives_its_place_among_the_recent_items():
+    e = Engagement(max_items=2, max_purchases=2)
+    e.observe("purchase", "coat", T0)
+    e.observe("view", "hat", T0 + 1)
+    e.observe("view", "scarf", T0 + 2)  # the coat leaves the recent items, its purchase stays
+    assert list(e.items) == ["hat", "scarf"] and e.get("coat") is None
+    assert e.knows("coat") and e.bought() == {"coat"} and not e.knows("boots")
+    assert e.to_dict()["p"] == ["coat"]
+    # Viewed again, it is among the recent items once more, still bought (not an abandoned view).
+    e.observe("view", "coat", T0 + 3)
+    assert e.get("coat").bought and e.earlier_purchases == {} and "coat" not in e.engaged()
+    assert e.bought() == {"coat"}
+    # Bounded: the oldest forgotten purchase goes first.
+    for k, item in enumerate(["a", "b", "c", "d", "e"]):
+        e.observe("purchase", item, T0 + 10 + k)
+    assert list(e.items) == ["d", "e"] and list(e.earlier_purchases) == ["b", "c"]
+    restored = Engagement.from_dict(json.loads(json.dumps(e.to_dict())), max_items=2, max_purchases=2)
+    assert restored.to_dict() == e.to_dict() and restored.bought() == {"b", "c", "d", "e"}
+    # A lower limit on load trims both; 0 keeps no purchase beyond the recent items; a record from
+    # before the field has none.
+    smaller = Engagement.from_dict(e.to_dict(), max_items=1, max_purchases=1)
+    assert list(smaller.items) == ["e"] and list(smaller.earlier_purchases) == ["d"]
+    assert Engagement.from_dict(e.to_dict(), max_items=2, max_purchases=0).bought() == {"d", "e"}
+    old = {k: v for k, v in e.to_dict().items() if k != "p"}
+    assert Engagement.from_dict(old, max_items=2).earlier_purchases == {}
+    assert "p" not in Engagement(2).to_dict()
+
+
 def test_covisitation_ranks_by_decayed_counts():
     index = CoVisitationIndex(top_n=3, max_items=100, half_life_seconds=HOUR)
     # "old" co-occurs with "a" twice long ago, "new" once recently: decay makes the recent one win.

@@ -67,6 +67,25 @@ def test_the_pool_holds_unseen_in_stock_items_of_the_categories_ranked_by_popula
     assert math.isclose(dict(pool)["popular"], discovery_interest(1.0 - 0.9 * math.log(100 / 80)))
 
 
+def test_the_pool_never_holds_an_item_the_shopper_bought_even_one_forgotten_among_the_recent_ones() -> None:
+    catalog = _catalog(*[(f"i{k}", "c", 100.0, 5, 0.0) for k in range(4)])
+    zero = PopularityAt({}, 1.0)
+    engagement = Engagement(2)
+    engagement.observe("purchase", "i0", T0 - 100)
+    engagement.observe("view", "x", T0 - 99)
+    engagement.observe("view", "y", T0 - 98)  # i0 leaves the recent items
+    assert engagement.get("i0") is None
+    assert [item for item, _ in discovery_pool(engagement, ["c"], catalog, zero, T0, CFG)] == [
+        "i1",
+        "i2",
+        "i3",
+    ]
+    forgetful = Engagement(2, max_purchases=0)
+    for k, item in enumerate(["i0", "x", "y"]):
+        forgetful.observe("purchase" if item == "i0" else "view", item, T0 - 100 + k)
+    assert "i0" in [item for item, _ in discovery_pool(forgetful, ["c"], catalog, zero, T0, CFG)]
+
+
 def test_the_pool_is_bounded_ordered_by_id_on_ties_and_off_with_no_items() -> None:
     catalog = _catalog(*[(f"i{k}", "c", 100.0, 5, 0.0) for k in (3, 1, 2)])
     zero = PopularityAt({}, 1.0)
