@@ -278,6 +278,10 @@ def demo_main(argv: list[str]) -> int:
         )
         next_bad = time.monotonic() + 5.0
         bad_index = 0
+        # Ctrl-C reaches the worker too (one process group), so it may be gone by the final count:
+        # the summary then uses the last count taken while it ran.
+        last_metrics: dict[str, float] = {}
+        next_scrape = time.monotonic() + 5.0
         while not stop.is_set():
             if seconds is not None and time.monotonic() - started >= seconds:
                 break
@@ -289,11 +293,14 @@ def demo_main(argv: list[str]) -> int:
                 producer.flush(5)
                 bad_index += 1
                 next_bad = time.monotonic() + 10.0
+            if time.monotonic() >= next_scrape:
+                last_metrics = _scrape(web_port) or last_metrics
+                next_scrape = time.monotonic() + 5.0
             stop.wait(0.2)
         time.sleep(2.0)  # let the last events through before counting
         tail.stop_event.set()
         tail.join(5)
-        worker_metrics = _scrape(web_port)
+        worker_metrics = _scrape(web_port) or last_metrics
         sim_summary = sim.summary()
         summary = {
             "events": int(sum(v for k, v in sim_summary.items() if k.startswith("produced.event")))
