@@ -141,8 +141,7 @@ class OwnedOraclePusher(ValueDiscoveryPusher):
 
     def candidates(self, user_id: str, now: float) -> list[LabCandidate]:
         assert self.world is not None
-        world = self.world
-        owned = world.owned_items(user_id)
+        owned = self.world.owned_items(user_id)
         return [c for c in super().candidates(user_id, now) if c.item_id not in owned]
 
 
