@@ -78,9 +78,9 @@ from model.data import TYPE_ALIASES, TYPE_INDEX  # noqa: E402
 from model.scorer import IncrementalScorer  # noqa: E402
 from model.warmup import GAMMAS, count_feature, decayed_counts, in_session_categories, warmed  # noqa: E402
 from model.warmup_fit import pick_warmup, table_key  # noqa: E402
-from stream.candidates import TRENDING_WEIGHTS  # noqa: E402
 from stream.settings import get_settings  # noqa: E402
 from stream.simulator import SimConfig, World, generate_events  # noqa: E402
+from stream.trending import TRENDING_WEIGHTS  # noqa: E402
 
 K = 20
 TIE_EPS = 1e-4

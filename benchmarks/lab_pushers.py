@@ -31,7 +31,6 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from benchmarks.baselines import BaselinePusher, baseline_push
-from stream.candidates import TRENDING_WEIGHTS
 from stream.contract import Event, Push
 from stream.discovery import discovery_value
 from stream.engine.intake import STEP_TYPES
@@ -40,6 +39,7 @@ from stream.policy import quiet_hours_end
 from stream.policy_config import PolicyConfig
 from stream.simulator import DAY
 from stream.timers import ACTIVITY_TYPES
+from stream.trending import TRENDING_WEIGHTS
 
 DISCOVERY_TRIGGER = "in_session"  # the contract has no "recommendation" trigger; the lab's label only
 

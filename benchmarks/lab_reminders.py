@@ -35,8 +35,8 @@ from datetime import date
 from typing import Any
 
 from benchmarks.lab_pushers import LabCandidate, SessionEndPusher, ValueDiscoveryPusher
-from stream.candidates import Engagement
 from stream.contract import Event, Push
+from stream.engagement import Engagement
 from stream.policy_config import PolicyConfig
 from stream.simulator import DAY
 from stream.timers import ACTIVITY_TYPES
@@ -116,7 +116,7 @@ class CartThenDiscoveryFirstPusher(CartThenDiscoveryPusher):
 class ReturningShopperPusher(CartThenDiscoveryFirstPusher):
     """:class:`CartThenDiscoveryFirstPusher` without session-end pushes to shoppers back within
     ``returning_seconds`` (module doc); visits are counted by the engine's own rule
-    (:meth:`stream.candidates.Engagement.observe_visit`)."""
+    (:meth:`stream.engagement.Engagement.observe_visit`)."""
 
     returning_seconds = 12 * 3600.0
     visit_gap = 1800.0

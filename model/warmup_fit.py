@@ -32,9 +32,9 @@ from model.data import ItemIndex, SessionLog
 from model.metrics import RankAccumulator, pessimistic_ranks
 from model.scorer import IncrementalScorer
 from model.warmup import GAMMAS, OFFSETS, count_feature, decayed_counts, in_session_categories, warmed
-from stream.candidates import TRENDING_WEIGHTS
 from stream.contract import EVENT_TYPES
 from stream.policy_config import PolicyConfig
+from stream.trending import TRENDING_WEIGHTS
 
 # The weight is chosen on the training events after this quantile of their time.
 VALID_QUANTILE = 0.75

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from stream.candidates import EngagedItem, Engagement
+from stream.engagement import EngagedItem, Engagement
 from stream.event_decoder import ValidEvent
 from stream.state import UserState
 from stream.timers import Timer

@@ -33,10 +33,11 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from stream.candidates import Engagement, PopularityAt
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate
+from stream.engagement import Engagement
 from stream.policy_config import PolicyConfig
+from stream.trending import PopularityAt
 
 
 def discovery_value(

@@ -163,7 +163,7 @@ class InterestIndex:
     time so stale high scores do not block fresh ones); the whole index keeps at most ``max_entries``
     (item, user) pairs, evicting the least recently updated items first. Stored interest decays with
     ``half_life_seconds`` when read; scores below ``min_interest`` do not enter. Internally interest is
-    forward-decayed (see :mod:`stream.candidates`), so comparing two entries never needs an exponential.
+    forward-decayed (see :mod:`stream.forward_decay`), so comparing two entries never needs an exponential.
     """
 
     def __init__(

@@ -35,7 +35,6 @@ from typing import Any
 
 import msgspec
 
-from stream.candidates import TrendingItems
 from stream.covisitation import CoVisitationIndex
 from stream.encoding import compact_json
 from stream.interest import InterestIndex
@@ -45,6 +44,7 @@ from stream.response_estimates import RESPONSE_PREFIX
 from stream.state import UserState
 from stream.throttle import THROTTLE_ROW, PushThrottle
 from stream.timers import Timer, TimerQueue
+from stream.trending import TrendingItems
 
 META_ROW = b"\x00p"  # watermark and the indexes' own values
 COVISIT_PREFIX = b"\x00v"  # one row per item: [touch order, {neighbour: count}]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from stream.candidates import EngagedItem
 from stream.contract import CatalogUpdate
+from stream.engagement import EngagedItem
 from stream.interest import assess
 from stream.policy_config import PolicyConfig
 from stream.policy_types import Candidate

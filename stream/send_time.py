@@ -5,7 +5,7 @@ each observation), with time decay so old habits fade. :func:`send_at` uses it t
 decided at ``now`` goes out: at once, or at the start of a better local hour that is still reachable
 (before the push must go out to live long enough, within a horizon, never in quiet hours).
 
-Counts use *forward decay* (as in :mod:`stream.candidates`): an observation at ``ts`` adds
+Counts use *forward decay* (as in :mod:`stream.forward_decay`): an observation at ``ts`` adds
 ``w * 2 ** ((ts - landmark) / half_life)``, so stored values decay without being touched, their ratios
 are the ratios of the decayed values, and the decayed value at ``now`` is
 ``stored * 2 ** (-(now - landmark) / half_life)``. The landmark moves forward (rescaling the 24 bins)

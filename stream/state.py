@@ -63,7 +63,7 @@ class UserState:
     n_events: int = 0
     recent: list[RecentItem] = field(default_factory=list)  # the model's input history (bounded)
     event_ids: deque[str] = field(default_factory=deque)
-    engagement: dict[str, Any] = field(default_factory=dict)  # stream.candidates.Engagement.to_dict()
+    engagement: dict[str, Any] = field(default_factory=dict)  # stream.engagement.Engagement.to_dict()
     timers: list[list[Any]] = field(default_factory=list)  # stream.timers.Timer.to_list() rows
     policy: UserPolicyState = field(default_factory=UserPolicyState)
 

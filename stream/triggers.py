@@ -47,8 +47,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from stream.candidates import Engagement
 from stream.contract import CatalogUpdate
+from stream.engagement import Engagement
 from stream.policy_config import PolicyConfig
 from stream.timers import REMINDER_AGAIN, Timer
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from stream.asks import BatchUser
-from stream.candidates import Engagement
 from stream.contract import EVENT_TYPES
+from stream.engagement import Engagement
 from stream.engine.ports import Scorer, StateAccess
 from stream.partition_state import PartitionState
 from stream.settings import Settings

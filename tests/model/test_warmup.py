@@ -22,7 +22,7 @@ from model.warmup_fit import (
     prefix_log,
     table_key,
 )
-from stream.candidates import TrendingItems
+from stream.trending import TrendingItems
 from tests.model.conftest import TINY, write_session_tsv
 
 HALF_LIFE = 6 * 3600.0

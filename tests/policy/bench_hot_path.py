@@ -9,13 +9,15 @@ from __future__ import annotations
 import random
 import time
 
-from stream.candidates import Engagement, PromotionBoard, TrendingItems, gather_candidates
+from stream.candidates import PromotionBoard, gather_candidates
 from stream.contract import CatalogUpdate
 from stream.covisitation import CoVisitationIndex
+from stream.engagement import Engagement
 from stream.interest import InterestIndex
 from stream.policy import PushRecord, UserPolicyState, decide, make_candidate
 from stream.policy_config import PolicyConfig
 from stream.timers import TimerQueue, on_behaviour
+from stream.trending import TrendingItems
 
 T0 = 1_717_236_000.0
 

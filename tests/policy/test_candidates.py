@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import random
 
-from stream.candidates import (
-    Engagement,
-    PromotionBoard,
-    TrendingItems,
-    gather_candidates,
-)
+from stream.candidates import PromotionBoard, gather_candidates
 from stream.contract import Promotion
 from stream.covisitation import CoVisitationIndex
+from stream.engagement import Engagement
+from stream.trending import TrendingItems
 from tests.policy.conftest import T0, catalog, config
 
 HOUR = 3600.0

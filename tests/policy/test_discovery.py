@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 import random
 
-from stream.candidates import Engagement, PopularityAt
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Promotion
 from stream.discovery import CategoryPrices, category_values, discovery_interest, discovery_pool
+from stream.engagement import Engagement
 from stream.policy_config import PolicyConfig
+from stream.trending import PopularityAt
 
 T0 = 1_781_006_400.0
 CFG = PolicyConfig.model_validate({})

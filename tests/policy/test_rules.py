@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stream.candidates import EngagedItem
 from stream.contract import ConsentUpdate, Promotion, push_id
+from stream.engagement import EngagedItem
 from stream.policy import (
     SUPPRESSION_REASONS,
     PushRecord,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stream import contract, triggers
-from stream.candidates import Engagement
+from stream.engagement import Engagement
 from stream.policy_config import PolicyConfig
 from stream.timers import TIMER_KINDS, Timer
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from stream.asks import Ask, BatchUser, next_minute
-from stream.candidates import Engagement
+from stream.engagement import Engagement
 from stream.engine import Engine
 from stream.plan import on_minute
 from stream.policy_state import PushRecord

@@ -167,7 +167,7 @@ def test_a_held_push_deferred_by_activity_never_lands_in_quiet_hours() -> None:
     """push_outcomes found 2 of 823 pushes delivered in quiet hours: a release deferred while the
     shopper was active landed after 22:00. Deferrals now skip quiet hours too."""
     from stream.asks import BatchUser
-    from stream.candidates import Engagement
+    from stream.engagement import Engagement
     from stream.engine import Outcome
     from stream.policy import HeldPush
     from stream.state import UserState

@@ -1,0 +1,160 @@
+"""A user's engagement: the items they recently viewed, carted or bought, with counts and times, the
+session's last event time, the starts of their last two visits, and the purchases that outlived their
+place among the recent items. Stored in the user's record (``UserState.engagement``); the engaged
+items are the first candidate source (:func:`stream.candidates.gather_candidates`)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class EngagedItem:
+    """One item the user engaged with."""
+
+    views: int = 0
+    carts: int = 0
+    in_cart: bool = False
+    bought: bool = False
+    last_ts: float = 0.0
+
+
+class Engagement:
+    """A user's recently engaged items (bounded, most recent last), the session's last event time and
+    when their last two visits began.
+
+    A bought item outlives its place among the recent ones: when newer items push it out, its id
+    moves to ``earlier_purchases`` (the last ``max_purchases``, most recent last), so no push proposes
+    again what the shopper bought a few dozen items ago (an owned item is the one push that cannot
+    convert). An id there counts as engaged and bought wherever the recent items are asked.
+    """
+
+    def __init__(self, max_items: int = 20, max_purchases: int = 20) -> None:
+        self.max_items = max_items
+        self.max_purchases = max_purchases
+        self.items: OrderedDict[str, EngagedItem] = OrderedDict()
+        # Bought items no longer among ``items``, most recent last (a dict as an ordered set).
+        self.earlier_purchases: dict[str, None] = {}
+        self.last_ts: float | None = None
+        # The start of the previous and the current visit (at most two, oldest first) and the last
+        # activity: a shopper whose visits come close together is likely back soon.
+        self.visits: list[float] = []
+        self.active_ts: float | None = None
+        self._bought: frozenset[str] | None = None  # bought(), until a purchase or an eviction
+
+    def observe_visit(self, ts: float, gap_seconds: float) -> None:
+        """Count an activity at ``ts``: a new visit begins after ``gap_seconds`` without one."""
+        if self.active_ts is None or ts - self.active_ts > gap_seconds:
+            self.visits.append(ts)
+            del self.visits[:-2]
+        if self.active_ts is None or ts > self.active_ts:
+            self.active_ts = ts
+
+    def returns_soon(self, within_seconds: float) -> bool:
+        """Whether the current visit began less than ``within_seconds`` after the previous one (False
+        with fewer than two visits seen, or ``within_seconds`` 0)."""
+        return len(self.visits) == 2 and self.visits[1] - self.visits[0] < within_seconds
+
+    def observe(self, event_type: str, item_id: str | None, ts: float) -> None:
+        """Fold one behaviour event in (push feedback and searches only move the session time)."""
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        if item_id is None or event_type not in ("view", "add_to_cart", "remove_from_cart", "purchase"):
+            return
+        entry = self.items.get(item_id)
+        if entry is None:
+            # An item bought before and forgotten among the recent ones is still bought.
+            bought_before = item_id in self.earlier_purchases
+            if bought_before:
+                del self.earlier_purchases[item_id]
+            entry = EngagedItem(bought=bought_before)
+            self.items[item_id] = entry
+        else:
+            self.items.move_to_end(item_id)
+        entry.last_ts = max(entry.last_ts, ts)
+        if event_type == "view":
+            entry.views += 1
+        elif event_type == "add_to_cart":
+            entry.carts += 1
+            entry.in_cart = True
+        elif event_type == "remove_from_cart":
+            entry.in_cart = False
+        else:
+            entry.bought = True
+            entry.in_cart = False
+            self._bought = None
+        self._trim()
+
+    def _trim(self) -> None:
+        """Forget the oldest items beyond ``max_items``, keeping the ids of bought ones (class doc)."""
+        while len(self.items) > self.max_items:
+            item, entry = self.items.popitem(last=False)
+            self._bought = None
+            if entry.bought and self.max_purchases > 0:
+                self.earlier_purchases[item] = None
+                while len(self.earlier_purchases) > self.max_purchases:
+                    del self.earlier_purchases[next(iter(self.earlier_purchases))]
+
+    def get(self, item_id: str) -> EngagedItem | None:
+        """The record of one item, if remembered among the recent ones."""
+        return self.items.get(item_id)
+
+    def knows(self, item_id: str) -> bool:
+        """Whether the user engaged with the item: among the recent ones, or bought before them."""
+        return item_id in self.items or item_id in self.earlier_purchases
+
+    def engaged(self) -> list[str]:
+        """Items viewed or carted and not bought, most recent first."""
+        return [item for item, e in reversed(self.items.items()) if not e.bought and (e.views or e.carts)]
+
+    def recent(self, n: int) -> list[str]:
+        """The ``n`` most recently engaged items (bought ones included), most recent first."""
+        out: list[str] = []
+        for item in reversed(self.items):
+            if len(out) >= n:
+                break
+            out.append(item)
+        return out
+
+    def bought(self) -> frozenset[str]:
+        """Items the user bought (among those remembered, earlier purchases included); the same object
+        until that changes."""
+        if self._bought is None:
+            recent = (item for item, e in self.items.items() if e.bought)
+            self._bought = frozenset(recent).union(self.earlier_purchases)
+        return self._bought
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON-able form: ``{"t": last_ts, "i": [[item, views, carts, in_cart, bought, ts]]}``,
+        plus ``"v": [visit starts..., last activity]`` once an activity was seen and ``"p": [earlier
+        purchases...]`` once a bought item was forgotten among the recent ones."""
+        out: dict[str, Any] = {
+            "t": self.last_ts,
+            "i": [
+                [k, e.views, e.carts, int(e.in_cart), int(e.bought), e.last_ts] for k, e in self.items.items()
+            ],
+        }
+        if self.active_ts is not None:
+            out["v"] = [*self.visits, self.active_ts]
+        if self.earlier_purchases:
+            out["p"] = list(self.earlier_purchases)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], max_items: int = 20, max_purchases: int = 20) -> Engagement:
+        """Rebuild from :meth:`to_dict` (a record from before ``"p"`` has no earlier purchases)."""
+        engagement = cls(max_items, max_purchases)
+        if max_purchases > 0:
+            engagement.earlier_purchases = dict.fromkeys(str(i) for i in data.get("p", [])[-max_purchases:])
+        engagement.last_ts = None if data.get("t") is None else float(data["t"])
+        visits = data.get("v")
+        if visits:
+            engagement.visits = [float(v) for v in visits[:-1]][-2:]
+            engagement.active_ts = float(visits[-1])
+        for item, views, carts, in_cart, bought, ts in data.get("i", []):
+            engagement.items[str(item)] = EngagedItem(
+                int(views), int(carts), bool(in_cart), bool(bought), float(ts)
+            )
+        engagement._trim()
+        return engagement
