@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from stream.console.feed import MAX_REASON_KEYS, ConsoleFeed, HyperLogLog
+from stream.console.feed import MAX_REASON_KEYS, ConsoleFeed
+from stream.console.totals import HyperLogLog
 from stream.policy import in_holdout
 
 T0 = 1_780_315_200.0
