@@ -227,7 +227,7 @@ def test_model_quality_figures(tmp_path: Path) -> None:
 
 
 def test_push_outcomes_figures(tmp_path: Path) -> None:
-    from benchmarks.push_outcomes import draw_figures
+    from benchmarks.outcomes.charts import draw_figures
 
     drawn = draw_figures(push_result(), tmp_path)
     assert [p.name for _, p in drawn] == ["push_outcomes-arms.png", "push_outcomes-by-hour.png"]
@@ -271,7 +271,7 @@ def test_from_json_redraws_each_report_and_links_its_figures(tmp_path: Path) -> 
 
     from dataclasses import asdict
 
-    from benchmarks.push_outcomes import BenchConfig
+    from benchmarks.outcomes.config import BenchConfig
 
     saved = tmp_path / "push_outcomes.json"
     saved.write_text(
