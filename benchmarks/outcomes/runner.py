@@ -203,8 +203,8 @@ NO_PUSH = ""  # the job that runs a world with no pushes at all (the counterfact
 def _job(cfg_fields: dict[str, Any], name: str) -> dict[str, Any]:
     """One job, in a pool process: an arm on one world (``ArmRun`` as a dict), or the no-push world.
 
-    Plain dicts in and out: the pool's processes import this file as another module than the
-    parent's ``__main__``, so its dataclasses are rebuilt on each side.
+    Plain dicts in and out: they cross to the pool's processes and back whatever the parent runs as
+    ``__main__`` (the pool's processes import that as another module).
     """
     cfg = BenchConfig(**cfg_fields)
     if name == NO_PUSH:

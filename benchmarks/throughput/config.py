@@ -59,7 +59,7 @@ LATENCY_ENV: dict[str, str] = {
 FETCH_WAIT_MS = 10
 FLOOR_TOPIC = "bench-floor"  # same partition count as events, on the latency phase's broker
 WARMUP_SECONDS = 1.0
-POLL_SECONDS = 0.5  # /metrics polls in the throughput phase (see the module doc)
+POLL_SECONDS = 0.5  # /metrics polls in the throughput phase (see benchmarks/stream_throughput.py's docstring)
 LATENCY_WINDOW_SECONDS = 2.0  # the latency runs' percentiles are also reported per window this long
 
 

@@ -83,7 +83,10 @@ def measure_throughput(
     profile_out: Path | None,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Pre-produce, start the worker, time the first to the last processed event (see module doc)."""
+    """Pre-produce, start the worker, time the first to the last processed event.
+
+    See the docstring of ``benchmarks/stream_throughput.py``.
+    """
     produce(bootstrap, "catalog", work.catalog)
     started = time.monotonic()
     produce(bootstrap, "events", work.events)
