@@ -78,7 +78,8 @@ from benchmarks.lab_reminders import (  # noqa: E402
     ReturningShopperPusher,
 )
 from benchmarks.marketer_rules import MarketerRulesPusher  # noqa: E402
-from benchmarks.push_outcomes import BenchConfig, ensure_model  # noqa: E402
+from benchmarks.outcomes.config import BenchConfig  # noqa: E402
+from benchmarks.outcomes.training import ensure_model  # noqa: E402
 from model.scorer import IncrementalScorer  # noqa: E402
 from stream.contract import CatalogUpdate, ConsentUpdate, Event  # noqa: E402
 from stream.simulator import DAY, World  # noqa: E402

@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.push_outcomes import COUNTERS, ArmRun, BenchConfig, per_seed_figures, write_report
+from benchmarks.outcomes.config import COUNTERS, BenchConfig
+from benchmarks.outcomes.outcome_figures import per_seed_figures
+from benchmarks.outcomes.report import write_report
+from benchmarks.outcomes.runner import ArmRun
 
 
 def _run(name: str, purchases: list[float]) -> ArmRun:
@@ -34,7 +37,8 @@ def test_each_world_gets_its_own_effect_and_paired_difference(tmp_path: Path) ->
     assert per_seed["12"]["marketer_rules"]["vs_first_purchases"] == -3.0
 
     # The report shows one row per world.
-    from benchmarks.push_outcomes import compare_with, figures, merge_runs
+    from benchmarks.outcomes.outcome_figures import compare_with, figures
+    from benchmarks.outcomes.runner import merge_runs
 
     merged = {n: merge_runs(r) for n, r in runs.items()}
     mask = np.concatenate(masks)

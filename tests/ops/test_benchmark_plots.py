@@ -179,7 +179,7 @@ def push_result() -> dict[str, Any]:
 
 
 def test_stream_throughput_figures(tmp_path: Path) -> None:
-    from benchmarks.stream_throughput import draw_figures
+    from benchmarks.throughput.charts import draw_figures
 
     drawn = draw_figures(stream_result(), tmp_path)
     assert [p.name for _, p in drawn] == [
@@ -200,7 +200,7 @@ def test_stream_throughput_figures(tmp_path: Path) -> None:
 
 
 def test_stream_throughput_latency_windows_split_the_run() -> None:
-    from benchmarks.stream_throughput import _latency_windows
+    from benchmarks.throughput.latency_phase import _latency_windows
 
     # (stamp, latency seconds): three samples in the first 2 s after t=100, one in the third window.
     samples = [(99.0, 9.0), (100.0, 0.010), (100.5, 0.020), (101.9, 0.030), (104.2, 0.500)]
@@ -227,7 +227,7 @@ def test_model_quality_figures(tmp_path: Path) -> None:
 
 
 def test_push_outcomes_figures(tmp_path: Path) -> None:
-    from benchmarks.push_outcomes import draw_figures
+    from benchmarks.outcomes.charts import draw_figures
 
     drawn = draw_figures(push_result(), tmp_path)
     assert [p.name for _, p in drawn] == ["push_outcomes-arms.png", "push_outcomes-by-hour.png"]
@@ -271,7 +271,7 @@ def test_from_json_redraws_each_report_and_links_its_figures(tmp_path: Path) -> 
 
     from dataclasses import asdict
 
-    from benchmarks.push_outcomes import BenchConfig
+    from benchmarks.outcomes.config import BenchConfig
 
     saved = tmp_path / "push_outcomes.json"
     saved.write_text(
@@ -313,7 +313,7 @@ def test_recovery_report_links_its_figure(tmp_path: Path) -> None:
 
 
 def test_the_latency_verdict_needs_a_floor_that_kept_the_offered_rate() -> None:
-    from benchmarks.stream_throughput import _high_rate_rows, _latency_met
+    from benchmarks.throughput.report import _high_rate_rows, _latency_met
 
     result = stream_result()
     result["floor"] = {"achieved_rate": 2000.0, "p99_ms": 33.5}
@@ -340,7 +340,8 @@ def test_the_latency_verdict_needs_a_floor_that_kept_the_offered_rate() -> None:
 
 
 def test_stream_throughput_splits_a_push_latency_at_its_create_time() -> None:
-    from benchmarks.stream_throughput import _hop_line, _hop_split, _window_rows
+    from benchmarks.throughput.latency_phase import _hop_split
+    from benchmarks.throughput.report import _hop_line, _window_rows
 
     # (stamp, event -> produced seconds, produced -> read seconds); the first is before the warm-up.
     hops = [(99.0, 5.0, 5.0), (100.0, 0.020, 0.005), (100.5, 0.030, 0.006), (104.2, 1.500, 0.010)]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks.soak import index_caps, trend
+from benchmarks.soak_parts.analysis import trend
+from benchmarks.soak_parts.config import index_caps
 
 
 def _samples(values: list[float]) -> list[dict[str, float]]:
@@ -50,7 +51,7 @@ def test_a_series_that_keeps_falling_back_is_bounded_and_a_missing_one_is_said_s
 
 
 def test_only_a_user_record_holding_nothing_but_an_opt_out_is_counted_apart() -> None:
-    from benchmarks.soak import _is_optout_only
+    from benchmarks.soak_parts.changelog import _is_optout_only
     from stream.state import UserState
 
     kept = UserState()
