@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/kairos demo
 
+# Two test processes, a test file each at a time (a module's tests share its broker): the integration
+# tests mostly wait on brokers and workers, so two of them fit on two cores.
 test: install
 	bash deploy/install-test-deps.sh
 	$(BIN)/python -m ruff check stream model tests benchmarks
-	$(BIN)/python -m pytest -q -rs --durations=20
+	$(BIN)/python -m pytest -q -rs --durations=20 -n 2 --dist loadfile
 
 # Measurements, not tests: each prints figures and writes a report under benchmarks/reports/.
 bench: install
