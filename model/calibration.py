@@ -166,7 +166,10 @@ def calibration_pairs(
             # out of it so that the hot path can compute it from the sample alone (scorer.interest).
             weighted = base[:, torch.from_numpy(norm_items)] + torch.from_numpy(norm_logw).float()
             sampled = logit - torch.logsumexp(weighted, dim=1, keepdim=True).numpy()
-        top = np.argpartition(-logp, n_top, axis=1)[:, :n_top]
+        if n_top < logp.shape[1]:
+            top = np.argpartition(-logp, n_top, axis=1)[:, :n_top]
+        else:  # argpartition needs n_top < n_items; a catalog this small is its own top list
+            top = np.tile(np.arange(logp.shape[1]), (len(chunk), 1))
         rand = rng.choice(len(q), size=(len(chunk), n_random), p=q)
         for row, (_, _, future) in enumerate(chunk):
             cands = np.unique(np.concatenate([top[row], future, rand[row]]))
