@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,33 @@ def _parse_float(path: Path, line: int, name: str, text: str) -> float:
     return value
 
 
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its line ending) of a UTF-8 text file; :class:`DataError` otherwise.
+
+    Decoded line by line from bytes: a text-mode file decodes in blocks, and a gzip file or a Latin-1
+    export then failed with a bare ``UnicodeDecodeError`` that named neither the file nor the line.
+    Line endings are the text mode's (``\\n``, ``\\r\\n``, a lone ``\\r``). A UTF-8 byte-order mark
+    (spreadsheet exports) is dropped; kept, it made the first column's name ``\\ufeffSessionId`` and the
+    file was refused for a missing ``SessionId``.
+    """
+    line_no = 0
+    with path.open("rb") as handle:
+        for chunk in handle:
+            if line_no == 0:
+                if chunk.startswith(b"\x1f\x8b"):
+                    raise DataError(path, None, "gzip-compressed: decompress it first (gunzip)")
+                chunk = chunk.removeprefix(b"\xef\xbb\xbf")
+            for raw in chunk.splitlines():
+                line_no += 1
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        path, line_no, f"not UTF-8 text (bad byte at column {exc.start + 1})"
+                    ) from None
+                yield line_no, text
+
+
 def _check_int_id(path: Path, line: int, name: str, text: str) -> str:
     if not text.isdigit():
         raise DataError(path, line, f"{name} {text!r} is not a non-negative integer id")
@@ -122,14 +150,18 @@ def load_session_tsv(path: str | Path, numeric_ids: bool = True) -> SessionLog:
     (RetailRocket's ``addtocart``/``transaction`` included). Sessions come out ordered by start time.
     """
     p = Path(path)
-    with p.open("r", encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\n").rstrip("\r")
+    with closing(_text_lines(p)) as lines:
+        _, header = next(lines, (1, ""))
         if not header:
             raise DataError(p, 1, "empty file (a header SessionId, ItemId, Time is required)")
         columns = header.split("\t")
         missing = [c for c in ("SessionId", "ItemId", "Time") if c not in columns]
         if missing:
-            raise DataError(p, 1, f"missing column(s) {', '.join(missing)} in header {columns}")
+            raise DataError(
+                p,
+                1,
+                f"missing column(s) {', '.join(missing)} in header {columns} (tab-separated header required)",
+            )
         i_sess, i_item, i_time = columns.index("SessionId"), columns.index("ItemId"), columns.index("Time")
         i_type = columns.index("Type") if "Type" in columns else None
         width = len(columns)
@@ -138,8 +170,7 @@ def load_session_tsv(path: str | Path, numeric_ids: bool = True) -> SessionLog:
         types: list[list[int]] = []
         times: list[list[float]] = []
         line_no = 1
-        for line_no, raw in enumerate(handle, start=2):
-            row = raw.rstrip("\n").rstrip("\r")
+        for line_no, row in lines:
             if not row:
                 continue
             fields = row.split("\t")
@@ -182,8 +213,8 @@ def load_sequences(path: str | Path) -> SessionLog:
     """Load the sequence form: one session a line, integer item ids separated by spaces, file order kept."""
     p = Path(path)
     items: list[list[str]] = []
-    with p.open("r", encoding="utf-8") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+    with closing(_text_lines(p)) as lines:
+        for line_no, raw in lines:
             tokens = raw.split()
             if not tokens:
                 continue
@@ -468,14 +499,13 @@ def load_prefix_cases(path: str | Path, index: ItemIndex) -> Cases:
     targets: list[int] = []
     dropped = 0
     total = 0
-    with p.open("r", encoding="utf-8") as handle:
-        header = handle.readline().strip()
+    with closing(_text_lines(p)) as lines:
+        header = next(lines, (1, ""))[1].strip()
         if not header:
             raise DataError(p, 1, "empty file (header prefix<TAB>target required)")
         if header.split("\t") != ["prefix", "target"]:
             raise DataError(p, 1, f"missing columns: header must be 'prefix<TAB>target', found {header!r}")
-        for line_no, raw in enumerate(handle, start=2):
-            row = raw.rstrip("\n").rstrip("\r")
+        for line_no, row in lines:
             if not row:
                 continue
             fields = row.split("\t")
