@@ -539,10 +539,17 @@ def load_prefix_cases(path: str | Path, index: ItemIndex) -> Cases:
 
 
 def load_test_cases(path: str | Path, fmt: str, index: ItemIndex, gap_seconds: float = 1800.0) -> Cases:
-    """Test cases from a file in format ``prefixes`` or any session format (every next event a case)."""
+    """Test cases from a file in format ``prefixes`` or any session format (every next event a case).
+
+    Raises :class:`DataError` when a session file yields no case at all (only one-event sessions).
+    """
     if fmt == "prefixes":
         return load_prefix_cases(path, index)
-    return cases_from_sessions(encode(load_log(path, fmt, gap_seconds), index))
+    cases = cases_from_sessions(encode(load_log(path, fmt, gap_seconds), index))
+    if not len(cases) and not cases.n_dropped:
+        # Otherwise every figure came out 0.0 with exit code 0, as if the model had missed every case.
+        raise DataError(path, None, "no test cases: no session has a second event to predict")
+    return cases
 
 
 def file_fingerprint(paths: Sequence[str | Path], extra: str = "") -> str:

@@ -17,6 +17,7 @@ from model.data import (
     load_prefix_cases,
     load_sequences,
     load_session_tsv,
+    load_test_cases,
     preprocess,
     split_train_valid,
 )
@@ -173,3 +174,10 @@ def test_byte_order_mark_and_line_endings(tmp_path: Path) -> None:
     assert load_session_tsv(bom).items == [["5", "6"]]
     cr = write_bytes(tmp_path / "cr.tsv", b"SessionId\tItemId\tTime\r1\t5\t1\r1\t6\t2\r")
     assert load_session_tsv(cr).items == [["5", "6"]]
+
+
+def test_session_test_file_without_cases(tmp_path: Path) -> None:
+    index = ItemIndex(ids=["5", "6"], counts=[1, 1])  # type: ignore[arg-type]
+    f = write(tmp_path / "ones.tsv", "SessionId\tItemId\tTime\n1\t5\t1\n2\t6\t2\n")
+    with pytest.raises(DataError, match=r"ones.tsv: no test cases"):
+        load_test_cases(f, "sessions", index)
