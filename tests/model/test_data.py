@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from model.data import (
+    MAX_PREFIX,
     TYPE_INDEX,
     DataError,
     ItemIndex,
     PreprocessOptions,
+    SessionLog,
+    cases_from_sessions,
+    encode,
     load_events_jsonl,
     load_prefix_cases,
     load_sequences,
@@ -181,3 +185,16 @@ def test_session_test_file_without_cases(tmp_path: Path) -> None:
     f = write(tmp_path / "ones.tsv", "SessionId\tItemId\tTime\n1\t5\t1\n2\t6\t2\n")
     with pytest.raises(DataError, match=r"ones.tsv: no test cases"):
         load_test_cases(f, "sessions", index)
+
+
+def test_long_session_prefixes_are_capped(tmp_path: Path) -> None:
+    n = MAX_PREFIX * 3
+    ids = [str(i) for i in range(n)]
+    index = ItemIndex(ids=ids, counts=[1] * n)  # type: ignore[arg-type]
+    log = SessionLog(items=[ids])
+    cases = cases_from_sessions(encode(log, index))
+    assert len(cases) == n - 1
+    lengths = cases.offsets[1:] - cases.offsets[:-1]
+    assert lengths.max() == MAX_PREFIX and lengths[0] == 1
+    last = cases.items[cases.offsets[-2] : cases.offsets[-1]]
+    assert last.tolist() == list(range(n - 1 - MAX_PREFIX, n - 1))  # the latest events are kept
