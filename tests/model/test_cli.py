@@ -60,3 +60,22 @@ def test_train_and_evaluate_a_catalog_smaller_than_the_top_list(
     assert train_main(["--train", str(data), "--out", str(model), "--config", str(cfg), "--quiet"]) == 0
     assert evaluate_main(["--model", str(model), "--test", str(data), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["recall@20"] == 1.0
+
+
+def test_train_main_one_session_blames_the_hold_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = tmp_path / "one.txt"
+    one.write_text("1 2 3 4 5\n", encoding="utf-8")
+    argv = [
+        "--train",
+        str(one),
+        "--train-format",
+        "sequences",
+        "--out",
+        str(tmp_path / "m"),
+        "--config",
+        "quick",
+    ]
+    assert train_main(argv) == 2
+    assert "validation hold-out (1 session(s)" in capsys.readouterr().err
