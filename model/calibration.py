@@ -130,7 +130,8 @@ def calibration_pairs(
 
     ``sampled_log_softmax`` is present only when ``norm_items``/``norm_logw`` are given.
     """
-    from model.evaluate import pad_left  # training-side only (see the imports above)
+    from model.data import MAX_PREFIX  # training-side only (see the imports above)
+    from model.evaluate import pad_left
 
     rng = np.random.default_rng(seed)
     futures = []
@@ -152,8 +153,9 @@ def calibration_pairs(
     batch = 512
     for start in range(0, len(futures), batch):
         chunk = futures[start : start + batch]
-        items = pad_left([sessions.items[a:e] for a, e, _ in chunk])
-        types = np.maximum(pad_left([sessions.types[a:e] for a, e, _ in chunk]), 0)
+        # The latest MAX_PREFIX events, as a test case reads them: a whole long session is quadratic.
+        items = pad_left([sessions.items[max(a, e - MAX_PREFIX) : e] for a, e, _ in chunk])
+        types = np.maximum(pad_left([sessions.types[max(a, e - MAX_PREFIX) : e] for a, e, _ in chunk]), 0)
         h = model.encode_prefixes(torch.from_numpy(items), torch.from_numpy(types))
         base = model.full_scores(h, with_memory=False)
         memory = model.memory()
@@ -166,7 +168,10 @@ def calibration_pairs(
             # out of it so that the hot path can compute it from the sample alone (scorer.interest).
             weighted = base[:, torch.from_numpy(norm_items)] + torch.from_numpy(norm_logw).float()
             sampled = logit - torch.logsumexp(weighted, dim=1, keepdim=True).numpy()
-        top = np.argpartition(-logp, n_top, axis=1)[:, :n_top]
+        if n_top < logp.shape[1]:
+            top = np.argpartition(-logp, n_top, axis=1)[:, :n_top]
+        else:  # argpartition needs n_top < n_items; a catalog this small is its own top list
+            top = np.tile(np.arange(logp.shape[1]), (len(chunk), 1))
         rand = rng.choice(len(q), size=(len(chunk), n_random), p=q)
         for row, (_, _, future) in enumerate(chunk):
             cands = np.unique(np.concatenate([top[row], future, rand[row]]))

@@ -154,7 +154,13 @@ def run_training(
         data = load_training_data(train_path, fmt, valid_path, cfg)
     train_log, valid_log = data.split(cfg)
     if len(train_log) == 0:
-        raise DataError(train_path, None, "no training sessions left after preprocessing")
+        # The hold-out takes at least one session; a one-session file ended here blamed on preprocessing.
+        raise DataError(
+            train_path,
+            None,
+            f"no training sessions left after the validation hold-out ({len(data.log)} session(s) after "
+            "preprocessing; give --valid or more sessions)",
+        )
     index = data.index
     sessions = encode(train_log, index)
     valid_sessions = encode(valid_log, index)

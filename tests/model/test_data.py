@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 import pytest
 
 from model.data import (
+    MAX_PREFIX,
     TYPE_INDEX,
     DataError,
     ItemIndex,
     PreprocessOptions,
+    SessionLog,
+    cases_from_sessions,
+    encode,
     load_events_jsonl,
     load_prefix_cases,
     load_sequences,
     load_session_tsv,
+    load_test_cases,
     preprocess,
     split_train_valid,
 )
@@ -23,6 +29,11 @@ from model.data import (
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
     return path
 
 
@@ -143,3 +154,47 @@ def test_time_split_puts_latest_sessions_in_validation(tmp_path: Path) -> None:
     train, valid = split_train_valid(load_session_tsv(f), 0.34)
     assert valid.items == [["1", "2"]]  # session 1 ends last
     assert len(train) == 2
+
+
+def test_gzip_and_non_utf8_files_name_the_file(tmp_path: Path) -> None:
+    text = "SessionId\tItemId\tTime\n1\t5\t1\n1\t6\t2\n"
+    gz = tmp_path / "s.tsv.gz"
+    gz.write_bytes(gzip.compress(text.encode("utf-8")))
+    for loader in (load_session_tsv, load_sequences):
+        with pytest.raises(DataError, match=r"s.tsv.gz: gzip-compressed"):
+            loader(gz)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("1 2\n3 4\ncaf\u00e9 5\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.txt:3: not UTF-8 text"):
+        load_sequences(latin)
+    index = ItemIndex(ids=["1"], counts=[1])  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=r"p.tsv.gz: gzip-compressed"):
+        load_prefix_cases(write_bytes(tmp_path / "p.tsv.gz", gzip.compress(b"prefix\ttarget\n1\t1\n")), index)
+
+
+def test_byte_order_mark_and_line_endings(tmp_path: Path) -> None:
+    # Spreadsheet exports start with a UTF-8 BOM; CR-only and CRLF endings read as text mode reads them.
+    bom = write_bytes(tmp_path / "bom.tsv", b"\xef\xbb\xbfSessionId\tItemId\tTime\r\n1\t5\t1\r\n1\t6\t2\r\n")
+    assert load_session_tsv(bom).items == [["5", "6"]]
+    cr = write_bytes(tmp_path / "cr.tsv", b"SessionId\tItemId\tTime\r1\t5\t1\r1\t6\t2\r")
+    assert load_session_tsv(cr).items == [["5", "6"]]
+
+
+def test_session_test_file_without_cases(tmp_path: Path) -> None:
+    index = ItemIndex(ids=["5", "6"], counts=[1, 1])  # type: ignore[arg-type]
+    f = write(tmp_path / "ones.tsv", "SessionId\tItemId\tTime\n1\t5\t1\n2\t6\t2\n")
+    with pytest.raises(DataError, match=r"ones.tsv: no test cases"):
+        load_test_cases(f, "sessions", index)
+
+
+def test_long_session_prefixes_are_capped(tmp_path: Path) -> None:
+    n = MAX_PREFIX * 3
+    ids = [str(i) for i in range(n)]
+    index = ItemIndex(ids=ids, counts=[1] * n)  # type: ignore[arg-type]
+    log = SessionLog(items=[ids])
+    cases = cases_from_sessions(encode(log, index))
+    assert len(cases) == n - 1
+    lengths = cases.offsets[1:] - cases.offsets[:-1]
+    assert lengths.max() == MAX_PREFIX and lengths[0] == 1
+    last = cases.items[cases.offsets[-2] : cases.offsets[-1]]
+    assert last.tolist() == list(range(n - 1 - MAX_PREFIX, n - 1))  # the latest events are kept
