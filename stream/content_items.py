@@ -28,6 +28,8 @@ from stream.contract import CatalogUpdate, ContractError
 from stream.interest import InterestIndex
 from stream.policy_config import PolicyConfig
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 @runtime_checkable
 class ContentScorer(Protocol):
@@ -57,8 +59,8 @@ def check_image(update: CatalogUpdate, mapped: ContentScorer | None) -> None:
     """Refuse an image vector the model cannot read (its width differs from the model's).
 
     ``mapped``: the model when it places items from content (:func:`content_scorer`), else None.
-    Values are already finite (the contract refuses NaN and infinities). A model that reads no
-    images ignores the field, so any width passes then.
+    Values are already finite (the contract refuses NaN and infinities); they must also be within
+    float32's range. A model that reads no images ignores the field, so any width passes then.
     """
     if update.image is None or mapped is None or mapped.image_width is None:
         return
@@ -66,6 +68,14 @@ def check_image(update: CatalogUpdate, mapped: ContentScorer | None) -> None:
         raise ContractError(
             "invalid_field",
             f"image has {len(update.image)} values; the model's image vectors have {mapped.image_width}",
+        )
+    # The model reads images as float32: a value past its range is infinite there, and the model
+    # refuses the whole placement call with it, every item placed with it included.
+    largest = max(abs(value) for value in update.image)
+    if largest > _FLOAT32_MAX:
+        raise ContractError(
+            "invalid_field",
+            f"image has a value of magnitude {largest:.3g}, past float32's {_FLOAT32_MAX:.3g}",
         )
 
 

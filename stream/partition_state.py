@@ -29,6 +29,7 @@ per-pair layout (prefix ``\\x00c``) are still read, and replaced by per-item row
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ from stream.state import UserState
 from stream.throttle import THROTTLE_ROW, PushThrottle
 from stream.timers import Timer, TimerQueue
 from stream.trending import TrendingItems
+
+log = logging.getLogger(__name__)
 
 META_ROW = b"\x00p"  # watermark and the indexes' own values
 COVISIT_PREFIX = b"\x00v"  # one row per item: [touch order, {neighbour: count}]
@@ -89,6 +92,7 @@ class PartitionState:
     last_seen: dict[str, float] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
     users_loaded: int = 0  # user records found when the partition was loaded (for the logs)
+    unreadable_rows: int = 0  # stored rows that did not decode when it was loaded (skipped)
     # Catalog changes up to this time were announced to the partition's users (in memory: a restart
     # reads the catalog again as a bootstrap, which announces nothing). None until first used.
     catalog_until: float | None = None
@@ -171,7 +175,9 @@ class PartitionState:
         """Rebuild from the partition's stored rows and user records; returns (state, user count).
 
         Reads everything it needs from its arguments and touches nothing shared, so it can run in a
-        worker thread while the event loop serves other partitions.
+        worker thread while the event loop serves other partitions. A row that does not decode (a
+        damaged changelog or disk) is logged, counted in ``unreadable_rows`` and skipped: failing
+        here would leave the partition unserved, its recovery retried forever.
         """
         state = cls.empty(partition, config, partitions)
         meta: dict[str, Any] = {}
@@ -181,21 +187,31 @@ class PartitionState:
         interest: list[tuple[str, str, Any]] = []
         responses: list[tuple[bytes, bytes]] = []
         for key, raw in rows:
-            if key == META_ROW:
-                meta = json.loads(raw)
-            elif key == THROTTLE_ROW:
-                state.throttle.load([(key, raw)])
-            elif key.startswith(COVISIT_PREFIX):
-                covisit.append(_covisit_row(key, raw))
-            elif key.startswith(LEGACY_COVISIT_PREFIX):
-                legacy.append((key, *_split_pair(key, LEGACY_COVISIT_PREFIX), json.loads(raw)))
-            elif key.startswith(TRENDING_PREFIX):
-                trending.append((key[len(TRENDING_PREFIX) :].decode("utf-8"), float(json.loads(raw))))
-            elif key.startswith(INTEREST_PREFIX):
-                interest.append((*_split_pair(key, INTEREST_PREFIX), json.loads(raw)))
-            elif key.startswith(RESPONSE_PREFIX):
-                responses.append((key, raw))
-        state.learning.load(responses)
+            try:
+                if key == META_ROW:
+                    meta = _meta(raw)
+                elif key == THROTTLE_ROW:
+                    state.throttle.load([(key, raw)])
+                elif key.startswith(COVISIT_PREFIX):
+                    covisit.append(_covisit_row(key, raw))
+                elif key.startswith(LEGACY_COVISIT_PREFIX):
+                    legacy.append((key, *_split_pair(key, LEGACY_COVISIT_PREFIX), _legacy_value(key, raw)))
+                elif key.startswith(TRENDING_PREFIX):
+                    trending.append((key[len(TRENDING_PREFIX) :].decode("utf-8"), float(json.loads(raw))))
+                elif key.startswith(INTEREST_PREFIX):
+                    item, user = _split_pair(key, INTEREST_PREFIX)
+                    interest.append((item, user, _interest_value(user, raw)))
+                elif key.startswith(RESPONSE_PREFIX):
+                    responses.append((key, raw))
+            except _UNREADABLE as exc:
+                state.unreadable_rows += 1
+                _skipped(partition, key, exc)
+        try:
+            state.learning.load(responses)
+        except _UNREADABLE as exc:  # the outcome estimates start over rather than the partition stall
+            state.unreadable_rows += 1
+            _skipped(partition, RESPONSE_PREFIX, exc)
+            state.learning.load([])
         if legacy:
             covisit = _merge_layouts(covisit, _from_legacy(legacy))
             state._legacy_rows = [key for key, *_ in legacy]
@@ -209,13 +225,56 @@ class PartitionState:
             state.watermark = max(state.last_seen.values())
         n = 0
         for key, value in users:
-            user = UserState.from_bytes(value)
-            state.timers.extend(Timer.from_list(row) for row in user.timers)
+            try:
+                user = UserState.from_bytes(value)
+                timers = [Timer.from_list(row) for row in user.timers]
+                user_id = key.decode("utf-8")
+            except _UNREADABLE as exc:
+                # Left stored as it is: the user's inputs then fail alone and are dead-lettered
+                # (processing_error) for a replay once the record is repaired; starting the user over
+                # instead could forget an opt-out.
+                state.unreadable_rows += 1
+                _skipped(partition, key, exc)
+                continue
+            state.timers.extend(timers)
             clock = user.expiry_clock()  # None: an opt-out without events, kept for good
             if clock is not None:
-                state.last_seen[key.decode("utf-8")] = clock
+                state.last_seen[user_id] = clock
             n += 1
         return state, n
+
+
+# What a damaged row raises when decoded (JSON, MessagePack and UTF-8 errors are ValueErrors).
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def _skipped(partition: int, key: bytes, exc: Exception) -> None:
+    log.warning("partition %d: stored row %r does not decode, skipped: %s", partition, key[:80], exc)
+
+
+def _meta(raw: bytes) -> dict[str, Any]:
+    """The meta row's values (TypeError when it is not an object)."""
+    meta = json.loads(raw)
+    if not isinstance(meta, dict):
+        raise TypeError(f"the meta row is a {type(meta).__name__}, not an object")
+    return meta
+
+
+def _interest_value(user: str, raw: bytes) -> Any:
+    """An interest row's value, checked for its shape: ``[value, interest, ts]`` for a user's row,
+    the item's touch order for the item's own row (``InterestIndex.restore`` unpacks it later)."""
+    value = json.loads(raw)
+    if user:
+        v, i, t = value
+        return [float(v), float(i), float(t)]
+    return int(value)
+
+
+def _legacy_value(key: bytes, raw: bytes) -> Any:
+    """A row of the older co-visitation layout: a pair's count or an item's touch order."""
+    value = json.loads(raw)
+    _, other = _split_pair(key, LEGACY_COVISIT_PREFIX)
+    return float(value) if other else int(value)
 
 
 _ROW_PACK = msgspec.msgpack.Encoder()

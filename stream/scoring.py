@@ -92,7 +92,11 @@ class AskScorer:
             n = len(ask.items)
             p_row = probs[row, :n]
             raw_row = raws[row, :n]
-            valid = cands[row, :n] >= 0
+            # A non-finite score is no score: an item placed from an extreme catalog image can overflow
+            # float32 for some shoppers, and a push must carry finite numbers (the contract), so
+            # deciding on it would fail the batch and cost its valid events. Such an item is treated
+            # like one the model lacks.
+            valid = (cands[row, :n] >= 0) & np.isfinite(raw_row) & np.isfinite(p_row)
             if ask.priors is None:
                 indexed = [
                     (ask.items[i], float(p_row[i]))

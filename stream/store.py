@@ -42,11 +42,20 @@ class PartitionMeta:
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> PartitionMeta:
-        """Inverse of :meth:`to_bytes`; empty meta when ``data`` is None."""
+        """Inverse of :meth:`to_bytes`; empty meta when ``data`` is None or does not decode.
+
+        It is read at every recovery (RocksDB's at open, the changelog's in the replay): raising on a
+        damaged one would retry the partition's recovery forever. Empty meta replays the changelog from
+        its start instead, which rebuilds the same state (its meta records carry the pushes offset).
+        """
         if not data:
             return cls()
-        raw = json.loads(data)
-        return cls(changelog_offset=int(raw["c"]), pushes_offset=int(raw["p"]))
+        try:
+            raw = json.loads(data)
+            return cls(changelog_offset=int(raw["c"]), pushes_offset=int(raw["p"]))
+        except (ValueError, TypeError, KeyError) as exc:  # UnicodeDecodeError is a ValueError
+            log.warning("partition meta record %r does not decode, read as none: %s", bytes(data[:80]), exc)
+            return cls()
 
 
 class PartitionStore:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from model.content import ItemContent
 from model.content_fit import load_item_catalog, ridge
 from model.scorer import IncrementalScorer
 from model.text_embedding import TextEncoderError
+from stream.contract import CatalogUpdate
+from stream.engine import Engine
 from tests.model.conftest import TINY, flip_byte, write_session_tsv
+from tests.stream.fakes import PARTITIONS, T0, DictState, catalog_entry, catalog_record, ev, make_settings
 
 CATEGORIES = ["hiking boots", "coffee beans", "phone case", "garden hose", "yoga mat", "desk lamp"]
 PER_CATEGORY = 10
@@ -213,6 +217,41 @@ def test_bad_content_raises_and_changes_nothing(content_artifact: Path) -> None:
         scorer.add_items(["a"], [{"title": "x"}])  # type: ignore[list-item]
     assert scorer.n_items == n and scorer.item_indices(["ok"]).tolist() == [-1]
     assert scorer.add_items(["no-image"], [ItemContent("a lamp", "desk lamp", None)]) == 1  # image optional
+
+
+def test_an_extreme_image_vector_breaks_no_decision(content_artifact: Path) -> None:
+    """A catalog image far outside the trained range (finite, even in float32) places an item whose
+    scores overflow to infinity for a shopper who viewed it. Deciding must leave it out: a push with an
+    infinite score breaks the contract, and the batch failing on it cost the shopper's valid events
+    (the worker dead-letters them as ``processing_error``), every batch the item is a candidate in."""
+    scorer = IncrementalScorer.load(content_artifact)
+    engine = Engine(make_settings(), scorer, clock=lambda: 0.0)
+    engine.owned = set(range(PARTITIONS))
+    known = [str(1000 + _item(c, j)) for c in range(len(CATEGORIES)) for j in range(PER_CATEGORY)]
+    store = DictState()
+    engine.apply_catalog([catalog_record(catalog_entry(i)) for i in known], store, announce=False)
+    extreme = CatalogUpdate(
+        item_id="extreme",
+        title="hiking boots model 99",
+        category="hiking boots",
+        price=10.0,
+        stock=5,
+        updated_at=T0 - 600,
+        image=[1e20, 1e20, 0.5],
+    )
+    assert engine.apply_catalog([catalog_record(extreme)], store, announce=False).content_items_added == 1
+    out = engine.process(
+        [
+            ev("e1", "u1", "view", "extreme", T0),
+            ev("e2", "u1", "view", known[0], T0 + 5),
+            ev("e3", "u1", "add_to_cart", known[1], T0 + 10),
+        ],
+        store,
+    )
+    assert out.events[("view", "processed")] == 2 and out.events[("add_to_cart", "processed")] == 1
+    assert store.user("u1").n_events == 3
+    for _, push in out.pushes:
+        assert math.isfinite(push.score) and all(math.isfinite(v) for v in push.features.values())
 
 
 def test_similar_items(content_artifact: Path) -> None:

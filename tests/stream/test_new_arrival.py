@@ -144,6 +144,21 @@ def test_bad_image_vectors_are_dead_letters() -> None:
     assert scorer.added[0][1].image.dtype == np.float32
 
 
+def test_image_values_past_float32_are_dead_letters() -> None:
+    """The model reads images as float32: a value JSON and the contract take as finite (1e39) is
+    infinite there, and the real model refuses the whole placement call with it (every item placed
+    with it included). It is refused at admission, with the reason, like a wrong width."""
+    scorer = ContentFakeScorer({NEW: ["i1"]})
+    engine, store = shop(scorer)
+    out = engine.apply_catalog([catalog_record(new_item(image=[0.1, 1e39, 0.3]))], store)
+    assert [d.reason for d in out.dead_letters] == ["invalid_field"]
+    assert "float32" in out.dead_letters[0].error
+    assert out.catalog_updates == 0 and scorer.added == [] and NEW not in engine.catalog
+    # The largest float32 is still a number the model can read.
+    out = engine.apply_catalog([catalog_record(new_item(image=[0.1, -3.4e38, 0.3]))], store)
+    assert out.dead_letters == [] and out.content_items_added == 1
+
+
 def test_a_model_that_reads_no_images_accepts_any_width() -> None:
     scorer = ContentFakeScorer({NEW: ["i1"]})
     scorer.image_width = None

@@ -16,7 +16,14 @@ from stream.catalog_view import CatalogView
 from stream.contract import to_json_bytes
 from stream.encoding import compact_json
 from stream.engine import Engine, Inbound, Outcome
-from stream.partition_state import COVISIT_PREFIX, LEGACY_COVISIT_PREFIX, META_ROW, PartitionState
+from stream.partition_state import (
+    COVISIT_PREFIX,
+    INTEREST_PREFIX,
+    LEGACY_COVISIT_PREFIX,
+    META_ROW,
+    TRENDING_PREFIX,
+    PartitionState,
+)
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
     ITEMS,
@@ -493,3 +500,31 @@ def test_the_catalog_bootstrap_announces_nothing() -> None:
     assert live.apply_catalog([catalog_record(entry)], store).pushes == []  # due at T0 + 5
     out = live.process([ev("v2", "user1", "view", "i2", T0 + 10)], store)
     assert [(pp.user_id, pp.trigger) for _, pp in out.pushes][:1] == [("user1", "promotion_start")]
+
+
+def test_a_stored_row_that_no_longer_decodes_is_skipped_not_fatal() -> None:
+    """A damaged changelog or disk can hold a user record or an index row that does not decode. It is
+    skipped (logged, counted) and the partition loads: recovery retried it forever before, so none of
+    the partition's users were served again. The damaged user's record stays stored as it is."""
+    store = DictState()
+    engine = make_engine(settings())
+    run(engine, busy_stream(200, seed=8), store, 25)
+    p = partition_for(USERS[0], PARTITIONS)
+    view = PartitionView(store, p)
+    intact, n_users = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())
+    victim = view.items()[0][0]
+    damaged = [victim, META_ROW]
+    damaged += [
+        next(k for k, _ in view.partition_rows() if k.startswith(pre))
+        for pre in (COVISIT_PREFIX, TRENDING_PREFIX, INTEREST_PREFIX)
+    ]
+    for key in damaged:
+        store.put(p, key, b"\x00garbage")
+    view = PartitionView(store, p)
+    loaded, users = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())
+    assert users == n_users - 1 and loaded.unreadable_rows == len(damaged)
+    for key, _ in view.items():
+        user = key.decode()
+        expected = [] if key == victim else intact.timers.timers_for(user)
+        assert loaded.timers.timers_for(user) == expected
+    assert loaded.last_seen == {u: ts for u, ts in intact.last_seen.items() if u != victim.decode()}
