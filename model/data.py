@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +109,7 @@ def _parse_float(path: Path, line: int, name: str, text: str) -> float:
     return value
 
 
-def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+def _text_lines(path: Path) -> Generator[tuple[int, str], None, None]:
     """(line number, line without its line ending) of a UTF-8 text file; :class:`DataError` otherwise.
 
     Decoded line by line from bytes: a text-mode file decodes in blocks, and a gzip file or a Latin-1

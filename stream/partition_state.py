@@ -199,8 +199,8 @@ class PartitionState:
                 elif key.startswith(TRENDING_PREFIX):
                     trending.append((key[len(TRENDING_PREFIX) :].decode("utf-8"), float(json.loads(raw))))
                 elif key.startswith(INTEREST_PREFIX):
-                    item, user = _split_pair(key, INTEREST_PREFIX)
-                    interest.append((item, user, _interest_value(user, raw)))
+                    item, holder = _split_pair(key, INTEREST_PREFIX)
+                    interest.append((item, holder, _interest_value(holder, raw)))
                 elif key.startswith(RESPONSE_PREFIX):
                     responses.append((key, raw))
             except _UNREADABLE as exc:
