@@ -418,6 +418,23 @@ def test_time_zones_that_are_folders_or_files_are_invalid_fields(zone: str) -> N
     assert refused(raw(event(context={"time_zone": zone}))).reason == "invalid_field"
 
 
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "right/UTC", "posix/Europe/Berlin"])
+def test_host_dependent_time_zones_are_invalid_fields(zone: str) -> None:
+    # The host's own zone, a leap-second clock, copies of the zones: their meaning depends on the host
+    # (and "localtime" on its configuration), so two workers could place one event at different local
+    # hours. Zones come from the pinned tzdata package only (stream/__init__.py).
+    assert refused(raw(event(context={"time_zone": zone}))).reason == "invalid_field"
+
+
+def test_zones_come_from_the_pinned_tzdata_package() -> None:
+    import zoneinfo
+
+    import tzdata
+
+    assert zoneinfo.TZPATH == ()
+    assert tzdata.IANA_VERSION and "Europe/Berlin" in zoneinfo.available_timezones()
+
+
 def test_unsupported_version_detail_is_short() -> None:
     for version in ["x" * 10_000, [[[[1]]]], {"a": 1}, 10**300, 2.5, True, 1.0]:
         err = refused(raw(event(v=version)))
