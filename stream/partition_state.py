@@ -221,8 +221,6 @@ class PartitionState:
         state.watermark = state._watermark_stored = float(meta.get("w", 0.0))
         state.offsets = {str(topic): int(offset) for topic, offset in meta.get("o", {}).items()}
         state._offsets_stored = dict(state.offsets)
-        if "w" not in meta and state.last_seen:  # a store written before partition rows existed
-            state.watermark = max(state.last_seen.values())
         n = 0
         for key, value in users:
             try:
@@ -241,6 +239,10 @@ class PartitionState:
             if clock is not None:
                 state.last_seen[user_id] = clock
             n += 1
+        if "w" not in meta and state.last_seen:
+            # No stored clock (a store written before partition rows existed, or a damaged meta row):
+            # the partition's users show how far it had come. After their records, which set last_seen.
+            state.watermark = max(state.last_seen.values())
         return state, n
 
 

@@ -528,3 +528,5 @@ def test_a_stored_row_that_no_longer_decodes_is_skipped_not_fatal() -> None:
         expected = [] if key == victim else intact.timers.timers_for(user)
         assert loaded.timers.timers_for(user) == expected
     assert loaded.last_seen == {u: ts for u, ts in intact.last_seen.items() if u != victim.decode()}
+    # The damaged meta row took the stored clock with it: the users' records give it back.
+    assert loaded.watermark == max(loaded.last_seen.values()) > 0.0
