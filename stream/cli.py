@@ -114,6 +114,7 @@ def _settings(argv: list[str]) -> int:
 
 def _schema(argv: list[str]) -> int:
     from stream import contract
+    from stream.dead_letters import DeadLetter
 
     models: list[tuple[str, type[contract.BaseModel]]] = [
         ("event", contract.Event),
@@ -121,7 +122,7 @@ def _schema(argv: list[str]) -> int:
         ("consent", contract.ConsentUpdate),
         ("push", contract.Push),
         ("decision", contract.Decision),
-        ("dead_letter", contract.DeadLetter),
+        ("dead_letter", DeadLetter),
     ]
     schemas = {name: model.model_json_schema() for name, model in models}
     print(json.dumps(schemas, indent=2))

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream.broker import EmbeddedBroker, free_port, wait_for_port
-from stream.contract import DeadLetter, Push
+from stream.contract import Push
+from stream.dead_letters import DeadLetter
 from stream.settings import Settings
 from stream.topics import ensure_topics
 

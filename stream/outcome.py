@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from stream.contract import ContractError, DeadLetter, Decision, Push, dead_letter
+from stream.contract import ContractError, Decision, Push
+from stream.dead_letters import DeadLetter, dead_letter
 from stream.feedback import FeedbackOutcome
 from stream.settings import Settings
 

@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from stream.admission import admit_catalog, admit_consent, admit_event
-from stream.contract import EVENT_TYPES, ContractError, DeadLetter, dead_letter_size_bound, to_json_bytes
+from stream.contract import EVENT_TYPES, ContractError, to_json_bytes
+from stream.dead_letters import DeadLetter, dead_letter_size_bound
 from stream.partitioning import partition_for
 from stream.settings import Settings
 from stream.simulator import SimConfig, World

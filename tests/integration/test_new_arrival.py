@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.contract import CatalogUpdate, DeadLetter, Event, EventContext, Push
+from stream.contract import CatalogUpdate, Event, EventContext, Push
+from stream.dead_letters import DeadLetter
 from stream.partitioning import partition_for
 from stream.settings import Settings
 from stream.simulator import SimConfig, World

@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 
 from stream.broker import EmbeddedBroker
-from stream.contract import ConsentUpdate, DeadLetter, Push
+from stream.contract import ConsentUpdate, Push
+from stream.dead_letters import DeadLetter
 from stream.partition_state import is_partition_row
 from stream.state import UserState
 from stream.topics import changelog_topic, ensure_topics

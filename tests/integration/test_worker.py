@@ -14,7 +14,8 @@ import pytest
 
 from model.scorer import IncrementalScorer
 from stream.broker import EmbeddedBroker
-from stream.contract import ConsentUpdate, DeadLetter, Event, Push
+from stream.contract import ConsentUpdate, Event, Push
+from stream.dead_letters import DeadLetter
 from stream.simulator import SimConfig, World
 from stream.state import UserState
 from stream.topics import changelog_topic, ensure_topics

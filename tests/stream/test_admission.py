@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from stream.admission import admit_catalog, admit_consent, admit_event
-from stream.contract import DEAD_LETTER_REASONS, ContractError, dead_letter_size_bound, to_json_bytes
+from stream.contract import DEAD_LETTER_REASONS, ContractError, to_json_bytes
+from stream.dead_letters import dead_letter_size_bound
 from stream.engine import Inbound
 from stream.partitioning import partition_for
 from stream.settings import Settings

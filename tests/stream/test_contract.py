@@ -14,25 +14,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.contract import (
-    DEAD_LETTER_KEY_BYTES,
     DEAD_LETTER_REASONS,
-    DEFAULT_DEAD_LETTER_ORIGINAL_BYTES,
     EVENT_TYPES,
-    MAX_DEAD_LETTER_ORIGINAL_BYTES,
     CatalogUpdate,
     ConsentUpdate,
     ContractError,
-    DeadLetter,
     Event,
     Promotion,
     Push,
-    dead_letter,
-    dead_letter_size_bound,
     parse_catalog,
     parse_consent,
     parse_event,
     push_id,
     to_json_bytes,
+)
+from stream.dead_letters import (
+    DEAD_LETTER_KEY_BYTES,
+    DEFAULT_DEAD_LETTER_ORIGINAL_BYTES,
+    MAX_DEAD_LETTER_ORIGINAL_BYTES,
+    DeadLetter,
+    dead_letter,
+    dead_letter_size_bound,
 )
 
 T0 = 1_717_236_000.0  # 2024-06-01 10:00:00 UTC

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stream.app import Worker
-from stream.contract import DeadLetter
+from stream.dead_letters import DeadLetter
 from tests.stream.fakes import FakeScorer, ev, make_engine, make_settings
 
 
