@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -69,6 +70,58 @@ def map_items(
     mapping.check(contents)
     text = np.stack([encoder.encode_one(c.title) for c in contents])
     return mapping.predict(mapping.features(text, contents))
+
+
+@dataclass(frozen=True)
+class AddedRowBounds:
+    """The extremes of the artifact's own item rows, which rows added from content must stay within.
+
+    A linear map from content is only trustworthy near the content it was fitted on: an image vector of
+    1e5 where the catalog's are of order 1 maps to an embedding of that order, whose score is then the
+    top one for nearly every shopper (the item would be pushed to everyone browsing its category). So
+    an added row's input and output embeddings are scaled down to the longest learned ones (direction
+    kept) and its bias clipped to the learned range. Content like the training catalog's maps within
+    these bounds and is left exactly as mapped.
+    """
+
+    max_in_norm: float
+    max_out_norm: float
+    min_bias: float
+    max_bias: float
+
+    def hold(
+        self, in_emb: np.ndarray, out_emb: np.ndarray, bias: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(in_emb, out_emb, bias)`` of added rows, each row held within the bounds (new arrays)."""
+        tied = out_emb is in_emb
+        in_held = _within_norm(in_emb, self.max_in_norm)
+        out_held = in_held if tied else _within_norm(out_emb, self.max_out_norm)
+        return in_held, out_held, np.clip(_finite(bias), self.min_bias, self.max_bias).astype(bias.dtype)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """float64 copy with NaN as 0 and infinities as float32's extremes (content mapped past float32)."""
+    return np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=_F32_MAX, neginf=-_F32_MAX)
+
+
+def _within_norm(rows: np.ndarray, limit: float) -> np.ndarray:
+    wide = _finite(rows)
+    norms = np.linalg.norm(wide, axis=1, keepdims=True)
+    scale = np.where(norms > limit, limit / np.where(norms > 0, norms, 1.0), 1.0)
+    return np.ascontiguousarray((wide * scale).astype(rows.dtype))
+
+
+def added_row_bounds(in_emb: np.ndarray, out_emb: np.ndarray, bias: np.ndarray) -> AddedRowBounds:
+    """The bounds of :class:`AddedRowBounds` from the artifact's rows (input, output embeddings, bias)."""
+    return AddedRowBounds(
+        max_in_norm=float(np.linalg.norm(in_emb.astype(np.float64), axis=1).max(initial=0.0)),
+        max_out_norm=float(np.linalg.norm(out_emb.astype(np.float64), axis=1).max(initial=0.0)),
+        min_bias=float(bias.min()),
+        max_bias=float(bias.max()),
+    )
 
 
 def new_items(

@@ -33,7 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.added_items import ContentMode, content_encoder, map_items, nearest_known, new_items
+from model.added_items import (
+    ContentMode,
+    added_row_bounds,
+    content_encoder,
+    map_items,
+    nearest_known,
+    new_items,
+)
 from model.artifact import ArtifactError, load_artifact
 from model.calibration import FEATURES
 from model.content import ItemContent
@@ -116,6 +123,8 @@ class IncrementalScorer:
             self._out = model.output_embeddings().detach().contiguous()  # (n_items, D)
             self._bias = model.bias.detach()[:, 0].contiguous()
             self._unit_out: np.ndarray | None = None  # normalised known rows, built by similar_items
+            # The learned items' extremes: an item added from content is held within them (add_items).
+            self._added_bounds = added_row_bounds(self._emb.numpy(), self._out.numpy(), self._bias.numpy())
             self._id_array = np.array(self._ids)
             # The serving path's weights as numpy arrays (see score_and_interest).
             proj = model.proj
@@ -159,14 +168,17 @@ class IncrementalScorer:
         Ids already known (the artifact's or added before) are skipped, and so are repeats within the
         call (first one wins). Every content is validated before anything changes (ValueError: wrong
         image width, non-finite values, wrong types). Without :attr:`content_enabled` nothing is added
-        and 0 is returned. Added items get indices ``n_items, n_items + 1, ...`` in call order.
+        and 0 is returned. Added items get indices ``n_items, n_items + 1, ...`` in call order. An added
+        item's embeddings and bias are held within the learned items' extremes (:class:`AddedRowBounds`):
+        content far outside what the mapping was fitted on (a broken or hostile catalog producer's
+        image vector) cannot make an item score above every learned one for every shopper.
         """
         if self._encoder is None or self._content is None:
             return 0
         ids, rows = new_items(item_ids, contents, self._lookup)
         if not ids:
             return 0
-        in_emb, out_emb, bias = map_items(self._content, self._encoder, rows)
+        in_emb, out_emb, bias = self._added_bounds.hold(*map_items(self._content, self._encoder, rows))
         # einsum, row by row (see step): an added row does not depend on the rows added with it.
         gi = np.einsum("nd,kd->nk", in_emb, self._np_w_ih) + self._np_b_ih
         self._np_gi_item = np.concatenate([self._np_gi_item, gi.astype(np.float32)])

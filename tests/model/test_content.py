@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.added_items import nearest_known
+from model.added_items import map_items, nearest_known
 from model.artifact import ArtifactError, load_artifact
 from model.content import ItemContent
 from model.content_fit import load_item_catalog, ridge
@@ -252,6 +252,31 @@ def test_an_extreme_image_vector_breaks_no_decision(content_artifact: Path) -> N
     assert store.user("u1").n_events == 3
     for _, push in out.pushes:
         assert math.isfinite(push.score) and all(math.isfinite(v) for v in push.features.values())
+
+
+def test_an_item_from_far_out_content_stays_within_the_learned_items(content_artifact: Path) -> None:
+    """A hostile or broken image vector (1e5 where the catalog's are of order 1) maps to an embedding of
+    that order, which would outscore every learned item for nearly every shopper. Its rows are held
+    within the learned items' extremes; ordinary content is left exactly as mapped."""
+    scorer = IncrementalScorer.load(content_artifact)
+    n = scorer.n_artifact_items
+    learned_out = np.linalg.norm(scorer._out[:n].numpy().astype(np.float64), axis=1)
+    learned_bias = scorer._bias[:n].numpy()
+    plain = cold("yoga mat", image=[0.5, -0.2, 0.1])
+    assert scorer._content is not None and scorer._encoder is not None
+    _, mapped_out, mapped_bias = map_items(scorer._content, scorer._encoder, [plain])
+    far = [cold("yoga mat", image=[1e5, -1e5, 0.5]), cold("yoga mat", image=[1e30, 1e30, 1e30])]
+    assert scorer.add_items(["plain", "far", "farther"], [plain, *far]) == 3
+    plain_row, far_row, farther_row = scorer.item_indices(["plain", "far", "farther"]).tolist()
+    assert np.array_equal(scorer._out[plain_row].numpy(), mapped_out[0])
+    assert float(scorer._bias[plain_row]) == float(mapped_bias[0])
+    for row in (far_row, farther_row):
+        out = scorer._out[row].numpy().astype(np.float64)
+        assert np.isfinite(out).all() and np.linalg.norm(out) <= learned_out.max() * (1 + 1e-6)
+        assert learned_bias.min() <= float(scorer._bias[row]) <= learned_bias.max()
+    states = scorer.step(scorer.initial_state(4), scorer.item_indices(["plain"] * 4), np.zeros(4, np.int64))
+    scores = scorer.score(states, np.array([[far_row, farther_row]] * 4))
+    assert np.isfinite(scores).all()
 
 
 def test_similar_items(content_artifact: Path) -> None:
