@@ -30,13 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.config import CONFIG_DIR, load_config  # noqa: E402
-from model.data import (  # noqa: E402
-    ItemIndex,
-    cases_from_sessions,
-    encode,
-    load_log,
-    split_train_valid,
-)
+from model.data import ItemIndex, cases_from_sessions, encode, split_train_valid  # noqa: E402
+from model.data_files import load_log  # noqa: E402
 from model.evaluate import model_states, subset_cases  # noqa: E402
 from model.metrics import pessimistic_ranks  # noqa: E402
 from model.session_memory import SessionMemory, build_neighbours  # noqa: E402

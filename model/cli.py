@@ -25,13 +25,11 @@ from model.data import (
     SessionLog,
     cases_from_sessions,
     encode,
-    file_fingerprint,
-    load_log,
-    load_test_cases,
     mask_unseen,
     preprocess,
     split_train_valid,
 )
+from model.data_files import file_fingerprint, load_log, load_test_cases
 from model.evaluate import evaluate_baseline, evaluate_model
 from model.tuning import DEFAULT_BUDGET_SECONDS, TuningResult, tune
 

@@ -17,13 +17,15 @@ from model.data import (
     SessionLog,
     cases_from_sessions,
     encode,
+    preprocess,
+    split_train_valid,
+)
+from model.data_files import (
     load_events_jsonl,
     load_prefix_cases,
     load_sequences,
     load_session_tsv,
     load_test_cases,
-    preprocess,
-    split_train_valid,
 )
 
 

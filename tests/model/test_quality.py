@@ -6,7 +6,8 @@ import pytest
 
 from model.baselines import Popularity
 from model.config import TrainConfig
-from model.data import ItemIndex, SessionLog, cases_from_sessions, encode, load_session_tsv
+from model.data import ItemIndex, SessionLog, cases_from_sessions, encode
+from model.data_files import load_session_tsv
 from model.evaluate import evaluate_baseline, evaluate_model
 from model.train import train
 from stream.settings import get_settings
