@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.cold_items import drop_before, hold_out_items
+from benchmarks.cold_start.datasets import drop_before, hold_out_items
 
 
 def test_hold_out_is_seeded_sized_and_order_free() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.model_quality import UNSEEN, render, split_retailrocket
+from benchmarks.quality.config import UNSEEN
+from benchmarks.quality.report import render
+from benchmarks.quality.unseen_split import split_retailrocket
 from tests.ops.test_benchmark_plots import model_results
 
 HEADER = "Time\tUserId\tType\tItemId\tSessionId\tCatId"

@@ -210,7 +210,7 @@ def test_stream_throughput_latency_windows_split_the_run() -> None:
 
 
 def test_model_quality_figures(tmp_path: Path) -> None:
-    from benchmarks.model_quality import draw_figures
+    from benchmarks.quality.charts import draw_figures
 
     drawn = draw_figures(model_results(), tmp_path)["yoochoose-100k"]
     assert [p.name for _, p in drawn] == [
