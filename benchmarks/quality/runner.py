@@ -19,7 +19,8 @@ from benchmarks.quality.unseen_split import split_retailrocket
 from model.artifact import load_artifact
 from model.baselines import all_baselines
 from model.config import CONFIG_DIR
-from model.data import ItemIndex, encode, load_log, load_test_cases
+from model.data import ItemIndex, encode
+from model.data_files import load_log, load_test_cases
 from model.evaluate import evaluate_baseline, evaluate_model
 
 
