@@ -86,10 +86,27 @@ class PreprocessOptions:
 # ---------------------------------------------------------------------------------------------- loaders
 
 
+# Unix seconds pass 1e11 in the year 5138; Unix milliseconds passed it in 1973.
+MILLISECONDS_FROM = 1e11
+
+
 def split_by_gap(log: SessionLog, gap_seconds: float | None) -> SessionLog:
-    """Cut sessions where consecutive events are more than ``gap_seconds`` apart (no-op without times)."""
+    """Cut sessions where consecutive events are more than ``gap_seconds`` apart (no-op without times).
+
+    Raises :class:`DataError` when the times look like milliseconds: the gap would then be a thousand
+    times shorter than meant and cut nearly every session, silently. (Without a gap, times only order
+    sessions, so milliseconds work there.)
+    """
     if gap_seconds is None or log.times is None:
         return log
+    latest = max((max(times) for times in log.times if times), default=0.0)
+    if latest >= MILLISECONDS_FROM:
+        raise DataError(
+            log.source or "<log>",
+            None,
+            f"times look like milliseconds (latest {latest:.0f}): cutting sessions at a gap of "
+            f"{gap_seconds:g} s needs Unix seconds (divide the times by 1000, or train without split_gap)",
+        )
     out = SessionLog(items=[], types=None if log.types is None else [], times=[], source=log.source)
     assert out.times is not None
     for s, (items, times) in enumerate(zip(log.items, log.times, strict=True)):

@@ -119,6 +119,22 @@ def test_events_cut_by_gap_with_types(tmp_path: Path) -> None:
     assert log.types is not None and log.types[0] == [TYPE_INDEX["view"], TYPE_INDEX["add_to_cart"]]
 
 
+def test_millisecond_times_are_refused_where_a_gap_cuts_sessions(tmp_path: Path) -> None:
+    """A gap of 1,800 s on millisecond times is 1.8 s: nearly every session would be cut, silently.
+    Without a gap the times only order sessions, so the same file loads as before."""
+    t0 = 1_400_000_000_000.0  # 2014 in milliseconds
+    rows = "".join(f"{s}\t{i}\t{t0 + 5_000 * k:.0f}\n" for s in (1, 2) for k, i in enumerate((10, 11, 12)))
+    path = write(tmp_path / "ms.tsv", "SessionId\tItemId\tTime\n" + rows)
+    log = load_session_tsv(path)
+    assert preprocess(log, PreprocessOptions()).items == [["10", "11", "12"], ["10", "11", "12"]]
+    with pytest.raises(DataError, match=r"ms.tsv: times look like milliseconds"):
+        preprocess(log, PreprocessOptions(gap_seconds=1800.0))
+    seconds = load_session_tsv(
+        write(tmp_path / "s.tsv", "SessionId\tItemId\tTime\n" + rows.replace("000\n", "\n"))
+    )
+    assert preprocess(seconds, PreprocessOptions(gap_seconds=1800.0)).items == log.items
+
+
 def test_bad_events(tmp_path: Path) -> None:
     t0 = 1_700_000_000.0
     with pytest.raises(DataError, match=r"e.jsonl:2: not a valid event"):
