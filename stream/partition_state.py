@@ -177,7 +177,11 @@ class PartitionState:
         Reads everything it needs from its arguments and touches nothing shared, so it can run in a
         worker thread while the event loop serves other partitions. A row that does not decode (a
         damaged changelog or disk) is logged, counted in ``unreadable_rows`` and skipped: failing
-        here would leave the partition unserved, its recovery retried forever.
+        here would leave the partition unserved, its recovery retried forever. A user record that
+        does not decode gets no timers and no expiry clock here; reading it later gives a record
+        that pushes nothing (:func:`stream.engine.users.readable_record`). Except the partition's own
+        row (clock and input offsets, :class:`UnreadablePartitionRow`): without its offsets every input
+        would be applied again from the start of the topics, so its recovery stops there instead.
         """
         state = cls.empty(partition, config, partitions)
         meta: dict[str, Any] = {}
@@ -187,10 +191,11 @@ class PartitionState:
         interest: list[tuple[str, str, Any]] = []
         responses: list[tuple[bytes, bytes]] = []
         for key, raw in rows:
+            if key == META_ROW:
+                meta = _meta(partition, raw)  # the one row a partition cannot do without: raises
+                continue
             try:
-                if key == META_ROW:
-                    meta = _meta(raw)
-                elif key == THROTTLE_ROW:
+                if key == THROTTLE_ROW:
                     state.throttle.load([(key, raw)])
                 elif key.startswith(COVISIT_PREFIX):
                     covisit.append(_covisit_row(key, raw))
@@ -240,8 +245,8 @@ class PartitionState:
                 state.last_seen[user_id] = clock
             n += 1
         if "w" not in meta and state.last_seen:
-            # No stored clock (a store written before partition rows existed, or a damaged meta row):
-            # the partition's users show how far it had come. After their records, which set last_seen.
+            # No stored clock (a store written before partition rows existed): the partition's users
+            # show how far it had come. After their records, which set last_seen.
             state.watermark = max(state.last_seen.values())
         return state, n
 
@@ -254,11 +259,28 @@ def _skipped(partition: int, key: bytes, exc: Exception) -> None:
     log.warning("partition %d: stored row %r does not decode, skipped: %s", partition, key[:80], exc)
 
 
-def _meta(raw: bytes) -> dict[str, Any]:
-    """The meta row's values (TypeError when it is not an object)."""
-    meta = json.loads(raw)
+class UnreadablePartitionRow(RuntimeError):
+    """The partition's own row (clock, indexes' values, input offsets) does not decode."""
+
+
+def _meta(partition: int, raw: bytes) -> dict[str, Any]:
+    """The partition row's values; :class:`UnreadablePartitionRow` when it does not decode.
+
+    Skipping it would lose the input offsets, and the reader would apply every retained input again
+    from the start of the topics (dead letters repeated, events older than the dedupe window counted
+    twice, an erased user brought back by their old events): recovery stops and retries instead,
+    logged and counted like any recovery error, until the store is repaired (delete the worker's
+    local state to rebuild it from the changelog).
+    """
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        message = f"partition {partition}: its stored row does not decode: {exc}"
+        raise UnreadablePartitionRow(message) from None
     if not isinstance(meta, dict):
-        raise TypeError(f"the meta row is a {type(meta).__name__}, not an object")
+        raise UnreadablePartitionRow(
+            f"partition {partition}: its stored row is a {type(meta).__name__}, not an object"
+        )
     return meta
 
 

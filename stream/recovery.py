@@ -47,7 +47,7 @@ def replay_changelog(
         for msg in batch:
             key = msg.key()
             if key == META_KEY:
-                recorded = PartitionMeta.from_bytes(msg.value()).pushes_offset
+                recorded = PartitionMeta.decode(msg.value()).pushes_offset  # damaged: raises
                 meta.pushes_offset = max(meta.pushes_offset, recorded)
             elif key is not None:
                 writes[key] = msg.value()

@@ -41,12 +41,12 @@ class PartitionMeta:
         return json.dumps({"c": self.changelog_offset, "p": self.pushes_offset}).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes | None) -> PartitionMeta:
-        """Inverse of :meth:`to_bytes`; empty meta when ``data`` is None or does not decode.
+    def decode(cls, data: bytes | None) -> PartitionMeta:
+        """Inverse of :meth:`to_bytes` (empty meta for None); ValueError when ``data`` does not decode.
 
-        It is read at every recovery (RocksDB's at open, the changelog's in the replay): raising on a
-        damaged one would retry the partition's recovery forever. Empty meta replays the changelog from
-        its start instead, which rebuilds the same state (its meta records carry the pushes offset).
+        The changelog's meta records are read with this: a damaged one stops the partition's recovery
+        (logged, counted, retried) rather than leave the pushes offset behind, which would read old
+        pushes back as if just emitted and give records to users who have none (erased, expired).
         """
         if not data:
             return cls()
@@ -54,7 +54,20 @@ class PartitionMeta:
             raw = json.loads(data)
             return cls(changelog_offset=int(raw["c"]), pushes_offset=int(raw["p"]))
         except (ValueError, TypeError, KeyError) as exc:  # UnicodeDecodeError is a ValueError
-            log.warning("partition meta record %r does not decode, read as none: %s", bytes(data[:80]), exc)
+            raise ValueError(f"partition meta record {bytes(data[:80])!r} does not decode: {exc}") from None
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> PartitionMeta:
+        """:meth:`decode` for the local store's own record: empty meta when it does not decode.
+
+        It is read when a store opens: raising on a damaged one would retry the partition's recovery
+        forever. Empty meta replays the changelog from its start instead, which rebuilds the same state
+        (the changelog's meta records carry the pushes offset).
+        """
+        try:
+            return cls.decode(data)
+        except ValueError as exc:
+            log.warning("%s: read as none, the changelog is replayed from its start", exc)
             return cls()
 
 

@@ -8,6 +8,7 @@ store and the changelog never hold a user without the offsets that produced it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -20,10 +21,39 @@ from stream.partition_state import PartitionState
 from stream.settings import Settings
 from stream.state import UserState
 
+log = logging.getLogger(__name__)
+
 TYPE_INDEX = {t: i for i, t in enumerate(EVENT_TYPES)}
 
 # One GRU step for a batch of states (``stream.scoring.AskScorer.step``: fixed-size chunks).
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+# What a damaged record raises when decoded (MessagePack and UTF-8 errors are ValueErrors).
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def readable_record(raw: bytes, partition: int, user_id: str) -> tuple[UserState, bool]:
+    """(the user's stored record, True) or, when it does not decode (a damaged disk or changelog), (a
+    record that pushes nothing until the shopper consents again, False).
+
+    Starting over keeps the partition served: a record that raised on every read failed every batch,
+    timer and catalog change that touched the user, and with them the partition's other events.
+    Starting over *opted out* keeps consent safe: the damaged record may have held an opt-out, which
+    must never be forgotten, so only a new opt-in makes this shopper reachable again.
+    """
+    try:
+        return UserState.from_bytes(raw), True
+    except _UNREADABLE as exc:
+        log.warning(
+            "partition %d: the record of user %r does not decode (%s): started over, opted out",
+            partition,
+            user_id[:80],
+            exc,
+        )
+        state = UserState()
+        state.policy.opted_in = False
+        return state, False
 
 
 def forgotten(state: UserState) -> UserState:
@@ -63,11 +93,12 @@ class UserRecords:
         user = cache.get(user_id)
         if user is None:
             raw = txn.get(partition, user_id.encode("utf-8"))
-            state = UserState() if raw is None else UserState.from_bytes(raw)
+            state, readable = (UserState(), True) if raw is None else readable_record(raw, partition, user_id)
             engagement = Engagement.from_dict(
                 state.engagement, self.cfg.engagement_max_items, self.cfg.engagement_max_purchases
             )
             user = BatchUser(user_id, partition, state, engagement)
+            user.dirty = not readable  # the damaged bytes are replaced at the batch's end
             self.sync_model(user)
             cache[user_id] = user
         return user
@@ -155,7 +186,7 @@ class UserRecords:
                 del part.last_seen[user_id]
                 if raw is None:
                     continue
-                kept = forgotten(UserState.from_bytes(raw))
+                kept = forgotten(readable_record(raw, partition, user_id)[0])
                 txn.put(partition, key, kept.to_bytes() if kept.policy.opted_in is False else None)
             part.interest.purge_users(set(gone))
             self.stage_rows(txn, partition)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 import msgspec
+import pytest
 
 from stream.catalog_view import CatalogView
 from stream.contract import to_json_bytes
@@ -23,6 +24,7 @@ from stream.partition_state import (
     META_ROW,
     TRENDING_PREFIX,
     PartitionState,
+    UnreadablePartitionRow,
 )
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
@@ -505,7 +507,7 @@ def test_the_catalog_bootstrap_announces_nothing() -> None:
 def test_a_stored_row_that_no_longer_decodes_is_skipped_not_fatal() -> None:
     """A damaged changelog or disk can hold a user record or an index row that does not decode. It is
     skipped (logged, counted) and the partition loads: recovery retried it forever before, so none of
-    the partition's users were served again. The damaged user's record stays stored as it is."""
+    the partition's users were served again."""
     store = DictState()
     engine = make_engine(settings())
     run(engine, busy_stream(200, seed=8), store, 25)
@@ -513,7 +515,7 @@ def test_a_stored_row_that_no_longer_decodes_is_skipped_not_fatal() -> None:
     view = PartitionView(store, p)
     intact, n_users = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())
     victim = view.items()[0][0]
-    damaged = [victim, META_ROW]
+    damaged = [victim]
     damaged += [
         next(k for k, _ in view.partition_rows() if k.startswith(pre))
         for pre in (COVISIT_PREFIX, TRENDING_PREFIX, INTEREST_PREFIX)
@@ -528,5 +530,56 @@ def test_a_stored_row_that_no_longer_decodes_is_skipped_not_fatal() -> None:
         expected = [] if key == victim else intact.timers.timers_for(user)
         assert loaded.timers.timers_for(user) == expected
     assert loaded.last_seen == {u: ts for u, ts in intact.last_seen.items() if u != victim.decode()}
-    # The damaged meta row took the stored clock with it: the users' records give it back.
+    assert loaded.watermark == intact.watermark and loaded.offsets == intact.offsets
+
+
+def test_a_damaged_partition_row_stops_its_recovery_rather_than_reapply_every_input() -> None:
+    """The partition's own row holds its input offsets: read as empty, every retained input would be
+    applied again from the start of the topics (dead letters twice, old events counted twice, an
+    erased user back from their old events). Its recovery fails (retried, counted) instead."""
+    store = DictState()
+    engine = make_engine(settings())
+    run(engine, busy_stream(200, seed=8), store, 25)
+    p = partition_for(USERS[0], PARTITIONS)
+    for garbage in (b"\x00garbage", b"[1, 2]"):
+        store.put(p, META_ROW, garbage)
+        view = PartitionView(store, p)
+        with pytest.raises(UnreadablePartitionRow, match=f"partition {p}"):
+            PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())
+
+
+def test_a_store_without_a_partition_row_takes_its_clock_from_its_users() -> None:
+    store = DictState()
+    engine = make_engine(settings())
+    run(engine, busy_stream(200, seed=8), store, 25)
+    p = partition_for(USERS[0], PARTITIONS)
+    store.put(p, META_ROW, None)  # a store written before partition rows existed
+    view = PartitionView(store, p)
+    loaded, _ = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())
     assert loaded.watermark == max(loaded.last_seen.values()) > 0.0
+
+
+def test_a_damaged_user_record_starts_over_opted_out_and_stops_nothing_else() -> None:
+    """A user record that does not decode failed every read: a catalog change reaching the user, or
+    any batch with their events, failed, and with it the other events of the partition (50 of 50 of
+    another shopper's events were dead-lettered in a reproduction). Read now, it starts over opted
+    out (the damaged record may have held an opt-out, never to be forgotten) and is written back."""
+    engine = make_engine(make_settings(trigger_thresholds={"price_drop": 0.0}))
+    store = DictState()
+    p = partition_for("user1", PARTITIONS)
+    other = next(f"u{i}" for i in range(100) if partition_for(f"u{i}", PARTITIONS) == p)
+    engine.process([ev("e1", "user1", "view", "i1", T0), ev("e0", other, "view", "i2", T0 + 1)], store)
+    store.put(p, b"user1", b"\x00garbage")
+    fresh = make_engine(engine.settings)
+    fresh.owned = set()
+    for q in range(PARTITIONS):
+        fresh.adopt(q, fresh.load_partition(q, PartitionView(store, q)))
+    drop = fresh.apply_catalog([catalog_record(catalog_entry("i1", price=50.0, updated_at=T0 + 500))], store)
+    assert not drop.dead_letters
+    later = [ev(f"x{j}", other, "view", "i2", T0 + 600 + j) for j in range(20)]
+    out = fresh.process([*later, ev("e2", "user1", "view", "i1", T0 + 700)], store)
+    assert out.events[("view", "processed")] == 21 and not out.dead_letters
+    assert fresh.part(p).watermark == T0 + 700
+    assert not any(push.user_id == "user1" for _, push in out.pushes)
+    rewritten = store.user("user1")
+    assert rewritten.policy.opted_in is False and rewritten.n_events == 1

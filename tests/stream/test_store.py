@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from stream.store import META_KEY, PartitionMeta, PartitionStore, StateStore, Transaction
 
 
@@ -115,13 +117,17 @@ def test_all_ready(tmp_path: Path) -> None:
     store.close_all()
 
 
-def test_a_damaged_meta_record_reads_as_no_meta(tmp_path: Path) -> None:
-    """The meta record is read at every recovery (RocksDB's at open, the changelog's during replay):
-    a damaged one raised there, and the partition's recovery was retried forever. No meta means the
-    changelog is replayed from its start, which rebuilds the same state (its meta records carry the
-    pushes offset)."""
+def test_a_damaged_local_meta_record_reads_as_no_meta(tmp_path: Path) -> None:
+    """The local store's meta record is read when it opens: a damaged one raised there, and the
+    partition's recovery was retried forever. No meta means the changelog is replayed from its start,
+    which rebuilds the same state (its meta records carry the pushes offset). A damaged meta record
+    *in the changelog* still stops the recovery (``decode`` raises): read as none it would leave the
+    pushes offset behind, and old pushes would be read back as just emitted."""
     for damaged in (b"\x00garbage", b"{", b"[1, 2]", b'{"c": 3}', b'{"c": "x", "p": 1}', b"\xff"):
         assert PartitionMeta.from_bytes(damaged) == PartitionMeta(-1, -1)
+        with pytest.raises(ValueError, match="does not decode"):
+            PartitionMeta.decode(damaged)
+    assert PartitionMeta.decode(PartitionMeta(7, 3).to_bytes()) == PartitionMeta(7, 3)
     pstore = PartitionStore(tmp_path / "p0", 0)
     pstore.write({b"u1": b"1"}, PartitionMeta(5, 5))
     pstore._db[META_KEY] = b"\x00garbage"  # as a damaged disk leaves it
