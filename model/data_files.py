@@ -175,6 +175,10 @@ def load_events_jsonl(path: str | Path, gap_seconds: float = 1800.0) -> SessionL
     per_user: dict[str, tuple[list[str], list[int], list[float]]] = {}
     with p.open("rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1:  # as _text_lines does for the other formats
+                if raw.startswith(b"\x1f\x8b"):
+                    raise DataError(p, None, "gzip-compressed: decompress it first (gunzip)")
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
             if not raw.strip():
                 continue
             try:

@@ -413,7 +413,7 @@ class PolicyConfig(BaseModel):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "Europe" is a folder
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 

@@ -135,6 +135,17 @@ def test_millisecond_times_are_refused_where_a_gap_cuts_sessions(tmp_path: Path)
     assert preprocess(seconds, PreprocessOptions(gap_seconds=1800.0)).items == log.items
 
 
+def test_events_file_with_a_byte_order_mark_or_gzip(tmp_path: Path) -> None:
+    line = _event("u1", "a", 1_700_000_000.0) + "\n" + _event("u1", "b", 1_700_000_010.0) + "\n"
+    marked = tmp_path / "bom.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + line.encode())
+    assert load_events_jsonl(marked).items == [["a", "b"]]
+    packed = tmp_path / "e.jsonl.gz"
+    packed.write_bytes(gzip.compress(line.encode()))
+    with pytest.raises(DataError, match=r"e.jsonl.gz: gzip-compressed"):
+        load_events_jsonl(packed)
+
+
 def test_bad_events(tmp_path: Path) -> None:
     t0 = 1_700_000_000.0
     with pytest.raises(DataError, match=r"e.jsonl:2: not a valid event"):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pydantic
+import pytest
+
 from stream.policy import (
     PushRecord,
     UserPolicyState,
@@ -16,6 +19,7 @@ from stream.policy import (
     release_held,
     user_zone,
 )
+from stream.policy_config import PolicyConfig
 from tests.policy.conftest import candidate, catalog, config, local_ts
 
 # One push per local day; rolling caps and gaps out of the way; no quiet hours.
@@ -216,3 +220,9 @@ def test_release_rechecks_stock_and_emits_one():
         )
     out = release_held("u1", state2, morning, cfg)
     assert [(p.item_id, v.reason) for p, v in out] == [("a", "ok"), ("b", "min_gap")]
+
+
+def test_a_default_time_zone_that_is_a_folder_or_the_hosts_own_is_a_validation_error() -> None:
+    for zone in ("Europe", "localtime", "right/UTC", "Mars/Olympus"):
+        with pytest.raises(pydantic.ValidationError, match="unknown time zone"):
+            PolicyConfig(default_time_zone=zone)
