@@ -56,7 +56,9 @@ class SimConfig(BaseModel):
     seed: int = Field(7, description="Seed of every random draw; same seed, same world, same events.")
     n_users: int = Field(5_000, ge=1, description="Number of shoppers.")
     n_items: int = Field(3_000, ge=1, description="Number of catalog items.")
-    n_categories: int = Field(24, ge=1, description="Number of item categories.")
+    n_categories: int = Field(
+        24, ge=1, description="Number of item categories (at most n_items: none is empty)."
+    )
     latent_dim: int = Field(8, ge=2, description="Dimension of the latent taste / item vectors.")
     start_time: float = Field(
         1_780_272_000.0, description="Simulated clock at the start (2026-06-01T00:00Z)."
