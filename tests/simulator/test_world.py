@@ -173,3 +173,15 @@ def test_a_catalog_smaller_than_its_categories_still_shops() -> None:
     # Worlds with at least one item per category are unchanged.
     assert len(World(SimConfig(seed=4, n_users=5, n_items=30)).category_names) == 24
 
+
+def test_settings_the_world_cannot_run_are_refused() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    # A negative seed failed deep in numpy; a start outside the contract's time range failed at the
+    # first event. Both are refused when the settings are made, the edges themselves accepted.
+    for bad in ({"seed": -1}, {"start_time": 0.0}, {"start_time": 4_102_444_800.0}):
+        with pytest.raises(ValidationError):
+            SimConfig(**bad)  # type: ignore[arg-type]
+    for good in ({"seed": 0}, {"seed": 2**31}, {"start_time": 946_684_800.0}):
+        assert list(generate_events(SimConfig(n_users=20, n_items=30, **good), 5))  # type: ignore[arg-type]
