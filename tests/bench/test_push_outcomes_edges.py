@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks.outcomes.config import COUNTERS, BenchConfig
 from benchmarks.outcomes.outcome_figures import compare_with, figures
@@ -51,3 +52,28 @@ def test_no_holdout_users_leaves_the_holdout_figures_undefined(tmp_path: Path) -
     write_report(cfg, result, "cmd", report, [])
     text = report.read_text()
     assert "nan" not in text.lower() and "| `lift_vs_holdout` | n/a |" in text
+
+
+def test_settings_that_cannot_give_figures_are_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Each of these used to run every world first and then crash (or report days it never ran).
+    from benchmarks.push_outcomes import main
+
+    small = ["--users", "5", "--items", "30", "--no-report", "--arms", "marketer_rules"]
+    cases = {
+        "--days": ["--days", "0"],  # no lock step: an IndexError after the runs
+        "steps": ["--days", "0.3"],  # 28.8 steps: 29 run, per-day rates divided by 0.3 days
+        "--warmup-days": ["--warmup-days", "-0.5"],  # the evaluated days fell before the world began
+        "quarter hour": ["--warmup-days", "0.013"],  # steps off the quarter hours (quiet hours)
+        "--holdout-share": ["--holdout-share", "1.0"],  # nobody treated: a division by zero
+        "treatment": ["--holdout-share", "0.999"],  # the same, drawn
+        "repeated": ["--seeds", "11", "11"],  # one world counted twice, intervals too narrow
+        "seed": ["--seed", "-1"],  # numpy refused it deep in the world
+        "kairos": ["--warmup-days", "0", "--arms", "kairos"],  # nothing to train the model on
+    }
+    for needle, extra in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main([*small, *extra])
+        assert exit_info.value.code == 2, extra
+        assert needle in capsys.readouterr().err, extra
