@@ -300,6 +300,22 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
     return report
 
 
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse settings that cannot give figures, before any world runs."""
+    steps = args.days * DAY / (LabConfig.step_minutes * 60.0)
+    if args.days <= 0 or abs(steps - round(steps)) > 1e-6:
+        p.error(
+            f"--days must be a positive whole number of {LabConfig.step_minutes:g}-minute lock steps "
+            f"({args.days:g} days is {steps:g} steps)"
+        )
+    if args.burn_in_days < 0:
+        p.error("--burn-in-days must be 0 or more")
+    if min(args.seeds) < 0 or len(set(args.seeds)) < len(args.seeds):
+        p.error("--seeds must be 0 or more, none repeated (a repeated world would be counted twice)")
+    if args.users < 1 or args.workers < 1:
+        p.error("--users and --workers must be 1 or more")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13, 14, 15, 16, 17, 18])
@@ -323,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json is not None:
         print(write_report(json.loads(args.from_json.read_text()), args.out))
         return 0
+    _check_args(p, args)
     cfg = LabConfig(users=args.users, days=args.days, burn_in_days=args.burn_in_days)
     started = time.monotonic()
     arms = compare(cfg, args.arms, args.seeds, args.workers)

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -70,7 +71,7 @@ from benchmarks.outcomes.config import BENCH_DIR, REPORT, BenchConfig, _say  # n
 from benchmarks.outcomes.outcome_figures import compare_with, figures, per_seed_figures  # noqa: E402
 from benchmarks.outcomes.report import KEYS, write_report  # noqa: E402
 from benchmarks.outcomes.runner import NO_PUSH, ArmRun, merge_runs, run_jobs  # noqa: E402
-from stream.simulator import World  # noqa: E402
+from stream.simulator import DAY, World  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(args.from_json.read_text())
         publish(BenchConfig(**saved["config"]), saved["result"], saved["command"], args.out)
         return 0
+    _check_args(p, args)
     env = dict(kv.split("=", 1) for kv in args.kairos_env)
     cfg = BenchConfig(
         args.seed,
@@ -144,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or [cfg.seed]
     masks: list[np.ndarray] = []
     for seed in seeds:
-        world = World(replace(cfg, seed=seed).sim_config())
+        try:
+            world = World(replace(cfg, seed=seed).sim_config())
+        except ValidationError as exc:
+            p.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
         masks.append(np.array([replace(cfg, seed=seed).holdout()(u) for u in world.user_ids], dtype=bool))
+    if all(mask.all() for mask in masks):
+        p.error(f"no treatment users: all {cfg.users} users of each world drawn into the holdout")
     jobs = [(seed, name) for name in args.arms for seed in seeds] + [(seed, NO_PUSH) for seed in seeds]
     done = run_jobs(cfg, jobs, args.workers)
     no_pushes: list[dict[str, np.ndarray]] = [done[(seed, NO_PUSH)] for seed in seeds]
@@ -198,6 +205,29 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse settings that cannot give figures, before any world runs."""
+    steps = args.days * DAY / (args.step_minutes * 60.0)
+    if args.days <= 0 or abs(steps - round(steps)) > 1e-6:
+        p.error(
+            f"--days must be a positive whole number of {args.step_minutes:g}-minute lock steps "
+            f"({args.days:g} days is {steps:g} steps)"
+        )
+    quarters = args.warmup_days * DAY / 900.0
+    if args.warmup_days < 0 or abs(quarters - round(quarters)) > 1e-6:
+        p.error(
+            f"--warmup-days must be 0 or more and a whole number of quarter hours (the lock steps end "
+            f"just before each), not {args.warmup_days:g}"
+        )
+    if not 0.0 <= args.holdout_share < 1.0:
+        p.error("--holdout-share must be at least 0 and below 1 (at 1 nobody is pushed)")
+    seeds = args.seeds or [args.seed]
+    if len(set(seeds)) < len(seeds):
+        p.error("--seeds: a seed is repeated (one world; its users would be counted twice)")
+    if "kairos" in args.arms and args.warmup_days <= 0:
+        p.error("the kairos arm trains its model on the warm-up days: --warmup-days must be above 0")
 
 
 def publish(cfg: BenchConfig, result: dict[str, Any], command: str, out: Path) -> Path:

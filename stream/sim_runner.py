@@ -328,7 +328,15 @@ def _sim_config(args: argparse.Namespace) -> SimConfig:
 
 def simulate_main(argv: list[str]) -> int:
     """Entry point of ``kairos simulate``; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.events is not None and args.events < 0:
+        parser.error("--events must be 0 or more")
+    if not args.replay:
+        try:
+            _sim_config(args)
+        except ValidationError as exc:
+            parser.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()  # type: ignore[call-arg]  # every field has a default
     try:
@@ -336,7 +344,7 @@ def simulate_main(argv: list[str]) -> int:
             if args.replay:
                 n = _write_replay_jsonl(args.out, args.replay, settings, args.events)
             else:
-                n = write_jsonl(args.out, args.events or 100_000, _sim_config(args))
+                n = write_jsonl(args.out, 100_000 if args.events is None else args.events, _sim_config(args))
             print(f"wrote {n} events to {args.out}", file=sys.stderr)
             return 0
         if args.bootstrap:

@@ -62,7 +62,8 @@ def draw_figures(result: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
         fig, axes = plots.figure(4.2 * len(names), 3.8, ncols=len(names))
         triggers = sorted({t for h in hourly.values() if h for t in h})
         colours = {t: plots.PALETTE[i % len(plots.PALETTE)] for i, t in enumerate(triggers)}
-        for ax, n in zip(axes[0], names, strict=True):
+        panels = axes[0] if len(names) > 1 else [axes]  # one arm: a single Axes, not a row of them
+        for ax, n in zip(panels, names, strict=True):
             bottom = [0] * 24
             for trig, counts in sorted((hourly[n] or {}).items()):
                 ax.bar(range(24), counts, bottom=bottom, color=colours[trig], label=trig, width=0.9)

@@ -45,10 +45,16 @@ def figures(
 
     pushes = total("pushes")
     ppu_t = total("purchases") / n_t
+    # No holdout users (--holdout-share 0, or a world too small to draw one): the figures against
+    # the holdout are undefined (nan); those against no pushes stand alone.
     ppu_h = total("purchases", holdout_mask) / n_h if n_h else float("nan")
-    diff_se = math.sqrt(
-        d["purchases"][treat].var(ddof=1) / n_t + d["purchases"][holdout_mask].var(ddof=1) / n_h
+    rpu_h = total("revenue", holdout_mask) / n_h if n_h else float("nan")
+    diff_se = (
+        math.sqrt(d["purchases"][treat].var(ddof=1) / n_t + d["purchases"][holdout_mask].var(ddof=1) / n_h)
+        if n_h
+        else float("nan")
     )
+    baseline_total = float(baseline[treat].sum())
     paired = d["purchases"][treat] - baseline[treat]
     revenue, revenue_ci = _paired(d["revenue"][treat] - no_push["revenue"][treat])
 
@@ -67,10 +73,10 @@ def figures(
         "purchases_per_user_holdout": ppu_h,
         "incremental_purchases": (ppu_t - ppu_h) * n_t,
         "incremental_purchases_ci95": 1.96 * diff_se * n_t,
-        "incremental_revenue": (total("revenue") / n_t - total("revenue", holdout_mask) / n_h) * n_t,
+        "incremental_revenue": (total("revenue") / n_t - rpu_h) * n_t,
         "incremental_purchases_vs_no_push": float(paired.sum()),
         "incremental_purchases_vs_no_push_ci95": 1.96 * float(paired.std(ddof=1)) * math.sqrt(n_t),
-        "lift_vs_no_push": float(d["purchases"][treat].sum() / baseline[treat].sum() - 1.0),
+        "lift_vs_no_push": total("purchases") / baseline_total - 1.0 if baseline_total else float("nan"),
         "incremental_revenue_vs_no_push": revenue,
         "incremental_revenue_vs_no_push_ci95": revenue_ci,
         "opt_out_rate": float(run.opted_out_during[treat].sum()) / n_t,

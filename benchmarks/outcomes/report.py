@@ -5,6 +5,7 @@ markers: the setup, the figures table per arm, the per-world table and the PNG l
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ KEYS = [
 
 
 def _fmt(value: Any, key: str) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "n/a"  # undefined: no holdout users, nothing bought to compare with, one user
     if isinstance(value, float):
         if key.endswith(("rate", "share")) or key.startswith("lift"):
             return f"{100 * value:.2f} %"

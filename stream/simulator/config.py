@@ -53,13 +53,18 @@ CHECKOUT_INTEREST = 0.6
 class SimConfig(BaseModel):
     """Parameters of the simulated shop. Defaults give a plausible mid-size shop."""
 
-    seed: int = Field(7, description="Seed of every random draw; same seed, same world, same events.")
+    seed: int = Field(7, ge=0, description="Seed of every random draw; same seed, same world, same events.")
     n_users: int = Field(5_000, ge=1, description="Number of shoppers.")
     n_items: int = Field(3_000, ge=1, description="Number of catalog items.")
-    n_categories: int = Field(24, ge=1, description="Number of item categories.")
+    n_categories: int = Field(
+        24, ge=1, description="Number of item categories (at most n_items: none is empty)."
+    )
     latent_dim: int = Field(8, ge=2, description="Dimension of the latent taste / item vectors.")
     start_time: float = Field(
-        1_780_272_000.0, description="Simulated clock at the start (2026-06-01T00:00Z)."
+        1_780_272_000.0,
+        ge=946_684_800.0,
+        lt=4_102_444_800.0,
+        description="Simulated clock at the start (2026-06-01T00:00Z); within the contract's event times.",
     )
     speed: float = Field(60.0, gt=0, description="Simulated seconds per real second in real-time runs.")
     events_per_second: float | None = Field(

@@ -70,9 +70,13 @@ class World(ShoppingMixin, PushResponseMixin):
     def _word(self, rng: np.random.Generator, syllables: int) -> str:
         return "".join(_SYLLABLES[int(i)] for i in rng.integers(0, len(_SYLLABLES), syllables))
 
+    def _n_categories(self) -> int:
+        """The world's categories: ``n_categories``, but no more than items (none is left empty)."""
+        return min(self.config.n_categories, self.config.n_items)
+
     def _build_catalog(self, rng: np.random.Generator) -> None:
         cfg = self.config
-        d, k = cfg.latent_dim, cfg.n_categories
+        d, k = cfg.latent_dim, self._n_categories()
         self.centroids = rng.normal(0.0, 1.0, (k, d))
         self.category_names = []
         self._category_words: list[list[str]] = []
@@ -119,7 +123,7 @@ class World(ShoppingMixin, PushResponseMixin):
 
     def _build_users(self, rng: np.random.Generator) -> None:
         cfg = self.config
-        n, d, k = cfg.n_users, cfg.latent_dim, cfg.n_categories
+        n, d, k = cfg.n_users, cfg.latent_dim, self._n_categories()
         # Taste: a blend of two category centroids plus personal noise.
         first = rng.integers(0, k, n)
         second = rng.integers(0, k, n)

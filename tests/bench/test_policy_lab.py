@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks.lab_oracles import OracleDiscoveryPusher
 from benchmarks.lab_pushers import SessionEndPusher
-from benchmarks.policy_lab import LabConfig, compare, run_world
+from benchmarks.policy_lab import LabConfig, compare, main, run_world
 from stream.contract import Event
 from stream.policy import in_holdout
 from stream.simulator import SimConfig, World
@@ -269,3 +270,20 @@ def test_the_utility_parts_oracles_and_the_title_profile_rank_the_observable_poo
         for c in value
     }
     assert all((lift > 0.0) == bool(shares[c.item_id]) for c, lift in zip(value, lifts, strict=True))
+
+
+def test_settings_that_cannot_give_figures_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    small = ["--users", "5", "--arms", "marketer_rules", "--no-report"]
+    cases = {
+        "--days": ["--days", "0"],  # a division by zero after every world ran
+        "steps": ["--days", "0.3"],  # 28.8 steps: 29 run, per-day rates divided by 0.3 days
+        "--burn-in-days": ["--burn-in-days", "-0.5"],  # the evaluated days skipped: no push at all
+        "repeated": ["--seeds", "5", "5"],  # one world counted twice ("0/2 worlds ahead")
+        "--seeds": ["--seeds", "-1"],  # numpy refused it deep in the world
+        "--workers": ["--workers", "0"],  # the process pool refused it with a traceback
+    }
+    for needle, extra in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main([*small, *extra])
+        assert exit_info.value.code == 2, extra
+        assert needle in capsys.readouterr().err, extra

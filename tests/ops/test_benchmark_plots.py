@@ -232,6 +232,11 @@ def test_push_outcomes_figures(tmp_path: Path) -> None:
     drawn = draw_figures(push_result(), tmp_path)
     assert [p.name for _, p in drawn] == ["push_outcomes-arms.png", "push_outcomes-by-hour.png"]
     assert all(_is_png(p) for _, p in drawn)
+    # One arm alone (--arms marketer_rules): a single panel of pushes by hour crashed the drawing.
+    alone = {k: v for k, v in push_result().items() if k != "baselines"}
+    drawn = draw_figures(alone, tmp_path / "alone")
+    assert [p.name for _, p in drawn] == ["push_outcomes-arms.png", "push_outcomes-by-hour.png"]
+    assert all(_is_png(p) for _, p in drawn)
 
 
 def test_wilson_interval_brackets_the_rate() -> None:

@@ -162,3 +162,18 @@ def test_cli_live_run(bootstrap: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert simulate_main([*argv, "--no-pushes"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 300 <= summary["produced.events"] <= 1200
+
+
+def test_offline_mode_takes_the_event_count_and_refuses_bad_world_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sim.jsonl"
+    # --events 0 wrote the default 100,000 events.
+    assert simulate_main(["--out", str(out), "--events", "0", "--users", "20", "--items", "30"]) == 0
+    assert out.read_bytes() == b""
+    # Settings the world cannot run are a usage error, not a traceback.
+    for bad in (["--users", "0"], ["--seed", "-1"], ["--events", "-5"]):
+        with pytest.raises(SystemExit) as exit_info:
+            simulate_main(["--out", str(out), *bad])
+        assert exit_info.value.code == 2
+        assert "error:" in capsys.readouterr().err

@@ -159,3 +159,29 @@ def test_consent_updates_are_contract_messages() -> None:
     world = World(SimConfig(seed=1, n_users=20, n_items=10))
     first = world.initial_consent()[0]
     assert isinstance(first, ConsentUpdate) and first.user_id == "u000000"
+
+
+def test_a_catalog_smaller_than_its_categories_still_shops() -> None:
+    # Fewer items than categories (24 by default) left categories empty, and the first session to
+    # browse one crashed the world; such a world has as many categories as items.
+    for n_items in (1, 5):
+        world = World(SimConfig(seed=4, n_users=30, n_items=n_items))
+        assert len(world.category_names) == n_items
+        events = list(generate_events(SimConfig(seed=4, n_users=30, n_items=n_items), 300))
+        assert len(events) == 300
+        assert {e.item_id for e in events if e.item_id} <= set(world.item_ids)
+    # Worlds with at least one item per category are unchanged.
+    assert len(World(SimConfig(seed=4, n_users=5, n_items=30)).category_names) == 24
+
+
+def test_settings_the_world_cannot_run_are_refused() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    # A negative seed failed deep in numpy; a start outside the contract's time range failed at the
+    # first event. Both are refused when the settings are made, the edges themselves accepted.
+    for bad in ({"seed": -1}, {"start_time": 0.0}, {"start_time": 4_102_444_800.0}):
+        with pytest.raises(ValidationError):
+            SimConfig(**bad)  # type: ignore[arg-type]
+    for good in ({"seed": 0}, {"seed": 2**31}, {"start_time": 946_684_800.0}):
+        assert list(generate_events(SimConfig(n_users=20, n_items=30, **good), 5))  # type: ignore[arg-type]

@@ -1,0 +1,79 @@
+"""push_outcomes at settings the defaults never reach: no holdout users, nothing bought (pure)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.outcomes.config import COUNTERS, BenchConfig
+from benchmarks.outcomes.outcome_figures import compare_with, figures
+from benchmarks.outcomes.report import write_report
+from benchmarks.outcomes.runner import ArmRun
+
+
+def _run(purchases: list[float]) -> ArmRun:
+    deltas = {k: np.zeros(len(purchases)) for k in COUNTERS}
+    deltas["purchases"] = np.array(purchases)
+    deltas["revenue"] = 10.0 * np.array(purchases)
+    deltas["pushes"] = np.ones(len(purchases))
+    return ArmRun("kairos", deltas, np.zeros(len(purchases), dtype=bool), 0, {"cart_abandonment": 4}, 1.0)
+
+
+def test_no_holdout_users_leaves_the_holdout_figures_undefined(tmp_path: Path) -> None:
+    # --holdout-share 0 (or a world too small to draw one): the figures against the holdout crashed
+    # with a division by zero after every arm had run; the paired figures vs no push stand alone.
+    cfg = BenchConfig(users=4, days=1.0, holdout_share=0.0)
+    run = _run([1, 2, 0, 1])
+    no_holdout = np.zeros(4, dtype=bool)
+    no_push = {"purchases": np.array([1.0, 1.0, 0.0, 0.0]), "revenue": np.array([10.0, 10.0, 0.0, 0.0])}
+    fig = figures(cfg, run, no_holdout, no_push) | compare_with(run, run, ~no_holdout)
+    assert fig["incremental_purchases_vs_no_push"] == 2.0
+    assert fig["incremental_revenue_vs_no_push"] == 20.0
+    assert fig["lift_vs_no_push"] == 1.0
+    for key in (
+        "incremental_purchases",
+        "incremental_purchases_ci95",
+        "incremental_revenue",
+        "lift_vs_holdout",
+    ):
+        assert math.isnan(fig[key]), key
+
+    # Nothing bought without pushes: the lift over it is undefined (nan, like the holdout's), not inf.
+    nothing = {"purchases": np.zeros(4), "revenue": np.zeros(4)}
+    assert math.isnan(figures(cfg, run, no_holdout, nothing)["lift_vs_no_push"])
+
+    # The report says so in words, never "nan %".
+    result = {"arm": "kairos", **fig, "seeds": [11], "treatment_users": 4, "holdout_users": 0}
+    result |= {"no_push_purchases": 2.0, "total_wall_seconds": 1.0}
+    report = tmp_path / "push_outcomes.md"
+    write_report(cfg, result, "cmd", report, [])
+    text = report.read_text()
+    assert "nan" not in text.lower() and "| `lift_vs_holdout` | n/a |" in text
+
+
+def test_settings_that_cannot_give_figures_are_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Each of these used to run every world first and then crash (or report days it never ran).
+    from benchmarks.push_outcomes import main
+
+    small = ["--users", "5", "--items", "30", "--no-report", "--arms", "marketer_rules"]
+    cases = {
+        "--days": ["--days", "0"],  # no lock step: an IndexError after the runs
+        "steps": ["--days", "0.3"],  # 28.8 steps: 29 run, per-day rates divided by 0.3 days
+        "--warmup-days": ["--warmup-days", "-0.5"],  # the evaluated days fell before the world began
+        "quarter hour": ["--warmup-days", "0.013"],  # steps off the quarter hours (quiet hours)
+        "--holdout-share": ["--holdout-share", "1.0"],  # nobody treated: a division by zero
+        "treatment": ["--holdout-share", "0.999"],  # the same, drawn
+        "repeated": ["--seeds", "11", "11"],  # one world counted twice, intervals too narrow
+        "seed": ["--seed", "-1"],  # numpy refused it deep in the world
+        "kairos": ["--warmup-days", "0", "--arms", "kairos"],  # nothing to train the model on
+    }
+    for needle, extra in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main([*small, *extra])
+        assert exit_info.value.code == 2, extra
+        assert needle in capsys.readouterr().err, extra
