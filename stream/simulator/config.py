@@ -3,7 +3,7 @@ the diurnal curve of session starts and the organic funnel's coefficients (``doc
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stream.contract import CatalogUpdate, ConsentUpdate, Event
 
@@ -52,6 +52,9 @@ CHECKOUT_INTEREST = 0.6
 
 class SimConfig(BaseModel):
     """Parameters of the simulated shop. Defaults give a plausible mid-size shop."""
+
+    # NaN or an infinity in any rate, bias or time makes every draw that reads it meaningless.
+    model_config = ConfigDict(allow_inf_nan=False)
 
     seed: int = Field(7, ge=0, description="Seed of every random draw; same seed, same world, same events.")
     n_users: int = Field(5_000, ge=1, description="Number of shoppers.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -180,7 +181,10 @@ def test_settings_the_world_cannot_run_are_refused() -> None:
 
     # A negative seed failed deep in numpy; a start outside the contract's time range failed at the
     # first event. Both are refused when the settings are made, the edges themselves accepted.
-    for bad in ({"seed": -1}, {"start_time": 0.0}, {"start_time": 4_102_444_800.0}):
+    # NaN and infinities are refused in every float field (a rate, a bias, a speed).
+    fields = ("open_bias", "promotion_rate", "speed")
+    not_numbers = [{field: value} for field in fields for value in (math.nan, math.inf)]
+    for bad in ({"seed": -1}, {"start_time": 0.0}, {"start_time": 4_102_444_800.0}, *not_numbers):
         with pytest.raises(ValidationError):
             SimConfig(**bad)  # type: ignore[arg-type]
     for good in ({"seed": 0}, {"seed": 2**31}, {"start_time": 946_684_800.0}):
