@@ -19,6 +19,7 @@ deleted when folded, so the changelog carries one small row per update, never a 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from stream.encoding import compact_json
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import ResponseEstimates
+
+log = logging.getLogger(__name__)
 
 PENDING_PREFIX = b"\x00rq"  # inside the response estimates' \x00r prefix: one partition-row family
 EPOCH_ROW = b"\x00rq"  # the current epoch (the prefix alone)
@@ -143,7 +146,10 @@ class EpochLearner:
             if key == EPOCH_ROW:
                 self.epoch = int(json.loads(raw))
                 continue
-            kind, ctx, at, revenue = json.loads(raw)
-            self.pending.append(Update(str(kind), str(ctx), float(at), float(revenue)))
+            try:
+                kind, ctx, at, revenue = json.loads(raw)
+                self.pending.append(Update(str(kind), str(ctx), float(at), float(revenue)))
+            except (ValueError, TypeError) as exc:  # one damaged update is lost alone, not all of them
+                log.warning("pending outcome row %r does not decode, skipped: %s", key[:80], exc)
         self._batch.clear()
         self._writes = {}

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 from collections.abc import Iterable
@@ -49,6 +50,8 @@ from stream.beta_draws import beta_ppf, beta_sample, unit_interval
 from stream.contract import TRIGGERS
 from stream.encoding import compact_json
 from stream.policy_config import PolicyConfig
+
+log = logging.getLogger(__name__)
 
 RESPONSE_PREFIX = b"\x00r"  # one row per context, and the meta row (the prefix alone)
 _META_KEY = RESPONSE_PREFIX
@@ -345,10 +348,16 @@ class ResponseEstimates:
                 self._landmark = None if meta.get("landmark") is None else float(meta["landmark"])
                 self._clock = None if meta.get("clock") is None else float(meta["clock"])
             elif key.startswith(RESPONSE_PREFIX):
-                ctx = key[len(RESPONSE_PREFIX) :].decode("utf-8")
-                values = json.loads(raw)
-                if ctx in _CONTEXT_SET and len(values) == 6:  # a context a newer version dropped
-                    self._counts[ctx] = [float(v) for v in values]
+                try:
+                    ctx = key[len(RESPONSE_PREFIX) :].decode("utf-8")
+                    values = json.loads(raw)
+                    if ctx in _CONTEXT_SET and len(values) == 6:  # a context a newer version dropped
+                        self._counts[ctx] = [float(v) for v in values]
+                except (ValueError, TypeError) as exc:
+                    # One damaged context starts over alone: raising here reset every context of the
+                    # partition at each load, since the row stays stored. (The meta row above has no
+                    # such way out: without its landmark no count can be read, so it raises.)
+                    log.warning("response row %r does not decode, skipped: %s", key[:80], exc)
         self._dirty.clear()
         self._meta_dirty = False
 

@@ -289,3 +289,17 @@ def test_rows_round_trip_to_identical_estimates():
         t.record_push(CART, now)
     assert restored.estimate(CART, now) == table.estimate(CART, now)
     assert restored.drain() == table.drain()
+
+
+def test_a_damaged_context_row_is_skipped_alone():
+    """The row stays stored, so raising on it reset every context of the partition at each load."""
+    table = make()
+    feed(table, CART, T0, pushes=40, push_conv=9, ghosts=12, ghost_conv=2)
+    feed(table, BROWSE, T0 + DAY, pushes=25, push_conv=1, ghosts=3, ghost_conv=0)
+    rows = table.drain()
+    rows[RESPONSE_PREFIX + BROWSE.encode()] = b"\x00garbage"
+    restored = make()
+    restored.load(list(rows.items()))  # type: ignore[arg-type]
+    now = T0 + 5 * DAY
+    assert restored.estimate(CART, now) == table.estimate(CART, now)
+    assert restored.estimate(BROWSE, now) == make().estimate(BROWSE, now)  # starts over

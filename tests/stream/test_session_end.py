@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from stream.engine import Engine
-from stream.learning import EpochLearner, Update
+from stream.learning import EPOCH_ROW, PENDING_PREFIX, EpochLearner, Update
 from stream.partitioning import partition_for
 from stream.plan import on_minute
 from stream.policy import PushRecord, in_holdout
@@ -134,6 +134,20 @@ def test_pending_updates_survive_a_restart_and_fold_in_stream_order() -> None:
     assert a.estimates.estimate("cart_abandonment/in_cart/full_price", T0 + 3600) == b.estimates.estimate(
         "cart_abandonment/in_cart/full_price", T0 + 3600
     )
+
+
+def test_a_damaged_pending_update_is_lost_alone() -> None:
+    cfg = PolicyConfig.model_validate({"learning_epoch_seconds": 3600.0})
+    a = EpochLearner.empty(cfg)
+    a.advance(T0)
+    a.add(1, Update("ghost", "cart_abandonment/in_cart/full_price", T0 + 5))
+    a.add(2, Update("push", "cart_abandonment/in_cart/full_price", T0 + 10))
+    rows = [(k, v) for k, v in sorted(a.drain().items()) if v is not None]
+    pending = [i for i, (k, _) in enumerate(rows) if k.startswith(PENDING_PREFIX) and k != EPOCH_ROW]
+    rows[pending[0]] = (rows[pending[0]][0], b"\x00garbage")
+    b = EpochLearner.empty(cfg)
+    b.load(rows)
+    assert [u.kind for u in b.pending] == ["push"]
 
 
 def test_push_records_keep_their_context_and_old_rows_still_load() -> None:
