@@ -71,6 +71,7 @@ from benchmarks.outcomes.config import BENCH_DIR, REPORT, BenchConfig, _say  # n
 from benchmarks.outcomes.outcome_figures import compare_with, figures, per_seed_figures  # noqa: E402
 from benchmarks.outcomes.report import KEYS, write_report  # noqa: E402
 from benchmarks.outcomes.runner import NO_PUSH, ArmRun, merge_runs, run_jobs  # noqa: E402
+from benchmarks.outcomes.training import TrainingFailed  # noqa: E402
 from stream.simulator import DAY, World  # noqa: E402
 
 
@@ -154,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     if all(mask.all() for mask in masks):
         p.error(f"no treatment users: all {cfg.users} users of each world drawn into the holdout")
     jobs = [(seed, name) for name in args.arms for seed in seeds] + [(seed, NO_PUSH) for seed in seeds]
-    done = run_jobs(cfg, jobs, args.workers)
+    try:
+        done = run_jobs(cfg, jobs, args.workers)
+    except TrainingFailed as exc:
+        print(f"push_outcomes.py: error: {exc}", file=sys.stderr)
+        return 2
     no_pushes: list[dict[str, np.ndarray]] = [done[(seed, NO_PUSH)] for seed in seeds]
     runs: dict[str, list[ArmRun]] = {name: [done[(seed, name)] for seed in seeds] for name in args.arms}
     kairos_env: dict[str, str] = {}

@@ -15,6 +15,10 @@ from stream.contract import Event, to_json_bytes
 from stream.simulator import WORLD_VERSION, World
 
 
+class TrainingFailed(RuntimeError):
+    """The warm-up days could not train a model (too few events, usually): the Kairos arm cannot run."""
+
+
 def ensure_model(cfg: BenchConfig) -> Path:
     """A model trained on the warm-up days of this world, cached under ``.kairos/bench/``."""
     from model.artifact import ArtifactError
@@ -58,6 +62,9 @@ def ensure_model(cfg: BenchConfig) -> Path:
         ]
     )
     if code != 0:
-        raise RuntimeError(f"training failed with exit code {code}")
+        raise TrainingFailed(
+            f"the Kairos arm's model could not be trained on the {n} warm-up events of seed {cfg.seed} "
+            f"(the trainer's message is above): give the world more users or warm-up days"
+        )
     _say(f"[bench] model trained in {time.monotonic() - started:.0f}s -> {artifact}")
     return artifact

@@ -77,3 +77,15 @@ def test_settings_that_cannot_give_figures_are_refused_before_anything_runs(
             main([*small, *extra])
         assert exit_info.value.code == 2, extra
         assert needle in capsys.readouterr().err, extra
+
+
+def test_a_warm_up_too_small_to_train_on_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One shopper for six hours leaves a couple of events: the trainer says why it cannot train, and
+    # the benchmark ended in a traceback after it; it now names the cause (main turns it into exit 2).
+    from benchmarks.outcomes import training
+
+    monkeypatch.setattr(training, "BENCH_DIR", tmp_path)
+    with pytest.raises(training.TrainingFailed, match="more users or warm-up days"):
+        training.ensure_model(BenchConfig(users=1, items=5, warmup_days=0.25))
