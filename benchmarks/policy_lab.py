@@ -78,7 +78,7 @@ from benchmarks.lab_reminders import (  # noqa: E402
     ReturningShopperPusher,
 )
 from benchmarks.marketer_rules import MarketerRulesPusher  # noqa: E402
-from benchmarks.outcomes.config import BenchConfig  # noqa: E402
+from benchmarks.outcomes.config import BenchConfig, lock_step_days_error  # noqa: E402
 from benchmarks.outcomes.training import ensure_model  # noqa: E402
 from model.scorer import IncrementalScorer  # noqa: E402
 from stream.contract import CatalogUpdate, ConsentUpdate, Event  # noqa: E402
@@ -302,12 +302,9 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse settings that cannot give figures, before any world runs."""
-    steps = args.days * DAY / (LabConfig.step_minutes * 60.0)
-    if args.days <= 0 or abs(steps - round(steps)) > 1e-6:
-        p.error(
-            f"--days must be a positive whole number of {LabConfig.step_minutes:g}-minute lock steps "
-            f"({args.days:g} days is {steps:g} steps)"
-        )
+    days_error = lock_step_days_error(args.days, LabConfig.step_minutes)
+    if days_error is not None:
+        p.error(days_error)
     if args.burn_in_days < 0:
         p.error("--burn-in-days must be 0 or more")
     if min(args.seeds) < 0 or len(set(args.seeds)) < len(args.seeds):

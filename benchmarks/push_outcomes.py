@@ -67,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.outcomes.arms import ARMS  # noqa: E402
 from benchmarks.outcomes.charts import draw_figures  # noqa: E402
-from benchmarks.outcomes.config import BENCH_DIR, REPORT, BenchConfig, _say  # noqa: E402
+from benchmarks.outcomes.config import BENCH_DIR, REPORT, BenchConfig, _say, lock_step_days_error  # noqa: E402
 from benchmarks.outcomes.outcome_figures import compare_with, figures, per_seed_figures  # noqa: E402
 from benchmarks.outcomes.report import KEYS, write_report  # noqa: E402
 from benchmarks.outcomes.runner import NO_PUSH, ArmRun, merge_runs, run_jobs  # noqa: E402
@@ -214,12 +214,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse settings that cannot give figures, before any world runs."""
-    steps = args.days * DAY / (args.step_minutes * 60.0)
-    if args.days <= 0 or abs(steps - round(steps)) > 1e-6:
-        p.error(
-            f"--days must be a positive whole number of {args.step_minutes:g}-minute lock steps "
-            f"({args.days:g} days is {steps:g} steps)"
-        )
+    days_error = lock_step_days_error(args.days, args.step_minutes)
+    if days_error is not None:
+        p.error(days_error)
     quarters = args.warmup_days * DAY / 900.0
     if args.warmup_days < 0 or abs(quarters - round(quarters)) > 1e-6:
         p.error(

@@ -76,3 +76,15 @@ class BenchConfig:
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def lock_step_days_error(days: float, step_minutes: float) -> str | None:
+    """Why ``days`` cannot be run in lock steps of ``step_minutes`` (not positive, or not a whole number
+    of steps: the last step would be cut, and per-day rates divided by days that never ran), or None."""
+    steps = days * DAY / (step_minutes * 60.0)
+    if days <= 0 or abs(steps - round(steps)) > 1e-6:
+        return (
+            f"--days must be a positive whole number of {step_minutes:g}-minute lock steps "
+            f"({days:g} days is {steps:g} steps)"
+        )
+    return None
