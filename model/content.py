@@ -35,6 +35,7 @@ CONTENT_JSON = "content.json"
 CONTENT_NPZ = "content.npz"
 CONTENT_FORMAT = 1
 CATEGORY_MODES = ("mean", "hashed")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +68,8 @@ def check_image(image: object, width: int | None, item: str = "item") -> np.ndar
         raise ValueError(f"{item}: image vector has shape {vec.shape}, expected ({width},)")
     if not np.isfinite(vec).all():
         raise ValueError(f"{item}: image vector has non-finite values (NaN or infinity)")
+    if len(vec) and float(np.abs(vec).max()) > _FLOAT32_MAX:  # infinite once read as float32
+        raise ValueError(f"{item}: image vector has a value past float32's range ({_FLOAT32_MAX:.3g})")
     return vec.astype(np.float32)
 
 

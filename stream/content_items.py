@@ -23,12 +23,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from model.content import check_image as read_image
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, ContractError
 from stream.interest import InterestIndex
 from stream.policy_config import PolicyConfig
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @runtime_checkable
@@ -69,14 +68,12 @@ def check_image(update: CatalogUpdate, mapped: ContentScorer | None) -> None:
             "invalid_field",
             f"image has {len(update.image)} values; the model's image vectors have {mapped.image_width}",
         )
-    # The model reads images as float32: a value past its range is infinite there, and the model
-    # refuses the whole placement call with it, every item placed with it included.
-    largest = max(abs(value) for value in update.image)
-    if largest > _FLOAT32_MAX:
-        raise ContractError(
-            "invalid_field",
-            f"image has a value of magnitude {largest:.3g}, past float32's {_FLOAT32_MAX:.3g}",
-        )
+    # The values as the model reads them (a value past float32's range is infinite there): refused
+    # here, one record, rather than by the model's placement call with every item placed with it.
+    try:
+        read_image(update.image, mapped.image_width, item=f"item {update.item_id!r}")
+    except ValueError as exc:
+        raise ContractError("invalid_field", str(exc)) from None
 
 
 class Unplaced:

@@ -49,6 +49,10 @@ from stream.trending import TrendingItems
 
 log = logging.getLogger(__name__)
 
+# What a damaged row or user record raises when decoded (JSON, MessagePack and UTF-8 errors are
+# ValueErrors).
+UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
 META_ROW = b"\x00p"  # watermark and the indexes' own values
 COVISIT_PREFIX = b"\x00v"  # one row per item: [touch order, {neighbour: count}]
 LEGACY_COVISIT_PREFIX = b"\x00c"  # the older layout: one row per (item, neighbour) and per item's touch order
@@ -208,12 +212,12 @@ class PartitionState:
                     interest.append((item, holder, _interest_value(holder, raw)))
                 elif key.startswith(RESPONSE_PREFIX):
                     responses.append((key, raw))
-            except _UNREADABLE as exc:
+            except UNREADABLE as exc:
                 state.unreadable_rows += 1
                 _skipped(partition, key, exc)
         try:
             state.learning.load(responses)
-        except _UNREADABLE as exc:  # the outcome estimates start over rather than the partition stall
+        except UNREADABLE as exc:  # the outcome estimates start over rather than the partition stall
             state.unreadable_rows += 1
             _skipped(partition, RESPONSE_PREFIX, exc)
             state.learning.load([])
@@ -232,10 +236,9 @@ class PartitionState:
                 user = UserState.from_bytes(value)
                 timers = [Timer.from_list(row) for row in user.timers]
                 user_id = key.decode("utf-8")
-            except _UNREADABLE as exc:
-                # Left stored as it is: the user's inputs then fail alone and are dead-lettered
-                # (processing_error) for a replay once the record is repaired; starting the user over
-                # instead could forget an opt-out.
+            except UNREADABLE as exc:
+                # No timers and no expiry clock: the record starts over opted out when it is next read
+                # (stream.engine.users.readable_record).
                 state.unreadable_rows += 1
                 _skipped(partition, key, exc)
                 continue
@@ -249,10 +252,6 @@ class PartitionState:
             # show how far it had come. After their records, which set last_seen.
             state.watermark = max(state.last_seen.values())
         return state, n
-
-
-# What a damaged row raises when decoded (JSON, MessagePack and UTF-8 errors are ValueErrors).
-_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError)
 
 
 def _skipped(partition: int, key: bytes, exc: Exception) -> None:

@@ -17,7 +17,7 @@ from stream.asks import BatchUser
 from stream.contract import EVENT_TYPES
 from stream.engagement import Engagement
 from stream.engine.ports import Scorer, StateAccess
-from stream.partition_state import PartitionState
+from stream.partition_state import UNREADABLE, PartitionState
 from stream.settings import Settings
 from stream.state import UserState
 
@@ -27,10 +27,6 @@ TYPE_INDEX = {t: i for i, t in enumerate(EVENT_TYPES)}
 
 # One GRU step for a batch of states (``stream.scoring.AskScorer.step``: fixed-size chunks).
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-# What a damaged record raises when decoded (MessagePack and UTF-8 errors are ValueErrors).
-_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError)
 
 
 def readable_record(raw: bytes, partition: int, user_id: str) -> tuple[UserState, bool]:
@@ -44,7 +40,7 @@ def readable_record(raw: bytes, partition: int, user_id: str) -> tuple[UserState
     """
     try:
         return UserState.from_bytes(raw), True
-    except _UNREADABLE as exc:
+    except UNREADABLE as exc:
         log.warning(
             "partition %d: the record of user %r does not decode (%s): started over, opted out",
             partition,
