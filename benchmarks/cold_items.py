@@ -63,6 +63,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import json_out  # noqa: E402
 from benchmarks.cold_start.config import RETAILROCKET, SIM  # noqa: E402
 from benchmarks.cold_start.datasets import drop_before, hold_out_items  # noqa: E402
 from benchmarks.cold_start.report import report  # noqa: E402
@@ -107,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="kairos-cold-sim-") as work:
                 all_res[SIM] = run_sim(Path(work), args.cut, args.sim_config, args.window_hours)
     out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(all_res, indent=2, default=float), encoding="utf-8")
+    saved.write_text(json_out.dumps(all_res, indent=2, default=float), encoding="utf-8")
     text = report(all_res)
     (out / "cold_items.md").write_text(text + "\n", encoding="utf-8")
     print(text)
     if args.json:
-        print(json.dumps(all_res, default=float))
+        print(json_out.dumps(all_res, default=float))
     return 0
 
 

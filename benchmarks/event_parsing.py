@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import platform
 import statistics
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import json_out  # noqa: E402
 from stream import event_decoder, gc_tuning  # noqa: E402
 from stream.contract import Event, EventContext, parse_event, to_json_bytes  # noqa: E402
 from stream.settings import get_settings  # noqa: E402
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = measure(messages, args.repeats)
     ratio = figures["pydantic_json"] / figures["worker"]
     result = {"events": len(messages), "repeats": args.repeats, "us_per_event": figures, "speed_up": ratio}
-    print(json.dumps(result, indent=2) if args.json else result)
+    print(json_out.dumps(result, indent=2) if args.json else result)
     if not args.no_report:
         REPORT.write_text(_report(result, " ".join(sys.argv[1:])))
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import json_out  # noqa: E402
 from model.config import CONFIG_DIR, load_config  # noqa: E402
 from model.data import ItemIndex, cases_from_sessions, encode, split_train_valid  # noqa: E402
 from model.data_files import load_log  # noqa: E402
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         print(
-            json.dumps(
+            json_out.dumps(
                 {
                     "dataset": args.dataset,
                     "window": args.window,

@@ -35,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import json_out  # noqa: E402
 from benchmarks.quality.charts import draw_figures  # noqa: E402
 from benchmarks.quality.config import DATASETS, UNSEEN  # noqa: E402
 from benchmarks.quality.report import render  # noqa: E402
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scorer_timing:
         for row in scorer_timing():
-            print(json.dumps(row))
+            print(json_out.dumps(row))
         return 0
     data_dir = get_settings().data_dir
     if not args.from_json and not (data_dir / "yoochoose-100k").is_dir():
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 results[name] = run_dataset(name, data_dir, Path(work), args.tuned, args.tune_budget)
         # The raw results, one line: the report and figures can be redrawn from them (--from-json).
-        report.with_suffix(".json").write_text(json.dumps(results, default=float) + "\n", encoding="utf-8")
+        report.with_suffix(".json").write_text(
+            json_out.dumps(results, default=float) + "\n", encoding="utf-8"
+        )
     tuned = any("tuning" in res for res in results.values())
     command = (
         "benchmarks/model_quality.py"
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     report.write_text(render(results, command, figures, report, presets), encoding="utf-8")
     print(f"wrote {report}", file=sys.stderr)
     if args.json:
-        print(json.dumps(results, default=float))
+        print(json_out.dumps(results, default=float))
     return 0
 
 

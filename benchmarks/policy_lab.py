@@ -51,6 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import json_out  # noqa: E402
 from benchmarks.baselines import Baseline, CartAbandonmentPusher  # noqa: E402
 from benchmarks.lab_learned import LearnedDiscoveryPusher, TitleTasteDiscoveryPusher  # noqa: E402
 from benchmarks.lab_oracles import (  # noqa: E402
@@ -238,7 +239,9 @@ def table(result: dict[str, Any], seeds: list[int]) -> list[str]:
         "| pushes / user / day | opt-outs (expected) | per world |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for arm, r in result.items():
+    for arm, saved in result.items():
+        # An interval that is undefined (one treatment user) is null in a saved run: the run's NaN again.
+        r = {key: json_out.nan_if_null(value) for key, value in saved.items()}
         per = " ".join(f"{r['per_world'][str(s)]:+.0f}" for s in seeds)
         rows.append(
             f"| {arm} | {r['incremental_purchases']:+.0f} ± {r['incremental_purchases_ci95']:.0f} "
@@ -269,7 +272,9 @@ def draw(result: dict[str, Any], out: Path) -> Path:
         (right, "vs_first_purchases", f"Paired difference to {names[0]} (95 %)", "purchases"),
     ]
     for ax, key, title, xlabel in panels:
-        plots.hbars(ax, names, [arms[n][key] for n in names], colors, [arms[n][f"{key}_ci95"] for n in names])
+        values = [json_out.nan_if_null(arms[n][key]) for n in names]
+        errors = [json_out.nan_if_null(arms[n][f"{key}_ci95"]) for n in names]  # null: undefined
+        plots.hbars(ax, names, values, colors, errors)
         ax.set_title(title)
         ax.set_xlabel(xlabel)
     right.set_yticks([])
@@ -281,7 +286,7 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
     from benchmarks import plots
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "policy_lab.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    (out / "policy_lab.json").write_text(json_out.dumps(result, indent=1, sort_keys=True) + "\n")
     cfg, seeds = result["config"], result["seeds"]
     report = out / "policy_lab.md"
     images = plots.markdown_images([("Effects per arm", draw(result, out))], report)
@@ -353,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report:
         write_report(result, args.out)
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        print(json_out.dumps(result, sort_keys=True))
     return 0
 
 

@@ -65,6 +65,7 @@ from pydantic import ValidationError
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import json_out  # noqa: E402
 from benchmarks.outcomes.arms import ARMS  # noqa: E402
 from benchmarks.outcomes.charts import draw_figures  # noqa: E402
 from benchmarks.outcomes.config import BENCH_DIR, REPORT, BenchConfig, _say, lock_step_days_error  # noqa: E402
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.arms:
         run = merged[name]
         per_arm[name] = figures(cfg, run, holdout_mask, no_push) | compare_with(first_run, run, ~holdout_mask)
-        _say(f"[bench] {name}: " + json.dumps({k: per_arm[name][k] for k in KEYS}))
+        _say(f"[bench] {name}: " + json_out.dumps({k: per_arm[name][k] for k in KEYS}))
     first = args.arms[0]
     result: dict[str, Any] = {"arm": first, **per_arm[first]}
     result["baselines"] = {n: v for n, v in per_arm.items() if n != first}
@@ -203,12 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         # The raw results first: the table and figures can be redrawn from them (--from-json).
         saved = {"command": command.strip(), "config": asdict(cfg), "result": result}
-        (args.out / "push_outcomes.json").write_text(json.dumps(saved, sort_keys=True, indent=1) + "\n")
+        (args.out / "push_outcomes.json").write_text(json_out.dumps(saved, sort_keys=True, indent=1) + "\n")
         publish(cfg, result, command.strip(), args.out)
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        print(json_out.dumps(result, sort_keys=True))
     else:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        print(json_out.dumps(result, indent=2, sort_keys=True))
     return 0
 
 

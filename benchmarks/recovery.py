@@ -42,6 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import json_out  # noqa: E402
 from stream.app import Worker  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.engine import Engine  # noqa: E402
@@ -218,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        print(json.dumps(figures, indent=2))
+        print(json_out.dumps(figures, indent=2))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     figures["run_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     # The raw figures: the report and its figure can be written again from them (--from-json).
-    args.report.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n")
+    args.report.with_suffix(".json").write_text(json_out.dumps(figures, indent=1) + "\n")
     write_report(args.report, figures)
     return 0
 

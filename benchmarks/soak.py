@@ -56,10 +56,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import json_out  # noqa: E402
 from benchmarks.soak_parts.analysis import analyse, summary_json  # noqa: E402
 from benchmarks.soak_parts.charts import write_plots  # noqa: E402
 from benchmarks.soak_parts.config import CACHE, MODEL_DIR, REPORTS, _say  # noqa: E402
@@ -99,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def saved_run(saved: dict[str, Any]) -> Run:
+    """A run read back from its ``soak.json`` as the run held it: a figure written ``null`` (NaN in the
+    run, see ``benchmarks/json_out.py``) in a sample, the after-drain sample or the shop's summary is NaN
+    again."""
+
+    def figures(row: dict[str, Any]) -> dict[str, Any]:
+        return {key: json_out.nan_if_null(value) for key, value in row.items()}
+
+    end = dict(saved["end"])
+    for key in ("final", "sim"):
+        if isinstance(end.get(key), dict):
+            end[key] = figures(end[key])
+    return Run([figures(row) for row in saved["samples"]], saved["setup"], end)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the soak (or reload one), write the report and plots, print the JSON summary."""
     args = build_parser().parse_args(argv)
@@ -106,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_json is not None:
         saved = json.loads(args.from_json.read_text())
-        run = Run(saved["samples"], saved["setup"], saved["end"])
+        run = saved_run(saved)
         command = saved["command"]
     else:
         if args.model_dir is None:
@@ -123,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         saved = {"command": command, "setup": run.setup, "samples": run.samples, "end": run.end}
-        (args.out / "soak.json").write_text(json.dumps(saved, default=str))
+        (args.out / "soak.json").write_text(json_out.dumps(saved, default=str))
     analysis = analyse(run)
     plots = write_plots(run.samples, run.end.get("final", {}), args.out) if run.samples else []
     report = write_report(run, analysis, plots, args.out, command)
     _say(f"[soak] report: {report}")
-    print(json.dumps(summary_json(run, analysis)), flush=True)
+    print(json_out.dumps(summary_json(run, analysis)), flush=True)
     return 0 if run.end.get("worker_exit") in (0, None) else 1
 
 

@@ -67,6 +67,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import json_out  # noqa: E402
 from benchmarks.throughput.charts import draw_figures  # noqa: E402
 from benchmarks.throughput.config import CACHE, FLOOR_TOPIC, LATENCY_ENV, REPORT, WARMUP_SECONDS, _say  # noqa: E402
 from benchmarks.throughput.latency_phase import _create_topic, measure_floor, measure_latency  # noqa: E402
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine_only:
         timing = profile_engine(model_dir, live, only_plain=True)
         engine_only = {"command": command, "machine": mach, **timing}
-        print(json.dumps(engine_only) if args.json else json.dumps(engine_only, indent=1))
+        print(json_out.dumps(engine_only) if args.json else json_out.dumps(engine_only, indent=1))
         return 0
     # Enough distinct events for the latency run (it repeats them, renamed, when it needs more).
     offered = build_workload(settings, int(args.rate * (args.seconds + WARMUP_SECONDS)))
@@ -294,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         # The raw results first: the report and figures can be redrawn from them (--from-json).
         saved = {"command": command.strip(), "result": result}
-        (args.out / "stream_throughput.json").write_text(json.dumps(saved, default=str, indent=1) + "\n")
+        (args.out / "stream_throughput.json").write_text(json_out.dumps(saved, default=str, indent=1) + "\n")
         publish(result, command.strip(), args.out)
     if args.json:
-        print(json.dumps(result, default=str))
+        print(json_out.dumps(result, default=str))
     return 0
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from benchmarks.cold_start.metrics import sign_test
+from benchmarks.json_out import nan_if_null
 
 
 def _r20(group: Mapping[str, Any], name: str) -> str:
@@ -99,7 +100,8 @@ def sim_reading(res: Mapping[str, Any]) -> list[str]:
 
     def best(arm: str) -> float:
         rep = res["content_report"][arm]
-        return float(min(min(v.values()) for v in rep["holdout_error"].values()))
+        # An undefined error (NaN in the run) is null in a saved run: NaN again, as the run had it.
+        return float(min(min(nan_if_null(e) for e in v.values()) for v in rep["holdout_error"].values()))
 
     err_both, err_cat = best(both), best(cat)
     return [
@@ -112,7 +114,7 @@ def sim_reading(res: Mapping[str, Any]) -> list[str]:
         f"binomial standard error of R@20 alone is ±{math.sqrt(p * (1 - p) / max(n, 1)):.4f}).",
         f"- The mapping's best hold-out error is {'higher' if err_both > err_cat else 'lower'} with titles "
         f"({err_both:.4f}) than without ({err_cat:.4f}; predicting the mean item: "
-        f"{res['content_report'][both].get('holdout_error_of_mean_item', 0.0):.4f}): "
+        f"{nan_if_null(res['content_report'][both].get('holdout_error_of_mean_item', 0.0)):.4f}): "
         + (
             "even at the quietest text scale the hold-out chose "
             f"(x{res['content_report'][both].get('text_scale', 1.0)}), the 384 text features cost more in "

@@ -10,15 +10,17 @@ from typing import Any
 
 from benchmarks.cold_start.config import RETAILROCKET, SIM
 from benchmarks.cold_start.reading import retailrocket_reading, sim_reading
+from benchmarks.json_out import nan_if_null
 from model.warmup import GAMMAS
 from model.warmup_fit import pick_warmup, table_key
 
 
 def _mapping_lines(reports: Mapping[str, Any]) -> list[str]:
+    # A hold-out error that is undefined (NaN in the run) is null in a saved run: shown as NaN again.
     lines = []
     for arm, rep in reports.items():
         errs = "; ".join(
-            f"{mode}: " + ", ".join(f"{setting} → {err:.4f}" for setting, err in by_setting.items())
+            f"{mode}: " + ", ".join(f"{key} → {nan_if_null(err):.4f}" for key, err in by_setting.items())
             for mode, by_setting in rep.get("holdout_error", {}).items()
         )
         lines.append(
@@ -26,7 +28,7 @@ def _mapping_lines(reports: Mapping[str, Any]) -> list[str]:
             f"{rep.get('text_scale', 1.0)}, ridge λ {rep.get('ridge_lambda')} (chosen on a 20 % hold-out "
             "of the warm items); hold-out error "
             "(support-weighted squared error of the target vector; predicting the mean item: "
-            f"{rep.get('holdout_error_of_mean_item', float('nan')):.4f}): {errs}"
+            f"{nan_if_null(rep.get('holdout_error_of_mean_item')):.4f}): {errs}"
         )
     return lines
 

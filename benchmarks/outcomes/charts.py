@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks.json_out import nan_if_null
 from benchmarks.outcomes.report import _arms
 
 
@@ -33,19 +34,24 @@ def draw_figures(result: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     left.set_ylabel("share of pushes, % (95 % Wilson interval)")
     left.set_xlabel("pusher")
     left.set_title("Responses per push")
+
+    def column(key: str, arms: list[str]) -> list[float]:
+        # An undefined figure (null in a saved run: no holdout users, one user) as the run's NaN.
+        return [nan_if_null(rows[n][key]) for n in arms]
+
     incr = {
-        "vs holdout": [rows[n]["incremental_purchases"] for n in names],
-        "vs no pushes (paired)": [rows[n]["incremental_purchases_vs_no_push"] for n in names],
+        "vs holdout": column("incremental_purchases", names),
+        "vs no pushes (paired)": column("incremental_purchases_vs_no_push", names),
     }
     incr_err = {
-        "vs holdout": [rows[n]["incremental_purchases_ci95"] for n in names],
-        "vs no pushes (paired)": [rows[n]["incremental_purchases_vs_no_push_ci95"] for n in names],
+        "vs holdout": column("incremental_purchases_ci95", names),
+        "vs no pushes (paired)": column("incremental_purchases_vs_no_push_ci95", names),
     }
     if all("vs_first_purchases" in rows[n] for n in names[1:]) and len(names) > 1:
         # The first arm against itself is 0 by construction; its bar is left at 0 with no interval.
         label = f"vs {names[0]} (paired)"
-        incr[label] = [0.0] + [rows[n]["vs_first_purchases"] for n in names[1:]]
-        incr_err[label] = [0.0] + [rows[n]["vs_first_purchases_ci95"] for n in names[1:]]
+        incr[label] = [0.0] + column("vs_first_purchases", names[1:])
+        incr_err[label] = [0.0] + column("vs_first_purchases_ci95", names[1:])
     plots.grouped_bars(right, names, incr, incr_err, fmt="{:+.0f}")
     right.axhline(0, color="black", linewidth=0.8)
     right.set_ylabel("incremental purchases, treatment users (± 95 %)")

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from benchmarks.json_out import nan_if_null
 from benchmarks.outcomes.arms import ARMS
 from benchmarks.outcomes.config import REPORT, BenchConfig
 
@@ -27,6 +28,12 @@ KEYS = [
     "quiet_hours_share",
     "expired_share",
 ]
+
+
+def _figure(row: dict[str, Any], key: str) -> Any:
+    """One arm's figure; ``null`` in a saved run (an undefined figure) as the NaN the run held. A figure
+    the run did not record (one added since) stays ``None``, shown as the report always showed it."""
+    return nan_if_null(row[key]) if key in row else None
 
 
 def _fmt(value: Any, key: str) -> str:
@@ -73,7 +80,7 @@ def write_report(
         "wall_seconds",
     ]
     for key in KEYS + extra:
-        lines.append(f"| `{key}` | " + " | ".join(_fmt(rows[n].get(key), key) for n in names) + " |")
+        lines.append(f"| `{key}` | " + " | ".join(_fmt(_figure(rows[n], key), key) for n in names) + " |")
     lines.append(
         "| `pushes_by_trigger` | "
         + " | ".join(
@@ -95,10 +102,13 @@ def write_report(
             cells = []
             for n in names:
                 f = world[n]
-                effect, ci = f["incremental_purchases_vs_no_push"], f["incremental_purchases_vs_no_push_ci95"]
+                # A saved run's null (an undefined interval: one treatment user) is the run's NaN.
+                effect = nan_if_null(f["incremental_purchases_vs_no_push"])
+                ci = nan_if_null(f["incremental_purchases_vs_no_push_ci95"])
                 cell = f"{effect:+.0f} ± {ci:.0f}"
                 if n != names[0]:
-                    cell += f" ({f['vs_first_purchases']:+.0f} ± {f['vs_first_purchases_ci95']:.0f})"
+                    versus = nan_if_null(f["vs_first_purchases"])
+                    cell += f" ({versus:+.0f} ± {nan_if_null(f['vs_first_purchases_ci95']):.0f})"
                 cells.append(cell)
             lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     if figures:

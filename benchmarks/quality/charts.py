@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks.json_out import nan_if_null
 from benchmarks.quality.config import REFERENCES
 
 
@@ -24,7 +25,9 @@ def draw_figures(
         if history:
             epochs = [int(h["epoch"]) for h in history]
             fig, ax = plots.figure(7.5, 3.6)
-            ax.plot(epochs, [h["loss"] for h in history], "o-", color=plots.OURS, label="training loss")
+            # A loss or metric that was NaN in the run (a diverged epoch) is null in its saved JSON.
+            losses = [nan_if_null(h["loss"]) for h in history]
+            ax.plot(epochs, losses, "o-", color=plots.OURS, label="training loss")
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"training loss ({res['config'].get('loss', 'loss')}, per event)")
             ax.set_xticks(epochs)
@@ -36,7 +39,7 @@ def draw_figures(
                     ("valid_recall@20", "validation Recall@20", "s--", "tab:green"),
                     ("valid_mrr@20", "validation MRR@20", "^--", "tab:red"),
                 ):
-                    values = [100 * h.get(key, float("nan")) for h in history]
+                    values = [100 * nan_if_null(h.get(key)) for h in history]
                     right.plot(epochs, values, style, color=colour, label=label)
                 # With train_on_all the validation tail is also trained on: an optimistic curve.
                 seen = " (tail also trained on)" if res["config"].get("train_on_all") else ""

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.json_out import nan_if_null
 from benchmarks.quality.config import REFERENCES
 
 
@@ -119,11 +120,12 @@ def render(
             lines += _tuning_lines(name, res, (presets or {}).get(name))
         cal = res.get("calibration") or {}
         if cal.get("ece_by_feature"):
-            by = ", ".join(f"{k} {v:.4f}" for k, v in cal["ece_by_feature"].items())
+            # An ECE without held-out positions is NaN in the run, null in its saved JSON: NaN again.
+            by = ", ".join(f"{k} {nan_if_null(v):.4f}" for k, v in cal["ece_by_feature"].items())
             lines.append(
                 f"- Interest calibration (Platt, horizon {cal['horizon']}, held-out validation positions): "
-                f"feature `{cal['feature']}`, ECE {cal['ece']:.4f} (uncalibrated next-item softmax "
-                f"{cal['ece_raw']:.4f}; ECE per feature: {by})."
+                f"feature `{cal['feature']}`, ECE {nan_if_null(cal['ece']):.4f} (uncalibrated next-item "
+                f"softmax {nan_if_null(cal['ece_raw']):.4f}; ECE per feature: {by})."
             )
         lines.append("")
         if figures and figures.get(name) and report is not None:
@@ -158,7 +160,7 @@ def _tuning_lines(name: str, res: dict[str, Any], preset: dict[str, Any] | None)
             else ""
         )
         + ").",
-        f"- Time in all: {train.get('wall_seconds', float('nan')):.0f} s for `kairos train` (tuning, then "
+        f"- Time in all: {nan_if_null(train.get('wall_seconds')):.0f} s for `kairos train` (tuning, then "
         f"the final training on all the data {train['train_seconds']:.0f} s), peak RSS "
         f"{train['peak_rss_bytes'] / 2**20:,.0f} MiB (the whole process).",
     ]

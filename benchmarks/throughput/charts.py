@@ -8,12 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks.json_out import nan_if_null
 from benchmarks.throughput.config import LATENCY_WINDOW_SECONDS
+from benchmarks.throughput.report import as_run
 
 
-def draw_figures(r: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+def draw_figures(result: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     """PNGs of one run's results: throughput per stage, the per-event budget, latency percentiles."""
     from benchmarks import plots
+
+    r = as_run(result)
 
     t, c = r["throughput"], r["ceiling"]
     drawn: list[tuple[str, Path]] = []
@@ -58,8 +62,8 @@ def draw_figures(r: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     lat, flo = r["latency"], r["floor"]
     names = ["p50", "p90", "p99", "max"]
     series = {
-        "worker event→push": [float(lat.get(f"{n}_ms", float("nan"))) for n in names],
-        "broker floor produce→consume": [float(flo.get(f"{n}_ms", float("nan"))) for n in names],
+        "worker event→push": [float(nan_if_null(lat.get(f"{n}_ms"))) for n in names],
+        "broker floor produce→consume": [float(nan_if_null(flo.get(f"{n}_ms"))) for n in names],
     }
     fig, ax = plots.figure(7.5, 3.8)
     plots.grouped_bars(ax, names, series)

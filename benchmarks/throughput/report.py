@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.json_out import nan_if_null
 from benchmarks.throughput.config import (
     FETCH_WAIT_MS,
     LATENCY_ENV,
@@ -20,6 +21,14 @@ from benchmarks.throughput.config import (
     WARMUP_SECONDS,
 )
 from stream.settings import Settings
+
+# The headline latencies: NaN in a run whose latency or floor run saw no sample, null in its saved JSON.
+HEADLINE_LATENCIES = ("p50_ms", "p99_ms", "floor_p50_ms", "floor_p99_ms")
+
+
+def as_run(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with its headline latencies' nulls (read back from a saved run) as the run's NaN."""
+    return result | {key: nan_if_null(result[key]) for key in HEADLINE_LATENCIES if key in result}
 
 
 def _latency_met(r: dict[str, Any]) -> str:
@@ -101,7 +110,7 @@ def _high_rate_rows(high: dict[str, Any] | None) -> list[str]:
         f"| p50 / p99 event→push, ms at {high['rate']:,.0f} events/s ({high['seconds']:.0f} s{behind})"
         f" | {lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} | | |",
         f"| floor p50 / p99 produce→consume, ms, {high['rate']:,.0f} events/s"
-        f" | {floor.get('p50_ms', float('nan')):.1f} / {floor.get('p99_ms', float('nan')):.1f} | | |",
+        f" | {nan_if_null(floor.get('p50_ms')):.1f} / {nan_if_null(floor.get('p99_ms')):.1f} | | |",
     ]
 
 
@@ -220,7 +229,7 @@ def write_report(
     """Write the markdown report (default ``benchmarks/reports/stream_throughput.md``)."""
     from benchmarks.plots import markdown_images
 
-    r = result
+    r = as_run(result)
     t, c, lat, flo = r["throughput"], r["ceiling"], r["latency"], r["floor"]
     m = r["machine"]
     lines = [

@@ -287,3 +287,30 @@ def test_settings_that_cannot_give_figures_are_refused(capsys: pytest.CaptureFix
             main([*small, *extra])
         assert exit_info.value.code == 2, extra
         assert needle in capsys.readouterr().err, extra
+
+
+def _refuse(constant: str) -> float:
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+def test_an_undefined_interval_is_strict_json_null_and_the_redraw_reads_it_as_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One shopper: no spread, so every 95 % interval is undefined (nan in the run). json.dumps wrote it
+    # NaN, which jq and JSON.parse refuse; it is null now, and the redraw shows it as the run did.
+    args = ["--seeds", "5", "--users", "1", "--days", "0.5", "--arms", "marketer_rules", "session_end"]
+    assert main([*args, "--workers", "1", "--json", "--out", str(tmp_path / "run")]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_refuse)
+    saved = json.loads((tmp_path / "run" / "policy_lab.json").read_text(), parse_constant=_refuse)
+    for result in (printed, saved):
+        assert result["arms"]["session_end"]["incremental_purchases_ci95"] is None
+        assert result["arms"]["session_end"]["vs_first_purchases_ci95"] is None
+    first = (tmp_path / "run" / "policy_lab.md").read_text()
+    assert "| session_end | +0 ± nan | +0 ± nan |" in first
+    assert (
+        main(["--from-json", str(tmp_path / "run" / "policy_lab.json"), "--out", str(tmp_path / "again")])
+        == 0
+    )
+    assert (tmp_path / "again" / "policy_lab.md").read_text() == first
+    png = "policy_lab-arms.png"
+    assert (tmp_path / "again" / png).read_bytes() == (tmp_path / "run" / png).read_bytes()

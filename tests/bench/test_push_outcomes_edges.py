@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,3 +92,53 @@ def test_a_warm_up_too_small_to_train_on_is_a_clear_error(
     monkeypatch.setattr(training, "BENCH_DIR", tmp_path)
     with pytest.raises(training.TrainingFailed, match="more users or warm-up days"):
         training.ensure_model(BenchConfig(users=1, items=5, warmup_days=0.25))
+
+
+def _refuse(constant: str) -> float:
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # one treatment user: no spread, its interval nan
+def test_undefined_figures_are_written_as_strict_json_null_and_the_report_says_n_a(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --holdout-share 0 leaves every figure against the holdout undefined, and one user per world every
+    # 95 % interval: json.dumps wrote them NaN, which jq and JSON.parse refuse. The worlds are faked
+    # (no broker): the figures, the JSON, the report and the redraw from the JSON are the real ones.
+    import benchmarks.push_outcomes as bench
+    from benchmarks.outcomes.runner import NO_PUSH
+
+    def fake_jobs(cfg: BenchConfig, jobs: list[tuple[int, str]], workers: int) -> dict[Any, Any]:
+        done: dict[Any, Any] = {}
+        for seed, name in jobs:
+            bought = [float(seed % 2)]  # one shopper per world
+            if name == NO_PUSH:
+                done[seed, name] = {"purchases": np.zeros(1), "revenue": np.zeros(1)}
+            else:
+                done[seed, name] = replace(_run(bought), name=name, pushes_by_trigger_hour={"cart": [1] * 24})
+        return done
+
+    monkeypatch.setattr(bench, "run_jobs", fake_jobs)
+    out = tmp_path / "run"
+    args = ["--holdout-share", "0", "--users", "1", "--items", "30", "--seeds", "11", "12"]
+    assert bench.main([*args, "--arms", "marketer_rules", "--json", "--out", str(out)]) == 0
+
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_refuse)
+    saved = json.loads((out / "push_outcomes.json").read_text(), parse_constant=_refuse)
+    for result in (printed, saved["result"]):
+        assert result["holdout_users"] == 0 and result["incremental_purchases_vs_no_push"] == 1.0
+        for key in ("lift_vs_holdout", "incremental_purchases", "incremental_purchases_ci95"):
+            assert result[key] is None, key
+        assert result["per_seed"]["11"]["marketer_rules"]["incremental_purchases_vs_no_push_ci95"] is None
+
+    # The report says n/a where the figure is undefined, and the redraw from the JSON's nulls writes the
+    # same report and figures as the run did from its NaNs.
+    report = (out / "push_outcomes.md").read_text()
+    assert "| `lift_vs_holdout` | n/a |" in report and "| `incremental_purchases` | n/a |" in report
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "push_outcomes.md").write_text(report)
+    assert bench.main(["--from-json", str(out / "push_outcomes.json"), "--out", str(again)]) == 0
+    assert (again / "push_outcomes.md").read_text() == report
+    for png in ("push_outcomes-arms.png", "push_outcomes-by-hour.png"):
+        assert (again / png).read_bytes() == (out / png).read_bytes(), png

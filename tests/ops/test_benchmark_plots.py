@@ -370,3 +370,50 @@ def test_stream_throughput_splits_a_push_latency_at_its_create_time() -> None:
     )
     del run["latency"]["hops"]
     assert _window_rows(run)[3].endswith("worker p99 − floor p99, ms |")
+
+
+def _refuse(constant: str) -> float:
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+def _saved(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` written as the benchmarks write it and read back: strict JSON, undefined figures null."""
+    from benchmarks import json_out
+
+    return json.loads(json_out.dumps(result, default=str), parse_constant=_refuse)
+
+
+def test_a_saved_run_with_undefined_figures_redraws_as_the_run_itself(tmp_path: Path) -> None:
+    # The figures a run leaves undefined (NaN) are null in its JSON; each report and chart reads a null
+    # as the run's NaN: the same text, the same pictures, no crash.
+    from benchmarks.quality.charts import draw_figures as quality_figures
+    from benchmarks.quality.report import render
+    from benchmarks.throughput.charts import draw_figures as stream_figures
+    from benchmarks.throughput.report import write_report
+
+    run = stream_result()  # a latency run and a floor that saw no sample at all
+    for key in ("latency", "floor"):
+        run[key] = {k: v for k, v in run[key].items() if not k.endswith("_ms")} | {"n": 0}
+    run |= dict.fromkeys(("p50_ms", "p99_ms", "floor_p50_ms", "floor_p99_ms"), float("nan"))
+    saved = _saved(run)
+    assert saved["p99_ms"] is None and saved["floor_p99_ms"] is None
+    for name, result in (("run", run), ("saved", saved)):
+        figures = stream_figures(result, tmp_path / name)
+        write_report(result, "cmd", tmp_path / name / "stream_throughput.md", figures)
+    assert "| nan / nan |" in (tmp_path / "run" / "stream_throughput.md").read_text()
+
+    results = model_results()  # a diverged epoch, and no held-out positions for the calibration's ECE
+    res = results["yoochoose-100k"]
+    res["train"]["history"][1]["loss"] = float("nan")
+    res["calibration"] = {"horizon": 5, "feature": "logit", "ece": float("nan"), "ece_raw": float("nan")}
+    res["calibration"]["ece_by_feature"] = {"logit": float("nan")}
+    saved = _saved(results)
+    assert saved["yoochoose-100k"]["calibration"]["ece"] is None
+    for name, result in (("run", results), ("saved", saved)):
+        figures = quality_figures(result, tmp_path / name)
+        text = render(result, "cmd", figures, tmp_path / name / "model_quality.md")
+        (tmp_path / name / "model_quality.md").write_text(text)
+    assert "ECE nan (uncalibrated" in (tmp_path / "run" / "model_quality.md").read_text()
+
+    for path in sorted((tmp_path / "run").iterdir()):
+        assert (tmp_path / "saved" / path.name).read_bytes() == path.read_bytes(), path.name
