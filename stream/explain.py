@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stream.text import plain_text
 from stream.triggers import TRIGGERS
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ _AFTER_LEAVING = frozenset(name for name, spec in TRIGGERS.items() if spec.after
 def explain(candidate: Candidate, verdict: Verdict) -> str:
     """The human-readable reason for a push, e.g. "You viewed this 3 times; it is now 20 % off".
 
+    One line of plain text (:func:`stream.text.plain_text`), whatever the category it quotes holds.
     For holds and suppressions the reason code is appended so the audit trail reads on its own.
     """
     c = candidate
@@ -78,7 +80,8 @@ def explain(candidate: Candidate, verdict: Verdict) -> str:
         offer = f"it is now {_percent(c.discount)} off"
 
     parts = [p for p in (why, offer) if p]
-    text = "; ".join(parts) if parts else "Picked for you"
+    # The category is the catalog's text: the reason stays one line of plain text whatever it holds.
+    text = plain_text("; ".join(parts)) if parts else "Picked for you"
     text = text[0].upper() + text[1:]
     if verdict.outcome == "hold":
         return f"{text} [held: {verdict.reason.replace('_', ' ')}]"

@@ -1,0 +1,63 @@
+"""What hostile but contract-valid input does to what Kairos writes out: pushes and their text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stream.contract import CatalogUpdate, to_json_bytes
+from stream.policy import Verdict, build_push
+from stream.text import plain_text
+from tests.policy.conftest import candidate, config
+from tests.stream.fakes import T0, catalog_record, ev
+from tests.stream.test_new_arrival import NEW, ContentFakeScorer, same_partition_as, shop
+
+# Categories and titles the contract accepts (any character, within the length limits).
+HOSTILE = {
+    "markup": "<script>alert(1)</script>{0} %s {user_id}",
+    "line breaks": "Jackets\nPUSH 10:00:00Z u9 <- forged\r\nand\u2028more\u2029",
+    "nul and escapes": "Jack\x00ets \x1b[2J\x1b]0;title\x07 \x85\x9b31m",
+    "bidi": "Jackets \u202eexe.gpj\u202c \u2066x\u2069 \u200f",
+    "zero width and emoji": "Ja\u200bck\u200dets \U0001f468\u200d\U0001f469\u200d\U0001f467",
+}
+
+
+def test_plain_text_makes_each_run_of_unsafe_characters_one_space() -> None:
+    assert plain_text("a\r\n\x00b\x1b[31mc\u202ed\u2028e") == "a b [31mc d e"
+    kept = "<b>{0}</b> %s J\u00e4cke \u200b\u200d\U0001f468\u200d\U0001f469 \u0627\u0644"
+    assert plain_text(kept) == kept  # markup, accents, zero-width, emoji, right-to-left letters
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_push_reason_is_one_line_of_plain_text_whatever_the_catalog_holds(name: str) -> None:
+    text = HOSTILE[name]
+    engine, store = shop(ContentFakeScorer({NEW: ["i1", "i2"]}))
+    fan, other = "u1", same_partition_as("u1", 1)[0]
+    engine.process([ev("e1", fan, "view", "i1", T0), ev("e2", other, "view", "i3", T0 + 1)], store)
+    item = CatalogUpdate(item_id=NEW, title=text, category=text, price=120.0, stock=5, updated_at=T0 + 300)
+    engine.apply_catalog([catalog_record(item)], store)
+    out = engine.process([ev("e3", other, "view", "i3", T0 + 400)], store)
+    [push] = [p for _, p in out.pushes if p.trigger == "new_arrival"]
+    assert push.reason == f"New in: like the {plain_text(text.lower())} you looked at"
+    assert plain_text(push.reason) == push.reason  # nothing left that breaks a line or reorders it
+    # The catalog's facts stay verbatim (documented: escape them for your medium); the JSON holds.
+    assert (push.title, push.category) == (text, text)
+    assert json.loads(to_json_bytes(push))["reason"] == push.reason
+
+
+def test_a_push_stays_under_16_kib_with_every_string_at_its_contract_limit() -> None:
+    # Each string as long as the contract allows and as costly as JSON can make it.
+    hostile = candidate(
+        "\\" * 128,  # two bytes each in JSON
+        trigger="new_arrival",
+        category="\x01" * 128,  # six bytes each (\u0001)
+        title="\x01" * 512,
+        promotion_id="\U0001f600" * 128,  # four bytes each in UTF-8
+        cause="e" * 128,
+    )
+    worst = config(collapse_key_template="{category}{category}{item_id}{user_id}")
+    push = build_push('"' * 128, hostile, Verdict("emit", "ok"), T0, worst, "gru-20260101-abcdef")
+    raw = to_json_bytes(push)
+    assert len(raw) < 16_384
+    assert json.loads(raw)["title"] == "\x01" * 512
