@@ -16,6 +16,7 @@ import pydantic_core
 from pydantic import Field
 
 from stream.contract import ContractError, DeadLetterReason, _Strict
+from stream.text import plain_text
 
 # Dead-letter bounds. The original value is kept up to ``max_original_bytes`` (a setting,
 # ``worker.dead_letter_max_original_bytes``); past it, a prefix plus its size and SHA-256. The default
@@ -137,7 +138,7 @@ def dead_letter(
     UTF-8 or its JSON escaping would more than double it); past that only its first bytes are kept,
     and ``original_size`` / ``original_sha256`` describe the whole. A key longer than
     :data:`DEAD_LETTER_KEY_BYTES` keeps its first bytes plus its size and SHA-256. The error text is
-    cut at :data:`DEAD_LETTER_ERROR_CHARS`.
+    cut at :data:`DEAD_LETTER_ERROR_CHARS` and is one line of plain text (:func:`stream.text.plain_text`).
     """
     data = raw or b""
     limit = max(0, min(max_original_bytes, MAX_DEAD_LETTER_ORIGINAL_BYTES))
@@ -151,8 +152,10 @@ def dead_letter(
     detail = error.detail
     if len(detail) > DEAD_LETTER_ERROR_CHARS:
         detail = detail[: DEAD_LETTER_ERROR_CHARS - 3] + "..."
-    # A detail is prose, but may quote input: never let a lone surrogate into the output.
+    # A detail is prose, but may quote input (an unknown field's name): never let a lone surrogate into
+    # the output, and keep it one line of plain text.
     detail = detail.encode("utf-8", errors="backslashreplace").decode("utf-8")[:DEAD_LETTER_ERROR_CHARS]
+    detail = plain_text(detail)
     return DeadLetter(
         original=original,
         original_encoding=encoding,

@@ -1,4 +1,4 @@
-"""What hostile but contract-valid input does to what Kairos writes out: pushes and their text."""
+"""What hostile input does to what Kairos writes out: pushes, their text, dead letters."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 import pytest
 
 from stream.contract import CatalogUpdate, to_json_bytes
+from stream.dead_letters import DEAD_LETTER_ERROR_CHARS, dead_letter_size_bound
 from stream.policy import Verdict, build_push
 from stream.text import plain_text
 from tests.policy.conftest import candidate, config
-from tests.stream.fakes import T0, catalog_record, ev
+from tests.stream.fakes import T0, catalog_record, ev, record
 from tests.stream.test_new_arrival import NEW, ContentFakeScorer, same_partition_as, shop
 
 # Categories and titles the contract accepts (any character, within the length limits).
@@ -61,3 +62,19 @@ def test_a_push_stays_under_16_kib_with_every_string_at_its_contract_limit() -> 
     raw = to_json_bytes(push)
     assert len(raw) < 16_384
     assert json.loads(raw)["title"] == "\x01" * 512
+
+
+def test_a_dead_letter_error_quoting_a_hostile_field_name_is_one_line_of_plain_text() -> None:
+    engine, store = shop(ContentFakeScorer({}))
+    name = "ev\nil\x1b[31m\u202e\x00" + "x" * 5000
+    raw = json.dumps(
+        {"event_id": "e1", "user_id": "u1", "type": "view", "item_id": "i1", "ts": T0, name: 1},
+        ensure_ascii=False,
+    ).encode()
+    out = engine.process([record(raw, "u1")], store)
+    [letter] = out.dead_letters
+    assert letter.reason == "invalid_field" and letter.error.startswith("ev il [31m x")
+    assert plain_text(letter.error) == letter.error and len(letter.error) <= DEAD_LETTER_ERROR_CHARS
+    wire = to_json_bytes(letter)
+    assert len(wire) + len(b"u1") <= dead_letter_size_bound()
+    assert letter.original_bytes() == raw and json.loads(wire)["error"] == letter.error
