@@ -86,7 +86,8 @@ class PolicyConfig(BaseModel):
     collapse_key_template: str = Field(
         "kairos-{user_id}",
         description="Each push's collapse_key: a newer push replaces an undelivered older one with the same "
-        "key; placeholders {user_id}, {trigger}, {item_id}, {category}; empty: no key.",
+        "key; placeholders {user_id}, {trigger}, {item_id}, {category}; a key that is not 1-64 visible ASCII "
+        "characters (APNs' limit) is sent as kairos- and its BLAKE2b digest; empty: no key.",
     )
 
     # --- consent, time zone, quiet hours, holdout -----------------------------------------------------

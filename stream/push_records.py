@@ -10,6 +10,8 @@ argument.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Collection
 
 from stream import rules
@@ -54,8 +56,18 @@ def build_push(
     )
 
 
+# A collapse key goes into an HTTP/2 header (APNs ``apns-collapse-id``, at most 64 bytes; FCM's
+# ``collapse_key``): visible ASCII only, so no id or category can break or overflow the header.
+_HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]{1,64}")
+
+
 def collapse_key(user_id: str, candidate: Candidate, config: PolicyConfig) -> str | None:
-    """The push's collapse key from ``collapse_key_template`` (None when the template is empty)."""
+    """The push's collapse key from ``collapse_key_template`` (None when the template is empty).
+
+    A key that is not 1 to 64 visible ASCII characters (a long or non-ASCII id, a category with
+    spaces or control characters) is sent as ``kairos-`` and 32 hex digits of its BLAKE2b digest:
+    the same key gives the same digest, so pushes still collapse exactly as the template says.
+    """
     template = config.collapse_key_template
     if not template:
         return None
@@ -65,7 +77,9 @@ def collapse_key(user_id: str, candidate: Candidate, config: PolicyConfig) -> st
         item_id=candidate.item_id,
         category=candidate.category or "",
     )
-    return key[:256]
+    if _HEADER_SAFE_KEY.fullmatch(key):
+        return key
+    return "kairos-" + hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
 
 
 _DECISION_OUTCOMES = {"emit": "emitted", "hold": "held", "suppress": "suppressed"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -25,3 +27,33 @@ def test_default_key_is_per_user_and_the_template_is_configurable() -> None:
 def test_an_unknown_placeholder_is_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="collapse_key_template"):
         config(collapse_key_template="{user}")
+
+
+@pytest.mark.parametrize(
+    ("user_id", "template", "category"),
+    [
+        ("f" * 64, "kairos-{user_id}", "shoes"),  # a SHA-256 pseudonym: 71 bytes, past APNs' 64
+        ("\u00fcser\u202e", "kairos-{user_id}", "shoes"),  # non-ASCII, a bidi override
+        ("u1", "{user_id}/{category}", "Shoes\r\napns-priority: 10"),  # would split the HTTP header
+        ("u1", "{user_id}/{category}", "Men's shoes"),  # a space
+        ("u1", "{category}", None),  # empty
+    ],
+)
+def test_a_key_that_would_not_fit_a_header_is_sent_as_its_digest(
+    user_id: str, template: str, category: str | None
+) -> None:
+    ok = Verdict("emit", "ok")
+    cfg = config(collapse_key_template=template)
+    push = build_push(user_id, candidate("i1", category=category), ok, T0, cfg, "m1")
+    key = push.collapse_key
+    assert key is not None and re.fullmatch(r"kairos-[0-9a-f]{32}", key)
+    # Deterministic, and the template's grouping holds: the same key for another item of the user.
+    again = build_push(user_id, candidate("i2", category=category), ok, T0 + 60, cfg, "m1")
+    assert again.collapse_key == key
+    other = build_push(user_id + "x", candidate("i1", category=category), ok, T0, cfg, "m1")
+    assert (other.collapse_key != key) == ("{user_id}" in template)
+
+
+def test_a_key_of_64_visible_ascii_characters_is_sent_as_is() -> None:
+    push = build_push("u" * 57, candidate("i1"), Verdict("emit", "ok"), T0, config(), "m1")
+    assert push.collapse_key == "kairos-" + "u" * 57
