@@ -269,7 +269,9 @@ def _summarise(error: ValidationError) -> str:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _has_lone_surrogate(data: Any) -> bool:
+def has_lone_surrogate(data: Any) -> bool:
+    """Whether decoded JSON ``data`` holds a lone UTF-16 surrogate (from ``"\\ud800"``): a string that
+    cannot be encoded as UTF-8 again, so hashing it, keying by it or writing it out would raise."""
     try:
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -298,7 +300,7 @@ def _parse(model: type[M], raw: bytes | None, max_bytes: int) -> M:
         raise ContractError("not_utf8", f"not UTF-8 at byte {exc.start}") from exc
     try:
         data: Any = json.loads(text)
-        lone = _SURROGATE_ESCAPE.search(text) is not None and _has_lone_surrogate(data)
+        lone = _SURROGATE_ESCAPE.search(text) is not None and has_lone_surrogate(data)
     except json.JSONDecodeError as exc:
         raise ContractError("bad_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:

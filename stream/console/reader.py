@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from stream.console.feed import ConsoleFeed
+from stream.contract import has_lone_surrogate
 from stream.settings import Settings
 
 log = logging.getLogger("kairos.console")
@@ -24,13 +25,18 @@ MISSING_TOPIC_RETRY_SECONDS = 10.0  # a topic not there yet is looked for again 
 
 
 def _decode(raw: bytes | None) -> dict[str, Any] | None:
+    """A message as a JSON object, or None (skipped): not JSON, not an object, or holding a lone
+    surrogate (``"\\ud800"``), which the feed could not hash or show (it stopped the reader)."""
     if raw is None:
         return None
     try:
-        value = json.loads(raw)
+        text = raw.decode("utf-8")  # the contract's encoding (json.loads would also guess UTF-16 and -32)
+        value = json.loads(text)
     except (ValueError, RecursionError):  # includes UnicodeDecodeError
         return None
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict) or ("\\u" in text and has_lone_surrogate(value)):
+        return None
+    return value
 
 
 class TopicReader(threading.Thread):

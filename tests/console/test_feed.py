@@ -8,6 +8,7 @@ import random
 import pytest
 
 from stream.console.feed import MAX_REASON_KEYS, ConsoleFeed
+from stream.console.reader import _decode
 from stream.console.totals import HyperLogLog
 from stream.policy import in_holdout
 
@@ -179,6 +180,21 @@ def test_garbage_is_skipped_not_raised():
     assert feed.skipped == 2
     assert delta["dead_letter_counts"] == {"bad_json": 1} and len(delta["dead_letters"][0]["error"]) == 200
     json.dumps(delta)
+
+
+def test_a_message_holding_a_lone_surrogate_is_skipped_before_the_feed_hashes_it():
+    # "\\ud800" decodes to a string that cannot be encoded again: hashing the user for the holdout
+    # raised, and the exception stopped the topic reader for good.
+    lone = [
+        b'{"user_id": "\\ud800", "type": "view", "ts": 1780315200}',
+        b'{"push_id": "p", "user_id": "u\\udc00", "item_id": "i", "trigger": "in_session"}',
+        b'{"user_id": "u", "type": "view", "ts": 1780315200, "\\udbff": 1}',
+        '{"user_id": "\\ud800", "type": "view", "ts": 1780315200}'.encode("utf-16"),  # not UTF-8 anyway
+    ]
+    assert [_decode(raw) for raw in lone] == [None] * 4
+    assert _decode(b'{"user_id": "\\ud83d\\ude00"}') == {"user_id": "\U0001f600"}  # a pair: one character
+    with pytest.raises(UnicodeEncodeError):  # what the feed would have been given
+        ConsoleFeed().on_event(json.loads(lone[0]))
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 100, 3_000, 50_000])

@@ -42,8 +42,9 @@ def test_reader_follows_the_topics_and_picks_up_a_topic_created_later(
         push = {"push_id": "p1", "user_id": "u1", "item_id": "i1", "trigger": "in_session", "reason": "r",
                 "score": 0.5, "threshold": 0.2, "created_at": T0, "expires_at": T0 + 60}  # fmt: skip
         produce(bare_broker, "pushes", [(b"u1", json.dumps(push).encode())])
-        produce(bare_broker, "events", [(b"u1", b"{not json")])
-        wait_for(lambda: feed.read["pushes"] == 1 and feed.skipped == 1, 20, what="push and bad event")
+        lone = b'{"user_id": "\\ud800", "type": "view", "ts": 1780315200}'  # once stopped the reader
+        produce(bare_broker, "events", [(b"u1", b"{not json"), (b"u1", lone)])
+        wait_for(lambda: feed.read["pushes"] == 1 and feed.skipped == 2, 20, what="push and bad events")
         assert sorted(reader.missing_topics) == ["dead-letters", "push-decisions"]
 
         admin = AdminClient({"bootstrap.servers": bare_broker})
