@@ -86,6 +86,10 @@ Id = Annotated[
 # The widest image vector a catalog message may carry; the model's declared width is checked at admission.
 MAX_IMAGE_WIDTH = 2048
 
+# The largest price (events and catalog) and quantity (events) a message may carry.
+MAX_PRICE = 1e9
+MAX_QUANTITY = 10_000
+
 # Event times must be plausible: after 2000-01-01 and before 2100-01-01.
 EpochSeconds = Annotated[float, Field(ge=946_684_800.0, lt=4_102_444_800.0)]
 
@@ -133,8 +137,8 @@ class Event(_Strict):
     item_id: Id | None = None
     ts: EpochSeconds
     session_id: Id | None = None
-    price: Annotated[float, Field(ge=0.0, le=1e9)] | None = None
-    quantity: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    price: Annotated[float, Field(ge=0.0, le=MAX_PRICE)] | None = None
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY)] | None = None
     query: Annotated[str, StringConstraints(max_length=512)] | None = None
     push_id: Id | None = Field(
         None, description="On push_open / push_click / push_dismiss: the push it answers."
@@ -177,7 +181,7 @@ class CatalogUpdate(_Strict):
     item_id: Id
     title: Annotated[str, StringConstraints(max_length=512)]
     category: Annotated[str, StringConstraints(max_length=128)]
-    price: Annotated[float, Field(ge=0.0, le=1e9)]
+    price: Annotated[float, Field(ge=0.0, le=MAX_PRICE)]
     stock: Annotated[int, Field(ge=0)]
     promotion: Promotion | None = None
     updated_at: EpochSeconds

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from stream.contract import Event, EventContext, EventType, parse_event
+from stream.contract import MAX_PRICE, MAX_QUANTITY, Event, EventContext, EventType, parse_event
 
 # Event's constraints, for msgspec (the differential test holds the two definitions together). The
 # ids' rule against control characters is checked once on the raw message instead (plain_event):
@@ -46,8 +46,8 @@ class ValidEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     item_id: _Id | None = None
     ts: _Time
     session_id: _Id | None = None
-    price: Annotated[float, msgspec.Meta(ge=0.0, le=1e9)] | None = None
-    quantity: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    price: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_PRICE)] | None = None
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] | None = None
     query: Annotated[str, msgspec.Meta(max_length=512)] | None = None
     push_id: _Id | None = None
     context: ValidContext | None = None

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stream.console.totals import GroupTotals, TriggerTotals
-from stream.contract import TRIGGERS
+from stream.contract import MAX_PRICE, MAX_QUANTITY, TRIGGERS
 from stream.user_facts import in_holdout
 
 # Distinct (outcome, trigger, reason) decision keys counted one by one; more (a bug or a foreign
@@ -243,7 +243,11 @@ class ConsoleFeed:
             group.users.add(user_id)
             attributed: str | None = None
             if kind == "purchase":
-                revenue = _number(event.get("price")) * max(1.0, _number(event.get("quantity"), 1.0))
+                price, quantity = _number(event.get("price")), _number(event.get("quantity"), 1.0)
+                # Within the contract's bounds only (the workers refuse the rest): a hostile 1e308
+                # made the sums infinite or NaN, which is not JSON, and the page stopped updating.
+                in_bounds = 0.0 <= price <= MAX_PRICE and 1.0 <= quantity <= MAX_QUANTITY
+                revenue = price * quantity if in_bounds else 0.0
                 group.purchases += 1
                 group.revenue += revenue
                 group.purchasers.add(user_id)

@@ -182,6 +182,21 @@ def test_garbage_is_skipped_not_raised():
     json.dumps(delta)
 
 
+def test_prices_and_quantities_past_the_contract_add_no_revenue_and_the_json_stays_valid():
+    feed = ConsoleFeed(holdout_share=0.0)
+    assert feed.on_push(_push(1))
+    hostile = [(1e308, 10), (-1e308, 10), (1e300, 1e300), (5.0, 0.5), (5.0, 20_000)]
+    for n, (price, quantity) in enumerate(hostile):
+        feed.on_event(_event("purchase", item_id="i1", ts=T0 + n, price=price, quantity=quantity))
+    feed.on_event(_event("purchase", item_id="i2", price=1e9, quantity=10_000))  # the contract's largest
+    delta = feed.delta()
+    json.loads(json.dumps(delta, allow_nan=False))  # strict JSON: what the page's JSON.parse reads
+    assert delta["holdout"]["treated"]["purchases"] == 6 and delta["holdout"]["treated"]["revenue"] == 1e13
+    assert (
+        delta["triggers"]["in_session"]["purchases"] == 1 and delta["triggers"]["in_session"]["revenue"] == 0
+    )
+
+
 def test_a_message_holding_a_lone_surrogate_is_skipped_before_the_feed_hashes_it():
     # "\\ud800" decodes to a string that cannot be encoded again: hashing the user for the holdout
     # raised, and the exception stopped the topic reader for good.
