@@ -14,13 +14,19 @@ const SHOWN = 200;     // rows drawn per table; the rest of the window is kept b
 
 const $ = (id) => document.getElementById(id);
 
-function fmtTime(ts) {
-  if (!ts) return "—";
+// A time as an ISO string, or null: none given, or past what a Date holds (±8.64e12 s), where
+// toISOString() throws and a single hostile timestamp would stop every later update of the page.
+function isoTime(ts) {
   const d = new Date(ts * 1000);
-  return d.toISOString().replace("T", " ").slice(0, 19);
+  return ts && !isNaN(d) ? d.toISOString() : null;
+}
+function fmtTime(ts) {
+  const iso = isoTime(ts);
+  return iso ? iso.replace("T", " ").slice(0, 19) : "—";
 }
 function fmtShortTime(ts) {
-  return ts ? new Date(ts * 1000).toISOString().slice(5, 19).replace("T", " ") : "—";
+  const iso = isoTime(ts);
+  return iso ? iso.slice(5, 19).replace("T", " ") : "—";
 }
 function fmtDuration(seconds) {
   if (!(seconds > 0)) return "expired";
