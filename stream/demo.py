@@ -31,6 +31,7 @@ from stream.broker import EmbeddedBroker, free_port, wait_for_port
 from stream.contract import Push
 from stream.dead_letters import DeadLetter
 from stream.settings import Settings
+from stream.text import plain_text
 from stream.topics import ensure_topics
 
 if TYPE_CHECKING:
@@ -167,16 +168,19 @@ class _TopicTail(threading.Thread):
         self.triggers[push.trigger] = self.triggers.get(push.trigger, 0) + 1
         if not self.quiet:
             local = time.strftime("%H:%M:%S", time.gmtime(push.created_at))
+            # The title is the catalog's text, verbatim: one line, no terminal escapes, when printed.
             _say(
-                f"PUSH {local}Z {push.user_id} <- {push.title or push.item_id} [{push.trigger}] "
-                f"score {push.score:.2f} >= {push.threshold:.2f}: {push.reason}"
+                plain_text(
+                    f"PUSH {local}Z {push.user_id} <- {push.title or push.item_id} [{push.trigger}] "
+                    f"score {push.score:.2f} >= {push.threshold:.2f}: {push.reason}"
+                )
             )
 
     def _on_dead_letter(self, raw: bytes) -> None:
         letter = DeadLetter.model_validate_json(raw, strict=False)
         self.dead_letters += 1
         if not self.quiet:
-            _say(f"DEAD-LETTER {letter.reason}: {letter.error[:100]}")
+            _say(plain_text(f"DEAD-LETTER {letter.reason}: {letter.error[:100]}"))
 
 
 def _scrape(port: int) -> dict[str, float]:

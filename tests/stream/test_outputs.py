@@ -1,4 +1,4 @@
-"""What hostile input does to what Kairos writes out: pushes, their text, dead letters."""
+"""What hostile input does to what Kairos writes out: pushes, their text, dead letters, the demo's lines."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from stream.contract import CatalogUpdate, to_json_bytes
-from stream.dead_letters import DEAD_LETTER_ERROR_CHARS, dead_letter_size_bound
+from stream.contract import CatalogUpdate, ContractError, to_json_bytes
+from stream.dead_letters import DEAD_LETTER_ERROR_CHARS, dead_letter, dead_letter_size_bound
+from stream.demo import _TopicTail
 from stream.policy import Verdict, build_push
 from stream.text import plain_text
 from tests.policy.conftest import candidate, config
-from tests.stream.fakes import T0, catalog_record, ev, record
+from tests.stream.fakes import T0, catalog_record, ev, make_settings, record
 from tests.stream.test_new_arrival import NEW, ContentFakeScorer, same_partition_as, shop
 
 # Categories and titles the contract accepts (any character, within the length limits).
@@ -78,3 +79,19 @@ def test_a_dead_letter_error_quoting_a_hostile_field_name_is_one_line_of_plain_t
     wire = to_json_bytes(letter)
     assert len(wire) + len(b"u1") <= dead_letter_size_bound()
     assert letter.original_bytes() == raw and json.loads(wire)["error"] == letter.error
+
+
+def test_the_demo_prints_each_push_and_dead_letter_as_one_line_without_terminal_escapes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tail = _TopicTail(make_settings(), quiet=False)
+    title = "Jacket\x1b[2J\x1b]0;owned\x07\nPUSH 10:00:00Z u9 <- forged\r\u202e"
+    push = build_push("u1", candidate("i1", title=title), Verdict("emit", "ok"), T0, config(), "m1")
+    tail._on_push(to_json_bytes(push))
+    error = ContractError("invalid_field", "ev\nil\x1b[31m: Extra inputs are not permitted")
+    letter = dead_letter(b"{}", b"u1", error, "events", 0, 7)
+    tail._on_dead_letter(to_json_bytes(letter.model_copy(update={"error": error.detail})))  # an older letter
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 2 and "\x1b" not in printed and "\r" not in printed
+    assert "Jacket [2J ]0;owned PUSH 10:00:00Z u9 <- forged " in printed
+    assert "DEAD-LETTER invalid_field: ev il [31m: Extra" in printed
