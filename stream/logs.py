@@ -17,6 +17,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from stream.text import escaped
+
 # Extra-field names never written in clear (free text typed by shoppers, or secrets).
 REDACTED_FIELDS = frozenset(
     {"query", "email", "phone", "name", "address", "password", "sasl_password", "token"}
@@ -69,17 +71,27 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """Human-readable lines; extras are appended as ``key=value``."""
+    """Human-readable lines; extras are appended as ``key=value``.
+
+    The message and the extras are one line whatever they quote: control, line-separator and
+    bidirectional characters are written as visible escapes (:func:`stream.text.escaped`), so a
+    request line or an id cannot forge a log line or send escapes to a terminal. A traceback keeps its
+    lines.
+    """
 
     def __init__(self) -> None:
         super().__init__(_TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - the base class's name
+        """The first line (time, level, logger, message), escaped."""
+        return escaped(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as text, extras last."""
         line = super().format(record)
         extras = record_extras(record)
         if extras:
-            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            line += " " + escaped(" ".join(f"{k}={v}" for k, v in extras.items()))
         return line
 
 

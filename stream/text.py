@@ -1,10 +1,15 @@
-"""Text that Kairos writes for people: one line of plain text, whatever its inputs held.
+"""Text that Kairos writes for people: one line, read as written, whatever its inputs held.
 
 The contract lets catalog titles and categories (and dead-lettered input) carry any character: line
-breaks, NUL, terminal escapes, bidirectional overrides. Where Kairos quotes them in a sentence of its
-own (a push's ``reason``, a dead letter's ``error``, the demo's printed lines), :func:`plain_text`
-keeps that sentence one line that reads as written: it is never markup either, so a consumer still
-escapes it for its medium (HTML, a shell, a template).
+breaks, NUL, terminal escapes, bidirectional overrides; an HTTP client can put terminal escapes in a
+request line. Where Kairos quotes such text in a line of its own, one of two functions keeps that
+line whole, over the same set of characters (:data:`UNSAFE`):
+
+- :func:`plain_text` for text meant to be read (a push's ``reason``, a dead letter's ``error``, the
+  demo's printed lines): each run of them becomes one space;
+- :func:`escaped` for logs, where what was sent matters: each becomes a visible escape (``\\x1b``).
+
+Neither makes text markup-safe: a consumer still escapes it for its medium (HTML, a shell, a template).
 """
 
 from __future__ import annotations
@@ -14,10 +19,28 @@ import re
 # C0 and C1 controls with DEL (line breaks, NUL, ESC of terminal sequences), the Unicode line and
 # paragraph separators, and the bidirectional controls (Unicode's Bidi_Control property: marks,
 # embeddings, overrides and isolates, which can reorder the words around them on screen).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
+UNSAFE: tuple[int, ...] = (
+    *range(0x00, 0x20),
+    *range(0x7F, 0xA0),
+    0x2028,
+    0x2029,
+    0x061C,
+    0x200E,
+    0x200F,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+)
+_UNSAFE_RUN = re.compile("[" + "".join(re.escape(chr(c)) for c in UNSAFE) + "]+")
+_ESCAPES = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in UNSAFE}
 
 
 def plain_text(text: str) -> str:
     """``text`` with each run of control, line-separator and bidirectional-control characters made one
     space; anything else (emoji, accents, zero-width joiners, markup characters) is kept as is."""
-    return _UNSAFE.sub(" ", text)
+    return _UNSAFE_RUN.sub(" ", text)
+
+
+def escaped(text: str) -> str:
+    """``text`` with each control, line-separator and bidirectional-control character written as a
+    visible escape (``\\n``'s character as ``\\x0a``, U+202E as ``\\u202e``): one line, nothing hidden."""
+    return text.translate(_ESCAPES)

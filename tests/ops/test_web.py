@@ -242,3 +242,24 @@ def test_json_formatter_copes_with_odd_extras() -> None:
     record.items = ("a", 1)
     payload = json.loads(JsonFormatter().format(record))
     assert payload["items"] == ["a", 1] and payload["obj"].startswith("<object")
+
+
+def test_text_logs_keep_a_hostile_request_line_on_one_line_without_terminal_escapes() -> None:
+    # http.server escapes control characters in its own log_message, which the worker replaces: the
+    # request line reached a DEBUG text log as sent.
+    stream = io.StringIO()
+    configure_logging("DEBUG", json_format=False, stream=stream)
+    server = start_web_server("127.0.0.1", 0, Health())
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET /\x1b[2J\x1b]0;owned\x07\x85\xe2\x80\xae HTTP/1.0\r\n\r\n")
+            assert s.recv(1000).startswith(b"HTTP/1.0 400")
+        logging.getLogger("kairos.test").info("done", extra={"user_id": "u\u202e1\n"})
+    finally:
+        server.stop()
+        configure_logging("WARNING", json_format=False)
+    lines = stream.getvalue().splitlines()
+    request = [line for line in lines if '"GET /' in line]
+    assert request and all("\\x1b[2J\\x1b]0;owned\\x07\\x85" in line for line in request)
+    assert lines[-1].endswith("INFO kairos.test: done user_id=u\\u202e1\\x0a")
+    assert not any(c in stream.getvalue() for c in "\x1b\x07\x85\u202e\r")
