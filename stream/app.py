@@ -378,7 +378,7 @@ class Worker(RecoveryMixin, TickMixin):
                 error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
                 outcome = Outcome()
                 outcome.dead_letters.append(refused(rec, error, self.settings))
-                outcome.events[("invalid", "dead_letter")] += 1
+                outcome.events[("unknown", "dead_letter")] += 1
             self._commit_or_die(outcome, txn)
             total.extend(outcome)
         return total

@@ -210,7 +210,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                 stage["parse"] += perf_counter() - t
             except ContractError as exc:
                 out.dead_letters.append(refused(rec, exc, self.settings))
-                out.events[("invalid", "dead_letter")] += 1
+                out.events[("unknown", "dead_letter")] += 1
                 continue
             part = self.part(rec.partition)
             new_minute = part.throttle.enabled and _minute(event.ts) > _minute(part.watermark)

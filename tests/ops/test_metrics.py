@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_l
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream import metrics
+from stream.batch_commit import observe
+from stream.contract import DEAD_LETTER_REASONS, EVENT_TYPES
 from stream.lag import LagTracker
+from tests.stream.fakes import T0, DictState, make_engine, record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -251,3 +255,43 @@ def test_multiprocess_mode_merges_processes(tmp_path: Path) -> None:
     assert values[("kairos_worker_up", ())] == 1
     assert values[("kairos_state_keys", (("store", "users"),))] == 5
     assert values[("kairos_model_info", (("version", "mp-v1"),))] == 1
+
+
+def test_hostile_input_adds_no_label_value_and_refused_events_count_as_unknown() -> None:
+    """Every label comes from a closed set, whatever the input: a flood of refused records with ids,
+    event types, field names and keys of their own, through the engine and the worker's accounting."""
+    engine, store = make_engine(), DictState()
+    records = []
+    for i in range(300):
+        user = f"hostile-{i}\u202e"
+        bad = [
+            {"event_id": f"e{i}", "user_id": user, "type": f"type_{i}", "item_id": "i1", "ts": T0},
+            {"event_id": f"e{i}", "user_id": user, "type": "view", "item_id": "i1", "ts": T0, f"f_{i}": 1},
+            {"event_id": f"e{i}\n", "user_id": user, "type": "view", "item_id": f"item_{i}", "ts": T0},
+        ]
+        records += [record(json.dumps(b).encode(), user) for b in bad]
+        records.append(record(b"\xff" * i, user))
+        good = {"event_id": f"e{i}", "user_id": user, "type": "view", "item_id": "i1", "ts": T0}
+        records.append(record(json.dumps(good).encode(), user, key=f"hostile-key-{i}".encode()))
+    before = sample("kairos_events_total", type="unknown", outcome="dead_letter")
+    out = engine.process(records, store)
+    observe(out)
+    metrics.observe_events(out.events, 1e-5)
+    assert len(out.dead_letters) == len(records)
+    # The documented label: "unknown" (never parsed), not folded into "other".
+    assert sample("kairos_events_total", type="unknown", outcome="dead_letter") - before == len(records)
+    values = {
+        (name, value)
+        for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+        if family.name.startswith("kairos_")
+        for s in family.samples
+        for name, value in s.labels.items()
+    }
+    marks = ("hostile", "type_", "f_", "item_", "\u202e")
+    assert not [v for v in values if any(mark in v[1] for mark in marks)]
+    assert {v for n, v in values if n == "type"} <= {*EVENT_TYPES, metrics.UNKNOWN_TYPE, metrics.OTHER}
+    assert {v for n, v in values if n == "reason" and v in DEAD_LETTER_REASONS} >= {
+        "invalid_field",
+        "key_mismatch",
+        "not_utf8",
+    }

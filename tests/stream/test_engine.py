@@ -206,7 +206,7 @@ def test_malformed_records_become_dead_letters_and_the_batch_goes_on() -> None:
         assert (letter.source_topic, letter.partition, letter.offset) == ("events", rec.partition, rec.offset)
         assert letter.original_key == "u1"
     assert "needs an item_id" in out.dead_letters[1].error
-    assert out.events[("invalid", "dead_letter")] == 3
+    assert out.events[("unknown", "dead_letter")] == 3
     assert out.events[("view", "processed")] == 2
     assert store.user("u1").n_events == 2
 
@@ -348,7 +348,7 @@ def test_decisions_do_not_depend_on_batch_boundaries() -> None:
         out = run(engine, records, store, batch)
         results.append((store.data, list(out.pushes), only(out.events), list(out.decisions)))
     assert results[0][1], "the stream should produce some pushes"
-    assert results[0][2][("invalid", "dead_letter")] == 1
+    assert results[0][2][("unknown", "dead_letter")] == 1
     assert sum(v for (_, o), v in results[0][2].items() if o == "duplicate") == 1
     for other in results[1:]:
         assert other[0] == results[0][0]  # the same states, byte for byte
