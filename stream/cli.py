@@ -150,9 +150,13 @@ def _erase(argv: list[str]) -> int:
 
     users = list(args.user_ids)
     if args.file:
-        source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
-        with source:
-            users += [line.strip() for line in source if line.strip()]
+        try:
+            source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+            with source:
+                users += [line.strip() for line in source if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:  # a clear refusal, not a traceback; nothing written
+            print(f"kairos erase: cannot read the ids from {args.file!r}: {exc}", file=sys.stderr)
+            return 2
     if not users:
         parser.error("no user id given")
     from stream.admission import check_id

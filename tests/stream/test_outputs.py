@@ -1,11 +1,14 @@
-"""What hostile input does to what Kairos writes out: pushes, their text, dead letters, the demo's lines."""
+"""What hostile input does to what Kairos writes out: pushes, their text, dead letters, the demo's
+lines, the CLI's messages."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from stream import cli
 from stream.contract import CatalogUpdate, ContractError, to_json_bytes
 from stream.dead_letters import DEAD_LETTER_ERROR_CHARS, dead_letter, dead_letter_size_bound
 from stream.demo import _TopicTail
@@ -95,3 +98,18 @@ def test_the_demo_prints_each_push_and_dead_letter_as_one_line_without_terminal_
     assert printed.count("\n") == 2 and "\x1b" not in printed and "\r" not in printed
     assert "Jacket [2J ]0;owned PUSH 10:00:00Z u9 <- forged " in printed
     assert "DEAD-LETTER invalid_field: ev il [31m: Extra" in printed
+
+
+def test_kairos_erase_refuses_an_ids_file_that_is_not_utf8_with_a_message_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"u1\nu\xff2\n")
+    assert cli.main(["erase", "--file", str(ids)]) == 2
+    assert cli.main(["erase", "--file", str(tmp_path / "missing.txt")]) == 2
+    ids.write_bytes(b"u1\n\x1b[2Ju2\n")  # UTF-8, but not an id: refused, quoted with its escapes
+    assert cli.main(["erase", "--file", str(ids)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("kairos erase: cannot read the ids from") and "utf-8" in err[0]
+    assert err[1].startswith("kairos erase: cannot read the ids from") and "No such file" in err[1]
+    assert err[2] == "kairos erase: invalid_field: not a valid id: '\\x1b[2Ju2'"
