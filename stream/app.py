@@ -32,7 +32,7 @@ from typing import Any
 
 import faust
 
-from stream import gc_tuning, metrics
+from stream import gc_tuning, metrics, metrics_exposition, metrics_record
 from stream.batch_commit import BatchCommitter
 from stream.bulk_input import BulkReader, holding
 from stream.contract import ContractError
@@ -173,7 +173,7 @@ class Worker(RecoveryMixin, TickMixin):
         wk = self.settings.worker
         gc_tuning.configure(wk.gc_young_threshold)
         self._catalog_ready = asyncio.Event()
-        metrics.init_labels([self.topics.events, self.topics.consent, self.topics.catalog])
+        metrics_record.init_labels([self.topics.events, self.topics.consent, self.topics.catalog])
         self._spawn(self._recovery_loop())
         self._spawn(self._loop_probe())
         self.web = start_web_server(
@@ -184,7 +184,7 @@ class Worker(RecoveryMixin, TickMixin):
             socket_timeout=wk.web_socket_timeout_seconds,
         )
         log.info("metrics and health on http://%s:%d/metrics", wk.web_host, self.web.port)
-        metrics.worker_started()
+        metrics_exposition.worker_started()
         scorer = self.watcher.poll(force=True)
         if scorer is not None:
             self._adopt_model(scorer)
@@ -240,7 +240,7 @@ class Worker(RecoveryMixin, TickMixin):
         for p in list(self.store.partitions):
             if p not in self._in_recovery:  # a recovery thread may still read it; the exit closes it
                 self.store.close(p)
-        metrics.worker_stopped()
+        metrics_exposition.worker_stopped()
         if self.web is not None:
             self.web.stop()
 
@@ -302,7 +302,7 @@ class Worker(RecoveryMixin, TickMixin):
                 return
             if not records:
                 continue
-            metrics.observe_stages({"read": reader.take_read_seconds()})
+            metrics_record.observe_stages({"read": reader.take_read_seconds()})
             if self._rebalancing:
                 await self._assigned_event.wait()  # no writes while another member may own them
             records = [r for r in records if self._epochs.get(r.partition) == epochs.get(r.partition)]
@@ -343,8 +343,8 @@ class Worker(RecoveryMixin, TickMixin):
             else:
                 self._commit_or_die(outcome, txn)
         elapsed = time.perf_counter() - started
-        metrics.observe_events(outcome.events, elapsed / max(len(records), 1))
-        metrics.observe_input_updates(consent=outcome.consent_updates)
+        metrics_record.observe_events(outcome.events, elapsed / max(len(records), 1))
+        metrics_record.observe_input_updates(consent=outcome.consent_updates)
         for r in records:
             self.lag.on_processed(r.topic, r.partition, r.offset)
         self.health.batch_done()

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 
-from stream import metrics
+from stream import metrics_record
 from stream.contract import to_json_bytes
 from stream.engine import Outcome
 from stream.kafka_io import DeliveryError, Outbox
@@ -92,16 +92,16 @@ def observe(outcome: Outcome) -> None:
     """Count a committed batch's pushes, suppressions, dead letters, feedback and stage times."""
     now = time.time()
     for _, push in outcome.pushes:
-        metrics.observe_push(push.trigger, now - push.event_ts)
+        metrics_record.observe_push(push.trigger, now - push.event_ts)
     for (trigger, reason), n in outcome.suppressions.items():
         if n > 0:
-            metrics.observe_suppression(trigger, reason, n)
+            metrics_record.observe_suppression(trigger, reason, n)
     for dl in outcome.dead_letters:
-        metrics.observe_dead_letter(dl.reason, dl.source_topic)
+        metrics_record.observe_dead_letter(dl.reason, dl.source_topic)
     for fb in outcome.feedback:
-        metrics.observe_feedback(fb.trigger, fb.kind, fb.revenue)
+        metrics_record.observe_feedback(fb.trigger, fb.kind, fb.revenue)
     if outcome.interest:
-        metrics.observe_interest(outcome.interest)
-    metrics.observe_stages(outcome.stage_seconds)
-    metrics.observe_removals(outcome.erasures, outcome.expired_users, outcome.catalog_removals)
-    metrics.observe_late_timers(outcome.late_timers)
+        metrics_record.observe_interest(outcome.interest)
+    metrics_record.observe_stages(outcome.stage_seconds)
+    metrics_record.observe_removals(outcome.erasures, outcome.expired_users, outcome.catalog_removals)
+    metrics_record.observe_late_timers(outcome.late_timers)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from stream.metrics import REBALANCES, forget_partitions, set_consumer_lag
+from stream.metrics import REBALANCES
+from stream.metrics_record import forget_partitions, set_consumer_lag
 
 
 class LagTracker:

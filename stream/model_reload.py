@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar
 
-from stream import metrics
+from stream import metrics, metrics_record
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class ModelWatcher(Generic[S]):
             log.info("model artifact re-published with the same version %s; keeping it", scorer.version)
             return None
         metrics.MODEL_LOAD_SECONDS.observe(elapsed)
-        metrics.set_model_version(scorer.version)
+        metrics_record.set_model_version(scorer.version)
         if previous is not None:
             metrics.MODEL_RELOADS.inc()
         self._current = scorer

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from stream import metrics
+from stream import metrics, metrics_exposition
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            body, content_type = metrics.render_latest()
+            body, content_type = metrics_exposition.render_latest()
             self._send(200, body, content_type)
         elif path == "/healthz":
             snap = self.health.snapshot()

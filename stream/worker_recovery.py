@@ -18,7 +18,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from stream import metrics
+from stream import metrics, metrics_record
 from stream.engine import Outcome
 from stream.recovery import read_pushes, replay_changelog
 from stream.store import Transaction
@@ -99,7 +99,7 @@ class RecoveryMixin(WorkerParts):
         recovering = len(self._recovering)
         metrics.OWNED_PARTITIONS.set(len(self._owned))
         metrics.RECOVERING_PARTITIONS.set(recovering)
-        metrics.set_recovery(recovering > 0, 0)
+        metrics_record.set_recovery(recovering > 0, 0)
         self.health.set_recovering(self._still_recovering())
 
     async def _recovery_loop(self) -> None:

@@ -14,7 +14,7 @@ import queue
 import time
 from typing import Any
 
-from stream import metrics
+from stream import metrics, metrics_record
 from stream.bulk_input import group_offsets
 from stream.contract import ContractError
 from stream.engine import Inbound, Outcome, refused
@@ -81,7 +81,7 @@ class TickMixin(WorkerParts):
         announce = self._catalog_ready is not None and self._catalog_ready.is_set()
         if catalog:
             applied = self._apply_catalog_safely(catalog, txn, announce)
-            metrics.observe_input_updates(
+            metrics_record.observe_input_updates(
                 catalog=applied.catalog_updates,
                 catalog_late=applied.catalog_late,
                 content_items=applied.content_items_added,
@@ -94,7 +94,7 @@ class TickMixin(WorkerParts):
             self._freeze_long_lived()
         try:  # only adopted partitions have timers in the engine: recovering ones wait
             ticked = self.engine.tick(txn)
-            metrics.observe_input_updates(content_items=ticked.content_items_added)
+            metrics_record.observe_input_updates(content_items=ticked.content_items_added)
             outcome.extend(ticked)
         except Exception:  # noqa: BLE001 - the timers popped are lost for this run; state stays
             self._tick_error("timers")
@@ -147,7 +147,7 @@ class TickMixin(WorkerParts):
         self.health.set_work_pending(self._work_pending())
         keys = sum(p.estimated_keys() for p in list(self.store.partitions.values()) if p.ready)
         size = sum(p.estimated_bytes() for p in list(self.store.partitions.values()) if p.ready)
-        metrics.set_state_size("users", keys, size)
+        metrics_record.set_state_size("users", keys, size)
         if self.engine is not None:
             metrics.CONTENT_ITEMS_WAITING.set(len(self.engine.unplaced))
 

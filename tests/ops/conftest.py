@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stream import metrics
+from stream import metrics_record
 from stream.web import Health, WebServer, start_web_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def prometheus_available() -> None:
 @pytest.fixture()
 def live_server() -> Iterator[tuple[WebServer, Health]]:
     """A stream.web server on a free loopback port, with every known label set initialised."""
-    metrics.init_labels(["events", "catalog", "consent"])
+    metrics_record.init_labels(["events", "catalog", "consent"])
     health = Health()
     server = start_web_server("127.0.0.1", 0, health)
     try:

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream import metrics
+from stream import metrics, metrics_exposition, metrics_record
 from stream.batch_commit import observe
 from stream.contract import DEAD_LETTER_REASONS, EVENT_TYPES
 from stream.lag import LagTracker
@@ -37,8 +37,8 @@ def test_observe_many_equals_repeated_observe() -> None:
     for value, count in [(3e-5, 7), (0.002, 500), (2.0, 3), (1e-6, 1)]:
         for _ in range(count):
             one_by_one.observe(value)
-        metrics.observe_many(at_once, value, count)
-    metrics.observe_many(at_once, 0.5, 0)
+        metrics_record.observe_many(at_once, value, count)
+    metrics_record.observe_many(at_once, 0.5, 0)
     text = generate_latest(registry).decode()
 
     def histogram(prefix: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -61,7 +61,7 @@ def test_observe_events_counts_by_type_and_outcome() -> None:
     before_other = sample("kairos_events_total", type="other", outcome="other")
     before_count = sample("kairos_event_processing_seconds_count")
     before_le = sample("kairos_event_processing_seconds_bucket", le="0.0005")
-    metrics.observe_events(
+    metrics_record.observe_events(
         {
             ("view", "processed"): 40,
             ("purchase", "duplicate"): 2,
@@ -81,33 +81,33 @@ def test_observe_events_counts_by_type_and_outcome() -> None:
 
 
 def test_bounded_label_refuses_ids_and_caps_distinct_values() -> None:
-    assert metrics.bounded_label("trigger", "price_drop", ("price_drop",)) == "price_drop"
-    assert metrics.bounded_label("trigger", "nope", ("price_drop",)) == "other"
-    assert metrics.bounded_label("test_reason", "User 42 <x>") == "other"
-    cap = metrics.MAX_FREE_LABEL_VALUES
-    kept = [metrics.bounded_label("test_cap", f"reason_{i}") for i in range(cap + 10)]
+    assert metrics_record.bounded_label("trigger", "price_drop", ("price_drop",)) == "price_drop"
+    assert metrics_record.bounded_label("trigger", "nope", ("price_drop",)) == "other"
+    assert metrics_record.bounded_label("test_reason", "User 42 <x>") == "other"
+    cap = metrics_record.MAX_FREE_LABEL_VALUES
+    kept = [metrics_record.bounded_label("test_cap", f"reason_{i}") for i in range(cap + 10)]
     assert kept[:cap] == [f"reason_{i}" for i in range(cap)]
     assert set(kept[cap:]) == {"other"}
     # A value seen before the cap stays accepted.
-    assert metrics.bounded_label("test_cap", "reason_3") == "reason_3"
+    assert metrics_record.bounded_label("test_cap", "reason_3") == "reason_3"
 
 
 def test_push_helpers() -> None:
     before = sample("kairos_pushes_total", trigger="price_drop")
     before_lat = sample("kairos_push_latency_seconds_count")
-    metrics.observe_push("price_drop", 0.12)
-    metrics.observe_push("price_drop", None)
+    metrics_record.observe_push("price_drop", 0.12)
+    metrics_record.observe_push("price_drop", None)
     assert sample("kairos_pushes_total", trigger="price_drop") - before == 2
     assert sample("kairos_push_latency_seconds_count") - before_lat == 1
 
     before_sup = sample("kairos_push_suppressions_total", trigger="in_session", reason="quiet_hours")
-    metrics.observe_suppression("in_session", "quiet_hours")
+    metrics_record.observe_suppression("in_session", "quiet_hours")
     after_sup = sample("kairos_push_suppressions_total", trigger="in_session", reason="quiet_hours")
     assert after_sup - before_sup == 1
 
     before_rev = sample("kairos_push_revenue_total", trigger="promotion_start")
     before_fb = sample("kairos_push_feedback_total", trigger="promotion_start", kind="purchase")
-    metrics.observe_feedback("promotion_start", "purchase", revenue=19.5)
+    metrics_record.observe_feedback("promotion_start", "purchase", revenue=19.5)
     assert sample("kairos_push_feedback_total", trigger="promotion_start", kind="purchase") - before_fb == 1
     assert sample("kairos_push_revenue_total", trigger="promotion_start") - before_rev == pytest.approx(19.5)
 
@@ -167,25 +167,25 @@ def test_lag_is_reported_only_for_owned_partitions_after_rebalances() -> None:
 
 
 def test_model_version_gauge_switches() -> None:
-    metrics.set_model_version("test-v1")
+    metrics_record.set_model_version("test-v1")
     assert sample("kairos_model_info", version="test-v1") == 1
-    metrics.set_model_version("test-v2")
+    metrics_record.set_model_version("test-v2")
     assert sample("kairos_model_info", version="test-v1") == 0
     assert sample("kairos_model_info", version="test-v2") == 1
-    assert metrics.current_model_version() == "test-v2"
-    metrics.set_model_version(None)
+    assert metrics_record.current_model_version() == "test-v2"
+    metrics_record.set_model_version(None)
     assert sample("kairos_model_info", version="test-v2") == 0
-    assert metrics.current_model_version() is None
+    assert metrics_record.current_model_version() is None
 
 
 def test_state_and_recovery_gauges() -> None:
-    metrics.set_state_size("users", 1200, 345_678)
+    metrics_record.set_state_size("users", 1200, 345_678)
     assert sample("kairos_state_keys", store="users") == 1200
     assert sample("kairos_state_bytes", store="users") == 345_678
-    metrics.set_recovery(True, 500)
+    metrics_record.set_recovery(True, 500)
     assert sample("kairos_recovery_in_progress") == 1
     assert sample("kairos_recovery_remaining_messages") == 500
-    metrics.set_recovery(False, 17)
+    metrics_record.set_recovery(False, 17)
     assert sample("kairos_recovery_in_progress") == 0
     assert sample("kairos_recovery_remaining_messages") == 0
 
@@ -194,8 +194,8 @@ def test_exposition_passes_promtool_lint() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (deploy/install-test-deps.sh installs Debian's prometheus)")
-    metrics.init_labels(["events"])
-    body, _ = metrics.render_latest()
+    metrics_record.init_labels(["events"])
+    body, _ = metrics_exposition.render_latest()
     kairos_only = "\n".join(line for line in body.decode().splitlines() if "kairos_" in line) + "\n"
     result = subprocess.run(
         [promtool, "check", "metrics"], input=kairos_only.encode(), capture_output=True, timeout=30
@@ -206,21 +206,21 @@ def test_exposition_passes_promtool_lint() -> None:
 MULTIPROCESS_CHILD = textwrap.dedent(
     """
     import sys
-    from stream import metrics
-    metrics.worker_started()
-    metrics.observe_events({("view", "processed"): int(sys.argv[1])}, 0.001)
-    metrics.set_state_size("users", int(sys.argv[1]), 10)
-    metrics.set_model_version("mp-v1")
+    from stream import metrics_exposition, metrics_record
+    metrics_exposition.worker_started()
+    metrics_record.observe_events({("view", "processed"): int(sys.argv[1])}, 0.001)
+    metrics_record.set_state_size("users", int(sys.argv[1]), 10)
+    metrics_record.set_model_version("mp-v1")
     if sys.argv[2] == "exit":
-        metrics.worker_stopped()
+        metrics_exposition.worker_stopped()
     """
 )
 
 MULTIPROCESS_READER = textwrap.dedent(
     """
     import sys
-    from stream import metrics
-    sys.stdout.write(metrics.render_latest()[0].decode())
+    from stream import metrics_exposition
+    sys.stdout.write(metrics_exposition.render_latest()[0].decode())
     """
 )
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream import metrics
+from stream import metrics_exposition, metrics_record
 from stream.web import Health, WebServer
 from tests.support.prometheus import PrometheusServer
 
@@ -203,10 +203,10 @@ def test_real_prometheus_scrapes_the_web_server(
 ) -> None:
     server, health = live_server
     for _ in range(3):
-        metrics.observe_dead_letter("bad_json", "promtest")
-    metrics.observe_dead_letter("oversized", "promtest")
-    metrics.worker_started()
-    metrics.set_consumer_lag("promtest", 2, 42)
+        metrics_record.observe_dead_letter("bad_json", "promtest")
+    metrics_record.observe_dead_letter("oversized", "promtest")
+    metrics_exposition.worker_started()
+    metrics_record.set_consumer_lag("promtest", 2, 42)
     started = time.time()
     with PrometheusServer([f"127.0.0.1:{server.port}"]) as prom:
         prom.wait_for_scrape(after=started)
@@ -221,8 +221,8 @@ def test_real_prometheus_scrapes_the_web_server(
         assert by_reason == {"bad_json": 3.0, "oversized": 1.0}
 
         # New increments show up at the next scrape.
-        metrics.observe_dead_letter("bad_json", "promtest")
-        metrics.observe_dead_letter("bad_json", "promtest")
+        metrics_record.observe_dead_letter("bad_json", "promtest")
+        metrics_record.observe_dead_letter("bad_json", "promtest")
         deadline = time.monotonic() + 15
         value = None
         while time.monotonic() < deadline:

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from prometheus_client import REGISTRY
 
-from stream import metrics
+from stream import metrics_record
 from stream.logs import JsonFormatter, configure_logging
 from stream.web import Health, start_web_server
 
@@ -123,7 +123,7 @@ def test_healthz_fails_when_the_consume_loop_makes_no_progress_with_work_pending
 def test_web_server_endpoints() -> None:
     clock = FakeClock()
     health = Health(liveness_timeout=10, broker_timeout=30, loop_timeout=100, clock=clock)
-    metrics.init_labels(["events"])
+    metrics_record.init_labels(["events"])
     server = start_web_server("127.0.0.1", 0, health)
     try:
         assert server.port > 0
