@@ -5,18 +5,20 @@ Everything is chosen on a validation split cut from the training data (the time-
 test is: a validation case whose target the training part never saw cannot be ranked and is left out
 (counted in the record), and such items in a prefix are skipped (:func:`model.data.mask_unseen`).
 
-* **Stage 1, the GRU** (:data:`CANDIDATES`, a fixed ordered list built from the presets in
-  ``model/configs`` plus a few variations): successive halving by epochs. Every candidate tried trains
-  :data:`RUNG_EPOCHS`\\ [0] epochs on the training part; the better half (at least two) goes on to
-  :data:`RUNG_EPOCHS`\\ [1]; the best one then trains on while its validation MRR@20 improves (up to
-  :data:`MAX_EPOCHS`). Each epoch is scored on the validation cases with session memory applied (the
-  best of the presets' memory settings), because the memory changes which GRU is best.
+* **Stage 1, the GRU** (:func:`~model.tuning_space.default_candidates`, a fixed ordered list built from
+  the presets in ``model/configs`` plus a few variations): successive halving by epochs. Every
+  candidate tried trains :data:`RUNG_EPOCHS`\\ [0] epochs on the training part; the better half (at
+  least two) goes on to :data:`RUNG_EPOCHS`\\ [1]; the best one then trains on while its validation
+  MRR@20 improves (up to :data:`MAX_EPOCHS`). Each epoch is scored on the validation cases with session
+  memory applied (the best of the presets' memory settings), because the memory changes which GRU is
+  best.
 * **Stage 2, the session memory**: its terms are fixed functions added to the GRU's scores
   (:mod:`model.session_memory`, and the session-kNN votes of :mod:`model.session_votes`), so they are
   searched after training on the stage-1 winner, by evaluation only: coordinate ascent over
-  :data:`MEMORY_GRID` from the best preset setting, on Recall@20 + MRR@20 (:func:`_memory_key`). A
-  weight of 0 is always among the values, so a term that does not help the shop's own validation
-  cases is left out; where plain session-kNN is strong, its votes join the GRU instead of beating it.
+  :data:`~model.tuning_space.MEMORY_GRID` from the best preset setting, on Recall@20 + MRR@20
+  (:func:`~model.tuning_space._memory_key`). A weight of 0 is always among the values, so a term that
+  does not help the shop's own validation cases is left out; where plain session-kNN is strong, its
+  votes join the GRU instead of beating it.
 
 **The budget** (seconds of wall clock, the final training on all the data is outside it) decides how
 far down the ordered lists the search gets, nothing else: before a candidate's first epoch, the cost of
@@ -39,12 +41,21 @@ import numpy as np
 import torch
 
 from model.baselines import SessionKNN
-from model.config import CONFIG_DIR, TrainConfig
+from model.config import TrainConfig
 from model.data import Cases, EncodedSessions, ItemIndex
 from model.evaluate import CaseShares, evaluate_baseline, evaluate_memory_settings, subset_cases
 from model.session_memory import build_neighbours
 from model.session_votes import SessionVotes, build_session_index
 from model.train import Trainer
+from model.tuning_space import (
+    MEMORY_GRID,
+    MEMORY_PRESETS,
+    _key,
+    _memory_key,
+    _rank_key,
+    default_candidates,
+    memory_fields,
+)
 
 DEFAULT_BUDGET_SECONDS = 1800.0
 RUNG_EPOCHS = (2, 4)  # epochs of every candidate tried, then of the better half
@@ -53,72 +64,11 @@ SESSION_WINDOW = 10  # recent items kept for the memory terms (the presets' wind
 VALID_CASES = 10_000  # the latest validation cases scored (enough to separate candidates, cheap to rank)
 MEMORY_EVALS_RESERVED = 30  # memory settings stage 2 is expected to score; their time is kept free
 
-# The settings that shape the GRU and its training (taken from a preset for a candidate).
-GRU_FIELDS = (
-    "embedding_size",
-    "hidden_size",
-    "last_item_skip",
-    "loss",
-    "n_negatives",
-    "sample_alpha",
-    "bpreg",
-    "logq",
-    "dropout_embedding",
-    "dropout_hidden",
-    "batch_size",
-    "bptt",
-    "learning_rate",
-)
-# Stage 2's coordinates, in the order they are visited, and the values tried for each.
-MEMORY_GRID: dict[str, tuple[Any, ...]] = {
-    "repeat_bonus": (0.0, 1.0, 1.5, 2.0, 3.0),
-    "repeat_mode": ("sum", "max"),
-    "window_decay": (0.6, 0.8, 0.9, 1.0),
-    "neighbour_weight": (0.0, 0.1, 0.3, 0.5),
-    "neighbour_floor": (0.003, 0.01, 0.1),
-    "neighbour_backward": (0.0, 0.5),
-    "neighbour_distance": (3, 10),
-    "knn_weight": (0.0, 0.1, 0.3, 0.5, 1.0),
-    "knn_floor": (0.003, 0.01, 0.1),
-}
 MEMORY_PASSES = 3  # coordinate-ascent passes at most (it usually settles in two)
-MEMORY_PRESETS = ("yoochoose-100k", "diginetica")  # stage 1 scores with the best of these settings
 
 
 def _say(message: str) -> None:
     print(message, flush=True)  # flushed: a log file shows the search as it goes
-
-
-def preset_fields(name: str, fields: tuple[str, ...]) -> dict[str, Any]:
-    """The given fields of preset ``name`` (``model/configs/<name>.json``), defaults filled in."""
-    data = json.loads((CONFIG_DIR / f"{name}.json").read_text(encoding="utf-8"))
-    cfg = TrainConfig.model_validate(data)
-    return {f: getattr(cfg, f) for f in fields}
-
-
-def default_candidates() -> list[tuple[str, dict[str, Any]]]:
-    """The ordered GRU candidates: the presets first (strong starting points), then variations.
-
-    With a tight budget only the first few are tried, so the order is by expected value: the two
-    benchmark presets (large and small data), the small CE preset, then learning-rate and width
-    variations of the presets.
-    """
-    dig = preset_fields("diginetica", GRU_FIELDS)
-    yoo = preset_fields("yoochoose-100k", GRU_FIELDS)
-    quick = preset_fields("quick", GRU_FIELDS)
-    return [
-        ("diginetica preset", dig),
-        ("yoochoose-100k preset", yoo),
-        ("quick preset (cross-entropy + logQ)", quick),
-        ("yoochoose-100k preset, lr 0.001", {**yoo, "learning_rate": 0.001}),
-        ("diginetica preset, lr 0.002", {**dig, "learning_rate": 0.002}),
-        ("diginetica preset, width 192", {**dig, "embedding_size": 192, "hidden_size": 192}),
-    ]
-
-
-def memory_fields(name: str) -> dict[str, Any]:
-    """Preset ``name``'s session-memory weights."""
-    return preset_fields(name, tuple(MEMORY_GRID))
 
 
 @dataclass
@@ -141,21 +91,6 @@ class _Candidate:
     stopped: str = ""
 
 
-def _key(setting: dict[str, Any]) -> tuple[Any, ...]:
-    """A memory setting with its irrelevant fields made canonical (so it is scored once)."""
-    s = dict(setting)
-    if s["neighbour_weight"] == 0:
-        s["neighbour_floor"], s["neighbour_backward"] = MEMORY_GRID["neighbour_floor"][0], 0.0
-        s["neighbour_distance"] = MEMORY_GRID["neighbour_distance"][0]
-    if s["knn_weight"] == 0:
-        s["knn_floor"] = MEMORY_GRID["knn_floor"][0]
-    if s["repeat_bonus"] == 0:
-        s["repeat_mode"] = "sum"
-    if s["repeat_bonus"] == 0 and s["neighbour_weight"] == 0:
-        s["window_decay"] = MEMORY_GRID["window_decay"][0]
-    return tuple(s[f] for f in MEMORY_GRID)
-
-
 def survivors(n_tried: int) -> int:
     """How many of ``n_tried`` candidates go on to the second rung: the better half, at least two.
 
@@ -163,19 +98,6 @@ def survivors(n_tried: int) -> int:
     finish behind), so a single candidate never decides alone when there were two or more.
     """
     return min(n_tried, max(2, math.ceil(n_tried / 2)))
-
-
-def _rank_key(m: dict[str, float]) -> tuple[float, float]:
-    return (m["mrr@20"], m["recall@20"])
-
-
-def _memory_key(m: dict[str, float]) -> tuple[float, float]:
-    """Stage 2's objective: Recall@20 + MRR@20, the two headline figures weighed alike (then MRR@20).
-
-    The memory terms trade one for the other (a heavier neighbour term finds more targets but ranks the
-    GRU's own first choices lower), so ranking by MRR@20 alone gave recall away for hundredths of MRR.
-    """
-    return (m["recall@20"] + m["mrr@20"], m["mrr@20"])
 
 
 class Tuner:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from model import tuning
+from model import tuning, tuning_space
 from model.artifact import load_artifact
 from model.cli import load_training_data, train_main
 from model.config import TrainConfig
@@ -188,9 +188,9 @@ def test_the_tuner_scores_validation_as_a_test_of_the_training_part() -> None:
 def test_memory_weights_are_chosen_on_recall_and_mrr_alike() -> None:
     recall_heavy = {"recall@20": 0.58, "mrr@20": 0.39}
     mrr_heavy = {"recall@20": 0.55, "mrr@20": 0.40}
-    assert tuning._memory_key(recall_heavy) > tuning._memory_key(mrr_heavy)
+    assert tuning_space._memory_key(recall_heavy) > tuning_space._memory_key(mrr_heavy)
     # The GRU candidates stay ranked by MRR@20 first.
-    assert tuning._rank_key(mrr_heavy) > tuning._rank_key(recall_heavy)
+    assert tuning_space._rank_key(mrr_heavy) > tuning_space._rank_key(recall_heavy)
 
 
 def test_the_memory_search_weighs_the_session_knn_votes_with_zero_among_them(
@@ -198,10 +198,10 @@ def test_the_memory_search_weighs_the_session_knn_votes_with_zero_among_them(
 ) -> None:
     result = _tune(split)
     tried = result.record["memory_search"]
-    assert {s["knn_weight"] for s in tried} == set(tuning.MEMORY_GRID["knn_weight"])
-    best = max(tried, key=lambda s: tuning._memory_key(s))
-    assert tuning._memory_key(result.record["choice"]["valid"]) == tuning._memory_key(best)
+    assert {s["knn_weight"] for s in tried} == set(tuning_space.MEMORY_GRID["knn_weight"])
+    best = max(tried, key=lambda s: tuning_space._memory_key(s))
+    assert tuning_space._memory_key(result.record["choice"]["valid"]) == tuning_space._memory_key(best)
     assert result.config.knn_weight == result.record["choice"]["memory"]["knn_weight"]
     # Without a vote weight its floor is irrelevant: such settings are scored once.
     off = {**result.record["choice"]["memory"], "knn_weight": 0.0}
-    assert tuning._key({**off, "knn_floor": 0.1}) == tuning._key({**off, "knn_floor": 0.01})
+    assert tuning_space._key({**off, "knn_floor": 0.1}) == tuning_space._key({**off, "knn_floor": 0.01})
