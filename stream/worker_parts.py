@@ -1,10 +1,10 @@
 """The worker's shared attributes, declared once for the mixins that make up :class:`stream.app.Worker`.
 
-The worker is one object in several modules (``stream.app``: wiring and the input path;
-``stream.worker_recovery``: assignments and recovery; ``stream.worker_tick``: the periodic tick). Each
-mixin derives from :class:`WorkerParts`, so what one part reads of the others is typed in one place.
-``stream.app.Worker.__init__`` sets every attribute; the methods are defined by the part named beside
-them.
+The worker is one object in several modules (``stream.app``: wiring and the lifecycle;
+``stream.worker_input``: the input path; ``stream.worker_recovery``: assignments and recovery;
+``stream.worker_tick``: the periodic tick). Each mixin derives from :class:`WorkerParts`, so what one
+part reads of the others is typed in one place. ``stream.app.Worker.__init__`` sets every attribute;
+the methods are defined by the part named beside them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -41,6 +42,8 @@ class WorkerParts:
     engine: Engine | None  # None until a model is served
     lag: LagTracker
     reader: BulkReader | None  # the bulk input reader (worker.input_reader = bulk)
+    _bulk: bool  # worker.input_reader = bulk
+    _reader_thread: ThreadPoolExecutor  # the one thread the bulk reader reads on
     _inputs: set[str]  # the user-keyed input topics
     _owned: set[int]  # partitions of the latest assignment
     _epochs: dict[int, int]  # each assignment of a partition has a new epoch
@@ -60,6 +63,6 @@ class WorkerParts:
 
     _adopt_model: Callable[[Any], None]  # stream.app
     _freeze_long_lived: Callable[[], None]  # stream.app
-    _serving: Callable[[int], bool]  # stream.app
-    _commit_or_die: Callable[[Outcome, Transaction], None]  # stream.app
+    _serving: Callable[[int], bool]  # stream.worker_input
+    _commit_or_die: Callable[[Outcome, Transaction], None]  # stream.worker_input
     _still_recovering: Callable[[], bool]  # stream.worker_recovery

@@ -31,7 +31,7 @@ STAGES: list[tuple[str, str]] = [
     ("state encode/decode (UserRecords.load/save)", "load (stream/engine/users.py"),
     ("engine bookkeeping (rest of Engine.process)", "stream/engine/"),
     ("output + changelog produce/flush (BatchCommitter.commit)", "commit (stream/batch_commit.py"),
-    ("metrics/lag bookkeeping in the agent", "_consume (stream/app.py"),
+    ("metrics/lag bookkeeping in the agent", "_consume (stream/worker_input.py"),
     ("timers/catalog tick", "_tick (stream/worker_tick.py"),
     ("recovery and startup", "_recover (stream/worker_recovery.py"),
     ("event loop in select() (waiting for I/O)", "select (selectors.py"),

@@ -1,0 +1,163 @@
+"""The worker's input path: batches of input records processed by the engine and made durable.
+
+:class:`InputMixin` gives :class:`stream.app.Worker` its hot path: the records arrive from faust's agent
+(``worker.input_reader = faust``) or from the bulk reader (``bulk``, ``stream.bulk_input``), wait for
+their partition's recovery and the catalog, skip what the recovered state already accounts for, go
+through the engine in one batch, and are committed (``stream.batch_commit``) before the next batch. A
+batch that breaks the engine is retried record by record, and a record that still fails is
+dead-lettered, so one bad record never stops its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import faust
+
+from stream import metrics_record
+from stream.contract import ContractError
+from stream.engine import Inbound, Outcome, refused
+from stream.store import Transaction
+from stream.worker_parts import WorkerParts
+
+log = logging.getLogger(__name__)
+
+
+class InputMixin(WorkerParts):
+    """Worker mixin: the input batches, from either reader to the commit."""
+
+    async def _consume(self, stream: faust.StreamT) -> None:
+        """faust's agent on the inputs: the per-record path (``worker.input_reader = faust``).
+
+        With bulk input faust never fetches the inputs (``stream.bulk_input.HeldInputConsumer``),
+        so this agent only keeps them in faust's subscription and receives nothing.
+        """
+        wk = self.settings.worker
+        batches = stream.take_events(wk.batch_size, within=wk.batch_wait_seconds)  # type: ignore[attr-defined]
+        async for events in batches:
+            records = [
+                Inbound(
+                    e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value
+                )
+                for e in events
+            ]
+            if self._bulk:
+                log.error(
+                    "faust delivered %d input records while bulk input reads them; ignored", len(records)
+                )
+                continue
+            await self._handle(records)
+
+    async def _bulk_loop(self) -> None:
+        """Read the inputs in batches (stream/bulk_input.py) and hand them to :meth:`_handle`.
+
+        A read sees the reader's assignment as it stood when the read began; a partition that was
+        dropped meanwhile has a new epoch, and its records (from before the move) are discarded: a
+        later assignment reads them again from the recovered state's offsets.
+        """
+        assert self.reader is not None
+        reader = self.reader
+        wk = self.settings.worker
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            epochs = dict(self._epochs)
+            try:
+                records = await loop.run_in_executor(self._reader_thread, reader.read, wk.batch_size, 0.2)
+            except RuntimeError:  # the executor shut down: the worker is stopping
+                return
+            if not records:
+                continue
+            metrics_record.observe_stages({"read": reader.take_read_seconds()})
+            if self._rebalancing:
+                await self._assigned_event.wait()  # no writes while another member may own them
+            records = [r for r in records if self._epochs.get(r.partition) == epochs.get(r.partition)]
+            if records:
+                await self._handle(records)
+
+    async def _handle(self, records: list[Inbound]) -> None:
+        """Process one batch of input records and make its output and state durable."""
+        for p in {r.partition for r in records}:
+            ready = self._ready_partitions.get(p)
+            if ready is not None and not ready.is_set():
+                await ready.wait()  # set when recovered, or when the partition is revoked
+        # Records of a partition this worker no longer owns (revoked while they waited) belong
+        # to its new owner, which reads them again from its recovered state's offsets.
+        records = [r for r in records if self._serving(r.partition)]
+        if not records:
+            return
+        while self.engine is None:
+            await asyncio.sleep(0.1)
+        if self._catalog_ready is not None and not self._catalog_ready.is_set():
+            await self._catalog_ready.wait()  # decisions need stock, prices and promotions
+        # Input read again after a revocation or a crash (faust forgets offsets acked since its last
+        # commit; the bulk reader restarts from the state) is already accounted for by the state.
+        # Skipping it keeps dead letters (which have no other dedupe) to one per malformed record.
+        fresh = [r for r in records if not self.engine.applied(r)]
+        if len(fresh) < len(records):
+            log.info("skipped %d redelivered records already applied", len(records) - len(fresh))
+        started = time.perf_counter()
+        txn = Transaction(self.store)
+        if not fresh:
+            outcome = Outcome()
+        else:
+            try:
+                outcome = self.engine.process(fresh, txn)
+            except Exception:
+                log.exception("a batch of %d records failed; retrying them one by one", len(fresh))
+                outcome = self._process_isolated(fresh)
+            else:
+                self._commit_or_die(outcome, txn)
+        elapsed = time.perf_counter() - started
+        metrics_record.observe_events(outcome.events, elapsed / max(len(records), 1))
+        metrics_record.observe_input_updates(consent=outcome.consent_updates)
+        for r in records:
+            self.lag.on_processed(r.topic, r.partition, r.offset)
+        self.health.batch_done()
+
+    def _serving(self, partition: int) -> bool:
+        """Whether this worker owns ``partition`` and has recovered it."""
+        event = self._ready_partitions.get(partition)
+        return partition in self._owned and event is not None and event.is_set()
+
+    def _process_isolated(self, records: list[Inbound]) -> Outcome:
+        """Process and commit records one at a time; one that still fails goes to the dead-letter topic.
+
+        A record that breaks the engine (a bug, not bad input) must not stop the partition behind
+        it; it is kept, with its bytes and the error, for a replay once the bug is fixed. A failed
+        attempt may have changed the engine's in-memory partition state (indexes, timers) without
+        committing it, so the partitions are reloaded from the store before each retry: what the
+        engine holds is then again exactly what was committed.
+        """
+        assert self.engine is not None
+        self._reload_partitions({r.partition for r in records})
+        total = Outcome()
+        for rec in records:
+            txn = Transaction(self.store)
+            try:
+                outcome = self.engine.process([rec], txn)
+            except Exception as exc:  # noqa: BLE001 - isolate whatever failed
+                log.exception("record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset)
+                self._reload_partitions({rec.partition})
+                txn = Transaction(self.store)
+                self.engine.mark_applied(rec, txn)  # dead-lettered once, not again on a redelivery
+                error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+                outcome = Outcome()
+                outcome.dead_letters.append(refused(rec, error, self.settings))
+                outcome.events[("unknown", "dead_letter")] += 1
+            self._commit_or_die(outcome, txn)
+            total.extend(outcome)
+        return total
+
+    def _reload_partitions(self, partitions: set[int]) -> None:
+        """Replace the engine's state of these partitions by what the store holds (rare: after a bug)."""
+        assert self.engine is not None
+        for p in sorted(partitions):
+            pstore = self.store.partitions.get(p)
+            if pstore is not None and p in self.engine.owned:
+                self.engine.adopt(p, self.engine.load_partition(p, pstore))
+
+    def _commit_or_die(self, outcome: Outcome, txn: Transaction) -> None:
+        """:meth:`stream.batch_commit.BatchCommitter.commit_or_die` (one place the worker commits)."""
+        self.committer.commit_or_die(outcome, txn)
