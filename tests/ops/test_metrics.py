@@ -276,7 +276,7 @@ def test_hostile_input_adds_no_label_value_and_refused_events_count_as_unknown()
     before = sample("kairos_events_total", type="unknown", outcome="dead_letter")
     out = engine.process(records, store)
     observe(out)
-    metrics.observe_events(out.events, 1e-5)
+    metrics_record.observe_events(out.events, 1e-5)
     assert len(out.dead_letters) == len(records)
     # The documented label: "unknown" (never parsed), not folded into "other".
     assert sample("kairos_events_total", type="unknown", outcome="dead_letter") - before == len(records)
@@ -289,7 +289,7 @@ def test_hostile_input_adds_no_label_value_and_refused_events_count_as_unknown()
     }
     marks = ("hostile", "type_", "f_", "item_", "\u202e")
     assert not [v for v in values if any(mark in v[1] for mark in marks)]
-    assert {v for n, v in values if n == "type"} <= {*EVENT_TYPES, metrics.UNKNOWN_TYPE, metrics.OTHER}
+    assert {v for n, v in values if n == "type"} <= {*EVENT_TYPES, metrics.UNKNOWN_TYPE, metrics_record.OTHER}
     assert {v for n, v in values if n == "reason" and v in DEAD_LETTER_REASONS} >= {
         "invalid_field",
         "key_mismatch",
