@@ -39,6 +39,7 @@ from stream.engine import Engine, Inbound
 from stream.faust_setup import BalancedAssignor, patch_fetch_wait
 from stream.kafka_io import EndOffsetProbe, Outbox
 from stream.lag import LagTracker
+from stream.logs import LogBudget
 from stream.model_reload import ModelWatcher, load_scorer
 from stream.security import faust_credentials
 from stream.settings import Settings
@@ -105,6 +106,7 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
         self._catalog_read = threading.Event()  # the reader reached the catalog's end once
         self._catalog_ready: asyncio.Event | None = None  # ... and the engine applied all of it
         self._stop = threading.Event()
+        self._failure_logs = LogBudget()
         # End offsets from the broker probe (a thread replaces the whole dict; the loop only reads it).
         self._probed_ends: dict[tuple[str, int], int] = {}
         # Bulk input (stream/bulk_input.py): created at startup, read by one thread of its own.

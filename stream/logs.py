@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -116,3 +119,35 @@ def configure_logging(level: str = "INFO", json_format: bool = False, stream: Te
     quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
     for name in ("aiokafka", "kafka", "faust", "mode", "urllib3"):
         logging.getLogger(name).setLevel(quiet)
+
+
+class LogBudget:
+    """At most ``per_window`` log lines of one kind per ``window_seconds``; the rest are counted.
+
+    A record that breaks the engine logs its traceback; a flood of them (a bug that a producer's
+    records keep hitting) must not flood the logs at the input's rate. What is held back is still
+    dead-lettered and counted in the metrics; the next line that goes out says how many were held.
+    """
+
+    def __init__(
+        self, per_window: int = 10, window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_window = per_window
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._window_start = -math.inf
+        self._used = 0
+        self._held = 0
+
+    def take(self) -> int | None:
+        """None when this line must be held back; else how many were held back since the last line
+        that went out (to say so in this one)."""
+        now = self._clock()
+        if now - self._window_start >= self.window_seconds:
+            self._window_start, self._used = now, 0
+        if self._used >= self.per_window:
+            self._held += 1
+            return None
+        self._used += 1
+        held, self._held = self._held, 0
+        return held

@@ -105,7 +105,7 @@ class InputMixin(WorkerParts):
             try:
                 outcome = self.engine.process(fresh, txn)
             except Exception:
-                log.exception("a batch of %d records failed; retrying them one by one", len(fresh))
+                self._log_failure("a batch of %d records failed; retrying them one by one", len(fresh))
                 outcome = self._process_isolated(fresh)
             else:
                 self._commit_or_die(outcome, txn)
@@ -115,6 +115,17 @@ class InputMixin(WorkerParts):
         for r in records:
             self.lag.on_processed(r.topic, r.partition, r.offset)
         self.health.batch_done()
+
+    def _log_failure(self, message: str, *args: object) -> None:
+        """Log a failure with its traceback, within the failure log budget (``stream.logs.LogBudget``):
+        records that keep hitting one bug are each dead-lettered and counted, but not each logged."""
+        held = self._failure_logs.take()
+        if held is None:
+            return
+        if held:
+            message += "; %d failure lines held back by the log budget before this one"
+            args = (*args, held)
+        log.exception(message, *args)
 
     def _serving(self, partition: int) -> bool:
         """Whether this worker owns ``partition`` and has recovered it."""
@@ -138,7 +149,8 @@ class InputMixin(WorkerParts):
             try:
                 outcome = self.engine.process([rec], txn)
             except Exception as exc:  # noqa: BLE001 - isolate whatever failed
-                log.exception("record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset)
+                where = (rec.topic, rec.partition, rec.offset)
+                self._log_failure("record %s[%d]@%d failed; dead-lettered", *where)
                 self._reload_partitions({rec.partition})
                 txn = Transaction(self.store)
                 self.engine.mark_applied(rec, txn)  # dead-lettered once, not again on a redelivery

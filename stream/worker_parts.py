@@ -22,6 +22,7 @@ from stream.batch_commit import BatchCommitter
 from stream.bulk_input import BulkReader
 from stream.engine import Engine, Inbound, Outcome
 from stream.lag import LagTracker
+from stream.logs import LogBudget
 from stream.model_reload import ModelWatcher
 from stream.settings import Settings, TopicsConfig
 from stream.store import StateStore, Transaction
@@ -60,6 +61,7 @@ class WorkerParts:
     _catalog_ready: asyncio.Event | None  # ... and the engine applied all of it
     _probed_ends: dict[tuple[str, int], int]
     _stop: threading.Event
+    _failure_logs: LogBudget  # tracebacks of records that broke the engine, a few per minute
 
     _adopt_model: Callable[[Any], None]  # stream.app
     _freeze_long_lived: Callable[[], None]  # stream.app

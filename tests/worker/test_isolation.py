@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -69,4 +70,27 @@ def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(
     bob_partition = records[1].partition
     assert "bob" not in worker.engine.part(bob_partition).last_seen
     assert worker.engine.part(bob_partition).trending.score("i3", 1.7e9 + 1) == 0.0
+    worker.store.close_all()
+
+
+def test_a_flood_of_breaking_records_is_dead_lettered_whole_but_logged_within_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("stream.app.Outbox", NoOutbox)
+    settings = make_settings(worker={"state_dir": tmp_path})
+    settings.kafka.bootstrap_servers = "127.0.0.1:9"  # never contacted
+    worker = Worker(settings)
+    worker.engine = make_engine(settings, BrokenOnItem())
+    for p in range(settings.topics.partitions):
+        worker.store.open(p)
+    records = [ev(f"e{i}", f"u{i}", "view", "i3", 1.7e9 + i) for i in range(30)]
+    monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: txn.commit({}, {}))
+
+    with caplog.at_level(logging.ERROR, logger="stream.worker_input"):
+        outcome = worker._process_isolated(records)
+
+    assert [d.reason for d in outcome.dead_letters] == ["processing_error"] * 30
+    failures = [r for r in caplog.records if "failed; dead-lettered" in r.getMessage()]
+    assert len(failures) == worker._failure_logs.per_window == 10
+    assert all(r.exc_info for r in failures)  # each line that goes out keeps its traceback
     worker.store.close_all()
