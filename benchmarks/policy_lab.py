@@ -231,6 +231,12 @@ def compare(cfg: LabConfig, arms: list[str], seeds: list[int], workers: int = 2)
     return out
 
 
+def _ci(half_width: float) -> str:
+    """An interval's half-width in a table: ``n/a`` when undefined (one treatment user), as in
+    push_outcomes' report."""
+    return "n/a" if math.isnan(half_width) else f"{half_width:.0f}"
+
+
 def table(result: dict[str, Any], seeds: list[int]) -> list[str]:
     """The result as markdown rows."""
     first = next(iter(result))
@@ -244,8 +250,8 @@ def table(result: dict[str, Any], seeds: list[int]) -> list[str]:
         r = {key: json_out.nan_if_null(value) for key, value in saved.items()}
         per = " ".join(f"{r['per_world'][str(s)]:+.0f}" for s in seeds)
         rows.append(
-            f"| {arm} | {r['incremental_purchases']:+.0f} ± {r['incremental_purchases_ci95']:.0f} "
-            f"| {r['vs_first_purchases']:+.0f} ± {r['vs_first_purchases_ci95']:.0f} "
+            f"| {arm} | {r['incremental_purchases']:+.0f} ± {_ci(r['incremental_purchases_ci95'])} "
+            f"| {r['vs_first_purchases']:+.0f} ± {_ci(r['vs_first_purchases_ci95'])} "
             f"| {r['worlds_ahead_of_first']}/{len(seeds)} | {r['incremental_revenue']:+.0f} "
             f"| {r['pushes_per_user_per_day']:.3f} | {r['opt_outs']:.0f} "
             f"({r.get('expected_opt_outs', math.nan):.1f}) | {per} |"

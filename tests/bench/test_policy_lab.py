@@ -306,7 +306,7 @@ def test_an_undefined_interval_is_strict_json_null_and_the_redraw_reads_it_as_th
         assert result["arms"]["session_end"]["incremental_purchases_ci95"] is None
         assert result["arms"]["session_end"]["vs_first_purchases_ci95"] is None
     first = (tmp_path / "run" / "policy_lab.md").read_text()
-    assert "| session_end | +0 ± nan | +0 ± nan |" in first
+    assert "| session_end | +0 ± n/a | +0 ± n/a |" in first
     assert (
         main(["--from-json", str(tmp_path / "run" / "policy_lab.json"), "--out", str(tmp_path / "again")])
         == 0
