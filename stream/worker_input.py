@@ -118,7 +118,8 @@ class InputMixin(WorkerParts):
 
     def _log_failure(self, message: str, *args: object) -> None:
         """Log a failure with its traceback, within the failure log budget (``stream.logs.LogBudget``):
-        records that keep hitting one bug are each dead-lettered and counted, but not each logged."""
+        records (events, consent, catalog) that keep hitting one bug are each dead-lettered and
+        counted, but not each logged."""
         held = self._failure_logs.take()
         if held is None:
             return

@@ -67,4 +67,5 @@ class WorkerParts:
     _freeze_long_lived: Callable[[], None]  # stream.app
     _serving: Callable[[int], bool]  # stream.worker_input
     _commit_or_die: Callable[[Outcome, Transaction], None]  # stream.worker_input
+    _log_failure: Callable[..., None]  # stream.worker_input: a traceback, within the log budget
     _still_recovering: Callable[[], bool]  # stream.worker_recovery

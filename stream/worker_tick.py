@@ -124,9 +124,8 @@ class TickMixin(WorkerParts):
             try:
                 outcome.extend(self.engine.apply_catalog([rec], txn, announce))
             except Exception as exc:  # noqa: BLE001 - isolate whatever failed
-                log.exception(
-                    "catalog record %s[%d]@%d failed; dead-lettered", rec.topic, rec.partition, rec.offset
-                )
+                where = (rec.topic, rec.partition, rec.offset)
+                self._log_failure("catalog record %s[%d]@%d failed; dead-lettered", *where)
                 error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
                 outcome.dead_letters.append(refused(rec, error, self.settings))
         return outcome
