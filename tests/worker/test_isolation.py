@@ -29,9 +29,8 @@ class NoOutbox:
         pass
 
 
-def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def broken_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Worker:
+    """A worker (no broker) whose engine breaks on item i3, with its partitions' stores open."""
     monkeypatch.setattr("stream.app.Outbox", NoOutbox)
     settings = make_settings(worker={"state_dir": tmp_path})
     settings.kafka.bootstrap_servers = "127.0.0.1:9"  # never contacted
@@ -39,6 +38,13 @@ def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(
     worker.engine = make_engine(settings, BrokenOnItem())
     for p in range(settings.topics.partitions):
         worker.store.open(p)
+    return worker
+
+
+def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = broken_worker(tmp_path, monkeypatch)
     records = [
         ev("e1", "alice", "view", "i1", 1.7e9),
         ev("e2", "bob", "view", "i3", 1.7e9 + 1),
@@ -76,13 +82,7 @@ def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(
 def test_a_flood_of_breaking_records_is_dead_lettered_whole_but_logged_within_the_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("stream.app.Outbox", NoOutbox)
-    settings = make_settings(worker={"state_dir": tmp_path})
-    settings.kafka.bootstrap_servers = "127.0.0.1:9"  # never contacted
-    worker = Worker(settings)
-    worker.engine = make_engine(settings, BrokenOnItem())
-    for p in range(settings.topics.partitions):
-        worker.store.open(p)
+    worker = broken_worker(tmp_path, monkeypatch)
     records = [ev(f"e{i}", f"u{i}", "view", "i3", 1.7e9 + i) for i in range(30)]
     monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: txn.commit({}, {}))
 
