@@ -70,12 +70,14 @@ def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(
     assert len(committed) == 3  # each record on its own
     # The failed record staged nothing but its partition's applied offset.
     assert committed[1] == (["processing_error"], {b"\x00p"})
-    assert worker.engine.applied(records[1])
+    engine = worker.engine
+    assert engine is not None
+    assert engine.applied(records[1])
     assert b"alice" in committed[0][1] and b"carol" in committed[2][1]
     # The failed attempt's in-memory changes are gone: the engine holds what the store holds.
     bob_partition = records[1].partition
-    assert "bob" not in worker.engine.part(bob_partition).last_seen
-    assert worker.engine.part(bob_partition).trending.score("i3", 1.7e9 + 1) == 0.0
+    assert "bob" not in engine.part(bob_partition).last_seen
+    assert engine.part(bob_partition).trending.score("i3", 1.7e9 + 1) == 0.0
     worker.store.close_all()
 
 
