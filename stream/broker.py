@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -62,32 +63,83 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
-def listener_owner(port: int) -> int | None:
-    """The pid of the process listening on TCP ``port`` (IPv4, Linux ``/proc``), or None when no
-    listener is found or ``/proc`` cannot tell (another OS, another user's process)."""
-    inodes: set[str] = set()
+_V4_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address on an IPv6 socket
+
+
+def _host_addresses(host: str) -> set[bytes] | None:
+    """``host``'s addresses, packed; None for any address (a wildcard host, or one that does not resolve)."""
     try:
-        with open("/proc/net/tcp", encoding="ascii") as table:
-            next(table)
-            for line in table:
-                fields = line.split()
-                # local address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the socket's inode
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{fields[9]}]")
-    except (OSError, ValueError, IndexError, StopIteration):
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        addresses = {
+            socket.inet_pton(family, str(sockaddr[0]).split("%")[0])
+            for family, _, _, _, sockaddr in infos
+            if family in (socket.AF_INET, socket.AF_INET6)
+        }
+    except (OSError, UnicodeError):
         return None
+    return None if not addresses or any(not any(a) for a in addresses) else addresses
+
+
+def _listening_sockets(port: int, host: str | None) -> set[str] | None:
+    """The ``socket:[inode]`` links of the TCP sockets listening on ``port`` where a connection to
+    ``host`` could reach them (``host``'s own addresses, IPv4-mapped ones and the wildcards; any address
+    when ``host`` is None), over IPv4 and IPv6; None when ``/proc/net/tcp`` cannot be read."""
+    wanted = None if host is None else _host_addresses(host)
+    inodes: set[str] = set()
+    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table_path, encoding="ascii") as table:
+                next(table)
+                for line in table:
+                    fields = line.split()
+                    # local address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the socket's inode
+                    address_hex, _, port_hex = fields[1].rpartition(":")
+                    if fields[3] != "0A" or int(port_hex, 16) != port:
+                        continue
+                    # The address is printed as 32-bit words in host byte order.
+                    address = b"".join(
+                        struct.pack("=I", int(address_hex[i : i + 8], 16))
+                        for i in range(0, len(address_hex), 8)
+                    )
+                    if address.startswith(_V4_MAPPED):
+                        address = address[len(_V4_MAPPED) :]
+                    if wanted is None or not any(address) or address in wanted:
+                        inodes.add(f"socket:[{fields[9]}]")
+        except (OSError, ValueError, IndexError, StopIteration, struct.error):
+            if table_path.endswith("tcp"):
+                return None  # no IPv4 table: /proc cannot tell (another OS)
+            # no IPv6 table: an IPv4-only host
+    return inodes
+
+
+def listener_pids(port: int, host: str | None = None) -> set[int] | None:
+    """The pids of the processes listening on TCP ``port`` where a connection to ``host`` could reach
+    them (any address when ``host`` is None), read from Linux ``/proc``, IPv4 and IPv6.
+
+    None when ``/proc`` cannot tell (another OS); a listener whose process this one cannot see (another
+    user's, another pid namespace's) adds no pid, so an empty set means none that can be seen.
+    """
+    inodes = _listening_sockets(port, host)
+    if inodes is None:
+        return None
+    pids: set[int] = set()
     if not inodes:
-        return None
+        return pids
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            for fd in (entry / "fd").iterdir():
-                if os.readlink(fd) in inodes:
-                    return int(entry.name)
-        except OSError:
+            fds = list((entry / "fd").iterdir())
+        except OSError:  # gone, or not ours to read
             continue
-    return None
+        for fd in fds:
+            try:
+                if os.readlink(fd) in inodes:
+                    pids.add(int(entry.name))
+                    break
+            except OSError:  # closed while we looked: the process's other fds still count
+                continue
+    return pids
 
 
 class EmbeddedBroker:
@@ -169,20 +221,23 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                owner = listener_owner(self.port)
+                # Tansu has exited, so any listener on its address is another process's (whether or
+                # not /proc lets us see which).
+                taken = bool(_listening_sockets(self.port, self.host))
                 tail = self._log_path.read_bytes()[-2000:].decode(errors="replace").strip()
                 if self._tmp is not None:
                     self._log_path = None  # removed by stop(); a retry makes a fresh one
                 self.stop()
-                if owner is not None:
+                if taken:
                     raise _PortTaken()
                 raise BrokerError(f"Tansu exited with {proc.returncode}: {tail or '(no output)'}")
             if wait_for_port(self.host, self.port, 0.05):
-                owner = listener_owner(self.port)
-                if owner is None or owner == proc.pid:  # None: /proc cannot tell; trust the port
+                pids = listener_pids(self.port, self.host)
+                # None or empty: /proc cannot tell whose the listener is; trust the port, as before.
+                if not pids or proc.pid in pids:
                     log.info("embedded Tansu broker listening on %s", self.bootstrap)
                     return self
-                # Someone else answers; Tansu will fail to bind and exit (seen above), or is slow.
+                # Only others answer; Tansu will fail to bind and exit (seen above), or is slow.
             time.sleep(0.02)
         self.stop()
         raise BrokerError(f"Tansu did not accept connections on {self.bootstrap} within {timeout}s")

@@ -8,23 +8,59 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream.broker import BrokerError, EmbeddedBroker, listener_owner
+from stream.broker import BrokerError, EmbeddedBroker, listener_pids
+
+
+def _listening(family: socket.AddressFamily, host: str, port: int = 0) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack: IPv4 reaches it too
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        pytest.skip(f"cannot listen on {host}: {exc}")
+    sock.listen()
+    return sock
 
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     """A port another listener (this test process) holds for the test's length."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
+    sock = _listening(socket.AF_INET, "127.0.0.1")
     try:
         yield int(sock.getsockname()[1])
     finally:
         sock.close()
 
 
-def test_listener_owner_names_the_listening_process(taken_port: int) -> None:
-    assert listener_owner(taken_port) == os.getpid()
+def test_listener_pids_name_the_listening_process(taken_port: int) -> None:
+    assert listener_pids(taken_port) == {os.getpid()}
+    assert listener_pids(taken_port, "127.0.0.1") == {os.getpid()}
+
+
+def test_a_listener_on_another_address_with_the_same_port_is_not_the_brokers_rival() -> None:
+    # Only a listener a connection to the broker's address can reach counts: one on 127.0.0.2 does
+    # not stop a broker on 127.0.0.1 from binding the same port (it was taken for the broker's rival,
+    # and the start waited until its timeout).
+    other = _listening(socket.AF_INET, "127.0.0.2")
+    try:
+        port = int(other.getsockname()[1])
+        assert listener_pids(port, "127.0.0.1") == set()
+        with EmbeddedBroker(port=port) as broker:
+            assert broker.port == port
+            assert listener_pids(port, "127.0.0.1") == {broker._proc.pid}  # type: ignore[union-attr]
+    finally:
+        other.close()
+
+
+def test_an_ipv6_wildcard_listener_is_seen_on_an_ipv4_address() -> None:
+    # A dual-stack [::] listener takes the port for IPv4 too, and answers connections to 127.0.0.1.
+    sock = _listening(socket.AF_INET6, "::")
+    try:
+        assert listener_pids(int(sock.getsockname()[1]), "127.0.0.1") == {os.getpid()}
+    finally:
+        sock.close()
 
 
 def test_a_picked_port_taken_before_tansu_binds_is_retried_on_another(taken_port: int) -> None:
@@ -32,7 +68,7 @@ def test_a_picked_port_taken_before_tansu_binds_is_retried_on_another(taken_port
     broker.port = taken_port  # as if a parallel test bound it between free_port() and Tansu's bind
     with broker:
         assert broker.port != taken_port
-        assert listener_owner(broker.port) == broker._proc.pid  # type: ignore[union-attr]
+        assert listener_pids(broker.port, broker.host) == {broker._proc.pid}  # type: ignore[union-attr]
 
 
 def test_a_configured_port_that_is_taken_is_a_clear_error(taken_port: int) -> None:
