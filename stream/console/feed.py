@@ -60,9 +60,13 @@ def _pair(user_id: str, item_id: str) -> bytes:
 
 
 def _number(value: Any, default: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return default
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer past a float's range (1 and 400 zeros)
+        return default
+    return number if math.isfinite(number) else default
 
 
 def _text(value: Any, limit: int = 256) -> str | None:

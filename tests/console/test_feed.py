@@ -197,6 +197,30 @@ def test_prices_and_quantities_past_the_contract_add_no_revenue_and_the_json_sta
     )
 
 
+def test_integers_past_a_floats_range_are_no_number_and_do_not_stop_the_reader():
+    # JSON integers are unbounded: a purchase priced 1 followed by 400 zeros raised OverflowError in the
+    # feed, which stopped the topic reader for good. Such a number is no number, like NaN or a string.
+    huge = "1" + "0" * 400
+    feed = ConsoleFeed(holdout_share=0.0)
+    assert feed.on_push(_push(1))
+    purchase = _decode(
+        f'{{"user_id": "u1", "type": "purchase", "item_id": "i1", "ts": {T0 + 10}, '
+        f'"price": {huge}, "quantity": {huge}}}'.encode()
+    )
+    assert purchase is not None
+    feed.on_event(purchase)
+    feed.on_event(_decode(f'{{"user_id": "u1", "type": "view", "ts": {huge}}}'.encode()) or {})
+    feed.on_dead_letter({"reason": "bad_json", "error": "e", "received_at": int(huge)})
+    feed.on_decision(
+        {"user_id": "u1", "item_id": "i1", "trigger": "in_session", "outcome": "held", "reason": "quiet",
+         "score": int(huge), "threshold": -int(huge), "ts": int(huge)}
+    )  # fmt: skip
+    delta = feed.delta()
+    json.loads(json.dumps(delta, allow_nan=False))
+    assert delta["holdout"]["treated"]["purchases"] == 1 and delta["holdout"]["treated"]["revenue"] == 0
+    assert feed.skipped == 1  # the view without a usable time
+
+
 def test_a_message_holding_a_lone_surrogate_is_skipped_before_the_feed_hashes_it():
     # "\\ud800" decodes to a string that cannot be encoded again: hashing the user for the holdout
     # raised, and the exception stopped the topic reader for good.
