@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 
 from stream.console.feed import ConsoleFeed
 from stream.contract import has_lone_surrogate
+from stream.logs import LogBudget
 from stream.settings import Settings
 
 log = logging.getLogger("kairos.console")
@@ -50,6 +51,7 @@ class TopicReader(threading.Thread):
         self.assigned = threading.Event()  # set once the partitions are assigned
         self.error: str | None = None  # the last consumer error, shown on the page
         self.missing_topics: list[str] = []  # topics not found (yet), shown on the page
+        self._failure_logs = LogBudget()
         t = settings.topics
         self.handlers: dict[str, Callable[[dict[str, Any]], object]] = {
             t.pushes: feed.on_push,
@@ -114,12 +116,27 @@ class TopicReader(threading.Thread):
                     if value is None:
                         self.feed.skip()
                         continue
-                    handler(value)
+                    self._apply(handler, value, msg.topic() or "")
         except Exception as exc:  # shown on the page; the server keeps serving what it has
             self.error = f"reader stopped: {exc}"
             log.exception("console reader stopped")
         finally:
             consumer.close()
+
+    def _apply(self, handler: Callable[[dict[str, Any]], object], value: dict[str, Any], topic: str) -> None:
+        """Feed one message; one the feed fails on is skipped, counted and logged (within a budget).
+
+        Every hostile value found so far that stopped the reader (a lone surrogate, a price of 1e308,
+        an integer past a float's range) is refused where it is read, but the next one must not stop
+        the page for good either: a console that shows a little less is better than a frozen one.
+        """
+        try:
+            handler(value)
+        except Exception as exc:  # noqa: BLE001 - one message must not stop the reader
+            self.feed.skip()
+            self.error = f"a message on {topic} was skipped: {type(exc).__name__}"
+            if self._failure_logs.take() is not None:
+                log.exception("console reader: a message on %s was skipped", topic)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop reading and wait for the thread."""

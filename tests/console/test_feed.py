@@ -247,3 +247,21 @@ def test_hyperloglog_counts_distinct_values_closely(n: int):
     else:
         assert sketch.count() == pytest.approx(n, rel=0.03)
     assert len(sketch.registers) == 16_384
+
+
+def test_a_message_the_feed_fails_on_is_skipped_and_the_reader_goes_on() -> None:
+    from stream.console.reader import TopicReader
+    from stream.settings import Settings
+
+    feed = ConsoleFeed(holdout_share=0.0)
+    reader = TopicReader(Settings(), feed)
+
+    def broken(value: dict) -> None:
+        raise OverflowError("a value the feed cannot hold")
+
+    for _ in range(3):
+        reader._apply(broken, {"user_id": "u1"}, "events")  # does not raise
+    reader._apply(feed.on_event, _event("view"), "events")
+    assert feed.skipped == 3
+    assert reader.error == "a message on events was skipped: OverflowError"
+    assert feed.read["events"] == 1  # the next good message is read
