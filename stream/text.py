@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 
 # C0 and C1 controls with DEL (line breaks, NUL, ESC of terminal sequences), the Unicode line and
-# paragraph separators, and the bidirectional controls (Unicode's Bidi_Control property: marks,
-# embeddings, overrides and isolates, which can reorder the words around them on screen).
+# paragraph separators, the bidirectional controls (Unicode's Bidi_Control property: marks,
+# embeddings, overrides and isolates, which can reorder the words around them on screen), and lone
+# surrogates.
 UNSAFE: tuple[int, ...] = (
     *range(0x00, 0x20),
     *range(0x7F, 0xA0),
@@ -29,6 +30,9 @@ UNSAFE: tuple[int, ...] = (
     0x200F,
     *range(0x202A, 0x202F),
     *range(0x2066, 0x206A),
+    # Lone surrogates: the contract refuses them, but text that holds one cannot be encoded to UTF-8
+    # (a log handler drops the whole line); written as an escape, it can.
+    *range(0xD800, 0xE000),
 )
 _UNSAFE_RUN = re.compile("[" + "".join(re.escape(chr(c)) for c in UNSAFE) + "]+")
 _ESCAPES = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in UNSAFE}

@@ -13,7 +13,7 @@ from stream.contract import CatalogUpdate, ContractError, to_json_bytes
 from stream.dead_letters import DEAD_LETTER_ERROR_CHARS, dead_letter, dead_letter_size_bound
 from stream.demo import _TopicTail
 from stream.policy import Verdict, build_push
-from stream.text import plain_text
+from stream.text import escaped, plain_text
 from tests.policy.conftest import candidate, config
 from tests.stream.fakes import T0, catalog_record, ev, make_settings, record
 from tests.stream.test_new_arrival import NEW, ContentFakeScorer, same_partition_as, shop
@@ -32,6 +32,13 @@ def test_plain_text_makes_each_run_of_unsafe_characters_one_space() -> None:
     assert plain_text("a\r\n\x00b\x1b[31mc\u202ed\u2028e") == "a b [31mc d e"
     kept = "<b>{0}</b> %s J\u00e4cke \u200b\u200d\U0001f468\u200d\U0001f469 \u0627\u0644"
     assert plain_text(kept) == kept  # markup, accents, zero-width, emoji, right-to-left letters
+
+
+def test_escaped_text_is_one_line_that_utf8_can_write_even_with_a_lone_surrogate() -> None:
+    text = escaped("id\n\x1b[2J\u202e\ud800x")
+    assert text == "id\\x0a\\x1b[2J\\u202e\\ud800x"
+    text.encode("utf-8")  # a log handler drops a line it cannot encode
+    assert plain_text("a\udfffb") == "a b"
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
