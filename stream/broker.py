@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,8 @@ import time
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
+
+from stream.text import plain_text
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +145,14 @@ def listener_pids(port: int, host: str | None = None) -> set[int] | None:
     return pids
 
 
+def _log_tail(path: Path, size: int = 2000) -> str:
+    """The last ``size`` bytes of a log, as one line of plain text (Tansu colours its output)."""
+    with open(path, "rb") as log_file:
+        log_file.seek(max(log_file.seek(0, os.SEEK_END) - size, 0))
+        text = log_file.read().decode(errors="replace")
+    return " ".join(plain_text(re.sub(r"\x1b\[[0-9;]*m", "", text)).split())
+
+
 class EmbeddedBroker:
     """A Tansu broker process on a loopback port; a context manager that stops it on exit.
 
@@ -224,7 +235,7 @@ class EmbeddedBroker:
                 # Tansu has exited, so any listener on its address is another process's (whether or
                 # not /proc lets us see which).
                 taken = bool(_listening_sockets(self.port, self.host))
-                tail = self._log_path.read_bytes()[-2000:].decode(errors="replace").strip()
+                tail = _log_tail(self._log_path)
                 if self._tmp is not None:
                     self._log_path = None  # removed by stop(); a retry makes a fresh one
                 self.stop()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from stream.broker import BrokerError, EmbeddedBroker, listener_pids
+from stream.broker import BrokerError, EmbeddedBroker, _log_tail, listener_pids
 
 
 def _listening(family: socket.AddressFamily, host: str, port: int = 0) -> socket.socket:
@@ -74,3 +75,11 @@ def test_a_picked_port_taken_before_tansu_binds_is_retried_on_another(taken_port
 def test_a_configured_port_that_is_taken_is_a_clear_error(taken_port: int) -> None:
     with pytest.raises(BrokerError, match=f"port {taken_port} is taken by another process"):
         EmbeddedBroker(port=taken_port).start()
+
+
+def test_the_error_of_a_tansu_that_exits_quotes_its_log_tail_as_one_plain_line(tmp_path: Path) -> None:
+    log = tmp_path / "tansu.log"
+    log.write_bytes(b"x" * 5000 + b"\n\x1b[31mERROR\x1b[0m bind failed\n  address in use\n")
+    tail = _log_tail(log)
+    assert tail.endswith("ERROR bind failed address in use")
+    assert len(tail) <= 2000 and "\x1b" not in tail and "\n" not in tail
