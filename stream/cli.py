@@ -210,7 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         print(f"kairos: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return command(args[1:])
+    from pydantic import ValidationError
+
+    try:
+        return command(args[1:])
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # A setting out of range is refused before anything starts, named by its variable, not
+        # as a traceback (restarting will not help: EX_CONFIG).
+        from stream.settings import settings_errors
+
+        lines = "\n".join(f"  {line}" for line in settings_errors(exc))
+        print(f"kairos {args[0]}: invalid settings:\n{lines}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

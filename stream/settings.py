@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.policy_config import PolicyConfig
@@ -333,6 +333,32 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def settings_errors(error: ValidationError) -> list[str]:
+    """One line per refused setting of ``Settings()``, named by its environment variable.
+
+    ``policy.max_pushes_per_24h`` is ``KAIROS_POLICY__MAX_PUSHES_PER_24H``; a rule over several options
+    of a group (``min_threshold`` above ``max_threshold``) is named by the group, ``KAIROS_POLICY__*``.
+    Inputs are never shown (they may be secrets).
+    """
+    groups = {
+        name
+        for name, info in Settings.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    }
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
+        loc = [str(part) for part in item["loc"]]
+        if len(loc) >= 2:
+            name = f"KAIROS_{loc[0].upper()}__{loc[1].upper()}" + "".join(f"[{part}]" for part in loc[2:])
+        elif loc:
+            name = f"KAIROS_{loc[0].upper()}" + ("__*" if loc[0] in groups else "")
+        else:
+            name = "KAIROS_*"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return lines
 
 
 def settings_markdown() -> str:
