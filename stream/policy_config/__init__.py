@@ -11,6 +11,8 @@ and what is learnt from answers (:mod:`.learning`). They make one flat model, so
 
 from __future__ import annotations
 
+from pydantic import ConfigDict
+
 from stream.policy_config.candidates import CandidatesConfig
 from stream.policy_config.learning import LearningConfig
 from stream.policy_config.push_rules import PushRulesConfig
@@ -21,3 +23,7 @@ from stream.policy_config.timers import TimersConfig
 # in the order push rules, candidates, timers, learning.
 class PolicyConfig(LearningConfig, TimersConfig, CandidatesConfig, PushRulesConfig):
     """Every push rule is configurable; defaults are conservative."""
+
+    # NaN made a rule's comparison false (min_gap_seconds, item_repeat_window_seconds silently off);
+    # an infinite threshold, weight or time to live crashed the push's validation mid-stream.
+    model_config = ConfigDict(allow_inf_nan=False)

@@ -45,3 +45,32 @@ def test_error_lines_name_entries_and_groups(monkeypatch: pytest.MonkeyPatch) ->
     assert lines == ["KAIROS_POLICY__TRIGGER_THRESHOLDS: threshold of in_session must lie in [0, 1], got 3.0"]
     lines = refused(monkeypatch, KAIROS_POLICY__TRIGGER_THRESHOLDS="{}", KAIROS_POLICY__MIN_THRESHOLD="0.99")
     assert lines == ["KAIROS_POLICY__*: min_threshold must not exceed max_threshold"]
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "KAIROS_POLICY__MIN_GAP_SECONDS",  # NaN: the rule's comparison was always false (no gap)
+        "KAIROS_POLICY__ITEM_REPEAT_WINDOW_SECONDS",  # NaN: the same item pushed again at once
+        "KAIROS_POLICY__PROMOTION_WEIGHT",  # inf: the push failed validation mid-stream
+        "KAIROS_WORKER__LOOP_STALL_SECONDS",  # NaN: /healthz never failed
+        "KAIROS_WORKER__MAX_EVENT_LAG_SECONDS",
+        "KAIROS_KAFKA__SESSION_TIMEOUT_SECONDS",  # int(nan * 1000) at the group join
+        "KAIROS_MODEL__RELOAD_CHECK_SECONDS",
+        "KAIROS_CONSOLE__UPDATE_SECONDS",
+        "KAIROS_DEMO_SECONDS",
+    ],
+)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_nan_and_infinities_are_refused_in_every_number(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    (line,) = refused(monkeypatch, **{variable: value})
+    assert line.startswith(f"{variable}: Input should be a finite number")
+
+
+def test_nan_and_infinities_are_refused_in_per_trigger_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An infinite time to live made the push's expires_at invalid when it was emitted.
+    (line,) = refused(monkeypatch, KAIROS_POLICY__TRIGGER_TTL_SECONDS='{"cart_abandonment": 1e400}')
+    assert line.startswith("KAIROS_POLICY__TRIGGER_TTL_SECONDS[cart_abandonment]: Input should be a finite")
+    assert load(monkeypatch, KAIROS_POLICY__TRIGGER_TTL_SECONDS='{"cart_abandonment": 1e9}')
