@@ -12,7 +12,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.policy_config import PolicyConfig
@@ -142,8 +150,24 @@ class TopicsConfig(BaseModel):
         "dead-letters", description="Malformed input with its reason and original bytes."
     )
     decisions: str = Field("push-decisions", description="Audit trail of push decisions (when enabled).")
-    partitions: int = Field(4, description="Partitions of the user-keyed topics (events, consent, pushes).")
-    replication_factor: int = Field(1, description="Replication factor for topics Kairos creates.")
+    partitions: int = Field(
+        4,
+        ge=1,
+        description="Partitions of the user-keyed topics (events, consent, pushes); at least 1.",
+    )
+    replication_factor: int = Field(
+        1,
+        description=(
+            "Replication factor for topics Kairos creates (-1: the broker's default; else at least 1)."
+        ),
+    )
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _replication(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError(f"must be -1 (the broker's default) or at least 1, got {value}")
+        return value
 
 
 class ModelConfig(BaseModel):

@@ -74,3 +74,22 @@ def test_nan_and_infinities_are_refused_in_per_trigger_numbers(monkeypatch: pyte
     (line,) = refused(monkeypatch, KAIROS_POLICY__TRIGGER_TTL_SECONDS='{"cart_abandonment": 1e400}')
     assert line.startswith("KAIROS_POLICY__TRIGGER_TTL_SECONDS[cart_abandonment]: Input should be a finite")
     assert load(monkeypatch, KAIROS_POLICY__TRIGGER_TTL_SECONDS='{"cart_abandonment": 1e9}')
+
+
+def test_partitions_and_replication_factor(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0 partitions divided by zero at the first event; -1 put every user on partition 0, whose
+    # events the worker then refused as wrong_partition on every other partition.
+    for value in ("0", "-1"):
+        (line,) = refused(monkeypatch, KAIROS_TOPICS__PARTITIONS=value)
+        assert line == "KAIROS_TOPICS__PARTITIONS: Input should be greater than or equal to 1"
+    assert load(monkeypatch, KAIROS_TOPICS__PARTITIONS="1").topics.partitions == 1
+    # A replication factor of 0 (or below -1) is refused by every broker when the topics are made.
+    for value in ("0", "-2"):
+        (line,) = refused(monkeypatch, KAIROS_TOPICS__REPLICATION_FACTOR=value)
+        assert line.startswith(
+            "KAIROS_TOPICS__REPLICATION_FACTOR: must be -1 (the broker's default) or at least 1"
+        )
+    for value in ("-1", "1", "3"):
+        assert load(monkeypatch, KAIROS_TOPICS__REPLICATION_FACTOR=value).topics.replication_factor == int(
+            value
+        )
