@@ -153,7 +153,8 @@ class TopicsConfig(BaseModel):
     partitions: int = Field(
         4,
         ge=1,
-        description="Partitions of the user-keyed topics (events, consent, pushes); at least 1.",
+        description="Partitions of the user-keyed topics (events, consent, pushes); at least 1, and what "
+        "they have on the broker (the worker refuses to start otherwise).",
     )
     replication_factor: int = Field(
         1,

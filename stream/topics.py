@@ -90,7 +90,8 @@ def user_keyed_topics(settings: Settings) -> list[str]:
 
 def check_partitions(settings: Settings, timeout: float = 15.0) -> dict[str, int]:
     """Refuse a layout where a user's events, consent, state and pushes would live on different
-    partition numbers; returns the partition count of every user-keyed topic.
+    partition numbers, or on another count than ``topics.partitions``; returns the partition count of
+    every user-keyed topic.
 
     The worker reads ``consent`` partition ``p`` with ``events`` partition ``p``, restores state from
     changelog partition ``p`` and reconciles pushes from pushes partition ``p``: with different
@@ -113,5 +114,14 @@ def check_partitions(settings: Settings, timeout: float = 15.0) -> dict[str, int
         raise TopicLayoutError(
             f"user-keyed topics must have the same number of partitions, found {shown}; "
             "repartitioning needs a migration (new topics, replay), see docs/operations.md"
+        )
+    # Admission places a user with KAIROS_TOPICS__PARTITIONS: another count on the broker would have
+    # every event that lands elsewhere dead-lettered as wrong_partition.
+    found = next(iter(counts.values()))
+    if found != settings.topics.partitions:
+        raise TopicLayoutError(
+            f"KAIROS_TOPICS__PARTITIONS={settings.topics.partitions} but the user-keyed topics have "
+            f"{found} partitions on the broker; set it to {found} (repartitioning needs a migration, "
+            "see docs/operations.md)"
         )
     return counts

@@ -93,3 +93,33 @@ def test_partitions_and_replication_factor(monkeypatch: pytest.MonkeyPatch) -> N
         assert load(monkeypatch, KAIROS_TOPICS__REPLICATION_FACTOR=value).topics.replication_factor == int(
             value
         )
+
+
+class _Meta:
+    def __init__(self, partitions: int) -> None:
+        self.partitions = dict.fromkeys(range(partitions))
+        self.error = None
+
+
+def test_the_worker_refuses_a_partition_count_the_topics_do_not_have(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The topics have 4 partitions, the settings said 8: admission placed users with 8, so every
+    # event whose user hashes elsewhere was dead-lettered as wrong_partition.
+    from stream import topics
+
+    settings = load(
+        monkeypatch, KAIROS_KAFKA__BOOTSTRAP_SERVERS="localhost:9092", KAIROS_TOPICS__PARTITIONS="8"
+    )
+
+    class Admin:
+        def __init__(self, config: dict[str, object]) -> None:
+            pass
+
+        def list_topics(self, timeout: float) -> object:
+            metas = {name: _Meta(4) for name in topics.user_keyed_topics(settings)}
+            return type("Metadata", (), {"topics": metas})()
+
+    monkeypatch.setattr(topics, "AdminClient", Admin)
+    with pytest.raises(topics.TopicLayoutError, match="KAIROS_TOPICS__PARTITIONS=8 but .* have 4 partitions"):
+        topics.check_partitions(settings)
+    settings.topics.partitions = 4
+    assert set(topics.check_partitions(settings).values()) == {4}
