@@ -8,6 +8,7 @@ are read with a double underscore: ``KAIROS_KAFKA__BOOTSTRAP_SERVERS``, ``KAIROS
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from stream.policy_config import PolicyConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+# Kafka's rule for topic names (kafka.common.internals.Topic): a broker refuses any other.
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+TOPIC_NAME_RULE = (
+    "A Kafka topic name (letters, digits, '.', '_', '-'; at most 249), unlike every other topic's."
+)
+CHANGELOG_SUFFIX = "-user-state-changelog"  # the user-state changelog is <worker.app_id><this>
+TOPIC_FIELDS = ("events", "catalog", "consent", "pushes", "dead_letters", "decisions")  # TopicsConfig's names
+
+
+def check_topic_name(name: str) -> None:
+    """Raise ValueError unless a broker accepts ``name`` as a topic name."""
+    if not _TOPIC_NAME.match(name) or name in (".", ".."):
+        raise ValueError(
+            f"{name!r} is not a Kafka topic name: 1 to 249 letters, digits, '.', '_' or '-' (not '.' or '..')"
+        )
 
 
 class KafkaConfig(BaseModel):
@@ -142,14 +160,22 @@ class KafkaConfig(BaseModel):
 class TopicsConfig(BaseModel):
     """Topic names and partition counts. Events, consent and pushes are keyed by user."""
 
-    events: str = Field("events", description="Behaviour events, keyed by user.")
-    catalog: str = Field("catalog", description="Catalog and promotion updates, keyed by item (compacted).")
-    consent: str = Field("consent", description="Consent / opt-out updates, keyed by user (compacted).")
-    pushes: str = Field("pushes", description="Outbound pushes for marketing, keyed by user.")
-    dead_letters: str = Field(
-        "dead-letters", description="Malformed input with its reason and original bytes."
+    events: str = Field("events", description=f"Behaviour events, keyed by user. {TOPIC_NAME_RULE}")
+    catalog: str = Field(
+        "catalog", description=f"Catalog and promotion updates, keyed by item (compacted). {TOPIC_NAME_RULE}"
     )
-    decisions: str = Field("push-decisions", description="Audit trail of push decisions (when enabled).")
+    consent: str = Field(
+        "consent", description=f"Consent / opt-out updates, keyed by user (compacted). {TOPIC_NAME_RULE}"
+    )
+    pushes: str = Field(
+        "pushes", description=f"Outbound pushes for marketing, keyed by user. {TOPIC_NAME_RULE}"
+    )
+    dead_letters: str = Field(
+        "dead-letters", description=f"Malformed input with its reason and original bytes. {TOPIC_NAME_RULE}"
+    )
+    decisions: str = Field(
+        "push-decisions", description=f"Audit trail of push decisions (when enabled). {TOPIC_NAME_RULE}"
+    )
     partitions: int = Field(
         4,
         ge=1,
@@ -162,6 +188,27 @@ class TopicsConfig(BaseModel):
             "Replication factor for topics Kairos creates (-1: the broker's default; else at least 1)."
         ),
     )
+
+    @field_validator(*TOPIC_FIELDS)
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        check_topic_name(value)
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TopicsConfig:
+        """One topic for two purposes loops or loses input: dead letters read back as events and
+        dead-lettered again, consent read as events (opt-outs never applied), pushes as events."""
+        seen: dict[str, str] = {}
+        for name in TOPIC_FIELDS:
+            topic = getattr(self, name)
+            if topic in seen:
+                raise ValueError(
+                    f"KAIROS_TOPICS__{seen[topic].upper()} and KAIROS_TOPICS__{name.upper()} are both "
+                    f"{topic!r}: every topic needs its own name"
+                )
+            seen[topic] = name
+        return self
 
     @field_validator("replication_factor")
     @classmethod
@@ -207,7 +254,9 @@ class WorkerConfig(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)  # see Settings
 
     app_id: str = Field(
-        "kairos", description="Consumer group / application id; also prefixes changelog topics."
+        "kairos",
+        description="Consumer group / application id; also prefixes changelog topics and names the state "
+        "folder: 1 to 228 letters, digits, '.', '_' or '-' (not '.' or '..').",
     )
     state_dir: Path = Field(
         PROJECT_ROOT / ".kairos" / "state", description="Where the worker keeps its local RocksDB state."
@@ -303,6 +352,19 @@ class WorkerConfig(BaseModel):
         description="Inputs whose time is further ahead of the wall clock than this are dead-lettered.",
     )
 
+    @field_validator("app_id")
+    @classmethod
+    def _app_id(cls, value: str) -> str:
+        # The group id (librdkafka aborts the process on an empty one), the changelog topic's prefix
+        # and a folder under state_dir ('..' would be state_dir's parent).
+        longest = 249 - len(CHANGELOG_SUFFIX)
+        if not _TOPIC_NAME.match(value) or value in (".", "..") or len(value) > longest:
+            raise ValueError(
+                f"{value!r} cannot name the group, the changelog topic and the state folder: 1 to "
+                f"{longest} letters, digits, '.', '_' or '-' (not '.' or '..')"
+            )
+        return value
+
 
 class LogConfig(BaseModel):
     """Logging."""
@@ -361,6 +423,17 @@ class Settings(BaseSettings):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+
+    @model_validator(mode="after")
+    def _changelog_is_its_own_topic(self) -> Settings:
+        changelog = self.worker.app_id + CHANGELOG_SUFFIX
+        for name in TOPIC_FIELDS:
+            if getattr(self.topics, name) == changelog:
+                raise ValueError(
+                    f"KAIROS_TOPICS__{name.upper()} is {changelog!r}, the user-state changelog of "
+                    "KAIROS_WORKER__APP_ID: every topic needs its own name"
+                )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream.settings import Settings
+from stream.settings import CHANGELOG_SUFFIX, Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class TopicSpec:
 
 def changelog_topic(settings: Settings) -> str:
     """The compacted topic that backs the user state store (one partition per events partition)."""
-    return f"{settings.worker.app_id}-user-state-changelog"
+    return f"{settings.worker.app_id}{CHANGELOG_SUFFIX}"
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:

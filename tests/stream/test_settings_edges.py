@@ -123,3 +123,48 @@ def test_the_worker_refuses_a_partition_count_the_topics_do_not_have(monkeypatch
         topics.check_partitions(settings)
     settings.topics.partitions = 4
     assert set(topics.check_partitions(settings).values()) == {4}
+
+
+@pytest.mark.parametrize("name", ["", " ", "a b", "events ", "x" * 250, ".", "..", "événements", "a/b"])
+def test_topic_names_a_broker_refuses_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    (line,) = refused(monkeypatch, KAIROS_TOPICS__PUSHES=name)
+    assert line.startswith("KAIROS_TOPICS__PUSHES: ") and "is not a Kafka topic name" in line
+
+
+def test_topic_names_kafka_accepts_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load(monkeypatch, KAIROS_TOPICS__EVENTS="shop.events_v2-eu", KAIROS_TOPICS__CATALOG="c" * 249)
+    assert settings.topics.events == "shop.events_v2-eu" and len(settings.topics.catalog) == 249
+
+
+def test_every_topic_needs_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dead letters on the events topic were read back as events and dead-lettered again, forever;
+    # consent on the events topic was dead-lettered, so opt-outs were never applied.
+    (line,) = refused(monkeypatch, KAIROS_TOPICS__DEAD_LETTERS="events")
+    assert line == (
+        "KAIROS_TOPICS__*: KAIROS_TOPICS__EVENTS and KAIROS_TOPICS__DEAD_LETTERS are both 'events': "
+        "every topic needs its own name"
+    )
+    (line,) = refused(
+        monkeypatch, KAIROS_TOPICS__DEAD_LETTERS="dead-letters", KAIROS_TOPICS__CONSENT="events"
+    )
+    assert "KAIROS_TOPICS__EVENTS and KAIROS_TOPICS__CONSENT" in line
+    # ... nor the user-state changelog, which is named after the application id.
+    (line,) = refused(
+        monkeypatch, KAIROS_TOPICS__CONSENT="shop-user-state-changelog", KAIROS_WORKER__APP_ID="shop"
+    )
+    assert line.startswith("KAIROS_*: KAIROS_TOPICS__CONSENT is 'shop-user-state-changelog', the user-state")
+
+
+@pytest.mark.parametrize("app_id", ["", " ", "a b", "..", ".", "a/b", "x" * 229])
+def test_application_ids_that_cannot_name_the_group_changelog_and_folder_are_refused(
+    monkeypatch: pytest.MonkeyPatch, app_id: str
+) -> None:
+    # An empty group id aborted the worker inside librdkafka (an assertion, no message); a space made
+    # the changelog's name one the broker refuses; '..' put the state in state_dir's parent.
+    (line,) = refused(monkeypatch, KAIROS_WORKER__APP_ID=app_id)
+    assert line.startswith("KAIROS_WORKER__APP_ID: ") and "cannot name the group, the changelog topic" in line
+
+
+def test_application_ids_that_can_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for app_id in ("b", "kairos-bench_2.eu", "x" * 228):
+        assert load(monkeypatch, KAIROS_WORKER__APP_ID=app_id).worker.app_id == app_id
