@@ -137,7 +137,7 @@ class CoVisitationIndex:
         bucket = self._items.get(a)
         if not bucket or b not in bucket:
             return 0.0
-        return bucket[b] / max(bucket.values())
+        return _relative(bucket, b)
 
     # -- persistence: the partition's state store keeps one row per item ----------------------------
 
@@ -203,4 +203,14 @@ def snapshot_similarity(snapshot: dict[str, dict[str, float]], a: str, b: str) -
     bucket = snapshot.get(a)
     if not bucket or b not in bucket:
         return 0.0
-    return bucket[b] / max(bucket.values())
+    return _relative(bucket, b)
+
+
+def _relative(bucket: dict[str, float], b: str) -> float:
+    """``b``'s count relative to the strongest in ``bucket``; 0 when every count has decayed to 0.
+
+    A landmark rescale by 2 ** -(gap / half-life) underflows to 0 after about 1,074 half-lives
+    without events on the partition (20 hours at a covisit_half_life_seconds of 60).
+    """
+    top = max(bucket.values())
+    return bucket[b] / top if top > 0.0 else 0.0

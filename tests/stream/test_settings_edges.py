@@ -168,3 +168,17 @@ def test_application_ids_that_cannot_name_the_group_changelog_and_folder_are_ref
 def test_application_ids_that_can_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     for app_id in ("b", "kairos-bench_2.eu", "x" * 228):
         assert load(monkeypatch, KAIROS_WORKER__APP_ID=app_id).worker.app_id == app_id
+
+
+def test_a_short_covisitation_half_life_survives_a_quiet_night() -> None:
+    # With covisit_half_life_seconds=60, 20 hours without events on a partition rescaled every count
+    # to 0.0 (2 ** -1200 underflows) and the next diversity check divided 0 by 0 mid-stream.
+    from stream.covisitation import CoVisitationIndex, snapshot_similarity
+
+    index = CoVisitationIndex(half_life_seconds=60.0)
+    index.observe("a", ["b"], 1.7e9)
+    assert index.similarity("a", "b") == 1.0
+    index.observe("c", ["d"], 1.7e9 + 20 * 3600)
+    assert index.similarity("a", "b") == 0.0
+    assert snapshot_similarity(index.snapshot(["a"]), "a", "b") == 0.0
+    assert index.similarity("c", "d") == 1.0
