@@ -24,7 +24,10 @@ class PushRulesConfig(BaseModel):
     # Interest is P(the user acts on the item within the next few events); its base rate is ~8 % on
     # the simulated shop, so 0.12 means "half as likely again as an average engaged item".
     threshold: float = Field(
-        0.12, description="Interest (calibrated probability) a candidate must reach to be pushed."
+        0.12,
+        ge=0.0,
+        le=1.0,
+        description="Interest (calibrated probability, 0-1) a candidate must reach to be pushed.",
     )
     trigger_thresholds: dict[str, float] = Field(
         default_factory=lambda: {"cart_abandonment": 0.08, "promotion_ending": 0.10},

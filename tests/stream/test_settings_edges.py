@@ -182,3 +182,12 @@ def test_a_short_covisitation_half_life_survives_a_quiet_night() -> None:
     assert index.similarity("a", "b") == 0.0
     assert snapshot_similarity(index.snapshot(["a"]), "a", "b") == 0.0
     assert index.similarity("c", "d") == 1.0
+
+
+def test_the_threshold_is_a_probability(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2.0 ("never push") was clamped to max_threshold and pushed anyway; -1 to min_threshold.
+    for value in ("2", "-1", "1.0001"):
+        (line,) = refused(monkeypatch, KAIROS_POLICY__THRESHOLD=value)
+        assert line.startswith("KAIROS_POLICY__THRESHOLD: Input should be")
+    for value in ("0", "0.12", "1"):
+        assert load(monkeypatch, KAIROS_POLICY__THRESHOLD=value).policy.threshold == float(value)
