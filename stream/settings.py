@@ -316,7 +316,7 @@ class WorkerConfig(BaseModel):
         0.005, description="Longest wait to fill a batch (faust input; bulk input takes what is fetched)."
     )
     dedupe_event_ids: int = Field(
-        64, description="Recent event ids remembered per user to drop redeliveries."
+        64, ge=1, description="Recent event ids remembered per user to drop redeliveries (at least 1)."
     )
     recent_items: int = Field(20, description="Recent items (with their event types) kept per user.")
     session_gap_seconds: float = Field(

@@ -191,3 +191,18 @@ def test_the_threshold_is_a_probability(monkeypatch: pytest.MonkeyPatch) -> None
         assert line.startswith("KAIROS_POLICY__THRESHOLD: Input should be")
     for value in ("0", "0.12", "1"):
         assert load(monkeypatch, KAIROS_POLICY__THRESHOLD=value).policy.threshold == float(value)
+
+
+def test_redeliveries_are_always_recognised(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0 remembered no event id, so a redelivered event was applied (stepped, counted) twice; -1
+    # raised IndexError (pop from an empty deque) at the user's first event.
+    for value in ("0", "-1"):
+        (line,) = refused(monkeypatch, KAIROS_WORKER__DEDUPE_EVENT_IDS=value)
+        assert line == "KAIROS_WORKER__DEDUPE_EVENT_IDS: Input should be greater than or equal to 1"
+    from tests.stream.fakes import T0, DictState, ev, make_engine, make_settings
+
+    engine, store = make_engine(make_settings(worker={"dedupe_event_ids": 1})), DictState()
+    event = ev("e1", "u1", "view", "i1", T0)
+    engine.process([event], store)
+    out = engine.process([event], store)
+    assert out.events[("view", "duplicate")] == 1 and store.user("u1").n_events == 1
