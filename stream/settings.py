@@ -292,7 +292,13 @@ class WorkerConfig(BaseModel):
         30.0, description="Longest wait between retries of a failed partition recovery."
     )
     max_event_bytes: int = Field(16_384, description="Larger inputs are refused to the dead-letter topic.")
-    batch_size: int = Field(512, description="Most events processed together in one scoring batch.")
+    batch_size: int = Field(
+        512,
+        ge=1,
+        le=1_000_000,
+        description="Most events processed together in one scoring batch (1 to 1,000,000, the most "
+        "librdkafka hands over in one call).",
+    )
     input_reader: Literal["bulk", "faust"] = Field(
         "bulk",
         description=(

@@ -206,3 +206,13 @@ def test_redeliveries_are_always_recognised(monkeypatch: pytest.MonkeyPatch) -> 
     engine.process([event], store)
     out = engine.process([event], store)
     assert out.events[("view", "duplicate")] == 1 and store.user("u1").n_events == 1
+
+
+def test_the_batch_size_is_one_the_reader_can_ask_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Above 1,000,000 every read of the bulk reader raised ValueError in librdkafka's consume()
+    # (num_messages must be between 0 and 1000000) once a record had arrived; 0 read one at a time.
+    for value in ("0", "-1", "1000001"):
+        (line,) = refused(monkeypatch, KAIROS_WORKER__BATCH_SIZE=value)
+        assert line.startswith("KAIROS_WORKER__BATCH_SIZE: Input should be")
+    for value in ("1", "1000000"):
+        assert load(monkeypatch, KAIROS_WORKER__BATCH_SIZE=value).worker.batch_size == int(value)
