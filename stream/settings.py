@@ -270,20 +270,32 @@ class WorkerConfig(BaseModel):
         16, description="Most requests the metrics and health server serves at once; more are refused."
     )
     web_socket_timeout_seconds: float = Field(
-        5.0, description="A metrics/health client idle this long is disconnected (no thread held)."
+        5.0,
+        gt=0.0,
+        le=3600.0,
+        description="A metrics/health client idle this long is disconnected (no thread held); more than 0, "
+        "at most 3600.",
     )
     loop_stall_seconds: float = Field(
-        15.0, description="/healthz fails when the event loop has not run its heartbeat task for this long."
+        15.0,
+        gt=0.0,
+        description="/healthz fails when the event loop has not run its heartbeat task for this long (more "
+        "than 0).",
     )
     consume_stall_seconds: float = Field(
         60.0,
-        description="/healthz fails when recovered partitions have lag but no batch completed for this long.",
+        gt=0.0,
+        description="/healthz fails when recovered partitions have lag but no batch completed for this long "
+        "(more than 0).",
     )
     broker_probe_seconds: float = Field(
         5.0, description="How often a metadata request checks the broker (readiness works when idle)."
     )
     broker_timeout_seconds: float = Field(
-        30.0, description="/readyz fails when the broker has not answered for this long."
+        30.0,
+        gt=0.0,
+        description="/readyz fails when the broker has not answered for this long (more than "
+        "broker_probe_seconds, or an idle worker turns unready between probes).",
     )
     recovery_retry_seconds: float = Field(
         1.0, description="First wait before retrying a failed partition recovery (doubles per failure)."
@@ -357,6 +369,16 @@ class WorkerConfig(BaseModel):
         ge=0.0,
         description="Inputs whose time is further ahead of the wall clock than this are dead-lettered.",
     )
+
+    @model_validator(mode="after")
+    def _probe_within_timeout(self) -> WorkerConfig:
+        if self.broker_probe_seconds >= self.broker_timeout_seconds:
+            raise ValueError(
+                f"KAIROS_WORKER__BROKER_PROBE_SECONDS ({self.broker_probe_seconds:g}) must be less than "
+                f"KAIROS_WORKER__BROKER_TIMEOUT_SECONDS ({self.broker_timeout_seconds:g}): an idle worker "
+                "hears from the broker only through the probe and would turn unready between probes"
+            )
+        return self
 
     @field_validator("app_id")
     @classmethod

@@ -216,3 +216,35 @@ def test_the_batch_size_is_one_the_reader_can_ask_for(monkeypatch: pytest.Monkey
         assert line.startswith("KAIROS_WORKER__BATCH_SIZE: Input should be")
     for value in ("1", "1000000"):
         assert load(monkeypatch, KAIROS_WORKER__BATCH_SIZE=value).worker.batch_size == int(value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "values"),
+    [
+        # 0 made the client's socket non-blocking, a negative value or 1e300 raised in settimeout: the
+        # server closed every connection whose request was not already there, so probes failed.
+        ("KAIROS_WORKER__WEB_SOCKET_TIMEOUT_SECONDS", ("0", "-1", "3600.5", "1e300")),
+        # 0 or less: /healthz (or /readyz) failed all the time, so the orchestrator restarted the worker.
+        ("KAIROS_WORKER__LOOP_STALL_SECONDS", ("0", "-1")),
+        ("KAIROS_WORKER__CONSUME_STALL_SECONDS", ("0", "-1")),
+        ("KAIROS_WORKER__BROKER_TIMEOUT_SECONDS", ("0", "-1")),
+    ],
+)
+def test_health_timeouts_are_positive(
+    monkeypatch: pytest.MonkeyPatch, variable: str, values: tuple[str]
+) -> None:
+    for value in values:
+        (line,) = refused(monkeypatch, **{variable: value})
+        assert line.startswith(f"{variable}: Input should be")
+
+
+def test_the_broker_probe_comes_within_the_broker_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An idle worker hears from the broker only through the probe: probing every 60 s with a 30 s
+    # timeout turned it unready for half of every minute.
+    (line,) = refused(monkeypatch, KAIROS_WORKER__BROKER_PROBE_SECONDS="60")
+    assert line.startswith("KAIROS_WORKER__*: KAIROS_WORKER__BROKER_PROBE_SECONDS (60) must be less than")
+    refused(monkeypatch, KAIROS_WORKER__BROKER_PROBE_SECONDS="30")
+    settings = load(
+        monkeypatch, KAIROS_WORKER__BROKER_PROBE_SECONDS="1", KAIROS_WORKER__BROKER_TIMEOUT_SECONDS="4"
+    )
+    assert (settings.worker.broker_probe_seconds, settings.worker.broker_timeout_seconds) == (1.0, 4.0)
