@@ -289,7 +289,11 @@ class WorkerConfig(BaseModel):
         "(more than 0).",
     )
     broker_probe_seconds: float = Field(
-        5.0, description="How often a metadata request checks the broker (readiness works when idle)."
+        5.0,
+        gt=0.0,
+        le=86_400.0,
+        description="How often a metadata request checks the broker (readiness works when idle); more than "
+        "0, at most 86400.",
     )
     broker_timeout_seconds: float = Field(
         30.0,
@@ -298,10 +302,15 @@ class WorkerConfig(BaseModel):
         "broker_probe_seconds, or an idle worker turns unready between probes).",
     )
     recovery_retry_seconds: float = Field(
-        1.0, description="First wait before retrying a failed partition recovery (doubles per failure)."
+        1.0,
+        gt=0.0,
+        description="First wait before retrying a failed partition recovery (doubles per failure; more "
+        "than 0).",
     )
     recovery_retry_max_seconds: float = Field(
-        30.0, description="Longest wait between retries of a failed partition recovery."
+        30.0,
+        description="Longest wait between retries of a failed partition recovery (at least "
+        "recovery_retry_seconds).",
     )
     max_event_bytes: int = Field(16_384, description="Larger inputs are refused to the dead-letter topic.")
     batch_size: int = Field(
@@ -331,7 +340,10 @@ class WorkerConfig(BaseModel):
         description="Move the start-up objects (model, libraries, catalog) out of the collector's scans.",
     )
     batch_wait_seconds: float = Field(
-        0.005, description="Longest wait to fill a batch (faust input; bulk input takes what is fetched)."
+        0.005,
+        gt=0.0,
+        description="Longest wait to fill a batch (faust input; bulk input takes what is fetched); more "
+        "than 0.",
     )
     dedupe_event_ids: int = Field(
         64, ge=1, description="Recent event ids remembered per user to drop redeliveries (at least 1)."
@@ -352,7 +364,9 @@ class WorkerConfig(BaseModel):
         60.0, description="In-session decisions per user at most this often (event time); add_to_cart always."
     )
     audit_decisions: bool = Field(False, description="Write every push decision to the decisions topic.")
-    tick_seconds: float = Field(1.0, description="How often due timers (cart abandonment, ...) are checked.")
+    tick_seconds: float = Field(
+        1.0, gt=0.0, description="How often due timers (cart abandonment, ...) are checked (more than 0)."
+    )
     user_ttl_seconds: float = Field(
         30 * 86400.0,
         gt=0,
@@ -369,6 +383,15 @@ class WorkerConfig(BaseModel):
         ge=0.0,
         description="Inputs whose time is further ahead of the wall clock than this are dead-lettered.",
     )
+
+    @model_validator(mode="after")
+    def _retry_waits_ordered(self) -> WorkerConfig:
+        if self.recovery_retry_max_seconds < self.recovery_retry_seconds:
+            raise ValueError(
+                f"KAIROS_WORKER__RECOVERY_RETRY_MAX_SECONDS ({self.recovery_retry_max_seconds:g}) must be at "
+                f"least KAIROS_WORKER__RECOVERY_RETRY_SECONDS ({self.recovery_retry_seconds:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _probe_within_timeout(self) -> WorkerConfig:

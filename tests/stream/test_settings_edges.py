@@ -248,3 +248,36 @@ def test_the_broker_probe_comes_within_the_broker_timeout(monkeypatch: pytest.Mo
         monkeypatch, KAIROS_WORKER__BROKER_PROBE_SECONDS="1", KAIROS_WORKER__BROKER_TIMEOUT_SECONDS="4"
     )
     assert (settings.worker.broker_probe_seconds, settings.worker.broker_timeout_seconds) == (1.0, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "values"),
+    [
+        # 0 or less: the probe thread pinged the broker back to back (Event.wait(0)); past
+        # threading.TIMEOUT_MAX (1e10) Event.wait raised OverflowError and the probe thread died.
+        # A day is the most accepted (readiness needs a probe within the broker timeout anyway).
+        ("KAIROS_WORKER__BROKER_PROBE_SECONDS", ("0", "-1", "86401")),
+        # 0 or less: the periodic tick (timers, catalog, expiry sweep) ran back to back on the loop.
+        ("KAIROS_WORKER__TICK_SECONDS", ("0", "-1")),
+        # 0 or less: a failing recovery was retried back to back (the doubling of 0 stays 0).
+        ("KAIROS_WORKER__RECOVERY_RETRY_SECONDS", ("0", "-1")),
+        # faust reads a wait of 0 as "no limit": events waited until a whole batch had arrived.
+        ("KAIROS_WORKER__BATCH_WAIT_SECONDS", ("0", "-1")),
+    ],
+)
+def test_loop_intervals_are_positive(
+    monkeypatch: pytest.MonkeyPatch, variable: str, values: tuple[str]
+) -> None:
+    for value in values:
+        (line,) = refused(monkeypatch, **{variable: value})
+        assert line.startswith(f"{variable}: Input should be")
+
+
+def test_recovery_retry_waits_are_ordered(monkeypatch: pytest.MonkeyPatch) -> None:
+    (line,) = refused(monkeypatch, KAIROS_WORKER__RECOVERY_RETRY_SECONDS="60")
+    assert line == (
+        "KAIROS_WORKER__*: KAIROS_WORKER__RECOVERY_RETRY_MAX_SECONDS (30) must be at least "
+        "KAIROS_WORKER__RECOVERY_RETRY_SECONDS (60)"
+    )
+    settings = load(monkeypatch, KAIROS_WORKER__RECOVERY_RETRY_MAX_SECONDS="60")
+    assert settings.worker.recovery_retry_max_seconds == settings.worker.recovery_retry_seconds == 60.0
