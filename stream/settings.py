@@ -312,7 +312,12 @@ class WorkerConfig(BaseModel):
         description="Longest wait between retries of a failed partition recovery (at least "
         "recovery_retry_seconds).",
     )
-    max_event_bytes: int = Field(16_384, description="Larger inputs are refused to the dead-letter topic.")
+    max_event_bytes: int = Field(
+        16_384,
+        ge=1024,
+        description="Larger inputs are refused to the dead-letter topic (at least 1024: a well-formed event "
+        "or catalog update can take more than 1 KiB).",
+    )
     batch_size: int = Field(
         512,
         ge=1,

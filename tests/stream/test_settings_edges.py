@@ -281,3 +281,12 @@ def test_recovery_retry_waits_are_ordered(monkeypatch: pytest.MonkeyPatch) -> No
     )
     settings = load(monkeypatch, KAIROS_WORKER__RECOVERY_RETRY_MAX_SECONDS="60")
     assert settings.worker.recovery_retry_max_seconds == settings.worker.recovery_retry_seconds == 60.0
+
+
+def test_the_input_size_limit_leaves_room_for_well_formed_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0, a negative value or a few bytes dead-lettered every event, consent and catalog update as
+    # oversized: the worker ran and did nothing else (3,397 dead letters, no push, on the simulated shop).
+    for value in ("0", "-1", "100", "1023"):
+        (line,) = refused(monkeypatch, KAIROS_WORKER__MAX_EVENT_BYTES=value)
+        assert line == "KAIROS_WORKER__MAX_EVENT_BYTES: Input should be greater than or equal to 1024"
+    assert load(monkeypatch, KAIROS_WORKER__MAX_EVENT_BYTES="1024").worker.max_event_bytes == 1024
