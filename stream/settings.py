@@ -86,29 +86,33 @@ class KafkaConfig(BaseModel):
     fetch_max_wait_ms: int = Field(
         25,
         ge=10,
+        le=300_000,
         description=(
             "Longest a fetch waits for data (a real Kafka answers as soon as data is there). The embedded "
             "broker stalls a consumer for seconds once serving a fetch takes about this long, which it "
-            "does as its topics grow: 10 ms stalled the worker at 2,000 events/s within 10 s, 25 ms did not."
+            "does as its topics grow: 10 ms stalled the worker at 2,000 events/s within 10 s, 25 ms did "
+            "not. 10 to 300000 (librdkafka's most)."
         ),
     )
     input_prefetch_messages: int = Field(
         1,
         ge=1,
+        le=10_000_000,
         description=(
             "Records per input partition the bulk reader keeps fetched ahead (librdkafka "
-            "queued.min.messages): a partition with this many waiting is not fetched again until the "
-            "worker takes them. Fewer, fuller fetches: about 40 % less event->push latency at 2,000/s "
-            "on the embedded broker, whose fetches cost CPU in proportion to the topic's size."
+            "queued.min.messages, 1 to 10000000): a partition with this many waiting is not fetched again "
+            "until the worker takes them. Fewer, fuller fetches: about 40 % less event->push latency at "
+            "2,000/s on the embedded broker, whose fetches cost CPU in proportion to the topic's size."
         ),
     )
     input_fetch_backoff_ms: int = Field(
         5,
         ge=0,
+        le=300_000,
         description=(
             "How long the bulk reader postpones the next fetch of a partition that still has "
-            "input_prefetch_messages waiting (librdkafka fetch.queue.backoff.ms; its default of 1 s "
-            "would stall a worker that keeps up)."
+            "input_prefetch_messages waiting (librdkafka fetch.queue.backoff.ms, 0 to 300000; its default "
+            "of 1 s would stall a worker that keeps up)."
         ),
     )
     embedded_port: int = Field(0, description="Port of the embedded broker; 0 picks a free one.")
