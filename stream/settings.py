@@ -80,9 +80,16 @@ class KafkaConfig(BaseModel):
     )
     session_timeout_seconds: float = Field(
         10.0,
-        description="Consumer group session timeout; short because the first join takes about half of it.",
+        ge=0.001,
+        le=3600.0,
+        description="Consumer group session timeout; short because the first join takes about half of it "
+        "(0.001 to 3600; a broker may ask for more, Kafka's default minimum is 6).",
     )
-    heartbeat_interval_seconds: float = Field(1.0, description="Consumer group heartbeat interval.")
+    heartbeat_interval_seconds: float = Field(
+        1.0,
+        ge=0.001,
+        description="Consumer group heartbeat interval (at least 0.001, less than session_timeout_seconds).",
+    )
     fetch_max_wait_ms: int = Field(
         25,
         ge=10,
@@ -117,6 +124,16 @@ class KafkaConfig(BaseModel):
     )
     embedded_port: int = Field(0, description="Port of the embedded broker; 0 picks a free one.")
     embedded_host: str = Field("127.0.0.1", description="Loopback address the embedded broker listens on.")
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> KafkaConfig:
+        if self.heartbeat_interval_seconds >= self.session_timeout_seconds:
+            raise ValueError(
+                f"KAIROS_KAFKA__HEARTBEAT_INTERVAL_SECONDS ({self.heartbeat_interval_seconds:g}) must be "
+                f"less than KAIROS_KAFKA__SESSION_TIMEOUT_SECONDS ({self.session_timeout_seconds:g}): the "
+                "group drops a member whose session ends before its next heartbeat"
+            )
+        return self
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> KafkaConfig:

@@ -319,3 +319,22 @@ def test_the_bulk_readers_librdkafka_settings_are_in_librdkafkas_ranges(
         KAIROS_KAFKA__INPUT_FETCH_BACKOFF_MS="300000",
     )
     BulkReader(settings).close()  # the largest accepted values make a consumer
+
+
+def test_group_session_and_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A heartbeat of 0 (or less) made aiokafka heartbeat back to back; a session timeout of 0 or
+    # less could not join a group, and one past 3600 s is refused by librdkafka (kairos simulate).
+    for variable, values in (
+        ("KAIROS_KAFKA__SESSION_TIMEOUT_SECONDS", ("0", "-1", "3601")),
+        ("KAIROS_KAFKA__HEARTBEAT_INTERVAL_SECONDS", ("0", "-1")),
+    ):
+        for value in values:
+            (line,) = refused(monkeypatch, **{variable: value})
+            assert line.startswith(f"{variable}: Input should be")
+    # A heartbeat not within the session: the group dropped the member between heartbeats (rebalances).
+    (line,) = refused(monkeypatch, KAIROS_KAFKA__HEARTBEAT_INTERVAL_SECONDS="10")
+    assert line.startswith("KAIROS_KAFKA__*: KAIROS_KAFKA__HEARTBEAT_INTERVAL_SECONDS (10) must be less than")
+    settings = load(
+        monkeypatch, KAIROS_KAFKA__SESSION_TIMEOUT_SECONDS="45", KAIROS_KAFKA__HEARTBEAT_INTERVAL_SECONDS="3"
+    )
+    assert (settings.kafka.session_timeout_seconds, settings.kafka.heartbeat_interval_seconds) == (45.0, 3.0)
