@@ -38,6 +38,8 @@ def _worker(argv: list[str]) -> int:
         "--web-port", type=int, help="Port for /metrics, /healthz, /readyz (default: settings)."
     )
     args = parser.parse_args(argv)
+    if args.web_port is not None and not 0 <= args.web_port <= 65535:
+        parser.error(f"--web-port must be 0-65535, got {args.web_port}")
 
     from stream.broker import EmbeddedBroker
     from stream.logs import configure_logging

@@ -122,7 +122,9 @@ class KafkaConfig(BaseModel):
             "of 1 s would stall a worker that keeps up)."
         ),
     )
-    embedded_port: int = Field(0, description="Port of the embedded broker; 0 picks a free one.")
+    embedded_port: int = Field(
+        0, ge=0, le=65535, description="Port of the embedded broker (0-65535); 0 picks a free one."
+    )
     embedded_host: str = Field("127.0.0.1", description="Loopback address the embedded broker listens on.")
 
     @model_validator(mode="after")
@@ -282,7 +284,12 @@ class WorkerConfig(BaseModel):
     state_dir: Path = Field(
         PROJECT_ROOT / ".kairos" / "state", description="Where the worker keeps its local RocksDB state."
     )
-    web_port: int = Field(8000, description="Port for /metrics, /healthz and /readyz (0 picks a free one).")
+    web_port: int = Field(
+        8000,
+        ge=0,
+        le=65535,
+        description="Port for /metrics, /healthz and /readyz (0-65535; 0 picks a free one).",
+    )
     web_host: str = Field(
         "127.0.0.1",
         description="Address of the metrics and health server; containers set 0.0.0.0 (Dockerfile, compose).",

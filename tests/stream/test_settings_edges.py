@@ -338,3 +338,17 @@ def test_group_session_and_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch, KAIROS_KAFKA__SESSION_TIMEOUT_SECONDS="45", KAIROS_KAFKA__HEARTBEAT_INTERVAL_SECONDS="3"
     )
     assert (settings.kafka.session_timeout_seconds, settings.kafka.heartbeat_interval_seconds) == (45.0, 3.0)
+
+
+def test_ports_are_tcp_ports(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # -1 or 65536 failed only when a server bound its socket: the worker's app crashed after it had
+    # joined the group (OverflowError: port must be 0-65535); the embedded broker was waited for 15 s
+    # and did not start ("Tansu did not accept connections on 127.0.0.1:-1").
+    for variable in ("KAIROS_WORKER__WEB_PORT", "KAIROS_KAFKA__EMBEDDED_PORT"):
+        for value in ("-1", "65536"):
+            (line,) = refused(monkeypatch, **{variable: value})
+            assert line.startswith(f"{variable}: Input should be")
+        assert load(monkeypatch, **{variable: "65535"})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["worker", "--web-port", "-1"])
+    assert exit_info.value.code == 2 and "--web-port must be 0-65535, got -1" in capsys.readouterr().err
