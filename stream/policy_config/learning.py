@@ -103,7 +103,9 @@ class LearningConfig(BaseModel):
     send_time_open_weight: float = Field(
         3.0,
         ge=0.0,
-        description="Weight of a push open or click in the engagement hours (behaviour events: 1).",
+        le=1_000_000.0,
+        description="Weight of a push open or click in the engagement hours (behaviour events: 1); 0 to "
+        "1000000.",
     )
 
     @field_validator("response_prior_rates")

@@ -352,3 +352,27 @@ def test_ports_are_tcp_ports(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     with pytest.raises(SystemExit) as exit_info:
         main(["worker", "--web-port", "-1"])
     assert exit_info.value.code == 2 and "--web-port must be 0-65535, got -1" in capsys.readouterr().err
+
+
+def test_the_send_time_open_weight_keeps_the_stored_hours_encodable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1e300 (or anything near 2 ** 64) made a shopper's engagement hour a whole number past msgpack's
+    # integers: the user's state could not be encoded at the first push open (OverflowError mid-stream).
+    from zoneinfo import ZoneInfo
+
+    from stream.send_time import observe_stored
+    from stream.state import UserState
+
+    (line,) = refused(monkeypatch, KAIROS_POLICY__SEND_TIME_OPEN_WEIGHT="1e300")
+    assert line == "KAIROS_POLICY__SEND_TIME_OPEN_WEIGHT: Input should be less than or equal to 1000000"
+    policy = load(monkeypatch, KAIROS_POLICY__SEND_TIME_OPEN_WEIGHT="1000000").policy
+    state = UserState()
+    for k in range(1000):  # a thousand opens at the largest accepted weight still encode
+        ts = 1.7e9 + k * 3600.0
+        state.policy.send_hours = observe_stored(
+            state.policy.send_hours,
+            ts,
+            ZoneInfo("UTC"),
+            policy.send_time_open_weight,
+            policy.send_time_half_life_seconds,
+        )
+    assert UserState.from_bytes(state.to_bytes()).policy.send_hours == state.policy.send_hours
