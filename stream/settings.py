@@ -61,8 +61,10 @@ class KafkaConfig(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
         None, description="SASL mechanism; required when the protocol is SASL_PLAINTEXT or SASL_SSL."
     )
-    sasl_username: str | None = Field(None, description="SASL user name; required with SASL.")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (secret); required with SASL.")
+    sasl_username: str | None = Field(None, description="SASL user name; required (not blank) with SASL.")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password (secret); required (not empty) with SASL."
+    )
     ssl_cafile: Path | None = Field(
         None, description="CA bundle (PEM) to verify the brokers' certificates; unset: the system CAs."
     )
@@ -143,11 +145,14 @@ class KafkaConfig(BaseModel):
         sasl = self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
         tls = self.security_protocol in ("SSL", "SASL_SSL")
         if sasl:
-            missing = [
-                f"KAIROS_KAFKA__{name.upper()}"
-                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
-                if getattr(self, name) is None
-            ]
+            # Empty counts as missing: the clients were then built with an empty user or password
+            # (librdkafka_security asserts both are there).
+            given = {
+                "sasl_mechanism": self.sasl_mechanism is not None,
+                "sasl_username": bool(self.sasl_username and self.sasl_username.strip()),
+                "sasl_password": bool(self.sasl_password and self.sasl_password.get_secret_value()),
+            }
+            missing = [f"KAIROS_KAFKA__{name.upper()}" for name, ok in given.items() if not ok]
             if missing:
                 raise ValueError(f"security_protocol={self.security_protocol} needs {', '.join(missing)}")
         elif self.sasl_mechanism or self.sasl_username or self.sasl_password:

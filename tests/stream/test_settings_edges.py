@@ -376,3 +376,21 @@ def test_the_send_time_open_weight_keeps_the_stored_hours_encodable(monkeypatch:
             policy.send_time_half_life_seconds,
         )
     assert UserState.from_bytes(state.to_bytes()).policy.send_hours == state.policy.send_hours
+
+
+def test_sasl_credentials_may_not_be_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An empty user or password was accepted as given, and the first Kafka client made at start
+    # failed a bare assert in librdkafka_security (or, under python -O, sent empty credentials); a
+    # blank user passed it and failed the broker's authentication.
+    sasl = {"KAIROS_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAIROS_KAFKA__SASL_MECHANISM": "PLAIN"}
+    (line,) = refused(monkeypatch, **sasl, KAIROS_KAFKA__SASL_USERNAME=" ", KAIROS_KAFKA__SASL_PASSWORD="")
+    assert line == (
+        "KAIROS_KAFKA__*: security_protocol=SASL_PLAINTEXT needs KAIROS_KAFKA__SASL_USERNAME, "
+        "KAIROS_KAFKA__SASL_PASSWORD"
+    )
+    settings = load(
+        monkeypatch, **sasl, KAIROS_KAFKA__SASL_USERNAME="kairos", KAIROS_KAFKA__SASL_PASSWORD=" x "
+    )
+    from stream.security import librdkafka_security
+
+    assert librdkafka_security(settings.kafka)["sasl.password"] == " x "
