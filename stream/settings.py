@@ -287,7 +287,9 @@ class WorkerConfig(BaseModel):
         "folder: 1 to 228 letters, digits, '.', '_' or '-' (not '.' or '..').",
     )
     state_dir: Path = Field(
-        PROJECT_ROOT / ".kairos" / "state", description="Where the worker keeps its local RocksDB state."
+        PROJECT_ROOT / ".kairos" / "state",
+        description="Where the worker keeps its local RocksDB state: a folder, made when missing (not a "
+        "file).",
     )
     web_port: int = Field(
         8000,
@@ -440,6 +442,15 @@ class WorkerConfig(BaseModel):
                 "hears from the broker only through the probe and would turn unready between probes"
             )
         return self
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(
+                f"{value} is a file, not a folder: the worker keeps its state in folders under it"
+            )
+        return value
 
     @field_validator("app_id")
     @classmethod

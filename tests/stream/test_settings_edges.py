@@ -6,6 +6,8 @@ the middle of the stream; the edges that still make sense are accepted.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -394,3 +396,15 @@ def test_sasl_credentials_may_not_be_empty(monkeypatch: pytest.MonkeyPatch) -> N
     from stream.security import librdkafka_security
 
     assert librdkafka_security(settings.kafka)["sasl.password"] == " x "
+
+
+def test_the_state_folder_is_not_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A file there was accepted; kairos worker started the broker, made the topics and then failed
+    # with NotADirectoryError making <state_dir>/faust.
+    afile = tmp_path / "state"
+    afile.write_text("")
+    (line,) = refused(monkeypatch, KAIROS_WORKER__STATE_DIR=str(afile))
+    assert line.startswith(f"KAIROS_WORKER__STATE_DIR: {afile} is a file, not a folder")
+    missing = tmp_path / "not" / "yet"
+    assert load(monkeypatch, KAIROS_WORKER__STATE_DIR=str(missing)).worker.state_dir == missing
+    assert not missing.exists()  # reading the settings makes nothing
