@@ -492,7 +492,9 @@ class ConsoleConfig(BaseModel):
     attribution_pushes: int = Field(
         20_000, ge=1, description="Recent pushes remembered (digests) to attribute opens, clicks, purchases."
     )
-    update_seconds: float = Field(0.5, gt=0.0, description="How often an open page is sent what changed.")
+    update_seconds: float = Field(
+        0.5, gt=0.0, le=3600.0, description="How often an open page is sent what changed (at most 3600)."
+    )
     max_clients: int = Field(8, ge=1, description="Most pages open at once; more are refused (503).")
     dead_letters: bool = Field(True, description="Also read the dead-letter topic and show refused inputs.")
 

@@ -408,3 +408,11 @@ def test_the_state_folder_is_not_a_file(monkeypatch: pytest.MonkeyPatch, tmp_pat
     missing = tmp_path / "not" / "yet"
     assert load(monkeypatch, KAIROS_WORKER__STATE_DIR=str(missing)).worker.state_dir == missing
     assert not missing.exists()  # reading the settings makes nothing
+
+
+def test_the_console_update_interval_is_one_a_thread_can_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1e300 (past threading.TIMEOUT_MAX) raised OverflowError in each live page's stream after its
+    # first update: the page showed one snapshot and never changed.
+    (line,) = refused(monkeypatch, KAIROS_CONSOLE__UPDATE_SECONDS="1e300")
+    assert line == "KAIROS_CONSOLE__UPDATE_SECONDS: Input should be less than or equal to 3600"
+    assert load(monkeypatch, KAIROS_CONSOLE__UPDATE_SECONDS="3600").console.update_seconds == 3600.0
