@@ -370,9 +370,11 @@ class WorkerConfig(BaseModel):
     gc_young_threshold: int = Field(
         50_000,
         ge=0,
+        le=2**31 - 1,
         description=(
-            "Allocations between two young garbage collections in the worker (0: Python's 700). The "
-            "engine makes short-lived objects per event; reference counting frees them, cycles still go."
+            "Allocations between two young garbage collections in the worker (0: Python's 700; at most "
+            "2147483647, gc.set_threshold's C int). The engine makes short-lived objects per event; "
+            "reference counting frees them, cycles still go."
         ),
     )
     gc_freeze: bool = Field(

@@ -416,3 +416,21 @@ def test_the_console_update_interval_is_one_a_thread_can_wait(monkeypatch: pytes
     (line,) = refused(monkeypatch, KAIROS_CONSOLE__UPDATE_SECONDS="1e300")
     assert line == "KAIROS_CONSOLE__UPDATE_SECONDS: Input should be less than or equal to 3600"
     assert load(monkeypatch, KAIROS_CONSOLE__UPDATE_SECONDS="3600").console.update_seconds == 3600.0
+
+
+def test_the_gc_threshold_fits_gc_set_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2 ** 31 or more raised OverflowError in gc.set_threshold at the worker's start-up (the app crashed).
+    import gc
+
+    from stream import gc_tuning
+
+    (line,) = refused(monkeypatch, KAIROS_WORKER__GC_YOUNG_THRESHOLD=str(2**31))
+    assert line == "KAIROS_WORKER__GC_YOUNG_THRESHOLD: Input should be less than or equal to 2147483647"
+    before = gc.get_threshold()
+    try:
+        gc_tuning.configure(
+            load(monkeypatch, KAIROS_WORKER__GC_YOUNG_THRESHOLD=str(2**31 - 1)).worker.gc_young_threshold
+        )
+        assert gc.get_threshold()[0] == 2**31 - 1
+    finally:
+        gc.set_threshold(*before)
