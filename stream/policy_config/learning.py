@@ -98,7 +98,10 @@ class LearningConfig(BaseModel):
         12 * 3600.0, gt=0, le=7 * 86400.0, description="Longest a decided push may wait for a better hour."
     )
     send_time_half_life_seconds: float = Field(
-        21 * 86400.0, gt=0, description="Half-life of the per-hour engagement counts (old habits fade)."
+        21 * 86400.0,
+        ge=1.0,
+        description="Half-life of the per-hour engagement counts (old habits fade); at least 1 (the counts "
+        "are kept from a whole-second landmark).",
     )
     send_time_open_weight: float = Field(
         3.0,

@@ -434,3 +434,31 @@ def test_the_gc_threshold_fits_gc_set_threshold(monkeypatch: pytest.MonkeyPatch)
         assert gc.get_threshold()[0] == 2**31 - 1
     finally:
         gc.set_threshold(*before)
+
+
+def test_the_send_time_half_life_is_at_least_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The engagement hours are counted from a whole-second landmark: an event's fraction of a second
+    # weighed 2 ** (fraction / half-life), so 0.01 s stored counts past 2 ** 64 (OverflowError encoding
+    # the user's state) and 1e-9 s overflowed math.exp2 at the shopper's first event.
+    from zoneinfo import ZoneInfo
+
+    from stream.send_time import observe_stored
+    from stream.state import UserState
+
+    for value in ("0.01", "1e-9", "0.999"):
+        (line,) = refused(monkeypatch, KAIROS_POLICY__SEND_TIME_HALF_LIFE_SECONDS=value)
+        assert (
+            line == "KAIROS_POLICY__SEND_TIME_HALF_LIFE_SECONDS: Input should be greater than or equal to 1"
+        )
+    policy = load(monkeypatch, KAIROS_POLICY__SEND_TIME_HALF_LIFE_SECONDS="1").policy
+    state = UserState()
+    for k in range(200):  # events at every fraction of a second, each nearly a second after its landmark
+        ts = 1.7e9 + k * 0.37 + 0.999
+        state.policy.send_hours = observe_stored(
+            state.policy.send_hours,
+            ts,
+            ZoneInfo("UTC"),
+            policy.send_time_open_weight,
+            policy.send_time_half_life_seconds,
+        )
+        assert UserState.from_bytes(state.to_bytes()).policy.send_hours == state.policy.send_hours
