@@ -393,14 +393,19 @@ class WorkerConfig(BaseModel):
     recent_items: int = Field(20, description="Recent items (with their event types) kept per user.")
     session_gap_seconds: float = Field(
         1800.0,
-        description="Inactivity after which a user's next event starts a new session (fresh GRU state).",
+        gt=0.0,
+        description="Inactivity after which a user's next event starts a new session (fresh GRU state); more "
+        "than 0.",
     )
     clock: Literal["wall", "event"] = Field(
         "wall",
         description="Decision clock: 'wall' = max(event time, wall time); 'event' = event time (replays).",
     )
     max_event_lag_seconds: float = Field(
-        600.0, description="An event older than this when decided on gets no in-session push (too late)."
+        600.0,
+        ge=0.0,
+        description="An event older than this when decided on gets no in-session push (too late); at least "
+        "0.",
     )
     decision_interval_seconds: float = Field(
         60.0, description="In-session decisions per user at most this often (event time); add_to_cart always."

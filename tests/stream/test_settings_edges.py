@@ -462,3 +462,18 @@ def test_the_send_time_half_life_is_at_least_a_second(monkeypatch: pytest.Monkey
             policy.send_time_half_life_seconds,
         )
         assert UserState.from_bytes(state.to_bytes()).policy.send_hours == state.policy.send_hours
+
+
+def test_session_gap_and_event_lag(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A session gap of 0 or less reset the user's GRU state at every event a moment after the last
+    # (the session model silently off: 66 pushes instead of 84 on the simulated shop); a negative
+    # event lag made every event "stale", so no in-session push could ever be decided.
+    for variable, value in (
+        ("KAIROS_WORKER__SESSION_GAP_SECONDS", "0"),
+        ("KAIROS_WORKER__SESSION_GAP_SECONDS", "-1"),
+        ("KAIROS_WORKER__MAX_EVENT_LAG_SECONDS", "-1"),
+    ):
+        (line,) = refused(monkeypatch, **{variable: value})
+        assert line.startswith(f"{variable}: Input should be greater than")
+    # An event lag of 0 is meaningful with the event-time clock (decided at the event's own time).
+    assert load(monkeypatch, KAIROS_WORKER__MAX_EVENT_LAG_SECONDS="0").worker.max_event_lag_seconds == 0.0
