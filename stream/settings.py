@@ -53,7 +53,9 @@ class KafkaConfig(BaseModel):
     model_config = ConfigDict(hide_input_in_errors=True, allow_inf_nan=False)
 
     bootstrap_servers: str | None = Field(
-        None, description="Kafka bootstrap servers (host:port,...). Unset: start the embedded Tansu broker."
+        None,
+        description="Kafka bootstrap servers (host:port,...). Unset or empty: start the embedded Tansu "
+        "broker; blank is refused.",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol."
@@ -128,6 +130,18 @@ class KafkaConfig(BaseModel):
         0, ge=0, le=65535, description="Port of the embedded broker (0-65535); 0 picks a free one."
     )
     embedded_host: str = Field("127.0.0.1", description="Loopback address the embedded broker listens on.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str | None) -> str | None:
+        # Empty means unset (the embedded broker); a value with no host in it (blanks, commas) was taken
+        # as a broker list and failed only after the clients' 15 s metadata timeout at start.
+        if value and not value.replace(",", " ").strip():
+            raise ValueError(
+                f"{value!r} names no broker: host:port entries separated by commas (unset or empty starts "
+                "the embedded broker)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> KafkaConfig:

@@ -477,3 +477,20 @@ def test_session_gap_and_event_lag(monkeypatch: pytest.MonkeyPatch) -> None:
         assert line.startswith(f"{variable}: Input should be greater than")
     # An event lag of 0 is meaningful with the event-time clock (decided at the event's own time).
     assert load(monkeypatch, KAIROS_WORKER__MAX_EVENT_LAG_SECONDS="0").worker.max_event_lag_seconds == 0.0
+
+
+@pytest.mark.parametrize("value", [" ", "\t", ",", " , "])
+def test_bootstrap_servers_that_name_no_broker_are_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # Taken as a broker list, they failed only after the clients' 15 s metadata timeout at start
+    # ("Broker transport failure"); an empty value still starts the embedded broker.
+    (line,) = refused(monkeypatch, KAIROS_KAFKA__BOOTSTRAP_SERVERS=value)
+    assert line.startswith("KAIROS_KAFKA__BOOTSTRAP_SERVERS: ") and "names no broker" in line
+
+
+def test_bootstrap_servers_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("kafka:9092", "k1:9092,k2:9092,[::1]:9092", "SSL://broker.example:9093"):
+        assert load(monkeypatch, KAIROS_KAFKA__BOOTSTRAP_SERVERS=value).kafka.bootstrap_servers == value
+    # Empty is what it always was: no broker given, so kairos worker starts the embedded one.
+    assert not load(monkeypatch, KAIROS_KAFKA__BOOTSTRAP_SERVERS="").kafka.bootstrap_servers
