@@ -313,7 +313,8 @@ class WorkerConfig(BaseModel):
     )
     web_host: str = Field(
         "127.0.0.1",
-        description="Address of the metrics and health server; containers set 0.0.0.0 (Dockerfile, compose).",
+        description="Address of the metrics and health server; containers set 0.0.0.0 (Dockerfile, compose). "
+        "Empty, like 0.0.0.0, means every interface.",
     )
     web_max_connections: int = Field(
         16, description="Most requests the metrics and health server serves at once; more are refused."
@@ -426,7 +427,10 @@ class WorkerConfig(BaseModel):
     )
     audit_decisions: bool = Field(False, description="Write every push decision to the decisions topic.")
     tick_seconds: float = Field(
-        1.0, gt=0.0, description="How often due timers (cart abandonment, ...) are checked (more than 0)."
+        1.0,
+        gt=0.0,
+        description="How often due timers (cart abandonment, ...) are checked (more than 0); the tick also "
+        "applies catalog updates, so a worker is ready only after its first tick.",
     )
     user_ttl_seconds: float = Field(
         30 * 86400.0,
@@ -499,7 +503,10 @@ class ConsoleConfig(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False)  # see Settings
 
-    host: str = Field("127.0.0.1", description="Address the console page is served on (loopback by default).")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the console page is served on (loopback by default; empty: every interface).",
+    )
     port: int = Field(8010, ge=0, le=65535, description="Port of the console page (0 picks a free one).")
     start: Literal["latest", "earliest"] = Field(
         "latest", description="Where the console starts reading the topics: 'latest' (now on) or 'earliest'."

@@ -53,7 +53,11 @@ class PushRulesConfig(BaseModel):
     item_repeat_window_seconds: float = Field(
         7 * 86400.0, description="Never push the same item to the same user twice within this window."
     )
-    push_ttl_seconds: float = Field(3600.0, description="A push expires this long after it is created.")
+    push_ttl_seconds: float = Field(
+        3600.0,
+        description="A push expires this long after it is created (not above min_push_lifetime_seconds: "
+        "then every push it applies to is suppressed as expired).",
+    )
     trigger_ttl_seconds: dict[str, float] = Field(
         default_factory=dict,
         description="Per-trigger time to live replacing push_ttl_seconds (JSON object): a reminder of an "

@@ -494,3 +494,20 @@ def test_bootstrap_servers_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
         assert load(monkeypatch, KAIROS_KAFKA__BOOTSTRAP_SERVERS=value).kafka.bootstrap_servers == value
     # Empty is what it always was: no broker given, so kairos worker starts the embedded one.
     assert not load(monkeypatch, KAIROS_KAFKA__BOOTSTRAP_SERVERS="").kafka.bootstrap_servers
+
+
+def test_a_time_to_live_within_the_minimum_lifetime_suppresses_as_expired() -> None:
+    # Accepted (the rule tests use a time to live of 0) and documented: no push it applies to goes
+    # out, each is counted as suppressed with reason "expired".
+    from stream.policy import decide
+    from stream.policy_state import UserPolicyState
+    from tests.policy.conftest import T0, candidate, config
+
+    for ttl, lifetime, outcome in (
+        (600.0, 900.0, "expired"),
+        (900.0, 900.0, "expired"),
+        (901.0, 900.0, "ok"),
+    ):
+        cfg = config(push_ttl_seconds=ttl, min_push_lifetime_seconds=lifetime)
+        ((_, verdict),) = decide("u1", [candidate()], UserPolicyState(), T0, cfg)
+        assert verdict.reason == outcome
