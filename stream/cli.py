@@ -43,13 +43,14 @@ def _worker(argv: list[str]) -> int:
 
     from stream.broker import EmbeddedBroker
     from stream.logs import configure_logging
-    from stream.settings import Settings
+    from stream.settings import Settings, warn_unknown_variables
     from stream.topics import TopicLayoutError, check_partitions, ensure_topics
 
     settings = Settings()
     if args.web_port is not None:
         settings.worker.web_port = args.web_port
     configure_logging(settings.log.level, settings.log.json_format)
+    warn_unknown_variables()
     broker = None
     if not settings.kafka.bootstrap_servers:
         broker = EmbeddedBroker(settings.kafka.embedded_host, settings.kafka.embedded_port).start()
@@ -214,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from pydantic import ValidationError
 
+    if args[0] not in ("worker", "console"):  # those two warn once their logging is set up
+        from stream.settings import warn_unknown_variables
+
+        warn_unknown_variables()
     try:
         return command(args[1:])
     except ValidationError as exc:

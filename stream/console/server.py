@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from stream.console.feed import ConsoleFeed
 from stream.console.reader import TopicReader
-from stream.settings import Settings
+from stream.settings import Settings, warn_unknown_variables
 from stream.web import BoundedHTTPServer
 
 log = logging.getLogger("kairos.console")
@@ -219,6 +219,7 @@ def console_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log.level, settings.log.json_format)
+    warn_unknown_variables()
     if args.port is not None:
         settings.console.port = args.port
     if args.host is not None:

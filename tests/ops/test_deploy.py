@@ -15,17 +15,13 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
-from stream.settings import Settings
+from stream.settings import Settings, unknown_variables
 from stream.topics import topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"
-
-# KAIROS_* variables in compose that are not Settings fields (read by compose or the topic script only).
-NOT_SETTINGS = {"KAIROS_MODELS_HOST_DIR"}
 
 
 def compose() -> dict[str, Any]:
@@ -39,22 +35,6 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {str(k): str(v) for k, v in env.items()}
-
-
-def settings_field_exists(var: str) -> bool:
-    """Whether KAIROS_A__B names Settings().a.b (the nested delimiter is a double underscore)."""
-    parts = var.removeprefix("KAIROS_").lower().split("__")
-    model: type[BaseModel] = Settings
-    for i, part in enumerate(parts):
-        field = model.model_fields.get(part)
-        if field is None:
-            return False
-        if i < len(parts) - 1:
-            annotation = field.annotation
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-                return False
-            model = annotation
-    return True
 
 
 def test_compose_services_healthchecks_and_dependencies() -> None:
@@ -95,12 +75,12 @@ def test_compose_env_names_real_settings() -> None:
     seen = 0
     for name, service in services.items():
         for var in env_of(service):
-            if var.startswith("KAIROS_") and var not in NOT_SETTINGS:
-                assert settings_field_exists(var), f"{name}: {var} is not a Settings field"
+            if var.startswith("KAIROS_"):
+                assert not unknown_variables({var: ""}), f"{name}: {var} is not a Settings field"
                 seen += 1
     assert seen >= 10
-    assert settings_field_exists("KAIROS_WORKER__WEB_PORT")
-    assert not settings_field_exists("KAIROS_WORKER__NOPE")
+    assert not unknown_variables({"KAIROS_WORKER__WEB_PORT": ""})
+    assert unknown_variables({"KAIROS_WORKER__NOPE": ""}) == ["KAIROS_WORKER__NOPE"]
 
 
 def test_compose_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,13 +6,17 @@ the middle of the stream; the edges that still make sense are accepted.
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from stream.cli import EXIT_CONFIG, main
-from stream.settings import Settings, settings_errors
+from stream.settings import Settings, settings_errors, unknown_variables
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -511,3 +515,38 @@ def test_a_time_to_live_within_the_minimum_lifetime_suppresses_as_expired() -> N
         cfg = config(push_ttl_seconds=ttl, min_push_lifetime_seconds=lifetime)
         ((_, verdict),) = decide("u1", [candidate()], UserPolicyState(), T0, cfg)
         assert verdict.reason == outcome
+
+
+def test_a_misspelt_or_unknown_variable_is_named_with_the_option_it_most_likely_meant() -> None:
+    environ = {
+        "KAIROS_POLICY__THRESHHOLD": "0.2",
+        "KAIROS_WORKER__BATCHSIZE": "64",
+        "KAIROS_POLCY__THRESHOLD": "0.2",
+        "KAIROS_WORKER__NOPE": "1",
+        "KAIROS_POLICY__THRESHOLD": "0.2",  # known: not named
+        "kairos_worker__batch_size": "64",  # the settings read names in any case
+        "KAIROS_POLICY__TRIGGER_THRESHOLDS__PRICE_DROP": "0.3",  # one key of a dict option
+        "KAIROS_MODELS_HOST_DIR": "./models",  # docker-compose's, not an option
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        "KAIROS_POLCY__THRESHOLD (did you mean KAIROS_POLICY__THRESHOLD?)",
+        "KAIROS_POLICY__THRESHHOLD (did you mean KAIROS_POLICY__THRESHOLD?)",
+        "KAIROS_WORKER__BATCHSIZE (did you mean KAIROS_WORKER__BATCH_SIZE?)",
+        "KAIROS_WORKER__NOPE",
+    ]
+
+
+def test_every_documented_variable_is_known() -> None:
+    documented = set(re.findall(r"`(KAIROS_[A-Z0-9_]+)`", (ROOT / "docs" / "settings.md").read_text()))
+    assert documented and not unknown_variables(dict.fromkeys(documented, ""))
+
+
+def test_a_kairos_command_warns_of_an_unknown_variable_and_still_runs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("KAIROS_POLICY__THRESHHOLD", "0.2")
+    with caplog.at_level(logging.WARNING, logger="stream.settings"):
+        assert main(["settings", "--markdown"]) == 0
+    expected = "ignoring KAIROS_POLICY__THRESHHOLD (did you mean KAIROS_POLICY__THRESHOLD?)"
+    assert [r.getMessage() for r in caplog.records if expected in r.getMessage()]
