@@ -7,6 +7,7 @@ explains each rule.
 from __future__ import annotations
 
 import re
+from string import Formatter
 from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from stream.contract import TRIGGERS
 
+_COLLAPSE_FIELDS = ("user_id", "trigger", "item_id", "category")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -139,12 +141,21 @@ class PushRulesConfig(BaseModel):
     @field_validator("collapse_key_template")
     @classmethod
     def _collapse_template(cls, value: str) -> str:
+        rule = "collapse_key_template may use {user_id}, {trigger}, {item_id}, {category}"
         try:
-            value.format(user_id="u", trigger="t", item_id="i", category="c")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"collapse_key_template may use {{user_id}}, {{trigger}}, {{item_id}}, {{category}}: {exc}"
-            ) from exc
+            fields = [(name, spec, conversion) for _, name, spec, conversion in Formatter().parse(value)]
+        except ValueError as exc:
+            raise ValueError(f"{rule}: {exc}") from exc
+        for name, spec, conversion in fields:
+            if name is None:
+                continue  # literal text
+            if name not in _COLLAPSE_FIELDS or spec or conversion:
+                # A format spec could build a huge string per push ({user_id:>99999999}); an index or
+                # attribute ({user_id[0]}, {user_id.upper}) reaches into the value. A long key is
+                # digested anyway (stream.push_records.collapse_key).
+                plain = "each plain (no format spec, conversion, index or attribute)"
+                field = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+                raise ValueError(f"{rule}, {plain}: {{{field}}}")
         return value
 
     @field_validator("default_time_zone")

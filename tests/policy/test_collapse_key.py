@@ -29,6 +29,17 @@ def test_an_unknown_placeholder_is_refused_at_start() -> None:
         config(collapse_key_template="{user}")
 
 
+@pytest.mark.parametrize("field", ["{user_id:>99999999}", "{user_id!r}", "{user_id[0]}", "{item_id.upper}"])
+def test_a_placeholder_with_a_format_spec_conversion_index_or_attribute_is_refused(field: str) -> None:
+    # {user_id:>99999999} would build a 100 MB string for every push before it is digested.
+    with pytest.raises(ValidationError, match="each plain"):
+        config(collapse_key_template=f"kairos-{field}")
+
+
+def test_literal_braces_are_kept() -> None:
+    assert config(collapse_key_template="{{k}}-{user_id}").collapse_key_template == "{{k}}-{user_id}"
+
+
 @pytest.mark.parametrize(
     ("user_id", "template", "category"),
     [
