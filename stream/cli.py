@@ -55,7 +55,14 @@ def _worker(argv: list[str]) -> int:
     if not settings.kafka.bootstrap_servers:
         broker = EmbeddedBroker(settings.kafka.embedded_host, settings.kafka.embedded_port).start()
         settings.kafka.bootstrap_servers = broker.bootstrap
-        log.info("no broker configured: started the embedded one on %s", broker.bootstrap)
+        # A warning, not news: in production an empty KAIROS_KAFKA__BOOTSTRAP_SERVERS (a compose file
+        # interpolating an unset variable) would otherwise quietly run against a broker that keeps
+        # nothing past this process.
+        log.warning(
+            "no broker configured (KAIROS_KAFKA__BOOTSTRAP_SERVERS is empty): started the embedded "
+            "in-memory broker on %s, for development only; its topics are lost when this process ends",
+            broker.bootstrap,
+        )
     try:
         ensure_topics(settings)
         try:
