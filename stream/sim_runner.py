@@ -177,14 +177,18 @@ class ShopSimulator:
     def _make_consumer(self) -> KafkaConsumer:
         k = self.settings.kafka
         conf: dict[str, Any] = dict(k.confluent_config())
+        session_ms = int(k.session_timeout_seconds * 1000)
         conf.update(
             {
                 "group.id": self.group_id,
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": True,
                 "fetch.wait.max.ms": k.fetch_max_wait_ms,
-                "session.timeout.ms": int(k.session_timeout_seconds * 1000),
+                "session.timeout.ms": session_ms,
                 "heartbeat.interval.ms": int(k.heartbeat_interval_seconds * 1000),
+                # librdkafka refuses a session longer than max.poll.interval.ms (300 s by default);
+                # the settings accept sessions up to 3600 s.
+                "max.poll.interval.ms": max(300_000, session_ms),
             }
         )
         consumer = KafkaConsumer(conf)

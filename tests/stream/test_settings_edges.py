@@ -344,6 +344,17 @@ def test_group_session_and_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch, KAIROS_KAFKA__SESSION_TIMEOUT_SECONDS="45", KAIROS_KAFKA__HEARTBEAT_INTERVAL_SECONDS="3"
     )
     assert (settings.kafka.session_timeout_seconds, settings.kafka.heartbeat_interval_seconds) == (45.0, 3.0)
+    # The longest accepted session still makes kairos simulate's consumer (librdkafka refused one past
+    # its max.poll.interval.ms of 300 s: "`max.poll.interval.ms` must be >= `session.timeout.ms`").
+    from stream.sim_runner import ShopSimulator
+    from stream.simulator import SimConfig
+
+    settings = load(
+        monkeypatch,
+        KAIROS_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1",  # never reached: no read
+        KAIROS_KAFKA__SESSION_TIMEOUT_SECONDS="3600",
+    )
+    ShopSimulator(settings, SimConfig(), create_topics=False)._make_consumer().close()
 
 
 def test_ports_are_tcp_ports(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
