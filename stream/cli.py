@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kairos: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     if args[0] not in ("worker", "console"):  # those two warn once their logging is set up
         from stream.settings import warn_unknown_variables
@@ -236,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         from stream.settings import settings_errors
 
         lines = "\n".join(f"  {line}" for line in settings_errors(exc))
+        print(f"kairos {args[0]}: invalid settings:\n{lines}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SettingsError as exc:  # a dict or list option whose value is not JSON
+        from stream.settings import settings_parse_errors
+
+        lines = "\n".join(f"  {line}" for line in settings_parse_errors(exc))
         print(f"kairos {args[0]}: invalid settings:\n{lines}", file=sys.stderr)
         return EXIT_CONFIG
 

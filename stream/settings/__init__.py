@@ -28,6 +28,7 @@ from stream.settings.variables import (
     setting_variables,
     settings_errors,
     settings_markdown,
+    settings_parse_errors,
     unknown_variables,
     warn_unknown_variables,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "setting_variables",
     "settings_errors",
     "settings_markdown",
+    "settings_parse_errors",
     "unknown_variables",
     "warn_unknown_variables",
 ]

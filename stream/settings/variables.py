@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
+import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -105,6 +108,34 @@ def settings_errors(error: ValidationError) -> list[str]:
             name = "KAIROS_*"
         message = str(item["msg"]).removeprefix("Value error, ")
         lines.append(f"{name}: {message}")
+    return lines
+
+
+def settings_parse_errors(error: Exception, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per ``KAIROS_*`` variable of a dict or list option whose value is not JSON, for the
+    error ``Settings()`` raises then (pydantic-settings names only the group: ``field "policy"``).
+
+    Falls back to the group (``KAIROS_POLICY__*``). The values are never shown (they may be secrets).
+    """
+    environ = os.environ if environ is None else environ
+    found = re.search(r'field "(\w+)"', str(error))
+    group = found.group(1) if found else ""
+    info = Settings.model_fields.get(group)
+    model = info.annotation if info is not None else None
+    lines = []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        upper = {name.upper(): value for name, value in environ.items()}
+        for option, option_info in model.model_fields.items():
+            variable = f"KAIROS_{group.upper()}__{option.upper()}"
+            if variable not in upper or typing.get_origin(option_info.annotation) not in (dict, list):
+                continue
+            try:
+                json.loads(upper[variable])
+            except ValueError as exc:
+                lines.append(f"{variable}: not a JSON value ({exc})")
+    if not lines:
+        name = f"KAIROS_{group.upper()}__*" if group else "KAIROS_*"
+        lines.append(f"{name}: {error}: {error.__cause__ or ''}".rstrip(": "))
     return lines
 
 

@@ -47,6 +47,20 @@ def test_a_refused_setting_is_named_by_its_variable_and_stops_the_command(
     assert "hunter2" not in err and "Traceback" not in err
 
 
+def test_a_dict_option_that_is_not_json_stops_the_command_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pydantic-settings raises SettingsError, not a ValidationError, for a value it cannot decode:
+    # it was a traceback naming only the group ("policy").
+    monkeypatch.setenv("KAIROS_POLICY__TRIGGER_THRESHOLDS", '{"cart_abandonment": 0.1')
+    assert main(["settings"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "kairos settings: invalid settings:\n  KAIROS_POLICY__TRIGGER_THRESHOLDS: not a JSON"
+    )
+    assert "cart_abandonment" not in err and "Traceback" not in err
+
+
 def test_error_lines_name_entries_and_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = refused(monkeypatch, KAIROS_POLICY__TRIGGER_THRESHOLDS='{"in_session": 3}')
     assert lines == ["KAIROS_POLICY__TRIGGER_THRESHOLDS: threshold of in_session must lie in [0, 1], got 3.0"]
