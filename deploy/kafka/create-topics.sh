@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot topic creation for docker-compose (runs in the apache/kafka image). Idempotent.
 # Names and partition counts come from the same KAIROS_* variables the worker reads
-# (stream/settings.py); the defaults below are Settings' defaults. tests/ops checks they agree with
+# (stream/settings/); the defaults below are Settings' defaults. tests/ops checks they agree with
 # stream/topics.py. User-keyed topics share one partition count so a user's events, consent and pushes
 # land on the same partition number.
 set -euo pipefail

@@ -57,8 +57,8 @@ class PushRulesConfig(BaseModel):
     )
     push_ttl_seconds: float = Field(
         3600.0,
-        description="A push expires this long after it is created (not above min_push_lifetime_seconds: "
-        "then every push it applies to is suppressed as expired).",
+        description="A push expires this long after it is created; one at or below "
+        "min_push_lifetime_seconds suppresses every push it applies to as expired.",
     )
     trigger_ttl_seconds: dict[str, float] = Field(
         default_factory=dict,
@@ -95,7 +95,8 @@ class PushRulesConfig(BaseModel):
     collapse_key_template: str = Field(
         "kairos-{user_id}",
         description="Each push's collapse_key: a newer push replaces an undelivered older one with the same "
-        "key; placeholders {user_id}, {trigger}, {item_id}, {category}; a key that is not 1-64 visible ASCII "
+        "key; plain placeholders {user_id}, {trigger}, {item_id}, {category} (no format spec, conversion, "
+        "index or attribute); a key that is not 1-64 visible ASCII "
         "characters (APNs' limit) is sent as kairos- and its BLAKE2b digest; empty: no key.",
     )
 
