@@ -135,8 +135,13 @@ class TopicReader(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - one message must not stop the reader
             self.feed.skip()
             self.error = f"a message on {topic} was skipped: {type(exc).__name__}"
-            if self._failure_logs.take() is not None:
-                log.exception("console reader: a message on %s was skipped", topic)
+            held = self._failure_logs.take()
+            if held is not None:
+                log.exception(
+                    "console reader: a message on %s was skipped (%d such lines held back before this one)",
+                    topic,
+                    held,
+                )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop reading and wait for the thread."""

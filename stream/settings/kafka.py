@@ -22,6 +22,7 @@ TOPIC_NAME_RULE = (
     "A Kafka topic name (letters, digits, '.', '_', '-'; at most 249), unlike every other topic's."
 )
 CHANGELOG_SUFFIX = "-user-state-changelog"  # the user-state changelog is <worker.app_id><this>
+APP_ID_MAX_LENGTH = 249 - len(CHANGELOG_SUFFIX)  # so that the changelog's name is one Kafka accepts
 TOPIC_FIELDS = ("events", "catalog", "consent", "pushes", "dead_letters", "decisions")  # TopicsConfig's names
 
 
@@ -231,12 +232,19 @@ class TopicsConfig(BaseModel):
         seen: dict[str, str] = {}
         for name in TOPIC_FIELDS:
             topic = getattr(self, name)
-            if topic in seen:
+            # Kafka refuses a topic whose name differs from another's only by '.' and '_' (they
+            # collide in its metrics' names): the second topic could never be created.
+            same = topic.replace(".", "_")
+            if same in seen:
+                first = getattr(self, seen[same])
+                both = f"are both {topic!r}"
+                if first != topic:
+                    both = f"({first!r}, {topic!r}) differ only by '.' and '_'"
                 raise ValueError(
-                    f"KAIROS_TOPICS__{seen[topic].upper()} and KAIROS_TOPICS__{name.upper()} are both "
-                    f"{topic!r}: every topic needs its own name"
+                    f"KAIROS_TOPICS__{seen[same].upper()} and KAIROS_TOPICS__{name.upper()} {both}: "
+                    "every topic needs its own name"
                 )
-            seen[topic] = name
+            seen[same] = name
         return self
 
     @field_validator("replication_factor")

@@ -40,19 +40,32 @@ def setting_variables() -> list[str]:
     return names
 
 
+def _dict_variables() -> list[str]:
+    """The variables of the options that are dicts (each key may be set as a variable of its own)."""
+    names = []
+    for name, info in Settings.model_fields.items():
+        group = info.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            for option, field in group.model_fields.items():
+                if typing.get_origin(field.annotation) is dict:
+                    names.append(f"KAIROS_{name.upper()}__{option.upper()}")
+    return names
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """The ``KAIROS_*`` variables in ``environ`` that set nothing, each with the option it most likely
     meant: the settings ignore unknown names (an option removed since a deployment was written must not
     stop it), so a misspelt one (``KAIROS_POLICY__THRESHHOLD``) would otherwise go unnoticed."""
     known = setting_variables()
     known_upper = set(known)
+    dicts = set(_dict_variables())
     lines = []
     for variable in sorted(environ):
         name = variable.upper()
         if not name.startswith("KAIROS_") or name in NOT_SETTINGS:
             continue
         # A dict option may be set one key at a time (KAIROS_POLICY__TRIGGER_THRESHOLDS__PRICE_DROP).
-        if name in known_upper or (name.count("__") > 1 and "__".join(name.split("__")[:2]) in known_upper):
+        if name in known_upper or (name.count("__") > 1 and "__".join(name.split("__")[:2]) in dicts):
             continue
         lines.append(variable + _did_you_mean(name, known))
     return lines

@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from stream.settings.kafka import CHANGELOG_SUFFIX, TOPIC_NAME
+from stream.settings.kafka import APP_ID_MAX_LENGTH, CHANGELOG_SUFFIX, check_topic_name
 from stream.settings.paths import PROJECT_ROOT
 
 
@@ -56,7 +56,7 @@ class WorkerConfig(BaseModel):
     app_id: str = Field(
         "kairos",
         description="Consumer group / application id; also prefixes changelog topics and names the state "
-        "folder: 1 to 228 letters, digits, '.', '_' or '-' (not '.' or '..').",
+        f"folder: 1 to {APP_ID_MAX_LENGTH} letters, digits, '.', '_' or '-' (not '.' or '..').",
     )
     state_dir: Path = Field(
         PROJECT_ROOT / ".kairos" / "state",
@@ -240,12 +240,15 @@ class WorkerConfig(BaseModel):
     def _app_id(cls, value: str) -> str:
         # The group id (librdkafka aborts the process on an empty one), the changelog topic's prefix
         # and a folder under state_dir ('..' would be state_dir's parent).
-        longest = 249 - len(CHANGELOG_SUFFIX)
-        if not TOPIC_NAME.match(value) or value in (".", "..") or len(value) > longest:
+        try:
+            if value in ("", ".", ".."):  # a folder's own names; nothing
+                raise ValueError(value)
+            check_topic_name(value + CHANGELOG_SUFFIX)  # holds Kafka's rule, and so the length
+        except ValueError:
             raise ValueError(
                 f"{value!r} cannot name the group, the changelog topic and the state folder: 1 to "
-                f"{longest} letters, digits, '.', '_' or '-' (not '.' or '..')"
-            )
+                f"{APP_ID_MAX_LENGTH} letters, digits, '.', '_' or '-' (not '.' or '..')"
+            ) from None
         return value
 
 

@@ -575,3 +575,15 @@ def test_a_kairos_command_warns_of_an_unknown_variable_and_still_runs(
         assert main(["settings", "--markdown"]) == 0
     expected = "ignoring KAIROS_POLICY__THRESHHOLD (did you mean KAIROS_POLICY__THRESHOLD?)"
     assert [r.getMessage() for r in caplog.records if expected in r.getMessage()]
+
+
+def test_topic_names_kafka_takes_for_one_are_refused() -> None:
+    with pytest.raises(ValidationError, match=r"\('shop.events', 'shop_events'\) differ only by '.' and '_'"):
+        Settings(topics={"events": "shop.events", "consent": "shop_events"})
+
+
+def test_only_a_dict_option_takes_a_variable_per_key() -> None:
+    assert not unknown_variables({"KAIROS_POLICY__TRIGGER_THRESHOLDS__PRICE_DROP": "0.3"})
+    assert unknown_variables({"KAIROS_WORKER__APP_ID__X": "y"}) == [
+        "KAIROS_WORKER__APP_ID__X (did you mean KAIROS_WORKER__APP_ID?)"
+    ]
