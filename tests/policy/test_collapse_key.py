@@ -68,3 +68,19 @@ def test_a_key_that_would_not_fit_a_header_is_sent_as_its_digest(
 def test_a_key_of_64_visible_ascii_characters_is_sent_as_is() -> None:
     push = build_push("u" * 57, candidate("i1"), Verdict("emit", "ok"), T0, config(), "m1")
     assert push.collapse_key == "kairos-" + "u" * 57
+
+
+def test_every_placeholder_the_settings_accept_is_filled_when_a_push_is_built() -> None:
+    # The settings' list of placeholders and the values collapse_key passes are two lists: in step.
+    from stream.policy_config.push_rules import _COLLAPSE_FIELDS
+
+    template = "-".join("{" + name + "}" for name in _COLLAPSE_FIELDS)
+    push = build_push(
+        "u1",
+        candidate("i1", category="c"),
+        Verdict("emit", "ok"),
+        T0,
+        config(collapse_key_template=template),
+        "m1",
+    )
+    assert push.collapse_key is not None and "{" not in push.collapse_key
