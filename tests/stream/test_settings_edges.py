@@ -239,26 +239,6 @@ def test_the_batch_size_is_one_the_reader_can_ask_for(monkeypatch: pytest.Monkey
         assert load(monkeypatch, KAIROS_WORKER__BATCH_SIZE=value).worker.batch_size == int(value)
 
 
-@pytest.mark.parametrize(
-    ("variable", "values"),
-    [
-        # 0 made the client's socket non-blocking, a negative value or 1e300 raised in settimeout: the
-        # server closed every connection whose request was not already there, so probes failed.
-        ("KAIROS_WORKER__WEB_SOCKET_TIMEOUT_SECONDS", ("0", "-1", "3600.5", "1e300")),
-        # 0 or less: /healthz (or /readyz) failed all the time, so the orchestrator restarted the worker.
-        ("KAIROS_WORKER__LOOP_STALL_SECONDS", ("0", "-1")),
-        ("KAIROS_WORKER__CONSUME_STALL_SECONDS", ("0", "-1")),
-        ("KAIROS_WORKER__BROKER_TIMEOUT_SECONDS", ("0", "-1")),
-    ],
-)
-def test_health_timeouts_are_positive(
-    monkeypatch: pytest.MonkeyPatch, variable: str, values: tuple[str]
-) -> None:
-    for value in values:
-        (line,) = refused(monkeypatch, **{variable: value})
-        assert line.startswith(f"{variable}: Input should be")
-
-
 def test_the_broker_probe_comes_within_the_broker_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     # An idle worker hears from the broker only through the probe: probing every 60 s with a 30 s
     # timeout turned it unready for half of every minute.
@@ -274,6 +254,13 @@ def test_the_broker_probe_comes_within_the_broker_timeout(monkeypatch: pytest.Mo
 @pytest.mark.parametrize(
     ("variable", "values"),
     [
+        # 0 made the client's socket non-blocking, a negative value or 1e300 raised in settimeout: the
+        # server closed every connection whose request was not already there, so probes failed.
+        ("KAIROS_WORKER__WEB_SOCKET_TIMEOUT_SECONDS", ("0", "-1", "3600.5", "1e300")),
+        # 0 or less: /healthz (or /readyz) failed all the time, so the orchestrator restarted the worker.
+        ("KAIROS_WORKER__LOOP_STALL_SECONDS", ("0", "-1")),
+        ("KAIROS_WORKER__CONSUME_STALL_SECONDS", ("0", "-1")),
+        ("KAIROS_WORKER__BROKER_TIMEOUT_SECONDS", ("0", "-1")),
         # 0 or less: the probe thread pinged the broker back to back (Event.wait(0)); past
         # threading.TIMEOUT_MAX (1e10) Event.wait raised OverflowError and the probe thread died.
         # A day is the most accepted (readiness needs a probe within the broker timeout anyway).
@@ -286,7 +273,7 @@ def test_the_broker_probe_comes_within_the_broker_timeout(monkeypatch: pytest.Mo
         ("KAIROS_WORKER__BATCH_WAIT_SECONDS", ("0", "-1")),
     ],
 )
-def test_loop_intervals_are_positive(
+def test_health_timeouts_and_loop_intervals_are_positive(
     monkeypatch: pytest.MonkeyPatch, variable: str, values: tuple[str]
 ) -> None:
     for value in values:
