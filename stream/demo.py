@@ -302,14 +302,22 @@ def demo_main(argv: list[str]) -> int:
                 last_metrics = _scrape(web_port) or last_metrics
                 next_scrape = time.monotonic() + 5.0
             stop.wait(0.2)
-        time.sleep(2.0)  # let the last events through before counting
+        sim.stop()  # no more events: what was produced is what the worker must count
+        sim_summary = sim.summary()
+        produced = int(sum(v for k, v in sim_summary.items() if k.startswith("produced.event"))) + bad_index
+        # Let the last events through before counting: wait (up to 10 s) until the worker has counted
+        # every event produced, so the summary does not show the ones still in flight as missing.
+        deadline = time.monotonic() + 10.0
+        while True:
+            worker_metrics = _scrape(web_port) or last_metrics
+            if worker_metrics.get("kairos_events_total", 0) >= produced or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        time.sleep(1.0)  # and the pushes those last events made, through to the topic tail
         tail.stop_event.set()
         tail.join(5)
-        worker_metrics = _scrape(web_port) or last_metrics
-        sim_summary = sim.summary()
         summary = {
-            "events": int(sum(v for k, v in sim_summary.items() if k.startswith("produced.event")))
-            + bad_index,
+            "events": produced,
             "events_processed": int(worker_metrics.get("kairos_events_total", 0)),
             "pushes": tail.pushes,
             "unique_push_ids": len(tail.push_ids),
