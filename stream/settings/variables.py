@@ -27,29 +27,25 @@ log = logging.getLogger(__name__)
 NOT_SETTINGS = frozenset({"KAIROS_MODELS_HOST_DIR", "KAIROS_TEST_ARTIFACTS"})
 
 
-def setting_variables() -> list[str]:
-    """Every environment variable that sets an option: ``KAIROS_<OPTION>`` for the top-level ones,
-    ``KAIROS_<GROUP>__<OPTION>`` for the options of a group."""
-    names = []
+def _options() -> list[tuple[str, object]]:
+    """Every option as (its environment variable, its type): ``KAIROS_<OPTION>`` for the top-level
+    ones, ``KAIROS_<GROUP>__<OPTION>`` for the options of a group."""
+    options: list[tuple[str, object]] = []
     for name, info in Settings.model_fields.items():
         group = info.annotation
         if isinstance(group, type) and issubclass(group, BaseModel):
-            names += [f"KAIROS_{name.upper()}__{option.upper()}" for option in group.model_fields]
+            options += [
+                (f"KAIROS_{name.upper()}__{option.upper()}", field.annotation)
+                for option, field in group.model_fields.items()
+            ]
         else:
-            names.append(f"KAIROS_{name.upper()}")
-    return names
+            options.append((f"KAIROS_{name.upper()}", group))
+    return options
 
 
-def _dict_variables() -> list[str]:
-    """The variables of the options that are dicts (each key may be set as a variable of its own)."""
-    names = []
-    for name, info in Settings.model_fields.items():
-        group = info.annotation
-        if isinstance(group, type) and issubclass(group, BaseModel):
-            for option, field in group.model_fields.items():
-                if typing.get_origin(field.annotation) is dict:
-                    names.append(f"KAIROS_{name.upper()}__{option.upper()}")
-    return names
+def setting_variables() -> list[str]:
+    """Every environment variable that sets an option."""
+    return [variable for variable, _ in _options()]
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
@@ -58,7 +54,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     stop it), so a misspelt one (``KAIROS_POLICY__THRESHHOLD``) would otherwise go unnoticed."""
     known = setting_variables()
     known_upper = set(known)
-    dicts = set(_dict_variables())
+    dicts = {variable for variable, kind in _options() if typing.get_origin(kind) is dict}
     lines = []
     for variable in sorted(environ):
         name = variable.upper()
