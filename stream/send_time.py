@@ -215,9 +215,33 @@ def _candidates(now: float, deadline: float, zone: ZoneInfo, config: PolicyConfi
 
 def _quiet_end_on(day: date, zone: ZoneInfo, end: int) -> float:
     """When quiet hours end on local ``day`` (``end``: minutes after midnight): the same wall-clock
-    construction as the policy's release time (a quiet end inside a spring-forward gap resolves the way
-    ``stream.user_facts.quiet_hours_end`` resolves it)."""
-    return datetime.combine(day, time(end // 60, end % 60), tzinfo=zone).timestamp()
+    construction as the policy's release time (:func:`local_instant`)."""
+    return local_instant(day, end, zone)
+
+
+def local_instant(day: date, minutes: int, zone: ZoneInfo) -> float:
+    """The first instant (epoch seconds) the wall clock of ``zone`` reads ``minutes`` after midnight of
+    local ``day``; when that wall time does not exist (a spring-forward gap), the first instant after
+    the gap, where the wall clock first reads a later time.
+
+    (Python's default, ``fold=0``, reads a time in the gap with the offset before it, which lands as far
+    past the gap as the time is into it: 02:30 in New York's 02:00-03:00 gap became 03:30 EDT, half an
+    hour after quiet hours ending at 02:30 had ended by the wall clock.)
+    """
+    wall = datetime.combine(day, time(minutes // 60, minutes % 60))
+    at = wall.replace(tzinfo=zone).timestamp()
+    if datetime.fromtimestamp(at, zone).replace(tzinfo=None) == wall:
+        return at
+    # In a gap: ``fold=1`` reads it with the offset after it, an instant before the gap; the
+    # transition lies between the two, and wall time only rises in between. Offsets are whole seconds.
+    lo, hi = wall.replace(tzinfo=zone, fold=1).timestamp(), at
+    while hi - lo > 1.0:
+        mid = math.floor((lo + hi) / 2.0)
+        if datetime.fromtimestamp(mid, zone).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)
 
 
 def learned(hours: EngagementHours, now: float, config: PolicyConfig) -> bool:

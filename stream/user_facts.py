@@ -18,6 +18,7 @@ from stream import rules
 from stream.interest import decay_factor
 from stream.policy_config import PolicyConfig
 from stream.policy_state import PushRecord, UserPolicyState
+from stream.send_time import local_instant
 
 
 @lru_cache(maxsize=1 << 16)  # asked at every decision of a user; a hash per ask was a visible cost
@@ -71,7 +72,7 @@ def quiet_hours_end(now: float, zone: ZoneInfo, config: PolicyConfig) -> float |
         day = local.date()
     else:
         return None
-    release = datetime.combine(day, time(end // 60, end % 60), tzinfo=zone).timestamp()
+    release = local_instant(day, end, zone)
     if release <= now:
         # The end's wall time comes twice tonight (a fall-back hour) and its first time has passed: the
         # shopper is in the second one, so quiet hours end at the second.

@@ -118,11 +118,32 @@ def test_quiet_hours_across_dst_changes():
     assert quiet_hours_end(local_ts("America/New_York", 2024, 11, 2, 22, 30), new_york, cfg) == utc(
         2024, 11, 3, 13
     )
-    # An end inside the spring-forward gap (02:30 does not exist on 31 March) releases right after the gap.
+    # An end inside the spring-forward gap (02:30 does not exist on 31 March) releases right after the
+    # gap, at 03:00 CEST, when the wall clock says quiet hours are over (not at 03:30, half an hour on).
     gap = config(quiet_hours_start="22:00", quiet_hours_end="02:30")
     assert quiet_hours_end(local_ts("Europe/Berlin", 2024, 3, 30, 23, 0), berlin, gap) == utc(
-        2024, 3, 31, 1, 30
+        2024, 3, 31, 1, 0
     )
+    assert quiet_hours_end(utc(2024, 3, 31, 1, 0), berlin, gap) is None
+    assert quiet_hours_end(utc(2024, 3, 31, 1, 0) - 1, berlin, gap) == utc(2024, 3, 31, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("zone_name", "end", "night", "after_gap"),
+    [
+        ("America/New_York", "02:30", (2024, 3, 9, 23, 0), (2024, 3, 10, 7, 0)),  # 03:00 EDT
+        ("Australia/Lord_Howe", "02:15", (2024, 10, 5, 23, 0), (2024, 10, 5, 15, 30)),  # 02:30 +11:00
+        ("Pacific/Chatham", "03:00", (2024, 9, 28, 23, 0), (2024, 9, 28, 14, 0)),  # 03:45 CHADT +13:45
+        ("America/Havana", "00:30", (2024, 3, 9, 23, 0), (2024, 3, 10, 5, 0)),  # 01:00 CDT, a midnight gap
+    ],
+)
+def test_quiet_hours_ending_in_a_spring_forward_gap_end_when_the_gap_ends(zone_name, end, night, after_gap):
+    cfg = config(quiet_hours_start="22:00", quiet_hours_end=end)
+    zone = user_zone(UserPolicyState(time_zone=zone_name), cfg)
+    release = quiet_hours_end(local_ts(zone_name, *night), zone, cfg)
+    assert release == utc(*after_gap)
+    assert quiet_hours_end(release, zone, cfg) is None  # the wall clock is past the end
+    assert quiet_hours_end(release - 1, zone, cfg) == release  # and was not a second before
 
 
 def test_quiet_hours_hold_drop_and_expiry():
