@@ -18,10 +18,11 @@ Everything here is pure: time is an argument, iteration is in time order, ties g
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from stream.policy_config import PolicyConfig
+from stream.quiet_hours import in_quiet_hours, local_instant
 
 HOURS = 24
 # Stored counts are rounded to this many decimals in :meth:`EngagementHours.to_list`.
@@ -172,21 +173,6 @@ def observe_stored(
     return out if len(out) > 1 else None
 
 
-def _in_quiet_hours(ts: float, zone: ZoneInfo, start: int, end: int) -> bool:
-    """Whether ``ts`` falls in quiet hours (minutes after local midnight; ``start == end``: none).
-
-    The same rule as :func:`stream.user_facts.quiet_hours_end` (kept here so the policy may import this
-    module; a test checks both agree).
-    """
-    if start == end:
-        return False
-    local = datetime.fromtimestamp(ts, zone)
-    minute = local.hour * 60 + local.minute + local.second / 60.0
-    if start < end:
-        return start <= minute < end
-    return minute >= start or minute < end
-
-
 def _candidates(now: float, deadline: float, zone: ZoneInfo, config: PolicyConfig) -> list[tuple[float, int]]:
     """(instant, local hour) of every reachable send time after ``now`` and before ``deadline``, in order.
 
@@ -206,42 +192,11 @@ def _candidates(now: float, deadline: float, zone: ZoneInfo, config: PolicyConfi
         day = datetime.fromtimestamp(now, zone).date()
         last = datetime.fromtimestamp(deadline, zone).date()
         while day <= last:
-            at = _quiet_end_on(day, zone, end)
+            at = local_instant(day, end, zone)
             if now < at < deadline:
                 found[at] = datetime.fromtimestamp(at, zone).hour
             day += timedelta(days=1)
-    return [(at, found[at]) for at in sorted(found) if not _in_quiet_hours(at, zone, start, end)]
-
-
-def _quiet_end_on(day: date, zone: ZoneInfo, end: int) -> float:
-    """When quiet hours end on local ``day`` (``end``: minutes after midnight): the same wall-clock
-    construction as the policy's release time (:func:`local_instant`)."""
-    return local_instant(day, end, zone)
-
-
-def local_instant(day: date, minutes: int, zone: ZoneInfo) -> float:
-    """The first instant (epoch seconds) the wall clock of ``zone`` reads ``minutes`` after midnight of
-    local ``day``; when that wall time does not exist (a spring-forward gap), the first instant after
-    the gap, where the wall clock first reads a later time.
-
-    (Python's default, ``fold=0``, reads a time in the gap with the offset before it, which lands as far
-    past the gap as the time is into it: 02:30 in New York's 02:00-03:00 gap became 03:30 EDT, half an
-    hour after quiet hours ending at 02:30 had ended by the wall clock.)
-    """
-    wall = datetime.combine(day, time(minutes // 60, minutes % 60))
-    at = wall.replace(tzinfo=zone).timestamp()
-    if datetime.fromtimestamp(at, zone).replace(tzinfo=None) == wall:
-        return at
-    # In a gap: ``fold=1`` reads it with the offset after it, an instant before the gap; the
-    # transition lies between the two, and wall time only rises in between. Offsets are whole seconds.
-    lo, hi = wall.replace(tzinfo=zone, fold=1).timestamp(), at
-    while hi - lo > 1.0:
-        mid = math.floor((lo + hi) / 2.0)
-        if datetime.fromtimestamp(mid, zone).replace(tzinfo=None) >= wall:
-            hi = mid
-        else:
-            lo = mid
-    return float(hi)
+    return [(at, found[at]) for at in sorted(found) if not in_quiet_hours(at, zone, start, end)]
 
 
 def learned(hours: EngagementHours, now: float, config: PolicyConfig) -> bool:
@@ -264,7 +219,7 @@ def earliest_send_time(now: float, zone: ZoneInfo, config: PolicyConfig) -> floa
         return first
     day = datetime.fromtimestamp(now, zone).date()
     for _ in range(2):  # the quiet end of today, else of tomorrow (as _candidates finds them)
-        at = _quiet_end_on(day, zone, end)
+        at = local_instant(day, end, zone)
         if now < at:
             return min(first, at)
         day += timedelta(days=1)
@@ -290,7 +245,7 @@ def send_at(
     if deadline <= now:
         return now
     start, end = config.quiet_minutes()
-    if _in_quiet_hours(now, zone, start, end):
+    if in_quiet_hours(now, zone, start, end):
         return now
     # Stored counts have the decayed counts' ratios: compare them directly.
     counts = hours.counts

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,7 +17,7 @@ from stream import rules
 from stream.interest import decay_factor
 from stream.policy_config import PolicyConfig
 from stream.policy_state import PushRecord, UserPolicyState
-from stream.send_time import local_instant
+from stream.quiet_hours import quiet_end
 
 
 @lru_cache(maxsize=1 << 16)  # asked at every decision of a user; a hash per ask was a visible cost
@@ -51,33 +50,9 @@ def user_zone(state: UserPolicyState, config: PolicyConfig) -> ZoneInfo:
 
 
 def quiet_hours_end(now: float, zone: ZoneInfo, config: PolicyConfig) -> float | None:
-    """When the quiet hours around ``now`` end (epoch seconds), or None when ``now`` is outside them.
-
-    Quiet hours are wall-clock times in the user's zone, so across a DST change the window is an hour
-    shorter or longer in real time. An end time that does not exist that night (inside a spring-forward
-    gap) resolves to the first instant after the gap.
-    """
-    start, end = config.quiet_minutes()
-    if start == end:
-        return None
-    local = datetime.fromtimestamp(now, zone)
-    minute = local.hour * 60 + local.minute + local.second / 60.0
-    if start < end:
-        if not start <= minute < end:
-            return None
-        day = local.date()
-    elif minute >= start:
-        day = local.date() + timedelta(days=1)
-    elif minute < end:
-        day = local.date()
-    else:
-        return None
-    release = local_instant(day, end, zone)
-    if release <= now:
-        # The end's wall time comes twice tonight (a fall-back hour) and its first time has passed: the
-        # shopper is in the second one, so quiet hours end at the second.
-        release = datetime.combine(day, time(end // 60, end % 60, fold=1), tzinfo=zone).timestamp()
-    return release
+    """When the quiet hours around ``now`` end (epoch seconds), or None when ``now`` is outside them
+    (the rule, across DST changes included: :mod:`stream.quiet_hours`)."""
+    return quiet_end(now, zone, *config.quiet_minutes())
 
 
 def current_offset(state: UserPolicyState, now: float, config: PolicyConfig) -> float:

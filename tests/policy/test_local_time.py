@@ -146,6 +146,36 @@ def test_quiet_hours_ending_in_a_spring_forward_gap_end_when_the_gap_ends(zone_n
     assert quiet_hours_end(release - 1, zone, cfg) == release  # and was not a second before
 
 
+@pytest.mark.parametrize(
+    ("zone_name", "quiet", "first_start", "in_the_hole"),
+    [
+        # New York falls back at 02:00 EDT to 01:00 EST (3 November 2024). Quiet hours from 01:30 began
+        # at 01:30 EDT; at 01:10 EST the wall clock reads before 01:30 again, but the night goes on.
+        ("America/New_York", ("01:30", "08:00"), (2024, 11, 3, 5, 30), (2024, 11, 3, 6, 10)),
+        # Santiago falls back at midnight to 23:00 (-04) on 6 April 2024: a night starting at 23:30
+        # (-03) that wraps midnight goes on through 23:00-23:30 (-04).
+        ("America/Santiago", ("23:30", "07:00"), (2024, 4, 7, 2, 30), (2024, 4, 7, 3, 10)),
+        # Lord Howe's half-hour fall back: 02:00 (+11) to 01:30 (+10:30) on 7 April 2024.
+        ("Australia/Lord_Howe", ("01:45", "08:00"), (2024, 4, 6, 14, 45), (2024, 4, 6, 15, 5)),
+    ],
+)
+def test_a_night_whose_start_comes_twice_begins_at_the_first_and_has_no_hole(
+    zone_name, quiet, first_start, in_the_hole
+):
+    cfg = config(quiet_hours_start=quiet[0], quiet_hours_end=quiet[1])
+    zone = user_zone(UserPolicyState(time_zone=zone_name), cfg)
+    begins = utc(*first_start)
+    assert quiet_hours_end(begins - 1, zone, cfg) is None
+    release = quiet_hours_end(begins, zone, cfg)
+    assert release is not None
+    t = begins
+    while t < release:  # quiet every minute of the night, the repeated wall times included
+        assert quiet_hours_end(t, zone, cfg) == release, datetime.fromtimestamp(t, zone)
+        t += 60
+    assert quiet_hours_end(utc(*in_the_hole), zone, cfg) == release
+    assert quiet_hours_end(release, zone, cfg) is None
+
+
 def test_quiet_hours_hold_drop_and_expiry():
     night = local_ts("Europe/Berlin", 2024, 3, 30, 23, 0)
     state = UserPolicyState(time_zone="Europe/Berlin")
