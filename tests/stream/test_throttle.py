@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.engine import Engine, Outcome
+from stream.engine import Engine, Inbound, Outcome
 from stream.partitioning import partition_for
-from stream.throttle import PushThrottle
+from stream.throttle import THROTTLE_ROW, PushThrottle
 from tests.policy.conftest import candidate, config
 from tests.stream.fakes import PARTITIONS, T0, DictState, ev, make_engine, make_settings
 
@@ -83,3 +83,19 @@ def test_the_engine_throttles_in_stream_order_whatever_the_batching() -> None:
     assert sorted({at for _, at in pushes if at >= T0 + 60})[0] == T0 + 61  # released as the clock moved on
     for batch in (1, 7):
         assert _run(batch) == (pushes, suppressions)
+
+
+def test_an_erased_users_waiting_push_is_dropped_not_sent_later() -> None:
+    engine: Engine = make_engine(make_settings(max_pushes_per_minute=24.0))
+    store = DictState()
+    records = _burst(15)
+    burst, ticks = records[:30], records[30:]
+    engine.process(burst, store)
+    throttle = engine.part(0).throttle
+    doomed = throttle.queue[2].user_id
+    waiting = len(throttle.queue)
+    engine.process([Inbound("consent", 0, 99, doomed.encode(), None)], store)
+    assert len(throttle.queue) == waiting - 1 and all(p.user_id != doomed for p in throttle.queue)
+    assert doomed.encode() not in store.get(0, THROTTLE_ROW)  # the stored queue forgot it too
+    out = engine.process(ticks, store)
+    assert len(out.pushes) == waiting - 1 and all(p.user_id != doomed for _, p in out.pushes)
