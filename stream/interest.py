@@ -282,6 +282,10 @@ class InterestIndex:
         hits = [(item, u) for item, bucket in self._items.items() for u in user_ids & bucket.entries.keys()]
         for item, user in hits:
             self.discard(item, user)
+        for item in {item for item, _ in hits}:  # their lazily deleted heap entries go too
+            bucket = self._items.get(item)
+            if bucket is not None:
+                bucket.rebuild()
         return len(hits)
 
     # -- persistence: rows per item (update order) and per (item, user) in the state store ----------

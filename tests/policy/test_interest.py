@@ -126,6 +126,15 @@ def test_interest_index_keeps_top_users_per_item():
     assert index.users_for("unknown", T0, 0.0) == []
 
 
+def test_purging_users_leaves_no_trace_of_them_in_the_heaps():
+    index = InterestIndex(per_item=3, max_entries=100, half_life_seconds=3600.0)
+    for user, interest in (("gone", 0.9), ("stay", 0.8)):
+        index.update("i1", user, interest, T0)
+    assert index.purge_users({"gone"}) == 1  # erasure: nothing of the user in memory, stale or not
+    assert [u for _, u in index._items["i1"].heap] == ["stay"]
+    assert [u for u, _, _ in index.users_for("i1", T0, 0.0)] == ["stay"]
+
+
 def test_interest_index_total_size_is_bounded_and_round_trips():
     index = InterestIndex(per_item=5, max_entries=40, half_life_seconds=3600.0)
     for n in range(1000):
