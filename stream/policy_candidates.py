@@ -79,7 +79,8 @@ def make_candidate(
         promotion_id=promo.promotion_id if active and promo is not None else None,
         discount=discount,
         in_stock=catalog is not None and catalog.stock > 0,
-        promotion_valid=True,
+        # A promotion_ending timer outlives a promotion withdrawn early: nothing is ending then.
+        promotion_valid=active or trigger != "promotion_ending",
         event_ts=event_ts,
         cause=cause,
         source=source,

@@ -948,3 +948,31 @@ def test_quiet_hours_hold_and_release_at_their_end() -> None:
     ]
     state = store.user("u1")
     assert state.policy.held == [] and [r.created_at for r in state.policy.pushes] == [morning]
+
+
+def test_a_promotion_withdrawn_early_sends_no_promotion_ending() -> None:
+    """The promotion_ending timer armed when a promotion starts outlives the promotion when the catalog
+    withdraws it early: when it fires, nothing is ending and nothing is sent (``promotion_invalid``)."""
+    from stream.contract import Promotion
+
+    promo = Promotion(promotion_id="p1", discount=0.2, starts_at=T0 + 60, ends_at=T0 + 10 * 3600)
+    started = catalog_entry("i1", updated_at=T0 + 60).model_copy(update={"promotion": promo})
+
+    def run(withdrawn: bool) -> Outcome:
+        thresholds = {"promotion_start": 0.99, "promotion_ending": 0.0}
+        engine = make_engine(make_settings(trigger_thresholds=thresholds))
+        store = DictState()
+        engine.process([ev("e1", "u1", "view", "i1", T0)], store)  # interest 0.5: indexed
+        engine.apply_catalog([catalog_record(started)], store)
+        engine.process([ev("n1", neighbour_of("u1"), "view", "i2", T0 + 120)], store)  # timer at T0 + 7 h
+        if withdrawn:
+            engine.apply_catalog([catalog_record(catalog_entry("i1", updated_at=T0 + 3600))], store)
+        return engine.process([ev("n2", neighbour_of("u1"), "view", "i2", T0 + 8 * 3600)], store)
+
+    running = run(withdrawn=False)
+    assert [(p.user_id, p.trigger, p.promotion_id) for _, p in running.pushes] == [
+        ("u1", "promotion_ending", "p1")
+    ]
+    withdrawn = run(withdrawn=True)
+    assert [p for _, p in withdrawn.pushes if p.trigger == "promotion_ending"] == []
+    assert withdrawn.suppressions[("promotion_ending", "promotion_invalid")] == 1
