@@ -70,7 +70,8 @@ def explain(candidate: Candidate, verdict: Verdict) -> str:
     elif c.trigger == "back_in_stock":
         offer = "it is back in stock"
     elif c.trigger == "promotion_ending" and c.discount > 0:
-        left = (c.promotion_ends_at - c.event_ts) if c.promotion_ends_at is not None else None
+        # From the decision's time: the timer's event_ts is when it was armed, hours before.
+        left = c.features.get("promotion_ends_in_seconds")
         offer = (
             f"the {_percent(c.discount)} discount ends in {_duration(left)}"
             if left and left > 0

@@ -359,6 +359,19 @@ def test_explanations_read_well(cfg):
         "i1", "promotion_ending", 1, 0.9, T0, cfg, catalog=catalog(promotion=promo), cause="e", event_ts=T0
     )
     assert explain(ending, Verdict("emit", "ok")) == "The 20 % discount ends in 3 hours"
+    # The timer was armed (event_ts) seven hours before it fired: the time left is the decision's.
+    late = make_candidate(
+        "i1",
+        "promotion_ending",
+        1,
+        0.9,
+        T0,
+        cfg,
+        catalog=catalog(promotion=promo),
+        cause="e",
+        event_ts=T0 - 7 * 3600,
+    )
+    assert explain(late, Verdict("emit", "ok")) == "The 20 % discount ends in 3 hours"
     back = make_candidate(
         "i1",
         "back_in_stock",
