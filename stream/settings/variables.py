@@ -129,14 +129,13 @@ def settings_parse_errors(error: Exception, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     found = re.search(r'field "(\w+)"', str(error))
     group = found.group(1) if found else ""
-    info = Settings.model_fields.get(group)
-    model = info.annotation if info is not None else None
     lines = []
-    if isinstance(model, type) and issubclass(model, BaseModel):
+    if group:
         upper = {name.upper(): value for name, value in environ.items()}
-        for option, option_info in model.model_fields.items():
-            variable = f"KAIROS_{group.upper()}__{option.upper()}"
-            if variable not in upper or typing.get_origin(option_info.annotation) not in (dict, list):
+        for variable, kind in _options():
+            if not variable.startswith(f"KAIROS_{group.upper()}__") or variable not in upper:
+                continue
+            if typing.get_origin(kind) not in (dict, list):
                 continue
             try:
                 json.loads(upper[variable])
