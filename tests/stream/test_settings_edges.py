@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
 
 from stream.cli import EXIT_CONFIG, main
+from stream.policy_config import PolicyConfig
+from stream.send_time import observe_stored
 from stream.settings import Settings, settings_errors, unknown_variables
+from stream.state import UserState
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -372,27 +376,27 @@ def test_ports_are_tcp_ports(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     assert exit_info.value.code == 2 and "--web-port must be 0-65535, got -1" in capsys.readouterr().err
 
 
+def observe_hour(state: UserState, ts: float, policy: PolicyConfig) -> None:
+    """Count an open at ``ts`` in the user's engagement hours, at the policy's weight and half-life."""
+    state.policy.send_hours = observe_stored(
+        state.policy.send_hours,
+        ts,
+        ZoneInfo("UTC"),
+        policy.send_time_open_weight,
+        policy.send_time_half_life_seconds,
+    )
+
+
 def test_the_send_time_open_weight_keeps_the_stored_hours_encodable(monkeypatch: pytest.MonkeyPatch) -> None:
     # 1e300 (or anything near 2 ** 64) made a shopper's engagement hour a whole number past msgpack's
     # integers: the user's state could not be encoded at the first push open (OverflowError mid-stream).
-    from zoneinfo import ZoneInfo
-
-    from stream.send_time import observe_stored
-    from stream.state import UserState
-
     (line,) = refused(monkeypatch, KAIROS_POLICY__SEND_TIME_OPEN_WEIGHT="1e300")
     assert line == "KAIROS_POLICY__SEND_TIME_OPEN_WEIGHT: Input should be less than or equal to 1000000"
     policy = load(monkeypatch, KAIROS_POLICY__SEND_TIME_OPEN_WEIGHT="1000000").policy
     state = UserState()
     for k in range(1000):  # a thousand opens at the largest accepted weight still encode
         ts = 1.7e9 + k * 3600.0
-        state.policy.send_hours = observe_stored(
-            state.policy.send_hours,
-            ts,
-            ZoneInfo("UTC"),
-            policy.send_time_open_weight,
-            policy.send_time_half_life_seconds,
-        )
+        observe_hour(state, ts, policy)
     assert UserState.from_bytes(state.to_bytes()).policy.send_hours == state.policy.send_hours
 
 
@@ -456,11 +460,6 @@ def test_the_send_time_half_life_is_at_least_a_second(monkeypatch: pytest.Monkey
     # The engagement hours are counted from a whole-second landmark: an event's fraction of a second
     # weighed 2 ** (fraction / half-life), so 0.01 s stored counts past 2 ** 64 (OverflowError encoding
     # the user's state) and 1e-9 s overflowed math.exp2 at the shopper's first event.
-    from zoneinfo import ZoneInfo
-
-    from stream.send_time import observe_stored
-    from stream.state import UserState
-
     for value in ("0.01", "1e-9", "0.999"):
         (line,) = refused(monkeypatch, KAIROS_POLICY__SEND_TIME_HALF_LIFE_SECONDS=value)
         assert (
@@ -470,13 +469,7 @@ def test_the_send_time_half_life_is_at_least_a_second(monkeypatch: pytest.Monkey
     state = UserState()
     for k in range(200):  # events at every fraction of a second, each nearly a second after its landmark
         ts = 1.7e9 + k * 0.37 + 0.999
-        state.policy.send_hours = observe_stored(
-            state.policy.send_hours,
-            ts,
-            ZoneInfo("UTC"),
-            policy.send_time_open_weight,
-            policy.send_time_half_life_seconds,
-        )
+        observe_hour(state, ts, policy)
         assert UserState.from_bytes(state.to_bytes()).policy.send_hours == state.policy.send_hours
 
 
