@@ -106,7 +106,7 @@ class InputMixin(WorkerParts):
                 outcome = self.engine.process(fresh, txn)
             except Exception:
                 self._log_failure("a batch of %d records failed; retrying them one by one", len(fresh))
-                outcome = self._process_isolated(fresh)
+                outcome = await self._process_isolated(fresh)
             else:
                 self._commit_or_die(outcome, txn)
         elapsed = time.perf_counter() - started
@@ -133,26 +133,38 @@ class InputMixin(WorkerParts):
         event = self._ready_partitions.get(partition)
         return partition in self._owned and event is not None and event.is_set()
 
-    def _process_isolated(self, records: list[Inbound]) -> Outcome:
+    async def _process_isolated(self, records: list[Inbound]) -> Outcome:
         """Process and commit records one at a time; one that still fails goes to the dead-letter topic.
 
         A record that breaks the engine (a bug, not bad input) must not stop the partition behind
         it; it is kept, with its bytes and the error, for a replay once the bug is fixed. A failed
         attempt may have changed the engine's in-memory partition state (indexes, timers) without
         committing it, so the partitions are reloaded from the store before each retry: what the
-        engine holds is then again exactly what was committed.
+        engine holds is then again exactly what was committed. A reload reads every stored user of
+        the partition (seconds for a large one), so it runs in a thread
+        (:meth:`_reload_partitions`); records of a partition revoked meanwhile are left to its new
+        owner, which reads them again from the recovered state's offsets.
         """
         assert self.engine is not None
-        self._reload_partitions({r.partition for r in records})
+        epochs = {r.partition: self._epochs.get(r.partition) for r in records}
+
+        def still_ours(partition: int) -> bool:
+            return self._epochs.get(partition) == epochs[partition] and self._serving(partition)
+
+        await self._reload_partitions({r.partition for r in records})
         total = Outcome()
         for rec in records:
+            if not still_ours(rec.partition):
+                continue
             txn = Transaction(self.store)
             try:
                 outcome = self.engine.process([rec], txn)
             except Exception as exc:  # noqa: BLE001 - isolate whatever failed
                 where = (rec.topic, rec.partition, rec.offset)
                 self._log_failure("record %s[%d]@%d failed; dead-lettered", *where)
-                self._reload_partitions({rec.partition})
+                await self._reload_partitions({rec.partition})
+                if not still_ours(rec.partition):
+                    continue
                 txn = Transaction(self.store)
                 self.engine.mark_applied(rec, txn)  # dead-lettered once, not again on a redelivery
                 error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
@@ -160,16 +172,43 @@ class InputMixin(WorkerParts):
                 outcome.dead_letters.append(refused(rec, error, self.settings))
                 outcome.events[("unknown", "dead_letter")] += 1
             self._commit_or_die(outcome, txn)
+            self.health.batch_done()  # each record committed is progress, however slow the reloads
             total.extend(outcome)
         return total
 
-    def _reload_partitions(self, partitions: set[int]) -> None:
-        """Replace the engine's state of these partitions by what the store holds (rare: after a bug)."""
-        assert self.engine is not None
-        for p in sorted(partitions):
-            pstore = self.store.partitions.get(p)
-            if pstore is not None and p in self.engine.owned:
-                self.engine.adopt(p, self.engine.load_partition(p, pstore))
+    async def _reload_partitions(self, partitions: set[int]) -> None:
+        """Replace the engine's state of these partitions by what the store holds (rare: after a bug).
+
+        The store is read in a thread, so the event loop (liveness, metrics, the broker's heartbeats)
+        keeps running. Meanwhile nothing else may change these partitions' engine state: the input
+        path is here, and the tick leaves the engine alone while ``_reloading`` is not empty
+        (``stream.worker_tick``); ``_drop`` leaves their stores open for the read. A partition
+        revoked during the read (its epoch moved on) is not adopted, and its store is closed here.
+        """
+        engine = self.engine
+        assert engine is not None
+        epochs = {p: self._epochs.get(p) for p in partitions}
+        self._reloading |= partitions
+        try:
+            for p in sorted(partitions):
+                pstore = self.store.partitions.get(p)
+                if pstore is None or p not in engine.owned:
+                    continue
+                started = time.perf_counter()
+                loaded = await asyncio.to_thread(engine.load_partition, p, pstore)
+                if self._epochs.get(p) == epochs[p] and p in engine.owned:
+                    engine.adopt(p, loaded)
+                    log.info(
+                        "partition %d reloaded from its store after a failure (%d users, %.2fs)",
+                        p,
+                        loaded.users_loaded,
+                        time.perf_counter() - started,
+                    )
+        finally:
+            self._reloading -= partitions
+            for p in partitions:
+                if self._epochs.get(p) != epochs[p] and p not in self._owned and p not in self._in_recovery:
+                    self.store.close(p)
 
     def _commit_or_die(self, outcome: Outcome, txn: Transaction) -> None:
         """:meth:`stream.batch_commit.BatchCommitter.commit_or_die` (one place the worker commits)."""

@@ -50,6 +50,7 @@ class WorkerParts:
     _epochs: dict[int, int]  # each assignment of a partition has a new epoch
     _recovering: dict[int, int]  # partition -> the epoch its recovery is for
     _in_recovery: set[int]  # partitions a recovery round is reading now
+    _reloading: set[int]  # partitions reloaded from their store after a failure (stream.worker_input)
     _ready_partitions: dict[int, asyncio.Event]  # set once recovered (or revoked)
     _rebalancing: bool  # between a revocation and the next assignment: no tick writes
     _revoked_at: float | None

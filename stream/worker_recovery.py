@@ -81,7 +81,8 @@ class RecoveryMixin(WorkerParts):
             event = self._ready_partitions.pop(p, None)
             if event is not None:
                 event.set()  # release batches waiting on it; _consume then skips their records
-            if p not in self._in_recovery:  # else the recovery loop closes it when its round ends
+            # A recovery round or a reload reading it closes it when done.
+            if p not in self._in_recovery and p not in self._reloading:
                 self.store.close(p)
         if self.reader is not None:
             self.reader.unassign((t, p) for t in sorted(self._inputs) for p in partitions)

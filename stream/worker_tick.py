@@ -34,7 +34,7 @@ class TickMixin(WorkerParts):
             return
         applied: dict[tuple[str, int], int] = {}
         for p in sorted(self._owned):
-            if self._serving(p):
+            if self._serving(p) and p not in self._reloading:  # a reloading one's offsets may be ahead
                 for topic, offset in self.engine.part(p).offsets.items():
                     if topic in self._inputs and self._group_committed.get((topic, p)) != offset:
                         applied[(topic, p)] = offset
@@ -64,7 +64,9 @@ class TickMixin(WorkerParts):
                 await self._commit_group_offsets()
             except Exception:  # noqa: BLE001
                 self._tick_error("offsets")
-        if self.engine is None or self._rebalancing:
+        # While a partition is re-read from its store after a failure (stream.worker_input), its
+        # engine state may hold a failed attempt's changes: no catalog or timer work touches it.
+        if self.engine is None or self._rebalancing or self._reloading:
             return
         caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then
         catalog: list[Inbound] = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 
 from stream.app import Worker
 from stream.dead_letters import DeadLetter
+from stream.engine import Outcome
 from tests.stream.fakes import FakeScorer, ev, make_engine, make_settings
 
 
@@ -38,6 +42,10 @@ def broken_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Worker:
     worker.engine = make_engine(settings, BrokenOnItem())
     for p in range(settings.topics.partitions):
         worker.store.open(p)
+        worker._owned.add(p)
+        worker._epochs[p] = 1
+        worker._ready_partitions[p] = asyncio.Event()
+        worker._ready_partitions[p].set()
     return worker
 
 
@@ -61,7 +69,7 @@ def test_a_record_that_breaks_the_engine_is_dead_lettered_alone(
         txn.commit({}, {})
 
     monkeypatch.setattr(worker, "_commit_or_die", commit)
-    outcome = worker._process_isolated(records)
+    outcome = asyncio.run(worker._process_isolated(records))
 
     assert [d.reason for d in outcome.dead_letters] == ["processing_error"]
     letter: DeadLetter = outcome.dead_letters[0]
@@ -89,10 +97,93 @@ def test_a_flood_of_breaking_records_is_dead_lettered_whole_but_logged_within_th
     monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: txn.commit({}, {}))
 
     with caplog.at_level(logging.ERROR, logger="stream.worker_input"):
-        outcome = worker._process_isolated(records)
+        outcome = asyncio.run(worker._process_isolated(records))
 
     assert [d.reason for d in outcome.dead_letters] == ["processing_error"] * 30
     failures = [r for r in caplog.records if "failed; dead-lettered" in r.getMessage()]
     assert len(failures) == worker._failure_logs.per_window == 10
     assert all(r.exc_info for r in failures)  # each line that goes out keeps its traceback
+    worker.store.close_all()
+
+
+def slow_loads(worker: Worker, seconds: float, during: list[str]) -> None:
+    """Make the worker's partition reloads take ``seconds`` in their thread, noting where they ran."""
+    engine = worker.engine
+    assert engine is not None
+    load = engine.load_partition
+
+    def slow(partition, store):  # type: ignore[no-untyped-def]
+        during.append(threading.current_thread().name)
+        time.sleep(seconds)
+        return load(partition, store)
+
+    engine.load_partition = slow  # type: ignore[method-assign]
+
+
+def test_the_reload_after_a_failure_leaves_the_event_loop_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large partition takes seconds to re-read: the loop (liveness, heartbeats) must go on meanwhile."""
+    worker = broken_worker(tmp_path, monkeypatch)
+    monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: txn.commit({}, {}))
+    threads: list[str] = []
+    slow_loads(worker, 0.3, threads)
+    records = [ev("e1", "bob", "view", "i3", 1.7e9), ev("e2", "carol", "view", "i2", 1.7e9 + 1)]
+
+    async def run() -> tuple[Outcome, int, set[int]]:
+        beats = 0
+        seen_reloading: set[int] = set()
+        done = asyncio.Event()
+
+        async def heartbeat() -> None:
+            nonlocal beats
+            while not done.is_set():
+                beats += 1
+                seen_reloading.update(worker._reloading)
+                await asyncio.sleep(0.01)
+
+        beat = asyncio.create_task(heartbeat())
+        outcome = await worker._process_isolated(records)
+        done.set()
+        await beat
+        return outcome, beats, seen_reloading
+
+    outcome, beats, seen_reloading = asyncio.run(run())
+    assert [d.reason for d in outcome.dead_letters] == ["processing_error"]
+    assert outcome.events[("view", "processed")] == 1
+    assert threads and threading.main_thread().name not in threads
+    # Each reload slept 0.3 s in its thread; the loop ran its 10 ms heartbeat all along.
+    assert beats >= 20 * len(threads)
+    assert seen_reloading == {r.partition for r in records}  # the tick saw them held
+    assert worker._reloading == set()
+    worker.store.close_all()
+
+
+def test_a_partition_revoked_during_its_reload_is_not_adopted_and_its_records_are_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = broken_worker(tmp_path, monkeypatch)
+    monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: txn.commit({}, {}))
+    slow_loads(worker, 0.3, [])
+    records = [ev("e1", "bob", "view", "i3", 1.7e9), ev("e2", "bob", "view", "i2", 1.7e9 + 1)]
+    partition = records[0].partition
+
+    async def run() -> Outcome:
+        async def revoke() -> None:
+            await asyncio.sleep(0.1)  # the first reload is reading the store now
+            worker.on_assignment({(worker.topics.events, p) for p in worker._owned - {partition}})
+
+        revoking = asyncio.create_task(revoke())
+        outcome = await worker._process_isolated(records)
+        await revoking
+        return outcome
+
+    outcome = asyncio.run(run())
+    engine = worker.engine
+    assert engine is not None
+    # Not adopted again, nothing processed or dead-lettered for it: its next owner reads both records.
+    assert partition not in engine.owned and partition not in engine.parts
+    assert outcome.dead_letters == [] and sum(outcome.events.values()) == 0
+    # Its store was kept open for the read, and closed after it.
+    assert partition not in worker.store.partitions
     worker.store.close_all()
