@@ -11,7 +11,7 @@ on restarts, because the state is persisted with the partition and restored with
 - ``covisitation``, ``trending``, ``interest``: the candidate indexes, fed by the partition's events;
 - ``timers``: the pending timers of the partition's users (stored in each user's record, rebuilt here
   when the partition is loaded);
-- ``last_seen``: when each user's expiry counts from (``UserState.expiry_clock``);
+- ``last_seen``: when each user's expiry counts from (``stream.state.expiry_clock``);
 - ``offsets``: per input topic, the highest offset of the partition applied (valid or dead-lettered).
   Persisted with the batch's states, it lets the worker skip records redelivered after a rebalance
   or a crash (faust drops offsets acked since its last commit at every revocation), so a malformed
@@ -42,7 +42,7 @@ from stream.interest import InterestIndex
 from stream.learning import EpochLearner
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import RESPONSE_PREFIX
-from stream.state import UserState
+from stream.state import load_facts
 from stream.throttle import THROTTLE_ROW, PushThrottle
 from stream.timers import Timer, TimerQueue
 from stream.trending import TrendingItems
@@ -233,8 +233,8 @@ class PartitionState:
         n = 0
         for key, value in users:
             try:
-                user = UserState.from_bytes(value)
-                timers = [Timer.from_list(row) for row in user.timers]
+                facts = load_facts(value)  # timers and expiry clock only: a load reads every user
+                timers = [Timer.from_list(row) for row in facts.timers]
                 user_id = key.decode("utf-8")
             except UNREADABLE as exc:
                 # No timers and no expiry clock: the record starts over opted out when it is next read
@@ -243,7 +243,7 @@ class PartitionState:
                 _skipped(partition, key, exc)
                 continue
             state.timers.extend(timers)
-            clock = user.expiry_clock()  # None: an opt-out without events, kept for good
+            clock = facts.expiry_clock  # None: an opt-out without events, kept for good
             if clock is not None:
                 state.last_seen[user_id] = clock
             n += 1

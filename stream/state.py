@@ -41,6 +41,21 @@ _PACK = msgspec.msgpack.Encoder(enc_hook=_plain)
 _UNPACK = msgspec.msgpack.Decoder()
 
 
+def expiry_clock(n_events: Any, last_event_ts: Any, opted_in: Any, consent_ts: Any) -> float | None:
+    """When a user's inactive-record expiry counts from, or None for a record that must be kept.
+
+    A user with events: their last event. A record with consent only (the user never acted): the
+    consent's time when it is an opt-in, which may be forgotten like any inactive user (consent then
+    falls back to ``policy.consent_default``, which never pushes more than the opt-in allowed); an
+    opt-out is never forgotten.
+    """
+    if n_events > 0:
+        return float(last_event_ts)
+    if opted_in is True and consent_ts is not None:
+        return float(consent_ts)
+    return None
+
+
 @dataclass(slots=True)
 class RecentItem:
     """An item the user touched: its id, the event type, when, in which session."""
@@ -68,18 +83,9 @@ class UserState:
     policy: UserPolicyState = field(default_factory=UserPolicyState)
 
     def expiry_clock(self) -> float | None:
-        """When the inactive-user expiry counts from, or None for a record that must be kept.
-
-        A user with events: their last event. A record with consent only (the user never acted): the
-        consent's time when it is an opt-in, which may be forgotten like any inactive user (consent
-        then falls back to ``policy.consent_default``, which never pushes more than the opt-in
-        allowed); an opt-out is never forgotten.
-        """
-        if self.n_events > 0:
-            return self.last_event_ts
-        if self.policy.opted_in is True and self.policy.consent_ts is not None:
-            return self.policy.consent_ts
-        return None
+        """When the inactive-user expiry counts from, or None for a record that must be kept
+        (:func:`expiry_clock`)."""
+        return expiry_clock(self.n_events, self.last_event_ts, self.policy.opted_in, self.policy.consent_ts)
 
     # -- transitions --------------------------------------------------------------------------
 
@@ -151,3 +157,64 @@ class UserState:
             )
         except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:  # JSONDecodeError: a ValueError
             raise ValueError(f"malformed user state record: {type(exc).__name__}: {exc}") from exc
+
+
+class _PolicyFacts(msgspec.Struct):
+    """The consent fields of a record's policy map (``UserPolicyState.to_dict``); the rest is skipped."""
+
+    c: Any = None
+    ct: Any = None
+
+
+class _LoadHeader(msgspec.Struct):
+    """A ``K2`` header as a partition load reads it: the fields it needs decoded, the others only
+    required to be there (``msgspec.Raw`` is not decoded), as :meth:`UserState.from_bytes` requires."""
+
+    n: Any
+    ts: Any
+    t: Any
+    p: _PolicyFacts
+    mv: msgspec.Raw
+    dt: msgspec.Raw
+    sid: msgspec.Raw
+    r: msgspec.Raw
+    e: msgspec.Raw
+    g: msgspec.Raw
+
+
+_UNPACK_LOAD = msgspec.msgpack.Decoder(_LoadHeader)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFacts:
+    """What a partition load needs of a user record: its timers and its expiry clock."""
+
+    timers: list[list[Any]]  # stream.timers.Timer.to_list() rows
+    expiry_clock: float | None  # None: a record kept for good (an opt-out without events)
+
+
+def load_facts(data: bytes) -> LoadFacts:
+    """The timers and expiry clock of an encoded :class:`UserState`, without decoding the rest.
+
+    A partition load reads every stored user (``stream.partition_state``); decoding only these
+    fields is about ten times faster than :meth:`UserState.from_bytes`, which matters for a large
+    partition's recovery and for its re-read after a failure. Raises ``ValueError`` where
+    ``from_bytes`` would for the header's shape and the hidden state's length; damage inside the
+    fields not decoded here (recent items, pushes) is found when the user is next read in full
+    (``stream.engine.users.readable_record``). ``K1`` (JSON) records are decoded in full.
+    """
+    if len(data) < _HEADER.size:
+        raise ValueError("user state record too short")
+    magic, n = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        state = UserState.from_bytes(data)
+        return LoadFacts(state.timers, state.expiry_clock())
+    start = _HEADER.size
+    if (len(data) - start - n) % 4:
+        raise ValueError("malformed user state record: the hidden state is not float32")
+    try:
+        head = _UNPACK_LOAD.decode(memoryview(data)[start : start + n])
+        clock = expiry_clock(head.n, head.ts, head.p.c, head.p.ct)
+    except (TypeError, ValueError, msgspec.DecodeError) as exc:  # ValidationError: a DecodeError
+        raise ValueError(f"malformed user state record: {type(exc).__name__}: {exc}") from exc
+    return LoadFacts(head.t, clock)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 
 from stream.contract import Push
 from stream.encoding import compact_json
 from stream.policy import HeldPush, PushRecord, UserPolicyState
-from stream.state import RecentItem, UserState
+from stream.state import RecentItem, UserState, load_facts
 from stream.timers import Timer
 
 T0 = 1_717_236_000.0
@@ -192,5 +193,57 @@ def test_a_numpy_float_in_a_record_is_stored_as_a_plain_float() -> None:
     ],
 )
 def test_corrupt_messagepack_header_raises_value_error(header: bytes) -> None:
+    with pytest.raises(ValueError):
+        UserState.from_bytes(b"K2" + len(header).to_bytes(4, "big") + header)
+
+
+def _variants() -> list[UserState]:
+    """Records whose expiry clocks differ: events, consent only (in and out), none, timers or not."""
+    with_events = full_state(np.ones(8, dtype=np.float32))
+    opted_in = UserState(policy=UserPolicyState(opted_in=True, consent_ts=T0 - 5))
+    opted_out = UserState(policy=UserPolicyState(opted_in=False, consent_ts=T0 - 5))
+    undated = UserState(policy=UserPolicyState(opted_in=True))
+    timers_only = UserState(timers=[Timer(T0 + 60, "u2", "session_end", "i1", "e9", T0).to_list()])
+    return [with_events, full_state(None), opted_in, opted_out, undated, timers_only, UserState()]
+
+
+@pytest.mark.parametrize("state", _variants())
+@pytest.mark.parametrize("encode", [UserState.to_bytes, _k1])
+def test_load_facts_read_what_the_full_decode_gives(state: UserState, encode: object) -> None:
+    """A partition load reads only timers and the expiry clock (stream.partition_state): the same values."""
+    data = encode(state)  # type: ignore[operator]
+    full = UserState.from_bytes(data)
+    facts = load_facts(data)
+    assert facts.timers == full.timers
+    assert facts.expiry_clock == full.expiry_clock()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"K2",
+        b"XX\x00\x00\x00\x02{}",
+        b"K2\x00\x00\x00\x01\x80",  # an empty map: every field missing
+        b"K2\x00\x00\x00\x01\xc1",  # a byte MessagePack never uses
+        b"K1\x00\x00\x00\x02{}",
+    ],
+)
+def test_load_facts_of_a_damaged_record_raise_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        load_facts(data)
+
+
+def test_load_facts_refuse_what_the_full_decode_refuses_in_the_fields_they_read() -> None:
+    good = full_state(np.ones(4, dtype=np.float32)).to_bytes()
+    with pytest.raises(ValueError):
+        load_facts(good[:-1])  # 15 bytes of float32 data
+    state = full_state(None)
+    state.n_events = "many"  # type: ignore[assignment]
+    with pytest.raises(ValueError):
+        load_facts(state.to_bytes())
+    header = msgspec.msgpack.encode({"n": 1, "ts": T0, "t": [], "p": {}})  # mv, dt, sid, r, e, g missing
+    with pytest.raises(ValueError):
+        load_facts(b"K2" + len(header).to_bytes(4, "big") + header)
     with pytest.raises(ValueError):
         UserState.from_bytes(b"K2" + len(header).to_bytes(4, "big") + header)
