@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Producer
 import pytest
+from confluent_kafka import Producer
 
 from model.scorer import IncrementalScorer
 from stream.broker import EmbeddedBroker
@@ -309,4 +309,44 @@ def test_inputs_compressed_with_every_kafka_codec_are_read(own_broker: str, work
     )
     assert worker.metric("kairos_events_total", outcome="processed") == n
     assert worker.metric("kairos_dead_letters_total") == 0
+    assert worker.proc is not None and worker.proc.poll() is None
+
+
+@pytest.mark.parametrize("reader", ["bulk", "faust"])
+def test_kafka_level_oddities_are_dead_lettered_or_ignored_by_either_reader(
+    own_broker: str, worker_factory, reader: str
+):
+    """What a broken producer can do below the contract: headers (binary, repeated, huge, many), a null
+    or empty value, no key, a 100 KB key, a record timestamp of 1970. Headers and the record timestamp
+    are not read; the rest is dead-lettered; the worker goes on."""
+    world = _world()
+    items = _catalog(own_broker, world)
+    topics = settings_for(own_broker).topics
+    p = Producer({"bootstrap.servers": own_broker, "partitioner": "murmur2_random"})
+    headers = [("h", b"\xff\xfe\x00"), ("h", None), ("k" * 1000, b"v" * 10_000)] + [
+        (f"n{i}", b"x") for i in range(200)
+    ]
+    good = [_event(k, f"u-odd-{k}", "view", items[k], T0 + k) for k in range(10)]
+    for k, (key, event) in enumerate(good):
+        value = event.model_dump_json().encode()
+        if k % 2:
+            p.produce(topics.events, value=value, key=key, headers=headers)
+        else:
+            p.produce(topics.events, value=value, key=key, timestamp=1)
+    _, loose = _event(99, "u-odd-x", "view", items[0], T0)
+    p.produce(topics.events, value=None, key=b"u-odd-x")
+    p.produce(topics.events, value=b"", key=b"u-odd-x")
+    p.produce(topics.events, value=loose.model_dump_json().encode())
+    p.produce(topics.events, value=loose.model_dump_json().encode(), key=b"u" * 100_000)
+    assert p.flush(30) == 0
+    worker = worker_factory(own_broker, app_id=f"odd-{reader}", env={"KAIROS_WORKER__INPUT_READER": reader})
+    worker.wait_ready()
+    wait_for(lambda: worker.metric("kairos_dead_letters_total") >= 4, 60, what="four dead letters")
+    wait_for(lambda: worker.metric("kairos_events_total", outcome="processed") >= len(good), 30, what="valid")
+    reasons = Counter(
+        DeadLetter.model_validate_json(m.value(), strict=False).reason
+        for m in read_topic(own_broker, topics.dead_letters)
+    )
+    assert reasons == Counter({"bad_json": 2, "no_key": 1, "key_mismatch": 1})
+    assert worker.metric("kairos_events_total", outcome="processed") == len(good)
     assert worker.proc is not None and worker.proc.poll() is None
