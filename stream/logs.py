@@ -2,7 +2,9 @@
 
 JSON records carry ``ts`` (ISO 8601, UTC, milliseconds), ``level``, ``logger``, ``message`` and every
 field passed through ``extra=`` (``log.info("push emitted", extra={"user_id": u, "trigger": t})``),
-plus ``exc`` with the traceback when there is one.
+plus ``exc`` with the traceback when there is one. Each line is one line to any reader: control,
+line-separator and bidirectional-control characters (:data:`stream.text.UNSAFE`) are written as JSON
+``\\u`` escapes, whatever the message or a field quotes.
 
 Personal data: log ids only (pseudonymous user, item, event and push ids) and never event payloads,
 search queries, titles or credentials. As a safety net, extra fields whose names are in
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from stream.text import escaped
+from stream.text import escaped, json_escaped
 
 # Extra-field names never written in clear (free text typed by shoppers, or secrets).
 REDACTED_FIELDS = frozenset(
@@ -70,7 +72,9 @@ class JsonFormatter(logging.Formatter):
             payload["exc"] = self.formatException(record.exc_info)
         if record.stack_info:
             payload["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(payload, ensure_ascii=False)
+        # Non-ASCII text stays readable, but no control, line-separator or bidirectional-control
+        # character stands raw in the line (json.dumps escapes C0 controls only).
+        return json_escaped(json.dumps(payload, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):

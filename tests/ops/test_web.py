@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -16,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from stream import metrics_record
 from stream.logs import JsonFormatter, configure_logging
+from stream.text import UNSAFE
 from stream.web import Health, start_web_server
 
 
@@ -223,6 +225,31 @@ def test_json_logs_have_fields_extras_and_redaction() -> None:
     assert first["query"] == "[redacted]"
     assert first["ts"].endswith("+00:00") and "T" in first["ts"]
     assert second["level"] == "ERROR" and "ValueError: boom" in second["exc"]
+
+
+def test_json_logs_escape_every_unsafe_character_and_decode_to_what_was_logged() -> None:
+    # Contract-valid ids and titles can hold any of these: C1 controls (NEL, CSI), DEL, the line and
+    # paragraph separators, bidi overrides and isolates; a lone surrogate can come from bad input.
+    # (Formatted directly: pytest's own log capture could not send a lone surrogate between processes.)
+    hostile = "a\x85b\x9b31m\x7f\u2028c\u2029d\u202eexe.gpj\u202c\u2066e\u2069\u061c\u200f\n\x1b\ud800"
+    kept = "\u00e9\U0001f600\u05d0\u200d"  # accents, emoji, right-to-left letters, joiners: left as they are
+    record = logging.LogRecord("kairos.test", logging.INFO, __file__, 1, "item %s", (hostile + kept,), None)
+    record.item_id = hostile
+    record.nested = {hostile: [hostile]}
+    setattr(record, hostile, 1)
+    try:
+        raise ValueError(hostile)
+    except ValueError:
+        failed = logging.LogRecord("kairos.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    out = "\n".join(JsonFormatter().format(r) for r in (record, failed))
+    out.encode("utf-8")  # writable as UTF-8, lone surrogate and all
+    assert not [c for c in out if ord(c) in UNSAFE and c != "\n"]
+    assert len(out.splitlines()) == 2  # splitlines also breaks at NEL and U+2028
+    assert "\\u202e" in out and "\\u2028" in out and "\\u0085" in out and kept in out
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["message"] == "item " + hostile + kept and first["item_id"] == hostile
+    assert first["nested"] == {hostile: [hostile]} and first[hostile] == 1
+    assert hostile in second["exc"]
 
 
 def test_text_logs_append_extras() -> None:
