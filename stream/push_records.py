@@ -22,6 +22,7 @@ from stream.policy_candidates import push_expiry
 from stream.policy_config import PolicyConfig
 from stream.policy_state import HeldPush, PushRecord, UserPolicyState
 from stream.policy_types import Candidate, Verdict
+from stream.text import VISIBLE_ASCII_CLASS
 from stream.user_facts import user_facts
 
 _DAY = 86400.0
@@ -57,8 +58,9 @@ def build_push(
 
 
 # A collapse key goes into an HTTP/2 header (APNs ``apns-collapse-id``, at most 64 bytes; FCM's
-# ``collapse_key``): visible ASCII only, so no id or category can break or overflow the header.
-_HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]{1,64}")
+# ``collapse_key``): visible ASCII only (stream.text.VISIBLE_ASCII), so no id or category can break or
+# overflow the header.
+_HEADER_SAFE_KEY = re.compile(VISIBLE_ASCII_CLASS + "{1,64}")
 
 
 def collapse_key(user_id: str, candidate: Candidate, config: PolicyConfig) -> str | None:

@@ -18,25 +18,63 @@ from __future__ import annotations
 
 import re
 
-# C0 and C1 controls with DEL (line breaks, NUL, ESC of terminal sequences), the Unicode line and
-# paragraph separators, the bidirectional controls (Unicode's Bidi_Control property: marks,
-# embeddings, overrides and isolates, which can reorder the words around them on screen), and lone
-# surrogates.
-UNSAFE: tuple[int, ...] = (
-    *range(0x00, 0x20),
-    *range(0x7F, 0xA0),
-    0x2028,
-    0x2029,
-    0x061C,
-    0x200E,
-    0x200F,
-    *range(0x202A, 0x202F),
-    *range(0x2066, 0x206A),
-    # Lone surrogates: the contract refuses them, but text that holds one cannot be encoded to UTF-8
-    # (a log handler drops the whole line); written as an escape, it can.
-    *range(0xD800, 0xE000),
-)
-_UNSAFE_RUN = re.compile("[" + "".join(re.escape(chr(c)) for c in UNSAFE) + "]+")
+# Every set of characters Kairos treats apart is defined here, once, with a name. Text for people
+# leaves out all of UNSAFE; other uses take the part they need, and say why below.
+
+# C0 controls, DEL and C1 controls: line breaks, NUL, ESC and CSI of terminal sequences, NEL.
+CONTROLS: tuple[int, ...] = (*range(0x00, 0x20), *range(0x7F, 0xA0))
+# The Unicode line and paragraph separators.
+LINE_SEPARATORS: tuple[int, ...] = (0x2028, 0x2029)
+# Unicode's Bidi_Control property: marks, embeddings, overrides and isolates, which can reorder the
+# words around them on screen.
+BIDI_CONTROLS: tuple[int, ...] = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+# Lone surrogates: the contract refuses them, but text that holds one cannot be encoded to UTF-8 (a
+# log handler drops the whole line); written as an escape, it can.
+LONE_SURROGATES: tuple[int, ...] = tuple(range(0xD800, 0xE000))
+
+# What text for people never shows raw (plain_text, escaped, json_escaped): all of the above.
+UNSAFE: tuple[int, ...] = (*CONTROLS, *LINE_SEPARATORS, *BIDI_CONTROLS, *LONE_SURROGATES)
+
+# What an id may not hold (stream.contract.Id): CONTROLS only, narrower than UNSAFE on purpose. Ids
+# are opaque keys that producers choose and the contract is published: refusing line separators or
+# bidi marks now would dead-letter input that is valid today (right-to-left ids may carry marks).
+# Ids are never shown raw anyway: logs escape them, the console isolates them, a collapse key
+# holding one is digested. Refusing CONTROLS also keeps ids apart from the state store's bookkeeping
+# keys, which start with NUL (stream.store.META_KEY), and from the \x1f separator of composite keys.
+# Lone surrogates are refused for the whole message (stream.contract.has_lone_surrogate).
+ID_FORBIDDEN: tuple[int, ...] = CONTROLS
+
+
+def _character_class(codes: tuple[int, ...]) -> str:
+    return "[" + "".join(re.escape(chr(c)) for c in codes) + "]"
+
+
+def _utf8_pattern(codes: tuple[int, ...]) -> re.Pattern[bytes]:
+    """A pattern that finds any of ``codes`` in UTF-8 bytes: per leading bytes, one class of last bytes."""
+    last_bytes: dict[bytes, list[int]] = {}
+    for c in codes:
+        encoded = chr(c).encode("utf-8")
+        last_bytes.setdefault(encoded[:-1], []).append(encoded[-1])
+    return re.compile(
+        b"|".join(
+            re.escape(lead) + b"[" + b"".join(re.escape(bytes([b])) for b in sorted(ends)) + b"]"
+            for lead, ends in sorted(last_bytes.items())
+        )
+    )
+
+
+ID_FORBIDDEN_CHARACTER = re.compile(_character_class(ID_FORBIDDEN))
+# ID_FORBIDDEN's characters that may stand unescaped in a JSON string (DEL and C1; JSON requires C0
+# escaped), found in a raw UTF-8 message: the event decoder's fast path (stream.event_decoder).
+ID_FORBIDDEN_RAW_UTF8 = _utf8_pattern(tuple(c for c in ID_FORBIDDEN if c >= 0x20))
+
+# Visible ASCII, "!" to "~": what a collapse key must be made of to go as is into an HTTP/2 header
+# (stream.push_records.collapse_key). An allow-list, not a subset of UNSAFE's complement on purpose:
+# a header must not hold spaces or any non-ASCII character either.
+VISIBLE_ASCII: tuple[int, ...] = tuple(range(0x21, 0x7F))
+VISIBLE_ASCII_CLASS = _character_class(VISIBLE_ASCII)
+
+_UNSAFE_RUN = re.compile(_character_class(UNSAFE) + "+")
 _ESCAPES = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in UNSAFE}
 _JSON_ESCAPES = {c: f"\\u{c:04x}" for c in UNSAFE}  # all in the Basic Multilingual Plane: one escape each
 

@@ -4,12 +4,14 @@ lines, the CLI's messages."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
-from stream import cli
-from stream.contract import CatalogUpdate, ContractError, to_json_bytes
+from stream import cli, text
+from stream.contract import CatalogUpdate, ContractError, Id, to_json_bytes
 from stream.dead_letters import DEAD_LETTER_ERROR_CHARS, dead_letter, dead_letter_size_bound
 from stream.demo import _TopicTail
 from stream.policy import Verdict, build_push
@@ -39,6 +41,32 @@ def test_escaped_text_is_one_line_that_utf8_can_write_even_with_a_lone_surrogate
     assert text == "id\\x0a\\x1b[2J\\u202e\\ud800x"
     text.encode("utf-8")  # a log handler drops a line it cannot encode
     assert plain_text("a\udfffb") == "a b"
+
+
+def test_every_character_set_is_defined_once_in_stream_text_and_the_id_rule_is_as_strict_as_before() -> None:
+    assert set(text.UNSAFE) == {
+        *text.CONTROLS, *text.LINE_SEPARATORS, *text.BIDI_CONTROLS, *text.LONE_SURROGATES
+    }  # fmt: skip
+    # The contract's rule, as it was written before it moved here: C0, DEL and C1, not a character less.
+    before = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+    id_rule = TypeAdapter(Id)
+    for c in (*range(0x00, 0x3000), 0xFEFF, 0x1F600):
+        refused = before.search(chr(c)) is not None
+        assert (c in text.ID_FORBIDDEN) == refused
+        assert (text.ID_FORBIDDEN_CHARACTER.search(f"a{chr(c)}b") is not None) == refused
+        if refused:
+            with pytest.raises(ValidationError):
+                id_rule.validate_python(f"u{chr(c)}")
+        # The event decoder's raw-bytes form: the same characters, but C0 (escaped in any JSON).
+        found = text.ID_FORBIDDEN_RAW_UTF8.search(f"a{chr(c)}b".encode()) is not None
+        assert found == (refused and c >= 0x20)
+        if found:  # its fast path looks for these two bytes before running the pattern
+            assert chr(c).encode()[0] in (0x7F, 0xC2)
+    # Kept valid on purpose (stream.text.ID_FORBIDDEN says why): bidi marks and line separators.
+    for c in (*text.BIDI_CONTROLS, *text.LINE_SEPARATORS):
+        assert id_rule.validate_python(f"u{chr(c)}") == f"u{chr(c)}"
+    # A collapse key goes out as is only when it is visible ASCII (stream.text.VISIBLE_ASCII).
+    assert "".join(map(chr, text.VISIBLE_ASCII)) == "".join(chr(c) for c in range(0x21, 0x7F))
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
