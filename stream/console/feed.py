@@ -15,6 +15,9 @@ What it keeps, all bounded:
 - per-trigger counters (pushes, opens, clicks, dismissals, purchases, revenue) and per
   (outcome, trigger, reason) decision counters (reasons are a bounded set; past ``MAX_REASON_KEYS``
   keys the rest count as "other");
+- the latest event time seen, leaving out times further ahead of the wall clock than
+  ``max_future_skew_seconds`` (the workers' own bound, ``worker.max_future_skew_seconds``: they
+  dead-letter such events, but the events topic still holds them);
 - for the holdout comparison, per group (holdout / treated, by ``stream.policy.in_holdout``): events,
   purchases, revenue, pushes, and two HyperLogLog sketches (users seen, purchasers) that count
   distinct users in a fixed 16 KiB each without keeping any user id.
@@ -27,6 +30,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,12 +87,16 @@ class ConsoleFeed:
         attribution_window_seconds: float = 86400.0,
         holdout_share: float = 0.05,
         holdout_salt: str = "kairos-holdout-v1",
+        max_future_skew_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.window = window
         self.attribution_pushes = attribution_pushes
         self.attribution_window_seconds = attribution_window_seconds
         self.holdout_share = holdout_share
         self.holdout_salt = holdout_salt
+        self.max_future_skew_seconds = max_future_skew_seconds
+        self._clock = clock
         self._lock = threading.Lock()
         self.seq = 0  # bumped by every change the page should see
         self.started_at = time.time()
@@ -106,6 +114,9 @@ class ConsoleFeed:
         self.skipped = 0  # messages that were not JSON objects of the expected shape
         self.unattributed = 0  # feedback naming a push the index does not hold (or no longer)
         self.duplicates = 0  # pushes seen twice (same push_id): redeliveries, counted once
+        # The latest event time seen, but none further ahead of the wall clock than the workers admit
+        # (worker.max_future_skew_seconds): the events topic still holds the ones they refused, and one
+        # from years ahead would be "the latest" for good.
         self.last_event_ts: float | None = None
 
     # -- input -----------------------------------------------------------------------------------
@@ -241,7 +252,8 @@ class ConsoleFeed:
             return None
         with self._lock:
             self.read["events"] += 1
-            self.last_event_ts = ts if self.last_event_ts is None else max(self.last_event_ts, ts)
+            if ts - self._clock() <= self.max_future_skew_seconds:
+                self.last_event_ts = ts if self.last_event_ts is None else max(self.last_event_ts, ts)
             group = self._group(user_id)
             group.events += 1
             group.users.add(user_id)

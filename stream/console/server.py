@@ -62,6 +62,7 @@ class ConsoleServer:
             attribution_window_seconds=settings.policy.attribution_window_seconds,
             holdout_share=settings.policy.holdout_share,
             holdout_salt=settings.policy.holdout_salt,
+            max_future_skew_seconds=settings.worker.max_future_skew_seconds,
         )
         self.reader = TopicReader(settings, self.feed) if read_topics else None
         self.stop_event = threading.Event()

@@ -170,6 +170,24 @@ def test_no_holdout_means_no_lift_and_every_user_is_treated():
     assert h["lift"] is None and h["holdout"]["users"] == 0 and h["treated"]["users"] == 1
 
 
+def test_one_event_from_far_ahead_does_not_pin_the_latest_event_time():
+    now = [T0]
+    feed = ConsoleFeed(holdout_share=0.0, max_future_skew_seconds=300.0, clock=lambda: now[0])
+    feed.on_event(_event("view", ts=T0 - 60))
+    assert feed.delta()["last_event_ts"] == T0 - 60
+    # Years ahead (the workers dead-letter it as future_timestamp, but it is on the events topic).
+    feed.on_event(_event("view", ts=T0 + 5 * 365 * 86400))
+    feed.on_event(_event("view", ts=T0 + 301))  # just past the skew
+    assert feed.last_event_ts == T0 - 60 and feed.read["events"] == 3  # still read and counted
+    feed.on_event(_event("view", ts=T0 + 300))  # within the workers' skew: the latest
+    assert feed.last_event_ts == T0 + 300
+    feed.on_event(_event("view", ts=T0 + 10))  # older than the latest: changes nothing
+    assert feed.last_event_ts == T0 + 300
+    now[0] = T0 + 3600  # later events move it on, as they would not past a pinned far-future time
+    feed.on_event(_event("view", ts=T0 + 3500))
+    assert feed.delta()["last_event_ts"] == T0 + 3500
+
+
 def test_garbage_is_skipped_not_raised():
     feed = ConsoleFeed()
     assert not feed.on_push({"push_id": 3})

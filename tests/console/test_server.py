@@ -111,3 +111,16 @@ def test_idle_connections_past_the_cap_are_refused_without_a_thread(console: Con
     while _get(console.url)[0] != 200:  # the slots come back once the idle clients are gone
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_the_latest_event_time_is_bounded_by_the_workers_skew_setting() -> None:
+    settings = Settings()
+    settings.console.port = 0
+    settings.worker.max_future_skew_seconds = 5.0
+    server = ConsoleServer(settings, read_topics=False)
+    try:
+        assert server.feed.max_future_skew_seconds == 5.0
+        server.feed.on_event({"user_id": "u1", "type": "view", "ts": time.time() + 60})
+        assert server.payload(0)["last_event_ts"] is None
+    finally:
+        server.httpd.server_close()
