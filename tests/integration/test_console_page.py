@@ -7,6 +7,7 @@ by the real :class:`ConsoleServer`; headless Chromium loads the page over the De
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,5 +85,53 @@ def test_hostile_values_render_as_text_and_the_page_keeps_updating(browser: Brow
         feed.on_push(_push(2))
         browser.wait_for(f"{rows} === 2", 10, what="the next push")
         assert browser.evaluate("window.__xss === undefined")
+    finally:
+        console.stop()
+
+
+# Where each character of the last ``needle`` in ``text`` lands on screen (left edges, in logical
+# order), with the text laid out as a tooltip is: plain text, its line breaks kept.
+_LAYOUT = """((text, needle) => {
+  const div = document.createElement("div");
+  div.style.cssText = "position: absolute; left: 0; top: 0; white-space: pre; font: 16px monospace";
+  div.textContent = text;
+  document.body.appendChild(div);
+  const start = text.lastIndexOf(needle), xs = [];
+  for (let i = start; i < start + needle.length; i++) {
+    const range = document.createRange();
+    range.setStart(div.firstChild, i);
+    range.setEnd(div.firstChild, i + 1);
+    xs.push(range.getBoundingClientRect().left);
+  }
+  div.remove();
+  return xs;
+})"""
+
+
+def test_a_bidi_override_in_an_item_id_reorders_nothing_else_in_its_tooltip(browser: Browser) -> None:
+    settings = Settings()
+    settings.console.port = 0
+    settings.console.update_seconds = 0.05
+    feed = ConsoleFeed(holdout_share=0.0)
+    # U+2069 first: it would close an isolate (U+2068) wrapped around the id, letting the override out.
+    item_id, category = "sku\u2069\u202e42", "Jackets \u202eteg"
+    feed.on_push(_push(1, item_id=item_id, category=category, price=1234.5))
+    console = ConsoleServer(settings, feed=feed, read_topics=False).start()
+    try:
+        browser.navigate(console.url)
+        browser.wait_for("document.querySelectorAll('#pushes tbody tr').length === 1", 20, what="the push")
+        title = browser.evaluate("document.querySelector('#pushes tbody td:nth-child(3)').title")
+        assert title.split("\n") == [item_id, category, "1,234.50"]  # one value a line
+
+        def layout(text: str, needle: str) -> list[float]:
+            return browser.evaluate(f"{_LAYOUT}({json.dumps(text)}, {json.dumps(needle)})")
+
+        price = layout(title, "1,234.50")
+        assert price == sorted(price) and len(set(price)) == len(price)  # reads left to right, as written
+        assert layout(title, "Jackets") == sorted(layout(title, "Jackets"))
+        # The same values on one line, as the tooltip had them: the id's override reversed the rest.
+        one_line = f"{item_id} · {category} · 1,234.50"
+        price = layout(one_line, "1,234.50")
+        assert price == sorted(price, reverse=True)
     finally:
         console.stop()

@@ -38,6 +38,16 @@ const pct = (x) => (100 * x).toFixed(1) + " %";
 const num = (x) => Number(x).toLocaleString("en-US");
 const money = (x) => Number(x).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
+// A tooltip of several values, one per line. On the page each value has a cell of its own, a block
+// and so its own bidi paragraph: an override in it reorders only that value. A tooltip is plain
+// text, where no element can isolate a value, and ids and categories may hold bidi overrides (U+202E): on one line an override in the item
+// id reversed the category and price after it. A line break ends every override, embedding and
+// isolate (it ends the bidi paragraph), so each value can reorder only itself; wrapping values in
+// U+2068…U+2069 would not do, as a value holding U+2069 closes the isolate early.
+function tooltip(values) {
+  return values.filter((v) => v).join("\n");
+}
+
 function cell(tr, text, cls) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -82,7 +92,7 @@ function renderPushes() {
     cell(tr, fmtTime(p.created_at));
     cell(tr, p.user_id, "id");
     const item = cell(tr, p.title || p.item_id);
-    item.title = `${p.item_id}${p.category ? " · " + p.category : ""}${p.price >= 0 ? " · " + money(p.price) : ""}`;
+    item.title = tooltip([p.item_id, p.category, p.price >= 0 ? money(p.price) : ""]);
     cell(tr, p.trigger.replaceAll("_", " "), "trigger t-" + p.trigger);
     cell(tr, p.reason, "reason");
     scoreCell(tr, p.score, p.threshold);
