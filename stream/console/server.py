@@ -5,7 +5,8 @@ Serves, on ``console.host:console.port`` (loopback by default):
 - ``/``: the page (``static/index.html``, ``app.js``, ``style.css``, shipped with the package; nothing
   is fetched from elsewhere and the Content-Security-Policy forbids it);
 - ``/api/stream``: Server-Sent Events; the first message is the whole window, then only what changed
-  (``stream.console.feed.ConsoleFeed.delta``), at most every ``console.update_seconds``;
+  (``stream.console.feed.ConsoleFeed.delta``), at most every ``console.update_seconds``; no message
+  past :data:`MAX_MESSAGE_BYTES` (the oldest rows are left out, and ``omitted`` says how many);
 - ``/api/state?after=SEQ``: the same as one JSON answer (for scripts, or a browser without SSE);
 - ``/healthz``: ``ok`` while the topic reader runs.
 
@@ -44,6 +45,12 @@ STATIC: dict[str, str] = {
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'"
 EXTRA_CONNECTIONS = 8  # connections served at once besides the live streams (page, assets, /api/state)
 PING_SECONDS = 15.0  # an SSE comment this often keeps proxies and the browser from closing an idle stream
+# The most bytes one message of the feed (/api/stream, /api/state) may take, JSON-encoded. The feed's
+# limits count characters, and JSON's escapes make one up to 12 bytes (an emoji is \ud83d\ude00): the
+# window at those limits came to ~18 MB. A full window of the longest titles and reasons in a
+# non-Latin script (6 bytes a character) stays under this; past it the oldest rows are left out.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+ROW_LISTS: tuple[str, ...] = ("pushes", "decisions", "dead_letters")
 
 
 def _static(name: str) -> bytes:
@@ -148,7 +155,7 @@ def _handler(console: ConsoleServer) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.OK, _static(name), STATIC[name])
             elif path == "/api/state":
                 after = _int(parse_qs(url.query).get("after", ["0"])[0])
-                body = json.dumps(console.payload(after)).encode()
+                body = encode(console.payload(after))
                 self._send(HTTPStatus.OK, body, "application/json")
             elif path == "/api/stream":
                 self._stream(
@@ -179,7 +186,7 @@ def _handler(console: ConsoleServer) -> type[BaseHTTPRequestHandler]:
                     if console.feed.seq != last or last < 0:
                         payload = console.payload(after)
                         after = last = payload["seq"]
-                        self.wfile.write(f"id: {last}\ndata: {json.dumps(payload)}\n\n".encode())
+                        self.wfile.write(f"id: {last}\ndata: ".encode() + encode(payload) + b"\n\n")
                         self.wfile.flush()
                         sent_at = now
                     elif now - sent_at >= PING_SECONDS:
@@ -193,6 +200,34 @@ def _handler(console: ConsoleServer) -> type[BaseHTTPRequestHandler]:
                 console.clients.release()
 
     return Handler
+
+
+def encode(payload: dict[str, Any], limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    """``payload`` as JSON of at most ``limit`` bytes, measured once encoded.
+
+    Past the limit the oldest rows (lowest ``seq``, across pushes, decisions and dead letters) are
+    left out until it fits, and ``omitted`` says how many of each (always present; zeros when none).
+    The aggregates always go whole: their keys are bounded (``MAX_REASON_KEYS``, ``MAX_TRIGGER_KEYS``).
+    """
+    message = {**payload, "omitted": dict.fromkeys(ROW_LISTS, 0)}
+    body = json.dumps(message).encode()
+    if len(body) <= limit:
+        return body
+    # Oldest first; each row's share of the message: itself and the ", " before or after it.
+    rows = sorted((row["seq"], name, i) for name in ROW_LISTS for i, row in enumerate(payload[name]))
+    sizes = [len(json.dumps(payload[name][i]).encode()) + 2 for _, name, i in rows]
+    dropped = 0  # rows[:dropped] are left out
+    while len(body) > limit and dropped < len(rows):
+        excess = len(body) - limit + 64  # room for the counts of `omitted` to grow
+        while excess > 0 and dropped < len(rows):
+            excess -= sizes[dropped]
+            dropped += 1
+        left_out = {(name, i) for _, name, i in rows[:dropped]}
+        for name in ROW_LISTS:
+            message[name] = [row for i, row in enumerate(payload[name]) if (name, i) not in left_out]
+            message["omitted"][name] = len(payload[name]) - len(message[name])
+        body = json.dumps(message).encode()
+    return body
 
 
 def _int(text: str) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from stream.console.feed import ConsoleFeed
-from stream.console.server import CSP, ConsoleServer
+from stream.console.server import CSP, MAX_MESSAGE_BYTES, ConsoleServer, encode
 from stream.settings import Settings
 
 T0 = 1_780_315_200.0
@@ -124,3 +124,82 @@ def test_the_latest_event_time_is_bounded_by_the_workers_skew_setting() -> None:
         assert server.payload(0)["last_event_ts"] is None
     finally:
         server.httpd.server_close()
+
+
+def _worst(n: int, chars: int) -> str:
+    """``chars`` characters that JSON writes 12 bytes each (an emoji as \\ud83d\\ude00), unique by ``n``."""
+    return (str(n) + "\U0001f600" * chars)[:chars]
+
+
+def _worst_case_feed() -> ConsoleFeed:
+    """A full window where every string is at the feed's limit and escapes to the most bytes."""
+    feed = ConsoleFeed(holdout_share=0.0)
+    for n in range(feed.window):
+        feed.on_push(
+            {"push_id": _worst(n, 256), "user_id": _worst(n, 256), "item_id": _worst(n, 256),
+             "trigger": _worst(n % 32, 64), "reason": _worst(n, 512), "title": _worst(n, 256),
+             "category": _worst(n, 128), "model_version": _worst(n, 128), "score": 0.6, "threshold": 0.3,
+             "created_at": T0 + n, "expires_at": T0 + n + 60}
+        )  # fmt: skip
+        feed.on_decision(
+            {"user_id": _worst(n, 256), "item_id": _worst(n, 256), "trigger": _worst(n, 64),
+             "outcome": _worst(n, 16), "reason": _worst(n, 64), "score": 0.1, "threshold": 0.5, "ts": T0 + n}
+        )  # fmt: skip
+        feed.on_dead_letter(
+            {
+                "reason": _worst(n, 64),
+                "error": _worst(n, 200),
+                "source_topic": _worst(n, 249),
+                "received_at": T0,
+            }
+        )
+    return feed
+
+
+def test_no_message_passes_its_byte_bound_even_with_the_longest_strings_escaped_to_the_most_bytes() -> None:
+    settings = Settings()
+    settings.console.port = 0
+    settings.console.update_seconds = 0.05
+    server = ConsoleServer(settings, feed=_worst_case_feed(), read_topics=False).start()
+    try:
+        snapshot = server.payload(0)
+        assert len(json.dumps(snapshot).encode()) > 15_000_000  # what the first message was: ~18 MB
+        _, _, body = _get(server.url + "api/state")
+        host, port = server.httpd.server_address[:2]
+        with socket.create_connection((str(host), port), timeout=10) as s:
+            s.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            reader = s.makefile("rb")
+            line = b""
+            while not line.startswith(b"data: "):  # past the status line, the headers, the SSE id
+                line = reader.readline()
+            assert reader.readline() == b"\n"  # the end of the first message
+    finally:
+        server.stop()
+    assert len(line) <= len(b"data: \n") + MAX_MESSAGE_BYTES and json.loads(line[6:])["omitted"]["pushes"] > 0
+    state = json.loads(body)
+    assert len(body) <= MAX_MESSAGE_BYTES and state["reset"]
+    # The oldest rows were left out, and the message says how many; the newest are all there.
+    omitted = state["omitted"]
+    assert sum(omitted.values()) > 0
+    for name in ("pushes", "decisions", "dead_letters"):
+        assert len(state[name]) + omitted[name] == len(snapshot[name])
+        assert state[name] == snapshot[name][omitted[name] :]
+    kept_seqs = [row["seq"] for name in ("pushes", "decisions", "dead_letters") for row in state[name]]
+    dropped_seqs = [row["seq"] for name in omitted for row in snapshot[name][: omitted[name]]]
+    assert max(dropped_seqs) < min(kept_seqs)
+    assert MAX_MESSAGE_BYTES - len(body) < 30_000  # not more left out than needed (a row is at most ~22 KB)
+
+
+def test_a_message_within_the_bound_is_sent_whole_and_says_nothing_was_left_out() -> None:
+    feed = ConsoleFeed(holdout_share=0.0)
+    feed.on_push(
+        {"push_id": "p1", "user_id": "u1", "item_id": "i1", "trigger": "in_session", "reason": "r",
+         "score": 0.6, "threshold": 0.3, "created_at": T0, "expires_at": T0 + 60}
+    )  # fmt: skip
+    payload = feed.delta(0)
+    state = json.loads(encode(payload))
+    assert state["omitted"] == {"pushes": 0, "decisions": 0, "dead_letters": 0}
+    assert state["pushes"] == payload["pushes"]
+    # A bound smaller than the aggregates alone: every row goes, the aggregates still do.
+    tiny = json.loads(encode(payload, limit=10))
+    assert tiny["pushes"] == [] and tiny["omitted"]["pushes"] == 1 and tiny["triggers"] == payload["triggers"]
