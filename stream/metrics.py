@@ -143,6 +143,10 @@ RECOVERY_ERRORS = Counter(
     "kairos_recovery_errors_total",
     "Partition recoveries that failed (broker error, replay timeout, ...) and are retried with backoff.",
 )
+STATE_STORE_REBUILDS = Counter(
+    "kairos_state_store_rebuilds_total",
+    "Local partition databases found damaged when opened, moved aside and rebuilt from the changelog.",
+)
 RECOVERY_SECONDS = Histogram(
     "kairos_recovery_seconds",
     "Time from a partition assignment to its partitions serving (changelog replay, reconcile, load).",

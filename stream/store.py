@@ -24,6 +24,8 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
+from stream import metrics
+
 log = logging.getLogger(__name__)
 
 META_KEY = b"\x00meta"
@@ -69,6 +71,27 @@ class PartitionMeta:
         except ValueError as exc:
             log.warning("%s: read as none, the changelog is replayed from its start", exc)
             return cls()
+
+
+# What RocksDB (through rocksdict, which raises plain Exceptions) says when a database's files are
+# damaged, and what the OS says when something other than a database directory stands at its path.
+_DAMAGE_MESSAGES = ("Corruption", "File exists", "Not a directory")
+
+
+def damaged(exc: BaseException) -> bool:
+    """Whether opening a local database failed because its files are damaged (not a lock or a permission)."""
+    return str(exc).startswith(_DAMAGE_MESSAGES)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged database (or whatever stands at ``path``) to ``<path>.damaged``; returns that path."""
+    aside = path.with_name(path.name + ".damaged")
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside)
+    elif aside.exists() or aside.is_symlink():
+        aside.unlink()
+    path.rename(aside)
+    return aside
 
 
 class PartitionStore:
@@ -145,10 +168,34 @@ class StateStore:
         self.partitions: dict[int, PartitionStore] = {}
 
     def open(self, partition: int) -> PartitionStore:
-        """Open (or return) the store of ``partition``."""
+        """Open (or return) the store of ``partition``.
+
+        A local database that RocksDB finds damaged (a corrupted or truncated file after a crash or a
+        disk fault, something else at its path) is moved aside to ``p<N>.damaged`` (replacing an
+        earlier one: one copy to look at, not one per restart) and opened empty: its meta then
+        replays the changelog, the state's truth, from the start. Without this the partition's
+        recovery would fail and retry forever. Any other error (a lock held by another process
+        sharing the state directory, no permission) is raised as before.
+        """
         store = self.partitions.get(partition)
         if store is None:
-            store = PartitionStore(self.root / f"p{partition}", partition)
+            path = self.root / f"p{partition}"
+            try:
+                store = PartitionStore(path, partition)
+            except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exceptions
+                if not damaged(exc):
+                    raise
+                aside = set_aside(path)
+                metrics.STATE_STORE_REBUILDS.inc()
+                log.error(
+                    "partition %d: local state at %s does not open (%s); moved to %s and rebuilt from the "
+                    "changelog",
+                    partition,
+                    path,
+                    str(exc)[:300],
+                    aside,
+                )
+                store = PartitionStore(path, partition)
             self.partitions[partition] = store
         return store
 

@@ -208,9 +208,13 @@ def _crash_script(
     return events
 
 
-@pytest.mark.parametrize("wipe_local_state", [False, True], ids=["restart", "restart-without-local-rocksdb"])
+@pytest.mark.parametrize(
+    "local_state",
+    ["kept", "deleted", "damaged"],
+    ids=["restart", "restart-without-local-rocksdb", "restart-with-damaged-local-rocksdb"],
+)
 def test_kill9_and_restart_gives_the_uninterrupted_state_and_no_duplicate_push(
-    worker_factory, tmp_path: Path, wipe_local_state: bool
+    worker_factory, tmp_path: Path, local_state: str
 ):
     world = _world()
     # The reference: the same stream, uninterrupted, on its own broker.
@@ -243,8 +247,13 @@ def test_kill9_and_restart_gives_the_uninterrupted_state_and_no_duplicate_push(
         produce(live.bootstrap, settings_for(live.bootstrap).topics.events, script)
         wait_for(lambda: w.metric("kairos_events_total") >= len(script) // 3, 60, what="a third processed")
         w.kill9()
-        if wipe_local_state:
+        if local_state == "deleted":
             shutil.rmtree(state_dir)
+        elif local_state == "damaged":  # a crash or a disk fault: RocksDB refuses every partition's files
+            damaged = list(state_dir.glob("*/p*/CURRENT"))  # <state_dir>/<app_id>/p<N>
+            assert damaged
+            for current in damaged:
+                current.write_text("garbage\n")
         w2 = worker_factory(live.bootstrap, app_id="crash", state_dir=state_dir)
         w2.wait_ready(120)
         wait_for(
@@ -253,6 +262,9 @@ def test_kill9_and_restart_gives_the_uninterrupted_state_and_no_duplicate_push(
             what="the restarted run to finish",
         )
         got = _states(live.bootstrap, "crash")
+        if local_state == "damaged":  # each set aside, rebuilt from the changelog, counted
+            assert len(list(state_dir.glob("*/p*.damaged"))) == len(damaged)
+            assert w2.metric("kairos_state_store_rebuilds_total") == len(damaged)
         pushes = _pushes(live.bootstrap)
         w2.stop()  # while its broker is still up, so it can leave the group cleanly
 

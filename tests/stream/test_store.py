@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from stream.store import META_KEY, PartitionMeta, PartitionStore, StateStore, Transaction
 
@@ -135,3 +138,71 @@ def test_a_damaged_local_meta_record_reads_as_no_meta(tmp_path: Path) -> None:
     again = PartitionStore(tmp_path / "p0", 0)
     assert again.meta == PartitionMeta(-1, -1) and again.get(b"u1") == b"1"
     again.close()
+
+
+def _written(root: Path, partition: int = 0, users: int = 500) -> Path:
+    """A partition database with ``users`` records flushed to a table file, closed; returns its path."""
+    store = StateStore(root)
+    pstore = store.open(partition)
+    for i in range(users):
+        pstore.write({f"u{i}".encode(): b"x" * 300}, PartitionMeta(i, -1))
+    pstore._db.flush()
+    store.close_all()
+    return root / f"p{partition}"
+
+
+def _garbage_current(path: Path) -> None:
+    (path / "CURRENT").write_text("garbage\n")
+
+
+def _truncated_tables(path: Path) -> None:
+    for table in path.glob("*.sst"):
+        with table.open("r+b") as f:
+            f.truncate(100)
+
+
+def _truncated_manifest(path: Path) -> None:
+    for manifest in path.glob("MANIFEST-*"):
+        with manifest.open("r+b") as f:
+            f.truncate(10)
+
+
+def _a_file_instead(path: Path) -> None:
+    shutil.rmtree(path)
+    path.write_text("not a database")
+
+
+@pytest.mark.parametrize(
+    "damage", [_garbage_current, _truncated_tables, _truncated_manifest, _a_file_instead]
+)
+def test_a_damaged_local_database_is_set_aside_and_opened_empty(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    """Recovery then replays the changelog from its start (empty meta) instead of failing forever."""
+    path = _written(tmp_path)
+    damage(path)
+    before = REGISTRY.get_sample_value("kairos_state_store_rebuilds_total") or 0.0
+    store = StateStore(tmp_path)
+    pstore = store.open(0)
+    assert pstore.meta == PartitionMeta(-1, -1) and list(pstore.items()) == []
+    assert (tmp_path / "p0.damaged").exists()
+    assert REGISTRY.get_sample_value("kairos_state_store_rebuilds_total") == before + 1
+    pstore.write({b"u": b"v"}, PartitionMeta(0, -1))  # a working database
+    store.close_all()
+    # Damaged again: the one copy set aside is replaced, not added to.
+    _garbage_current(path)
+    StateStore(tmp_path).open(0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p0", "p0.damaged"]
+
+
+def test_a_database_locked_by_another_handle_is_not_touched(tmp_path: Path) -> None:
+    """Two workers sharing a state directory: a deployment error, raised, and nothing moved or lost."""
+    path = _written(tmp_path)
+    holder = StateStore(tmp_path)
+    holder.open(0)
+    with pytest.raises(Exception, match="lock"):
+        StateStore(tmp_path).open(0)
+    assert not (tmp_path / "p0.damaged").exists()
+    holder.close_all()
+    assert len(list(StateStore(tmp_path).open(0).items())) == 500
+    assert path.is_dir()
