@@ -187,6 +187,12 @@ class InterestIndex:
         self._touched: dict[str, int] = {}
         self._dirty_items: set[str] = set()
         self._dirty_pairs: set[tuple[str, str]] = set()
+        # user -> the items holding an entry of theirs (insertion-ordered keys, values unused): an
+        # erasure forgets a user's entries without scanning every item. A scan cost 65 ms at the
+        # default bound (500,000 entries over 50,000 items), so a bulk erasure of a few hundred users
+        # held the event loop past the liveness timeout; this map costs about a fifth of the index's
+        # memory.
+        self._by_user: dict[str, dict[str, None]] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -242,9 +248,11 @@ class InterestIndex:
                     return
                 heapq.heappop(bucket.heap)
                 del bucket.entries[weakest]
+                self._unlink(item_id, weakest)
                 self._dirty_pairs.add((item_id, weakest))
                 self._size -= 1
             self._size += 1
+            self._by_user.setdefault(user_id, {})[item_id] = None
         bucket.entries[user_id] = (value, interest, ts)
         self._dirty_pairs.add((item_id, user_id))
         heapq.heappush(bucket.heap, (value, user_id))
@@ -264,22 +272,38 @@ class InterestIndex:
         self._touched.pop(item_id, None)
         self._dirty_items.add(item_id)
         self._dirty_pairs.update((item_id, u) for u in bucket.entries)
+        for user in bucket.entries:
+            self._unlink(item_id, user)
+
+    def _unlink(self, item_id: str, user_id: str) -> None:
+        items = self._by_user.get(user_id)
+        if items is not None:
+            items.pop(item_id, None)
+            if not items:
+                del self._by_user[user_id]
+
+    def _relink(self) -> None:
+        """Rebuild the user -> items map from the buckets (after a restore)."""
+        self._by_user = {}
+        for item, bucket in self._items.items():
+            for user in bucket.entries:
+                self._by_user.setdefault(user, {})[item] = None
 
     def discard(self, item_id: str, user_id: str) -> None:
         """Forget one user's interest in one item (e.g. after the user bought it)."""
         bucket = self._items.get(item_id)
         if bucket is not None and bucket.entries.pop(user_id, None) is not None:
             self._size -= 1
+            self._unlink(item_id, user_id)
             self._dirty_pairs.add((item_id, user_id))
             if not bucket.entries:
                 del self._items[item_id]
                 self._forget(item_id, bucket)
 
     def purge_users(self, user_ids: set[str]) -> int:
-        """Forget every entry of these users (erasure, expiry); one scan of the index, returns the count."""
-        if not user_ids:
-            return 0
-        hits = [(item, u) for item, bucket in self._items.items() for u in user_ids & bucket.entries.keys()]
+        """Forget every entry of these users (erasure, expiry); returns the count. Costs the users' own
+        entries, not a scan of the index."""
+        hits = [(item, u) for u in sorted(user_ids) for item in list(self._by_user.get(u, ()))]
         for item, user in hits:
             self.discard(item, user)
         for item in {item for item, _ in hits}:  # their lazily deleted heap entries go too
@@ -333,6 +357,7 @@ class InterestIndex:
             self._items[item] = bucket
             self._size += len(bucket.entries)
         self._touched = {item: touched[item] for item in self._items}
+        self._relink()
         self._dirty_items.clear()
         self._dirty_pairs.clear()
 
@@ -376,4 +401,5 @@ class InterestIndex:
             index._size += len(bucket.entries)
             index._seq += 1
             index._touched[str(item)] = index._seq
+        index._relink()
         return index

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.contract import Promotion
 from stream.interest import (
@@ -133,6 +135,53 @@ def test_purging_users_leaves_no_trace_of_them_in_the_heaps():
     assert index.purge_users({"gone"}) == 1  # erasure: nothing of the user in memory, stale or not
     assert [u for _, u in index._items["i1"].heap] == ["stay"]
     assert [u for u, _, _ in index.users_for("i1", T0, 0.0)] == ["stay"]
+
+
+def _user_items(index: InterestIndex) -> dict[str, set[str]]:
+    """Each user's items, read from the buckets (what the index's user -> items map must hold)."""
+    found: dict[str, set[str]] = {}
+    for item, bucket in index._items.items():
+        for user in bucket.entries:
+            found.setdefault(user, set()).add(item)
+    return found
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["update", "discard", "purge"]),
+            st.integers(0, 11),  # item
+            st.integers(0, 15),  # user
+            st.floats(0.0, 1.0),
+            st.integers(0, 400_000),  # seconds after T0: some updates rescale every entry
+        ),
+        max_size=120,
+    )
+)
+def test_purging_users_forgets_exactly_their_entries_whatever_came_before(ops) -> None:
+    """Erasure reads a user -> items map, not the buckets: it must stay their mirror through updates,
+    per-item and total evictions, discards, rescales and restores, and a purge must remove exactly the
+    entries a scan of every bucket finds."""
+    index = InterestIndex(per_item=3, max_entries=20, half_life_seconds=3600.0, min_interest=0.1)
+    for op, item, user, interest, dt in ops:
+        if op == "update":
+            index.update(f"i{item}", f"u{user}", interest, T0 + dt)
+        elif op == "discard":
+            index.discard(f"i{item}", f"u{user}")
+        else:
+            users = {f"u{user}", f"u{(user + 1) % 16}"}
+            expected = sum(len(items) for u, items in _user_items(index).items() if u in users)
+            assert index.purge_users(users) == expected
+            assert not users & _user_items(index).keys()
+            assert all(u not in users for b in index._items.values() for _, u in b.heap)
+        assert {u: set(items) for u, items in index._by_user.items()} == _user_items(index)
+    restored = InterestIndex(per_item=3, max_entries=20, half_life_seconds=3600.0, min_interest=0.1)
+    rows = [(item, user, value) for (item, user), value in index.drain_changes().items() if value is not None]
+    restored.restore(index.meta(), rows)
+    assert {u: set(items) for u, items in restored._by_user.items()} == _user_items(restored)
+    copy = InterestIndex.from_dict(json.loads(json.dumps(index.to_dict())))
+    assert {u: set(items) for u, items in copy._by_user.items()} == _user_items(copy)
 
 
 def test_interest_index_total_size_is_bounded_and_round_trips():
