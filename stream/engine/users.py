@@ -9,6 +9,7 @@ store and the changelog never hold a user without the offsets that produced it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -22,6 +23,11 @@ from stream.settings import Settings
 from stream.state import UserState
 
 log = logging.getLogger(__name__)
+
+# An expired user's record is reclaimed up to this long after its expiry: expiry itself is decided when
+# the record is read (``UserRecords.expired``), so this changes nothing a user sees, and each scan
+# of a partition's users (~20 ms per 250,000) runs at most once a minute instead of at every tick.
+SWEEP_SLACK_SECONDS = 60.0
 
 TYPE_INDEX = {t: i for i, t in enumerate(EVENT_TYPES)}
 
@@ -109,7 +115,7 @@ class UserRecords:
                 txn.put(user.partition, user.user_id.encode("utf-8"), user.state.to_bytes())
                 clock = user.state.expiry_clock()
                 if clock is not None:
-                    part.last_seen[user.user_id] = clock
+                    part.see(user.user_id, clock)
                 else:  # kept for good now (an opt-out): as a restart, which rebuilds it from records
                     part.last_seen.pop(user.user_id, None)
                 user.dirty = False
@@ -174,7 +180,18 @@ class UserRecords:
         for partition in sorted(partitions):
             part = self._part(partition)
             at = now(partition)
-            gone = sorted(u for u, ts in part.last_seen.items() if at - ts > ttl)[: limit - removed]
+            if at - part.oldest_seen <= ttl + SWEEP_SLACK_SECONDS:
+                continue  # no one has been expired for long: not worth a scan yet
+            expired: list[str] = []
+            oldest_left = math.inf
+            for user_id, seen in part.last_seen.items():
+                if at - seen > ttl:
+                    expired.append(user_id)
+                elif seen < oldest_left:
+                    oldest_left = seen
+            expired.sort()
+            gone = expired[: limit - removed]
+            part.oldest_seen = min([oldest_left, *(part.last_seen[u] for u in expired[len(gone) :])])
             if not gone:
                 continue
             for user_id in gone:
