@@ -26,7 +26,7 @@ import numpy as np
 from model.content import check_image as read_image
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, ContractError
-from stream.interest import InterestIndex
+from stream.interest_index import InterestIndex
 from stream.policy_config import PolicyConfig
 
 

@@ -39,7 +39,7 @@ import msgspec
 
 from stream.covisitation import CoVisitationIndex
 from stream.encoding import compact_json
-from stream.interest import InterestIndex
+from stream.interest_index import InterestIndex
 from stream.learning import EpochLearner
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import RESPONSE_PREFIX

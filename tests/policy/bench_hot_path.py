@@ -13,7 +13,7 @@ from stream.candidates import PromotionBoard, gather_candidates
 from stream.contract import CatalogUpdate
 from stream.covisitation import CoVisitationIndex
 from stream.engagement import Engagement
-from stream.interest import InterestIndex
+from stream.interest_index import InterestIndex
 from stream.policy import PushRecord, UserPolicyState, decide, make_candidate
 from stream.policy_config import PolicyConfig
 from stream.timers import TimerQueue, on_behaviour

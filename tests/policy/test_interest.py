@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from stream.contract import Promotion
 from stream.interest import (
-    InterestIndex,
     assess,
     decay_factor,
     effective_threshold,
     interest_upper_bound,
     promotion_adjust,
 )
+from stream.interest_index import InterestIndex
 from stream.triggers import catalog_triggers
 from tests.policy.conftest import T0, catalog, config
 

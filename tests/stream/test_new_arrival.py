@@ -12,7 +12,7 @@ import numpy as np
 from stream.content_items import arrival_pool, arrival_users, content_scorer
 from stream.contract import CatalogUpdate, push_id
 from stream.engine import Engine, Inbound
-from stream.interest import InterestIndex
+from stream.interest_index import InterestIndex
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
     ITEMS,
