@@ -93,7 +93,7 @@ def _console(argv: list[str]) -> int:
 
 
 def _simulate(argv: list[str]) -> int:
-    from stream.sim_runner import simulate_main
+    from stream.sim_cli import simulate_main
 
     return simulate_main(argv)
 

@@ -13,7 +13,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from stream.contract import Push, parse_catalog, parse_event, push_id, to_json_bytes
 from stream.replay import DatasetMissingError, dataset_files
 from stream.settings import KafkaConfig, Settings
-from stream.sim_runner import ShopSimulator, replay_to_kafka, simulate_main
+from stream.sim_cli import simulate_main
+from stream.sim_runner import ShopSimulator, replay_to_kafka
 from stream.simulator import SimConfig
 
 
