@@ -241,7 +241,8 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
             self.reader.close()
         self.outbox.close()
         for p in list(self.store.partitions):
-            if p not in self._in_recovery:  # a recovery thread may still read it; the exit closes it
+            # A recovery or a failure's reload may still read it in a thread; the exit closes it.
+            if p not in self._in_recovery and p not in self._reloading:
                 self.store.close(p)
         metrics_exposition.worker_stopped()
         if self.web is not None:
