@@ -64,6 +64,7 @@ DeadLetterReason = Literal[
     "wrong_partition",  # not on its key's murmur2 partition (a producer with another partitioner)
     "future_timestamp",  # its time is further ahead of the wall clock than worker.max_future_skew_seconds
     "processing_error",  # valid input the worker failed on (a bug): kept for a replay
+    "catalog_full",  # a new catalog item beyond worker.max_catalog_items
 ]
 DEAD_LETTER_REASONS: tuple[str, ...] = DeadLetterReason.__args__  # type: ignore[attr-defined]
 

@@ -373,6 +373,15 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
                 self.unplaced.forget(rec.key.decode("utf-8"))
                 out.catalog_removals += 1
                 continue
+            if (
+                update.item_id not in self.catalog
+                and len(self.catalog) >= self.settings.worker.max_catalog_items
+            ):
+                full = ContractError(
+                    "catalog_full", f"the catalog holds worker.max_catalog_items ({len(self.catalog)}) items"
+                )
+                out.dead_letters.append(refused(rec, full, self.settings))
+                continue
             out.catalog_updates += 1
             applied.append(update)
             # A bootstrap version holds from the beginning of time; a version read again, or older

@@ -126,6 +126,13 @@ class WorkerConfig(BaseModel):
         description="Larger inputs are refused to the dead-letter topic (at least 1024: a well-formed event "
         "or catalog update can take more than 1 KiB).",
     )
+    max_catalog_items: int = Field(
+        1_000_000,
+        ge=1,
+        description="Most catalog items a worker holds (each costs about 1.6 KB, and every worker holds the "
+        "whole catalog): an update for a new item beyond it is dead-lettered (catalog_full) until items are "
+        "removed, so a producer publishing endless new ids cannot exhaust every worker's memory.",
+    )
     batch_size: int = Field(
         512,
         ge=1,

@@ -185,6 +185,7 @@ def test_reasons_are_the_bounded_set() -> None:
         "wrong_partition",
         "future_timestamp",
         "processing_error",
+        "catalog_full",
     }
     err = ContractError("bad_json", "x")
     assert isinstance(err, ValueError) and str(err) == "bad_json: x"

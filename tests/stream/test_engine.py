@@ -976,3 +976,25 @@ def test_a_promotion_withdrawn_early_sends_no_promotion_ending() -> None:
     withdrawn = run(withdrawn=True)
     assert [p for _, p in withdrawn.pushes if p.trigger == "promotion_ending"] == []
     assert withdrawn.suppressions[("promotion_ending", "promotion_invalid")] == 1
+
+
+def test_a_catalog_full_of_items_refuses_new_ones_but_updates_and_removes_the_ones_it_holds() -> None:
+    """worker.max_catalog_items bounds what one producer of endless new ids can make every worker hold."""
+    settings = make_settings(worker={"max_catalog_items": len(ITEMS) + 2})
+    engine = make_engine(settings)
+    store = DictState()
+    out = engine.apply_catalog(
+        [catalog_record(catalog_entry(f"new{i}", updated_at=T0)) for i in range(5)], store
+    )
+    assert out.catalog_updates == 2 and len(engine.catalog) == len(ITEMS) + 2
+    letters = out.dead_letters
+    assert [d.reason for d in letters] == ["catalog_full"] * 3
+    assert [d.original_bytes() for d in letters] == [
+        to_json_bytes(catalog_entry(f"new{i}", updated_at=T0)) for i in (2, 3, 4)
+    ]
+    # An item it holds still changes; a tombstone makes room for the next new one.
+    out = engine.apply_catalog([catalog_record(catalog_entry("new0", price=50.0, updated_at=T0 + 1))], store)
+    assert out.catalog_updates == 1 and not out.dead_letters
+    engine.apply_catalog([Inbound("catalog", 0, 1, b"new1", None)], store)
+    out = engine.apply_catalog([catalog_record(catalog_entry("new4", updated_at=T0 + 2))], store)
+    assert out.catalog_updates == 1 and not out.dead_letters and "new4" in engine.catalog
