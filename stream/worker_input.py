@@ -148,13 +148,17 @@ class InputMixin(WorkerParts):
         assert self.engine is not None
         epochs = {r.partition: self._epochs.get(r.partition) for r in records}
 
-        def still_ours(partition: int) -> bool:
+        async def still_ours(partition: int) -> bool:
+            # A rebalance may have begun during a reload: from a revocation to the next assignment
+            # another member may be recovering the partition, so nothing is written (as in _bulk_loop).
+            while self._rebalancing:
+                await self._assigned_event.wait()
             return self._epochs.get(partition) == epochs[partition] and self._serving(partition)
 
         await self._reload_partitions({r.partition for r in records})
         total = Outcome()
         for rec in records:
-            if not still_ours(rec.partition):
+            if not await still_ours(rec.partition):
                 continue
             txn = Transaction(self.store)
             try:
@@ -163,7 +167,7 @@ class InputMixin(WorkerParts):
                 where = (rec.topic, rec.partition, rec.offset)
                 self._log_failure("record %s[%d]@%d failed; dead-lettered", *where)
                 await self._reload_partitions({rec.partition})
-                if not still_ours(rec.partition):
+                if not await still_ours(rec.partition):
                     continue
                 txn = Transaction(self.store)
                 self.engine.mark_applied(rec, txn)  # dead-lettered once, not again on a redelivery

@@ -187,3 +187,40 @@ def test_a_partition_revoked_during_its_reload_is_not_adopted_and_its_records_ar
     # Its store was kept open for the read, and closed after it.
     assert partition not in worker.store.partitions
     worker.store.close_all()
+
+
+def test_no_record_is_committed_between_a_revocation_and_the_next_assignment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebalance that starts while a partition is re-read: another member may be recovering it, so the
+    records wait for the assignment (as the bulk reader's batches do), then go on where it is kept."""
+    worker = broken_worker(tmp_path, monkeypatch)
+    commits: list[bool] = []  # whether a rebalance was under way at each commit
+
+    def commit(outcome, txn) -> None:  # type: ignore[no-untyped-def]
+        commits.append(worker._rebalancing)
+        txn.commit({}, {})
+
+    monkeypatch.setattr(worker, "_commit_or_die", commit)
+    slow_loads(worker, 0.3, [])
+    records = [ev("e1", "bob", "view", "i3", 1.7e9), ev("e2", "carol", "view", "i2", 1.7e9 + 1)]
+    owned = set(worker._owned)
+
+    async def run() -> Outcome:
+        async def rebalance() -> None:
+            await asyncio.sleep(0.1)  # the first reload is reading the store now
+            await worker._on_revoked(worker.app, set())
+            await asyncio.sleep(1.5)  # the group protocol's time: every reload is over by now
+            worker.on_assignment({(worker.topics.events, p) for p in owned})  # all of them kept
+
+        rebalancing = asyncio.create_task(rebalance())
+        outcome = await worker._process_isolated(records)
+        await rebalancing
+        return outcome
+
+    outcome = asyncio.run(run())
+    assert commits and not any(commits)  # nothing written while the partitions might be moving
+    # Kept across the rebalance: both records are accounted for (the reader's position moved on).
+    assert [d.reason for d in outcome.dead_letters] == ["processing_error"]
+    assert outcome.events[("view", "processed")] == 1
+    worker.store.close_all()
