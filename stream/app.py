@@ -233,6 +233,9 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
 
     async def _on_shutdown(self, app: faust.App, **_: Any) -> None:
         self._stop.set()
+        # A recovery or a failure's reload may still read these in a thread; the exit closes them. Taken
+        # before the tasks are cancelled: their cleanup forgets them while the threads still run.
+        busy = self._in_recovery | self._reloading
         for task in list(self._background):
             task.cancel()
         if self.reader is not None:
@@ -241,8 +244,7 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
             self.reader.close()
         self.outbox.close()
         for p in list(self.store.partitions):
-            # A recovery or a failure's reload may still read it in a thread; the exit closes it.
-            if p not in self._in_recovery and p not in self._reloading:
+            if p not in busy:
                 self.store.close(p)
         metrics_exposition.worker_stopped()
         if self.web is not None:

@@ -224,3 +224,47 @@ def test_no_record_is_committed_between_a_revocation_and_the_next_assignment(
     assert [d.reason for d in outcome.dead_letters] == ["processing_error"]
     assert outcome.events[("view", "processed")] == 1
     worker.store.close_all()
+
+
+class ClosableOutbox(NoOutbox):
+    def close(self) -> None:
+        pass
+
+
+class IdleReader:
+    """The bulk reader, as shutdown sees it."""
+
+    def close(self) -> None:
+        pass
+
+
+def test_shutdown_leaves_the_store_of_a_partition_being_reloaded_open_for_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown cancels the input task (bulk input) and then waits for the reader: the reload's thread
+    still reads the store meanwhile, and must find it open."""
+    worker = broken_worker(tmp_path, monkeypatch)
+    monkeypatch.setattr(worker, "outbox", ClosableOutbox(None))
+    worker.reader = IdleReader()  # type: ignore[assignment]
+    monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: txn.commit({}, {}))
+    engine = worker.engine
+    assert engine is not None
+    load = engine.load_partition
+    open_when_read: list[bool] = []
+
+    def slow(partition, store):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)
+        open_when_read.append(worker.store.partitions.get(partition) is store)
+        return load(partition, store)
+
+    engine.load_partition = slow  # type: ignore[method-assign]
+    record = ev("e1", "bob", "view", "i3", 1.7e9)
+
+    async def run() -> None:
+        worker._spawn(worker._process_isolated([record]))  # as _bulk_loop runs it
+        await asyncio.sleep(0.1)  # the reload is reading the store now
+        await worker._on_shutdown(worker.app)
+
+    asyncio.run(run())  # ends once the reload's thread is done
+    assert open_when_read == [True]
+    worker.store.close_all()
