@@ -135,7 +135,7 @@ class RecoveryMixin(WorkerParts):
                 finally:
                     self._in_recovery = set()
                     for p in batch:  # revoked during the round: its store was left open for us
-                        if p not in self._owned:
+                        if p not in self._owned and p not in self._reloading:  # else the reload closes it
                             self.store.close(p)
                     self._update_recovery_health()
 

@@ -268,3 +268,60 @@ def test_shutdown_leaves_the_store_of_a_partition_being_reloaded_open_for_its_th
     asyncio.run(run())  # ends once the reload's thread is done
     assert open_when_read == [True]
     worker.store.close_all()
+
+
+def test_a_recovery_round_ending_leaves_open_the_store_a_reload_still_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition moves away during its re-read, back (a recovery round starts on the same open store)
+    and away again: the round's end must not close the store under the reload's thread."""
+    worker = broken_worker(tmp_path, monkeypatch)
+    monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: txn.commit({}, {}))
+    record = ev("e1", "bob", "view", "i3", 1.7e9)
+    partition = record.partition
+    others = worker._owned - {partition}
+    engine = worker.engine
+    assert engine is not None
+    load = engine.load_partition
+    open_when_read: list[bool] = []
+
+    def slow(p, store):  # type: ignore[no-untyped-def]
+        time.sleep(0.6)
+        open_when_read.append(worker.store.partitions.get(p) is store)
+        return load(p, store)
+
+    engine.load_partition = slow  # type: ignore[method-assign]
+
+    async def recover(batch: dict[int, int]) -> None:  # a round that reads the store for a while
+        for p in batch:
+            worker.store.open(p)
+        await asyncio.sleep(0.1)
+
+    monkeypatch.setattr(worker, "_recover", recover)
+
+    def assign(partitions: set[int]) -> None:
+        worker.on_assignment({(worker.topics.events, p) for p in partitions})
+
+    async def run() -> Outcome:
+        async def rebalances() -> None:
+            await asyncio.sleep(0.1)
+            assign(others)  # away during the reload
+            await asyncio.sleep(0.05)
+            assign(others | {partition})  # back: a recovery round opens the store
+            await asyncio.sleep(0.05)
+            assign(others)  # away again, the round still running
+
+        worker._spawn(worker._recovery_loop())
+        moving = asyncio.create_task(rebalances())
+        outcome = await worker._process_isolated([record])
+        await moving
+        worker._stop.set()
+        for task in list(worker._background):
+            task.cancel()
+        return outcome
+
+    outcome = asyncio.run(run())
+    assert open_when_read == [True]
+    assert outcome.dead_letters == []  # left to the partition's new owner
+    assert partition not in worker.store.partitions  # closed once both were done with it
+    worker.store.close_all()
