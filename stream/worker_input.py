@@ -82,15 +82,17 @@ class InputMixin(WorkerParts):
             ready = self._ready_partitions.get(p)
             if ready is not None and not ready.is_set():
                 await ready.wait()  # set when recovered, or when the partition is revoked
+        while self.engine is None:
+            await asyncio.sleep(0.1)
+        if self._catalog_ready is not None and not self._catalog_ready.is_set():
+            await self._catalog_ready.wait()  # decisions need stock, prices and promotions
+        while self._rebalancing:  # one may have begun while the batch waited: no writes meanwhile
+            await self._assigned_event.wait()
         # Records of a partition this worker no longer owns (revoked while they waited) belong
         # to its new owner, which reads them again from its recovered state's offsets.
         records = [r for r in records if self._serving(r.partition)]
         if not records:
             return
-        while self.engine is None:
-            await asyncio.sleep(0.1)
-        if self._catalog_ready is not None and not self._catalog_ready.is_set():
-            await self._catalog_ready.wait()  # decisions need stock, prices and promotions
         # Input read again after a revocation or a crash (faust forgets offsets acked since its last
         # commit; the bulk reader restarts from the state) is already accounted for by the state.
         # Skipping it keeps dead letters (which have no other dedupe) to one per malformed record.

@@ -14,7 +14,7 @@ import pytest
 from stream.app import Worker
 from stream.dead_letters import DeadLetter
 from stream.engine import Outcome
-from tests.stream.fakes import FakeScorer, ev, make_engine, make_settings
+from tests.stream.fakes import FakeScorer, ev, make_engine, make_settings, record
 
 
 class BrokenOnItem(FakeScorer):
@@ -324,4 +324,34 @@ def test_a_recovery_round_ending_leaves_open_the_store_a_reload_still_reads(
     assert open_when_read == [True]
     assert outcome.dead_letters == []  # left to the partition's new owner
     assert partition not in worker.store.partitions  # closed once both were done with it
+    worker.store.close_all()
+
+
+def test_a_batch_that_waited_for_the_catalog_leaves_the_records_of_a_partition_that_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At start-up a read batch waits for the catalog; a rebalance meanwhile may move its partition
+    away. Its records belong to the new owner: nothing of them is written here (not even the dead
+    letter of a malformed one, with a partition row made from no state)."""
+    worker = broken_worker(tmp_path, monkeypatch)
+    worker._catalog_ready = asyncio.Event()
+    committed: list[Outcome] = []
+    monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: committed.append(outcome))
+    malformed = record(b"not json", "bob")
+    partition = malformed.partition
+
+    async def run() -> None:
+        catalog_ready = worker._catalog_ready
+        assert catalog_ready is not None
+        handling = asyncio.create_task(worker._handle([malformed]))
+        await asyncio.sleep(0.05)  # waiting for the catalog
+        await worker._on_revoked(worker.app, set())
+        worker.on_assignment({(worker.topics.events, p) for p in worker._owned - {partition}})
+        catalog_ready.set()
+        await handling
+
+    asyncio.run(run())
+    assert committed == []
+    engine = worker.engine
+    assert engine is not None and partition not in engine.parts
     worker.store.close_all()
