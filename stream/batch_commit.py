@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import NoReturn
 
 from stream import metrics_record
 from stream.contract import to_json_bytes
@@ -22,6 +23,18 @@ from stream.topics import changelog_topic
 from stream.web import Health
 
 log = logging.getLogger(__name__)
+
+
+def exit_for_redelivery(what: str) -> NoReturn:
+    """End the process at once (exit 70), logging ``what`` with the current exception's traceback.
+
+    Like a kill -9: nothing acknowledges or commits the input in flight, so a restarted worker reads
+    it again from its recovered state's offsets. For a failure after which the input path cannot go
+    on without losing or repeating something.
+    """
+    log.critical("%s; exiting for a clean redelivery", what, exc_info=True)
+    logging.shutdown()
+    os._exit(70)
 
 
 class BatchCommitter:
@@ -43,11 +56,7 @@ class BatchCommitter:
         try:
             self.commit(outcome, txn)
         except Exception:
-            log.critical(
-                "the batch's output could not be made durable; exiting for a clean redelivery", exc_info=True
-            )
-            logging.shutdown()
-            os._exit(70)
+            exit_for_redelivery("the batch's output could not be made durable")
 
     def commit(self, outcome: Outcome, txn: Transaction) -> None:
         """Produce the batch's output, then its state changes, then write RocksDB (see module doc)."""

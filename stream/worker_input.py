@@ -17,6 +17,7 @@ import time
 import faust
 
 from stream import metrics_record
+from stream.batch_commit import exit_for_redelivery
 from stream.contract import ContractError
 from stream.engine import Inbound, Outcome, refused
 from stream.store import Transaction
@@ -48,7 +49,7 @@ class InputMixin(WorkerParts):
                     "faust delivered %d input records while bulk input reads them; ignored", len(records)
                 )
                 continue
-            await self._handle(records)
+            await self._handle_or_exit(records)
 
     async def _bulk_loop(self) -> None:
         """Read the inputs in batches (stream/bulk_input.py) and hand them to :meth:`_handle`.
@@ -74,7 +75,23 @@ class InputMixin(WorkerParts):
                 await self._assigned_event.wait()  # no writes while another member may own them
             records = [r for r in records if self._epochs.get(r.partition) == epochs.get(r.partition)]
             if records:
-                await self._handle(records)
+                await self._handle_or_exit(records)
+
+    async def _handle_or_exit(self, records: list[Inbound]) -> None:
+        """:meth:`_handle`, or the end of the process when it raises (exit 70, a clean redelivery).
+
+        Records the engine fails on are dead-lettered inside; what escapes is a failure of the path
+        itself (a partition's store that no longer reads during a re-read, say). Left to itself it
+        would end the input loop silently (faust's agent, or the bulk loop's task) while the process
+        stayed up until the consume-stall check gave up on it; and the batch's records, read but
+        neither applied nor dead-lettered, must not be skipped by carrying on.
+        """
+        try:
+            await self._handle(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - whatever escaped: see above
+            exit_for_redelivery(f"a batch of {len(records)} input records could not be processed")
 
     async def _handle(self, records: list[Inbound]) -> None:
         """Process one batch of input records and make its output and state durable."""

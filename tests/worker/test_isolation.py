@@ -355,3 +355,36 @@ def test_a_batch_that_waited_for_the_catalog_leaves_the_records_of_a_partition_t
     engine = worker.engine
     assert engine is not None and partition not in engine.parts
     worker.store.close_all()
+
+
+def test_a_failure_of_the_input_path_itself_ends_the_process_for_a_clean_redelivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-read that fails (a damaged partition row, a store closed under it) must not end the input
+    loop silently with its batch neither applied nor dead-lettered: the process exits (70) instead,
+    and a restarted worker reads the batch again from its recovered state's offsets."""
+    worker = broken_worker(tmp_path, monkeypatch)
+    monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: txn.commit({}, {}))
+    worker._catalog_ready = None
+    engine = worker.engine
+    assert engine is not None
+
+    def unreadable(partition, store):  # type: ignore[no-untyped-def]
+        raise RuntimeError("partition row does not decode")
+
+    engine.load_partition = unreadable  # type: ignore[method-assign]
+    exits: list[str] = []
+
+    class Exited(Exception):
+        pass
+
+    def exit_for_redelivery(what: str) -> None:
+        exits.append(what)
+        raise Exited
+
+    monkeypatch.setattr("stream.worker_input.exit_for_redelivery", exit_for_redelivery)
+    records = [ev("e1", "bob", "view", "i3", 1.7e9)]  # breaks the engine: its partition is re-read
+    with pytest.raises(Exited):
+        asyncio.run(worker._handle_or_exit(records))
+    assert exits == ["a batch of 1 input records could not be processed"]
+    worker.store.close_all()
