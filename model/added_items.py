@@ -165,3 +165,57 @@ def nearest_known(
     pool = np.flatnonzero(cos >= kth)
     order = np.lexsort((ids[pool], -cos[pool]))[:k]
     return [str(ids[i]) for i in pool[order]]
+
+
+# How far below the k-th best a cosine from the matrix product may be and still be checked exactly (in
+# nearest_known_many): the product and nearest_known's own sums of unit vectors differ by ~1e-14 at most.
+_NEAR_MARGIN = 1e-9
+# Floats of the matrix product of one chunk of queries (about 32 MiB).
+_PRODUCT_FLOATS = 1 << 22
+# Below this many rows one pass per query is faster than the product and its second look.
+_PRODUCT_MIN_ROWS = 2048
+
+
+def nearest_known_many(
+    unit_out: np.ndarray,
+    ids: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    excludes: Sequence[int | None] | None = None,
+) -> list[list[str]]:
+    """:func:`nearest_known` for each row of ``queries`` (``excludes``: each row's own, or None): the
+    same lists, from one matrix product for many queries instead of one pass over ``unit_out`` each.
+
+    The product (BLAS: rounded otherwise than :func:`nearest_known`'s sums) only narrows each query
+    down to the rows within a tiny margin of its k-th best; :func:`nearest_known` then picks among those
+    with its own arithmetic, each row's cosine computed as it computes it over all rows (``einsum``
+    works row by row), so the result is the one it gives, ties by id included.
+    """
+    m = len(queries)
+    excludes = [None] * m if excludes is None else list(excludes)
+    n = len(unit_out)
+    if k <= 0 or n == 0:
+        return [[] for _ in range(m)]
+    if n < _PRODUCT_MIN_ROWS:
+        return [nearest_known(unit_out, ids, q, k, e) for q, e in zip(queries, excludes, strict=True)]
+    out: list[list[str]] = []
+    chunk = max(1, _PRODUCT_FLOATS // n)
+    for start in range(0, m, chunk):
+        block = np.asarray(queries[start : start + chunk], dtype=np.float64)
+        norms = np.linalg.norm(block, axis=1)
+        approx = (block / np.where(norms > 0, norms, 1.0)[:, None]) @ unit_out.T
+        for row, query in enumerate(block):
+            exclude = excludes[start + row]
+            kk = min(k, n - (exclude is not None))
+            if kk <= 0:
+                out.append([])
+                continue
+            cos = approx[row]
+            if exclude is not None:
+                cos[exclude] = -np.inf
+            kth = np.partition(cos, n - kk)[n - kk]
+            near = np.flatnonzero(cos >= kth - _NEAR_MARGIN)
+            if exclude is not None:
+                near = near[near != exclude]
+            out.append(nearest_known(unit_out[near], ids[near], query, kk, None))
+    return out

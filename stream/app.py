@@ -27,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -104,6 +105,7 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
         self._recovery_wakeup = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._catalog_inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._catalog_backlog: deque[Inbound] = deque()  # drained, waiting for its slice (stream.worker_tick)
         self._catalog_read = threading.Event()  # the reader reached the catalog's end once
         self._catalog_ready: asyncio.Event | None = None  # ... and the engine applied all of it
         self._stop = threading.Event()

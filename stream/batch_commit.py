@@ -114,3 +114,4 @@ def observe(outcome: Outcome) -> None:
     metrics_record.observe_stages(outcome.stage_seconds)
     metrics_record.observe_removals(outcome.erasures, outcome.expired_users, outcome.catalog_removals)
     metrics_record.observe_late_timers(outcome.late_timers)
+    metrics_record.observe_arrival_asks_capped(outcome.arrival_asks_capped)

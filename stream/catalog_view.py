@@ -66,6 +66,10 @@ class CatalogView:
         self._changes: list[CatalogChange] = []  # sorted
         self._change_times: list[float] = []  # their updated_at: bisected without a key function
         self._seq = 0
+        # Removed item -> the last change number logged before its removal: its changes up to that one
+        # leave the log before the log is read next, all removals at once (a burst of tombstones costs
+        # one pass over the log, not one each).
+        self._removed: dict[str, int] = {}
         # Items with a promotion in some kept version, deepest discount first (checked at lookup).
         self._promoted: dict[str, float] = {}
         self._promoted_order: list[str] | None = None
@@ -176,9 +180,8 @@ class CatalogView:
         if self._promoted.pop(item_id, None) is not None:
             self._promoted_order = None
         self._multi.discard(item_id)
-        if any(c.item_id == item_id for c in self._changes):
-            self._changes = [c for c in self._changes if c.item_id != item_id]
-            self._change_times = [c.updated_at for c in self._changes]
+        if self._changes:  # its logged changes leave the log before it is read next (_purge_removed)
+            self._removed[item_id] = self._seq
         category = self._category_of.pop(item_id, None)
         if category is not None:
             self._by_category[category].discard(item_id)
@@ -229,13 +232,24 @@ class CatalogView:
         i = bisect.bisect_right(self._changes, change)
         self._changes.insert(i, change)
         self._change_times.insert(i, change.updated_at)
+        if len(self._changes) > MAX_CHANGES and self._removed:
+            self._purge_removed()
         if len(self._changes) > MAX_CHANGES:
             del self._changes[: len(self._changes) - MAX_CHANGES]
             del self._change_times[: len(self._change_times) - MAX_CHANGES]
         return change
 
+    def _purge_removed(self) -> None:
+        """Drop the logged changes of items removed since (those logged before the removal)."""
+        removed = self._removed
+        self._changes = [c for c in self._changes if c.seq > removed.get(c.item_id, -1)]
+        self._change_times = [c.updated_at for c in self._changes]
+        removed.clear()
+
     def changes_between(self, after: float, until: float) -> list[CatalogChange]:
         """Logged changes with ``after < updated_at <= until``, in announcement order."""
+        if self._removed:
+            self._purge_removed()
         times = self._change_times
         if not times or times[-1] <= after or until < times[0]:
             return []  # the usual answer, asked once per event: no bisection
@@ -246,12 +260,16 @@ class CatalogView:
 
     def pending_changes(self) -> int:
         """Changes still in the log."""
+        if self._removed:
+            self._purge_removed()
         return len(self._changes)
 
     def forget_until(self, t: float) -> int:
         """Forget what no decision at or after ``t`` can need: logged changes with ``updated_at <= t``
         and, per item, versions superseded at ``t`` (the one in force then is kept, as a base).
         Returns the changes dropped."""
+        if self._removed:
+            self._purge_removed()
         n = bisect.bisect_right(self._change_times, t)
         del self._changes[:n]
         del self._change_times[:n]

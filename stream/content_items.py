@@ -11,14 +11,16 @@ exactly as before.
 :func:`arrival_users` says who a ``new_arrival`` is announced to: the users of the partition's
 interest index (item -> interested users) for the items most similar to the new one, in the model's
 item space and within its catalog category, best interest first, bounded. Pure functions over the
-scorer and the index: no I/O. :class:`NewItems` keeps the items placed from content by category, for
-the in-session ``new`` candidate source (``stream.candidates.gather_candidates``).
+scorer and the index: no I/O. What a burst of new items costs, and how many of them one user hears
+of, is the engine's (``stream.engine.catalog_asks``). :class:`NewItems` keeps the items placed from
+content by category, for the in-session ``new`` candidate source (``stream.candidates.gather_candidates``).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -32,7 +34,14 @@ from stream.policy_config import PolicyConfig
 
 @runtime_checkable
 class ContentScorer(Protocol):
-    """What a model offers for items without history (``model.scorer.IncrementalScorer`` has it)."""
+    """What a model offers for items without history (``model.scorer.IncrementalScorer`` has it).
+
+    ``similar_items`` finds items the model was trained on only (indices below ``n_artifact_items``):
+    items of ``among`` it added from content are ignored, so callers may leave them out (the engine
+    does, ``stream.engine.catalog_asks``: a burst of new items of one category is never handed over).
+    A model may also offer ``similar_items_many(item_ids, k, among=None)``, the same lists for many
+    items at once (:func:`arrival_pools` uses it when there).
+    """
 
     content_enabled: bool
     image_width: int | None
@@ -170,17 +179,86 @@ def arrival_pool(
     return list(dict.fromkeys(pool))
 
 
+def arrival_pools(
+    mapped: ContentScorer | None, arrivals: Sequence[tuple[str, Sequence[str]]], k: int
+) -> list[list[str]]:
+    """:func:`arrival_pool` of each ``(item, category_items)``: the same pools, with the model asked for
+    the similar items of all of them at once, and once per list of category items (the same object
+    for arrivals that share it): a burst of new items in one matrix product, when the model has
+    ``similar_items_many`` (``model.scorer.IncrementalScorer``), else one item at a time.
+    """
+    pools: list[list[str]] = [[] for _ in arrivals]
+    if k == 0 or mapped is None or not arrivals:
+        return pools
+    indices = mapped.item_indices([item for item, _ in arrivals]).tolist()
+    new = [i for i, index in enumerate(indices) if index >= mapped.n_artifact_items]
+    many = getattr(mapped, "similar_items_many", None)
+
+    def similar(items: list[str], among: Sequence[str] | None = None) -> list[list[str]]:
+        if many is not None:
+            return list(many(items, k, among=among))
+        return [mapped.similar_items(item, k, among=among) for item in items]
+
+    for i, closest in zip(new, similar([arrivals[i][0] for i in new]), strict=True):
+        pools[i] = closest
+    # The items of a category, once per list: an arrival among them is no peer of its own (a one-off).
+    groups: dict[int, list[int]] = {}
+    lists: dict[int, Sequence[str]] = {}
+    for i in new:
+        category_items = arrivals[i][1]
+        groups.setdefault(id(category_items), []).append(i)
+        lists[id(category_items)] = category_items
+    for key, members in groups.items():
+        category_items = lists[key]
+        if not category_items:
+            continue
+        listed = set(category_items)
+        shared = [i for i in members if arrivals[i][0] not in listed]
+        if shared:
+            peers_of = similar([arrivals[i][0] for i in shared], category_items)
+            for i, more in zip(shared, peers_of, strict=True):
+                pools[i] += more
+        for i in members:
+            item = arrivals[i][0]
+            if item in listed and (peers := [p for p in category_items if p != item]):
+                pools[i] += similar([item], peers)[0]
+    return [list(dict.fromkeys(pool)) for pool in pools]
+
+
 def arrival_users(pool: Sequence[str], interest: InterestIndex, now: float, cfg: PolicyConfig) -> list[str]:
     """Users to ask about a new item: the interest index's users of the ``pool`` items, best decayed
     interest first (ties by id), at most ``new_arrival_max_users``. Each is then scored on the new
     item from their own state like any candidate."""
-    best: dict[str, float] = {}
-    for similar in pool:
-        for user, value, _ in interest.users_for(similar, now, cfg.interest_index_min_interest):
-            if value > best.get(user, -1.0):
-                best[user] = value
-    ranked = sorted(best.items(), key=lambda row: (-row[1], row[0]))
-    return [user for user, _ in ranked[: cfg.new_arrival_max_users]]
+    return arrival_audience(pool, interest, now, cfg)[0]
+
+
+def arrival_audience(
+    pool: Sequence[str],
+    interest: InterestIndex,
+    now: float,
+    cfg: PolicyConfig,
+    asked: Mapping[str, int] | None = None,
+) -> tuple[list[str], int]:
+    """:func:`arrival_users` less those already asked about ``new_arrival_asks_per_user_hour`` new items
+    (``asked``: user -> new items asked about), and how many of them that leaves out. They keep their
+    place among the ``new_arrival_max_users`` best: the bound never lets a user in who was not."""
+    best = interest.best_of(pool, now, cfg.interest_index_min_interest)
+    limit = cfg.new_arrival_max_users
+    if len(best) > limit:
+        best = dict(_best_first(best, limit))
+    left_out = 0
+    if asked:
+        bound = cfg.new_arrival_asks_per_user_hour
+        open_ = {user: value for user, value in best.items() if asked.get(user, 0) < bound}
+        left_out, best = len(best) - len(open_), open_
+    return [user for user, _ in _best_first(best, limit)], left_out
+
+
+def _best_first(best: Mapping[str, float], n: int) -> list[tuple[str, float]]:
+    """The ``n`` users of highest interest, best first, ties by id."""
+    if len(best) <= n:
+        return sorted(best.items(), key=lambda row: (-row[1], row[0]))
+    return heapq.nsmallest(n, best.items(), key=lambda row: (-row[1], row[0]))
 
 
 class NewItems:

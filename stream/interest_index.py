@@ -263,6 +263,24 @@ class InterestIndex:
         found.sort(key=lambda row: (-row[1], row[0]))
         return found
 
+    def best_of(self, item_ids: Iterable[str], now: float, min_interest: float) -> dict[str, float]:
+        """User -> their best decayed interest over ``item_ids``, among those with >= ``min_interest`` in
+        one of them: the values :meth:`users_for` gives, without sorting each item's users."""
+        best: dict[str, float] = {}
+        if self._landmark is None:
+            return best
+        scale = math.exp2(-(now - self._landmark) / self.half_life_seconds)
+        get = best.get
+        for item_id in item_ids:
+            bucket = self._items.get(item_id)
+            if not bucket:
+                continue
+            for user, (v, _, _) in bucket.entries.items():
+                value = v * scale
+                if value >= min_interest and value > get(user, -1.0):
+                    best[user] = value
+        return best
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able snapshot: ``{"items": [[item, [[user, interest, ts], ...]], ...]}`` oldest first."""
         return {

@@ -222,6 +222,11 @@ CATALOG_LATE = Counter(
     "Catalog changes announced to a partition on arrival because its clock had already passed their "
     "updated_at (read late: where they land in the stream depends on timing), per partition reached.",
 )
+ARRIVAL_ASKS_CAPPED = Counter(
+    "kairos_new_arrival_asks_capped_total",
+    "Users not asked about a new item because they were already asked about "
+    "new_arrival_asks_per_user_hour new items in the hour (a burst of new items).",
+)
 
 
 CONTENT_ITEMS = Counter(

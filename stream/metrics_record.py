@@ -16,6 +16,7 @@ from prometheus_client import Gauge, Histogram
 
 from stream.contract import DEAD_LETTER_REASONS, EVENT_TYPES, TRIGGERS
 from stream.metrics import (
+    ARRIVAL_ASKS_CAPPED,
     BATCH_SIZE,
     CATALOG_LATE,
     CATALOG_REMOVALS,
@@ -263,6 +264,12 @@ def observe_input_updates(
         CATALOG_UPDATES.inc(catalog)
     if catalog_late > 0:
         CATALOG_LATE.inc(catalog_late)
+
+
+def observe_arrival_asks_capped(n: int) -> None:
+    """Count users a burst of new items did not reach (``Outcome.arrival_asks_capped``)."""
+    if n > 0:
+        ARRIVAL_ASKS_CAPPED.inc(n)
 
 
 def observe_late_timers(n: int) -> None:

@@ -104,6 +104,10 @@ class PartitionState:
     # Catalog changes up to this time were announced to the partition's users (in memory: a restart
     # reads the catalog again as a bootstrap, which announces nothing). None until first used.
     catalog_until: float | None = None
+    # New items each user was asked about in the clock's hour ``arrival_hour`` (the bound
+    # ``new_arrival_asks_per_user_hour``, stream.engine.catalog_asks); in memory, like catalog_until.
+    arrival_hour: int = -1
+    arrivals_asked: dict[str, int] = field(default_factory=dict)
     _watermark_stored: float = 0.0
     _offsets_stored: dict[str, int] = field(default_factory=dict)
     _legacy_rows: list[bytes] = field(default_factory=list)  # deleted at the next drain

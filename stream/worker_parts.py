@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -58,6 +59,7 @@ class WorkerParts:
     _assigned_event: asyncio.Event  # set while no rebalance is under way
     _group_committed: dict[tuple[str, int], int]
     _catalog_inbox: queue.SimpleQueue[Inbound]  # filled by the catalog reader thread
+    _catalog_backlog: deque[Inbound]  # drained from the inbox, not applied yet (stream.worker_tick)
     _catalog_read: threading.Event  # the reader reached the catalog's end once
     _catalog_ready: asyncio.Event | None  # ... and the engine applied all of it
     _probed_ends: dict[tuple[str, int], int]

@@ -5,10 +5,17 @@ published, applied input offsets are written to the group (bulk input), the cata
 thread is applied (the first full read is a bootstrap that announces nothing), and the engine's
 tick fires due timers and sweeps expired users. The tick never raises: each stage's error is
 logged and counted (``kairos_tick_errors_total``), and the tick goes on.
+
+The catalog records read since the last tick are applied in order, in slices of about
+:data:`CATALOG_SLICE_SECONDS` each, committed one by one, and the event loop runs between slices: a
+producer that publishes thousands of records at once (a season's import, a broken producer) never
+holds the loop, its heartbeats and the health endpoint for long. A rebalance that begins between
+slices stops the tick; the rest of the records wait, in order, for a later one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import time
@@ -23,6 +30,19 @@ from stream.store import Transaction
 from stream.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
+
+# The catalog inbox is applied in slices of about this many seconds each, the event loop running between
+# them (TickMixin._apply_catalog_backlog); the first slice of a tick has CATALOG_SLICE_FIRST records.
+CATALOG_SLICE_SECONDS = 0.2
+CATALOG_SLICE_FIRST = 16
+CATALOG_SLICE_MAX = 4096
+
+
+def next_slice_size(size: int, took: float) -> int:
+    """Records in the next slice of the catalog backlog, after one of ``size`` records took ``took``
+    seconds: about :data:`CATALOG_SLICE_SECONDS` worth, at most four times as many, 1 to
+    :data:`CATALOG_SLICE_MAX`."""
+    return max(1, min(CATALOG_SLICE_MAX, 4 * size, int(size * CATALOG_SLICE_SECONDS / max(took, 1e-4))))
 
 
 class TickMixin(WorkerParts):
@@ -69,31 +89,25 @@ class TickMixin(WorkerParts):
         if self.engine is None or self._rebalancing or self._reloading:
             return
         caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then
-        catalog: list[Inbound] = []
         while True:
             try:
-                catalog.append(self._catalog_inbox.get_nowait())
+                self._catalog_backlog.append(self._catalog_inbox.get_nowait())
             except queue.Empty:
                 break
-        txn = Transaction(self.store)
-        outcome = Outcome()
-        # The first full read of the catalog (at every start) is a bootstrap, not a change: it fills
-        # the view and announces nothing, or a restarted worker would take every promoted item for a
-        # new promotion (it has no previous version to compare with).
-        announce = self._catalog_ready is not None and self._catalog_ready.is_set()
-        if catalog:
-            applied = self._apply_catalog_safely(catalog, txn, announce)
-            metrics_record.observe_input_updates(
-                catalog=applied.catalog_updates,
-                catalog_late=applied.catalog_late,
-                content_items=applied.content_items_added,
-            )
-            outcome.extend(applied)
-        if caught_up and self._catalog_ready is not None and not self._catalog_ready.is_set():
+        if self._catalog_backlog and not await self._apply_catalog_backlog():
+            return  # a rebalance began while the loop ran: the rest of the catalog waits for a later tick
+        if (
+            caught_up
+            and not self._catalog_backlog
+            and self._catalog_ready is not None
+            and not self._catalog_ready.is_set()
+        ):
             self._catalog_ready.set()
             self.health.set_recovering(self._still_recovering())
             log.info("catalog loaded: %d items", len(self.engine.catalog))
             self._freeze_long_lived()
+        txn = Transaction(self.store)
+        outcome = Outcome()
         try:  # only adopted partitions have timers in the engine: recovering ones wait
             ticked = self.engine.tick(txn)
             metrics_record.observe_input_updates(content_items=ticked.content_items_added)
@@ -104,6 +118,43 @@ class TickMixin(WorkerParts):
             # A broker that cannot take the output ends the process (redelivery after restart),
             # exactly as for an event batch; anything else is the tick's own error.
             self._commit_or_die(outcome, txn)
+
+    async def _apply_catalog_backlog(self) -> bool:
+        """Apply the catalog records read so far, in order, a slice at a time, each slice committed on
+        its own; the event loop runs between slices (heartbeats, health, input batches).
+
+        A slice is sized so that it takes about :data:`CATALOG_SLICE_SECONDS` (the first of a tick has
+        :data:`CATALOG_SLICE_FIRST` records, the next ones scale with the time the last one took): a
+        burst of thousands of catalog records never holds the loop for long. Returns False when the
+        engine went away or a rebalance began between slices: what is left waits in the backlog, and
+        a later tick goes on with it (in order).
+        """
+        backlog = self._catalog_backlog
+        size = CATALOG_SLICE_FIRST
+        while backlog:
+            if self.engine is None or self._rebalancing:
+                return False
+            # The first full read of the catalog (at every start) is a bootstrap, not a change: it fills
+            # the view and announces nothing, or a restarted worker would take every promoted item for
+            # a new promotion (it has no previous version to compare with). The catalog is ready only
+            # once the backlog is empty, so a bootstrap never shares a slice with changes.
+            announce = self._catalog_ready is not None and self._catalog_ready.is_set()
+            records = [backlog.popleft() for _ in range(min(size, len(backlog)))]
+            started = time.perf_counter()
+            txn = Transaction(self.store)
+            applied = self._apply_catalog_safely(records, txn, announce)
+            metrics_record.observe_input_updates(
+                catalog=applied.catalog_updates,
+                catalog_late=applied.catalog_late,
+                content_items=applied.content_items_added,
+            )
+            if txn.writes or applied.pushes or applied.dead_letters:
+                self._commit_or_die(applied, txn)
+            size = next_slice_size(size, time.perf_counter() - started)
+            if backlog:
+                self.health.beat()  # the tick is alive: it lets the loop run
+                await asyncio.sleep(0)
+        return True
 
     def _tick_error(self, stage: str) -> None:
         metrics.TICK_ERRORS.labels(stage).inc()

@@ -21,6 +21,7 @@ from stream.engine.ports import StateAccess
 from stream.engine.users import UserRecords
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
+from stream.triggers import catalog_triggers
 
 
 class CatalogAnnouncementMixin:
@@ -70,9 +71,11 @@ class CatalogAnnouncementMixin:
         indexing: AbstractSet[str] = work.indexing.get(partition, frozenset())
         if indexing and part.interest.rescale_due(self.now(partition)):
             return True
+        judged = self._judged(partition, changes)
+        self._prepare_pools(judged)
         return any(
             self.catalog_asks.reaches_anyone(part, at, change.previous, change.update, indexing)
-            for at, change in self._judged(partition, changes)
+            for at, change in judged
         )
 
     def _judged(self, partition: int, changes: Sequence[CatalogChange]) -> list[tuple[float, CatalogChange]]:
@@ -84,6 +87,15 @@ class CatalogAnnouncementMixin:
             for change in changes
             if change.update.item_id in self.catalog
         ]
+
+    def _prepare_pools(self, judged: Sequence[tuple[float, CatalogChange]]) -> None:
+        """The pools of the new arrivals among these changes, computed at once (a burst's in one go)."""
+        self.catalog_asks.prepare_pools(
+            change.update
+            for at, change in judged
+            if change.previous is None
+            and any(t == "new_arrival" for t, _ in catalog_triggers(None, change.update, at))
+        )
 
     def _announce(
         self,
@@ -100,9 +112,11 @@ class CatalogAnnouncementMixin:
         """
         users: dict[str, BatchUser] = {} if batch_users is None else batch_users
         asks: list[Ask] = []
-        for at, change in self._judged(partition, changes):
+        judged = self._judged(partition, changes)
+        self._prepare_pools(judged)
+        for at, change in judged:
             asks += self.catalog_asks.asks(
-                txn, self.part(partition), at, change.previous, change.update, users
+                txn, self.part(partition), at, change.previous, change.update, users, out
             )
         first = len(out.pushes)
         if asks:

@@ -73,6 +73,13 @@ class CandidatesConfig(BaseModel):
     new_arrival_max_users: int = Field(
         200, ge=0, description="Most users (highest interest first) asked about one new item, per partition."
     )
+    new_arrival_asks_per_user_hour: int = Field(
+        10,
+        ge=1,
+        description="Most new items one user is asked about per hour of the partition's clock: of a burst of "
+        "new items (a season's import, a broken producer) each user hears of the first ones that reach them "
+        "only.",
+    )
     interest_index_max_entries: int = Field(
         500_000, ge=1, description="Most (item, user) entries in the index."
     )

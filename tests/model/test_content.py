@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.added_items import map_items, nearest_known
+from model.added_items import map_items, nearest_known, nearest_known_many
 from model.artifact import ArtifactError, load_artifact
 from model.content import ItemContent
 from model.content_fit import load_item_catalog, ridge
@@ -279,7 +279,7 @@ def test_an_item_from_far_out_content_stays_within_the_learned_items(content_art
     assert np.isfinite(scores).all()
 
 
-def test_similar_items(content_artifact: Path) -> None:
+def test_similar_items(content_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scorer = IncrementalScorer.load(content_artifact)
     scorer.add_items(["cold-mat"], [cold("yoga mat")])
     similar = scorer.similar_items("cold-mat", 5)
@@ -298,6 +298,43 @@ def test_similar_items(content_artifact: Path) -> None:
     pool = sorted(mats)[:4] + [own, "never-seen", "cold-mat"]  # unknown and added ids are skipped
     among = scorer.similar_items("cold-mat", 3, among=pool)
     assert len(among) == 3 and set(among) <= set(pool) - {"never-seen", "cold-mat"}
+    # Only trained items can be similar: the engine hands over those alone (stream.engine.catalog_asks).
+    trained = [p for p in pool if scorer._lookup.get(p, scorer.n_artifact_items) < scorer.n_artifact_items]
+    assert scorer.similar_items("cold-mat", 3, among=trained) == among
+    # Many at once (a burst of new items): the same lists, from one matrix product.
+    scorer.add_items(["cold-lamp"], [cold("desk lamp")])
+    items = ["cold-mat", own, "cold-lamp", scorer.item_id(5)]
+    for k in (1, 5, 1000):
+        for where in (None, pool, sorted(mats) + [own, "cold-lamp"]):
+            expected = [scorer.similar_items(item, k, among=where) for item in items]
+            for product_from in (0, 10**9):  # the matrix product whatever the catalog's size, or never
+                monkeypatch.setattr("model.added_items._PRODUCT_MIN_ROWS", product_from)
+                assert scorer.similar_items_many(items, k, among=where) == expected
+    assert scorer.similar_items_many([], 3) == []
+    with pytest.raises(KeyError):
+        scorer.similar_items_many(["cold-mat", "never-seen"], 3)
+
+
+def test_nearest_known_many_gives_nearest_knowns_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One matrix product narrows the candidates down; the lists are nearest_known's, ties and all."""
+    rng = np.random.default_rng(5)
+    unit = rng.normal(size=(3000, 16))
+    unit[10:20] = unit[9]  # exact ties, broken by id
+    unit[20] = 0.0  # an item without direction
+    unit /= np.where((norms := np.linalg.norm(unit, axis=1, keepdims=True)) > 0, norms, 1.0)
+    ids = np.array([f"i{k:05d}" for k in rng.permutation(3000)])
+    queries = rng.normal(size=(40, 16))
+    queries[0] = 0.0
+    queries[1] = 3.0 * unit[9]
+    excludes = [None] * 40
+    excludes[1], excludes[2] = 9, 2999
+    for k in (0, 1, 7, 30, 3000):
+        expected = [nearest_known(unit, ids, q, k, e) for q, e in zip(queries, excludes, strict=True)]
+        assert nearest_known_many(unit, ids, queries, k, excludes) == expected
+        with monkeypatch.context() as m:  # a small catalog goes one query at a time: the same again
+            m.setattr("model.added_items._PRODUCT_MIN_ROWS", 10**9)
+            assert nearest_known_many(unit, ids, queries, k, excludes) == expected
+    assert nearest_known_many(unit[:0], ids[:0], queries, 5) == [[]] * 40
 
 
 def test_nearest_known_breaks_ties_by_id() -> None:

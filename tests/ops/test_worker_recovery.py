@@ -236,6 +236,60 @@ def test_the_tick_survives_a_failing_catalog_record_and_failing_timers(
     assert counter("kairos_tick_errors_total", stage="timers") - before["timers"] == 2
 
 
+def test_the_tick_applies_a_catalog_burst_in_order_a_slice_at_a_time_letting_the_loop_run(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer's burst of catalog records is applied in slices, in order, each committed; the event
+    loop runs between them. A rebalance between slices stops the tick; the next goes on with the rest.
+    The first full read (a bootstrap, announcing nothing) is ready only once all of it is applied."""
+    assert worker.engine is not None
+    engine = worker.engine
+    monkeypatch.setattr("stream.worker_tick.CATALOG_SLICE_FIRST", 16)
+    monkeypatch.setattr("stream.worker_tick.CATALOG_SLICE_MAX", 16)
+    monkeypatch.setattr("stream.worker_tick.CATALOG_SLICE_SECONDS", 1e6)  # sizes never shrink here
+    slices: list[tuple[list[int], bool]] = []
+    txns: list[Any] = []
+    original = engine.apply_catalog
+
+    def apply_catalog(records: Any, txn: Any, announce: bool = True) -> Outcome:
+        slices.append(([r.offset for r in records], announce))
+        txns.append(txn)
+        return original(records, txn, announce)
+
+    monkeypatch.setattr(engine, "apply_catalog", apply_catalog)
+    monkeypatch.setattr(worker, "_publish_gauges", lambda: None)
+    for k in range(100):
+        worker._catalog_inbox.put(
+            Inbound("catalog", 0, k, f"b{k}".encode(), to_json_bytes(catalog_entry(f"b{k}")))
+        )
+    worker._catalog_read.set()  # the reader reached the end: all of it is in the inbox
+    seen_between: list[int] = []
+
+    async def rebalance_after_two_slices() -> None:
+        while len(slices) < 2:
+            seen_between.append(len(slices))
+            await asyncio.sleep(0)
+        worker._rebalancing = True
+
+    async def scenario() -> None:
+        worker._catalog_ready = asyncio.Event()
+        other = asyncio.ensure_future(rebalance_after_two_slices())
+        await worker._tick()
+        await other
+        assert len(slices) == 2 and not worker._catalog_ready.is_set()  # stopped: the rest waits
+        assert len(worker._catalog_backlog) == 100 - 32
+        worker._rebalancing = False
+        await worker._tick()
+        assert worker._catalog_ready.is_set()
+
+    asyncio.run(scenario())
+    assert 1 in seen_between  # the loop ran another task between the first two slices
+    assert [offsets for offsets, _ in slices] == [list(range(k, min(k + 16, 100))) for k in range(0, 100, 16)]
+    assert not any(announce for _, announce in slices)  # a bootstrap, all of it
+    assert len({id(txn) for txn in txns}) == len(slices)  # each slice its own transaction (committed)
+    assert all(f"b{k}" in engine.catalog for k in range(100)) and not worker._catalog_backlog
+
+
 def test_recovery_adopts_the_stored_users_timers(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("stream.recovery.replay_partitions", lambda *a, **k: iter(()))
     pstore = worker.store.open(2)
