@@ -95,7 +95,9 @@ class TickMixin(WorkerParts):
             except queue.Empty:
                 break
         if self._catalog_backlog and not await self._apply_catalog_backlog():
-            return  # a rebalance began while the loop ran: the rest of the catalog waits for a later tick
+            # A rebalance or a failure's re-read began while the loop ran: the rest of the catalog, and
+            # the timers, wait for a later tick.
+            return
         if (
             caught_up
             and not self._catalog_backlog
@@ -126,13 +128,14 @@ class TickMixin(WorkerParts):
         A slice is sized so that it takes about :data:`CATALOG_SLICE_SECONDS` (the first of a tick has
         :data:`CATALOG_SLICE_FIRST` records, the next ones scale with the time the last one took): a
         burst of thousands of catalog records never holds the loop for long. Returns False when the
-        engine went away or a rebalance began between slices: what is left waits in the backlog, and
-        a later tick goes on with it (in order).
+        engine went away, a rebalance began or a partition is being re-read after a failure
+        (``stream.worker_input``) between slices: what is left waits in the backlog, and a later tick
+        goes on with it (in order).
         """
         backlog = self._catalog_backlog
         size = CATALOG_SLICE_FIRST
         while backlog:
-            if self.engine is None or self._rebalancing:
+            if self.engine is None or self._rebalancing or self._reloading:
                 return False
             # The first full read of the catalog (at every start) is a bootstrap, not a change: it fills
             # the view and announces nothing, or a restarted worker would take every promoted item for

@@ -23,7 +23,7 @@ from stream.content_items import arrival_pool, placed_from_content
 from stream.contract import CatalogUpdate
 from stream.engine import Engine, Outcome
 from stream.engine.catalog_asks import MAX_ARRIVAL_POOLS, CatalogAsks
-from stream.interest import InterestIndex
+from stream.interest_index import InterestIndex
 from stream.partitioning import partition_for
 from stream.policy_config import PolicyConfig
 from tests.stream.fakes import PARTITIONS, T0, DictState, catalog_record, make_settings
