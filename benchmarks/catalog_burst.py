@@ -25,7 +25,7 @@ from the model; ``--profile`` adds the top of a cProfile. A measurement, never a
 ``tests/stream/test_catalog_burst.py`` counts the work instead.
 
 The model is a stand-in (``BurstScorer``): items in a small vector space grouped by category, the
-real scorer's nearest-neighbour code (``model.added_items.nearest_known``, ``nearest_known_many``) for
+real scorer's nearest-neighbour code (``model.item_neighbours.nearest_known``, ``nearest_known_many``) for
 similar items.
 """
 
@@ -48,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.added_items import nearest_known, nearest_known_many  # noqa: E402
+from model.item_neighbours import nearest_known, nearest_known_many  # noqa: E402
 from stream.contract import CatalogUpdate, to_json_bytes  # noqa: E402
 from stream.engine import Engine, Inbound, Outcome  # noqa: E402
 from stream.partitioning import partition_for  # noqa: E402

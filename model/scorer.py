@@ -38,13 +38,12 @@ from model.added_items import (
     added_row_bounds,
     content_encoder,
     map_items,
-    nearest_known,
-    nearest_known_many,
     new_items,
 )
 from model.artifact import ArtifactError, load_artifact
 from model.calibration import FEATURES
 from model.content import ItemContent
+from model.item_neighbours import ItemNeighboursMixin
 from stream.contract import EVENT_TYPES
 
 
@@ -60,7 +59,7 @@ def _probability(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-class IncrementalScorer:
+class IncrementalScorer(ItemNeighboursMixin):
     """Loaded model plus precomputed matrices; not thread-safe (the stream calls it from one thread)."""
 
     version: str
@@ -193,60 +192,6 @@ class IncrementalScorer:
             self._ids.append(item)
         self.n_items = len(self._ids)
         return len(ids)
-
-    def similar_items(self, item_id: str, k: int, among: Sequence[str] | None = None) -> list[str]:
-        """The ``k`` artifact items whose output embeddings are closest (cosine) to ``item_id``'s.
-
-        Works for artifact and added items; the item itself is left out; ties are broken by item id.
-        ``among``: only these items are considered (those the model does not know, and those added from
-        content, are skipped).
-        Raises KeyError for an id the model does not know.
-        """
-        index = self._lookup.get(item_id)
-        if index is None:
-            raise KeyError(f"unknown item {item_id!r}")
-        unit_out = self._unit_rows()
-        query = self._out[index].numpy().astype(np.float64)
-        if among is not None:
-            rows = np.unique(self.item_indices(among))
-            rows = rows[(rows >= 0) & (rows < self.n_artifact_items) & (rows != index)]
-            return nearest_known(unit_out[rows], self._id_array[rows], query, k, None)
-        exclude = index if index < self.n_artifact_items else None
-        return nearest_known(unit_out, self._id_array, query, k, exclude)
-
-    def similar_items_many(
-        self, item_ids: Sequence[str], k: int, among: Sequence[str] | None = None
-    ) -> list[list[str]]:
-        """:meth:`similar_items` of each of ``item_ids``: the same lists, from one matrix product for all
-        of them (``model.added_items.nearest_known_many``): what a burst of new items costs. Raises
-        KeyError for an id the model does not know."""
-        indices = []
-        for item_id in item_ids:
-            index = self._lookup.get(item_id)
-            if index is None:
-                raise KeyError(f"unknown item {item_id!r}")
-            indices.append(index)
-        if not indices:
-            return []
-        unit_out = self._unit_rows()
-        queries = self._out[torch.tensor(indices, dtype=torch.int64)].numpy().astype(np.float64)
-        n = self.n_artifact_items
-        if among is not None:
-            rows = np.unique(self.item_indices(among))
-            rows = rows[(rows >= 0) & (rows < n)]
-            position = {int(row): i for i, row in enumerate(rows)}
-            excludes = [position.get(index) for index in indices]  # an item is not its own neighbour
-            return nearest_known_many(unit_out[rows], self._id_array[rows], queries, k, excludes)
-        excludes = [index if index < n else None for index in indices]
-        return nearest_known_many(unit_out, self._id_array, queries, k, excludes)
-
-    def _unit_rows(self) -> np.ndarray:
-        """The artifact items' output embeddings, L2-normalised (float64; built once)."""
-        if self._unit_out is None:
-            known = self._out[: self.n_artifact_items].numpy().astype(np.float64)
-            norms = np.linalg.norm(known, axis=1, keepdims=True)
-            self._unit_out = known / np.where(norms > 0, norms, 1.0)
-        return self._unit_out
 
     def initial_state(self, n: int) -> np.ndarray:
         """The state of users with no events yet: (n, H) zeros."""

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.added_items import map_items, nearest_known, nearest_known_many
+from model.added_items import map_items
 from model.artifact import ArtifactError, load_artifact
 from model.content import ItemContent
 from model.content_fit import load_item_catalog, ridge
+from model.item_neighbours import nearest_known, nearest_known_many
 from model.scorer import IncrementalScorer
 from model.text_embedding import TextEncoderError
 from stream.contract import CatalogUpdate
@@ -308,7 +309,7 @@ def test_similar_items(content_artifact: Path, monkeypatch: pytest.MonkeyPatch) 
         for where in (None, pool, sorted(mats) + [own, "cold-lamp"]):
             expected = [scorer.similar_items(item, k, among=where) for item in items]
             for product_from in (0, 10**9):  # the matrix product whatever the catalog's size, or never
-                monkeypatch.setattr("model.added_items._PRODUCT_MIN_ROWS", product_from)
+                monkeypatch.setattr("model.item_neighbours._PRODUCT_MIN_ROWS", product_from)
                 assert scorer.similar_items_many(items, k, among=where) == expected
     assert scorer.similar_items_many([], 3) == []
     with pytest.raises(KeyError):
@@ -332,7 +333,7 @@ def test_nearest_known_many_gives_nearest_knowns_lists(monkeypatch: pytest.Monke
         expected = [nearest_known(unit, ids, q, k, e) for q, e in zip(queries, excludes, strict=True)]
         assert nearest_known_many(unit, ids, queries, k, excludes) == expected
         with monkeypatch.context() as m:  # a small catalog goes one query at a time: the same again
-            m.setattr("model.added_items._PRODUCT_MIN_ROWS", 10**9)
+            m.setattr("model.item_neighbours._PRODUCT_MIN_ROWS", 10**9)
             assert nearest_known_many(unit, ids, queries, k, excludes) == expected
     assert nearest_known_many(unit[:0], ids[:0], queries, 5) == [[]] * 40
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.added_items import nearest_known, nearest_known_many
+from model.item_neighbours import nearest_known, nearest_known_many
 from stream.catalog_view import CatalogView
 from stream.content_items import arrival_pool, placed_from_content
 from stream.contract import CatalogUpdate
@@ -34,7 +34,7 @@ NOW = T0 + 1000.0  # every partition's clock: the burst, timed before it, is ann
 
 class VectorScorer:
     """A content-mapping model stand-in: items are vectors near their category's centre; similar items
-    as the real scorer finds them (``model.added_items.nearest_known``, trained items only)."""
+    as the real scorer finds them (``model.item_neighbours.nearest_known``, trained items only)."""
 
     content_enabled = True
     image_width: int | None = None
@@ -240,7 +240,7 @@ def test_a_burst_of_thousands_gets_the_pools_and_users_of_one_item_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The burst's similar items from one matrix product, however few the trained items.
-    monkeypatch.setattr("model.added_items._PRODUCT_MIN_ROWS", 0)
+    monkeypatch.setattr("model.item_neighbours._PRODUCT_MIN_ROWS", 0)
     engine, store, scorer = shop(users=120)
     ups = burst(1000, 100)
     assert len(ups) > MAX_ARRIVAL_POOLS  # more than the pools kept at least: the LRU grows with the log
