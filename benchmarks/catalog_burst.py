@@ -25,7 +25,7 @@ from the model; ``--profile`` adds the top of a cProfile. A measurement, never a
 ``tests/stream/test_catalog_burst.py`` counts the work instead.
 
 The model is a stand-in (``BurstScorer``): items in a small vector space grouped by category, the
-real scorer's nearest-neighbour code (``model.item_neighbours.nearest_known``, ``nearest_known_many``) for
+real scorer's own neighbour queries (``model.item_neighbours.ItemNeighboursMixin``) for
 similar items.
 """
 
@@ -45,10 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.item_neighbours import nearest_known, nearest_known_many  # noqa: E402
+from model.item_neighbours import ItemNeighboursMixin  # noqa: E402
 from stream.contract import CatalogUpdate, to_json_bytes  # noqa: E402
 from stream.engine import Engine, Inbound, Outcome  # noqa: E402
 from stream.partitioning import partition_for  # noqa: E402
@@ -61,8 +62,9 @@ T0 = 1_717_236_000.0
 DIM = 16
 
 
-class BurstScorer:
-    """A content-mapping model stand-in: each item a vector near its category's centre."""
+class BurstScorer(ItemNeighboursMixin):
+    """A content-mapping model stand-in: each item a vector near its category's centre; similar items
+    found by the real scorer's own code (``model.item_neighbours``)."""
 
     content_enabled = True
     image_width: int | None = None
@@ -75,8 +77,8 @@ class BurstScorer:
         self.n_artifact_items = len(self._ids)
         self.hidden_size = DIM
         self._emb = np.stack([self._vector(item, cat) for item, cat in known.items()]).astype(np.float32)
-        unit = self._emb.astype(np.float64)
-        self._unit_out = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+        self._out = torch.from_numpy(self._emb)
+        self._unit_out = None
         self._id_array = np.array(self._ids)
         self.added = 0
 
@@ -100,34 +102,9 @@ class BurstScorer:
                 rows.append(self._vector(item, content.category))
         if rows:
             self._emb = np.concatenate([self._emb, np.stack(rows).astype(np.float32)])
+            self._out = torch.from_numpy(self._emb)
         self.added += len(rows)
         return len(rows)
-
-    def similar_items(self, item_id: str, k: int, among: Sequence[str] | None = None) -> list[str]:
-        index = self._lookup[item_id]
-        query = self._emb[index].astype(np.float64)
-        if among is not None:
-            rows = np.unique(self.item_indices(among))
-            rows = rows[(rows >= 0) & (rows < self.n_artifact_items) & (rows != index)]
-            return nearest_known(self._unit_out[rows], self._id_array[rows], query, k, None)
-        exclude = index if index < self.n_artifact_items else None
-        return nearest_known(self._unit_out, self._id_array, query, k, exclude)
-
-    def similar_items_many(
-        self, item_ids: Sequence[str], k: int, among: Sequence[str] | None = None
-    ) -> list[list[str]]:
-        indices = [self._lookup[item] for item in item_ids]
-        queries = self._emb[indices].astype(np.float64)
-        n = self.n_artifact_items
-        if among is not None:
-            rows = np.unique(self.item_indices(among))
-            rows = rows[(rows >= 0) & (rows < n)]
-            position = {int(row): i for i, row in enumerate(rows)}
-            excludes = [position.get(index) for index in indices]
-            return nearest_known_many(self._unit_out[rows], self._id_array[rows], queries, k, excludes)
-        return nearest_known_many(
-            self._unit_out, self._id_array, queries, k, [i if i < n else None for i in indices]
-        )
 
     # -- Scorer ----------------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from model.item_neighbours import nearest_known, nearest_known_many
+from model.item_neighbours import ItemNeighboursMixin
 from stream.catalog_view import CatalogView
 from stream.content_items import arrival_pool, placed_from_content
 from stream.contract import CatalogUpdate
@@ -32,9 +33,9 @@ DIM = 8
 NOW = T0 + 1000.0  # every partition's clock: the burst, timed before it, is announced on arrival
 
 
-class VectorScorer:
+class VectorScorer(ItemNeighboursMixin):
     """A content-mapping model stand-in: items are vectors near their category's centre; similar items
-    as the real scorer finds them (``model.item_neighbours.nearest_known``, trained items only)."""
+    found by the real scorer's own code (``model.item_neighbours``, trained items only)."""
 
     content_enabled = True
     image_width: int | None = None
@@ -46,7 +47,8 @@ class VectorScorer:
         self._lookup = {item: i for i, item in enumerate(self._ids)}
         self.n_artifact_items = len(self._ids)
         self._emb = np.stack([_vector(item, cat) for item, cat in known.items()])
-        self._unit = self._emb / np.linalg.norm(self._emb, axis=1, keepdims=True)
+        self._out = torch.from_numpy(self._emb)
+        self._unit_out = None
         self._id_array = np.array(self._ids)
         self.calls: Counter[str] = Counter()
 
@@ -64,36 +66,18 @@ class VectorScorer:
                 rows.append(_vector(item, content.category))
         if rows:
             self._emb = np.concatenate([self._emb, np.stack(rows)])
+            self._out = torch.from_numpy(self._emb)
         return len(rows)
 
     def similar_items(self, item_id: str, k: int, among: Sequence[str] | None = None) -> list[str]:
         self.calls["similar_items"] += 1
-        index = self._lookup[item_id]
-        query = self._emb[index]
-        if among is not None:
-            rows = np.unique(self.item_indices(among))
-            rows = rows[(rows >= 0) & (rows < self.n_artifact_items) & (rows != index)]
-            return nearest_known(self._unit[rows], self._id_array[rows], query, k, None)
-        exclude = index if index < self.n_artifact_items else None
-        return nearest_known(self._unit, self._id_array, query, k, exclude)
+        return super().similar_items(item_id, k, among)
 
     def similar_items_many(
         self, item_ids: Sequence[str], k: int, among: Sequence[str] | None = None
     ) -> list[list[str]]:
-        """As ``IncrementalScorer.similar_items_many``: one matrix product for many items."""
         self.calls["similar_items_many"] += 1
-        indices = [self._lookup[item] for item in item_ids]
-        queries = self._emb[indices]
-        n = self.n_artifact_items
-        if among is not None:
-            rows = np.unique(self.item_indices(among))
-            rows = rows[(rows >= 0) & (rows < n)]
-            position = {int(row): i for i, row in enumerate(rows)}
-            excludes = [position.get(index) for index in indices]
-            return nearest_known_many(self._unit[rows], self._id_array[rows], queries, k, excludes)
-        return nearest_known_many(
-            self._unit, self._id_array, queries, k, [i if i < n else None for i in indices]
-        )
+        return super().similar_items_many(item_ids, k, among)
 
     def initial_state(self, n: int) -> np.ndarray:
         return np.zeros((n, DIM), dtype=np.float32)
