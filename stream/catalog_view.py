@@ -77,8 +77,10 @@ class CatalogView:
         self._category_of: dict[str, str] = {}
         self._by_category: dict[str, set[str]] = {}
         # Bumped by every change to what :meth:`at` or :meth:`in_category` can answer: readers that
-        # cache what they derive from versions (``stream.discovery.CategoryPrices``) compare it.
+        # cache what they derive from versions compare it (or, per category, :meth:`generation_of`).
         self.generation = 0
+        # Category -> the generation of the last change to its items' versions or to its members.
+        self._category_generation: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -124,6 +126,19 @@ class CatalogView:
             return None, -math.inf, hi
         return versions[i - 1], versions[i - 1].updated_at, hi
 
+    def generation_of(self, category: str) -> int:
+        """The generation of the last change to what :meth:`in_category` answers for ``category`` or
+        :meth:`at` for its items: a reader that caches per category (``stream.discovery.CategoryPrices``)
+        keeps its entry while this stays, however busy the rest of the catalog is."""
+        return self._category_generation.get(category, 0)
+
+    def _touch(self, *categories: str | None) -> None:
+        """A change: a new generation, for the whole view and for these categories."""
+        self.generation += 1
+        for category in categories:
+            if category is not None:
+                self._category_generation[category] = self.generation
+
     def in_category(self, category: str) -> list[str]:
         """The items whose newest version is in ``category``, sorted by id."""
         return sorted(self._by_category.get(category, ()))
@@ -147,7 +162,9 @@ class CatalogView:
         version identical to a stored one, or older than the newest, is no change.
         """
         entry = self._items.get(update.item_id)
-        self.generation += 1  # a version read again changes nothing, but is rare: not worth the test
+        # A version read again changes nothing, but is rare: not worth the test. The item's category now
+        # (it may leave it) and the version's (it may join it, or hold it at other times) change.
+        self._touch(self._category_of.get(update.item_id), update.category)
         if entry is None:
             self._items[update.item_id] = _Item([update], base)
             self._track_promotion(update)
@@ -176,7 +193,7 @@ class CatalogView:
 
     def remove(self, item_id: str) -> bool:
         """Forget an item (a catalog tombstone) and its pending changes; True when it was there."""
-        self.generation += 1
+        self._touch(self._category_of.get(item_id))
         if self._promoted.pop(item_id, None) is not None:
             self._promoted_order = None
         self._multi.discard(item_id)
@@ -280,7 +297,7 @@ class CatalogView:
                 k = bisect.bisect_right(versions, t, key=_updated_at) - 1
                 del versions[:k]
                 entry.base = True
-                self.generation += 1
+                self._touch(self._category_of.get(item_id))
             if len(versions) == 1:
                 self._multi.discard(item_id)
         # Promotions over by then, in every kept version, leave the board.

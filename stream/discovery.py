@@ -205,27 +205,29 @@ class CategoryPrices:
     every event: a reminder moment reads them from here and adds only the popularity, which moves
     with every event. An entry holds for the span of times around the ``now`` it was made at over
     which every item of the category reads the same version with the same promotion state, and
-    while the catalog view is unchanged (:attr:`stream.catalog_view.CatalogView.generation`). One
+    while the category's items are unchanged (:meth:`stream.catalog_view.CatalogView.generation_of`). One
     instance serves one policy configuration (the engine's): the terms hold its weights.
     """
 
     def __init__(self) -> None:
         self._catalog: CatalogView | None = None
-        self._generation = -1
-        # category -> (lo, hi, terms), valid for lo <= now < hi.
-        self._terms: dict[str, tuple[float, float, CategoryTerms]] = {}
+        # category -> (its generation, lo, hi, terms), valid for lo <= now < hi while the generation holds.
+        self._terms: dict[str, tuple[int, float, float, CategoryTerms]] = {}
 
     def terms(self, category: str, catalog: CatalogView, now: float, config: PolicyConfig) -> CategoryTerms:
         """The category's in-stock items at ``now`` by id, their ``discovery_discount_weight`` x discount
         and their ``discovery_price_weight`` x log of the relative price, as three columns."""
-        if catalog is not self._catalog or catalog.generation != self._generation:
-            self._catalog, self._generation = catalog, catalog.generation
+        if catalog is not self._catalog:
+            self._catalog = catalog
             self._terms.clear()
+        # Per category: a shop publishes stock and price changes all the time, and a whole-catalog
+        # generation made every decision recompute its category (a scan of its items) after any of them.
+        generation = catalog.generation_of(category)
         cached = self._terms.get(category)
-        if cached is not None and cached[0] <= now < cached[1]:
-            return cached[2]
+        if cached is not None and cached[0] == generation and cached[1] <= now < cached[2]:
+            return cached[3]
         lo, hi, terms = _category_terms(category, catalog, now, config)
-        self._terms[category] = (lo, hi, terms)
+        self._terms[category] = (generation, lo, hi, terms)
         return terms
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 
+from stream import discovery
 from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, Promotion
 from stream.discovery import CategoryPrices, category_values, discovery_interest, discovery_pool
@@ -178,6 +179,64 @@ def test_cached_category_prices_give_the_same_values_as_computing_them_at_every_
     put("a", 10.0, 5, T0 + 300)
     assert category_values("c", view, POPULAR, now, CFG, prices) == _uncached(view, "c", now)
     assert [item for _, item in _uncached(view, "c", now)] == ["a", "c"]
+
+
+def test_category_prices_stay_exact_per_category_under_a_busy_catalog() -> None:
+    """The cache is kept per category (CatalogView.generation_of): a change to one category's items
+    must leave the others' entries, and no change (a new version, an item moving between categories,
+    a removal, versions forgotten) may leave a stale one."""
+    rng = random.Random(5)
+    view = CatalogView()
+    prices = CategoryPrices()
+    categories = ["c0", "c1", "c2"]
+    for step in range(600):
+        op = rng.random()
+        item = f"i{rng.randrange(12)}"
+        at = T0 + rng.randrange(0, 400)
+        if op < 0.55:
+            view.put(
+                CatalogUpdate(
+                    item_id=item,
+                    title=item,
+                    category=rng.choice(categories),
+                    price=rng.choice([10.0, 25.0, 80.0]),
+                    stock=rng.choice([0, 3]),
+                    updated_at=at,
+                )
+            )
+        elif op < 0.65:
+            view.remove(item)
+        elif op < 0.7:
+            view.forget_until(T0 + rng.randrange(0, 200))
+        now = T0 + rng.randrange(0, 450)
+        for category in rng.sample(categories, 2):
+            assert category_values(category, view, POPULAR, now, CFG, prices) == _uncached(
+                view, category, now
+            ), (step, category)
+
+
+def test_a_change_in_one_category_keeps_the_cached_values_of_another(monkeypatch) -> None:
+    view = _catalog(("a", "c", 10.0, 5, 0.0), ("b", "c", 20.0, 5, 0.0), ("x", "other", 5.0, 5, 0.0))
+    prices = CategoryPrices()
+    computed: list[str] = []
+    compute = discovery._category_terms
+
+    def counted(category, catalog, now, config):  # type: ignore[no-untyped-def]
+        computed.append(category)
+        return compute(category, catalog, now, config)
+
+    monkeypatch.setattr(discovery, "_category_terms", counted)
+    category_values("c", view, POPULAR, T0, CFG, prices)
+    for k in range(5):  # stock moving in another category, as a busy shop's catalog does
+        view.put(
+            CatalogUpdate(item_id="x", title="x", category="other", price=5.0, stock=k, updated_at=T0 + k)
+        )
+        category_values("c", view, POPULAR, T0 + 10, CFG, prices)
+    assert computed == ["c"]
+    view.put(CatalogUpdate(item_id="x", title="x", category="c", price=5.0, stock=3, updated_at=T0 + 20))
+    cached = category_values("c", view, POPULAR, T0 + 30, CFG, prices)
+    assert computed == ["c", "c"]  # x joined c: computed again
+    assert cached == _uncached(view, "c", T0 + 30) and "x" in [item for _, item in cached]
 
 
 def _every_item_valued(
