@@ -49,7 +49,7 @@ from stream.topics import changelog_topic
 from stream.web import Health, WebServer, start_web_server
 from stream.worker_input import InputMixin
 from stream.worker_recovery import RecoveryMixin
-from stream.worker_tick import TickMixin
+from stream.worker_tick import CATALOG_INBOX_RECORDS, TickMixin
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
         # runs (an asyncio.Event binds to the running loop only when first waited on).
         self._recovery_wakeup = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
-        self._catalog_inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._catalog_inbox: queue.Queue[Inbound] = queue.Queue(maxsize=CATALOG_INBOX_RECORDS)
         self._catalog_backlog: deque[Inbound] = deque()  # drained, waiting for its slice (stream.worker_tick)
         self._catalog_read = threading.Event()  # the reader reached the catalog's end once
         self._catalog_ready: asyncio.Event | None = None  # ... and the engine applied all of it

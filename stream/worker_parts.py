@@ -58,7 +58,7 @@ class WorkerParts:
     _recovery_wakeup: asyncio.Event
     _assigned_event: asyncio.Event  # set while no rebalance is under way
     _group_committed: dict[tuple[str, int], int]
-    _catalog_inbox: queue.SimpleQueue[Inbound]  # filled by the catalog reader thread
+    _catalog_inbox: queue.Queue[Inbound]  # filled by the catalog reader thread (bounded)
     _catalog_backlog: deque[Inbound]  # drained from the inbox, not applied yet (stream.worker_tick)
     _catalog_read: threading.Event  # the reader reached the catalog's end once
     _catalog_ready: asyncio.Event | None  # ... and the engine applied all of it

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # The catalog inbox is applied in slices of about this many seconds each, the event loop running between
 # them (TickMixin._apply_catalog_backlog); the first slice of a tick has CATALOG_SLICE_FIRST records.
 CATALOG_SLICE_SECONDS = 0.2
+# Catalog records read and not applied yet, at most (the reader waits beyond): a catalog topic of
+# millions of records (a storm of updates not yet compacted) is never held in memory whole.
+CATALOG_INBOX_RECORDS = 20_000
 CATALOG_SLICE_FIRST = 16
 CATALOG_SLICE_MAX = 4096
 
@@ -89,11 +92,7 @@ class TickMixin(WorkerParts):
         if self.engine is None or self._rebalancing or self._reloading:
             return
         caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then
-        while True:
-            try:
-                self._catalog_backlog.append(self._catalog_inbox.get_nowait())
-            except queue.Empty:
-                break
+        self._drain_catalog_inbox()
         if self._catalog_backlog and not await self._apply_catalog_backlog():
             # A rebalance or a failure's re-read began while the loop ran: the rest of the catalog, and
             # the timers, wait for a later tick.
@@ -154,10 +153,23 @@ class TickMixin(WorkerParts):
             if txn.writes or applied.pushes or applied.dead_letters:
                 self._commit_or_die(applied, txn)
             size = next_slice_size(size, time.perf_counter() - started)
+            if not backlog and not announce:
+                # Still the start-up read: take what the reader has read meanwhile (it waits while the
+                # inbox is full), so the bootstrap goes on at the rate it is applied, not a tick's worth.
+                self._drain_catalog_inbox()
             if backlog:
                 self.health.beat()  # the tick is alive: it lets the loop run
                 await asyncio.sleep(0)
         return True
+
+    def _drain_catalog_inbox(self) -> None:
+        """Move what the catalog reader has read (at most :data:`CATALOG_INBOX_RECORDS`) to the backlog."""
+        inbox, backlog = self._catalog_inbox, self._catalog_backlog
+        for _ in range(CATALOG_INBOX_RECORDS):
+            try:
+                backlog.append(inbox.get_nowait())
+            except queue.Empty:
+                return
 
     def _tick_error(self, stage: str) -> None:
         metrics.TICK_ERRORS.labels(stage).inc()
@@ -218,9 +230,13 @@ class TickMixin(WorkerParts):
 
     def _read_catalog(self) -> None:
         def on_message(msg: Any) -> None:
-            self._catalog_inbox.put(
-                Inbound(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
-            )
+            record = Inbound(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+            while not self._stop.is_set():
+                try:  # a full inbox holds the reader back (librdkafka stops fetching at its own bound)
+                    self._catalog_inbox.put(record, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
 
         while not self._stop.is_set():
             try:

@@ -8,7 +8,9 @@ KeyError; a catalog record the engine failed on stopped the tick; an idle member
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -361,3 +363,66 @@ def test_consume_stall_is_judged_only_when_batches_could_run(
     assert worker._catalog_ready is not None
     worker._catalog_ready.clear()  # the catalog is still loading
     assert not worker._work_pending()
+
+
+class _Message:
+    """What the catalog reader's callback reads of a consumed message."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self._offset, self._value = offset, value
+
+    def topic(self) -> str:
+        return "catalog"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return f"r{self._offset}".encode()
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def test_a_catalog_topic_larger_than_the_inbox_is_read_at_the_rate_it_is_applied(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader waits while the inbox is full (a topic of millions of records is never held in memory
+    whole); the start-up read still goes on within one tick, and is ready once all of it is applied."""
+    monkeypatch.setattr("stream.worker_tick.CATALOG_INBOX_RECORDS", 10)
+    worker._catalog_inbox = queue.Queue(maxsize=10)
+    monkeypatch.setattr(worker, "_publish_gauges", lambda: None)
+    n = 100
+    values = [to_json_bytes(catalog_entry(f"r{k}")) for k in range(n)]
+    most_waiting = 0
+
+    def consume_forever(settings: Any, topic: str, on_message: Any, stop: Any, on_caught_up: Any) -> None:
+        nonlocal most_waiting
+        for k in range(n):
+            on_message(_Message(k, values[k]))
+            most_waiting = max(most_waiting, worker._catalog_inbox.qsize())
+        on_caught_up()
+        while not stop():
+            time.sleep(0.01)
+
+    monkeypatch.setattr("stream.worker_tick.consume_forever", consume_forever)
+    reader = threading.Thread(target=worker._read_catalog, daemon=True)
+    reader.start()
+
+    async def scenario() -> None:
+        worker._catalog_ready = asyncio.Event()
+        for _ in range(200):
+            await worker._tick()
+            if worker._catalog_ready.is_set():
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    worker._stop.set()
+    reader.join(5)
+    assert worker._catalog_ready is not None and worker._catalog_ready.is_set()
+    assert worker.engine is not None and all(f"r{k}" in worker.engine.catalog for k in range(n))
+    assert most_waiting <= 10
