@@ -9,6 +9,8 @@ on restarts, because the state is persisted with the partition and restored with
   can move it at most ``worker.max_future_skew_seconds`` past the wall clock, since admission refuses
   events further ahead);
 - ``covisitation``, ``trending``, ``interest``: the candidate indexes, fed by the partition's events;
+- ``arrivals_asked``: how many new items each user was asked about in the clock's hour (the bound
+  ``new_arrival_asks_per_user_hour``, ``stream.engine.catalog_asks``);
 - ``timers``: the pending timers of the partition's users (stored in each user's record, rebuilt here
   when the partition is loaded);
 - ``last_seen``: when each user's expiry counts from (``stream.state.expiry_clock``);
@@ -59,6 +61,7 @@ COVISIT_PREFIX = b"\x00v"  # one row per item: [touch order, {neighbour: count}]
 LEGACY_COVISIT_PREFIX = b"\x00c"  # the older layout: one row per (item, neighbour) and per item's touch order
 TRENDING_PREFIX = b"\x00t"
 INTEREST_PREFIX = b"\x00n"
+ARRIVALS_PREFIX = b"\x00a"  # one row per user asked about new items in the clock's hour: [hour, count]
 _SEP = b"\x1f"  # between an item and a neighbour / user id (ids carry no control characters)
 
 
@@ -78,6 +81,7 @@ def is_partition_row(key: bytes) -> bool:
         LEGACY_COVISIT_PREFIX,
         TRENDING_PREFIX,
         INTEREST_PREFIX,
+        ARRIVALS_PREFIX,
         RESPONSE_PREFIX,
     )
 
@@ -105,9 +109,12 @@ class PartitionState:
     # reads the catalog again as a bootstrap, which announces nothing). None until first used.
     catalog_until: float | None = None
     # New items each user was asked about in the clock's hour ``arrival_hour`` (the bound
-    # ``new_arrival_asks_per_user_hour``, stream.engine.catalog_asks); in memory, like catalog_until.
+    # ``new_arrival_asks_per_user_hour``, stream.engine.catalog_asks); stored, one row per user, so a
+    # partition re-read from its store (moved, restarted, reloaded after a failure) counts on.
     arrival_hour: int = -1
     arrivals_asked: dict[str, int] = field(default_factory=dict)
+    _arrivals_changed: set[str] = field(default_factory=set)
+    _arrivals_gone: set[str] = field(default_factory=set)  # an earlier hour's rows: deleted at the next drain
     _watermark_stored: float = 0.0
     _offsets_stored: dict[str, int] = field(default_factory=dict)
     _legacy_rows: list[bytes] = field(default_factory=list)  # deleted at the next drain
@@ -147,6 +154,25 @@ class PartitionState:
         """Whether the record at ``offset`` of ``topic`` was already applied (a redelivery)."""
         return offset <= self.offsets.get(topic, -1)
 
+    def arrivals_in(self, hour: int) -> dict[str, int]:
+        """User -> new items asked about in ``hour`` (of the clock, which only moves forward: an earlier
+        hour reads the current one). Read only: :meth:`ask_arrival` counts."""
+        if hour > self.arrival_hour:
+            self._arrivals_gone.update(self.arrivals_asked)
+            self.arrival_hour = hour
+            self.arrivals_asked = {}
+        return self.arrivals_asked
+
+    def ask_arrival(self, user_id: str) -> None:
+        """Count a new item ``user_id`` is asked about in the current hour (:meth:`arrivals_in`)."""
+        self.arrivals_asked[user_id] = self.arrivals_asked.get(user_id, 0) + 1
+        self._arrivals_changed.add(user_id)
+
+    def forget_arrivals(self, user_id: str) -> None:
+        """Drop ``user_id``'s count (an erasure): its row is deleted at the next drain."""
+        if self.arrivals_asked.pop(user_id, None) is not None:
+            self._arrivals_changed.add(user_id)
+
     # -- persistence ----------------------------------------------------------------------------
 
     def drain(self) -> dict[bytes, bytes | None]:
@@ -165,6 +191,13 @@ class PartitionState:
         for (item, user), value in self.interest.drain_changes().items():
             writes[_pair_key(INTEREST_PREFIX, item, user)] = None if value is None else compact_json(value)
             changed = True
+        for user in self._arrivals_gone | self._arrivals_changed:  # complete without the meta row
+            n = self.arrivals_asked.get(user)
+            writes[ARRIVALS_PREFIX + user.encode("utf-8")] = (
+                None if n is None else compact_json([self.arrival_hour, n])
+            )
+        self._arrivals_gone.clear()
+        self._arrivals_changed.clear()
         writes.update(self.learning.drain())  # its own rows, complete without the meta row
         writes.update(self.throttle.drain())
         if changed or self.watermark != self._watermark_stored or self.offsets != self._offsets_stored:
@@ -208,6 +241,7 @@ class PartitionState:
         trending: list[tuple[str, float]] = []
         interest: list[tuple[str, str, Any]] = []
         responses: list[tuple[bytes, bytes]] = []
+        arrivals: list[tuple[str, int, int]] = []
         for key, raw in rows:
             if key == META_ROW:
                 meta = _meta(partition, raw)  # the one row a partition cannot do without: raises
@@ -226,6 +260,9 @@ class PartitionState:
                     interest.append((item, holder, _interest_value(holder, raw)))
                 elif key.startswith(RESPONSE_PREFIX):
                     responses.append((key, raw))
+                elif key.startswith(ARRIVALS_PREFIX):
+                    hour, n = json.loads(raw)
+                    arrivals.append((key[len(ARRIVALS_PREFIX) :].decode("utf-8"), int(hour), int(n)))
             except UNREADABLE as exc:
                 state.unreadable_rows += 1
                 _skipped(partition, key, exc)
@@ -240,6 +277,13 @@ class PartitionState:
             state._legacy_rows = [key for key, *_ in legacy]
         state.covisitation.restore(meta.get("c", {}), covisit, rewrite=bool(legacy))
         state.trending.restore(meta.get("t", {}), trending)
+        if arrivals:
+            state.arrival_hour = max(hour for _, hour, _ in arrivals)
+            for user, hour, n in arrivals:
+                if hour == state.arrival_hour:
+                    state.arrivals_asked[user] = n
+                else:  # an earlier hour's row (not deleted yet): deleted at the next drain
+                    state._arrivals_gone.add(user)
         state.interest.restore(meta.get("n", {}), interest)
         state.watermark = state._watermark_stored = float(meta.get("w", 0.0))
         state.offsets = {str(topic): int(offset) for topic, offset in meta.get("o", {}).items()}

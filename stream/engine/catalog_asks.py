@@ -29,11 +29,11 @@ One decision changes with a burst, on purpose: **a user is asked about at most
 first that reach them in announcement order; the others skip that user (counted:
 ``Outcome.arrival_asks_capped``, ``kairos_new_arrival_asks_capped_total``). Without it a burst of N new
 items asks each interested user N times: every ask is scored and decided, and only the first that
-passes can be pushed anyway (``min_gap_seconds``). The count is kept per partition, in memory
-(``PartitionState.arrivals_asked``, like ``catalog_until``): after a restart or a move of the
-partition, the hour's count starts over. Ordinary arrivals (a few new items an hour) never reach it;
-price, stock and promotion changes are not bounded (their users are the item's own interested users,
-at most ``interest_index_per_item`` per item and partition).
+passes can be pushed anyway (``min_gap_seconds``). The count is kept per partition and stored with
+it (``PartitionState.arrivals_asked``, one row per user asked), so a restart, a move of the partition
+or its re-read after a failure counts on where it was. Ordinary arrivals (a few new items an hour)
+never reach it; price, stock and promotion changes are not bounded (their users are the item's own
+interested users, at most ``interest_index_per_item`` per item and partition).
 """
 
 from __future__ import annotations
@@ -141,11 +141,13 @@ class CatalogAsks:
         """The partition's asks for a change judged at ``at``; arms its promotion-ending timers.
 
         A user already asked about ``new_arrival_asks_per_user_hour`` new items in the clock's hour
-        (:meth:`_arrivals_asked`) is not asked about another (counted in ``out.arrival_asks_capped``);
-        they keep their place among the ``new_arrival_max_users`` the new item goes to.
+        (``PartitionState.arrivals_in``: the partition's clock only moves forward, so a change judged in
+        an earlier hour counts in the current one) is not asked about another (counted in
+        ``out.arrival_asks_capped``); they keep their place among the ``new_arrival_max_users`` the new
+        item goes to.
         """
         partition = part.partition
-        asked = self._arrivals_asked(part, at)
+        asked = part.arrivals_in(int(at // ARRIVAL_HOUR_SECONDS))
         fired, newcomers, interested, left_out = self._audience(part, at, previous, update, asked=asked)
         if not fired and update.promotion is None:
             return []
@@ -163,7 +165,7 @@ class CatalogAsks:
                 if self._records.expired(user.state, at):
                     continue
                 if arrival:
-                    asked[user_id] = asked.get(user_id, 0) + 1
+                    part.ask_arrival(user_id)
                 price = prev_price if trigger == "price_drop" else None
                 moment = triggers.TriggerAsk(
                     trigger, cause, update.updated_at, (update.item_id,), ("catalog",), previous_price=price
@@ -173,16 +175,6 @@ class CatalogAsks:
             for user_id in interested:
                 self._records.load(txn, partition, user_id, users).dirty = True
         return asks
-
-    @staticmethod
-    def _arrivals_asked(part: PartitionState, at: float) -> dict[str, int]:
-        """User -> new items asked about in the hour of ``at`` (the partition's clock, which only moves
-        forward: a change judged in an earlier hour counts in the current one)."""
-        hour = int(at // ARRIVAL_HOUR_SECONDS)
-        if hour > part.arrival_hour:
-            part.arrival_hour = hour
-            part.arrivals_asked = {}
-        return part.arrivals_asked
 
     def reaches_anyone(
         self,

@@ -162,12 +162,13 @@ class UserRecords:
             user.dirty = True
 
     def erase(self, txn: StateAccess, partition: int, user_id: str) -> None:
-        """Erase a user: state (RocksDB and a changelog tombstone), timers, index entries, held pushes
-        (in the record) and pushes waiting for the throttle's budget."""
+        """Erase a user: state (RocksDB and a changelog tombstone), timers, index entries, the hour's count
+        of new items asked about, held pushes (in the record) and pushes waiting for the throttle's budget."""
         part = self._part(partition)
         part.timers.cancel_user(user_id)
         part.throttle.drop_user(user_id)
         part.interest.purge_users({user_id})
+        part.forget_arrivals(user_id)
         part.last_seen.pop(user_id, None)
         txn.put(partition, user_id.encode("utf-8"), None)  # the batch's closing save stages the rows
 

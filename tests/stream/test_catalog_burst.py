@@ -27,7 +27,7 @@ from stream.engine.catalog_asks import MAX_ARRIVAL_POOLS, CatalogAsks
 from stream.interest_index import InterestIndex
 from stream.partitioning import partition_for
 from stream.policy_config import PolicyConfig
-from tests.stream.fakes import PARTITIONS, T0, DictState, catalog_record, make_settings
+from tests.stream.fakes import PARTITIONS, T0, DictState, PartitionView, catalog_record, make_settings
 
 DIM = 8
 NOW = T0 + 1000.0  # every partition's clock: the burst, timed before it, is announced on arrival
@@ -299,6 +299,27 @@ def test_a_user_hears_of_the_first_new_items_of_the_hour_only(monkeypatch: pytes
         engine.part(p).advance(NOW + 3600)
     out = engine.apply_catalog([catalog_record(entry("x1", "A", NOW - 5))], store)
     assert {u for _, u, _ in seen} & capped and out.arrival_asks_capped == 0
+
+
+def test_the_hours_count_moves_with_the_partition() -> None:
+    """A partition re-read from its store in the hour (moved to another worker, restarted, re-read after a
+    failure) asks its users about new items exactly as one that stayed: the hour's count is stored
+    with it, not kept in memory only."""
+    ups = burst(300, 60)
+    first, second = ups[::2], ups[1::2]
+    runs = []
+    for moved in (False, True):
+        engine, store, _ = shop(users=40)
+        seen = asks_of(engine)
+        out = engine.apply_catalog([catalog_record(u) for u in first], store)
+        if moved:
+            for p in range(PARTITIONS):
+                engine.adopt(p, engine.load_partition(p, PartitionView(store, p)))
+        out.extend(engine.apply_catalog([catalog_record(u) for u in second], store))
+        runs.append((seen, pushes(out), out.arrival_asks_capped, store.data))
+    assert runs[0][2] > 0  # some users reached the bound
+    assert runs[1][:3] == runs[0][:3]
+    assert runs[1][3] == runs[0][3]
 
 
 @pytest.mark.parametrize("batched", [True, False], ids=["similar_items_many", "similar_items"])

@@ -19,6 +19,7 @@ from stream.encoding import compact_json
 from stream.engine import Engine, Inbound, Outcome
 from stream.engine.users import SWEEP_SLACK_SECONDS
 from stream.partition_state import (
+    ARRIVALS_PREFIX,
     COVISIT_PREFIX,
     INTEREST_PREFIX,
     LEGACY_COVISIT_PREFIX,
@@ -295,6 +296,40 @@ def test_an_item_in_both_layouts_keeps_its_more_recent_row_and_the_cap_holds() -
     }
 
 
+def test_the_hours_count_of_new_items_asked_about_is_stored_row_by_row() -> None:
+    """new_arrival_asks_per_user_hour's count goes with the partition (stream.engine.catalog_asks): one
+    row per user, the rows of an hour gone once the clock is in the next, a user's row gone with them."""
+    cfg = make_settings().policy
+    meta = (META_ROW, compact_json({"w": 0.0, "c": {}, "t": {}, "n": {}, "o": {}}))
+    state = PartitionState.empty(0, cfg)
+    assert state.arrivals_in(7) == {}
+    for user in ("a", "b", "a"):
+        state.ask_arrival(user)
+    writes = state.drain()
+    assert {k: v for k, v in writes.items() if k.startswith(ARRIVALS_PREFIX)} == {
+        ARRIVALS_PREFIX + b"a": compact_json([7, 2]),
+        ARRIVALS_PREFIX + b"b": compact_json([7, 1]),
+    }
+    assert not state.drain()  # nothing changed since
+    rows = [meta, *((k, v) for k, v in writes.items() if k.startswith(ARRIVALS_PREFIX) and v is not None)]
+    loaded = PartitionState.load(0, cfg, sorted(rows), [])[0]
+    # An earlier hour counts in the current one (the clock only moves forward).
+    assert loaded.arrivals_in(6) == {"a": 2, "b": 1} and loaded.arrival_hour == 7
+    loaded.forget_arrivals("b")  # erased
+    assert loaded.drain() == {ARRIVALS_PREFIX + b"b": None}
+    assert loaded.arrivals_in(8) == {}
+    loaded.ask_arrival("c")
+    assert loaded.drain() == {ARRIVALS_PREFIX + b"a": None, ARRIVALS_PREFIX + b"c": compact_json([8, 1])}
+    # A row of an earlier hour still stored (as if its delete were lost) counts for nothing, and goes.
+    stale = [
+        meta,
+        (ARRIVALS_PREFIX + b"a", compact_json([7, 9])),
+        (ARRIVALS_PREFIX + b"c", compact_json([8, 1])),
+    ]
+    again = PartitionState.load(0, cfg, sorted(stale), [])[0]
+    assert again.arrivals_in(8) == {"c": 1} and again.drain() == {ARRIVALS_PREFIX + b"a": None}
+
+
 # -- erasure, expiry, removed items ---------------------------------------------------------------
 
 
@@ -303,8 +338,11 @@ def test_a_consent_tombstone_erases_the_user_everywhere() -> None:
     store = DictState()
     user = "user3"
     p = partition_for(user, PARTITIONS)
+    engine.part(p).arrivals_in(int(T0 // 3600))
+    engine.part(p).ask_arrival(user)  # asked about a new item this hour (a row with the user's id)
     engine.process([ev("v1", user, "view", "i1", T0), ev("c1", user, "add_to_cart", "i2", T0 + 5)], store)
     assert engine.part(p).interest.purge_users(set()) == 0
+    assert store.get(p, ARRIVALS_PREFIX + user.encode()) is not None
     assert store.get(p, user.encode()) is not None and engine.part(p).timers.timers_for(user)
     tombstone = Inbound("consent", p, 99, user.encode(), None)
     # Events before the tombstone in the same batch are decided first; nothing of the user survives it.
@@ -318,6 +356,7 @@ def test_a_consent_tombstone_erases_the_user_everywhere() -> None:
         for row in [[r[0] for r in row]]
     )
     assert not any(k.endswith(b"\x1f" + user.encode()) for (q, k) in store.data if q == p)
+    assert store.get(p, ARRIVALS_PREFIX + user.encode()) is None
     assert user not in engine.part(p).last_seen
 
 
