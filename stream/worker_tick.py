@@ -10,7 +10,8 @@ The catalog records read since the last tick are applied in order, in slices of 
 :data:`CATALOG_SLICE_SECONDS` each, committed one by one, and the event loop runs between slices: a
 producer that publishes thousands of records at once (a season's import, a broken producer) never
 holds the loop, its heartbeats and the health endpoint for long. A rebalance that begins between
-slices stops the tick; the rest of the records wait, in order, for a later one.
+slices stops the tick; the rest of the records wait, in order, for a later one. So does a shutdown
+(faust's timer runs on while the worker closes its stores): the next start reads the catalog again.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ class TickMixin(WorkerParts):
             except Exception:  # noqa: BLE001
                 self._tick_error("offsets")
         # While a partition is re-read from its store after a failure (stream.worker_input), its
-        # engine state may hold a failed attempt's changes: no catalog or timer work touches it.
-        if self.engine is None or self._rebalancing or self._reloading:
+        # engine state may hold a failed attempt's changes: no catalog or timer work touches it. Once
+        # the worker is shutting down (its stores close while faust's timer still runs), nothing.
+        if self.engine is None or self._rebalancing or self._reloading or self._stop.is_set():
             return
         caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then
         self._drain_catalog_inbox()
@@ -127,14 +129,15 @@ class TickMixin(WorkerParts):
         A slice is sized so that it takes about :data:`CATALOG_SLICE_SECONDS` (the first of a tick has
         :data:`CATALOG_SLICE_FIRST` records, the next ones scale with the time the last one took): a
         burst of thousands of catalog records never holds the loop for long. Returns False when the
-        engine went away, a rebalance began or a partition is being re-read after a failure
-        (``stream.worker_input``) between slices: what is left waits in the backlog, and a later tick
-        goes on with it (in order).
+        engine went away, a rebalance began, a partition is being re-read after a failure
+        (``stream.worker_input``) or the worker began shutting down between slices: what is left waits
+        in the backlog, and a later tick goes on with it (in order; after a shutdown, the next start
+        reads the catalog again).
         """
         backlog = self._catalog_backlog
         size = CATALOG_SLICE_FIRST
         while backlog:
-            if self.engine is None or self._rebalancing or self._reloading:
+            if self.engine is None or self._rebalancing or self._reloading or self._stop.is_set():
                 return False
             # The first full read of the catalog (at every start) is a bootstrap, not a change: it fills
             # the view and announces nothing, or a restarted worker would take every promoted item for

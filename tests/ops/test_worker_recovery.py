@@ -22,9 +22,10 @@ from stream import metrics
 from stream.app import Worker
 from stream.contract import to_json_bytes
 from stream.engine import Engine, Inbound, Outcome
+from stream.partitioning import partition_for
 from stream.state import UserState
 from stream.store import Transaction
-from tests.stream.fakes import FakeScorer, catalog_entry, make_engine, make_settings
+from tests.stream.fakes import T0, FakeScorer, catalog_entry, make_engine, make_settings
 
 
 class NoOutbox:
@@ -290,6 +291,61 @@ def test_the_tick_applies_a_catalog_burst_in_order_a_slice_at_a_time_letting_the
     assert not any(announce for _, announce in slices)  # a bootstrap, all of it
     assert len({id(txn) for txn in txns}) == len(slices)  # each slice its own transaction (committed)
     assert all(f"b{k}" in engine.catalog for k in range(100)) and not worker._catalog_backlog
+
+
+def test_a_shutdown_between_catalog_slices_stops_the_tick(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown (``_on_shutdown``) closes the stores while faust's timer still runs: a tick between
+    slices of a catalog burst must not go on with the next (each would fail on the closed stores, be
+    logged and counted as a tick error and retried record by record, delaying the exit). What is left
+    is read again at the next start, like any record not applied before an exit."""
+    assert worker.engine is not None
+    engine = worker.engine
+    monkeypatch.setattr("stream.worker_tick.CATALOG_SLICE_FIRST", 8)
+    monkeypatch.setattr("stream.worker_tick.CATALOG_SLICE_MAX", 8)
+    monkeypatch.setattr("stream.worker_tick.CATALOG_SLICE_SECONDS", 1e6)
+    monkeypatch.setattr(worker, "_publish_gauges", lambda: None)
+    committed: list[Outcome] = []
+    monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: committed.append(outcome))
+    slices: list[list[int]] = []
+    original = engine.apply_catalog
+
+    def apply_catalog(records: Any, txn: Any, announce: bool = True) -> Outcome:
+        slices.append([r.offset for r in records])
+        return original(records, txn, announce)
+
+    monkeypatch.setattr(engine, "apply_catalog", apply_catalog)
+    # Partition 0 is owned, its clock past the burst: each price drop is announced to its interested user.
+    worker.store.open(0)
+    engine.owned = {0}
+    worker._owned = {0}
+    part = engine.part(0)
+    part.advance(T0 + 10_000)
+    user = next(f"u{k}" for k in range(100) if partition_for(f"u{k}", engine.settings.topics.partitions) == 0)
+    part.interest.update("i1", user, 0.9, T0)
+    for k in range(64):
+        entry = catalog_entry("i1", price=100.0 - k, updated_at=T0 + k)
+        worker._catalog_inbox.put(Inbound("catalog", 0, k, b"i1", to_json_bytes(entry)))
+
+    async def shut_down_after_two_slices() -> None:
+        while len(slices) < 2:
+            await asyncio.sleep(0)
+        await worker._on_shutdown(worker.app)
+
+    async def scenario() -> None:
+        assert worker._catalog_ready is not None
+        worker._catalog_ready.set()  # past the bootstrap: changes are announced
+        other = asyncio.ensure_future(shut_down_after_two_slices())
+        await worker._tick()
+        await other
+
+    before = counter("kairos_tick_errors_total", stage="catalog")
+    worker._catalog_ready = asyncio.Event()
+    asyncio.run(scenario())
+    assert slices == [list(range(0, 8)), list(range(8, 16))] and len(worker._catalog_backlog) == 64 - 16
+    assert counter("kairos_tick_errors_total", stage="catalog") == before
+    assert not [d for o in committed for d in o.dead_letters]
 
 
 def test_recovery_adopts_the_stored_users_timers(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
