@@ -117,10 +117,17 @@ class TickMixin(WorkerParts):
             outcome.extend(ticked)
         except Exception:  # noqa: BLE001 - the timers popped are lost for this run; state stays
             self._tick_error("timers")
+        self._commit_if_any(outcome, txn)
+
+    def _commit_if_any(self, outcome: Outcome, txn: Transaction) -> None:
+        """Commit the tick's work when it has output or writes; else only count what is counted at a
+        commit without any (users a new item left out at the hourly bound: it asked no one)."""
         if txn.writes or outcome.pushes or outcome.dead_letters:
             # A broker that cannot take the output ends the process (redelivery after restart),
             # exactly as for an event batch; anything else is the tick's own error.
             self._commit_or_die(outcome, txn)
+        else:
+            metrics_record.observe_arrival_asks_capped(outcome.arrival_asks_capped)
 
     async def _apply_catalog_backlog(self) -> bool:
         """Apply the catalog records read so far, in order, a slice at a time, each slice committed on
@@ -153,8 +160,7 @@ class TickMixin(WorkerParts):
                 catalog_late=applied.catalog_late,
                 content_items=applied.content_items_added,
             )
-            if txn.writes or applied.pushes or applied.dead_letters:
-                self._commit_or_die(applied, txn)
+            self._commit_if_any(applied, txn)
             size = next_slice_size(size, time.perf_counter() - started)
             if not backlog and not announce:
                 # Still the start-up read: take what the reader has read meanwhile (it waits while the

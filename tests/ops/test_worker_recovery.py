@@ -348,6 +348,34 @@ def test_a_shutdown_between_catalog_slices_stops_the_tick(
     assert not [d for o in committed for d in o.dead_letters]
 
 
+def test_users_a_catalog_slice_left_out_at_the_hourly_bound_are_counted_with_nothing_to_write(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new item whose users have all heard of new_arrival_asks_per_user_hour new items this hour asks
+    no one and writes nothing (the common case deep in a burst): the users it left out still count in
+    kairos_new_arrival_asks_capped_total, though the slice, and the tick's timers, commit nothing."""
+    assert worker.engine is not None
+    engine = worker.engine
+    monkeypatch.setattr(worker, "_publish_gauges", lambda: None)
+    committed: list[Outcome] = []
+    monkeypatch.setattr(worker, "_commit_or_die", lambda outcome, txn: committed.append(outcome))
+    monkeypatch.setattr(
+        engine, "apply_catalog", lambda records, txn, announce=True: Outcome(arrival_asks_capped=7)
+    )
+    monkeypatch.setattr(engine, "tick", lambda txn: Outcome(arrival_asks_capped=2))
+    worker._catalog_inbox.put(Inbound("catalog", 0, 0, b"n1", to_json_bytes(catalog_entry("n1"))))
+    before = counter("kairos_new_arrival_asks_capped_total")
+
+    async def scenario() -> None:
+        worker._catalog_ready = asyncio.Event()
+        worker._catalog_ready.set()
+        await worker._tick()
+
+    asyncio.run(scenario())
+    assert committed == []
+    assert counter("kairos_new_arrival_asks_capped_total") - before == 9
+
+
 def test_recovery_adopts_the_stored_users_timers(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("stream.recovery.replay_partitions", lambda *a, **k: iter(()))
     pstore = worker.store.open(2)
