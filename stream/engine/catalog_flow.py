@@ -1,11 +1,12 @@
-"""The engine's catalog announcements: a catalog change decided where each partition's clock passes it.
+"""The engine's catalog: updates coming in, and each change decided where each partition's clock passes it.
 
-:class:`CatalogAnnouncementMixin` gives :class:`stream.engine.core.Engine` the announcement path: the
-time up to which each partition has been told of catalog changes, the changes its clock has passed
-since, and one partition's share of them decided (the asks of the users who care,
-``stream.engine.catalog_asks``; the changes by time, ``stream.catalog_view``). Changes come in
-through :meth:`stream.engine.core.Engine.apply_catalog`; :meth:`~stream.engine.core.Engine.process`
-and :meth:`~stream.engine.core.Engine.tick` announce them as clocks move.
+:class:`CatalogAnnouncementMixin` gives :class:`stream.engine.core.Engine` the catalog path: updates
+folded into the view (:meth:`~CatalogAnnouncementMixin.apply_catalog`: admission, the bound on items
+held, tombstones), the time up to which each partition has been told of catalog changes, the changes
+its clock has passed since, and one partition's share of them decided (the asks of the users who care,
+``stream.engine.catalog_asks``; the changes by time, ``stream.catalog_view``).
+:meth:`~stream.engine.core.Engine.process` and :meth:`~stream.engine.core.Engine.tick` announce them as
+clocks move.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 
+from stream.admission import admit_catalog
 from stream.asks import Ask, BatchUser, Work
 from stream.catalog_view import CatalogChange, CatalogView
+from stream.content_items import ContentScorer, Unplaced, check_image
+from stream.contract import CatalogUpdate, ContractError
 from stream.decider import Decider
 from stream.engine.catalog_asks import CatalogAsks
 from stream.engine.ports import StateAccess
 from stream.engine.users import UserRecords
-from stream.outcome import Outcome
+from stream.outcome import Inbound, Outcome, refused
 from stream.partition_state import PartitionState
+from stream.settings import Settings
 from stream.triggers import catalog_triggers
 
 
@@ -28,6 +33,14 @@ class CatalogAnnouncementMixin:
     """Engine mixin: announce catalog changes to a partition as its clock passes them."""
 
     # What it uses of the engine (stream.engine.core.Engine): its attributes and methods.
+    settings: Settings
+    owned: set[int]
+    wall_clock: Callable[[], float]
+    unplaced: Unplaced
+    _content: ContentScorer | None
+    _start_batch: Callable[[], None]
+    _event_clock: Callable[[], bool]
+    _place_waiting: Callable[[Outcome], None]
     catalog: CatalogView
     catalog_asks: CatalogAsks
     decider: Decider
@@ -125,3 +138,64 @@ class CatalogAnnouncementMixin:
         self.decider.apply_interest_updates()
         if batch_users is None:  # every user the asks loaded is marked dirty there (timers changed)
             self.users.save(txn, users.values())
+
+    def apply_catalog(self, records: Sequence[Inbound], txn: StateAccess, announce: bool = True) -> Outcome:
+        """Fold catalog updates into the view; announce each to the owned partitions it is due for.
+
+        With ``announce`` False (the worker's first read of the whole catalog) the view is filled
+        and nothing is fired: a bootstrap is not a change.
+
+        A change is announced to a partition when that partition's clock passes its ``updated_at``,
+        in its stream (``Engine.process``, or ``Engine.tick`` with the wall clock), so replays announce it
+        at the same place whenever the catalog reader delivered it (:mod:`stream.catalog_view`).
+        Partitions whose clock is already past it announce it now, at their clock (counted late).
+
+        A tombstone (no value) removes the item: it is never pushed again, and pushes held for it
+        are suppressed when they come due.
+        """
+        self._start_batch()
+        out = Outcome()
+        late: list[tuple[int, CatalogChange]] = []
+        applied: list[CatalogUpdate] = []
+        for rec in records:
+            try:
+                update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
+                if update is not None:
+                    check_image(update, self._content)
+            except ContractError as exc:
+                out.dead_letters.append(refused(rec, exc, self.settings))
+                continue
+            if update is None:  # a tombstone: the item is gone, never pushed again
+                assert rec.key is not None  # admission refuses a tombstone without a key
+                self.catalog.remove(rec.key.decode("utf-8"))
+                self.unplaced.forget(rec.key.decode("utf-8"))
+                out.catalog_removals += 1
+                continue
+            if (
+                update.item_id not in self.catalog
+                and len(self.catalog) >= self.settings.worker.max_catalog_items
+            ):
+                full = ContractError(
+                    "catalog_full", f"the catalog holds worker.max_catalog_items ({len(self.catalog)}) items"
+                )
+                out.dead_letters.append(refused(rec, full, self.settings))
+                continue
+            out.catalog_updates += 1
+            applied.append(update)
+            # A bootstrap version holds from the beginning of time; a version read again, or older
+            # than the newest, is no change (stream.catalog_view).
+            is_change, previous = self.catalog.put(update, base=not announce)
+            if not is_change:
+                continue
+            change = self.catalog.record_change(previous, update)
+            for partition in sorted(self.owned):
+                if update.updated_at <= self._catalog_until(partition):
+                    late.append((partition, change))
+        # Before any announcement: a new item must have its place in the model when it is decided on.
+        self.unplaced.offer(self._content, applied)
+        self._place_waiting(out)
+        if self._event_clock():  # with the wall clock every change is "late": that is its design
+            out.catalog_late += len(late)
+        for partition in sorted({p for p, _ in late}):
+            self._announce(txn, partition, sorted(c for p, c in late if p == partition), out)
+        return out

@@ -15,10 +15,10 @@ decision depends only on the events before it, never on batch boundaries.
 
 This module keeps what needs the whole batch: the partitions' clocks and the places where pass 2
 must close (a new minute after work that may schedule a timer, a learning epoch, a catalog change the
-clock passed that reaches someone or may once the queued decisions are made, an erasure), catalog
-updates coming in, and the periodic tick. The :class:`Engine`'s other parts are mixins, one module
-each: due timers (``stream.engine.due_timers``), the throttle (``stream.engine.throttling``),
-catalog announcements (``stream.engine.catalog_flow``), model swaps and items placed from their
+clock passed that reaches someone or may once the queued decisions are made, an erasure) and the
+periodic tick. The :class:`Engine`'s other parts are mixins, one module each: due timers
+(``stream.engine.due_timers``), the throttle (``stream.engine.throttling``), catalog updates coming in
+and their announcements (``stream.engine.catalog_flow``), model swaps and items placed from their
 content (``stream.engine.content_placement``), and partitions: recovery, adoption, release and
 applied offsets (``stream.engine.partitions``). Elsewhere: the triggers that turn moments into asks
 (``stream.triggers``), the model calls (``stream.scoring``), the decisions (``stream.decider``,
@@ -35,11 +35,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 
-from stream.admission import admit_catalog, admit_consent, admit_event
+from stream.admission import admit_consent, admit_event
 from stream.asks import Ask, BatchUser, Work
-from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogChange, CatalogView
-from stream.content_items import NewItems, Unplaced, check_image, content_scorer
-from stream.contract import CatalogUpdate, ContractError
+from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogView
+from stream.content_items import NewItems, Unplaced, content_scorer
+from stream.contract import ContractError
 from stream.decider import Decider
 from stream.engine.catalog_asks import CatalogAsks
 from stream.engine.catalog_flow import CatalogAnnouncementMixin
@@ -340,67 +340,6 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
             self.decider.decide(ask, scored, out)
 
     # -- catalog and timers ---------------------------------------------------------------------
-
-    def apply_catalog(self, records: Sequence[Inbound], txn: StateAccess, announce: bool = True) -> Outcome:
-        """Fold catalog updates into the view; announce each to the owned partitions it is due for.
-
-        With ``announce`` False (the worker's first read of the whole catalog) the view is filled
-        and nothing is fired: a bootstrap is not a change.
-
-        A change is announced to a partition when that partition's clock passes its ``updated_at``,
-        in its stream (:meth:`process`, or :meth:`tick` with the wall clock), so replays announce it
-        at the same place whenever the catalog reader delivered it (:mod:`stream.catalog_view`).
-        Partitions whose clock is already past it announce it now, at their clock (counted late).
-
-        A tombstone (no value) removes the item: it is never pushed again, and pushes held for it
-        are suppressed when they come due.
-        """
-        self._start_batch()
-        out = Outcome()
-        late: list[tuple[int, CatalogChange]] = []
-        applied: list[CatalogUpdate] = []
-        for rec in records:
-            try:
-                update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
-                if update is not None:
-                    check_image(update, self._content)
-            except ContractError as exc:
-                out.dead_letters.append(refused(rec, exc, self.settings))
-                continue
-            if update is None:  # a tombstone: the item is gone, never pushed again
-                assert rec.key is not None  # admission refuses a tombstone without a key
-                self.catalog.remove(rec.key.decode("utf-8"))
-                self.unplaced.forget(rec.key.decode("utf-8"))
-                out.catalog_removals += 1
-                continue
-            if (
-                update.item_id not in self.catalog
-                and len(self.catalog) >= self.settings.worker.max_catalog_items
-            ):
-                full = ContractError(
-                    "catalog_full", f"the catalog holds worker.max_catalog_items ({len(self.catalog)}) items"
-                )
-                out.dead_letters.append(refused(rec, full, self.settings))
-                continue
-            out.catalog_updates += 1
-            applied.append(update)
-            # A bootstrap version holds from the beginning of time; a version read again, or older
-            # than the newest, is no change (stream.catalog_view).
-            is_change, previous = self.catalog.put(update, base=not announce)
-            if not is_change:
-                continue
-            change = self.catalog.record_change(previous, update)
-            for partition in sorted(self.owned):
-                if update.updated_at <= self._catalog_until(partition):
-                    late.append((partition, change))
-        # Before any announcement: a new item must have its place in the model when it is decided on.
-        self.unplaced.offer(self._content, applied)
-        self._place_waiting(out)
-        if self._event_clock():  # with the wall clock every change is "late": that is its design
-            out.catalog_late += len(late)
-        for partition in sorted({p for p, _ in late}):
-            self._announce(txn, partition, sorted(c for p, c in late if p == partition), out)
-        return out
 
     def tick(self, txn: StateAccess) -> Outcome:
         """Periodic work: with the wall clock, fire due timers of owned partitions; sweep expired users.
