@@ -71,11 +71,16 @@ class InputMixin(WorkerParts):
             if not records:
                 continue
             metrics_record.observe_stages({"read": reader.take_read_seconds()})
-            if self._rebalancing:
-                await self._assigned_event.wait()  # no writes while another member may own them
+            await self._until_assigned()
             records = [r for r in records if self._epochs.get(r.partition) == epochs.get(r.partition)]
             if records:
                 await self._handle_or_exit(records)
+
+    async def _until_assigned(self) -> None:
+        """Wait out a rebalance under way: from a revocation to the next assignment another member may
+        own (and be recovering) any partition, so no batch is written meanwhile."""
+        while self._rebalancing:
+            await self._assigned_event.wait()
 
     async def _handle_or_exit(self, records: list[Inbound]) -> None:
         """:meth:`_handle`, or the end of the process when it raises (exit 70, a clean redelivery).
@@ -103,8 +108,7 @@ class InputMixin(WorkerParts):
             await asyncio.sleep(0.1)
         if self._catalog_ready is not None and not self._catalog_ready.is_set():
             await self._catalog_ready.wait()  # decisions need stock, prices and promotions
-        while self._rebalancing:  # one may have begun while the batch waited: no writes meanwhile
-            await self._assigned_event.wait()
+        await self._until_assigned()  # one may have begun while the batch waited
         # Records of a partition this worker no longer owns (revoked while they waited) belong
         # to its new owner, which reads them again from its recovered state's offsets.
         records = [r for r in records if self._serving(r.partition)]
@@ -168,10 +172,7 @@ class InputMixin(WorkerParts):
         epochs = {r.partition: self._epochs.get(r.partition) for r in records}
 
         async def still_ours(partition: int) -> bool:
-            # A rebalance may have begun during a reload: from a revocation to the next assignment
-            # another member may be recovering the partition, so nothing is written (as in _bulk_loop).
-            while self._rebalancing:
-                await self._assigned_event.wait()
+            await self._until_assigned()  # a rebalance may have begun during a reload
             return self._epochs.get(partition) == epochs[partition] and self._serving(partition)
 
         await self._reload_partitions({r.partition for r in records})

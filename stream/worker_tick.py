@@ -88,10 +88,7 @@ class TickMixin(WorkerParts):
                 await self._commit_group_offsets()
             except Exception:  # noqa: BLE001
                 self._tick_error("offsets")
-        # While a partition is re-read from its store after a failure (stream.worker_input), its
-        # engine state may hold a failed attempt's changes: no catalog or timer work touches it. Once
-        # the worker is shutting down (its stores close while faust's timer still runs), nothing.
-        if self.engine is None or self._rebalancing or self._reloading or self._stop.is_set():
+        if self.engine is None or not self._engine_work_allowed():
             return
         caught_up = self._catalog_read.is_set()  # read before draining: all of it is in the inbox then
         self._drain_catalog_inbox()
@@ -119,6 +116,19 @@ class TickMixin(WorkerParts):
             self._tick_error("timers")
         self._commit_if_any(outcome, txn)
 
+    def _engine_work_allowed(self) -> bool:
+        """Whether the tick may touch the engine's state now (catalog slices, timers): not during a
+        rebalance (another member may own the partitions), not while a partition is re-read from its
+        store after a failure (its engine state may hold a failed attempt's changes,
+        ``stream.worker_input``), and not once the worker is shutting down (its stores close while
+        faust's timer still runs)."""
+        return (
+            self.engine is not None
+            and not self._rebalancing
+            and not self._reloading
+            and not self._stop.is_set()
+        )
+
     def _commit_if_any(self, outcome: Outcome, txn: Transaction) -> None:
         """Commit the tick's work when it has output or writes; else only count what is counted at a
         commit without any (users a new item left out at the hourly bound: it asked no one)."""
@@ -144,7 +154,7 @@ class TickMixin(WorkerParts):
         backlog = self._catalog_backlog
         size = CATALOG_SLICE_FIRST
         while backlog:
-            if self.engine is None or self._rebalancing or self._reloading or self._stop.is_set():
+            if not self._engine_work_allowed():
                 return False
             # The first full read of the catalog (at every start) is a bootstrap, not a change: it fills
             # the view and announces nothing, or a restarted worker would take every promoted item for

@@ -16,9 +16,9 @@ independent of the burst:
   holds more, so a burst announced partition after partition is never computed again (the map used
   to be cleared whole when full: a burst of more than 1,024 arrivals was computed once per partition).
 * Its category peers are the category's items the model was trained on (only those can be similar
-  items, ``ContentScorer.similar_items``), read from the catalog once per category and catalog
-  generation, then once per span of times over which they read the same
-  (:meth:`CatalogAsks.category_peers`); the burst's own items, which the model knows only from their
+  items, ``ContentScorer.similar_items``), read from the catalog once per category and generation of
+  its items (``CatalogView.generation_of``), then once per span of times over which they read the
+  same (:meth:`CatalogAsks.category_peers`); the burst's own items, which the model knows only from their
   content, are never scanned per arrival (that scan made a burst of N new items of one category cost
   N² catalog lookups, once per partition).
 * The users of a partition it reaches: one pass over the pool's interest-index entries
@@ -67,17 +67,19 @@ from stream.timers import schedule_promotion_ending
 MAX_ARRIVAL_POOLS = 1024
 # The bound new_arrival_asks_per_user_hour counts per hour of the partition's clock.
 ARRIVAL_HOUR_SECONDS = 3600.0
-# Peer lists kept per category and catalog generation (one per span of times asked about).
+# Peer lists kept per category and generation of its items (one per span of times asked about).
 MAX_PEER_SPANS = 16
 
 
 class _CategoryPeers:
-    """The items of one category the model was trained on (catalog generation fixed), and the peers
-    among them found so far, each with the span of times ``[lo, hi)`` over which they hold."""
+    """The items of one category the model was trained on (as of the category's ``generation``,
+    ``CatalogView.generation_of``), and the peers among them found so far, each with the span of times
+    ``[lo, hi)`` over which they hold."""
 
-    __slots__ = ("members", "spans")
+    __slots__ = ("generation", "members", "spans")
 
-    def __init__(self, members: list[str]) -> None:
+    def __init__(self, generation: int, members: list[str]) -> None:
+        self.generation = generation
         self.members = members
         self.spans: list[tuple[float, float, list[str]]] = []
 
@@ -118,9 +120,10 @@ class CatalogAsks:
         # New arrival -> the items whose users hear of it (stream.content_items.arrival_pool).
         self._arrival_pools: OrderedDict[tuple[str, float], list[str]] = OrderedDict()
         self._announcing = 0  # arrivals of the latest announcement (prepare_pools): kept at least
-        # Category -> its peers (category_peers), valid for one catalog view, model and generation.
+        # Category -> its peers (category_peers), valid for one catalog view and model, and while the
+        # category's generation holds.
         self._peers: dict[str, _CategoryPeers] = {}
-        self._peers_source: tuple[CatalogView, ContentScorer, int] | None = None
+        self._peers_source: tuple[CatalogView, ContentScorer] | None = None
 
     def forget_pools(self) -> None:
         """Drop the arrival pools and peers (a new model places items elsewhere, and knows others)."""
@@ -292,23 +295,25 @@ class CatalogAsks:
         the model was trained on (only those can be similar items: ``ContentScorer.similar_items``)
         whose newest version is in the category and whose version in force at ``t`` is in it too.
 
-        Read from the catalog once per category and catalog generation (the items of a category the
-        model knows), then once per span of times over which every one of them reads the same
-        (``CatalogView.at_span``): a burst of arrivals in one category shares one list, and its own
-        items, which the model knows only from their content, are never scanned per arrival.
+        Read from the catalog once per category and generation of its items
+        (``CatalogView.generation_of``: changes to other categories keep it), then once per span of
+        times over which every one of them reads the same (``CatalogView.at_span``): a burst of
+        arrivals in one category shares one list, and its own items, which the model knows only from
+        their content, are never scanned per arrival.
         """
         catalog, content = self._catalog(), self._content()
         if content is None:
             return []
         was = self._peers_source
-        if was is None or was[0] is not catalog or was[1] is not content or was[2] != catalog.generation:
+        if was is None or was[0] is not catalog or was[1] is not content:
             self._peers.clear()
-            self._peers_source = (catalog, content, catalog.generation)
+            self._peers_source = (catalog, content)
+        generation = catalog.generation_of(category)
         entry = self._peers.get(category)
-        if entry is None:
+        if entry is None or entry.generation != generation:
             members = catalog.in_category(category)
             trained = content.n_artifact_items
             indices = content.item_indices(members).tolist()
             known = [m for m, i in zip(members, indices, strict=True) if 0 <= i < trained]
-            entry = self._peers[category] = _CategoryPeers(known)
+            entry = self._peers[category] = _CategoryPeers(generation, known)
         return entry.at(catalog, category, t)
