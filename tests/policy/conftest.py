@@ -15,9 +15,10 @@ from stream.policy_config import PolicyConfig
 T0 = 1_717_236_000.0  # 2024-06-01 10:00:00 UTC: daytime in UTC, no quiet hours
 
 
-def local_ts(zone: str, *args: int, fold: int = 0) -> float:
-    """Epoch seconds of a wall-clock time in an IANA zone."""
-    return datetime(*args, tzinfo=ZoneInfo(zone), fold=fold).timestamp()  # type: ignore[misc]
+def local_ts(zone: str, year: int, month: int, day: int, *clock: int, fold: int = 0) -> float:
+    """Epoch seconds of a wall-clock time in an IANA zone (``clock``: hour, minute, second)."""
+    hour, minute, second = (*clock, 0, 0, 0)[:3]
+    return datetime(year, month, day, hour, minute, second, tzinfo=ZoneInfo(zone), fold=fold).timestamp()
 
 
 def config(**overrides: Any) -> PolicyConfig:
