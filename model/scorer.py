@@ -193,6 +193,27 @@ class IncrementalScorer(ItemNeighboursMixin):
         self.n_items = len(self._ids)
         return len(ids)
 
+    def prepare_items(self, contents: Sequence[ItemContent], limit: int) -> int:
+        """Encode, ahead of :meth:`add_items`, the titles of up to ``limit`` of ``contents`` not encoded yet;
+        return how many were encoded.
+
+        Changes nothing :meth:`add_items` or scoring read but the text encoder's cache (a title's
+        vector is its alone, :meth:`model.text_embedding.TextEncoder.encode_one`), so it may run in
+        another thread while this scorer serves: the title encoding, nearly all of the cost of
+        adding an item, then happens off the caller's thread.
+        """
+        encoder = self._encoder
+        if encoder is None or self._content is None:
+            return 0
+        encoded = 0
+        for content in contents:
+            if encoded >= limit:
+                break
+            if not encoder.cached(content.title):
+                encoder.encode_one(content.title)
+                encoded += 1
+        return encoded
+
     def initial_state(self, n: int) -> np.ndarray:
         """The state of users with no events yet: (n, H) zeros."""
         return np.zeros((n, self.hidden_size), dtype=np.float32)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -99,6 +100,9 @@ class TextEncoder:
         tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
         self.tokenizer = tokenizer
         self._cache: dict[str, np.ndarray] = {}
+        # encode_one may run in two threads at once (the worker encodes waiting titles ahead in a
+        # thread, stream.content_items): the cache's check-evict-insert must not interleave.
+        self._cache_lock = threading.Lock()
         try:
             version = metadata.version(PACKAGE)
         except metadata.PackageNotFoundError:
@@ -151,15 +155,23 @@ class TextEncoder:
 
     def encode_one(self, text: str) -> np.ndarray:
         """The vector (dim,) of one text encoded alone (batch of 1: the same bits whatever else is
-        encoded), remembered for the last :data:`CACHE_SIZE` distinct texts (catalogs repeat titles)."""
+        encoded), remembered for the last :data:`CACHE_SIZE` distinct texts (catalogs repeat titles).
+
+        Safe to call from several threads: two that encode the same text at once both get its bits.
+        """
         vec = self._cache.get(text)
         if vec is None:
             vec = self.encode([text], batch_size=1)[0]
             vec.flags.writeable = False
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))  # oldest first (dicts keep insertion order)
-            self._cache[text] = vec
+            with self._cache_lock:
+                if text not in self._cache and len(self._cache) >= CACHE_SIZE:
+                    self._cache.pop(next(iter(self._cache)))  # oldest first (dicts keep insertion order)
+                self._cache[text] = vec
         return vec
+
+    def cached(self, text: str) -> bool:
+        """Whether :meth:`encode_one` would answer ``text`` from its cache (no encoding)."""
+        return text in self._cache
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Vectors (N, dim) float32 of ``texts`` (mean of the token vectors, L2-normalised)."""

@@ -181,6 +181,7 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
         metrics_record.init_labels([self.topics.events, self.topics.consent, self.topics.catalog])
         self._spawn(self._recovery_loop())
         self._spawn(self._loop_probe())
+        self._spawn(self._prepare_content_loop())
         self.web = start_web_server(
             wk.web_host,
             wk.web_port,

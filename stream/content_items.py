@@ -19,8 +19,10 @@ content by category, for the in-session ``new`` candidate source (``stream.candi
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -40,7 +42,8 @@ class ContentScorer(Protocol):
     items of ``among`` it added from content are ignored, so callers may leave them out (the engine
     does, ``stream.engine.catalog_asks``: a burst of new items of one category is never handed over).
     A model may also offer ``similar_items_many(item_ids, k, among=None)``, the same lists for many
-    items at once (:func:`arrival_pools` uses it when there).
+    items at once (:func:`arrival_pools` uses it when there), and ``prepare_items(contents, limit)``,
+    which encodes titles ahead of ``add_items`` in another thread (:meth:`Unplaced.preparation`).
     """
 
     content_enabled: bool
@@ -88,9 +91,11 @@ def check_image(update: CatalogUpdate, mapped: ContentScorer | None) -> None:
 class Unplaced:
     """Catalogued items the model does not know yet, waiting to be placed from their content.
 
-    Placing an item costs about 30 ms of one core (its title is encoded alone), so a catalog with
-    thousands of items the model lacks is placed a bounded number at a time (:func:`place_some`):
-    the event loop, its heartbeats and the group session never wait seconds for it. The latest
+    Placing an item costs 5-30 ms of one core (its title is encoded alone; longer titles cost more),
+    so a catalog with thousands of items the model lacks is placed a bounded number at a time
+    (:func:`place_some`), and the worker encodes the next titles ahead in a thread
+    (:meth:`preparation`): the event loop, its heartbeats and the group session never wait seconds
+    for it. The latest
     version of an item wins; an item waits in the order it was first read.
     """
 
@@ -113,6 +118,20 @@ class Unplaced:
         for item, index in zip(ids, mapped.item_indices(ids), strict=True):
             if index < 0:
                 self._waiting[item] = latest[item]
+
+    def preparation(self, mapped: ContentScorer | None, ahead: int, limit: int) -> Callable[[], int] | None:
+        """Work for another thread that encodes the titles of the next ``ahead`` waiting items (at most
+        ``limit`` not encoded yet) and returns how many it encoded; None when there is none to do.
+
+        Encoding a title is nearly all of an item's placement: done ahead, off the event loop, the
+        placement (:meth:`place_some`, on the loop) finds it in the encoder's cache. Which items are
+        placed when, and how, does not change: a title's vector is its alone, whoever encodes it.
+        """
+        prepare = getattr(mapped, "prepare_items", None)
+        if prepare is None or not self._waiting or ahead <= 0 or limit <= 0:
+            return None
+        contents = [_content_of(u) for u in itertools.islice(self._waiting.values(), ahead)]
+        return functools.partial(prepare, contents, limit)
 
     def forget(self, item_id: str) -> None:
         """Drop a waiting item (removed from the catalog)."""

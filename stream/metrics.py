@@ -198,7 +198,7 @@ TICK_ERRORS = Counter(
     "Errors in the periodic tick (it logs them and goes on), by stage.",
     ["stage"],
 )
-TICK_STAGES: tuple[str, ...] = ("model", "catalog", "timers", "commit", "gauges", "offsets")
+TICK_STAGES: tuple[str, ...] = ("model", "catalog", "timers", "commit", "gauges", "offsets", "content")
 WEB_REFUSED = Counter(
     "kairos_web_connections_refused_total",
     "Metrics/health connections refused because the server was at its connection limit.",

@@ -8,7 +8,7 @@ for a place (a few per tick), and which items the model warms up.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from stream.catalog_view import CatalogView
 from stream.content_items import (
@@ -24,6 +24,10 @@ from stream.engine.ports import Scorer
 from stream.outcome import Outcome
 from stream.scoring import AskScorer
 from stream.settings import Settings
+
+# Titles one call of the preparation encodes: 0.1-0.5 s of a thread, so a model swap or a shutdown
+# is never kept waiting long for it.
+PREPARE_TITLES = 16
 
 
 class ContentPlacementMixin:
@@ -68,3 +72,10 @@ class ContentPlacementMixin:
             if placed_from_content(self._content, update.item_id):
                 self.new_items.add(update)
                 out.content_items_added += 1
+
+    def content_preparation(self) -> Callable[[], int] | None:
+        """Work for another thread: encode the titles of the items placed next (the next two ticks'
+        worth, ``model.content_items_per_tick`` each), :data:`PREPARE_TITLES` at a time; None when
+        there is nothing to encode (``stream.content_items.Unplaced.preparation``)."""
+        ahead = 2 * self.settings.model.content_items_per_tick
+        return self.unplaced.preparation(self._content, ahead, PREPARE_TITLES)

@@ -408,3 +408,36 @@ def test_ridge_recovers_a_linear_map() -> None:
     y = x @ coef + 3.0
     got, xm, ym = ridge(x, y, np.ones(200), 1e-9)
     np.testing.assert_allclose((x - xm) @ got + ym, y, atol=1e-6)
+
+
+def test_titles_prepared_ahead_place_the_same_rows(content_artifact: Path) -> None:
+    """prepare_items (the worker runs it in a thread) only fills the encoder's cache: the items added
+    afterwards get exactly the rows they get without it, and their titles are not encoded again."""
+    plain = IncrementalScorer.load(content_artifact)
+    prepared = IncrementalScorer.load(content_artifact)
+    encoder = prepared._encoder
+    assert encoder is not None
+    contents = [cold("garden hose", 71), cold("yoga mat", 72), cold("desk lamp", 73)]
+    assert not any(encoder.cached(c.title) for c in contents)
+    assert prepared.prepare_items(contents, limit=2) == 2  # at most ``limit`` titles a call
+    assert [encoder.cached(c.title) for c in contents] == [True, True, False]
+    assert prepared.prepare_items(contents, limit=5) == 1  # the cached ones are skipped
+    assert prepared.prepare_items(contents, limit=5) == 0
+    calls: list[int] = []
+    original = encoder.encode
+    encoder.encode = lambda texts, batch_size=32: calls.append(len(texts)) or original(texts, batch_size)  # type: ignore[method-assign]
+    try:
+        prepared.add_items(["a", "b", "c"], contents)
+    finally:
+        encoder.encode = original  # type: ignore[method-assign]
+    assert calls == []  # every title came from the cache
+    plain.add_items(["a", "b", "c"], contents)
+    states = plain.step(plain.initial_state(2), np.array([3, 30]), np.zeros(2, dtype=np.int64))
+    cands = np.array([plain.item_indices(["a", "b", "c"]), prepared.item_indices(["a", "b", "c"])])
+    np.testing.assert_array_equal(plain.score(states, cands), prepared.score(states, cands))
+    assert plain.similar_items("a", 5) == prepared.similar_items("a", 5)
+
+
+def test_a_scorer_without_content_prepares_nothing(tiny_artifact: Path) -> None:
+    scorer = IncrementalScorer.load(tiny_artifact)
+    assert scorer.prepare_items([cold("garden hose")], limit=5) == 0
