@@ -230,9 +230,8 @@ class InputMixin(WorkerParts):
                     )
         finally:
             self._reloading -= partitions
-            for p in partitions:
-                if self._epochs.get(p) != epochs[p] and p not in self._owned and p not in self._in_recovery:
-                    self.store.close(p)
+            for p in partitions:  # revoked during the re-read: its store was left open for us
+                self._close_if_unused(p)
 
     def _commit_or_die(self, outcome: Outcome, txn: Transaction) -> None:
         """:meth:`stream.batch_commit.BatchCommitter.commit_or_die` (one place the worker commits)."""

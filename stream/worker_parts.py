@@ -72,3 +72,4 @@ class WorkerParts:
     _commit_or_die: Callable[[Outcome, Transaction], None]  # stream.worker_input
     _log_failure: Callable[..., None]  # stream.worker_input: a traceback, within the log budget
     _still_recovering: Callable[[], bool]  # stream.worker_recovery
+    _close_if_unused: Callable[[int], None]  # stream.worker_recovery: the rule for closing a store

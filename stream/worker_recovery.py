@@ -51,9 +51,9 @@ class RecoveryMixin(WorkerParts):
         parts = {p for topic, p in assigned if topic == self.topics.events}
         # Only our inputs: faust's assignor also assigns its internal "<app>-__assignor-__leader".
         self.lag.on_assigned(tp for tp in assigned if tp[0] in self._inputs)
-        self._drop(self._owned - parts)
-        new = sorted(parts - self._owned)
-        self._owned = parts
+        gone, new = self._owned - parts, sorted(parts - self._owned)
+        self._owned = parts  # before the drop: a store is closed only once nothing owns or reads it
+        self._drop(gone)
         for p in new:
             self._epochs[p] = self._epochs.get(p, 0) + 1
             self._recovering[p] = self._epochs[p]
@@ -71,6 +71,13 @@ class RecoveryMixin(WorkerParts):
             self._recovery_wakeup.set()
         log.info("assigned partitions %s (new: %s)", sorted(parts), new)
 
+    def _close_if_unused(self, partition: int) -> None:
+        """Close a partition's store unless it is owned (the latest assignment), in a recovery round or
+        being re-read after a failure (``stream.worker_input``): the round or the re-read, which read it
+        in threads, call this again when done. The one rule for closing a store before shutdown."""
+        if partition not in self._owned | self._in_recovery | self._reloading:
+            self.store.close(partition)
+
     def _drop(self, partitions: set[int]) -> None:
         """Forget partitions this worker no longer owns, even mid-recovery."""
         if not partitions:
@@ -81,9 +88,7 @@ class RecoveryMixin(WorkerParts):
             event = self._ready_partitions.pop(p, None)
             if event is not None:
                 event.set()  # release batches waiting on it; _consume then skips their records
-            # A recovery round or a reload reading it closes it when done.
-            if p not in self._in_recovery and p not in self._reloading:
-                self.store.close(p)
+            self._close_if_unused(p)  # else the recovery round or reload reading it closes it when done
         if self.reader is not None:
             self.reader.unassign((t, p) for t in sorted(self._inputs) for p in partitions)
         for tp in [tp for tp in self._group_committed if tp[1] in partitions]:
@@ -135,8 +140,7 @@ class RecoveryMixin(WorkerParts):
                 finally:
                     self._in_recovery = set()
                     for p in batch:  # revoked during the round: its store was left open for us
-                        if p not in self._owned and p not in self._reloading:  # else the reload closes it
-                            self.store.close(p)
+                        self._close_if_unused(p)
                     self._update_recovery_health()
 
     async def _recover(self, batch: dict[int, int]) -> None:
