@@ -143,6 +143,10 @@ class CatalogView:
         """The items whose newest version is in ``category``, sorted by id."""
         return sorted(self._by_category.get(category, ()))
 
+    def category_size(self, category: str) -> int:
+        """How many items :meth:`in_category` answers for ``category``, without listing them."""
+        return len(self._by_category.get(category, ()))
+
     def _file_category(self, item_id: str) -> None:
         category = self._items[item_id].versions[-1].category
         old = self._category_of.get(item_id)

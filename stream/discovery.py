@@ -66,6 +66,7 @@ def discovery_pool(
     config: PolicyConfig,
     values: dict[str, CategoryMoment] | None = None,
     prices: CategoryPrices | None = None,
+    left_out: list[str] | None = None,
 ) -> list[tuple[str, float]]:
     """(item, interest) of the best ``discovery_items`` unengaged in-stock items of ``categories``.
 
@@ -84,6 +85,11 @@ def discovery_pool(
     ``values``: a cache of each category's valued items at this moment, valid while the catalog, the
     popularity and ``now`` stay as they are (the shoppers of one moment share their categories);
     ``prices``: the catalog's part of them, kept across moments (:class:`CategoryPrices`).
+
+    A category with more than ``discovery_max_category_items`` catalogued items is not valued (it
+    offers no item; its count still weighs the others' share): valuing it scans all of its items, again
+    after any change to one of them, and a broken or hostile catalog producer can put every item in
+    one category. Such categories are appended to ``left_out`` for the caller to count.
     """
     wanted = config.discovery_items
     if wanted <= 0:
@@ -94,6 +100,10 @@ def discovery_pool(
     known = engagement.knows  # recent items and earlier purchases
     scored: list[tuple[float, str]] = []
     for category in sorted(counts):
+        if catalog.category_size(category) > config.discovery_max_category_items:
+            if left_out is not None:
+                left_out.append(category)
+            continue
         moment = cache.get(category)
         if moment is None:
             moment = cache[category] = CategoryMoment.of(category, catalog, popularity, now, config, prices)

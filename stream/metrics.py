@@ -227,6 +227,11 @@ ARRIVAL_ASKS_CAPPED = Counter(
     "Users not asked about a new item because they were already asked about "
     "new_arrival_asks_per_user_hour new items in the hour (a burst of new items).",
 )
+DISCOVERY_CATEGORIES_LEFT_OUT = Counter(
+    "kairos_discovery_categories_left_out_total",
+    "Categories a shopper's discovery pool left out because they hold more items than "
+    "discovery_max_category_items (one per pool and category).",
+)
 
 
 CONTENT_ITEMS = Counter(

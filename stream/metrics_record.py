@@ -25,6 +25,7 @@ from stream.metrics import (
     CONSUMER_LAG,
     CONTENT_ITEMS,
     DEAD_LETTERS,
+    DISCOVERY_CATEGORIES_LEFT_OUT,
     EVENT_OUTCOMES,
     EVENT_PROCESSING_SECONDS,
     EVENTS,
@@ -270,6 +271,12 @@ def observe_arrival_asks_capped(n: int) -> None:
     """Count users a burst of new items did not reach (``Outcome.arrival_asks_capped``)."""
     if n > 0:
         ARRIVAL_ASKS_CAPPED.inc(n)
+
+
+def observe_discovery_left_out(n: int) -> None:
+    """Count categories left out of discovery pools (``Outcome.discovery_categories_left_out``)."""
+    if n > 0:
+        DISCOVERY_CATEGORIES_LEFT_OUT.inc(n)
 
 
 def observe_late_timers(n: int) -> None:

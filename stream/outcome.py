@@ -77,6 +77,8 @@ class Outcome:
     catalog_late: int = 0  # changes announced on arrival: a partition's clock had passed them
     # Users not asked about a new item: they had heard of new_arrival_asks_per_user_hour this hour.
     arrival_asks_capped: int = 0
+    # Categories a discovery pool left out: more items than policy.discovery_max_category_items.
+    discovery_categories_left_out: int = 0
     content_items_added: int = 0  # catalogued items the model placed from their content (no history)
     erasures: int = 0
     expired_users: int = 0
@@ -102,6 +104,7 @@ class Outcome:
         self.catalog_removals += other.catalog_removals
         self.catalog_late += other.catalog_late
         self.arrival_asks_capped += other.arrival_asks_capped
+        self.discovery_categories_left_out += other.discovery_categories_left_out
         self.content_items_added += other.content_items_added
         self.erasures += other.erasures
         self.expired_users += other.expired_users

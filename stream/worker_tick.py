@@ -133,13 +133,15 @@ class TickMixin(WorkerParts):
 
     def _commit_if_any(self, outcome: Outcome, txn: Transaction) -> None:
         """Commit the tick's work when it has output or writes; else only count what is counted at a
-        commit without any (users a new item left out at the hourly bound: it asked no one)."""
+        commit without any (users a new item left out at the hourly bound: it asked no one; categories
+        a discovery pool left out)."""
         if txn.writes or outcome.pushes or outcome.dead_letters:
             # A broker that cannot take the output ends the process (redelivery after restart),
             # exactly as for an event batch; anything else is the tick's own error.
             self._commit_or_die(outcome, txn)
         else:
             metrics_record.observe_arrival_asks_capped(outcome.arrival_asks_capped)
+            metrics_record.observe_discovery_left_out(outcome.discovery_categories_left_out)
 
     async def _apply_catalog_backlog(self) -> bool:
         """Apply the catalog records read so far, in order, a slice at a time, each slice committed on

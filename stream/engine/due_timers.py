@@ -55,7 +55,7 @@ class DueTimersMixin:
         due = part.timers.pop_due(now, limit=self.cfg.max_timers)
         if not due:  # the common case: the clock moves on every event, a timer seldom falls due
             return
-        discover = self.intake.discover(part.partition, now)  # the reminder's pool, computed on demand
+        discover = self.intake.discover(part.partition, now, out)  # the reminder's pool, computed on demand
         for timer in due:
             at = now
             user = self.users.load(txn, part.partition, timer.user_id, work.users)

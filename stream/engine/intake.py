@@ -130,12 +130,13 @@ class Intake:
         may_change = bool(user.state.policy.held) or work.asks_queued(user.user_id)
         work.queue(user, op, op.ask.now, self._decider.earliest_timer(op.ask, may_change))
 
-    def discover(self, partition: int, now: float) -> triggers.Discover:
+    def discover(self, partition: int, now: float, out: Outcome) -> triggers.Discover:
         """The shopper's discovery pool at ``now`` (``stream.discovery``), computed when a trigger asks:
         the catalog as at ``now``, the partition's popularity as the stream stands (in stream order).
 
         Valid for one moment (the due timers of one clock, between two inputs): the shoppers asking
-        then share each category's item values.
+        then share each category's item values. Categories left out for their size are counted in
+        ``out.discovery_categories_left_out``.
         """
         trending = self._part(partition).trending
         values: dict[str, CategoryMoment] = {}
@@ -143,7 +144,8 @@ class Intake:
         def pool(engagement: Engagement) -> list[tuple[str, float]]:
             categories = self.recent_category_counts(engagement, now)
             catalog = self._catalog()
-            return discovery_pool(
+            left_out: list[str] = []
+            found = discovery_pool(
                 engagement,
                 categories,
                 catalog,
@@ -152,7 +154,10 @@ class Intake:
                 self.cfg,
                 values,
                 self._prices,
+                left_out,
             )
+            out.discovery_categories_left_out += len(left_out)
+            return found
 
         return pool
 

@@ -52,6 +52,13 @@ class TimersConfig(BaseModel):
         "items of the shopper's recent categories are considered for a discovery push "
         "(stream/discovery.py); 0 disables.",
     )
+    discovery_max_category_items: int = Field(
+        50_000,
+        ge=1,
+        description="A category with more catalogued items than this is left out of discovery pools "
+        "(counted: kairos_discovery_categories_left_out_total): valuing it scans every item of it, again "
+        "after any change to one of them, which held the event loop about 2 s per 200,000 items.",
+    )
     reminder_discovery_first: bool = Field(
         True,
         description="At a reminder moment, ask about the discovery pool whenever it has items, and about "

@@ -132,6 +132,26 @@ def test_the_category_the_shopper_browsed_most_weighs_more() -> None:
     )
 
 
+def test_a_category_past_the_size_bound_offers_nothing_and_still_weighs_the_others_share() -> None:
+    catalog = _catalog(
+        ("j1", "jackets", 100.0, 5, 0.0),
+        ("j2", "jackets", 100.0, 5, 0.0),
+        ("j3", "jackets", 100.0, 5, 0.0),
+        ("s1", "shoes", 100.0, 5, 0.0),
+        ("s2", "shoes", 100.0, 5, 0.0),
+    )
+    popularity = PopularityAt({"j2": math.e - 1.0, "s2": math.e**2 - 1.0}, 1.0)  # log1p: 1.0, 2.0
+    cfg = CFG.model_copy(update={"discovery_category_weight": 2.0, "discovery_max_category_items": 2})
+    left_out: list[str] = []
+    pool = discovery_pool(
+        _seen("j1", "s1"), {"jackets": 3, "shoes": 1}, catalog, popularity, T0, cfg, left_out=left_out
+    )
+    # Jackets (3 items) are past the bound: none offered, counted; shoes keep their share of log(1/3).
+    assert pool == [("s2", discovery_interest(2.0 + 2 * math.log(1 / 3)))]
+    assert left_out == ["jackets"]
+    assert catalog.category_size("jackets") == 3 and catalog.category_size("socks") == 0
+
+
 POPULAR = PopularityAt({"a": 2.0, "b": 0.5, "c": 7.0}, 1.0)
 
 
