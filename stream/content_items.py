@@ -287,12 +287,15 @@ class NewItems:
     co-visits, no trend, no history in the model's session memory), so the in-session candidates of a
     user browsing a category include its newest items (``quota_new``). Filed once, at the first
     version this worker read; lookups check the catalog as of the decision's time, so an item not yet
-    catalogued then, removed since, or moved to another category is not proposed.
+    catalogued then or moved to another category is not proposed. An item removed from the catalog
+    (a tombstone, which has no time: the catalog forgets it when read) is forgotten here too
+    (:meth:`forget`): kept, a producer creating and deleting items would grow these lists, and every
+    in-session ask's scan of them, without bound.
     """
 
     def __init__(self) -> None:
         self._by_category: dict[str, list[tuple[float, str]]] = {}  # (-updated_at, item), sorted
-        self._filed: set[str] = set()
+        self._filed: dict[str, tuple[str, tuple[float, str]]] = {}  # item -> its category and entry
 
     def __len__(self) -> int:
         return len(self._filed)
@@ -301,8 +304,20 @@ class NewItems:
         """File an item placed from content (again: no change)."""
         if update.item_id in self._filed:
             return
-        self._filed.add(update.item_id)
-        bisect.insort(self._by_category.setdefault(update.category, []), (-update.updated_at, update.item_id))
+        entry = (-update.updated_at, update.item_id)
+        self._filed[update.item_id] = (update.category, entry)
+        bisect.insort(self._by_category.setdefault(update.category, []), entry)
+
+    def forget(self, item_id: str) -> None:
+        """Unfile an item (removed from the catalog); nothing when it is not filed."""
+        filed = self._filed.pop(item_id, None)
+        if filed is None:
+            return
+        category, entry = filed
+        entries = self._by_category[category]
+        del entries[bisect.bisect_left(entries, entry)]
+        if not entries:
+            del self._by_category[category]
 
     def clear(self) -> None:
         """Forget every item (a new model knows other items; the engine files them again)."""

@@ -17,7 +17,7 @@ from collections.abc import Set as AbstractSet
 from stream.admission import admit_catalog
 from stream.asks import Ask, BatchUser, Work
 from stream.catalog_view import CatalogChange, CatalogView
-from stream.content_items import ContentScorer, Unplaced, check_image
+from stream.content_items import ContentScorer, NewItems, Unplaced, check_image, placed_from_content
 from stream.contract import CatalogUpdate, ContractError
 from stream.decider import Decider
 from stream.engine.catalog_asks import CatalogAsks
@@ -37,6 +37,7 @@ class CatalogAnnouncementMixin:
     owned: set[int]
     wall_clock: Callable[[], float]
     unplaced: Unplaced
+    new_items: NewItems
     _content: ContentScorer | None
     _start_batch: Callable[[], None]
     _event_clock: Callable[[], bool]
@@ -157,6 +158,7 @@ class CatalogAnnouncementMixin:
         out = Outcome()
         late: list[tuple[int, CatalogChange]] = []
         applied: list[CatalogUpdate] = []
+        returned: list[CatalogUpdate] = []  # items not in the catalog before (new, or back after removal)
         for rec in records:
             try:
                 update = admit_catalog(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
@@ -169,6 +171,7 @@ class CatalogAnnouncementMixin:
                 assert rec.key is not None  # admission refuses a tombstone without a key
                 self.catalog.remove(rec.key.decode("utf-8"))
                 self.unplaced.forget(rec.key.decode("utf-8"))
+                self.new_items.forget(rec.key.decode("utf-8"))
                 out.catalog_removals += 1
                 continue
             if (
@@ -182,6 +185,8 @@ class CatalogAnnouncementMixin:
                 continue
             out.catalog_updates += 1
             applied.append(update)
+            if update.item_id not in self.catalog:
+                returned.append(update)
             # A bootstrap version holds from the beginning of time; a version read again, or older
             # than the newest, is no change (stream.catalog_view).
             is_change, previous = self.catalog.put(update, base=not announce)
@@ -194,6 +199,11 @@ class CatalogAnnouncementMixin:
         # Before any announcement: a new item must have its place in the model when it is decided on.
         self.unplaced.offer(self._content, applied)
         self._place_waiting(out)
+        # An item the model placed from content, removed (unfiled) and catalogued again: filed again, as
+        # at its first placement (the model still knows it, so it does not wait to be placed).
+        for update in returned:
+            if placed_from_content(self._content, update.item_id):
+                self.new_items.add(update)
         if self._event_clock():  # with the wall clock every change is "late": that is its design
             out.catalog_late += len(late)
         for partition in sorted({p for p, _ in late}):
