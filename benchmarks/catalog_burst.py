@@ -250,13 +250,13 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     slices: list[float] = []
     if args.sliced:  # as the worker's tick: slices of about CATALOG_SLICE_SECONDS (stream.worker_tick)
         out = Outcome()
-        size, rest = CATALOG_SLICE_FIRST, list(records)
+        slice_size, rest = CATALOG_SLICE_FIRST, list(records)
         while rest:
-            part, rest = rest[:size], rest[size:]
+            part, rest = rest[:slice_size], rest[slice_size:]
             t = time.perf_counter()
             out.extend(engine.apply_catalog(part, store))
             slices.append(time.perf_counter() - t)
-            size = next_slice_size(size, slices[-1])
+            slice_size = next_slice_size(slice_size, slices[-1])
     else:
         out = engine.apply_catalog(records, store)
     if profiler:

@@ -137,11 +137,11 @@ def run_world(cfg: LabConfig, seed: int, arm: str | None) -> dict[str, np.ndarra
     world = World(bench.sim_config())
     start, step = bench.start(), bench.step_minutes * 60.0
     pusher = ARMS[arm](bench.holdout()) if arm is not None else None
-    if hasattr(pusher, "world"):  # an oracle: it reads the world's ground truth
-        pusher.world = world
-    if hasattr(pusher, "scorer"):  # the model the push benchmark trains on this world's warm-up
-        pusher.scorer = IncrementalScorer.load(lab_model(cfg, seed))
     if pusher is not None:
+        if hasattr(pusher, "world"):  # an oracle: it reads the world's ground truth
+            pusher.world = world
+        if hasattr(pusher, "scorer"):  # the model the push benchmark trains on this world's warm-up
+            pusher.scorer = IncrementalScorer.load(lab_model(cfg, seed))
         for update in world.initial_catalog():
             pusher.observe_catalog(update)
         for consent in world.initial_consent():

@@ -111,7 +111,7 @@ def run(
     models = {**scorers, "model, no cold items": plain}
     states: dict[str, list[np.ndarray]] = {name: [] for name in models}
     session_cats: list[list[int]] = []  # per case: categories of the session's last items (the worker's)
-    window = get_settings().policy.covisit_window
+    covisit_window = get_settings().policy.covisit_window
     for positions in by_session.values():
         h = {name: s.initial_state(1) for name, s in models.items()}
         for j, pos in enumerate(positions):
@@ -124,7 +124,9 @@ def run(
                     groups = ["warm"]
                 else:
                     groups = ["warm, not in the model"]
-                before = sorted({int(item_cat[col[events[p][3]]]) for p in positions[max(0, j - window) : j]})
+                before = sorted(
+                    {int(item_cat[col[events[p][3]]]) for p in positions[max(0, j - covisit_window) : j]}
+                )
                 for group in groups:
                     cases.append((pos, col[item], col[prev], group))
                     session_cats.append(before)
