@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -76,7 +77,7 @@ def test_the_event_stream_sends_the_window_then_changes_and_is_bounded(console: 
         s.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
         reader = s.makefile("rb")
         assert b"200" in reader.readline()
-        messages = []
+        messages: list[dict[str, Any]] = []
         while len(messages) < 1:
             line = reader.readline()
             if line.startswith(b"data: "):

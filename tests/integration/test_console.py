@@ -45,7 +45,7 @@ ENV = {
 
 
 def _users(prefix: str, n: int, holdout: bool) -> list[str]:
-    out = []
+    out: list[str] = []
     i = 0
     while len(out) < n:
         user = f"{prefix}-{i}"

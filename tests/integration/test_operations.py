@@ -44,7 +44,7 @@ def test_prometheus_scrapes_the_worker_and_readiness_follows_recovery(
         topics = settings_for(broker).topics
         good = [_event(i, f"u-ops-{i % 5}", "view", items[i], T0 + i) for i in range(40)]
         bad = [(b"u-ops-bad", b"{broken") for _ in range(7)]
-        produce(broker, topics.events, good + bad)
+        produce(broker, topics.events, [*good, *bad])
         wait_for(
             lambda: _valid(worker) >= 40 and worker.metric("kairos_dead_letters_total") >= 7,
             30,

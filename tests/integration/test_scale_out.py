@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from stream.broker import EmbeddedBroker
-from stream.contract import ConsentUpdate, Push
+from stream.contract import ConsentUpdate, EventType, Push
 from stream.dead_letters import DeadLetter
 from stream.partition_state import is_partition_row
 from stream.state import UserState
@@ -61,7 +61,7 @@ ENV = {
 }
 
 Record = tuple[bytes, object]
-KINDS = ["view", "add_to_cart", "remove_from_cart", "purchase"]
+KINDS: list[EventType] = ["view", "add_to_cart", "remove_from_cart", "purchase"]
 KIND_WEIGHTS = [78, 15, 3, 4]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.contract import CatalogUpdate, Event, EventContext
+from stream.contract import CatalogUpdate, Event, EventContext, EventType
 from stream.partitioning import partition_for
 from tests.support.worker import (
     WorkerProcess,
@@ -45,7 +45,7 @@ def worker(broker: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactor
         yield w
 
 
-def _event(event_id: str, user: str, kind: str, item: str, ts: float) -> Event:
+def _event(event_id: str, user: str, kind: EventType, item: str, ts: float) -> Event:
     return Event(
         event_id=event_id,
         user_id=user,

@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 
 from model.scorer import IncrementalScorer
 from stream.broker import EmbeddedBroker
-from stream.contract import ConsentUpdate, Event, Push
+from stream.contract import ConsentUpdate, Event, EventType, Push
 from stream.dead_letters import DeadLetter
 from stream.simulator import SimConfig, World
 from stream.state import UserState
@@ -46,7 +46,7 @@ def _catalog(bootstrap: str, world: World) -> list[str]:
     return [c.item_id for c in entries if c.stock > 0 and c.promotion is None]
 
 
-def _event(n: int, user: str, kind: str, item: str | None, ts: float) -> tuple[bytes, Event]:
+def _event(n: int, user: str, kind: EventType, item: str | None, ts: float) -> tuple[bytes, Event]:
     event = Event(
         event_id=f"e-{user}-{n}", user_id=user, type=kind, item_id=item, ts=ts, session_id=f"s-{user}"
     )
@@ -203,7 +203,7 @@ def _crash_script(
     for n in range(per_user):
         for u in range(users):
             user = f"u-crash-{u:03d}"
-            kind = "add_to_cart" if rng.random() < 0.1 else "view"
+            kind: EventType = "add_to_cart" if rng.random() < 0.1 else "view"
             events.append(_event(n, user, kind, items[rng.randrange(60)], T0 + n * 30 + u * 0.01))
     return events
 
@@ -335,8 +335,11 @@ def test_kafka_level_oddities_are_dead_lettered_or_ignored_by_either_reader(
     items = _catalog(own_broker, world)
     topics = settings_for(own_broker).topics
     p = Producer({"bootstrap.servers": own_broker, "partitioner": "murmur2_random"})
-    headers = [("h", b"\xff\xfe\x00"), ("h", None), ("k" * 1000, b"v" * 10_000)] + [
-        (f"n{i}", b"x") for i in range(200)
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("h", b"\xff\xfe\x00"),
+        ("h", None),
+        ("k" * 1000, b"v" * 10_000),
+        *((f"n{i}", b"x") for i in range(200)),
     ]
     good = [_event(k, f"u-odd-{k}", "view", items[k], T0 + k) for k in range(10)]
     for k, (key, event) in enumerate(good):

@@ -327,7 +327,7 @@ def test_nearest_known_many_gives_nearest_knowns_lists(monkeypatch: pytest.Monke
     queries = rng.normal(size=(40, 16))
     queries[0] = 0.0
     queries[1] = 3.0 * unit[9]
-    excludes = [None] * 40
+    excludes: list[int | None] = [None] * 40
     excludes[1], excludes[2] = 9, 2999
     for k in (0, 1, 7, 30, 3000):
         expected = [nearest_known(unit, ids, q, k, e) for q, e in zip(queries, excludes, strict=True)]

@@ -97,8 +97,8 @@ def test_dense_and_candidate_terms_agree_and_added_items_get_the_floor() -> None
     n = 40
     sessions = _sessions([list(s) for s in markov_sessions(200, n_items=n, seed=2)])
     votes = SessionVotes(build_session_index(sessions, n, 50), k=20, sample=50, weight=0.7, floor=0.05)
-    window = torch.cat([_window([3, 5, 3]), _window([]), _window([39, 1, 2])])
-    window = window.round().to(torch.int64).numpy() - 1  # the item indices SessionMemory passes
+    windows = torch.cat([_window([3, 5, 3]), _window([]), _window([39, 1, 2])])
+    window = windows.round().to(torch.int64).numpy() - 1  # the item indices SessionMemory passes
     dense = votes.dense(window)
     cands = torch.arange(n + 2).repeat(3, 1)  # n and n + 1: items added after training
     by_candidate = votes.candidates(window, cands).numpy()

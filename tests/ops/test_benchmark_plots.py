@@ -361,7 +361,11 @@ def test_stream_throughput_splits_a_push_latency_at_its_create_time() -> None:
     assert "produced → read" in _hop_line(split)[0]
     # The report's window table gains the split's columns when the run has it.
     window = {"from_s": 0.0, "n": 2, "p50_ms": 30.0, "p99_ms": 40.0}
-    run = {"rate": 2000.0, "floor": {"windows": [window]}, "latency": {"windows": [window], "hops": split}}
+    run: dict[str, Any] = {
+        "rate": 2000.0,
+        "floor": {"windows": [window]},
+        "latency": {"windows": [window], "hops": split},
+    }
     header, first = _window_rows(run)[3], _window_rows(run)[5]
     assert header.endswith("event → produced p99 / produced → read p99, ms |")
     assert first.endswith(
@@ -410,8 +414,8 @@ def test_a_saved_run_with_undefined_figures_redraws_as_the_run_itself(tmp_path: 
     saved = _saved(results)
     assert saved["yoochoose-100k"]["calibration"]["ece"] is None
     for name, result in (("run", results), ("saved", saved)):
-        figures = quality_figures(result, tmp_path / name)
-        text = render(result, "cmd", figures, tmp_path / name / "model_quality.md")
+        charts = quality_figures(result, tmp_path / name)
+        text = render(result, "cmd", charts, tmp_path / name / "model_quality.md")
         (tmp_path / name / "model_quality.md").write_text(text)
     assert "ECE nan (uncalibrated" in (tmp_path / "run" / "model_quality.md").read_text()
 

@@ -22,6 +22,7 @@ from stream import metrics
 from stream.app import Worker
 from stream.contract import to_json_bytes
 from stream.engine import Engine, Inbound, Outcome
+from stream.partition_state import PartitionState
 from stream.partitioning import partition_for
 from stream.state import UserState
 from stream.store import Transaction
@@ -101,7 +102,7 @@ def test_a_failed_recovery_is_retried_and_the_partition_opens(
     monkeypatch.setattr("stream.recovery.replay_partitions", flaky_replay)
     original_load = Engine.load_partition
 
-    def load(self: Engine, partition: int, store: Any) -> list[tuple[bytes, bytes]]:
+    def load(self: Engine, partition: int, store: Any) -> PartitionState:
         threads.append(threading.current_thread().name)
         return original_load(self, partition, store)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pydantic
 import pytest
@@ -33,8 +33,8 @@ DAY_CAP = {
 }
 
 
-def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+def utc(year: int, month: int, day: int, *clock: int) -> float:
+    return local_ts("UTC", year, month, day, *clock)
 
 
 def verdict_at(state: UserPolicyState, now: float, **overrides) -> Verdict:

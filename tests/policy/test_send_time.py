@@ -478,7 +478,7 @@ def test_the_same_events_in_any_order_give_the_same_send_time():
     assert results == {at("America/New_York", 2024, 6, 15, 19, 0)}
 
 
-def test_observe_stored_equals_the_full_round_trip():
+def test_observe_stored_equals_the_full_round_trip() -> None:
     """The worker's per-event fast path gives the same stored list as decode, observe, encode."""
     rng = random.Random(7)
     zones = [ZoneInfo(z) for z in ("UTC", "Europe/Berlin", "Asia/Kathmandu", "America/New_York")]

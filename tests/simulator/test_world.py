@@ -106,7 +106,7 @@ def test_funnel_is_plausible(two_days: tuple[World, list[Message]]) -> None:
 def test_sessions_follow_local_time_of_day(two_days: tuple[World, list[Message]]) -> None:
     _, out = two_days
     by_hour: Counter[int] = Counter()
-    zones = Counter()
+    zones: Counter[str] = Counter()
     for m in out:
         if isinstance(m, Event) and m.context is not None and m.context.time_zone is not None:
             by_hour[datetime.fromtimestamp(m.ts, ZoneInfo(m.context.time_zone)).hour] += 1

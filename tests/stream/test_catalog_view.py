@@ -135,7 +135,9 @@ def _make_stream() -> list[Inbound]:
     ]
 
 
-def _replay(deliver_after: int) -> tuple[list[tuple[str, float, float]], dict[tuple[int, bytes], bytes]]:
+def _replay(
+    deliver_after: int,
+) -> tuple[list[tuple[str, float, float | None]], dict[tuple[int, bytes], bytes]]:
     """Process the stream with the price drop (time T0 + 150) read after ``deliver_after`` records."""
     engine, store = _engine()
     drop = catalog_record(catalog_entry("i1", price=80.0, updated_at=T0 + 150))

@@ -9,6 +9,7 @@ Batching invariance itself is tested across batch sizes (``test_engine``, ``test
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from stream.asks import Ask, BatchUser, next_minute
@@ -25,13 +26,13 @@ BERLIN = "Europe/Berlin"
 DAY = 86400.0
 
 
-def at(*args: int) -> float:
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
     """Epoch seconds of a Berlin wall-clock time."""
-    return datetime(*args, tzinfo=ZoneInfo(BERLIN)).timestamp()  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, second, tzinfo=ZoneInfo(BERLIN)).timestamp()
 
 
-def engine(**policy: object) -> Engine:
-    values: dict[str, object] = {"quiet_hours_start": "22:00", "quiet_hours_end": "08:00"}
+def engine(**policy: Any) -> Engine:
+    values: dict[str, Any] = {"quiet_hours_start": "22:00", "quiet_hours_end": "08:00"}
     values.update(policy)
     return make_engine(make_settings(**values))
 

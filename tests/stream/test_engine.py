@@ -699,7 +699,8 @@ def test_price_rise_and_bad_catalog_records_push_nothing() -> None:
     wrong_key = Inbound("catalog", 0, 5, b"i2", to_json_bytes(catalog_entry("i1", price=10.0)))
     out = engine.apply_catalog([wrong_key, Inbound("catalog", 0, 6, b"i1", b"{}")], store)
     assert [d.reason for d in out.dead_letters] == ["key_mismatch", "invalid_field"]
-    assert out.pushes == [] and engine.catalog.latest("i1").price == 120.0
+    latest = engine.catalog.latest("i1")
+    assert out.pushes == [] and latest is not None and latest.price == 120.0
 
 
 # -- timers -------------------------------------------------------------------------------------------

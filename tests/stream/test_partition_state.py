@@ -254,11 +254,11 @@ def test_covisitation_rows_of_the_older_per_pair_layout_are_read_and_replaced() 
         writes = loaded.drain()  # the older rows deleted, every item written in the new layout
         old_keys = {k for (q, k) in legacy.data if k.startswith(LEGACY_COVISIT_PREFIX)}
         assert old_keys and {k for k, v in writes.items() if v is None} == old_keys
-        for key, value in writes.items():
-            if value is None:
+        for key, written in writes.items():
+            if written is None:
                 del legacy.data[(p, key)]
             else:
-                legacy.data[(p, key)] = value
+                legacy.data[(p, key)] = written
         assert _covisit_rows(legacy, p) == _covisit_rows(store, p)
         view = PartitionView(legacy, p)
         again = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())[0]

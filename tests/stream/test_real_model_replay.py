@@ -9,6 +9,7 @@ compares stored bytes, not approximations.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -46,8 +47,8 @@ PRODUCTION = {
 }
 
 
-def engine_for(scorer: IncrementalScorer, owned: set[int], **policy: object) -> Engine:
-    values: dict[str, object] = {"trigger_thresholds": {"cart_abandonment": 0.05}, **policy}
+def engine_for(scorer: IncrementalScorer, owned: set[int], **policy: Any) -> Engine:
+    values: dict[str, Any] = {"trigger_thresholds": {"cart_abandonment": 0.05}, **policy}
     return engine_with(scorer, owned, make_settings(threshold=0.05, min_threshold=0.0, **values))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream.contract import Trigger
 from stream.engine import Engine
 from stream.learning import EPOCH_ROW, PENDING_PREFIX, EpochLearner, Update
 from stream.partitioning import partition_for
@@ -269,7 +270,7 @@ def test_a_hold_decided_in_a_batch_is_released_at_the_same_input_whatever_the_ba
         clock("u5", quiet_end + 40, 2),
         clock("u5", quiet_end + 95, 3),
     ]
-    released: list[list[tuple[str, float]]] = []
+    released: list[list[tuple[str, Trigger, float]]] = []
     for batch in (1, 2, len(inputs)):
         e = holding_engine()
         store, pushes = DictState(), []
@@ -568,7 +569,8 @@ def test_a_reminder_moment_waits_a_day_after_the_last_push_unless_the_shopper_co
                 clock("u1", first, 4),
                 clock("u1", second - 1, 5),
             ]
-        pushes, waited = [], 0
+        pushes: list[tuple[str, str, float]] = []
+        waited = 0
         for k in range(0, len(records), batch):
             out = e.process(records[k : k + batch], store)
             pushes += [(p.trigger, p.item_id, p.created_at) for _, p in out.pushes if p.user_id == "u1"]
@@ -609,7 +611,7 @@ def test_a_shopper_back_within_hours_finds_their_cart_without_a_push() -> None:
             ev("r3", "u4", "add_to_cart", "i2", T0 + second_visit + 30),
             clock("u4", T0 + second_visit + 30 + GAP, 1),
         ]
-        pushes = []
+        pushes: list[tuple[str, str]] = []
         for k in range(0, len(records), batch):
             pushes += [(p.trigger, p.item_id) for _, p in e.process(records[k : k + batch], store).pushes]
         return pushes, store

@@ -96,6 +96,7 @@ def test_an_erased_users_waiting_push_is_dropped_not_sent_later() -> None:
     waiting = len(throttle.queue)
     engine.process([Inbound("consent", 0, 99, doomed.encode(), None)], store)
     assert len(throttle.queue) == waiting - 1 and all(p.user_id != doomed for p in throttle.queue)
-    assert doomed.encode() not in store.get(0, THROTTLE_ROW)  # the stored queue forgot it too
+    stored = store.get(0, THROTTLE_ROW)
+    assert stored is not None and doomed.encode() not in stored  # the stored queue forgot it too
     out = engine.process(ticks, store)
     assert len(out.pushes) == waiting - 1 and all(p.user_id != doomed for _, p in out.pushes)
