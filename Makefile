@@ -25,6 +25,8 @@ demo: install
 test: install
 	bash deploy/install-test-deps.sh
 	$(BIN)/python -m ruff check stream model tests benchmarks
+	$(BIN)/python -m ruff format --check stream model tests benchmarks
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -rs --durations=20 -n 2 --dist loadfile
 
 # Measurements, not tests: each prints figures and writes a report under benchmarks/reports/.

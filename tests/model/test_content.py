@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -410,7 +411,9 @@ def test_ridge_recovers_a_linear_map() -> None:
     np.testing.assert_allclose((x - xm) @ got + ym, y, atol=1e-6)
 
 
-def test_titles_prepared_ahead_place_the_same_rows(content_artifact: Path) -> None:
+def test_titles_prepared_ahead_place_the_same_rows(
+    content_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """prepare_items (the worker runs it in a thread) only fills the encoder's cache: the items added
     afterwards get exactly the rows they get without it, and their titles are not encoded again."""
     plain = IncrementalScorer.load(content_artifact)
@@ -425,11 +428,14 @@ def test_titles_prepared_ahead_place_the_same_rows(content_artifact: Path) -> No
     assert prepared.prepare_items(contents, limit=5) == 0
     calls: list[int] = []
     original = encoder.encode
-    encoder.encode = lambda texts, batch_size=32: calls.append(len(texts)) or original(texts, batch_size)  # type: ignore[method-assign]
-    try:
-        prepared.add_items(["a", "b", "c"], contents)
-    finally:
-        encoder.encode = original  # type: ignore[method-assign]
+
+    def counted(texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        calls.append(len(texts))
+        return original(texts, batch_size)
+
+    monkeypatch.setattr(encoder, "encode", counted)
+    prepared.add_items(["a", "b", "c"], contents)
+    monkeypatch.undo()
     assert calls == []  # every title came from the cache
     plain.add_items(["a", "b", "c"], contents)
     states = plain.step(plain.initial_state(2), np.array([3, 30]), np.zeros(2, dtype=np.int64))
