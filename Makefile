@@ -7,6 +7,9 @@ STAMP := $(VENV)/.kairos-installed
 .PHONY: install demo test lint typecheck bench clean
 
 install: $(STAMP)
+	# The hot modules compiled with mypyc when a C compiler is there (else the sources run; see
+	# stream/native.py). A no-op while the build is current; KAIROS_NATIVE=0 skips it.
+	$(BIN)/python -m stream.native_build
 
 # Reinstall only when the project's dependencies change (idempotent otherwise).
 $(STAMP): pyproject.toml

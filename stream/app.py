@@ -33,7 +33,7 @@ from typing import Any
 
 import faust
 
-from stream import gc_tuning, metrics, metrics_exposition, metrics_record
+from stream import gc_tuning, metrics, metrics_exposition, metrics_record, native
 from stream.batch_commit import BatchCommitter
 from stream.bulk_input import BulkReader, holding
 from stream.engine import Engine, Inbound
@@ -190,6 +190,7 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
             socket_timeout=wk.web_socket_timeout_seconds,
         )
         log.info("metrics and health on http://%s:%d/metrics", wk.web_host, self.web.port)
+        log.info("hot modules: %s", native.status)
         metrics_exposition.worker_started()
         scorer = self.watcher.poll(force=True)
         if scorer is not None:

@@ -38,7 +38,7 @@ def local_instant(day: date, minutes: int, zone: ZoneInfo) -> float:
     # transition lies between the two, and wall time only rises in between. Offsets are whole seconds.
     lo, hi = wall.replace(tzinfo=zone, fold=1).timestamp(), at
     while hi - lo > 1.0:
-        mid = math.floor((lo + hi) / 2.0)
+        mid = float(math.floor((lo + hi) / 2.0))  # a float, as lo and hi are (mypyc: one type per name)
         if datetime.fromtimestamp(mid, zone).replace(tzinfo=None) >= wall:
             hi = mid
         else:

@@ -20,6 +20,7 @@ from benchmarks.throughput.config import (
     SIM_CONFIG,
     WARMUP_SECONDS,
 )
+from stream import native
 from stream.settings import Settings
 
 # The headline latencies: NaN in a run whose latency or floor run saw no sample, null in its saved JSON.
@@ -130,6 +131,8 @@ def machine() -> dict[str, Any]:
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # The worker inherits this process's environment, so it loads what this process did.
+        "hot_modules": native.status,
     }
 
 
@@ -239,7 +242,8 @@ def write_report(
         f"Run: {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(r['started_at']))}, "
         f"{r['wall_seconds']:.0f} s wall.  ",
         f"Machine: {m['cpu']}, {m['cores']} cores shared with other work (load average at start "
-        f"{m['load_avg_at_start']}), Python {m['python']}, embedded Tansu broker (memory storage).",
+        f"{m['load_avg_at_start']}), Python {m['python']}, embedded Tansu broker (memory storage); "
+        f"the worker's hot modules: {m.get('hot_modules', 'the Python sources (no native build then)')}.",
         "",
         "## Figures",
         "",

@@ -1,0 +1,68 @@
+"""The native build is loaded only while every compiled module's source is the one it was built from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stream import native
+
+
+def write_build(lib: Path, manifest: dict[str, object], files: bool = True) -> None:
+    """A fake build in ``lib``: the manifest, and empty files where the extensions would be."""
+    lib.mkdir(parents=True, exist_ok=True)
+    (lib / native.MANIFEST.name).write_text(json.dumps(manifest), encoding="utf-8")
+    suffix = native.importlib.machinery.EXTENSION_SUFFIXES[0]
+    if files:
+        for name in [*native.MODULES, str(manifest.get("runtime", ""))]:
+            path = lib.joinpath(*name.split("."))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_name(path.name + suffix).write_bytes(b"")
+
+
+@pytest.fixture(autouse=True)
+def native_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.ENV, "1")
+
+
+def test_a_current_build_is_loaded(tmp_path: Path) -> None:
+    write_build(tmp_path, {**native.current_manifest(), "runtime": "abc__mypyc"})
+    status, files = native.check(tmp_path)
+    assert status.startswith("native:")
+    assert set(files) == {*native.MODULES, "abc__mypyc"}
+
+
+def test_an_edited_source_makes_the_whole_build_stale(tmp_path: Path) -> None:
+    manifest = native.current_manifest()
+    modules = dict(manifest["modules"])  # type: ignore[call-overload]
+    modules["stream.timers"] = "0" * 64  # built from another version of the file
+    write_build(tmp_path, {**manifest, "modules": modules, "runtime": "abc__mypyc"})
+    assert native.check(tmp_path) == ("pure: sources changed since the native build (stream.timers)", {})
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"build": "cpython-312-linux"}, "pure: the native build is for cpython-312-linux"),
+        ({"modules": {"stream.timers": "x"}}, "pure: the native build compiled another set of modules"),
+    ],
+)
+def test_a_build_for_another_interpreter_or_module_set_is_not_loaded(
+    tmp_path: Path, change: dict[str, object], why: str
+) -> None:
+    write_build(tmp_path, {**native.current_manifest(), "runtime": "abc__mypyc", **change})
+    status, files = native.check(tmp_path)
+    assert status.startswith(why) and files == {}
+
+
+def test_no_build_a_partial_build_or_switched_off_runs_the_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert native.check(tmp_path)[0].startswith("pure: no native build")
+    write_build(tmp_path, {**native.current_manifest(), "runtime": "abc__mypyc"}, files=False)
+    assert native.check(tmp_path)[0].startswith("pure: the native build lacks stream.")
+    write_build(tmp_path, {**native.current_manifest(), "runtime": "abc__mypyc"})
+    monkeypatch.setenv(native.ENV, "0")
+    assert native.check(tmp_path) == ("pure: KAIROS_NATIVE=0", {})
