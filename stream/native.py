@@ -10,9 +10,10 @@ one world pure and one native and compares every figure).
   ``.native/lib`` beside the source tree, with a manifest of the sources' SHA-256. Without a C
   compiler or mypyc it says so and leaves nothing: the worker then runs the pure Python source.
 * :func:`install` (called by ``stream/__init__.py``, before any module below is imported) puts a
-  finder in front of the import system that loads the compiled modules, but only when every one
-  of their sources is still the one compiled: an edited source makes the whole build stale (the
-  modules call each other natively) and Python runs the sources until the next build.
+  finder in front of the import system that loads the compiled modules, but only when every source
+  of the package is still the one compiled: an edited source makes the whole build stale (the
+  modules call each other natively and assume the types of what they import) and Python runs the
+  sources until the next build.
   ``KAIROS_NATIVE=0`` turns it off (the test suite does: its spies patch functions that compiled
   callers would not look up).
 
@@ -91,9 +92,22 @@ def _build_tag() -> str:
     return f"{sys.implementation.cache_tag}-{sys.platform}"
 
 
+def _package_sources() -> dict[str, str]:
+    """SHA-256 of every source of the ``stream`` package, by path: the compiled modules' code assumes
+    the types of what they import (a field's type, a function's signature), so a change anywhere in the
+    package makes the build stale, not only a change in a compiled file."""
+    package = ROOT / "stream"
+    return {str(p.relative_to(ROOT)): _sha256(p) for p in sorted(package.rglob("*.py"))}
+
+
 def current_manifest() -> dict[str, object]:
-    """The manifest a build of the present sources has: the interpreter and each module's source hash."""
-    return {"build": _build_tag(), "modules": {m: _sha256(source_of(m)) for m in MODULES}}
+    """The manifest a build of the present sources has: the interpreter, the compiled modules' source
+    hashes and the whole package's."""
+    return {
+        "build": _build_tag(),
+        "modules": {m: _sha256(source_of(m)) for m in MODULES},
+        "package": _package_sources(),
+    }
 
 
 def _read_manifest(path: Path = MANIFEST) -> dict[str, object] | None:
@@ -145,6 +159,11 @@ def check(lib: Path = LIB) -> tuple[str, dict[str, Path]]:
     changed = sorted(m for m in MODULES if compiled[m] != _sha256(source_of(m)))
     if changed:
         return f"pure: sources changed since the native build ({', '.join(changed[:3])})", {}
+    built, now = manifest.get("package"), _package_sources()
+    if built != now:
+        old = built if isinstance(built, dict) else {}
+        moved = sorted(set(old) ^ set(now) | {p for p in set(old) & set(now) if old[p] != now[p]})
+        return f"pure: the package changed since the native build ({', '.join(moved[:3])})", {}
     files: dict[str, Path] = {}
     for name in [*MODULES, str(manifest.get("runtime", ""))]:
         file = _extension(lib.joinpath(*name.split("."))) if name else None
