@@ -290,7 +290,7 @@ def write_report(path: Path, f: dict[str, Any]) -> None:
         "remains on the loop is `Engine.adopt`, one call per partition: the hand-over of what the",
         "thread built (the 'longest adopt' column is how long the loop is held at once).",
         "`load_partition` decodes of each stored user only its timers and expiry clock",
-        "(`stream.state.load_facts`).",
+        "(`stream.state_load.load_facts`).",
         "",
         "Timing is on a shared 2-core machine; read the figures against each other, not as absolutes.",
         "",

@@ -45,7 +45,7 @@ from stream.interest_index import InterestIndex
 from stream.learning import EpochLearner
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import RESPONSE_PREFIX
-from stream.state import load_facts
+from stream.state_load import load_facts
 from stream.throttle import THROTTLE_ROW, PushThrottle
 from stream.timers import Timer, TimerQueue
 from stream.trending import TrendingItems

@@ -9,7 +9,8 @@ import pytest
 from stream.contract import Push
 from stream.encoding import compact_json
 from stream.policy import HeldPush, PushRecord, UserPolicyState
-from stream.state import RecentItem, UserState, load_facts
+from stream.state import RecentItem, UserState
+from stream.state_load import load_facts
 from stream.timers import Timer
 
 T0 = 1_717_236_000.0
