@@ -77,3 +77,9 @@ def test_a_change_anywhere_in_the_package_makes_the_build_stale(tmp_path: Path) 
     status, files = native.check(tmp_path)
     assert status == "pure: the package changed since the native build (stream/settings/worker.py)"
     assert files == {}
+
+
+def test_the_suite_runs_the_python_sources() -> None:
+    """tests/conftest.py turns the native build off before anything imports the project."""
+    assert native.status == "pure: KAIROS_NATIVE=0"
+    assert not any(isinstance(f, native._NativeFinder) for f in native.sys.meta_path)
