@@ -22,6 +22,12 @@ of that timing (replays give the same pushes):
 
 A tombstone has no time: it removes the item when it is read (and its pending changes with it).
 Pure bookkeeping: the engine decides what an announcement does.
+
+**Rollback.** :meth:`CatalogView.checkpoint` starts an undo journal and :meth:`CatalogView.rollback`
+puts the view back as it was then (``Engine.apply_catalog`` rolls back a slice it failed on). The
+journal saves what it changes as it first changes it (an item's versions, promotion and category, a
+category's generation, the change log before anything leaves it), so a slice that does not fail
+costs a few dictionary operations per record, never a copy of the view.
 """
 
 from __future__ import annotations
@@ -57,6 +63,20 @@ class _Item:
     base: bool  # the oldest version also held before its time (bootstrap, or older ones forgotten)
 
 
+@dataclass
+class _Undo:
+    """What the view held at :meth:`CatalogView.checkpoint`, saved as it first changes."""
+
+    seq: int  # changes logged since have higher numbers
+    # Item -> (its entry, deepest promotion) before its first change; None: it was absent.
+    items: dict[str, tuple[_Item | None, float | None]] = field(default_factory=dict)
+    categories: dict[str, int | None] = field(default_factory=dict)  # category -> its generation before
+    # The change log, its times and the removals not purged yet, before anything left the log; until
+    # then, each removal changed, with its number before (None: none).
+    log: tuple[list[CatalogChange], list[float], dict[str, int]] | None = None
+    removed: dict[str, int | None] = field(default_factory=dict)
+
+
 class CatalogView:
     """Item versions by ``updated_at`` and the log of changes to announce (see the module docstring)."""
 
@@ -81,6 +101,7 @@ class CatalogView:
         self.generation = 0
         # Category -> the generation of the last change to its items' versions or to its members.
         self._category_generation: dict[str, int] = {}
+        self._undo: _Undo | None = None  # the journal since checkpoint(), if one is open
 
     def __len__(self) -> int:
         return len(self._items)
@@ -135,8 +156,11 @@ class CatalogView:
     def _touch(self, *categories: str | None) -> None:
         """A change: a new generation, for the whole view and for these categories."""
         self.generation += 1
+        undo = self._undo
         for category in categories:
             if category is not None:
+                if undo is not None and category not in undo.categories:
+                    undo.categories[category] = self._category_generation.get(category)
                 self._category_generation[category] = self.generation
 
     def in_category(self, category: str) -> list[str]:
@@ -148,16 +172,21 @@ class CatalogView:
         return len(self._by_category.get(category, ()))
 
     def _file_category(self, item_id: str) -> None:
+        """File the item under the category of its newest version."""
         category = self._items[item_id].versions[-1].category
-        old = self._category_of.get(item_id)
-        if old == category:
-            return
-        if old is not None:
-            self._by_category[old].discard(item_id)
-            if not self._by_category[old]:
-                del self._by_category[old]
-        self._category_of[item_id] = category
-        self._by_category.setdefault(category, set()).add(item_id)
+        if self._category_of.get(item_id) != category:
+            self._unfile(item_id)
+            self._category_of[item_id] = category
+            self._by_category.setdefault(category, set()).add(item_id)
+
+    def _unfile(self, item_id: str) -> None:
+        """Take the item out of its category."""
+        category = self._category_of.pop(item_id, None)
+        if category is not None:
+            members = self._by_category[category]
+            members.discard(item_id)
+            if not members:
+                del self._by_category[category]
 
     def put(self, update: CatalogUpdate, base: bool = False) -> tuple[bool, CatalogUpdate | None]:
         """Add a version. Returns (is it a change to announce, the version in force just before it).
@@ -165,6 +194,8 @@ class CatalogView:
         ``base``: a version read by the start-up bootstrap (it holds from the beginning of time). A
         version identical to a stored one, or older than the newest, is no change.
         """
+        if self._undo is not None:
+            self._save(update.item_id)
         entry = self._items.get(update.item_id)
         # A version read again changes nothing, but is rare: not worth the test. The item's category now
         # (it may leave it) and the version's (it may join it, or hold it at other times) change.
@@ -197,18 +228,87 @@ class CatalogView:
 
     def remove(self, item_id: str) -> bool:
         """Forget an item (a catalog tombstone) and its pending changes; True when it was there."""
+        if self._undo is not None:
+            self._save(item_id)
+            if self._undo.log is None and item_id not in self._undo.removed:
+                self._undo.removed[item_id] = self._removed.get(item_id)
         self._touch(self._category_of.get(item_id))
         if self._promoted.pop(item_id, None) is not None:
             self._promoted_order = None
         self._multi.discard(item_id)
         if self._changes:  # its logged changes leave the log before it is read next (_purge_removed)
             self._removed[item_id] = self._seq
-        category = self._category_of.pop(item_id, None)
-        if category is not None:
-            self._by_category[category].discard(item_id)
-            if not self._by_category[category]:
-                del self._by_category[category]
+        self._unfile(item_id)
         return self._items.pop(item_id, None) is not None
+
+    # -- rollback --------------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Start an undo journal, ended by :meth:`rollback` (back to this point) or :meth:`release`."""
+        self._undo = _Undo(self._seq)
+
+    def release(self) -> None:
+        """End the journal, keeping every change since :meth:`checkpoint`."""
+        self._undo = None
+
+    def rollback(self) -> None:
+        """Return the view to what it was at :meth:`checkpoint`, and end the journal.
+
+        Every answer is as it was then. Generations are never given out twice: a category changed
+        since gets its generation of then back (what a reader cached then holds again), and what a
+        reader cached meanwhile carries a number that no longer comes. An item removed and put back
+        goes to the end of :meth:`items` (nothing decides by that order).
+        """
+        undo, self._undo = self._undo, None
+        if undo is None:
+            raise RuntimeError("rollback without a checkpoint")
+        for item_id, (entry, depth) in undo.items.items():
+            if entry is None:
+                self._items.pop(item_id, None)
+                self._unfile(item_id)
+            else:
+                self._items[item_id] = entry
+                self._file_category(item_id)
+            if entry is not None and len(entry.versions) > 1:
+                self._multi.add(item_id)
+            else:
+                self._multi.discard(item_id)
+            if depth is None:
+                self._promoted.pop(item_id, None)
+            else:
+                self._promoted[item_id] = depth
+        self._promoted_order = None
+        if undo.log is not None:
+            self._changes, self._change_times, self._removed = undo.log
+        for item_id, number in undo.removed.items():  # changed before the log was saved
+            if number is None:
+                self._removed.pop(item_id, None)
+            else:
+                self._removed[item_id] = number
+        if self._seq > undo.seq:  # the changes logged since leave the log
+            self._changes = [c for c in self._changes if c.seq <= undo.seq]
+            self._change_times = [c.updated_at for c in self._changes]
+            self._seq = undo.seq
+        self.generation += 1
+        for category, generation in undo.categories.items():
+            if generation is None:
+                self._category_generation.pop(category, None)
+            else:
+                self._category_generation[category] = generation
+
+    def _save(self, item_id: str) -> None:
+        """Journal an item before its first change since the checkpoint."""
+        undo = self._undo
+        if undo is not None and item_id not in undo.items:
+            entry = self._items.get(item_id)
+            copy = None if entry is None else _Item(list(entry.versions), entry.base)
+            undo.items[item_id] = (copy, self._promoted.get(item_id))
+
+    def _save_log(self) -> None:
+        """Journal the change log before anything leaves it (a purge, the bound, forget_until)."""
+        undo = self._undo
+        if undo is not None and undo.log is None:
+            undo.log = (list(self._changes), list(self._change_times), dict(self._removed))
 
     # -- promotions ------------------------------------------------------------------------------
 
@@ -256,12 +356,14 @@ class CatalogView:
         if len(self._changes) > MAX_CHANGES and self._removed:
             self._purge_removed()
         if len(self._changes) > MAX_CHANGES:
+            self._save_log()
             del self._changes[: len(self._changes) - MAX_CHANGES]
             del self._change_times[: len(self._change_times) - MAX_CHANGES]
         return change
 
     def _purge_removed(self) -> None:
         """Drop the logged changes of items removed since (those logged before the removal)."""
+        self._save_log()
         removed = self._removed
         self._changes = [c for c in self._changes if c.seq > removed.get(c.item_id, -1)]
         self._change_times = [c.updated_at for c in self._changes]
@@ -292,12 +394,15 @@ class CatalogView:
         if self._removed:
             self._purge_removed()
         n = bisect.bisect_right(self._change_times, t)
+        if n:
+            self._save_log()
         del self._changes[:n]
         del self._change_times[:n]
         for item_id in list(self._multi):
             entry = self._items[item_id]
             versions = entry.versions
             if versions[1].updated_at <= t:
+                self._save(item_id)
                 k = bisect.bisect_right(versions, t, key=_updated_at) - 1
                 del versions[:k]
                 entry.base = True
@@ -308,6 +413,7 @@ class CatalogView:
         for item_id in list(self._promoted):
             promos = [v.promotion for v in self._items[item_id].versions if v.promotion is not None]
             if all(p.ends_at <= t for p in promos):
+                self._save(item_id)
                 del self._promoted[item_id]
                 self._promoted_order = None
         return n

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import random
+from typing import Any
+
+import pytest
+
 from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogView
 from stream.engine import Engine, Inbound
 from stream.partitioning import partition_for
@@ -187,3 +193,84 @@ def test_the_tick_forgets_changes_every_owned_partition_announced() -> None:
         engine.process([ev(f"u{p}", user, "view", "i3", T0 + 200 + CATALOG_RETENTION_SECONDS)], store)
     engine.tick(store)
     assert engine.catalog.pending_changes() == 0
+
+
+def _random_ops(view: CatalogView, rng: random.Random, n: int) -> list[Any]:
+    """``n`` random changes to the view (versions, moves between categories, promotions, removals, the
+    log's reads and purges, forgetting by time), and what each answered."""
+    from stream.contract import Promotion
+
+    answers: list[Any] = []
+    for _ in range(n):
+        roll = rng.random()
+        item = f"i{rng.randrange(8)}"
+        if roll < 0.6:
+            price, at = float(rng.randrange(50, 150)), T0 + rng.randrange(50)
+            entry = catalog_entry(item, price=price, updated_at=at)
+            entry = entry.model_copy(update={"category": f"c{rng.randrange(3)}"})
+            if rng.random() < 0.3:
+                discount = rng.choice([0.1, 0.2, 0.3])
+                promo = Promotion(promotion_id="p", discount=discount, starts_at=T0, ends_at=T0 + 40)
+                entry = entry.model_copy(update={"promotion": promo})
+            is_change, previous = view.put(entry, base=rng.random() < 0.1)
+            answers.append((is_change, previous))
+            if is_change:
+                answers.append(view.record_change(previous, entry).seq)
+        elif roll < 0.75:
+            answers.append(view.remove(item))
+        elif roll < 0.85:
+            answers.append(view.changes_between(T0 + rng.randrange(50), T0 + 60))
+        elif roll < 0.92:
+            answers.append(view.forget_until(T0 + rng.randrange(60)))
+        else:
+            answers.append((view.pending_changes(), view.active(T0 + rng.randrange(50), 3)))
+    return answers
+
+
+def _snapshot(view: CatalogView) -> Any:
+    """Everything the view answers from."""
+    return (
+        sorted((i, list(e.versions), e.base) for i, e in view._items.items()),  # order: not state
+        sorted(view._multi),
+        view.changes_between(-math.inf, math.inf),
+        dict(view._promoted),
+        dict(view._category_of),
+        {c: sorted(m) for c, m in view._by_category.items()},
+        view.active(T0 + 10, 8),
+        {c: view.generation_of(c) for c in ("c0", "c1", "c2", "cat-i1")},
+    )
+
+
+def test_a_rollback_leaves_the_view_as_it_was_at_its_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random changes since a checkpoint, with the bounds on versions and changes small enough to bite:
+    the view rolled back answers as it did at the checkpoint, and goes on exactly like a view that never
+    saw them (the same answers, the same change numbers)."""
+    monkeypatch.setattr("stream.catalog_view.MAX_VERSIONS", 3)
+    monkeypatch.setattr("stream.catalog_view.MAX_CHANGES", 6)
+    for seed in range(60):
+        rng = random.Random(seed)
+        view, twin = CatalogView(), CatalogView()
+        before = rng.randrange(30)
+        _random_ops(view, random.Random(seed), before)
+        _random_ops(twin, random.Random(seed), before)
+        rng = random.Random(seed + 1000)
+        snapshot = _snapshot(view)
+        generation = view.generation
+        view.checkpoint()
+        _random_ops(view, rng, rng.randrange(1, 30))
+        view.rollback()
+        assert _snapshot(view) == snapshot, seed
+        assert view.generation > generation
+        after = random.Random(seed + 2000)
+        assert _random_ops(view, after, 30) == _random_ops(twin, random.Random(seed + 2000), 30), seed
+        assert _snapshot(view)[:-1] == _snapshot(twin)[:-1], seed  # generations differ by design
+
+
+def test_a_release_keeps_what_changed_since_the_checkpoint() -> None:
+    view = CatalogView()
+    view.checkpoint()
+    view.put(catalog_entry("i1", updated_at=T0))
+    view.release()
+    assert "i1" in view
+    with pytest.raises(RuntimeError):
+        view.rollback()
