@@ -97,13 +97,24 @@ class Unplaced:
     (:meth:`preparation`): the event loop, its heartbeats and the group session never wait seconds
     for it. The latest
     version of an item wins; an item waits in the order it was first read.
+
+    :meth:`checkpoint` and :meth:`rollback` undo what a catalog slice the engine failed on changed
+    here (``Engine.apply_catalog``); each item is journaled as it first changes.
     """
 
     def __init__(self) -> None:
-        self._waiting: dict[str, CatalogUpdate] = {}
+        # Item -> (its number in the order first read, its latest version), in that order.
+        self._waiting: dict[str, tuple[int, CatalogUpdate]] = {}
+        self._numbered = 0
+        # Since checkpoint(): each item changed, with what it was before (None: not waiting).
+        self._undo: dict[str, tuple[int, CatalogUpdate] | None] | None = None
 
     def __len__(self) -> int:
         return len(self._waiting)
+
+    def waiting(self) -> list[CatalogUpdate]:
+        """The items waiting, in the order they are placed."""
+        return [update for _, update in self._waiting.values()]
 
     def offer(self, mapped: ContentScorer | None, updates: Iterable[CatalogUpdate]) -> None:
         """Queue the updates' items that the model does not know (nothing without a content model)."""
@@ -115,9 +126,17 @@ class Unplaced:
         if not latest:
             return
         ids = list(latest)
+        waiting, undo = self._waiting, self._undo
         for item, index in zip(ids, mapped.item_indices(ids), strict=True):
             if index < 0:
-                self._waiting[item] = latest[item]
+                was = waiting.get(item)
+                if undo is not None and item not in undo:
+                    undo[item] = was
+                if was is None:
+                    self._numbered += 1
+                    waiting[item] = (self._numbered, latest[item])
+                else:
+                    waiting[item] = (was[0], latest[item])
 
     def preparation(self, mapped: ContentScorer | None, ahead: int, limit: int) -> Callable[[], int] | None:
         """Work for another thread that encodes the titles of the next ``ahead`` waiting items (at most
@@ -130,28 +149,68 @@ class Unplaced:
         prepare = getattr(mapped, "prepare_items", None)
         if prepare is None or not self._waiting or ahead <= 0 or limit <= 0:
             return None
-        contents = [_content_of(u) for u in itertools.islice(self._waiting.values(), ahead)]
+        contents = [_content_of(u) for _, u in itertools.islice(self._waiting.values(), ahead)]
         return functools.partial(prepare, contents, limit)
 
     def forget(self, item_id: str) -> None:
         """Drop a waiting item (removed from the catalog)."""
-        self._waiting.pop(item_id, None)
+        was = self._waiting.pop(item_id, None)
+        if was is not None and self._undo is not None:
+            self._undo.setdefault(item_id, was)
 
     def clear(self) -> None:
         """Drop every waiting item (a new model: the engine offers the catalog again)."""
+        if self._undo is not None:
+            for item, was in self._waiting.items():
+                self._undo.setdefault(item, was)
         self._waiting.clear()
 
     def place_some(self, mapped: ContentScorer | None, limit: int) -> list[CatalogUpdate]:
         """Place at most ``limit`` waiting items; returns the updates of those placed."""
         if mapped is None or not self._waiting or limit <= 0:
             return []
-        batch = list(self._waiting.values())[:limit]
+        batch = [update for _, update in itertools.islice(self._waiting.values(), limit)]
         for update in batch:
-            del self._waiting[update.item_id]
+            was = self._waiting.pop(update.item_id)
+            if self._undo is not None:
+                self._undo.setdefault(update.item_id, was)
         # Only unknown items were queued, each once (the model skips any it knows by now). The items
         # known to the model never change: an item's vector stays put when its title is edited.
         mapped.add_items([u.item_id for u in batch], [_content_of(u) for u in batch])
         return batch
+
+    def checkpoint(self) -> None:
+        """Start journaling: :meth:`rollback` returns here, :meth:`release` keeps what changed since."""
+        self._undo = {}
+
+    def release(self) -> None:
+        """End the journal, keeping what changed since :meth:`checkpoint`."""
+        self._undo = None
+
+    def rollback(self, mapped: ContentScorer | None) -> None:
+        """Put back what waited at :meth:`checkpoint`, in its order, and end the journal.
+
+        Except the items ``mapped`` (the model) knows by now: placed since, they stay placed (a model
+        cannot forget an item; the engine filed them as new items when it placed them).
+        """
+        undo, self._undo = self._undo, None
+        if undo is None:
+            raise RuntimeError("rollback without a checkpoint")
+        waiting = self._waiting
+        back = False
+        for item, was in undo.items():
+            if was is None:
+                waiting.pop(item, None)
+            else:
+                back = back or item not in waiting
+                waiting[item] = was
+        if back:
+            self._waiting = dict(sorted(waiting.items(), key=lambda entry: entry[1][0]))
+        restored = [item for item, was in undo.items() if was is not None]
+        if mapped is not None and restored:
+            for item, index in zip(restored, mapped.item_indices(restored), strict=True):
+                if index >= 0:
+                    del self._waiting[item]
 
 
 def _content_of(update: CatalogUpdate) -> Any:

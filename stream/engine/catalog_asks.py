@@ -120,6 +120,9 @@ class CatalogAsks:
         # New arrival -> the items whose users hear of it (stream.content_items.arrival_pool).
         self._arrival_pools: OrderedDict[tuple[str, float], list[str]] = OrderedDict()
         self._announcing = 0  # arrivals of the latest announcement (prepare_pools): kept at least
+        # Since checkpoint(): each pool kept or dropped, with what it was before (None: not kept).
+        self._pools_undo: dict[tuple[str, float], list[str] | None] | None = None
+        self._announcing_before = 0
         # Category -> its peers (category_peers), valid for one catalog view and model, and while the
         # category's generation holds.
         self._peers: dict[str, _CategoryPeers] = {}
@@ -127,6 +130,9 @@ class CatalogAsks:
 
     def forget_pools(self) -> None:
         """Drop the arrival pools and peers (a new model places items elsewhere, and knows others)."""
+        if self._pools_undo is not None:
+            for key, pool in self._arrival_pools.items():
+                self._pools_undo.setdefault(key, pool)
         self._arrival_pools.clear()
         self._peers.clear()
         self._peers_source = None
@@ -285,10 +291,39 @@ class CatalogAsks:
         as many as the catalog's change log holds or the latest announcement had arrivals, when more (a
         burst larger than the bound is announced partition after partition: an LRU smaller than the
         burst would keep none of it)."""
+        undo = self._pools_undo
+        if undo is not None and key not in undo:
+            undo[key] = self._arrival_pools.get(key)
         self._arrival_pools[key] = pool
         limit = max(MAX_ARRIVAL_POOLS, self._catalog().pending_changes(), self._announcing)
         while len(self._arrival_pools) > limit:
-            self._arrival_pools.popitem(last=False)
+            dropped, was = self._arrival_pools.popitem(last=False)
+            if undo is not None and dropped not in undo:
+                undo[dropped] = was
+
+    def checkpoint(self) -> None:
+        """Start journaling the arrival pools: a pool is computed from the catalog view as it is, so
+        one computed during a catalog slice the engine failed on goes with the slice (:meth:`rollback`).
+        The category peers need no journal: they are kept per category generation, which the view's
+        rollback takes care of (``CatalogView.rollback``)."""
+        self._pools_undo = {}
+        self._announcing_before = self._announcing
+
+    def release(self) -> None:
+        """End the journal, keeping the pools computed since :meth:`checkpoint`."""
+        self._pools_undo = None
+
+    def rollback(self) -> None:
+        """The pools as they were at :meth:`checkpoint` (their order of use aside); ends the journal."""
+        undo, self._pools_undo = self._pools_undo, None
+        if undo is None:
+            raise RuntimeError("rollback without a checkpoint")
+        for key, pool in undo.items():
+            if pool is None:
+                self._arrival_pools.pop(key, None)
+            else:
+                self._arrival_pools[key] = pool
+        self._announcing = self._announcing_before
 
     def category_peers(self, category: str, t: float) -> list[str]:
         """The items of ``category`` a new arrival of it at ``t`` is compared with (sorted by id): those
