@@ -12,9 +12,20 @@ records: load, save, expiry, erasure) and :mod:`stream.engine.ports` (what the e
 model and the store).
 """
 
+from stream.engine.catalog_flow import CatalogFailure
 from stream.engine.core import Engine
 from stream.engine.ports import PartitionRows, Scorer, StateAccess
 from stream.engine.users import TYPE_INDEX
 from stream.outcome import Inbound, Outcome, refused
 
-__all__ = ["TYPE_INDEX", "Engine", "Inbound", "Outcome", "PartitionRows", "Scorer", "StateAccess", "refused"]
+__all__ = [
+    "TYPE_INDEX",
+    "CatalogFailure",
+    "Engine",
+    "Inbound",
+    "Outcome",
+    "PartitionRows",
+    "Scorer",
+    "StateAccess",
+    "refused",
+]

@@ -7,6 +7,12 @@ its clock has passed since, and one partition's share of them decided (the asks 
 ``stream.engine.catalog_asks``; the changes by time, ``stream.catalog_view``).
 :meth:`~stream.engine.core.Engine.process` and :meth:`~stream.engine.core.Engine.tick` announce them as
 clocks move.
+
+A slice that fails half-way (a bug) is rolled back engine-wide before :class:`CatalogFailure` says so:
+the view, the items waiting for placement and the arrival pools are as they were before it, and the
+failure names the partitions whose in-memory state it may have changed (those it began announcing
+to): their stored state is what the slice would have changed, so the worker re-reads them from the
+store before it retries the records one at a time (``stream.worker_tick``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,16 @@ from stream.outcome import Inbound, Outcome, refused
 from stream.partition_state import PartitionState
 from stream.settings import Settings
 from stream.triggers import catalog_triggers
+
+
+class CatalogFailure(Exception):
+    """``apply_catalog`` failed on ``error``; what it changed engine-wide is rolled back, and
+    ``partitions`` are those whose in-memory state may hold part of it (to re-read from the store)."""
+
+    def __init__(self, error: Exception, partitions: frozenset[int]) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+        self.partitions = partitions
 
 
 class CatalogAnnouncementMixin:
@@ -153,7 +169,31 @@ class CatalogAnnouncementMixin:
 
         A tombstone (no value) removes the item: it is never pushed again, and pushes held for it
         are suppressed when they come due.
+
+        All or nothing in memory: when it raises, it raises :class:`CatalogFailure` with the catalog
+        view, the items waiting for placement and the arrival pools as they were before the call
+        (items the model placed meanwhile stay placed), and the partitions it began announcing to.
         """
+        touched: set[int] = set()
+        self.catalog.checkpoint()
+        self.unplaced.checkpoint()
+        self.catalog_asks.checkpoint()
+        try:
+            return self._apply_catalog(records, txn, announce, touched)
+        except Exception as exc:
+            self.catalog.rollback()
+            self.unplaced.rollback(self._content)
+            self.catalog_asks.rollback()
+            raise CatalogFailure(exc, frozenset(touched)) from exc
+        finally:  # a no-op after a rollback
+            self.catalog.release()
+            self.unplaced.release()
+            self.catalog_asks.release()
+
+    def _apply_catalog(
+        self, records: Sequence[Inbound], txn: StateAccess, announce: bool, touched: set[int]
+    ) -> Outcome:
+        """:meth:`apply_catalog`, noting in ``touched`` each partition before it is announced to."""
         self._start_batch()
         out = Outcome()
         late: list[tuple[int, CatalogChange]] = []
@@ -207,5 +247,6 @@ class CatalogAnnouncementMixin:
         if self._event_clock():  # with the wall clock every change is "late": that is its design
             out.catalog_late += len(late)
         for partition in sorted({p for p, _ in late}):
+            touched.add(partition)
             self._announce(txn, partition, sorted(c for p, c in late if p == partition), out)
         return out
