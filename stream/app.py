@@ -97,6 +97,8 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
         self._recovering: dict[int, int] = {}
         self._in_recovery: set[int] = set()  # partitions a recovery round is reading now
         self._reloading: set[int] = set()  # partitions re-read from their store after a failure
+        self._reloaded = asyncio.Event()  # set while none is
+        self._reloaded.set()
         self._ready_partitions: dict[int, asyncio.Event] = {}
         self._rebalancing = False  # between a revoke and the next assignment: no tick writes
         self._revoked_at: float | None = None

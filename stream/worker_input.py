@@ -82,6 +82,13 @@ class InputMixin(WorkerParts):
         while self._rebalancing:
             await self._assigned_event.wait()
 
+    async def _until_reloaded(self, partitions: set[int]) -> None:
+        """Wait until none of ``partitions`` is being re-read from its store after a failure
+        (:meth:`_reload_partitions`): the re-read replaces the engine's state of the partition, so
+        nothing may change it meanwhile."""
+        while self._reloading & partitions:
+            await self._reloaded.wait()
+
     async def _handle_or_exit(self, records: list[Inbound]) -> None:
         """:meth:`_handle`, or the end of the process when it raises (exit 70, a clean redelivery).
 
@@ -108,7 +115,13 @@ class InputMixin(WorkerParts):
             await asyncio.sleep(0.1)
         if self._catalog_ready is not None and not self._catalog_ready.is_set():
             await self._catalog_ready.wait()  # decisions need stock, prices and promotions
-        await self._until_assigned()  # one may have begun while the batch waited
+        # A rebalance may have begun while the batch waited, and the tick may be re-reading some of its
+        # partitions from their stores after a failed catalog slice: either may begin while the other
+        # is waited out.
+        partitions = {r.partition for r in records}
+        while self._rebalancing or self._reloading & partitions:
+            await self._until_assigned()
+            await self._until_reloaded(partitions)
         # Records of a partition this worker no longer owns (revoked while they waited) belong
         # to its new owner, which reads them again from its recovered state's offsets.
         records = [r for r in records if self._serving(r.partition)]
@@ -200,27 +213,37 @@ class InputMixin(WorkerParts):
             total.extend(outcome)
         return total
 
-    async def _reload_partitions(self, partitions: set[int]) -> None:
+    async def _reload_partitions(self, partitions: set[int], keep_catalog_until: bool = False) -> None:
         """Replace the engine's state of these partitions by what the store holds (rare: after a bug).
 
         The store is read in a thread, so the event loop (liveness, metrics, the broker's heartbeats)
-        keeps running. Meanwhile nothing else may change these partitions' engine state: the input
-        path is here, and the tick leaves the engine alone while ``_reloading`` is not empty
-        (``stream.worker_tick``); ``_drop`` leaves their stores open for the read. A partition
-        revoked during the read (its epoch moved on) is not adopted, and its store is closed here.
+        keeps running. Meanwhile nothing else may change these partitions' engine state: the tick
+        leaves the engine alone while ``_reloading`` is not empty (``stream.worker_tick``), input
+        batches of these partitions wait (:meth:`_until_reloaded`), and ``_drop`` leaves their stores
+        open for the read. A partition revoked during the read (its epoch moved on) is not adopted,
+        and its store is closed here.
+
+        ``keep_catalog_until``: the time up to which catalog changes were announced to the partition is
+        kept (it is not stored; re-read, it would start at the partition's clock, and with the wall
+        clock skip the changes logged since the last tick). For a failed catalog slice, which never
+        moves it; a failed input batch may have, so there it starts over.
         """
         engine = self.engine
         assert engine is not None
         epochs = {p: self._epochs.get(p) for p in partitions}
         self._reloading |= partitions
+        self._reloaded.clear()
         try:
             for p in sorted(partitions):
                 pstore = self.store.partitions.get(p)
                 if pstore is None or p not in engine.owned:
                     continue
                 started = time.perf_counter()
+                until = engine.part(p).catalog_until
                 loaded = await asyncio.to_thread(engine.load_partition, p, pstore)
                 if self._epochs.get(p) == epochs[p] and p in engine.owned:
+                    if keep_catalog_until:
+                        loaded.catalog_until = until
                     engine.adopt(p, loaded)
                     log.info(
                         "partition %d reloaded from its store after a failure (%d users, %.2fs)",
@@ -230,6 +253,8 @@ class InputMixin(WorkerParts):
                     )
         finally:
             self._reloading -= partitions
+            if not self._reloading:
+                self._reloaded.set()
             for p in partitions:  # revoked during the re-read: its store was left open for us
                 self._close_if_unused(p)
 

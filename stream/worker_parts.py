@@ -13,7 +13,7 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -52,6 +52,7 @@ class WorkerParts:
     _recovering: dict[int, int]  # partition -> the epoch its recovery is for
     _in_recovery: set[int]  # partitions a recovery round is reading now
     _reloading: set[int]  # partitions reloaded from their store after a failure (stream.worker_input)
+    _reloaded: asyncio.Event  # set while no partition is reloaded
     _ready_partitions: dict[int, asyncio.Event]  # set once recovered (or revoked)
     _rebalancing: bool  # between a revocation and the next assignment: no tick writes
     _revoked_at: float | None
@@ -70,6 +71,7 @@ class WorkerParts:
     _freeze_long_lived: Callable[[], None]  # stream.app
     _serving: Callable[[int], bool]  # stream.worker_input
     _commit_or_die: Callable[[Outcome, Transaction], None]  # stream.worker_input
+    _reload_partitions: Callable[..., Awaitable[None]]  # stream.worker_input: a failure's re-read
     _log_failure: Callable[..., None]  # stream.worker_input: a traceback, within the log budget
     _still_recovering: Callable[[], bool]  # stream.worker_recovery
     _close_if_unused: Callable[[int], None]  # stream.worker_recovery: the rule for closing a store

@@ -12,6 +12,8 @@ producer that publishes thousands of records at once (a season's import, a broke
 holds the loop, its heartbeats and the health endpoint for long. A rebalance that begins between
 slices stops the tick; the rest of the records wait, in order, for a later one. So does a shutdown
 (faust's timer runs on while the worker closes its stores): the next start reads the catalog again.
+A slice the engine fails on is retried record by record from the state before it, the bad record
+dead-lettered (:meth:`TickMixin._apply_catalog_safely`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from stream import metrics, metrics_record
 from stream.bulk_input import group_offsets
 from stream.contract import ContractError
-from stream.engine import Inbound, Outcome, refused
+from stream.engine import CatalogFailure, Inbound, Outcome, refused
 from stream.kafka_io import consume_forever
 from stream.store import Transaction
 from stream.worker_parts import WorkerParts
@@ -167,14 +169,14 @@ class TickMixin(WorkerParts):
             announce = self._catalog_ready is not None and self._catalog_ready.is_set()
             records = [backlog.popleft() for _ in range(min(size, len(backlog)))]
             started = time.perf_counter()
-            txn = Transaction(self.store)
-            applied = self._apply_catalog_safely(records, txn, announce)
+            applied, whole = await self._apply_catalog_safely(records, announce)
             metrics_record.observe_input_updates(
                 catalog=applied.catalog_updates,
                 catalog_late=applied.catalog_late,
                 content_items=applied.content_items_added,
             )
-            self._commit_if_any(applied, txn)
+            if not whole:  # stopped while a failure's partitions were re-read: the rest waits
+                return False
             size = next_slice_size(size, time.perf_counter() - started)
             if not backlog and not announce:
                 # Still the start-up read: take what the reader has read meanwhile (it waits while the
@@ -183,7 +185,7 @@ class TickMixin(WorkerParts):
             if backlog:
                 self.health.beat()  # the tick is alive: it lets the loop run
                 await asyncio.sleep(0)
-        return True
+        return self._engine_work_allowed()  # a failure's re-read may have let a rebalance begin
 
     async def _prepare_content_loop(self) -> None:
         """Encode the titles of the items the model places next, in a thread, while there are any.
@@ -218,28 +220,81 @@ class TickMixin(WorkerParts):
         metrics.TICK_ERRORS.labels(stage).inc()
         log.exception("tick stage %s failed; the tick goes on", stage)
 
-    def _apply_catalog_safely(self, records: list[Inbound], txn: Transaction, announce: bool) -> Outcome:
-        """Apply catalog records; one the engine fails on is dead-lettered (``processing_error``).
+    async def _apply_catalog_safely(self, records: list[Inbound], announce: bool) -> tuple[Outcome, bool]:
+        """Apply and commit a slice of catalog records; one the engine fails on is dead-lettered
+        (``processing_error``). Returns what was applied and whether all of it was: not when the worker
+        stopped meanwhile (a rebalance or a shutdown while a failure's partitions were re-read), the
+        rest then back at the front of the backlog.
 
-        Like :meth:`_process_isolated` for events: the batch first, then one at a time, so a bad
-        record cannot stop the catalog (every worker re-reads it from offset 0 at start).
+        Like :meth:`_process_isolated` for events: the slice first, then, when the engine fails on it,
+        one record at a time, so a bad record cannot stop the catalog (every worker re-reads it from
+        offset 0 at start), and every other record is applied and announced as if the bad one had never
+        been there. The engine rolls a failed slice back engine-wide (``CatalogFailure``: the catalog
+        view, the items waiting for placement); the partitions it had begun announcing to are re-read
+        from the store, as the input path does (:meth:`_reload_partitions`), since their in-memory state
+        holds part of the failed attempt while its writes are dropped.
         """
-        assert self.engine is not None
+        engine = self.engine
+        assert engine is not None
+        txn = Transaction(self.store)
         try:
-            return self.engine.apply_catalog(records, txn, announce)
-        except Exception:  # noqa: BLE001
+            applied = engine.apply_catalog(records, txn, announce)
+        except Exception as exc:  # noqa: BLE001 - the slice is retried record by record
             self._tick_error("catalog")
-        txn.writes.clear()  # the failed attempt may have staged part of the batch
-        outcome = Outcome()
-        for rec in records:
+            return await self._apply_catalog_isolated(records, announce, self._touched_by(exc))
+        self._commit_if_any(applied, txn)
+        return applied, True
+
+    def _touched_by(self, failure: Exception) -> set[int]:
+        """The partitions whose in-memory state a failed ``apply_catalog`` may have changed: those
+        ``CatalogFailure`` names, or, for any other error (not raised through the engine's rollback),
+        every owned one."""
+        if isinstance(failure, CatalogFailure):
+            return set(failure.partitions)
+        return set(self.engine.owned) if self.engine is not None else set()
+
+    async def _apply_catalog_isolated(
+        self, records: list[Inbound], announce: bool, touched: set[int]
+    ) -> tuple[Outcome, bool]:
+        """Apply and commit records one at a time after the slice failed, the partitions a failure
+        ``touched`` re-read first; see :meth:`_apply_catalog_safely`.
+
+        Each record is committed before the next, so a re-read after a failure finds the records before
+        it in the store. While a partition is re-read (in a thread) input batches of it wait
+        (``stream.worker_input``); batches of other partitions go on, with the catalog view as it was
+        before the slice, as they might have before the slice anyway. The records left when a
+        rebalance, a shutdown or an input batch's own re-read began meanwhile go back to the front of
+        the backlog, for a later tick.
+        """
+        engine = self.engine
+        assert engine is not None
+        total = Outcome()
+        for k, rec in enumerate(records):
+            if touched:
+                await self._reload_partitions(touched, keep_catalog_until=True)
+                self.health.beat()  # the tick is alive: a re-read can take seconds
+                touched = set()
+            # Not while a rebalance, a shutdown or an input batch's own re-read began during this one.
+            if not self._engine_work_allowed() or self.engine is not engine:
+                self._catalog_backlog.extendleft(reversed(records[k:]))
+                return total, False
+            txn = Transaction(self.store)
             try:
-                outcome.extend(self.engine.apply_catalog([rec], txn, announce))
+                outcome = engine.apply_catalog([rec], txn, announce)
             except Exception as exc:  # noqa: BLE001 - isolate whatever failed
                 where = (rec.topic, rec.partition, rec.offset)
                 self._log_failure("catalog record %s[%d]@%d failed; dead-lettered", *where)
-                error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+                touched = self._touched_by(exc)
+                cause = exc.error if isinstance(exc, CatalogFailure) else exc
+                error = ContractError("processing_error", f"{type(cause).__name__}: {cause}"[:500])
+                txn = Transaction(self.store)  # the failed attempt's writes are dropped
+                outcome = Outcome()
                 outcome.dead_letters.append(refused(rec, error, self.settings))
-        return outcome
+            self._commit_if_any(outcome, txn)
+            total.extend(outcome)
+        if touched:
+            await self._reload_partitions(touched, keep_catalog_until=True)
+        return total, True
 
     def _publish_gauges(self) -> None:
         consumer = self.app.consumer
