@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from stream import metrics, metrics_record
+from stream.batch_commit import exit_for_redelivery
 from stream.bulk_input import group_offsets
 from stream.contract import ContractError
 from stream.engine import CatalogFailure, Inbound, Outcome, refused
@@ -271,7 +272,7 @@ class TickMixin(WorkerParts):
         total = Outcome()
         for k, rec in enumerate(records):
             if touched:
-                await self._reload_partitions(touched, keep_catalog_until=True)
+                await self._reload_or_exit(touched)
                 self.health.beat()  # the tick is alive: a re-read can take seconds
                 touched = set()
             # Not while a rebalance, a shutdown or an input batch's own re-read began during this one.
@@ -293,8 +294,22 @@ class TickMixin(WorkerParts):
             self._commit_if_any(outcome, txn)
             total.extend(outcome)
         if touched:
-            await self._reload_partitions(touched, keep_catalog_until=True)
+            await self._reload_or_exit(touched)
         return total, True
+
+    async def _reload_or_exit(self, partitions: set[int]) -> None:
+        """Re-read partitions after a failed catalog slice (:meth:`_reload_partitions`), or end the
+        process when that fails (exit 70, as the input path does): their in-memory state would go on
+        holding part of the failed attempt, and a dead tick would stop the catalog and the timers.
+        A restarted worker recovers them from the changelog and reads the catalog again."""
+        try:
+            await self._reload_partitions(partitions, keep_catalog_until=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - whatever failed: see above
+            exit_for_redelivery(
+                f"partitions {sorted(partitions)} could not be re-read after a failed catalog slice"
+            )
 
     def _publish_gauges(self) -> None:
         consumer = self.app.consumer

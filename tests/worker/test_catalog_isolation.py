@@ -248,3 +248,33 @@ def test_an_input_batch_of_a_partition_being_re_read_waits_for_it(
     fresh.adopt(p, fresh.load_partition(p, worker.store.partitions[p]))
     assert partition_snapshot(engine, p) == partition_snapshot(fresh, p)
     worker.store.close_all()
+
+
+def test_a_re_read_that_fails_ends_the_process_rather_than_the_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without its re-read a partition's memory goes on holding part of the failed slice, and an error
+    escaping the tick would stop faust's timer (the catalog, the timers): exit 70 instead."""
+    worker, scorer, _ = shop_worker(tmp_path / "worker", monkeypatch)
+    scorer.poison = "i5"
+    engine = worker.engine
+    assert engine is not None
+
+    def unreadable(partition: int, store: Any) -> Any:
+        raise RuntimeError("partition row does not decode")
+
+    engine.load_partition = unreadable  # type: ignore[method-assign]
+    exits: list[str] = []
+
+    class Exited(Exception):
+        pass
+
+    def exit_for_redelivery(what: str) -> None:
+        exits.append(what)
+        raise Exited
+
+    monkeypatch.setattr("stream.worker_tick.exit_for_redelivery", exit_for_redelivery)
+    with pytest.raises(Exited):
+        asyncio.run(apply_slice(worker, slice_records(poisoned=True)))
+    assert exits == ["partitions [0, 2, 3] could not be re-read after a failed catalog slice"]
+    worker.store.close_all()
