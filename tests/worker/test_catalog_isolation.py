@@ -32,6 +32,7 @@ from tests.stream.test_catalog_rollback import (
     slice_records,
     views,
 )
+from tests.worker.failures import Exited, caught_exits, unreadable_partitions
 
 
 class NoOutbox:
@@ -260,20 +261,8 @@ def test_a_re_read_that_fails_ends_the_process_rather_than_the_tick(
     engine = worker.engine
     assert engine is not None
 
-    def unreadable(partition: int, store: Any) -> Any:
-        raise RuntimeError("partition row does not decode")
-
-    engine.load_partition = unreadable  # type: ignore[method-assign]
-    exits: list[str] = []
-
-    class Exited(Exception):
-        pass
-
-    def exit_for_redelivery(what: str) -> None:
-        exits.append(what)
-        raise Exited
-
-    monkeypatch.setattr("stream.worker_tick.exit_for_redelivery", exit_for_redelivery)
+    unreadable_partitions(engine)
+    exits = caught_exits(monkeypatch, "stream.worker_tick")
     with pytest.raises(Exited):
         asyncio.run(apply_slice(worker, slice_records(poisoned=True)))
     assert exits == ["partitions [0, 2, 3] could not be re-read after a failed catalog slice"]

@@ -15,6 +15,7 @@ from stream.app import Worker
 from stream.dead_letters import DeadLetter
 from stream.engine import Outcome
 from tests.stream.fakes import FakeScorer, ev, make_engine, make_settings, record
+from tests.worker.failures import Exited, caught_exits, unreadable_partitions
 
 
 class BrokenOnItem(FakeScorer):
@@ -369,20 +370,8 @@ def test_a_failure_of_the_input_path_itself_ends_the_process_for_a_clean_redeliv
     engine = worker.engine
     assert engine is not None
 
-    def unreadable(partition, store):  # type: ignore[no-untyped-def]
-        raise RuntimeError("partition row does not decode")
-
-    engine.load_partition = unreadable  # type: ignore[method-assign]
-    exits: list[str] = []
-
-    class Exited(Exception):
-        pass
-
-    def exit_for_redelivery(what: str) -> None:
-        exits.append(what)
-        raise Exited
-
-    monkeypatch.setattr("stream.worker_input.exit_for_redelivery", exit_for_redelivery)
+    unreadable_partitions(engine)
+    exits = caught_exits(monkeypatch, "stream.worker_input")
     records = [ev("e1", "bob", "view", "i3", 1.7e9)]  # breaks the engine: its partition is re-read
     with pytest.raises(Exited):
         asyncio.run(worker._handle_or_exit(records))
