@@ -14,8 +14,8 @@ one world pure and one native and compares every figure).
   of the package is still the one compiled: an edited source makes the whole build stale (the
   modules call each other natively and assume the types of what they import) and Python runs the
   sources until the next build.
-  ``KAIROS_NATIVE=0`` turns it off (the test suite does: its spies patch functions that compiled
-  callers would not look up).
+  ``KAIROS_NATIVE=0`` turns it off (the test process does: its spies patch functions that compiled
+  callers would not look up; the workers the integration tests start run the build).
 
 The sources stay the one truth: nothing else changes with the build, no code path differs.
 """
