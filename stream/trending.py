@@ -205,5 +205,6 @@ class TrendingItems:
             int(data["max_items"]), float(data["half_life_seconds"]), float(data["refresh_seconds"])
         )
         trending._decay.landmark = None if data["landmark"] is None else float(data["landmark"])
-        trending.restore(data.get("cache", {"landmark": data["landmark"]}), data["counts"])
+        counts = [(str(item), float(count)) for item, count in data["counts"]]  # JSON gives lists
+        trending.restore(data.get("cache", {"landmark": data["landmark"]}), counts)
         return trending
