@@ -16,6 +16,7 @@ from pydantic import (
     ValidationError,
 )
 
+from stream import native
 from stream.settings.paths import PROJECT_ROOT
 from stream.settings.root import Settings
 
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 # KAIROS_* variables of the project's own files that are not options: docker-compose's host folder of
-# the models, the tests' artifact folder.
-NOT_SETTINGS = frozenset({"KAIROS_MODELS_HOST_DIR", "KAIROS_TEST_ARTIFACTS"})
+# the models, the tests' artifact folder, the native build's switch (read at import, before any setting).
+NOT_SETTINGS = frozenset({"KAIROS_MODELS_HOST_DIR", "KAIROS_TEST_ARTIFACTS", native.ENV})
 
 
 def _options() -> list[tuple[str, object]]:

@@ -532,6 +532,7 @@ def test_a_misspelt_or_unknown_variable_is_named_with_the_option_it_most_likely_
         "kairos_worker__batch_size": "64",  # the settings read names in any case
         "KAIROS_POLICY__TRIGGER_THRESHOLDS__PRICE_DROP": "0.3",  # one key of a dict option
         "KAIROS_MODELS_HOST_DIR": "./models",  # docker-compose's, not an option
+        "KAIROS_NATIVE": "0",  # stream.native's switch, read before the settings: not an option
         "PATH": "/bin",
     }
     assert unknown_variables(environ) == [
