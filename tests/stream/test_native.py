@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,27 @@ def test_the_suite_runs_the_python_sources() -> None:
     """tests/conftest.py turns the native build off before anything imports the project."""
     assert native.status == "pure: KAIROS_NATIVE=0"
     assert not any(isinstance(f, native._NativeFinder) for f in native.sys.meta_path)
+
+
+def test_a_build_waits_for_one_under_way_and_then_finds_it_current(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builds at once (two ``make`` targets after an edit) would delete and write each other's files,
+    and one's manifest could name the other's half-written extensions: the second waits for the first
+    and then compiles nothing."""
+    from stream import native_build
+
+    lib = tmp_path / ".native" / "lib"
+    monkeypatch.setattr(native_build, "LIB", lib)
+    monkeypatch.setattr(native_build, "MANIFEST", lib / native.MANIFEST.name)
+    compiled: list[object] = []
+    monkeypatch.setattr(native_build, "_compile", lambda *args: compiled.append(args))
+    done: list[bool] = []
+    with native_build.build_lock(lib):  # a build under way
+        waiting = threading.Thread(target=lambda: done.append(native_build.build(quiet=True)))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not done
+        write_build(lib, {**native.current_manifest(), "runtime": "abc__mypyc"})  # it finishes
+    waiting.join(10)
+    assert done == [True] and compiled == []
