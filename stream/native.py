@@ -11,7 +11,7 @@ one world pure and one native and compares every figure).
   compiler or mypyc it says so and leaves nothing: the worker then runs the pure Python source.
 * :func:`install` (called by ``stream/__init__.py``, before any module below is imported) puts a
   finder in front of the import system that loads the compiled modules, but only when every source
-  of the package is still the one compiled: an edited source makes the whole build stale (the
+  of the stream and model packages is still the one compiled: an edited source makes the whole build stale (the
   modules call each other natively and assume the types of what they import) and Python runs the
   sources until the next build.
   ``KAIROS_NATIVE=0`` turns it off (the test process does: its spies patch functions that compiled
@@ -99,11 +99,12 @@ def _build_tag() -> str:
 
 
 def _package_sources() -> dict[str, str]:
-    """SHA-256 of every source of the ``stream`` package, by path: the compiled modules' code assumes
-    the types of what they import (a field's type, a function's signature), so a change anywhere in the
-    package makes the build stale, not only a change in a compiled file."""
-    package = ROOT / "stream"
-    return {str(p.relative_to(ROOT)): _sha256(p) for p in sorted(package.rglob("*.py"))}
+    """SHA-256 of every source of the ``stream`` and ``model`` packages, by path: the compiled modules'
+    code assumes the types of what they import (a field's type, a function's signature; ``stream``
+    imports ``model`` too), so a change anywhere makes the build stale, not only a change in a compiled
+    file."""
+    files = [p for package in ("stream", "model") for p in sorted((ROOT / package).rglob("*.py"))]
+    return {str(p.relative_to(ROOT)): _sha256(p) for p in files}
 
 
 def current_manifest() -> dict[str, object]:
@@ -169,7 +170,7 @@ def check(lib: Path = LIB) -> tuple[str, dict[str, Path]]:
     if built != now:
         old = built if isinstance(built, dict) else {}
         moved = sorted(set(old) ^ set(now) | {p for p in set(old) & set(now) if old[p] != now[p]})
-        return f"pure: the package changed since the native build ({', '.join(moved[:3])})", {}
+        return f"pure: the sources changed since the native build ({', '.join(moved[:3])})", {}
     files: dict[str, Path] = {}
     for name in [*MODULES, str(manifest.get("runtime", ""))]:
         file = _extension(lib.joinpath(*name.split("."))) if name else None
