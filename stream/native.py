@@ -11,9 +11,9 @@ one world pure and one native and compares every figure).
   compiler or mypyc it says so and leaves nothing: the worker then runs the pure Python source.
 * :func:`install` (called by ``stream/__init__.py``, before any module below is imported) puts a
   finder in front of the import system that loads the compiled modules, but only when every source
-  of the stream and model packages is still the one compiled: an edited source makes the whole build stale (the
-  modules call each other natively and assume the types of what they import) and Python runs the
-  sources until the next build.
+  of the stream and model packages is still the one compiled: an edited source makes the whole
+  build stale (the modules call each other natively and assume the types of what they import) and
+  Python runs the sources until the next build.
   ``KAIROS_NATIVE=0`` turns it off (the test process does: its spies patch functions that compiled
   callers would not look up; the workers the integration tests start run the build).
 
