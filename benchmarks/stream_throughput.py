@@ -75,6 +75,7 @@ from benchmarks.throughput.profiles import DictState, profile_engine, summarise_
 from benchmarks.throughput.report import machine, write_report  # noqa: E402
 from benchmarks.throughput.throughput_phase import measure_ceiling, measure_throughput  # noqa: E402
 from benchmarks.throughput.workload import Workload, build_workload, ensure_model, live_paced  # noqa: E402
+from stream import native  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.settings import get_settings  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with EmbeddedBroker() as broker:
             ensure_topics(settings_for(broker.bootstrap))
+            # Which code the worker runs (stream.native): a source edited since `make install` leaves
+            # the native build stale and the worker on the sources, which is worth knowing before reading.
+            _say(f"[bench] the worker's hot modules: {native.status}")
             _say(f"[bench] phase A: {len(live.events):,} live-paced events through the worker")
             thr = measure_throughput(
                 broker.bootstrap, model_dir, live, workdir, args.py_spy, spy_out, reader_env
