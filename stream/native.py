@@ -79,6 +79,8 @@ MODULES: tuple[str, ...] = (
     "stream.engine.users",
     "stream.engine.rounds",
     "stream.engine.catalog_asks",
+    "stream.partition_state",
+    "stream.engine.batch_walk",
 )
 
 # What install() found: "native", or why the sources run instead (logged by the worker at start).

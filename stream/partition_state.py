@@ -45,7 +45,7 @@ from stream.interest_index import InterestIndex
 from stream.learning import EpochLearner
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import RESPONSE_PREFIX
-from stream.state_load import load_facts
+from stream.state_load import UnreadablePartitionRow, load_facts
 from stream.throttle import THROTTLE_ROW, PushThrottle
 from stream.timers import Timer, TimerQueue
 from stream.trending import TrendingItems
@@ -314,10 +314,6 @@ class PartitionState:
 
 def _skipped(partition: int, key: bytes, exc: Exception) -> None:
     log.warning("partition %d: stored row %r does not decode, skipped: %s", partition, key[:80], exc)
-
-
-class UnreadablePartitionRow(RuntimeError):
-    """The partition's own row (clock, indexes' values, input offsets) does not decode."""
 
 
 def _meta(partition: int, raw: bytes) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""What a partition load reads of a stored user record: its timers and expiry clock, nothing else.
+"""What a partition load reads of a stored user record (its timers and expiry clock, nothing else),
+and the error a partition's own row that does not decode raises.
 
-Its own module because the decoder is a msgspec Struct, which the native build cannot compile
-(``stream.native``), while :mod:`stream.state` is compiled.
+Its own module because the decoder is a msgspec Struct and the error a subclass of a built-in
+exception, which the native build cannot compile (``stream.native``), while :mod:`stream.state` and
+:mod:`stream.partition_state` are compiled.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from typing import Any
 import msgspec
 
 from stream.state import _HEADER, _MAGIC, UserState, expiry_clock
+
+
+class UnreadablePartitionRow(RuntimeError):
+    """The partition's own row (clock, indexes' values, input offsets) does not decode."""
 
 
 class _PolicyFacts(msgspec.Struct):

@@ -30,17 +30,15 @@ batch's units of work and output (``stream.asks``, ``stream.outcome``).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 
-from stream.admission import admit_consent, admit_event
 from stream.asks import Ask, BatchUser, Work
 from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogView
 from stream.content_items import NewItems, Unplaced, content_scorer
-from stream.contract import ContractError
 from stream.decider import Decider
+from stream.engine.batch_walk import walk_batch
 from stream.engine.catalog_asks import CatalogAsks
 from stream.engine.catalog_flow import CatalogAnnouncementMixin
 from stream.engine.content_placement import ContentPlacementMixin
@@ -52,17 +50,12 @@ from stream.engine.rounds import resolve
 from stream.engine.throttling import ThrottleMixin
 from stream.engine.users import UserRecords
 from stream.event_decoder import ValidEvent
-from stream.outcome import Inbound, Outcome, refused
+from stream.outcome import Inbound, Outcome
 from stream.partition_state import PartitionState
 from stream.scoring import AskScorer
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _minute(ts: float) -> int:
-    """The minute of the event-time clock ``ts`` falls in (the throttle releases once per minute)."""
-    return int(ts // 60.0)
 
 
 class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, ThrottleMixin, PartitionsMixin):
@@ -173,93 +166,10 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         started = perf_counter()
         self._start_batch()
         out = Outcome()
-        stage = out.stage_seconds
-        topics = self.settings.topics
-        users: dict[str, BatchUser] = {}  # the batch's user records, shared by every piece of work
-        work = Work(users)
-        for rec in records:
-            self.part(rec.partition).observe_offset(rec.topic, rec.offset)
-            try:
-                if rec.topic == topics.consent:
-                    consent = admit_consent(
-                        rec.key, rec.partition, rec.value, self.settings, self.wall_clock()
-                    )
-                    if consent is None:  # a tombstone: erase the user (what came before is decided first)
-                        assert rec.key is not None  # admission refuses a tombstone without a key
-                        self._resolve(work, out)
-                        work = Work(users)
-                        erased = rec.key.decode("utf-8")
-                        users.pop(erased, None)  # its record is not staged at the batch's end
-                        self.users.erase(txn, rec.partition, erased)
-                        out.erasures += 1
-                        continue
-                    user = self.users.load(txn, rec.partition, consent.user_id, work.users)
-                    if work.has_work(consent.user_id):
-                        # The user's queued decisions and releases were made under the consent before
-                        # this record (an opt-out also drops held pushes): they run first.
-                        self._resolve(work, out)
-                        work = Work(users)
-                    if user.state.policy.apply_consent(consent):
-                        user.dirty = True
-                        if not consent.opted_in:
-                            self.part(rec.partition).timers.cancel_user(consent.user_id)
-                    out.consent_updates += 1
-                    continue
-                t = perf_counter()
-                event = admit_event(rec.key, rec.partition, rec.value, self.settings, self.wall_clock())
-                stage["parse"] += perf_counter() - t
-            except ContractError as exc:
-                out.dead_letters.append(refused(rec, exc, self.settings))
-                out.events[("unknown", "dead_letter")] += 1
-                continue
-            part = self.part(rec.partition)
-            new_minute = part.throttle.enabled and _minute(event.ts) > _minute(part.watermark)
-            # The clock reaches the earliest time a timer that the partition's queued policy work may
-            # schedule (a hold's release, on a whole minute) can fall due (Work.first_due): it must
-            # exist before the clock passes it.
-            timers_due = event.ts >= work.first_due.get(rec.partition, math.inf)
-            if part.learning.enters_new_epoch(max(part.watermark, event.ts)) or new_minute or timers_due:
-                # Decisions before this input read the old epoch's outcome estimates (stream.learning),
-                # took their throttle budget (stream.throttle) and scheduled their timers before anything
-                # is released.
-                work = self._close(work, out)
-            announced_until = self._catalog_until(rec.partition)  # before the clock moves
-            moved = part.advance(event.ts)
-            part.learning.advance(part.watermark)
-            if new_minute:
-                self._release_throttled(part, out)
-            if moved:
-                passed = self.catalog.changes_between(announced_until, self.now(rec.partition))
-                part.catalog_until = self.now(rec.partition)
-                # Catalog changes the clock passed are announced here, in stream order, after what
-                # came before (its interest updates included) and before the timers due now. A change
-                # that reaches no one (no ask, no timer), now or after the queued decisions, needs no
-                # close: in a replay the clock passes a change at nearly every event, and most reach
-                # no one.
-                if passed and self._announce_reaches_anyone(rec.partition, passed, work):
-                    self._resolve(work, out)
-                    work = Work(users)
-                    self._announce(txn, rec.partition, passed, out, users)
-            if moved and self._event_clock():
-                # Event time: what fell due up to this event's time happens before it, in stream order.
-                if self._queued_may_cancel(part, part.watermark, work):
-                    work = self._close(work, out)
-                self._fire_due(txn, part, part.watermark, work, out)
-            t = perf_counter()
-            user = self.users.load(txn, rec.partition, event.user_id, work.users)
-            t1 = perf_counter()
-            stage["state_read"] += t1 - t
-            if work.has_work(event.user_id) and self._replaces_facts(user, event):
-                self._resolve(work, out)
-                work = Work(users)
-            candidates = stage["candidates"]
-            self.users.expire_if_inactive(user, event.ts)
-            self.intake.bookkeep(user, event, work, out)
-            stage["bookkeeping"] += perf_counter() - t1 - (stage["candidates"] - candidates)
-        self._resolve(work, out)
-        self._save(txn, users.values(), out)
+        walk_batch(self, records, txn, out)  # compiled by the native build: it runs per record
         if out.late_timers:
             log.warning("%d timers scheduled at or before their partition's clock", out.late_timers)
+        stage = out.stage_seconds
         measured = sum(stage.values())
         stage["engine_other"] += max(perf_counter() - started - measured, 0.0)
         return out

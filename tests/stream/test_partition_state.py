@@ -26,9 +26,9 @@ from stream.partition_state import (
     META_ROW,
     TRENDING_PREFIX,
     PartitionState,
-    UnreadablePartitionRow,
 )
 from stream.partitioning import partition_for
+from stream.state_load import UnreadablePartitionRow
 from tests.stream.fakes import (
     ITEMS,
     PARTITIONS,
