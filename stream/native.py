@@ -1,4 +1,4 @@
-"""Optional native build of the worker's hot modules (mypyc), and loading it only while it is current.
+"""Optional native build of the worker's hot modules (mypyc), loaded only while it is current and sound.
 
 The engine's per-event work (bookkeeping, indexes, timers, policy rules, the decider) is plain typed
 Python. mypyc compiles the same source files to C extensions: ~25 % less engine time per event on the
@@ -6,14 +6,27 @@ live-paced benchmark workload, with the same pushes and states bit for bit (``be
 stream_throughput.py`` reports which build it ran; ``tests/bench/test_push_outcomes_repro.py`` runs
 one world pure and one native and compares every figure).
 
-* ``python -m stream.native_build`` (``make install`` runs it) compiles :data:`MODULES` into
-  ``.native/lib`` beside the source tree, with a manifest of the sources' SHA-256. Without a C
-  compiler or mypyc it says so and leaves nothing: the worker then runs the pure Python source.
-* :func:`install` (called by ``stream/__init__.py``, before any module below is imported) puts a
-  finder in front of the import system that loads the compiled modules, but only when every source
-  of the stream and model packages is still the one compiled: an edited source makes the whole
-  build stale (the modules call each other natively and assume the types of what they import) and
-  Python runs the sources until the next build.
+* ``python -m stream.native_build`` (``make install`` runs it) compiles :data:`MODULES` into a new
+  directory ``.native/builds/<id>/`` beside the source tree (``KAIROS_NATIVE_DIR`` puts ``.native``
+  elsewhere), with a manifest of the sources' SHA-256 and of every file built (SHA-256 and size), then
+  switches the pointer ``.native/current`` to it in one step (``os.replace``). A build never changes
+  files a process may be loading: a running worker keeps importing from the directory it started
+  with, even late (``kairos erase`` imports a compiled module on demand). The builder removes older
+  builds, but never the previous one nor one that a running process loaded (each holds a shared lock
+  on its build's manifest for its life). Without a C compiler or mypyc it says so and builds nothing:
+  the worker runs the pure Python source.
+* :func:`install` (called by ``stream/__init__.py``, before any module below is imported) decides once,
+  for all of :data:`MODULES` together: compiled modules assume the native classes of the compiled
+  modules they import, so a mix of compiled and source modules is never loaded. It uses the build
+  only when every source of the stream and model packages is still the one compiled (an edited source
+  makes the whole build stale: Python runs the sources until the next build), every file built is
+  there with the size and SHA-256 the manifest records (a truncated or damaged file), and the build's
+  shared library and every module's extension load (another architecture, a missing system library).
+  It loads them then, before any module is imported; anything else means the sources run, with the
+  reason in :data:`status` (the worker logs it at start), never an exception. (The hashes come first
+  for a reason: loading a truncated extension can kill the process with SIGBUS rather than raise.)
+  Every extension opened at start, a late import reads no file again (glibc's ``dlopen`` returns the
+  handle already open for the same path), and the build's lock keeps its files there anyway.
   ``KAIROS_NATIVE=0`` turns it off (the test process does: its spies patch functions that compiled
   callers would not look up; the workers the integration tests start run the build).
 
@@ -22,6 +35,7 @@ The sources stay the one truth: nothing else changes with the build, no code pat
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -29,15 +43,19 @@ import importlib.util
 import json
 import os
 import sys
+import sysconfig
 from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
-LIB = ROOT / ".native" / "lib"
-MANIFEST = LIB / "kairos-native.json"
+HOME = ROOT / ".native"  # the builds' home, unless KAIROS_NATIVE_DIR names another
 ENV = "KAIROS_NATIVE"
+HOME_ENV = "KAIROS_NATIVE_DIR"
+BUILDS = "builds"  # one directory per build in the home
+POINTER = "current"  # a file in the home naming the current build's directory
+MANIFEST = "kairos-native.json"  # in each build's directory
 
 # The modules compiled, leaves of the engine's per-event path first. Left out, and why: the engine
 # class and its mixins (mypyc supports no multiple inheritance of native classes), modules defining
@@ -86,6 +104,27 @@ MODULES: tuple[str, ...] = (
 # What install() found: "native", or why the sources run instead (logged by the worker at start).
 status = "pure: not installed yet"
 
+# Kept open for the life of the process once install() loads a build: the descriptor of its manifest
+# (its shared lock keeps the builder from removing the build) and the modules' extensions it opened.
+_held: list[object] = []
+
+
+def home() -> Path:
+    """The builds' home: ``KAIROS_NATIVE_DIR`` when set, else ``.native`` beside the source tree."""
+    value = os.environ.get(HOME_ENV, "").strip()
+    return Path(value).resolve() if value else HOME
+
+
+def current_build(native_home: Path) -> Path | None:
+    """The directory of the build the pointer in ``native_home`` names; None without one."""
+    try:
+        name = (native_home / POINTER).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if not name or name.startswith(".") or "/" in name:  # only a directory name of BUILDS
+        return None
+    return native_home / BUILDS / name
+
 
 def source_of(module: str) -> Path:
     """The source file of one of :data:`MODULES`."""
@@ -96,8 +135,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def file_record(path: Path) -> dict[str, object]:
+    """What the manifest records of a file built: its SHA-256 and size."""
+    data = path.read_bytes()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
 def _build_tag() -> str:
-    return f"{sys.implementation.cache_tag}-{sys.platform}"
+    """The ABI the extensions are built for: interpreter, version, architecture and C library."""
+    return str(sysconfig.get_config_var("SOABI") or f"{sys.implementation.cache_tag}-{sys.platform}")
 
 
 def _package_sources() -> dict[str, str]:
@@ -110,8 +156,8 @@ def _package_sources() -> dict[str, str]:
 
 
 def current_manifest() -> dict[str, object]:
-    """The manifest a build of the present sources has: the interpreter, the compiled modules' source
-    hashes and the whole package's."""
+    """The manifest a build of the present sources has, but the files built: the interpreter, the
+    compiled modules' source hashes and the whole package's."""
     return {
         "build": _build_tag(),
         "modules": {m: _sha256(source_of(m)) for m in MODULES},
@@ -119,7 +165,7 @@ def current_manifest() -> dict[str, object]:
     }
 
 
-def _read_manifest(path: Path = MANIFEST) -> dict[str, object] | None:
+def _read_manifest(path: Path) -> dict[str, object] | None:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -152,12 +198,26 @@ def _extension(base: Path) -> Path | None:
     return None
 
 
-def check(lib: Path = LIB) -> tuple[str, dict[str, Path]]:
-    """Whether the build in ``lib`` can be loaded: (status, module name -> extension file); the files
-    are empty unless the status starts with "native"."""
-    if os.environ.get(ENV, "1").strip() == "0":
-        return f"pure: {ENV}=0", {}
-    manifest = _read_manifest(lib / MANIFEST.name)
+def _altered(file: Path, record: object) -> str | None:
+    """Why ``file`` is not the file the manifest's ``record`` describes; None when it is."""
+    if not isinstance(record, dict):
+        return "is not in its manifest"
+    try:
+        found = file_record(file)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if found["size"] != record.get("size"):
+        return f"has {found['size']} bytes, not the {record.get('size')} built"
+    if found["sha256"] != record.get("sha256"):
+        return "is not the file built (its SHA-256 differs)"
+    return None
+
+
+def verify(build: Path) -> tuple[str, dict[str, Path]]:
+    """Whether the build in directory ``build`` is current and whole: (status, module name -> extension
+    file, the shared runtime module's too); the files are empty unless the status starts with
+    "native". It reads and hashes, loads nothing."""
+    manifest = _read_manifest(build / MANIFEST)
     if manifest is None:
         return "pure: no native build (python -m stream.native_build)", {}
     if manifest.get("build") != _build_tag():
@@ -173,24 +233,99 @@ def check(lib: Path = LIB) -> tuple[str, dict[str, Path]]:
         old = built if isinstance(built, dict) else {}
         moved = sorted(set(old) ^ set(now) | {p for p in set(old) & set(now) if old[p] != now[p]})
         return f"pure: the sources changed since the native build ({', '.join(moved[:3])})", {}
+    recorded, runtime = manifest.get("files"), manifest.get("runtime")
+    if not isinstance(recorded, dict) or not isinstance(runtime, str) or not runtime:
+        return "pure: the native build's manifest lists no files (python -m stream.native_build)", {}
     files: dict[str, Path] = {}
-    for name in [*MODULES, str(manifest.get("runtime", ""))]:
-        file = _extension(lib.joinpath(*name.split("."))) if name else None
+    for name in [*MODULES, runtime]:
+        file = _extension(build.joinpath(*name.split(".")))
         if file is None:
-            return f"pure: the native build lacks {name or 'its runtime module'}", {}
+            return f"pure: the native build lacks {name}", {}
+        relative = file.relative_to(build).as_posix()
+        why = _altered(file, recorded.get(relative))
+        if why is not None:
+            return f"pure: the native build's {relative} {why}", {}
         files[name] = file
-    return f"native: {len(MODULES)} modules compiled with mypyc", files
+    return f"native: {len(MODULES)} modules compiled with mypyc (build {build.name})", files
 
 
-def install() -> str:
-    """Load the compiled modules from now on if the build is current; return (and set) :data:`status`."""
+def check(native_home: Path | None = None) -> tuple[str, dict[str, Path]]:
+    """Whether the current build in ``native_home`` (:func:`home` by default) can be used: as
+    :func:`verify`, and "pure" when ``KAIROS_NATIVE=0`` or there is no build."""
+    if os.environ.get(ENV, "1").strip() == "0":
+        return f"pure: {ENV}=0", {}
+    build = current_build(home() if native_home is None else native_home)
+    if build is None:
+        return "pure: no native build (python -m stream.native_build)", {}
+    return verify(build)
+
+
+def _runtime(files: dict[str, Path]) -> str:
+    """The name of the build's shared runtime module among :func:`verify`'s files."""
+    (runtime,) = [name for name in files if name not in MODULES]
+    return runtime
+
+
+def _hold(build: Path) -> int | None:
+    """A shared lock on the build's manifest (its open descriptor), to keep for the life of this process:
+    the builder removes no build a process holds (its extensions may still be imported late). None
+    without it (a file system without ``flock``): then the builder's keeping of the previous build
+    protects this one."""
+    try:
+        descriptor = os.open(build / MANIFEST, os.O_RDONLY)
+    except OSError:
+        return None  # removed since verify(): loading its files fails next, with the reason
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits while a builder holds it to remove the build
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def _load(files: dict[str, Path]) -> str | None:
+    """Load the build's shared runtime library (all the compiled code) as a module, and open every
+    compiled module's extension, before any compiled module is imported: None when all load, else why
+    not (nothing is imported then; what was opened stays unused). Opening an extension runs none of
+    its module's code (that runs at its import); it shows the file loads here."""
+    import ctypes  # only here: most processes load no build
+
+    runtime = _runtime(files)
+    try:
+        loader = importlib.machinery.ExtensionFileLoader(runtime, str(files[runtime]))
+        spec = importlib.util.spec_from_file_location(runtime, files[runtime], loader=loader)
+        assert spec is not None
+        module = importlib.util.module_from_spec(spec)  # dlopen() and its init: no module code runs
+        loader.exec_module(module)
+        _held.extend(ctypes.CDLL(str(files[name])) for name in MODULES)
+    except Exception as exc:  # noqa: BLE001 - any failure to load means the sources run, never a crash
+        return f"pure: the native build does not load ({type(exc).__name__}: {exc})"
+    sys.modules[runtime] = module  # what each compiled module's extension imports first
+    return None
+
+
+def install(native_home: Path | None = None) -> str:
+    """Load the compiled modules from now on if the current build in ``native_home`` (:func:`home` by
+    default) is current, whole and loads; return (and set) :data:`status`. Never raises for a build."""
     global status
     if any(isinstance(f, _NativeFinder) for f in sys.meta_path):
         return status
-    status, files = check()
+    try:
+        status, files = check(native_home)
+    except Exception as exc:  # noqa: BLE001 - e.g. a source removed while hashing: the sources run
+        status, files = f"pure: the native build could not be checked ({type(exc).__name__}: {exc})", {}
     loaded = sorted(m for m in MODULES if m in sys.modules)
     if files and loaded:  # imported as source already: two copies of their classes would be worse
         status = f"pure: {loaded[0]} was imported before stream.native.install()"
     elif files:
-        sys.meta_path.insert(0, _NativeFinder(files))
+        lock = _hold(files[_runtime(files)].parent)  # the runtime's extension lies at the top of its build
+        why = _load(files)
+        if why is not None:
+            status = why
+            if lock is not None:
+                os.close(lock)
+        else:
+            if lock is not None:
+                _held.append(lock)
+            sys.meta_path.insert(0, _NativeFinder(files))
     return status

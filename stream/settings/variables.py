@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 
 # KAIROS_* variables of the project's own files that are not options: docker-compose's host folder of
-# the models, the tests' artifact folder, the native build's switch (read at import, before any setting).
-NOT_SETTINGS = frozenset({"KAIROS_MODELS_HOST_DIR", "KAIROS_TEST_ARTIFACTS", native.ENV})
+# the models, the tests' artifact folder, the native build's switch and home (read at import, before any
+# setting).
+NOT_SETTINGS = frozenset({"KAIROS_MODELS_HOST_DIR", "KAIROS_TEST_ARTIFACTS", native.ENV, native.HOME_ENV})
 
 
 def _options() -> list[tuple[str, object]]:
