@@ -157,6 +157,11 @@ class CoVisitationIndex:
         self._dirty_items.clear()
         return rows
 
+    def row(self, item: str) -> tuple[int, dict[str, float]] | None:
+        """An item's stored form, as :meth:`drain_changes` gives it (None when the index lacks it)."""
+        bucket = self._items.get(item)
+        return None if bucket is None else (self._touched[item], bucket)
+
     def restore(
         self, meta: dict[str, Any], rows: Iterable[tuple[str, int, dict[str, float]]], rewrite: bool = False
     ) -> None:

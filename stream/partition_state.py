@@ -21,11 +21,9 @@ on restarts, because the state is persisted with the partition and restored with
 
 Persistence: the indexes track the rows they changed; :meth:`PartitionState.drain` turns them into
 key/value writes that the engine stages in the batch's transaction, so they reach the changelog and
-RocksDB atomically with the user records of the same batch. Keys start with ``\\x00`` (no id may;
-the contract refuses control characters), one prefix per index; values are compact JSON, except the
-co-visitation rows: one row per item (its touch order and its neighbours' counts, MessagePack), so a
-batch writes one row per item it touched, not one per (item, neighbour) pair. Rows of the older
-per-pair layout (prefix ``\\x00c``) are still read, and replaced by per-item rows at the next drain.
+RocksDB atomically with the user records of the same batch. The rows' keys and codecs, and the older
+layouts still read, are in :mod:`stream.partition_rows`: co-visitation and trending share one row per
+item, so a batch writes one row per item it touched in either.
 """
 
 from __future__ import annotations
@@ -37,12 +35,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from stream.covisitation import CoVisitationIndex
 from stream.encoding import compact_json
 from stream.interest_index import InterestIndex
 from stream.learning import EpochLearner
+from stream.partition_rows import (
+    ARRIVALS_PREFIX,
+    COVISIT_PREFIX,
+    INTEREST_PREFIX,
+    ITEM_PREFIX,
+    LEGACY_COVISIT_PREFIX,
+    META_ROW,
+    TRENDING_PREFIX,
+    CovisitRow,
+    decode_covisit_row,
+    decode_item_row,
+    decode_legacy_value,
+    encode_item_row,
+    from_legacy,
+    item_key,
+    merge_layouts,
+    pair_key,
+    split_pair,
+)
 from stream.policy_config import PolicyConfig
 from stream.response_estimates import RESPONSE_PREFIX
 from stream.state_load import UnreadablePartitionRow, load_facts
@@ -56,27 +71,11 @@ log = logging.getLogger(__name__)
 # ValueErrors).
 UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError)
 
-META_ROW = b"\x00p"  # watermark and the indexes' own values
-COVISIT_PREFIX = b"\x00v"  # one row per item: [touch order, {neighbour: count}]
-LEGACY_COVISIT_PREFIX = b"\x00c"  # the older layout: one row per (item, neighbour) and per item's touch order
-TRENDING_PREFIX = b"\x00t"
-INTEREST_PREFIX = b"\x00n"
-ARRIVALS_PREFIX = b"\x00a"  # one row per user asked about new items in the clock's hour: [hour, count]
-_SEP = b"\x1f"  # between an item and a neighbour / user id (ids carry no control characters)
-
-
-def _pair_key(prefix: bytes, item: str, other: str) -> bytes:
-    return prefix + item.encode("utf-8") + _SEP + other.encode("utf-8")
-
-
-def _split_pair(key: bytes, prefix: bytes) -> tuple[str, str]:
-    item, _, other = key[len(prefix) :].partition(_SEP)
-    return item.decode("utf-8"), other.decode("utf-8")
-
 
 def is_partition_row(key: bytes) -> bool:
     """Whether a store key belongs to :class:`PartitionState` (not a user record, not store bookkeeping)."""
     return key in (META_ROW, THROTTLE_ROW) or key[:2] in (
+        ITEM_PREFIX,
         COVISIT_PREFIX,
         LEGACY_COVISIT_PREFIX,
         TRENDING_PREFIX,
@@ -179,17 +178,21 @@ class PartitionState:
         """The rows changed since the last drain, as store writes (None deletes); forgets them."""
         writes: dict[bytes, bytes | None] = {}
         changed = False
-        for item, row in self.covisitation.drain_changes().items():
-            writes[COVISIT_PREFIX + item.encode("utf-8")] = None if row is None else _ROW_PACK.encode(row)
-            changed = True
         for key in self._legacy_rows:
             writes[key] = None
         self._legacy_rows.clear()
-        for item, count in self.trending.drain_changes().items():
-            writes[TRENDING_PREFIX + item.encode("utf-8")] = None if count is None else compact_json(count)
+        # One row per item for both indexes (stream.partition_rows): an item changed in one is written
+        # with its current values in the other.
+        covisit, trending = self.covisitation.drain_changes(), self.trending.drain_changes()
+        for item, row in covisit.items():
+            count = trending.pop(item) if item in trending else self.trending.count(item)
+            writes[item_key(item)] = encode_item_row(row, count)
+            changed = True
+        for item, count in trending.items():
+            writes[item_key(item)] = encode_item_row(self.covisitation.row(item), count)
             changed = True
         for (item, user), value in self.interest.drain_changes().items():
-            writes[_pair_key(INTEREST_PREFIX, item, user)] = None if value is None else compact_json(value)
+            writes[pair_key(INTEREST_PREFIX, item, user)] = None if value is None else compact_json(value)
             changed = True
         for user in self._arrivals_gone | self._arrivals_changed:  # complete without the meta row
             n = self.arrivals_asked.get(user)
@@ -236,12 +239,15 @@ class PartitionState:
         """
         state = cls.empty(partition, config, partitions)
         meta: dict[str, Any] = {}
-        covisit: list[tuple[str, int, dict[str, float]]] = []
-        legacy: list[tuple[bytes, str, str, Any]] = []
-        trending: list[tuple[str, float]] = []
+        covisit: list[CovisitRow] = []
+        covisit_older: list[CovisitRow] = []  # the per-index layout's rows
+        legacy: list[tuple[bytes, str, str, float | int]] = []
+        trending: dict[str, float] = {}
+        trending_older: dict[str, float] = {}
         interest: list[tuple[str, str, Any]] = []
         responses: list[tuple[bytes, bytes]] = []
         arrivals: list[tuple[str, int, int]] = []
+        older: list[bytes] = []  # rows of older layouts: rewritten in the current one, then deleted
         for key, raw in rows:
             if key == META_ROW:
                 meta = _meta(partition, raw)  # the one row a partition cannot do without: raises
@@ -249,14 +255,25 @@ class PartitionState:
             try:
                 if key == THROTTLE_ROW:
                     state.throttle.load([(key, raw)])
+                elif key.startswith(ITEM_PREFIX):
+                    item, covisit_row, count = decode_item_row(key, raw)
+                    if covisit_row is not None:
+                        covisit.append(covisit_row)
+                    if count is not None:
+                        trending[item] = count
                 elif key.startswith(COVISIT_PREFIX):
-                    covisit.append(_covisit_row(key, raw))
+                    covisit_older.append(decode_covisit_row(key, raw))
+                    older.append(key)
                 elif key.startswith(LEGACY_COVISIT_PREFIX):
-                    legacy.append((key, *_split_pair(key, LEGACY_COVISIT_PREFIX), _legacy_value(key, raw)))
+                    legacy.append(
+                        (key, *split_pair(key, LEGACY_COVISIT_PREFIX), decode_legacy_value(key, raw))
+                    )
+                    older.append(key)
                 elif key.startswith(TRENDING_PREFIX):
-                    trending.append((key[len(TRENDING_PREFIX) :].decode("utf-8"), float(json.loads(raw))))
+                    trending_older[key[len(TRENDING_PREFIX) :].decode("utf-8")] = float(json.loads(raw))
+                    older.append(key)
                 elif key.startswith(INTEREST_PREFIX):
-                    item, holder = _split_pair(key, INTEREST_PREFIX)
+                    item, holder = split_pair(key, INTEREST_PREFIX)
                     interest.append((item, holder, _interest_value(holder, raw)))
                 elif key.startswith(RESPONSE_PREFIX):
                     responses.append((key, raw))
@@ -273,10 +290,13 @@ class PartitionState:
             _skipped(partition, RESPONSE_PREFIX, exc)
             state.learning.load([])
         if legacy:
-            covisit = _merge_layouts(covisit, _from_legacy(legacy))
-            state._legacy_rows = [key for key, *_ in legacy]
-        state.covisitation.restore(meta.get("c", {}), covisit, rewrite=bool(legacy))
-        state.trending.restore(meta.get("t", {}), trending)
+            covisit_older = merge_layouts(covisit_older, from_legacy(legacy))
+        if covisit_older:
+            covisit = merge_layouts(covisit, covisit_older)
+        trending.update(trending_older)  # only an older worker after a newer one writes both
+        state._legacy_rows = older
+        state.covisitation.restore(meta.get("c", {}), covisit, rewrite=bool(older))
+        state.trending.restore(meta.get("t", {}), trending.items(), rewrite=bool(older))
         if arrivals:
             state.arrival_hour = max(hour for _, hour, _ in arrivals)
             for user, hour, n in arrivals:
@@ -345,46 +365,3 @@ def _interest_value(user: str, raw: bytes) -> Any:
         v, i, t = value
         return [float(v), float(i), float(t)]
     return int(value)
-
-
-def _legacy_value(key: bytes, raw: bytes) -> Any:
-    """A row of the older co-visitation layout: a pair's count or an item's touch order."""
-    value = json.loads(raw)
-    _, other = _split_pair(key, LEGACY_COVISIT_PREFIX)
-    return float(value) if other else int(value)
-
-
-_ROW_PACK = msgspec.msgpack.Encoder()
-_COVISIT_ROW = msgspec.msgpack.Decoder(tuple[int, dict[str, float]])
-
-
-def _covisit_row(key: bytes, raw: bytes) -> tuple[str, int, dict[str, float]]:
-    """A stored per-item co-visitation row as ``(item, touch order, neighbours' counts)``."""
-    seq, bucket = _COVISIT_ROW.decode(raw)
-    return key[len(COVISIT_PREFIX) :].decode("utf-8"), seq, bucket
-
-
-def _from_legacy(rows: Iterable[tuple[bytes, str, str, Any]]) -> list[tuple[str, int, dict[str, float]]]:
-    """Per-item rows from the older per-pair layout (an item's touch-order row has no neighbour). A pair
-    without its item's touch-order row was never restored before either."""
-    touched: dict[str, int] = {}
-    buckets: dict[str, dict[str, float]] = {}
-    for _, item, other, value in rows:
-        if other:
-            buckets.setdefault(item, {})[other] = float(value)
-        else:
-            touched[item] = int(value)
-    return [(item, seq, buckets.get(item, {})) for item, seq in touched.items()]
-
-
-def _merge_layouts(
-    current: list[tuple[str, int, dict[str, float]]], legacy: list[tuple[str, int, dict[str, float]]]
-) -> list[tuple[str, int, dict[str, float]]]:
-    """Per-item rows of both layouts, one per item: the more recently touched (the current layout on a
-    tie). Both exist for an item when a worker of each version wrote the partition (a rolling deploy
-    or a rollback): an older worker ignores the current layout's rows and writes its own."""
-    merged = {item: (item, seq, bucket) for item, seq, bucket in legacy}
-    for item, seq, bucket in current:
-        if item not in merged or seq >= merged[item][1]:
-            merged[item] = (item, seq, bucket)
-    return list(merged.values())

@@ -175,15 +175,22 @@ class TrendingItems:
         self._dirty.clear()
         return rows
 
-    def restore(self, meta: dict[str, Any], rows: Iterable[tuple[str, float]]) -> None:
-        """Rebuild from :meth:`meta` and the stored ``(item, count)`` rows."""
+    def count(self, item_id: str) -> float | None:
+        """The stored form of an item's count (None when not counted): what :meth:`drain_changes` gives."""
+        return self._counts.get(item_id)
+
+    def restore(self, meta: dict[str, Any], rows: Iterable[tuple[str, float]], rewrite: bool = False) -> None:
+        """Rebuild from :meth:`meta` and the stored ``(item, count)`` rows.
+
+        ``rewrite``: the rows were read from an older layout; every count is drained again, so the
+        store gets them in this one."""
         self._decay.landmark = None if meta.get("landmark") is None else float(meta["landmark"])
         self._top = [str(i) for i in meta.get("top", [])]
         self._top_at = None if meta.get("top_at") is None else float(meta["top_at"])
         self._top_k = int(meta.get("top_k", 0))
         self._since_refresh = int(meta.get("since", 0))
         self._counts = {item: float(v) for item, v in rows}
-        self._dirty.clear()
+        self._dirty = set(self._counts) if rewrite else set()
         self._moved.clear()
         self._rank_all = True  # what was counted since the stored list was ranked is not stored
 

@@ -31,7 +31,7 @@ LEVELS: dict[str, str] = {
     "changelog_live_bytes": "changelog live bytes",
     "changelog_live_users": "changelog live user records (all)",
     "changelog_live_active_users": "changelog live user records, opt-out-only ones apart",
-    "changelog_live_covisit_rows": "changelog live co-visitation rows",
+    "changelog_live_item_rows": "changelog live item rows (co-visitation and trending)",
     "changelog_live_interest_rows": "changelog live interest-index rows",
     "consumer_lag": "consumer lag",
 }
@@ -171,7 +171,7 @@ def summary_json(run: Run, analysis: dict[str, Any]) -> dict[str, Any]:
         "changelog_live_keys": final.get("changelog_live_keys"),
         "changelog_live_users": final.get("changelog_live_users"),
         "changelog_live_partition_rows": final.get("changelog_live_partition_rows"),
-        "changelog_live_covisit_rows": final.get("changelog_live_covisit_rows"),
+        "changelog_live_item_rows": final.get("changelog_live_item_rows"),
         "changelog_live_interest_rows": final.get("changelog_live_interest_rows"),
         "changelog_live_optouts": final.get("changelog_live_optouts"),
         "changelog_live_active_users": final.get("changelog_live_active_users"),

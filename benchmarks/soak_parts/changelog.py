@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from benchmarks.soak_parts.config import HEAD_PROBE_RECORDS
-from stream.partition_state import COVISIT_PREFIX, INTEREST_PREFIX
+from stream.partition_rows import INTEREST_PREFIX, ITEM_PREFIX
 from stream.state import UserState
 
 
@@ -122,7 +122,7 @@ class ChangelogTail(threading.Thread):
                 - len(self.optouts),
                 "changelog_live_partition_rows": sum(1 for _, key in self.live if key.startswith(b"\x00")),
                 # The two indexes that hold the bulk of those rows, each with its own configured cap.
-                "changelog_live_covisit_rows": sum(1 for _, k in self.live if k.startswith(COVISIT_PREFIX)),
+                "changelog_live_item_rows": sum(1 for _, k in self.live if k.startswith(ITEM_PREFIX)),
                 "changelog_live_interest_rows": sum(1 for _, k in self.live if k.startswith(INTEREST_PREFIX)),
                 "changelog_live_bytes": sum(self.live.values()),
                 "changelog_tombstones": self.tombstones,

@@ -33,7 +33,7 @@ PLOTS: list[tuple[str, str, list[tuple[str, str, float]]]] = [
             ("changelog_live_users", "changelog live user records", 1.0),
             ("changelog_live_optouts", "of which opt-out only (kept for good)", 1.0),
             ("changelog_live_partition_rows", "changelog live partition rows (indexes)", 1.0),
-            ("changelog_live_covisit_rows", "of which co-visitation", 1.0),
+            ("changelog_live_item_rows", "of which item rows (co-visitation, trending)", 1.0),
             ("users_arrived", "user ids arrived", 1.0),
         ],
     ),

@@ -59,9 +59,10 @@ def index_caps(env: dict[str, str], items: int, partitions: int) -> dict[str, in
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    covisit_items = min(items, policy.covisit_max_items)
+    # One row per item either item index holds (stream.partition_rows), each index with its own cap.
+    item_rows = min(items, policy.covisit_max_items + policy.trending_max_items)
     return {
-        "changelog_live_covisit_rows": partitions * covisit_items,
+        "changelog_live_item_rows": partitions * item_rows,
         "changelog_live_interest_rows": partitions
         * min(policy.interest_index_max_entries, items * policy.interest_index_per_item),
     }

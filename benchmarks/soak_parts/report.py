@@ -167,7 +167,7 @@ def write_report(run: Run, analysis: dict[str, Any], plots: list[str], out: Path
         ("changelog_live_users", "live users", 1.0),
         ("changelog_live_optouts", "opt-out records", 1.0),
         ("changelog_live_partition_rows", "live index rows", 1.0),
-        ("changelog_live_covisit_rows", "co-visitation rows", 1.0),
+        ("changelog_live_item_rows", "item rows (co-visitation, trending)", 1.0),
         ("changelog_live_interest_rows", "interest rows", 1.0),
         ("users_arrived", "users arrived", 1.0),
         ("events_processed", "processed", 1.0),

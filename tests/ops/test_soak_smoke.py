@@ -63,7 +63,7 @@ def test_soak_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:
     # The two big indexes are counted apart, under the caps the worker's settings give them.
     saved = json.loads((out / "soak.json").read_text())
     caps = saved["setup"]["caps"]
-    assert 0 < summary["changelog_live_covisit_rows"] <= caps["changelog_live_covisit_rows"]
+    assert 0 < summary["changelog_live_item_rows"] <= caps["changelog_live_item_rows"]
     assert 0 <= summary["changelog_live_interest_rows"] <= caps["changelog_live_interest_rows"]
     # Opt-out-only records are counted apart from the other user records.
     assert 0 <= summary["changelog_live_optouts"] <= summary["changelog_live_users"]

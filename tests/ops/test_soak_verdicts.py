@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmarks.soak_parts.analysis import trend
 from benchmarks.soak_parts.config import index_caps
+from stream.settings import Settings
 
 
 def _samples(values: list[float]) -> list[dict[str, float]]:
@@ -34,13 +35,13 @@ def test_a_slowing_climb_under_its_cap_is_capped_with_its_share_of_the_bound() -
 
 def test_index_caps_follow_the_worker_environment() -> None:
     default = index_caps({}, items=3000, partitions=4)
-    assert default["changelog_live_covisit_rows"] == 4 * 3000
+    assert default["changelog_live_item_rows"] == 4 * 3000
     smaller = index_caps(
         {"KAIROS_POLICY__COVISIT_TOP_N": "5", "KAIROS_POLICY__COVISIT_MAX_ITEMS": "100"},
         items=3000,
         partitions=2,
     )
-    assert smaller["changelog_live_covisit_rows"] == 2 * 100
+    assert smaller["changelog_live_item_rows"] == 2 * min(3000, 100 + Settings().policy.trending_max_items)
     assert smaller["changelog_live_interest_rows"] == 2 * min(
         default["changelog_live_interest_rows"] // 4, 3000 * 200
     )

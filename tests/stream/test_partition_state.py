@@ -18,15 +18,18 @@ from stream.contract import to_json_bytes
 from stream.encoding import compact_json
 from stream.engine import Engine, Inbound, Outcome
 from stream.engine.users import SWEEP_SLACK_SECONDS
-from stream.partition_state import (
+from stream.partition_rows import (
     ARRIVALS_PREFIX,
     COVISIT_PREFIX,
     INTEREST_PREFIX,
+    ITEM_PREFIX,
     LEGACY_COVISIT_PREFIX,
     META_ROW,
     TRENDING_PREFIX,
-    PartitionState,
+    decode_item_row,
+    encode_item_row,
 )
+from stream.partition_state import PartitionState
 from stream.partitioning import partition_for
 from stream.state_load import UnreadablePartitionRow
 from tests.stream.fakes import (
@@ -207,60 +210,109 @@ def test_partition_state_round_trips_through_its_rows() -> None:
         assert loaded.timers.to_dict() == original.timers.to_dict()
 
 
-def test_a_batch_writes_one_covisitation_row_per_item_it_touched() -> None:
+def test_a_batch_writes_one_row_per_item_it_touched_for_both_item_indexes() -> None:
+    """Co-visitation and trending share an item's row (stream.partition_rows): one changelog record
+    per item touched, not one per index."""
     engine = make_engine(settings())
     store = DictState()
     engine.process([ev("a", "user1", "view", "i1", T0), ev("b", "user1", "view", "i2", T0 + 5)], store)
     part = partition_for("user1", PARTITIONS)
-    rows = sorted(k for (p, k) in store.data if p == part and k.startswith(COVISIT_PREFIX))
-    assert rows == [COVISIT_PREFIX + b"i1", COVISIT_PREFIX + b"i2"]
+    item_rows = (ITEM_PREFIX, COVISIT_PREFIX, TRENDING_PREFIX)
+    keys = sorted(k for (p, k) in store.data if p == part and k[:2] in item_rows)
+    assert keys == [ITEM_PREFIX + b"i1", ITEM_PREFIX + b"i2"]
+    for key in keys:
+        item, covisit, count = decode_item_row(key, store.data[(part, key)])
+        index = engine.part(part)
+        assert covisit is not None and covisit[1:] == index.covisitation.row(item)
+        assert count == index.trending.count(item) and count is not None
 
 
-def _covisit_rows(store: DictState, p: int) -> dict[bytes, tuple[int, list[tuple[str, float]]]]:
-    """The per-item co-visitation rows of partition ``p``, decoded (entries sorted: not state)."""
+def test_an_item_row_holds_the_other_index_when_one_changes() -> None:
+    """A purchase counts in trending only: the item's row is written again with its co-visitation part
+    as it stands, and an item evicted from one index keeps its row for the other."""
+    engine = make_engine(settings())
+    store = DictState()
+    engine.process([ev("a", "user1", "view", "i1", T0), ev("b", "user1", "view", "i2", T0 + 5)], store)
+    part = partition_for("user1", PARTITIONS)
+    before = decode_item_row(ITEM_PREFIX + b"i1", store.data[(part, ITEM_PREFIX + b"i1")])
+    engine.process([ev("c", "user1", "purchase", "i1", T0 + 10)], store)
+    after = decode_item_row(ITEM_PREFIX + b"i1", store.data[(part, ITEM_PREFIX + b"i1")])
+    assert after[1] == before[1] and after[2] is not None and before[2] is not None and after[2] > before[2]
+    assert encode_item_row(None, 2.5) is not None and encode_item_row(None, None) is None
+    item, covisit, count = decode_item_row(ITEM_PREFIX + b"x", encode_item_row(None, 2.5) or b"")
+    assert (item, covisit, count) == ("x", None, 2.5)
+
+
+def _covisit_rows(store: DictState, p: int) -> dict[str, tuple[int, list[tuple[str, float]]]]:
+    """The co-visitation rows of partition ``p`` by item, decoded (entries sorted: not state)."""
     out = {}
     for (q, key), value in store.data.items():
-        if q == p and value is not None and key.startswith(COVISIT_PREFIX):
-            seq, bucket = msgspec.msgpack.decode(value)
-            out[key] = (seq, sorted(bucket.items()))
+        if q == p and value is not None and key.startswith(ITEM_PREFIX):
+            item, covisit, _ = decode_item_row(key, value)
+            if covisit is not None:
+                out[item] = (covisit[1], sorted(covisit[2].items()))
     return out
 
 
-def test_covisitation_rows_of_the_older_per_pair_layout_are_read_and_replaced() -> None:
+def _item_rows(store: DictState, p: int) -> dict[bytes, bytes | None]:
+    return {k: v for (q, k), v in store.data.items() if q == p and k.startswith(ITEM_PREFIX)}
+
+
+def _older_layout(store: DictState, p: int, per_pair: bool) -> DictState:
+    """Partition ``p`` of ``store`` as an older worker stored it: a trending row per item, and a
+    co-visitation row per item (``per_pair`` False) or, older, per (item, neighbour) and per item's
+    touch order."""
+    older = DictState()
+    for (q, key), value in store.data.items():
+        if q != p or value is None:
+            continue
+        if not key.startswith(ITEM_PREFIX):
+            older.data[(q, key)] = value
+            continue
+        item, covisit, count = decode_item_row(key, value)
+        name = item.encode()
+        if count is not None:
+            older.data[(q, TRENDING_PREFIX + name)] = compact_json(count)
+        if covisit is None:
+            continue
+        _, seq, bucket = covisit
+        if not per_pair:
+            older.data[(q, COVISIT_PREFIX + name)] = msgspec.msgpack.encode([seq, bucket])
+            continue
+        older.data[(q, LEGACY_COVISIT_PREFIX + name + b"\x1f")] = compact_json(seq)
+        for other, value_ in bucket.items():
+            older.data[(q, LEGACY_COVISIT_PREFIX + name + b"\x1f" + other.encode())] = compact_json(value_)
+    return older
+
+
+@pytest.mark.parametrize("per_pair", [False, True], ids=["per-index rows", "per-pair rows"])
+def test_rows_of_the_older_layouts_are_read_and_replaced(per_pair: bool) -> None:
     records = busy_stream(200, seed=9)
     store = DictState()
     engine = make_engine(settings())
     run(engine, records, store, 25)
     for p in range(PARTITIONS):
-        # The same index as the older layout stored it: a touch-order row per item (no neighbour)
-        # and one JSON row per (item, neighbour).
-        legacy = DictState()
-        for (q, key), value in store.data.items():
-            if q != p or value is None:
-                continue
-            if not key.startswith(COVISIT_PREFIX):
-                legacy.data[(q, key)] = value
-                continue
-            item = LEGACY_COVISIT_PREFIX + key[len(COVISIT_PREFIX) :] + b"\x1f"
-            seq, bucket = msgspec.msgpack.decode(value)
-            legacy.data[(q, item)] = compact_json(seq)
-            for other, count in bucket.items():
-                legacy.data[(q, item + other.encode())] = compact_json(count)
-        view = PartitionView(legacy, p)
+        older = _older_layout(store, p, per_pair)
+        view = PartitionView(older, p)
         loaded = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())[0]
-        original = engine.part(p).covisitation
-        # Entry order inside an item's bucket was never kept by the older layout (nothing depends on it).
-        assert normalised(loaded.covisitation.to_dict()) == normalised(original.to_dict())
-        writes = loaded.drain()  # the older rows deleted, every item written in the new layout
-        old_keys = {k for (q, k) in legacy.data if k.startswith(LEGACY_COVISIT_PREFIX)}
+        original = engine.part(p)
+        # Entry order inside an item's bucket was never kept by the per-pair layout (nothing depends on it).
+        assert normalised(loaded.covisitation.to_dict()) == normalised(original.covisitation.to_dict())
+        assert dict(loaded.trending.to_dict()["counts"]) == dict(original.trending.to_dict()["counts"])
+        writes = loaded.drain()  # the older rows deleted, every item written in the current layout
+        old_keys = {
+            k for (q, k) in older.data if k[:2] in (COVISIT_PREFIX, LEGACY_COVISIT_PREFIX, TRENDING_PREFIX)
+        }
         assert old_keys and {k for k, v in writes.items() if v is None} == old_keys
         for key, written in writes.items():
             if written is None:
-                del legacy.data[(p, key)]
+                del older.data[(p, key)]
             else:
-                legacy.data[(p, key)] = written
-        assert _covisit_rows(legacy, p) == _covisit_rows(store, p)
-        view = PartitionView(legacy, p)
+                older.data[(p, key)] = written
+        assert _covisit_rows(older, p) == _covisit_rows(store, p)
+        if not per_pair:  # bucket order kept: the rows are the ones the current layout wrote
+            assert _item_rows(older, p) == _item_rows(store, p)
+        view = PartitionView(older, p)
         again = PartitionState.load(p, engine.cfg, view.partition_rows(), view.items())[0]
         assert again.covisitation.to_dict() == loaded.covisitation.to_dict() and not again.drain()
 
@@ -288,12 +340,38 @@ def test_an_item_in_both_layouts_keeps_its_more_recent_row_and_the_cap_holds() -
     assert dict(index["items"])["a"] == [("x", 2.0)]  # the older worker's later row, not the stale one
     writes = state.drain()
     assert writes[COVISIT_PREFIX + b"b"] is None  # the evicted item's row goes
-    assert all(writes[key] is None for key, _ in rows if key.startswith(LEGACY_COVISIT_PREFIX))
-    assert {k for k, v in writes.items() if v is not None and k.startswith(COVISIT_PREFIX)} == {
-        COVISIT_PREFIX + b"a",
-        COVISIT_PREFIX + b"x",
-        COVISIT_PREFIX + b"y",
+    assert all(writes[key] is None for key, _ in rows if key[:2] != META_ROW)  # older layouts: deleted
+    assert {k for k, v in writes.items() if v is not None and k.startswith(ITEM_PREFIX)} == {
+        ITEM_PREFIX + b"a",
+        ITEM_PREFIX + b"x",
+        ITEM_PREFIX + b"y",
     }
+
+
+def test_an_older_workers_rows_win_over_the_current_layouts_where_newer() -> None:
+    """A rollback: the older worker wrote per-index rows after a newer one wrote item rows. Its
+    co-visitation row wins where more recently touched, and its trending count wherever it wrote one
+    (only an older worker running after a newer one writes both)."""
+    cfg = make_settings().policy
+    meta = {"w": 0.0, "c": {"landmark": T0, "seq": 9}, "t": {"landmark": T0}, "n": {}, "o": {}}
+    rows = [
+        (META_ROW, compact_json(meta)),
+        (ITEM_PREFIX + b"a", encode_item_row((1, {"b": 1.0}), 1.0) or b""),
+        (ITEM_PREFIX + b"b", encode_item_row((5, {"a": 1.0}), 3.0) or b""),
+        (COVISIT_PREFIX + b"a", msgspec.msgpack.encode([7, {"x": 2.0}])),
+        (COVISIT_PREFIX + b"b", msgspec.msgpack.encode([2, {"z": 9.0}])),  # older than the item row
+        (TRENDING_PREFIX + b"a", b"4.5"),
+    ]
+    state = PartitionState.load(0, cfg, sorted(rows), [])[0]
+    assert state.covisitation.row("a") == (7, {"x": 2.0}) and state.covisitation.row("b") == (5, {"a": 1.0})
+    assert state.trending.count("a") == 4.5 and state.trending.count("b") == 3.0
+    writes = state.drain()
+    assert writes[COVISIT_PREFIX + b"a"] is None and writes[TRENDING_PREFIX + b"a"] is None
+    assert decode_item_row(ITEM_PREFIX + b"a", writes[ITEM_PREFIX + b"a"] or b"") == (
+        "a",
+        ("a", 7, {"x": 2.0}),
+        4.5,
+    )
 
 
 def test_the_hours_count_of_new_items_asked_about_is_stored_row_by_row() -> None:
@@ -586,7 +664,7 @@ def test_a_stored_row_that_no_longer_decodes_is_skipped_not_fatal() -> None:
     damaged = [victim]
     damaged += [
         next(k for k, _ in view.partition_rows() if k.startswith(pre))
-        for pre in (COVISIT_PREFIX, TRENDING_PREFIX, INTEREST_PREFIX)
+        for pre in (ITEM_PREFIX, INTEREST_PREFIX)
     ]
     for key in damaged:
         store.put(p, key, b"\x00garbage")
