@@ -12,13 +12,12 @@ exactly as before.
 interest index (item -> interested users) for the items most similar to the new one, in the model's
 item space and within its catalog category, best interest first, bounded. Pure functions over the
 scorer and the index: no I/O. What a burst of new items costs, and how many of them one user hears
-of, is the engine's (``stream.engine.catalog_asks``). :class:`NewItems` keeps the items placed from
+of, is the engine's (``stream.engine.catalog_asks``). ``stream.new_items`` keeps the items placed from
 content by category, for the in-session ``new`` candidate source (``stream.candidates.gather_candidates``).
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
 import heapq
 import itertools
@@ -28,7 +27,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from model.content import check_image as read_image
-from stream.catalog_view import CatalogView
 from stream.contract import CatalogUpdate, ContractError
 from stream.interest_index import InterestIndex
 from stream.policy_config import PolicyConfig
@@ -337,63 +335,3 @@ def _best_first(best: Mapping[str, float], n: int) -> list[tuple[str, float]]:
     if len(best) <= n:
         return sorted(best.items(), key=lambda row: (-row[1], row[0]))
     return heapq.nsmallest(n, best.items(), key=lambda row: (-row[1], row[0]))
-
-
-class NewItems:
-    """Items the model knows only from their content, by catalog category, newest first.
-
-    No other candidate source can propose such an item before shoppers engage with it (it has no
-    co-visits, no trend, no history in the model's session memory), so the in-session candidates of a
-    user browsing a category include its newest items (``quota_new``). Filed once, at the first
-    version this worker read; lookups check the catalog as of the decision's time, so an item not yet
-    catalogued then or moved to another category is not proposed. An item removed from the catalog
-    (a tombstone, which has no time: the catalog forgets it when read) is forgotten here too
-    (:meth:`forget`): kept, a producer creating and deleting items would grow these lists, and every
-    in-session ask's scan of them, without bound.
-    """
-
-    def __init__(self) -> None:
-        self._by_category: dict[str, list[tuple[float, str]]] = {}  # (-updated_at, item), sorted
-        self._filed: dict[str, tuple[str, tuple[float, str]]] = {}  # item -> its category and entry
-
-    def __len__(self) -> int:
-        return len(self._filed)
-
-    def add(self, update: CatalogUpdate) -> None:
-        """File an item placed from content (again: no change)."""
-        if update.item_id in self._filed:
-            return
-        entry = (-update.updated_at, update.item_id)
-        self._filed[update.item_id] = (update.category, entry)
-        bisect.insort(self._by_category.setdefault(update.category, []), entry)
-
-    def forget(self, item_id: str) -> None:
-        """Unfile an item (removed from the catalog); nothing when it is not filed."""
-        filed = self._filed.pop(item_id, None)
-        if filed is None:
-            return
-        category, entry = filed
-        entries = self._by_category[category]
-        del entries[bisect.bisect_left(entries, entry)]
-        if not entries:
-            del self._by_category[category]
-
-    def clear(self) -> None:
-        """Forget every item (a new model knows other items; the engine files them again)."""
-        self._by_category.clear()
-        self._filed.clear()
-
-    def in_categories(self, categories: Iterable[str], catalog: CatalogView, now: float, n: int) -> list[str]:
-        """Up to ``n`` items of ``categories`` (in that order), each newest first, catalogued at ``now``."""
-        out: list[str] = []
-        for category in categories:
-            for negative_ts, item in self._by_category.get(category, ()):
-                if -negative_ts > now:
-                    continue
-                version = catalog.at(item, now)
-                if version is None or version.category != category:
-                    continue
-                out.append(item)
-                if len(out) >= n:
-                    return out
-        return out

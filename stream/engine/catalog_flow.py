@@ -23,12 +23,13 @@ from collections.abc import Set as AbstractSet
 from stream.admission import admit_catalog
 from stream.asks import Ask, BatchUser, Work
 from stream.catalog_view import CatalogChange, CatalogView
-from stream.content_items import ContentScorer, NewItems, Unplaced, check_image, placed_from_content
+from stream.content_items import ContentScorer, Unplaced, check_image, placed_from_content
 from stream.contract import CatalogUpdate, ContractError
 from stream.decider import Decider
 from stream.engine.catalog_asks import CatalogAsks
 from stream.engine.ports import StateAccess
 from stream.engine.users import UserRecords
+from stream.new_items import NewItems
 from stream.outcome import Inbound, Outcome, refused
 from stream.partition_state import PartitionState
 from stream.settings import Settings
@@ -232,6 +233,7 @@ class CatalogAnnouncementMixin:
             is_change, previous = self.catalog.put(update, base=not announce)
             if not is_change:
                 continue
+            self.new_items.refile(update)  # a content-placed item moved to another category
             change = self.catalog.record_change(previous, update)
             for partition in sorted(self.owned):
                 if update.updated_at <= self._catalog_until(partition):

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from stream.catalog_view import CatalogView
 from stream.content_items import (
     ContentScorer,
-    NewItems,
     Unplaced,
     content_scorer,
     placed_from_content,
@@ -21,6 +20,7 @@ from stream.content_items import (
 )
 from stream.engine.catalog_asks import CatalogAsks
 from stream.engine.ports import Scorer
+from stream.new_items import NewItems
 from stream.outcome import Outcome
 from stream.scoring import AskScorer
 from stream.settings import Settings

@@ -36,7 +36,7 @@ from time import perf_counter
 
 from stream.asks import Ask, BatchUser, Work
 from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogView
-from stream.content_items import NewItems, Unplaced, content_scorer
+from stream.content_items import Unplaced, content_scorer
 from stream.decider import Decider
 from stream.engine.batch_walk import walk_batch
 from stream.engine.catalog_asks import CatalogAsks
@@ -50,6 +50,7 @@ from stream.engine.rounds import resolve
 from stream.engine.throttling import ThrottleMixin
 from stream.engine.users import UserRecords
 from stream.event_decoder import ValidEvent
+from stream.new_items import NewItems
 from stream.outcome import Inbound, Outcome
 from stream.partition_state import PartitionState
 from stream.scoring import AskScorer

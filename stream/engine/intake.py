@@ -16,12 +16,12 @@ from stream import triggers
 from stream.asks import Ask, BatchUser, Op, SeenAt, Work
 from stream.candidates import gather_candidates
 from stream.catalog_view import CatalogView
-from stream.content_items import NewItems
 from stream.decider import Decider
 from stream.discovery import CategoryMoment, CategoryPrices, discovery_pool
 from stream.engagement import EngagedItem, Engagement
 from stream.engine.users import TYPE_INDEX
 from stream.event_decoder import ValidEvent
+from stream.new_items import NewItems
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
 from stream.send_time import observation_weight, observe_stored

@@ -221,7 +221,7 @@ def test_a_shopper_browsing_the_category_gets_the_new_item_as_a_candidate() -> N
 
 def test_new_items_are_proposed_newest_first_as_catalogued_then() -> None:
     from stream.catalog_view import CatalogView
-    from stream.content_items import NewItems
+    from stream.new_items import NewItems
 
     view, new = CatalogView(), NewItems()
     for item, ts, category in (("a", T0, "hats"), ("b", T0 + 10, "hats"), ("c", T0 + 5, "coats")):
@@ -238,6 +238,32 @@ def test_new_items_are_proposed_newest_first_as_catalogued_then() -> None:
     view.put(moved)
     assert new.in_categories(["hats"], view, T0 + 20, 10) == []  # b removed, a moved away since
     assert new.in_categories(["hats"], view, T0 + 12, 10) == ["a"]
+    assert new.in_categories(["coats"], view, T0 + 20, 10) == ["c"]  # a is filed under hats alone...
+    new.refile(moved)
+    new.refile(moved)  # (filed once per category)
+    # ... until its move is filed: then each category offers it while the catalog puts it there, at its
+    # first filing's place (its newness is its first version's).
+    assert new.in_categories(["coats", "hats"], view, T0 + 20, 10) == ["c", "a"]
+    assert new.in_categories(["coats", "hats"], view, T0 + 12, 10) == ["c", "a"]
+    new.refile(catalog_entry("zz", updated_at=T0).model_copy(update={"category": "hats"}))  # not filed
+    assert len(new) == 3  # b left the view only
+    new.forget("a")  # unfiled from both
+    assert new.in_categories(["coats", "hats"], view, T0 + 12, 10) == ["c"] and len(new) == 2
+
+
+def test_an_item_placed_from_content_and_moved_is_proposed_in_its_new_category() -> None:
+    """The engine files a content-placed item under the category of a later version too."""
+    scorer = ContentFakeScorer({}, spare=2)
+    engine = Engine(make_settings(), scorer, clock=lambda: 0.0)
+    engine.owned = set(range(PARTITIONS))
+    store = DictState()
+    first = catalog_entry("n0", updated_at=T0 - 60).model_copy(update={"category": "hats"})
+    engine.apply_catalog([catalog_record(first)], store, announce=False)
+    later = catalog_entry("n0", updated_at=T0 - 30).model_copy(update={"category": "coats"})
+    engine.apply_catalog([catalog_record(later)], store)
+    view = engine.catalog
+    assert engine.new_items.in_categories(["coats"], view, T0, 10) == ["n0"]
+    assert engine.new_items.in_categories(["hats"], view, T0 - 45, 10) == ["n0"]
 
 
 def test_a_large_unknown_catalog_is_placed_a_bounded_number_per_tick() -> None:
