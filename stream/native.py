@@ -97,7 +97,9 @@ MODULES: tuple[str, ...] = (
     "stream.engine.users",
     "stream.engine.rounds",
     "stream.engine.catalog_asks",
+    "stream.partition_rows",
     "stream.partition_state",
+    "stream.new_items",
     "stream.engine.batch_walk",
 )
 
