@@ -30,6 +30,7 @@ COVISIT_PREFIX = (
 )
 LEGACY_COVISIT_PREFIX = b"\x00c"  # older still: one row per (item, neighbour) and per item's touch order
 TRENDING_PREFIX = b"\x00t"  # an older layout: one trending row per item, its count (JSON)
+OLDER_LAYOUTS = (COVISIT_PREFIX, LEGACY_COVISIT_PREFIX, TRENDING_PREFIX)  # read, rewritten, deleted
 INTEREST_PREFIX = b"\x00n"
 ARRIVALS_PREFIX = b"\x00a"  # one row per user asked about new items in the clock's hour: [hour, count]
 SEP = b"\x1f"  # between an item and a neighbour / user id (ids carry no control characters)

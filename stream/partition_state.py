@@ -46,6 +46,7 @@ from stream.partition_rows import (
     ITEM_PREFIX,
     LEGACY_COVISIT_PREFIX,
     META_ROW,
+    OLDER_LAYOUTS,
     TRENDING_PREFIX,
     CovisitRow,
     decode_covisit_row,
@@ -261,17 +262,15 @@ class PartitionState:
                         covisit.append(covisit_row)
                     if count is not None:
                         trending[item] = count
-                elif key.startswith(COVISIT_PREFIX):
-                    covisit_older.append(decode_covisit_row(key, raw))
-                    older.append(key)
-                elif key.startswith(LEGACY_COVISIT_PREFIX):
-                    legacy.append(
-                        (key, *split_pair(key, LEGACY_COVISIT_PREFIX), decode_legacy_value(key, raw))
-                    )
-                    older.append(key)
-                elif key.startswith(TRENDING_PREFIX):
-                    trending_older[key[len(TRENDING_PREFIX) :].decode("utf-8")] = float(json.loads(raw))
-                    older.append(key)
+                elif key[:2] in OLDER_LAYOUTS:
+                    older.append(key)  # deleted at the next drain, even when it does not decode
+                    if key.startswith(COVISIT_PREFIX):
+                        covisit_older.append(decode_covisit_row(key, raw))
+                    elif key.startswith(LEGACY_COVISIT_PREFIX):
+                        item, other = split_pair(key, LEGACY_COVISIT_PREFIX)
+                        legacy.append((key, item, other, decode_legacy_value(key, raw)))
+                    else:
+                        trending_older[key[len(TRENDING_PREFIX) :].decode("utf-8")] = float(json.loads(raw))
                 elif key.startswith(INTEREST_PREFIX):
                     item, holder = split_pair(key, INTEREST_PREFIX)
                     interest.append((item, holder, _interest_value(holder, raw)))

@@ -729,3 +729,19 @@ def test_a_damaged_user_record_starts_over_opted_out_and_stops_nothing_else() ->
     assert not any(push.user_id == "user1" for _, push in out.pushes)
     rewritten = store.user("user1")
     assert rewritten.policy.opted_in is False and rewritten.n_events == 1
+
+
+def test_a_damaged_row_of_an_older_layout_is_counted_and_deleted_at_the_next_drain() -> None:
+    cfg = make_settings().policy
+    meta = {"w": 0.0, "c": {"landmark": T0, "seq": 2}, "t": {"landmark": T0}, "n": {}, "o": {}}
+    rows = [
+        (META_ROW, compact_json(meta)),
+        (COVISIT_PREFIX + b"a", b"\x00garbage"),
+        (TRENDING_PREFIX + b"a", b"not json"),
+        (TRENDING_PREFIX + b"b", b"2.5"),
+    ]
+    state = PartitionState.load(0, cfg, sorted(rows), [])[0]
+    assert state.unreadable_rows == 2 and state.trending.count("b") == 2.5
+    writes = state.drain()
+    assert {k for k, v in writes.items() if v is None} == {key for key, _ in rows[1:]}
+    assert decode_item_row(ITEM_PREFIX + b"b", writes[ITEM_PREFIX + b"b"] or b"") == ("b", None, 2.5)
