@@ -298,6 +298,13 @@ def write_report(
                 f"{t['changelog_bytes_per_event']:,.0f} bytes per event ({t['user_records_per_event']:.2f} "
                 f"user records per event, {t['bytes_per_user_record'] or 0:,.0f} bytes per user record; the "
                 "rest are the partitions' index rows and offsets)."
+                + (
+                    " By kind, per event: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in t["changelog_records_per_event_by_kind"].items())
+                    + "."
+                    if t.get("changelog_records_per_event_by_kind")
+                    else ""
+                )
             ]
             if "changelog_bytes_per_event" in t
             else []

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from benchmarks.throughput.config import FETCH_WAIT_MS, POLL_SECONDS, ROOT, THROUGHPUT_ENV
 from benchmarks.throughput.workload import Workload
 from stream.event_decoder import decode_event
+from stream.partition_rows import INTEREST_PREFIX, ITEM_PREFIX, META_ROW
+from stream.store import META_KEY
 from tests.support.worker import WorkerProcess, produce, read_topic, settings_for
 
 
@@ -130,6 +133,7 @@ def measure_throughput(
     window = max(t_last - t0, 1e-6)
     changelog = read_topic(bootstrap, "bench-throughput-user-state-changelog", timeout=30)
     user_records = [m for m in changelog if m.key() and not m.key().startswith(b"\x00")]
+    kinds = Counter(row_kind(m.key() or b"") for m in changelog)
     return {
         "events": n,
         "events_per_s": (n - c0) / window,
@@ -145,12 +149,31 @@ def measure_throughput(
         "changelog_records_per_event": len(changelog) / n,
         "changelog_bytes_per_event": sum(len(m.key() or b"") + len(m.value() or b"") for m in changelog) / n,
         "user_records_per_event": len(user_records) / n,
+        "changelog_records_per_event_by_kind": {kind: count / n for kind, count in sorted(kinds.items())},
         "bytes_per_user_record": (
             sum(len(m.value() or b"") for m in user_records) / len(user_records) if user_records else None
         ),
         # The worker's own kairos_stage_seconds_total, over every event (start-up batches included).
         "stage_us_per_event": {k: 1e6 * v / n for k, v in stages.items()},
     }
+
+
+# The changelog's records by what they hold (stream.partition_rows, stream.store): first match wins.
+ROW_KINDS: tuple[tuple[str, bytes], ...] = (
+    ("item rows", ITEM_PREFIX),
+    ("interest rows", INTEREST_PREFIX),
+    ("partition meta", META_ROW),
+    ("store meta", META_KEY),
+    ("other partition rows", b"\x00"),
+)
+
+
+def row_kind(key: bytes) -> str:
+    """What a changelog record holds, by its key: a user record or one of :data:`ROW_KINDS`."""
+    for kind, prefix in ROW_KINDS:
+        if key.startswith(prefix):
+            return kind
+    return "user records"
 
 
 def _stage_seconds(worker: WorkerProcess) -> dict[str, float]:
