@@ -83,11 +83,11 @@ def decode_covisit_row(key: bytes, raw: bytes) -> CovisitRow:
     return key[len(COVISIT_PREFIX) :].decode("utf-8"), seq, bucket
 
 
-def decode_legacy_value(key: bytes, raw: bytes) -> float | int:
-    """A row of the per-pair co-visitation layout: a pair's count or an item's touch order."""
+def decode_legacy_value(raw: bytes, pair: bool) -> float | int:
+    """A row of the per-pair co-visitation layout: a pair's count (``pair``: its key names a
+    neighbour) or an item's touch order."""
     value = json.loads(raw)
-    _, other = split_pair(key, LEGACY_COVISIT_PREFIX)
-    return float(value) if other else int(value)
+    return float(value) if pair else int(value)
 
 
 def from_legacy(rows: Iterable[tuple[bytes, str, str, float | int]]) -> list[CovisitRow]:

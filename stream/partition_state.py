@@ -268,7 +268,7 @@ class PartitionState:
                         covisit_older.append(decode_covisit_row(key, raw))
                     elif key.startswith(LEGACY_COVISIT_PREFIX):
                         item, other = split_pair(key, LEGACY_COVISIT_PREFIX)
-                        legacy.append((key, item, other, decode_legacy_value(key, raw)))
+                        legacy.append((key, item, other, decode_legacy_value(raw, pair=bool(other))))
                     else:
                         trending_older[key[len(TRENDING_PREFIX) :].decode("utf-8")] = float(json.loads(raw))
                 elif key.startswith(INTEREST_PREFIX):
