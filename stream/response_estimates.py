@@ -169,6 +169,7 @@ class ResponseEstimates:
         self._counts: dict[str, list[float]] = {}
         self._dirty: set[str] = set()
         self._meta_dirty = False
+        self._rng = random.Random()  # re-seeded for every Thompson sample (score)
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> ResponseEstimates:
@@ -260,7 +261,9 @@ class ResponseEstimates:
 
     def posterior(self, ctx: str, now: float, push: bool) -> tuple[float, float]:
         """Beta parameters ``(a, b)`` of one arm's conversion rate in ``ctx`` at ``now``."""
-        row = self._decayed(ctx, now)
+        return self._posterior(ctx, self._decayed(ctx, now), push)
+
+    def _posterior(self, ctx: str, row: list[float], push: bool) -> tuple[float, float]:
         n, c = (row[_N_PUSH], row[_C_PUSH]) if push else (row[_N_GHOST], row[_C_GHOST])
         c = min(c, n)  # a conversion recorded before its decision (out of order) cannot exceed it
         m = self.prior_rate(ctx, push)
@@ -307,12 +310,15 @@ class ResponseEstimates:
         ``ctx``: the same seed and history give the same sample (a replay decides the same), another
         seed or context draws independently. Frozen: the posterior mean uplift (no randomness).
         """
-        a1, b1 = self.posterior(ctx, now, True)
-        a0, b0 = self.posterior(ctx, now, False)
+        row = self._decayed(ctx, now)
+        a1, b1 = self._posterior(ctx, row, True)
+        a0, b0 = self._posterior(ctx, row, False)
         if self.frozen:
             return a1 / (a1 + b1) - a0 / (a0 + b0)
         digest = hashlib.blake2b(b"thompson\x1f" + seed + b"\x1f" + ctx.encode("utf-8"), digest_size=16)
-        rng = random.Random(int.from_bytes(digest.digest(), "big"))
+        # Re-seeding one generator draws what a new one with that seed would (Random.__init__ seeds).
+        rng = self._rng
+        rng.seed(int.from_bytes(digest.digest(), "big"))
         return beta_sample(rng, a1, b1) - beta_sample(rng, a0, b0)
 
     def explore(self, seed: bytes) -> bool:

@@ -43,9 +43,24 @@ Path = Literal["decide", "release", "precheck"]
 Stage = Literal["user", "item", "cap"]
 
 
+_LOCAL_DATES: dict[tuple[float, ZoneInfo], date] = {}
+_LOCAL_DATES_MAX = 65536
+
+
 def local_date(ts: float, zone: ZoneInfo) -> date:
-    """The calendar date of ``ts`` in ``zone``."""
-    return datetime.fromtimestamp(ts, zone).date()
+    """The calendar date of ``ts`` in ``zone``.
+
+    Remembered per (ts, zone): every decision summarises the user's past pushes by local day
+    (:meth:`PushHistory.of`), asking again for the same push times; the conversion is the costly part.
+    A pure function's cache, so it changes no result; emptied when full.
+    """
+    key = (ts, zone)
+    day = _LOCAL_DATES.get(key)
+    if day is None:
+        if len(_LOCAL_DATES) >= _LOCAL_DATES_MAX:
+            _LOCAL_DATES.clear()
+        day = _LOCAL_DATES[key] = datetime.fromtimestamp(ts, zone).date()
+    return day
 
 
 @dataclass(slots=True)

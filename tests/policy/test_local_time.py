@@ -277,3 +277,23 @@ def test_a_default_time_zone_that_is_a_folder_or_the_hosts_own_is_a_validation_e
     for zone in ("Europe", "localtime", "right/UTC", "Mars/Olympus"):
         with pytest.raises(pydantic.ValidationError, match="unknown time zone"):
             PolicyConfig(default_time_zone=zone)
+
+
+def test_local_dates_are_remembered_without_changing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rules.local_date`` caches its answers (every decision asks again for the same push times):
+    the same dates as the conversion itself, across a DST change and after the cache is emptied."""
+    from zoneinfo import ZoneInfo
+
+    from stream import rules
+
+    monkeypatch.setattr(rules, "_LOCAL_DATES", {})
+    monkeypatch.setattr(rules, "_LOCAL_DATES_MAX", 50)
+    zone = ZoneInfo("America/New_York")
+    start = datetime(2026, 3, 7, 20, 0, tzinfo=zone).timestamp()  # the night clocks go forward
+    times = [start + 900.0 * k for k in range(120)]
+    for _ in range(2):  # computed, then remembered (the cache fills and is emptied on the way)
+        for ts in times:
+            assert rules.local_date(ts, zone) == datetime.fromtimestamp(ts, zone).date()
+    assert 0 < len(rules._LOCAL_DATES) <= 50
+    other = ZoneInfo("Asia/Tokyo")
+    assert rules.local_date(times[0], other) == datetime.fromtimestamp(times[0], other).date()

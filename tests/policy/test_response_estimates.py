@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 from typing import Any
 
 import pytest
 
-from stream.beta_draws import beta_cdf, beta_ppf, pick_uniform
+from stream.beta_draws import beta_cdf, beta_ppf, beta_sample, pick_uniform
 from stream.contract import TRIGGERS
 from stream.partition_state import is_partition_row
 from stream.policy_config import PolicyConfig
@@ -198,6 +199,22 @@ def test_same_seed_same_sample_different_seeds_differ():
     assert len(draws) == 50
     # Contexts draw independently from the same seed.
     assert table.score(CART, T0, s) != table.score("cart_abandonment/in_cart/discounted", T0, s)
+
+
+def test_a_sample_is_the_one_a_generator_seeded_by_its_seed_alone_draws():
+    """The table re-seeds one generator per sample (cheaper than a new one): the draws are those of a
+    fresh ``random.Random`` with the sample's seed, whatever was drawn before (a replay decides the same)."""
+    table = make()
+    feed(table, CART, T0, pushes=100, push_conv=20, ghosts=100, ghost_conv=10)
+    s = seed("u1", "ev-1")
+    digest = hashlib.blake2b(b"thompson\x1f" + s + b"\x1f" + CART.encode(), digest_size=16).digest()
+    rng = random.Random(int.from_bytes(digest, "big"))
+    (a1, b1), (a0, b0) = table.posterior(CART, T0, True), table.posterior(CART, T0, False)
+    expected = beta_sample(rng, a1, b1) - beta_sample(rng, a0, b0)
+    assert table.score(CART, T0, s) == expected
+    for i in range(20):  # other samples in between
+        table.score(CART, T0, seed("u2", f"ev-{i}"))
+    assert table.score(CART, T0, s) == expected
 
 
 def test_thompson_samples_follow_the_posterior():
