@@ -203,6 +203,8 @@ def decide(
     by_trigger: dict[str, float] = {}
     # Suppressions are shared objects: most candidates of a call share a reason and a threshold.
     shared: dict[tuple[str, float], Verdict] = {}
+    capped: str | None = None
+    caps_checked = False
     for c in candidates:
         threshold = by_trigger.get(c.trigger)
         if threshold is None:
@@ -219,7 +221,12 @@ def decide(
             threshold,
             c.item_id in held_items,
         )
-        reason = rules.first_block(facts, item, "decide")
+        # The gate passed: the item stage per candidate, then the cap stage (checked once).
+        reason = rules.item_block(facts, item, "decide")
+        if reason is None:
+            if not caps_checked:
+                capped, caps_checked = rules.cap_block(facts, "decide"), True
+            reason = capped
         if reason is None:
             eligible.append(c)
             verdicts.append(None)

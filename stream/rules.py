@@ -243,10 +243,19 @@ RULES: tuple[Rule, ...] = (
     Rule("min_gap", "cap", _ALL, _min_gap, "last push less than min_gap_seconds ago"),
 )
 
+_STAGE_ORDER = ("user", "item", "cap")
+# The stages order the table (see the module doc), which lets a decision check the user stage once
+# (gate), the item stage per candidate (item_block) and the cap stage, the same for every candidate of
+# the user, once (cap_block): the same first blocking rule as first_block.
+assert [_STAGE_ORDER.index(r.stage) for r in RULES] == sorted(_STAGE_ORDER.index(r.stage) for r in RULES)
 _BY_PATH: dict[str, tuple[Rule, ...]] = {p: tuple(r for r in RULES if p in r.paths) for p in _ALL}
 _USER_LEVEL: dict[str, tuple[Rule, ...]] = {
     p: tuple(r for r in _BY_PATH[p] if r.stage != "item") for p in _ALL
 }
+_ITEM_STAGE: dict[str, tuple[Rule, ...]] = {
+    p: tuple(r for r in _BY_PATH[p] if r.stage == "item") for p in _ALL
+}
+_CAP_STAGE: dict[str, tuple[Rule, ...]] = {p: tuple(r for r in _BY_PATH[p] if r.stage == "cap") for p in _ALL}
 _NO_ITEM = ItemFacts("", None, True, True, True, float("inf"))
 
 
@@ -262,6 +271,23 @@ def first_block(user: UserFacts, item: ItemFacts, path: Path) -> str | None:
     """The first rule of ``path`` that blocks this item for this user, or None."""
     for rule in _BY_PATH[path]:
         if rule.blocks(user, item):
+            return rule.reason
+    return None
+
+
+def item_block(user: UserFacts, item: ItemFacts, path: Path) -> str | None:
+    """The first item-stage rule of ``path`` that blocks this item, or None. After :func:`gate` let the
+    user through, ``item_block`` and then :func:`cap_block` give what :func:`first_block` gives."""
+    for rule in _ITEM_STAGE[path]:
+        if rule.blocks(user, item):
+            return rule.reason
+    return None
+
+
+def cap_block(user: UserFacts, path: Path) -> str | None:
+    """The first cap-stage rule of ``path`` that blocks (the same for every candidate), or None."""
+    for rule in _CAP_STAGE[path]:
+        if rule.blocks(user, _NO_ITEM):
             return rule.reason
     return None
 

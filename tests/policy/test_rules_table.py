@@ -52,6 +52,38 @@ def test_the_first_rule_in_table_order_gives_the_reason() -> None:
     assert rules.first_block(_facts([]), fine, "release") is None
 
 
+def test_gate_then_item_block_then_cap_block_is_first_block() -> None:
+    """How ``stream.policy.decide`` reads the table (the user stage once, the cap stage once per user):
+    the same reason as ``first_block`` for every item and history."""
+    histories = [
+        [],
+        [PushRecord("p1", "i9", "misc", "in_session", T0 - 60, T0 + 3600)],  # the 24 h cap
+        [PushRecord("p1", "i1", "misc", "in_session", T0 - 60, T0 + 3600)],  # ... and the same item
+    ]
+    items = [
+        rules.ItemFacts("i1", "misc", in_catalog, in_stock, True, T0 + ttl, interest, 0.5, held, bought)
+        for in_catalog in (True, False)
+        for in_stock in (True, False)
+        for ttl in (30.0, 3600.0)
+        for interest in (0.1, 0.9)
+        for held in (True, False)
+        for bought in (True, False)
+    ]
+    cfg = PolicyConfig.model_validate(
+        {"max_pushes_per_24h": 1, "item_repeat_window_seconds": 3600, "max_per_category_per_local_day": 0}
+    )
+    checked = set()
+    for pushes in histories:
+        facts = rules.UserFacts(True, False, T0, cfg, pushes, UTC)
+        for path in ("decide", "release"):
+            assert rules.gate(facts, path) is None
+            for item in items:
+                reason = rules.item_block(facts, item, path) or rules.cap_block(facts, path)
+                assert reason == rules.first_block(facts, item, path)
+                checked.add(reason)
+    assert {None, "cap_24h", "item_repeat", "out_of_stock", "below_threshold", "already_held"} <= checked
+
+
 def test_the_history_is_summarised_only_when_a_rule_needs_it() -> None:
     facts = _facts([PushRecord("p1", "i9", "misc", "in_session", T0 - 60, T0 + 3600)], active=True)
     assert rules.user_block(facts, "precheck") == "user_active"
