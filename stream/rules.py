@@ -44,7 +44,7 @@ Stage = Literal["user", "item", "cap"]
 
 
 _LOCAL_DATES: dict[tuple[float, ZoneInfo], date] = {}
-_LOCAL_DATES_MAX = 65536
+_LOCAL_DATES_MAX = 16384  # about 2.4 MB when full
 
 
 def local_date(ts: float, zone: ZoneInfo) -> date:
