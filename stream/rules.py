@@ -243,63 +243,52 @@ RULES: tuple[Rule, ...] = (
     Rule("min_gap", "cap", _ALL, _min_gap, "last push less than min_gap_seconds ago"),
 )
 
-_STAGE_ORDER = ("user", "item", "cap")
-# The stages order the table (see the module doc), which lets a decision check the user stage once
-# (gate), the item stage per candidate (item_block) and the cap stage, the same for every candidate of
-# the user, once (cap_block): the same first blocking rule as first_block.
-assert [_STAGE_ORDER.index(r.stage) for r in RULES] == sorted(_STAGE_ORDER.index(r.stage) for r in RULES)
+# Each path's rules, all of them and by stage. The stages order the table (tested), so a decision may
+# check the user stage once (gate), the item stage per candidate (item_block) and the cap stage, the
+# same for every candidate of the user, once (cap_block): the same first blocking rule as first_block.
 _BY_PATH: dict[str, tuple[Rule, ...]] = {p: tuple(r for r in RULES if p in r.paths) for p in _ALL}
 _USER_LEVEL: dict[str, tuple[Rule, ...]] = {
     p: tuple(r for r in _BY_PATH[p] if r.stage != "item") for p in _ALL
 }
-_ITEM_STAGE: dict[str, tuple[Rule, ...]] = {
-    p: tuple(r for r in _BY_PATH[p] if r.stage == "item") for p in _ALL
+_STAGES: dict[tuple[str, str], tuple[Rule, ...]] = {
+    (p, stage): tuple(r for r in _BY_PATH[p] if r.stage == stage)
+    for p in _ALL
+    for stage in ("user", "item", "cap")
 }
-_CAP_STAGE: dict[str, tuple[Rule, ...]] = {p: tuple(r for r in _BY_PATH[p] if r.stage == "cap") for p in _ALL}
 _NO_ITEM = ItemFacts("", None, True, True, True, float("inf"))
+
+
+def _first_blocking(table: tuple[Rule, ...], user: UserFacts, item: ItemFacts) -> str | None:
+    for rule in table:
+        if rule.blocks(user, item):
+            return rule.reason
+    return None
 
 
 def user_block(user: UserFacts, path: Path) -> str | None:
     """The first user-level rule (user or cap stage) of ``path`` that blocks, or None."""
-    for rule in _USER_LEVEL[path]:
-        if rule.blocks(user, _NO_ITEM):
-            return rule.reason
-    return None
+    return _first_blocking(_USER_LEVEL[path], user, _NO_ITEM)
 
 
 def first_block(user: UserFacts, item: ItemFacts, path: Path) -> str | None:
     """The first rule of ``path`` that blocks this item for this user, or None."""
-    for rule in _BY_PATH[path]:
-        if rule.blocks(user, item):
-            return rule.reason
-    return None
+    return _first_blocking(_BY_PATH[path], user, item)
 
 
 def item_block(user: UserFacts, item: ItemFacts, path: Path) -> str | None:
     """The first item-stage rule of ``path`` that blocks this item, or None. After :func:`gate` let the
     user through, ``item_block`` and then :func:`cap_block` give what :func:`first_block` gives."""
-    for rule in _ITEM_STAGE[path]:
-        if rule.blocks(user, item):
-            return rule.reason
-    return None
+    return _first_blocking(_STAGES[(path, "item")], user, item)
 
 
 def cap_block(user: UserFacts, path: Path) -> str | None:
     """The first cap-stage rule of ``path`` that blocks (the same for every candidate), or None."""
-    for rule in _CAP_STAGE[path]:
-        if rule.blocks(user, _NO_ITEM):
-            return rule.reason
-    return None
+    return _first_blocking(_STAGES[(path, "cap")], user, _NO_ITEM)
 
 
 def gate(user: UserFacts, path: Path) -> str | None:
     """The first user-stage rule of ``path`` that blocks (it stops every candidate), or None."""
-    for rule in _BY_PATH[path]:
-        if rule.stage != "user":
-            return None
-        if rule.blocks(user, _NO_ITEM):
-            return rule.reason
-    return None
+    return _first_blocking(_STAGES[(path, "user")], user, _NO_ITEM)
 
 
 def reminder_waits_until(records: Sequence[PushRecord], now: float, config: PolicyConfig) -> float | None:
