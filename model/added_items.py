@@ -10,8 +10,9 @@ mapped alone, so neither the order of additions nor the other items added change
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -142,3 +143,24 @@ def new_items(
         ids.append(str(item))
         rows.append(content)
     return ids, rows
+
+
+class FreeRows:
+    """Rows of items added from content and forgotten since (``IncrementalScorer.reuse_rows``), for the
+    next additions to take, lowest first: the model holds at most as many added rows as items it
+    placed and still knows, plus those freed and not yet reused."""
+
+    def __init__(self) -> None:
+        self._heap: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def release(self, rows: Iterable[int]) -> None:
+        """Make ``rows`` available (each at most once: the scorer frees a row when it forgets its item)."""
+        for row in rows:
+            heapq.heappush(self._heap, int(row))
+
+    def take(self, n: int) -> list[int]:
+        """Up to ``n`` free rows, lowest first (the same rows for the same history of calls)."""
+        return [heapq.heappop(self._heap) for _ in range(min(n, len(self._heap)))]

@@ -35,6 +35,7 @@ import torch
 
 from model.added_items import (
     ContentMode,
+    FreeRows,
     added_row_bounds,
     content_encoder,
     map_items,
@@ -64,7 +65,7 @@ class IncrementalScorer(ItemNeighboursMixin):
 
     version: str
     hidden_size: int
-    n_items: int  # the artifact's items plus those added from content
+    n_items: int  # rows: the artifact's items, then those added from content (some free: reuse_rows)
     n_artifact_items: int
     content_enabled: bool  # the artifact has a content mapping and its text encoder loaded
     image_width: int | None  # width of the image vectors the mapping takes (None: no image feature)
@@ -91,8 +92,9 @@ class IncrementalScorer(ItemNeighboursMixin):
         self._window = model.window
         self._memory = model.memory()
         self.n_items = self.n_artifact_items = len(art.item_ids)
-        self._ids = list(art.item_ids)
+        self._ids = list(art.item_ids)  # by row; "" for a free row (reuse_rows)
         self._lookup = {item: i for i, item in enumerate(art.item_ids)}
+        self._free_rows = FreeRows()
         cal = art.meta.get("calibration", {})
         self.calibration_horizon = int(cal.get("horizon", art.config.calibration_horizon))
         self._cal_a = float(cal.get("a", 1.0))
@@ -168,10 +170,12 @@ class IncrementalScorer(ItemNeighboursMixin):
         Ids already known (the artifact's or added before) are skipped, and so are repeats within the
         call (first one wins). Every content is validated before anything changes (ValueError: wrong
         image width, non-finite values, wrong types). Without :attr:`content_enabled` nothing is added
-        and 0 is returned. Added items get indices ``n_items, n_items + 1, ...`` in call order. An added
-        item's embeddings and bias are held within the learned items' extremes (:class:`AddedRowBounds`):
-        content far outside what the mapping was fitted on (a broken or hostile catalog producer's
-        image vector) cannot make an item score above every learned one for every shopper.
+        and 0 is returned. Added items take the rows :meth:`reuse_rows` freed, lowest first, then new
+        rows ``n_items, n_items + 1, ...``, in call order (an item's scores depend on its row's
+        values, never on its index). An added item's embeddings and bias are held within the learned
+        items' extremes (:class:`AddedRowBounds`): content far outside what the mapping was fitted on
+        (a broken or hostile catalog producer's image vector) cannot make an item score above every
+        learned one for every shopper.
         """
         if self._encoder is None or self._content is None:
             return 0
@@ -180,18 +184,63 @@ class IncrementalScorer(ItemNeighboursMixin):
             return 0
         in_emb, out_emb, bias = self._added_bounds.hold(*map_items(self._content, self._encoder, rows))
         # einsum, row by row (see step): an added row does not depend on the rows added with it.
-        gi = np.einsum("nd,kd->nk", in_emb, self._np_w_ih) + self._np_b_ih
-        self._np_gi_item = np.concatenate([self._np_gi_item, gi.astype(np.float32)])
+        gi = (np.einsum("nd,kd->nk", in_emb, self._np_w_ih) + self._np_b_ih).astype(np.float32)
+        reused = self._free_rows.take(len(ids))
+        at = np.array(reused, dtype=np.int64)
+        k = len(reused)
+        self._np_gi_item[at] = gi[:k]
+        self._np_gi_item = np.concatenate([self._np_gi_item, gi[k:]])
         if self._np_emb is not None:
-            self._np_emb = np.concatenate([self._np_emb, in_emb])
+            self._np_emb[at] = in_emb[:k]
+            self._np_emb = np.concatenate([self._np_emb, in_emb[k:]])
         with torch.inference_mode():
-            self._out = torch.cat([self._out, torch.from_numpy(out_emb)]).contiguous()
-            self._bias = torch.cat([self._bias, torch.from_numpy(bias)]).contiguous()
-        for item in ids:
+            if k:
+                self._out[torch.from_numpy(at)] = torch.from_numpy(out_emb[:k])
+                self._bias[torch.from_numpy(at)] = torch.from_numpy(bias[:k])
+            self._out = torch.cat([self._out, torch.from_numpy(out_emb[k:])]).contiguous()
+            self._bias = torch.cat([self._bias, torch.from_numpy(bias[k:])]).contiguous()
+        for item, row in zip(ids[:k], reused, strict=True):
+            self._lookup[item] = row
+            self._ids[row] = item
+        for item in ids[k:]:
             self._lookup[item] = len(self._ids)
             self._ids.append(item)
         self.n_items = len(self._ids)
         return len(ids)
+
+    def remove_items(self, item_ids: Sequence[str]) -> list[tuple[str, int]]:
+        """Forget items added from content (removed from the catalog): unknown from now on (index -1),
+        until their content is added again. Returns each forgotten item with its row.
+
+        The artifact's own items and unknown ids are skipped: a trained item is part of the model. The
+        rows keep their values until :meth:`reuse_rows` hands them to later additions, so
+        :meth:`restore_items` can undo this (a catalog slice the engine rolls back).
+        """
+        forgotten: list[tuple[str, int]] = []
+        for item in item_ids:
+            row = self._lookup.get(item)
+            if row is not None and row >= self.n_artifact_items:
+                del self._lookup[item]
+                forgotten.append((item, row))
+        return forgotten
+
+    def restore_items(self, forgotten: Sequence[tuple[str, int]]) -> None:
+        """Undo :meth:`remove_items` (before :meth:`reuse_rows` of those rows)."""
+        for item, row in forgotten:
+            self._lookup[item] = row
+
+    def reuse_rows(self, rows: Sequence[int]) -> None:
+        """Let later additions take these rows (of items :meth:`remove_items` forgot for good).
+
+        A producer that creates and deletes items without end would otherwise grow the model by a row
+        per item until the next model swap. A free row's bias is -inf, so the catalog-wide scores
+        (:meth:`topk`, evaluation) never rank it.
+        """
+        with torch.inference_mode():
+            for row in rows:
+                self._ids[row] = ""
+                self._bias[row] = -np.inf
+        self._free_rows.release(rows)
 
     def prepare_items(self, contents: Sequence[ItemContent], limit: int) -> int:
         """Encode, ahead of :meth:`add_items`, the titles of up to ``limit`` of ``contents`` not encoded yet;
@@ -227,7 +276,10 @@ class IncrementalScorer(ItemNeighboursMixin):
         """The item id at ``index`` (IndexError outside the catalog)."""
         if not 0 <= index < self.n_items:
             raise IndexError(f"item index {index} outside 0..{self.n_items - 1}")
-        return self._ids[index]
+        item = self._ids[index]
+        if self._lookup.get(item) != index:
+            raise IndexError(f"item index {index} is a free row")
+        return item
 
     def step(self, states: np.ndarray, items: np.ndarray, event_types: np.ndarray) -> np.ndarray:
         """One GRU step per row: new states (B, H) float32; rows with item -1 are returned unchanged.

@@ -41,7 +41,9 @@ class ContentScorer(Protocol):
     does, ``stream.engine.catalog_asks``: a burst of new items of one category is never handed over).
     A model may also offer ``similar_items_many(item_ids, k, among=None)``, the same lists for many
     items at once (:func:`arrival_pools` uses it when there), and ``prepare_items(contents, limit)``,
-    which encodes titles ahead of ``add_items`` in another thread (:meth:`Unplaced.preparation`).
+    which encodes titles ahead of ``add_items`` in another thread (:meth:`Unplaced.preparation`), and
+    ``remove_items``, ``restore_items`` and ``reuse_rows``, with which the engine frees the rows of
+    items removed from the catalog (:func:`forget_placed`).
     """
 
     content_enabled: bool
@@ -232,6 +234,50 @@ def placed_from_content(mapped: ContentScorer | None, item_id: str) -> bool:
     if mapped is None:
         return False
     return int(mapped.item_indices([item_id])[0]) >= mapped.n_artifact_items
+
+
+Forgotten = list[tuple[str, int]]  # items a model forgot, with their rows (``remove_items``)
+
+
+@runtime_checkable
+class ForgetsItems(Protocol):
+    """A model that can forget the items it placed from content (``model.scorer.IncrementalScorer``)."""
+
+    def remove_items(self, item_ids: Sequence[str]) -> Forgotten: ...
+    def restore_items(self, forgotten: Sequence[tuple[str, int]]) -> None: ...
+    def reuse_rows(self, rows: Sequence[int]) -> None: ...
+
+
+def forget_placed(mapped: ContentScorer | None, item_id: str) -> Forgotten:
+    """Forget an item removed from the catalog when the model placed it from content and can forget
+    (:class:`ForgetsItems`): unknown to it from now on, as an item never placed. What it returns goes
+    to :func:`reuse_forgotten` once the catalog slice holds, or to :func:`restore_forgotten` if it fails.
+
+    Without this a producer that creates and deletes items without end grows the model by a row per
+    item until the next model swap. An item catalogued again is placed again, from its new content.
+    """
+    return mapped.remove_items([item_id]) if isinstance(mapped, ForgetsItems) else []
+
+
+def restore_forgotten(mapped: ContentScorer | None, forgotten: Forgotten) -> None:
+    """Undo :func:`forget_placed` (a catalog slice rolled back): each item gets back the row it had
+    before the slice; a row it was placed on again during the slice is freed."""
+    if not forgotten or not isinstance(mapped, ForgetsItems):
+        return
+    first: dict[str, int] = {}
+    for item, row in forgotten:
+        first.setdefault(item, row)
+    now = mapped.item_indices(list(first)).tolist()
+    mapped.restore_items(list(first.items()))
+    freed = {row for item, row in forgotten if row != first[item]}
+    freed.update(row for (item, was), row in zip(first.items(), now, strict=True) if row >= 0 and row != was)
+    mapped.reuse_rows(sorted(freed))
+
+
+def reuse_forgotten(mapped: ContentScorer | None, forgotten: Forgotten) -> None:
+    """Hand the rows of items forgotten for good to the model's later placements (``reuse_rows``)."""
+    if forgotten and isinstance(mapped, ForgetsItems):
+        mapped.reuse_rows([row for _, row in forgotten])
 
 
 def arrival_pool(

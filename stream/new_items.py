@@ -24,11 +24,16 @@ class NewItems:
     (a tombstone, which has no time: the catalog forgets it when read) is forgotten here too
     (:meth:`forget`): kept, a producer creating and deleting items would grow these lists, and every
     in-session ask's scan of them, without bound.
+
+    :meth:`checkpoint` and :meth:`rollback` undo what a catalog slice the engine failed on changed here
+    (``Engine.apply_catalog``); each item is journaled as it first changes.
     """
 
     def __init__(self) -> None:
         self._by_category: dict[str, list[tuple[float, str]]] = {}  # (-updated_at, item), sorted
         self._filed: dict[str, tuple[list[str], tuple[float, str]]] = {}  # item -> its categories, entry
+        # Since checkpoint(): each item changed, with its filing before (None: not filed).
+        self._undo: dict[str, tuple[list[str], tuple[float, str]] | None] | None = None
 
     def __len__(self) -> int:
         return len(self._filed)
@@ -37,9 +42,8 @@ class NewItems:
         """File an item placed from content (again: no change)."""
         if update.item_id in self._filed:
             return
-        entry = (-update.updated_at, update.item_id)
-        self._filed[update.item_id] = ([update.category], entry)
-        bisect.insort(self._by_category.setdefault(update.category, []), entry)
+        self._journal(update.item_id)
+        self._file(update.item_id, [update.category], (-update.updated_at, update.item_id))
 
     def refile(self, update: CatalogUpdate) -> None:
         """A later version of a filed item: file it under its category too when that is new (moved).
@@ -51,12 +55,54 @@ class NewItems:
         filed = self._filed.get(update.item_id)
         if filed is None or update.category in filed[0]:
             return
+        self._journal(update.item_id)
         categories, entry = filed
         categories.append(update.category)
         bisect.insort(self._by_category.setdefault(update.category, []), entry)
 
     def forget(self, item_id: str) -> None:
         """Unfile an item (removed from the catalog); nothing when it is not filed."""
+        if item_id in self._filed:
+            self._journal(item_id)
+            self._unfile(item_id)
+
+    def clear(self) -> None:
+        """Forget every item (a new model knows other items; the engine files them again)."""
+        for item in self._filed:
+            self._journal(item)
+        self._by_category.clear()
+        self._filed.clear()
+
+    def checkpoint(self) -> None:
+        """Start journaling: :meth:`rollback` returns here, :meth:`release` keeps what changed since."""
+        self._undo = {}
+
+    def release(self) -> None:
+        """End the journal, keeping what changed since :meth:`checkpoint`."""
+        self._undo = None
+
+    def rollback(self) -> None:
+        """Every item filed as it was at :meth:`checkpoint`, and end the journal."""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            raise RuntimeError("rollback without a checkpoint")
+        for item, was in undo.items():
+            self._unfile(item)
+            if was is not None:
+                self._file(item, *was)
+
+    def _journal(self, item_id: str) -> None:
+        undo = self._undo
+        if undo is not None and item_id not in undo:
+            filed = self._filed.get(item_id)
+            undo[item_id] = None if filed is None else (list(filed[0]), filed[1])
+
+    def _file(self, item_id: str, categories: list[str], entry: tuple[float, str]) -> None:
+        self._filed[item_id] = (categories, entry)
+        for category in categories:
+            bisect.insort(self._by_category.setdefault(category, []), entry)
+
+    def _unfile(self, item_id: str) -> None:
         filed = self._filed.pop(item_id, None)
         if filed is None:
             return
@@ -66,11 +112,6 @@ class NewItems:
             del entries[bisect.bisect_left(entries, entry)]
             if not entries:
                 del self._by_category[category]
-
-    def clear(self) -> None:
-        """Forget every item (a new model knows other items; the engine files them again)."""
-        self._by_category.clear()
-        self._filed.clear()
 
     def in_categories(self, categories: Iterable[str], catalog: CatalogView, now: float, n: int) -> list[str]:
         """Up to ``n`` items of ``categories`` (in that order), each newest first, catalogued at ``now``."""

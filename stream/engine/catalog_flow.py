@@ -8,11 +8,12 @@ its clock has passed since, and one partition's share of them decided (the asks 
 :meth:`~stream.engine.core.Engine.process` and :meth:`~stream.engine.core.Engine.tick` announce them as
 clocks move.
 
-A slice that fails half-way (a bug) is rolled back engine-wide before :class:`CatalogFailure` says so:
-the view, the items waiting for placement and the arrival pools are as they were before it, and the
-failure names the partitions whose in-memory state it may have changed (those it began announcing
-to): their stored state is what the slice would have changed, so the worker re-reads them from the
-store before it retries the records one at a time (``stream.worker_tick``).
+A slice that fails half-way (a bug) is rolled back engine-wide before :class:`CatalogFailure` says
+so: the view, the items waiting for placement, the new items, the items the model forgot and the
+arrival pools are as they were before it, and the failure names the partitions whose in-memory state
+it may have changed (those it began announcing to): their stored state is what the slice would have
+changed, so the worker re-reads them from the store before it retries the records one at a time
+(``stream.worker_tick``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from collections.abc import Set as AbstractSet
 from stream.admission import admit_catalog
 from stream.asks import Ask, BatchUser, Work
 from stream.catalog_view import CatalogChange, CatalogView
-from stream.content_items import ContentScorer, Unplaced, check_image, placed_from_content
+from stream.content_items import (
+    ContentScorer,
+    Forgotten,
+    Unplaced,
+    check_image,
+    forget_placed,
+    placed_from_content,
+    restore_forgotten,
+    reuse_forgotten,
+)
 from stream.contract import CatalogUpdate, ContractError
 from stream.decider import Decider
 from stream.engine.catalog_asks import CatalogAsks
@@ -169,32 +179,50 @@ class CatalogAnnouncementMixin:
         Partitions whose clock is already past it announce it now, at their clock (counted late).
 
         A tombstone (no value) removes the item: it is never pushed again, and pushes held for it
-        are suppressed when they come due.
+        are suppressed when they come due. A model that placed it from content forgets it, and its row
+        goes to a later placement (``stream.content_items.forget_placed``): catalogued again, it is
+        placed again from its new content.
 
         All or nothing in memory: when it raises, it raises :class:`CatalogFailure` with the catalog
-        view, the items waiting for placement and the arrival pools as they were before the call
-        (items the model placed meanwhile stay placed), and the partitions it began announcing to.
+        view, the items waiting for placement, the new items, the items the model forgot and the
+        arrival pools as they were before the call (items the model placed meanwhile stay placed), and
+        the partitions it began announcing to.
         """
         touched: set[int] = set()
+        forgotten: Forgotten = []
         self.catalog.checkpoint()
         self.unplaced.checkpoint()
+        self.new_items.checkpoint()
         self.catalog_asks.checkpoint()
         try:
-            return self._apply_catalog(records, txn, announce, touched)
+            out = self._apply_catalog(records, txn, announce, touched, forgotten)
         except Exception as exc:
+            restore_forgotten(self._content, forgotten)  # first: the rollback below asks what it knows
             self.catalog.rollback()
             self.unplaced.rollback(self._content)
+            self.new_items.rollback()
             self.catalog_asks.rollback()
             raise CatalogFailure(exc, frozenset(touched)) from exc
         finally:  # a no-op after a rollback
             self.catalog.release()
             self.unplaced.release()
+            self.new_items.release()
             self.catalog_asks.release()
+        # Only now may later placements take the removed items' rows: until the slice held, a
+        # rollback could give them back.
+        reuse_forgotten(self._content, forgotten)
+        return out
 
     def _apply_catalog(
-        self, records: Sequence[Inbound], txn: StateAccess, announce: bool, touched: set[int]
+        self,
+        records: Sequence[Inbound],
+        txn: StateAccess,
+        announce: bool,
+        touched: set[int],
+        forgotten: Forgotten,
     ) -> Outcome:
-        """:meth:`apply_catalog`, noting in ``touched`` each partition before it is announced to."""
+        """:meth:`apply_catalog`, noting in ``touched`` each partition before it is announced to and in
+        ``forgotten`` the removed items the model forgot (``stream.content_items.forget_placed``)."""
         self._start_batch()
         out = Outcome()
         late: list[tuple[int, CatalogChange]] = []
@@ -210,9 +238,11 @@ class CatalogAnnouncementMixin:
                 continue
             if update is None:  # a tombstone: the item is gone, never pushed again
                 assert rec.key is not None  # admission refuses a tombstone without a key
-                self.catalog.remove(rec.key.decode("utf-8"))
-                self.unplaced.forget(rec.key.decode("utf-8"))
-                self.new_items.forget(rec.key.decode("utf-8"))
+                removed = rec.key.decode("utf-8")
+                self.catalog.remove(removed)
+                self.unplaced.forget(removed)
+                self.new_items.forget(removed)
+                forgotten += forget_placed(self._content, removed)
                 out.catalog_removals += 1
                 continue
             if (
@@ -241,8 +271,9 @@ class CatalogAnnouncementMixin:
         # Before any announcement: a new item must have its place in the model when it is decided on.
         self.unplaced.offer(self._content, applied)
         self._place_waiting(out)
-        # An item the model placed from content, removed (unfiled) and catalogued again: filed again, as
-        # at its first placement (the model still knows it, so it does not wait to be placed).
+        # An item the model placed from content, removed (unfiled) and catalogued again, with a model
+        # that does not forget (stream.content_items.ForgetsItems): filed again, as at its first
+        # placement (the model still knows it, so it does not wait to be placed).
         for update in returned:
             if placed_from_content(self._content, update.item_id):
                 self.new_items.add(update)

@@ -116,3 +116,19 @@ def plain_artifact(tiny_data: dict[str, Path]) -> Path:
 def memory_artifact(tiny_data: dict[str, Path]) -> Path:
     """A small artifact with session memory (repeat and neighbour terms)."""
     return _trained(tiny_data, "memory", MEMORY)
+
+
+@pytest.fixture(scope="session")
+def content_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Data for a tiny content-mapped model (``tests.model.content_support``)."""
+    from tests.model.content_support import build_content_data
+
+    return build_content_data(tmp_path_factory.mktemp("content"))
+
+
+@pytest.fixture(scope="session")
+def content_artifact(content_data: dict[str, Path]) -> Path:
+    """A tiny model trained with a content mapping (tied, last-item skip and session memory)."""
+    from tests.model.content_support import CONTENT_CFG, _train
+
+    return _train(content_data, "with-content", CONTENT_CFG)

@@ -2,10 +2,10 @@
 
 ``Engine.apply_catalog`` folds a slice into the catalog view, offers its new items for placement and
 announces the late changes partition by partition. When it raises half-way (a bug), everything it
-changed engine-wide (the view, the items waiting for placement, the arrival pools) is rolled back, and
-the exception names the partitions whose in-memory state it may have changed: the worker re-reads
-those from the store (``stream.worker_tick``) and retries the records one at a time. Without the
-rollback, the retry read every record of the slice "again" (no change, no announcement).
+changed engine-wide (the view, the items waiting for placement, the new items, the arrival pools) is
+rolled back, and the exception names the partitions whose in-memory state it may have changed: the
+worker re-reads those from the store (``stream.worker_tick``) and retries the records one at a time.
+Without the rollback, the retry read every record of the slice "again" (no change, no announcement).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from stream.catalog_view import CatalogView
 from stream.content_items import Unplaced
 from stream.contract import CatalogUpdate, to_json_bytes
 from stream.engine import CatalogFailure, Engine, Inbound, Outcome
+from stream.new_items import NewItems
 from stream.partitioning import partition_for
 from tests.stream.fakes import PARTITIONS, T0, DictState, PartitionView, catalog_entry, ev, make_settings
 from tests.stream.test_new_arrival import ContentFakeScorer
@@ -274,3 +275,29 @@ def test_the_items_waiting_for_placement_roll_back_in_their_order_less_those_pla
     unplaced.offer(scorer, [new("e", T0)])
     unplaced.rollback(scorer)
     assert unplaced.waiting() == [c]  # a model cannot forget an item: a and b stay placed
+
+
+def test_the_new_items_roll_back_to_their_filing_at_the_checkpoint() -> None:
+    catalog = CatalogView()
+    items = NewItems()
+    a, b = new("a", T0), new("b", T0 + 1)
+    for update in (a, b):
+        catalog.put(update, base=True)
+        items.add(update)
+    assert items.in_categories(["Outdoor", "Boots"], catalog, T0 + 2, 10) == ["b", "a"]
+    items.checkpoint()
+    items.forget("a")  # a tombstone
+    moved = b.model_copy(update={"category": "Boots", "updated_at": T0 + 5})
+    catalog.put(moved)
+    items.refile(moved)  # moved to another category
+    items.add(new("c", T0 + 3))  # placed during the slice
+    assert items.in_categories(["Boots"], catalog, T0 + 10, 10) == ["b"]
+    items.rollback()
+    assert len(items) == 2 and items.in_categories(["Outdoor", "Boots"], catalog, T0 + 2, 10) == ["b", "a"]
+    assert items.in_categories(["Boots"], catalog, T0 + 10, 10) == []  # b filed under Outdoor only
+    items.checkpoint()
+    items.forget("b")
+    items.release()  # the slice held
+    assert len(items) == 1
+    with pytest.raises(RuntimeError, match="without a checkpoint"):
+        items.rollback()
