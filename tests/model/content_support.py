@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from model.content import ItemContent
+from model.scorer import IncrementalScorer
+from stream.engine import Engine
 from tests.model.conftest import TINY, write_session_tsv
+from tests.stream.fakes import PARTITIONS, DictState, catalog_entry, catalog_record, make_settings
 
 CATEGORIES = ["hiking boots", "coffee beans", "phone case", "garden hose", "yoga mat", "desk lamp"]
 PER_CATEGORY = 10
@@ -88,3 +91,14 @@ def cold(name: str, j: int = 99, image: list[float] | None = None) -> ItemConten
     cat = CATEGORIES.index(name)
     vec = np.array(image if image is not None else _image(cat, j), dtype=np.float32)
     return ItemContent(f"{name} model {j}", name, vec)
+
+
+def content_shop(artifact: Path) -> tuple[Engine, IncrementalScorer, DictState]:
+    """An engine serving the content model at ``artifact``, its trained items catalogued (bootstrap)."""
+    scorer = IncrementalScorer.load(artifact)
+    engine = Engine(make_settings(), scorer, clock=lambda: 0.0)
+    engine.owned = set(range(PARTITIONS))
+    known = [str(1000 + _item(c, j)) for c in range(len(CATEGORIES)) for j in range(PER_CATEGORY)]
+    store = DictState()
+    engine.apply_catalog([catalog_record(catalog_entry(i)) for i in known], store, announce=False)
+    return engine, scorer, store

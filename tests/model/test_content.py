@@ -20,7 +20,6 @@ from model.item_neighbours import nearest_known, nearest_known_many
 from model.scorer import IncrementalScorer
 from model.text_embedding import TextEncoderError
 from stream.contract import CatalogUpdate
-from stream.engine import Engine
 from tests.model.conftest import flip_byte
 from tests.model.content_support import (
     CATEGORIES,
@@ -32,8 +31,9 @@ from tests.model.content_support import (
     _item,
     _train,
     cold,
+    content_shop,
 )
-from tests.stream.fakes import PARTITIONS, T0, DictState, catalog_entry, catalog_record, ev, make_settings
+from tests.stream.fakes import T0, catalog_record, ev
 
 
 def test_mapping_round_trip_in_the_artifact(content_artifact: Path) -> None:
@@ -155,12 +155,7 @@ def test_an_extreme_image_vector_breaks_no_decision(content_artifact: Path) -> N
     scores overflow to infinity for a shopper who viewed it. Deciding must leave it out: a push with an
     infinite score breaks the contract, and the batch failing on it cost the shopper's valid events
     (the worker dead-letters them as ``processing_error``), every batch the item is a candidate in."""
-    scorer = IncrementalScorer.load(content_artifact)
-    engine = Engine(make_settings(), scorer, clock=lambda: 0.0)
-    engine.owned = set(range(PARTITIONS))
-    known = [str(1000 + _item(c, j)) for c in range(len(CATEGORIES)) for j in range(PER_CATEGORY)]
-    store = DictState()
-    engine.apply_catalog([catalog_record(catalog_entry(i)) for i in known], store, announce=False)
+    engine, scorer, store = content_shop(content_artifact)
     extreme = CatalogUpdate(
         item_id="extreme",
         title="hiking boots model 99",
@@ -174,8 +169,8 @@ def test_an_extreme_image_vector_breaks_no_decision(content_artifact: Path) -> N
     out = engine.process(
         [
             ev("e1", "u1", "view", "extreme", T0),
-            ev("e2", "u1", "view", known[0], T0 + 5),
-            ev("e3", "u1", "add_to_cart", known[1], T0 + 10),
+            ev("e2", "u1", "view", "1000", T0 + 5),  # trained items (content_shop)
+            ev("e3", "u1", "add_to_cart", "1001", T0 + 10),
         ],
         store,
     )

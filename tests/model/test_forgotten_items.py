@@ -16,10 +16,10 @@ from model.scorer import IncrementalScorer
 from stream.content_items import forget_placed, restore_forgotten, reuse_forgotten
 from stream.contract import CatalogUpdate
 from stream.engagement import Engagement
-from stream.engine import Engine, Inbound
+from stream.engine import Inbound
 from stream.engine.catalog_flow import CatalogFailure
-from tests.model.content_support import CATEGORIES, PER_CATEGORY, _item, cold
-from tests.stream.fakes import PARTITIONS, T0, DictState, catalog_entry, catalog_record, make_settings
+from tests.model.content_support import cold, content_shop
+from tests.stream.fakes import T0, catalog_record
 
 
 def _scores(scorer: IncrementalScorer, item: str) -> tuple[np.ndarray, np.ndarray]:
@@ -95,18 +95,8 @@ def _tombstone(item: str) -> Inbound:
     return Inbound("catalog", 0, 0, item.encode(), None)
 
 
-def _shop(content_artifact: Path) -> tuple[Engine, IncrementalScorer, DictState]:
-    scorer = IncrementalScorer.load(content_artifact)
-    engine = Engine(make_settings(), scorer, clock=lambda: 0.0)
-    engine.owned = set(range(PARTITIONS))
-    known = [str(1000 + _item(c, j)) for c in range(len(CATEGORIES)) for j in range(PER_CATEGORY)]
-    store = DictState()
-    engine.apply_catalog([catalog_record(catalog_entry(i)) for i in known], store, announce=False)
-    return engine, scorer, store
-
-
 def test_a_producer_creating_and_deleting_items_does_not_grow_the_model(content_artifact: Path) -> None:
-    engine, scorer, store = _shop(content_artifact)
+    engine, scorer, store = content_shop(content_artifact)
     n = scorer.n_artifact_items
     for round_ in range(30):
         batch = [f"churn-{round_}-{k}" for k in range(8)]
@@ -118,7 +108,7 @@ def test_a_producer_creating_and_deleting_items_does_not_grow_the_model(content_
     # Catalogued again after its removal: placed again, from its content as it is now.
     engine.apply_catalog([_update("churn-0-0", T0 + 100, "desk lamp")], store)
     assert scorer.item_indices(["churn-0-0"])[0] >= n and len(engine.new_items) == 1
-    other, fresh, other_store = _shop(content_artifact)  # the same item, never removed, on a new row
+    other, fresh, other_store = content_shop(content_artifact)  # the same item, never removed, on a new row
     other.apply_catalog([_update("churn-0-0", T0 + 100, "desk lamp")], other_store)
     states = scorer.initial_state(1)
     got = scorer.score(states, scorer.item_indices(["churn-0-0"])[None, :])
@@ -129,7 +119,7 @@ def test_a_producer_creating_and_deleting_items_does_not_grow_the_model(content_
 def test_a_failed_catalog_slice_gives_the_removed_item_back_to_the_model(
     content_artifact: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine, scorer, store = _shop(content_artifact)
+    engine, scorer, store = content_shop(content_artifact)
     engine.apply_catalog([_update("kept", T0)], store)
     row = int(scorer.item_indices(["kept"])[0])
     assert row >= scorer.n_artifact_items and len(engine.new_items) == 1
