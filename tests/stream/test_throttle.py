@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from stream.engine import Engine, Inbound, Outcome
 from stream.partitioning import partition_for
 from stream.throttle import THROTTLE_ROW, PushThrottle
@@ -100,3 +102,52 @@ def test_an_erased_users_waiting_push_is_dropped_not_sent_later() -> None:
     assert stored is not None and doomed.encode() not in stored  # the stored queue forgot it too
     out = engine.process(ticks, store)
     assert len(out.pushes) == waiting - 1 and all(p.user_id != doomed for _, p in out.pushes)
+
+
+@pytest.mark.xfail(strict=True, reason="an opt-out does not drop the user's pushes waiting for budget")
+def test_an_opted_out_users_waiting_push_is_dropped_not_sent_later() -> None:
+    """Found by the hostile-stream fuzz (tests/stream/test_hostile_streams.py): a push waiting for
+    budget went out minutes after its user opted out, as if the opt-out had come after it."""
+    engine: Engine = make_engine(make_settings(max_pushes_per_minute=24.0))
+    store = DictState()
+    records = _burst(15)
+    burst, ticks = records[:30], records[30:]
+    engine.process(burst, store)
+    throttle = engine.part(0).throttle
+    doomed = throttle.queue[2].user_id
+    waiting = len(throttle.queue)
+    opt_out = b'{"user_id": "%s", "opted_in": false, "ts": %f}' % (doomed.encode(), T0 + 30)
+    out = engine.process([Inbound("consent", 0, 99, doomed.encode(), opt_out)], store)
+    assert out.consent_updates == 1
+    assert len(throttle.queue) == waiting - 1 and all(p.user_id != doomed for p in throttle.queue)
+    assert out.suppressions[("in_session", "no_consent")] == 1  # counted where it is dropped
+    out = engine.process(ticks, store)
+    assert len(out.pushes) == waiting - 1 and all(p.user_id != doomed for _, p in out.pushes)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the throttle releases a waiting push without the user's quiet hours: the queue is the "
+    "partition's and knows no zone (see the fuzz report)",
+)
+def test_a_push_waiting_for_budget_is_not_released_in_the_users_quiet_hours() -> None:
+    """Found by the hostile-stream fuzz: decided at 21:59:40 (UTC, no zone known), over budget, the
+    push went out at a later minute of the partition's clock with budget, 22:01:40, inside quiet hours."""
+    evening = 1_717_279_180.0  # 2024-06-01 21:59:40 UTC
+    settings = make_settings(max_pushes_per_minute=4.0, quiet_hours_start="22:00", quiet_hours_end="08:00")
+    engine: Engine = make_engine(settings)  # one push a minute per partition
+    users = [u for u in (f"b{i}" for i in range(400)) if partition_for(u, PARTITIONS) == 0][:3]
+    first, second, clock = users
+    out = engine.process(
+        [
+            ev("a1", first, "view", "i1", evening),
+            ev("a2", first, "add_to_cart", "i1", evening + 1),
+            ev("b1", second, "view", "i2", evening + 2),
+            ev("b2", second, "add_to_cart", "i2", evening + 3),
+        ],
+        DictState(),
+    )
+    assert [p.user_id for _, p in out.pushes] == [first] and len(engine.part(0).throttle.queue) == 1
+    ticks = [ev(f"c{m}", clock, "search", None, evening + 60 * m, query="q") for m in (1, 2, 3)]
+    later = engine.process(ticks, DictState())  # the budget is back at 22:01:40
+    assert [p for _, p in later.pushes if p.user_id == second] == []
