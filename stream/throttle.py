@@ -83,12 +83,11 @@ class PushThrottle:
             out.append(self.queue.pop(0).model_copy(update={"created_at": now}))
         return out, expired
 
-    def drop_user(self, user_id: str) -> int:
-        """Forget the waiting pushes of an erased user (they never go out); how many there were."""
-        kept = [push for push in self.queue if push.user_id != user_id]
-        dropped = len(self.queue) - len(kept)
+    def drop_user(self, user_id: str) -> list[Push]:
+        """Forget the waiting pushes of an erased or opted-out user (they never go out); returns them."""
+        dropped = [push for push in self.queue if push.user_id == user_id]
         if dropped:
-            self.queue = kept
+            self.queue = [push for push in self.queue if push.user_id != user_id]
             self._dirty = True
         return dropped
 

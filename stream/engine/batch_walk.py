@@ -68,6 +68,9 @@ def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out
                     user.dirty = True
                     if not consent.opted_in:
                         part.timers.cancel_user(consent.user_id)
+                        # Pushes waiting for the throttle's budget would go out after the opt-out.
+                        for push in part.throttle.drop_user(consent.user_id):
+                            out.suppressions[(push.trigger, "no_consent")] += 1
                 out.consent_updates += 1
                 continue
             t = perf_counter()

@@ -104,7 +104,6 @@ def test_an_erased_users_waiting_push_is_dropped_not_sent_later() -> None:
     assert len(out.pushes) == waiting - 1 and all(p.user_id != doomed for _, p in out.pushes)
 
 
-@pytest.mark.xfail(strict=True, reason="an opt-out does not drop the user's pushes waiting for budget")
 def test_an_opted_out_users_waiting_push_is_dropped_not_sent_later() -> None:
     """Found by the hostile-stream fuzz (tests/stream/test_hostile_streams.py): a push waiting for
     budget went out minutes after its user opted out, as if the opt-out had come after it."""
