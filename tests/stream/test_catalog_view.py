@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from stream.catalog_view import CATALOG_RETENTION_SECONDS, CatalogView
+from stream.contract import CatalogUpdate
 from stream.engine import Engine, Inbound
 from stream.partitioning import partition_for
 from tests.stream.fakes import (
@@ -21,6 +22,9 @@ from tests.stream.fakes import (
     make_engine,
     make_settings,
 )
+from tests.stream.test_extreme_input import DAY, _jackets
+from tests.stream.test_session_end import clock, neighbour
+from tests.stream.test_session_end import engine as session_engine
 
 
 def test_a_lookup_reads_the_version_in_force_at_its_time() -> None:
@@ -274,3 +278,27 @@ def test_a_release_keeps_what_changed_since_the_checkpoint() -> None:
     assert "i1" in view
     with pytest.raises(RuntimeError):
         view.rollback()
+
+
+@pytest.mark.xfail(strict=True, reason="CatalogView.in_category lists the newest version's category only")
+def test_a_move_to_another_category_read_ahead_of_its_time_changes_no_discovery_before_it() -> None:
+    """Found by the hostile-stream fuzz: the discovery pool listed the items whose newest version was
+    in a category, so a move read early by the catalog reader took the item out of the pools of
+    decisions before the move's time (and a move into the category put it in): the pushes depended
+    on when the reader read it, which the catalog's versions by time are there to rule out."""
+    runs = []
+    for early in (False, True):
+        e, store = session_engine(reminder_seconds=DAY), DictState()
+        e.apply_catalog(_jackets(2), DictState(), announce=False)
+        j2 = CatalogUpdate.model_validate_json(_jackets(2)[1].value or b"")
+        coat = catalog_record(j2.model_copy(update={"category": "Coats", "updated_at": T0 + 2 * DAY}))
+        if early:
+            e.apply_catalog([coat], store)
+        crowd = [ev(f"c{k}", neighbour("u1", k % 3), "view", "j2", T0 + k) for k in range(40)]
+        out = e.process([*crowd, ev("d1", "u1", "view", "j1", T0 + 10)], store)
+        out.extend(e.process([clock("u1", T0 + 10 + DAY, 4)], store))
+        if not early:
+            out.extend(e.apply_catalog([coat], store))
+        runs.append([(p.trigger, p.item_id) for _, p in out.pushes if p.user_id == "u1"])
+    assert runs[0] == [("discovery", "j2")]
+    assert runs[1] == runs[0]
