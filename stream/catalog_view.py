@@ -93,8 +93,10 @@ class CatalogView:
         # Items with a promotion in some kept version, deepest discount first (checked at lookup).
         self._promoted: dict[str, float] = {}
         self._promoted_order: list[str] | None = None
-        # Category (of the newest version) -> its items: the content side of who hears of a new arrival.
-        self._category_of: dict[str, str] = {}
+        # Item -> the categories of its kept versions, and category -> the items with a kept version in it
+        # (discovery pools, the peers of a new arrival): a decision at a time before a move must still
+        # find the item where it was then, however early the reader read the move.
+        self._categories_of: dict[str, frozenset[str]] = {}
         self._by_category: dict[str, set[str]] = {}
         # Bumped by every change to what :meth:`at` or :meth:`in_category` can answer: readers that
         # cache what they derive from versions compare it (or, per category, :meth:`generation_of`).
@@ -164,7 +166,11 @@ class CatalogView:
                 self._category_generation[category] = self.generation
 
     def in_category(self, category: str) -> list[str]:
-        """The items whose newest version is in ``category``, sorted by id."""
+        """The items with a kept version in ``category``, sorted by id: a superset of those in it at any
+        time a decision may ask about (readers check the version in force at their time, :meth:`at`).
+
+        Not the newest version's only: when the reader reads a move must not change what a decision
+        before the move's time finds (the pushes would depend on the reader's timing)."""
         return sorted(self._by_category.get(category, ()))
 
     def category_size(self, category: str) -> int:
@@ -172,21 +178,27 @@ class CatalogView:
         return len(self._by_category.get(category, ()))
 
     def _file_category(self, item_id: str) -> None:
-        """File the item under the category of its newest version."""
-        category = self._items[item_id].versions[-1].category
-        if self._category_of.get(item_id) != category:
-            self._unfile(item_id)
-            self._category_of[item_id] = category
+        """File the item under the categories of its kept versions (and under no other)."""
+        categories = frozenset(v.category for v in self._items[item_id].versions)
+        filed = self._categories_of.get(item_id, frozenset())
+        if filed == categories:
+            return
+        for category in filed - categories:
+            self._leave(item_id, category)
+        for category in categories - filed:
             self._by_category.setdefault(category, set()).add(item_id)
+        self._categories_of[item_id] = categories
 
     def _unfile(self, item_id: str) -> None:
-        """Take the item out of its category."""
-        category = self._category_of.pop(item_id, None)
-        if category is not None:
-            members = self._by_category[category]
-            members.discard(item_id)
-            if not members:
-                del self._by_category[category]
+        """Take the item out of its categories."""
+        for category in self._categories_of.pop(item_id, frozenset()):
+            self._leave(item_id, category)
+
+    def _leave(self, item_id: str, category: str) -> None:
+        members = self._by_category[category]
+        members.discard(item_id)
+        if not members:
+            del self._by_category[category]
 
     def put(self, update: CatalogUpdate, base: bool = False) -> tuple[bool, CatalogUpdate | None]:
         """Add a version. Returns (is it a change to announce, the version in force just before it).
@@ -199,7 +211,7 @@ class CatalogView:
         entry = self._items.get(update.item_id)
         # A version read again changes nothing, but is rare: not worth the test. The item's category now
         # (it may leave it) and the version's (it may join it, or hold it at other times) change.
-        self._touch(self._category_of.get(update.item_id), update.category)
+        self._touch(*self._categories_of.get(update.item_id, ()), update.category)
         if entry is None:
             self._items[update.item_id] = _Item([update], base)
             self._track_promotion(update)
@@ -232,7 +244,7 @@ class CatalogView:
             self._save(item_id)
             if self._undo.log is None and item_id not in self._undo.removed:
                 self._undo.removed[item_id] = self._removed.get(item_id)
-        self._touch(self._category_of.get(item_id))
+        self._touch(*self._categories_of.get(item_id, ()))
         if self._promoted.pop(item_id, None) is not None:
             self._promoted_order = None
         self._multi.discard(item_id)
@@ -406,7 +418,8 @@ class CatalogView:
                 k = bisect.bisect_right(versions, t, key=_updated_at) - 1
                 del versions[:k]
                 entry.base = True
-                self._touch(self._category_of.get(item_id))
+                self._touch(*self._categories_of.get(item_id, ()))
+                self._file_category(item_id)  # the categories of forgotten versions only
             if len(versions) == 1:
                 self._multi.discard(item_id)
         # Promotions over by then, in every kept version, leave the board.

@@ -250,8 +250,8 @@ def _category_terms(
     for item in catalog.in_category(category):
         version, since, until = catalog.at_span(item, now)
         lo, hi = max(lo, since), min(hi, until)
-        if version is None or version.stock <= 0:
-            continue
+        if version is None or version.stock <= 0 or version.category != category:
+            continue  # (in_category also lists items in the category at other times only)
         promo = version.promotion
         if promo is not None:  # whether it runs (the discount, the effective price) changes at its ends
             if now < promo.starts_at:

@@ -328,7 +328,7 @@ class CatalogAsks:
     def category_peers(self, category: str, t: float) -> list[str]:
         """The items of ``category`` a new arrival of it at ``t`` is compared with (sorted by id): those
         the model was trained on (only those can be similar items: ``ContentScorer.similar_items``)
-        whose newest version is in the category and whose version in force at ``t`` is in it too.
+        whose version in force at ``t`` is in the category (``CatalogView.in_category`` lists them all).
 
         Read from the catalog once per category and generation of its items
         (``CatalogView.generation_of``: changes to other categories keep it), then once per span of

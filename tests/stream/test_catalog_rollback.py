@@ -106,7 +106,7 @@ def view_snapshot(view: CatalogView) -> Any:
         list(view.changes_between(-np.inf, np.inf)),
         view.pending_changes(),
         dict(view._promoted),
-        dict(view._category_of),
+        dict(view._categories_of),
         {c: sorted(m) for c, m in view._by_category.items()},
     )
 
