@@ -120,7 +120,7 @@ def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out
             engine._resolve(work, out)
             work = Work(users)
         candidates = stage["candidates"]
-        engine.users.expire_if_inactive(user, event.ts)
+        engine.users.expire_if_inactive(user, part.watermark)  # the sweep's clock (UserRecords.expired)
         engine.intake.bookkeep(user, event, work, out)
         stage["bookkeeping"] += perf_counter() - t1 - (stage["candidates"] - candidates)
     engine._resolve(work, out)

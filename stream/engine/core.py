@@ -179,7 +179,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         """Whether this event changes what the user's queued policy work reads from the live state
         (pass 2 runs after the whole of pass 1): an expiry replaces the state, a new time zone moves
         quiet hours and send time. Both are rare, so the work before it is finished first."""
-        if self.users.expired(user.state, event.ts):
+        if self.users.expired(user.state, self.part(user.partition).watermark):
             return True
         zone = event.context.time_zone if event.context is not None else None
         return bool(zone) and zone != user.state.policy.time_zone

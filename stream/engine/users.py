@@ -150,8 +150,14 @@ class UserRecords:
     # -- expiry and erasure -----------------------------------------------------------------------
 
     def expired(self, state: UserState, now: float) -> bool:
-        """A user inactive for longer than ``worker.user_ttl_seconds`` is treated as gone."""
-        return state.n_events > 0 and now - state.last_event_ts > self.settings.worker.user_ttl_seconds
+        """A user inactive for longer than ``worker.user_ttl_seconds`` is treated as gone: ``now`` (the
+        partition's clock) is that far past the record's expiry clock (its last event, or a
+        consent-only opt-in's time; an opt-out is kept: ``UserState.expiry_clock``).
+
+        The sweep's rule, at the partition's clock, not at a late event's own time: else whether the
+        sweep had run (tick timing) decided whether a late event found its user's record."""
+        clock = state.expiry_clock()
+        return clock is not None and now - clock > self.settings.worker.user_ttl_seconds
 
     def expire_if_inactive(self, user: BatchUser, now: float) -> None:
         """Start over a user who comes back after the TTL (the same as if the sweep had removed them)."""

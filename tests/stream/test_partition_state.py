@@ -588,7 +588,6 @@ def test_a_returning_user_after_the_ttl_starts_over_as_if_swept() -> None:
     assert swept_store.get(p, b"user1") == lazy_store.get(p, b"user1")
 
 
-@pytest.mark.xfail(strict=True, reason="lazy expiry reads the event's time, the sweep the partition's clock")
 def test_a_late_event_finds_its_user_as_if_swept_whether_or_not_the_sweep_ran() -> None:
     """Found by the hostile-stream fuzz (a tick after each batch changed the pushes): the user's event
     comes late, within the TTL of their last event but behind a partition clock past it. The sweep
@@ -608,9 +607,6 @@ def test_a_late_event_finds_its_user_as_if_swept_whether_or_not_the_sweep_ran() 
     assert records[0] == records[1]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="lazy expiry forgets only users with events, the sweep consent-only opt-ins"
-)
 def test_a_consent_only_opt_in_is_forgotten_whether_or_not_the_sweep_ran() -> None:
     """Found with the test above: the sweep forgets an opt-in with no events after the TTL (consent
     falls back to consent_default); without the sweep, the user's first event kept the opt-in."""
