@@ -305,3 +305,30 @@ def test_a_move_to_another_category_read_ahead_of_its_time_changes_no_discovery_
         runs.append([(p.trigger, p.item_id) for _, p in out.pushes if p.user_id == "u1"])
     assert runs[0] == [("discovery", "j2")]
     assert runs[1] == runs[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the tick's forget_until drops versions a late event's decision reads (event clock); "
+    "see the hostile-stream fuzz report: reads need a floor the stream decides",
+)
+def test_a_late_events_decision_reads_the_same_version_whether_or_not_the_tick_forgot_older_ones() -> None:
+    """Found by the hostile-stream fuzz (a tick after every batch changed a push's price). With the
+    event clock an event decides at its own time; one that comes more than the catalog's retention
+    behind every partition's clock reads a version the tick may have forgotten (forget_until keeps
+    the version in force at its horizon as the base), so its push depended on the tick's timing."""
+    clocks = [
+        next(u for u in (f"c{k}" for k in range(100)) if partition_for(u, PARTITIONS) == p) for p in range(4)
+    ]
+    runs = []
+    for tick in (False, True):
+        engine, store = make_engine(), DictState()
+        engine.apply_catalog([catalog_record(catalog_entry("i1", price=50.0, updated_at=T0 + 10))], store)
+        engine.process([ev(f"n-{c}", c, "search", None, T0 + 3 * DAY, query="q") for c in clocks], store)
+        if tick:
+            engine.tick(store)
+        late = [ev("a1", "user1", "view", "i1", T0), ev("a2", "user1", "add_to_cart", "i1", T0 + 1)]
+        out = engine.process(late, store)
+        runs.append([(p.trigger, p.item_id, p.price) for _, p in out.pushes])
+    assert runs[0] == [("in_session", "i1", 100.0)]  # the price in force at T0 + 1
+    assert runs[1] == runs[0]
