@@ -10,7 +10,16 @@ from stream.engine import Engine, Inbound, Outcome
 from stream.partitioning import partition_for
 from stream.throttle import THROTTLE_ROW, PushThrottle
 from tests.policy.conftest import candidate, config
-from tests.stream.fakes import PARTITIONS, T0, DictState, ev, make_engine, make_settings
+from tests.stream.fakes import (
+    PARTITIONS,
+    T0,
+    DictState,
+    catalog_entry,
+    catalog_record,
+    ev,
+    make_engine,
+    make_settings,
+)
 
 
 def _push(n: int, ts: float, ttl: float = 3600.0) -> Any:
@@ -150,3 +159,31 @@ def test_a_push_waiting_for_budget_is_not_released_in_the_users_quiet_hours() ->
     ticks = [ev(f"c{m}", clock, "search", None, evening + 60 * m, query="q") for m in (1, 2, 3)]
     later = engine.process(ticks, DictState())  # the budget is back at 22:01:40
     assert [p for _, p in later.pushes if p.user_id == second] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the throttle's queue is one stored row, bounded in pushes (throttle_max_queued), not bytes",
+)
+def test_the_throttles_stored_row_fits_a_brokers_message_whatever_the_pushes() -> None:
+    """Found by the hostile-stream fuzz (a 57 KB row in a short stream): the queue of pushes waiting
+    for budget is stored, and sent to the changelog, as one row. Contract-valid catalog text (titles
+    of 512 NULs, each escaped to six bytes) and 128-character ids make a push of about 4.6 KB; 260 of
+    them over budget (the default bound is 1,000) make a row over Kafka's default message size, which
+    the changelog producer refuses (MSG_SIZE_TOO_LARGE): the batch cannot be committed."""
+    titles = {"title": "\x00" * 512, "category": "\x1b" * 128, "price": 1e9}
+    engine = make_engine(make_settings(max_pushes_per_minute=4.0), items=())
+    engine.apply_catalog(
+        [catalog_record(catalog_entry(i).model_copy(update=titles)) for i in ("i1",)], DictState(), False
+    )
+    users = [u for u in (f"{k:0>128}" for k in range(2000)) if partition_for(u, PARTITIONS) == 0][:260]
+    records = []
+    for k, user in enumerate(users):  # one in-session push each, all within a minute
+        records += [
+            ev(f"a{k}", user, "view", "i1", T0 + k * 0.01),
+            ev(f"b{k}", user, "add_to_cart", "i1", T0 + k * 0.01 + 0.001),
+        ]
+    store = DictState()
+    engine.process(records, store)
+    assert len(engine.part(0).throttle.queue) == len(users) - 1
+    assert len(store.get(0, THROTTLE_ROW) or b"") < 1_000_000
