@@ -20,6 +20,16 @@ from stream.contract import Push
 from stream.encoding import compact_json
 
 THROTTLE_ROW = b"\x00h"
+# The queue is stored, and sent to the changelog, as one row, which must fit a broker's message
+# whatever the pushes: a contract-valid push reaches about 5 KB (catalog text escaped six bytes a
+# character, 128-character ids), so 1,000 of them made a 4.6 MB row, which the changelog producer
+# refuses (MSG_SIZE_TOO_LARGE: the batch cannot commit). Kafka's default limit is 1,000,000 bytes.
+MAX_QUEUE_BYTES = 512 * 1024
+
+
+def _encoded_size(push: Push) -> int:
+    """The bytes a push takes in the stored row."""
+    return len(compact_json(push.model_dump(mode="json", exclude_none=True)))
 
 
 class PushThrottle:
@@ -32,6 +42,7 @@ class PushThrottle:
         self.tokens = self.capacity
         self.at: float | None = None
         self.queue: list[Push] = []
+        self._bytes = 0  # the queue's pushes as stored (MAX_QUEUE_BYTES)
         self._dirty = False
 
     @property
@@ -57,10 +68,13 @@ class PushThrottle:
         return False
 
     def enqueue(self, push: Push) -> bool:
-        """Queue a push over budget; False (dropped) when the queue is full."""
-        if len(self.queue) >= self.max_queued:
+        """Queue a push over budget; False (dropped) when the queue is full: ``max_queued`` pushes, or
+        :data:`MAX_QUEUE_BYTES` of them as stored."""
+        size = _encoded_size(push)
+        if len(self.queue) >= self.max_queued or self._bytes + size > MAX_QUEUE_BYTES:
             return False
         self.queue.append(push)
+        self._bytes += size
         self._dirty = True
         return True
 
@@ -76,11 +90,13 @@ class PushThrottle:
             push = self.queue[0]
             if push.expires_at <= now + min_lifetime:
                 expired.append(self.queue.pop(0))
+                self._bytes -= _encoded_size(push)
                 continue
             if self.tokens < 1.0:
                 break
             self.tokens -= 1.0
             out.append(self.queue.pop(0).model_copy(update={"created_at": now}))
+            self._bytes -= _encoded_size(push)
         return out, expired
 
     def drop_user(self, user_id: str) -> list[Push]:
@@ -88,6 +104,7 @@ class PushThrottle:
         dropped = [push for push in self.queue if push.user_id == user_id]
         if dropped:
             self.queue = [push for push in self.queue if push.user_id != user_id]
+            self._bytes -= sum(_encoded_size(push) for push in dropped)
             self._dirty = True
         return dropped
 
@@ -113,4 +130,5 @@ class PushThrottle:
                 self.tokens = float(row["t"])
                 self.at = None if row["at"] is None else float(row["at"])
                 self.queue = [Push.model_validate(p, strict=False) for p in row["q"]]
+                self._bytes = sum(_encoded_size(push) for push in self.queue)
         self._dirty = False

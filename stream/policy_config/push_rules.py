@@ -90,7 +90,10 @@ class PushRulesConfig(BaseModel):
         "partition: that worker); split evenly over the partitions; excess pushes wait; 0 disables it.",
     )
     throttle_max_queued: int = Field(
-        1000, ge=0, description="Pushes waiting for throttle budget per partition (beyond: dropped, counted)."
+        1000,
+        ge=0,
+        description="Pushes waiting for throttle budget per partition (beyond, or beyond 512 KiB of them as "
+        "stored: dropped, counted).",
     )
     collapse_key_template: str = Field(
         "kairos-{user_id}",
