@@ -5,7 +5,10 @@ event time, as a token bucket (refilled continuously, holding at most a minute's
 that owns every partition sends at most the setting, and a fleet of workers sends at most the
 setting in total, whoever owns which partition. A push over budget is not dropped but queued (FIFO,
 bounded) and goes out at a later minute of the partition's clock when tokens are back, unless it
-would expire first (then it is dropped and counted). The user's state already counts it as sent
+would expire first (then it is dropped and counted), and never in its user's quiet hours: each waits
+with its user's time zone, and one whose user is in quiet hours when budget is back waits on (or, with
+``quiet_hours_action`` "drop", is dropped and counted), while those behind it go. The user's state
+already counts it as sent
 (caps, gap, repeats), so throttling never changes a later decision, and because the engine admits
 pushes in stream order and releases only when the partition's clock enters a new minute, a replay
 throttles and releases exactly the same pushes.
@@ -14,7 +17,8 @@ throttles and releases exactly the same pushes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from stream.contract import Push
 from stream.encoding import compact_json
@@ -32,6 +36,19 @@ def _encoded_size(push: Push) -> int:
     return len(compact_json(push.model_dump(mode="json", exclude_none=True)))
 
 
+# Whether a push may not go out at a time: its user's quiet hours (the zone as stored with the user,
+# None when unknown: the configured default).
+QuietAt = Callable[[str | None, float], bool]
+
+
+class Released(NamedTuple):
+    """What one release took out of the queue."""
+
+    pushes: list[Push]  # going out now, oldest first
+    expired: list[Push]  # would expire before reaching the user
+    quiet: list[Push]  # in their user's quiet hours, dropped (``quiet_hours_action`` "drop")
+
+
 class PushThrottle:
     """One partition's token bucket and queue of pushes waiting for budget."""
 
@@ -42,6 +59,10 @@ class PushThrottle:
         self.tokens = self.capacity
         self.at: float | None = None
         self.queue: list[Push] = []
+        self.zones: list[str | None] = []  # each waiting push's user's time zone (None: unknown)
+        # The queue's first pushes that the last release left for their users' quiet hours: they do
+        # not hold up new pushes (admit), which would otherwise all wait for the next minute all night.
+        self.quiet_held = 0
         self._bytes = 0  # the queue's pushes as stored (MAX_QUEUE_BYTES)
         self._dirty = False
 
@@ -62,48 +83,70 @@ class PushThrottle:
             return True
         self._refill(now)
         self._dirty = True
-        if self.tokens >= 1.0 and not self.queue:  # waiting pushes go first
+        if self.tokens >= 1.0 and len(self.queue) == self.quiet_held:  # waiting pushes go first
             self.tokens -= 1.0
             return True
         return False
 
-    def enqueue(self, push: Push) -> bool:
-        """Queue a push over budget; False (dropped) when the queue is full: ``max_queued`` pushes, or
-        :data:`MAX_QUEUE_BYTES` of them as stored."""
+    def enqueue(self, push: Push, zone: str | None = None) -> bool:
+        """Queue a push over budget, with its user's time zone; False (dropped) when the queue is full:
+        ``max_queued`` pushes, or :data:`MAX_QUEUE_BYTES` of them as stored."""
         size = _encoded_size(push)
         if len(self.queue) >= self.max_queued or self._bytes + size > MAX_QUEUE_BYTES:
             return False
         self.queue.append(push)
+        self.zones.append(zone)
         self._bytes += size
         self._dirty = True
         return True
 
-    def release(self, now: float, min_lifetime: float) -> tuple[list[Push], list[Push]]:
-        """Pushes that may go out at ``now`` (oldest first), and those that expired while waiting."""
+    def release(
+        self, now: float, min_lifetime: float, quiet: QuietAt | None = None, drop_quiet: bool = False
+    ) -> Released:
+        """Take out what may go out at ``now`` while the budget allows (oldest first), what expired
+        while waiting, and, with ``drop_quiet``, what reached the front in its user's quiet hours
+        (``quiet``); without it such a push waits on and those behind it go first."""
+        released = Released([], [], [])
         if not self.queue:
-            return [], []
+            return released
         self._refill(now)
         self._dirty = True
-        out: list[Push] = []
-        expired: list[Push] = []
-        while self.queue:
-            push = self.queue[0]
+        kept: list[tuple[Push, str | None]] = []
+        quiet_held = 0
+        waiting = list(zip(self.queue, self.zones, strict=True))
+        for i, (push, zone) in enumerate(waiting):
             if push.expires_at <= now + min_lifetime:
-                expired.append(self.queue.pop(0))
-                self._bytes -= _encoded_size(push)
-                continue
-            if self.tokens < 1.0:
+                released.expired.append(push)
+            elif self.tokens < 1.0:
+                kept += waiting[i:]
                 break
-            self.tokens -= 1.0
-            out.append(self.queue.pop(0).model_copy(update={"created_at": now}))
+            elif quiet is not None and quiet(zone, now):
+                if not drop_quiet:
+                    kept.append((push, zone))
+                    quiet_held += 1  # kept ahead of any left for budget: a prefix of the queue
+                    continue
+                released.quiet.append(push)
+            else:
+                self.tokens -= 1.0
+                released.pushes.append(push.model_copy(update={"created_at": now}))
             self._bytes -= _encoded_size(push)
-        return out, expired
+        self.queue = [push for push, _ in kept]
+        self.zones = [zone for _, zone in kept]
+        self.quiet_held = quiet_held
+        return released
 
     def drop_user(self, user_id: str) -> list[Push]:
         """Forget the waiting pushes of an erased or opted-out user (they never go out); returns them."""
         dropped = [push for push in self.queue if push.user_id == user_id]
         if dropped:
-            self.queue = [push for push in self.queue if push.user_id != user_id]
+            self.quiet_held -= sum(1 for push in self.queue[: self.quiet_held] if push.user_id == user_id)
+            kept = [
+                (push, zone)
+                for push, zone in zip(self.queue, self.zones, strict=True)
+                if push.user_id != user_id
+            ]
+            self.queue = [push for push, _ in kept]
+            self.zones = [zone for _, zone in kept]
             self._bytes -= sum(_encoded_size(push) for push in dropped)
             self._dirty = True
         return dropped
@@ -119,6 +162,8 @@ class PushThrottle:
             "t": self.tokens,
             "at": self.at,
             "q": [p.model_dump(mode="json", exclude_none=True) for p in self.queue],
+            "z": self.zones,
+            "h": self.quiet_held,
         }
         return {THROTTLE_ROW: compact_json(row)}
 
@@ -130,5 +175,9 @@ class PushThrottle:
                 self.tokens = float(row["t"])
                 self.at = None if row["at"] is None else float(row["at"])
                 self.queue = [Push.model_validate(p, strict=False) for p in row["q"]]
+                # A row from before zones were kept (or a damaged one): no zone known, the default's.
+                zones = [None if z is None else str(z) for z in row.get("z") or []]
+                self.zones = (zones + [None] * len(self.queue))[: len(self.queue)]
+                self.quiet_held = min(max(int(row.get("h") or 0), 0), len(self.queue))
                 self._bytes = sum(_encoded_size(push) for push in self.queue)
         self._dirty = False

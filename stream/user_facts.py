@@ -42,7 +42,12 @@ def _zone(name: str) -> ZoneInfo | None:
 
 def user_zone(state: UserPolicyState, config: PolicyConfig) -> ZoneInfo:
     """The user's time zone, or the configured default when unknown or invalid."""
-    zone = _zone(state.time_zone) if state.time_zone else None
+    return zone_named(state.time_zone, config)
+
+
+def zone_named(name: str | None, config: PolicyConfig) -> ZoneInfo:
+    """The time zone ``name`` (a user's, as stored), or the configured default when unknown or invalid."""
+    zone = _zone(name) if name else None
     if zone is None:
         zone = _zone(config.default_time_zone)
     assert zone is not None  # the config validates its default zone

@@ -2,7 +2,8 @@
 
 :class:`ThrottleMixin` gives :class:`stream.engine.core.Engine` the partition's share of the throttle
 (``stream.throttle``): pushes over the budget wait (or are dropped when the queue is full), and when a
-partition's clock enters a new minute, what waits goes out while the budget allows.
+partition's clock enters a new minute, what waits goes out while the budget allows, each outside its
+user's quiet hours.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stream.contract import Push
+from stream.decider import Decider
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
 from stream.policy_config import PolicyConfig
+from stream.user_facts import quiet_hours_end, zone_named
 
 
 class ThrottleMixin:
@@ -21,23 +24,38 @@ class ThrottleMixin:
     # What it uses of the engine (stream.engine.core.Engine): its attributes and methods.
     cfg: PolicyConfig
     part: Callable[[int], PartitionState]
+    decider: Decider
 
     def _throttle(self, out: Outcome, first: int) -> None:
-        """Admit the pushes from ``first`` on in stream order; those over budget wait (stream.throttle)."""
+        """Admit the pushes from ``first`` on in stream order; those over budget wait (stream.throttle),
+        each with its user's time zone (``Decider.push_zones``)."""
         kept: list[tuple[int, Push]] = []
+        zones = self.decider.push_zones
         for partition, push in out.pushes[first:]:
             throttle = self.part(partition).throttle
             if throttle.admit(push.created_at):
                 kept.append((partition, push))
-            elif throttle.enqueue(push):
+            elif throttle.enqueue(push, zones.get(push.push_id)):
                 out.suppressions[(push.trigger, "throttled")] += 1
             else:
                 out.suppressions[(push.trigger, "throttle_full")] += 1
         out.pushes[first:] = kept
+        zones.clear()
 
     def _release_throttled(self, part: PartitionState, out: Outcome) -> None:
-        """The partition's clock entered a new minute: waiting pushes go out while budget allows."""
-        released, expired = part.throttle.release(part.watermark, self.cfg.min_push_lifetime_seconds)
-        out.pushes += [(part.partition, push) for push in released]
-        for push in expired:
+        """The partition's clock entered a new minute: waiting pushes go out while budget allows, none
+        in its user's quiet hours (it waits on, or with ``quiet_hours_action`` "drop" is dropped)."""
+        cfg = self.cfg
+        start, end = cfg.quiet_minutes()
+
+        def quiet(zone: str | None, at: float) -> bool:
+            return start != end and quiet_hours_end(at, zone_named(zone, cfg), cfg) is not None
+
+        released = part.throttle.release(
+            part.watermark, cfg.min_push_lifetime_seconds, quiet, cfg.quiet_hours_action == "drop"
+        )
+        out.pushes += [(part.partition, push) for push in released.pushes]
+        for push in released.expired:
             out.suppressions[(push.trigger, "expired")] += 1
+        for push in released.quiet:
+            out.suppressions[(push.trigger, "quiet_hours")] += 1

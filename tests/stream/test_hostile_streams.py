@@ -96,13 +96,12 @@ def stepwise(variant: int, stream: Stream) -> tuple[list[str], Outcome, DictStat
             policy = UserState.from_bytes(raw).policy
             if not (cfg.consent_default if policy.opted_in is None else policy.opted_in):
                 problems.append(f"{where}: the user opted out")
-            # Quiet hours in the zone known after the record, or before it (a timer it fired); the
-            # throttle's releases ignore them (test_throttle.py, xfail).
+            # Quiet hours in the zone known after the record, or before it (a timer it fired).
             zones = [user_zone(policy, cfg)]
             if (was := before.get(push.user_id)) is not None:
                 zones.append(user_zone(UserState.from_bytes(was).policy, cfg))
             quiet = start != end and all(in_quiet_hours(push.created_at, z, start, end) for z in zones)
-            if quiet and not cfg.max_pushes_per_minute:
+            if quiet:
                 problems.append(f"{where}: in quiet hours at {push.created_at}")
         total.extend(out)
     total.extend(engine.tick(store))
