@@ -247,12 +247,18 @@ class Intake:
 
         Gathering and scoring a user's candidates is the costly part of an event, so it runs at most
         once per ``decision_interval_seconds`` of event time per user (always on add_to_cart), and
-        not for users no push may reach now. Both depend on event times only.
+        not for users no push may reach now. Both depend on event times only. Too late: more than
+        ``max_event_lag_seconds`` behind the wall clock, or with the event clock behind the partition's
+        clock (its latest event time, in stream order).
         """
         state = user.state
         worker = self.settings.worker
         now = self._decision_time(event.ts)
-        if now - event.ts > worker.max_event_lag_seconds:
+        # How late the event is: behind the wall clock, or with the event clock behind its partition's
+        # clock (the stream's present: there a decision would read catalog versions as of an hour the
+        # partition has left, which the tick may already have forgotten, CatalogView.forget_until).
+        present = self._part(user.partition).watermark if worker.clock == "event" else now
+        if present - event.ts > worker.max_event_lag_seconds:
             out.suppressions[("in_session", "stale_event")] += 1
             return None
         if (

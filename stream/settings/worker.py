@@ -184,8 +184,8 @@ class WorkerConfig(BaseModel):
     max_event_lag_seconds: float = Field(
         600.0,
         ge=0.0,
-        description="An event older than this when decided on gets no in-session push (too late); at least "
-        "0.",
+        description="An event older than this when decided on (behind the wall clock, or with the event "
+        "clock behind its partition's latest event) gets no in-session push (too late); at least 0.",
     )
     decision_interval_seconds: float = Field(
         60.0, description="In-session decisions per user at most this often (event time); add_to_cart always."

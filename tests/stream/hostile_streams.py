@@ -298,11 +298,19 @@ class Generator:
         self.add(bad)
 
 
-def run(engine: Engine, stream: Stream, store: DictState, batch: int, early_catalog: bool = True) -> Outcome:
+def run(
+    engine: Engine,
+    stream: Stream,
+    store: DictState,
+    batch: int,
+    early_catalog: bool = True,
+    tick_each: bool = False,
+) -> Outcome:
     """Drive ``engine`` over ``stream`` in batches of ``batch`` records, then one tick.
 
     A catalog slice is applied before the batch that holds its place (``early_catalog``) or where it
-    is, closing the batch there. Returns everything the engine produced.
+    is, closing the batch there. ``tick_each``: a tick after every batch too (the worker's ticks come
+    between batches whenever the wall clock says). Returns everything the engine produced.
     """
     out = Outcome()
     pending: list[Inbound] = []
@@ -311,6 +319,8 @@ def run(engine: Engine, stream: Stream, store: DictState, batch: int, early_cata
         if pending:
             out.extend(engine.process(list(pending), store))
             pending.clear()
+            if tick_each:
+                out.extend(engine.tick(store))
 
     steps = stream.steps
     k = 0

@@ -131,6 +131,9 @@ def check_seed(seed: int, n: int) -> int:
         other = DictState()
         assert pushed(run(new_engine(variant), stream, other, batch, early_catalog=False)) == reference, seed
         assert other.data == store.data, (seed, batch)
+    # Ticks between the batches (the catalog's retention, the expiry sweep) change nothing either.
+    ticked = pushed(run(new_engine(variant), stream, DictState(), 29, early_catalog=False, tick_each=True))
+    assert ticked == reference, f"seed {seed}: a tick after every batch"
     early = feedback_stream(seed, n, variant, tombstones=False)
     stores, outs = [], []
     for batch in (1, 29, len(early.steps)):
