@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from stream.engine import Engine, Inbound, Outcome
 from stream.partitioning import partition_for
 from stream.throttle import THROTTLE_ROW, PushThrottle
@@ -95,26 +97,10 @@ def test_the_engine_throttles_in_stream_order_whatever_the_batching() -> None:
         assert _run(batch) == (pushes, suppressions)
 
 
-def test_an_erased_users_waiting_push_is_dropped_not_sent_later() -> None:
-    engine: Engine = make_engine(make_settings(max_pushes_per_minute=24.0))
-    store = DictState()
-    records = _burst(15)
-    burst, ticks = records[:30], records[30:]
-    engine.process(burst, store)
-    throttle = engine.part(0).throttle
-    doomed = throttle.queue[2].user_id
-    waiting = len(throttle.queue)
-    engine.process([Inbound("consent", 0, 99, doomed.encode(), None)], store)
-    assert len(throttle.queue) == waiting - 1 and all(p.user_id != doomed for p in throttle.queue)
-    stored = store.get(0, THROTTLE_ROW)
-    assert stored is not None and doomed.encode() not in stored  # the stored queue forgot it too
-    out = engine.process(ticks, store)
-    assert len(out.pushes) == waiting - 1 and all(p.user_id != doomed for _, p in out.pushes)
-
-
-def test_an_opted_out_users_waiting_push_is_dropped_not_sent_later() -> None:
-    """Found by the hostile-stream fuzz (tests/stream/test_hostile_streams.py): a push waiting for
-    budget went out minutes after its user opted out, as if the opt-out had come after it."""
+@pytest.mark.parametrize("consent", ["erasure", "opt_out"])
+def test_a_waiting_push_of_a_user_who_erases_or_opts_out_is_dropped_not_sent_later(consent: str) -> None:
+    """The opt-out case was found by the hostile-stream fuzz (tests/stream/test_hostile_streams.py): a
+    push waiting for budget went out minutes after its user opted out, as if the opt-out came first."""
     engine: Engine = make_engine(make_settings(max_pushes_per_minute=24.0))
     store = DictState()
     records = _burst(15)
@@ -124,10 +110,15 @@ def test_an_opted_out_users_waiting_push_is_dropped_not_sent_later() -> None:
     doomed = throttle.queue[2].user_id
     waiting = len(throttle.queue)
     opt_out = b'{"user_id": "%s", "opted_in": false, "ts": %f}' % (doomed.encode(), T0 + 30)
-    out = engine.process([Inbound("consent", 0, 99, doomed.encode(), opt_out)], store)
-    assert out.consent_updates == 1
+    record = Inbound("consent", 0, 99, doomed.encode(), None if consent == "erasure" else opt_out)
+    out = engine.process([record], store)
     assert len(throttle.queue) == waiting - 1 and all(p.user_id != doomed for p in throttle.queue)
-    assert out.suppressions[("in_session", "no_consent")] == 1  # counted where it is dropped
+    if consent == "erasure":
+        stored = store.get(0, THROTTLE_ROW)
+        assert stored is not None and doomed.encode() not in stored  # the stored queue forgot it too
+    else:
+        assert out.consent_updates == 1
+        assert out.suppressions[("in_session", "no_consent")] == 1  # counted where it is dropped
     out = engine.process(ticks, store)
     assert len(out.pushes) == waiting - 1 and all(p.user_id != doomed for _, p in out.pushes)
 
