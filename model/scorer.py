@@ -186,19 +186,22 @@ class IncrementalScorer(ItemNeighboursMixin):
         # einsum, row by row (see step): an added row does not depend on the rows added with it.
         gi = (np.einsum("nd,kd->nk", in_emb, self._np_w_ih) + self._np_b_ih).astype(np.float32)
         reused = self._free_rows.take(len(ids))
-        at = np.array(reused, dtype=np.int64)
         k = len(reused)
-        self._np_gi_item[at] = gi[:k]
-        self._np_gi_item = np.concatenate([self._np_gi_item, gi[k:]])
-        if self._np_emb is not None:
-            self._np_emb[at] = in_emb[:k]
-            self._np_emb = np.concatenate([self._np_emb, in_emb[k:]])
-        with torch.inference_mode():
-            if k:
+        if k:  # into free rows, in place
+            at = np.array(reused, dtype=np.int64)
+            self._np_gi_item[at] = gi[:k]
+            if self._np_emb is not None:
+                self._np_emb[at] = in_emb[:k]
+            with torch.inference_mode():
                 self._out[torch.from_numpy(at)] = torch.from_numpy(out_emb[:k])
                 self._bias[torch.from_numpy(at)] = torch.from_numpy(bias[:k])
-            self._out = torch.cat([self._out, torch.from_numpy(out_emb[k:])]).contiguous()
-            self._bias = torch.cat([self._bias, torch.from_numpy(bias[k:])]).contiguous()
+        if k < len(ids):  # the rest appended (a copy of each table: only when it must grow)
+            self._np_gi_item = np.concatenate([self._np_gi_item, gi[k:]])
+            if self._np_emb is not None:
+                self._np_emb = np.concatenate([self._np_emb, in_emb[k:]])
+            with torch.inference_mode():
+                self._out = torch.cat([self._out, torch.from_numpy(out_emb[k:])]).contiguous()
+                self._bias = torch.cat([self._bias, torch.from_numpy(bias[k:])]).contiguous()
         for item, row in zip(ids[:k], reused, strict=True):
             self._lookup[item] = row
             self._ids[row] = item

@@ -49,6 +49,14 @@ class Released(NamedTuple):
     quiet: list[Push]  # in their user's quiet hours, dropped (``quiet_hours_action`` "drop")
 
 
+class _Waiting(NamedTuple):
+    """A push waiting for budget, with its user's time zone (None: unknown) and its stored size."""
+
+    push: Push
+    zone: str | None
+    size: int
+
+
 class PushThrottle:
     """One partition's token bucket and queue of pushes waiting for budget."""
 
@@ -58,13 +66,22 @@ class PushThrottle:
         self.max_queued = max_queued
         self.tokens = self.capacity
         self.at: float | None = None
-        self.queue: list[Push] = []
-        self.zones: list[str | None] = []  # each waiting push's user's time zone (None: unknown)
+        self._waiting: list[_Waiting] = []
         # The queue's first pushes that the last release left for their users' quiet hours: they do
         # not hold up new pushes (admit), which would otherwise all wait for the next minute all night.
         self.quiet_held = 0
         self._bytes = 0  # the queue's pushes as stored (MAX_QUEUE_BYTES)
         self._dirty = False
+
+    @property
+    def queue(self) -> list[Push]:
+        """The pushes waiting, oldest first."""
+        return [w.push for w in self._waiting]
+
+    @property
+    def zones(self) -> list[str | None]:
+        """Their users' time zones (None: unknown), in the same order."""
+        return [w.zone for w in self._waiting]
 
     @property
     def enabled(self) -> bool:
@@ -83,7 +100,7 @@ class PushThrottle:
             return True
         self._refill(now)
         self._dirty = True
-        if self.tokens >= 1.0 and len(self.queue) == self.quiet_held:  # waiting pushes go first
+        if self.tokens >= 1.0 and len(self._waiting) == self.quiet_held:  # waiting pushes go first
             self.tokens -= 1.0
             return True
         return False
@@ -92,10 +109,9 @@ class PushThrottle:
         """Queue a push over budget, with its user's time zone; False (dropped) when the queue is full:
         ``max_queued`` pushes, or :data:`MAX_QUEUE_BYTES` of them as stored."""
         size = _encoded_size(push)
-        if len(self.queue) >= self.max_queued or self._bytes + size > MAX_QUEUE_BYTES:
+        if len(self._waiting) >= self.max_queued or self._bytes + size > MAX_QUEUE_BYTES:
             return False
-        self.queue.append(push)
-        self.zones.append(zone)
+        self._waiting.append(_Waiting(push, zone, size))
         self._bytes += size
         self._dirty = True
         return True
@@ -105,51 +121,46 @@ class PushThrottle:
     ) -> Released:
         """Take out what may go out at ``now`` while the budget allows (oldest first), what expired
         while waiting, and, with ``drop_quiet``, what reached the front in its user's quiet hours
-        (``quiet``); without it such a push waits on and those behind it go first."""
+        (``quiet``; None: no quiet hours); without it such a push waits on and those behind it go."""
         released = Released([], [], [])
-        if not self.queue:
+        if not self._waiting:
             return released
         self._refill(now)
         self._dirty = True
-        kept: list[tuple[Push, str | None]] = []
+        kept: list[_Waiting] = []
         quiet_held = 0
-        waiting = list(zip(self.queue, self.zones, strict=True))
-        for i, (push, zone) in enumerate(waiting):
+        for i, waiting in enumerate(self._waiting):
+            push = waiting.push
             if push.expires_at <= now + min_lifetime:
                 released.expired.append(push)
             elif self.tokens < 1.0:
-                kept += waiting[i:]
+                kept += self._waiting[i:]
                 break
-            elif quiet is not None and quiet(zone, now):
-                if not drop_quiet:
-                    kept.append((push, zone))
+            elif quiet is not None and quiet(waiting.zone, now):
+                if drop_quiet:
+                    released.quiet.append(push)
+                else:
+                    kept.append(waiting)
                     quiet_held += 1  # kept ahead of any left for budget: a prefix of the queue
-                    continue
-                released.quiet.append(push)
             else:
                 self.tokens -= 1.0
                 released.pushes.append(push.model_copy(update={"created_at": now}))
-            self._bytes -= _encoded_size(push)
-        self.queue = [push for push, _ in kept]
-        self.zones = [zone for _, zone in kept]
+        self._keep(kept)
         self.quiet_held = quiet_held
         return released
 
     def drop_user(self, user_id: str) -> list[Push]:
         """Forget the waiting pushes of an erased or opted-out user (they never go out); returns them."""
-        dropped = [push for push in self.queue if push.user_id == user_id]
+        dropped = [w.push for w in self._waiting if w.push.user_id == user_id]
         if dropped:
-            self.quiet_held -= sum(1 for push in self.queue[: self.quiet_held] if push.user_id == user_id)
-            kept = [
-                (push, zone)
-                for push, zone in zip(self.queue, self.zones, strict=True)
-                if push.user_id != user_id
-            ]
-            self.queue = [push for push, _ in kept]
-            self.zones = [zone for _, zone in kept]
-            self._bytes -= sum(_encoded_size(push) for push in dropped)
+            self.quiet_held -= sum(1 for w in self._waiting[: self.quiet_held] if w.push.user_id == user_id)
+            self._keep([w for w in self._waiting if w.push.user_id != user_id])
             self._dirty = True
         return dropped
+
+    def _keep(self, waiting: list[_Waiting]) -> None:
+        self._waiting = waiting
+        self._bytes = sum(w.size for w in waiting)
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -161,7 +172,7 @@ class PushThrottle:
         row = {
             "t": self.tokens,
             "at": self.at,
-            "q": [p.model_dump(mode="json", exclude_none=True) for p in self.queue],
+            "q": [w.push.model_dump(mode="json", exclude_none=True) for w in self._waiting],
             "z": self.zones,
             "h": self.quiet_held,
         }
@@ -174,10 +185,10 @@ class PushThrottle:
                 row = json.loads(raw)
                 self.tokens = float(row["t"])
                 self.at = None if row["at"] is None else float(row["at"])
-                self.queue = [Push.model_validate(p, strict=False) for p in row["q"]]
+                queue = [Push.model_validate(p, strict=False) for p in row["q"]]
                 # A row from before zones were kept (or a damaged one): no zone known, the default's.
                 zones = [None if z is None else str(z) for z in row.get("z") or []]
-                self.zones = (zones + [None] * len(self.queue))[: len(self.queue)]
-                self.quiet_held = min(max(int(row.get("h") or 0), 0), len(self.queue))
-                self._bytes = sum(_encoded_size(push) for push in self.queue)
+                zones = (zones + [None] * len(queue))[: len(queue)]
+                self._keep([_Waiting(p, z, _encoded_size(p)) for p, z in zip(queue, zones, strict=True)])
+                self.quiet_held = min(max(int(row.get("h") or 0), 0), len(queue))
         self._dirty = False

@@ -224,7 +224,7 @@ class Intake:
             seen = SeenAt.of(user.engagement, part.watermark)
             work.queue(user, Op(len(steps), event, seq=seq, seen=seen), event.ts)
         if event.type in NUDGE_TYPES:
-            ask = self.maybe_ask(user, event, out)
+            ask = self.maybe_ask(user, event, part, out)
             if ask is not None:
                 self.queue_ask(work, user, Op(len(steps), event, ask))
 
@@ -242,8 +242,9 @@ class Intake:
             cfg.send_time_half_life_seconds,
         )
 
-    def maybe_ask(self, user: BatchUser, event: ValidEvent, out: Outcome) -> Ask | None:
-        """An in-session decision for this event, unless it is too late, too soon, or the user is blocked.
+    def maybe_ask(self, user: BatchUser, event: ValidEvent, part: PartitionState, out: Outcome) -> Ask | None:
+        """An in-session decision for this event (of ``part``, the user's partition), unless it is too
+        late, too soon, or the user is blocked.
 
         Gathering and scoring a user's candidates is the costly part of an event, so it runs at most
         once per ``decision_interval_seconds`` of event time per user (always on add_to_cart), and
@@ -257,7 +258,7 @@ class Intake:
         # How late the event is: behind the wall clock, or with the event clock behind its partition's
         # clock (the stream's present: there a decision would read catalog versions as of an hour the
         # partition has left, which the tick may already have forgotten, CatalogView.forget_until).
-        present = self._part(user.partition).watermark if worker.clock == "event" else now
+        present = part.watermark if worker.clock == "event" else now
         if present - event.ts > worker.max_event_lag_seconds:
             out.suppressions[("in_session", "stale_event")] += 1
             return None
@@ -273,7 +274,6 @@ class Intake:
         if blocked is not None:
             out.suppressions[("in_session", blocked)] += 1
             return None
-        part = self._part(user.partition)
         t = perf_counter()
         merged = gather_candidates(
             user.engagement,

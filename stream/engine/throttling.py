@@ -46,13 +46,16 @@ class ThrottleMixin:
         """The partition's clock entered a new minute: waiting pushes go out while budget allows, none
         in its user's quiet hours (it waits on, or with ``quiet_hours_action`` "drop" is dropped)."""
         cfg = self.cfg
-        start, end = cfg.quiet_minutes()
 
         def quiet(zone: str | None, at: float) -> bool:
-            return start != end and quiet_hours_end(at, zone_named(zone, cfg), cfg) is not None
+            return quiet_hours_end(at, zone_named(zone, cfg), cfg) is not None
 
+        start, end = cfg.quiet_minutes()
         released = part.throttle.release(
-            part.watermark, cfg.min_push_lifetime_seconds, quiet, cfg.quiet_hours_action == "drop"
+            part.watermark,
+            cfg.min_push_lifetime_seconds,
+            quiet if start != end else None,
+            cfg.quiet_hours_action == "drop",
         )
         out.pushes += [(part.partition, push) for push in released.pushes]
         for push in released.expired:
