@@ -42,7 +42,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.item_neighbours import ItemNeighboursMixin  # noqa: E402
 from stream.contract import CatalogUpdate, to_json_bytes  # noqa: E402
-from stream.engine import Engine, Inbound, Outcome  # noqa: E402
+from stream.engine import Engine, Inbound, Outcome, Scorer  # noqa: E402
 from stream.partitioning import partition_for  # noqa: E402
 from stream.policy_config import PolicyConfig  # noqa: E402
 from stream.settings import Settings, TopicsConfig, WorkerConfig  # noqa: E402
@@ -107,6 +107,9 @@ class BurstScorer(ItemNeighboursMixin):
         return len(rows)
 
     # -- Scorer ----------------------------------------------------------------------------------
+
+    def stack_states(self, states: list[np.ndarray | None]) -> np.ndarray:
+        return Scorer.stack_states(cast(Scorer, self), states)
 
     def initial_state(self, n: int) -> np.ndarray:
         return np.zeros((n, DIM), dtype=np.float32)

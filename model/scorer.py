@@ -44,18 +44,14 @@ from model.added_items import (
 from model.artifact import ArtifactError, load_artifact
 from model.calibration import FEATURES
 from model.content import ItemContent
+from model.gru_kernel import native_kernel, step_numpy
 from model.item_neighbours import ItemNeighboursMixin
 from stream.contract import EVENT_TYPES
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # The tanh form never overflows (1 / (1 + exp(-x)) does, with a warning, for large -x).
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
-
-
 def _probability(x: np.ndarray) -> np.ndarray:
-    # The logistic with full relative precision at small probabilities (the tanh form above is the
-    # GRU step's and loses it: 0.5 + 0.5 * tanh(-4.6) cancels), and no overflow.
+    # The logistic with full relative precision at small probabilities (the GRU step's tanh form,
+    # model.gru_kernel, loses it: 0.5 + 0.5 * tanh(-4.6) cancels), and no overflow.
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
@@ -95,6 +91,7 @@ class IncrementalScorer(ItemNeighboursMixin):
         self._ids = list(art.item_ids)  # by row; "" for a free row (reuse_rows)
         self._lookup = {item: i for i, item in enumerate(art.item_ids)}
         self._free_rows = FreeRows()
+        self._kernel = native_kernel()  # the compiled step when the native build is loaded (model.gru_kernel)
         cal = art.meta.get("calibration", {})
         self.calibration_horizon = int(cal.get("horizon", art.config.calibration_horizon))
         self._cal_a = float(cal.get("a", 1.0))
@@ -273,7 +270,7 @@ class IncrementalScorer(ItemNeighboursMixin):
     def item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
         """int64 indices of ``item_ids``, -1 for items the model does not know."""
         get = self._lookup.get
-        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        return np.array([get(i, -1) for i in item_ids], dtype=np.int64)
 
     def item_id(self, index: int) -> str:
         """The item id at ``index`` (IndexError outside the catalog)."""
@@ -284,45 +281,40 @@ class IncrementalScorer(ItemNeighboursMixin):
             raise IndexError(f"item index {index} is a free row")
         return item
 
+    def stack_states(self, states: list[np.ndarray | None]) -> np.ndarray:
+        """Users' states as the rows of one (B, H) float32 array, :meth:`initial_state` for None."""
+        if self._kernel is not None:
+            out = np.empty((len(states), self.hidden_size), dtype=np.float32)
+            self._kernel.gather(out, states)  # copies each state's bytes: the same array as below
+            return out
+        init = self.initial_state(1)[0]
+        rows = [init if s is None else np.asarray(s, dtype=np.float32) for s in states]
+        return np.stack(rows) if rows else self.initial_state(0)
+
     def step(self, states: np.ndarray, items: np.ndarray, event_types: np.ndarray) -> np.ndarray:
         """One GRU step per row: new states (B, H) float32; rows with item -1 are returned unchanged.
 
-        In numpy, from the weights torch trained: a step is a few small products, where torch's
-        per-operation dispatch cost more than the arithmetic (16 rows: 256 µs in torch, 141 µs
-        here, equal within 1e-7). Every operation works row by row, so a row's result does not
-        depend on the other rows or on its position among them.
+        From the weights torch trained, in one C call when the native build is loaded, else in numpy,
+        with the same bits either way (:mod:`model.gru_kernel`): a step is a few small products, where
+        torch's per-operation dispatch, and numpy's, cost more than the arithmetic. Every operation
+        works row by row, so a row's result does not depend on the other rows or on its position
+        among them.
         """
         h = np.ascontiguousarray(states, dtype=np.float32)
-        it = np.asarray(items, dtype=np.int64)
-        ty = np.asarray(event_types, dtype=np.int64)
+        it = np.ascontiguousarray(items, dtype=np.int64)
+        ty = np.ascontiguousarray(event_types, dtype=np.int64)
         if h.ndim != 2 or h.shape[1] != self.hidden_size or len(it) != len(h) or len(ty) != len(h):
             raise ValueError("step needs states (B, H), items (B,) and event_types (B,)")
+        args = (self._np_gi_item, self._np_gi_type, self._np_w_hh_t, self._np_b_hh, self._np_emb)
+        if self._kernel is not None:  # it checks the event types as below
+            out = np.empty_like(h)
+            self._kernel.step(
+                out, h, it, ty, *args, self._units, self._window, self.n_artifact_items, len(EVENT_TYPES)
+            )
+            return out
         if len(ty) and (int(ty.min()) < 0 or int(ty.max()) >= len(EVENT_TYPES)):
             raise ValueError("event_types must index stream.contract.EVENT_TYPES")
-        known = it >= 0
-        safe = np.where(known, it, 0)
-        hs = self._units
-        gi = self._np_gi_item[safe] + self._np_gi_type[ty]
-        g = h[:, :hs]
-        # einsum, not @: a BLAS product rounds a row differently depending on its position in the
-        # block (the same user would step differently next to other users); einsum does not.
-        gh = np.einsum("bh,hk->bk", g, self._np_w_hh_t) + self._np_b_hh
-        # Both gates in one pass (elementwise, so the same values as one gate at a time).
-        rz = _sigmoid(gi[:, : 2 * hs] + gh[:, : 2 * hs])
-        r, z = rz[:, :hs], rz[:, hs:]
-        n = np.tanh(gi[:, 2 * hs :] + r * gh[:, 2 * hs :])
-        parts = [n + z * (g - n)]
-        if self._np_emb is not None:
-            parts.append(self._np_emb[safe])
-        if self._window:
-            window = h[:, self.hidden_size - self._window :]
-            # The window, newest first (as model.session_memory.push_window); added items are not
-            # pushed (see the module doc): the window keeps only the artifact's own item indices.
-            pushed = np.concatenate([(safe + 1).astype(np.float32)[:, None], window[:, :-1]], axis=1)
-            artifact = safe < self.n_artifact_items
-            parts.append(pushed if artifact.all() else np.where(artifact[:, None], pushed, window))
-        new = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
-        return new if known.all() else np.where(known[:, None], new, h)
+        return step_numpy(h, it, ty, *args, self._window, self.n_artifact_items)
 
     def _outputs(self, h: torch.Tensor) -> torch.Tensor:
         out = self._proj(h[:, : self._units])

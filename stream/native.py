@@ -103,6 +103,10 @@ MODULES: tuple[str, ...] = (
     "stream.engine.batch_walk",
 )
 
+# C extension modules built beside them, by module name: their C source. ``model._gru_step`` is the
+# serving GRU step (model.gru_kernel, whose numpy twin gives the same bits when it is not built).
+EXTENSIONS: dict[str, str] = {"model._gru_step": "model/gru_step.c"}
+
 # What install() found: "native", or why the sources run instead (logged by the worker at start).
 status = "pure: not installed yet"
 
@@ -163,6 +167,7 @@ def current_manifest() -> dict[str, object]:
     return {
         "build": _build_tag(),
         "modules": {m: _sha256(source_of(m)) for m in MODULES},
+        "extensions": {m: _sha256(ROOT / c) for m, c in EXTENSIONS.items()},
         "package": _package_sources(),
     }
 
@@ -230,6 +235,13 @@ def verify(build: Path) -> tuple[str, dict[str, Path]]:
     changed = sorted(m for m in MODULES if compiled[m] != _sha256(source_of(m)))
     if changed:
         return f"pure: sources changed since the native build ({', '.join(changed[:3])})", {}
+    extensions = manifest.get("extensions")
+    if not isinstance(extensions, dict) or set(extensions) != set(EXTENSIONS):
+        other = "pure: the native build compiled another set of C extensions (python -m stream.native_build)"
+        return other, {}
+    altered = sorted(m for m, c in EXTENSIONS.items() if extensions[m] != _sha256(ROOT / c))
+    if altered:
+        return f"pure: C sources changed since the native build ({', '.join(altered)})", {}
     built, now = manifest.get("package"), _package_sources()
     if built != now:
         old = built if isinstance(built, dict) else {}
@@ -239,7 +251,7 @@ def verify(build: Path) -> tuple[str, dict[str, Path]]:
     if not isinstance(recorded, dict) or not isinstance(runtime, str) or not runtime:
         return "pure: the native build's manifest lists no files (python -m stream.native_build)", {}
     files: dict[str, Path] = {}
-    for name in [*MODULES, runtime]:
+    for name in [*MODULES, *EXTENSIONS, runtime]:
         file = _extension(build.joinpath(*name.split(".")))
         if file is None:
             return f"pure: the native build lacks {name}", {}
@@ -248,7 +260,8 @@ def verify(build: Path) -> tuple[str, dict[str, Path]]:
         if why is not None:
             return f"pure: the native build's {relative} {why}", {}
         files[name] = file
-    return f"native: {len(MODULES)} modules compiled with mypyc (build {build.name})", files
+    compiled_c = f"{len(EXTENSIONS)} C extension"
+    return f"native: {len(MODULES)} modules compiled with mypyc and {compiled_c} (build {build.name})", files
 
 
 def check(native_home: Path | None = None) -> tuple[str, dict[str, Path]]:
@@ -264,7 +277,7 @@ def check(native_home: Path | None = None) -> tuple[str, dict[str, Path]]:
 
 def _runtime(files: dict[str, Path]) -> str:
     """The name of the build's shared runtime module among :func:`verify`'s files."""
-    (runtime,) = [name for name in files if name not in MODULES]
+    (runtime,) = [name for name in files if name not in MODULES and name not in EXTENSIONS]
     return runtime
 
 
@@ -299,7 +312,7 @@ def _load(files: dict[str, Path]) -> str | None:
         assert spec is not None
         module = importlib.util.module_from_spec(spec)  # dlopen() and its init: no module code runs
         loader.exec_module(module)
-        _held.extend(ctypes.CDLL(str(files[name])) for name in MODULES)
+        _held.extend(ctypes.CDLL(str(files[name])) for name in [*MODULES, *EXTENSIONS])
     except Exception as exc:  # noqa: BLE001 - any failure to load means the sources run, never a crash
         return f"pure: the native build does not load ({type(exc).__name__}: {exc})"
     sys.modules[runtime] = module  # what each compiled module's extension imports first
@@ -316,7 +329,7 @@ def install(native_home: Path | None = None) -> str:
         status, files = check(native_home)
     except Exception as exc:  # noqa: BLE001 - e.g. a source removed while hashing: the sources run
         status, files = f"pure: the native build could not be checked ({type(exc).__name__}: {exc})", {}
-    loaded = sorted(m for m in MODULES if m in sys.modules)
+    loaded = sorted(m for m in [*MODULES, *EXTENSIONS] if m in sys.modules)
     if files and loaded:  # imported as source already: two copies of their classes would be worse
         status = f"pure: {loaded[0]} was imported before stream.native.install()"
     elif files:

@@ -22,7 +22,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from stream import native
-from stream.native import BUILDS, ENV, MANIFEST, MODULES, POINTER, ROOT, current_build, file_record, source_of
+from stream.native import (
+    BUILDS,
+    ENV,
+    EXTENSIONS,
+    MANIFEST,
+    MODULES,
+    POINTER,
+    ROOT,
+    current_build,
+    file_record,
+    source_of,
+)
 
 
 @contextlib.contextmanager
@@ -139,7 +150,7 @@ def _not_built(why: BaseException) -> None:
 def _compile(quiet: bool, work: Path, target: Path) -> None:
     """Compile :data:`MODULES` into ``target``, the C sources and objects in ``work``."""
     from mypyc.build import mypycify
-    from setuptools import Distribution
+    from setuptools import Distribution, Extension
 
     cwd = Path.cwd()
     try:
@@ -150,6 +161,10 @@ def _compile(quiet: bool, work: Path, target: Path) -> None:
             multi_file=True,
             opt_level="3",
         )
+        # The C extensions' arithmetic must be numpy's to the bit (model.gru_kernel): no fused
+        # multiply-add, no fast-math reordering; -fno-trapping-math only lets selects be vectorised.
+        flags = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math"]
+        extensions += [Extension(name, [c], extra_compile_args=flags) for name, c in EXTENSIONS.items()]
         dist = Distribution({"name": "kairos-native", "ext_modules": extensions})
         cmd = dist.get_command_obj("build_ext")
         cmd.build_lib = str(target)  # type: ignore[attr-defined]

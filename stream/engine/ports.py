@@ -22,6 +22,14 @@ class Scorer(Protocol):
     def item_indices(self, item_ids: Sequence[str]) -> np.ndarray: ...
     def step(self, states: np.ndarray, items: np.ndarray, event_types: np.ndarray) -> np.ndarray: ...
     def score(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+    def stack_states(self, states: list[np.ndarray | None]) -> np.ndarray:
+        """Users' states as the rows of one (B, H) array, the initial state for None (a model can do it
+        faster)."""
+        init = self.initial_state(1)[0]
+        rows = [init if s is None else s for s in states]
+        return np.stack(rows) if rows else self.initial_state(0)
+
     def interest(self, states: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
 
     def score_and_interest(

@@ -115,9 +115,8 @@ def step_round(batch: list[tuple[BatchUser, tuple[str, int]]], out: Outcome, sco
         name = EVENT_TYPES[rows[int(unknown)][2]]
         out.events[(name, "processed")] -= 1
         out.events[(name, "unknown_item")] += 1
-    init = scorer.initial_state(1)[0]
-    hidden = np.stack([u.state.hidden if u.state.hidden is not None else init for u, _, _ in rows])
-    new_hidden = scoring.step(hidden, indices, np.asarray([k for _, _, k in rows], dtype=np.int64))
+    hidden = scorer.stack_states([u.state.hidden for u, _, _ in rows])
+    new_hidden = scoring.step(hidden, indices, np.array([k for _, _, k in rows], dtype=np.int64))
     for i, (user, _, _) in enumerate(rows):
         user.state.hidden = new_hidden[i]
         user.state.model_version = scorer.version

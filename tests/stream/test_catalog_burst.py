@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ from model.item_neighbours import ItemNeighboursMixin
 from stream.catalog_view import CatalogView
 from stream.content_items import arrival_pool, placed_from_content
 from stream.contract import CatalogUpdate
-from stream.engine import Engine, Outcome
+from stream.engine import Engine, Outcome, Scorer
 from stream.engine.catalog_asks import MAX_ARRIVAL_POOLS, CatalogAsks
 from stream.interest_index import InterestIndex
 from stream.partitioning import partition_for
@@ -78,6 +78,9 @@ class VectorScorer(ItemNeighboursMixin):
     ) -> list[list[str]]:
         self.calls["similar_items_many"] += 1
         return super().similar_items_many(item_ids, k, among)
+
+    def stack_states(self, states: list[np.ndarray | None]) -> np.ndarray:
+        return Scorer.stack_states(cast(Scorer, self), states)
 
     def initial_state(self, n: int) -> np.ndarray:
         return np.zeros((n, DIM), dtype=np.float32)

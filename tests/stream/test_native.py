@@ -31,7 +31,7 @@ def write_build(
     build.mkdir(parents=True, exist_ok=True)
     records: dict[str, object] = {}
     if files:
-        for module in [*native.MODULES, str(manifest.get("runtime", ""))]:
+        for module in [*native.MODULES, *native.EXTENSIONS, str(manifest.get("runtime", ""))]:
             path = build.joinpath(*module.split("."))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.with_name(path.name + SUFFIX).write_bytes(b"")
@@ -52,8 +52,8 @@ def native_on(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_current_build_is_loaded(tmp_path: Path) -> None:
     write_build(tmp_path, {**native.current_manifest(), "runtime": "abc__mypyc"})
     status, files = native.check(tmp_path)
-    assert status == f"native: {len(native.MODULES)} modules compiled with mypyc (build b1)"
-    assert set(files) == {*native.MODULES, "abc__mypyc"}
+    assert status == f"native: {len(native.MODULES)} modules compiled with mypyc and 1 C extension (build b1)"
+    assert set(files) == {*native.MODULES, *native.EXTENSIONS, "abc__mypyc"}
 
 
 def test_an_edited_source_makes_the_whole_build_stale(tmp_path: Path) -> None:
@@ -62,6 +62,14 @@ def test_an_edited_source_makes_the_whole_build_stale(tmp_path: Path) -> None:
     modules["stream.timers"] = "0" * 64  # built from another version of the file
     write_build(tmp_path, {**manifest, "modules": modules, "runtime": "abc__mypyc"})
     assert native.check(tmp_path) == ("pure: sources changed since the native build (stream.timers)", {})
+
+
+def test_an_edited_c_source_makes_the_whole_build_stale(tmp_path: Path) -> None:
+    manifest = native.current_manifest()
+    write_build(tmp_path, {**manifest, "extensions": {"model._gru_step": "0" * 64}, "runtime": "abc__mypyc"})
+    assert native.check(tmp_path) == ("pure: C sources changed since the native build (model._gru_step)", {})
+    write_build(tmp_path, {**manifest, "extensions": {}, "runtime": "abc__mypyc"})  # a build from before them
+    assert native.check(tmp_path)[0].startswith("pure: the native build compiled another set of C extensions")
 
 
 @pytest.mark.parametrize(
@@ -290,7 +298,7 @@ def runtime_of(build: Path) -> str:
 
 def test_a_whole_current_build_loads_in_a_new_process(home: Path) -> None:
     status, from_source, late = run_child(home, "stream.engine.catalog_asks")
-    assert status == f"native: {len(native.MODULES)} modules compiled with mypyc (build x)"
+    assert status == f"native: {len(native.MODULES)} modules compiled with mypyc and 1 C extension (build x)"
     assert from_source == NONE
     assert late == str(extension(home / native.BUILDS / "x", "stream.engine.catalog_asks"))
 
@@ -308,7 +316,7 @@ def test_a_damaged_or_missing_extension_runs_the_sources(home: Path) -> None:
     assert native.check(home) == (f"pure: the native build lacks {runtime_of(build)}", {})
 
 
-@pytest.mark.parametrize("which", ["runtime", "stream.decider"])
+@pytest.mark.parametrize("which", ["runtime", "stream.decider", "model._gru_step"])
 def test_an_extension_that_does_not_load_runs_every_module_from_source(home: Path, which: str) -> None:
     """A file as built that does not load here (another machine's, one whose system library is missing;
     here not a shared library at all, its manifest record made to match): the process runs the
