@@ -242,5 +242,10 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "model._gru_step", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__gru_step(void) {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "MAX_UNITS", MAX_UNITS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

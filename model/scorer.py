@@ -91,7 +91,9 @@ class IncrementalScorer(ItemNeighboursMixin):
         self._ids = list(art.item_ids)  # by row; "" for a free row (reuse_rows)
         self._lookup = {item: i for i, item in enumerate(art.item_ids)}
         self._free_rows = FreeRows()
-        self._kernel = native_kernel()  # the compiled step when the native build is loaded (model.gru_kernel)
+        # The compiled step when the native build is loaded (model.gru_kernel), for the widths it takes.
+        kernel = native_kernel()
+        self._kernel = kernel if kernel is not None and self._units <= kernel.MAX_UNITS else None
         cal = art.meta.get("calibration", {})
         self.calibration_horizon = int(cal.get("horizon", art.config.calibration_horizon))
         self._cal_a = float(cal.get("a", 1.0))
