@@ -39,6 +39,8 @@ ROUND = 6755399441055744.0
 CLAMP = 40.0
 POW2 = np.array([2.0**k for k in range(59)], dtype=np.float64)
 # 1/n! for n = 1..8 (Horner from the top); the C source spells the same quotients.
+# Rows per block of the numpy hidden product (its temporary is rows * U * 3U float32).
+_PRODUCT_ROWS = 128
 EXP_COEFFS = tuple(1.0 / float(np.prod(np.arange(1, n + 1, dtype=np.float64))) for n in range(1, 9))
 
 
@@ -76,10 +78,7 @@ def step_numpy(
     safe = np.where(known, items, 0)
     g = h[:, :units]
     gi = gi_item[safe] + gi_type[types]
-    gh = g[:, 0, None] * w_hh_t[0]
-    for j in range(1, units):
-        gh += g[:, j, None] * w_hh_t[j]
-    gh += b_hh
+    gh = _hidden_product(g, w_hh_t) + b_hh
     rz = 0.5 + 0.5 * tanh32(0.5 * (gi[:, : 2 * units] + gh[:, : 2 * units]))
     r, z = rz[:, :units], rz[:, units:]
     n = tanh32(gi[:, 2 * units :] + r * gh[:, 2 * units :])
@@ -94,6 +93,22 @@ def step_numpy(
         parts.append(pushed if artifact.all() else np.where(artifact[:, None], pushed, last))
     new = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
     return new if known.all() else np.where(known[:, None], new, h)
+
+
+def _hidden_product(g: np.ndarray, w_hh_t: np.ndarray) -> np.ndarray:
+    """``g @ w_hh_t`` (B, 3U) summed over ``j`` in order, first term first, as the C step sums it.
+
+    The products of a block of rows are taken in one operation and then added slot by slot (half the
+    numpy calls of a product and a sum per slot); blocks bound the (rows, U, 3U) temporary."""
+    units = w_hh_t.shape[0]
+    out = np.empty((len(g), w_hh_t.shape[1]), dtype=np.float32)
+    for start in range(0, len(g), _PRODUCT_ROWS):
+        products = g[start : start + _PRODUCT_ROWS, :, None] * w_hh_t  # (rows, U, 3U) float32
+        acc = products[:, 0].copy()
+        for j in range(1, units):
+            acc += products[:, j]
+        out[start : start + _PRODUCT_ROWS] = acc
+    return out
 
 
 def native_kernel() -> ModuleType | None:
