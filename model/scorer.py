@@ -182,7 +182,7 @@ class IncrementalScorer(ItemNeighboursMixin):
         if not ids:
             return 0
         in_emb, out_emb, bias = self._added_bounds.hold(*map_items(self._content, self._encoder, rows))
-        # einsum, row by row (see step): an added row does not depend on the rows added with it.
+        # einsum works row by row: an added row does not depend on the rows added with it.
         gi = (np.einsum("nd,kd->nk", in_emb, self._np_w_ih) + self._np_b_ih).astype(np.float32)
         reused = self._free_rows.take(len(ids))
         k = len(reused)
@@ -328,7 +328,7 @@ class IncrementalScorer(ItemNeighboursMixin):
         return h[:, self.hidden_size - self._window :]
 
     def _np_outputs(self, h: np.ndarray) -> np.ndarray:
-        """:meth:`_outputs` in numpy, row by row (einsum; see :meth:`step`)."""
+        """:meth:`_outputs` in numpy, row by row (einsum works row by row, as :meth:`step` must)."""
         g = h[:, : self._units]
         out = g if self._np_proj_w is None else np.einsum("bh,dh->bd", g, self._np_proj_w)
         if self._np_proj_b is not None:
