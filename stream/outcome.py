@@ -41,8 +41,11 @@ def refused(rec: Inbound, error: ContractError, settings: Settings) -> DeadLette
 
 
 # Stages of the hot path, in order, each timed where it runs: the engine (parse .. state_write) and the
-# worker (read .. rocksdb). "engine_other" is the rest of Engine.process (clocks, timers, catalog
-# announcements, sorting pushes); the benchmark reports each as microseconds per event.
+# worker (read .. rocksdb). "timers" is the event clock's due timers within a batch (popping them, the
+# reminder's discovery pool, their asks), "announce" the catalog changes the partition's clock passed
+# (who they reach, their asks); their decisions count in step, score and decide. "engine_other" is
+# the rest of Engine.process (clocks, pass 2's bookkeeping, sorting pushes); the benchmark reports
+# each as microseconds per event.
 STAGES: tuple[str, ...] = (
     "read",
     "parse",
@@ -52,6 +55,8 @@ STAGES: tuple[str, ...] = (
     "step",
     "score",
     "decide",
+    "timers",
+    "announce",
     "state_write",
     "engine_other",
     "produce",

@@ -103,15 +103,23 @@ def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out
             # before (its interest updates included) and before the timers due now. A change that
             # reaches no one (no ask, no timer), now or after the queued decisions, needs no close:
             # in a replay the clock passes a change at nearly every event, and most reach no one.
-            if passed and engine._announce_reaches_anyone(rec.partition, passed, work):
-                engine._resolve(work, out)
-                work = Work(users)
-                engine._announce(txn, rec.partition, passed, out, users)
+            if passed:
+                t = perf_counter()
+                reaches = engine._announce_reaches_anyone(rec.partition, passed, work)
+                stage["announce"] += perf_counter() - t
+                if reaches:
+                    engine._resolve(work, out)
+                    work = Work(users)
+                    t = perf_counter()
+                    engine._announce(txn, rec.partition, passed, out, users)
+                    stage["announce"] += perf_counter() - t
             if event_clock:
                 # Event time: what fell due up to this event's time happens before it, in stream order.
                 if engine._queued_may_cancel(part, part.watermark, work):
                     work = engine._close(work, out)
+                t = perf_counter()
                 engine._fire_due(txn, part, part.watermark, work, out)
+                stage["timers"] += perf_counter() - t
         t = perf_counter()
         user = engine.users.load(txn, rec.partition, event.user_id, work.users)
         t1 = perf_counter()
