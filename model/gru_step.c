@@ -58,8 +58,9 @@ static int need(Py_buffer *b, Py_ssize_t bytes, const char *name) {
 }
 
 /* The rows of one step; compiled twice on x86-64 (AVX2 and the baseline, chosen at load time by the
- * CPU): the same IEEE operations in the same order either way, so the same bits, only wider vectors. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+ * CPU, through glibc's ifunc): the same IEEE operations in the same order either way, so the same
+ * bits, only wider vectors. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 __attribute__((target_clones("avx2", "default")))
 #endif
 static void step_rows(float *ov, const float *hv, const int64_t *it, const int64_t *ty, const float *gii,
