@@ -22,7 +22,7 @@
 /* tanh32 of n floats (x and out may be the same array). Branchless over arrays so the compiler can
  * vectorise it: 2**k is built from the bits of y / ln 2 + ROUND (whose low mantissa bits are k), the
  * same power of two model.gru_kernel takes from a table; exp(y) - 1 is p itself when k is 0. */
-static void tanh32_n(const float *x, float *out, Py_ssize_t n) {
+static inline __attribute__((always_inline)) void tanh32_n(const float *x, float *out, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
         double d = (double)x[i];
         double y = 2.0 * fabs(d);
