@@ -21,8 +21,6 @@ unless ``--no-report``.
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.util
 import platform
 import statistics
 import sys
@@ -47,20 +45,6 @@ from stream.settings import get_settings  # noqa: E402
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 CALLS = 400  # per timing
-
-
-def compiled_step() -> tuple[ModuleType | None, str]:
-    """The current native build's ``model._gru_step``, loaded from its file, or None and why not."""
-    status, files = native.check()
-    if "model._gru_step" not in files:
-        return None, status
-    path = str(files["model._gru_step"])
-    loader = importlib.machinery.ExtensionFileLoader("model._gru_step", path)
-    spec = importlib.util.spec_from_file_location("model._gru_step", path, loader=loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module, status
 
 
 def einsum_before(sc: IncrementalScorer, h: np.ndarray, it: np.ndarray, ty: np.ndarray) -> np.ndarray:
@@ -147,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
     sc = IncrementalScorer.load(ensure_model(get_settings()), threads=1)
-    kernel, status = compiled_step()
+    kernel, status = native.load_built("model._gru_step")
     figures = measure(sc, kernel, args.rows, args.repeats)
     result = {
         "units": sc._units,

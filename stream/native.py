@@ -319,6 +319,21 @@ def _load(files: dict[str, Path]) -> str | None:
     return None
 
 
+def load_built(name: str) -> tuple[ModuleType | None, str]:
+    """One of :data:`EXTENSIONS` loaded from the current build's file, without installing the build
+    (for a process that runs the sources, as the tests do, to compare the compiled code with them);
+    None and why not when there is no current build."""
+    status, files = check()
+    if name not in files:
+        return None, status
+    loader = importlib.machinery.ExtensionFileLoader(name, str(files[name]))
+    spec = importlib.util.spec_from_file_location(name, files[name], loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module, status
+
+
 def install(native_home: Path | None = None) -> str:
     """Load the compiled modules from now on if the current build in ``native_home`` (:func:`home` by
     default) is current, whole and loads; return (and set) :data:`status`. Never raises for a build."""

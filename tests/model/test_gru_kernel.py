@@ -7,8 +7,6 @@ the numpy path, which is then the only one.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -23,15 +21,9 @@ from tests.model.content_support import cold
 
 @pytest.fixture(scope="module")
 def kernel() -> ModuleType:
-    status, files = native.check()
-    if "model._gru_step" not in files:
+    module, status = native.load_built("model._gru_step")
+    if module is None:
         pytest.skip(f"no native build of model._gru_step here ({status}); `make install` builds it")
-    path = str(files["model._gru_step"])
-    loader = importlib.machinery.ExtensionFileLoader("model._gru_step", path)
-    spec = importlib.util.spec_from_file_location("model._gru_step", path, loader=loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
     return module
 
 

@@ -371,3 +371,21 @@ def test_a_running_process_imports_late_even_after_its_build_is_deleted(home: Pa
         files = [process.stdout.readline().rstrip() for _ in range(2)]
         assert process.wait(30) == 0
     assert [Path(f).name for f in files] == [f"catalog_asks{SUFFIX}", f"scoring{SUFFIX}"]
+
+
+def test_load_built_says_why_there_is_nothing_to_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(native.ENV, "0")
+    assert native.load_built("model._gru_step") == (None, "pure: KAIROS_NATIVE=0")
+    monkeypatch.setenv(native.ENV, "1")
+    monkeypatch.setenv(native.HOME_ENV, str(tmp_path))  # a builds' home with no build
+    nothing = "pure: no native build (python -m stream.native_build)"
+    assert native.load_built("model._gru_step") == (None, nothing)
+
+
+def test_load_built_loads_the_current_builds_extension(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    monkeypatch.setenv(native.HOME_ENV, str(home))
+    module, status = native.load_built("model._gru_step")
+    assert module is not None and status.startswith("native:")
+    assert module.MAX_UNITS >= 48 and str(module.__file__).startswith(str(home))
