@@ -190,10 +190,22 @@ class _NativeFinder(importlib.abc.MetaPathFinder):
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
         file = self.files.get(fullname)
-        if file is None:
-            return None
-        loader = importlib.machinery.ExtensionFileLoader(fullname, str(file))
-        return importlib.util.spec_from_file_location(fullname, file, loader=loader)
+        return None if file is None else importlib.util.spec_from_loader(fullname, _loader(fullname, file))
+
+
+def _loader(name: str, file: Path) -> importlib.machinery.ExtensionFileLoader:
+    """The loader of module ``name`` from the extension ``file``."""
+    return importlib.machinery.ExtensionFileLoader(name, str(file))
+
+
+def _load_file(name: str, file: Path) -> ModuleType:
+    """Module ``name`` from the extension ``file``, loaded (its init run), not put in ``sys.modules``."""
+    loader = _loader(name, file)
+    spec = importlib.util.spec_from_loader(name, loader)  # with the file as its origin (__file__)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
 
 
 def _extension(base: Path) -> Path | None:
@@ -307,11 +319,7 @@ def _load(files: dict[str, Path]) -> str | None:
 
     runtime = _runtime(files)
     try:
-        loader = importlib.machinery.ExtensionFileLoader(runtime, str(files[runtime]))
-        spec = importlib.util.spec_from_file_location(runtime, files[runtime], loader=loader)
-        assert spec is not None
-        module = importlib.util.module_from_spec(spec)  # dlopen() and its init: no module code runs
-        loader.exec_module(module)
+        module = _load_file(runtime, files[runtime])  # dlopen() and its init: no module code runs
         _held.extend(ctypes.CDLL(str(files[name])) for name in [*MODULES, *EXTENSIONS])
     except Exception as exc:  # noqa: BLE001 - any failure to load means the sources run, never a crash
         return f"pure: the native build does not load ({type(exc).__name__}: {exc})"
@@ -326,12 +334,7 @@ def load_built(name: str) -> tuple[ModuleType | None, str]:
     status, files = check()
     if name not in files:
         return None, status
-    loader = importlib.machinery.ExtensionFileLoader(name, str(files[name]))
-    spec = importlib.util.spec_from_file_location(name, files[name], loader=loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module, status
+    return _load_file(name, files[name]), status
 
 
 def install(native_home: Path | None = None) -> str:
