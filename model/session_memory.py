@@ -28,6 +28,8 @@ step, and ``W * log k`` work per scored candidate.
 from __future__ import annotations
 
 import functools
+import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,6 +48,15 @@ _FLAT_LOOKUP_MAX_ROWS = 100
 # Neighbour entries (items x k) up to which that flattened table is kept: 12 bytes each (an int64 key
 # and the float32 weight), 48 MB at this bound; larger catalogs always use the per-row search.
 _FLAT_LOOKUP_MAX_ENTRIES = 4_000_000
+
+
+def native_lookup() -> ModuleType | None:
+    """The compiled neighbour lookup (``model._neighbour_lookup``) when the native build is loaded, else
+    None (``stream.native``: the sources then run, with the numpy lookups, which give the same values)."""
+    try:
+        return importlib.import_module("model._neighbour_lookup")
+    except ImportError:
+        return None
 
 
 def build_neighbours(
@@ -162,6 +173,10 @@ class SessionMemory:
         # (item a, neighbour b) is a * (n_items + 1) + b, so each row's block of keys lies above the
         # previous row's (b <= n_items, the padding) and the whole array is sorted; built on first use.
         self._flat: tuple[np.ndarray, np.ndarray] | None = None
+        # The compiled lookup when the native build is loaded, and the table as it reads it (int32 and
+        # float32, contiguous; built on first use).
+        self._native = native_lookup()
+        self._native_table: tuple[np.ndarray, np.ndarray] | None = None
 
     def _flat_table(self) -> tuple[np.ndarray, np.ndarray]:
         if self._flat is None:
@@ -234,6 +249,8 @@ class SessionMemory:
           600 µs against 960).
         """
         b, w = safe.shape
+        if self._native is not None:
+            return self._native_weights(safe, cands)
         if b * w <= _FLAT_LOOKUP_MAX_ROWS and self.idx.numel() <= _FLAT_LOOKUP_MAX_ENTRIES:
             keys, weights = self._flat_table()
             c = cands.astype(np.int64)
@@ -252,3 +269,21 @@ class SessionMemory:
         pos = np.minimum(pos, rows.shape[2] - 1)
         found = np.take_along_axis(rows, pos, 2) == query
         return np.take_along_axis(weights[safe], pos, 2) * found
+
+    def _native_weights(self, safe: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """:meth:`_neighbour_weights` by the compiled lookup (``model/neighbour_lookup.c``): the same
+        search in each window item's row, one call for the whole batch (a few µs where the numpy ways
+        take 15 µs for one user and 1.5 ms for 128)."""
+        assert self._native is not None
+        if self._native_table is None:
+            self._native_table = (
+                np.ascontiguousarray(self.idx.numpy(), dtype=np.int32),
+                np.ascontiguousarray(self.w.numpy(), dtype=np.float32),
+            )
+        table, weights = self._native_table
+        rows = np.ascontiguousarray(safe, dtype=np.int64)
+        c = np.ascontiguousarray(cands, dtype=np.int64)
+        b, w = rows.shape
+        out = np.empty((b, w, c.shape[1]), dtype=np.float32)
+        self._native.weights(out, rows, c, table, weights, table.shape[1], b, w, c.shape[1])
+        return out

@@ -104,8 +104,13 @@ MODULES: tuple[str, ...] = (
 )
 
 # C extension modules built beside them, by module name: their C source. ``model._gru_step`` is the
-# serving GRU step (model.gru_kernel, whose numpy twin gives the same bits when it is not built).
-EXTENSIONS: dict[str, str] = {"model._gru_step": "model/gru_step.c"}
+# serving GRU step (model.gru_kernel, whose numpy twin gives the same bits when it is not built);
+# ``model._neighbour_lookup`` the session memory's neighbour lookup (model.session_memory, whose numpy
+# lookups give the same values).
+EXTENSIONS: dict[str, str] = {
+    "model._gru_step": "model/gru_step.c",
+    "model._neighbour_lookup": "model/neighbour_lookup.c",
+}
 
 # What install() found: "native", or why the sources run instead (logged by the worker at start).
 status = "pure: not installed yet"
@@ -272,7 +277,7 @@ def verify(build: Path) -> tuple[str, dict[str, Path]]:
         if why is not None:
             return f"pure: the native build's {relative} {why}", {}
         files[name] = file
-    compiled_c = f"{len(EXTENSIONS)} C extension"
+    compiled_c = f"{len(EXTENSIONS)} C extension{'' if len(EXTENSIONS) == 1 else 's'}"
     return f"native: {len(MODULES)} modules compiled with mypyc and {compiled_c} (build {build.name})", files
 
 

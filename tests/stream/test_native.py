@@ -14,12 +14,16 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from stream import native, native_build
 
 SUFFIX = native.importlib.machinery.EXTENSION_SUFFIXES[0]
+
+# What a whole current build reports.
+BUILT = f"native: {len(native.MODULES)} modules compiled with mypyc and {len(native.EXTENSIONS)} C extensions"
 
 
 def write_build(
@@ -52,7 +56,7 @@ def native_on(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_current_build_is_loaded(tmp_path: Path) -> None:
     write_build(tmp_path, {**native.current_manifest(), "runtime": "abc__mypyc"})
     status, files = native.check(tmp_path)
-    assert status == f"native: {len(native.MODULES)} modules compiled with mypyc and 1 C extension (build b1)"
+    assert status == f"{BUILT} (build b1)"
     assert set(files) == {*native.MODULES, *native.EXTENSIONS, "abc__mypyc"}
 
 
@@ -66,7 +70,8 @@ def test_an_edited_source_makes_the_whole_build_stale(tmp_path: Path) -> None:
 
 def test_an_edited_c_source_makes_the_whole_build_stale(tmp_path: Path) -> None:
     manifest = native.current_manifest()
-    write_build(tmp_path, {**manifest, "extensions": {"model._gru_step": "0" * 64}, "runtime": "abc__mypyc"})
+    edited = {**cast(dict[str, str], manifest["extensions"]), "model._gru_step": "0" * 64}
+    write_build(tmp_path, {**manifest, "extensions": edited, "runtime": "abc__mypyc"})
     assert native.check(tmp_path) == ("pure: C sources changed since the native build (model._gru_step)", {})
     write_build(tmp_path, {**manifest, "extensions": {}, "runtime": "abc__mypyc"})  # a build from before them
     assert native.check(tmp_path)[0].startswith("pure: the native build compiled another set of C extensions")
@@ -298,7 +303,7 @@ def runtime_of(build: Path) -> str:
 
 def test_a_whole_current_build_loads_in_a_new_process(home: Path) -> None:
     status, from_source, late = run_child(home, "stream.engine.catalog_asks")
-    assert status == f"native: {len(native.MODULES)} modules compiled with mypyc and 1 C extension (build x)"
+    assert status == f"{BUILT} (build x)"
     assert from_source == NONE
     assert late == str(extension(home / native.BUILDS / "x", "stream.engine.catalog_asks"))
 
