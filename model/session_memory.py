@@ -224,16 +224,64 @@ class SessionMemory:
         powers = decay_powers(self.decay, window.shape[1]).numpy()[None, :] * (idx >= 0)
         out = np.zeros(cands.shape, dtype=np.float32)
         if self.repeat_bonus:
-            weighted = (idx[:, :, None] == cands[:, None, :]) * powers[:, :, None]
-            out += self.repeat_bonus * (weighted.max(axis=1) if self.repeat_max else _window_sum(weighted))
+            out += self.repeat_bonus * self._repeat_terms(idx, cands, powers)
         if self.use_neighbours:
             norm = powers / np.maximum(powers.sum(axis=1, keepdims=True), 1e-12)
-            safe = np.maximum(idx, 0)
-            weight = self._neighbour_weights(safe, cands)
-            mass = _window_sum(weight * norm[:, :, None])
+            mass = self._neighbour_mass(np.maximum(idx, 0), cands, norm)
             out += self.neighbour_weight * np.log(self.neighbour_floor + mass)
         if self.votes is not None:
             out += self.votes.candidates(idx, torch.from_numpy(cands)).numpy()
+        return out
+
+    def _repeat_terms(self, idx: np.ndarray, cands: np.ndarray, powers: np.ndarray) -> np.ndarray:
+        """(B, C) float32: over the window's slots, in slot order, the sum (or with ``repeat_max`` the
+        maximum) of the slot's decay weight where it holds the candidate. One C call with the native
+        build, the same bits (``model/neighbour_lookup.c``)."""
+        b, w = idx.shape
+        if self._native is not None and w:
+            out = np.empty(cands.shape, dtype=np.float32)
+            self._native.repeat(
+                out,
+                np.ascontiguousarray(idx, dtype=np.int64),
+                np.ascontiguousarray(cands, dtype=np.int64),
+                np.ascontiguousarray(powers, dtype=np.float32),
+                b,
+                w,
+                cands.shape[1],
+                self.repeat_max,
+            )
+            return out
+        weighted = (idx[:, :, None] == cands[:, None, :]) * powers[:, :, None]
+        return weighted.max(axis=1) if self.repeat_max else _window_sum(weighted)
+
+    def _neighbour_mass(self, safe: np.ndarray, cands: np.ndarray, norm: np.ndarray) -> np.ndarray:
+        """(B, C) float32: over the window's slots, in slot order, the sum of the candidate's weight in
+        the slot item's neighbour row times the slot's normalised weight ``norm`` (B, W). One C call with
+        the native build, the same bits (``model/neighbour_lookup.c``): a few µs where the numpy lookup
+        alone takes 15 µs for one user and 1.5 ms for 128."""
+        if self._native is None:
+            return _window_sum(self._neighbour_weights(safe, cands) * norm[:, :, None])
+        if self._native_table is None:
+            self._native_table = (
+                np.ascontiguousarray(self.idx.numpy(), dtype=np.int32),
+                np.ascontiguousarray(self.w.numpy(), dtype=np.float32),
+            )
+        table, weights = self._native_table
+        rows = np.ascontiguousarray(safe, dtype=np.int64)
+        b, w = rows.shape
+        out = np.empty(cands.shape, dtype=np.float32)
+        self._native.mass(
+            out,
+            rows,
+            np.ascontiguousarray(cands, dtype=np.int64),
+            table,
+            weights,
+            np.ascontiguousarray(norm, dtype=np.float32),
+            table.shape[1],
+            b,
+            w,
+            cands.shape[1],
+        )
         return out
 
     def _neighbour_weights(self, safe: np.ndarray, cands: np.ndarray) -> np.ndarray:
@@ -249,8 +297,6 @@ class SessionMemory:
           600 µs against 960).
         """
         b, w = safe.shape
-        if self._native is not None:
-            return self._native_weights(safe, cands)
         if b * w <= _FLAT_LOOKUP_MAX_ROWS and self.idx.numel() <= _FLAT_LOOKUP_MAX_ENTRIES:
             keys, weights = self._flat_table()
             c = cands.astype(np.int64)
@@ -269,21 +315,3 @@ class SessionMemory:
         pos = np.minimum(pos, rows.shape[2] - 1)
         found = np.take_along_axis(rows, pos, 2) == query
         return np.take_along_axis(weights[safe], pos, 2) * found
-
-    def _native_weights(self, safe: np.ndarray, cands: np.ndarray) -> np.ndarray:
-        """:meth:`_neighbour_weights` by the compiled lookup (``model/neighbour_lookup.c``): the same
-        search in each window item's row, one call for the whole batch (a few µs where the numpy ways
-        take 15 µs for one user and 1.5 ms for 128)."""
-        assert self._native is not None
-        if self._native_table is None:
-            self._native_table = (
-                np.ascontiguousarray(self.idx.numpy(), dtype=np.int32),
-                np.ascontiguousarray(self.w.numpy(), dtype=np.float32),
-            )
-        table, weights = self._native_table
-        rows = np.ascontiguousarray(safe, dtype=np.int64)
-        c = np.ascontiguousarray(cands, dtype=np.int64)
-        b, w = rows.shape
-        out = np.empty((b, w, c.shape[1]), dtype=np.float32)
-        self._native.weights(out, rows, c, table, weights, table.shape[1], b, w, c.shape[1])
-        return out
