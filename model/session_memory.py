@@ -307,9 +307,8 @@ class SessionMemory:
             return weights[pos] * found
         table, weights = self.idx.numpy(), self.w.numpy()
         rows = table[safe]  # (B, W, k), each row sorted by item index
-        query = np.ascontiguousarray(
-            np.broadcast_to(cands.astype(rows.dtype)[:, None, :], (b, w, cands.shape[1]))
-        )
+        # A copy: torch takes only writable arrays (a broadcast view is read-only).
+        query = np.broadcast_to(cands.astype(rows.dtype)[:, None, :], (b, w, cands.shape[1])).copy()
         # torch's search runs per row of a batch (numpy's is one-dimensional) in one call.
         pos = torch.searchsorted(torch.from_numpy(rows), torch.from_numpy(query)).numpy()
         pos = np.minimum(pos, rows.shape[2] - 1)

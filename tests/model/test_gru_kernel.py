@@ -15,20 +15,13 @@ import pytest
 
 from model import gru_kernel
 from model.scorer import IncrementalScorer
-from stream import native
 from tests.model.content_support import cold
+from tests.model.native_support import bits, built_extension
 
 
 @pytest.fixture(scope="module")
 def kernel() -> ModuleType:
-    module, status = native.load_built("model._gru_step")
-    if module is None:
-        pytest.skip(f"no native build of model._gru_step here ({status}); `make install` builds it")
-    return module
-
-
-def bits(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    return built_extension("model._gru_step")
 
 
 def sample(rng: np.random.Generator) -> np.ndarray:

@@ -19,19 +19,12 @@ import torch
 from model import session_memory
 from model.scorer import IncrementalScorer
 from model.session_memory import SessionMemory
-from stream import native
+from tests.model.native_support import bits, built_extension
 
 
 @pytest.fixture(scope="module")
 def kernel() -> ModuleType:
-    module, status = native.load_built("model._neighbour_lookup")
-    if module is None:
-        pytest.skip(f"no native build of model._neighbour_lookup here ({status}); `make install` builds it")
-    return module
-
-
-def bits(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    return built_extension("model._neighbour_lookup")
 
 
 def table(rng: np.random.Generator, n_items: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
