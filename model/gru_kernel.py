@@ -24,9 +24,7 @@ of ``numpy.tanh``.
 
 from __future__ import annotations
 
-import importlib
 import math
-from types import ModuleType
 
 import numpy as np
 
@@ -110,11 +108,3 @@ def _hidden_product(g: np.ndarray, w_hh_t: np.ndarray) -> np.ndarray:
             acc += products[:, j]
         out[start : start + _PRODUCT_ROWS] = acc
     return out
-
-
-def native_kernel() -> ModuleType | None:
-    """The compiled step (``model._gru_step``) when the native build is loaded, else None."""
-    try:
-        return importlib.import_module("model._gru_step")
-    except ImportError:
-        return None

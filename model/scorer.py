@@ -44,8 +44,9 @@ from model.added_items import (
 from model.artifact import ArtifactError, load_artifact
 from model.calibration import FEATURES
 from model.content import ItemContent
-from model.gru_kernel import native_kernel, step_numpy
+from model.gru_kernel import step_numpy
 from model.item_neighbours import ItemNeighboursMixin
+from stream import native
 from stream.contract import EVENT_TYPES
 
 
@@ -92,7 +93,7 @@ class IncrementalScorer(ItemNeighboursMixin):
         self._lookup = {item: i for i, item in enumerate(art.item_ids)}
         self._free_rows = FreeRows()
         # The compiled step when the native build is loaded (model.gru_kernel), for the widths it takes.
-        kernel = native_kernel()
+        kernel = native.installed("model._gru_step")
         self._kernel = kernel if kernel is not None and self._units <= kernel.MAX_UNITS else None
         cal = art.meta.get("calibration", {})
         self.calibration_horizon = int(cal.get("horizon", art.config.calibration_horizon))

@@ -28,12 +28,12 @@ step, and ``W * log k`` work per scored candidate.
 from __future__ import annotations
 
 import functools
-import importlib
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from stream import native
 
 if TYPE_CHECKING:  # building neighbours is training work; the scorer imports this module
     from model.data import EncodedSessions
@@ -48,15 +48,6 @@ _FLAT_LOOKUP_MAX_ROWS = 100
 # Neighbour entries (items x k) up to which that flattened table is kept: 12 bytes each (an int64 key
 # and the float32 weight), 48 MB at this bound; larger catalogs always use the per-row search.
 _FLAT_LOOKUP_MAX_ENTRIES = 4_000_000
-
-
-def native_lookup() -> ModuleType | None:
-    """The compiled neighbour lookup (``model._neighbour_lookup``) when the native build is loaded, else
-    None (``stream.native``: the sources then run, with the numpy lookups, which give the same values)."""
-    try:
-        return importlib.import_module("model._neighbour_lookup")
-    except ImportError:
-        return None
 
 
 def build_neighbours(
@@ -175,7 +166,7 @@ class SessionMemory:
         self._flat: tuple[np.ndarray, np.ndarray] | None = None
         # The compiled lookup when the native build is loaded, and the table as it reads it (int32 and
         # float32, contiguous; built on first use).
-        self._native = native_lookup()
+        self._native = native.installed("model._neighbour_lookup")
         self._native_table: tuple[np.ndarray, np.ndarray] | None = None
 
     def _flat_table(self) -> tuple[np.ndarray, np.ndarray]:

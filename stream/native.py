@@ -208,8 +208,11 @@ def _load_file(name: str, file: Path) -> ModuleType:
     loader = _loader(name, file)
     spec = importlib.util.spec_from_loader(name, loader)  # with the file as its origin (__file__)
     assert spec is not None
+    known = name in sys.modules
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
+    if not known:  # a single-phase extension's init registers itself in sys.modules: undone
+        sys.modules.pop(name, None)
     return module
 
 
@@ -330,6 +333,17 @@ def _load(files: dict[str, Path]) -> str | None:
         return f"pure: the native build does not load ({type(exc).__name__}: {exc})"
     sys.modules[runtime] = module  # what each compiled module's extension imports first
     return None
+
+
+def installed(name: str) -> ModuleType | None:
+    """One of :data:`EXTENSIONS` when this process runs the native build (:func:`install`), else None:
+    the caller then runs its numpy twin, which gives the same bits."""
+    if name not in EXTENSIONS:
+        raise ValueError(f"{name} is not one of the native build's C extensions")
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def load_built(name: str) -> tuple[ModuleType | None, str]:

@@ -394,3 +394,10 @@ def test_load_built_loads_the_current_builds_extension(monkeypatch: pytest.Monke
     module, status = native.load_built("model._gru_step")
     assert module is not None and status.startswith("native:")
     assert module.MAX_UNITS >= 48 and str(module.__file__).startswith(str(home))
+
+
+def test_installed_is_none_in_a_process_that_runs_the_sources() -> None:
+    """The test process runs the sources: the scorer and the session memory then take their numpy."""
+    assert all(native.installed(name) is None for name in native.EXTENSIONS)
+    with pytest.raises(ValueError, match="not one of"):
+        native.installed("model.scorer")
