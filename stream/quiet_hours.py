@@ -11,7 +11,8 @@ shorter or longer in real time:
   before the start, in the hour after the clocks went back, stay quiet (by the wall clock alone they
   would read as before the start, a hole in the night).
 
-The policy (``stream.user_facts.quiet_hours_end``) and send time (``stream.send_time``) both ask here.
+The policy (``stream.user_facts.quiet_hours_end``) and send time (``stream.send_time``) both ask here,
+and send time also for the local hour of every event a shopper sends (:func:`local_hour`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,43 @@ from __future__ import annotations
 import math
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+_HOUR = 3600.0
+# Per zone, a UTC hour [lo, lo + 3600) over which the zone's offset holds, and that offset in seconds.
+_OFFSETS: dict[ZoneInfo, tuple[float, float]] = {}
+_OFFSETS_MAX = 1_024  # emptied when full: one entry per zone, and a hostile producer can name many
+# How far from a local hour's edge an instant must lie for the offset alone to give its hour:
+# ``datetime.fromtimestamp`` rounds to the microsecond, which can carry an instant within half a
+# microsecond of the edge into the next hour; the sum ts + offset is exact to well under this.
+_EDGE = 1e-3
+
+
+def local_hour(ts: float, zone: ZoneInfo) -> int:
+    """``datetime.fromtimestamp(ts, zone).hour``, the same integer for every ``ts``, mostly without
+    building the datetime (send time counts every event of a shopper by its local hour).
+
+    The zone's UTC offset is remembered for the UTC hour it was read in: offsets change at whole
+    seconds, so when the offsets at the hour's first and last whole second agree and the zone changes
+    offset at most once an hour (every zone in the tz database: its changes are months apart), the
+    offset holds for the whole hour. An hour with a change, and instants within a millisecond of a
+    local hour's edge or of the UTC hour's end (the datetime's rounding may carry them over a change
+    there), take the datetime.
+    """
+    lo = math.floor(ts / _HOUR) * _HOUR
+    known = _OFFSETS.get(zone)
+    if known is None or known[0] != lo:
+        before = datetime.fromtimestamp(lo, zone).utcoffset()
+        after = datetime.fromtimestamp(lo + _HOUR - 1.0, zone).utcoffset()
+        if before is None or before != after:
+            return datetime.fromtimestamp(ts, zone).hour
+        if len(_OFFSETS) >= _OFFSETS_MAX:
+            _OFFSETS.clear()
+        known = _OFFSETS[zone] = (lo, before.total_seconds())
+    local = ts + known[1]
+    into = local - math.floor(local / _HOUR) * _HOUR
+    if into < _EDGE or into > _HOUR - _EDGE or ts > lo + _HOUR - _EDGE:  # (the last: a change at lo + 1 h)
+        return datetime.fromtimestamp(ts, zone).hour
+    return int(math.floor(local / _HOUR)) % 24
 
 
 def local_instant(day: date, minutes: int, zone: ZoneInfo) -> float:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from stream.policy_config import PolicyConfig
-from stream.quiet_hours import in_quiet_hours, local_instant
+from stream.quiet_hours import in_quiet_hours, local_hour, local_instant
 
 HOURS = 24
 # Stored counts are rounded to this many decimals in :meth:`EngagementHours.to_list`.
@@ -87,7 +87,7 @@ class EngagementHours:
             rescale = math.exp2(-(landmark - self.landmark) / self.half_life_seconds)
             self.counts = [c * rescale for c in self.counts]
             self.landmark = landmark
-        hour = datetime.fromtimestamp(ts, zone).hour
+        hour = local_hour(ts, zone)
         # An out-of-order event before the landmark gets a weight below w (it is older): still exact.
         self.counts[hour] += weight * math.exp2((ts - self.landmark) / self.half_life_seconds)
 
@@ -155,13 +155,13 @@ def observe_stored(
         first = round(weight * math.exp2((ts - landmark) / half_life_seconds), _DECIMALS)
         if first == 0:
             return None
-        hour = datetime.fromtimestamp(ts, zone).hour
+        hour = local_hour(ts, zone)
         return [landmark, *([0] * hour), int(first) if first.is_integer() else first]
     if len(row) > HOURS + 1 or ts - row[0] > _REBASE_HALF_LIVES * half_life_seconds:
         hours = EngagementHours.from_list(row, half_life_seconds)
         hours.observe(ts, zone, weight)
         return hours.to_list()
-    hour = datetime.fromtimestamp(ts, zone).hour
+    hour = local_hour(ts, zone)
     out = list(row)
     if len(out) < hour + 2:
         out.extend([0] * (hour + 2 - len(out)))
@@ -251,7 +251,7 @@ def send_at(
     counts = hours.counts
     reachable = _candidates(now, deadline, zone, config)
     best = max((counts[hour] for _, hour in reachable), default=0.0)
-    current = counts[datetime.fromtimestamp(now, zone).hour]
+    current = counts[local_hour(now, zone)]
     if best <= 0.0 or current >= config.send_time_min_share * best:
         return now
     # The earliest hour that ties with the best (within the tolerance) wins.

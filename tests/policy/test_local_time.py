@@ -297,3 +297,52 @@ def test_local_dates_are_remembered_without_changing_them(monkeypatch: pytest.Mo
     assert 0 < len(rules._LOCAL_DATES) <= 50
     other = ZoneInfo("Asia/Tokyo")
     assert rules.local_date(times[0], other) == datetime.fromtimestamp(times[0], other).date()
+
+
+# Zones with DST of an hour, of half an hour (Lord Howe), offsets of 45 minutes (Kathmandu, Chatham),
+# a southern-hemisphere DST, none at all, and one that changed its standard offset (Samoa skipped a day).
+LOCAL_HOUR_ZONES = (
+    "America/New_York",
+    "Europe/Berlin",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+    "Pacific/Chatham",
+    "America/Santiago",
+    "Asia/Tokyo",
+    "Pacific/Apia",
+    "UTC",
+)
+
+
+@pytest.mark.parametrize("name", LOCAL_HOUR_ZONES)
+def test_the_local_hour_is_the_datetimes_hour_across_offset_changes_and_at_hour_edges(name: str) -> None:
+    """``quiet_hours.local_hour`` (send time's per-event hour, from a remembered offset) gives
+    ``datetime.fromtimestamp(ts, zone).hour`` for every instant: every quarter hour of a year with
+    their offset changes, and instants a hair either side of the edges, where the datetime's rounding
+    to the microsecond carries one into the next hour."""
+    from zoneinfo import ZoneInfo
+
+    from stream.quiet_hours import local_hour
+
+    zone = ZoneInfo(name)
+    start = datetime(2011, 1, 1, tzinfo=ZoneInfo("UTC")).timestamp()  # Samoa's skipped day: 2011-12-30
+    for k in range(366 * 96):
+        edge = start + 900.0 * k
+        for ts in (edge, edge + 4e-7, edge - 4e-7, edge + 6e-7, edge - 6e-7, edge + 0.0015, edge + 449.5):
+            assert local_hour(ts, zone) == datetime.fromtimestamp(ts, zone).hour, (name, ts)
+
+
+def test_the_local_hour_of_random_instants_and_zones_is_the_datetimes_hour() -> None:
+    """The same for random instants of the contract's range in every zone the host knows, in an order
+    that moves between hours and zones all the time (the remembered offsets are replaced)."""
+    import random
+    from zoneinfo import ZoneInfo, available_timezones
+
+    from stream.quiet_hours import local_hour
+
+    rng = random.Random(7)
+    zones = [ZoneInfo(z) for z in sorted(available_timezones())]
+    for _ in range(60_000):
+        zone = rng.choice(zones)
+        ts = rng.uniform(946_684_800.0, 4_102_444_800.0)
+        assert local_hour(ts, zone) == datetime.fromtimestamp(ts, zone).hour, (zone, ts)
