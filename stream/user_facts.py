@@ -54,10 +54,26 @@ def zone_named(name: str | None, config: PolicyConfig) -> ZoneInfo:
     return zone
 
 
+# quiet_hours_end's answers by (now, zone, quiet hours' start and end as configured); emptied when full.
+_QUIET_ENDS: dict[tuple[float, ZoneInfo, str, str], float | None] = {}
+_QUIET_ENDS_MAX = 4_096
+
+
 def quiet_hours_end(now: float, zone: ZoneInfo, config: PolicyConfig) -> float | None:
     """When the quiet hours around ``now`` end (epoch seconds), or None when ``now`` is outside them
-    (the rule, across DST changes included: :mod:`stream.quiet_hours`)."""
-    return quiet_end(now, zone, *config.quiet_minutes())
+    (the rule, across DST changes included: :mod:`stream.quiet_hours`).
+
+    Remembered per instant and zone: a decision asks twice for the same ones (when it is queued, for the
+    earliest timer it may schedule, and when it is decided), and the decisions of one clock share the
+    instant. A pure function's cache, so it changes no answer.
+    """
+    key = (now, zone, config.quiet_hours_start, config.quiet_hours_end)
+    if key in _QUIET_ENDS:
+        return _QUIET_ENDS[key]
+    if len(_QUIET_ENDS) >= _QUIET_ENDS_MAX:
+        _QUIET_ENDS.clear()
+    end = _QUIET_ENDS[key] = quiet_end(now, zone, *config.quiet_minutes())
+    return end
 
 
 def current_offset(state: UserPolicyState, now: float, config: PolicyConfig) -> float:

@@ -346,3 +346,25 @@ def test_the_local_hour_of_random_instants_and_zones_is_the_datetimes_hour() -> 
         zone = rng.choice(zones)
         ts = rng.uniform(946_684_800.0, 4_102_444_800.0)
         assert local_hour(ts, zone) == datetime.fromtimestamp(ts, zone).hour, (zone, ts)
+
+
+def test_quiet_hours_ends_are_remembered_without_changing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``user_facts.quiet_hours_end`` caches its answers per instant, zone and quiet hours (a decision
+    asks when it is queued and again when it is decided): the same ends as the rule itself, across the
+    nights clocks go forward and back, after the cache is emptied, and for other quiet hours."""
+    from zoneinfo import ZoneInfo
+
+    from stream import user_facts
+    from stream.quiet_hours import quiet_end
+
+    monkeypatch.setattr(user_facts, "_QUIET_ENDS", {})
+    monkeypatch.setattr(user_facts, "_QUIET_ENDS_MAX", 50)
+    zone = ZoneInfo("America/New_York")
+    nights = [datetime(2026, 3, 7, 18, 0, tzinfo=zone), datetime(2026, 10, 31, 18, 0, tzinfo=zone)]
+    times = [night.timestamp() + 600.0 * k for night in nights for k in range(120)]
+    for hours in (("22:00", "08:00"), ("01:30", "02:30")):
+        cfg = PolicyConfig(quiet_hours_start=hours[0], quiet_hours_end=hours[1])
+        for _ in range(2):  # computed, then remembered (the cache fills and is emptied on the way)
+            for ts in times:
+                assert quiet_hours_end(ts, zone, cfg) == quiet_end(ts, zone, *cfg.quiet_minutes())
+    assert 0 < len(user_facts._QUIET_ENDS) <= 50
