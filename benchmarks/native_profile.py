@@ -101,34 +101,21 @@ def callees(samples: list[list[str]], symbol: str) -> tuple[int, Counter[str]]:
 
 
 def _engine_child(events: int, replay: bool, ready: Path) -> None:
-    """Set up as the benchmark does, touch ``ready``, then process every event (what perf samples)."""
+    """Set up as ``--engine-only`` does, touch ``ready``, then process every event (what perf samples)."""
     import random
-    from typing import cast
 
     sys.path.insert(0, str(ROOT))
     from benchmarks.stream_throughput import build_workload, ensure_model, get_settings, live_paced
-    from benchmarks.throughput.profiles import DictState
-    from model.scorer import IncrementalScorer
-    from stream import gc_tuning
-    from stream.engine import Engine, Inbound, Scorer, StateAccess
-    from stream.partitioning import partition_for
+    from benchmarks.throughput.profiles import EngineBench
 
     random.seed(0)
-    settings = get_settings().model_copy(deep=True)
-    settings.worker.clock = "event"
-    model_dir = ensure_model(settings)
+    settings = get_settings()
     work = build_workload(settings, events)
     if not replay:
         work = live_paced(work, 50_000.0)
-    scorer = IncrementalScorer.load(model_dir, threads=1)
-    gc_tuning.configure(settings.worker.gc_young_threshold)
-    records = [Inbound("events", partition_for(k, 4), i, k, v) for i, (k, v) in enumerate(work.events)]
-    catalog = [Inbound("catalog", 0, i, k, v) for i, (k, v) in enumerate(work.catalog)]
-    engine = Engine(settings, cast(Scorer, scorer))
-    engine.owned = {0, 1, 2, 3}
-    state = cast(StateAccess, DictState())
-    engine.apply_catalog(catalog, state, announce=False)
-    gc_tuning.freeze_long_lived(settings.worker.gc_freeze)
+    bench = EngineBench.prepare(ensure_model(settings), work)
+    engine, state = bench.fresh_engine()
+    records = bench.records
     ready.write_text(str(os.getpid()))
     for i in range(0, len(records), 512):
         engine.process(records[i : i + 512], state)

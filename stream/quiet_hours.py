@@ -53,10 +53,11 @@ def local_hour(ts: float, zone: ZoneInfo) -> int:
             _OFFSETS.clear()
         known = _OFFSETS[zone] = (lo, before.total_seconds())
     local = ts + known[1]
-    into = local - math.floor(local / _HOUR) * _HOUR
+    hours = math.floor(local / _HOUR)
+    into = local - hours * _HOUR
     if into < _EDGE or into > _HOUR - _EDGE or ts > lo + _HOUR - _EDGE:  # (the last: a change at lo + 1 h)
         return datetime.fromtimestamp(ts, zone).hour
-    return int(math.floor(local / _HOUR)) % 24
+    return hours % 24
 
 
 def local_instant(day: date, minutes: int, zone: ZoneInfo) -> float:

@@ -149,8 +149,10 @@ def rounded(x: float) -> float:
     """
     y = x * _SCALE
     if -1e9 < y < 1e9:
-        n = math.floor(y + 0.5)
-        if n != 0 and abs(y - math.floor(y) - 0.5) > 1e-6:
+        whole = math.floor(y)
+        part = y - whole  # off by at most an ulp of 1: far inside the margin below
+        n = whole + 1 if part > 0.5 else whole
+        if n != 0 and abs(part - 0.5) > 1e-6:
             return n / _SCALE
     return round(x, _DECIMALS)
 

@@ -10,11 +10,16 @@ import hashlib
 import pstats
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from benchmarks.throughput.workload import Workload
-from stream.settings import get_settings
+from stream.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from model.scorer import IncrementalScorer
+    from stream.engine import Engine, Inbound, StateAccess
 
 # (stage, substring of a frame "function (file)") in priority order: the first match names a sample.
 STAGES: list[tuple[str, str]] = [
@@ -85,6 +90,48 @@ class DictState:
         self.data[(partition, key)] = value
 
 
+@dataclass
+class EngineBench:
+    """The engine-only runs' setup (``--engine-only``, ``benchmarks/native_profile.py``): the worker's
+    settings with the event clock, the model loaded as the worker loads it, and the workload as input
+    records of four partitions."""
+
+    settings: Settings
+    scorer: IncrementalScorer
+    records: list[Inbound]
+    catalog: list[Inbound]
+
+    @classmethod
+    def prepare(cls, model_dir: Path, work: Workload) -> EngineBench:
+        """Load the model and turn ``work`` into records; sets the worker's young GC threshold."""
+        from model.scorer import IncrementalScorer
+        from stream import gc_tuning
+        from stream.engine import Inbound
+        from stream.partitioning import partition_for
+
+        settings = get_settings().model_copy(deep=True)
+        settings.worker.clock = "event"
+        scorer = IncrementalScorer.load(model_dir, threads=1)
+        gc_tuning.configure(settings.worker.gc_young_threshold)  # as the worker does (stream/gc_tuning.py)
+        records = [Inbound("events", partition_for(k, 4), i, k, v) for i, (k, v) in enumerate(work.events)]
+        catalog = [Inbound("catalog", 0, i, k, v) for i, (k, v) in enumerate(work.catalog)]
+        return cls(settings, scorer, records, catalog)
+
+    def fresh_engine(self) -> tuple[Engine, DictState]:
+        """A new engine owning the four partitions, with the catalog read and the start-up frozen."""
+        from stream import gc_tuning
+        from stream.engine import Engine, Scorer, StateAccess
+
+        engine = Engine(self.settings, cast(Scorer, self.scorer))
+        engine.owned = {0, 1, 2, 3}
+        store = DictState()
+        # As the worker's start-up read of the pre-produced topic: a bootstrap (versions by time, the
+        # first holding from the start), so the engine alone decides exactly what the worker does.
+        engine.apply_catalog(self.catalog, cast(StateAccess, store), announce=False)
+        gc_tuning.freeze_long_lived(self.settings.worker.gc_freeze)  # the worker freezes at catalog ready
+        return engine, store
+
+
 def profile_engine(
     model_dir: Path, work: Workload, batch: int = 512, only_plain: bool = False
 ) -> dict[str, Any]:
@@ -94,31 +141,16 @@ def profile_engine(
     stored row and push id (``--engine-only``: a change that must not alter decisions keeps it), and
     one of the push ids alone (``pushes_sha256``: the decisions, for a change that moves stored floats).
     """
-    from model.scorer import IncrementalScorer
-    from stream import gc_tuning
-    from stream.engine import Engine, Inbound, Scorer, StateAccess
-    from stream.partitioning import partition_for
-
-    settings = get_settings().model_copy(deep=True)
-    settings.worker.clock = "event"
-    scorer = IncrementalScorer.load(model_dir, threads=1)
-    gc_tuning.configure(settings.worker.gc_young_threshold)  # as the worker does (stream/gc_tuning.py)
-    records = [Inbound("events", partition_for(k, 4), i, k, v) for i, (k, v) in enumerate(work.events)]
-    catalog = [Inbound("catalog", 0, i, k, v) for i, (k, v) in enumerate(work.catalog)]
+    bench = EngineBench.prepare(model_dir, work)
+    records = bench.records
 
     stages: dict[str, float] = {}
     digest = hashlib.sha256()
     recorded: list[str] = []  # the recorded run's push ids
 
     def run(record: bool = False) -> float:
-        engine = Engine(settings, cast(Scorer, scorer))
-        engine.owned = {0, 1, 2, 3}
-        store = DictState()
-        state = cast(StateAccess, store)
-        # As the worker's start-up read of the pre-produced topic: a bootstrap (versions by time, the
-        # first holding from the start), so the engine alone decides exactly what the worker does.
-        engine.apply_catalog(catalog, state, announce=False)
-        gc_tuning.freeze_long_lived(settings.worker.gc_freeze)  # the worker freezes at catalog ready
+        engine, store = bench.fresh_engine()
+        state = cast("StateAccess", store)
         pushes: list[str] = []
         started = time.perf_counter()
         for i in range(0, len(records), batch):
@@ -131,7 +163,7 @@ def profile_engine(
         if record:  # what the run decided and stored: equal digests, equal decisions and states
             # The user records name the model's version, which holds its training time: left out, so two
             # checkouts that each trained the same weights (the cache is per checkout) compare.
-            version = scorer.version.encode()
+            version = bench.scorer.version.encode()
             for (partition, key), value in sorted(store.data.items()):
                 stored = (value or b"").replace(version, b"<model>")
                 digest.update(b"%d\x1e%s\x1e%s\x1d" % (partition, key, stored))
