@@ -113,6 +113,7 @@ def observe(outcome: Outcome) -> None:
         metrics_record.observe_interest(outcome.interest)
     metrics_record.observe_stages(outcome.stage_seconds)
     metrics_record.observe_removals(outcome.erasures, outcome.expired_users, outcome.catalog_removals)
+    metrics_record.observe_user_loads(outcome.users_warm, outcome.users_read)
     metrics_record.observe_late_timers(outcome.late_timers)
     metrics_record.observe_arrival_asks_capped(outcome.arrival_asks_capped)
     metrics_record.observe_discovery_left_out(outcome.discovery_categories_left_out)

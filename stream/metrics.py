@@ -31,6 +31,8 @@ MODEL_FAILURE_REASONS: tuple[str, ...] = (
     "smoke_check",
     "error",
 )
+# Where a batch found a user record (stream.warm_users).
+USER_LOAD_SOURCES: tuple[str, ...] = ("warm", "store")
 # Event type label for inputs that never parsed (dead letters).
 UNKNOWN_TYPE = "unknown"
 
@@ -263,6 +265,12 @@ USERS_ERASED = Counter(
 )
 USERS_EXPIRED = Counter(
     "kairos_users_expired_total", "Inactive users removed after worker.user_ttl_seconds (consent kept)."
+)
+USER_RECORD_LOADS = Counter(
+    "kairos_user_record_loads_total",
+    "User records loaded by batches and ticks, by source: warm (kept decoded since this worker wrote "
+    "them, worker.warm_users_per_partition) or store (read from RocksDB and decoded).",
+    ["source"],
 )
 CATALOG_REMOVALS = Counter(
     "kairos_catalog_removals_total", "Items removed from the catalog view (catalog tombstones)."

@@ -49,6 +49,8 @@ from stream.metrics import (
     TICK_ERRORS,
     TICK_STAGES,
     UNKNOWN_TYPE,
+    USER_LOAD_SOURCES,
+    USER_RECORD_LOADS,
     USERS_ERASED,
     USERS_EXPIRED,
 )
@@ -108,6 +110,8 @@ def init_labels(topics: Iterable[str] = ()) -> None:
         TICK_ERRORS.labels(stage)
     for stage in STAGES:
         STAGE_SECONDS.labels(stage)
+    for source in USER_LOAD_SOURCES:
+        USER_RECORD_LOADS.labels(source)
 
 
 def observe_many(histogram: Histogram, value: float, count: int) -> None:
@@ -283,6 +287,14 @@ def observe_late_timers(n: int) -> None:
     """Count timers a batch scheduled after its partition's clock passed them (``Outcome.late_timers``)."""
     if n > 0:
         LATE_TIMERS.inc(n)
+
+
+def observe_user_loads(warm: int, read: int) -> None:
+    """Count the user records a batch or tick loaded warm and from the store."""
+    if warm > 0:
+        USER_RECORD_LOADS.labels("warm").inc(warm)
+    if read > 0:
+        USER_RECORD_LOADS.labels("store").inc(read)
 
 
 def observe_removals(erased: int = 0, expired: int = 0, catalog: int = 0) -> None:

@@ -70,6 +70,7 @@ MODULES: tuple[str, ...] = (
     "stream.quiet_hours",
     "stream.admission",
     "stream.state",
+    "stream.warm_users",
     "stream.outcome",
     "stream.partitioning",
     "stream.throttle",

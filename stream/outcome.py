@@ -87,6 +87,10 @@ class Outcome:
     content_items_added: int = 0  # catalogued items the model placed from their content (no history)
     erasures: int = 0
     expired_users: int = 0
+    # User records loaded: kept warm since this worker wrote them (stream.warm_users), and read and
+    # decoded from the store (new users included).
+    users_warm: int = 0
+    users_read: int = 0
     # Timers the partition's event-time clock passed between a decision's place in the stream and the
     # decision (a bound of Decider.earliest_timer that did not hold): they fire an input late. Never
     # expected; counted (stream.decider_apply).
@@ -113,6 +117,8 @@ class Outcome:
         self.content_items_added += other.content_items_added
         self.erasures += other.erasures
         self.expired_users += other.expired_users
+        self.users_warm += other.users_warm
+        self.users_read += other.users_read
         self.late_timers += other.late_timers
         for stage, seconds in other.stage_seconds.items():
             self.stage_seconds[stage] += seconds

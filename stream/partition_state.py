@@ -65,6 +65,7 @@ from stream.state_load import UnreadablePartitionRow, load_facts
 from stream.throttle import THROTTLE_ROW, PushThrottle
 from stream.timers import Timer, TimerQueue
 from stream.trending import TrendingItems
+from stream.warm_users import WarmUsers
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ class PartitionState:
     _watermark_stored: float = 0.0
     _offsets_stored: dict[str, int] = field(default_factory=dict)
     _legacy_rows: list[bytes] = field(default_factory=list)  # deleted at the next drain
+    # Decoded records of users written lately, taken by the next batch instead of a store read and a
+    # decode (stream.warm_users); in memory only, so a re-read or a restart starts it empty.
+    warm_users: WarmUsers = field(default_factory=WarmUsers)
 
     @classmethod
     def empty(cls, partition: int, config: PolicyConfig, partitions: int = 1) -> PartitionState:

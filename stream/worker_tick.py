@@ -145,6 +145,7 @@ class TickMixin(WorkerParts):
         else:
             metrics_record.observe_arrival_asks_capped(outcome.arrival_asks_capped)
             metrics_record.observe_discovery_left_out(outcome.discovery_categories_left_out)
+            metrics_record.observe_user_loads(outcome.users_warm, outcome.users_read)
 
     async def _apply_catalog_backlog(self) -> bool:
         """Apply the catalog records read so far, in order, a slice at a time, each slice committed on

@@ -3,7 +3,9 @@ expire after inactivity and erase.
 
 A record is decoded once per batch (the batch's user cache) and written back once, with the
 partitions' changed shared rows (indexes, clock, input offsets) in the same transaction, so the
-store and the changelog never hold a user without the offsets that produced it.
+store and the changelog never hold a user without the offsets that produced it. A record written is
+kept decoded for the next batch that touches the user (``stream.warm_users``), which then reads
+neither the store nor the bytes.
 """
 
 from __future__ import annotations
@@ -89,30 +91,53 @@ class UserRecords:
         self._parts = parts
         self._scorer = scorer
         self._step = step
+        # Records loaded since drain_loads: kept warm, and read from the store (for the metrics).
+        self.loaded_warm = 0
+        self.loaded_read = 0
 
     def load(self, txn: StateAccess, partition: int, user_id: str, cache: dict[str, BatchUser]) -> BatchUser:
         """The user's record, decoded once per batch (``cache``), in step with the served model."""
         user = cache.get(user_id)
         if user is None:
-            raw = txn.get(partition, user_id.encode("utf-8"))
-            state, readable = (UserState(), True) if raw is None else readable_record(raw, partition, user_id)
-            engagement = Engagement.from_dict(
-                state.engagement, self.cfg.engagement_max_items, self.cfg.engagement_max_purchases
-            )
-            user = BatchUser(user_id, partition, state, engagement)
-            user.dirty = not readable  # the damaged bytes are replaced at the batch's end
+            warm = self._part(partition).warm_users.take(user_id)
+            if warm is not None:  # written by an earlier batch of this worker (stream.warm_users)
+                user = BatchUser(user_id, partition, warm[0], warm[1])
+                self.loaded_warm += 1
+            else:
+                user = self._read(txn, partition, user_id)
+                self.loaded_read += 1
             self.sync_model(user)
             cache[user_id] = user
         return user
 
+    def _read(self, txn: StateAccess, partition: int, user_id: str) -> BatchUser:
+        """The user's record read from the store and decoded (a new record when there is none)."""
+        raw = txn.get(partition, user_id.encode("utf-8"))
+        state, readable = (UserState(), True) if raw is None else readable_record(raw, partition, user_id)
+        engagement = Engagement.from_dict(
+            state.engagement, self.cfg.engagement_max_items, self.cfg.engagement_max_purchases
+        )
+        user = BatchUser(user_id, partition, state, engagement)
+        user.dirty = not readable  # the damaged bytes are replaced at the batch's end
+        return user
+
+    def drain_loads(self) -> tuple[int, int]:
+        """(records loaded warm, records read from the store) since the last call."""
+        loads = (self.loaded_warm, self.loaded_read)
+        self.loaded_warm = self.loaded_read = 0
+        return loads
+
     def save(self, txn: StateAccess, users: Iterable[BatchUser]) -> None:
-        """Stage the changed users and every partition's changed shared rows in ``txn``."""
+        """Stage the changed users and every partition's changed shared rows in ``txn``; keep the
+        records staged warm for the next batch (``stream.warm_users``)."""
+        warm = self.settings.worker.warm_users_per_partition
         for user in users:
             if user.dirty:
                 part = self._part(user.partition)
                 user.state.engagement = user.engagement.to_dict()
                 user.state.timers = [t.to_list() for t in part.timers.timers_for(user.user_id)]
                 txn.put(user.partition, user.user_id.encode("utf-8"), user.state.to_bytes())
+                part.warm_users.put(user.user_id, user.state, user.engagement, warm)
                 clock = user.state.expiry_clock()
                 if clock is not None:
                     part.see(user.user_id, clock)
@@ -176,6 +201,7 @@ class UserRecords:
         part.interest.purge_users({user_id})
         part.forget_arrivals(user_id)
         part.last_seen.pop(user_id, None)
+        part.warm_users.drop(user_id)
         txn.put(partition, user_id.encode("utf-8"), None)  # the batch's closing save stages the rows
 
     def sweep(
@@ -205,6 +231,7 @@ class UserRecords:
                 key = user_id.encode("utf-8")
                 raw = txn.get(partition, key)
                 part.timers.cancel_user(user_id)
+                part.warm_users.drop(user_id)
                 del part.last_seen[user_id]
                 if raw is None:
                     continue

@@ -171,6 +171,12 @@ class WorkerConfig(BaseModel):
         64, ge=1, description="Recent event ids remembered per user to drop redeliveries (at least 1)."
     )
     recent_items: int = Field(20, description="Recent items (with their event types) kept per user.")
+    warm_users_per_partition: int = Field(
+        2048,
+        ge=0,
+        description="Decoded records of the users written last kept in memory per partition, so their "
+        "next batch skips the store read and the decode (about 6 KB each); 0 turns it off.",
+    )
     session_gap_seconds: float = Field(
         1800.0,
         gt=0.0,

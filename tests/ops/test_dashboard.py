@@ -167,6 +167,7 @@ QUESTIONS: dict[str, tuple[str, set[str]]] = {
         {"kairos_stage_seconds_total", "kairos_events_total"},
     ),
     "how big is the state": ("state size", {"kairos_state_keys", "kairos_state_bytes"}),
+    "are user records served from memory": ("user records loaded warm", {"kairos_user_record_loads_total"}),
     "are workers up": ("workers up", {"kairos_worker_up"}),
 }
 

@@ -8,17 +8,23 @@ compares stored bytes, not approximations.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections import OrderedDict, deque
 from typing import Any
 
+import numpy as np
 import pytest
+from pydantic import BaseModel
 
 from model.scorer import IncrementalScorer
 from stream.contract import ConsentUpdate, EventContext, to_json_bytes
+from stream.engagement import Engagement
 from stream.engine import Engine, Inbound, Outcome
 from stream.partitioning import partition_for
 from stream.settings import Settings
 from stream.simulator import SimConfig, generate_events
+from stream.state import UserState
 from tests.stream.fakes import PARTITIONS, DictState, catalog_entry, catalog_record, make_settings
 from tests.support.worker import train_small_model
 
@@ -169,3 +175,87 @@ def test_what_later_inputs_of_a_batch_change_never_reaches_the_decisions_before_
         store = DictState()
         assert run(engine(), records, store, batch) == reference
         assert store.data == reference_store.data
+
+
+def _exact(value: Any) -> Any:
+    """``value`` as nested tuples that hold every type and every float's bits: two values give equal
+    results only when a decision could not tell them apart (``numpy.float64`` is not ``float``, a
+    tuple is not a list, ``-0.0`` is not ``0.0``)."""
+    if isinstance(value, float):
+        return (type(value).__name__, value.hex())
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, Engagement):
+        names = ("items", "earlier_purchases", "last_ts", "visits", "active_ts", "max_items", "max_purchases")
+        return ("Engagement", tuple(_exact(getattr(value, n)) for n in names))
+    if isinstance(value, BaseModel):
+        return (type(value).__name__, _exact(dict(value)))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return (type(value).__name__, tuple((f.name, _exact(getattr(value, f.name))) for f in fields))
+    if isinstance(value, dict | OrderedDict):
+        return (type(value).__name__, tuple((_exact(k), _exact(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple | deque):
+        return (type(value).__name__, tuple(_exact(v) for v in value))
+    return (type(value).__name__, value)
+
+
+def _cold(store: DictState, partition: int, user_id: str, settings: Settings) -> tuple[Any, Any]:
+    """A user's record as a batch decodes it from the store (``UserRecords.load`` without the cache)."""
+    raw = store.get(partition, user_id.encode())
+    assert raw is not None, f"a warm user without a stored record: {user_id}"
+    state = UserState.from_bytes(raw)
+    bounds = settings.policy.engagement_max_items, settings.policy.engagement_max_purchases
+    return state, Engagement.from_dict(state.engagement, *bounds)
+
+
+def test_warm_users_are_what_the_store_decodes_to_after_every_batch(scorer: IncrementalScorer) -> None:
+    """The records kept warm between batches (``stream.warm_users``) equal, value and type, what the next
+    batch would decode from the store; with them off (0) every stored byte and push is the same."""
+    records = _unsettled_stream(2500)
+    policy = {
+        **PRODUCTION,
+        "quiet_hours_start": "22:00",
+        "quiet_hours_end": "08:00",
+        "send_time_enabled": True,
+        "reminder_seconds": 4 * 3600.0,
+        "returning_visit_seconds": 0.0,
+        "trigger_thresholds": {"cart_abandonment": 0.05},
+    }
+    wall = max(r.value is not None and float(json.loads(r.value)["ts"]) or 0.0 for r in records) + 60.0
+
+    def engine(warm: int) -> Engine:
+        worker: dict[str, object] = {"user_ttl_seconds": 6 * 3600.0, "warm_users_per_partition": warm}
+        settings = make_settings(worker, threshold=0.05, min_threshold=0.0, **policy)
+        e = engine_with(scorer, set(range(PARTITIONS)), settings)
+        e.wall_clock = lambda: wall
+        return e
+
+    cold_store = DictState()
+    cold = run(engine(0), records, cold_store, 11)
+    assert len(cold) > 20, "the stream should produce pushes"
+
+    warm_engine, store = engine(4096), DictState()
+    pushes: list[str] = []
+    checked, held = 0, 0
+    for start in range(0, len(records), 11):
+        out = warm_engine.process(records[start : start + 11], store)
+        pushes += [p.push_id for _, p in out.pushes]
+        for partition, part in warm_engine.parts.items():
+            for user_id, state, engagement in part.warm_users.items():
+                cold_record = _cold(store, partition, user_id, warm_engine.settings)
+                assert _exact((state, engagement)) == _exact(cold_record)
+                checked += 1
+                held += len(state.policy.held)
+    assert checked > 5 * len(records), "warm users should have been checked after every batch"
+    assert held > 0, "some checked users should hold pushes (quiet hours, send time)"
+    assert pushes == cold
+    assert store.data == cold_store.data
+
+
+def test_warm_users_are_bounded_per_partition(scorer: IncrementalScorer) -> None:
+    records = stream(600)
+    settings = make_settings({"warm_users_per_partition": 5}, threshold=0.05, min_threshold=0.0)
+    engine = engine_with(scorer, set(range(PARTITIONS)), settings)
+    run(engine, records, DictState(), 50)
+    assert [len(part.warm_users) for part in engine.parts.values()] == [5] * PARTITIONS
