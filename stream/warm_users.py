@@ -58,6 +58,10 @@ class WarmUsers:
         if hidden is not None and hidden.base is not None:
             # A row of the round's output array: keeping the view would keep the whole array.
             state.hidden = hidden.copy()
+        # The encoding's copies of the live engagement and of the partition's timers: rebuilt by every
+        # save, never read from a loaded record, and garbage the collector would otherwise keep scanning.
+        state.engagement = {}
+        state.timers = []
         entries[user_id] = (state, engagement)
         entries.move_to_end(user_id)
         while len(entries) > capacity:

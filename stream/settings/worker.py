@@ -172,10 +172,11 @@ class WorkerConfig(BaseModel):
     )
     recent_items: int = Field(20, description="Recent items (with their event types) kept per user.")
     warm_users_per_partition: int = Field(
-        2048,
+        256,
         ge=0,
         description="Decoded records of the users written last kept in memory per partition, so their "
-        "next batch skips the store read and the decode (about 6 KB each); 0 turns it off.",
+        "next batch skips the store read and the decode (about 5 KB each; more keeps more objects for "
+        "the garbage collector to scan, docs/architecture.md); 0 turns it off.",
     )
     session_gap_seconds: float = Field(
         1800.0,

@@ -45,6 +45,19 @@ def test_capacity_zero_keeps_nothing_and_drop_forgets() -> None:
     assert len(warm) == 0
 
 
+def test_the_encodings_copies_are_not_kept() -> None:
+    """``engagement`` and ``timers`` of a record are what the save encoded from the live engagement and
+    the partition's timer queue: the warm entry drops them (the next save writes them again)."""
+    state, engagement = record(1)
+    state.engagement = {"t": 1.0, "i": [["i1", 1, 0, 0, 0, 1.0]]}
+    state.timers = [[2.0, "u1", "session_end", "", "e1", 1.0]]
+    warm = WarmUsers()
+    warm.put("u1", state, engagement, capacity=2)
+    kept = warm.take("u1")
+    assert kept is not None and kept[0].engagement == {} and kept[0].timers == []
+    assert kept[1] is engagement
+
+
 def test_a_hidden_state_viewing_a_larger_array_is_copied() -> None:
     rounds = np.arange(12, dtype=np.float32).reshape(3, 4)  # a round's output: one row per user
     state, engagement = record(1)
