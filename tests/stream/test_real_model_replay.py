@@ -140,6 +140,31 @@ def _unsettled_stream(n: int) -> list[Inbound]:
     return records
 
 
+# The unsettled stream's policy: quiet hours, send time and reminders on, and every abandonment path
+# pushing, also to shoppers who come back within hours (most here).
+UNSETTLED = {
+    **PRODUCTION,
+    "quiet_hours_start": "22:00",
+    "quiet_hours_end": "08:00",
+    "send_time_enabled": True,
+    "reminder_seconds": 4 * 3600.0,
+    "returning_visit_seconds": 0.0,
+}
+
+
+def _unsettled_engine(scorer: IncrementalScorer, records: list[Inbound], **worker: object) -> Engine:
+    """An engine owning every partition with :data:`UNSETTLED`, a 6 h user TTL (expiries fall inside the
+    stream) plus ``worker``, and a wall clock just after the stream's last event."""
+    wall = max(r.value is not None and float(json.loads(r.value)["ts"]) or 0.0 for r in records) + 60.0
+    values: dict[str, object] = {"trigger_thresholds": {"cart_abandonment": 0.05}, **UNSETTLED}
+    settings = make_settings(
+        {"user_ttl_seconds": 6 * 3600.0, **worker}, threshold=0.05, min_threshold=0.0, **values
+    )
+    engine = engine_with(scorer, set(range(PARTITIONS)), settings)
+    engine.wall_clock = lambda: wall
+    return engine
+
+
 def test_what_later_inputs_of_a_batch_change_never_reaches_the_decisions_before_them(
     scorer: IncrementalScorer,
 ) -> None:
@@ -147,33 +172,12 @@ def test_what_later_inputs_of_a_batch_change_never_reaches_the_decisions_before_
     and a consent change, an expiry or a new time zone first finishes the user's queued work. Cut into
     batches of 1, 29 or the whole stream, the pushes and every stored byte are the same."""
     records = _unsettled_stream(2500)
-    policy = {
-        **PRODUCTION,
-        "quiet_hours_start": "22:00",
-        "quiet_hours_end": "08:00",
-        "send_time_enabled": True,
-        "reminder_seconds": 4 * 3600.0,
-        # Every abandonment path pushes, also to shoppers who come back within hours (most here).
-        "returning_visit_seconds": 0.0,
-    }
-    worker: dict[str, object] = {"user_ttl_seconds": 6 * 3600.0}
-    everything = set(range(PARTITIONS))
-    wall = max(r.value is not None and float(json.loads(r.value)["ts"]) or 0.0 for r in records) + 60.0
-
-    values: dict[str, object] = {"trigger_thresholds": {"cart_abandonment": 0.05}, **policy}
-    settings = make_settings(worker, threshold=0.05, min_threshold=0.0, **values)
-
-    def engine() -> Engine:
-        e = engine_with(scorer, everything, settings)
-        e.wall_clock = lambda: wall
-        return e
-
     reference_store = DictState()
-    reference = run(engine(), records, reference_store, len(records))
+    reference = run(_unsettled_engine(scorer, records), records, reference_store, len(records))
     assert len(reference) > 20, "the stream should produce pushes"
     for batch in (1, 29):
         store = DictState()
-        assert run(engine(), records, store, batch) == reference
+        assert run(_unsettled_engine(scorer, records), records, store, batch) == reference
         assert store.data == reference_store.data
 
 
@@ -217,29 +221,13 @@ def test_warm_users_are_what_the_store_decodes_to_after_every_batch(scorer: Incr
     """The records kept warm between batches (``stream.warm_users``) equal, value and type, what the next
     batch would decode from the store; with them off (0) every stored byte and push is the same."""
     records = _unsettled_stream(2500)
-    policy = {
-        **PRODUCTION,
-        "quiet_hours_start": "22:00",
-        "quiet_hours_end": "08:00",
-        "send_time_enabled": True,
-        "reminder_seconds": 4 * 3600.0,
-        "returning_visit_seconds": 0.0,
-        "trigger_thresholds": {"cart_abandonment": 0.05},
-    }
-    wall = max(r.value is not None and float(json.loads(r.value)["ts"]) or 0.0 for r in records) + 60.0
-
-    def engine(warm: int) -> Engine:
-        worker: dict[str, object] = {"user_ttl_seconds": 6 * 3600.0, "warm_users_per_partition": warm}
-        settings = make_settings(worker, threshold=0.05, min_threshold=0.0, **policy)
-        e = engine_with(scorer, set(range(PARTITIONS)), settings)
-        e.wall_clock = lambda: wall
-        return e
 
     cold_store = DictState()
-    cold = run(engine(0), records, cold_store, 11)
+    cold = run(_unsettled_engine(scorer, records, warm_users_per_partition=0), records, cold_store, 11)
     assert len(cold) > 20, "the stream should produce pushes"
 
-    warm_engine, store = engine(4096), DictState()
+    warm_engine = _unsettled_engine(scorer, records, warm_users_per_partition=4096)
+    store = DictState()
     pushes: list[str] = []
     checked, held = 0, 0
     for start in range(0, len(records), 11):
