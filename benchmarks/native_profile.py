@@ -1,6 +1,6 @@
 """Where the engine's time goes in the native build: a sampling profile named by compiled function.
 
-    .venv/bin/python benchmarks/native_profile.py [--events N] [--replay] [--hz 499] [--show F ...]
+    .venv/bin/python benchmarks/native_profile.py [--events N] [--replay | --spread] [--hz 499] [--show F ...]
 
 cProfile cannot see inside the modules mypyc compiles (``stream.native``), and the pure sources it
 can see run at another speed. But a compiled function is a C function with a symbol
@@ -100,17 +100,20 @@ def callees(samples: list[list[str]], symbol: str) -> tuple[int, Counter[str]]:
     return total, counts
 
 
-def _engine_child(events: int, replay: bool, ready: Path) -> None:
+def _engine_child(events: int, replay: bool, spread: bool, ready: Path) -> None:
     """Set up as ``--engine-only`` does, touch ``ready``, then process every event (what perf samples)."""
     import random
 
     sys.path.insert(0, str(ROOT))
     from benchmarks.stream_throughput import build_workload, ensure_model, get_settings, live_paced
     from benchmarks.throughput.profiles import EngineBench
+    from benchmarks.throughput.workload import spread_users
 
     random.seed(0)
     settings = get_settings()
     work = build_workload(settings, events)
+    if spread:
+        work = spread_users(work)
     if not replay:
         work = live_paced(work, 50_000.0)
     bench = EngineBench.prepare(ensure_model(settings), work)
@@ -127,13 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=60_000, help="Events to process (default 60,000).")
     parser.add_argument("--replay", action="store_true", help="The dataset's own event times (decisions).")
+    parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="Each user's events spread over the run (stream_throughput.py --engine-only --spread).",
+    )
     parser.add_argument("--hz", type=int, default=499, help="Samples per second (default 499).")
     parser.add_argument("--top", type=int, default=40, help="Compiled functions to list (default 40).")
     parser.add_argument("--show", nargs="*", default=[], help="Symbols (substrings) whose callees to list.")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _engine_child(args.events, args.replay, Path(args.child))
+        _engine_child(args.events, args.replay, args.spread, Path(args.child))
         return 0
     perf = shutil.which("perf")
     if perf is None:
@@ -142,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kairos-perf-") as tmp:
         ready, data = Path(tmp) / "ready", Path(tmp) / "perf.data"
         child_argv = [sys.executable, __file__, "--child", str(ready), "--events", str(args.events)]
-        child = subprocess.Popen(child_argv + (["--replay"] if args.replay else []), cwd=ROOT)
+        modes = (["--replay"] if args.replay else []) + (["--spread"] if args.spread else [])
+        child = subprocess.Popen(child_argv + modes, cwd=ROOT)
         while not ready.exists():
             if child.poll() is not None:
                 print("the engine run ended before its setup did", file=sys.stderr)
@@ -156,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         ).stdout
     samples = stacks(script.splitlines())
     n = max(len(samples), 1)
-    print(f"{len(samples)} samples ({'replay' if args.replay else 'live-paced'}, {args.events:,} events)")
+    mode = ("replay" if args.replay else "live-paced") + (", spread" if args.spread else "")
+    print(f"{len(samples)} samples ({mode}, {args.events:,} events)")
     for symbol, count in inclusive(samples).most_common(args.top):
         print(f"{100 * count / n:6.2f} %  {symbol}")
     everything = {s for stack in samples for s in stack}

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/stream_throughput.py [--json] [--events N] [--rate R] [--seconds S]
                                                      [--profile] [--py-spy PATH] [--out DIR]
     .venv/bin/python benchmarks/stream_throughput.py --from-json benchmarks/reports/stream_throughput.json
-    .venv/bin/python benchmarks/stream_throughput.py --engine-only [--events N]   # no broker, seconds
+    .venv/bin/python benchmarks/stream_throughput.py --engine-only [--events N] [--spread]  # no broker
 
 Everything runs for real in one run: the embedded Tansu broker, ``python -m stream.cli worker`` in its
 own process, a GRU model trained (once, cached under ``.kairos/bench/``) on the replayed events.
@@ -74,7 +74,13 @@ from benchmarks.throughput.latency_phase import _create_topic, measure_floor, me
 from benchmarks.throughput.profiles import DictState, profile_engine, summarise_py_spy  # noqa: E402
 from benchmarks.throughput.report import machine, write_report  # noqa: E402
 from benchmarks.throughput.throughput_phase import measure_ceiling, measure_throughput  # noqa: E402
-from benchmarks.throughput.workload import Workload, build_workload, ensure_model, live_paced  # noqa: E402
+from benchmarks.throughput.workload import (  # noqa: E402
+    Workload,
+    build_workload,
+    ensure_model,
+    live_paced,
+    spread_users,
+)
 from stream import native  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.settings import get_settings  # noqa: E402
@@ -130,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         "per stage and a digest of the states and pushes, in seconds.",
     )
     parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="With --engine-only: each user's events spread over the run (workload.spread_users), so a "
+        "batch touches about one user per event, as at a busy shop.",
+    )
+    parser.add_argument(
         "--input-reader",
         choices=("bulk", "faust"),
         default="bulk",
@@ -164,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     mach = machine()
     model_dir = ensure_model(settings)
     work = build_workload(settings, args.events)
+    if args.spread:
+        if not args.engine_only:
+            parser.error("--spread needs --engine-only")
+        work = spread_users(work)
     live = live_paced(work, args.pace)
     if args.engine_only:
         timing = profile_engine(model_dir, live, only_plain=True)

@@ -138,12 +138,13 @@ class UserState:
         if magic != _MAGIC and magic != _MAGIC_JSON:
             raise ValueError(f"unknown user state encoding {magic!r}")
         start = _HEADER.size
-        body = data[start + n :]
+        body = start + n
         try:
-            raw = data[start : start + n]
+            raw = data[start:body]
             header = _UNPACK.decode(raw) if magic == _MAGIC else json.loads(raw)
             return cls(
-                hidden=np.frombuffer(body, dtype=np.float32).copy() if body else None,
+                # Read-only, over the record's bytes (no copy): a hidden state is replaced, never changed.
+                hidden=np.frombuffer(data, dtype=np.float32, offset=body) if len(data) > body else None,
                 model_version=header["mv"],
                 last_event_ts=header["ts"],
                 last_decision_ts=header["dt"],

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
+
 from stream.engagement import Engagement
 from stream.state import UserState
 
@@ -55,8 +57,9 @@ class WarmUsers:
         if capacity <= 0:
             return
         hidden = state.hidden
-        if hidden is not None and hidden.base is not None:
-            # A row of the round's output array: keeping the view would keep the whole array.
+        if hidden is not None and isinstance(hidden.base, np.ndarray):
+            # A row of the round's output array: keeping the view would keep the whole array. (A
+            # decoded state views its record's bytes, not much larger than itself.)
             state.hidden = hidden.copy()
         # The encoding's copies of the live engagement and of the partition's timers: rebuilt by every
         # save, never read from a loaded record, and garbage the collector would otherwise keep scanning.

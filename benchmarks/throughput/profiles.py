@@ -145,6 +145,7 @@ def profile_engine(
     records = bench.records
 
     stages: dict[str, float] = {}
+    loads = [0, 0]  # user records loaded warm, read from the store (the recorded run)
     digest = hashlib.sha256()
     recorded: list[str] = []  # the recorded run's push ids
 
@@ -157,6 +158,8 @@ def profile_engine(
             out = engine.process(records[i : i + batch], state)
             if record:
                 pushes += [push.push_id for _, push in out.pushes]
+                loads[0] += out.users_warm
+                loads[1] += out.users_read
                 for stage, seconds in out.stage_seconds.items():
                     stages[stage] = stages.get(stage, 0.0) + seconds
         elapsed = time.perf_counter() - started
@@ -180,6 +183,8 @@ def profile_engine(
             "engine_us_per_event": 1e6 * plain / n,
             "engine_events_per_s": n / plain,
             "stage_us_per_event": {k: 1e6 * v / n for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
+            # User records each event cost: kept warm since the batch before, or read and decoded.
+            "user_loads_per_event": {"warm": loads[0] / n, "store": loads[1] / n},
             "state_and_pushes_sha256": digest.hexdigest(),
             "pushes": len(recorded),
             # The pushes alone: the decisions, for a change that moves stored floats.

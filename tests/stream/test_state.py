@@ -89,12 +89,15 @@ def test_round_trip_without_hidden_state() -> None:
     assert_same(empty, UserState.from_bytes(empty.to_bytes()))
 
 
-def test_hidden_state_is_stored_as_float32_and_decoded_writable() -> None:
+def test_hidden_state_is_stored_as_float32_and_decoded_read_only() -> None:
+    """The decoded hidden state views the record's bytes (no copy): a step replaces it, nothing may
+    change it in place (a record kept warm between batches shares it; stream.warm_users)."""
     state = UserState(hidden=np.array([0.1, 0.2], dtype=np.float64))
     back = UserState.from_bytes(state.to_bytes())
     assert back.hidden is not None and back.hidden.dtype == np.float32
     np.testing.assert_allclose(back.hidden, [0.1, 0.2], rtol=1e-6)
-    back.hidden[0] = 5.0  # a copy, not a read-only view of the record
+    with pytest.raises(ValueError, match="read-only"):
+        back.hidden[0] = 5.0
 
 
 def test_dedupe_window_is_bounded() -> None:
