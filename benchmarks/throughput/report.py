@@ -299,6 +299,12 @@ def write_report(
                 f"user records per event, {t['bytes_per_user_record'] or 0:,.0f} bytes per user record; the "
                 "rest are the partitions' index rows and offsets)."
                 + (
+                    " User records loaded per event: {warm:.3f} kept warm, {store:.3f} read from "
+                    "RocksDB.".format(**t["user_loads_per_event"])
+                    if t.get("user_loads_per_event")
+                    else ""
+                )
+                + (
                     " By kind, per event: "
                     + ", ".join(f"{k} {v:.3f}" for k, v in t["changelog_records_per_event_by_kind"].items())
                     + "."

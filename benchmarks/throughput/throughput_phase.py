@@ -127,6 +127,7 @@ def measure_throughput(
         per_event_hist = worker.metric("kairos_event_processing_seconds_sum")
         batches = worker.metric("kairos_batch_events_count")
         stages = _stage_seconds(worker)
+        loads = worker.metric_by("kairos_user_record_loads_total", "source")
     finally:
         worker.stop()
     assert t0 is not None and c0 is not None
@@ -153,6 +154,8 @@ def measure_throughput(
         "bytes_per_user_record": (
             sum(len(m.value() or b"") for m in user_records) / len(user_records) if user_records else None
         ),
+        # User records loaded per event (kairos_user_record_loads_total): kept warm, read from the store.
+        "user_loads_per_event": {source: loads.get(source, 0.0) / n for source in ("warm", "store")},
         # The worker's own kairos_stage_seconds_total, over every event (start-up batches included).
         "stage_us_per_event": {k: 1e6 * v / n for k, v in stages.items()},
     }
