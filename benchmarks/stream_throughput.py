@@ -186,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         engine_only = {"command": command, "machine": mach, **timing}
         print(json_out.dumps(engine_only) if args.json else json_out.dumps(engine_only, indent=1))
         return 0
+    # The engine alone in this process, before any broker runs: the live-paced events, and the same
+    # events with each user's spread over the run (a user record read and written per event, as at a
+    # busy shop; workload.spread_users), which the worker's live-paced figure leaves out.
+    _say("[bench] the engine alone: live-paced, then each user's events spread")
+    engine_alone = {
+        "live_paced": profile_engine(model_dir, live, only_plain=True),
+        "spread": profile_engine(model_dir, live_paced(spread_users(work), args.pace), only_plain=True),
+    }
     # Enough distinct events for the latency run (it repeats them, renamed, when it needs more).
     offered = build_workload(settings, int(args.rate * (args.seconds + WARMUP_SECONDS)))
     workdir = Path(tempfile.mkdtemp(prefix="kairos-bench-"))
@@ -296,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lat,
         "floor": floor,
         "high_rate": high,
+        "engine_alone": engine_alone,
         "machine": mach,
         "model_dir": str(model_dir),
         "started_at": started,

@@ -226,6 +226,18 @@ def reading(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _engine_alone(run: dict[str, Any]) -> str:
+    """One engine-alone run in words: µs per event, user records loaded per event, the largest stages."""
+    loads = run.get("user_loads_per_event", {})
+    stages = sorted(run["stage_us_per_event"].items(), key=lambda kv: -kv[1])[:4]
+    return (
+        f"{run['engine_us_per_event']:.0f} µs/event ({run['engine_events_per_s']:,.0f} events/s; "
+        f"{loads.get('warm', 0.0) + loads.get('store', 0.0):.2f} user records loaded per event; "
+        + ", ".join(f"{k} {v:.0f}" for k, v in stages)
+        + ")"
+    )
+
+
 def write_report(
     result: dict[str, Any], command: str, report: Path = REPORT, figures: list[tuple[str, Path]] | None = None
 ) -> None:
@@ -285,6 +297,16 @@ def write_report(
         f"{r['throughput_replay']['outcomes']}, pushes {r['throughput_replay']['pushes']}, worker-side "
         f"{r['throughput_replay']['engine_and_commit_us_per_event']:.0f} µs/event, mean batch "
         f"{r['throughput_replay']['mean_batch'] or 0:.0f}.",
+        *(
+            [
+                "- The engine alone, in-process, no broker (`--engine-only`, the same events): live-paced "
+                + _engine_alone(r["engine_alone"]["live_paced"])
+                + "; each user's events spread over the run (`--spread`: a user record read and written "
+                "per event, as at a busy shop) " + _engine_alone(r["engine_alone"]["spread"]) + "."
+            ]
+            if r.get("engine_alone")
+            else []
+        ),
         f"- Throughput window {t['window_s']:.2f} s; excluded before it: {t['excluded_startup_s']:.1f} s of "
         f"start-up (process start, group join, recovery, model load, first fetch) and the "
         f"{t['excluded_events']:,} events processed by the first poll that saw any.",
