@@ -9,9 +9,10 @@ before. This keeps the objects that were just encoded, so the next batch takes t
 Why it is exact:
 
 * An entry is put only right after its record was staged (``UserRecords.save``), as the objects that
-  were encoded: what the store will hold once the batch commits, decoded. The encoding keeps every
-  value to the bit (``tests/stream/test_warm_users.py`` compares each entry with a fresh decode of
-  the store, value and type, after every batch of a replay).
+  were encoded: what the store will hold once the batch commits, decoded (less the encoding's copies
+  of the engagement and the timers, which no batch reads). The encoding keeps every value to the bit
+  (``tests/stream/test_real_model_replay.py`` compares each entry with a fresh decode of the store,
+  value and type, after every batch of a replay).
 * Taking an entry removes it: a batch that changes the user puts it back when it stages the record;
   one that does not (a timer that decided nothing) leaves the next batch to decode the store.
 * The cache lives on the :class:`~stream.partition_state.PartitionState`, so whatever replaces a
