@@ -49,6 +49,7 @@ from stream.engine import Engine  # noqa: E402
 from stream.kafka_io import Outbox  # noqa: E402
 from stream.partitioning import partition_for  # noqa: E402
 from stream.policy import PushRecord, UserPolicyState  # noqa: E402
+from stream.record_rows import EngagedItem, EngagementRecord  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.state import RecentItem, UserState  # noqa: E402
 from stream.store import StateStore, Transaction  # noqa: E402
@@ -77,7 +78,13 @@ def user_state(i: int, hidden: int, rng: random.Random) -> UserState:
         session_id=f"s-{i}-3",
         n_events=rng.randrange(5, 200),
         recent=[RecentItem(item, "view", ts - 60 * k, f"s-{i}-3") for k, item in enumerate(items)],
-        engagement={"t": ts, "i": [[items[0], 3, 1, 1, 0, ts], [items[1], 1, 0, 0, 0, ts - 60]]},
+        engagement=EngagementRecord(
+            ts,
+            {
+                items[0]: EngagedItem(3, 1, True, False, ts),
+                items[1]: EngagedItem(1, 0, False, False, ts - 60),
+            },
+        ),
         policy=UserPolicyState(
             opted_in=True,
             time_zone="Europe/Berlin",

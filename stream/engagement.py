@@ -5,20 +5,11 @@ items are the first candidate source (:func:`stream.candidates.gather_candidates
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
+from stream.record_rows import EngagedItem, EngagementRecord
 
-@dataclass
-class EngagedItem:
-    """One item the user engaged with."""
-
-    views: int = 0
-    carts: int = 0
-    in_cart: bool = False
-    bought: bool = False
-    last_ts: float = 0.0
+__all__ = ["EngagedItem", "Engagement"]
 
 
 class Engagement:
@@ -34,7 +25,8 @@ class Engagement:
     def __init__(self, max_items: int = 20, max_purchases: int = 20) -> None:
         self.max_items = max_items
         self.max_purchases = max_purchases
-        self.items: OrderedDict[str, EngagedItem] = OrderedDict()
+        # Most recent last (a plain dict: the stored record decodes into one, EngagementRecord.items).
+        self.items: dict[str, EngagedItem] = {}
         # Bought items no longer among ``items``, most recent last (a dict as an ordered set).
         self.earlier_purchases: dict[str, None] = {}
         self.last_ts: float | None = None
@@ -71,7 +63,7 @@ class Engagement:
             entry = EngagedItem(bought=bought_before)
             self.items[item_id] = entry
         else:
-            self.items.move_to_end(item_id)
+            self.items[item_id] = self.items.pop(item_id)  # to the end: the most recent
         entry.last_ts = max(entry.last_ts, ts)
         if event_type == "view":
             entry.views += 1
@@ -89,7 +81,8 @@ class Engagement:
     def _trim(self) -> None:
         """Forget the oldest items beyond ``max_items``, keeping the ids of bought ones (class doc)."""
         while len(self.items) > self.max_items:
-            item, entry = self.items.popitem(last=False)
+            item = next(iter(self.items))
+            entry = self.items.pop(item)
             self._bought = None
             if entry.bought and self.max_purchases > 0:
                 self.earlier_purchases[item] = None
@@ -125,10 +118,40 @@ class Engagement:
             self._bought = frozenset(recent).union(self.earlier_purchases)
         return self._bought
 
+    def to_record(self) -> EngagementRecord:
+        """The stored form (``K3``, ``stream.record_rows``): shares this engagement's item rows, so encode
+        it before the engagement changes again."""
+        return EngagementRecord(
+            self.last_ts,
+            self.items,
+            None if self.active_ts is None else [*self.visits, self.active_ts],
+            list(self.earlier_purchases) if self.earlier_purchases else None,
+        )
+
+    @classmethod
+    def from_record(
+        cls, record: EngagementRecord, max_items: int = 20, max_purchases: int = 20
+    ) -> Engagement:
+        """Rebuild from :meth:`to_record` (a decoded record: its item rows are taken over, not copied),
+        within these bounds."""
+        engagement = cls(max_items, max_purchases)
+        purchases = record.earlier_purchases
+        if max_purchases > 0 and purchases:
+            engagement.earlier_purchases = dict.fromkeys(purchases[-max_purchases:])
+        engagement.last_ts = record.last_ts
+        visits = record.visits
+        if visits:
+            engagement.visits = visits[:-1][-2:]
+            engagement.active_ts = visits[-1]
+        engagement.items = record.items
+        engagement._trim()
+        return engagement
+
     def to_dict(self) -> dict[str, Any]:
-        """Compact JSON-able form: ``{"t": last_ts, "i": [[item, views, carts, in_cart, bought, ts]]}``,
-        plus ``"v": [visit starts..., last activity]`` once an activity was seen and ``"p": [earlier
-        purchases...]`` once a bought item was forgotten among the recent ones."""
+        """The ``K1``/``K2`` record's form, read from stores written before ``K3`` (:func:`legacy_record`):
+        ``{"t": last_ts, "i": [[item, views, carts, in_cart, bought, ts]]}``, plus ``"v": [visit
+        starts..., last activity]`` once an activity was seen and ``"p": [earlier purchases...]`` once a
+        bought item was forgotten among the recent ones."""
         out: dict[str, Any] = {
             "t": self.last_ts,
             "i": [
@@ -144,17 +167,19 @@ class Engagement:
     @classmethod
     def from_dict(cls, data: dict[str, Any], max_items: int = 20, max_purchases: int = 20) -> Engagement:
         """Rebuild from :meth:`to_dict` (a record from before ``"p"`` has no earlier purchases)."""
-        engagement = cls(max_items, max_purchases)
-        if max_purchases > 0:
-            engagement.earlier_purchases = dict.fromkeys(str(i) for i in data.get("p", [])[-max_purchases:])
-        engagement.last_ts = None if data.get("t") is None else float(data["t"])
-        visits = data.get("v")
-        if visits:
-            engagement.visits = [float(v) for v in visits[:-1]][-2:]
-            engagement.active_ts = float(visits[-1])
-        for item, views, carts, in_cart, bought, ts in data.get("i", []):
-            engagement.items[str(item)] = EngagedItem(
-                int(views), int(carts), bool(in_cart), bool(bought), float(ts)
-            )
-        engagement._trim()
-        return engagement
+        return cls.from_record(legacy_record(data), max_items, max_purchases)
+
+
+def legacy_record(data: dict[str, Any]) -> EngagementRecord:
+    """The :class:`EngagementRecord` of a ``K1``/``K2`` record's engagement (:meth:`Engagement.to_dict`)."""
+    visits = data.get("v")
+    purchases = data.get("p")
+    return EngagementRecord(
+        None if data.get("t") is None else float(data["t"]),
+        {
+            str(item): EngagedItem(int(views), int(carts), bool(in_cart), bool(bought), float(ts))
+            for item, views, carts, in_cart, bought, ts in data.get("i", [])
+        },
+        [float(v) for v in visits] if visits else None,
+        [str(i) for i in purchases] if purchases else None,
+    )

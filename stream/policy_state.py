@@ -12,59 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.contract import ConsentUpdate, Push
+from stream.record_rows import PolicyRecord, PushRecord
 
-
-@dataclass
-class PushRecord:
-    """A push sent to the user, with what happened to it (feedback fills the ``*_at`` fields)."""
-
-    push_id: str
-    item_id: str
-    category: str | None
-    trigger: str
-    created_at: float  # when it was emitted (for a held push: when it was released)
-    expires_at: float
-    opened_at: float | None = None
-    clicked_at: float | None = None
-    purchased_at: float | None = None
-    revenue: float = 0.0
-    dismissed_at: float | None = None
-    ignored_at: float | None = None
-    # The decision context (stream.response_estimates.context_key) its outcome teaches, if any.
-    context: str = ""
-    # A holdout user's "ghost": what would have been pushed, never sent. It counts for the caps (so
-    # holdout decisions mirror treatment ones) and its item's purchase is the no-push baseline.
-    ghost: bool = False
-    # Read back from the pushes topic at recovery (emitted just before a crash, after the state's last
-    # changelog write) and not yet met again by the decision that emitted it, which completes it.
-    recovered: bool = False
-
-    def to_list(self) -> list[Any]:
-        """Compact JSON-able form (field order as declared; the optional tail only when set)."""
-        row = [
-            self.push_id,
-            self.item_id,
-            self.category,
-            self.trigger,
-            self.created_at,
-            self.expires_at,
-            self.opened_at,
-            self.clicked_at,
-            self.purchased_at,
-            self.revenue,
-            self.dismissed_at,
-            self.ignored_at,
-        ]
-        if self.context or self.ghost or self.recovered:
-            row += [self.context, self.ghost]
-        if self.recovered:
-            row.append(True)
-        return row
-
-    @classmethod
-    def from_list(cls, row: list[Any]) -> PushRecord:
-        """Inverse of :meth:`to_list`."""
-        return cls(*row)
+__all__ = ["HeldPush", "PushRecord", "UserPolicyState", "seen_at"]
 
 
 def seen_at(records: Sequence[PushRecord], now: float) -> Sequence[PushRecord]:
@@ -117,8 +67,47 @@ class UserPolicyState:
         if time_zone:
             self.time_zone = time_zone
 
+    def to_record(self) -> PolicyRecord:
+        """The stored form (``K3``, ``stream.record_rows``); shares the push records, so encode it before
+        they change again."""
+        return PolicyRecord(
+            self.opted_in,
+            self.consent_ts if self.opted_in is not None else None,
+            self.time_zone,
+            self.pushes,
+            self._held_rows(),
+            self.responsiveness,
+            self.responsiveness_ts if self.responsiveness else None,
+            self.send_hours or None,
+        )
+
+    @classmethod
+    def from_record(cls, record: PolicyRecord) -> UserPolicyState:
+        """Rebuild from :meth:`to_record` (a decoded record: its push records are taken over)."""
+        return cls(
+            record.opted_in,
+            record.consent_ts,
+            record.time_zone,
+            record.pushes,
+            _held(record.held),
+            record.responsiveness,
+            record.responsiveness_ts,
+            record.send_hours,
+        )
+
+    def _held_rows(self) -> list[list[Any]]:
+        return [
+            [
+                h.release_at,
+                h.push.model_dump(mode="json", exclude_none=True),
+                *([h.context] if h.context else []),
+            ]
+            for h in self.held
+        ]
+
     def to_dict(self) -> dict[str, Any]:
-        """Compact JSON-able form; keys: c/ct consent and its ts, tz, p pushes, h held, r/rt offset."""
+        """The ``K1``/``K2`` record's form (read from stores written before ``K3``); keys: c/ct consent and
+        its ts, tz, p pushes, h held, r/rt offset."""
         out: dict[str, Any] = {}
         if self.opted_in is not None:
             out["c"] = self.opted_in
@@ -128,14 +117,7 @@ class UserPolicyState:
         if self.pushes:
             out["p"] = [r.to_list() for r in self.pushes]
         if self.held:
-            out["h"] = [
-                [
-                    h.release_at,
-                    h.push.model_dump(mode="json", exclude_none=True),
-                    *([h.context] if h.context else []),
-                ]
-                for h in self.held
-            ]
+            out["h"] = self._held_rows()
         if self.responsiveness:
             out["r"] = self.responsiveness
             out["rt"] = self.responsiveness_ts
@@ -151,11 +133,13 @@ class UserPolicyState:
             consent_ts=data.get("ct"),
             time_zone=data.get("tz"),
             pushes=[PushRecord.from_list(row) for row in data.get("p", [])],
-            held=[
-                HeldPush(Push.model_validate(row[1], strict=False), float(row[0]), *row[2:3])
-                for row in data.get("h", [])
-            ],
+            held=_held(data.get("h", [])),
             responsiveness=float(data.get("r", 0.0)),
             responsiveness_ts=data.get("rt"),
             send_hours=data.get("sh"),
         )
+
+
+def _held(rows: list[list[Any]]) -> list[HeldPush]:
+    """Held pushes from their stored rows (release time, the push as JSON, the context if any)."""
+    return [HeldPush(Push.model_validate(row[1], strict=False), float(row[0]), *row[2:3]) for row in rows]

@@ -5,11 +5,12 @@ header holding the bounded lists, the header, then the hidden state as raw float
 through the functions here (advance, remember, record), so its transitions are unit-testable
 without a broker.
 
-Versions: ``K2`` (written) has a MessagePack header (msgspec); ``K1`` (still read, so a store or
-changelog written before keeps working) had the same header as compact JSON. MessagePack carries the
-same values (str keys, ints, floats bit for bit, lists) in fewer bytes (a float is 9 bytes, not up to
-24 characters) and encodes and decodes several times faster; a record is written once per user per
-batch and read once per batch.
+Versions: ``K3`` (written) has a MessagePack header laid out by typed msgspec Structs
+(``stream.record_rows.UserRecordHeader``): the record decodes straight into the objects a batch
+works with (recent items, engagement rows, push records) and encodes from them, in C. ``K2`` (still
+read) had a MessagePack header of plain maps and lists, ``K1`` (still read) the same header as compact
+JSON: both are decoded into dicts and converted, so a store or changelog written before keeps working.
+A record is written once per user per batch and read once per batch (``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from stream.engagement import legacy_record
 from stream.policy import UserPolicyState
+from stream.record_rows import EngagementRecord, RecentItem, UserRecordHeader
 
-_MAGIC = b"K2"  # the version written
-_MAGIC_JSON = b"K1"  # the earlier version, read only
+__all__ = ["RecentItem", "UserState", "expiry_clock"]
+
+_MAGIC = b"K3"  # the version written
+_MAGIC_MAPS = b"K2"  # earlier, read only: the same header as plain MessagePack maps and lists
+_MAGIC_JSON = b"K1"  # earlier, read only: that header as JSON
 _HEADER = struct.Struct(">2sI")
+_FLOAT32 = np.dtype(np.float32)
 
 
 def _plain(value: object) -> object:
@@ -38,7 +45,8 @@ def _plain(value: object) -> object:
 
 
 _PACK = msgspec.msgpack.Encoder(enc_hook=_plain)
-_UNPACK = msgspec.msgpack.Decoder()
+_UNPACK_HEADER = msgspec.msgpack.Decoder(UserRecordHeader)
+_UNPACK_MAPS = msgspec.msgpack.Decoder()
 
 
 def expiry_clock(n_events: Any, last_event_ts: Any, opted_in: Any, consent_ts: Any) -> float | None:
@@ -57,16 +65,6 @@ def expiry_clock(n_events: Any, last_event_ts: Any, opted_in: Any, consent_ts: A
 
 
 @dataclass(slots=True)
-class RecentItem:
-    """An item the user touched: its id, the event type, when, in which session."""
-
-    item_id: str
-    type: str
-    ts: float
-    session_id: str | None
-
-
-@dataclass(slots=True)
 class UserState:
     """Everything Kairos remembers about one user (bounded)."""
 
@@ -78,7 +76,8 @@ class UserState:
     n_events: int = 0
     recent: list[RecentItem] = field(default_factory=list)  # the model's input history (bounded)
     event_ids: deque[str] = field(default_factory=deque)
-    engagement: dict[str, Any] = field(default_factory=dict)  # stream.engagement.Engagement.to_dict()
+    # The stored engagement (stream.engagement.Engagement.to_record()): filled by a save, read by a load.
+    engagement: EngagementRecord = field(default_factory=EngagementRecord)
     timers: list[list[Any]] = field(default_factory=list)  # stream.timers.Timer.to_list() rows
     policy: UserPolicyState = field(default_factory=UserPolicyState)
 
@@ -112,49 +111,70 @@ class UserState:
     # -- encoding -----------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Compact binary encoding for RocksDB and the changelog."""
-        header: dict[str, Any] = {
-            "mv": self.model_version,
-            "ts": self.last_event_ts,
-            "dt": self.last_decision_ts,
-            "sid": self.session_id,
-            "n": self.n_events,
-            "r": [[r.item_id, r.type, r.ts, r.session_id] for r in self.recent],
-            "e": list(self.event_ids),
-            "g": self.engagement,
-            "t": self.timers,
-            "p": self.policy.to_dict(),
-        }
+        """Compact binary encoding for RocksDB and the changelog (``K3``)."""
+        header = UserRecordHeader(
+            self.model_version,
+            self.last_event_ts,
+            self.last_decision_ts,
+            self.session_id,
+            self.n_events,
+            self.recent,
+            list(self.event_ids),
+            self.engagement,
+            self.timers,
+            self.policy.to_record(),
+        )
         head = _PACK.encode(header)
         body = b"" if self.hidden is None else np.ascontiguousarray(self.hidden, dtype=np.float32).tobytes()
         return _HEADER.pack(_MAGIC, len(head)) + head + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:
-        """Decode :meth:`to_bytes` output; raise ``ValueError`` on anything else."""
+        """Decode :meth:`to_bytes` output (or a ``K2``/``K1`` record); raise ``ValueError`` otherwise."""
         if len(data) < _HEADER.size:
             raise ValueError("user state record too short")
         magic, n = _HEADER.unpack_from(data)
-        if magic != _MAGIC and magic != _MAGIC_JSON:
+        if magic != _MAGIC and magic != _MAGIC_MAPS and magic != _MAGIC_JSON:
             raise ValueError(f"unknown user state encoding {magic!r}")
         start = _HEADER.size
         body = start + n
         try:
+            # Read-only, over the record's bytes (no copy): a hidden state is replaced, never changed.
+            # (Positional arguments and a dtype object: numpy's keyword parsing cost twice the view itself.)
+            hidden = np.frombuffer(data, _FLOAT32, -1, body) if len(data) > body else None
             raw = data[start:body]
-            header = _UNPACK.decode(raw) if magic == _MAGIC else json.loads(raw)
+            if magic != _MAGIC:
+                return _legacy(_UNPACK_MAPS.decode(raw) if magic == _MAGIC_MAPS else json.loads(raw), hidden)
+            header = _UNPACK_HEADER.decode(raw)
             return cls(
-                # Read-only, over the record's bytes (no copy): a hidden state is replaced, never changed.
-                hidden=np.frombuffer(data, dtype=np.float32, offset=body) if len(data) > body else None,
-                model_version=header["mv"],
-                last_event_ts=header["ts"],
-                last_decision_ts=header["dt"],
-                session_id=header["sid"],
-                n_events=header["n"],
-                recent=[RecentItem(i, t, ts, sid) for i, t, ts, sid in header["r"]],
-                event_ids=deque(header["e"]),
-                engagement=header["g"],
-                timers=header["t"],
-                policy=UserPolicyState.from_dict(header["p"]),
+                hidden,
+                header.model_version,
+                header.last_event_ts,
+                header.last_decision_ts,
+                header.session_id,
+                header.n_events,
+                header.recent,
+                deque(header.event_ids),
+                header.engagement,
+                header.timers,
+                UserPolicyState.from_record(header.policy),
             )
         except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:  # JSONDecodeError: a ValueError
             raise ValueError(f"malformed user state record: {type(exc).__name__}: {exc}") from exc
+
+
+def _legacy(header: dict[str, Any], hidden: np.ndarray | None) -> UserState:
+    """A ``K2``/``K1`` record's header (plain maps and lists) as a :class:`UserState`."""
+    return UserState(
+        hidden=hidden,
+        model_version=header["mv"],
+        last_event_ts=header["ts"],
+        last_decision_ts=header["dt"],
+        session_id=header["sid"],
+        n_events=header["n"],
+        recent=[RecentItem(i, t, ts, sid) for i, t, ts, sid in header["r"]],
+        event_ids=deque(header["e"]),
+        engagement=legacy_record(header["g"]),
+        timers=header["t"],
+        policy=UserPolicyState.from_dict(header["p"]),
+    )

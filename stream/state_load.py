@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from stream.state import _HEADER, _MAGIC, UserState, expiry_clock
+from stream.state import _HEADER, _MAGIC, _MAGIC_MAPS, UserState, expiry_clock
 
 
 class UnreadablePartitionRow(RuntimeError):
@@ -21,15 +21,31 @@ class UnreadablePartitionRow(RuntimeError):
 
 
 class _PolicyFacts(msgspec.Struct):
-    """The consent fields of a record's policy map (``UserPolicyState.to_dict``); the rest is skipped."""
+    """The consent fields of a record's policy map (``stream.record_rows.PolicyRecord``, the same keys as
+    ``UserPolicyState.to_dict``); the rest is skipped."""
 
     c: Any = None
     ct: Any = None
 
 
-class _LoadHeader(msgspec.Struct):
-    """A ``K2`` header as a partition load reads it: the fields it needs decoded, the others only
-    required to be there (``msgspec.Raw`` is not decoded), as :meth:`UserState.from_bytes` requires."""
+class _LoadHeader(msgspec.Struct, array_like=True):
+    """A ``K3`` header (``stream.record_rows.UserRecordHeader``) as a partition load reads it: the fields
+    it needs decoded, the others only required to be there (``msgspec.Raw`` is not decoded)."""
+
+    model_version: msgspec.Raw
+    last_event_ts: float
+    last_decision_ts: msgspec.Raw
+    session_id: msgspec.Raw
+    n_events: int
+    recent: msgspec.Raw
+    event_ids: msgspec.Raw
+    engagement: msgspec.Raw
+    timers: list[list[Any]]
+    policy: _PolicyFacts
+
+
+class _LoadHeaderMaps(msgspec.Struct):
+    """A ``K2`` header as a partition load reads it, like :class:`_LoadHeader`."""
 
     n: Any
     ts: Any
@@ -44,6 +60,7 @@ class _LoadHeader(msgspec.Struct):
 
 
 _UNPACK_LOAD = msgspec.msgpack.Decoder(_LoadHeader)
+_UNPACK_LOAD_MAPS = msgspec.msgpack.Decoder(_LoadHeaderMaps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +84,19 @@ def load_facts(data: bytes) -> LoadFacts:
     if len(data) < _HEADER.size:
         raise ValueError("user state record too short")
     magic, n = _HEADER.unpack_from(data)
-    if magic != _MAGIC:
+    if magic != _MAGIC and magic != _MAGIC_MAPS:
         state = UserState.from_bytes(data)
         return LoadFacts(state.timers, state.expiry_clock())
     start = _HEADER.size
     if (len(data) - start - n) % 4:
         raise ValueError("malformed user state record: the hidden state is not float32")
     try:
-        head = _UNPACK_LOAD.decode(memoryview(data)[start : start + n])
-        clock = expiry_clock(head.n, head.ts, head.p.c, head.p.ct)
+        raw = memoryview(data)[start : start + n]
+        if magic == _MAGIC:
+            head = _UNPACK_LOAD.decode(raw)
+            clock = expiry_clock(head.n_events, head.last_event_ts, head.policy.c, head.policy.ct)
+            return LoadFacts(head.timers, clock)
+        maps = _UNPACK_LOAD_MAPS.decode(raw)
+        return LoadFacts(maps.t, expiry_clock(maps.n, maps.ts, maps.p.c, maps.p.ct))
     except (TypeError, ValueError, msgspec.DecodeError) as exc:  # ValidationError: a DecodeError
         raise ValueError(f"malformed user state record: {type(exc).__name__}: {exc}") from exc
-    return LoadFacts(head.t, clock)

@@ -30,6 +30,7 @@ from collections import OrderedDict
 import numpy as np
 
 from stream.engagement import Engagement
+from stream.record_rows import EngagementRecord
 from stream.state import UserState
 
 
@@ -64,7 +65,7 @@ class WarmUsers:
             state.hidden = hidden.copy()
         # The encoding's copies of the live engagement and of the partition's timers: rebuilt by every
         # save, never read from a loaded record, and garbage the collector would otherwise keep scanning.
-        state.engagement = {}
+        state.engagement = EngagementRecord()
         state.timers = []
         entries[user_id] = (state, engagement)
         entries.move_to_end(user_id)

@@ -114,7 +114,7 @@ class UserRecords:
         """The user's record read from the store and decoded (a new record when there is none)."""
         raw = txn.get(partition, user_id.encode("utf-8"))
         state, readable = (UserState(), True) if raw is None else readable_record(raw, partition, user_id)
-        engagement = Engagement.from_dict(
+        engagement = Engagement.from_record(
             state.engagement, self.cfg.engagement_max_items, self.cfg.engagement_max_purchases
         )
         user = BatchUser(user_id, partition, state, engagement)
@@ -134,7 +134,7 @@ class UserRecords:
         for user in users:
             if user.dirty:
                 part = self._part(user.partition)
-                user.state.engagement = user.engagement.to_dict()
+                user.state.engagement = user.engagement.to_record()
                 user.state.timers = [t.to_list() for t in part.timers.timers_for(user.user_id)]
                 txn.put(user.partition, user.user_id.encode("utf-8"), user.state.to_bytes())
                 part.warm_users.put(user.user_id, user.state, user.engagement, warm)

@@ -13,6 +13,7 @@ import json
 from collections import OrderedDict, deque
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from pydantic import BaseModel
@@ -22,6 +23,7 @@ from stream.contract import ConsentUpdate, EventContext, to_json_bytes
 from stream.engagement import Engagement
 from stream.engine import Engine, Inbound, Outcome
 from stream.partitioning import partition_for
+from stream.record_rows import EngagementRecord
 from stream.settings import Settings
 from stream.simulator import SimConfig, generate_events
 from stream.state import UserState
@@ -194,6 +196,9 @@ def _exact(value: Any) -> Any:
         return ("Engagement", tuple(_exact(getattr(value, n)) for n in names))
     if isinstance(value, BaseModel):
         return (type(value).__name__, _exact(dict(value)))
+    if isinstance(value, msgspec.Struct):
+        struct_fields = [f.name for f in msgspec.structs.fields(value)]
+        return (type(value).__name__, tuple((n, _exact(getattr(value, n))) for n in struct_fields))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = dataclasses.fields(value)
         return (type(value).__name__, tuple((f.name, _exact(getattr(value, f.name))) for f in fields))
@@ -212,8 +217,8 @@ def _cold(store: DictState, partition: int, user_id: str, settings: Settings) ->
     assert raw is not None, f"a warm user without a stored record: {user_id}"
     state = UserState.from_bytes(raw)
     bounds = settings.policy.engagement_max_items, settings.policy.engagement_max_purchases
-    engagement = Engagement.from_dict(state.engagement, *bounds)
-    state.engagement, state.timers = {}, []
+    engagement = Engagement.from_record(state.engagement, *bounds)
+    state.engagement, state.timers = EngagementRecord(), []
     return state, engagement
 
 

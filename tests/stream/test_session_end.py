@@ -618,7 +618,7 @@ def test_a_shopper_back_within_hours_finds_their_cart_without_a_push() -> None:
 
     back, store = run(2 * 3600.0, 1)  # back after 2 h (12:00 UTC): nothing
     assert back == []
-    assert store.user("u4").engagement["v"] == [T0, T0 + 2 * 3600.0, T0 + 2 * 3600.0 + 30]
+    assert store.user("u4").engagement.visits == [T0, T0 + 2 * 3600.0, T0 + 2 * 3600.0 + 30]
     later, _ = run(22.5 * 3600.0, 1)  # back after 22.5 h (08:30 UTC, out of quiet hours): the cart push
     assert later == [("cart_abandonment", "i2")]
     for second_visit in (2 * 3600.0, 22.5 * 3600.0):

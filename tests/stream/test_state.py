@@ -8,7 +8,9 @@ import pytest
 
 from stream.contract import Push
 from stream.encoding import compact_json
+from stream.engagement import Engagement
 from stream.policy import HeldPush, PushRecord, UserPolicyState
+from stream.record_rows import EngagedItem, EngagementRecord
 from stream.state import RecentItem, UserState
 from stream.state_load import load_facts
 from stream.timers import Timer
@@ -27,7 +29,9 @@ def full_state(hidden: np.ndarray | None) -> UserState:
     for i in range(3):
         state.remember_event(f"e{i}", T0 + i, keep=64)
         state.remember_item(f"i{i}", "view", T0 + i, "s1", keep=20)
-    state.engagement = {"t": T0 + 2, "i": [["i0", 1, 0, 0, 0, T0], ["i1", 0, 1, 1, 0, T0 + 1]]}
+    state.engagement = EngagementRecord(
+        T0 + 2, {"i0": EngagedItem(1, 0, False, False, T0), "i1": EngagedItem(0, 1, True, False, T0 + 1)}
+    )
     state.timers = [Timer(T0 + 1800, "u1", "cart_abandonment", "i1", "e1", T0 + 1).to_list()]
     held = Push(
         push_id="p2",
@@ -150,9 +154,12 @@ def test_corrupt_hidden_body_raises_value_error() -> None:
         UserState.from_bytes(good[:-1])  # 15 bytes of float32 data
 
 
-def _k1(state: UserState) -> bytes:
-    """The record as the earlier version (``K1``, a compact JSON header) wrote it."""
-    header = {
+def _legacy_header(state: UserState) -> dict[str, object]:
+    """The header of the record as the versions before ``K3`` wrote it (plain maps and lists)."""
+    engagement = Engagement.from_record(
+        msgspec.structs.replace(state.engagement, items=dict(state.engagement.items))
+    )
+    return {
         "mv": state.model_version,
         "ts": state.last_event_ts,
         "dt": state.last_decision_ts,
@@ -160,24 +167,45 @@ def _k1(state: UserState) -> bytes:
         "n": state.n_events,
         "r": [[r.item_id, r.type, r.ts, r.session_id] for r in state.recent],
         "e": list(state.event_ids),
-        "g": state.engagement,
+        "g": engagement.to_dict(),
         "t": state.timers,
         "p": state.policy.to_dict(),
     }
-    head = compact_json(header)
+
+
+def _k1(state: UserState) -> bytes:
+    """The record as the first version (``K1``, a compact JSON header) wrote it."""
+    head = compact_json(_legacy_header(state))
     body = b"" if state.hidden is None else state.hidden.astype(np.float32).tobytes()
     return b"K1" + len(head).to_bytes(4, "big") + head + body
 
 
+def _k2(state: UserState) -> bytes:
+    """The record as the second version (``K2``, a MessagePack header of maps and lists) wrote it."""
+    head = msgspec.msgpack.encode(_legacy_header(state))
+    body = b"" if state.hidden is None else state.hidden.astype(np.float32).tobytes()
+    return b"K2" + len(head).to_bytes(4, "big") + head + body
+
+
 @pytest.mark.parametrize("hidden", [None, np.linspace(-1.0, 1.0, 16, dtype=np.float32)])
-def test_records_of_the_json_version_still_decode_to_the_same_state(hidden: np.ndarray | None) -> None:
+@pytest.mark.parametrize("encode", [_k1, _k2])
+def test_records_of_earlier_versions_still_decode_to_the_same_state(
+    hidden: np.ndarray | None, encode: object
+) -> None:
     state = full_state(hidden)
-    old = _k1(state)
-    assert old[:2] == b"K1"
+    old = encode(state)  # type: ignore[operator]
+    assert old[:2] in (b"K1", b"K2")
     assert_same(UserState.from_bytes(old), UserState.from_bytes(state.to_bytes()))
-    # Re-written in the current version, and smaller: timestamps are 9 bytes, not 18 characters.
+    assert_same(UserState.from_bytes(old), state)
+    # Re-written in the current version, with the same bytes as the state written directly.
     new = UserState.from_bytes(old).to_bytes()
-    assert new[:2] == b"K2" and len(new) < len(old)
+    assert new[:2] == b"K3" and new == state.to_bytes()
+
+
+def test_the_current_version_is_smaller_than_the_json_one() -> None:
+    """Timestamps are 9 bytes, not 18 characters."""
+    state = full_state(None)
+    assert len(state.to_bytes()) < len(_k1(state))
 
 
 def test_a_numpy_float_in_a_record_is_stored_as_a_plain_float() -> None:
@@ -196,9 +224,10 @@ def test_a_numpy_float_in_a_record_is_stored_as_a_plain_float() -> None:
         b"\xc1",  # a byte MessagePack never uses
     ],
 )
-def test_corrupt_messagepack_header_raises_value_error(header: bytes) -> None:
+@pytest.mark.parametrize("magic", [b"K2", b"K3"])
+def test_corrupt_messagepack_header_raises_value_error(header: bytes, magic: bytes) -> None:
     with pytest.raises(ValueError):
-        UserState.from_bytes(b"K2" + len(header).to_bytes(4, "big") + header)
+        UserState.from_bytes(magic + len(header).to_bytes(4, "big") + header)
 
 
 def _variants() -> list[UserState]:
@@ -212,7 +241,7 @@ def _variants() -> list[UserState]:
 
 
 @pytest.mark.parametrize("state", _variants())
-@pytest.mark.parametrize("encode", [UserState.to_bytes, _k1])
+@pytest.mark.parametrize("encode", [UserState.to_bytes, _k2, _k1])
 def test_load_facts_read_what_the_full_decode_gives(state: UserState, encode: object) -> None:
     """A partition load reads only timers and the expiry clock (stream.partition_state): the same values."""
     data = encode(state)  # type: ignore[operator]
@@ -230,6 +259,10 @@ def test_load_facts_read_what_the_full_decode_gives(state: UserState, encode: ob
         b"XX\x00\x00\x00\x02{}",
         b"K2\x00\x00\x00\x01\x80",  # an empty map: every field missing
         b"K2\x00\x00\x00\x01\xc1",  # a byte MessagePack never uses
+        b"K3",
+        b"K3\x00\x00\x00\x01\x90",  # an empty array: every field missing
+        b"K3\x00\x00\x00\x01\x80",  # a map where the header is an array
+        b"K3\x00\x00\x00\x01\xc1",
         b"K1\x00\x00\x00\x02{}",
     ],
 )
@@ -251,3 +284,7 @@ def test_load_facts_refuse_what_the_full_decode_refuses_in_the_fields_they_read(
         load_facts(b"K2" + len(header).to_bytes(4, "big") + header)
     with pytest.raises(ValueError):
         UserState.from_bytes(b"K2" + len(header).to_bytes(4, "big") + header)
+    short = msgspec.msgpack.encode(["m", T0, T0, None, 1, [], [], {}, []])  # K3 without its policy
+    for read in (load_facts, UserState.from_bytes):
+        with pytest.raises(ValueError):
+            read(b"K3" + len(short).to_bytes(4, "big") + short)

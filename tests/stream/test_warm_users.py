@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from stream.engagement import Engagement
+from stream.record_rows import EngagedItem, EngagementRecord
 from stream.state import UserState
 from stream.warm_users import WarmUsers
 
@@ -49,12 +50,12 @@ def test_the_encodings_copies_are_not_kept() -> None:
     """``engagement`` and ``timers`` of a record are what the save encoded from the live engagement and
     the partition's timer queue: the warm entry drops them (the next save writes them again)."""
     state, engagement = record(1)
-    state.engagement = {"t": 1.0, "i": [["i1", 1, 0, 0, 0, 1.0]]}
+    state.engagement = EngagementRecord(1.0, {"i1": EngagedItem(1, 0, False, False, 1.0)})
     state.timers = [[2.0, "u1", "session_end", "", "e1", 1.0]]
     warm = WarmUsers()
     warm.put("u1", state, engagement, capacity=2)
     kept = warm.take("u1")
-    assert kept is not None and kept[0].engagement == {} and kept[0].timers == []
+    assert kept is not None and kept[0].engagement == EngagementRecord() and kept[0].timers == []
     assert kept[1] is engagement
 
 
