@@ -110,8 +110,12 @@ class UserState:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """Compact binary encoding for RocksDB and the changelog (``K3``)."""
+    def to_bytes(self, version: int = 3) -> bytes:
+        """Compact binary encoding for RocksDB and the changelog: ``K3``, or ``K2`` (``version`` 2) for a
+        fleet that may still hand a partition to a worker that reads only ``K2``
+        (``worker.user_record_version``)."""
+        if version == 2:
+            return self._to_maps()
         header = UserRecordHeader(
             self.model_version,
             self.last_event_ts,
@@ -127,6 +131,36 @@ class UserState:
         head = _PACK.encode(header)
         body = b"" if self.hidden is None else np.ascontiguousarray(self.hidden, dtype=np.float32).tobytes()
         return _HEADER.pack(_MAGIC, len(head)) + head + body
+
+    def _to_maps(self) -> bytes:
+        """The ``K2`` record: the same values as plain MessagePack maps and lists."""
+        engagement = self.engagement
+        legacy: dict[str, Any] = {
+            "t": engagement.last_ts,
+            "i": [
+                [k, e.views, e.carts, int(e.in_cart), int(e.bought), e.last_ts]
+                for k, e in engagement.items.items()
+            ],
+        }
+        if engagement.visits:
+            legacy["v"] = engagement.visits
+        if engagement.earlier_purchases:
+            legacy["p"] = engagement.earlier_purchases
+        header: dict[str, Any] = {
+            "mv": self.model_version,
+            "ts": self.last_event_ts,
+            "dt": self.last_decision_ts,
+            "sid": self.session_id,
+            "n": self.n_events,
+            "r": [[r.item_id, r.type, r.ts, r.session_id] for r in self.recent],
+            "e": list(self.event_ids),
+            "g": legacy,
+            "t": self.timers,
+            "p": self.policy.to_dict(),
+        }
+        head = _PACK.encode(header)
+        body = b"" if self.hidden is None else np.ascontiguousarray(self.hidden, dtype=np.float32).tobytes()
+        return _HEADER.pack(_MAGIC_MAPS, len(head)) + head + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:

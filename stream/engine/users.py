@@ -131,12 +131,13 @@ class UserRecords:
         """Stage the changed users and every partition's changed shared rows in ``txn``; keep the
         records staged warm for the next batch (``stream.warm_users``)."""
         warm = self.settings.worker.warm_users_per_partition
+        version = self.settings.worker.user_record_version
         for user in users:
             if user.dirty:
                 part = self._part(user.partition)
                 user.state.engagement = user.engagement.to_record()
                 user.state.timers = [t.to_list() for t in part.timers.timers_for(user.user_id)]
-                txn.put(user.partition, user.user_id.encode("utf-8"), user.state.to_bytes())
+                txn.put(user.partition, user.user_id.encode("utf-8"), user.state.to_bytes(version))
                 part.warm_users.put(user.user_id, user.state, user.engagement, warm)
                 clock = user.state.expiry_clock()
                 if clock is not None:
@@ -236,7 +237,8 @@ class UserRecords:
                 if raw is None:
                     continue
                 kept = forgotten(readable_record(raw, partition, user_id)[0])
-                txn.put(partition, key, kept.to_bytes() if kept.policy.opted_in is False else None)
+                stored = kept.to_bytes(self.settings.worker.user_record_version)
+                txn.put(partition, key, stored if kept.policy.opted_in is False else None)
             part.interest.purge_users(set(gone))
             self.stage_rows(txn, partition)
             removed += len(gone)

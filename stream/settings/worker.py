@@ -171,6 +171,14 @@ class WorkerConfig(BaseModel):
         64, ge=1, description="Recent event ids remembered per user to drop redeliveries (at least 1)."
     )
     recent_items: int = Field(20, description="Recent items (with their event types) kept per user.")
+    user_record_version: int = Field(
+        3,
+        ge=2,
+        le=3,
+        description="The encoding user records are written in: 3 (K3, typed rows: faster to read and write) "
+        "or 2 (K2, what workers before 2026-12-07 read). Every worker reads both; write 2 while a rolling "
+        "deploy may hand a partition back to an older worker (docs/operations.md).",
+    )
     warm_users_per_partition: int = Field(
         256,
         ge=0,

@@ -256,3 +256,25 @@ def test_warm_users_are_bounded_per_partition(scorer: IncrementalScorer) -> None
     engine = engine_with(scorer, set(range(PARTITIONS)), settings)
     run(engine, records, DictState(), 50)
     assert [len(part.warm_users) for part in engine.parts.values()] == [5] * PARTITIONS
+
+
+def test_records_written_for_older_workers_give_the_same_decisions(scorer: IncrementalScorer) -> None:
+    """``worker.user_record_version`` 2 writes every user record as ``K2`` (what workers before ``K3``
+    read) and changes nothing else: the same pushes, every other row's bytes, and each record decodes to
+    the state its ``K3`` record holds, value and type."""
+    records = _unsettled_stream(2500)
+    current, older = DictState(), DictState()
+    pushes = run(_unsettled_engine(scorer, records), records, current, 11)
+    assert len(pushes) > 20, "the stream should produce pushes"
+    assert run(_unsettled_engine(scorer, records, user_record_version=2), records, older, 11) == pushes
+    assert current.data.keys() == older.data.keys()
+    users = 0
+    for key, value in current.data.items():
+        old = older.data[key]
+        if value is not None and value[:2] == b"K3":
+            assert old is not None and old[:2] == b"K2"
+            assert _exact(UserState.from_bytes(old)) == _exact(UserState.from_bytes(value))
+            users += 1
+        else:
+            assert old == value
+    assert users > 50

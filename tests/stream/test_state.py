@@ -202,6 +202,15 @@ def test_records_of_earlier_versions_still_decode_to_the_same_state(
     assert new[:2] == b"K3" and new == state.to_bytes()
 
 
+@pytest.mark.parametrize("state", [full_state(None), full_state(np.ones(4, dtype=np.float32)), UserState()])
+def test_records_for_older_workers_are_what_they_wrote(state: UserState) -> None:
+    """``to_bytes(2)`` (``worker.user_record_version``, a fleet in a rolling deploy) writes the ``K2`` bytes
+    an older worker wrote, which decode to the same state."""
+    old = state.to_bytes(2)
+    assert old == _k2(state)
+    assert_same(UserState.from_bytes(old), state)
+
+
 def test_the_current_version_is_smaller_than_the_json_one() -> None:
     """Timestamps are 9 bytes, not 18 characters."""
     state = full_state(None)
