@@ -15,7 +15,7 @@ from stream.state import UserState
 from stream.timers import Timer
 
 
-@dataclass
+@dataclass(init=False)
 class BatchUser:
     """A user touched by the current batch: where their state lives and the decoded state."""
 
@@ -24,6 +24,20 @@ class BatchUser:
     state: UserState
     engagement: Engagement
     dirty: bool = False
+
+    def __init__(
+        self,
+        user_id: str,
+        partition: int,
+        state: UserState,
+        engagement: Engagement,
+        dirty: bool = False,
+    ) -> None:
+        self.user_id = user_id
+        self.partition = partition
+        self.state = state
+        self.engagement = engagement
+        self.dirty = dirty
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,9 @@ class Scored:
     indexed: list[tuple[str, float]]  # (item, interest)
 
 
-@dataclass(slots=True)  # not frozen: one is built per event, and a frozen __init__ costs 3x as much
+@dataclass(
+    init=False, slots=True
+)  # not frozen: one is built per event, and a frozen __init__ costs 3x as much
 class SeenAt:
     """What pass 1 knew of a user's engagement where a release was queued: pass 2 runs after the
     batch's later events moved the engagement on, and a release must not see them."""
@@ -81,13 +97,25 @@ class SeenAt:
     bought: frozenset[str]  # items bought so far (a held push of one is not sent)
     clock: float  # the partition's event-time clock there (as ``Ask.clock``)
 
+    def __init__(
+        self,
+        last_ts: float | None,
+        bought: frozenset[str],
+        clock: float,
+    ) -> None:
+        self.last_ts = last_ts
+        self.bought = bought
+        self.clock = clock
+
     @classmethod
     def of(cls, engagement: Engagement, clock: float) -> SeenAt:
         """The engagement facts a release reads, as they are now, at partition clock ``clock``."""
         return cls(engagement.last_ts, engagement.bought(), clock)
 
 
-@dataclass(slots=True)  # not frozen: one is built per event, and a frozen __init__ costs 3x as much
+@dataclass(
+    init=False, slots=True
+)  # not frozen: one is built per event, and a frozen __init__ costs 3x as much
 class Op:
     """Policy work queued for a user behind their n-th step of the batch, done in the user's order.
 
@@ -102,6 +130,22 @@ class Op:
     now: float = 0.0
     seq: int = 0  # order in the stream (pushes are emitted in this order)
     seen: SeenAt | None = None
+
+    def __init__(
+        self,
+        step: int,
+        event: ValidEvent | None = None,
+        ask: Ask | None = None,
+        now: float = 0.0,
+        seq: int = 0,
+        seen: SeenAt | None = None,
+    ) -> None:
+        self.step = step
+        self.event = event
+        self.ask = ask
+        self.now = now
+        self.seq = seq
+        self.seen = seen
 
 
 @dataclass

@@ -63,7 +63,7 @@ def effective_threshold(trigger: str, offset: float, config: PolicyConfig) -> fl
     return min(max(config.threshold_for(trigger) + offset, config.min_threshold), config.max_threshold)
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Assessment:
     """Interest of one candidate and the features behind it (kept for explanations and audits).
 
@@ -73,6 +73,16 @@ class Assessment:
     interest: float
     threshold: float
     features: dict[str, float]
+
+    def __init__(
+        self,
+        interest: float,
+        threshold: float,
+        features: dict[str, float],
+    ) -> None:
+        self.interest = interest
+        self.threshold = threshold
+        self.features = features
 
     @property
     def passes(self) -> bool:

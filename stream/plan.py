@@ -34,7 +34,7 @@ def on_minute(ts: float) -> float:
 Action = Literal["emit", "hold", "suppress", "ghost", "defer", "wait"]
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Step:
     """One entry of a plan: an emit, a hold, a suppression (with its reason), a holdout user's ghost
     push (remembered as the no-push baseline, never sent), or a held push deferred to ``release_at``.
@@ -55,6 +55,32 @@ class Step:
     audit: bool = True  # whether the decisions topic gets a record of it
     timer: Timer | None = None  # wait: the moment's timer, re-armed for release_at
 
+    def __init__(
+        self,
+        action: Action,
+        trigger: str,
+        item_id: str,
+        reason: str,
+        score: float = 0.0,
+        threshold: float | None = None,
+        push: Push | None = None,
+        release_at: float | None = None,
+        context: str = "",
+        audit: bool = True,
+        timer: Timer | None = None,
+    ) -> None:
+        self.action = action
+        self.trigger = trigger
+        self.item_id = item_id
+        self.reason = reason
+        self.score = score
+        self.threshold = threshold
+        self.push = push
+        self.release_at = release_at
+        self.context = context
+        self.audit = audit
+        self.timer = timer
+
 
 def duplicate_step(push: Push, context: str) -> Step:
     """A decision whose push already exists (a redelivered input): suppressed; ``ApplyMixin.apply``
@@ -62,7 +88,7 @@ def duplicate_step(push: Push, context: str) -> Step:
     return Step("suppress", push.trigger, push.item_id, "duplicate", push=push, context=context, audit=False)
 
 
-@dataclass
+@dataclass(init=False)
 class Plan:
     """Everything one decision does, before it is done: ``Decider.apply`` (``stream.decider_apply``)
     carries it out.
@@ -82,3 +108,23 @@ class Plan:
     # The partition's clock where the decision was queued (``Ask.clock``, ``SeenAt.clock``): a timer
     # the plan schedules after it and at or before the clock at apply time is late (counted).
     clock: float = math.inf
+
+    def __init__(
+        self,
+        user: BatchUser,
+        now: float,
+        seq: int,
+        steps: list[Step] | None = None,
+        interest: list[float] | None = None,
+        index_rows: list[tuple[str, float]] | None = None,
+        released_until: float | None = None,
+        clock: float = math.inf,
+    ) -> None:
+        self.user = user
+        self.now = now
+        self.seq = seq
+        self.steps = [] if steps is None else steps
+        self.interest = [] if interest is None else interest
+        self.index_rows = [] if index_rows is None else index_rows
+        self.released_until = released_until
+        self.clock = clock

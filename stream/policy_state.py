@@ -36,7 +36,7 @@ class HeldPush:
     context: str = ""  # the decision context, for the outcome estimates once it is released
 
 
-@dataclass
+@dataclass(init=False)
 class UserPolicyState:
     """Per-user policy state, stored with the user's state (bounded; see :meth:`to_dict`)."""
 
@@ -48,6 +48,26 @@ class UserPolicyState:
     responsiveness: float = 0.0  # threshold offset, see stream.feedback
     responsiveness_ts: float | None = None  # when the offset was last changed (it decays from there)
     send_hours: list[float | int] | None = None  # stream.send_time.EngagementHours.to_list()
+
+    def __init__(
+        self,
+        opted_in: bool | None = None,
+        consent_ts: float | None = None,
+        time_zone: str | None = None,
+        pushes: list[PushRecord] | None = None,
+        held: list[HeldPush] | None = None,
+        responsiveness: float = 0.0,
+        responsiveness_ts: float | None = None,
+        send_hours: list[float | int] | None = None,
+    ) -> None:
+        self.opted_in = opted_in
+        self.consent_ts = consent_ts
+        self.time_zone = time_zone
+        self.pushes = [] if pushes is None else pushes
+        self.held = [] if held is None else held
+        self.responsiveness = responsiveness
+        self.responsiveness_ts = responsiveness_ts
+        self.send_hours = send_hours
 
     def apply_consent(self, update: ConsentUpdate) -> bool:
         """Apply a consent update unless an equally recent or newer one was applied; True when applied.

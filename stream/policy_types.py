@@ -40,7 +40,7 @@ SuppressReason = Literal[
 SUPPRESSION_REASONS: tuple[str, ...] = SuppressReason.__args__  # type: ignore[attr-defined]
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Candidate:
     """An item that could be pushed now, with the facts the policy and the explanation need.
 
@@ -71,6 +71,54 @@ class Candidate:
     in_catalog: bool = True
     # Expected incremental value of pushing it (stream.response_estimates); None: rank by interest.
     value: float | None = None
+
+    def __init__(
+        self,
+        item_id: str,
+        trigger: str,
+        interest: float,
+        raw_score: float,
+        features: dict[str, float],
+        category: str | None,
+        title: str | None,
+        price: float | None,
+        promotion_id: str | None,
+        discount: float,
+        in_stock: bool,
+        promotion_valid: bool,
+        event_ts: float,
+        cause: str,
+        source: str = "engaged",
+        views: int = 0,
+        in_cart: bool = False,
+        previous_price: float | None = None,
+        expires_at: float | None = None,
+        promotion_ends_at: float | None = None,
+        in_catalog: bool = True,
+        value: float | None = None,
+    ) -> None:
+        self.item_id = item_id
+        self.trigger = trigger
+        self.interest = interest
+        self.raw_score = raw_score
+        self.features = features
+        self.category = category
+        self.title = title
+        self.price = price
+        self.promotion_id = promotion_id
+        self.discount = discount
+        self.in_stock = in_stock
+        self.promotion_valid = promotion_valid
+        self.event_ts = event_ts
+        self.cause = cause
+        self.source = source
+        self.views = views
+        self.in_cart = in_cart
+        self.previous_price = previous_price
+        self.expires_at = expires_at
+        self.promotion_ends_at = promotion_ends_at
+        self.in_catalog = in_catalog
+        self.value = value
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ class UserFacts:
         return PushHistory.of(self._records, self.now, self._zone, self.config)
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class ItemFacts:
     """The facts of one candidate (or held push) a rule may read (read only; built per candidate, so
     not frozen: a frozen init costs about three times as much)."""
@@ -146,6 +146,30 @@ class ItemFacts:
     threshold: float = 0.0
     held: bool = False  # the same item already waits for the end of quiet hours
     bought: bool = False  # the shopper bought it (since the push was decided, for a held push)
+
+    def __init__(
+        self,
+        item_id: str,
+        category: str | None,
+        in_catalog: bool,
+        in_stock: bool,
+        promotion_valid: bool,
+        expires_at: float,
+        interest: float = 1.0,
+        threshold: float = 0.0,
+        held: bool = False,
+        bought: bool = False,
+    ) -> None:
+        self.item_id = item_id
+        self.category = category
+        self.in_catalog = in_catalog
+        self.in_stock = in_stock
+        self.promotion_valid = promotion_valid
+        self.expires_at = expires_at
+        self.interest = interest
+        self.threshold = threshold
+        self.held = held
+        self.bought = bought
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,7 @@ def expiry_clock(n_events: Any, last_event_ts: Any, opted_in: Any, consent_ts: A
     return None
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class UserState:
     """Everything Kairos remembers about one user (bounded)."""
 
@@ -80,6 +80,32 @@ class UserState:
     engagement: EngagementRecord = field(default_factory=EngagementRecord)
     timers: list[list[Any]] = field(default_factory=list)  # stream.timers.Timer.to_list() rows
     policy: UserPolicyState = field(default_factory=UserPolicyState)
+
+    def __init__(
+        self,
+        hidden: np.ndarray | None = None,
+        model_version: str = "",
+        last_event_ts: float = 0.0,
+        last_decision_ts: float = 0.0,
+        session_id: str | None = None,
+        n_events: int = 0,
+        recent: list[RecentItem] | None = None,
+        event_ids: deque[str] | None = None,
+        engagement: EngagementRecord | None = None,
+        timers: list[list[Any]] | None = None,
+        policy: UserPolicyState | None = None,
+    ) -> None:
+        self.hidden = hidden
+        self.model_version = model_version
+        self.last_event_ts = last_event_ts
+        self.last_decision_ts = last_decision_ts
+        self.session_id = session_id
+        self.n_events = n_events
+        self.recent = [] if recent is None else recent
+        self.event_ids = deque() if event_ids is None else event_ids
+        self.engagement = EngagementRecord() if engagement is None else engagement
+        self.timers = [] if timers is None else timers
+        self.policy = UserPolicyState() if policy is None else policy
 
     def expiry_clock(self) -> float | None:
         """When the inactive-user expiry counts from, or None for a record that must be kept

@@ -41,7 +41,7 @@ TimerKey = tuple[str, str, str]
 REMINDER_AGAIN = "again"
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Timer:
     """One pending timer; ``kind`` is also the trigger of the push it may cause.
 
@@ -55,6 +55,22 @@ class Timer:
     item_id: str
     cause: str
     created_at: float
+
+    def __init__(
+        self,
+        due_at: float,
+        user_id: str,
+        kind: str,
+        item_id: str,
+        cause: str,
+        created_at: float,
+    ) -> None:
+        self.due_at = due_at
+        self.user_id = user_id
+        self.kind = kind
+        self.item_id = item_id
+        self.cause = cause
+        self.created_at = created_at
 
     @property
     def key(self) -> TimerKey:

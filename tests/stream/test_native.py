@@ -401,3 +401,39 @@ def test_installed_is_none_in_a_process_that_runs_the_sources() -> None:
     assert all(native.installed(name) is None for name in native.EXTENSIONS)
     with pytest.raises(ValueError, match="not one of"):
         native.installed("model.scorer")
+
+
+def _written_inits() -> list[type]:
+    """The dataclasses of the compiled modules declared with ``init=False`` (an ``__init__`` written in the
+    class, which mypyc compiles: stream/native.py)."""
+    import dataclasses
+    import importlib
+
+    found: list[type] = []
+    for name in native.MODULES:
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            written = not getattr(getattr(value, "__dataclass_params__", None), "init", True)
+            if isinstance(value, type) and value.__module__ == name and written:
+                assert dataclasses.is_dataclass(value)
+                found.append(value)
+    return found
+
+
+def test_each_written_dataclass_init_takes_the_fields_in_order_with_their_defaults() -> None:
+    import dataclasses
+    import inspect
+
+    classes = _written_inits()
+    assert {c.__name__ for c in classes} >= {"Timer", "UserState", "Candidate", "Step", "BatchUser"}
+    for cls in classes:
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # type: ignore[misc]
+        assert [p.name for p in params] == [f.name for f in fields], cls
+        for f, p in zip(fields, params, strict=True):
+            if f.default is not dataclasses.MISSING:
+                assert p.default == f.default, (cls, f.name)
+            elif f.default_factory is not dataclasses.MISSING:  # None stands for "a new one"
+                assert p.default is None, (cls, f.name)
+            else:
+                assert p.default is inspect.Parameter.empty, (cls, f.name)
