@@ -8,59 +8,22 @@ constraints, decoded straight from the JSON in a third of pydantic's time
 which refuses it with its reason or accepts it (and its event becomes a :class:`ValidEvent`). For
 every message the struct accepts, the reference parser accepts the same fields with the same types:
 ``tests/stream/test_event_decoder.py`` fuzzes the two against each other.
+
+The struct lives in :mod:`stream.valid_event`, so that this module's per-event checks are compiled with
+the native build (``stream.native``: a Struct cannot be).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
 
 import msgspec
 
-from stream.contract import MAX_PRICE, MAX_QUANTITY, Event, EventContext, EventType, parse_event
+from stream.contract import EventContext, parse_event
 from stream.text import ID_FORBIDDEN_RAW_UTF8
+from stream.valid_event import ValidContext, ValidEvent
 
-# Event's constraints, for msgspec (the differential test holds the two definitions together). The
-# ids' rule against control characters is checked once on the raw message instead (plain_event):
-# a pattern per field cost more than the rest of the decode.
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-_Time = Annotated[float, msgspec.Meta(ge=946_684_800.0, lt=4_102_444_800.0)]
-
-
-class ValidContext(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    """:class:`~stream.contract.EventContext` as the worker reads it."""
-
-    device: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
-    time_zone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-
-
-class ValidEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
-    """An ``events`` message that meets the contract, as the worker reads it (fields of
-    :class:`~stream.contract.Event`, in its order). Untracked by the garbage collector: it holds
-    strings, numbers and a context, never a cycle."""
-
-    v: Literal[1] = 1
-    event_id: _Id
-    user_id: _Id
-    type: EventType
-    item_id: _Id | None = None
-    ts: _Time
-    session_id: _Id | None = None
-    price: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_PRICE)] | None = None
-    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] | None = None
-    query: Annotated[str, msgspec.Meta(max_length=512)] | None = None
-    push_id: _Id | None = None
-    context: ValidContext | None = None
-
-    @classmethod
-    def of(cls, event: Event) -> ValidEvent:
-        """The worker's reading of an event the reference parser (or a producer) made."""
-        fields = event.model_dump()
-        if fields["context"] is not None:
-            fields["context"] = ValidContext(**fields["context"])
-        return cls(**fields)
-
+__all__ = ["ValidContext", "ValidEvent", "decode_event", "plain_event"]
 
 _DECODER = msgspec.json.Decoder(ValidEvent)
 # The one "v" key with the literal 1, JSON whitespace allowed around it: most producers' serializers

@@ -82,6 +82,7 @@ MODULES: tuple[str, ...] = (
     "stream.engagement",
     "stream.send_time",
     "stream.quiet_hours",
+    "stream.event_decoder",
     "stream.admission",
     "stream.state",
     "stream.warm_users",

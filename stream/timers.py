@@ -170,6 +170,11 @@ class TimerQueue:
         timers = [self._live[k][0] for k in self._by_user.get(user_id, ())]
         return sorted(timers, key=lambda t: (t.due_at, t.kind, t.item_id))
 
+    def may_be_due(self, now: float) -> bool:
+        """False when no timer can be due at ``now`` (a cheap check, run at every event): every live timer
+        has a heap entry at or before its due time (one pushed back keeps its earlier entry)."""
+        return bool(self._heap) and self._heap[0][0] <= now
+
     def next_due(self) -> float | None:
         """Due time of the soonest pending timer."""
         while self._heap:

@@ -90,13 +90,17 @@ def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out
             # took their throttle budget (stream.throttle) and scheduled their timers before anything
             # is released.
             work = engine._close(work, out)
-        announced_until = engine._catalog_until(rec.partition)  # before the clock moves
+        # Read before the clock moves. (The partition's own fields where they answer: the engine's
+        # methods run as bytecode, stream.native, and this runs per event.)
+        announced_until = part.catalog_until
+        if announced_until is None:
+            announced_until = engine._catalog_until(rec.partition)
         moved = part.advance(event.ts)
         part.learning.advance(part.watermark)
         if new_minute:
             engine._release_throttled(part, out)
         if moved:
-            now = engine.now(rec.partition)
+            now = part.watermark if event_clock else engine.now(rec.partition)
             passed = engine.catalog.changes_between(announced_until, now)
             part.catalog_until = now
             # Catalog changes the clock passed are announced here, in stream order, after what came
@@ -115,11 +119,12 @@ def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out
                     stage["announce"] += perf_counter() - t
             if event_clock:
                 # Event time: what fell due up to this event's time happens before it, in stream order.
-                if engine._queued_may_cancel(part, part.watermark, work):
+                if rec.partition in work.rearming and engine._queued_may_cancel(part, part.watermark, work):
                     work = engine._close(work, out)
-                t = perf_counter()
-                engine._fire_due(txn, part, part.watermark, work, out)
-                stage["timers"] += perf_counter() - t
+                if part.timers.may_be_due(part.watermark):  # seldom: the clock moves at every event
+                    t = perf_counter()
+                    engine._fire_due(txn, part, part.watermark, work, out)
+                    stage["timers"] += perf_counter() - t
         t = perf_counter()
         user = engine.users.load(txn, rec.partition, event.user_id, work.users)
         t1 = perf_counter()
