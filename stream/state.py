@@ -206,7 +206,7 @@ class UserState:
             if magic != _MAGIC:
                 return _legacy(_UNPACK_MAPS.decode(raw) if magic == _MAGIC_MAPS else json.loads(raw), hidden)
             header = _UNPACK_HEADER.decode(raw)
-            return cls(
+            return UserState(  # not cls(): a compiled call, where cls() goes through type()
                 hidden,
                 header.model_version,
                 header.last_event_ts,

@@ -28,6 +28,13 @@ class _PolicyFacts(msgspec.Struct):
     ct: Any = None
 
 
+class _ConsentFacts(msgspec.Struct):
+    """The consent fields of a ``K3`` policy section, typed as :meth:`UserState.from_bytes` reads them."""
+
+    c: bool | None = None
+    ct: float | None = None
+
+
 class _LoadHeader(msgspec.Struct, array_like=True):
     """A ``K3`` header (``stream.record_rows.UserRecordHeader``) as a partition load reads it: the fields
     it needs decoded, the others only required to be there (``msgspec.Raw`` is not decoded)."""
@@ -41,7 +48,7 @@ class _LoadHeader(msgspec.Struct, array_like=True):
     event_ids: msgspec.Raw
     engagement: msgspec.Raw
     timers: list[list[Any]]
-    policy: _PolicyFacts
+    policy: _ConsentFacts
 
 
 class _LoadHeaderMaps(msgspec.Struct):

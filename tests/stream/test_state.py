@@ -293,6 +293,11 @@ def test_load_facts_refuse_what_the_full_decode_refuses_in_the_fields_they_read(
         load_facts(b"K2" + len(header).to_bytes(4, "big") + header)
     with pytest.raises(ValueError):
         UserState.from_bytes(b"K2" + len(header).to_bytes(4, "big") + header)
+    state = full_state(None)
+    state.policy.opted_in = "yes"  # type: ignore[assignment]
+    for read in (load_facts, UserState.from_bytes):
+        with pytest.raises(ValueError):
+            read(state.to_bytes())
     short = msgspec.msgpack.encode(["m", T0, T0, None, 1, [], [], {}, []])  # K3 without its policy
     for read in (load_facts, UserState.from_bytes):
         with pytest.raises(ValueError):
