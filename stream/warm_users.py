@@ -3,7 +3,7 @@
 A batch decodes each user it touches from the store and encodes them back at its end
 (``stream.engine.users``). A shopper's events come seconds to minutes apart, so in a live stream nearly
 every event starts a new batch for its user: each paid a store read and a full decode
-(``UserState.from_bytes``, ``Engagement.from_dict``) for a record the worker itself wrote moments
+(``UserState.from_bytes``, ``Engagement.from_record``) for a record the worker itself wrote moments
 before. This keeps the objects that were just encoded, so the next batch takes them instead.
 
 Why it is exact:
