@@ -152,22 +152,28 @@ class Engagement:
         ``{"t": last_ts, "i": [[item, views, carts, in_cart, bought, ts]]}``, plus ``"v": [visit
         starts..., last activity]`` once an activity was seen and ``"p": [earlier purchases...]`` once a
         bought item was forgotten among the recent ones."""
-        out: dict[str, Any] = {
-            "t": self.last_ts,
-            "i": [
-                [k, e.views, e.carts, int(e.in_cart), int(e.bought), e.last_ts] for k, e in self.items.items()
-            ],
-        }
-        if self.active_ts is not None:
-            out["v"] = [*self.visits, self.active_ts]
-        if self.earlier_purchases:
-            out["p"] = list(self.earlier_purchases)
-        return out
+        return legacy_dict(self.to_record())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], max_items: int = 20, max_purchases: int = 20) -> Engagement:
         """Rebuild from :meth:`to_dict` (a record from before ``"p"`` has no earlier purchases)."""
         return cls.from_record(legacy_record(data), max_items, max_purchases)
+
+
+def legacy_dict(record: EngagementRecord) -> dict[str, Any]:
+    """A stored engagement in the ``K1``/``K2`` record's form (:meth:`Engagement.to_dict`); the inverse
+    of :func:`legacy_record`."""
+    out: dict[str, Any] = {
+        "t": record.last_ts,
+        "i": [
+            [k, e.views, e.carts, int(e.in_cart), int(e.bought), e.last_ts] for k, e in record.items.items()
+        ],
+    }
+    if record.visits:
+        out["v"] = record.visits
+    if record.earlier_purchases:
+        out["p"] = record.earlier_purchases
+    return out
 
 
 def legacy_record(data: dict[str, Any]) -> EngagementRecord:

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from stream.engagement import legacy_record
+from stream.engagement import legacy_dict, legacy_record
 from stream.policy import UserPolicyState
 from stream.record_rows import EngagementRecord, RecentItem, UserRecordHeader
 
@@ -141,38 +141,27 @@ class UserState:
         fleet that may still hand a partition to a worker that reads only ``K2``
         (``worker.user_record_version``)."""
         if version == 2:
-            return self._to_maps()
-        header = UserRecordHeader(
-            self.model_version,
-            self.last_event_ts,
-            self.last_decision_ts,
-            self.session_id,
-            self.n_events,
-            self.recent,
-            list(self.event_ids),
-            self.engagement,
-            self.timers,
-            self.policy.to_record(),
-        )
-        head = _PACK.encode(header)
+            magic, head = _MAGIC_MAPS, _PACK.encode(self._maps_header())
+        else:
+            header = UserRecordHeader(
+                self.model_version,
+                self.last_event_ts,
+                self.last_decision_ts,
+                self.session_id,
+                self.n_events,
+                self.recent,
+                list(self.event_ids),
+                self.engagement,
+                self.timers,
+                self.policy.to_record(),
+            )
+            magic, head = _MAGIC, _PACK.encode(header)
         body = b"" if self.hidden is None else np.ascontiguousarray(self.hidden, dtype=np.float32).tobytes()
-        return _HEADER.pack(_MAGIC, len(head)) + head + body
+        return _HEADER.pack(magic, len(head)) + head + body
 
-    def _to_maps(self) -> bytes:
-        """The ``K2`` record: the same values as plain MessagePack maps and lists."""
-        engagement = self.engagement
-        legacy: dict[str, Any] = {
-            "t": engagement.last_ts,
-            "i": [
-                [k, e.views, e.carts, int(e.in_cart), int(e.bought), e.last_ts]
-                for k, e in engagement.items.items()
-            ],
-        }
-        if engagement.visits:
-            legacy["v"] = engagement.visits
-        if engagement.earlier_purchases:
-            legacy["p"] = engagement.earlier_purchases
-        header: dict[str, Any] = {
+    def _maps_header(self) -> dict[str, Any]:
+        """The ``K2`` header: the same values as plain MessagePack maps and lists."""
+        return {
             "mv": self.model_version,
             "ts": self.last_event_ts,
             "dt": self.last_decision_ts,
@@ -180,13 +169,10 @@ class UserState:
             "n": self.n_events,
             "r": [[r.item_id, r.type, r.ts, r.session_id] for r in self.recent],
             "e": list(self.event_ids),
-            "g": legacy,
+            "g": legacy_dict(self.engagement),
             "t": self.timers,
             "p": self.policy.to_dict(),
         }
-        head = _PACK.encode(header)
-        body = b"" if self.hidden is None else np.ascontiguousarray(self.hidden, dtype=np.float32).tobytes()
-        return _HEADER.pack(_MAGIC_MAPS, len(head)) + head + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:

@@ -20,6 +20,7 @@ from stream.contract import ContractError
 from stream.engine.ports import StateAccess
 from stream.outcome import Inbound, Outcome, refused
 from stream.partition_state import PartitionState
+from stream.timers import REMINDER_AGAIN
 
 if TYPE_CHECKING:
     from stream.engine.core import Engine
@@ -28,6 +29,18 @@ if TYPE_CHECKING:
 def minute(ts: float) -> int:
     """The minute of the event-time clock ``ts`` falls in (the throttle releases once per minute)."""
     return int(ts // 60.0)
+
+
+def queued_may_cancel(part: PartitionState, now: float, work: Work) -> bool:
+    """Whether a timer due at ``now`` is one the queued work may still cancel: a shopper's second
+    reminder moment, while their first moment's decision (which cancels it when it waits) is
+    queued. Pass 2 must run first, as it would have at batch size 1 (the first moment firing late
+    in a quiet partition, the second can fall due before the next minute)."""
+    for user_id in work.rearming.get(part.partition, ()):
+        again = part.timers.get(user_id, "reminder", REMINDER_AGAIN)
+        if again is not None and again.due_at <= now:
+            return True
+    return False
 
 
 def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out: Outcome) -> None:
@@ -119,7 +132,7 @@ def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out
                     stage["announce"] += perf_counter() - t
             if event_clock:
                 # Event time: what fell due up to this event's time happens before it, in stream order.
-                if rec.partition in work.rearming and engine._queued_may_cancel(part, part.watermark, work):
+                if queued_may_cancel(part, part.watermark, work):
                     work = engine._close(work, out)
                 if part.timers.may_be_due(part.watermark):  # seldom: the clock moves at every event
                     t = perf_counter()

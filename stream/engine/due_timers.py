@@ -30,18 +30,6 @@ class DueTimersMixin:
     intake: Intake
     _next_ask_seq: Callable[[], int]
 
-    @staticmethod
-    def _queued_may_cancel(part: PartitionState, now: float, work: Work) -> bool:
-        """Whether a timer due at ``now`` is one the queued work may still cancel: a shopper's second
-        reminder moment, while their first moment's decision (which cancels it when it waits) is
-        queued. Pass 2 must run first, as it would have at batch size 1 (the first moment firing late
-        in a quiet partition, the second can fall due before the next minute)."""
-        for user_id in work.rearming.get(part.partition, ()):
-            again = part.timers.get(user_id, "reminder", timers.REMINDER_AGAIN)
-            if again is not None and again.due_at <= now:
-                return True
-        return False
-
     def _fire_due(self, txn: StateAccess, part: PartitionState, now: float, work: Work, out: Outcome) -> None:
         """Queue the partition's timers due at ``now``, each behind its user's steps so far.
 

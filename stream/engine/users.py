@@ -211,6 +211,7 @@ class UserRecords:
         """Remove users inactive for longer than the TTL from ``partitions``; returns how many."""
         removed = 0
         ttl = self.settings.worker.user_ttl_seconds
+        version = self.settings.worker.user_record_version
         for partition in sorted(partitions):
             part = self._part(partition)
             at = now(partition)
@@ -237,8 +238,7 @@ class UserRecords:
                 if raw is None:
                     continue
                 kept = forgotten(readable_record(raw, partition, user_id)[0])
-                stored = kept.to_bytes(self.settings.worker.user_record_version)
-                txn.put(partition, key, stored if kept.policy.opted_in is False else None)
+                txn.put(partition, key, kept.to_bytes(version) if kept.policy.opted_in is False else None)
             part.interest.purge_users(set(gone))
             self.stage_rows(txn, partition)
             removed += len(gone)
