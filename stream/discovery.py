@@ -145,7 +145,7 @@ class CategoryMoment:
         """The category's terms at ``now`` and the values of its counted items."""
         terms = (prices or CategoryPrices()).terms(category, catalog, now, config)
         position = terms.position()
-        here = frozenset(popularity.counts.keys() & position.keys())  # intersected in C
+        here = terms.counted_in(popularity)
         counts, factor = popularity.counts, popularity.factor
         # Any order gives the same pool; this one is the same every run.
         counted = [(terms.value(position[item], counts[item] * factor), item) for item in sorted(here)]
@@ -177,7 +177,7 @@ class CategoryTerms:
     and (built when first asked, once per span of the catalog) the items ranked by their value with
     no popularity: what an item the partition never counted is worth."""
 
-    __slots__ = ("items", "discounts", "prices", "_ranked", "_position")
+    __slots__ = ("items", "discounts", "prices", "_ranked", "_position", "_counted")
 
     def __init__(self, items: list[str], discounts: list[float], prices: list[float]) -> None:
         self.items = items
@@ -185,6 +185,8 @@ class CategoryTerms:
         self.prices = prices
         self._ranked: list[tuple[float, str]] | None = None
         self._position: dict[str, int] | None = None
+        # Per counter's key-set epoch: how far into its ``added`` log the set was taken, and the set.
+        self._counted: dict[int, tuple[int, frozenset[str]]] = {}
 
     def value(self, k: int, popularity: float) -> float:
         """The discovery value of the ``k``-th item at ``popularity`` (module doc): the one place the
@@ -199,6 +201,32 @@ class CategoryTerms:
             ranked.sort(key=lambda vi: (-vi[0], vi[1]))
             self._ranked = ranked
         return self._ranked
+
+    def counted_in(self, popularity: PopularityAt) -> frozenset[str]:
+        """The category's items that ``popularity`` counts.
+
+        Intersecting the counts' keys with the category's items looks up every item of the category
+        (hundreds in a replay) at every decision that values it. Within a key-set epoch the counts only
+        gain keys, each named once in ``popularity.added`` (:class:`stream.trending.PopularityAt`), so
+        the set taken once is brought up to date with the keys added since, while they are fewer than
+        the category's items; the same set either way.
+        """
+        position = self.position()
+        epoch, added = popularity.keys_epoch, popularity.added
+        known = self._counted.get(epoch) if epoch else None
+        if known is not None and len(added) - known[0] <= len(position):
+            here = known[1]
+            new = [item for item in added[known[0] :] if item in position]
+            if new:
+                here = here.union(new)
+        else:
+            here = frozenset(popularity.counts.keys() & position.keys())  # intersected in C
+            if epoch and len(self._counted) >= 8:
+                # One counter per partition, each with its own epochs: keep the newest few.
+                del self._counted[min(self._counted)]
+        if epoch:
+            self._counted[epoch] = (len(added), here)
+        return here
 
     def position(self) -> dict[str, int]:
         """Each item's index in the columns."""

@@ -63,10 +63,11 @@ def local_date(ts: float, zone: ZoneInfo) -> date:
     return day
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class PushHistory:
     """What the rules need from a user's past pushes at ``now``, computed once (read only; not frozen,
-    whose init costs about three times as much, on the path of every decision)."""
+    whose init costs about three times as much, on the path of every decision; the ``__init__`` is
+    written: see ``stream.native``)."""
 
     in_24h: int
     in_7d: int
@@ -74,6 +75,22 @@ class PushHistory:
     last_at: float | None
     categories_today: dict[str, int]
     items_recent: frozenset[str]  # pushed within item_repeat_window_seconds
+
+    def __init__(
+        self,
+        in_24h: int,
+        in_7d: int,
+        today: int,
+        last_at: float | None,
+        categories_today: dict[str, int],
+        items_recent: frozenset[str],
+    ) -> None:
+        self.in_24h = in_24h
+        self.in_7d = in_7d
+        self.today = today
+        self.last_at = last_at
+        self.categories_today = categories_today
+        self.items_recent = items_recent
 
     @classmethod
     def of(

@@ -88,36 +88,57 @@ class AskScorer:
         rows = np.stack([h if h is not None else init for h in hidden])
         raws, probs = self.scorer.score_and_interest(rows, cands, self.lift(asks, width))
         floor = min(cfg.min_threshold, cfg.interest_index_min_interest) / (1.0 + cfg.promotion_weight)
+        # A non-finite score is no score: an item placed from an extreme catalog image can overflow
+        # float32 for some shoppers, and a push must carry finite numbers (the contract), so deciding
+        # on it would fail the batch and cost its valid events. Such an item is treated like one the
+        # model lacks. A row's padding (no candidate) is never valid.
+        valid = (cands >= 0) & np.isfinite(raws) & np.isfinite(probs)
+        # The round's matrix at once, then cut into rows: a few array calls per round, not per ask.
+        # Per row, the candidates best first (a stable sort: ties keep the ask's order; the padding
+        # sorts among them but is dropped, so a row's items keep the order they have alone), only
+        # those that could reach a threshold: only they go through the (Python) policy.
+        ranked = np.argsort(-probs, axis=1, kind="stable")
+        kept_rows, kept_at = np.nonzero(np.take_along_axis(valid & (probs >= floor), ranked, axis=1))
+        kept = ranked[kept_rows, kept_at]
+        kept_items = kept.tolist()
+        kept_raws, kept_probs = raws[kept_rows, kept].tolist(), probs[kept_rows, kept].tolist()
+        kept_ends = np.cumsum(np.bincount(kept_rows, minlength=len(asks))).tolist()
+        index_rows, index_cols = np.nonzero(valid & (probs >= cfg.interest_index_min_interest))
+        index_at, index_probs = index_cols.tolist(), probs[index_rows, index_cols].tolist()
+        index_ends = np.cumsum(np.bincount(index_rows, minlength=len(asks))).tolist()
+        kept_from = index_from = 0
         for row, ask in enumerate(asks):
-            n = len(ask.items)
-            p_row = probs[row, :n]
-            raw_row = raws[row, :n]
-            # A non-finite score is no score: an item placed from an extreme catalog image can overflow
-            # float32 for some shoppers, and a push must carry finite numbers (the contract), so
-            # deciding on it would fail the batch and cost its valid events. Such an item is treated
-            # like one the model lacks.
-            valid = (cands[row, :n] >= 0) & np.isfinite(raw_row) & np.isfinite(p_row)
-            if ask.priors is None:
-                indexed = [
-                    (ask.items[i], float(p_row[i]))
-                    for i in np.flatnonzero(valid & (p_row >= cfg.interest_index_min_interest))
-                ]
+            kept_to, index_to = kept_ends[row], index_ends[row]
+            if ask.priors is not None:
+                results[row] = self._with_priors(ask, raws[row], valid[row], floor)
             else:
-                # The trigger values its items itself (discovery): every item it names is a candidate,
-                # known to the model or not, and none of them is an interest of the shopper to index.
-                p_row = np.asarray(ask.priors, dtype=np.float64)
-                raw_row = np.where(valid, raw_row, 0.0)  # an item the model lacks has no raw score
-                valid = np.ones(n, dtype=bool)
-                indexed = []
-            # Only candidates that could reach a threshold go through the (Python) policy.
-            allowed = ask.pushable
-            ranked = np.argsort(-p_row, kind="stable")
-            order = ranked[(valid & (p_row >= floor))[ranked]].tolist()  # best first, filtered as arrays
-            if allowed is not None:
-                order = [i for i in order if ask.items[i] in allowed]
-            top = [
-                (ask.items[i], ask.sources[i], float(raw_row[i]), float(p_row[i]))
-                for i in order[: self.max_decide]
-            ]
-            results[row] = Scored(top, indexed)
+                items, allowed = ask.items, ask.pushable
+                top: list[tuple[str, str, float, float]] = []
+                for k in range(kept_from, kept_to):
+                    if len(top) >= self.max_decide:
+                        break
+                    i = kept_items[k]
+                    if allowed is None or items[i] in allowed:
+                        top.append((items[i], ask.sources[i], kept_raws[k], kept_probs[k]))
+                indexed = [(items[index_at[k]], index_probs[k]) for k in range(index_from, index_to)]
+                results[row] = Scored(top, indexed)
+            kept_from, index_from = kept_to, index_to
         return results
+
+    def _with_priors(self, ask: Ask, raws: np.ndarray, valid: np.ndarray, floor: float) -> Scored:
+        """An ask whose trigger values its items itself (discovery, ``TriggerAsk.priors``): every item
+        it names is a candidate, known to the model or not, and none of them is an interest of the
+        shopper to index; an item the model lacks has no raw score."""
+        n = len(ask.items)
+        assert ask.priors is not None
+        p_row = np.asarray(ask.priors, dtype=np.float64)
+        raw_row = np.where(valid[:n], raws[:n], 0.0)
+        ranked = np.argsort(-p_row, kind="stable")
+        order = ranked[(p_row >= floor)[ranked]].tolist()  # best first, filtered as arrays
+        if ask.pushable is not None:
+            order = [i for i in order if ask.items[i] in ask.pushable]
+        top = [
+            (ask.items[i], ask.sources[i], float(raw_row[i]), float(p_row[i]))
+            for i in order[: self.max_decide]
+        ]
+        return Scored(top, [])

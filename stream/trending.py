@@ -7,6 +7,7 @@ Decayed counts use forward decay (:mod:`stream.forward_decay`).
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,15 +23,26 @@ _TRENDING_MIN_OBSERVATIONS = 32
 # Trending weight of each behaviour event type; others do not count.
 TRENDING_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 
+# Numbers for the key sets of the counters' lives (PopularityAt.keys_epoch), unique in the process.
+_KEY_EPOCHS = itertools.count(1)
+
 
 @dataclass(frozen=True, slots=True)
 class PopularityAt:
     """The partition's decayed trending counts at a moment (:meth:`TrendingItems.popularity_at`): an
     item's popularity is ``counts.get(item, 0.0) * factor``. Only the counted items can have any, so
-    the discovery pool (``stream.discovery``) values the others without a lookup."""
+    the discovery pool (``stream.discovery``) values the others without a lookup.
+
+    Which items are counted grows by :attr:`added` within one :attr:`keys_epoch`: the counts' keys are
+    those they had when the epoch began and the items of ``added`` (a new epoch begins whenever items
+    are dropped), so a reader can follow the key set without scanning it
+    (:meth:`stream.discovery.CategoryTerms.counted_in`). ``keys_epoch`` 0: not followed (a snapshot).
+    """
 
     counts: Mapping[str, float]
     factor: float
+    keys_epoch: int = 0
+    added: Sequence[str] = ()
 
     def of(self, items: Sequence[str]) -> list[float]:
         """The popularity of each item, in order (the same floats as :meth:`TrendingItems.score`)."""
@@ -66,6 +78,9 @@ class TrendingItems:
         # the list (:meth:`_refresh`), unless something lowered or rescaled counts since (_rank_all).
         self._moved: set[str] = set()
         self._rank_all = True
+        # Items first counted since the key set's epoch began (PopularityAt): only ever appended to.
+        self._keys_epoch = next(_KEY_EPOCHS)
+        self._added: list[str] = []
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> TrendingItems:
@@ -87,7 +102,11 @@ class TrendingItems:
             self._counts = {k: v * rescale for k, v in self._counts.items()}
             self._dirty.update(self._counts)
             self._rank_all = True  # rounding may tie counts that were apart
-        self._counts[item_id] = self._counts.get(item_id, 0.0) + w * unit
+        counts = self._counts
+        old = counts.get(item_id)
+        if old is None:
+            self._added.append(item_id)
+        counts[item_id] = (0.0 if old is None else old) + w * unit
         self._dirty.add(item_id)
         self._moved.add(item_id)
         if w < 0.0:
@@ -98,6 +117,7 @@ class TrendingItems:
             self._dirty.update(self._counts.keys() - {k for _, k in keep})
             self._counts = {k: v for v, k in keep}
             self._rank_all = True
+            self._new_key_epoch()
         # The cached top list is refreshed here, on the write path, which sees every event in stream
         # order: a refresh driven by reads would depend on who asked when (batching, blocked users).
         # Only forward moves of event time refresh: interleaved users' slightly out-of-order times
@@ -148,7 +168,12 @@ class TrendingItems:
     def popularity_at(self, now: float) -> PopularityAt:
         """The counts and their decay at ``now`` (the decay factor computed once): :meth:`score` of any
         items, read when needed."""
-        return PopularityAt(self._counts, self._decay.at(1.0, now))
+        return PopularityAt(self._counts, self._decay.at(1.0, now), self._keys_epoch, self._added)
+
+    def _new_key_epoch(self) -> None:
+        """Items were dropped: the key set starts a new epoch (:class:`PopularityAt`)."""
+        self._keys_epoch = next(_KEY_EPOCHS)
+        self._added = []
 
     def top(self, k: int, now: float) -> list[str]:
         """The ``k`` most popular items, as of the last refresh (at most ``refresh_seconds`` of event
@@ -190,6 +215,7 @@ class TrendingItems:
         self._top_k = int(meta.get("top_k", 0))
         self._since_refresh = int(meta.get("since", 0))
         self._counts = {item: float(v) for item, v in rows}
+        self._new_key_epoch()
         self._dirty = set(self._counts) if rewrite else set()
         self._moved.clear()
         self._rank_all = True  # what was counted since the stored list was ranked is not stored

@@ -12,7 +12,7 @@ from stream.contract import CatalogUpdate, Promotion
 from stream.discovery import CategoryPrices, category_values, discovery_interest, discovery_pool
 from stream.engagement import Engagement
 from stream.policy_config import PolicyConfig
-from stream.trending import PopularityAt
+from stream.trending import PopularityAt, TrendingItems
 
 T0 = 1_781_006_400.0
 CFG = PolicyConfig.model_validate({})
@@ -346,3 +346,26 @@ def test_an_item_that_ties_the_last_taken_only_after_the_category_weight_is_stil
     expected = _every_item_valued(engagement, counts, view, none, T0, cfg)
     assert [item for item, _ in expected] == ["a"]
     assert discovery_pool(engagement, counts, view, none, T0, cfg) == expected
+
+
+def test_a_categorys_counted_items_follow_the_counters_keys_through_prunes_and_restores() -> None:
+    """``CategoryTerms.counted_in`` brings a set up to date from the items the counter added since it
+    was taken, not by intersecting again: at every moment it must be the intersection, for each of
+    several partitions' counters read in turn, across prunes (a new key epoch) and a restore."""
+    rng = random.Random(3)
+    view = _catalog(*[(f"i{k:03d}", f"c{k % 3}", 10.0 + k, 5, 0.0) for k in range(90)])
+    prices = CategoryPrices()
+    counters = [TrendingItems(max_items=20) for _ in range(3)]  # pruned past 25 items
+    ts = T0
+    for step in range(3000):
+        counter = rng.choice(counters)
+        item = f"i{rng.randrange(120):03d}"  # a third of them in no category of the catalog
+        counter.observe(item, rng.choice(["view", "view", "add_to_cart"]), ts)
+        ts += rng.random()
+        if step % 500 == 499:  # rebuilt from rows of another moment (some of its items not in them)
+            data = counter.to_dict()
+            counter.restore(data["cache"], [(item, n) for item, n in data["counts"] if rng.random() < 0.5])
+        reader = rng.choice(counters)
+        popularity = reader.popularity_at(ts)
+        terms = prices.terms(f"c{rng.randrange(3)}", view, T0, CFG)
+        assert terms.counted_in(popularity) == popularity.counts.keys() & set(terms.items), step
