@@ -139,5 +139,5 @@ def gather_candidates(
         take(((item, 1.0) for item in promoted), "promoted", config.quota_promoted)
     if config.quota_trending and len(engaged) < config.trending_min_history:
         top = trending.top(config.quota_trending + config.max_candidates, now)
-        take(((item, trending.score(item, now)) for item in top), "trending", config.quota_trending)
+        take(zip(top, trending.scores(top, now), strict=True), "trending", config.quota_trending)
     return out

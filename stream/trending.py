@@ -165,6 +165,14 @@ class TrendingItems:
         """Decayed count of one item at ``now``."""
         return self._decay.at(self._counts.get(item_id, 0.0), now)
 
+    def scores(self, items: Sequence[str], now: float) -> list[float]:
+        """:meth:`score` of each item, the decay computed once (the same floats:
+        :meth:`PopularityAt.of`)."""
+        get, factor = self._counts.get, self._decay.at(1.0, now)
+        if factor == 0.0:  # no landmark, or decayed to nothing: a negative count's product would be -0.0
+            return [self.score(item, now) for item in items]
+        return [get(item, 0.0) * factor for item in items]
+
     def popularity_at(self, now: float) -> PopularityAt:
         """The counts and their decay at ``now`` (the decay factor computed once): :meth:`score` of any
         items, read when needed."""

@@ -161,6 +161,12 @@ def test_trending_decays_prunes_and_caches():
     assert trending.score("y", T0) == 0.0
     copy = TrendingItems.from_dict(json.loads(json.dumps(trending.to_dict())))
     assert copy.top(3, T0 + 2000) == trending.top(3, T0 + 2000)
+    # Many scores at once are the scores one by one, to the bit (the decay computed once), whenever
+    # they are read: before the landmark, long after it (decayed to nothing) and without one.
+    items = ["hot", "hotter", "y", "i991", "never"]
+    for at in (T0 - HOUR, T0 + 1030, T0 + 3000 * HOUR):
+        assert trending.scores(items, at) == [trending.score(i, at) for i in items]
+    assert TrendingItems().scores(items, T0) == [0.0] * 5
 
 
 def test_promotion_board_answers_active_promotions_deepest_first():

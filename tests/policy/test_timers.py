@@ -94,6 +94,9 @@ def test_queue_fires_like_a_plain_sorted_list(seed: int):
                 del live[t.key]
         assert q.next_due() == min((t.due_at for t in live.values()), default=None)
         assert len(q) == len(live)
+        user = f"u{rng.randrange(8)}"  # a user's timers as stored with the user: soonest, then by kind
+        mine = sorted((t for t in live.values() if t.user_id == user), key=lambda t: (t.due_at, t.kind))
+        assert q.timers_for(user) == mine
 
 
 def test_round_trip():
