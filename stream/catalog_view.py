@@ -129,10 +129,13 @@ class CatalogView:
         entry = self._items.get(item_id)
         if entry is None:
             return None
-        i = bisect.bisect_right(entry.versions, t, key=_updated_at)
+        versions = entry.versions
+        if len(versions) == 1:  # most items: bisect's own test, without a key call
+            return None if t < versions[0].updated_at and not entry.base else versions[0]
+        i = bisect.bisect_right(versions, t, key=_updated_at)
         if i == 0:
-            return entry.versions[0] if entry.base else None
-        return entry.versions[i - 1]
+            return versions[0] if entry.base else None
+        return versions[i - 1]
 
     def at_span(self, item_id: str, t: float) -> tuple[CatalogUpdate | None, float, float]:
         """:meth:`at` and the times ``[lo, hi)`` around ``t`` over which it gives the same answer (while

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from stream.engine import Scorer
 
 
+# Per row of a matrix, cut into one list: the kept columns best first, their raw scores and interests,
+# and where each row's entries end.
+_Kept = tuple[list[int], list[float], list[float], list[int]]
+
+
 class AskScorer:
     """The engine's model calls (the scorer is swapped with the model)."""
 
@@ -94,51 +99,56 @@ class AskScorer:
         # model lacks. A row's padding (no candidate) is never valid.
         valid = (cands >= 0) & np.isfinite(raws) & np.isfinite(probs)
         # The round's matrix at once, then cut into rows: a few array calls per round, not per ask.
-        # Per row, the candidates best first (a stable sort: ties keep the ask's order; the padding
-        # sorts among them but is dropped, so a row's items keep the order they have alone), only
-        # those that could reach a threshold: only they go through the (Python) policy.
-        ranked = np.argsort(-probs, axis=1, kind="stable")
-        kept_rows, kept_at = np.nonzero(np.take_along_axis(valid & (probs >= floor), ranked, axis=1))
-        kept = ranked[kept_rows, kept_at]
-        kept_items = kept.tolist()
-        kept_raws, kept_probs = raws[kept_rows, kept].tolist(), probs[kept_rows, kept].tolist()
-        kept_ends = np.cumsum(np.bincount(kept_rows, minlength=len(asks))).tolist()
+        kept = _best_first(probs, valid & (probs >= floor), raws)
         index_rows, index_cols = np.nonzero(valid & (probs >= cfg.interest_index_min_interest))
         index_at, index_probs = index_cols.tolist(), probs[index_rows, index_cols].tolist()
         index_ends = np.cumsum(np.bincount(index_rows, minlength=len(asks))).tolist()
-        kept_from = index_from = 0
+        # Asks whose trigger values its items itself (discovery, ``TriggerAsk.priors``): every item it
+        # names is a candidate, known to the model or not, valued by its prior (the row's padding by
+        # -inf: below any floor), and none is an interest of the shopper to index; an item the model
+        # lacks has no raw score.
+        by_prior = [row for row, ask in enumerate(asks) if ask.priors is not None]
+        prior_kept = None
+        if by_prior:
+            priors = np.full((len(by_prior), width), -np.inf)
+            for at, row in enumerate(by_prior):
+                priors[at, : len(asks[row].items)] = asks[row].priors
+            prior_kept = _best_first(priors, priors >= floor, np.where(valid[by_prior], raws[by_prior], 0.0))
+        prior_row = dict(zip(by_prior, range(len(by_prior)), strict=True))
+        index_from = 0
         for row, ask in enumerate(asks):
-            kept_to, index_to = kept_ends[row], index_ends[row]
-            if ask.priors is not None:
-                results[row] = self._with_priors(ask, raws[row], valid[row], floor)
+            index_to = index_ends[row]
+            at_prior = prior_row.get(row)
+            if at_prior is None:
+                indexed = [(ask.items[index_at[j]], index_probs[j]) for j in range(index_from, index_to)]
+                results[row] = Scored(self._top(ask, kept, row), indexed)
             else:
-                items, allowed = ask.items, ask.pushable
-                top: list[tuple[str, str, float, float]] = []
-                for k in range(kept_from, kept_to):
-                    if len(top) >= self.max_decide:
-                        break
-                    i = kept_items[k]
-                    if allowed is None or items[i] in allowed:
-                        top.append((items[i], ask.sources[i], kept_raws[k], kept_probs[k]))
-                indexed = [(items[index_at[k]], index_probs[k]) for k in range(index_from, index_to)]
-                results[row] = Scored(top, indexed)
-            kept_from, index_from = kept_to, index_to
+                assert prior_kept is not None
+                results[row] = Scored(self._top(ask, prior_kept, at_prior), [])
+            index_from = index_to
         return results
 
-    def _with_priors(self, ask: Ask, raws: np.ndarray, valid: np.ndarray, floor: float) -> Scored:
-        """An ask whose trigger values its items itself (discovery, ``TriggerAsk.priors``): every item
-        it names is a candidate, known to the model or not, and none of them is an interest of the
-        shopper to index; an item the model lacks has no raw score."""
-        n = len(ask.items)
-        assert ask.priors is not None
-        p_row = np.asarray(ask.priors, dtype=np.float64)
-        raw_row = np.where(valid[:n], raws[:n], 0.0)
-        ranked = np.argsort(-p_row, kind="stable")
-        order = ranked[(p_row >= floor)[ranked]].tolist()  # best first, filtered as arrays
-        if ask.pushable is not None:
-            order = [i for i in order if ask.items[i] in ask.pushable]
-        top = [
-            (ask.items[i], ask.sources[i], float(raw_row[i]), float(p_row[i]))
-            for i in order[: self.max_decide]
-        ]
-        return Scored(top, [])
+    def _top(self, ask: Ask, kept: _Kept, row: int) -> list[tuple[str, str, float, float]]:
+        """The ask's first ``max_decide`` kept candidates that may be pushed, as (item, source, raw
+        score, interest), from its row of :func:`_best_first`."""
+        items, allowed = ask.items, ask.pushable
+        columns, raws, interests, ends = kept
+        top: list[tuple[str, str, float, float]] = []
+        for j in range(ends[row - 1] if row else 0, ends[row]):
+            if len(top) >= self.max_decide:
+                break
+            i = columns[j]
+            if allowed is None or items[i] in allowed:
+                top.append((items[i], ask.sources[i], raws[j], interests[j]))
+        return top
+
+
+def _best_first(interest: np.ndarray, keep: np.ndarray, raws: np.ndarray) -> _Kept:
+    """Per row, the ``keep`` columns in descending ``interest`` (a stable sort: ties keep the ask's
+    order; a row's padding sorts among its items but is never kept, so the items keep the order they
+    have alone), with their raw scores and interests, as one list of all rows' entries in row order."""
+    ranked = np.argsort(-interest, axis=1, kind="stable")
+    rows, at = np.nonzero(np.take_along_axis(keep, ranked, axis=1))
+    columns = ranked[rows, at]
+    ends = np.cumsum(np.bincount(rows, minlength=len(interest))).tolist()
+    return columns.tolist(), raws[rows, columns].tolist(), interest[rows, columns].tolist(), ends

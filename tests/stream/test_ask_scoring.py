@@ -13,6 +13,7 @@ import random
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from stream.asks import Ask, BatchUser, Scored
 from stream.engagement import Engagement
@@ -80,9 +81,10 @@ def _ask(rng: random.Random, n: int, catalog: list[str]) -> Ask:
     )  # fmt: skip
 
 
-def test_a_rounds_results_are_each_asks_own_rule_whatever_the_round() -> None:
+@pytest.mark.parametrize("floor", [0.125, 0.0])  # 0: every candidate with any value is kept
+def test_a_rounds_results_are_each_asks_own_rule_whatever_the_round(floor: float) -> None:
     rng = random.Random(7)
-    cfg = PolicyConfig(min_threshold=0.125, interest_index_min_interest=0.25, promotion_weight=0.0)
+    cfg = PolicyConfig(min_threshold=floor, interest_index_min_interest=0.25, promotion_weight=0.0)
     catalog = [f"i{k}" for k in range(40)]
     index = {item: k for k, item in enumerate(catalog) if k % 7}  # every 7th item unknown to the model
     for _ in range(200):

@@ -44,6 +44,26 @@ def test_a_lookup_reads_the_version_in_force_at_its_time() -> None:
     assert view.remove("i1") and view.at("i1", T0 + 5000) is None and not view.remove("i1")
 
 
+def test_a_lookup_is_the_latest_version_at_or_before_its_time_however_many_versions() -> None:
+    """``at`` against its definition, for items of one version (read without bisect) and of several,
+    bootstrapped or first read live, at times before, on and after each version's."""
+    rng = random.Random(5)
+    view = CatalogView()
+    kept: dict[str, tuple[list[float], bool]] = {}
+    for n in range(60):
+        item, base = f"i{n}", rng.random() < 0.5
+        offsets = sorted(rng.sample(range(0, 1000, 10), rng.choice([1, 1, 2, 3])))
+        for k, dt in enumerate(offsets):
+            view.put(catalog_entry(item, price=float(k + 1), updated_at=T0 + dt), base=base and k == 0)
+        kept[item] = ([T0 + dt for dt in offsets], base)
+    for item, (times, base) in kept.items():
+        for t in [T0 - 5.0, *times, *(x - 0.5 for x in times), *(x + 0.5 for x in times), T0 + 2000.0]:
+            before = [k for k, x in enumerate(times) if x <= t]
+            expected = before[-1] + 1.0 if before else (1.0 if base else None)
+            found = view.at(item, t)
+            assert (found and found.price) == expected, (item, t)
+
+
 def test_items_are_filed_under_the_category_of_every_kept_version() -> None:
     view = CatalogView()
     for item, category in (("b", "coats"), ("a", "coats"), ("c", "hats")):
