@@ -78,12 +78,19 @@ class Ask:
     clock: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, slots=True)
 class Scored:
-    """An ask's scored candidates: the best few for the policy, and those for the interest index."""
+    """An ask's scored candidates: the best few for the policy, and those for the interest index.
+
+    Read only. Not frozen: one is built per ask, and a frozen ``__init__`` runs as bytecode at about
+    three times the cost (``stream.native``)."""
 
     top: list[tuple[str, str, float, float]]  # (item, source, raw score, calibrated interest)
     indexed: list[tuple[str, float]]  # (item, interest)
+
+    def __init__(self, top: list[tuple[str, str, float, float]], indexed: list[tuple[str, float]]) -> None:
+        self.top = top
+        self.indexed = indexed
 
 
 @dataclass(

@@ -76,17 +76,23 @@ class PromotionBoard:
         return out
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class CandidateSource:
     """One merged candidate: the item and the source that proposed it first.
 
     Not frozen: a frozen dataclass sets each field through ``object.__setattr__`` (about three times
-    the cost), and a decision builds one per candidate; nothing changes or hashes it.
+    the cost), and a decision builds one per candidate; nothing changes or hashes it. The ``__init__``
+    is written (``stream.native``).
     """
 
     item_id: str
     source: str  # "engaged" | "covisited" | "new" | "promoted" | "trending"
     score: float  # the source's own score (recency rank, decayed count, discount, popularity)
+
+    def __init__(self, item_id: str, source: str, score: float) -> None:
+        self.item_id = item_id
+        self.source = source
+        self.score = score
 
 
 def gather_candidates(

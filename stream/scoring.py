@@ -77,10 +77,9 @@ class AskScorer:
         candidates interesting enough for the item -> interested users index that catalog changes use.
         """
         cfg = self.cfg
-        results: list[Scored] = [Scored([], []) for _ in asks]
         width = max((len(a.items) for a in asks), default=0)
         if width == 0:
-            return results
+            return [Scored([], []) for _ in asks]
         flat = [item for a in asks for item in a.items]
         flat_idx = self.scorer.item_indices(flat)
         cands = np.full((len(asks), width), -1, dtype=np.int64)
@@ -115,16 +114,17 @@ class AskScorer:
                 priors[at, : len(asks[row].items)] = asks[row].priors
             prior_kept = _best_first(priors, priors >= floor, np.where(valid[by_prior], raws[by_prior], 0.0))
         prior_row = dict(zip(by_prior, range(len(by_prior)), strict=True))
+        results: list[Scored] = []
         index_from = 0
         for row, ask in enumerate(asks):
             index_to = index_ends[row]
             at_prior = prior_row.get(row)
             if at_prior is None:
                 indexed = [(ask.items[index_at[j]], index_probs[j]) for j in range(index_from, index_to)]
-                results[row] = Scored(self._top(ask, kept, row), indexed)
+                results.append(Scored(self._top(ask, kept, row), indexed))
             else:
                 assert prior_kept is not None
-                results[row] = Scored(self._top(ask, prior_kept, at_prior), [])
+                results.append(Scored(self._top(ask, prior_kept, at_prior), []))
             index_from = index_to
         return results
 
