@@ -27,7 +27,7 @@ Phase A (broker 1) - throughput:
      ``kairos_last_event_timestamp_seconds`` once the counter reaches N;
   4. ``ceiling_events_per_s``: the same topic read from offset 0 by a bare confluent-kafka consumer
      that parses every record with the worker's own parser, ``stream.event_decoder.decode_event``
-     (first record to last).
+     (first record to last; the median of three reads, one being too short to trust on shared cores).
 Phase A' (another fresh broker): steps 1-3 again with the dataset's own event times
   (``replay_events_per_s``), i.e. a replay where event time runs far faster than wall time.
 Phase B (broker 2, fresh) - latency at a fixed offered rate, one measurement after the other:

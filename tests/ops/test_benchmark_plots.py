@@ -79,7 +79,12 @@ def stream_result() -> dict[str, Any]:
             "pushes": 632,
             "engine_and_commit_us_per_event": 285.0,
         },
-        "ceiling": {"ceiling_events_per_s": 164802.0, "consume_only_events_per_s": 1227299.0},
+        "ceiling": {
+            "ceiling_events_per_s": 164802.0,
+            "consume_only_events_per_s": 1227299.0,
+            "ceiling_passes": [160004.0, 164802.0, 171230.0],
+            "consume_only_passes": [1227299.0, 998310.0, 1300000.0],
+        },
         "latency": lat,
         "floor": floor,
         "machine": {"cpu": "test", "cores": 2, "load_avg_at_start": [0.5], "python": "3.11"},
@@ -265,6 +270,7 @@ def test_from_json_redraws_each_report_and_links_its_figures(tmp_path: Path) -> 
     _from_json("stream_throughput.py", saved, "--out", str(tmp_path / "s"))
     report = (tmp_path / "s" / "stream_throughput.md").read_text()
     assert "| 4,234 |" in report and "![Latency percentiles](stream_throughput-latency.png)" in report
+    assert "with parsing 160,004 / 164,802 / 171,230" in report  # the ceiling's reads, their median kept
     assert _is_png(tmp_path / "s" / "stream_throughput-latency.png")
 
     saved = tmp_path / "model_quality.json"
