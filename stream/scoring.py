@@ -101,7 +101,7 @@ class AskScorer:
         kept = _best_first(probs, valid & (probs >= floor), raws)
         index_rows, index_cols = np.nonzero(valid & (probs >= cfg.interest_index_min_interest))
         index_at, index_probs = index_cols.tolist(), probs[index_rows, index_cols].tolist()
-        index_ends = np.cumsum(np.bincount(index_rows, minlength=len(asks))).tolist()
+        index_ends = _row_ends(index_rows, len(asks))
         # Asks whose trigger values its items itself (discovery, ``TriggerAsk.priors``): every item it
         # names is a candidate, known to the model or not, valued by its prior (the row's padding by
         # -inf: below any floor), and none is an interest of the shopper to index; an item the model
@@ -113,7 +113,7 @@ class AskScorer:
             for at, row in enumerate(by_prior):
                 priors[at, : len(asks[row].items)] = asks[row].priors
             prior_kept = _best_first(priors, priors >= floor, np.where(valid[by_prior], raws[by_prior], 0.0))
-        prior_row = dict(zip(by_prior, range(len(by_prior)), strict=True))
+        prior_row = {row: at for at, row in enumerate(by_prior)}
         results: list[Scored] = []
         index_from = 0
         for row, ask in enumerate(asks):
@@ -150,5 +150,15 @@ def _best_first(interest: np.ndarray, keep: np.ndarray, raws: np.ndarray) -> _Ke
     ranked = np.argsort(-interest, axis=1, kind="stable")
     rows, at = np.nonzero(np.take_along_axis(keep, ranked, axis=1))
     columns = ranked[rows, at]
-    ends = np.cumsum(np.bincount(rows, minlength=len(interest))).tolist()
-    return columns.tolist(), raws[rows, columns].tolist(), interest[rows, columns].tolist(), ends
+    return (
+        columns.tolist(),
+        raws[rows, columns].tolist(),
+        interest[rows, columns].tolist(),
+        _row_ends(rows, len(interest)),
+    )
+
+
+def _row_ends(rows: np.ndarray, n: int) -> list[int]:
+    """Where each of ``n`` rows' entries end in a list of entries in row order (``rows``: each entry's
+    row, ascending, as ``np.nonzero`` gives them)."""
+    return np.cumsum(np.bincount(rows, minlength=n)).tolist()
