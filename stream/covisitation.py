@@ -16,8 +16,22 @@ from stream.policy_config import PolicyConfig
 
 
 def _weakest(bucket: dict[str, float]) -> str:
-    """The entry evicted first: lowest value, then lowest id (tuples compare in C, no key function)."""
-    return min(zip(bucket.values(), bucket.keys(), strict=True))[1]
+    """The entry evicted first: lowest value, then lowest id.
+
+    ``min`` of ``(value, id)`` tuples, walked without building them (a full row pays this on every new
+    neighbour: at a shop that has run a while, on most co-visits). The comparison is the tuples' own
+    (``==`` on the values first, then ``<`` on whichever part differs), the same order for every value
+    a row holds: sums of the decay's finite weights, rescaled by factors of at most 1. (Not for a NaN,
+    which the tuples would find equal to itself when one float object sits under two ids.)
+    """
+    first = True
+    low, low_key = 0.0, ""
+    for key, value in bucket.items():
+        if first:
+            low, low_key, first = value, key, False
+        elif value < low if value != low else key < low_key:
+            low, low_key = value, key
+    return low_key
 
 
 class CoVisitationIndex:
