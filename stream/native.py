@@ -39,13 +39,13 @@ Two things mypyc does not compile, which the hot path therefore avoids in these 
   0.05 for an ``__init__`` written in the class (measured, scratch). The dataclasses built per event,
   per user or per candidate (``Timer``, ``UserState``, ``UserPolicyState``, ``BatchUser``, ``Op``,
   ``SeenAt``, ``Candidate``, ``Step``, ``Plan``, ``Assessment``, ``ItemFacts``, ``PushHistory``,
-  ``Verdict``, ``Scored``, ``CandidateSource``) are declared
+  ``Verdict``, ``Scored``, ``CandidateSource``, and ``Inbound``, one per record read) are declared
   ``@dataclass(init=False)`` with a written ``__init__`` (the same parameters, a ``default_factory``
   field's default None): they keep the dataclass's fields, ``==``, ``repr`` and ``replace``.
   ``tests/stream/test_native.py`` checks that each such ``__init__`` takes the fields in order with
-  their defaults. (A frozen dataclass cannot assign in its own ``__init__``: ``Verdict`` and
-  ``Scored`` were unfrozen for it and are read only by convention; the few still frozen, such as
-  ``Ask``, keep the generated one.)
+  their defaults. (A frozen dataclass cannot assign in its own ``__init__``: ``Verdict``,
+  ``Scored`` and ``Inbound`` were unfrozen for it and are read only by convention; the few still
+  frozen, such as ``Ask``, keep the generated one.)
 * A ``msgspec.Struct`` subclass: mypyc compiles it as its own class and drops the Struct's options
   (``stream/record_rows.py``, which stays out of :data:`MODULES`).
 """

@@ -134,10 +134,14 @@ class TimerQueue:
         keys = self._by_user.setdefault(timer.user_id, set())
         keys.add(key)
         if len(keys) > self.max_per_user:
-            latest = max(keys, key=lambda k: (self._live[k][0].due_at, k))
-            self._remove(latest)
+            self._remove_latest(keys)
         self._maybe_compact()
         return key in self._live
+
+    def _remove_latest(self, keys: set[TimerKey]) -> None:
+        # Its own method: a lambda in schedule() made mypyc build a closure environment on every call.
+        latest = max(keys, key=lambda k: (self._live[k][0].due_at, k))
+        self._remove(latest)
 
     def cancel(self, user_id: str, kind: str, item_id: str) -> bool:
         """Cancel one timer; True when there was one."""
