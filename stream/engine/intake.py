@@ -185,45 +185,46 @@ class Intake:
             return
         user.dirty = True
         worker = self.settings.worker
+        # The event's fields as locals: each read of a msgspec field from compiled code is a generic
+        # attribute lookup, and this function reads them some twenty times per event.
+        etype, ts, item, session_id = event.type, event.ts, event.item_id, event.session_id
         new_session = (
             state.n_events == 0
-            or (event.session_id is not None and event.session_id != state.session_id)
-            or event.ts - state.last_event_ts > worker.session_gap_seconds
+            or (session_id is not None and session_id != state.session_id)
+            or ts - state.last_event_ts > worker.session_gap_seconds
         )
         if new_session:
             steps.append(("", -1))  # a reset, ordered among the user's steps
-            state.session_id = event.session_id or f"{event.user_id}@{event.ts:.0f}"
-        state.remember_event(event.event_id, event.ts, worker.dedupe_event_ids)
+            state.session_id = session_id or f"{event.user_id}@{ts:.0f}"
+        state.remember_event(event.event_id, ts, worker.dedupe_event_ids)
         if event.context is not None:
             state.policy.observe_time_zone(event.context.time_zone)
         self.observe_hour(state, event)
-        item = event.item_id
         part = self._part(user.partition)
-        if item is not None and event.type in STEP_TYPES:
+        steps_item = etype in STEP_TYPES
+        if item is not None and steps_item:
             previous = user.engagement.recent(self.cfg.covisit_window)
-            if event.type in ("view", "add_to_cart"):
-                part.covisitation.observe(item, previous, event.ts)
-            part.trending.observe(item, event.type, event.ts)
-            if event.type == "purchase":
-                self._decider.index_ops.append(
-                    (self._next_seq(), user.partition, user.user_id, item, event.ts)
-                )
-        user.engagement.observe(event.type, item, event.ts)
-        if event.type in ACTIVITY_TYPES:
-            user.engagement.observe_visit(event.ts, self.cfg.visit_gap_seconds)
-        on_behaviour(part.timers, user.user_id, event.type, item, event.event_id, event.ts, self.cfg)
-        if item is not None and event.type in STEP_TYPES:
-            state.remember_item(item, event.type, event.ts, state.session_id, worker.recent_items)
-            steps.append((item, TYPE_INDEX[event.type]))
-        out.events[(event.type, "processed")] += 1
+            if etype == "view" or etype == "add_to_cart":
+                part.covisitation.observe(item, previous, ts)
+            part.trending.observe(item, etype, ts)
+            if etype == "purchase":
+                self._decider.index_ops.append((self._next_seq(), user.partition, user.user_id, item, ts))
+        user.engagement.observe(etype, item, ts)
+        if etype in ACTIVITY_TYPES:
+            user.engagement.observe_visit(ts, self.cfg.visit_gap_seconds)
+        on_behaviour(part.timers, user.user_id, etype, item, event.event_id, ts, self.cfg)
+        if item is not None and steps_item:
+            state.remember_item(item, etype, ts, state.session_id, worker.recent_items)
+            steps.append((item, TYPE_INDEX[etype]))
+        out.events[(etype, "processed")] += 1
         seq = self._next_seq()  # numbered even when nothing is queued: the numbers are the stream's
         pstate = state.policy
         if pstate.pushes or pstate.held or work.asks_queued(user.user_id):
             # Its feedback and the release of held pushes at its time; with no push or hold, and
             # no decision queued that could make one, both are nothing (most events).
             seen = SeenAt.of(user.engagement, part.watermark)
-            work.queue(user, Op(len(steps), event, seq=seq, seen=seen), event.ts)
-        if event.type in NUDGE_TYPES:
+            work.queue(user, Op(len(steps), event, seq=seq, seen=seen), ts)
+        if etype in NUDGE_TYPES:
             ask = self.maybe_ask(user, event, part, out)
             if ask is not None:
                 self.queue_ask(work, user, Op(len(steps), event, ask))
