@@ -34,6 +34,18 @@ def _weakest(bucket: dict[str, float]) -> str:
     return low_key
 
 
+def _count(row: dict[str, float], neighbour: str, weight: float, slots: int) -> None:
+    """Add ``weight`` to ``neighbour``'s count in ``row``; a new neighbour in a full row (``slots``)
+    replaces the weakest (ties broken by id, so the choice never depends on insertion order: replays
+    are exact)."""
+    if neighbour in row:
+        row[neighbour] += weight
+        return
+    if len(row) >= slots:
+        del row[_weakest(row)]
+    row[neighbour] = weight
+
+
 class CoVisitationIndex:
     """item -> its top-N co-visited items, by time-decayed co-occurrence counts in sessions.
 
@@ -77,12 +89,46 @@ class CoVisitationIndex:
                 for key in bucket:
                     bucket[key] *= rescale
                 self._dirty_items.add(item)
-        # Both directions of each pair, in this order (the touch order is part of the stored rows);
-        # inlined with local names: this runs about three times per view on the worker's hot path.
+        others = [other for other in previous if other != item_id]
+        n = len(others)
+        if n == 0:
+            return
+        if len(self._items) + n + 1 > self.max_items:
+            self._observe_each(item_id, others, weight)
+            return
+        # What _observe_each does, with item_id's row looked up, moved and marked once instead of once
+        # per pair. With no row evicted (every row this call could create fits), only the last touch
+        # of each item decides the rows' recency order and its touch number (item_id's last is pair
+        # 2n - 1, the k-th other's 2k + 2, the later one where an item repeats), and first touches
+        # decide the insertion orders: the same rows, order, numbers and changed items as pair by pair.
         items, touched, dirty, slots = self._items, self._touched, self._dirty_items, self._slots
-        for other in previous:
-            if other == item_id:
-                continue
+        row = items.get(item_id)
+        if row is None:
+            row = items[item_id] = {}
+        seq = self._seq
+        touched[item_id] = seq + 2 * n - 1
+        dirty.add(item_id)
+        last = n - 1
+        for k in range(n):
+            other = others[k]
+            _count(row, other, weight, slots)
+            if k == last:
+                items.move_to_end(item_id)
+            other_row = items.get(other)
+            if other_row is None:
+                other_row = items[other] = {}
+            else:
+                items.move_to_end(other)
+            touched[other] = seq + 2 * k + 2
+            dirty.add(other)
+            _count(other_row, item_id, weight, slots)
+        self._seq = seq + 2 * n
+
+    def _observe_each(self, item_id: str, others: list[str], weight: float) -> None:
+        """Both directions of each pair, one pair after another (the touch order is part of the stored
+        rows): the rule, for any input; a new row may evict the least recently touched one."""
+        items, touched, dirty, slots = self._items, self._touched, self._dirty_items, self._slots
+        for other in others:
             for item, neighbour in ((item_id, other), (other, item_id)):
                 row = items.get(item)
                 if row is None:
@@ -94,13 +140,7 @@ class CoVisitationIndex:
                 self._seq += 1
                 touched[item] = self._seq
                 dirty.add(item)
-                if neighbour in row:
-                    row[neighbour] += weight
-                    continue
-                if len(row) >= slots:
-                    # Ties broken by id, so the choice never depends on insertion order (replays are exact).
-                    del row[_weakest(row)]
-                row[neighbour] = weight
+                _count(row, neighbour, weight, slots)
 
     def _evict_oldest(self) -> None:
         """Drop the least recently touched item; its row is deleted at the next drain."""
