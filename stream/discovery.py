@@ -98,6 +98,7 @@ def discovery_pool(
     counts = categories if isinstance(categories, Mapping) else dict.fromkeys(categories, 1)
     top = max(counts.values(), default=1)
     known = engagement.knows  # recent items and earlier purchases
+    # (-value, item): sorted as they are, best first with ties by id, with no key call per item.
     scored: list[tuple[float, str]] = []
     for category in sorted(counts):
         if catalog.category_size(category) > config.discovery_max_category_items:
@@ -108,7 +109,7 @@ def discovery_pool(
         if moment is None:
             moment = cache[category] = CategoryMoment.of(category, catalog, popularity, now, config, prices)
         share = config.discovery_category_weight * math.log(max(counts[category], 1) / top)
-        scored += [(value + share, item) for value, item in moment.counted if not known(item)]
+        scored += [(-(value + share), item) for value, item in moment.counted if not known(item)]
         # The uncounted in value order: the first ``wanted`` unengaged, and those that tie the last.
         taken, last = 0, 0.0
         counted = moment.counted_items
@@ -118,10 +119,10 @@ def discovery_pool(
             shared = value + share
             if taken >= wanted and shared != last:
                 break
-            scored.append((shared, item))
+            scored.append((-shared, item))
             taken, last = taken + 1, shared
-    scored.sort(key=lambda vi: (-vi[0], vi[1]))
-    return [(item, discovery_interest(value)) for value, item in scored[:wanted]]
+    scored.sort()
+    return [(item, discovery_interest(-negated)) for negated, item in scored[:wanted]]
 
 
 @dataclass(frozen=True, slots=True)
