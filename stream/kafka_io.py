@@ -30,8 +30,8 @@ class DeliveryError(RuntimeError):
 class Outbox:
     """The worker's producer: produce, then :meth:`flush` to know every message is durable.
 
-    After a flush, :attr:`acked` holds the highest acknowledged offset per (topic, partition)
-    since the previous flush.
+    :meth:`flush` returns the highest acknowledged offset per (topic, partition) since the previous
+    flush (the changelog's offsets that a commit records).
     """
 
     settings: Settings
@@ -39,6 +39,12 @@ class Outbox:
     _producer: Producer = field(init=False)
     _errors: list[str] = field(default_factory=list, init=False)
     acked: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
+    # Per (topic, partition) named by the caller: its delivery callback and the highest offset it saw
+    # since the last flush (-1: none).
+    _trackers: dict[tuple[str, int], Callable[[KafkaError | None, Message], None]] = field(
+        default_factory=dict, init=False
+    )
+    _highest: dict[tuple[str, int], list[int]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         conf: dict[str, Any] = {
@@ -53,6 +59,7 @@ class Outbox:
         self._producer = Producer(conf)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        # The callback of a message whose partition the partitioner picks (only the report names it).
         if err is not None:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
             return
@@ -74,13 +81,37 @@ class Outbox:
             self._queue(topic, value, key, partition)
 
     def _queue(self, topic: str, value: bytes | None, key: bytes | None, partition: int) -> None:
-        # Positional arguments: this runs several times per event, and kwargs cost a dict each.
+        # Positional arguments: this runs about once per event, and kwargs cost a dict each.
+        on_delivery = self._trackers.get((topic, partition))
+        if on_delivery is None:
+            on_delivery = self._tracker(topic, partition)
         while True:
             try:
-                self._producer.produce(topic, value, key, partition, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value, key, partition, on_delivery)
                 return
             except BufferError:
                 self._producer.poll(0.05)
+
+    def _tracker(self, topic: str, partition: int) -> Callable[[KafkaError | None, Message], None]:
+        """The delivery callback of the messages queued to ``partition`` of ``topic`` (-1: the
+        partitioner's choice, which only the report names). A partition's own callback knows its topic
+        and partition and keeps its highest offset in a one-item list: one call per message
+        acknowledged, so its cost counts (about 0.6 µs less per message than reading the report's topic
+        and partition and updating a dict, measured on the embedded broker)."""
+        if partition < 0:
+            return self._on_delivery
+        highest = self._highest[(topic, partition)] = [-1]
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self._errors.append(f"{topic}[{partition}]: {err}")
+                return
+            offset = msg.offset()
+            if offset is not None and offset > highest[0]:
+                highest[0] = offset
+
+        self._trackers[(topic, partition)] = on_delivery
+        return on_delivery
 
     def flush(self, timeout: float = 30.0) -> dict[tuple[str, int], int]:
         """Wait until every queued message is acknowledged; return and reset the acked offsets."""
@@ -91,6 +122,10 @@ class Outbox:
             errors, self._errors = self._errors, []
             raise DeliveryError("; ".join(errors[:5]))
         acked, self.acked = self.acked, {}
+        for key, highest in self._highest.items():
+            if highest[0] >= 0:
+                acked[key] = max(highest[0], acked.get(key, -1))
+                highest[0] = -1
         return acked
 
     def ping(self, timeout: float = 5.0) -> bool:
