@@ -33,7 +33,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
 from faust.types import TP
 
-from stream.outcome import Inbound
+from stream.outcome import Inbound, inbound_records
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -177,16 +177,10 @@ class BulkReader:
         messages = [first]
         if max_records > 1:
             messages.extend(self._consumer.consume(max_records - 1, timeout=0))
-        records: list[Inbound] = []
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("bulk input: %s", err)
-                continue
-            records.append(
-                Inbound(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value())
-            )
+        records, errors = inbound_records(messages)
+        for err in errors:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("bulk input: %s", err)
         self._read_seconds += time.perf_counter() - started
         return records
 
