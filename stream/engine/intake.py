@@ -201,8 +201,8 @@ class Intake:
             state.policy.observe_time_zone(event.context.time_zone)
         self.observe_hour(state, event)
         part = self._part(user.partition)
-        steps_item = etype in STEP_TYPES
-        if item is not None and steps_item:
+        is_step = etype in STEP_TYPES
+        if item is not None and is_step:
             previous = user.engagement.recent(self.cfg.covisit_window)
             if etype == "view" or etype == "add_to_cart":
                 part.covisitation.observe(item, previous, ts)
@@ -213,7 +213,7 @@ class Intake:
         if etype in ACTIVITY_TYPES:
             user.engagement.observe_visit(ts, self.cfg.visit_gap_seconds)
         on_behaviour(part.timers, user.user_id, etype, item, event.event_id, ts, self.cfg)
-        if item is not None and steps_item:
+        if item is not None and is_step:
             state.remember_item(item, etype, ts, state.session_id, worker.recent_items)
             steps.append((item, TYPE_INDEX[etype]))
         out.events[(etype, "processed")] += 1
