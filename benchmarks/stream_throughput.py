@@ -1,7 +1,8 @@
 """Stream worker benchmark: throughput, its parse ceiling, and event→push latency against the broker floor.
 
     .venv/bin/python benchmarks/stream_throughput.py [--json] [--events N] [--rate R] [--seconds S]
-                                                     [--profile] [--py-spy PATH] [--out DIR]
+                                                     [--steady-events N] [--profile] [--py-spy PATH]
+                                                     [--out DIR]
     .venv/bin/python benchmarks/stream_throughput.py --from-json benchmarks/reports/stream_throughput.json
     .venv/bin/python benchmarks/stream_throughput.py --engine-only [--events N] [--spread]  # no broker
 
@@ -113,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pace", type=float, default=50_000.0, help="Event-time spacing (events/s) of the live-paced run."
     )
+    parser.add_argument(
+        "--steady-events",
+        type=int,
+        default=150_000,
+        help="Events of the engine-alone steady-state run (live-paced; enough that the partitions' "
+        "co-visitation rows fill, as at a shop that has run a while; cut to what the workload holds, "
+        "98,741 events with the benchmark's data); 0 skips it.",
+    )
     parser.add_argument("--rate", type=float, default=2_000.0, help="Offered rate of the latency phase.")
     parser.add_argument("--seconds", type=float, default=15.0, help="Length of each latency measurement.")
     parser.add_argument(
@@ -189,11 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     # The engine alone in this process, before any broker runs: the live-paced events, and the same
     # events with each user's spread over the run (a user record read and written per event, as at a
     # busy shop; workload.spread_users), which the worker's live-paced figure leaves out.
-    _say("[bench] the engine alone: live-paced, then each user's events spread")
+    _say("[bench] the engine alone: live-paced, then each user's events spread, then the steady state")
     engine_alone = {
         "live_paced": profile_engine(model_dir, live, only_plain=True),
         "spread": profile_engine(model_dir, live_paced(spread_users(work), args.pace), only_plain=True),
     }
+    # The throughput phase's events are too few to fill the co-visitation rows (a full row evicts its
+    # weakest neighbour for every new one, and writes its 40 neighbours to the changelog at each change):
+    # the steady state of a worker that has run a while, in the engine alone (benchmarks/README.md).
+    if args.steady_events > 0:
+        steady = live_paced(build_workload(settings, args.steady_events), args.pace)
+        engine_alone["steady"] = profile_engine(model_dir, steady, only_plain=True)
     # Enough distinct events for the latency run (it repeats them, renamed, when it needs more).
     offered = build_workload(settings, int(args.rate * (args.seconds + WARMUP_SECONDS)))
     workdir = Path(tempfile.mkdtemp(prefix="kairos-bench-"))

@@ -308,7 +308,18 @@ def write_report(
                 "- The engine alone, in-process, no broker (`--engine-only`, the same events): live-paced "
                 + _engine_alone(r["engine_alone"]["live_paced"])
                 + "; each user's events spread over the run (`--spread`: a user record read and written "
-                "per event, as at a busy shop) " + _engine_alone(r["engine_alone"]["spread"]) + "."
+                "per event, as at a busy shop) "
+                + _engine_alone(r["engine_alone"]["spread"])
+                + "."
+                + (
+                    f" At steady state ({r['engine_alone']['steady']['events']:,} live-paced events, "
+                    "enough to fill the partitions' co-visitation rows, as at a shop that has run a while: "
+                    "each new neighbour then evicts one, and each changed row is 40 neighbours to write) "
+                    + _engine_alone(r["engine_alone"]["steady"])
+                    + "."
+                    if "steady" in r["engine_alone"]
+                    else ""
+                )
             ]
             if r.get("engine_alone")
             else []

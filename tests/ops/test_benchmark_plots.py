@@ -427,3 +427,29 @@ def test_a_saved_run_with_undefined_figures_redraws_as_the_run_itself(tmp_path: 
 
     for path in sorted((tmp_path / "run").iterdir()):
         assert (tmp_path / "saved" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_the_report_gives_the_engines_steady_state_when_the_run_measured_it(tmp_path: Path) -> None:
+    def alone(us: float) -> dict[str, object]:
+        return {
+            "engine_us_per_event": us,
+            "engine_events_per_s": 1e6 / us,
+            "user_loads_per_event": {"warm": 0.03, "store": 0.25},
+            "stage_us_per_event": {"bookkeeping": us / 2, "state_write": us / 4, "parse": 4.0, "step": 3.0},
+        }
+
+    engine_alone: dict[str, object] = {"live_paced": alone(35.0), "spread": alone(68.0)}
+    for name, steady in [("older", None), ("steady", {"events": 150_000, **alone(42.0)})]:
+        if steady is not None:
+            engine_alone["steady"] = steady
+        saved = tmp_path / f"{name}.json"
+        saved.write_text(
+            json.dumps({"command": "x", "result": {**stream_result(), "engine_alone": engine_alone}})
+        )
+        _from_json("stream_throughput.py", saved, "--out", str(tmp_path / name))
+        report = (tmp_path / name / "stream_throughput.md").read_text()
+        assert "live-paced 35 µs/event (28,571 events/s; 0.28 user records loaded per event" in report
+        if steady is None:  # a run saved before the steady state was measured redraws as it was
+            assert "At steady state" not in report
+        else:
+            assert "At steady state (150,000 live-paced events" in report and "42 µs/event (23,810" in report
