@@ -243,6 +243,26 @@ def _engine_alone(run: dict[str, Any]) -> str:
     )
 
 
+def _engine_alone_line(runs: dict[str, Any]) -> str:
+    """The report's line on the engine-alone runs: live-paced, spread, and the steady state when the run
+    measured it (a run saved before it was added has none)."""
+    line = (
+        "- The engine alone, in-process, no broker (`--engine-only`, the same events): live-paced "
+        + _engine_alone(runs["live_paced"])
+        + "; each user's events spread over the run (`--spread`: a user record read and written per event, "
+        "as at a busy shop) " + _engine_alone(runs["spread"]) + "."
+    )
+    if "steady" in runs:
+        line += (
+            f" At steady state ({runs['steady']['events']:,} live-paced events, enough to fill the "
+            "partitions' co-visitation rows, as at a shop that has run a while: each new neighbour then "
+            "evicts one, and each changed row is 40 neighbours to write) "
+            + _engine_alone(runs["steady"])
+            + "."
+        )
+    return line
+
+
 def write_report(
     result: dict[str, Any], command: str, report: Path = REPORT, figures: list[tuple[str, Path]] | None = None
 ) -> None:
@@ -303,27 +323,7 @@ def write_report(
         f"{r['throughput_replay']['outcomes']}, pushes {r['throughput_replay']['pushes']}, worker-side "
         f"{r['throughput_replay']['engine_and_commit_us_per_event']:.0f} µs/event, mean batch "
         f"{r['throughput_replay']['mean_batch'] or 0:.0f}.",
-        *(
-            [
-                "- The engine alone, in-process, no broker (`--engine-only`, the same events): live-paced "
-                + _engine_alone(r["engine_alone"]["live_paced"])
-                + "; each user's events spread over the run (`--spread`: a user record read and written "
-                "per event, as at a busy shop) "
-                + _engine_alone(r["engine_alone"]["spread"])
-                + "."
-                + (
-                    f" At steady state ({r['engine_alone']['steady']['events']:,} live-paced events, "
-                    "enough to fill the partitions' co-visitation rows, as at a shop that has run a while: "
-                    "each new neighbour then evicts one, and each changed row is 40 neighbours to write) "
-                    + _engine_alone(r["engine_alone"]["steady"])
-                    + "."
-                    if "steady" in r["engine_alone"]
-                    else ""
-                )
-            ]
-            if r.get("engine_alone")
-            else []
-        ),
+        *([_engine_alone_line(r["engine_alone"])] if r.get("engine_alone") else []),
         f"- Throughput window {t['window_s']:.2f} s; excluded before it: {t['excluded_startup_s']:.1f} s of "
         f"start-up (process start, group join, recovery, model load, first fetch) and the "
         f"{t['excluded_events']:,} events processed by the first poll that saw any.",
