@@ -45,8 +45,9 @@ REMINDER_AGAIN = "again"
 class Timer:
     """One pending timer; ``kind`` is also the trigger of the push it may cause.
 
-    Treat it as immutable (the queue hands out the objects it holds). Not ``frozen`` because a
-    frozen dataclass costs four times as much to build, and every behaviour event builds two.
+    Read only outside :class:`TimerQueue`, and not kept: the queue hands out the objects it holds, and
+    re-arms a pending timer in place (:meth:`TimerQueue.rearm`). Not ``frozen`` because a frozen
+    dataclass costs four times as much to build.
     """
 
     due_at: float
@@ -137,6 +138,22 @@ class TimerQueue:
             self._remove_latest(keys)
         self._maybe_compact()
         return key in self._live
+
+    def rearm(
+        self, user_id: str, kind: str, item_id: str, due_at: float, cause: str, created_at: float
+    ) -> bool:
+        """:meth:`schedule` of ``Timer(due_at, user_id, kind, item_id, cause, created_at)``; a pending
+        timer of the key pushed back is updated in place, with no timer built (every behaviour event
+        re-arms two). False when refused (queue full)."""
+        live = self._live.get((user_id, kind, item_id))
+        if live is not None:
+            timer = live[0]
+            if due_at >= timer.due_at:
+                timer.due_at = due_at
+                timer.cause = cause
+                timer.created_at = created_at
+                return True
+        return self.schedule(Timer(due_at, user_id, kind, item_id, cause, created_at))
 
     def _remove_latest(self, keys: set[TimerKey]) -> None:
         # Its own method: a lambda in schedule() made mypyc build a closure environment on every call.
@@ -282,17 +299,15 @@ def on_behaviour(
     """
     if event_type in ACTIVITY_TYPES:
         if config.session_end_seconds > 0:
-            queue.schedule(Timer(ts + config.session_end_seconds, user_id, "session_end", "", event_id, ts))
+            queue.rearm(user_id, "session_end", "", ts + config.session_end_seconds, event_id, ts)
         if config.reminder_seconds > 0:
-            queue.schedule(Timer(ts + config.reminder_seconds, user_id, "reminder", "", event_id, ts))
+            queue.rearm(user_id, "reminder", "", ts + config.reminder_seconds, event_id, ts)
         queue.cancel(user_id, "reminder", REMINDER_AGAIN)  # they came back
     if item_id is None:
         return
     if event_type == "add_to_cart":
-        queue.schedule(
-            Timer(
-                ts + config.cart_abandonment_delay_seconds, user_id, "cart_abandonment", item_id, event_id, ts
-            )
+        queue.rearm(
+            user_id, "cart_abandonment", item_id, ts + config.cart_abandonment_delay_seconds, event_id, ts
         )
     elif event_type == "remove_from_cart":
         queue.cancel(user_id, "cart_abandonment", item_id)

@@ -67,8 +67,9 @@ def test_bounds_total_and_per_user():
 def test_queue_fires_like_a_plain_sorted_list(seed: int):
     """Pushed-back timers keep their heap entry until it reaches the top (``TimerQueue._settle``): the
     queue must still fire exactly what a plain sorted list of the live timers would, in due then key
-    order, and report the same next due time, whatever mix of schedules, cancels and pops; and
-    ``may_be_due`` never says no when a timer is due."""
+    order, and report the same next due time, whatever mix of schedules, re-arms (``rearm``: a timer
+    pushed back is updated in place), cancels and pops; and ``may_be_due`` never says no when a timer
+    is due."""
     rng = random.Random(seed)
     q = TimerQueue(max_timers=1_000, max_per_user=1_000)
     live: dict[tuple[str, str, str], Timer] = {}
@@ -78,7 +79,10 @@ def test_queue_fires_like_a_plain_sorted_list(seed: int):
         key = (f"u{rng.randrange(8)}", rng.choice(["session_end", "reminder"]), "")
         if op < 0.6:
             t = Timer(now + rng.choice([0, 5, 10, 30, 60, 120]), key[0], key[1], "", f"e{step}", now)
-            assert q.schedule(t)
+            if rng.random() < 0.5:
+                assert q.schedule(t)
+            else:
+                assert q.rearm(t.user_id, t.kind, t.item_id, t.due_at, t.cause, t.created_at)
             live[key] = t
         elif op < 0.7:
             assert q.cancel(*key) == (live.pop(key, None) is not None)
@@ -97,6 +101,20 @@ def test_queue_fires_like_a_plain_sorted_list(seed: int):
         user = f"u{rng.randrange(8)}"  # a user's timers as stored with the user: soonest, then by kind
         mine = sorted((t for t in live.values() if t.user_id == user), key=lambda t: (t.due_at, t.kind))
         assert q.timers_for(user) == mine
+
+
+def test_rearm_is_schedule_of_the_timer_it_describes():
+    q = TimerQueue(max_timers=2, max_per_user=5)
+    assert q.rearm("u1", "session_end", "", T0 + 10, "e1", T0)
+    held = q.get("u1", "session_end", "")
+    assert q.rearm("u1", "session_end", "", T0 + 20, "e2", T0 + 10)  # pushed back: the same object
+    assert q.get("u1", "session_end", "") is held
+    assert held == Timer(T0 + 20, "u1", "session_end", "", "e2", T0 + 10)
+    assert q.rearm("u1", "session_end", "", T0 + 5, "e3", T0 + 1)  # brought forward: a timer of its own
+    assert q.get("u1", "session_end", "") == Timer(T0 + 5, "u1", "session_end", "", "e3", T0 + 1)
+    assert q.rearm("u2", "reminder", "", T0 + 1, "e4", T0)
+    assert not q.rearm("u3", "reminder", "", T0 + 1, "e5", T0) and q.refused == 1  # full: refused
+    assert [t.cause for t in q.pop_due(T0 + 100)] == ["e4", "e3"]
 
 
 def test_round_trip():
