@@ -193,33 +193,7 @@ def reading(r: dict[str, Any]) -> list[str]:
             f"µs/event): {inside}; the rest of the engine's per-event bookkeeping (rounds, feedback, "
             "engagement, co-visitation, trending, timers) makes up the difference."
         )
-    lat = r["latency"]
-    share = lat["pushes"] / max(lat["sent"], 1)
-    lat_stages = lat.get("stage_us_per_event") or {}
-    capacity = 1e6 / sum(lat_stages.values()) if lat_stages else None
-    if capacity is not None and capacity < r["rate"]:
-        largest = sorted(lat_stages.items(), key=lambda kv: -kv[1])[:5]
-        top_stages = ", ".join(f"{k} {v:.0f}" for k, v in largest)
-        latency = (
-            f"- Latency: with the latency settings (every event may be decided; {share:.0%} of the events "
-            f"pushed) the worker's stages add up to {sum(lat_stages.values()):.0f} µs per event, a capacity "
-            f"of about {capacity:,.0f} events/s, below the {r['rate']:,.0f}/s offered: it fell behind, and "
-            "p50 and p99 measure the queue that grew during the run, not the broker floor. The largest "
-            f"stages there, µs per event: {top_stages} (mean batch {lat.get('mean_batch') or 0:.0f})."
-        )
-    elif r["rate"] > r["events_per_s"]:
-        latency = (
-            f"- Latency: {r['rate']:,.0f} events/s is more than this worker's throughput "
-            f"({r['events_per_s']:,.0f} events/s in this run), so it fell behind: p50 and p99 measure "
-            "the queue that grew during the run, not the broker floor. A `--rate` below the throughput "
-            "separates the two."
-        )
-    else:
-        latency = (
-            f"- Latency: at {r['rate']:,.0f} events/s the worker ran below its throughput; the latency "
-            f"settings push on about {share:.0%} of the events, and the benchmark's producer and consumer "
-            "and the broker share the same 2 cores, so part of p50 and p99 is queueing on those cores."
-        )
+    latency = _latency_reading(r)
     lines += [
         latency,
         "",
@@ -229,6 +203,57 @@ def reading(r: dict[str, Any]) -> list[str]:
         "(it now refreshes on the write path, at most once per 32 observations).",
     ]
     return lines
+
+
+def _reader_env(r: dict[str, Any]) -> dict[str, str]:
+    """The input reader the run's latency worker used, as its environment named it."""
+    return {"KAIROS_WORKER__INPUT_READER": r["input_reader"]} if r.get("input_reader") else {}
+
+
+# A worker busy this share of the time or more at the offered rate queues: its p99 is mostly the wait.
+NEAR_SATURATION = 0.7
+
+
+def _latency_reading(r: dict[str, Any]) -> str:
+    """What the latency phase measured: a worker that fell behind, one near saturation (busy at least
+    :data:`NEAR_SATURATION` of the time by its own stages), or one with room to spare."""
+    lat = r["latency"]
+    share = lat["pushes"] / max(lat["sent"], 1)
+    lat_stages = lat.get("stage_us_per_event") or {}
+    per_event = sum(lat_stages.values())
+    busy = r["rate"] * per_event / 1e6 if lat_stages else None
+    largest = sorted(lat_stages.items(), key=lambda kv: -kv[1])[:5]
+    top_stages = ", ".join(f"{k} {v:.0f}" for k, v in largest)
+    if busy is not None and busy >= 1.0:
+        return (
+            f"- Latency: with the latency settings (every event may be decided; {share:.0%} of the events "
+            f"pushed) the worker's stages add up to {per_event:.0f} µs per event, a capacity of about "
+            f"{1e6 / per_event:,.0f} events/s, below the {r['rate']:,.0f}/s offered: it fell behind, and "
+            "p50 and p99 measure the queue that grew during the run, not the broker floor. The largest "
+            f"stages there, µs per event: {top_stages} (mean batch {lat.get('mean_batch') or 0:.0f})."
+        )
+    if busy is not None and busy >= NEAR_SATURATION:
+        return (
+            f"- Latency: with the latency settings (every event may be decided; {share:.0%} of the events "
+            f"pushed) the worker's stages add up to {per_event:.0f} µs per event, so at "
+            f"{r['rate']:,.0f} events/s it was busy {busy:.0%} of the time (a capacity of about "
+            f"{1e6 / per_event:,.0f} events/s): near saturation, a batch waits for the ones before it and "
+            "p99 is mostly that queue, not the broker. The largest stages there, µs per event: "
+            f"{top_stages} (mean batch {lat.get('mean_batch') or 0:.0f}; the benchmark's producer and "
+            "consumer and the broker share the same 2 cores)."
+        )
+    if r["rate"] > r["events_per_s"]:
+        return (
+            f"- Latency: {r['rate']:,.0f} events/s is more than this worker's throughput "
+            f"({r['events_per_s']:,.0f} events/s in this run), so it fell behind: p50 and p99 measure "
+            "the queue that grew during the run, not the broker floor. A `--rate` below the throughput "
+            "separates the two."
+        )
+    return (
+        f"- Latency: at {r['rate']:,.0f} events/s the worker ran below its throughput; the latency "
+        f"settings push on about {share:.0%} of the events, and the benchmark's producer and consumer "
+        "and the broker share the same 2 cores, so part of p50 and p99 is queueing on those cores."
+    )
 
 
 def _engine_alone(run: dict[str, Any]) -> str:
@@ -381,7 +406,8 @@ def write_report(
         "the same offered rate, the worker with these settings:",
         "",
         "```",
-        *[f"{k}={v}" for k, v in LATENCY_ENV.items()],
+        # The run's own reader, not the module's: a report redrawn from its saved run names it too.
+        *[f"{k}={v}" for k, v in {**LATENCY_ENV, **_reader_env(r)}.items()],
         "```",
         "",
         "The floor and the worker latency run on the same broker instance, one after the other.",

@@ -393,6 +393,35 @@ def _saved(result: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json_out.dumps(result, default=str), parse_constant=_refuse)
 
 
+def test_a_report_redrawn_from_its_run_names_the_latency_workers_reader(tmp_path: Path) -> None:
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"command": "x", "result": {**stream_result(), "input_reader": "bulk"}}))
+    _from_json("stream_throughput.py", saved, "--out", str(tmp_path / "out"))
+    report = (tmp_path / "out" / "stream_throughput.md").read_text()
+    assert "KAIROS_LOG__LEVEL=WARNING\nKAIROS_WORKER__INPUT_READER=bulk\n```" in report
+
+
+def test_the_latency_reading_says_whether_the_worker_kept_up() -> None:
+    """The worker's own stages at the offered rate tell a worker that fell behind, one near saturation
+    (whose p99 is mostly its queue), and one with room to spare."""
+    from benchmarks.throughput.report import _latency_reading
+
+    result = stream_result()  # 2,000 events/s offered, 9,633 pushes of 32,000 events
+    for us, expected in [
+        (600.0, "below the 2,000/s offered: it fell behind"),
+        (446.0, "busy 89% of the time (a capacity of about 2,242 events/s): near saturation"),
+        (100.0, "ran below its throughput"),
+    ]:
+        stages = {"decide": us * 0.4, "produce": us * 0.35, "parse": us * 0.25}
+        result["latency"]["stage_us_per_event"] = stages
+        text = _latency_reading(result)
+        assert expected in text, (us, text)
+        assert "30% of the events" in text
+    result["latency"]["stage_us_per_event"] = {}  # a run saved before the stages were reported
+    assert "ran below its throughput" in _latency_reading(result | {"events_per_s": 4234.0})
+    assert "is more than this worker's throughput" in _latency_reading(result | {"events_per_s": 1500.0})
+
+
 def test_a_saved_run_with_undefined_figures_redraws_as_the_run_itself(tmp_path: Path) -> None:
     # The figures a run leaves undefined (NaN) are null in its JSON; each report and chart reads a null
     # as the run's NaN: the same text, the same pictures, no crash.
@@ -449,6 +478,7 @@ def test_the_report_gives_the_engines_steady_state_when_the_run_measured_it(tmp_
         _from_json("stream_throughput.py", saved, "--out", str(tmp_path / name))
         report = (tmp_path / name / "stream_throughput.md").read_text()
         assert "live-paced 35 µs/event (28,571 events/s; 0.28 user records loaded per event" in report
+        assert "KAIROS_WORKER__INPUT_READER" not in report  # the saved run names no reader
         if steady is None:  # a run saved before the steady state was measured redraws as it was
             assert "At steady state" not in report
         else:
