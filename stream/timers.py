@@ -126,6 +126,27 @@ class TimerQueue:
             # (:meth:`_settle`), so a re-arm costs no heap push and leaves no stale entry.
             self._live[key] = (timer, live[1])
             return True
+        return self._insert(timer, key, live)
+
+    def rearm(
+        self, user_id: str, kind: str, item_id: str, due_at: float, cause: str, created_at: float
+    ) -> bool:
+        """:meth:`schedule` of ``Timer(due_at, user_id, kind, item_id, cause, created_at)``; a pending
+        timer of the key pushed back is updated in place, with no timer built (every behaviour event
+        re-arms two). False when refused (queue full)."""
+        key = (user_id, kind, item_id)
+        live = self._live.get(key)
+        if live is not None:
+            timer = live[0]
+            if due_at >= timer.due_at:
+                timer.due_at = due_at
+                timer.cause = cause
+                timer.created_at = created_at
+                return True
+        return self._insert(Timer(due_at, user_id, kind, item_id, cause, created_at), key, live)
+
+    def _insert(self, timer: Timer, key: TimerKey, live: tuple[Timer, int] | None) -> bool:
+        """A new timer, or one due sooner than the ``live`` one it replaces: a heap entry of its own."""
         if live is None and len(self._live) >= self.max_timers:
             self.refused += 1
             return False
@@ -138,22 +159,6 @@ class TimerQueue:
             self._remove_latest(keys)
         self._maybe_compact()
         return key in self._live
-
-    def rearm(
-        self, user_id: str, kind: str, item_id: str, due_at: float, cause: str, created_at: float
-    ) -> bool:
-        """:meth:`schedule` of ``Timer(due_at, user_id, kind, item_id, cause, created_at)``; a pending
-        timer of the key pushed back is updated in place, with no timer built (every behaviour event
-        re-arms two). False when refused (queue full)."""
-        live = self._live.get((user_id, kind, item_id))
-        if live is not None:
-            timer = live[0]
-            if due_at >= timer.due_at:
-                timer.due_at = due_at
-                timer.cause = cause
-                timer.created_at = created_at
-                return True
-        return self.schedule(Timer(due_at, user_id, kind, item_id, cause, created_at))
 
     def _remove_latest(self, keys: set[TimerKey]) -> None:
         # Its own method: a lambda in schedule() made mypyc build a closure environment on every call.

@@ -193,9 +193,8 @@ def reading(r: dict[str, Any]) -> list[str]:
             f"µs/event): {inside}; the rest of the engine's per-event bookkeeping (rounds, feedback, "
             "engagement, co-visitation, trending, timers) makes up the difference."
         )
-    latency = _latency_reading(r)
     lines += [
-        latency,
+        _latency_reading(r),
         "",
         "Found while building this benchmark (2026-11-22), both fixed since: `ForwardDecay.at` overflowed "
         "for a time far before its landmark (a valid far-future `ts` crashed the agent; it now reads as the "
@@ -224,19 +223,21 @@ def _latency_reading(r: dict[str, Any]) -> str:
     busy = r["rate"] * per_event / 1e6 if lat_stages else None
     largest = sorted(lat_stages.items(), key=lambda kv: -kv[1])[:5]
     top_stages = ", ".join(f"{k} {v:.0f}" for k, v in largest)
+    # Both readings of a worker that could not keep up open alike: what its stages cost per event.
+    head = (
+        f"- Latency: with the latency settings (every event may be decided; {share:.0%} of the events "
+        f"pushed) the worker's stages add up to {per_event:.0f} µs per event, "
+    )
     if busy is not None and busy >= 1.0:
-        return (
-            f"- Latency: with the latency settings (every event may be decided; {share:.0%} of the events "
-            f"pushed) the worker's stages add up to {per_event:.0f} µs per event, a capacity of about "
-            f"{1e6 / per_event:,.0f} events/s, below the {r['rate']:,.0f}/s offered: it fell behind, and "
-            "p50 and p99 measure the queue that grew during the run, not the broker floor. The largest "
-            f"stages there, µs per event: {top_stages} (mean batch {lat.get('mean_batch') or 0:.0f})."
+        return head + (
+            f"a capacity of about {1e6 / per_event:,.0f} events/s, below the {r['rate']:,.0f}/s offered: it "
+            "fell behind, and p50 and p99 measure the queue that grew during the run, not the broker floor. "
+            f"The largest stages there, µs per event: {top_stages} (mean batch "
+            f"{lat.get('mean_batch') or 0:.0f})."
         )
     if busy is not None and busy >= NEAR_SATURATION:
-        return (
-            f"- Latency: with the latency settings (every event may be decided; {share:.0%} of the events "
-            f"pushed) the worker's stages add up to {per_event:.0f} µs per event, so at "
-            f"{r['rate']:,.0f} events/s it was busy {busy:.0%} of the time (a capacity of about "
+        return head + (
+            f"so at {r['rate']:,.0f} events/s it was busy {busy:.0%} of the time (a capacity of about "
             f"{1e6 / per_event:,.0f} events/s): near saturation, a batch waits for the ones before it and "
             "p99 is mostly that queue, not the broker. The largest stages there, µs per event: "
             f"{top_stages} (mean batch {lat.get('mean_batch') or 0:.0f}; the benchmark's producer and "
