@@ -149,6 +149,16 @@ class PushThrottle:
         self.quiet_held = quiet_held
         return released
 
+    def rezone(self, user_id: str, zone: str | None) -> None:
+        """The user is now in ``zone``: their waiting pushes go out outside that zone's quiet hours, not
+        those of the zone they were decided in (a release reads the zone kept with each push)."""
+        waiting = self._waiting
+        for i in range(len(waiting)):
+            entry = waiting[i]
+            if entry.push.user_id == user_id and entry.zone != zone:
+                waiting[i] = _Waiting(entry.push, zone, entry.size)
+                self._dirty = True
+
     def drop_user(self, user_id: str) -> list[Push]:
         """Forget the waiting pushes of an erased or opted-out user (they never go out); returns them."""
         dropped = [w.push for w in self._waiting if w.push.user_id == user_id]

@@ -197,10 +197,14 @@ class Intake:
             steps.append(("", -1))  # a reset, ordered among the user's steps
             state.session_id = session_id or f"{event.user_id}@{ts:.0f}"
         state.remember_event(event.event_id, ts, worker.dedupe_event_ids)
-        if event.context is not None:
-            state.policy.observe_time_zone(event.context.time_zone)
-        self.observe_hour(state, event)
         part = self._part(user.partition)
+        if event.context is not None:
+            zone = event.context.time_zone
+            if zone and zone != state.policy.time_zone:
+                state.policy.observe_time_zone(zone)
+                # Their pushes waiting for the throttle's budget keep their quiet hours in this zone.
+                part.throttle.rezone(user.user_id, zone)
+        self.observe_hour(state, event)
         is_step = etype in STEP_TYPES
         if item is not None and is_step:
             previous = user.engagement.recent(self.cfg.covisit_window)

@@ -146,6 +146,64 @@ def test_a_push_waiting_for_budget_is_not_released_in_the_users_quiet_hours() ->
     assert [p for _, p in later.pushes if p.user_id == second] == []
 
 
+def test_a_waiting_push_keeps_to_the_quiet_hours_of_the_zone_its_user_moved_to() -> None:
+    """Found by the hostile-stream fuzz (seed 11068): a push over budget waited with the zone its user
+    had when it was decided; the user's next event came from another zone, where the minute the budget
+    was back fell in quiet hours, and the push went out there at 01:10. The waiting push now moves
+    with its user (``PushThrottle.rezone``): here dropped (``quiet_hours_action`` "drop"), where it
+    would have gone out had the user stayed."""
+    noon = 1_717_243_200.0  # 2024-06-01 12:00 UTC: day in UTC, 02:00 the next night in Kiritimati
+    users = [u for u in (f"z{i}" for i in range(400)) if partition_for(u, PARTITIONS) == 0][:3]
+    first, second, clock = users
+
+    def run(zone: str | None) -> tuple[Engine, Outcome]:
+        settings = make_settings(
+            max_pushes_per_minute=4.0,
+            quiet_hours_start="22:00",
+            quiet_hours_end="08:00",
+            quiet_hours_action="drop",
+        )
+        engine: Engine = make_engine(settings)  # one push a minute per partition
+        store = DictState()
+        out = engine.process(
+            [
+                ev("a1", first, "view", "i1", noon),
+                ev("a2", first, "add_to_cart", "i1", noon + 1),
+                ev("b1", second, "view", "i2", noon + 2),
+                ev("b2", second, "add_to_cart", "i2", noon + 3),
+            ],
+            store,
+        )
+        assert [p.user_id for _, p in out.pushes] == [first]
+        assert [p.user_id for p in engine.part(0).throttle.queue] == [second]
+        extra: dict[str, Any] = {} if zone is None else {"context": {"time_zone": zone}}
+        out.extend(engine.process([ev("b3", second, "search", None, noon + 10, query="q", **extra)], store))
+        ticks = [ev(f"c{m}", clock, "search", None, noon + 60 * m, query="q") for m in (1, 2, 3)]
+        out.extend(engine.process(ticks, store))
+        return engine, out
+
+    engine, stayed = run(None)
+    assert [p.user_id for _, p in stayed.pushes] == [first, second]
+    engine, moved = run("Pacific/Kiritimati")
+    assert engine.part(0).throttle.queue == [] and [p.user_id for _, p in moved.pushes] == [first]
+    assert moved.suppressions[("in_session", "quiet_hours")] == 1
+
+
+def test_rezone_moves_only_that_users_waiting_pushes() -> None:
+    t = PushThrottle(per_minute=1)
+    assert t.admit(T0)
+    t.enqueue(_push(1, T0), "Europe/Berlin")
+    t.enqueue(_push(2, T0), "Asia/Tokyo")
+    t.enqueue(_push(1, T0 + 1), None)
+    t.drain()
+    t.rezone("u1", "America/New_York")
+    assert t.zones == ["America/New_York", "Asia/Tokyo", "America/New_York"]
+    assert THROTTLE_ROW in t.drain()  # stored again
+    t.rezone("u1", "America/New_York")
+    t.rezone("u9", "Asia/Tokyo")
+    assert t.drain() == {}  # nothing moved: nothing to store
+
+
 def test_the_throttles_stored_row_fits_a_brokers_message_whatever_the_pushes() -> None:
     """Found by the hostile-stream fuzz (a 57 KB row in a short stream): the queue of pushes waiting
     for budget is stored, and sent to the changelog, as one row. Contract-valid catalog text (titles
