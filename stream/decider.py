@@ -57,9 +57,10 @@ class Decider(ApplyMixin):
         # pushes are the no-push baseline of the outcome estimates.
         self.ghost_cfg = config.model_copy(update={"holdout_share": 0.0})
         self.push_order: dict[str, int] = {}  # push id -> seq of what caused it (current batch)
-        # Push id -> its user's time zone (None: unknown), for the throttle's queue (stream.throttle);
-        # only while the partition throttles, taken by Engine._throttle.
-        self.push_zones: dict[str, str | None] = {}
+        # Push id -> its user's time zone (None: unknown) and last event's time (None: none), for the
+        # throttle's queue (stream.throttle); only while the partition throttles, taken by
+        # Engine._throttle.
+        self.push_users: dict[str, tuple[str | None, float | None]] = {}
         self.decision_order: dict[int, int] = {}  # id of an audit Decision -> the same seq
         # Interest-index changes of the current batch: (stream seq, partition, user, rows or the
         # bought item, time); see apply_interest_updates.

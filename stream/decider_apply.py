@@ -31,7 +31,7 @@ class ApplyMixin:
     event_clock: bool
     audit_decisions: bool
     push_order: dict[str, int]
-    push_zones: dict[str, str | None]
+    push_users: dict[str, tuple[str | None, float | None]]
     decision_order: dict[int, int]
     index_ops: list[tuple[int, int, str, list[tuple[str, float]] | str, float]]
 
@@ -82,8 +82,8 @@ class ApplyMixin:
                     part.learning.add(plan.seq, Update("push", step.context, plan.now))
                 out.pushes.append((user.partition, step.push))
                 self.push_order[step.push.push_id] = plan.seq
-                if part.throttle.enabled:  # it may wait, and must not go out in the user's quiet hours
-                    self.push_zones[step.push.push_id] = pstate.time_zone
+                if part.throttle.enabled:  # it may wait: not into the user's quiet hours nor visit
+                    self.push_users[step.push.push_id] = (pstate.time_zone, user.engagement.last_ts)
                 if step.audit:
                     self._audit(plan, step, "emitted", out)
             else:  # hold

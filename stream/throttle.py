@@ -5,10 +5,12 @@ event time, as a token bucket (refilled continuously, holding at most a minute's
 that owns every partition sends at most the setting, and a fleet of workers sends at most the
 setting in total, whoever owns which partition. A push over budget is not dropped but queued (FIFO,
 bounded) and goes out at a later minute of the partition's clock when tokens are back, unless it
-would expire first (then it is dropped and counted), and never in its user's quiet hours: each waits
-with its user's time zone, and one whose user is in quiet hours when budget is back waits on (or, with
-``quiet_hours_action`` "drop", is dropped and counted), while those behind it go. The user's state
-already counts it as sent
+would expire first (then it is dropped and counted), never in its user's quiet hours and never while
+its user is on the site: each waits with its user's time zone (the one they are in now: an event from
+another zone moves it, :meth:`PushThrottle.rezone`) and their last event's time (:meth:`PushThrottle.touch`);
+one whose user is in quiet hours when budget is back waits on (or, with ``quiet_hours_action`` "drop",
+is dropped and counted), as does one whose user had an event within ``active_window_seconds``, while
+those behind it go. The user's state already counts it as sent
 (caps, gap, repeats), so throttling never changes a later decision, and because the engine admits
 pushes in stream order and releases only when the partition's clock enters a new minute, a replay
 throttles and releases exactly the same pushes.
@@ -17,6 +19,7 @@ throttles and releases exactly the same pushes.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -50,7 +53,8 @@ class Released(NamedTuple):
 
 
 class _Waiting(NamedTuple):
-    """A push waiting for budget, with its user's time zone (None: unknown) and its stored size."""
+    """A push waiting for budget, with its user's time zone (None: unknown) and its stored size (the
+    user's last event is kept per user: :attr:`PushThrottle.last_seen`)."""
 
     push: Push
     zone: str | None
@@ -67,9 +71,13 @@ class PushThrottle:
         self.tokens = self.capacity
         self.at: float | None = None
         self._waiting: list[_Waiting] = []
-        # The queue's first pushes that the last release left for their users' quiet hours: they do
-        # not hold up new pushes (admit), which would otherwise all wait for the next minute all night.
-        self.quiet_held = 0
+        # The queue's first pushes that the last release left for their users' sake (quiet hours, on
+        # the site): they do not hold up new pushes (admit), which would otherwise all wait for the
+        # next minute all night.
+        self.held = 0
+        self._users: dict[str, int] = {}  # pushes waiting per user
+        # The time of the last event of each user with a push waiting (the active rule at release).
+        self.last_seen: dict[str, float] = {}
         self._bytes = 0  # the queue's pushes as stored (MAX_QUEUE_BYTES)
         self._dirty = False
 
@@ -100,35 +108,68 @@ class PushThrottle:
             return True
         self._refill(now)
         self._dirty = True
-        if self.tokens >= 1.0 and len(self._waiting) == self.quiet_held:  # waiting pushes go first
+        if self.tokens >= 1.0 and len(self._waiting) == self.held:  # waiting pushes go first
             self.tokens -= 1.0
             return True
         return False
 
-    def enqueue(self, push: Push, zone: str | None = None) -> bool:
-        """Queue a push over budget, with its user's time zone; False (dropped) when the queue is full:
-        ``max_queued`` pushes, or :data:`MAX_QUEUE_BYTES` of them as stored."""
+    def enqueue(self, push: Push, zone: str | None = None, last_seen: float | None = None) -> bool:
+        """Queue a push over budget, with its user's time zone and the time of their last event (None:
+        none known); False (dropped) when the queue is full: ``max_queued`` pushes, or
+        :data:`MAX_QUEUE_BYTES` of them as stored."""
         size = _encoded_size(push)
         if len(self._waiting) >= self.max_queued or self._bytes + size > MAX_QUEUE_BYTES:
             return False
+        user_id = push.user_id
         self._waiting.append(_Waiting(push, zone, size))
         self._bytes += size
+        self._users[user_id] = self._users.get(user_id, 0) + 1
+        if last_seen is not None:
+            self.touch(user_id, last_seen)
         self._dirty = True
         return True
 
+    def touch(self, user_id: str, ts: float) -> None:
+        """The user had an event at ``ts``: their waiting pushes do not go out while that is within the
+        active window (:meth:`release`). Nothing to do for a user with none waiting (most events)."""
+        if user_id in self._users:
+            seen = self.last_seen.get(user_id)
+            if seen is None or ts > seen:
+                self.last_seen[user_id] = ts
+                self._dirty = True
+
+    def rezone(self, user_id: str, zone: str | None) -> None:
+        """The user is now in ``zone``: their waiting pushes go out outside that zone's quiet hours, not
+        those of the zone they were decided in (a release reads the zone kept with each push)."""
+        if user_id not in self._users:
+            return
+        waiting = self._waiting
+        for i in range(len(waiting)):
+            entry = waiting[i]
+            if entry.push.user_id == user_id and entry.zone != zone:
+                waiting[i] = _Waiting(entry.push, zone, entry.size)
+                self._dirty = True
+
     def release(
-        self, now: float, min_lifetime: float, quiet: QuietAt | None = None, drop_quiet: bool = False
+        self,
+        now: float,
+        min_lifetime: float,
+        quiet: QuietAt | None = None,
+        drop_quiet: bool = False,
+        active_window: float = 0.0,
     ) -> Released:
         """Take out what may go out at ``now`` while the budget allows (oldest first), what expired
         while waiting, and, with ``drop_quiet``, what reached the front in its user's quiet hours
-        (``quiet``; None: no quiet hours); without it such a push waits on and those behind it go."""
+        (``quiet``; None: no quiet hours); without it such a push waits on and those behind it go. A
+        push whose user had an event within ``active_window`` (0: no such rule) waits on the same way."""
         released = Released([], [], [])
         if not self._waiting:
             return released
         self._refill(now)
         self._dirty = True
         kept: list[_Waiting] = []
-        quiet_held = 0
+        held = 0
+        last_seen = self.last_seen
         for i, waiting in enumerate(self._waiting):
             push = waiting.push
             if push.expires_at <= now + min_lifetime:
@@ -141,29 +182,22 @@ class PushThrottle:
                     released.quiet.append(push)
                 else:
                     kept.append(waiting)
-                    quiet_held += 1  # kept ahead of any left for budget: a prefix of the queue
+                    held += 1  # kept ahead of any left for budget: a prefix of the queue
+            elif active_window > 0 and now - last_seen.get(push.user_id, -math.inf) < active_window:
+                kept.append(waiting)  # the user is on the site
+                held += 1
             else:
                 self.tokens -= 1.0
                 released.pushes.append(push.model_copy(update={"created_at": now}))
         self._keep(kept)
-        self.quiet_held = quiet_held
+        self.held = held
         return released
-
-    def rezone(self, user_id: str, zone: str | None) -> None:
-        """The user is now in ``zone``: their waiting pushes go out outside that zone's quiet hours, not
-        those of the zone they were decided in (a release reads the zone kept with each push)."""
-        waiting = self._waiting
-        for i in range(len(waiting)):
-            entry = waiting[i]
-            if entry.push.user_id == user_id and entry.zone != zone:
-                waiting[i] = _Waiting(entry.push, zone, entry.size)
-                self._dirty = True
 
     def drop_user(self, user_id: str) -> list[Push]:
         """Forget the waiting pushes of an erased or opted-out user (they never go out); returns them."""
         dropped = [w.push for w in self._waiting if w.push.user_id == user_id]
         if dropped:
-            self.quiet_held -= sum(1 for w in self._waiting[: self.quiet_held] if w.push.user_id == user_id)
+            self.held -= sum(1 for w in self._waiting[: self.held] if w.push.user_id == user_id)
             self._keep([w for w in self._waiting if w.push.user_id != user_id])
             self._dirty = True
         return dropped
@@ -171,6 +205,11 @@ class PushThrottle:
     def _keep(self, waiting: list[_Waiting]) -> None:
         self._waiting = waiting
         self._bytes = sum(w.size for w in waiting)
+        users: dict[str, int] = {}
+        for w in waiting:
+            users[w.push.user_id] = users.get(w.push.user_id, 0) + 1
+        self._users = users
+        self.last_seen = {u: ts for u, ts in self.last_seen.items() if u in users}
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -184,7 +223,8 @@ class PushThrottle:
             "at": self.at,
             "q": [w.push.model_dump(mode="json", exclude_none=True) for w in self._waiting],
             "z": self.zones,
-            "h": self.quiet_held,
+            "h": self.held,
+            "s": dict(sorted(self.last_seen.items())),  # by id: the same bytes however the stream was cut
         }
         return {THROTTLE_ROW: compact_json(row)}
 
@@ -199,6 +239,8 @@ class PushThrottle:
                 # A row from before zones were kept (or a damaged one): no zone known, the default's.
                 zones = [None if z is None else str(z) for z in row.get("z") or []]
                 zones = (zones + [None] * len(queue))[: len(queue)]
+                # A row from before the users' last events were kept: none known (as before).
+                self.last_seen = {str(u): float(ts) for u, ts in (row.get("s") or {}).items()}
                 self._keep([_Waiting(p, z, _encoded_size(p)) for p, z in zip(queue, zones, strict=True)])
-                self.quiet_held = min(max(int(row.get("h") or 0), 0), len(queue))
+                self.held = min(max(int(row.get("h") or 0), 0), len(queue))
         self._dirty = False

@@ -28,23 +28,24 @@ class ThrottleMixin:
 
     def _throttle(self, out: Outcome, first: int) -> None:
         """Admit the pushes from ``first`` on in stream order; those over budget wait (stream.throttle),
-        each with its user's time zone (``Decider.push_zones``)."""
+        each with its user's time zone and last event's time (``Decider.push_users``)."""
         kept: list[tuple[int, Push]] = []
-        zones = self.decider.push_zones
+        users = self.decider.push_users
         for partition, push in out.pushes[first:]:
             throttle = self.part(partition).throttle
             if throttle.admit(push.created_at):
                 kept.append((partition, push))
-            elif throttle.enqueue(push, zones.get(push.push_id)):
+            elif throttle.enqueue(push, *users.get(push.push_id, (None, None))):
                 out.suppressions[(push.trigger, "throttled")] += 1
             else:
                 out.suppressions[(push.trigger, "throttle_full")] += 1
         out.pushes[first:] = kept
-        zones.clear()
+        users.clear()
 
     def _release_throttled(self, part: PartitionState, out: Outcome) -> None:
         """The partition's clock entered a new minute: waiting pushes go out while budget allows, none
-        in its user's quiet hours (it waits on, or with ``quiet_hours_action`` "drop" is dropped)."""
+        in its user's quiet hours (it waits on, or with ``quiet_hours_action`` "drop" is dropped) nor
+        while its user is on the site (it waits on: ``active_window_seconds``, as a held push)."""
         cfg = self.cfg
 
         def quiet(zone: str | None, at: float) -> bool:
@@ -56,6 +57,7 @@ class ThrottleMixin:
             cfg.min_push_lifetime_seconds,
             quiet if start != end else None,
             cfg.quiet_hours_action == "drop",
+            cfg.active_window_seconds,
         )
         out.pushes += [(part.partition, push) for push in released.pushes]
         for push in released.expired:

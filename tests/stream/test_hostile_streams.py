@@ -44,6 +44,12 @@ VARIANTS: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
             "promotion_ending_lead_seconds": 600.0,
         },
     ),
+    # The production decision path under the throttle: pushes wait for budget while their users come
+    # back to the site, move to other zones or reach their quiet hours.
+    (
+        {"user_ttl_seconds": 6 * 3600.0},
+        {**PRODUCTION, **QUIET, "max_pushes_per_minute": 2.0, "reminder_seconds": 3600.0},
+    ),
 )
 
 
@@ -70,18 +76,15 @@ def stepwise(variant: int, stream: Stream) -> tuple[list[str], Outcome, DictStat
     engine, store, total = new_engine(variant), DictState(), Outcome()
     cfg = engine.cfg
     start, end = cfg.quiet_minutes()
+    window = cfg.active_window_seconds
     problems: list[str] = []
     # Push id -> event time of its cause. An id comes again for an event id reused after the user's
     # record forgot it (expired or erased; the contract asks producers for unique event ids): the
     # same id for another cause, not the same push twice.
     ids: dict[str, float] = {}
     for k, (kind, value) in enumerate(stream.steps):
-        before: dict[str, bytes | None] = {}
-        if kind == "cat":
-            out = engine.apply_catalog(value, store)
-        else:
-            before = {u: store.get(partition_for(u, PARTITIONS), u.encode()) for u in USERS}
-            out = engine.process([value], store)
+        before = {u: store.get(partition_for(u, PARTITIONS), u.encode()) for u in USERS}
+        out = engine.apply_catalog(value, store) if kind == "cat" else engine.process([value], store)
         for _, push in out.pushes:
             where = f"step {k}: {push.trigger} push {push.push_id} to {push.user_id!r}"
             if ids.get(push.push_id) == push.event_ts:
@@ -98,11 +101,18 @@ def stepwise(variant: int, stream: Stream) -> tuple[list[str], Outcome, DictStat
                 problems.append(f"{where}: the user opted out")
             # Quiet hours in the zone known after the record, or before it (a timer it fired).
             zones = [user_zone(policy, cfg)]
-            if (was := before.get(push.user_id)) is not None:
+            was = before.get(push.user_id)
+            if was is not None:
                 zones.append(user_zone(UserState.from_bytes(was).policy, cfg))
             quiet = start != end and all(in_quiet_hours(push.created_at, z, start, end) for z in zones)
             if quiet:
                 problems.append(f"{where}: in quiet hours at {push.created_at}")
+            # Never to a shopper on the site: no event of theirs within the active window before the
+            # push (as recorded before this step: a push may come before the step's own event).
+            if window > 0 and was is not None:
+                last = UserState.from_bytes(was).engagement.last_ts
+                if last is not None and push.created_at - last < window:
+                    problems.append(f"{where}: at {push.created_at}, to a shopper active at {last}")
         total.extend(out)
     total.extend(engine.tick(store))
     if len(total.dead_letters) != stream.invalid:
@@ -144,7 +154,15 @@ def check_seed(seed: int, n: int) -> int:
     return len(reference)
 
 
-SEEDS = [int(s) for s in os.environ.get("KAIROS_FUZZ_SEEDS", "").split(",") if s] or list(range(12))
+# CI's seeds, and seeds on which the fuzz found a bug (11068: a push waiting for the throttle's budget
+# went out in the quiet hours of the zone its user had moved to; 279 and 739: one went out while its
+# user was on the site, back since the decision in the same batch and in a later one).
+SEEDS = [int(s) for s in os.environ.get("KAIROS_FUZZ_SEEDS", "").split(",") if s] or [
+    *range(12),
+    279,
+    739,
+    11068,
+]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -155,7 +173,7 @@ def test_hostile_streams_break_no_rule_and_decide_the_same_however_cut(seed: int
 def test_hostile_streams_of_the_ci_seeds_make_pushes() -> None:
     """The property test means something only if its streams push (and reach the timers)."""
     total = Outcome()
-    for seed in (10, 13):
+    for seed in (13, 17):
         total.extend(stepwise(seed % len(VARIANTS), feedback_stream(seed, 250, seed % len(VARIANTS)))[1])
     assert len(total.pushes) >= 20 and total.erasures and total.consent_updates and total.feedback
     assert {"in_session", "cart_abandonment"} <= {p.trigger for _, p in total.pushes}

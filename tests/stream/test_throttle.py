@@ -204,6 +204,30 @@ def test_rezone_moves_only_that_users_waiting_pushes() -> None:
     assert t.drain() == {}  # nothing moved: nothing to store
 
 
+def test_a_waiting_push_does_not_go_out_while_its_user_is_on_the_site() -> None:
+    """Found by the hostile-stream fuzz (seed 279): a reminder's push over budget waited; its user came
+    back to the site (opened another push), and the push went out 322 s later, inside the active
+    window. It now waits on at the front (holding up no one) until the user has been away for the
+    window, across a restart too, unless it would expire first."""
+    t = PushThrottle(per_minute=1)
+    assert t.admit(T0)
+    t.enqueue(_push(1, T0, ttl=3 * 3600), None, T0 - 3600)  # away for an hour when decided
+    t.enqueue(_push(2, T0, ttl=3 * 3600))
+    t.touch("u1", T0 + 30)  # back on the site
+    t.touch("u1", T0 + 20)  # a late event changes nothing
+    t.touch("u3", T0 + 40)  # no push waiting: nothing kept
+    assert t.last_seen == {"u1": T0 + 30}
+    released = t.release(T0 + 120, 900, active_window=1800)
+    assert [p.user_id for p in released.pushes] == ["u2"] and t.held == 1
+    assert t.admit(T0 + 200)  # the waiting push holds up no one
+    again = PushThrottle(per_minute=1)
+    again.load(t.drain().items())  # type: ignore[arg-type]
+    assert again.last_seen == {"u1": T0 + 30} and again.held == 1
+    assert again.release(T0 + 1829, 900, active_window=1800).pushes == []
+    released = again.release(T0 + 1830, 900, active_window=1800)
+    assert [p.user_id for p in released.pushes] == ["u1"] and again.queue == [] and again.last_seen == {}
+
+
 def test_the_throttles_stored_row_fits_a_brokers_message_whatever_the_pushes() -> None:
     """Found by the hostile-stream fuzz (a 57 KB row in a short stream): the queue of pushes waiting
     for budget is stored, and sent to the changelog, as one row. Contract-valid catalog text (titles
@@ -251,13 +275,13 @@ def test_a_push_waiting_out_its_users_night_holds_up_no_one_and_goes_in_the_morn
     night_push = _push(1, T0, ttl=14 * 3600)
     assert tokyo.enqueue(night_push, "Asia/Tokyo")
     released = tokyo.release(T0 + 3 * 3600 + 60, 900, quiet)  # 22:01 in Tokyo
-    assert released == ([], [], []) and tokyo.quiet_held == 1
+    assert released == ([], [], []) and tokyo.held == 1
     assert tokyo.admit(T0 + 3 * 3600 + 90)  # another user's push: budget, and no one waits to go first
     again = PushThrottle(per_minute=1)
     again.load(tokyo.drain().items())  # type: ignore[arg-type]
-    assert again.zones == ["Asia/Tokyo"] and again.quiet_held == 1
+    assert again.zones == ["Asia/Tokyo"] and again.held == 1
     released = again.release(T0 + 13 * 3600 + 60, 900, quiet)  # 08:01 in Tokyo
-    assert [p.user_id for p in released.pushes] == ["u1"] and again.queue == [] and again.quiet_held == 0
+    assert [p.user_id for p in released.pushes] == ["u1"] and again.queue == [] and again.held == 0
     dropping = PushThrottle(per_minute=1)
     assert dropping.admit(T0) and dropping.enqueue(night_push, "Asia/Tokyo")
     released = dropping.release(T0 + 3 * 3600 + 60, 900, quiet, drop_quiet=True)
@@ -265,4 +289,4 @@ def test_a_push_waiting_out_its_users_night_holds_up_no_one_and_goes_in_the_morn
     legacy = PushThrottle(per_minute=1)  # a row stored before zones were kept
     stored = b'{"t": 0.0, "at": %f, "q": [%s]}' % (T0, night_push.model_dump_json().encode())
     legacy.load([(THROTTLE_ROW, stored)])
-    assert legacy.zones == [None] and legacy.quiet_held == 0
+    assert legacy.zones == [None] and legacy.held == 0
