@@ -10,10 +10,11 @@ its user is on the site: each waits with its user's time zone (the one they are 
 another zone moves it, :meth:`PushThrottle.rezone`) and their last event's time (:meth:`PushThrottle.touch`);
 one whose user is in quiet hours when budget is back waits on (or, with ``quiet_hours_action`` "drop",
 is dropped and counted), as does one whose user had an event within ``active_window_seconds``, while
-those behind it go. The user's state already counts it as sent
-(caps, gap, repeats), so throttling never changes a later decision, and because the engine admits
-pushes in stream order and releases only when the partition's clock enters a new minute, a replay
-throttles and releases exactly the same pushes.
+those behind it go. The user's state counts it as sent from its decision on (caps, gap, repeats), and
+from when it goes out once it has (the engine moves its record, as for a held push), so no push
+decided meanwhile reaches the user at the same time; because the engine admits pushes in stream order
+and releases only when the partition's clock enters a new minute, a replay throttles and releases
+exactly the same pushes.
 """
 
 from __future__ import annotations
@@ -192,6 +193,18 @@ class PushThrottle:
         self._keep(kept)
         self.held = held
         return released
+
+    def discard(self, push_id: str) -> bool:
+        """Take a push out of the queue (one read back from the pushes topic at recovery: released
+        after the state's last changelog write, so gone out already); False when it is not waiting."""
+        for i, waiting in enumerate(self._waiting):
+            if waiting.push.push_id == push_id:
+                if i < self.held:
+                    self.held -= 1
+                self._keep(self._waiting[:i] + self._waiting[i + 1 :])
+                self._dirty = True
+                return True
+        return False
 
     def drop_user(self, user_id: str) -> list[Push]:
         """Forget the waiting pushes of an erased or opted-out user (they never go out); returns them."""

@@ -111,7 +111,7 @@ def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out
         moved = part.advance(event.ts)
         part.learning.advance(part.watermark)
         if new_minute:
-            engine._release_throttled(part, out)
+            engine._release_throttled(part, out, txn, work.users)
         if moved:
             now = part.watermark if event_clock else engine.now(rec.partition)
             passed = engine.catalog.changes_between(announced_until, now)

@@ -75,14 +75,24 @@ class PartitionsMixin:
         They were emitted just before a crash, after the state's last changelog write: without this,
         redelivered events could emit them a second time. Each is marked ``recovered``: the push on the
         topic does not carry its decision context, so the decision that emitted it, made again on the
-        redelivered input, completes the record (``Decider.apply``).
+        redelivered input, completes the record (``Decider.apply``). One still waiting in the recovered
+        throttle's queue was released then: it leaves the queue, and its record (kept since its
+        decision) moves to when it went out, as the release did in the run without the crash.
         """
         if partition not in self.parts and partition not in self.owned:
             raise RuntimeError(f"partition {partition} must be adopted before its pushes are reconciled")
         users: dict[str, BatchUser] = {}
         n = 0
+        throttle = self.part(partition).throttle
         for push in pushes:
             user = self.users.load(txn, partition, push.user_id, users)
+            if throttle.discard(push.push_id):
+                for record in user.state.policy.pushes:
+                    if record.push_id == push.push_id and record.created_at != push.created_at:
+                        record.created_at = push.created_at
+                        user.dirty = True
+                n += 1
+                continue
             if any(r.push_id == push.push_id for r in user.state.policy.pushes):
                 continue
             record_push(user.state.policy, push, self.cfg).recovered = True

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from stream.asks import BatchUser
 from stream.contract import Push
 from stream.decider import Decider
+from stream.engine.ports import StateAccess
+from stream.engine.users import UserRecords
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
 from stream.policy_config import PolicyConfig
@@ -25,6 +28,7 @@ class ThrottleMixin:
     cfg: PolicyConfig
     part: Callable[[int], PartitionState]
     decider: Decider
+    users: UserRecords
 
     def _throttle(self, out: Outcome, first: int) -> None:
         """Admit the pushes from ``first`` on in stream order; those over budget wait (stream.throttle),
@@ -42,10 +46,16 @@ class ThrottleMixin:
         out.pushes[first:] = kept
         users.clear()
 
-    def _release_throttled(self, part: PartitionState, out: Outcome) -> None:
+    def _release_throttled(
+        self, part: PartitionState, out: Outcome, txn: StateAccess, users: dict[str, BatchUser]
+    ) -> None:
         """The partition's clock entered a new minute: waiting pushes go out while budget allows, none
         in its user's quiet hours (it waits on, or with ``quiet_hours_action`` "drop" is dropped) nor
-        while its user is on the site (it waits on: ``active_window_seconds``, as a held push)."""
+        while its user is on the site (it waits on: ``active_window_seconds``, as a held push).
+
+        A push that goes out is recorded in its user's state as sent now, as a held push is when it is
+        released: its user's caps, gap and repeats count from when they got it, so a push decided
+        meanwhile does not reach them at the same time. (``users``: the batch's loaded users.)"""
         cfg = self.cfg
 
         def quiet(zone: str | None, at: float) -> bool:
@@ -60,6 +70,12 @@ class ThrottleMixin:
             cfg.active_window_seconds,
         )
         out.pushes += [(part.partition, push) for push in released.pushes]
+        for push in released.pushes:
+            user = self.users.load(txn, part.partition, push.user_id, users)
+            for record in user.state.policy.pushes:
+                if record.push_id == push.push_id and record.created_at != push.created_at:
+                    record.created_at = push.created_at
+                    user.dirty = True
         for push in released.expired:
             out.suppressions[(push.trigger, "expired")] += 1
         for push in released.quiet:

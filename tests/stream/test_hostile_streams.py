@@ -78,6 +78,7 @@ def stepwise(variant: int, stream: Stream) -> tuple[list[str], Outcome, DictStat
     start, end = cfg.quiet_minutes()
     window = cfg.active_window_seconds
     problems: list[str] = []
+    sent: dict[str, float] = {}  # push id -> when it went out
     # Push id -> event time of its cause. An id comes again for an event id reused after the user's
     # record forgot it (expired or erased; the contract asks producers for unique event ids): the
     # same id for another cause, not the same push twice.
@@ -113,6 +114,13 @@ def stepwise(variant: int, stream: Stream) -> tuple[list[str], Outcome, DictStat
                 last = UserState.from_bytes(was).engagement.last_ts
                 if last is not None and push.created_at - last < window:
                     problems.append(f"{where}: at {push.created_at}, to a shopper active at {last}")
+            # The gap to the user's previous push as they got it (a throttled one went out late), among
+            # the pushes their record knows (an erasure or expiry forgets them) or this step sent.
+            known = [r.push_id for r in policy.pushes if not r.ghost and r.push_id != push.push_id]
+            gaps = [push.created_at - sent[i] for i in known if i in sent]
+            if cfg.min_gap_seconds > 0 and any(0 <= g < cfg.min_gap_seconds for g in gaps):
+                problems.append(f"{where}: at {push.created_at}, {min(gaps):.0f} s after their last push")
+            sent[push.push_id] = push.created_at
         total.extend(out)
     total.extend(engine.tick(store))
     if len(total.dead_letters) != stream.invalid:
@@ -156,12 +164,16 @@ def check_seed(seed: int, n: int) -> int:
 
 # CI's seeds, and seeds on which the fuzz found a bug (11068: a push waiting for the throttle's budget
 # went out in the quiet hours of the zone its user had moved to; 279 and 739: one went out while its
-# user was on the site, back since the decision in the same batch and in a later one).
+# user was on the site, back since the decision in the same batch and in a later one; 561: one went
+# out at the minute another push to its user was decided; 12351: the expiry sweep removed a user at
+# batch size 1 and kept it in one batch).
 SEEDS = [int(s) for s in os.environ.get("KAIROS_FUZZ_SEEDS", "").split(",") if s] or [
     *range(12),
     279,
+    561,
     739,
     11068,
+    12351,
 ]
 
 

@@ -563,6 +563,26 @@ def test_the_sweep_scans_a_partition_only_once_its_oldest_user_is_past_the_ttl_a
     assert engine.sweep_expired(store) == 0 and scans == 1
 
 
+def test_a_scan_removes_only_users_past_the_ttl_and_the_slack_whatever_started_it() -> None:
+    """The scan's bound is the lowest expiry clock set since the last scan: a user saved at two times
+    leaves the earlier one, so a scan starts that the final clocks would not start. It must remove no
+    one that a run without it keeps (found by the hostile-stream fuzz, seed 12351)."""
+    ttl = 3600.0
+    engine = make_engine(make_settings(worker={"user_ttl_seconds": ttl}))
+    store = DictState()
+    early, late, clock = _three_on(0)
+    engine.process([ev("e1", early, "view", "i1", T0)], store)
+    engine.process([ev("e2", early, "view", "i1", T0 + 100), ev("l1", late, "view", "i2", T0 + 100)], store)
+    assert engine.part(0).oldest_seen == T0  # the first clock, since raised
+    engine.process([ev("c1", clock, "search", None, T0 + 100 + ttl + 30, query="q")], store)
+    # Both expired 30 s ago: within the slack, so neither is removed, though the bound starts a scan.
+    assert engine.sweep_expired(store) == 0 and store.get(0, early.encode()) is not None
+    assert engine.part(0).oldest_seen == T0 + 100
+    later = T0 + 100 + ttl + SWEEP_SLACK_SECONDS + 1
+    engine.process([ev("c2", clock, "search", None, later, query="q")], store)
+    assert engine.sweep_expired(store) == 2
+
+
 def _three_on(partition: int) -> tuple[str, str, str]:
     found = [u for u in (f"x{i}" for i in range(500)) if partition_for(u, PARTITIONS) == partition][:3]
     return found[0], found[1], found[2]

@@ -15,6 +15,7 @@ from tests.stream.fakes import (
     PARTITIONS,
     T0,
     DictState,
+    PartitionView,
     catalog_entry,
     catalog_record,
     ev,
@@ -226,6 +227,42 @@ def test_a_waiting_push_does_not_go_out_while_its_user_is_on_the_site() -> None:
     assert again.release(T0 + 1829, 900, active_window=1800).pushes == []
     released = again.release(T0 + 1830, 900, active_window=1800)
     assert [p.user_id for p in released.pushes] == ["u1"] and again.queue == [] and again.last_seen == {}
+
+
+def test_a_push_released_just_before_a_crash_is_not_sent_again_and_its_record_moves() -> None:
+    """A push released from the queue went out, then the worker died before the batch's changelog
+    write: the recovered queue still holds it. Read back from the pushes topic at recovery, it leaves
+    the queue (else the redelivered batch released it a second time) and its user's record moves to
+    when it went out, as in the run without the crash."""
+    noon = 1_717_243_200.0
+    settings = make_settings(max_pushes_per_minute=4.0)  # one push a minute per partition
+    first, second, clock = [u for u in (f"k{i}" for i in range(400)) if partition_for(u, PARTITIONS) == 0][:3]
+    store = DictState()
+    engine = make_engine(settings)
+    decided = [
+        ev("a1", first, "view", "i1", noon),
+        ev("a2", first, "add_to_cart", "i1", noon + 1),
+        ev("b1", second, "view", "i2", noon + 2),
+        ev("b2", second, "add_to_cart", "i2", noon + 3),
+    ]
+    assert [p.user_id for _, p in engine.process(decided, store).pushes] == [first]
+    before = dict(store.data)
+    tick = [ev("c1", clock, "search", None, noon + 90, query="q")]
+    released = [p for _, p in engine.process(tick, store).pushes]
+    assert [p.user_id for p in released] == [second] and released[0].created_at == noon + 90
+    assert store.user(second).policy.pushes[0].created_at == noon + 90  # sent then
+
+    crashed = DictState()
+    crashed.data = dict(before)  # the batch's writes never reached the store; its push the topic
+    recovered = make_engine(settings)
+    recovered.owned = set()
+    for p in range(PARTITIONS):
+        recovered.adopt(p, recovered.load_partition(p, PartitionView(crashed, p)))
+    assert [p.user_id for p in recovered.part(0).throttle.queue] == [second]
+    assert recovered.apply_recovered_pushes(0, released, crashed) == 1
+    assert recovered.part(0).throttle.queue == []
+    assert recovered.process(tick, crashed).pushes == []  # the redelivered batch: not sent again
+    assert crashed.user(second).policy == store.user(second).policy
 
 
 def test_the_throttles_stored_row_fits_a_brokers_message_whatever_the_pushes() -> None:
