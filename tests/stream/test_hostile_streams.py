@@ -120,6 +120,10 @@ def stepwise(variant: int, stream: Stream) -> tuple[list[str], Outcome, DictStat
             gaps = [push.created_at - sent[i] for i in known if i in sent]
             if cfg.min_gap_seconds > 0 and any(0 <= g < cfg.min_gap_seconds for g in gaps):
                 problems.append(f"{where}: at {push.created_at}, {min(gaps):.0f} s after their last push")
+            # And the rolling caps, counted the same way.
+            for days, cap in ((1, cfg.max_pushes_per_24h), (7, cfg.max_pushes_per_7d)):
+                if 1 + sum(1 for g in gaps if 0 <= g < days * 86_400) > cap:
+                    problems.append(f"{where}: over the {days}-day cap of {cap}")
             sent[push.push_id] = push.created_at
         total.extend(out)
     total.extend(engine.tick(store))
