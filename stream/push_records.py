@@ -142,6 +142,17 @@ def record_push(
     return record
 
 
+def record_sent(state: UserPolicyState, push: Push) -> bool:
+    """A push recorded at its decision went out later (released from the throttle's queue, at
+    ``push.created_at``): its record moves to that time, so the caps, gap and repeats count from when
+    the user got it. True when the record changed."""
+    for record in state.pushes:
+        if record.push_id == push.push_id and record.created_at != push.created_at:
+            record.created_at = push.created_at
+            return True
+    return False
+
+
 def record_hold(
     state: UserPolicyState,
     push: Push,

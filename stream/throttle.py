@@ -76,7 +76,7 @@ class PushThrottle:
         # the site): they do not hold up new pushes (admit), which would otherwise all wait for the
         # next minute all night.
         self.held = 0
-        self._users: dict[str, int] = {}  # pushes waiting per user
+        self._users: set[str] = set()  # those with a push waiting
         # The time of the last event of each user with a push waiting (the active rule at release).
         self.last_seen: dict[str, float] = {}
         self._bytes = 0  # the queue's pushes as stored (MAX_QUEUE_BYTES)
@@ -124,7 +124,7 @@ class PushThrottle:
         user_id = push.user_id
         self._waiting.append(_Waiting(push, zone, size))
         self._bytes += size
-        self._users[user_id] = self._users.get(user_id, 0) + 1
+        self._users.add(user_id)
         if last_seen is not None:
             self.touch(user_id, last_seen)
         self._dirty = True
@@ -218,9 +218,7 @@ class PushThrottle:
     def _keep(self, waiting: list[_Waiting]) -> None:
         self._waiting = waiting
         self._bytes = sum(w.size for w in waiting)
-        users: dict[str, int] = {}
-        for w in waiting:
-            users[w.push.user_id] = users.get(w.push.user_id, 0) + 1
+        users = {w.push.user_id for w in waiting}
         self._users = users
         self.last_seen = {u: ts for u, ts in self.last_seen.items() if u in users}
 

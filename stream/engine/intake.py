@@ -204,7 +204,7 @@ class Intake:
                 state.policy.observe_time_zone(zone)
                 # Their pushes waiting for the throttle's budget keep their quiet hours in this zone.
                 part.throttle.rezone(user.user_id, zone)
-        part.throttle.touch(user.user_id, ts)  # nor go out while they are on the site
+        part.throttle.touch(user.user_id, ts)  # and do not go out while the user is on the site
         self.observe_hour(state, event)
         is_step = etype in STEP_TYPES
         if item is not None and is_step:

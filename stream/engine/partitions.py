@@ -17,7 +17,7 @@ from stream.engine.users import UserRecords
 from stream.outcome import Inbound
 from stream.partition_state import PartitionState
 from stream.policy_config import PolicyConfig
-from stream.push_records import record_push
+from stream.push_records import record_push, record_sent
 from stream.settings import Settings
 
 
@@ -87,10 +87,8 @@ class PartitionsMixin:
         for push in pushes:
             user = self.users.load(txn, partition, push.user_id, users)
             if throttle.discard(push.push_id):
-                for record in user.state.policy.pushes:
-                    if record.push_id == push.push_id and record.created_at != push.created_at:
-                        record.created_at = push.created_at
-                        user.dirty = True
+                if record_sent(user.state.policy, push):
+                    user.dirty = True
                 n += 1
                 continue
             if any(r.push_id == push.push_id for r in user.state.policy.pushes):

@@ -18,6 +18,7 @@ from stream.engine.users import UserRecords
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
 from stream.policy_config import PolicyConfig
+from stream.push_records import record_sent
 from stream.user_facts import quiet_hours_end, zone_named
 
 
@@ -72,10 +73,8 @@ class ThrottleMixin:
         out.pushes += [(part.partition, push) for push in released.pushes]
         for push in released.pushes:
             user = self.users.load(txn, part.partition, push.user_id, users)
-            for record in user.state.policy.pushes:
-                if record.push_id == push.push_id and record.created_at != push.created_at:
-                    record.created_at = push.created_at
-                    user.dirty = True
+            if record_sent(user.state.policy, push):
+                user.dirty = True
         for push in released.expired:
             out.suppressions[(push.trigger, "expired")] += 1
         for push in released.quiet:
