@@ -62,11 +62,14 @@ def readable_record(raw: bytes, partition: int, user_id: str) -> tuple[UserState
 
 def forgotten(state: UserState) -> UserState:
     """What is kept of an expired user: an opt-out, never forgotten (an opt-in may be: forgetting it
-    can only mean fewer pushes, and keeping every consent would make the state grow forever)."""
+    can only mean fewer pushes, and keeping every consent would make the state grow forever); and a
+    push read back at recovery and not yet met again by its decision (``recovered``), which the
+    redelivered input that expires the user makes again: forgotten, it went out twice."""
     kept = UserState()
     if state.policy.opted_in is False:
         kept.policy.opted_in = False
         kept.policy.consent_ts = state.policy.consent_ts
+    kept.policy.pushes = [r for r in state.policy.pushes if r.recovered]
     return kept
 
 

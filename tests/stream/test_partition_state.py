@@ -17,7 +17,7 @@ from stream.catalog_view import CatalogView
 from stream.contract import to_json_bytes
 from stream.encoding import compact_json
 from stream.engine import Engine, Inbound, Outcome
-from stream.engine.users import SWEEP_SLACK_SECONDS
+from stream.engine.users import SWEEP_SLACK_SECONDS, forgotten
 from stream.partition_rows import (
     ARRIVALS_PREFIX,
     COVISIT_PREFIX,
@@ -31,6 +31,8 @@ from stream.partition_rows import (
 )
 from stream.partition_state import PartitionState
 from stream.partitioning import partition_for
+from stream.record_rows import PushRecord
+from stream.state import UserState
 from stream.state_load import UnreadablePartitionRow
 from tests.stream.fakes import (
     ITEMS,
@@ -581,6 +583,19 @@ def test_a_scan_removes_only_users_past_the_ttl_and_the_slack_whatever_started_i
     later = T0 + 100 + ttl + SWEEP_SLACK_SECONDS + 1
     engine.process([ev("c2", clock, "search", None, later, query="q")], store)
     assert engine.sweep_expired(store) == 2
+
+
+def test_an_expired_user_keeps_a_push_read_back_at_recovery() -> None:
+    """Found by a crash fuzz (scratch, session 49): a batch that expired a returning user pushed, the
+    worker died before its changelog write, recovery read the push back, and the redelivered batch
+    expired the user again, forgetting the read-back push, and pushed it a second time."""
+    state = UserState()
+    state.policy.opted_in = True
+    old = PushRecord("p-old", "i1", None, "in_session", T0, T0 + 3600)
+    back = PushRecord("p-back", "i2", None, "in_session", T0 + 9e6, T0 + 9e6 + 3600, recovered=True)
+    state.policy.pushes = [old, back]
+    kept = forgotten(state)
+    assert kept.policy.pushes == [back] and kept.policy.opted_in is None
 
 
 def _three_on(partition: int) -> tuple[str, str, str]:
