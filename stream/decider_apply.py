@@ -19,6 +19,7 @@ from stream.outcome import Outcome
 from stream.partition_state import PartitionState
 from stream.plan import RELEASE_KIND, Plan, Step, on_minute
 from stream.policy_config import PolicyConfig
+from stream.push_records import prune_records
 from stream.timers import REMINDER_AGAIN, Timer
 
 
@@ -94,13 +95,20 @@ class ApplyMixin:
     def _complete_recovered(self, plan: Plan, step: Step) -> None:
         """The decision that emitted a push recovered after a crash (``recovered``), made again on the
         redelivered input: record what it recorded then, its context and the push in the outcome
-        estimates, so the state is the uninterrupted run's. Once; any other duplicate changes nothing."""
+        estimates, so the state is the uninterrupted run's: the record moves to the end of the
+        history, where the decision put it, and the history is pruned as it was then (recovery
+        recorded the pushes read back without pruning: a later one would have dropped an earlier one's
+        record, or records an earlier decision read). Once; any other duplicate changes nothing."""
         assert step.push is not None
         user = plan.user
-        for record in user.state.policy.pushes:
+        pstate = user.state.policy
+        for record in pstate.pushes:
             if record.push_id == step.push.push_id and record.recovered:
                 record.recovered = False
                 record.context = step.context
+                pstate.pushes.remove(record)
+                pstate.pushes.append(record)
+                prune_records(pstate, record.created_at, self.cfg)
                 user.dirty = True
                 if step.context:
                     self.part(user.partition).learning.add(plan.seq, Update("push", step.context, plan.now))

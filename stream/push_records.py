@@ -113,12 +113,14 @@ def record_push(
     sent_at: float | None = None,
     context: str = "",
     ghost: bool = False,
+    prune: bool = True,
 ) -> PushRecord:
     """Remember an emitted push (caps, repeats, feedback); prunes the history to its bounds.
 
     ``sent_at`` defaults to ``push.created_at``; pass the release time for a held push. Records older
     than every window that needs them (7 d, item repeat, attribution + ignore) are dropped, and at most
-    ``max_push_records`` are kept.
+    ``max_push_records`` are kept (:func:`prune_records`). ``prune=False`` for a push read back at
+    recovery: its decision, made again, prunes when it completes the record, as it did the first time.
     """
     config = config or _DEFAULT_CONFIG
     at = push.created_at if sent_at is None else sent_at
@@ -133,13 +135,19 @@ def record_push(
         ghost=ghost,
     )
     state.pushes.append(record)
+    if prune:
+        prune_records(state, at, config)
+    return record
+
+
+def prune_records(state: UserPolicyState, at: float, config: PolicyConfig) -> None:
+    """Drop the records that no window needs at ``at`` any more; keep at most ``max_push_records``."""
     keep = max(
         7 * _DAY,
         config.item_repeat_window_seconds,
         config.attribution_window_seconds + config.ignore_after_seconds,
     )
     state.pushes = [r for r in state.pushes if at - r.created_at < keep][-config.max_push_records :]
-    return record
 
 
 def record_sent(state: UserPolicyState, push: Push) -> bool:

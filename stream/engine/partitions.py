@@ -93,7 +93,7 @@ class PartitionsMixin:
                 continue
             if any(r.push_id == push.push_id for r in user.state.policy.pushes):
                 continue
-            record_push(user.state.policy, push, self.cfg).recovered = True
+            record_push(user.state.policy, push, self.cfg, prune=False).recovered = True
             user.dirty = True
             n += 1
         self.users.save(txn, users.values())

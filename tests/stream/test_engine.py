@@ -834,6 +834,35 @@ def test_a_recovered_push_met_again_by_its_decision_leaves_the_uninterrupted_sta
     assert store.data == uninterrupted.data
 
 
+def test_pushes_read_back_at_recovery_are_recorded_without_pruning_each_other() -> None:
+    """Found by a crash fuzz (scratch, session 49): a batch pushed twice to one user, the second a
+    year after the first; recovery recorded the pushes read back one after another, and recording the
+    second pruned the first's record, so the redelivered batch pushed the first again. They are now
+    recorded as they are, and each decision, made again, prunes when it completes its record."""
+    settings = make_settings(
+        min_gap_seconds=0, item_repeat_window_seconds=0, max_per_category_per_local_day=0
+    )
+    year = 365 * 86_400.0
+    records = [
+        ev("e1", "u1", "view", "i1", T0),
+        ev("e2", "u1", "view", "i1", T0 + 120),
+        ev("e3", "u1", "view", "i2", T0 + year),
+        ev("e4", "u1", "view", "i2", T0 + year + 120),
+    ]
+    uninterrupted = DictState()
+    emitted = [p for _, p in make_engine(settings).process(records, uninterrupted).pushes]
+    assert len(emitted) == 2 and [r.push_id for r in uninterrupted.user("u1").policy.pushes] == [
+        emitted[1].push_id
+    ]
+
+    engine = make_engine(settings)
+    store = DictState()
+    engine.apply_recovered_pushes(partition_for("u1", PARTITIONS), emitted, store)
+    assert [r.push_id for r in store.user("u1").policy.pushes] == [p.push_id for p in emitted]
+    assert engine.process(records, store).pushes == []  # neither goes out again
+    assert store.user("u1").policy == uninterrupted.user("u1").policy
+
+
 def test_recovered_pushes_count_for_the_rules_too() -> None:
     # Even when the decision that emitted it does not come again (say a new model decides otherwise),
     # a recovered push counts for the rules once the stream has passed its time.
