@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from stream.contract import CatalogUpdate, push_id
 from stream.engine import Engine, Inbound, Outcome
 from stream.partitioning import partition_for
-from tests.stream.fakes import PARTITIONS, T0, DictState, catalog_record
+from tests.stream.fakes import PARTITIONS, T0, DictState, PartitionView, catalog_record
 
 FIRST_TS = 946_684_800.0  # the contract's first valid time (2000-01-01)
 LAST_TS = 4_102_444_799.5  # just before its bound (2100-01-01)
@@ -346,6 +346,48 @@ def run(
                 flush()
         k += 1
     flush()
+    out.extend(engine.tick(store))
+    return out
+
+
+def run_with_crashes(
+    new_engine: Callable[[], Engine], stream: Stream, store: DictState, batch: int, every: int
+) -> Outcome:
+    """:func:`run` (catalog slices read early) with a crash after every ``every``-th batch: the batch's
+    pushes reached the topic but its state writes did not; an engine restarted from ``store`` (the
+    catalog slices read so far read again as a bootstrap, as a worker does) reconciles the pushes read
+    back, and the batch is delivered again. Returns every push that went out, the lost batches' too."""
+    engine = new_engine()
+    out = Outcome()
+    catalog: list[list[Inbound]] = []
+    steps = stream.steps
+    k = n = 0
+    while k < len(steps):
+        chunk: list[Inbound] = []
+        while k < len(steps) and len(chunk) < batch:
+            kind, value = steps[k]
+            if kind == "cat":
+                out.extend(engine.apply_catalog(value, store))
+                catalog.append(value)
+            else:
+                chunk.append(value)
+            k += 1
+        n += 1
+        if n % every:
+            out.extend(engine.process(chunk, store))
+            continue
+        committed = dict(store.data)
+        lost = engine.process(chunk, store).pushes
+        out.pushes += lost
+        store.data = committed
+        engine = new_engine()
+        for records in catalog:
+            engine.apply_catalog(records, DictState(), announce=False)
+        engine.owned = set()
+        for p in range(PARTITIONS):
+            engine.adopt(p, engine.load_partition(p, PartitionView(store, p)))
+            engine.apply_recovered_pushes(p, [push for q, push in lost if q == p], store)
+        out.extend(engine.process(chunk, store))
     out.extend(engine.tick(store))
     return out
 

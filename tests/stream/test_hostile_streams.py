@@ -20,7 +20,15 @@ from stream.settings import Settings
 from stream.state import UserState
 from stream.user_facts import user_zone
 from tests.stream.fakes import PARTITIONS, DictState, FakeScorer, make_settings
-from tests.stream.hostile_streams import KNOWN_ITEMS, USERS, Generator, Stream, bootstrap_catalog, run
+from tests.stream.hostile_streams import (
+    KNOWN_ITEMS,
+    USERS,
+    Generator,
+    Stream,
+    bootstrap_catalog,
+    run,
+    run_with_crashes,
+)
 from tests.stream.test_real_model_replay import PRODUCTION
 
 QUIET = {"quiet_hours_start": "22:00", "quiet_hours_end": "08:00"}
@@ -184,6 +192,20 @@ SEEDS = [int(s) for s in os.environ.get("KAIROS_FUZZ_SEEDS", "").split(",") if s
 @pytest.mark.parametrize("seed", SEEDS)
 def test_hostile_streams_break_no_rule_and_decide_the_same_however_cut(seed: int) -> None:
     check_seed(seed, 250)
+
+
+@pytest.mark.parametrize("seed", [s for s in SEEDS if s < 12] + [21, 29])
+def test_a_crash_after_a_batch_sends_none_of_its_pushes_twice(seed: int) -> None:
+    """A crash after every third batch, after its pushes went out and before its state was written
+    (``hostile_streams.run_with_crashes``): recovery reads them back, the redelivered batch decides
+    again, and no push goes out twice (21 and 29: found so, ``Engine.apply_recovered_pushes``). The
+    pushes are those of the run without crashes except where a lost batch announced a catalog change:
+    a restart reads the catalog as a bootstrap and announces nothing (open; session 49's note)."""
+    variant = seed % len(VARIANTS)
+    stream = feedback_stream(seed, 250, variant, tombstones=False)
+    out = run_with_crashes(lambda: new_engine(variant), stream, DictState(), batch=29, every=3)
+    ids = [push.push_id for _, push in out.pushes]
+    assert len(ids) == len(set(ids)), f"seed {seed}: a push went out twice"
 
 
 def test_hostile_streams_of_the_ci_seeds_make_pushes() -> None:
