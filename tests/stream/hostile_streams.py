@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,21 +322,14 @@ def run(
             if tick_each:
                 out.extend(engine.tick(store))
 
-    steps = stream.steps
-    k = 0
-    while k < len(steps):
-        if early_catalog:
-            chunk: list[Inbound] = []
-            while k < len(steps) and len(chunk) < batch:
-                kind, value = steps[k]
-                if kind == "cat":
-                    out.extend(engine.apply_catalog(value, store))
-                else:
-                    chunk.append(value)
-                k += 1
+    if early_catalog:
+        for slices, chunk in early_batches(stream, batch):
+            for records in slices:
+                out.extend(engine.apply_catalog(records, store))
             out.extend(engine.process(chunk, store))
-            continue
-        kind, value = steps[k]
+        out.extend(engine.tick(store))
+        return out
+    for kind, value in stream.steps:
         if kind == "cat":
             flush()
             out.extend(engine.apply_catalog(value, store))
@@ -344,10 +337,27 @@ def run(
             pending.append(value)
             if len(pending) >= batch:
                 flush()
-        k += 1
     flush()
     out.extend(engine.tick(store))
     return out
+
+
+def early_batches(stream: Stream, batch: int) -> Iterator[tuple[list[list[Inbound]], list[Inbound]]]:
+    """The stream as batches of ``batch`` records, each with the catalog slices that come before its
+    last record (read early: applied before the batch)."""
+    steps = stream.steps
+    k = 0
+    while k < len(steps):
+        slices: list[list[Inbound]] = []
+        chunk: list[Inbound] = []
+        while k < len(steps) and len(chunk) < batch:
+            kind, value = steps[k]
+            if kind == "cat":
+                slices.append(value)
+            else:
+                chunk.append(value)
+            k += 1
+        yield slices, chunk
 
 
 def run_with_crashes(
@@ -360,19 +370,10 @@ def run_with_crashes(
     engine = new_engine()
     out = Outcome()
     catalog: list[list[Inbound]] = []
-    steps = stream.steps
-    k = n = 0
-    while k < len(steps):
-        chunk: list[Inbound] = []
-        while k < len(steps) and len(chunk) < batch:
-            kind, value = steps[k]
-            if kind == "cat":
-                out.extend(engine.apply_catalog(value, store))
-                catalog.append(value)
-            else:
-                chunk.append(value)
-            k += 1
-        n += 1
+    for n, (slices, chunk) in enumerate(early_batches(stream, batch), start=1):
+        for records in slices:
+            out.extend(engine.apply_catalog(records, store))
+        catalog += slices
         if n % every:
             out.extend(engine.process(chunk, store))
             continue

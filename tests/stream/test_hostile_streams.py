@@ -110,16 +110,17 @@ def stepwise(variant: int, stream: Stream) -> tuple[list[str], Outcome, DictStat
                 problems.append(f"{where}: the user opted out")
             # Quiet hours in the zone known after the record, or before it (a timer it fired).
             zones = [user_zone(policy, cfg)]
-            was = before.get(push.user_id)
+            raw_before = before.get(push.user_id)
+            was = None if raw_before is None else UserState.from_bytes(raw_before)
             if was is not None:
-                zones.append(user_zone(UserState.from_bytes(was).policy, cfg))
+                zones.append(user_zone(was.policy, cfg))
             quiet = start != end and all(in_quiet_hours(push.created_at, z, start, end) for z in zones)
             if quiet:
                 problems.append(f"{where}: in quiet hours at {push.created_at}")
             # Never to a shopper on the site: no event of theirs within the active window before the
             # push (as recorded before this step: a push may come before the step's own event).
             if window > 0 and was is not None:
-                last = UserState.from_bytes(was).engagement.last_ts
+                last = was.engagement.last_ts
                 if last is not None and push.created_at - last < window:
                     problems.append(f"{where}: at {push.created_at}, to a shopper active at {last}")
             # The gap to the user's previous push as they got it (a throttled one went out late), among
