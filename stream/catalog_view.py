@@ -8,8 +8,9 @@ of that timing (replays give the same pushes):
   version with ``updated_at <= t``), not whatever arrived last, so a price drop read early is not
   seen by decisions before it, and an item first read live does not exist before its first
   version's time. Versions read by the start-up bootstrap (the compacted topic's latest values) hold
-  from the beginning of time. Versions are forgotten by time (:meth:`forget_until`), never by how
-  far ahead the reader happened to be.
+  from the beginning of time (the first of each item; the later ones are changes, see :meth:`put`).
+  Versions are forgotten by time (:meth:`forget_until`), never by how far ahead the reader happened
+  to be.
 * **Changes announced in stream order.** A change is announced to a partition (the price-drop, back
   in stock and promotion asks of the users its interest index knows) when that partition's clock
   passes the change's ``updated_at``, at that place in its stream, like a timer; changes with the
@@ -17,8 +18,7 @@ of that timing (replays give the same pushes):
   was produced late, or the reader was behind) is announced on arrival, at the partition's clock:
   that case still depends on timing, and is counted (``kairos_catalog_late_total``).
 * **What a change is.** ``previous`` is the version in force just before the update's time; a
-  version read again (the reader restarted) or older than the newest is stored for lookups and
-  announces nothing.
+  version read again or older than the newest is stored for lookups and announces nothing.
 
 A tombstone has no time: it removes the item when it is read (and its pending changes with it).
 Pure bookkeeping: the engine decides what an announcement does.
@@ -206,8 +206,13 @@ class CatalogView:
     def put(self, update: CatalogUpdate, base: bool = False) -> tuple[bool, CatalogUpdate | None]:
         """Add a version. Returns (is it a change to announce, the version in force just before it).
 
-        ``base``: a version read by the start-up bootstrap (it holds from the beginning of time). A
-        version identical to a stored one, or older than the newest, is no change.
+        ``base``: a version read by the start-up bootstrap. The first one read of an item holds from the
+        beginning of time and is no change (with nothing before it, a restarted worker cannot tell a
+        new item or a new promotion from one it read before a compaction). A later one is a change
+        like any, from the one before it: whether a partition still has to announce it is the
+        partition's stored announced-until (``stream.partition_state``), so a change whose
+        announcement a crash lost, or that came while no worker ran, is announced after the restart.
+        A version identical to a stored one, or older than the newest, is no change.
         """
         if self._undo is not None:
             self._save(update.item_id)
@@ -239,7 +244,7 @@ class CatalogView:
         self._file_category(update.item_id)
         is_newest = versions[-1] is update
         previous = versions[i - 1] if i > 0 else None
-        return (is_newest and not base, previous)
+        return (is_newest, previous)
 
     def remove(self, item_id: str) -> bool:
         """Forget an item (a catalog tombstone) and its pending changes; True when it was there."""

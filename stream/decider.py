@@ -61,6 +61,9 @@ class Decider(ApplyMixin):
         # throttle's queue (stream.throttle); only while the partition throttles, taken by
         # Engine._throttle.
         self.push_users: dict[str, tuple[str | None, float | None]] = {}
+        # Recovered pushes whose decision, made again, passes them through the throttle as it did
+        # before the crash (they went out then): Engine._throttle counts them and sends none.
+        self.already_out: set[str] = set()
         self.decision_order: dict[int, int] = {}  # id of an audit Decision -> the same seq
         # Interest-index changes of the current batch: (stream seq, partition, user, rows or the
         # bought item, time); see apply_interest_updates.
@@ -219,6 +222,10 @@ class Decider(ApplyMixin):
             active=self.active(ask.session_last_ts, ask.now),
         )
         known = {r.push_id for r in pstate.pushes} | {h.push.push_id for h in pstate.held}
+        # Pushes read back after a crash that went out after now: held (or throttled) in the run
+        # without it. Their decision, made again here, holds them as it did then, so the release
+        # meets the record, completes it at the time it completed then and sends nothing.
+        later = {r.push_id for r in pstate.pushes if r.recovered and r.created_at > ask.now}
         held = len(pstate.held)  # with the holds planned so far (send time stops at max_held)
         for cand, verdict in verdicts:
             if ghost:
@@ -249,11 +256,14 @@ class Decider(ApplyMixin):
                 )
                 continue
             push = pol.build_push(user.user_id, cand, verdict, ask.now, cfg, self.version())
-            if push.push_id in known:  # a replayed input: the push already exists
+            if push.push_id in known and push.push_id not in later:  # a replayed input: it exists
                 plan.steps.append(duplicate_step(push, self._context(cand)))
                 continue
             verdict = self._send_time(ask, verdict, push, ask.now, held)
             action: Action = "emit" if verdict.outcome == "emit" else "hold"
+            if push.push_id in later and action == "emit":  # throttled then: it went out later
+                plan.steps.append(duplicate_step(push, self._context(cand)))
+                continue
             held += action == "hold"
             plan.steps.append(
                 Step(

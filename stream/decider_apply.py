@@ -33,6 +33,7 @@ class ApplyMixin:
     audit_decisions: bool
     push_order: dict[str, int]
     push_users: dict[str, tuple[str | None, float | None]]
+    already_out: set[str]
     decision_order: dict[int, int]
     index_ops: list[tuple[int, int, str, list[tuple[str, float]] | str, float]]
 
@@ -60,7 +61,14 @@ class ApplyMixin:
             if step.action == "suppress":
                 out.suppressions[(step.trigger, step.reason)] += 1
                 if step.reason == "duplicate" and step.push is not None:
-                    self._complete_recovered(plan, step)
+                    completed = self._complete_recovered(plan, step)
+                    if completed and part.throttle.enabled:
+                        # It took the throttle's budget then (or waited for it): it does so again,
+                        # and Engine._throttle leaves it out of the output.
+                        out.pushes.append((user.partition, step.push))
+                        self.push_order[step.push.push_id] = plan.seq
+                        self.push_users[step.push.push_id] = (pstate.time_zone, user.engagement.last_ts)
+                        self.already_out.add(step.push.push_id)
                 if step.audit:
                     self._audit(plan, step, "suppressed", out)
                 continue
@@ -92,13 +100,15 @@ class ApplyMixin:
                 pol.record_hold(pstate, step.push, due, self.cfg, context=step.context)
                 self._audit(plan, step, "held", out)
 
-    def _complete_recovered(self, plan: Plan, step: Step) -> None:
+    def _complete_recovered(self, plan: Plan, step: Step) -> bool:
         """The decision that emitted a push recovered after a crash (``recovered``), made again on the
-        redelivered input: record what it recorded then, its context and the push in the outcome
-        estimates, so the state is the uninterrupted run's: the record moves to the end of the
-        history, where the decision put it, and the history is pruned as it was then (recovery
-        recorded the pushes read back without pruning: a later one would have dropped an earlier one's
-        record, or records an earlier decision read). Once; any other duplicate changes nothing."""
+        redelivered input: record what it recorded then, its context, its time and the push in the
+        outcome estimates, so the state is the uninterrupted run's: the record moves to the end of the
+        history, where the decision put it, at the decision's time (a push that waited for the
+        throttle's budget went out later: the release moves it there again, as it did then), and the
+        history is pruned as it was then (recovery recorded the pushes read back without pruning: a
+        later one would have dropped an earlier one's record, or records an earlier decision read).
+        True when it did; once: any other duplicate changes nothing."""
         assert step.push is not None
         user = plan.user
         pstate = user.state.policy
@@ -106,13 +116,15 @@ class ApplyMixin:
             if record.push_id == step.push.push_id and record.recovered:
                 record.recovered = False
                 record.context = step.context
+                record.created_at = plan.now
                 pstate.pushes.remove(record)
                 pstate.pushes.append(record)
-                prune_records(pstate, record.created_at, self.cfg)
+                prune_records(pstate, plan.now, self.cfg)
                 user.dirty = True
                 if step.context:
                     self.part(user.partition).learning.add(plan.seq, Update("push", step.context, plan.now))
-                return
+                return True
+        return False
 
     def _rearm(self, part: PartitionState, plan: Plan, step: Step, out: Outcome) -> None:
         """A reminder moment that waits (``stream.rules.reminder_waits_until``): its timer again, due on

@@ -3,7 +3,9 @@
 Attribution: ``push_open`` / ``push_click`` / ``push_dismiss`` carry the ``push_id`` they answer; a
 ``purchase`` is attributed to the most recent push of the same item sent at most
 ``attribution_window_seconds`` before it (inclusive) and not yet credited with a purchase. Each push
-counts each kind once, so a redelivered event changes nothing (None is returned).
+counts each kind once, so a redelivered event changes nothing (None is returned). A push read back
+after a crash and not yet met again by its own decision answers no feedback and is not settled as
+ignored: in the run without the crash it did not exist yet (``stream.policy_state.unmet``).
 
 Responsiveness: an explicit, bounded rule rather than a bandit. Each user has a threshold offset ``r``
 (added to the trigger's threshold). Engagement lowers it (open -0.02, click -0.04, purchase -0.08),
@@ -20,7 +22,7 @@ from typing import Literal
 
 from stream.event_decoder import ValidEvent
 from stream.policy_config import PolicyConfig
-from stream.policy_state import PushRecord, UserPolicyState
+from stream.policy_state import PushRecord, UserPolicyState, unmet
 from stream.user_facts import current_offset
 
 FeedbackKind = Literal["open", "click", "dismiss", "purchase", "ignored"]
@@ -97,7 +99,14 @@ def apply_feedback(state: UserPolicyState, event: ValidEvent, config: PolicyConf
     if event.type in ("push_open", "push_click", "push_dismiss"):
         if event.push_id is None:
             return None
-        record = next((r for r in reversed(state.pushes) if r.push_id == event.push_id and not r.ghost), None)
+        record = next(
+            (
+                r
+                for r in reversed(state.pushes)
+                if r.push_id == event.push_id and not (r.ghost or unmet(r, at))
+            ),
+            None,
+        )
         if record is None:
             return None
         if event.type == "push_open":
@@ -121,6 +130,7 @@ def apply_feedback(state: UserPolicyState, event: ValidEvent, config: PolicyConf
             if (
                 record.item_id == event.item_id
                 and record.purchased_at is None
+                and not unmet(record, at)
                 and 0.0 <= at - record.created_at <= config.attribution_window_seconds
             ):
                 record.purchased_at = at
@@ -137,7 +147,7 @@ def settle_ignored(state: UserPolicyState, now: float, config: PolicyConfig) -> 
     out: list[FeedbackOutcome] = []
     for record in state.pushes:
         if (
-            not record.ghost
+            not (record.ghost or unmet(record, now))
             and record.ignored_at is None
             and record.opened_at is None
             and record.clicked_at is None

@@ -106,9 +106,13 @@ class PartitionState:
     offsets: dict[str, int] = field(default_factory=dict)
     users_loaded: int = 0  # user records found when the partition was loaded (for the logs)
     unreadable_rows: int = 0  # stored rows that did not decode when it was loaded (skipped)
-    # Catalog changes up to this time were announced to the partition's users (in memory: a restart
-    # reads the catalog again as a bootstrap, which announces nothing). None until first used.
+    # Catalog changes up to this time were announced to the partition's users; None until first used
+    # (stream.engine.catalog_flow). Stored with the partition row at the commit of any announcement
+    # (``catalog_announced``) and whenever that row is written anyway: a restart, a rebalance or a
+    # re-read announces exactly the changes after it that the store's commits did not.
     catalog_until: float | None = None
+    catalog_announced: bool = False
+    _catalog_until_stored: float | None = None
     # New items each user was asked about in the clock's hour ``arrival_hour`` (the bound
     # ``new_arrival_asks_per_user_hour``, stream.engine.catalog_asks); stored, one row per user, so a
     # partition re-read from its store (moved, restarted, reloaded after a failure) counts on.
@@ -208,18 +212,29 @@ class PartitionState:
         self._arrivals_changed.clear()
         writes.update(self.learning.drain())  # its own rows, complete without the meta row
         writes.update(self.throttle.drain())
-        if changed or self.watermark != self._watermark_stored or self.offsets != self._offsets_stored:
-            writes[META_ROW] = compact_json(
-                {
-                    "w": self.watermark,
-                    "c": self.covisitation.meta(),
-                    "t": self.trending.meta(),
-                    "n": self.interest.meta(),
-                    "o": self.offsets,
-                }
-            )
+        # With the wall clock the announced-until moves at every tick: an idle partition stores it only
+        # when a change was announced (what a restart must not announce again), not every second.
+        announced = self.catalog_announced and self.catalog_until != self._catalog_until_stored
+        self.catalog_announced = False
+        if (
+            changed
+            or announced
+            or self.watermark != self._watermark_stored
+            or self.offsets != self._offsets_stored
+        ):
+            meta: dict[str, Any] = {
+                "w": self.watermark,
+                "c": self.covisitation.meta(),
+                "t": self.trending.meta(),
+                "n": self.interest.meta(),
+                "o": self.offsets,
+            }
+            if self.catalog_until is not None:
+                meta["a"] = self.catalog_until
+            writes[META_ROW] = compact_json(meta)
             self._watermark_stored = self.watermark
             self._offsets_stored = dict(self.offsets)
+            self._catalog_until_stored = self.catalog_until
         return writes
 
     @classmethod
@@ -310,6 +325,8 @@ class PartitionState:
         state.interest.restore(meta.get("n", {}), interest)
         state.watermark = state._watermark_stored = float(meta.get("w", 0.0))
         state.offsets = {str(topic): int(offset) for topic, offset in meta.get("o", {}).items()}
+        if "a" in meta:  # a row written before it was stored has none: the clock at first use
+            state.catalog_until = state._catalog_until_stored = float(meta["a"])
         state._offsets_stored = dict(state.offsets)
         n = 0
         for key, value in users:

@@ -14,17 +14,30 @@ from typing import Any
 from stream.contract import ConsentUpdate, Push
 from stream.record_rows import PolicyRecord, PushRecord
 
-__all__ = ["HeldPush", "PushRecord", "UserPolicyState", "seen_at"]
+__all__ = ["HeldPush", "PushRecord", "UserPolicyState", "seen_at", "unmet"]
+
+
+# A push read back after a crash is unmet (see :func:`unmet`) at most this long after it went out.
+# Its decision, made again on the redelivered input, comes sooner unless that input's events are an
+# hour out of time order; one never met (a model or settings changed across the restart, and the
+# redelivered input decided otherwise) counts for the caps, gap and feedback from then on.
+UNMET_RECOVERED_SECONDS = 3_600.0
+
+
+def unmet(record: PushRecord, now: float) -> bool:
+    """Whether a decision or input at ``now`` must not see the record: a push read back after a crash
+    (``recovered``) whose own decision, made again on the redelivered input, has not met it yet. In the
+    run without the crash that decision had not been made yet, wherever the stream was (its events
+    need not come in time order), so it had no record to count or to answer feedback."""
+    return record.recovered and now < record.created_at + UNMET_RECOVERED_SECONDS
 
 
 def seen_at(records: Sequence[PushRecord], now: float) -> Sequence[PushRecord]:
-    """The push records a decision at ``now`` sees: a push recovered after a crash and not yet met
-    again by its own decision is left out until the stream passes its time, as the run without the
-    crash had not made it yet (its own decision, made again at that time, completes it). Without a
-    recovered record (nearly always) ``records`` itself, not a copy: this runs on every decision."""
+    """The push records a decision at ``now`` sees: those not :func:`unmet`. Without a recovered
+    record (nearly always) ``records`` itself, not a copy: this runs on every decision."""
     if not any(r.recovered for r in records):
         return records
-    return [r for r in records if not (r.recovered and r.created_at >= now)]
+    return [r for r in records if not unmet(r, now)]
 
 
 @dataclass

@@ -51,15 +51,18 @@ class Released(NamedTuple):
     pushes: list[Push]  # going out now, oldest first
     expired: list[Push]  # would expire before reaching the user
     quiet: list[Push]  # in their user's quiet hours, dropped (``quiet_hours_action`` "drop")
+    sent: list[Push]  # went out before a crash (read back, decided again): their budget taken now
 
 
 class _Waiting(NamedTuple):
     """A push waiting for budget, with its user's time zone (None: unknown) and its stored size (the
-    user's last event is kept per user: :attr:`PushThrottle.last_seen`)."""
+    user's last event is kept per user: :attr:`PushThrottle.last_seen`). ``sent``: it went out before a
+    crash, at the release that the run without the crash makes again (:meth:`PushThrottle.enqueue`)."""
 
     push: Push
     zone: str | None
     size: int
+    sent: bool = False
 
 
 class PushThrottle:
@@ -114,15 +117,21 @@ class PushThrottle:
             return True
         return False
 
-    def enqueue(self, push: Push, zone: str | None = None, last_seen: float | None = None) -> bool:
+    def enqueue(
+        self, push: Push, zone: str | None = None, last_seen: float | None = None, sent: bool = False
+    ) -> bool:
         """Queue a push over budget, with its user's time zone and the time of their last event (None:
         none known); False (dropped) when the queue is full: ``max_queued`` pushes, or
-        :data:`MAX_QUEUE_BYTES` of them as stored."""
+        :data:`MAX_QUEUE_BYTES` of them as stored.
+
+        ``sent``: a push read back after a crash whose decision, made again, waits here as it did then;
+        it takes its budget when it reaches the front as then, and is released in :attr:`Released.sent`,
+        not sent again."""
         size = _encoded_size(push)
         if len(self._waiting) >= self.max_queued or self._bytes + size > MAX_QUEUE_BYTES:
             return False
         user_id = push.user_id
-        self._waiting.append(_Waiting(push, zone, size))
+        self._waiting.append(_Waiting(push, zone, size, sent))
         self._bytes += size
         self._users.add(user_id)
         if last_seen is not None:
@@ -148,7 +157,7 @@ class PushThrottle:
         for i in range(len(waiting)):
             entry = waiting[i]
             if entry.push.user_id == user_id and entry.zone != zone:
-                waiting[i] = _Waiting(entry.push, zone, entry.size)
+                waiting[i] = entry._replace(zone=zone)
                 self._dirty = True
 
     def release(
@@ -163,7 +172,7 @@ class PushThrottle:
         while waiting, and, with ``drop_quiet``, what reached the front in its user's quiet hours
         (``quiet``; None: no quiet hours); without it such a push waits on and those behind it go. A
         push whose user had an event within ``active_window`` (0: no such rule) waits on the same way."""
-        released = Released([], [], [])
+        released = Released([], [], [], [])
         if not self._waiting:
             return released
         self._refill(now)
@@ -189,20 +198,22 @@ class PushThrottle:
                 held += 1
             else:
                 self.tokens -= 1.0
-                released.pushes.append(push.model_copy(update={"created_at": now}))
+                gone = released.sent if waiting.sent else released.pushes
+                gone.append(push.model_copy(update={"created_at": now}))
         self._keep(kept)
         self.held = held
         return released
 
-    def discard(self, push_id: str) -> bool:
-        """Take a push out of the queue (one read back from the pushes topic at recovery: released
-        after the state's last changelog write, so gone out already); False when it is not waiting."""
+    def mark_sent(self, push_id: str) -> bool:
+        """A waiting push read back from the pushes topic at recovery: released after the state's last
+        changelog write, so out already. It stays where it waits, marked ``sent``: the redelivered
+        input releases it again where it was released then, taking the budget it took then, and
+        :attr:`Released.sent` keeps it from going out twice. False when it is not waiting."""
         for i, waiting in enumerate(self._waiting):
             if waiting.push.push_id == push_id:
-                if i < self.held:
-                    self.held -= 1
-                self._keep(self._waiting[:i] + self._waiting[i + 1 :])
-                self._dirty = True
+                if not waiting.sent:
+                    self._waiting[i] = waiting._replace(sent=True)
+                    self._dirty = True
                 return True
         return False
 
@@ -229,7 +240,7 @@ class PushThrottle:
         if not self._dirty:
             return {}
         self._dirty = False
-        row = {
+        row: dict[str, object] = {
             "t": self.tokens,
             "at": self.at,
             "q": [w.push.model_dump(mode="json", exclude_none=True) for w in self._waiting],
@@ -237,6 +248,9 @@ class PushThrottle:
             "h": self.held,
             "s": dict(sorted(self.last_seen.items())),  # by id: the same bytes however the stream was cut
         }
+        sent = [w.push.push_id for w in self._waiting if w.sent]
+        if sent:  # only after a crash: the row is otherwise the same as without one
+            row["o"] = sent
         return {THROTTLE_ROW: compact_json(row)}
 
     def load(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
@@ -252,6 +266,12 @@ class PushThrottle:
                 zones = (zones + [None] * len(queue))[: len(queue)]
                 # A row from before the users' last events were kept: none known (as before).
                 self.last_seen = {str(u): float(ts) for u, ts in (row.get("s") or {}).items()}
-                self._keep([_Waiting(p, z, _encoded_size(p)) for p, z in zip(queue, zones, strict=True)])
+                sent = set(row.get("o") or [])
+                self._keep(
+                    [
+                        _Waiting(p, z, _encoded_size(p), p.push_id in sent)
+                        for p, z in zip(queue, zones, strict=True)
+                    ]
+                )
                 self.held = min(max(int(row.get("h") or 0), 0), len(queue))
         self._dirty = False

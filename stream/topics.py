@@ -17,6 +17,11 @@ from stream.settings import CHANGELOG_SUFFIX, Settings
 log = logging.getLogger(__name__)
 
 COMPACT = {"cleanup.policy": "compact"}
+# The catalog keeps a day of superseded versions uncompacted: a restarted worker reads an item's
+# change with the version before it, and announces it when the change came after a partition's stored
+# announced-until (a change whose earlier version is compacted away reads as a first version, which
+# announces nothing). A day, as the engine's catalog retention (stream.catalog_view).
+CATALOG = {**COMPACT, "min.compaction.lag.ms": "86400000"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.consent, t.partitions, COMPACT),
         TopicSpec(t.pushes, t.partitions),
         TopicSpec(t.decisions, t.partitions),
-        TopicSpec(t.catalog, 1, COMPACT),
+        TopicSpec(t.catalog, 1, CATALOG),
         TopicSpec(t.dead_letters, 1),
     ]
 

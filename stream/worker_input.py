@@ -213,7 +213,7 @@ class InputMixin(WorkerParts):
             total.extend(outcome)
         return total
 
-    async def _reload_partitions(self, partitions: set[int], keep_catalog_until: bool = False) -> None:
+    async def _reload_partitions(self, partitions: set[int]) -> None:
         """Replace the engine's state of these partitions by what the store holds (rare: after a bug).
 
         The store is read in a thread, so the event loop (liveness, metrics, the broker's heartbeats)
@@ -223,10 +223,9 @@ class InputMixin(WorkerParts):
         open for the read. A partition revoked during the read (its epoch moved on) is not adopted,
         and its store is closed here.
 
-        ``keep_catalog_until``: the time up to which catalog changes were announced to the partition is
-        kept (it is not stored; re-read, it would start at the partition's clock, and with the wall
-        clock skip the changes logged since the last tick). For a failed catalog slice, which never
-        moves it; a failed input batch may have, so there it starts over.
+        The time up to which catalog changes were announced to a partition comes back as stored (with
+        the last commit that announced one): the changes after it are announced as its clock passes
+        them, the failed attempt's among them.
         """
         engine = self.engine
         assert engine is not None
@@ -239,11 +238,8 @@ class InputMixin(WorkerParts):
                 if pstore is None or p not in engine.owned:
                     continue
                 started = time.perf_counter()
-                until = engine.part(p).catalog_until
                 loaded = await asyncio.to_thread(engine.load_partition, p, pstore)
                 if self._epochs.get(p) == epochs[p] and p in engine.owned:
-                    if keep_catalog_until:
-                        loaded.catalog_until = until
                     engine.adopt(p, loaded)
                     log.info(
                         "partition %d reloaded from its store after a failure (%d users, %.2fs)",

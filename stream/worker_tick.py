@@ -2,9 +2,11 @@
 
 :class:`TickMixin` gives :class:`stream.app.Worker` its tick: a new model is adopted, gauges are
 published, applied input offsets are written to the group (bulk input), the catalog read by its own
-thread is applied (the first full read is a bootstrap that announces nothing), and the engine's
-tick fires due timers and sweeps expired users. The tick never raises: each stage's error is
-logged and counted (``kairos_tick_errors_total``), and the tick goes on.
+thread is applied (the first full read is a bootstrap: it announces nothing on arrival, and logs
+the changes the partitions' stored announced-until has not reached), and, once the catalog is read,
+the engine's tick announces the changes the clock passed, fires due timers and sweeps expired users.
+The tick never raises: each stage's error is logged and counted (``kairos_tick_errors_total``), and
+the tick goes on.
 
 The catalog records read since the last tick are applied in order, in slices of about
 :data:`CATALOG_SLICE_SECONDS` each, committed one by one, and the event loop runs between slices: a
@@ -111,6 +113,10 @@ class TickMixin(WorkerParts):
             self.health.set_recovering(self._still_recovering())
             log.info("catalog loaded: %d items", len(self.engine.catalog))
             self._freeze_long_lived()
+        if self._catalog_ready is not None and not self._catalog_ready.is_set():
+            # Still reading the catalog: timers would decide on part of it, and announcing the changes
+            # read so far would move the partitions' announced-until past those still to come.
+            return
         txn = Transaction(self.store)
         outcome = Outcome()
         try:  # only adopted partitions have timers in the engine: recovering ones wait
@@ -304,7 +310,7 @@ class TickMixin(WorkerParts):
         holding part of the failed attempt, and a dead tick would stop the catalog and the timers.
         A restarted worker recovers them from the changelog and reads the catalog again."""
         try:
-            await self._reload_partitions(partitions, keep_catalog_until=True)
+            await self._reload_partitions(partitions)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - whatever failed: see above

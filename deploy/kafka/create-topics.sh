@@ -25,7 +25,8 @@ create_topic "${KAIROS_TOPICS__EVENTS:-events}" "$PARTITIONS"
 create_topic "${KAIROS_TOPICS__CONSENT:-consent}" "$PARTITIONS" cleanup.policy=compact
 create_topic "${KAIROS_TOPICS__PUSHES:-pushes}" "$PARTITIONS"
 create_topic "${KAIROS_TOPICS__DECISIONS:-push-decisions}" "$PARTITIONS"
-create_topic "${KAIROS_TOPICS__CATALOG:-catalog}" 1 cleanup.policy=compact
+# A day of superseded catalog versions stays uncompacted (stream/topics.py: CATALOG).
+create_topic "${KAIROS_TOPICS__CATALOG:-catalog}" 1 cleanup.policy=compact min.compaction.lag.ms=86400000
 create_topic "${KAIROS_TOPICS__DEAD_LETTERS:-dead-letters}" 1
 
 # The user-state changelog (stream.topics.changelog_topic): one partition per events partition, compacted.

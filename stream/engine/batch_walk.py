@@ -67,8 +67,8 @@ def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out
                     engine._resolve(work, out)
                     work = Work(users)
                     erased = rec.key.decode("utf-8")
-                    users.pop(erased, None)  # its record is not staged at the batch's end
-                    engine.users.erase(txn, rec.partition, erased)
+                    gone = users.pop(erased, None)  # its record is not staged at the batch's end
+                    engine.users.erase(txn, rec.partition, erased, gone, engine.now(rec.partition))
                     out.erasures += 1
                     continue
                 user = engine.users.load(txn, rec.partition, consent.user_id, work.users)

@@ -79,7 +79,8 @@ class CatalogAnnouncementMixin:
     _throttle: Callable[[Outcome, int], None]
 
     def _catalog_until(self, partition: int) -> float:
-        """The time up to which catalog changes were announced to ``partition`` (its clock at first use)."""
+        """The time up to which catalog changes were announced to ``partition``: stored with it
+        (``PartitionState.catalog_until``), or its clock when it was adopted or first used."""
         part = self.part(partition)
         if part.catalog_until is None:
             part.catalog_until = self.now(partition)
@@ -152,6 +153,8 @@ class CatalogAnnouncementMixin:
         records, staged at its end; without, they are staged here.
         """
         users: dict[str, BatchUser] = {} if batch_users is None else batch_users
+        # Stored with this commit (PartitionState.drain), so a restart announces none of them again.
+        self.part(partition).catalog_announced = True
         asks: list[Ask] = []
         judged = self._judged(partition, changes)
         self._prepare_pools(judged)
@@ -170,8 +173,10 @@ class CatalogAnnouncementMixin:
     def apply_catalog(self, records: Sequence[Inbound], txn: StateAccess, announce: bool = True) -> Outcome:
         """Fold catalog updates into the view; announce each to the owned partitions it is due for.
 
-        With ``announce`` False (the worker's first read of the whole catalog) the view is filled
-        and nothing is fired: a bootstrap is not a change.
+        With ``announce`` False (the worker's first read of the whole catalog, at every start) the
+        view is filled and nothing is announced now: an item's first version is no change, and its
+        later ones are logged for the partitions whose stored announced-until they are after
+        (:meth:`_catalog_until`).
 
         A change is announced to a partition when that partition's clock passes its ``updated_at``,
         in its stream (``Engine.process``, or ``Engine.tick`` with the wall clock), so replays announce it
@@ -258,13 +263,18 @@ class CatalogAnnouncementMixin:
             applied.append(update)
             if update.item_id not in self.catalog:
                 returned.append(update)
-            # A bootstrap version holds from the beginning of time; a version read again, or older
-            # than the newest, is no change (stream.catalog_view).
+            # An item's first bootstrap version holds from the beginning of time; a version read
+            # again, or older than the newest, is no change (stream.catalog_view).
             is_change, previous = self.catalog.put(update, base=not announce)
             if not is_change:
                 continue
             self.new_items.refile(update)  # a content-placed item moved to another category
             change = self.catalog.record_change(previous, update)
+            if not announce:
+                # A bootstrap's change is announced where a partition's clock passes it after its
+                # stored announced-until (it came during a crash or while no worker ran), never on
+                # arrival: older than that, it was announced before the restart.
+                continue
             for partition in sorted(self.owned):
                 if update.updated_at <= self._catalog_until(partition):
                     late.append((partition, change))

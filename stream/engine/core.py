@@ -126,6 +126,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         if state is None:
             state = PartitionState.empty(partition, self.cfg, self.settings.topics.partitions)
             self.parts[partition] = state
+            state.catalog_until = self.now(partition)  # nothing before its first use to announce
         return state
 
     # -- clocks ---------------------------------------------------------------------------------
@@ -240,6 +241,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         # A batch that raised half-way (a bug) must not leave its queued work to the next one.
         self.decider.index_ops.clear()
         self.decider.push_order.clear()
+        self.decider.already_out.clear()
         self.decider.decision_order.clear()
 
     def _next_ask_seq(self) -> int:

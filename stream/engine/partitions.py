@@ -17,7 +17,7 @@ from stream.engine.users import UserRecords
 from stream.outcome import Inbound
 from stream.partition_state import PartitionState
 from stream.policy_config import PolicyConfig
-from stream.push_records import record_push, record_sent
+from stream.push_records import record_push
 from stream.settings import Settings
 
 
@@ -31,6 +31,7 @@ class PartitionsMixin:
     owned: set[int]
     users: UserRecords
     part: Callable[[int], PartitionState]
+    now: Callable[[int], float]
 
     def mark_applied(self, rec: Inbound, txn: StateAccess) -> None:
         """Record ``rec`` as applied without applying it (it was dead-lettered by the caller)."""
@@ -59,9 +60,15 @@ class PartitionsMixin:
         return state
 
     def adopt(self, partition: int, loaded: PartitionState) -> None:
-        """Take ownership of a loaded partition (quick, on the event loop)."""
+        """Take ownership of a loaded partition (quick, on the event loop).
+
+        Catalog changes after its stored announced-until are announced as its clock passes them; one
+        stored without it (new, or written before it was stored) starts at its clock.
+        """
         self.parts[partition] = loaded
         self.owned.add(partition)
+        if loaded.catalog_until is None:
+            loaded.catalog_until = self.now(partition)
 
     def release(self, partitions: Iterable[int]) -> None:
         """Forget partitions this worker no longer owns (their state is in the store and changelog)."""
@@ -76,8 +83,9 @@ class PartitionsMixin:
         redelivered events could emit them a second time. Each is marked ``recovered``: the push on the
         topic does not carry its decision context, so the decision that emitted it, made again on the
         redelivered input, completes the record (``Decider.apply``). One still waiting in the recovered
-        throttle's queue was released then: it leaves the queue, and its record (kept since its
-        decision) moves to when it went out, as the release did in the run without the crash.
+        throttle's queue was released then: it waits on marked as out (``PushThrottle.mark_sent``), so
+        the redelivered input's release takes its budget and moves its record (kept since its
+        decision) to when it went out, as in the run without the crash, and sends nothing.
         """
         if partition not in self.parts and partition not in self.owned:
             raise RuntimeError(f"partition {partition} must be adopted before its pushes are reconciled")
@@ -85,12 +93,10 @@ class PartitionsMixin:
         n = 0
         throttle = self.part(partition).throttle
         for push in pushes:
-            user = self.users.load(txn, partition, push.user_id, users)
-            if throttle.discard(push.push_id):
-                if record_sent(user.state.policy, push):
-                    user.dirty = True
+            if throttle.mark_sent(push.push_id):  # its record moves when it is released again
                 n += 1
                 continue
+            user = self.users.load(txn, partition, push.user_id, users)
             if any(r.push_id == push.push_id for r in user.state.policy.pushes):
                 continue
             record_push(user.state.policy, push, self.cfg, prune=False).recovered = True

@@ -36,16 +36,20 @@ class ThrottleMixin:
         each with its user's time zone and last event's time (``Decider.push_users``)."""
         kept: list[tuple[int, Push]] = []
         users = self.decider.push_users
+        already_out = self.decider.already_out
         for partition, push in out.pushes[first:]:
             throttle = self.part(partition).throttle
+            sent = push.push_id in already_out  # recovered after a crash: counted, not sent again
             if throttle.admit(push.created_at):
-                kept.append((partition, push))
-            elif throttle.enqueue(push, *users.get(push.push_id, (None, None))):
+                if not sent:
+                    kept.append((partition, push))
+            elif throttle.enqueue(push, *users.get(push.push_id, (None, None)), sent=sent):
                 out.suppressions[(push.trigger, "throttled")] += 1
             else:
                 out.suppressions[(push.trigger, "throttle_full")] += 1
         out.pushes[first:] = kept
         users.clear()
+        already_out.clear()
 
     def _release_throttled(
         self, part: PartitionState, out: Outcome, txn: StateAccess, users: dict[str, BatchUser]
@@ -71,7 +75,7 @@ class ThrottleMixin:
             cfg.active_window_seconds,
         )
         out.pushes += [(part.partition, push) for push in released.pushes]
-        for push in released.pushes:
+        for push in released.pushes + released.sent:  # sent: out before a crash, counted as then
             user = self.users.load(txn, part.partition, push.user_id, users)
             if record_sent(user.state.policy, push):
                 user.dirty = True

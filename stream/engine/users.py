@@ -21,6 +21,7 @@ from stream.contract import EVENT_TYPES
 from stream.engagement import Engagement
 from stream.engine.ports import Scorer, StateAccess
 from stream.partition_state import UNREADABLE, PartitionState
+from stream.policy_state import unmet
 from stream.settings import Settings
 from stream.state import UserState
 
@@ -60,16 +61,24 @@ def readable_record(raw: bytes, partition: int, user_id: str) -> tuple[UserState
         return state, False
 
 
-def forgotten(state: UserState) -> UserState:
-    """What is kept of an expired user: an opt-out, never forgotten (an opt-in may be: forgetting it
-    can only mean fewer pushes, and keeping every consent would make the state grow forever); and a
-    push read back at recovery and not yet met again by its decision (``recovered``), which the
-    redelivered input that expires the user makes again: forgotten, it went out twice."""
-    kept = UserState()
+def forgotten(state: UserState, now: float) -> UserState:
+    """What is kept of an expired user at ``now``: an opt-out, never forgotten (an opt-in may be:
+    forgetting it can only mean fewer pushes, and keeping every consent would make the state grow
+    forever); and what :func:`unmet_only` keeps."""
+    kept = unmet_only(state, now)
     if state.policy.opted_in is False:
         kept.policy.opted_in = False
         kept.policy.consent_ts = state.policy.consent_ts
-    kept.policy.pushes = [r for r in state.policy.pushes if r.recovered]
+    return kept
+
+
+def unmet_only(state: UserState, now: float) -> UserState:
+    """A record with only the user's pushes read back at recovery and not yet met again by their
+    decisions at ``now`` (``stream.policy_state.unmet``): expired or erased, the user keeps them, as
+    the redelivered input that expires or erases them comes before those decisions, which then find
+    them (forgotten, such a push went out twice: crash fuzz, seeds 29 and 805)."""
+    kept = UserState()
+    kept.policy.pushes = [r for r in state.policy.pushes if unmet(r, now)]
     return kept
 
 
@@ -192,21 +201,37 @@ class UserRecords:
         """Start over a user who comes back after the TTL (the same as if the sweep had removed them)."""
         if self.expired(user.state, now):
             self._part(user.partition).timers.cancel_user(user.user_id)
-            user.state = forgotten(user.state)
+            user.state = forgotten(user.state, now)
             user.engagement = Engagement(self.cfg.engagement_max_items, self.cfg.engagement_max_purchases)
             user.dirty = True
 
-    def erase(self, txn: StateAccess, partition: int, user_id: str) -> None:
+    def erase(
+        self, txn: StateAccess, partition: int, user_id: str, user: BatchUser | None, now: float
+    ) -> None:
         """Erase a user: state (RocksDB and a changelog tombstone), timers, index entries, the hour's count
-        of new items asked about, held pushes (in the record) and pushes waiting for the throttle's budget."""
+        of new items asked about, held pushes (in the record) and pushes waiting for the throttle's budget.
+
+        ``user``: the batch's copy of the record, if it has one (else the stored one is read). Pushes
+        read back at recovery and not yet met again by their decisions at ``now`` are kept
+        (:func:`unmet_only`), in a record of their own: the decisions come after the erasure.
+        """
         part = self._part(partition)
+        key = user_id.encode("utf-8")
+        if user is not None:
+            state: UserState | None = user.state
+        else:
+            raw = txn.get(partition, key)
+            state = None if raw is None else readable_record(raw, partition, user_id)[0]
+        kept = None if state is None else unmet_only(state, now)
         part.timers.cancel_user(user_id)
         part.throttle.drop_user(user_id)
         part.interest.purge_users({user_id})
         part.forget_arrivals(user_id)
         part.last_seen.pop(user_id, None)
         part.warm_users.drop(user_id)
-        txn.put(partition, user_id.encode("utf-8"), None)  # the batch's closing save stages the rows
+        # The batch's closing save stages the rows.
+        version = self.settings.worker.user_record_version
+        txn.put(partition, key, kept.to_bytes(version) if kept is not None and kept.policy.pushes else None)
 
     def sweep(
         self, txn: StateAccess, partitions: Iterable[int], now: Callable[[int], float], limit: int
@@ -247,8 +272,9 @@ class UserRecords:
                 del part.last_seen[user_id]
                 if raw is None:
                     continue
-                kept = forgotten(readable_record(raw, partition, user_id)[0])
-                txn.put(partition, key, kept.to_bytes(version) if kept.policy.opted_in is False else None)
+                kept = forgotten(readable_record(raw, partition, user_id)[0], at)
+                keep = kept.policy.opted_in is False or kept.policy.pushes
+                txn.put(partition, key, kept.to_bytes(version) if keep else None)
             part.interest.purge_users(set(gone))
             self.stage_rows(txn, partition)
             removed += len(gone)

@@ -48,6 +48,25 @@ def test_open_click_dismiss_by_push_id_once():
     assert dismissed.kind == "dismiss" and dismissed.offset_after > dismissed.offset_before
 
 
+def test_a_push_read_back_after_a_crash_answers_no_feedback_until_its_decision_meets_it():
+    """Crash fuzz (session 50, seed 9): the redelivered input held a dismissal before the decision of a
+    push read back at recovery; the run without the crash had no such push there and counted nothing,
+    the recovered one took it. Until its decision, made again, meets it (``recovered`` cleared), or
+    ``UNMET_RECOVERED_SECONDS`` after it went out, such a push answers nothing and is never ignored."""
+    cfg = config(ignore_after_seconds=60.0)
+    earlier = record("p0", at=T0 - HOUR)
+    back = record("p1", at=T0 + 600)
+    back.recovered = True
+    state = state_with(earlier, back)
+    assert apply_feedback(state, event("push_dismiss", T0 + 400, item_id="i1", push_id="p1"), cfg) is None
+    bought = apply_feedback(state, event("purchase", T0 + 700, item_id="i1", price=10.0), cfg)
+    assert bought is not None and bought.push_id == "p0"  # the push the run without the crash credited
+    assert [f.push_id for f in settle_ignored(state, T0 + 900, cfg)] == ["p0"]  # not p1
+    assert back.dismissed_at is None and back.purchased_at is None and back.ignored_at is None
+    back.recovered = False  # its decision came
+    assert apply_feedback(state, event("push_dismiss", T0 + 950, item_id="i1", push_id="p1"), cfg) is not None
+
+
 def test_purchase_attribution_window_edges():
     cfg = config(attribution_window_seconds=24 * HOUR)
     at_edge = state_with(record())

@@ -44,6 +44,20 @@ def test_a_lookup_reads_the_version_in_force_at_its_time() -> None:
     assert view.remove("i1") and view.at("i1", T0 + 5000) is None and not view.remove("i1")
 
 
+def test_a_bootstrap_takes_an_items_first_version_as_a_base_and_its_later_ones_as_changes() -> None:
+    """A worker's start-up read: with nothing before it, the first version read is no change (a
+    compacted topic may have dropped what came before); every later one is a change from the version
+    before it, which a partition announces if its stored announced-until is before it."""
+    view = CatalogView()
+    first = catalog_entry("i1", price=100.0, updated_at=T0)
+    drop = catalog_entry("i1", price=80.0, updated_at=T0 + 300)
+    assert view.put(first, base=True) == (False, None)
+    assert view.put(drop, base=True) == (True, first)
+    assert view.put(drop, base=True) == (False, None)  # read again
+    assert view.put(catalog_entry("i1", price=90.0, updated_at=T0 + 100), base=True) == (False, first)
+    assert view.at("i1", T0 - 10) == first  # the first still holds from the beginning of time
+
+
 def test_a_lookup_is_the_latest_version_at_or_before_its_time_however_many_versions() -> None:
     """``at`` against its definition, for items of one version (read without bisect) and of several,
     bootstrapped or first read live, at times before, on and after each version's."""

@@ -14,6 +14,7 @@ from stream.contract import Push, push_id, to_json_bytes
 from stream.engine import TYPE_INDEX, Engine, Inbound, Outcome
 from stream.partition_state import META_ROW, PartitionState
 from stream.partitioning import partition_for
+from stream.policy_state import UNMET_RECOVERED_SECONDS, unmet
 from tests.stream.fakes import (
     ITEMS,
     PARTITIONS,
@@ -865,16 +866,73 @@ def test_pushes_read_back_at_recovery_are_recorded_without_pruning_each_other() 
 
 def test_recovered_pushes_count_for_the_rules_too() -> None:
     # Even when the decision that emitted it does not come again (say a new model decides otherwise),
-    # a recovered push counts for the rules once the stream has passed its time.
+    # a recovered push counts for the rules once it has been out UNMET_RECOVERED_SECONDS: until then
+    # the redelivered input may still bring its decision (its events need not come in time order).
     records = [ev("e1", "u1", "view", "i1", T0), ev("e2", "u1", "view", "i1", T0 + 120)]
     emitted = make_engine().process(records, DictState()).pushes[0][1]
-    engine = make_engine()
+    engine = make_engine(make_settings(max_pushes_per_24h=1))
     store = DictState()
     engine.apply_recovered_pushes(partition_for("u1", PARTITIONS), [emitted], store)
-    out = engine.process([ev("e3", "u1", "add_to_cart", "i2", T0 + 130)], store)
+    assert unmet(store.user("u1").policy.pushes[0], T0 + 130)
+    out = engine.process([ev("e3", "u1", "add_to_cart", "i2", T0 + 120 + UNMET_RECOVERED_SECONDS)], store)
     assert out.pushes == []
-    assert out.suppressions[("in_session", "min_gap")] == 1
+    assert out.suppressions[("in_session", "cap_24h")] == 1
     assert store.user("u1").policy.pushes[0].recovered  # its decision never came: still marked
+
+
+def test_an_erasure_before_a_recovered_pushs_decision_keeps_its_record() -> None:
+    """Crash fuzz (session 50, seed 805): the lost batch erased a user and then pushed to them; the
+    redelivered batch erased them again, taking the push read back at recovery with the rest of the
+    record, and its decision pushed a second time. An erasure keeps such a push (in a record of its
+    own: nothing else of the user) until its decision, made again, meets it."""
+    settings = make_settings(
+        min_gap_seconds=0, item_repeat_window_seconds=0, max_per_category_per_local_day=0
+    )
+    batch = [
+        ev("e0", "u1", "view", "i2", T0 - 600),
+        record(None, "u1", "consent"),  # a tombstone: erase u1
+        ev("e1", "u1", "view", "i1", T0),
+        ev("e2", "u1", "view", "i1", T0 + 120),
+    ]
+    uninterrupted = DictState()
+    emitted = [p for _, p in make_engine(settings).process(batch, uninterrupted).pushes]
+    assert [p.item_id for p in emitted] == ["i1"]
+
+    engine = make_engine(settings)
+    store = DictState()
+    engine.apply_recovered_pushes(partition_for("u1", PARTITIONS), emitted, store)
+    out = engine.process(batch, store)
+    assert out.pushes == [] and out.erasures == 1
+    assert store.user("u1").policy == uninterrupted.user("u1").policy
+
+
+def test_a_recovered_push_that_waited_out_the_night_is_held_again_and_completed_at_its_release() -> None:
+    """Crash fuzz (session 50, seed 0): the lost batch held a push for the end of the quiet hours and
+    released it. Read back, it went out at the release; the redelivered decision took it for a
+    duplicate at the hold's time instead, so the outcome estimates counted it two hours early. Now the
+    decision holds it again and the release meets it, as the run without the crash did."""
+    settings = make_settings(
+        quiet_hours_start="22:00", quiet_hours_end="08:00", min_gap_seconds=0, push_ttl_seconds=86_400.0
+    )
+    night = 1_717_282_800.0  # 2024-06-01 23:00 UTC
+    batch = [
+        ev("e1", "u1", "view", "i1", night),
+        ev("e2", "u1", "view", "i1", night + 120),  # an emit, held until 08:00
+        ev("e3", neighbour_of("u1"), "search", None, night + 9.5 * 3600, query="q"),  # the morning
+    ]
+    uninterrupted = DictState()
+    emitted = [p for _, p in make_engine(settings).process(batch, uninterrupted).pushes]
+    assert [p.created_at for p in emitted] == [night + 9.5 * 3600]  # released as the stream got there
+
+    engine = make_engine(settings)
+    store = DictState()
+    engine.apply_recovered_pushes(partition_for("u1", PARTITIONS), emitted, store)
+    out = engine.process(batch, store)
+    assert out.pushes == [] and out.suppressions[("in_session", "duplicate")] == 1
+    assert store.user("u1").policy == uninterrupted.user("u1").policy
+    assert {k: v for k, v in store.data.items() if k[1] != META_ROW} == {
+        k: v for k, v in uninterrupted.data.items() if k[1] != META_ROW
+    }
 
 
 def test_swap_model_rederives_the_state_once() -> None:

@@ -31,6 +31,7 @@ from stream.partition_rows import (
 )
 from stream.partition_state import PartitionState
 from stream.partitioning import partition_for
+from stream.policy_state import UNMET_RECOVERED_SECONDS
 from stream.record_rows import PushRecord
 from stream.state import UserState
 from stream.state_load import UnreadablePartitionRow
@@ -594,8 +595,11 @@ def test_an_expired_user_keeps_a_push_read_back_at_recovery() -> None:
     old = PushRecord("p-old", "i1", None, "in_session", T0, T0 + 3600)
     back = PushRecord("p-back", "i2", None, "in_session", T0 + 9e6, T0 + 9e6 + 3600, recovered=True)
     state.policy.pushes = [old, back]
-    kept = forgotten(state)
+    kept = forgotten(state, T0 + 9e6 - 60)  # the redelivered batch expires the user before the push
     assert kept.policy.pushes == [back] and kept.policy.opted_in is None
+    # One its decision never met (a model changed across the restart) goes with the rest once it
+    # has been out for UNMET_RECOVERED_SECONDS.
+    assert forgotten(state, T0 + 9e6 + UNMET_RECOVERED_SECONDS).policy.pushes == []
 
 
 def _three_on(partition: int) -> tuple[str, str, str]:

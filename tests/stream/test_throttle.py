@@ -37,7 +37,7 @@ def test_bucket_admits_a_minutes_worth_then_queues_and_releases_in_order() -> No
     assert t.admit(T0) and t.admit(T0) and not t.admit(T0)
     assert t.enqueue(_push(1, T0)) and t.enqueue(_push(2, T0))
     assert not t.admit(T0 + 20)  # waiting pushes go first
-    released, expired, _ = t.release(T0 + 30, min_lifetime=900)
+    released, expired, _, _ = t.release(T0 + 30, min_lifetime=900)
     assert [p.user_id for p in released] == ["u1"] and expired == []
     assert released[0].created_at == T0 + 30
     released, *_ = t.release(T0 + 60, min_lifetime=900)
@@ -52,9 +52,33 @@ def test_a_push_that_would_expire_while_waiting_is_dropped_and_rows_round_trip()
     rows = t.drain()
     again = PushThrottle(per_minute=1)
     again.load(rows.items())  # type: ignore[arg-type]
-    released, expired, _ = again.release(T0 + 30, min_lifetime=900)
+    released, expired, _, _ = again.release(T0 + 30, min_lifetime=900)
     assert [p.user_id for p in expired] == ["u1"] and released == []  # half a token for u2
     assert [p.user_id for p in again.release(T0 + 60, 900)[0]] == ["u2"]
+
+
+def test_a_push_out_before_a_crash_waits_marked_takes_its_budget_and_is_not_sent_again() -> None:
+    """Recovery marks a waiting push it read back from the pushes topic (``mark_sent``); the release
+    that the redelivered input makes again takes its token and returns it in ``sent``, not in
+    ``pushes``, and the mark is stored with the row (another crash before that release keeps it)."""
+    t = PushThrottle(per_minute=1)
+    assert t.admit(T0)
+    t.enqueue(_push(1, T0))
+    t.enqueue(_push(2, T0), sent=True)  # its decision, made again after a crash, waits as it did then
+    t.drain()
+    assert t.mark_sent(_push(1, T0).push_id) and not t.mark_sent("not-waiting")
+    again = PushThrottle(per_minute=1)
+    again.load(t.drain().items())  # type: ignore[arg-type]
+    first = again.release(T0 + 60, 900)
+    assert (
+        first.pushes == []
+        and [p.user_id for p in first.sent] == ["u1"]
+        and first.sent[0].created_at == T0 + 60
+    )
+    assert again.tokens == 0.0  # its token, as when it went out
+    second = again.release(T0 + 120, 900)
+    assert second.pushes == [] and [p.user_id for p in second.sent] == ["u2"] and again.queue == []
+    assert b'"o"' not in (again.drain()[THROTTLE_ROW] or b"")  # the row without a crash's marks again
 
 
 def test_off_by_default() -> None:
@@ -231,9 +255,10 @@ def test_a_waiting_push_does_not_go_out_while_its_user_is_on_the_site() -> None:
 
 def test_a_push_released_just_before_a_crash_is_not_sent_again_and_its_record_moves() -> None:
     """A push released from the queue went out, then the worker died before the batch's changelog
-    write: the recovered queue still holds it. Read back from the pushes topic at recovery, it leaves
-    the queue (else the redelivered batch released it a second time) and its user's record moves to
-    when it went out, as in the run without the crash."""
+    write: the recovered queue still holds it. Read back from the pushes topic at recovery, it is
+    marked as out (else the redelivered batch released it a second time): the redelivered batch's
+    release takes its budget and moves its user's record to when it went out, as in the run without
+    the crash, and sends nothing."""
     noon = 1_717_243_200.0
     settings = make_settings(max_pushes_per_minute=4.0)  # one push a minute per partition
     first, second, clock = [u for u in (f"k{i}" for i in range(400)) if partition_for(u, PARTITIONS) == 0][:3]
@@ -260,9 +285,13 @@ def test_a_push_released_just_before_a_crash_is_not_sent_again_and_its_record_mo
         recovered.adopt(p, recovered.load_partition(p, PartitionView(crashed, p)))
     assert [p.user_id for p in recovered.part(0).throttle.queue] == [second]
     assert recovered.apply_recovered_pushes(0, released, crashed) == 1
-    assert recovered.part(0).throttle.queue == []
     assert recovered.process(tick, crashed).pushes == []  # the redelivered batch: not sent again
     assert crashed.user(second).policy == store.user(second).policy
+    # The release took its budget, as it did then (crash fuzz, session 50, seed 855: taken out of the
+    # queue at recovery, it left the bucket a token fuller and its refill time older than without the
+    # crash, and later pushes of the partition could go out sooner).
+    assert recovered.part(0).throttle.queue == []
+    assert crashed.data[(0, THROTTLE_ROW)] == store.data[(0, THROTTLE_ROW)]
 
 
 def test_the_throttles_stored_row_fits_a_brokers_message_whatever_the_pushes() -> None:
@@ -312,7 +341,7 @@ def test_a_push_waiting_out_its_users_night_holds_up_no_one_and_goes_in_the_morn
     night_push = _push(1, T0, ttl=14 * 3600)
     assert tokyo.enqueue(night_push, "Asia/Tokyo")
     released = tokyo.release(T0 + 3 * 3600 + 60, 900, quiet)  # 22:01 in Tokyo
-    assert released == ([], [], []) and tokyo.held == 1
+    assert released == ([], [], [], []) and tokyo.held == 1
     assert tokyo.admit(T0 + 3 * 3600 + 90)  # another user's push: budget, and no one waits to go first
     again = PushThrottle(per_minute=1)
     again.load(tokyo.drain().items())  # type: ignore[arg-type]
