@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,13 @@ pytestmark = pytest.mark.integration
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small GRU model trained for real on simulated shop events (seed 7, 600 items)."""
     return train_small_model(tmp_path_factory.mktemp("model") / "artifact")
+
+
+@pytest.fixture(scope="module")
+def known_items(model_dir: Path) -> list[str]:
+    """Items the model knows (only those are scored, hence indexed), in a stable order."""
+    items = json.loads((model_dir / "items.json").read_text())
+    return [i for i in items if isinstance(i, str) and i.startswith("i")]
 
 
 @pytest.fixture(scope="module")

@@ -81,13 +81,6 @@ def worker(broker: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactor
         yield w
 
 
-@pytest.fixture(scope="module")
-def known_items(model_dir: Path) -> list[str]:
-    """Items the model knows (only those are scored, hence indexed), in a stable order."""
-    items = json.loads((model_dir / "items.json").read_text())
-    return [i for i in items if isinstance(i, str) and i.startswith("i")]
-
-
 def _settings(broker: str) -> Settings:
     return settings_for(broker)
 
