@@ -15,6 +15,11 @@ from when it goes out once it has (the engine moves its record, as for a held pu
 decided meanwhile reaches the user at the same time; because the engine admits pushes in stream order
 and releases only when the partition's clock enters a new minute, a replay throttles and releases
 exactly the same pushes.
+
+The throttle keeps its own copy of each waiting push's zone and of its user's last event's time
+instead of reading the user's record at release: the expiry sweep may remove that record while the
+push waits (a timer's push can wait past its user's TTL, overnight in quiet hours), and what a release
+decides must not depend on whether the sweep ran yet.
 """
 
 from __future__ import annotations
