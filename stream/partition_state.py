@@ -106,10 +106,11 @@ class PartitionState:
     offsets: dict[str, int] = field(default_factory=dict)
     users_loaded: int = 0  # user records found when the partition was loaded (for the logs)
     unreadable_rows: int = 0  # stored rows that did not decode when it was loaded (skipped)
-    # Catalog changes up to this time were announced to the partition's users; None until first used
-    # (stream.engine.catalog_flow). Stored with the partition row at the commit of any announcement
-    # (``catalog_announced``) and whenever that row is written anyway: a restart, a rebalance or a
-    # re-read announces exactly the changes after it that the store's commits did not.
+    # Catalog changes up to this time were announced to the partition's users; set by the engine when
+    # it creates or adopts the partition (its clock then, when none was stored). Stored with the
+    # partition row at the commit of any announcement (``catalog_announced``) and whenever that row is
+    # written anyway: a restart, a rebalance or a re-read announces exactly the changes after it that
+    # the store's commits did not.
     catalog_until: float | None = None
     catalog_announced: bool = False
     _catalog_until_stored: float | None = None
@@ -325,7 +326,7 @@ class PartitionState:
         state.interest.restore(meta.get("n", {}), interest)
         state.watermark = state._watermark_stored = float(meta.get("w", 0.0))
         state.offsets = {str(topic): int(offset) for topic, offset in meta.get("o", {}).items()}
-        if "a" in meta:  # a row written before it was stored has none: the clock at first use
+        if "a" in meta:  # a row written before it was stored has none: the clock at adoption
             state.catalog_until = state._catalog_until_stored = float(meta["a"])
         state._offsets_stored = dict(state.offsets)
         n = 0
