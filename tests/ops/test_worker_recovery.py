@@ -200,6 +200,30 @@ def test_an_idle_member_is_ready(worker: Worker) -> None:
     assert worker.health.ready() == (True, [])
 
 
+def test_the_tick_leaves_timers_and_announcements_until_the_catalog_is_read(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's tick announces the catalog changes a partition's clock passed and fires timers:
+    during the start-up read it would announce the changes read so far and move the partitions'
+    announced-until past those still to come (never announced then), and decide on part of the catalog.
+    """
+    assert worker.engine is not None
+    ticks: list[int] = []
+    monkeypatch.setattr(worker.engine, "tick", lambda txn: ticks.append(1) or Outcome())
+    monkeypatch.setattr(worker, "_publish_gauges", lambda: None)
+    worker._catalog_inbox.put(Inbound("catalog", 0, 0, b"i-1", to_json_bytes(catalog_entry("i-1"))))
+
+    async def scenario() -> None:
+        worker._catalog_ready = asyncio.Event()
+        await worker._tick()  # the reader has not reached the catalog's end: applied, no engine tick
+        assert ticks == [] and "i-1" in worker.engine.catalog  # type: ignore[union-attr]
+        worker._catalog_read.set()
+        await worker._tick()
+        assert worker._catalog_ready.is_set() and ticks == [1]
+
+    asyncio.run(scenario())
+
+
 def test_the_tick_survives_a_failing_catalog_record_and_failing_timers(
     worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
