@@ -209,7 +209,12 @@ def test_the_tick_leaves_timers_and_announcements_until_the_catalog_is_read(
     """
     assert worker.engine is not None
     ticks: list[int] = []
-    monkeypatch.setattr(worker.engine, "tick", lambda txn: ticks.append(1) or Outcome())
+
+    def tick(txn: Any) -> Outcome:
+        ticks.append(1)
+        return Outcome()
+
+    monkeypatch.setattr(worker.engine, "tick", tick)
     monkeypatch.setattr(worker, "_publish_gauges", lambda: None)
     worker._catalog_inbox.put(Inbound("catalog", 0, 0, b"i-1", to_json_bytes(catalog_entry("i-1"))))
 
