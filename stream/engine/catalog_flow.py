@@ -153,8 +153,6 @@ class CatalogAnnouncementMixin:
         records, staged at its end; without, they are staged here.
         """
         users: dict[str, BatchUser] = {} if batch_users is None else batch_users
-        # Stored with this commit (PartitionState.drain), so a restart announces none of them again.
-        self.part(partition).catalog_announced = True
         asks: list[Ask] = []
         judged = self._judged(partition, changes)
         self._prepare_pools(judged)
@@ -162,6 +160,10 @@ class CatalogAnnouncementMixin:
             asks += self.catalog_asks.asks(
                 txn, self.part(partition), at, change.previous, change.update, users, out
             )
+        if asks or users:
+            # Stored with this commit (PartitionState.drain), so a restart announces none of them
+            # again. Changes that reached no one changed nothing: announced again, they reach no one.
+            self.part(partition).catalog_announced = True
         first = len(out.pushes)
         if asks:
             self._decide(asks, out)

@@ -298,6 +298,27 @@ class Generator:
         self.add(bad)
 
 
+class BatchClock:
+    """A wall clock for engines with ``worker.clock = "wall"`` that a driver sets before each batch from
+    the batch's own records (its latest event time, and 30 s to process it), so a batch delivered
+    again after a crash runs at the wall time of its first delivery, and its tick too."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def set_for(self, chunk: Sequence[Inbound]) -> None:
+        """The wall time of the batch ``chunk`` (it never goes back)."""
+        for rec in chunk:
+            try:
+                ts = float(json.loads(rec.value or b"")["ts"])
+            except (ValueError, KeyError, TypeError):
+                continue  # an invalid record: dead-lettered, no time
+            self.now = max(self.now, ts + 30.0)
+
+
 def run(
     engine: Engine,
     stream: Stream,
@@ -305,12 +326,14 @@ def run(
     batch: int,
     early_catalog: bool = True,
     tick_each: bool = False,
+    clock: BatchClock | None = None,
 ) -> Outcome:
     """Drive ``engine`` over ``stream`` in batches of ``batch`` records, then one tick.
 
     A catalog slice is applied before the batch that holds its place (``early_catalog``) or where it
     is, closing the batch there. ``tick_each``: a tick after every batch too (the worker's ticks come
-    between batches whenever the wall clock says). Returns everything the engine produced.
+    between batches whenever the wall clock says). ``clock`` (with ``early_catalog``): the engine's
+    wall clock, set before each batch, with a tick after each. Returns everything the engine produced.
     """
     out = Outcome()
     pending: list[Inbound] = []
@@ -324,9 +347,13 @@ def run(
 
     if early_catalog:
         for slices, chunk in early_batches(stream, batch):
+            if clock is not None:
+                clock.set_for(chunk)
             for records in slices:
                 out.extend(engine.apply_catalog(records, store))
             out.extend(engine.process(chunk, store))
+            if clock is not None:
+                out.extend(engine.tick(store))
         out.extend(engine.tick(store))
         return out
     for kind, value in stream.steps:
@@ -361,21 +388,31 @@ def early_batches(stream: Stream, batch: int) -> Iterator[tuple[list[list[Inboun
 
 
 def run_with_crashes(
-    new_engine: Callable[[], Engine], stream: Stream, store: DictState, batch: int, every: int
+    new_engine: Callable[[], Engine],
+    stream: Stream,
+    store: DictState,
+    batch: int,
+    every: int,
+    clock: BatchClock | None = None,
 ) -> Outcome:
     """:func:`run` (catalog slices read early) with a crash after every ``every``-th batch: the batch's
     pushes reached the topic but its state writes did not; an engine restarted from ``store`` (the
     catalog slices read so far read again as a bootstrap, as a worker does) reconciles the pushes read
-    back, and the batch is delivered again. Returns every push that went out, the lost batches' too."""
+    back, and the batch is delivered again. ``clock``: as for :func:`run` (the engines read it).
+    Returns every push that went out, the lost batches' too."""
     engine = new_engine()
     out = Outcome()
     catalog: list[list[Inbound]] = []
     for n, (slices, chunk) in enumerate(early_batches(stream, batch), start=1):
+        if clock is not None:
+            clock.set_for(chunk)
         for records in slices:
             out.extend(engine.apply_catalog(records, store))
         catalog += slices
         if n % every:
             out.extend(engine.process(chunk, store))
+            if clock is not None:
+                out.extend(engine.tick(store))
             continue
         committed = dict(store.data)
         lost = engine.process(chunk, store).pushes
@@ -389,6 +426,8 @@ def run_with_crashes(
             engine.adopt(p, engine.load_partition(p, PartitionView(store, p)))
             engine.apply_recovered_pushes(p, [push for q, push in lost if q == p], store)
         out.extend(engine.process(chunk, store))
+        if clock is not None:
+            out.extend(engine.tick(store))
     out.extend(engine.tick(store))
     return out
 
