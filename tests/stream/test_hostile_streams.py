@@ -1,7 +1,9 @@
 """Hostile but valid streams (``tests/stream/hostile_streams.py``): the engine never raises, refuses
 exactly the invalid records, never pushes against consent or the quiet hours, never pushes one id
 twice nor a push expired at creation, and decides the same pushes and stored bytes however the stream
-is cut into batches and wherever the catalog reader delivers an update before its time.
+is cut into batches and wherever the catalog reader delivers an update before its time. A crash after
+a batch (its pushes out, its writes lost, the batch delivered again to an engine restarted from the
+store) changes no push and no stored byte, with the event clock and with the wall clock.
 
 The generator is seeded (CI runs fixed seeds); ``KAIROS_FUZZ_SEEDS`` runs more of them.
 """
