@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from stream import policy as pol
 from stream.asks import next_minute
-from stream.contract import Decision
+from stream.contract import Decision, Push
 from stream.learning import Update
 from stream.outcome import Outcome
 from stream.partition_state import PartitionState
@@ -65,9 +65,7 @@ class ApplyMixin:
                     if completed and part.throttle.enabled:
                         # It took the throttle's budget then (or waited for it): it does so again,
                         # and Engine._throttle leaves it out of the output.
-                        out.pushes.append((user.partition, step.push))
-                        self.push_order[step.push.push_id] = plan.seq
-                        self.push_users[step.push.push_id] = (pstate.time_zone, user.engagement.last_ts)
+                        self._output(plan, part, step.push, out)
                         self.already_out.add(step.push.push_id)
                 if step.audit:
                     self._audit(plan, step, "suppressed", out)
@@ -89,16 +87,22 @@ class ApplyMixin:
                 pol.record_push(pstate, step.push, self.cfg, sent_at=plan.now, context=step.context)
                 if step.context:
                     part.learning.add(plan.seq, Update("push", step.context, plan.now))
-                out.pushes.append((user.partition, step.push))
-                self.push_order[step.push.push_id] = plan.seq
-                if part.throttle.enabled:  # it may wait: not into the user's quiet hours nor visit
-                    self.push_users[step.push.push_id] = (pstate.time_zone, user.engagement.last_ts)
+                self._output(plan, part, step.push, out)
                 if step.audit:
                     self._audit(plan, step, "emitted", out)
             else:  # hold
                 due = self._schedule_release(part, plan, step, out)
                 pol.record_hold(pstate, step.push, due, self.cfg, context=step.context)
                 self._audit(plan, step, "held", out)
+
+    def _output(self, plan: Plan, part: PartitionState, push: Push, out: Outcome) -> None:
+        """A push into the output, at its decision's place in the stream (``Engine._resolve`` sorts by
+        it) and, when the partition throttles, with what its wait needs: it may not go out into its
+        user's quiet hours nor visit (``Engine._throttle``)."""
+        out.pushes.append((plan.user.partition, push))
+        self.push_order[push.push_id] = plan.seq
+        if part.throttle.enabled:
+            self.push_users[push.push_id] = (plan.user.state.policy.time_zone, plan.user.engagement.last_ts)
 
     def _complete_recovered(self, plan: Plan, step: Step) -> bool:
         """The decision that emitted a push recovered after a crash (``recovered``), made again on the

@@ -106,8 +106,7 @@ def walk_batch(engine: Engine, records: Sequence[Inbound], txn: StateAccess, out
         # Read before the clock moves. (The partition's own fields where they answer: the engine's
         # methods run as bytecode, stream.native, and this runs per event.)
         announced_until = part.catalog_until
-        if announced_until is None:
-            announced_until = engine._catalog_until(rec.partition)
+        assert announced_until is not None  # set when the engine created or adopted the partition
         moved = part.advance(event.ts)
         part.learning.advance(part.watermark)
         if new_minute:

@@ -80,11 +80,10 @@ class CatalogAnnouncementMixin:
 
     def _catalog_until(self, partition: int) -> float:
         """The time up to which catalog changes were announced to ``partition``: stored with it
-        (``PartitionState.catalog_until``), or its clock when it was adopted or first used."""
-        part = self.part(partition)
-        if part.catalog_until is None:
-            part.catalog_until = self.now(partition)
-        return part.catalog_until
+        (``PartitionState.catalog_until``), or its clock when the engine created or adopted it."""
+        until = self.part(partition).catalog_until
+        assert until is not None  # Engine.part and Engine.adopt set it
+        return until
 
     def _announce_due(
         self, txn: StateAccess, partition: int, out: Outcome, users: dict[str, BatchUser] | None = None

@@ -126,7 +126,7 @@ class Engine(ContentPlacementMixin, CatalogAnnouncementMixin, DueTimersMixin, Th
         if state is None:
             state = PartitionState.empty(partition, self.cfg, self.settings.topics.partitions)
             self.parts[partition] = state
-            state.catalog_until = self.now(partition)  # nothing before its first use to announce
+            state.catalog_until = self.now(partition)  # nothing before its creation to announce
         return state
 
     # -- clocks ---------------------------------------------------------------------------------
