@@ -36,6 +36,7 @@ import faust
 from stream import gc_tuning, metrics, metrics_exposition, metrics_record, native
 from stream.batch_commit import BatchCommitter
 from stream.bulk_input import BulkReader, holding
+from stream.commit_pipeline import CommitPipeline
 from stream.engine import Engine, Inbound
 from stream.faust_setup import BalancedAssignor, patch_fetch_wait
 from stream.kafka_io import EndOffsetProbe, Outbox
@@ -117,6 +118,13 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
         # Bulk input (stream/bulk_input.py): created at startup, read by one thread of its own.
         self._bulk = settings.worker.input_reader == "bulk"
         self.reader: BulkReader | None = None
+        # The whole commit is looked up when it runs (tests replace _commit_or_die on the instance).
+        self.commits = CommitPipeline(
+            lambda outcome, txn: self._commit_or_die(outcome, txn),
+            self.committer,
+            self.store,
+            staged=self._bulk and settings.worker.commit_overlap,
+        )
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="kairos-input")
         self._assigned_event = asyncio.Event()  # set while no rebalance is under way
         self._group_committed: dict[tuple[str, int], int] = {}
@@ -248,6 +256,7 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
             # The reading thread ends within one read's timeout; only then may the consumer close.
             await asyncio.to_thread(self._reader_thread.shutdown, True)
             self.reader.close()
+        self.commits.settle()  # the batches in flight are made durable before the outbox closes
         self.outbox.close()
         for p in list(self.store.partitions):
             if p not in busy:

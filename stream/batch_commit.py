@@ -61,6 +61,19 @@ class BatchCommitter:
     def commit(self, outcome: Outcome, txn: Transaction) -> None:
         """Produce the batch's output, then its state changes, then write RocksDB (see module doc)."""
         started = time.perf_counter()
+        produced = self.produce_output(outcome)
+        stage = outcome.stage_seconds
+        acked = self.flush() if produced else {}
+        pushes_offsets = self.pushes_offsets(acked)
+        t0 = time.perf_counter()
+        stage["produce"] += t0 - started
+        produced = self.produce_changelog(txn, pushes_offsets)
+        changelog_acked = self.flush() if produced else {}
+        stage["changelog"] += time.perf_counter() - t0
+        self.write_store([outcome], txn, self.changelog_offsets(changelog_acked), pushes_offsets)
+
+    def produce_output(self, outcome: Outcome) -> bool:
+        """Queue the batch's pushes, dead letters and decisions; whether there was any."""
         t = self.topics
         for partition, push in outcome.pushes:
             self.outbox.produce(t.pushes, to_json_bytes(push), push.user_id.encode("utf-8"), partition)
@@ -72,29 +85,55 @@ class BatchCommitter:
             self.outbox.produce(
                 t.decisions, to_json_bytes(decision), decision.user_id.encode("utf-8"), partition
             )
-        stage = outcome.stage_seconds
+        return bool(outcome.pushes or outcome.dead_letters or outcome.decisions)
+
+    def produce_changelog(self, txn: Transaction, pushes_offsets: dict[int, int]) -> bool:
+        """Queue the batch's state writes and, per partition, the pushes offset its states account for
+        (only once the broker has acknowledged those pushes); whether there was any."""
+        for partition, writes in txn.writes.items():
+            self.outbox.produce_rows(self.changelog, writes, partition)
+        for partition, offset in pushes_offsets.items():
+            meta = PartitionMeta(pushes_offset=offset).to_bytes()
+            self.outbox.produce(self.changelog, meta, META_KEY, partition)
+        return bool(txn.writes or pushes_offsets)
+
+    def acknowledged(self) -> bool:
+        """Whether everything queued is acknowledged already (:meth:`flush` would not wait)."""
+        return self.outbox.acknowledged()
+
+    def flush(self) -> dict[tuple[str, int], int]:
+        """Wait until the broker has acknowledged everything queued (the highest offsets per topic and
+        partition since the last flush); the broker's health follows."""
         try:
-            acked = (
-                self.outbox.flush() if (outcome.pushes or outcome.dead_letters or outcome.decisions) else {}
-            )
-            pushes_offsets = {p: off for (topic, p), off in acked.items() if topic == t.pushes}
-            t0 = time.perf_counter()
-            stage["produce"] += t0 - started
-            for partition, writes in txn.writes.items():
-                self.outbox.produce_rows(self.changelog, writes, partition)
-            for partition, offset in pushes_offsets.items():
-                meta = PartitionMeta(pushes_offset=offset).to_bytes()
-                self.outbox.produce(self.changelog, meta, META_KEY, partition)
-            changelog_acked = self.outbox.flush() if (txn.writes or pushes_offsets) else {}
+            acked = self.outbox.flush()
         except DeliveryError:
             self.health.set_broker_ok(False)
             raise
-        t1 = time.perf_counter()
-        stage["changelog"] += t1 - t0
         self.health.set_broker_ok(True)
-        txn.commit({p: off for (_, p), off in changelog_acked.items()}, pushes_offsets)
-        stage["rocksdb"] += time.perf_counter() - t1
-        observe(outcome)
+        return acked
+
+    def pushes_offsets(self, acked: dict[tuple[str, int], int]) -> dict[int, int]:
+        """The pushes topic's offsets per partition in a flush's acknowledgements."""
+        return {p: off for (topic, p), off in acked.items() if topic == self.topics.pushes}
+
+    def changelog_offsets(self, acked: dict[tuple[str, int], int]) -> dict[int, int]:
+        """The changelog's offsets per partition in a flush's acknowledgements."""
+        return {p: off for (topic, p), off in acked.items() if topic == self.changelog}
+
+    def write_store(
+        self,
+        outcomes: list[Outcome],
+        txn: Transaction,
+        changelog_offsets: dict[int, int],
+        pushes_offsets: dict[int, int],
+    ) -> None:
+        """Write RocksDB once the changelog holds the batch (or batches: ``txn`` holds their writes,
+        the later ones over the earlier), then count what each batch did."""
+        started = time.perf_counter()
+        txn.commit(changelog_offsets, pushes_offsets)
+        outcomes[-1].stage_seconds["rocksdb"] += time.perf_counter() - started
+        for outcome in outcomes:
+            observe(outcome)
 
 
 def observe(outcome: Outcome) -> None:

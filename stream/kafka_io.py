@@ -113,6 +113,12 @@ class Outbox:
         self._trackers[(topic, partition)] = on_delivery
         return on_delivery
 
+    def acknowledged(self) -> bool:
+        """Whether the broker has acknowledged every message queued (serving the delivery reports that
+        arrived, without waiting): a :meth:`flush` now returns at once."""
+        self._producer.poll(0)
+        return len(self._producer) == 0  # librdkafka counts a message until its report is served
+
     def flush(self, timeout: float = 30.0) -> dict[tuple[str, int], int]:
         """Wait until every queued message is acknowledged; return and reset the acked offsets."""
         remaining = self._producer.flush(timeout)

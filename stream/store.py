@@ -222,16 +222,28 @@ class StateStore:
 
 @dataclass
 class Transaction:
-    """One batch's writes: new values per partition, cached for reads within the batch."""
+    """One batch's writes: new values per partition, cached for reads within the batch.
+
+    ``below`` is the previous batch's transaction while its commit is still in flight
+    (``stream.commit_pipeline``; it may have a ``below`` of its own): their writes are the state this
+    batch builds on, and reads go through them, newest first, before the store.
+    """
 
     store: StateStore
     writes: dict[int, dict[bytes, bytes | None]] = field(default_factory=dict)
+    below: Transaction | None = None
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        """Read through the pending writes to the store."""
+        """Read through the pending writes (this batch's, then those in flight) to the store."""
         pending = self.writes.get(partition)
         if pending is not None and key in pending:
             return pending[key]
+        below = self.below
+        while below is not None:
+            staged = below.writes.get(partition)
+            if staged is not None and key in staged:
+                return staged[key]
+            below = below.below
         return self.store.partitions[partition].get(key)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:

@@ -25,6 +25,9 @@ from stream.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 
+# The bulk reader's wait for a first record while commits are in flight (``stream.commit_pipeline``).
+IN_FLIGHT_READ_SECONDS = 0.002
+
 
 class InputMixin(WorkerParts):
     """Worker mixin: the input batches, from either reader to the commit."""
@@ -64,11 +67,15 @@ class InputMixin(WorkerParts):
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             epochs = dict(self._epochs)
+            # With commits in flight, look at the broker's acknowledgements between short reads: an
+            # idle input completes them within a few round trips, never waiting on the loop.
+            timeout = IN_FLIGHT_READ_SECONDS if self.commits.in_flight else 0.2
             try:
-                records = await loop.run_in_executor(self._reader_thread, reader.read, wk.batch_size, 0.2)
+                records = await loop.run_in_executor(self._reader_thread, reader.read, wk.batch_size, timeout)
             except RuntimeError:  # the executor shut down: the worker is stopping
                 return
             if not records:
+                self.commits.poll()
                 continue
             metrics_record.observe_stages({"read": reader.take_read_seconds()})
             await self._until_assigned()
@@ -134,7 +141,7 @@ class InputMixin(WorkerParts):
         if len(fresh) < len(records):
             log.info("skipped %d redelivered records already applied", len(records) - len(fresh))
         started = time.perf_counter()
-        txn = Transaction(self.store)
+        txn = self.commits.transaction()  # reads through the previous batch's commit, if in flight
         if not fresh:
             outcome = Outcome()
         else:
@@ -144,7 +151,9 @@ class InputMixin(WorkerParts):
                 self._log_failure("a batch of %d records failed; retrying them one by one", len(fresh))
                 outcome = await self._process_isolated(fresh)
             else:
-                self._commit_or_die(outcome, txn)
+                # No await between the engine's work and this: anything else that reads the state
+                # must find this batch's writes in flight, as the tick's transaction does.
+                self.commits.stage(outcome, txn)
         elapsed = time.perf_counter() - started
         metrics_record.observe_events(outcome.events, elapsed / max(len(records), 1))
         metrics_record.observe_input_updates(consent=outcome.consent_updates)
@@ -193,7 +202,7 @@ class InputMixin(WorkerParts):
         for rec in records:
             if not await still_ours(rec.partition):
                 continue
-            txn = Transaction(self.store)
+            txn = self.commits.transaction()
             try:
                 outcome = self.engine.process([rec], txn)
             except Exception as exc:  # noqa: BLE001 - isolate whatever failed
@@ -202,13 +211,13 @@ class InputMixin(WorkerParts):
                 await self._reload_partitions({rec.partition})
                 if not await still_ours(rec.partition):
                     continue
-                txn = Transaction(self.store)
+                txn = self.commits.transaction()
                 self.engine.mark_applied(rec, txn)  # dead-lettered once, not again on a redelivery
                 error = ContractError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
                 outcome = Outcome()
                 outcome.dead_letters.append(refused(rec, error, self.settings))
                 outcome.events[("unknown", "dead_letter")] += 1
-            self._commit_or_die(outcome, txn)
+            self.commits.commit(outcome, txn)
             self.health.batch_done()  # each record committed is progress, however slow the reloads
             total.extend(outcome)
         return total
@@ -229,6 +238,7 @@ class InputMixin(WorkerParts):
         """
         engine = self.engine
         assert engine is not None
+        self.commits.settle()  # the stores must hold every batch the engine has applied
         epochs = {p: self._epochs.get(p) for p in partitions}
         self._reloading |= partitions
         self._reloaded.clear()
@@ -255,5 +265,7 @@ class InputMixin(WorkerParts):
                 self._close_if_unused(p)
 
     def _commit_or_die(self, outcome: Outcome, txn: Transaction) -> None:
-        """:meth:`stream.batch_commit.BatchCommitter.commit_or_die` (one place the worker commits)."""
+        """:meth:`stream.batch_commit.BatchCommitter.commit_or_die`: a whole commit, as the commit
+        pipeline runs it after the batches in flight. Callers go through ``self.commits.commit``
+        (:meth:`_handle`'s batches through ``self.commits.stage``)."""
         self.committer.commit_or_die(outcome, txn)

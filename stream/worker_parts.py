@@ -21,6 +21,7 @@ import faust
 
 from stream.batch_commit import BatchCommitter
 from stream.bulk_input import BulkReader
+from stream.commit_pipeline import CommitPipeline
 from stream.engine import Engine, Inbound, Outcome
 from stream.lag import LagTracker
 from stream.logs import LogBudget
@@ -40,6 +41,7 @@ class WorkerParts:
     health: Health
     store: StateStore
     committer: BatchCommitter
+    commits: CommitPipeline  # every commit goes through it (stream.commit_pipeline)
     watcher: ModelWatcher[Any]
     engine: Engine | None  # None until a model is served
     lag: LagTracker

@@ -80,6 +80,8 @@ class TickMixin(WorkerParts):
         timers and gauges unapplied while the consume loop still looks healthy.
         """
         self.health.beat()
+        # The group's offsets below are read from the engine, which may be a batch ahead of the stores.
+        self.commits.settle()
         try:
             scorer = self.watcher.poll()
             if scorer is not None:
@@ -117,7 +119,7 @@ class TickMixin(WorkerParts):
             # Still reading the catalog: timers would decide on part of it, and announcing the changes
             # read so far would move the partitions' announced-until past those still to come.
             return
-        txn = Transaction(self.store)
+        txn = self.commits.transaction()
         outcome = Outcome()
         try:  # only adopted partitions have timers in the engine: recovering ones wait
             ticked = self.engine.tick(txn)
@@ -147,7 +149,7 @@ class TickMixin(WorkerParts):
         if txn.writes or outcome.pushes or outcome.dead_letters:
             # A broker that cannot take the output ends the process (redelivery after restart),
             # exactly as for an event batch; anything else is the tick's own error.
-            self._commit_or_die(outcome, txn)
+            self.commits.commit(outcome, txn)
         else:
             metrics_record.observe_arrival_asks_capped(outcome.arrival_asks_capped)
             metrics_record.observe_discovery_left_out(outcome.discovery_categories_left_out)
@@ -244,7 +246,7 @@ class TickMixin(WorkerParts):
         """
         engine = self.engine
         assert engine is not None
-        txn = Transaction(self.store)
+        txn = self.commits.transaction()
         try:
             applied = engine.apply_catalog(records, txn, announce)
         except Exception as exc:  # noqa: BLE001 - the slice is retried record by record
@@ -286,7 +288,7 @@ class TickMixin(WorkerParts):
             if not self._engine_work_allowed() or self.engine is not engine:
                 self._catalog_backlog.extendleft(reversed(records[k:]))
                 return total, False
-            txn = Transaction(self.store)
+            txn = self.commits.transaction()
             try:
                 outcome = engine.apply_catalog([rec], txn, announce)
             except Exception as exc:  # noqa: BLE001 - isolate whatever failed
@@ -295,7 +297,7 @@ class TickMixin(WorkerParts):
                 touched = self._touched_by(exc)
                 cause = exc.error if isinstance(exc, CatalogFailure) else exc
                 error = ContractError("processing_error", f"{type(cause).__name__}: {cause}"[:500])
-                txn = Transaction(self.store)  # the failed attempt's writes are dropped
+                txn = self.commits.transaction()  # the failed attempt's writes are dropped
                 outcome = Outcome()
                 outcome.dead_letters.append(refused(rec, error, self.settings))
             self._commit_if_any(outcome, txn)

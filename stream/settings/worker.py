@@ -147,6 +147,13 @@ class WorkerConfig(BaseModel):
             "(stream/bulk_input.py), 'faust' = faust's own per-record stream (slower, kept to compare)."
         ),
     )
+    commit_overlap: bool = Field(
+        True,
+        description="With bulk input, commit batches in stages (pushes, then changelog, then RocksDB) as the "
+        "broker acknowledges them, while the next batches are processed; false commits each batch whole, "
+        "waiting for the broker, before the next (stream/commit_pipeline.py). Same pushes and state "
+        "either way.",
+    )
     gc_young_threshold: int = Field(
         50_000,
         ge=0,

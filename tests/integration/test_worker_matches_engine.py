@@ -84,14 +84,28 @@ def _engine_alone(
     return pushes, {k: v for k, v in store.data.items() if k[1] != STORE_BOOKKEEPING}
 
 
+# The worker's own settings, which must not change a decision: the production defaults, and small
+# batches with no user records kept warm, so that each batch reads users that the two batches before
+# it wrote and whose commits are still in flight (stream.commit_pipeline).
+WORKER_SETTINGS = {
+    "defaults": {},
+    "small-batches-cold-users": {
+        "KAIROS_WORKER__BATCH_SIZE": "37",
+        "KAIROS_WORKER__WARM_USERS_PER_PARTITION": "0",
+    },
+}
+
+
+@pytest.mark.parametrize("worker_settings", sorted(WORKER_SETTINGS))
 def test_the_worker_decides_and_stores_exactly_what_the_engine_alone_does(
-    own_broker: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_broker: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_settings: str
 ) -> None:
     catalog, events = _shop(2500)
     topics = settings_for(own_broker).topics
     produce(own_broker, topics.catalog, [(c.item_id.encode(), c) for c in catalog])
     produce(own_broker, topics.events, [(e.user_id.encode(), e) for e in events])
-    worker = WorkerProcess(own_broker, tmp_path / "w", model_dir, env=ENV, app_id=APP_ID).start()
+    env = {**ENV, **WORKER_SETTINGS[worker_settings]}
+    worker = WorkerProcess(own_broker, tmp_path / "w", model_dir, env=env, app_id=APP_ID).start()
     try:
         worker.wait_ready()
         wait_for(lambda: worker.metric("kairos_events_total") >= len(events), 120, what="every event")

@@ -46,8 +46,10 @@ def shop_worker(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Worker, Po
     """A worker owning every partition, the catalog loaded, each shopper's view committed to its store;
     returns it, its model and the outcomes it commits (each committed to RocksDB as it comes)."""
     monkeypatch.setattr("stream.app.Outbox", NoOutbox)
+    # Each batch committed whole, by the commit below (staged commits: tests/worker/test_commit_pipeline.py).
     settings = make_settings(
-        worker={"state_dir": path}, trigger_thresholds={"price_drop": 0.3, "new_arrival": 0.6}
+        worker={"state_dir": path, "commit_overlap": False},
+        trigger_thresholds={"price_drop": 0.3, "new_arrival": 0.6},
     )
     settings.kafka.bootstrap_servers = "127.0.0.1:9"  # never contacted
     worker = Worker(settings)
