@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.app import Worker
 from stream.batch_commit import BatchCommitter
@@ -39,6 +42,7 @@ class RecordingOutbox:
         self.queued: list[tuple[str, int, bytes | None, bytes | None]] = []
         self.ends: dict[tuple[str, int], int] = {}
         self.delivered: list[tuple[str, int, int, bytes | None, bytes | None]] = []
+        self.flushed_by: list[int] = []  # per delivered message: the number of the flush that took it
 
     def produce(
         self, topic: str, value: bytes | None, key: bytes | None = None, partition: Any = None
@@ -59,6 +63,7 @@ class RecordingOutbox:
             offset = self.ends.get((topic, partition), -1) + 1
             self.ends[(topic, partition)] = acked[(topic, partition)] = offset
             self.delivered.append((topic, partition, offset, key, value))
+            self.flushed_by.append(self.log.count(("flush", "", None)))
         self.queued = []
         self.log.append(("flush", "", None))
         return acked
@@ -272,3 +277,119 @@ def test_a_revocation_and_the_tick_complete_the_batches_in_flight(worker: Worker
         assert user is not None and list(user.event_ids) == ["e1"]
 
     asyncio.run(scenario())
+
+
+# Any interleaving of batches, acknowledgements that come late or at once, polls, whole commits and
+# settles keeps what recovery relies on. Two partitions, three user keys; every batch also writes a
+# marker row naming it on both partitions and pushes on some of them.
+KEYS = (b"a", b"b", b"c")
+write = st.tuples(st.integers(0, 1), st.sampled_from(KEYS), st.booleans())  # partition, key, delete?
+step: st.SearchStrategy[tuple[str, Any, Any]] = st.one_of(
+    st.tuples(st.just("batch"), st.lists(write, max_size=4), st.lists(st.integers(0, 1), max_size=2)),
+    st.tuples(st.just("whole"), st.lists(write, max_size=2), st.just([])),
+    st.tuples(st.sampled_from(["poll", "settle", "broker_fast", "broker_slow"]), st.just([]), st.just([])),
+)
+
+
+def marker(n: int) -> bytes:
+    return b"\x00batch-%d" % n
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(step, max_size=25))
+def test_any_interleaving_keeps_the_order_recovery_relies_on(steps: list[tuple[str, Any, Any]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = StateStore(Path(tmp))
+        store.open(0)
+        store.open(1)
+        outbox = RecordingOutbox()
+        committer = BatchCommitter(make_settings(), outbox, Health())  # type: ignore[arg-type]
+        commits = CommitPipeline(committer.commit, committer, store, staged=True)
+        model: dict[tuple[int, bytes], bytes | None] = {}  # every batch applied, in order
+        snapshots: list[dict[tuple[int, bytes], bytes | None]] = [{}]  # the model after each batch
+        durable = 0  # the RocksDB state is the snapshot at this index or a later one
+        pushes_of: dict[str, int] = {}  # push id -> its batch
+        for n, (kind, writes, pushes) in enumerate(steps):
+            if kind in ("batch", "whole"):
+                txn = commits.transaction()
+                for key in KEYS:  # the batch reads what every batch before it wrote
+                    for p in (0, 1):
+                        assert txn.get(p, key) == model.get((p, key))
+                outcome = Outcome()
+                for p, key, delete in writes:
+                    value = None if delete else b"%d" % n
+                    txn.put(p, key, value)
+                    model[(p, key)] = value
+                for p in (0, 1):
+                    txn.put(p, marker(n), b"x")
+                    model[(p, marker(n))] = b"x"
+                for i, p in enumerate(pushes):
+                    push_id = f"{n}-{i}"
+                    outcome.pushes.append((p, a_push(push_id, n)[1].model_copy(update={"push_id": push_id})))
+                    pushes_of[push_id] = n
+                snapshots.append(dict(model))
+                if kind == "batch":
+                    commits.stage(outcome, txn)
+                else:
+                    commits.commit(outcome, txn)
+                    assert commits.in_flight == 0
+            elif kind == "poll":
+                commits.poll()
+            elif kind == "settle":
+                commits.settle()
+                assert commits.in_flight == 0
+            else:
+                outbox.fast = kind == "broker_fast"
+            assert commits.in_flight <= MAX_IN_FLIGHT
+            stored = {
+                (p, k): store.partitions[p].get(k)
+                for p in (0, 1)
+                for k in {key for snap in snapshots for (q, key) in snap if q == p}
+            }
+            # RocksDB holds a prefix of the batches, never moving back.
+            matches = [
+                i
+                for i in range(durable, len(snapshots))
+                if all(stored[key] == snapshots[i].get(key) for key in stored)
+            ]
+            assert matches, "RocksDB holds no prefix of the batches"
+            durable = matches[0]
+            # ... and the changelog (what the broker acknowledged) holds at least as much.
+            logged: dict[tuple[int, bytes], bytes | None] = {}
+            for topic, p, _, row, value in outbox.delivered:
+                if topic == committer.changelog and row is not None and row != META_KEY:
+                    logged[(p, row)] = value
+            assert [
+                i
+                for i in range(durable, len(snapshots))
+                if all(logged.get(key) == snapshots[i].get(key) for key in stored)
+            ], "RocksDB is ahead of the changelog"
+        commits.settle()
+        for (p, key), value in model.items():
+            assert store.partitions[p].get(key) == value
+        # The changelog: each batch's rows were queued after its pushes were acknowledged (taken by an
+        # earlier flush: the broker orders no two topics), and each meta
+        # record's pushes offset covers exactly the pushes of the batches whose rows came before it.
+        changelog = committer.changelog
+        acked_at: dict[str, tuple[int, int, int]] = {}
+        for i, (topic, p, off, _, value) in enumerate(outbox.delivered):
+            if topic == "pushes":
+                acked_at[json.loads(value or b"")["push_id"]] = (i, p, off)
+        seen_batches: dict[int, set[int]] = {0: set(), 1: set()}
+        for i, (topic, p, _, row, value) in enumerate(outbox.delivered):
+            if topic != changelog:
+                continue
+            if row is not None and row.startswith(b"\x00batch-"):
+                batch = int(row.split(b"-")[1])
+                seen_batches[p].add(batch)
+                for push_id, (j, _, _) in acked_at.items():
+                    if pushes_of[push_id] == batch:
+                        assert outbox.flushed_by[j] < outbox.flushed_by[i], (
+                            "a batch's changelog went out before its pushes were acknowledged"
+                        )
+            elif row == META_KEY:
+                offset = json.loads(value or b"")["p"]
+                for push_id, (_, q, push_offset) in acked_at.items():
+                    if q == p:
+                        assert (push_offset <= offset) == (pushes_of[push_id] in seen_batches[p])
+        store.close_all()
