@@ -36,6 +36,7 @@ STAGES: list[tuple[str, str]] = [
     ("state encode/decode (UserRecords.load/save)", "load (stream/engine/users.py"),
     ("engine bookkeeping (rest of Engine.process)", "stream/engine/"),
     ("output + changelog produce/flush (BatchCommitter.commit)", "commit (stream/batch_commit.py"),
+    ("output + changelog produce/flush (BatchCommitter.commit)", "stream/commit_pipeline.py"),
     ("metrics/lag bookkeeping in the agent", "_consume (stream/worker_input.py"),
     ("timers/catalog tick", "_tick (stream/worker_tick.py"),
     ("recovery and startup", "_recover (stream/worker_recovery.py"),

@@ -355,7 +355,8 @@ def write_report(
         f"{t['excluded_events']:,} events processed by the first poll that saw any.",
         f"- Outcomes in the throughput run: {t['outcomes']}; pushes {t['pushes']}; mean batch "
         f"{t['mean_batch'] or 0:.0f} events; the worker's own `kairos_event_processing_seconds` "
-        f"(engine + produce/flush + RocksDB per batch) averages"
+        "(a batch's engine work and its commit: with staged commits, the stages the broker had "
+        f"acknowledged by then) averages"
         f" {t['engine_and_commit_us_per_event']:.0f} µs/event.",
         *(
             [
