@@ -68,6 +68,16 @@ class LagTracker:
         # A processed offset proves the partition holds at least this many messages.
         self._high[tp] = max(self._high.get(tp, 0), int(offset) + 1)
 
+    def on_processed_batch(self, records: Iterable[tuple[str, int, int]]) -> None:
+        """:meth:`on_processed` for a batch's ``(topic, partition, offset)``, once per partition."""
+        highest: dict[tuple[str, int], int] = {}
+        for topic, partition, offset in records:
+            tp = (topic, partition)
+            if offset > highest.get(tp, -1):
+                highest[tp] = offset
+        for (topic, partition), offset in highest.items():
+            self.on_processed(topic, partition, offset)
+
     def on_position(self, topic: str, partition: int, next_offset: int | None) -> None:
         """The consumer's committed/next offset for a partition (known before any record is processed)."""
         tp = (topic, partition)

@@ -114,7 +114,8 @@ class InputMixin(WorkerParts):
 
     async def _handle(self, records: list[Inbound]) -> None:
         """Process one batch of input records and make its output and state durable."""
-        for p in {r.partition for r in records}:
+        partitions = {r.partition for r in records}
+        for p in partitions:
             ready = self._ready_partitions.get(p)
             if ready is not None and not ready.is_set():
                 await ready.wait()  # set when recovered, or when the partition is revoked
@@ -125,13 +126,13 @@ class InputMixin(WorkerParts):
         # A rebalance may have begun while the batch waited, and the tick may be re-reading some of its
         # partitions from their stores after a failed catalog slice: either may begin while the other
         # is waited out.
-        partitions = {r.partition for r in records}
         while self._rebalancing or self._reloading & partitions:
             await self._until_assigned()
             await self._until_reloaded(partitions)
         # Records of a partition this worker no longer owns (revoked while they waited) belong
         # to its new owner, which reads them again from its recovered state's offsets.
-        records = [r for r in records if self._serving(r.partition)]
+        if not all(self._serving(p) for p in partitions):
+            records = [r for r in records if self._serving(r.partition)]
         if not records:
             return
         # Input read again after a revocation or a crash (faust forgets offsets acked since its last
@@ -157,8 +158,7 @@ class InputMixin(WorkerParts):
         elapsed = time.perf_counter() - started
         metrics_record.observe_events(outcome.events, elapsed / max(len(records), 1))
         metrics_record.observe_input_updates(consent=outcome.consent_updates)
-        for r in records:
-            self.lag.on_processed(r.topic, r.partition, r.offset)
+        self.lag.on_processed_batch((r.topic, r.partition, r.offset) for r in records)
         self.health.batch_done()
 
     def _log_failure(self, message: str, *args: object) -> None:

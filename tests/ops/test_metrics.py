@@ -133,6 +133,18 @@ def test_lag_tracker_uses_fetch_high_watermark_and_forgets_revoked() -> None:
     assert tracker.lags() == {("lagtest", 1): 0}
 
 
+def test_a_batch_moves_the_lag_as_its_records_one_by_one_would() -> None:
+    one_by_one, batched = LagTracker(), LagTracker()
+    records = [("lagtest", 0, 7), ("lagtest", 1, 3), ("lagtest", 0, 9), ("lagtest", 0, 8), ("other", 0, 50)]
+    for tracker in (one_by_one, batched):
+        tracker.on_assigned([("lagtest", 0), ("lagtest", 1)])
+        tracker.on_high_watermark("lagtest", 0, 20)
+    for processed in records:
+        one_by_one.on_processed(*processed)
+    batched.on_processed_batch(records)
+    assert batched.lags() == one_by_one.lags() == {("lagtest", 0): 10, ("lagtest", 1): 0}
+
+
 def test_lag_is_reported_only_for_owned_partitions_after_rebalances() -> None:
     # Observed: after rebalances the gauge kept partitions the worker no longer owned (summed lag
     # ~84k while the group's real lag was 0): records in flight re-created them, and an assignment
