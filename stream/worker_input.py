@@ -142,7 +142,7 @@ class InputMixin(WorkerParts):
         if len(fresh) < len(records):
             log.info("skipped %d redelivered records already applied", len(records) - len(fresh))
         started = time.perf_counter()
-        txn = self.commits.transaction()  # reads through the previous batch's commit, if in flight
+        txn = self.commits.transaction()  # reads through the writes of the batches in flight
         if not fresh:
             outcome = Outcome()
         else:

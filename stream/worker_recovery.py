@@ -41,7 +41,7 @@ class RecoveryMixin(WorkerParts):
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
         # Until the next assignment another member may take these partitions: no timer or catalog
         # writes from here (see _tick). State is dropped at the assignment, only for what moved.
-        # A batch's commit still in flight ends first: the next owner's recovery must find it.
+        # The batches in flight are made durable first: the next owner's recovery must find them.
         self.commits.settle()
         self._rebalancing = True
         self._assigned_event.clear()
@@ -84,7 +84,7 @@ class RecoveryMixin(WorkerParts):
         """Forget partitions this worker no longer owns, even mid-recovery."""
         if not partitions:
             return
-        self.commits.settle()  # a batch in flight may still write to their stores
+        self.commits.settle()  # batches in flight may still write to their stores
         for p in partitions:
             self._epochs[p] = self._epochs.get(p, 0) + 1  # a running recovery's result is now stale
             self._recovering.pop(p, None)

@@ -80,7 +80,7 @@ class TickMixin(WorkerParts):
         timers and gauges unapplied while the consume loop still looks healthy.
         """
         self.health.beat()
-        # The group's offsets below are read from the engine, which may be a batch ahead of the stores.
+        # The group's offsets below are read from the engine, which may be batches ahead of the stores.
         self.commits.settle()
         try:
             scorer = self.watcher.poll()

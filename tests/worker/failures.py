@@ -1,16 +1,30 @@
-"""What the worker tests of failure paths share: a store that cannot be re-read, an exit that is caught."""
+"""What the worker tests share: a worker serving every partition, a store that cannot be re-read, an
+exit that is caught."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from stream.app import Worker
 from stream.engine import Engine
 
 
 class Exited(Exception):
     """Raised where the worker would end the process (``exit_for_redelivery``)."""
+
+
+def serve_every_partition(worker: Worker, partitions: int) -> None:
+    """Make ``worker`` own and serve partitions 0 .. ``partitions`` - 1, as if each were assigned and
+    recovered (their stores open, nothing to wait for)."""
+    for p in range(partitions):
+        worker.store.open(p)
+        worker._owned.add(p)
+        worker._epochs[p] = 1
+        worker._ready_partitions[p] = asyncio.Event()
+        worker._ready_partitions[p].set()
 
 
 def unreadable_partitions(engine: Engine) -> None:

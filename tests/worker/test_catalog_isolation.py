@@ -32,7 +32,7 @@ from tests.stream.test_catalog_rollback import (
     slice_records,
     views,
 )
-from tests.worker.failures import Exited, caught_exits, unreadable_partitions
+from tests.worker.failures import Exited, caught_exits, serve_every_partition, unreadable_partitions
 
 
 class NoOutbox:
@@ -56,12 +56,7 @@ def shop_worker(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Worker, Po
     scorer = PoisonScorer()
     engine = Engine(settings, scorer, clock=lambda: 0.0)
     worker.engine = engine
-    for p in range(PARTITIONS):
-        worker.store.open(p)
-        worker._owned.add(p)
-        worker._epochs[p] = 1
-        worker._ready_partitions[p] = asyncio.Event()
-        worker._ready_partitions[p].set()
+    serve_every_partition(worker, PARTITIONS)
     engine.owned = set(range(PARTITIONS))
     bootstrap = [catalog_entry(i) for i in ("i1", "i2", "i3", "i4", "i5")]
     txn = Transaction(worker.store)

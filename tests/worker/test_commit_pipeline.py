@@ -29,6 +29,7 @@ from stream.state import UserState
 from stream.store import META_KEY, PartitionMeta, StateStore, Transaction
 from stream.web import Health
 from tests.stream.fakes import PARTITIONS, T0, FakeScorer, ev, make_settings
+from tests.worker.failures import serve_every_partition
 
 
 class RecordingOutbox:
@@ -232,12 +233,7 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
     w = Worker(settings)
     w.engine = Engine(settings, FakeScorer(), clock=lambda: 0.0)
     w.engine.owned = set(range(PARTITIONS))
-    for p in range(PARTITIONS):
-        w.store.open(p)
-        w._owned.add(p)
-        w._epochs[p] = 1
-        w._ready_partitions[p] = asyncio.Event()
-        w._ready_partitions[p].set()
+    serve_every_partition(w, PARTITIONS)
     w._catalog_ready = asyncio.Event()
     w._catalog_ready.set()
     yield w
