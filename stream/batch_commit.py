@@ -64,6 +64,7 @@ class BatchCommitter:
         produced = self.produce_output(outcome)
         stage = outcome.stage_seconds
         acked = self.flush() if produced else {}
+        observe_pushes(outcome)
         pushes_offsets = self.pushes_offsets(acked)
         t0 = time.perf_counter()
         stage["produce"] += t0 - started
@@ -136,11 +137,16 @@ class BatchCommitter:
             observe(outcome)
 
 
-def observe(outcome: Outcome) -> None:
-    """Count a committed batch's pushes, suppressions, dead letters, feedback and stage times."""
+def observe_pushes(outcome: Outcome) -> None:
+    """Count a batch's pushes and their latency from their events, once the broker holds them."""
     now = time.time()
     for _, push in outcome.pushes:
         metrics_record.observe_push(push.trigger, now - push.event_ts)
+
+
+def observe(outcome: Outcome) -> None:
+    """Count a committed batch's suppressions, dead letters, feedback and stage times (its pushes are
+    counted when acknowledged, :func:`observe_pushes`)."""
     for (trigger, reason), n in outcome.suppressions.items():
         if n > 0:
             metrics_record.observe_suppression(trigger, reason, n)

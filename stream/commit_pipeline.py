@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stream.batch_commit import BatchCommitter, exit_for_redelivery
+from stream.batch_commit import BatchCommitter, exit_for_redelivery, observe_pushes
 from stream.engine import Outcome
 from stream.store import StateStore, Transaction
 
@@ -178,6 +178,7 @@ class CommitPipeline:
         self._output_queued = []
         last = group.batches[-1]
         for batch in group.batches:
+            observe_pushes(batch.outcome)  # on the topic now
             committer.produce_changelog(batch.txn, group.pushes_offsets if batch is last else {})
         self._changelog_queued = group
         last.outcome.stage_seconds["changelog"] += time.perf_counter() - started

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from stream.app import Worker
 from stream.batch_commit import BatchCommitter
@@ -171,6 +172,27 @@ def test_batches_wait_for_the_broker_in_flight_and_go_on_together(
     assert pstore.get(b"carol") is None and pstore.meta.pushes_offset == 1
     assert third.below is second and second.writes == {}  # read through, now empty: the store answers
     assert (third.get(0, b"bob"), third.get(0, b"carol")) == (b"b1", None)
+
+
+def test_pushes_are_counted_when_the_broker_holds_them(
+    pipeline: tuple[CommitPipeline, RecordingOutbox, StateStore],
+) -> None:
+    commits, outbox, store = pipeline
+
+    def pushed() -> float:
+        return REGISTRY.get_sample_value("kairos_pushes_total", {"trigger": "cart_abandonment"}) or 0.0
+
+    before = pushed()
+    outcome = Outcome()
+    outcome.pushes += [a_push("alice", 0), a_push("bob", 1)]
+    commits.stage(outcome, commits.transaction())
+    commits.poll()
+    assert pushed() == before  # queued, not acknowledged
+    outbox.fast = True
+    commits.poll()  # acknowledged: counted, while the batch's changelog is only queued
+    assert pushed() == before + 2 and commits.in_flight == 1
+    commits.settle()
+    assert pushed() == before + 2
 
 
 def test_at_most_max_in_flight_batches_wait(
