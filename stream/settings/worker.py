@@ -154,6 +154,14 @@ class WorkerConfig(BaseModel):
         "waiting for the broker, before the next (stream/commit_pipeline.py). Same pushes and state "
         "either way.",
     )
+    commit_overlap_min_batch: int = Field(
+        128,
+        ge=1,
+        description="With commit_overlap, the smallest batch (records) committed in stages: a smaller one, "
+        "read while the worker keeps up with its input, is committed whole at once (staging pays under a "
+        "backlog; at 2,000 events/s, batches of about 20, it showed no gain and up to 3-7 ms more "
+        "event->push p50: benchmarks/README.md, 'Staged commits').",
+    )
     gc_young_threshold: int = Field(
         50_000,
         ge=0,

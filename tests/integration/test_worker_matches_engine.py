@@ -92,6 +92,7 @@ WORKER_SETTINGS = {
     "small-batches-cold-users": {
         "KAIROS_WORKER__BATCH_SIZE": "37",
         "KAIROS_WORKER__WARM_USERS_PER_PARTITION": "0",
+        "KAIROS_WORKER__COMMIT_OVERLAP_MIN_BATCH": "1",  # every batch staged
     },
 }
 

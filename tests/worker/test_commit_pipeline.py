@@ -247,9 +247,11 @@ def test_without_staging_each_batch_commits_whole(tmp_path: Path) -> None:
 @pytest.fixture
 def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
     """A bulk-input worker owning every partition, no user records kept warm (every batch reads its
-    users through its transaction), its outputs recorded."""
+    users through its transaction), every batch staged however small, its outputs recorded."""
     monkeypatch.setattr("stream.app.Outbox", RecordingOutbox)
-    settings = make_settings(worker={"state_dir": tmp_path, "warm_users_per_partition": 0})
+    settings = make_settings(
+        worker={"state_dir": tmp_path, "warm_users_per_partition": 0, "commit_overlap_min_batch": 1}
+    )
     settings.kafka.bootstrap_servers = "127.0.0.1:9"  # never contacted
     assert settings.worker.input_reader == "bulk" and settings.worker.commit_overlap
     w = Worker(settings)
@@ -278,6 +280,21 @@ def test_the_worker_builds_each_batch_on_the_batches_in_flight(worker: Worker) -
     asyncio.run(scenario())
     user = stored_user(worker, "u1")
     assert user is not None and list(user.event_ids) == ["e0", "e1", "e2"] and user.n_events == 3
+
+
+def test_a_batch_smaller_than_the_staging_minimum_is_committed_at_once(worker: Worker) -> None:
+    worker.settings.worker.commit_overlap_min_batch = 3
+
+    async def scenario() -> None:
+        await worker._handle([ev("s1", "u4", "view", "i1", T0), ev("s2", "u4", "view", "i2", T0 + 1)])
+        assert worker.commits.in_flight == 0  # two records: the worker keeps up, no waiting for more
+        user = stored_user(worker, "u4")
+        assert user is not None and list(user.event_ids) == ["s1", "s2"]
+        batch = [ev(f"s{n}", "u4", "view", "i3", T0 + n) for n in range(3, 6)]
+        await worker._handle(batch)
+        assert worker.commits.in_flight == 1  # three: staged
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("settled_by", ["revocation", "tick"])
