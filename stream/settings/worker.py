@@ -159,8 +159,8 @@ class WorkerConfig(BaseModel):
         ge=1,
         description="With commit_overlap, the smallest batch (records) committed in stages: a smaller one, "
         "read while the worker keeps up with its input, is committed whole at once (staging pays under a "
-        "backlog; at 2,000 events/s, batches of about 20, it showed no gain and up to 3-7 ms more "
-        "event->push p50: benchmarks/README.md, 'Staged commits').",
+        "backlog; at 2,000 events/s, batches of about 20, it raised event->push p50 by 3-12 ms: "
+        "benchmarks/README.md, 'Staged commits').",
     )
     gc_young_threshold: int = Field(
         50_000,
