@@ -123,7 +123,11 @@ class Worker(InputMixin, RecoveryMixin, TickMixin):
             lambda outcome, txn: self._commit_or_die(outcome, txn),
             self.committer,
             self.store,
-            staged=self._bulk and settings.worker.commit_overlap,
+            stage_from=(
+                settings.worker.commit_overlap_min_batch
+                if self._bulk and settings.worker.commit_overlap
+                else None
+            ),
         )
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="kairos-input")
         self._assigned_event = asyncio.Event()  # set while no rebalance is under way

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from stream.batch_commit import BatchCommitter, exit_for_redelivery, observe_pushes
 from stream.engine import Outcome
@@ -63,7 +63,7 @@ class _Group:
     """Batches whose changelog is queued together, with the pushes offsets it records."""
 
     batches: list[_InFlight]
-    pushes_offsets: dict[int, int] = field(default_factory=dict)
+    pushes_offsets: dict[int, int]
 
 
 class CommitPipeline:
@@ -74,14 +74,15 @@ class CommitPipeline:
         commit: Callable[[Outcome, Transaction], None],
         committer: BatchCommitter,
         store: StateStore,
-        staged: bool,
+        stage_from: int | None,
     ) -> None:
         """``commit`` makes one batch durable whole or ends the process (the worker's
-        ``_commit_or_die``); ``committer`` does the stages; ``staged`` lets :meth:`stage` use them."""
+        ``_commit_or_die``); ``committer`` does the stages; ``stage_from`` is the smallest batch
+        (records) :meth:`stage` stages, None for none."""
         self._commit = commit
         self._committer = committer
         self._store = store
-        self._staged = staged
+        self.stage_from = stage_from
         self._changelog_queued: _Group | None = None
         self._output_queued: list[_InFlight] = []
 
@@ -107,11 +108,13 @@ class CommitPipeline:
         txn.below = None
         self._commit(outcome, txn)
 
-    def stage(self, outcome: Outcome, txn: Transaction) -> None:
-        """Begin a batch's commit: queue its output, and move the batches in flight on if the broker
-        has acknowledged them (waiting only when :data:`MAX_IN_FLIGHT` are). Without staging
-        (``worker.commit_overlap`` off, or faust input), :meth:`commit`."""
-        if not self._staged:
+    def stage(self, outcome: Outcome, txn: Transaction, records: int) -> None:
+        """Begin the commit of a batch of ``records`` input records: queue its output, and move the
+        batches in flight on if the broker has acknowledged them (waiting only when
+        :data:`MAX_IN_FLIGHT` are). A batch under ``stage_from`` (the worker keeps up with its input:
+        waiting then costs latency, not throughput), or any batch without staging
+        (``worker.commit_overlap`` off, or faust input): :meth:`commit`."""
+        if self.stage_from is None or records < self.stage_from:
             self.commit(outcome, txn)
             return
         try:

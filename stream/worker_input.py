@@ -153,13 +153,8 @@ class InputMixin(WorkerParts):
                 outcome = await self._process_isolated(fresh)
             else:
                 # No await between the engine's work and this: anything else that reads the state
-                # must find this batch's writes in flight, as the tick's transaction does. A small
-                # batch (the worker keeps up) is committed at once: waiting then costs latency, not
-                # throughput.
-                if len(records) >= self.settings.worker.commit_overlap_min_batch:
-                    self.commits.stage(outcome, txn)
-                else:
-                    self.commits.commit(outcome, txn)
+                # must find this batch's writes in flight, as the tick's transaction does.
+                self.commits.stage(outcome, txn, len(records))
         elapsed = time.perf_counter() - started
         metrics_record.observe_events(outcome.events, elapsed / max(len(records), 1))
         metrics_record.observe_input_updates(consent=outcome.consent_updates)

@@ -77,9 +77,9 @@ class RecordingOutbox:
         pass
 
 
-def a_push(user: str, n: int) -> tuple[int, Push]:
+def a_push(user: str, n: int, push_id: str | None = None) -> tuple[int, Push]:
     push = Push(
-        push_id=f"p-{user}-{n}",
+        push_id=push_id or f"p-{user}-{n}",
         user_id=user,
         item_id="i1",
         trigger="cart_abandonment",
@@ -102,7 +102,7 @@ def pipeline(tmp_path: Path) -> Iterator[tuple[CommitPipeline, RecordingOutbox, 
     outbox = RecordingOutbox()
     committer = BatchCommitter(settings, outbox, Health())  # type: ignore[arg-type]
     wholes: list[Outcome] = []
-    yield CommitPipeline(lambda o, t: wholes.append(o), committer, store, staged=True), outbox, store
+    yield CommitPipeline(lambda o, t: wholes.append(o), committer, store, stage_from=1), outbox, store
     store.close_all()
 
 
@@ -118,7 +118,7 @@ def test_with_a_broker_that_answers_at_once_each_batch_is_durable_one_batch_late
         txn.put(0, b"alice", value)
         outcome = Outcome()
         outcome.pushes.append(a_push("alice", n))
-        commits.stage(outcome, txn)
+        commits.stage(outcome, txn, 1)
         # Its output acknowledged and its changelog queued; the batch before it in RocksDB.
         assert commits.in_flight == 1
         assert pstore.get(b"alice") == [b"a1", b"a2", b"a3"][n]
@@ -148,13 +148,13 @@ def test_batches_wait_for_the_broker_in_flight_and_go_on_together(
     first.put(0, b"carol", None)
     outcome = Outcome()
     outcome.pushes.append(a_push("alice", 0))
-    commits.stage(outcome, first)
+    commits.stage(outcome, first, 1)
     second = commits.transaction()
     assert second.below is first
     second.put(0, b"bob", b"b1")
     outcome = Outcome()
     outcome.pushes.append(a_push("bob", 1))
-    commits.stage(outcome, second)
+    commits.stage(outcome, second, 1)
     third = commits.transaction()
     # Nothing acknowledged: nothing waited for, nothing in RocksDB, and the next batch reads both.
     assert commits.in_flight == 2 and not [e for e in outbox.log if e[0] == "flush"]
@@ -185,7 +185,7 @@ def test_pushes_are_counted_when_the_broker_holds_them(
     before = pushed()
     outcome = Outcome()
     outcome.pushes += [a_push("alice", 0), a_push("bob", 1)]
-    commits.stage(outcome, commits.transaction())
+    commits.stage(outcome, commits.transaction(), 1)
     commits.poll()
     assert pushed() == before  # queued, not acknowledged
     outbox.fast = True
@@ -202,7 +202,7 @@ def test_at_most_max_in_flight_batches_wait(
     for n in range(MAX_IN_FLIGHT + 1):
         txn = commits.transaction()
         txn.put(0, b"alice", b"a%d" % n)
-        commits.stage(Outcome(), txn)
+        commits.stage(Outcome(), txn, 1)
         assert commits.in_flight <= MAX_IN_FLIGHT
     # The first batch (no output: its changelog went out at once) was written when the last came,
     # the others went on together; none of them is in RocksDB yet.
@@ -218,11 +218,11 @@ def test_a_whole_commit_completes_the_batches_in_flight_first(tmp_path: Path) ->
     seen: list[bytes | None] = []
     committer = BatchCommitter(make_settings(), RecordingOutbox(), Health())  # type: ignore[arg-type]
     commits = CommitPipeline(
-        lambda o, t: seen.append(store.partitions[0].get(b"alice")), committer, store, staged=True
+        lambda o, t: seen.append(store.partitions[0].get(b"alice")), committer, store, stage_from=1
     )
     staged = commits.transaction()
     staged.put(0, b"alice", b"a2")
-    commits.stage(Outcome(), staged)
+    commits.stage(Outcome(), staged, 1)
     whole = commits.transaction()
     assert whole.below is staged
     commits.commit(Outcome(), whole)  # as the tick commits, between input batches
@@ -236,9 +236,9 @@ def test_without_staging_each_batch_commits_whole(tmp_path: Path) -> None:
     wholes: list[Transaction] = []
     outbox = RecordingOutbox()
     committer = BatchCommitter(make_settings(), outbox, Health())  # type: ignore[arg-type]
-    commits = CommitPipeline(lambda o, t: wholes.append(t), committer, store, staged=False)
+    commits = CommitPipeline(lambda o, t: wholes.append(t), committer, store, stage_from=None)
     txn = commits.transaction()
-    commits.stage(Outcome(), txn)
+    commits.stage(Outcome(), txn, 1)
     assert wholes == [txn] and commits.in_flight == 0 and not outbox.log
     assert commits.transaction().below is None
     store.close_all()
@@ -283,7 +283,7 @@ def test_the_worker_builds_each_batch_on_the_batches_in_flight(worker: Worker) -
 
 
 def test_a_batch_smaller_than_the_staging_minimum_is_committed_at_once(worker: Worker) -> None:
-    worker.settings.worker.commit_overlap_min_batch = 3
+    worker.commits.stage_from = 3
 
     async def scenario() -> None:
         await worker._handle([ev("s1", "u4", "view", "i1", T0), ev("s2", "u4", "view", "i2", T0 + 1)])
@@ -339,7 +339,7 @@ def test_any_interleaving_keeps_the_order_recovery_relies_on(steps: list[tuple[s
         store.open(1)
         outbox = RecordingOutbox()
         committer = BatchCommitter(make_settings(), outbox, Health())  # type: ignore[arg-type]
-        commits = CommitPipeline(committer.commit, committer, store, staged=True)
+        commits = CommitPipeline(committer.commit, committer, store, stage_from=1)
         model: dict[tuple[int, bytes], bytes | None] = {}  # every batch applied, in order
         snapshots: list[dict[tuple[int, bytes], bytes | None]] = [{}]  # the model after each batch
         durable = 0  # the RocksDB state is the snapshot at this index or a later one
@@ -360,11 +360,11 @@ def test_any_interleaving_keeps_the_order_recovery_relies_on(steps: list[tuple[s
                     model[(p, marker(n))] = b"x"
                 for i, p in enumerate(pushes):
                     push_id = f"{n}-{i}"
-                    outcome.pushes.append((p, a_push(push_id, n)[1].model_copy(update={"push_id": push_id})))
+                    outcome.pushes.append((p, a_push("u", n, push_id)[1]))
                     pushes_of[push_id] = n
                 snapshots.append(dict(model))
                 if kind == "batch":
-                    commits.stage(outcome, txn)
+                    commits.stage(outcome, txn, 1)
                 else:
                     commits.commit(outcome, txn)
                     assert commits.in_flight == 0
